@@ -1,0 +1,101 @@
+/**
+ * The interface the model is written against. A backend owns memory (weights, activations, KV cache) and
+ * implements the kernels. `T` is the backend's tensor handle (host arrays on CPU, device pointers on CUDA).
+ * Every op writes into a caller-provided output so the model runner can use static buffers (CUDA graphs).
+ */
+import type { TensorView } from "../loader/safetensors.ts";
+import type { SamplingBatch, SamplerOutput } from "../engine/sampling-batch.ts";
+
+export interface Tensor {
+  readonly shape: readonly number[];
+}
+
+export interface KvCacheSpec {
+  numBlocks: number;
+  blockSize: number;
+  numKvHeads: number;
+  headDim: number;
+}
+
+/** Per-step attention inputs, already uploaded by `Backend.uploadStep`. */
+export interface StepTensors<T extends Tensor> {
+  numTokens: number;
+  numSeqs: number;
+  tokenIds: T;
+  positions: T;
+  /** KV slot per token (block * blockSize + offset); -1 = do not store (padding). */
+  slotMapping: T;
+  /** Cumulative query lengths, numSeqs + 1 entries. */
+  queryStart: T;
+  /** Context length of each sequence after this step (cached + new tokens). */
+  seqLens: T;
+  /** numSeqs × maxBlocksPerSeq block ids. */
+  blockTables: T;
+  maxBlocksPerSeq: number;
+  /** Token rows whose logits are needed (the last query token of each sequence that samples). */
+  logitsRows: T;
+  numLogitsRows: number;
+  /** Largest query length / context length in the step (kernel launch shapes). */
+  maxQueryLen: number;
+  maxSeqLen: number;
+}
+
+/** Host-side per-step inputs, built by the model runner from the scheduled batch. */
+export interface StepInputs {
+  tokenIds: Int32Array;
+  positions: Int32Array;
+  slotMapping: Int32Array;
+  queryStart: Int32Array;
+  seqLens: Int32Array;
+  blockTables: Int32Array;
+  maxBlocksPerSeq: number;
+  logitsRows: Int32Array;
+}
+
+export interface AttentionShape {
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  scale: number;
+}
+
+export interface Backend<T extends Tensor = Tensor> {
+  readonly name: "cpu" | "cuda";
+  /** Creates a weight tensor from checkpoint tensors concatenated along dim 0. */
+  loadWeight(parts: TensorView[], shape: number[]): T;
+  /** Creates a weight from f32 host values (e.g. RoPE tables). */
+  fromHost(values: Float32Array, shape: number[]): T;
+  /** An uninitialised f32/activation tensor. */
+  empty(shape: number[]): T;
+  /** The first `rows` rows of `t` (no copy). */
+  rows(t: T, rows: number): T;
+  /** Allocates the paged KV cache of one layer: [numBlocks, blockSize, numKvHeads, headDim] each for K and V. */
+  allocKvCache(spec: KvCacheSpec): { k: T; v: T };
+  /** Copies this step's host inputs into the backend's step buffers. */
+  uploadStep(inputs: StepInputs): StepTensors<T>;
+
+  embedding(tokenIds: T, table: T, out: T): void;
+  /** out = rmsnorm(x) * weight */
+  rmsNorm(x: T, weight: T, eps: number, out: T): void;
+  /** residual += x; out = rmsnorm(residual) * weight */
+  addRmsNorm(x: T, residual: T, weight: T, eps: number, out: T): void;
+  /** out = x · Wᵀ (+ bias); W is [outFeatures, inFeatures] */
+  linear(x: T, weight: T, bias: T | null, out: T): void;
+  /**
+   * In place on the packed qkv rows [tokens, (H + 2·Hkv)·D]: optional per-head RMSNorm of q and k, then
+   * rotate-half RoPE of q and k at each token's position using the [maxPos, D/2] cos/sin tables.
+   */
+  qkNormRope(qkv: T, positions: T, cos: T, sin: T, qNorm: T | null, kNorm: T | null, eps: number, shape: AttentionShape): void;
+  /** Writes k and v of each token of packed qkv into the cache at its slot (slot −1 = skip). */
+  storeKv(qkv: T, slotMapping: T, kCache: T, vCache: T, shape: AttentionShape): void;
+  /** Causal attention of each query token over its sequence's cached context; out is [tokens, H·D]. */
+  pagedAttention(qkv: T, kCache: T, vCache: T, step: StepTensors<T>, blockSize: number, shape: AttentionShape, out: T): void;
+  /** out = silu(x[:, :I]) * x[:, I:] for x of width 2I */
+  siluMul(x: T, out: T): void;
+  /** out[i] = x[rows[i]] */
+  gatherRows(x: T, rows: T, numRows: number, out: T): void;
+  /** Samples one token per logits row. */
+  sample(logits: T, batch: SamplingBatch): SamplerOutput;
+  /** Copies a tensor to host f32 (tests and debugging). */
+  toHost(t: T): Float32Array;
+}

@@ -1,0 +1,148 @@
+/** The reference backend: f32 host arrays, weights converted at load. Runs the whole engine without a GPU. */
+import type { AttentionShape, Backend, KvCacheSpec, StepInputs, StepTensors, Tensor } from "../backend.ts";
+import type { TensorView } from "../../loader/safetensors.ts";
+import { toFloat32 } from "../../loader/dtype.ts";
+import type { SamplingBatch, SamplerOutput } from "../../engine/sampling-batch.ts";
+import * as k from "./kernels.ts";
+import { sampleRows } from "./sampling.ts";
+
+export class CpuTensor implements Tensor {
+  constructor(readonly data: Float32Array, readonly shape: readonly number[]) {}
+  get width(): number {
+    return this.shape.length > 1 ? this.shape[this.shape.length - 1]! : 1;
+  }
+  get numRows(): number {
+    return this.shape.length > 1 ? this.data.length / this.width : 1;
+  }
+}
+
+/** Integer inputs (token ids, positions, slots, block tables) keep their Int32Array. */
+export class CpuIntTensor implements Tensor {
+  constructor(readonly data: Int32Array, readonly shape: readonly number[]) {}
+}
+
+type T = CpuTensor | CpuIntTensor;
+
+function f32(t: T): Float32Array {
+  if (!(t instanceof CpuTensor)) throw new TypeError("expected a float tensor");
+  return t.data;
+}
+function i32(t: T): Int32Array {
+  if (!(t instanceof CpuIntTensor)) throw new TypeError("expected an int tensor");
+  return t.data;
+}
+
+const numel = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
+
+export class CpuBackend implements Backend<T> {
+  readonly name = "cpu" as const;
+
+  loadWeight(parts: TensorView[], shape: number[]): CpuTensor {
+    const out = new Float32Array(numel(shape));
+    let off = 0;
+    for (const p of parts) {
+      const n = numel(p.shape);
+      if (off + n > out.length) throw new Error(`${p.file}: tensor '${p.name}' does not fit the packed weight of shape [${shape}]`);
+      toFloat32(p.bytes, p.dtype, out.subarray(off, off + n));
+      off += n;
+    }
+    if (off !== out.length) throw new Error(`packed weight [${shape}] got ${off} of ${out.length} values from ${parts.map((p) => p.name).join(", ")}`);
+    return new CpuTensor(out, shape);
+  }
+
+  fromHost(values: Float32Array, shape: number[]): CpuTensor {
+    return new CpuTensor(values, shape);
+  }
+
+  empty(shape: number[]): CpuTensor {
+    return new CpuTensor(new Float32Array(numel(shape)), shape);
+  }
+
+  rows(t: T, rows: number): T {
+    const width = numel(t.shape.slice(1));
+    const shape = [rows, ...t.shape.slice(1)];
+    return t instanceof CpuTensor ? new CpuTensor(t.data.subarray(0, rows * width), shape) : new CpuIntTensor(t.data.subarray(0, rows * width), shape);
+  }
+
+  allocKvCache(spec: KvCacheSpec): { k: CpuTensor; v: CpuTensor } {
+    const shape = [spec.numBlocks, spec.blockSize, spec.numKvHeads, spec.headDim];
+    return { k: this.empty(shape), v: this.empty(shape) };
+  }
+
+  uploadStep(s: StepInputs): StepTensors<T> {
+    const numSeqs = s.seqLens.length;
+    let maxQueryLen = 0, maxSeqLen = 0;
+    for (let i = 0; i < numSeqs; i++) {
+      maxQueryLen = Math.max(maxQueryLen, s.queryStart[i + 1]! - s.queryStart[i]!);
+      maxSeqLen = Math.max(maxSeqLen, s.seqLens[i]!);
+    }
+    const t = (a: Int32Array, shape = [a.length]) => new CpuIntTensor(a, shape);
+    return {
+      numTokens: s.tokenIds.length, numSeqs,
+      tokenIds: t(s.tokenIds), positions: t(s.positions), slotMapping: t(s.slotMapping),
+      queryStart: t(s.queryStart), seqLens: t(s.seqLens),
+      blockTables: t(s.blockTables, [numSeqs, s.maxBlocksPerSeq]), maxBlocksPerSeq: s.maxBlocksPerSeq,
+      logitsRows: t(s.logitsRows), numLogitsRows: s.logitsRows.length,
+      maxQueryLen, maxSeqLen,
+    };
+  }
+
+  embedding(tokenIds: T, table: T, out: T): void {
+    const tab = table as CpuTensor;
+    k.embedding(i32(tokenIds), tokenIds.shape[0]!, f32(tab), tab.shape[1]!, tab.shape[0]!, f32(out));
+  }
+
+  rmsNorm(x: T, weight: T, eps: number, out: T): void {
+    const t = x as CpuTensor;
+    k.rmsNorm(t.data, t.numRows, t.width, f32(weight), eps, f32(out));
+  }
+
+  addRmsNorm(x: T, residual: T, weight: T, eps: number, out: T): void {
+    const t = x as CpuTensor;
+    k.addRmsNorm(t.data, f32(residual), t.numRows, t.width, f32(weight), eps, f32(out));
+  }
+
+  linear(x: T, weight: T, bias: T | null, out: T): void {
+    const xt = x as CpuTensor, w = weight as CpuTensor;
+    const [outF, inF] = w.shape as [number, number];
+    if (xt.width !== inF) throw new Error(`linear: input width ${xt.width} != weight in-features ${inF}`);
+    k.matmulTransposed(xt.data, xt.numRows, inF, w.data, outF, bias ? f32(bias) : null, f32(out));
+  }
+
+  qkNormRope(qkv: T, positions: T, cos: T, sin: T, qNorm: T | null, kNorm: T | null, eps: number, shape: AttentionShape): void {
+    const q = qkv as CpuTensor;
+    k.qkNormRope(q.data, q.numRows, i32(positions), f32(cos), f32(sin), qNorm ? f32(qNorm) : null, kNorm ? f32(kNorm) : null, eps, shape);
+  }
+
+  storeKv(qkv: T, slotMapping: T, kCache: T, vCache: T, shape: AttentionShape): void {
+    const q = qkv as CpuTensor;
+    k.storeKv(q.data, q.numRows, i32(slotMapping), f32(kCache), f32(vCache), shape);
+  }
+
+  pagedAttention(qkv: T, kCache: T, vCache: T, step: StepTensors<T>, blockSize: number, shape: AttentionShape, out: T): void {
+    k.pagedAttention(f32(qkv), f32(kCache), f32(vCache), {
+      numSeqs: step.numSeqs, queryStart: i32(step.queryStart), seqLens: i32(step.seqLens),
+      blockTables: i32(step.blockTables), maxBlocksPerSeq: step.maxBlocksPerSeq, blockSize,
+    }, shape, f32(out));
+  }
+
+  siluMul(x: T, out: T): void {
+    const t = x as CpuTensor;
+    k.siluMul(t.data, t.numRows, t.width / 2, f32(out));
+  }
+
+  gatherRows(x: T, rows: T, numRows: number, out: T): void {
+    const src = x as CpuTensor, dst = f32(out), idx = i32(rows);
+    const w = src.width;
+    for (let i = 0; i < numRows; i++) dst.set(src.data.subarray(idx[i]! * w, (idx[i]! + 1) * w), i * w);
+  }
+
+  sample(logits: T, batch: SamplingBatch): SamplerOutput {
+    const l = logits as CpuTensor;
+    return sampleRows(l.data, l.width, batch);
+  }
+
+  toHost(t: T): Float32Array {
+    return t instanceof CpuTensor ? t.data.slice() : Float32Array.from(t.data);
+  }
+}

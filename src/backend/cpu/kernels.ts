@@ -1,0 +1,164 @@
+/** f32 reference kernels of the CPU backend. Each has a CUDA twin in ptx/src. */
+import type { AttentionShape } from "../backend.ts";
+
+/** out[t, o] = Σ_i x[t, i] · w[o, i] + bias[o], for t < n */
+export function matmulTransposed(x: Float32Array, n: number, inF: number, w: Float32Array, outF: number, bias: Float32Array | null, out: Float32Array, oStart = 0, oEnd = outF): void {
+  for (let o = oStart; o < oEnd; o++) {
+    const wo = o * inF;
+    const b = bias ? bias[o]! : 0;
+    let t = 0;
+    // Four token rows at a time: each weight element is loaded once for four dot products.
+    for (; t + 3 < n; t += 4) {
+      const x0 = t * inF, x1 = x0 + inF, x2 = x1 + inF, x3 = x2 + inF;
+      let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      for (let i = 0; i < inF; i++) {
+        const wi = w[wo + i]!;
+        s0 += x[x0 + i]! * wi;
+        s1 += x[x1 + i]! * wi;
+        s2 += x[x2 + i]! * wi;
+        s3 += x[x3 + i]! * wi;
+      }
+      out[t * outF + o] = s0 + b;
+      out[(t + 1) * outF + o] = s1 + b;
+      out[(t + 2) * outF + o] = s2 + b;
+      out[(t + 3) * outF + o] = s3 + b;
+    }
+    // Same summation order as above, so a row's result never depends on the batch it is in.
+    for (; t < n; t++) {
+      const xo = t * inF;
+      let s0 = 0;
+      for (let i = 0; i < inF; i++) s0 += x[xo + i]! * w[wo + i]!;
+      out[t * outF + o] = s0 + b;
+    }
+  }
+}
+
+export function embedding(ids: Int32Array, n: number, table: Float32Array, hidden: number, vocab: number, out: Float32Array): void {
+  for (let t = 0; t < n; t++) {
+    const id = ids[t]!;
+    if (id < 0 || id >= vocab) throw new RangeError(`token id ${id} out of range [0, ${vocab})`);
+    out.set(table.subarray(id * hidden, (id + 1) * hidden), t * hidden);
+  }
+}
+
+/** dst[dstOff + i] = src[srcOff + i] / rms(src row) * w[i] for one row of `width` (src may equal dst). */
+export function rmsNormRow(src: Float32Array, srcOff: number, dst: Float32Array, dstOff: number, width: number, w: Float32Array, eps: number): void {
+  let ss = 0;
+  for (let i = 0; i < width; i++) { const v = src[srcOff + i]!; ss += v * v; }
+  const inv = 1 / Math.sqrt(ss / width + eps);
+  for (let i = 0; i < width; i++) dst[dstOff + i] = Math.fround(src[srcOff + i]! * inv) * w[i]!;
+}
+
+export function rmsNorm(x: Float32Array, rows: number, width: number, w: Float32Array, eps: number, out: Float32Array): void {
+  for (let r = 0; r < rows; r++) rmsNormRow(x, r * width, out, r * width, width, w, eps);
+}
+
+export function addRmsNorm(x: Float32Array, residual: Float32Array, rows: number, width: number, w: Float32Array, eps: number, out: Float32Array): void {
+  const n = rows * width;
+  for (let i = 0; i < n; i++) residual[i] = residual[i]! + x[i]!;
+  rmsNorm(residual, rows, width, w, eps, out);
+}
+
+/** In-place per-head RMSNorm (optional) then rotate-half RoPE on the q and k heads of packed qkv rows. */
+export function qkNormRope(qkv: Float32Array, n: number, positions: Int32Array, cos: Float32Array, sin: Float32Array, qNorm: Float32Array | null, kNorm: Float32Array | null, eps: number, s: AttentionShape): void {
+  const D = s.headDim, half = D / 2;
+  const stride = (s.numHeads + 2 * s.numKvHeads) * D;
+  const maxPos = cos.length / half;
+  for (let t = 0; t < n; t++) {
+    const pos = positions[t]!;
+    if (pos < 0 || pos >= maxPos) throw new RangeError(`position ${pos} out of range [0, ${maxPos})`);
+    const base = t * stride;
+    for (let h = 0; h < s.numHeads + s.numKvHeads; h++) {
+      const ho = base + h * D;
+      const norm = h < s.numHeads ? qNorm : kNorm;
+      if (norm) rmsNormRow(qkv, ho, qkv, ho, D, norm, eps);
+      for (let i = 0; i < half; i++) {
+        const c = cos[pos * half + i]!, sn = sin[pos * half + i]!;
+        const x1 = qkv[ho + i]!, x2 = qkv[ho + half + i]!;
+        qkv[ho + i] = x1 * c - x2 * sn;
+        qkv[ho + half + i] = x2 * c + x1 * sn;
+      }
+    }
+  }
+}
+
+export function storeKv(qkv: Float32Array, n: number, slots: Int32Array, kCache: Float32Array, vCache: Float32Array, s: AttentionShape): void {
+  const D = s.headDim, kvWidth = s.numKvHeads * D;
+  const stride = (s.numHeads + 2 * s.numKvHeads) * D;
+  const numSlots = kCache.length / kvWidth;
+  for (let t = 0; t < n; t++) {
+    const slot = slots[t]!;
+    if (slot < 0) continue;
+    if (slot >= numSlots) throw new RangeError(`KV slot ${slot} out of range [0, ${numSlots})`);
+    const ko = t * stride + s.numHeads * D;
+    kCache.set(qkv.subarray(ko, ko + kvWidth), slot * kvWidth);
+    vCache.set(qkv.subarray(ko + kvWidth, ko + 2 * kvWidth), slot * kvWidth);
+  }
+}
+
+export interface PagedAttentionArgs {
+  numSeqs: number;
+  queryStart: Int32Array;
+  seqLens: Int32Array;
+  blockTables: Int32Array;
+  maxBlocksPerSeq: number;
+  blockSize: number;
+}
+
+/**
+ * For each sequence, its query tokens are the last qLen positions of its seqLen context; token i attends
+ * causally to context positions [0, seqLen − qLen + i], read from the paged cache through the block table.
+ */
+export function pagedAttention(qkv: Float32Array, kCache: Float32Array, vCache: Float32Array, a: PagedAttentionArgs, s: AttentionShape, out: Float32Array, seqStart = 0, seqEnd = a.numSeqs): void {
+  const D = s.headDim, H = s.numHeads, Hkv = s.numKvHeads, group = H / Hkv;
+  const stride = (H + 2 * Hkv) * D;
+  const kvWidth = Hkv * D;
+  let scores = new Float64Array(256);
+  const acc = new Float64Array(D);
+  for (let sq = seqStart; sq < seqEnd; sq++) {
+    const q0 = a.queryStart[sq]!, q1 = a.queryStart[sq + 1]!;
+    const seqLen = a.seqLens[sq]!;
+    const qLen = q1 - q0;
+    if (seqLen > scores.length) scores = new Float64Array(Math.max(seqLen, scores.length * 2));
+    const table = sq * a.maxBlocksPerSeq;
+    for (let i = 0; i < qLen; i++) {
+      const ctx = seqLen - qLen + i + 1;
+      const qRow = (q0 + i) * stride;
+      for (let h = 0; h < H; h++) {
+        const qo = qRow + h * D;
+        const kvh = Math.floor(h / group);
+        let max = -Infinity;
+        for (let j = 0; j < ctx; j++) {
+          const slot = a.blockTables[table + Math.floor(j / a.blockSize)]! * a.blockSize + (j % a.blockSize);
+          const ko = slot * kvWidth + kvh * D;
+          let dot = 0;
+          for (let d = 0; d < D; d++) dot += qkv[qo + d]! * kCache[ko + d]!;
+          const sc = dot * s.scale;
+          scores[j] = sc;
+          if (sc > max) max = sc;
+        }
+        acc.fill(0);
+        let sum = 0;
+        for (let j = 0; j < ctx; j++) {
+          const p = Math.exp(scores[j]! - max);
+          sum += p;
+          const slot = a.blockTables[table + Math.floor(j / a.blockSize)]! * a.blockSize + (j % a.blockSize);
+          const vo = slot * kvWidth + kvh * D;
+          for (let d = 0; d < D; d++) acc[d] = acc[d]! + p * vCache[vo + d]!;
+        }
+        const oo = (q0 + i) * H * D + h * D;
+        for (let d = 0; d < D; d++) out[oo + d] = acc[d]! / sum;
+      }
+    }
+  }
+}
+
+export function siluMul(x: Float32Array, n: number, inter: number, out: Float32Array): void {
+  for (let t = 0; t < n; t++) {
+    const xo = t * 2 * inter, oo = t * inter;
+    for (let i = 0; i < inter; i++) {
+      const g = x[xo + i]!;
+      out[oo + i] = (g / (1 + Math.exp(-g))) * x[xo + inter + i]!;
+    }
+  }
+}

@@ -1,0 +1,122 @@
+/** The CPU sampler: logits processors, greedy / random sampling with top-k, top-p, min-p, and logprobs. */
+import { philoxUniform } from "../../engine/philox.ts";
+import type { SamplingBatch, SamplerOutput, TokenLogprobs } from "../../engine/sampling-batch.ts";
+
+/** Applies logit bias, banned tokens and presence/frequency/repetition penalties to one row in place. */
+export function processLogits(row: Float32Array, b: SamplingBatch, r: number): void {
+  const pen = b.penalties[r];
+  if (pen) {
+    if (pen.repetition !== 1) {
+      const seen = new Set<number>();
+      for (const list of [pen.promptTokens, pen.outputTokens]) for (let i = 0; i < list.length; i++) seen.add(list[i]!);
+      for (const id of seen) {
+        const v = row[id]!;
+        row[id] = v > 0 ? v / pen.repetition : v * pen.repetition;
+      }
+    }
+    if (pen.presence !== 0 || pen.frequency !== 0) {
+      const counts = new Map<number, number>();
+      for (let i = 0; i < pen.outputTokens.length; i++) { const id = pen.outputTokens[i]!; counts.set(id, (counts.get(id) ?? 0) + 1); }
+      for (const [id, c] of counts) row[id] = row[id]! - pen.frequency * c - pen.presence;
+    }
+  }
+  const bias = b.logitBias[r];
+  if (bias) for (const [id, v] of bias) if (id >= 0 && id < row.length) row[id] = row[id]! + v;
+  const banned = b.banned[r];
+  if (banned) for (const id of banned) if (id >= 0 && id < row.length) row[id] = -Infinity;
+}
+
+function argmax(row: Float32Array): number {
+  let best = 0, bv = -Infinity;
+  for (let i = 0; i < row.length; i++) if (row[i]! > bv) { bv = row[i]!; best = i; }
+  return best;
+}
+
+function logSumExp(row: Float32Array): number {
+  let max = -Infinity;
+  for (let i = 0; i < row.length; i++) if (row[i]! > max) max = row[i]!;
+  if (max === -Infinity) return -Infinity;
+  let s = 0;
+  for (let i = 0; i < row.length; i++) s += Math.exp(row[i]! - max);
+  return max + Math.log(s);
+}
+
+/** Indices of the k largest values, best first (ties: lower index first). */
+export function topIndices(row: Float32Array, k: number): number[] {
+  const idx: number[] = [];
+  for (let i = 0; i < row.length; i++) {
+    const v = row[i]!;
+    if (idx.length === k && v <= row[idx[k - 1]!]!) continue;
+    let j = idx.length < k ? idx.length : k - 1;
+    if (idx.length < k) idx.push(i);
+    while (j > 0 && row[idx[j - 1]!]! < v) { idx[j] = idx[j - 1]!; j--; }
+    idx[j] = i;
+  }
+  return idx;
+}
+
+/** Samples one token from `row` (processed logits) with the row's temperature, top-k, top-p, min-p and uniform draw. */
+function sampleRandom(row: Float32Array, temperature: number, topK: number, topP: number, minP: number, u: number): number {
+  const V = row.length;
+  let max = -Infinity;
+  for (let i = 0; i < V; i++) if (row[i]! > max) max = row[i]!;
+  if (max === -Infinity) return 0;
+  // Candidates: all tokens, or the top-k; ordered best first when a cut-off needs an order.
+  let cand: number[] | null = null;
+  if (topK > 0 && topK < V) cand = topIndices(row, topK);
+  else if (topP < 1) {
+    cand = [];
+    for (let i = 0; i < V; i++) if (row[i]! > -Infinity) cand.push(i);
+    cand.sort((a, b) => row[b]! - row[a]! || a - b);
+  }
+  const n = cand ? cand.length : V;
+  const at = (j: number) => (cand ? cand[j]! : j);
+  const probs = new Float64Array(n);
+  let sum = 0;
+  for (let j = 0; j < n; j++) { const p = Math.exp((row[at(j)]! - max) / temperature); probs[j] = p; sum += p; }
+  let keep = n;
+  if (topP < 1 && cand) {
+    let c = 0;
+    for (let j = 0; j < n; j++) { c += probs[j]! / sum; if (c >= topP) { keep = j + 1; break; } }
+  }
+  if (minP > 0) {
+    let pmax = 0;
+    for (let j = 0; j < keep; j++) if (probs[j]! > pmax) pmax = probs[j]!;
+    for (let j = 0; j < keep; j++) if (probs[j]! < minP * pmax) probs[j] = 0;
+  }
+  let total = 0;
+  for (let j = 0; j < keep; j++) total += probs[j]!;
+  let target = u * total;
+  let last = -1;
+  for (let j = 0; j < keep; j++) {
+    if (probs[j]! === 0) continue;
+    last = j;
+    target -= probs[j]!;
+    if (target < 0) return at(j);
+  }
+  return at(Math.max(last, 0));
+}
+
+export function sampleRows(logits: Float32Array, vocab: number, b: SamplingBatch): SamplerOutput {
+  const tokenIds = new Int32Array(b.numRows);
+  const logprobs: (TokenLogprobs | null)[] = new Array(b.numRows).fill(null);
+  for (let r = 0; r < b.numRows; r++) {
+    const raw = logits.subarray(r * vocab, (r + 1) * vocab);
+    const needsProcessing = b.penalties[r] || b.logitBias[r] || b.banned[r];
+    const row = needsProcessing ? raw.slice() : raw;
+    if (needsProcessing) processLogits(row, b, r);
+    const t = b.temperature[r]!;
+    const token = t === 0 ? argmax(row) : sampleRandom(row, t, b.topK[r]!, b.topP[r]!, b.minP[r]!, philoxUniform(b.seed[r]!, b.stream[r]!, b.step[r]!));
+    tokenIds[r] = token;
+    const nlp = b.numLogprobs[r]!;
+    if (nlp >= 0) {
+      // Logprobs of the model's raw distribution (vLLM's default "raw_logprobs").
+      const lse = logSumExp(raw);
+      logprobs[r] = {
+        logprob: raw[token]! - lse,
+        top: nlp > 0 ? topIndices(raw, nlp).map((id) => ({ tokenId: id, logprob: raw[id]! - lse })) : [],
+      };
+    }
+  }
+  return { tokenIds, logprobs };
+}

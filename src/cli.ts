@@ -1,0 +1,122 @@
+#!/usr/bin/env bun
+/** vbun command line: `vbun generate …`, `vbun serve …`. Results go to stdout, logs to stderr. */
+import { parseArgs } from "node:util";
+import { LLM } from "./engine/llm.ts";
+import { SamplingParams } from "./engine/sampling-params.ts";
+import type { Device, EngineOptions } from "./engine/engine-config.ts";
+
+const USAGE = `usage: vbun <command> [options]
+
+commands:
+  generate [MODEL] --prompt TEXT [--max-tokens N] [--temperature T] [--seed S] [--chat] [--device cpu|cuda|auto]
+      Generate one completion and print only its text on stdout.
+  serve [MODEL] [options]
+      Start the OpenAI-compatible server (see vbun serve --help).
+
+MODEL is a Hugging Face model directory; without it the built-in random-weight tiny Qwen3 is used.`;
+
+/** Engine flags shared by generate and serve (named like vllm serve). */
+export const ENGINE_FLAGS = {
+  device: { type: "string" },
+  dtype: { type: "string" },
+  "max-model-len": { type: "string" },
+  "max-num-seqs": { type: "string" },
+  "max-num-batched-tokens": { type: "string" },
+  "block-size": { type: "string" },
+  "num-gpu-blocks-override": { type: "string" },
+  "gpu-memory-utilization": { type: "string" },
+  "enable-prefix-caching": { type: "boolean" },
+  "no-enable-prefix-caching": { type: "boolean" },
+  "enforce-eager": { type: "boolean" },
+  "tensor-parallel-size": { type: "string" },
+  seed: { type: "string" },
+  "chat-template": { type: "string" },
+} as const;
+
+export class UsageError extends Error {}
+
+function numberFlag(name: string, v: string | undefined, integer = true): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (v.trim() === "" || !Number.isFinite(n) || (integer && !Number.isInteger(n))) throw new UsageError(`--${name}: expected ${integer ? "an integer" : "a number"}, got '${v}'`);
+  return n;
+}
+
+export function engineOptionsFromFlags(values: Record<string, string | boolean | undefined>, model: string | undefined): EngineOptions {
+  const s = (k: string) => values[k] as string | undefined;
+  if (values["enable-prefix-caching"] && values["no-enable-prefix-caching"]) throw new UsageError("--enable-prefix-caching and --no-enable-prefix-caching are exclusive");
+  return {
+    model,
+    device: s("device") as Device | undefined,
+    dtype: s("dtype"),
+    maxModelLen: numberFlag("max-model-len", s("max-model-len")),
+    maxNumSeqs: numberFlag("max-num-seqs", s("max-num-seqs")),
+    maxNumBatchedTokens: numberFlag("max-num-batched-tokens", s("max-num-batched-tokens")),
+    blockSize: numberFlag("block-size", s("block-size")),
+    numGpuBlocksOverride: numberFlag("num-gpu-blocks-override", s("num-gpu-blocks-override")),
+    gpuMemoryUtilization: numberFlag("gpu-memory-utilization", s("gpu-memory-utilization"), false),
+    enablePrefixCaching: values["no-enable-prefix-caching"] ? false : values["enable-prefix-caching"] ? true : undefined,
+    enforceEager: values["enforce-eager"] as boolean | undefined,
+    tensorParallelSize: numberFlag("tensor-parallel-size", s("tensor-parallel-size")),
+    seed: numberFlag("seed", s("seed")),
+    chatTemplate: s("chat-template"),
+  };
+}
+
+function generate(args: string[]): void {
+  const { values, positionals } = parseArgs({
+    args, allowPositionals: true, strict: true,
+    options: {
+      ...ENGINE_FLAGS,
+      prompt: { type: "string" },
+      "max-tokens": { type: "string" },
+      temperature: { type: "string" },
+      "top-p": { type: "string" },
+      "top-k": { type: "string" },
+      chat: { type: "boolean" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) { process.stdout.write(USAGE + "\n"); return; }
+  if (positionals.length > 1) throw new UsageError(`generate takes at most one MODEL, got ${positionals.join(" ")}`);
+  if (values.prompt === undefined) throw new UsageError("generate needs --prompt TEXT");
+  const opts = engineOptionsFromFlags(values, positionals[0]);
+  const llm = new LLM(opts);
+  const params = new SamplingParams({
+    max_tokens: numberFlag("max-tokens", values["max-tokens"]) ?? 16,
+    temperature: numberFlag("temperature", values.temperature, false) ?? 0,
+    top_p: numberFlag("top-p", values["top-p"], false),
+    top_k: numberFlag("top-k", values["top-k"]),
+    seed: numberFlag("seed", values.seed) ?? null,
+  });
+  const prompt = values.chat ? llm.engine.tokenizer.applyChatTemplate([{ role: "user", content: values.prompt }]) : values.prompt;
+  const ids = values.chat ? llm.engine.tokenizer.encode(prompt, false) : prompt;
+  const [out] = llm.generate(ids, params, { useTqdm: false });
+  process.stdout.write(out!.outputs[0]!.text + "\n");
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  try {
+    switch (cmd) {
+      case "generate": generate(rest); return 0;
+      case "serve": {
+        const { serve } = await import("./server/serve.ts");
+        return await serve(rest);
+      }
+      case undefined: case "-h": case "--help": case "help":
+        process.stdout.write(USAGE + "\n");
+        return cmd === undefined ? 2 : 0;
+      default:
+        throw new UsageError(`unknown command '${cmd}'`);
+    }
+  } catch (e) {
+    const err = e as Error;
+    const usage = err instanceof UsageError || (err as { code?: string }).code?.startsWith("ERR_PARSE_ARGS");
+    process.stderr.write(`vbun: error: ${err.message}\n${usage ? "run 'vbun --help' for usage\n" : ""}`);
+    if (process.env.VBUN_DEBUG) process.stderr.write(`${err.stack}\n`);
+    return usage ? 2 : 1;
+  }
+}
+
+if (import.meta.main) process.exit(await main(process.argv.slice(2)));

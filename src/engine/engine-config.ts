@@ -1,0 +1,55 @@
+/** Engine options (named like `vllm serve` flags) with their defaults and checks. */
+
+export type Device = "auto" | "cpu" | "cuda";
+
+export interface EngineOptions {
+  /** Model directory; undefined = the built-in random-weight tiny Qwen3. */
+  model?: string;
+  device?: Device;
+  /** "auto" = the checkpoint's dtype (weights are converted to f32 on CPU). */
+  dtype?: string;
+  maxModelLen?: number;
+  maxNumSeqs?: number;
+  maxNumBatchedTokens?: number;
+  blockSize?: number;
+  /** Exact number of KV blocks (vLLM's --num-gpu-blocks-override; also on CPU). */
+  numGpuBlocksOverride?: number;
+  /** CPU KV-cache budget in bytes when no block count is given. */
+  cpuKvCacheBytes?: number;
+  gpuMemoryUtilization?: number;
+  enablePrefixCaching?: boolean;
+  enableChunkedPrefill?: boolean;
+  enforceEager?: boolean;
+  tensorParallelSize?: number;
+  seed?: number;
+  chatTemplate?: string;
+  /** Receives start-up and warning messages (default: stderr). */
+  log?: (msg: string) => void;
+}
+
+export const ENGINE_DEFAULTS = {
+  device: "auto" as Device,
+  dtype: "auto",
+  maxNumSeqs: 256,
+  maxNumBatchedTokens: 2048,
+  blockSize: 16,
+  cpuKvCacheBytes: 256 * 1024 * 1024,
+  gpuMemoryUtilization: 0.9,
+  enablePrefixCaching: true,
+  enableChunkedPrefill: true,
+  enforceEager: false,
+  tensorParallelSize: 1,
+  seed: 0,
+};
+
+export class EngineConfigError extends Error {
+  constructor(readonly option: string, message: string) {
+    super(`${option}: ${message}`);
+    this.name = "EngineConfigError";
+  }
+}
+
+export function checkPositiveInt(option: string, v: unknown): number {
+  if (typeof v !== "number" || !Number.isInteger(v) || v < 1) throw new EngineConfigError(option, `must be a positive integer, got ${JSON.stringify(v)}`);
+  return v;
+}

@@ -1,0 +1,248 @@
+/**
+ * LLMEngine: requests in, step() out. Each step schedules, runs the model, samples, then turns new tokens
+ * into text, checks stop conditions, and frees the blocks of finished sequences at once.
+ */
+import { CpuBackend } from "../backend/cpu/cpu-backend.ts";
+import type { Backend, Tensor } from "../backend/backend.ts";
+import { Checkpoint } from "../loader/checkpoint.ts";
+import { CausalLM } from "../model/causal-lm.ts";
+import { loadModelConfig, type ModelConfig } from "../model/config.ts";
+import { ensureDefaultModel, SeededRandom } from "../model/tiny-model.ts";
+import { TextTokenizer } from "../tokenizer/tokenizer.ts";
+import { BlockManager } from "./block-manager.ts";
+import { checkPositiveInt, ENGINE_DEFAULTS, EngineConfigError, type EngineOptions } from "./engine-config.ts";
+import { EngineMetrics } from "./metrics.ts";
+import { ModelRunner } from "./model-runner.ts";
+import { Request, type RequestOutput } from "./request.ts";
+import { SamplingParams } from "./sampling-params.ts";
+import { Scheduler } from "./scheduler.ts";
+import { Sequence } from "./sequence.ts";
+
+/** A request the engine cannot serve as given (maps to HTTP 400). */
+export class InvalidRequestError extends Error {
+  constructor(message: string, readonly param: string | null = null) {
+    super(message);
+    this.name = "InvalidRequestError";
+  }
+}
+
+export type PromptInput = string | number[];
+
+export interface EngineInfo {
+  modelDir: string;
+  isDefaultModel: boolean;
+  device: "cpu" | "cuda";
+  numBlocks: number;
+  blockSize: number;
+  maxModelLen: number;
+  kvCapacityTokens: number;
+  loadSeconds: number;
+}
+
+export class LLMEngine {
+  readonly scheduler: Scheduler;
+  readonly blockManager: BlockManager;
+  readonly metrics = new EngineMetrics();
+  readonly eosTokenIds: number[];
+  private readonly requests = new Map<string, Request>();
+  private nextSeqId = 0;
+  private readonly seedRng: SeededRandom;
+
+  constructor(
+    readonly modelConfig: ModelConfig,
+    readonly tokenizer: TextTokenizer,
+    readonly runner: ModelRunner,
+    readonly options: Required<Omit<EngineOptions, "model" | "numGpuBlocksOverride" | "chatTemplate" | "log" | "maxModelLen">> & { maxModelLen: number; numBlocks: number },
+    readonly info: EngineInfo,
+  ) {
+    this.eosTokenIds = [...new Set([...modelConfig.eosTokenIds, ...tokenizer.eosTokenIds])];
+    this.blockManager = new BlockManager(options.numBlocks, options.blockSize, options.enablePrefixCaching);
+    this.scheduler = new Scheduler({
+      maxNumSeqs: options.maxNumSeqs,
+      maxNumBatchedTokens: options.maxNumBatchedTokens,
+      maxModelLen: options.maxModelLen,
+      enableChunkedPrefill: options.enableChunkedPrefill,
+    }, this.blockManager);
+    this.seedRng = new SeededRandom(options.seed);
+  }
+
+  /** Loads a model directory (or the built-in tiny model) on the chosen device. */
+  static create(opts: EngineOptions = {}): LLMEngine {
+    const t0 = performance.now();
+    const log = opts.log ?? ((m: string) => process.stderr.write(`[vbun] ${m}\n`));
+    const isDefaultModel = opts.model === undefined;
+    const modelDir = opts.model ?? ensureDefaultModel(log);
+    if (isDefaultModel) log(`using the built-in RANDOM-WEIGHT test model (tiny Qwen3; it outputs gibberish): ${modelDir}`);
+    const device = opts.device ?? ENGINE_DEFAULTS.device;
+    if (device !== "auto" && device !== "cpu" && device !== "cuda") throw new EngineConfigError("--device", `must be auto, cpu or cuda, got '${device}'`);
+    if (device === "cuda") throw new EngineConfigError("--device", "the CUDA backend is not part of this build yet; use --device cpu");
+    if (device === "auto") log("device auto: using the CPU backend (no CUDA backend in this build)");
+    const tp = opts.tensorParallelSize ?? ENGINE_DEFAULTS.tensorParallelSize;
+    if (tp !== 1) throw new EngineConfigError("--tensor-parallel-size", `only 1 is supported so far, got ${tp}`);
+
+    const cfg = loadModelConfig(modelDir);
+    const tokenizer = TextTokenizer.load(modelDir, opts.chatTemplate);
+    const maxModelLen = opts.maxModelLen === undefined ? cfg.maxPositionEmbeddings : checkPositiveInt("--max-model-len", opts.maxModelLen);
+    if (maxModelLen > cfg.maxPositionEmbeddings) throw new EngineConfigError("--max-model-len", `${maxModelLen} exceeds the model's max_position_embeddings (${cfg.maxPositionEmbeddings})`);
+    const maxNumSeqs = checkPositiveInt("--max-num-seqs", opts.maxNumSeqs ?? ENGINE_DEFAULTS.maxNumSeqs);
+    const enableChunkedPrefill = opts.enableChunkedPrefill ?? ENGINE_DEFAULTS.enableChunkedPrefill;
+    const maxNumBatchedTokens = checkPositiveInt("--max-num-batched-tokens", opts.maxNumBatchedTokens ?? (enableChunkedPrefill ? ENGINE_DEFAULTS.maxNumBatchedTokens : Math.max(maxModelLen, ENGINE_DEFAULTS.maxNumBatchedTokens)));
+    if (!enableChunkedPrefill && maxNumBatchedTokens < maxModelLen) throw new EngineConfigError("--max-num-batched-tokens", `must be >= max_model_len (${maxModelLen}) without chunked prefill`);
+    const blockSize = checkPositiveInt("--block-size", opts.blockSize ?? ENGINE_DEFAULTS.blockSize);
+    const dtype = opts.dtype ?? ENGINE_DEFAULTS.dtype;
+    if (!["auto", "float32", "bfloat16", "float16", "half"].includes(dtype)) throw new EngineConfigError("--dtype", `must be auto, float32, bfloat16 or float16, got '${dtype}'`);
+
+    const backend = new CpuBackend() as unknown as Backend<Tensor>;
+    const model = new CausalLM<Tensor>(cfg, backend, maxModelLen);
+    model.load(new Checkpoint(modelDir));
+    const bytesPerBlock = model.kvBytesPerBlock(blockSize, 4);
+    const maxUsefulBlocks = maxNumSeqs * Math.ceil(maxModelLen / blockSize);
+    const numBlocks = opts.numGpuBlocksOverride !== undefined
+      ? checkPositiveInt("--num-gpu-blocks-override", opts.numGpuBlocksOverride)
+      : Math.max(1, Math.min(maxUsefulBlocks, Math.floor((opts.cpuKvCacheBytes ?? ENGINE_DEFAULTS.cpuKvCacheBytes) / bytesPerBlock)));
+    model.allocKvCache(numBlocks, blockSize);
+    const eosTokenIds = [...new Set([...cfg.eosTokenIds, ...tokenizer.eosTokenIds])];
+    const runner = new ModelRunner(backend, model, { maxNumBatchedTokens, maxNumSeqs, maxModelLen, blockSize, eosTokenIds });
+    const info: EngineInfo = {
+      modelDir, isDefaultModel, device: "cpu", numBlocks, blockSize, maxModelLen,
+      kvCapacityTokens: numBlocks * blockSize, loadSeconds: (performance.now() - t0) / 1000,
+    };
+    return new LLMEngine(cfg, tokenizer, runner, {
+      device: "cpu", dtype, maxModelLen, maxNumSeqs, maxNumBatchedTokens, blockSize, numBlocks,
+      cpuKvCacheBytes: numBlocks * bytesPerBlock,
+      gpuMemoryUtilization: opts.gpuMemoryUtilization ?? ENGINE_DEFAULTS.gpuMemoryUtilization,
+      enablePrefixCaching: opts.enablePrefixCaching ?? ENGINE_DEFAULTS.enablePrefixCaching,
+      enableChunkedPrefill, enforceEager: opts.enforceEager ?? ENGINE_DEFAULTS.enforceEager,
+      tensorParallelSize: tp, seed: opts.seed ?? ENGINE_DEFAULTS.seed,
+    }, info);
+  }
+
+  /** Tokenizes (if needed) and validates a prompt against the model's limits. */
+  encodePrompt(prompt: PromptInput): number[] {
+    const ids = typeof prompt === "string" ? this.tokenizer.encode(prompt) : prompt;
+    if (ids.length === 0) throw new InvalidRequestError("the prompt is empty", "prompt");
+    const V = this.modelConfig.vocabSize;
+    for (const id of ids) if (!Number.isInteger(id) || id < 0 || id >= V) throw new InvalidRequestError(`token id ${id} is out of vocabulary (size ${V})`, "prompt");
+    return ids;
+  }
+
+  /** Queues a request. Throws InvalidRequestError when it can never be served. */
+  addRequest(requestId: string, prompt: PromptInput, params: SamplingParams = new SamplingParams(), arrivalTime = performance.now()): Request {
+    if (this.requests.has(requestId)) throw new InvalidRequestError(`request id '${requestId}' is already in use`, "request_id");
+    const ids = this.encodePrompt(prompt);
+    params.validateForVocab(this.modelConfig.vocabSize);
+    const maxLen = this.options.maxModelLen;
+    const maxTokens = params.max_tokens ?? maxLen - ids.length;
+    if (ids.length + maxTokens > maxLen || maxTokens < 1)
+      throw new InvalidRequestError(`This model's maximum context length is ${maxLen} tokens. However, you requested ${ids.length + Math.max(maxTokens, 1)} tokens (${ids.length} in the prompt, ${Math.max(maxTokens, 1)} in the completion). Please reduce the length of the prompt or completion.`, params.max_tokens === null ? "prompt" : "max_tokens");
+    const blocksNeeded = this.blockManager.blocksFor(ids.length + maxTokens);
+    if (blocksNeeded > this.blockManager.numBlocks)
+      throw new InvalidRequestError(`the request needs ${ids.length + maxTokens} tokens of KV cache but the whole cache holds ${this.blockManager.numBlocks * this.blockManager.blockSize}`, "max_tokens");
+    if (params.max_tokens === null) params.max_tokens = maxTokens;
+    const seqs: Sequence[] = [];
+    const baseSeed = params.seed ?? this.seedRng.nextU32() * 65536 + (this.seedRng.nextU32() & 0xffff);
+    for (let i = 0; i < params.n; i++) seqs.push(new Sequence(this.nextSeqId++, requestId, i, ids, params, baseSeed, arrivalTime));
+    const req = new Request(requestId, typeof prompt === "string" ? prompt : null, ids, params, seqs, this.tokenizer, arrivalTime);
+    this.requests.set(requestId, req);
+    for (const s of seqs) this.scheduler.add(s);
+    return req;
+  }
+
+  /** Aborts a request, freeing its blocks immediately. Returns its final output, or null if unknown. */
+  abort(requestId: string): RequestOutput | null {
+    const req = this.requests.get(requestId);
+    if (!req) return null;
+    for (const seq of req.seqs) {
+      if (seq.isFinished) continue;
+      seq.finishReason = "abort";
+      this.scheduler.finish(seq);
+    }
+    req.finished = true;
+    this.requests.delete(requestId);
+    this.metrics.recordFinished("abort", req.promptTokenIds.length, req.seqs.reduce((a, s) => a + s.numOutputTokens, 0), (performance.now() - req.arrivalTime) / 1000);
+    return req.takeOutput();
+  }
+
+  hasUnfinishedRequests(): boolean {
+    return this.requests.size > 0;
+  }
+
+  get numRequests(): number {
+    return this.requests.size;
+  }
+
+  getRequest(requestId: string): Request | undefined {
+    return this.requests.get(requestId);
+  }
+
+  /** Runs one engine step; returns outputs for requests that advanced or finished. */
+  step(): RequestOutput[] {
+    const now = performance.now();
+    const out = this.scheduler.schedule(now);
+    if (out.scheduled.length === 0) return [];
+    const sampled = this.runner.execute(out);
+    this.scheduler.postprocess(out, sampled.tokenIds);
+    this.metrics.numSteps++;
+    const done = performance.now();
+    const touched = new Set<Request>();
+    let r = 0;
+    for (const s of out.scheduled) {
+      if (!s.samples) continue;
+      const seq = s.seq;
+      const lp = sampled.logprobs[r++];
+      const req = this.requests.get(seq.requestId)!;
+      touched.add(req);
+      if (lp) { seq.logprobs.push(lp); seq.cumulativeLogprob += lp.logprob; }
+      this.recordTokenTiming(req, seq, done);
+      this.checkFinished(req, seq);
+    }
+    const outputs: RequestOutput[] = [];
+    for (const req of touched) {
+      if (!req.finished && req.seqs.every((q) => q.isFinished)) {
+        req.finished = true;
+        this.requests.delete(req.requestId);
+        const reason = req.seqs[0]!.finishReason ?? "stop";
+        this.metrics.recordFinished(reason, req.promptTokenIds.length, req.seqs.reduce((a, q) => a + q.numOutputTokens, 0), (done - req.arrivalTime) / 1000);
+      }
+      outputs.push(req.takeOutput());
+    }
+    return outputs;
+  }
+
+  private recordTokenTiming(req: Request, seq: Sequence, now: number): void {
+    const m = this.metrics;
+    m.generationTokens++;
+    if (seq.firstTokenTime === null) {
+      seq.firstTokenTime = now;
+      if (seq.index === 0) {
+        m.promptTokens += seq.numPromptTokens;
+        m.timeToFirstToken.observe((now - req.arrivalTime) / 1000);
+        m.queueTime.observe(((seq.firstScheduledTime ?? now) - req.arrivalTime) / 1000);
+      }
+    } else if (seq.lastTokenTime !== null) m.interTokenLatency.observe((now - seq.lastTokenTime) / 1000);
+    seq.lastTokenTime = now;
+  }
+
+  private checkFinished(req: Request, seq: Sequence): void {
+    const p = seq.params;
+    const token = seq.lastTokenId;
+    const text = req.texts[seq.index]!;
+    const canStop = seq.numOutputTokens >= p.min_tokens;
+    const stopStr = text.append(token, canStop ? p.stop : [], p.include_stop_str_in_output);
+    if (stopStr !== null) return this.finishSeq(seq, "stop", stopStr);
+    if (canStop && !p.ignore_eos && this.eosTokenIds.includes(token)) return this.finishSeq(seq, "stop", null, req);
+    if (canStop && p.stop_token_ids.includes(token)) return this.finishSeq(seq, "stop", token, req);
+    if (seq.numOutputTokens >= p.max_tokens! || seq.numTokens >= this.options.maxModelLen) return this.finishSeq(seq, "length", null, req);
+  }
+
+  private finishSeq(seq: Sequence, reason: "stop" | "length", stopReason: string | number | null, flushInto?: Request): void {
+    if (flushInto) {
+      const p = seq.params;
+      const s = flushInto.texts[seq.index]!.flush(p.stop, p.include_stop_str_in_output);
+      if (s !== null) stopReason = s;
+    }
+    seq.finishReason = reason;
+    seq.stopReason = stopReason;
+    this.scheduler.finish(seq);
+  }
+}

@@ -1,0 +1,59 @@
+/** The offline API: LLM.generate(prompts, params) → outputs in input order (vLLM's `LLM`). */
+import type { EngineOptions } from "./engine-config.ts";
+import { LLMEngine, type PromptInput } from "./llm-engine.ts";
+import type { RequestOutput } from "./request.ts";
+import { SamplingParams, type SamplingParamsInit } from "./sampling-params.ts";
+
+export interface GenerateOptions {
+  /** Show a progress bar on stderr (default: when stderr is a TTY). */
+  useTqdm?: boolean;
+}
+
+export class LLM {
+  readonly engine: LLMEngine;
+  private counter = 0;
+
+  constructor(opts: EngineOptions | LLMEngine = {}) {
+    this.engine = opts instanceof LLMEngine ? opts : LLMEngine.create(opts);
+  }
+
+  generate(prompts: PromptInput | PromptInput[], params: SamplingParams | SamplingParamsInit | (SamplingParams | SamplingParamsInit)[] = new SamplingParams(), opts: GenerateOptions = {}): RequestOutput[] {
+    const list: PromptInput[] = typeof prompts === "string" || (Array.isArray(prompts) && typeof prompts[0] === "number") ? [prompts as PromptInput] : (prompts as PromptInput[]);
+    if (Array.isArray(params) && params.length !== list.length) throw new Error(`generate: ${list.length} prompts but ${params.length} sampling params`);
+    const toParams = (p: SamplingParams | SamplingParamsInit) => (p instanceof SamplingParams ? p : new SamplingParams(p));
+    const ids: string[] = [];
+    for (let i = 0; i < list.length; i++) {
+      const id = `gen-${this.counter++}`;
+      const p = toParams(Array.isArray(params) ? params[i]! : params);
+      // Each request gets its own copy: the engine fills in max_tokens when it is null.
+      this.engine.addRequest(id, list[i]!, Object.assign(Object.create(SamplingParams.prototype), p));
+      ids.push(id);
+    }
+    const results = new Map<string, RequestOutput>();
+    const bar = (opts.useTqdm ?? process.stderr.isTTY) ? new ProgressBar(list.length) : null;
+    while (this.engine.hasUnfinishedRequests()) {
+      for (const out of this.engine.step()) {
+        if (!out.finished) continue;
+        results.set(out.requestId, out);
+        bar?.update(results.size, out.outputs.reduce((a, o) => a + o.tokenIds.length, 0));
+      }
+    }
+    bar?.close();
+    return ids.map((id) => results.get(id)!);
+  }
+}
+
+class ProgressBar {
+  private readonly start = performance.now();
+  private tokens = 0;
+  constructor(private readonly total: number) {}
+  update(done: number, newTokens: number): void {
+    this.tokens += newTokens;
+    const secs = (performance.now() - this.start) / 1000;
+    const width = 30, filled = Math.round((done / this.total) * width);
+    process.stderr.write(`\rProcessed prompts ${"█".repeat(filled)}${" ".repeat(width - filled)} ${done}/${this.total} [${secs.toFixed(1)}s, ${(this.tokens / Math.max(secs, 1e-9)).toFixed(1)} tok/s]`);
+  }
+  close(): void {
+    process.stderr.write("\n");
+  }
+}

@@ -1,0 +1,131 @@
+/** vLLM's SamplingParams: the same field names, defaults and validation rules. */
+
+export class SamplingParamsError extends Error {
+  constructor(readonly field: string, message: string) {
+    super(`${field}: ${message}`);
+    this.name = "SamplingParamsError";
+  }
+}
+
+export interface SamplingParamsInit {
+  n?: number;
+  temperature?: number;
+  top_p?: number;
+  top_k?: number;
+  min_p?: number;
+  seed?: number | null;
+  max_tokens?: number | null;
+  min_tokens?: number;
+  stop?: string | string[] | null;
+  stop_token_ids?: number[] | null;
+  ignore_eos?: boolean;
+  presence_penalty?: number;
+  frequency_penalty?: number;
+  repetition_penalty?: number;
+  logit_bias?: Record<string | number, number> | null;
+  logprobs?: number | null;
+  include_stop_str_in_output?: boolean;
+  skip_special_tokens?: boolean;
+}
+
+/** Largest top-N logprobs a request may ask for (vLLM's default max_logprobs). */
+export const MAX_LOGPROBS = 20;
+
+export class SamplingParams {
+  n = 1;
+  temperature = 1.0;
+  top_p = 1.0;
+  /** 0 or -1 = all tokens */
+  top_k = 0;
+  min_p = 0.0;
+  seed: number | null = null;
+  /** null = up to max_model_len */
+  max_tokens: number | null = 16;
+  min_tokens = 0;
+  stop: string[] = [];
+  stop_token_ids: number[] = [];
+  ignore_eos = false;
+  presence_penalty = 0.0;
+  frequency_penalty = 0.0;
+  repetition_penalty = 1.0;
+  logit_bias: Map<number, number> | null = null;
+  logprobs: number | null = null;
+  include_stop_str_in_output = false;
+  skip_special_tokens = true;
+
+  constructor(init: SamplingParamsInit = {}) {
+    for (const [key, value] of Object.entries(init)) {
+      if (value === undefined) continue;
+      if (!(key in this)) throw new SamplingParamsError(key, "unknown sampling parameter");
+      if (key === "stop") this.stop = value === null ? [] : typeof value === "string" ? [value] : (value as string[]);
+      else if (key === "stop_token_ids") this.stop_token_ids = (value as number[] | null) ?? [];
+      else if (key === "logit_bias") this.logit_bias = value === null ? null : toBiasMap(value as Record<string, number>);
+      else (this as Record<string, unknown>)[key] = value;
+    }
+    this.validate();
+  }
+
+  get greedy(): boolean {
+    return this.temperature === 0;
+  }
+
+  /** Throws SamplingParamsError naming the first invalid field. */
+  validate(): void {
+    const int = (f: keyof this & string, v: unknown, min: number) => {
+      if (typeof v !== "number" || !Number.isInteger(v) || v < min) throw new SamplingParamsError(f, `must be an integer >= ${min}, got ${JSON.stringify(v)}`);
+    };
+    const num = (f: keyof this & string, v: unknown, lo: number, hi: number, loOpen = false) => {
+      if (typeof v !== "number" || !Number.isFinite(v) || v < lo || v > hi || (loOpen && v === lo))
+        throw new SamplingParamsError(f, `must be a number in ${loOpen ? "(" : "["}${lo}, ${hi}], got ${JSON.stringify(v)}`);
+    };
+    int("n", this.n, 1);
+    num("temperature", this.temperature, 0, 1e6);
+    num("top_p", this.top_p, 0, 1, true);
+    if (typeof this.top_k !== "number" || !Number.isInteger(this.top_k) || this.top_k < -1) throw new SamplingParamsError("top_k", `must be -1, 0 (disabled) or a positive integer, got ${JSON.stringify(this.top_k)}`);
+    num("min_p", this.min_p, 0, 1);
+    if (this.seed !== null && (typeof this.seed !== "number" || !Number.isSafeInteger(this.seed))) throw new SamplingParamsError("seed", `must be an integer, got ${JSON.stringify(this.seed)}`);
+    if (this.max_tokens !== null) int("max_tokens", this.max_tokens, 1);
+    int("min_tokens", this.min_tokens, 0);
+    if (this.max_tokens !== null && this.min_tokens > this.max_tokens) throw new SamplingParamsError("min_tokens", `must be <= max_tokens (${this.max_tokens}), got ${this.min_tokens}`);
+    if (!Array.isArray(this.stop) || !this.stop.every((s) => typeof s === "string")) throw new SamplingParamsError("stop", "must be a string or a list of strings");
+    if (this.stop.some((s) => s.length === 0)) throw new SamplingParamsError("stop", "stop strings must not be empty");
+    if (!Array.isArray(this.stop_token_ids) || !this.stop_token_ids.every((t) => Number.isInteger(t) && t >= 0)) throw new SamplingParamsError("stop_token_ids", "must be a list of non-negative integers");
+    if (typeof this.ignore_eos !== "boolean") throw new SamplingParamsError("ignore_eos", "must be a boolean");
+    num("presence_penalty", this.presence_penalty, -2, 2);
+    num("frequency_penalty", this.frequency_penalty, -2, 2);
+    num("repetition_penalty", this.repetition_penalty, 0, 1e6, true);
+    if (this.logprobs !== null) {
+      int("logprobs", this.logprobs, 0);
+      if (this.logprobs > MAX_LOGPROBS) throw new SamplingParamsError("logprobs", `must be <= ${MAX_LOGPROBS}, got ${this.logprobs}`);
+    }
+    if (typeof this.include_stop_str_in_output !== "boolean") throw new SamplingParamsError("include_stop_str_in_output", "must be a boolean");
+    if (typeof this.skip_special_tokens !== "boolean") throw new SamplingParamsError("skip_special_tokens", "must be a boolean");
+  }
+
+  /** Checks token ids against the vocabulary (done by the engine, which knows it). */
+  validateForVocab(vocabSize: number): void {
+    for (const t of this.stop_token_ids) if (t >= vocabSize) throw new SamplingParamsError("stop_token_ids", `token id ${t} is out of vocabulary (size ${vocabSize})`);
+    if (this.logit_bias) for (const t of this.logit_bias.keys()) if (t >= vocabSize) throw new SamplingParamsError("logit_bias", `token id ${t} is out of vocabulary (size ${vocabSize})`);
+  }
+
+  /** Longest stop string, for the streaming hold-back window. */
+  get maxStopLength(): number {
+    return this.stop.reduce((m, s) => Math.max(m, s.length), 0);
+  }
+
+  get needsPenalties(): boolean {
+    return this.presence_penalty !== 0 || this.frequency_penalty !== 0 || this.repetition_penalty !== 1;
+  }
+}
+
+function toBiasMap(bias: Record<string, number>): Map<number, number> {
+  if (typeof bias !== "object" || Array.isArray(bias)) throw new SamplingParamsError("logit_bias", "must be an object mapping token ids to biases");
+  const m = new Map<number, number>();
+  for (const [k, v] of Object.entries(bias)) {
+    const id = Number(k);
+    if (!Number.isInteger(id) || id < 0) throw new SamplingParamsError("logit_bias", `key '${k}' is not a token id`);
+    if (typeof v !== "number" || !Number.isFinite(v) || v < -100 || v > 100) throw new SamplingParamsError("logit_bias", `bias for token ${k} must be in [-100, 100], got ${JSON.stringify(v)}`);
+    m.set(id, v);
+  }
+  return m;
+}

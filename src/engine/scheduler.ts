@@ -1,0 +1,129 @@
+/**
+ * Continuous batching, vLLM V1 style: each step gives every running sequence the tokens it needs next
+ * (1 for decode, a chunk for a prefill in progress) and admits waiting sequences FCFS, all under a token
+ * budget, so prefill chunks and decodes share a step. When the KV cache runs out, the newest running
+ * sequence is preempted (its blocks freed, recomputed later).
+ */
+import { BlockManager } from "./block-manager.ts";
+import { Sequence, SequenceStatus } from "./sequence.ts";
+
+export interface SchedulerConfig {
+  maxNumSeqs: number;
+  maxNumBatchedTokens: number;
+  maxModelLen: number;
+  /** When false, a prompt must fit the budget whole (no chunked prefill). */
+  enableChunkedPrefill: boolean;
+}
+
+export interface ScheduledSeq {
+  seq: Sequence;
+  /** Tokens computed this step: tokenIds[start, start + numNewTokens). */
+  start: number;
+  numNewTokens: number;
+  /** True when this step completes the sequence's known tokens, so it samples the next one. */
+  samples: boolean;
+}
+
+export interface SchedulerOutput {
+  scheduled: ScheduledSeq[];
+  numBatchedTokens: number;
+  numPreempted: number;
+}
+
+export class Scheduler {
+  readonly waiting: Sequence[] = [];
+  readonly running: Sequence[] = [];
+  /** Sequences preempted since start (vLLM's num_preemptions). */
+  numPreemptions = 0;
+  private readonly out: ScheduledSeq[] = [];
+
+  constructor(readonly config: SchedulerConfig, readonly blockManager: BlockManager) {}
+
+  add(seq: Sequence): void {
+    seq.status = SequenceStatus.WAITING;
+    this.waiting.push(seq);
+  }
+
+  get numUnfinished(): number {
+    return this.waiting.length + this.running.length;
+  }
+
+  schedule(now = performance.now()): SchedulerOutput {
+    const cfg = this.config, bm = this.blockManager;
+    let budget = cfg.maxNumBatchedTokens;
+    const scheduled = this.out;
+    scheduled.length = 0;
+    let numPreempted = 0;
+
+    // 1. Running sequences, oldest first; preempt from the newest end when blocks run out.
+    for (let i = 0; i < this.running.length && budget > 0; i++) {
+      const seq = this.running[i]!;
+      let num = Math.min(seq.numTokens - seq.numComputedTokens, budget);
+      if (num <= 0) continue;
+      let ok = bm.allocateSlots(seq, num);
+      while (!ok) {
+        const victim = this.running[this.running.length - 1]!;
+        this.preempt(victim);
+        numPreempted++;
+        if (victim === seq) break;
+        ok = bm.allocateSlots(seq, num);
+      }
+      if (!ok) break;
+      scheduled.push({ seq, start: seq.numComputedTokens, numNewTokens: num, samples: seq.numComputedTokens + num === seq.numTokens });
+      budget -= num;
+    }
+
+    // 2. Waiting sequences, FCFS, unless this step had to preempt.
+    while (numPreempted === 0 && this.waiting.length > 0 && budget > 0 && this.running.length < cfg.maxNumSeqs) {
+      const seq = this.waiting[0]!;
+      const prefix = bm.findCachedPrefix(seq);
+      const cachedTokens = prefix.blocks.length * bm.blockSize;
+      const remaining = seq.numTokens - cachedTokens;
+      if (!cfg.enableChunkedPrefill && remaining > budget) break;
+      const num = Math.min(remaining, budget);
+      if (!bm.allocateSlots(seq, num, prefix)) break;
+      this.waiting.shift();
+      seq.status = SequenceStatus.RUNNING;
+      seq.firstScheduledTime ??= now;
+      this.running.push(seq);
+      scheduled.push({ seq, start: seq.numComputedTokens, numNewTokens: num, samples: seq.numComputedTokens + num === seq.numTokens });
+      budget -= num;
+    }
+    return { scheduled, numBatchedTokens: cfg.maxNumBatchedTokens - budget, numPreempted };
+  }
+
+  private preempt(seq: Sequence): void {
+    const i = this.running.lastIndexOf(seq);
+    if (i >= 0) this.running.splice(i, 1);
+    this.blockManager.free(seq);
+    seq.status = SequenceStatus.WAITING;
+    seq.numPreemptions++;
+    this.numPreemptions++;
+    this.waiting.unshift(seq);
+  }
+
+  /**
+   * Records the step's results: computed tokens advance; sampling sequences get their new token.
+   * Returns nothing; the engine decides which sequences finish and calls `finish`.
+   */
+  postprocess(out: SchedulerOutput, sampled: ArrayLike<number>): void {
+    let r = 0;
+    for (const s of out.scheduled) {
+      s.seq.numComputedTokens = s.start + s.numNewTokens;
+      if (s.samples) s.seq.tokenIds.push(sampled[r++]!);
+    }
+  }
+
+  /** Removes a finished or aborted sequence and frees its blocks at once. */
+  finish(seq: Sequence): void {
+    if (seq.status === SequenceStatus.RUNNING) {
+      const i = this.running.indexOf(seq);
+      if (i >= 0) this.running.splice(i, 1);
+    } else if (seq.status === SequenceStatus.WAITING) {
+      const i = this.waiting.indexOf(seq);
+      if (i >= 0) this.waiting.splice(i, 1);
+    }
+    this.blockManager.free(seq);
+    seq.status = SequenceStatus.FINISHED;
+  }
+}

@@ -1,0 +1,77 @@
+/** One generated sequence (sample i of a request's n): its tokens, KV blocks and progress. */
+import type { SamplingParams } from "./sampling-params.ts";
+import type { TokenLogprobs } from "./sampling-batch.ts";
+
+export enum SequenceStatus {
+  WAITING = "waiting",
+  RUNNING = "running",
+  FINISHED = "finished",
+}
+
+export type FinishReason = "stop" | "length" | "abort";
+
+export class Sequence {
+  status = SequenceStatus.WAITING;
+  /** Prompt followed by generated tokens. */
+  readonly tokenIds: number[];
+  readonly numPromptTokens: number;
+  /** Tokens whose K/V are in the cache (computed or served from the prefix cache). */
+  numComputedTokens = 0;
+  /** Prompt tokens served from the prefix cache at the last (re)admission. */
+  numCachedTokens = 0;
+  /** KV block ids, in order. */
+  readonly blockTable: number[] = [];
+  /** Chained hash of each full block that is registered in the prefix cache (parallel to blockTable). */
+  readonly blockHashes: bigint[] = [];
+  finishReason: FinishReason | null = null;
+  /** The stop string or stop token id that ended the sequence. */
+  stopReason: string | number | null = null;
+  readonly logprobs: TokenLogprobs[] = [];
+  cumulativeLogprob = 0;
+  numPreemptions = 0;
+  /** Monotonic times (ms). */
+  readonly arrivalTime: number;
+  firstScheduledTime: number | null = null;
+  firstTokenTime: number | null = null;
+  lastTokenTime: number | null = null;
+
+  constructor(
+    readonly seqId: number,
+    readonly requestId: string,
+    /** Sample index within the request (0 … n−1); also the seeded RNG stream. */
+    readonly index: number,
+    promptTokenIds: readonly number[],
+    readonly params: SamplingParams,
+    /** Seed of the sampling stream (the request's seed, or one drawn by the engine). */
+    readonly seed: number,
+    arrivalTime: number,
+  ) {
+    this.tokenIds = promptTokenIds.slice();
+    this.numPromptTokens = promptTokenIds.length;
+    this.arrivalTime = arrivalTime;
+  }
+
+  get numTokens(): number {
+    return this.tokenIds.length;
+  }
+
+  get numOutputTokens(): number {
+    return this.tokenIds.length - this.numPromptTokens;
+  }
+
+  get lastTokenId(): number {
+    return this.tokenIds[this.tokenIds.length - 1]!;
+  }
+
+  get isFinished(): boolean {
+    return this.status === SequenceStatus.FINISHED;
+  }
+
+  outputTokenIds(): number[] {
+    return this.tokenIds.slice(this.numPromptTokens);
+  }
+
+  promptTokenIds(): number[] {
+    return this.tokenIds.slice(0, this.numPromptTokens);
+  }
+}

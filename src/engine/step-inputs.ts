@@ -1,0 +1,66 @@
+/**
+ * Turns a scheduled step into the flat int32 arrays every backend consumes. Buffers are allocated once at
+ * their maximum size; each step fills a prefix of them (no allocation that grows with context length).
+ */
+import type { StepInputs } from "../backend/backend.ts";
+import type { SchedulerOutput } from "./scheduler.ts";
+
+export class StepInputBuilder {
+  private readonly tokenIds: Int32Array;
+  private readonly positions: Int32Array;
+  private readonly slotMapping: Int32Array;
+  private readonly queryStart: Int32Array;
+  private readonly seqLens: Int32Array;
+  private readonly blockTables: Int32Array;
+  private readonly logitsRows: Int32Array;
+  /** Block-table row width: the max for the model length (static shapes, for CUDA graphs) or per step. */
+  readonly maxBlocksPerSeq: number;
+
+  constructor(maxNumBatchedTokens: number, maxNumSeqs: number, maxModelLen: number, readonly blockSize: number, readonly fullWidthBlockTables = false) {
+    this.maxBlocksPerSeq = Math.ceil(maxModelLen / blockSize);
+    this.tokenIds = new Int32Array(maxNumBatchedTokens);
+    this.positions = new Int32Array(maxNumBatchedTokens);
+    this.slotMapping = new Int32Array(maxNumBatchedTokens);
+    this.queryStart = new Int32Array(maxNumSeqs + 1);
+    this.seqLens = new Int32Array(maxNumSeqs);
+    this.blockTables = new Int32Array(maxNumSeqs * this.maxBlocksPerSeq);
+    this.logitsRows = new Int32Array(maxNumSeqs);
+  }
+
+  build(out: SchedulerOutput): StepInputs {
+    const bs = this.blockSize;
+    const sched = out.scheduled;
+    let width = this.maxBlocksPerSeq;
+    if (!this.fullWidthBlockTables) {
+      width = 1;
+      for (const s of sched) width = Math.max(width, s.seq.blockTable.length);
+    }
+    let t = 0, rows = 0;
+    for (let i = 0; i < sched.length; i++) {
+      const { seq, start, numNewTokens, samples } = sched[i]!;
+      const table = seq.blockTable, ids = seq.tokenIds;
+      this.queryStart[i] = t;
+      for (let j = 0; j < numNewTokens; j++, t++) {
+        const pos = start + j;
+        this.tokenIds[t] = ids[pos]!;
+        this.positions[t] = pos;
+        this.slotMapping[t] = table[(pos / bs) | 0]! * bs + (pos % bs);
+      }
+      this.seqLens[i] = start + numNewTokens;
+      const row = i * width;
+      for (let b = 0; b < table.length; b++) this.blockTables[row + b] = table[b]!;
+      if (samples) this.logitsRows[rows++] = t - 1;
+    }
+    this.queryStart[sched.length] = t;
+    return {
+      tokenIds: this.tokenIds.subarray(0, t),
+      positions: this.positions.subarray(0, t),
+      slotMapping: this.slotMapping.subarray(0, t),
+      queryStart: this.queryStart.subarray(0, sched.length + 1),
+      seqLens: this.seqLens.subarray(0, sched.length),
+      blockTables: this.blockTables.subarray(0, sched.length * width),
+      maxBlocksPerSeq: width,
+      logitsRows: this.logitsRows.subarray(0, rows),
+    };
+  }
+}

