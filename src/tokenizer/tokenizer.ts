@@ -81,6 +81,7 @@ export class TextTokenizer {
   }
 
   decode(ids: ArrayLike<number>, skipSpecialTokens = true): string {
+    if (ids.length === 0) return "";
     return this.tok.decode(Array.from(ids), { skip_special_tokens: skipSpecialTokens, clean_up_tokenization_spaces: false });
   }
 

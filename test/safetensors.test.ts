@@ -1,0 +1,154 @@
+import { describe, expect, test } from "bun:test";
+import { copyFileSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { Checkpoint } from "../src/loader/checkpoint.ts";
+import { f32ToBf16Bits, f32ToF16Bits, fromFloat32, toFloat32, type DType } from "../src/loader/dtype.ts";
+import { SafetensorsFile, writeSafetensors } from "../src/loader/safetensors.ts";
+import { CpuBackend } from "../src/backend/cpu/cpu-backend.ts";
+import { CausalLM } from "../src/model/causal-lm.ts";
+import { loadModelConfig, parseModelConfig } from "../src/model/config.ts";
+import { tempDir, tinyModel } from "./helpers.ts";
+
+const values = Float32Array.from([0, 1, -2.5, 3.140625, 65504, 1e-7, -0.0001, 123456.789, Infinity, -Infinity]);
+
+describe("dtype conversion", () => {
+  test("bf16 rounds to nearest even", () => {
+    expect(f32ToBf16Bits(1)).toBe(0x3f80);
+    expect(f32ToBf16Bits(1 + 2 ** -8)).toBe(0x3f80); // tie → even
+    expect(f32ToBf16Bits(1 + 3 * 2 ** -8)).toBe(0x3f82); // tie → even (up)
+    expect(f32ToBf16Bits(NaN) & 0x7fc0).toBe(0x7fc0);
+  });
+  test("f16 handles normals, subnormals, overflow", () => {
+    expect(f32ToF16Bits(1)).toBe(0x3c00);
+    expect(f32ToF16Bits(65504)).toBe(0x7bff);
+    expect(f32ToF16Bits(70000)).toBe(0x7c00);
+    expect(f32ToF16Bits(2 ** -24)).toBe(0x0001);
+    expect(f32ToF16Bits(-2)).toBe(0xc000);
+  });
+});
+
+describe("safetensors round trip", () => {
+  for (const dtype of ["F32", "F16", "BF16"] as DType[]) {
+    test(dtype, () => {
+      const dir = tempDir("st");
+      const file = join(dir, "a.safetensors");
+      const bytes = fromFloat32(values, dtype);
+      writeSafetensors(file, [{ name: "w", dtype, shape: [2, 5], bytes }, { name: "b", dtype, shape: [0], bytes: new Uint8Array(0) }]);
+      const st = SafetensorsFile.open(file);
+      const t = st.tensor("w");
+      expect(t.dtype).toBe(dtype);
+      expect(t.shape).toEqual([2, 5]);
+      const back = toFloat32(t.bytes, t.dtype);
+      // Re-encoding what we read gives the same bytes: the conversion is exact for representable values.
+      expect(fromFloat32(back, dtype)).toEqual(bytes);
+      if (dtype === "F32") expect(back).toEqual(values);
+      else for (const [i, v] of [[1, 1], [2, -2.5], [3, 3.140625], [8, Infinity]] as const) expect(back[i]).toBe(v);
+      expect(st.tensor("b").shape).toEqual([0]);
+    });
+  }
+});
+
+function corrupt(mutate: (bytes: Uint8Array) => Uint8Array): string {
+  const dir = tempDir("bad");
+  const file = join(dir, "model.safetensors");
+  writeSafetensors(file, [{ name: "w", dtype: "F32", shape: [4], bytes: fromFloat32(Float32Array.from([1, 2, 3, 4]), "F32") }]);
+  writeFileSync(file, mutate(new Uint8Array(readFileSync(file))));
+  return file;
+}
+
+function header(obj: unknown, data = new Uint8Array(16)): Uint8Array {
+  const json = new TextEncoder().encode(JSON.stringify(obj));
+  const out = new Uint8Array(8 + json.length + data.length);
+  new DataView(out.buffer).setBigUint64(0, BigInt(json.length), true);
+  out.set(json, 8);
+  out.set(data, 8 + json.length);
+  return out;
+}
+
+describe("safetensors corruption gives a specific error naming the file and tensor", () => {
+  test("file shorter than the length prefix", () => {
+    expect(() => SafetensorsFile.open(corrupt((b) => b.slice(0, 5)))).toThrow(/model\.safetensors: truncated: 5 bytes/);
+  });
+  test("header longer than the file", () => {
+    expect(() => SafetensorsFile.open(corrupt((b) => b.slice(0, 20)))).toThrow(/model\.safetensors: truncated: header needs/);
+  });
+  test("data truncated", () => {
+    expect(() => SafetensorsFile.open(corrupt((b) => b.slice(0, b.length - 4)))).toThrow(/tensor 'w': data_offsets \[0, 16\] out of range .*truncated/);
+  });
+  test("header is not JSON", () => {
+    expect(() => SafetensorsFile.open(corrupt((b) => { b[8] = 0x78; return b; }))).toThrow(/bad header: not valid JSON/);
+  });
+  test("absurd header length", () => {
+    expect(() => SafetensorsFile.open(corrupt((b) => { b[7] = 0x7f; return b; }))).toThrow(/bad header: length .* implausibly large/);
+  });
+  test("offsets out of range", () => {
+    expect(() => SafetensorsFile.open(corrupt(() => header({ w: { dtype: "F32", shape: [8], data_offsets: [0, 32] } })))).toThrow(/tensor 'w': data_offsets \[0, 32\] out of range/);
+  });
+  test("offsets inconsistent with shape", () => {
+    expect(() => SafetensorsFile.open(corrupt(() => header({ w: { dtype: "F32", shape: [3], data_offsets: [0, 16] } })))).toThrow(/tensor 'w': data_offsets span 16 bytes but F32\[3\] needs 12/);
+  });
+  test("unsupported dtype", () => {
+    expect(() => SafetensorsFile.open(corrupt(() => header({ w: { dtype: "I64", shape: [2], data_offsets: [0, 16] } })))).toThrow(/tensor 'w': unsupported dtype I64/);
+  });
+  test("bad shape", () => {
+    expect(() => SafetensorsFile.open(corrupt(() => header({ w: { dtype: "F32", shape: [-1], data_offsets: [0, 16] } })))).toThrow(/tensor 'w': bad shape/);
+  });
+  test("missing file", () => {
+    expect(() => SafetensorsFile.open("/nonexistent/x.safetensors")).toThrow(/x\.safetensors: file not found/);
+  });
+});
+
+describe("checkpoints", () => {
+  test("sharded checkpoint via model.safetensors.index.json", () => {
+    const dir = tempDir("shard");
+    const a = fromFloat32(Float32Array.from([1, 2]), "BF16"), b = fromFloat32(Float32Array.from([3, 4, 5]), "F16");
+    writeSafetensors(join(dir, "model-00001-of-00002.safetensors"), [{ name: "x", dtype: "BF16", shape: [2], bytes: a }]);
+    writeSafetensors(join(dir, "model-00002-of-00002.safetensors"), [{ name: "y", dtype: "F16", shape: [3], bytes: b }]);
+    writeFileSync(join(dir, "model.safetensors.index.json"), JSON.stringify({ metadata: {}, weight_map: { x: "model-00001-of-00002.safetensors", y: "model-00002-of-00002.safetensors" } }));
+    const ck = new Checkpoint(dir);
+    expect(Array.from(toFloat32(ck.tensor("x").bytes, "BF16"))).toEqual([1, 2]);
+    expect(Array.from(toFloat32(ck.tensor("y", [3]).bytes, "F16"))).toEqual([3, 4, 5]);
+    expect(() => ck.tensor("y", [4])).toThrow(/model-00002-of-00002\.safetensors: tensor 'y' has shape \[3\] but the config implies \[4\]/);
+    expect(() => ck.tensor("z")).toThrow(/missing tensor 'z'/);
+  });
+
+  function brokenModel(mutate: (dir: string) => void): string {
+    const src = tinyModel({ arch: "qwen3", seed: 11, vocabSize: 256 });
+    const dir = tempDir("broken");
+    for (const f of ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]) copyFileSync(join(src, f), join(dir, f));
+    mutate(dir);
+    return dir;
+  }
+  const load = (dir: string) => new CausalLM(loadModelConfig(dir), new CpuBackend(), 64).load(new Checkpoint(dir));
+
+  test("a missing tensor is named with the directory", () => {
+    const dir = brokenModel((d) => {
+      const st = SafetensorsFile.open(join(d, "model.safetensors"));
+      const keep = st.names().filter((n) => n !== "model.layers.1.mlp.up_proj.weight").map((n) => { const t = st.tensor(n); return { name: n, dtype: t.dtype, shape: t.shape, bytes: t.bytes.slice() }; });
+      writeSafetensors(join(d, "model.safetensors"), keep);
+    });
+    expect(() => load(dir)).toThrow(/broken-.*: missing tensor 'model\.layers\.1\.mlp\.up_proj\.weight'/);
+  });
+  test("a shape mismatch names file and tensor", () => {
+    const dir = brokenModel((d) => {
+      const cfg = JSON.parse(readFileSync(join(d, "config.json"), "utf8"));
+      cfg.intermediate_size = 96;
+      writeFileSync(join(d, "config.json"), JSON.stringify(cfg));
+    });
+    expect(() => load(dir)).toThrow(/model\.safetensors: tensor 'model\.layers\.0\.mlp\.gate_proj\.weight' has shape \[128,64\] but the config implies \[96,64\]/);
+  });
+  test("an unknown architecture is named", () => {
+    expect(() => parseModelConfig({ architectures: ["GPT2LMHeadModel"], hidden_size: 8 }, "x/config.json")).toThrow(/x\/config\.json: unsupported architecture 'GPT2LMHeadModel'/);
+  });
+  test("a bad config field is named", () => {
+    expect(() => parseModelConfig({ architectures: ["LlamaForCausalLM"], hidden_size: 64, num_attention_heads: 6, num_key_value_heads: 4, intermediate_size: 8, num_hidden_layers: 1, vocab_size: 10 })).toThrow(/num_attention_heads \(6\) must be a multiple of num_key_value_heads \(4\)/);
+    expect(() => parseModelConfig({ architectures: ["LlamaForCausalLM"], hidden_size: "64" })).toThrow(/field 'hidden_size' must be a positive integer/);
+  });
+  test("llama3 rope scaling and Qwen2 bias flags are parsed", () => {
+    const l = loadModelConfig(tinyModel({ arch: "llama", seed: 2, vocabSize: 2048 }));
+    expect(l.ropeScaling).toEqual({ type: "llama3", factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 256 });
+    expect(l.tieWordEmbeddings).toBe(false);
+    const q2 = parseModelConfig({ architectures: ["Qwen2ForCausalLM"], hidden_size: 8, num_attention_heads: 2, intermediate_size: 8, num_hidden_layers: 1, vocab_size: 10 });
+    expect([q2.qkvBias, q2.oBias, q2.qkNorm]).toEqual([true, false, false]);
+  });
+});
