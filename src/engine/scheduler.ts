@@ -35,6 +35,8 @@ export class Scheduler {
   readonly running: Sequence[] = [];
   /** Sequences preempted since start (vLLM's num_preemptions). */
   numPreemptions = 0;
+  /** Prefill chunks that did not finish their prompt (chunked prefill at work). */
+  numPartialPrefills = 0;
   private readonly out: ScheduledSeq[] = [];
 
   constructor(readonly config: SchedulerConfig, readonly blockManager: BlockManager) {}
@@ -89,6 +91,7 @@ export class Scheduler {
       scheduled.push({ seq, start: seq.numComputedTokens, numNewTokens: num, samples: seq.numComputedTokens + num === seq.numTokens });
       budget -= num;
     }
+    for (const s of scheduled) if (!s.samples) this.numPartialPrefills++;
     return { scheduled, numBatchedTokens: cfg.maxNumBatchedTokens - budget, numPreempted };
   }
 

@@ -1,0 +1,196 @@
+/** LLMEngine end to end on the CPU backend: equivalence across scheduling mechanisms, sampling, stops, aborts. */
+import { describe, expect, test } from "bun:test";
+import { LLM } from "../src/engine/llm.ts";
+import { LLMEngine, InvalidRequestError } from "../src/engine/llm-engine.ts";
+import type { EngineOptions } from "../src/engine/engine-config.ts";
+import { SamplingParams, SamplingParamsError } from "../src/engine/sampling-params.ts";
+import { SeededRandom } from "../src/model/tiny-model.ts";
+import { FAST_MODEL, tinyModel } from "./helpers.ts";
+
+const model = tinyModel(FAST_MODEL);
+const quiet = { log: () => {} };
+const make = (o: EngineOptions = {}) => new LLM({ model, blockSize: 4, maxModelLen: 256, ...quiet, ...o });
+
+function workload(seed: number, count: number) {
+  const rng = new SeededRandom(seed);
+  const prefixes = Array.from({ length: 3 }, () => Array.from({ length: rng.int(8, 30) }, () => rng.int(3, 500)));
+  const prompts: number[][] = [], params: SamplingParams[] = [];
+  for (let i = 0; i < count; i++) {
+    const pre = rng.next() < 0.75 ? prefixes[rng.int(0, 2)]! : [];
+    prompts.push([...pre, ...Array.from({ length: rng.int(1, 30) }, () => rng.int(3, 500))]);
+    params.push(new SamplingParams({ temperature: 0, max_tokens: rng.int(4, 20), ignore_eos: true }));
+  }
+  return { prompts, params };
+}
+
+function outputs(llm: LLM, w: ReturnType<typeof workload>): number[][] {
+  const copies = w.params.map((p) => new SamplingParams({ temperature: p.temperature, max_tokens: p.max_tokens, ignore_eos: true }));
+  return llm.generate(w.prompts, copies, { useTqdm: false }).map((o) => o.outputs[0]!.tokenIds);
+}
+
+describe("greedy outputs are identical across scheduling mechanisms", () => {
+  const w = workload(5, 24);
+  const baseline = make({ maxNumBatchedTokens: 512, maxNumSeqs: 64, enablePrefixCaching: false });
+  const expected = outputs(baseline, w);
+
+  test("the workload generates varied tokens", () => {
+    expect(new Set(expected.flat()).size).toBeGreaterThan(20);
+  });
+  test("(a) prefix caching on vs off", () => {
+    const llm = make({ maxNumBatchedTokens: 512, maxNumSeqs: 64, enablePrefixCaching: true });
+    expect(outputs(llm, w)).toEqual(expected);
+    expect(llm.engine.blockManager.prefixCacheHits).toBeGreaterThan(0);
+  });
+  test("(b) chunked prefill with a tiny token budget", () => {
+    const llm = make({ maxNumBatchedTokens: 7, maxNumSeqs: 64 });
+    expect(outputs(llm, w)).toEqual(expected);
+    expect(llm.engine.scheduler.numPartialPrefills).toBeGreaterThan(1);
+  });
+  test("(c) a KV cache so small that preemption happens many times", () => {
+    const llm = make({ maxNumBatchedTokens: 512, maxNumSeqs: 64, numGpuBlocksOverride: 20 });
+    expect(outputs(llm, w)).toEqual(expected);
+    expect(llm.engine.scheduler.numPreemptions).toBeGreaterThan(5);
+    expect(llm.engine.blockManager.numFreeBlocks).toBe(20);
+  });
+  test("(d) max_num_seqs 1", () => {
+    const llm = make({ maxNumBatchedTokens: 512, maxNumSeqs: 1 });
+    expect(outputs(llm, w)).toEqual(expected);
+  });
+});
+
+describe("sampling", () => {
+  const llm = make();
+  const prompt = [10, 20, 30, 40, 50];
+
+  test("same seed → same tokens alone or in a batch of 32", () => {
+    const p = { temperature: 0.9, top_p: 0.95, top_k: 50, seed: 1234, max_tokens: 16, ignore_eos: true };
+    const alone = llm.generate([prompt], p, { useTqdm: false })[0]!.outputs[0]!.tokenIds;
+    const rng = new SeededRandom(3);
+    const others = Array.from({ length: 31 }, () => Array.from({ length: rng.int(2, 40) }, () => rng.int(3, 500)));
+    const batch = [...others.slice(0, 13), prompt, ...others.slice(13)];
+    const params = batch.map((_, i) => (i === 13 ? p : { temperature: 1, max_tokens: 8 + (i % 9), ignore_eos: true }));
+    const together = llm.generate(batch, params, { useTqdm: false })[13]!.outputs[0]!.tokenIds;
+    expect(together).toEqual(alone);
+    const other = llm.generate([prompt], { ...p, seed: 4321 }, { useTqdm: false })[0]!.outputs[0]!.tokenIds;
+    expect(other).not.toEqual(alone);
+  });
+
+  test("n > 1 gives n different samples sharing the prompt blocks", () => {
+    const [out] = llm.generate([prompt], { n: 4, temperature: 1, seed: 7, max_tokens: 12, ignore_eos: true }, { useTqdm: false });
+    expect(out!.outputs.map((o) => o.index)).toEqual([0, 1, 2, 3]);
+    expect(new Set(out!.outputs.map((o) => o.tokenIds.join(","))).size).toBeGreaterThan(1);
+  });
+
+  test("top_k=1 equals greedy", () => {
+    const greedy = llm.generate([prompt], { temperature: 0, max_tokens: 10, ignore_eos: true }, { useTqdm: false })[0]!.outputs[0]!.tokenIds;
+    const k1 = llm.generate([prompt], { temperature: 1.5, top_k: 1, seed: 3, max_tokens: 10, ignore_eos: true }, { useTqdm: false })[0]!.outputs[0]!.tokenIds;
+    expect(k1).toEqual(greedy);
+  });
+
+  test("logit_bias forces a token; logprobs report top-N", () => {
+    const [out] = llm.generate([prompt], { temperature: 0, max_tokens: 3, logit_bias: { 77: 100 }, logprobs: 3, ignore_eos: true }, { useTqdm: false });
+    const o = out!.outputs[0]!;
+    expect(o.tokenIds).toEqual([77, 77, 77]);
+    expect(o.logprobs!.length).toBe(3);
+    for (const lp of o.logprobs!) {
+      expect(lp.top.length).toBe(3);
+      expect(lp.top[0]!.logprob).toBeGreaterThanOrEqual(lp.top[1]!.logprob);
+      expect(lp.logprob).toBeLessThanOrEqual(0);
+    }
+    const [plain] = llm.generate([prompt], { temperature: 0, max_tokens: 1, logprobs: 0, ignore_eos: true }, { useTqdm: false });
+    // Greedy picks the most likely token: its logprob is the maximum.
+    expect(plain!.outputs[0]!.logprobs![0]!.top).toEqual([]);
+    expect(plain!.outputs[0]!.cumulativeLogprob).toBeCloseTo(plain!.outputs[0]!.logprobs![0]!.logprob, 9);
+  });
+
+  test("repetition penalty changes a repetitive greedy output", () => {
+    const a = llm.generate([prompt], { temperature: 0, max_tokens: 24, ignore_eos: true }, { useTqdm: false })[0]!.outputs[0]!.tokenIds;
+    const b = llm.generate([prompt], { temperature: 0, max_tokens: 24, ignore_eos: true, repetition_penalty: 5, presence_penalty: 2 }, { useTqdm: false })[0]!.outputs[0]!.tokenIds;
+    expect(new Set(b).size).toBeGreaterThanOrEqual(new Set(a).size);
+    expect(b).not.toEqual(a);
+  });
+});
+
+describe("stops and limits", () => {
+  const llm = make();
+  const tok = llm.engine.tokenizer;
+  const prompt = [101, 102, 103];
+  const full = llm.generate([prompt], { temperature: 0, max_tokens: 24, ignore_eos: true }, { useTqdm: false })[0]!.outputs[0]!;
+
+  test("a stop string spanning a token boundary ends the text before it", () => {
+    // Choose a stop string made of the end of one token's text and the start of the next.
+    const texts = full.tokenIds.map((id) => tok.decode([id]));
+    const i = texts.findIndex((t, k) => k > 2 && t.length >= 1 && (texts[k + 1] ?? "").length >= 1);
+    const stop = texts[i]!.slice(-1) + texts[i + 1]!.slice(0, 1);
+    const at = full.text.indexOf(stop);
+    const [out] = llm.generate([prompt], { temperature: 0, max_tokens: 24, ignore_eos: true, stop: [stop] }, { useTqdm: false });
+    expect(out!.outputs[0]!.finishReason).toBe("stop");
+    expect(out!.outputs[0]!.stopReason).toBe(stop);
+    expect(out!.outputs[0]!.text).toBe(full.text.slice(0, at));
+    const [inc] = llm.generate([prompt], { temperature: 0, max_tokens: 24, ignore_eos: true, stop: [stop], include_stop_str_in_output: true }, { useTqdm: false });
+    expect(inc!.outputs[0]!.text).toBe(full.text.slice(0, at + stop.length));
+  });
+
+  test("stop_token_ids and min_tokens", () => {
+    const target = full.tokenIds[3]!;
+    const [out] = llm.generate([prompt], { temperature: 0, max_tokens: 24, stop_token_ids: [target] }, { useTqdm: false });
+    const o = out!.outputs[0]!;
+    expect(o.finishReason).toBe("stop");
+    expect(o.stopReason).toBe(target);
+    expect(o.tokenIds[o.tokenIds.length - 1]).toBe(target);
+    const [late] = llm.generate([prompt], { temperature: 0, max_tokens: 24, stop_token_ids: [target], min_tokens: 10 }, { useTqdm: false });
+    expect(late!.outputs[0]!.tokenIds.length).toBeGreaterThanOrEqual(10);
+    expect(late!.outputs[0]!.tokenIds.slice(0, 9)).not.toContain(target);
+  });
+
+  test("max_tokens gives finish_reason length", () => {
+    expect(full.finishReason).toBe("length");
+    expect(full.tokenIds.length).toBe(24);
+  });
+
+  test("requests that can never fit are rejected up front", () => {
+    expect(() => llm.engine.addRequest("too-long", new Array(250).fill(5), new SamplingParams({ max_tokens: 10 }))).toThrow(/maximum context length is 256 tokens/);
+    expect(() => llm.engine.addRequest("oov", [5, 9999], new SamplingParams())).toThrow(InvalidRequestError);
+    expect(() => llm.engine.addRequest("empty", [], new SamplingParams())).toThrow(/prompt is empty/);
+    const small = make({ numGpuBlocksOverride: 4 });
+    expect(() => small.engine.addRequest("kv", [1, 2, 3], new SamplingParams({ max_tokens: 20 }))).toThrow(/whole cache holds 16/);
+    expect(llm.engine.hasUnfinishedRequests()).toBe(false);
+  });
+
+  test("abort frees blocks immediately", () => {
+    const e = llm.engine;
+    e.addRequest("a1", prompt, new SamplingParams({ max_tokens: 50, ignore_eos: true }));
+    e.addRequest("a2", [...prompt, 7], new SamplingParams({ max_tokens: 50, ignore_eos: true, n: 2 }));
+    e.step(); e.step();
+    expect(e.blockManager.numUsedBlocks).toBeGreaterThan(0);
+    const out = e.abort("a2")!;
+    expect(out.finished).toBe(true);
+    expect(out.outputs.every((o) => o.finishReason === "abort")).toBe(true);
+    e.abort("a1");
+    expect(e.blockManager.numUsedBlocks).toBe(0);
+    expect(e.hasUnfinishedRequests()).toBe(false);
+    expect(e.abort("unknown")).toBeNull();
+  });
+});
+
+describe("SamplingParams validation names the field", () => {
+  const bad: [object, string][] = [
+    [{ temperature: -1 }, "temperature"], [{ top_p: 0 }, "top_p"], [{ top_p: 1.5 }, "top_p"], [{ top_k: -2 }, "top_k"],
+    [{ min_p: 2 }, "min_p"], [{ max_tokens: 0 }, "max_tokens"], [{ n: 0 }, "n"], [{ min_tokens: 5, max_tokens: 2 }, "min_tokens"],
+    [{ stop: [""] }, "stop"], [{ presence_penalty: 3 }, "presence_penalty"], [{ repetition_penalty: 0 }, "repetition_penalty"],
+    [{ logprobs: 50 }, "logprobs"], [{ logit_bias: { x: 1 } }, "logit_bias"], [{ seed: 1.5 }, "seed"], [{ bogus: 1 }, "bogus"],
+  ];
+  for (const [init, field] of bad)
+    test(field + " " + JSON.stringify(init), () => {
+      let err: unknown;
+      try { new SamplingParams(init as never); } catch (e) { err = e; }
+      expect(err).toBeInstanceOf(SamplingParamsError);
+      expect((err as SamplingParamsError).field).toBe(field);
+    });
+});
+
+test("engine options are checked", () => {
+  expect(() => LLMEngine.create({ model, ...quiet, maxModelLen: 100000 })).toThrow(/--max-model-len: 100000 exceeds/);
+  expect(() => LLMEngine.create({ model, ...quiet, blockSize: 0 })).toThrow(/--block-size: must be a positive integer/);
+  expect(() => LLMEngine.create({ model: "/nonexistent", ...quiet })).toThrow(/config\.json: not found/);
+});
