@@ -183,6 +183,7 @@ export class LLMEngine {
     const sampled = this.runner.execute(out);
     this.scheduler.postprocess(out, sampled.tokenIds);
     this.metrics.numSteps++;
+    this.metrics.iterationTokens.observe(out.numBatchedTokens);
     const done = performance.now();
     const touched = new Set<Request>();
     let r = 0;

@@ -32,6 +32,7 @@ export class EngineMetrics {
   readonly queueTime = new Histogram(SECONDS);
   readonly requestPromptTokens = new Histogram(TOKENS);
   readonly requestGenerationTokens = new Histogram(TOKENS);
+  readonly iterationTokens = new Histogram([1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]);
   numSteps = 0;
 
   recordFinished(reason: string, promptTokens: number, generationTokens: number, e2eSeconds: number): void {

@@ -1,0 +1,77 @@
+/** The HTTP routes (hono). Every error is an OpenAI-style body; the server keeps serving. */
+import { Hono, type Context } from "hono";
+import { chatCompletions, chatPromptIds } from "./chat.ts";
+import { completions } from "./completions.ts";
+import { ApiError, errorBody, toErrorResponse } from "./errors.ts";
+import { renderMetrics } from "./metrics.ts";
+import { DetokenizeRequest, TokenizeRequest } from "./protocol.ts";
+import type { ServerState } from "./state.ts";
+import { VERSION } from "../version.ts";
+
+const PUBLIC = new Set(["/health", "/version", "/metrics", "/ping"]);
+
+export function buildApp(state: ServerState): Hono {
+  const app = new Hono();
+
+  app.onError((e, c) => {
+    const { status, body } = toErrorResponse(e);
+    return c.json(body, status as 400);
+  });
+  app.notFound((c) => c.json(errorBody(404, `no route for ${c.req.method} ${c.req.path}`), 404));
+
+  app.use("*", async (c, next) => {
+    if (state.apiKey !== null && !PUBLIC.has(c.req.path)) {
+      const auth = c.req.header("authorization") ?? "";
+      if (auth !== `Bearer ${state.apiKey}`) return c.json(errorBody(401, "invalid or missing API key"), 401);
+    }
+    await next();
+  });
+
+  const health = (c: Context) => {
+    if (state.asyncEngine?.isHealthy) return c.body(null, 200);
+    const why = state.loadError ? `model failed to load: ${state.loadError.message}` : state.asyncEngine ? "engine failed" : "model is loading";
+    return c.json(errorBody(503, why), 503);
+  };
+  app.get("/health", health);
+  app.get("/ping", health);
+  app.get("/version", (c) => c.json({ version: VERSION }));
+
+  app.get("/v1/models", (c) => {
+    const e = state.engine().engine;
+    return c.json({
+      object: "list",
+      data: [{ id: state.servedModelName, object: "model", created: state.startedAt, owned_by: "vbun", root: e.info.modelDir, parent: null, max_model_len: e.options.maxModelLen }],
+    });
+  });
+
+  app.get("/metrics", (c) => {
+    if (!state.asyncEngine) return c.text("", 200, { "Content-Type": "text/plain; version=0.0.4" });
+    return c.text(renderMetrics(state.asyncEngine, state.servedModelName), 200, { "Content-Type": "text/plain; version=0.0.4; charset=utf-8" });
+  });
+
+  app.post("/v1/completions", (c) => completions(c, state));
+  app.post("/v1/chat/completions", (c) => chatCompletions(c, state));
+
+  app.post("/tokenize", async (c) => {
+    const body = TokenizeRequest.parse(await state.readJson(c));
+    state.checkModel(body.model);
+    const e = state.engine().engine;
+    const tokens = "prompt" in body ? e.tokenizer.encode(body.prompt, body.add_special_tokens ?? true) : chatPromptIds(state, body).ids;
+    return c.json({ count: tokens.length, max_model_len: e.options.maxModelLen, tokens });
+  });
+
+  app.post("/detokenize", async (c) => {
+    const body = DetokenizeRequest.parse(await state.readJson(c));
+    state.checkModel(body.model);
+    const e = state.engine().engine;
+    const V = e.modelConfig.vocabSize;
+    for (const t of body.tokens) if (t >= V) throw new ApiError(400, `token id ${t} is out of vocabulary (size ${V})`, "tokens");
+    return c.json({ prompt: e.tokenizer.decode(body.tokens, false) });
+  });
+
+  for (const path of ["/v1/completions", "/v1/chat/completions", "/tokenize", "/detokenize"])
+    app.on(["GET", "PUT", "DELETE", "PATCH"], path, (c) => c.json(errorBody(405, `method ${c.req.method} not allowed on ${path}`), 405));
+  for (const path of ["/v1/embeddings", "/v1/audio/transcriptions", "/v1/responses", "/pooling", "/score", "/rerank"])
+    app.all(path, (c) => c.json(errorBody(501, `${path} is not implemented by vbun`), 501));
+  return app;
+}

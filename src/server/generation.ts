@@ -1,0 +1,113 @@
+/**
+ * Shared machinery of /v1/completions and /v1/chat/completions: building SamplingParams from a body,
+ * submitting one engine request per prompt, aborting them on disconnect, and SSE framing.
+ */
+import type { AsyncEngine } from "../engine/async-engine.ts";
+import type { RequestOutput } from "../engine/request.ts";
+import { SamplingParams, type SamplingParamsInit } from "../engine/sampling-params.ts";
+import { ApiError, toErrorResponse } from "./errors.ts";
+
+export interface SamplingFields {
+  temperature?: number | null; top_p?: number | null; top_k?: number | null; min_p?: number | null; n?: number | null;
+  seed?: number | null; stop?: string | string[] | null; stop_token_ids?: number[] | null; presence_penalty?: number | null;
+  frequency_penalty?: number | null; repetition_penalty?: number | null; logit_bias?: Record<string, number> | null;
+  ignore_eos?: boolean | null; min_tokens?: number | null; include_stop_str_in_output?: boolean | null; skip_special_tokens?: boolean | null;
+}
+
+/** SamplingParams from OpenAI/vLLM fields (null = default); throws SamplingParamsError naming the field. */
+export function samplingParamsFrom(b: SamplingFields, maxTokens: number | null, logprobs: number | null): SamplingParams {
+  const init: SamplingParamsInit = { max_tokens: maxTokens, logprobs };
+  for (const k of ["temperature", "top_p", "top_k", "min_p", "n", "seed", "stop", "stop_token_ids", "presence_penalty", "frequency_penalty",
+    "repetition_penalty", "logit_bias", "ignore_eos", "min_tokens", "include_stop_str_in_output", "skip_special_tokens"] as const) {
+    const v = b[k];
+    if (v !== null && v !== undefined) (init as Record<string, unknown>)[k] = v;
+  }
+  return new SamplingParams(init);
+}
+
+export interface Submitted {
+  streams: AsyncIterableIterator<RequestOutput>[];
+  requestIds: string[];
+  abortAll: () => void;
+}
+
+/** Submits one request per prompt; all-or-nothing (a bad prompt aborts the ones already queued). */
+export function submit(engine: AsyncEngine, baseId: string, prompts: number[][], params: SamplingParams, signal: AbortSignal): Submitted {
+  const streams: AsyncIterableIterator<RequestOutput>[] = [];
+  const requestIds: string[] = [];
+  const abortAll = () => { for (const id of requestIds) engine.abort(id); };
+  try {
+    prompts.forEach((ids, i) => {
+      const id = `${baseId}-${i}`;
+      const copy = Object.assign(Object.create(SamplingParams.prototype), params) as SamplingParams;
+      streams.push(engine.generate(id, ids, copy));
+      requestIds.push(id);
+    });
+  } catch (e) {
+    abortAll();
+    throw e;
+  }
+  if (signal.aborted) abortAll();
+  else signal.addEventListener("abort", abortAll, { once: true });
+  return { streams, requestIds, abortAll };
+}
+
+/** Drains the streams; returns each request's final output (in prompt order). */
+export async function collect(s: Submitted): Promise<RequestOutput[]> {
+  return Promise.all(s.streams.map(async (st) => {
+    let last: RequestOutput | null = null;
+    for await (const o of st) last = o;
+    if (!last) throw new ApiError(500, "request ended without output");
+    return last;
+  }));
+}
+
+const encoder = new TextEncoder();
+
+/**
+ * An SSE response. `produce` writes events through `send`; errors after the 200 become a data: {"error"}
+ * event; the stream always ends with [DONE]. Cancelling (client gone) calls `onCancel`.
+ */
+export function sseResponse(produce: (send: (obj: unknown) => void) => Promise<void>, onCancel: () => void): Response {
+  let closed = false;
+  const body = new ReadableStream<Uint8Array>({
+    async start(controller) {
+      const send = (obj: unknown) => {
+        if (!closed) controller.enqueue(encoder.encode(`data: ${JSON.stringify(obj)}\n\n`));
+      };
+      try {
+        await produce(send);
+      } catch (e) {
+        send(toErrorResponse(e).body);
+      }
+      if (!closed) {
+        controller.enqueue(encoder.encode("data: [DONE]\n\n"));
+        closed = true;
+        controller.close();
+      }
+    },
+    cancel() {
+      closed = true;
+      onCancel();
+    },
+  });
+  return new Response(body, { headers: { "Content-Type": "text/event-stream", "Cache-Control": "no-cache", Connection: "keep-alive" } });
+}
+
+/** Runs all streams concurrently, calling `each` for every output as it arrives. */
+export async function forEachOutput(s: Submitted, each: (promptIndex: number, o: RequestOutput) => void): Promise<void> {
+  await Promise.all(s.streams.map(async (st, i) => {
+    for await (const o of st) each(i, o);
+  }));
+}
+
+export function usageOf(outputs: RequestOutput[]): { prompt_tokens: number; completion_tokens: number; total_tokens: number } {
+  let prompt = 0, completion = 0;
+  for (const o of outputs) {
+    prompt += o.promptTokenIds.length;
+    for (const c of o.outputs) completion += c.tokenIds.length;
+  }
+  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
+}
+
+export const nowSeconds = () => Math.floor(Date.now() / 1000);

@@ -1,0 +1,78 @@
+/** Request bodies of the OpenAI-compatible endpoints (zod). Unknown fields are accepted and ignored. */
+import { z } from "zod";
+
+const int = () => z.number().int();
+const stop = z.union([z.string(), z.array(z.string())]).nullish();
+
+/** Sampling fields shared by completions and chat (OpenAI's plus vLLM's extras). */
+const sampling = {
+  model: z.string().nullish(),
+  temperature: z.number().nullish(),
+  top_p: z.number().nullish(),
+  top_k: int().nullish(),
+  min_p: z.number().nullish(),
+  n: int().nullish(),
+  seed: int().nullish(),
+  stop,
+  stop_token_ids: z.array(int().nonnegative()).nullish(),
+  presence_penalty: z.number().nullish(),
+  frequency_penalty: z.number().nullish(),
+  repetition_penalty: z.number().nullish(),
+  logit_bias: z.record(z.string(), z.number()).nullish(),
+  ignore_eos: z.boolean().nullish(),
+  min_tokens: int().nullish(),
+  include_stop_str_in_output: z.boolean().nullish(),
+  skip_special_tokens: z.boolean().nullish(),
+  stream: z.boolean().nullish(),
+  stream_options: z.object({ include_usage: z.boolean().nullish(), continuous_usage_stats: z.boolean().nullish() }).nullish(),
+  user: z.string().nullish(),
+};
+
+const tokenIds = z.array(int().min(0, "token ids must be >= 0"));
+
+export const CompletionRequest = z.object({
+  ...sampling,
+  prompt: z.union([z.string(), z.array(z.string()), tokenIds, z.array(tokenIds)]),
+  max_tokens: int().nullish(),
+  logprobs: int().nullish(),
+  echo: z.boolean().nullish(),
+  suffix: z.string().nullish(),
+  add_special_tokens: z.boolean().nullish(),
+  return_token_ids: z.boolean().nullish(),
+});
+export type CompletionRequest = z.infer<typeof CompletionRequest>;
+
+const contentPart = z.object({ type: z.string(), text: z.string().optional() }).passthrough();
+export const ChatMessage = z.object({
+  role: z.string(),
+  content: z.union([z.string(), z.array(contentPart)]).nullish(),
+  name: z.string().nullish(),
+  tool_calls: z.array(z.unknown()).nullish(),
+  tool_call_id: z.string().nullish(),
+  reasoning_content: z.string().nullish(),
+}).passthrough();
+
+export const ChatCompletionRequest = z.object({
+  ...sampling,
+  messages: z.array(ChatMessage).min(1, "messages must not be empty"),
+  max_tokens: int().nullish(),
+  max_completion_tokens: int().nullish(),
+  logprobs: z.boolean().nullish(),
+  top_logprobs: int().nullish(),
+  response_format: z.object({ type: z.string() }).passthrough().nullish(),
+  tools: z.array(z.unknown()).nullish(),
+  tool_choice: z.unknown().optional(),
+  add_generation_prompt: z.boolean().nullish(),
+  continue_final_message: z.boolean().nullish(),
+  chat_template_kwargs: z.record(z.string(), z.unknown()).nullish(),
+  echo: z.boolean().nullish(),
+  add_special_tokens: z.boolean().nullish(),
+});
+export type ChatCompletionRequest = z.infer<typeof ChatCompletionRequest>;
+
+export const TokenizeRequest = z.union([
+  z.object({ model: z.string().nullish(), prompt: z.string(), add_special_tokens: z.boolean().nullish() }),
+  z.object({ model: z.string().nullish(), messages: z.array(ChatMessage).min(1), add_generation_prompt: z.boolean().nullish(), add_special_tokens: z.boolean().nullish(), chat_template_kwargs: z.record(z.string(), z.unknown()).nullish() }),
+]);
+
+export const DetokenizeRequest = z.object({ model: z.string().nullish(), tokens: tokenIds });

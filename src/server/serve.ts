@@ -1,0 +1,118 @@
+/** `vbun serve [MODEL]`: the OpenAI-compatible server. */
+import { parseArgs } from "node:util";
+import { ENGINE_FLAGS, engineOptionsFromFlags, UsageError } from "../cli.ts";
+import { AsyncEngine } from "../engine/async-engine.ts";
+import { ENGINE_DEFAULTS } from "../engine/engine-config.ts";
+import { LLMEngine } from "../engine/llm-engine.ts";
+import { buildApp } from "./app.ts";
+import { downloadModel, looksLikeHubId, progressPrinter } from "./hub.ts";
+import { ServerState } from "./state.ts";
+
+const d = ENGINE_DEFAULTS;
+export const SERVE_HELP = `usage: vbun serve [MODEL] [options]
+
+MODEL: a local Hugging Face model directory, or a hub id (org/name) downloaded into the HF cache.
+       Without MODEL, the built-in random-weight tiny Qwen3 test model is served.
+
+server:
+  --host HOST                      address to bind (default 127.0.0.1)
+  --port PORT                      port (default 8000; 0 = any free port)
+  --served-model-name NAME         model name in the API (default: MODEL, or "vbun-tiny-qwen3")
+  --api-key KEY                    require "Authorization: Bearer KEY" (also env VBUN_API_KEY)
+  --max-waiting-requests N         queue bound; beyond it requests get 503 (default 1024)
+  --shutdown-timeout SECONDS       grace period for in-flight requests on SIGTERM/SIGINT (default 30)
+  --max-log-len N                  characters of prompts shown in request logs (default: unlimited)
+  --log-level debug|info|warning|error   (default info)
+
+engine:
+  --device auto|cpu|cuda           backend (default ${d.device})
+  --dtype auto|bfloat16|float16|float32  weight dtype (default ${d.dtype}; the CPU backend computes in f32)
+  --max-model-len N                context length (default: the model's max_position_embeddings)
+  --max-num-seqs N                 most sequences per step (default ${d.maxNumSeqs})
+  --max-num-batched-tokens N       token budget per step (default ${d.maxNumBatchedTokens})
+  --block-size N                   KV-cache block size in tokens (default ${d.blockSize})
+  --gpu-memory-utilization F       fraction of GPU memory to use (default ${d.gpuMemoryUtilization})
+  --num-gpu-blocks-override N      exact number of KV blocks (on CPU too; default: from memory)
+  --enable-prefix-caching / --no-enable-prefix-caching   (default on)
+  --enforce-eager                  disable CUDA graphs
+  --tensor-parallel-size N         (default ${d.tensorParallelSize})
+  --seed N                         seed for requests without one (default ${d.seed})
+  --chat-template FILE|TEXT        override the model's chat template
+`;
+
+const LEVELS = ["debug", "info", "warning", "error"];
+
+export async function serve(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args, allowPositionals: true, strict: true,
+    options: {
+      ...ENGINE_FLAGS,
+      host: { type: "string", default: "127.0.0.1" },
+      port: { type: "string", default: "8000" },
+      "served-model-name": { type: "string" },
+      "api-key": { type: "string" },
+      "max-waiting-requests": { type: "string", default: "1024" },
+      "shutdown-timeout": { type: "string", default: "30" },
+      "max-log-len": { type: "string" },
+      "log-level": { type: "string", default: "info" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) { process.stdout.write(SERVE_HELP); return 0; }
+  if (positionals.length > 1) throw new UsageError(`serve takes at most one MODEL, got ${positionals.join(" ")}`);
+  const port = Number(values.port);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port: expected 0-65535, got '${values.port}'`);
+  const maxWaiting = Number(values["max-waiting-requests"]);
+  if (!Number.isInteger(maxWaiting) || maxWaiting < 1) throw new UsageError(`--max-waiting-requests: expected a positive integer`);
+  const grace = Number(values["shutdown-timeout"]);
+  if (!(grace >= 0)) throw new UsageError(`--shutdown-timeout: expected seconds >= 0`);
+  if (!LEVELS.includes(values["log-level"]!)) throw new UsageError(`--log-level: expected one of ${LEVELS.join(", ")}`);
+  const quiet = LEVELS.indexOf(values["log-level"]!) > 1;
+  const log = (m: string) => { if (!quiet) process.stderr.write(`[vbun] ${m}\n`); };
+  const maxLogLen = values["max-log-len"] === undefined ? null : Number(values["max-log-len"]);
+
+  const t0 = performance.now();
+  let modelSpec = positionals[0];
+  const opts = engineOptionsFromFlags(values, modelSpec);
+  const served = values["served-model-name"] ?? modelSpec ?? "vbun-tiny-qwen3";
+  const apiKey = values["api-key"] ?? process.env.VBUN_API_KEY ?? null;
+  const state = new ServerState(served, apiKey || null, maxLogLen);
+  const app = buildApp(state);
+
+  const server = Bun.serve({ hostname: values.host, port, fetch: app.fetch, idleTimeout: 0 });
+  log(`listening on http://${server.hostname}:${server.port} (health: 503 until the model is loaded)`);
+
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log(`${signal}: no new requests; finishing in-flight requests (up to ${grace}s)`);
+    await state.asyncEngine?.shutdown(grace * 1000);
+    await server.stop(true);
+    log("stopped");
+    process.exit(0);
+  };
+  process.on("SIGTERM", () => void shutdown("SIGTERM"));
+  process.on("SIGINT", () => void shutdown("SIGINT"));
+
+  try {
+    if (modelSpec !== undefined && looksLikeHubId(modelSpec)) {
+      modelSpec = await downloadModel(modelSpec, { log, onProgress: progressPrinter(`downloading ${modelSpec}`) });
+      opts.model = modelSpec;
+    }
+    await new Promise((r) => setImmediate(r));
+    const engine = LLMEngine.create({ ...opts, log });
+    state.asyncEngine = new AsyncEngine(engine, { maxWaitingRequests: maxWaiting });
+    const i = engine.info, c = engine.modelConfig;
+    log(`loaded ${i.modelDir}: ${c.architecture}, ${c.numLayers} layers, hidden ${c.hiddenSize}, vocab ${c.vocabSize} on ${i.device} in ${i.loadSeconds.toFixed(2)}s`);
+    log(`KV cache: ${i.numBlocks} blocks × ${i.blockSize} tokens = ${i.kvCapacityTokens} tokens; max_model_len ${i.maxModelLen}; prefix caching ${engine.options.enablePrefixCaching ? "on" : "off"}`);
+    log(`ready in ${((performance.now() - t0) / 1000).toFixed(2)}s: serving '${served}' at http://${server.hostname}:${server.port}/v1`);
+  } catch (e) {
+    state.loadError = e as Error;
+    process.stderr.write(`vbun: error: ${(e as Error).message}\n`);
+    await server.stop(true);
+    return 1;
+  }
+  // Keep running until a signal stops the process.
+  return await new Promise<number>(() => {});
+}

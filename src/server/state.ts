@@ -1,0 +1,50 @@
+/** What the HTTP handlers share: the engine (once ready), the served name, helpers. */
+import type { Context } from "hono";
+import type { AsyncEngine } from "../engine/async-engine.ts";
+import { ApiError } from "./errors.ts";
+
+export const MAX_BODY_BYTES = 32 * 1024 * 1024;
+
+export class ServerState {
+  asyncEngine: AsyncEngine | null = null;
+  /** Set when loading failed: /health answers 503 with it. */
+  loadError: Error | null = null;
+  readonly startedAt = Math.floor(Date.now() / 1000);
+  private readonly tokenTexts = new Map<number, string>();
+
+  constructor(readonly servedModelName: string, readonly apiKey: string | null, readonly maxLogLen: number | null = null) {}
+
+  engine(): AsyncEngine {
+    if (!this.asyncEngine) throw new ApiError(503, this.loadError ? `the model failed to load: ${this.loadError.message}` : "the model is still loading");
+    if (!this.asyncEngine.isHealthy) throw new ApiError(503, "the engine has failed; restart the server");
+    return this.asyncEngine;
+  }
+
+  checkModel(model: string | null | undefined): void {
+    if (model != null && model !== this.servedModelName) throw new ApiError(404, `The model \`${model}\` does not exist.`, "model");
+  }
+
+  async readJson(c: Context): Promise<unknown> {
+    const len = Number(c.req.header("content-length") ?? 0);
+    if (len > MAX_BODY_BYTES) throw new ApiError(413, `request body of ${len} bytes exceeds the limit of ${MAX_BODY_BYTES}`);
+    const text = await c.req.text();
+    if (text.length > MAX_BODY_BYTES) throw new ApiError(413, `request body exceeds the limit of ${MAX_BODY_BYTES} bytes`);
+    try {
+      const v = JSON.parse(text);
+      if (typeof v !== "object" || v === null || Array.isArray(v)) throw new Error("expected a JSON object");
+      return v;
+    } catch (e) {
+      throw new ApiError(400, `invalid JSON body: ${(e as Error).message}`);
+    }
+  }
+
+  /** The text of one token (special tokens included), cached. */
+  tokenText(id: number): string {
+    let t = this.tokenTexts.get(id);
+    if (t === undefined) {
+      t = this.engine().engine.tokenizer.decode([id], false);
+      if (this.tokenTexts.size < 200_000) this.tokenTexts.set(id, t);
+    }
+    return t;
+  }
+}
