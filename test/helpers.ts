@@ -26,3 +26,38 @@ export function tinyModel(opts: TinyModelOptions): string {
 export const FAST_MODEL: TinyModelOptions = { arch: "llama", seed: 7, vocabSize: 512, hiddenSize: 32, intermediateSize: 64, numHeads: 4, numKvHeads: 2, headDim: 8, numLayers: 2 };
 
 export const STORIES_DIR = join(import.meta.dir, "..", "..", "shared", "models", "stories260K");
+
+/** A full-vocabulary (real Qwen3 tokenizer) model small enough for server tests. */
+export const SERVER_MODEL: TinyModelOptions = { arch: "qwen3", seed: 21, hiddenSize: 32, intermediateSize: 64, numHeads: 2, numKvHeads: 1, headDim: 16, numLayers: 1 };
+
+export interface RunningServer {
+  url: string;
+  proc: import("bun").Subprocess<"ignore", "pipe", "pipe">;
+  stderr: () => string;
+  stop: (signal?: NodeJS.Signals) => Promise<number>;
+}
+
+/** Starts `vbun serve` as a real process on 127.0.0.1 and a free port; resolves once it is ready. */
+export async function startServer(args: string[], env: Record<string, string> = {}, cmd?: string[]): Promise<RunningServer> {
+  const proc = Bun.spawn(cmd ?? [process.execPath, join(import.meta.dir, "..", "src", "cli.ts"), "serve", ...args, "--port", "0"], {
+    stdin: "ignore", stdout: "pipe", stderr: "pipe", env: { ...process.env, ...env },
+  });
+  let err = "";
+  const reader = proc.stderr.getReader();
+  const dec = new TextDecoder();
+  const deadline = Date.now() + 60_000;
+  let url = "";
+  while (!/ready in/.test(err)) {
+    const { value, done } = await reader.read();
+    if (done || Date.now() > deadline) throw new Error(`server did not start:\n${err}`);
+    err += dec.decode(value);
+    const m = err.match(/listening on (http:\/\/[\d.]+:\d+)/);
+    if (m) url = m[1]!;
+  }
+  // Keep draining stderr so the process never blocks on a full pipe.
+  void (async () => { for (;;) { const { value, done } = await reader.read(); if (done) break; err += dec.decode(value); } })();
+  return {
+    url, proc, stderr: () => err,
+    stop: async (signal = "SIGTERM") => { proc.kill(signal); return await proc.exited; },
+  };
+}

@@ -1,0 +1,287 @@
+/** The OpenAI-compatible server as a real process on 127.0.0.1, driven by the official openai SDK and fetch. */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import OpenAI from "openai";
+import { SERVER_MODEL, startServer, tinyModel, type RunningServer } from "./helpers.ts";
+
+let srv: RunningServer;
+let client: OpenAI;
+const model = tinyModel(SERVER_MODEL);
+const NAME = "test-model";
+
+beforeAll(async () => {
+  srv = await startServer([model, "--served-model-name", NAME, "--max-model-len", "512", "--block-size", "8", "--max-num-seqs", "64"]);
+  client = new OpenAI({ baseURL: `${srv.url}/v1`, apiKey: "unused", maxRetries: 0 });
+});
+afterAll(async () => {
+  expect(await srv.stop("SIGTERM")).toBe(0);
+});
+
+const post = (path: string, body: unknown, raw = false) =>
+  fetch(`${srv.url}${path}`, { method: "POST", headers: { "Content-Type": "application/json" }, body: raw ? (body as string) : JSON.stringify(body) });
+
+async function metrics(): Promise<Record<string, number>> {
+  const text = await (await fetch(`${srv.url}/metrics`)).text();
+  const out: Record<string, number> = {};
+  for (const line of text.split("\n")) {
+    if (!line || line.startsWith("#")) continue;
+    const m = line.match(/^([^{\s]+)(\{[^}]*\})?\s+(\S+)$/);
+    if (m) out[m[1]! + (m[2] ?? "").replace(/model_name="[^"]*",?/, "").replace("{}", "")] = Number(m[3]);
+  }
+  return out;
+}
+
+describe("completions through the openai SDK", () => {
+  test("non-stream and stream agree at temperature 0; usage is exact", async () => {
+    const full = await client.completions.create({ model: NAME, prompt: "The quick brown fox", max_tokens: 12, temperature: 0 });
+    expect(full.object).toBe("text_completion");
+    expect(full.choices[0]!.finish_reason).toBe("length");
+    const promptTokens = (await (await post("/tokenize", { prompt: "The quick brown fox" })).json()).count;
+    expect(full.usage).toEqual({ prompt_tokens: promptTokens, completion_tokens: 12, total_tokens: promptTokens + 12 });
+    const stream = await client.completions.create({ model: NAME, prompt: "The quick brown fox", max_tokens: 12, temperature: 0, stream: true, stream_options: { include_usage: true } });
+    let text = "", finishes = 0, usage: unknown = null;
+    for await (const chunk of stream) {
+      if (chunk.usage) { usage = chunk.usage; expect(chunk.choices).toEqual([]); }
+      for (const c of chunk.choices) { text += c.text; if (c.finish_reason) finishes++; }
+    }
+    expect(text).toBe(full.choices[0]!.text);
+    expect(finishes).toBe(1);
+    expect(usage).toEqual(full.usage);
+  });
+
+  test("batch prompts and token-id prompts, n > 1", async () => {
+    const r = await client.completions.create({ model: NAME, prompt: ["Hello", "World"], max_tokens: 5, temperature: 0.8, n: 3, seed: 5 });
+    expect(r.choices.map((c) => c.index).sort((a, b) => a - b)).toEqual([0, 1, 2, 3, 4, 5]);
+    expect(r.usage!.completion_tokens).toBe(30);
+    const ids = (await (await post("/tokenize", { prompt: "Hello" })).json()).tokens;
+    const byIds = await client.completions.create({ model: NAME, prompt: ids, max_tokens: 6, temperature: 0 });
+    const byText = await client.completions.create({ model: NAME, prompt: "Hello", max_tokens: 6, temperature: 0 });
+    expect(byIds.choices[0]!.text).toBe(byText.choices[0]!.text);
+  });
+
+  test("stop strings end the text, also across stream chunks", async () => {
+    const base = await client.completions.create({ model: NAME, prompt: "Once upon", max_tokens: 24, temperature: 0, logprobs: 1 });
+    const tokens = base.choices[0]!.logprobs!.tokens!;
+    const k = tokens.findIndex((t, i) => i > 1 && t.length > 1 && (tokens[i + 1] ?? "").length > 1);
+    const stop = tokens[k]!.slice(-1) + tokens[k + 1]!.slice(0, 1);
+    const at = base.choices[0]!.text.indexOf(stop);
+    const r = await client.completions.create({ model: NAME, prompt: "Once upon", max_tokens: 24, temperature: 0, stop: [stop] });
+    expect(r.choices[0]!.text).toBe(base.choices[0]!.text.slice(0, at));
+    expect(r.choices[0]!.finish_reason).toBe("stop");
+    expect((r.choices[0] as unknown as { stop_reason: string }).stop_reason).toBe(stop);
+    let text = "";
+    for await (const c of await client.completions.create({ model: NAME, prompt: "Once upon", max_tokens: 24, temperature: 0, stop: [stop], stream: true })) text += c.choices[0]?.text ?? "";
+    expect(text).toBe(r.choices[0]!.text);
+  });
+
+  test("logprobs: tokens, offsets and top entries", async () => {
+    const r = await client.completions.create({ model: NAME, prompt: "Hi", max_tokens: 4, temperature: 0, logprobs: 2, echo: true });
+    const lp = r.choices[0]!.logprobs!;
+    expect(lp.tokens!.length).toBe(4);
+    expect(lp.top_logprobs!.every((t) => Object.keys(t).length >= 2)).toBe(true);
+    expect(lp.text_offset![0]).toBe(2);
+    expect(r.choices[0]!.text.startsWith("Hi")).toBe(true);
+  });
+});
+
+describe("chat through the openai SDK", () => {
+  const messages = [{ role: "system" as const, content: "Be brief." }, { role: "user" as const, content: "Name a color." }];
+  test("non-stream and stream agree; first chunk has the role; one finish per choice", async () => {
+    const full = await client.chat.completions.create({ model: NAME, messages, max_tokens: 10, temperature: 0 });
+    expect(full.choices[0]!.message.role).toBe("assistant");
+    const stream = await client.chat.completions.create({ model: NAME, messages, max_tokens: 10, temperature: 0, n: 2, stream: true, stream_options: { include_usage: true } });
+    const text = ["", ""], roles = [0, 0], finishes = [0, 0];
+    let usage: OpenAI.CompletionUsage | undefined;
+    for await (const chunk of stream) {
+      expect(chunk.object).toBe("chat.completion.chunk");
+      if (chunk.usage) usage = chunk.usage;
+      for (const c of chunk.choices) {
+        if (c.delta.role) roles[c.index]!++;
+        text[c.index] += c.delta.content ?? "";
+        if (c.finish_reason) finishes[c.index]!++;
+      }
+    }
+    expect(text[0]).toBe(full.choices[0]!.message.content!);
+    expect(text[1]).toBe(full.choices[0]!.message.content!);
+    expect(roles).toEqual([1, 1]);
+    expect(finishes).toEqual([1, 1]);
+    expect(usage!.completion_tokens).toBe(20);
+    expect(usage!.prompt_tokens).toBe(full.usage!.prompt_tokens);
+  });
+
+  test("chat logprobs and chat_template_kwargs", async () => {
+    const r = await client.chat.completions.create({ model: NAME, messages, max_tokens: 3, temperature: 0, logprobs: true, top_logprobs: 2 });
+    expect(r.choices[0]!.logprobs!.content!.length).toBe(3);
+    expect(r.choices[0]!.logprobs!.content![0]!.top_logprobs.length).toBe(2);
+    const a = await (await post("/tokenize", { messages, chat_template_kwargs: { enable_thinking: false } })).json();
+    const b = await (await post("/tokenize", { messages })).json();
+    expect(a.count).toBeGreaterThan(b.count);
+  });
+});
+
+describe("other endpoints", () => {
+  test("models, version, health, detokenize", async () => {
+    const models = await client.models.list();
+    expect(models.data[0]!.id).toBe(NAME);
+    expect((await fetch(`${srv.url}/health`)).status).toBe(200);
+    expect((await (await fetch(`${srv.url}/version`)).json()).version).toMatch(/^\d+\.\d+\.\d+/);
+    const ids = (await (await post("/tokenize", { prompt: "héllo 🎉" })).json()).tokens;
+    expect((await (await post("/detokenize", { tokens: ids })).json()).prompt).toBe("héllo 🎉");
+  });
+});
+
+describe("bad inputs get their status and an OpenAI error body; the server keeps serving", () => {
+  const long = Array.from({ length: 600 }, () => 5);
+  const cases: [string, string, unknown, number, string | null][] = [
+    ["invalid JSON", "/v1/completions", "{not json", 400, null],
+    ["body is an array", "/v1/completions", "[1,2]", 400, null],
+    ["missing prompt", "/v1/completions", { max_tokens: 3 }, 400, "prompt"],
+    ["prompt is a number", "/v1/completions", { prompt: 5 }, 400, "prompt"],
+    ["empty prompt", "/v1/completions", { prompt: "" }, 400, "prompt"],
+    ["empty prompt list", "/v1/completions", { prompt: [] }, 400, "prompt"],
+    ["negative token id", "/v1/completions", { prompt: [1, -2] }, 400, null],
+    ["token id out of vocabulary", "/v1/completions", { prompt: [1, 999999] }, 400, "prompt"],
+    ["temperature < 0", "/v1/completions", { prompt: "a", temperature: -1 }, 400, "temperature"],
+    ["temperature wrong type", "/v1/completions", { prompt: "a", temperature: "hot" }, 400, "temperature"],
+    ["top_p = 0", "/v1/completions", { prompt: "a", top_p: 0 }, 400, "top_p"],
+    ["top_p > 1", "/v1/completions", { prompt: "a", top_p: 1.5 }, 400, "top_p"],
+    ["min_p > 1", "/v1/completions", { prompt: "a", min_p: 2 }, 400, "min_p"],
+    ["presence_penalty > 2", "/v1/completions", { prompt: "a", presence_penalty: 3 }, 400, "presence_penalty"],
+    ["frequency_penalty < -2", "/v1/completions", { prompt: "a", frequency_penalty: -3 }, 400, "frequency_penalty"],
+    ["max_tokens = 0", "/v1/completions", { prompt: "a", max_tokens: 0 }, 400, "max_tokens"],
+    ["max_tokens negative", "/v1/completions", { prompt: "a", max_tokens: -5 }, 400, "max_tokens"],
+    ["n = 0", "/v1/completions", { prompt: "a", n: 0 }, 400, "n"],
+    ["logprobs > 20", "/v1/completions", { prompt: "a", logprobs: 50 }, 400, "logprobs"],
+    ["prompt + max_tokens over the context", "/v1/completions", { prompt: "a", max_tokens: 100000 }, 400, "max_tokens"],
+    ["prompt longer than the context", "/v1/completions", { prompt: long }, 400, null],
+    ["stream_options without stream", "/v1/completions", { prompt: "a", stream_options: { include_usage: true } }, 400, "stream_options"],
+    ["unknown model", "/v1/completions", { prompt: "a", model: "gpt-9" }, 404, "model"],
+    ["suffix", "/v1/completions", { prompt: "a", suffix: "b" }, 400, "suffix"],
+    ["logit_bias bad key", "/v1/completions", { prompt: "a", logit_bias: { x: 1 } }, 400, "logit_bias"],
+    ["stop is a number", "/v1/completions", { prompt: "a", stop: 5 }, 400, "stop"],
+    ["top_k < -1", "/v1/completions", { prompt: "a", top_k: -5 }, 400, "top_k"],
+    ["repetition_penalty 0", "/v1/completions", { prompt: "a", repetition_penalty: 0 }, 400, "repetition_penalty"],
+    ["min_tokens > max_tokens", "/v1/completions", { prompt: "a", min_tokens: 9, max_tokens: 2 }, 400, "min_tokens"],
+    ["seed not an integer", "/v1/completions", { prompt: "a", seed: 1.5 }, 400, "seed"],
+    ["chat: messages missing", "/v1/chat/completions", { max_tokens: 2 }, 400, "messages"],
+    ["chat: messages empty", "/v1/chat/completions", { messages: [] }, 400, "messages"],
+    ["chat: top_logprobs without logprobs", "/v1/chat/completions", { messages: [{ role: "user", content: "x" }], top_logprobs: 2 }, 400, "top_logprobs"],
+    ["chat: image content", "/v1/chat/completions", { messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: "x" } }] }] }, 400, "messages.0.content.0"],
+    ["chat: json_schema response format", "/v1/chat/completions", { messages: [{ role: "user", content: "x" }], response_format: { type: "json_schema" } }, 400, "response_format"],
+    ["chat: continue + generation prompt", "/v1/chat/completions", { messages: [{ role: "user", content: "x" }], continue_final_message: true, add_generation_prompt: true }, 400, "continue_final_message"],
+    ["chat: content is a number", "/v1/chat/completions", { messages: [{ role: "user", content: 5 }] }, 400, null],
+    ["chat: max_completion_tokens over the context", "/v1/chat/completions", { messages: [{ role: "user", content: "x" }], max_completion_tokens: 9999 }, 400, "max_tokens"],
+    ["detokenize out of vocabulary", "/detokenize", { tokens: [999999] }, 400, "tokens"],
+    ["tokenize without prompt", "/tokenize", { add_special_tokens: true }, 400, null],
+  ];
+  for (const [name, path, body, status, param] of cases) {
+    test(`${name} → ${status}`, async () => {
+      const res = await post(path, body, typeof body === "string");
+      expect(res.status).toBe(status);
+      const json = await res.json();
+      expect(typeof json.error.message).toBe("string");
+      expect(json.error.message.length).toBeGreaterThan(0);
+      expect(json.error.code).toBe(status);
+      expect(typeof json.error.type).toBe("string");
+      if (param !== null) expect(json.error.param).toBe(param);
+    });
+  }
+  test("context-length errors say the numbers", async () => {
+    const json = await (await post("/v1/completions", { prompt: "a", max_tokens: 100000 })).json();
+    expect(json.error.message).toContain("maximum context length is 512 tokens");
+    expect(json.error.message).toContain("100001");
+  });
+  test("method, route and not-implemented errors", async () => {
+    expect((await fetch(`${srv.url}/v1/completions`)).status).toBe(405);
+    expect((await fetch(`${srv.url}/nope`)).status).toBe(404);
+    expect((await post("/v1/embeddings", { input: "x" })).status).toBe(501);
+  });
+  test("the SDK maps errors to typed exceptions", async () => {
+    let err: unknown;
+    try { await client.completions.create({ model: NAME, prompt: "a", temperature: -1 }); } catch (e) { err = e; }
+    expect(err).toBeInstanceOf(OpenAI.BadRequestError);
+    expect((err as OpenAI.BadRequestError).param).toBe("temperature");
+  });
+  test("still serving", async () => {
+    const r = await client.completions.create({ model: NAME, prompt: "ok", max_tokens: 2 });
+    expect(r.choices.length).toBe(1);
+  });
+});
+
+describe("load, disconnects and metrics", () => {
+  test("200 concurrent streaming requests all complete", async () => {
+    const runs = Array.from({ length: 200 }, async (_, i) => {
+      let finish: string | null = null, n = 0;
+      for await (const c of await client.completions.create({ model: NAME, prompt: `request ${i}`, max_tokens: 6, temperature: 0.7, seed: i, stream: true })) {
+        n += c.choices.length;
+        finish = c.choices[0]?.finish_reason ?? finish;
+      }
+      return { finish, n };
+    });
+    const results = await Promise.all(runs);
+    expect(results.every((r) => r.finish === "length" && r.n >= 1)).toBe(true);
+  }, 120_000);
+
+  test("100 requests aborted mid-stream leave no used KV blocks and zero gauges", async () => {
+    const aborts = Array.from({ length: 100 }, async (_, i) => {
+      const ctl = new AbortController();
+      const res = await fetch(`${srv.url}/v1/completions`, {
+        method: "POST", headers: { "Content-Type": "application/json" }, signal: ctl.signal,
+        body: JSON.stringify({ prompt: `abort me ${i}`, max_tokens: 400, ignore_eos: true, stream: true }),
+      });
+      const reader = res.body!.getReader();
+      await reader.read();
+      ctl.abort();
+      await reader.cancel().catch(() => {});
+    });
+    await Promise.all(aborts);
+    let m: Record<string, number> = {};
+    for (let tries = 0; tries < 100; tries++) {
+      m = await metrics();
+      if (m["vllm:num_requests_running"] === 0 && m["vllm:num_requests_waiting"] === 0 && m["vllm:kv_cache_usage_perc"] === 0) break;
+      await Bun.sleep(50);
+    }
+    expect(m["vllm:num_requests_running"]).toBe(0);
+    expect(m["vllm:num_requests_waiting"]).toBe(0);
+    expect(m["vllm:kv_cache_usage_perc"]).toBe(0);
+    expect(m['vllm:request_success_total{finished_reason="abort"}']).toBeGreaterThanOrEqual(100);
+  }, 120_000);
+
+  test("/metrics counters equal what was sent", async () => {
+    const before = await metrics();
+    const prompts = ["alpha beta", "gamma", "delta epsilon zeta"];
+    let promptTokens = 0;
+    for (const p of prompts) promptTokens += (await (await post("/tokenize", { prompt: p })).json()).count;
+    await client.completions.create({ model: NAME, prompt: prompts, max_tokens: 7, temperature: 0 });
+    await client.completions.create({ model: NAME, prompt: "x", max_tokens: 3, temperature: 0, n: 2 });
+    const after = await metrics();
+    const d = (k: string) => after[k]! - (before[k] ?? 0);
+    expect(d("vllm:prompt_tokens_total")).toBe(promptTokens + 1);
+    expect(d("vllm:generation_tokens_total")).toBe(3 * 7 + 2 * 3);
+    expect(d('vllm:request_success_total{finished_reason="length"}')).toBe(4);
+    expect(d("vllm:e2e_request_latency_seconds_count")).toBe(4);
+    expect(d("vllm:time_to_first_token_seconds_count")).toBe(4);
+    expect(after["vllm:prefix_cache_queries_total"]).toBeGreaterThan(0);
+  });
+});
+
+describe("API key", () => {
+  test("401 without or with a wrong key; /health public", async () => {
+    const s = await startServer([model, "--api-key", "sekret", "--max-model-len", "128"]);
+    try {
+      expect((await fetch(`${s.url}/health`)).status).toBe(200);
+      const body = JSON.stringify({ prompt: "a", max_tokens: 1 });
+      const h = { "Content-Type": "application/json" };
+      const none = await fetch(`${s.url}/v1/completions`, { method: "POST", headers: h, body });
+      expect(none.status).toBe(401);
+      expect((await none.json()).error.code).toBe(401);
+      expect((await fetch(`${s.url}/v1/completions`, { method: "POST", headers: { ...h, Authorization: "Bearer wrong" }, body })).status).toBe(401);
+      expect((await fetch(`${s.url}/v1/completions`, { method: "POST", headers: { ...h, Authorization: "Bearer sekret" }, body })).status).toBe(200);
+      const c = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: "wrong", maxRetries: 0 });
+      let err: unknown;
+      try { await c.completions.create({ model, prompt: "a", max_tokens: 1 }); } catch (e) { err = e; }
+      expect(err).toBeInstanceOf(OpenAI.AuthenticationError);
+    } finally {
+      expect(await s.stop("SIGINT")).toBe(0);
+    }
+  }, 60_000);
+});
