@@ -40,7 +40,7 @@ export interface RunningServer {
 /** Starts `vbun serve` as a real process on 127.0.0.1 and a free port; resolves once it is ready. */
 export async function startServer(args: string[], env: Record<string, string> = {}, cmd?: string[]): Promise<RunningServer> {
   const proc = Bun.spawn(cmd ?? [process.execPath, join(import.meta.dir, "..", "src", "cli.ts"), "serve", ...args, "--port", "0"], {
-    stdin: "ignore", stdout: "pipe", stderr: "pipe", env: { ...process.env, ...env },
+    stdin: "ignore", stdout: "pipe", stderr: "pipe", env: { ...process.env, ...env }, cwd: env.VBUN_TEST_CWD,
   });
   let err = "";
   const reader = proc.stderr.getReader();

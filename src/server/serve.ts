@@ -15,8 +15,8 @@ MODEL: a local Hugging Face model directory, or a hub id (org/name) downloaded i
        Without MODEL, the built-in random-weight tiny Qwen3 test model is served.
 
 server:
-  --host HOST                      address to bind (default 127.0.0.1)
-  --port PORT                      port (default 8000; 0 = any free port)
+  --host HOST                      address to bind (default 127.0.0.1, or env VBUN_HOST)
+  --port PORT                      port (default 8000, or env VBUN_PORT; 0 = any free port)
   --served-model-name NAME         model name in the API (default: MODEL, or "vbun-tiny-qwen3")
   --api-key KEY                    require "Authorization: Bearer KEY" (also env VBUN_API_KEY)
   --max-waiting-requests N         queue bound; beyond it requests get 503 (default 1024)
@@ -47,8 +47,8 @@ export async function serve(args: string[]): Promise<number> {
     args, allowPositionals: true, strict: true,
     options: {
       ...ENGINE_FLAGS,
-      host: { type: "string", default: "127.0.0.1" },
-      port: { type: "string", default: "8000" },
+      host: { type: "string", default: process.env.VBUN_HOST ?? "127.0.0.1" },
+      port: { type: "string", default: process.env.VBUN_PORT ?? "8000" },
       "served-model-name": { type: "string" },
       "api-key": { type: "string" },
       "max-waiting-requests": { type: "string", default: "1024" },
