@@ -1,0 +1,56 @@
+import { expect, test } from "bun:test";
+import { join } from "node:path";
+import { FAST_MODEL, SERVER_MODEL, startServer, tinyModel } from "./helpers.ts";
+
+const cli = join(import.meta.dir, "..", "src", "cli.ts");
+const run = (args: string[]) => {
+  const p = Bun.spawnSync([process.execPath, cli, ...args], { stdout: "pipe", stderr: "pipe" });
+  return { code: p.exitCode, out: p.stdout.toString(), err: p.stderr.toString() };
+};
+
+test("generate prints only the completion on stdout, deterministically", () => {
+  const model = tinyModel(SERVER_MODEL);
+  const a = run(["generate", model, "--prompt", "Hello", "--max-tokens", "6", "--temperature", "0"]);
+  expect(a.code).toBe(0);
+  const b = run(["generate", model, "--prompt", "Hello", "--max-tokens", "6", "--temperature", "0", "--device", "cpu"]);
+  expect(b.out).toBe(a.out);
+  expect(a.out.endsWith("\n")).toBe(true);
+  expect(a.err).not.toContain(a.out.trim() || "\u0000");
+  const chat = run(["generate", model, "--prompt", "Hi", "--max-tokens", "3", "--chat", "--temperature", "0.5", "--seed", "3"]);
+  expect(chat.code).toBe(0);
+});
+
+test("usage errors exit 2 with a message; engine errors exit 1", () => {
+  const bad = run(["generate", "--prompt", "x", "--bogus"]);
+  expect(bad.code).toBe(2);
+  expect(bad.err).toContain("vbun: error:");
+  expect(run(["generate"]).err).toContain("needs --prompt");
+  expect(run(["frobnicate"]).code).toBe(2);
+  const missing = run(["generate", "/nonexistent/model", "--prompt", "x"]);
+  expect(missing.code).toBe(1);
+  expect(missing.err).toContain("config.json: not found");
+  const dev = run(["generate", tinyModel(FAST_MODEL), "--prompt", "x", "--device", "tpu"]);
+  expect(dev.err).toContain("--device: must be auto, cpu or cuda");
+});
+
+test("serve --help lists every flag with its default", () => {
+  const h = run(["serve", "--help"]);
+  expect(h.code).toBe(0);
+  for (const flag of ["--host", "--port", "--served-model-name", "--api-key", "--device", "--dtype", "--max-model-len", "--max-num-seqs",
+    "--max-num-batched-tokens", "--block-size", "--gpu-memory-utilization", "--num-gpu-blocks-override", "--enable-prefix-caching",
+    "--no-enable-prefix-caching", "--enforce-eager", "--tensor-parallel-size", "--seed", "--chat-template", "--max-log-len", "--log-level"])
+    expect(h.out).toContain(flag);
+  expect(h.out).toContain("default 8000");
+});
+
+test("SIGTERM lets an in-flight request finish, then exits 0", async () => {
+  const s = await startServer([tinyModel(SERVER_MODEL), "--max-model-len", "512"]);
+  const pending = fetch(`${s.url}/v1/completions`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ prompt: "go", max_tokens: 300, ignore_eos: true }) });
+  await Bun.sleep(100);
+  s.proc.kill("SIGTERM");
+  const res = await pending;
+  expect(res.status).toBe(200);
+  expect((await res.json()).usage.completion_tokens).toBe(300);
+  expect(await s.proc.exited).toBe(0);
+  expect(s.stderr()).toContain("SIGTERM");
+}, 60_000);
