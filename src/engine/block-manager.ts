@@ -5,6 +5,7 @@
 import type { Sequence } from "./sequence.ts";
 
 const NONE = -1;
+const NO_BLOCKS: readonly number[] = [];
 
 export interface CachedPrefix {
   blocks: number[];
@@ -24,7 +25,6 @@ export class BlockManager {
   private head = NONE;
   private tail = NONE;
   private numFree = 0;
-  private readonly scratch: Int32Array;
   /** Prompt tokens looked up / found in the prefix cache (vLLM's prefix_cache_queries / hits). */
   prefixCacheQueries = 0;
   prefixCacheHits = 0;
@@ -37,7 +37,6 @@ export class BlockManager {
     this.blockTokens = new Int32Array(enablePrefixCaching ? numBlocks * blockSize : 0);
     this.prev = new Int32Array(numBlocks);
     this.next = new Int32Array(numBlocks);
-    this.scratch = new Int32Array(blockSize);
     for (let b = 0; b < numBlocks; b++) this.pushTail(b);
   }
 
@@ -81,13 +80,11 @@ export class BlockManager {
     this.numFree--;
   }
 
-  private hashBlock(tokens: readonly number[], start: number, parent: bigint): bigint {
-    const s = this.scratch;
-    for (let i = 0; i < this.blockSize; i++) s[i] = tokens[start + i]!;
-    return Bun.hash.xxHash64(s, parent);
+  private hashBlock(tokens: Int32Array, start: number, parent: bigint): bigint {
+    return Bun.hash.xxHash64(tokens.subarray(start, start + this.blockSize), parent);
   }
 
-  private sameTokens(block: number, tokens: readonly number[], start: number): boolean {
+  private sameTokens(block: number, tokens: Int32Array, start: number): boolean {
     const o = block * this.blockSize;
     for (let i = 0; i < this.blockSize; i++) if (this.blockTokens[o + i] !== tokens[start + i]) return false;
     return true;
@@ -103,9 +100,9 @@ export class BlockManager {
     const maxBlocks = Math.floor((seq.numTokens - 1) / this.blockSize);
     let parent = 0n;
     for (let i = 0; i < maxBlocks; i++) {
-      const h = this.hashBlock(seq.tokenIds, i * this.blockSize, parent);
+      const h = this.hashBlock(seq.tokens, i * this.blockSize, parent);
       const b = this.cached.get(h);
-      if (b === undefined || !this.sameTokens(b, seq.tokenIds, i * this.blockSize)) break;
+      if (b === undefined || !this.sameTokens(b, seq.tokens, i * this.blockSize)) break;
       result.blocks.push(b);
       result.hashes.push(h);
       parent = h;
@@ -124,7 +121,15 @@ export class BlockManager {
    * changing nothing, when there are not enough free blocks.
    */
   allocateSlots(seq: Sequence, numNewTokens: number, prefix?: CachedPrefix): boolean {
-    const cachedBlocks = prefix?.blocks ?? [];
+    if (prefix === undefined) {
+      // Fast path (every decode step): no new block needed, at most a block became full.
+      const total = seq.numComputedTokens + numNewTokens;
+      if (total <= seq.blockTable.length * this.blockSize) {
+        if (this.enablePrefixCaching && Math.floor(total / this.blockSize) > seq.blockHashes.length) this.registerFullBlocks(seq, total);
+        return true;
+      }
+    }
+    const cachedBlocks = prefix?.blocks ?? NO_BLOCKS;
     const computed = seq.numComputedTokens + cachedBlocks.length * this.blockSize;
     const needed = this.blocksFor(computed + numNewTokens) - seq.blockTable.length - cachedBlocks.length;
     let reclaimed = 0;
@@ -170,13 +175,13 @@ export class BlockManager {
     const full = Math.floor(numTokens / this.blockSize);
     for (let i = seq.blockHashes.length; i < full; i++) {
       const parent = i === 0 ? 0n : seq.blockHashes[i - 1]!;
-      const h = this.hashBlock(seq.tokenIds, i * this.blockSize, parent);
+      const h = this.hashBlock(seq.tokens, i * this.blockSize, parent);
       seq.blockHashes.push(h);
       const b = seq.blockTable[i]!;
       if (this.cached.has(h) || this.blockHash[b] !== null) continue;
       this.cached.set(h, b);
       this.blockHash[b] = h;
-      this.blockTokens.set(this.scratch, b * this.blockSize);
+      this.blockTokens.set(seq.tokens.subarray(i * this.blockSize, (i + 1) * this.blockSize), b * this.blockSize);
     }
   }
 

@@ -41,10 +41,14 @@ export class SequenceText {
   sentLogprobs = 0;
   /** Chars held back while they could still be the start of a stop string. */
   readonly holdBack: number;
+  private readonly maxStop: number;
+  /** The last maxStop − 1 characters of text before the newest delta. */
+  private recent = "";
 
   constructor(tok: TextTokenizer, readonly seq: Sequence, params: SamplingParams) {
-    this.detok = new IncrementalDetokenizer(tok, params.skip_special_tokens, seq.tokenIds.slice(Math.max(0, seq.numPromptTokens - 5), seq.numPromptTokens));
-    this.holdBack = params.include_stop_str_in_output ? 0 : Math.max(0, params.maxStopLength - 1);
+    this.detok = new IncrementalDetokenizer(tok, params.skip_special_tokens, seq.tokens.slice(Math.max(0, seq.numPromptTokens - 5), seq.numPromptTokens));
+    this.maxStop = params.maxStopLength;
+    this.holdBack = params.include_stop_str_in_output ? 0 : Math.max(0, this.maxStop - 1);
   }
 
   /**
@@ -65,13 +69,17 @@ export class SequenceText {
     const before = this.text.length;
     this.text += delta;
     if (stop.length === 0) return null;
+    // Search only the new text plus the few characters before it that a stop string could start in
+    // (indexOf on the whole accumulated text would flatten it every token).
+    const window = this.recent + delta;
+    const windowStart = before - this.recent.length;
     let bestIdx = -1, best: string | null = null;
     for (const s of stop) {
-      // Only matches that end inside the new text are new.
-      const idx = this.text.indexOf(s, Math.max(0, before - s.length + 1));
+      const idx = window.indexOf(s, Math.max(0, this.recent.length - s.length + 1));
       if (idx >= 0 && (bestIdx < 0 || idx < bestIdx)) { bestIdx = idx; best = s; }
     }
-    if (best !== null) this.text = this.text.slice(0, includeStop ? bestIdx + best.length : bestIdx);
+    this.recent = this.maxStop > 1 ? window.slice(-(this.maxStop - 1)) : "";
+    if (best !== null) this.text = this.text.slice(0, windowStart + (includeStop ? bestIdx + best.length : bestIdx));
     return best;
   }
 

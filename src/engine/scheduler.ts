@@ -38,6 +38,8 @@ export class Scheduler {
   /** Prefill chunks that did not finish their prompt (chunked prefill at work). */
   numPartialPrefills = 0;
   private readonly out: ScheduledSeq[] = [];
+  /** Reused ScheduledSeq records (no per-step allocation). */
+  private readonly pool: ScheduledSeq[] = [];
 
   constructor(readonly config: SchedulerConfig, readonly blockManager: BlockManager) {}
 
@@ -71,7 +73,7 @@ export class Scheduler {
         ok = bm.allocateSlots(seq, num);
       }
       if (!ok) break;
-      scheduled.push({ seq, start: seq.numComputedTokens, numNewTokens: num, samples: seq.numComputedTokens + num === seq.numTokens });
+      this.record(seq, num);
       budget -= num;
     }
 
@@ -88,11 +90,22 @@ export class Scheduler {
       seq.status = SequenceStatus.RUNNING;
       seq.firstScheduledTime ??= now;
       this.running.push(seq);
-      scheduled.push({ seq, start: seq.numComputedTokens, numNewTokens: num, samples: seq.numComputedTokens + num === seq.numTokens });
+      this.record(seq, num);
       budget -= num;
     }
     for (const s of scheduled) if (!s.samples) this.numPartialPrefills++;
     return { scheduled, numBatchedTokens: cfg.maxNumBatchedTokens - budget, numPreempted };
+  }
+
+  private record(seq: Sequence, num: number): void {
+    const i = this.out.length;
+    let r = this.pool[i];
+    if (!r) this.pool.push((r = { seq, start: 0, numNewTokens: 0, samples: false }));
+    r.seq = seq;
+    r.start = seq.numComputedTokens;
+    r.numNewTokens = num;
+    r.samples = seq.numComputedTokens + num === seq.numTokens;
+    this.out.push(r);
   }
 
   private preempt(seq: Sequence): void {
@@ -110,10 +123,12 @@ export class Scheduler {
    * Returns nothing; the engine decides which sequences finish and calls `finish`.
    */
   postprocess(out: SchedulerOutput, sampled: ArrayLike<number>): void {
+    const sched = out.scheduled;
     let r = 0;
-    for (const s of out.scheduled) {
-      s.seq.numComputedTokens = s.start + s.numNewTokens;
-      if (s.samples) s.seq.tokenIds.push(sampled[r++]!);
+    for (let i = 0; i < sched.length; i++) {
+      const s = sched[i]!, seq = s.seq;
+      seq.numComputedTokens = s.start + s.numNewTokens;
+      if (s.samples) seq.appendToken(sampled[r++]!);
     }
   }
 

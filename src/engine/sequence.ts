@@ -12,8 +12,9 @@ export type FinishReason = "stop" | "length" | "abort";
 
 export class Sequence {
   status = SequenceStatus.WAITING;
-  /** Prompt followed by generated tokens. */
-  readonly tokenIds: number[];
+  /** Prompt followed by generated tokens, in a buffer sized for the whole request (valid up to numTokens). */
+  private buf: Int32Array;
+  numTokens: number;
   readonly numPromptTokens: number;
   /** Tokens whose K/V are in the cache (computed or served from the prefix cache). */
   numComputedTokens = 0;
@@ -46,21 +47,38 @@ export class Sequence {
     readonly seed: number,
     arrivalTime: number,
   ) {
-    this.tokenIds = promptTokenIds.slice();
     this.numPromptTokens = promptTokenIds.length;
+    this.numTokens = promptTokenIds.length;
+    this.buf = new Int32Array(promptTokenIds.length + (params.max_tokens ?? 16) + 1);
+    this.buf.set(promptTokenIds);
     this.arrivalTime = arrivalTime;
   }
 
-  get numTokens(): number {
-    return this.tokenIds.length;
+  /** The token buffer; entries past numTokens are unused. Read-only for callers. */
+  get tokens(): Int32Array {
+    return this.buf;
+  }
+
+  /** All tokens (a view: do not keep it across appends). */
+  get tokenIds(): Int32Array {
+    return this.buf.subarray(0, this.numTokens);
+  }
+
+  appendToken(id: number): void {
+    if (this.numTokens === this.buf.length) {
+      const bigger = new Int32Array(this.buf.length * 2);
+      bigger.set(this.buf);
+      this.buf = bigger;
+    }
+    this.buf[this.numTokens++] = id;
   }
 
   get numOutputTokens(): number {
-    return this.tokenIds.length - this.numPromptTokens;
+    return this.numTokens - this.numPromptTokens;
   }
 
   get lastTokenId(): number {
-    return this.tokenIds[this.tokenIds.length - 1]!;
+    return this.buf[this.numTokens - 1]!;
   }
 
   get isFinished(): boolean {
@@ -68,10 +86,10 @@ export class Sequence {
   }
 
   outputTokenIds(): number[] {
-    return this.tokenIds.slice(this.numPromptTokens);
+    return Array.from(this.buf.subarray(this.numPromptTokens, this.numTokens));
   }
 
   promptTokenIds(): number[] {
-    return this.tokenIds.slice(0, this.numPromptTokens);
+    return Array.from(this.buf.subarray(0, this.numPromptTokens));
   }
 }

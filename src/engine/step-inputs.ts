@@ -15,6 +15,12 @@ export class StepInputBuilder {
   private readonly logitsRows: Int32Array;
   /** Block-table row width: the max for the model length (static shapes, for CUDA graphs) or per step. */
   readonly maxBlocksPerSeq: number;
+  // Which sequence (id, preemption count) each block-table row holds and how many of its blocks are
+  // written, so a decode step only writes the blocks that are new since the previous step.
+  private readonly rowSeq: Int32Array;
+  private readonly rowEpoch: Int32Array;
+  private readonly rowBlocks: Int32Array;
+  private rowWidth = 0;
 
   constructor(maxNumBatchedTokens: number, maxNumSeqs: number, maxModelLen: number, readonly blockSize: number, readonly fullWidthBlockTables = false) {
     this.maxBlocksPerSeq = Math.ceil(maxModelLen / blockSize);
@@ -25,6 +31,9 @@ export class StepInputBuilder {
     this.seqLens = new Int32Array(maxNumSeqs);
     this.blockTables = new Int32Array(maxNumSeqs * this.maxBlocksPerSeq);
     this.logitsRows = new Int32Array(maxNumSeqs);
+    this.rowSeq = new Int32Array(maxNumSeqs).fill(-1);
+    this.rowEpoch = new Int32Array(maxNumSeqs);
+    this.rowBlocks = new Int32Array(maxNumSeqs);
   }
 
   build(out: SchedulerOutput): StepInputs {
@@ -32,13 +41,19 @@ export class StepInputBuilder {
     const sched = out.scheduled;
     let width = this.maxBlocksPerSeq;
     if (!this.fullWidthBlockTables) {
-      width = 1;
-      for (const s of sched) width = Math.max(width, s.seq.blockTable.length);
+      let most = 1;
+      for (let i = 0; i < sched.length; i++) most = Math.max(most, sched[i]!.seq.blockTable.length);
+      // Rounded up so the width (and with it every row's offset) changes rarely.
+      width = Math.min(this.maxBlocksPerSeq, Math.ceil(most / 16) * 16);
+    }
+    if (width !== this.rowWidth) {
+      this.rowSeq.fill(-1);
+      this.rowWidth = width;
     }
     let t = 0, rows = 0;
     for (let i = 0; i < sched.length; i++) {
       const { seq, start, numNewTokens, samples } = sched[i]!;
-      const table = seq.blockTable, ids = seq.tokenIds;
+      const table = seq.blockTable, ids = seq.tokens;
       this.queryStart[i] = t;
       for (let j = 0; j < numNewTokens; j++, t++) {
         const pos = start + j;
@@ -48,7 +63,12 @@ export class StepInputBuilder {
       }
       this.seqLens[i] = start + numNewTokens;
       const row = i * width;
-      for (let b = 0; b < table.length; b++) this.blockTables[row + b] = table[b]!;
+      let from = 0;
+      if (this.rowSeq[i] === seq.seqId && this.rowEpoch[i] === seq.numPreemptions && this.rowBlocks[i]! <= table.length) from = this.rowBlocks[i]!;
+      for (let b = from; b < table.length; b++) this.blockTables[row + b] = table[b]!;
+      this.rowSeq[i] = seq.seqId;
+      this.rowEpoch[i] = seq.numPreemptions;
+      this.rowBlocks[i] = table.length;
       if (samples) this.logitsRows[rows++] = t - 1;
     }
     this.queryStart[sched.length] = t;

@@ -31,6 +31,20 @@ function readJson(file: string): Record<string, unknown> {
   }
 }
 
+/** GPT-2's byte ↔ printable-unicode table used by ByteLevel tokenizers: char code → byte. */
+function byteLevelDecodeTable(): Map<number, number> {
+  const bytes: number[] = [];
+  for (let b = 0x21; b <= 0x7e; b++) bytes.push(b);
+  for (let b = 0xa1; b <= 0xac; b++) bytes.push(b);
+  for (let b = 0xae; b <= 0xff; b++) bytes.push(b);
+  const chars = bytes.slice();
+  let n = 0;
+  for (let b = 0; b < 256; b++) if (!bytes.includes(b)) { bytes.push(b); chars.push(256 + n++); }
+  const table = new Map<number, number>();
+  bytes.forEach((b, i) => table.set(chars[i]!, b));
+  return table;
+}
+
 export class TextTokenizer {
   readonly bosToken: string | null;
   readonly eosToken: string | null;
@@ -39,8 +53,17 @@ export class TextTokenizer {
   readonly specialTokenIds: Set<number>;
   private template: Template | null;
   readonly chatTemplateSource: string | null;
+  /** True when decoding is plain byte concatenation (ByteLevel decoder): enables fast streaming. */
+  readonly byteLevel: boolean;
+  private readonly addedTokens = new Map<number, string>();
+  private readonly bytesCache = new Map<number, Uint8Array>();
+  private readonly asciiCache = new Map<number, string | null>();
+  private byteTable: Map<number, number> | null = null;
 
-  private constructor(private readonly tok: Tokenizer, config: Record<string, unknown>, chatTemplate: string | null) {
+  private constructor(private readonly tok: Tokenizer, config: Record<string, unknown>, chatTemplate: string | null, json: Record<string, unknown>) {
+    const decoder = json.decoder as { type?: string } | null;
+    this.byteLevel = decoder?.type === "ByteLevel";
+    for (const t of (json.added_tokens ?? []) as { id: number; content: string }[]) this.addedTokens.set(t.id, t.content);
     this.bosToken = tokenContent(config.bos_token);
     this.eosToken = tokenContent(config.eos_token);
     this.eosTokenIds = [];
@@ -60,8 +83,9 @@ export class TextTokenizer {
     const cfgFile = join(dir, "tokenizer_config.json");
     const config = existsSync(cfgFile) ? readJson(cfgFile) : {};
     let tok: Tokenizer;
+    const json = readJson(tokFile);
     try {
-      tok = new Tokenizer(readJson(tokFile), config);
+      tok = new Tokenizer(json, config);
     } catch (e) {
       throw new Error(`${tokFile}: cannot build tokenizer (${(e as Error).message})`);
     }
@@ -73,7 +97,7 @@ export class TextTokenizer {
       const named = config.chat_template as { name: string; template: string }[];
       chatTemplate = (named.find((t) => t.name === "default") ?? named[0])?.template ?? null;
     }
-    return new TextTokenizer(tok, config, chatTemplate);
+    return new TextTokenizer(tok, config, chatTemplate, json);
   }
 
   encode(text: string, addSpecialTokens = true): number[] {
@@ -83,6 +107,40 @@ export class TextTokenizer {
   decode(ids: ArrayLike<number>, skipSpecialTokens = true): string {
     if (ids.length === 0) return "";
     return this.tok.decode(Array.from(ids), { skip_special_tokens: skipSpecialTokens, clean_up_tokenization_spaces: false });
+  }
+
+  /** The raw bytes of one token (ByteLevel tokenizers only), cached. */
+  tokenBytes(id: number): Uint8Array {
+    let b = this.bytesCache.get(id);
+    if (b) return b;
+    const added = this.addedTokens.get(id);
+    if (added !== undefined) b = new TextEncoder().encode(added);
+    else {
+      const s = this.tok.id_to_token(id);
+      if (s === undefined) b = new Uint8Array(0);
+      else {
+        this.byteTable ??= byteLevelDecodeTable();
+        const out: number[] = [];
+        for (const ch of s) {
+          const v = this.byteTable.get(ch.codePointAt(0)!);
+          if (v !== undefined) out.push(v);
+          else out.push(...new TextEncoder().encode(ch));
+        }
+        b = Uint8Array.from(out);
+      }
+    }
+    this.bytesCache.set(id, b);
+    return b;
+  }
+
+  /** The token's text when its bytes are all ASCII (ByteLevel tokenizers), else null; cached. */
+  asciiText(id: number): string | null {
+    let t = this.asciiCache.get(id);
+    if (t !== undefined) return t;
+    const b = this.tokenBytes(id);
+    t = b.every((x) => x < 0x80) ? String.fromCharCode(...b) : null;
+    this.asciiCache.set(id, t);
+    return t;
   }
 
   tokenToId(token: string): number | undefined {
