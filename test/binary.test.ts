@@ -7,7 +7,10 @@ import { SERVER_MODEL, startServer, tempDir, tinyModel } from "./helpers.ts";
 test("the compiled binary serves a completion from a directory outside the repo", async () => {
   const out = tempDir("bin");
   const repo = join(import.meta.dir, "..");
-  const build = Bun.spawnSync([process.execPath, "build", "--compile", "--minify", join(repo, "src", "cli.ts"), "--outfile", join(out, "vbun")], { cwd: repo, stderr: "pipe", stdout: "pipe" });
+  // The same command as `bun run build`, with another output path.
+  const script: string = (await Bun.file(join(repo, "package.json")).json()).scripts.build;
+  const args = script.replace(/^bun /, "").replace("dist/vbun", join(out, "vbun")).split(" ");
+  const build = Bun.spawnSync([process.execPath, ...args], { cwd: repo, stderr: "pipe", stdout: "pipe" });
   expect(build.exitCode).toBe(0);
   const modelDir = join(tempDir("binmodel"), "model");
   cpSync(tinyModel(SERVER_MODEL), modelDir, { recursive: true });

@@ -1,9 +1,15 @@
 /**
- * The streaming front of the engine for servers: a step loop on the event loop (yielding between steps so
- * HTTP stays responsive) and one async iterator of outputs per request. Bounded waiting queue; graceful
- * shutdown.
+ * The streaming front of the engine for servers. The engine core runs in a Worker (engine-worker.ts), so a
+ * model step never blocks HTTP handling (engine-worker.ts); this side validates and tokenizes requests, keeps one async
+ * iterator of outputs per request, bounds the waiting queue, and shuts down gracefully.
  */
-import { LLMEngine, type PromptInput } from "./llm-engine.ts";
+import { TextTokenizer } from "../tokenizer/tokenizer.ts";
+import { ENGINE_WORKER_URL } from "../worker-url.ts";
+import type { ModelConfig } from "../model/config.ts";
+import type { EngineOptions } from "./engine-config.ts";
+import type { WorkerIn, WorkerOut } from "./engine-protocol.ts";
+import type { EngineStats } from "./engine-stats.ts";
+import { InvalidRequestError, validateRequest, type EngineInfo, type RequestLimits } from "./llm-engine.ts";
 import type { RequestOutput } from "./request.ts";
 import type { SamplingParams } from "./sampling-params.ts";
 
@@ -25,29 +31,42 @@ export class EngineUnavailableError extends Error {
 
 class OutputStream implements AsyncIterableIterator<RequestOutput> {
   private readonly items: RequestOutput[] = [];
-  private waiter: ((r: IteratorResult<RequestOutput>) => void) | null = null;
-  private rejecter: ((e: unknown) => void) | null = null;
+  private waiter: { resolve: (r: IteratorResult<RequestOutput>) => void; reject: (e: unknown) => void } | null = null;
   private done = false;
   private error: unknown = null;
+  /** Whether any output arrived (a request without one is still waiting). */
+  started = false;
 
   push(o: RequestOutput): void {
     if (this.done) return;
+    this.started = true;
     if (o.finished) this.done = true;
     if (this.waiter) {
       const w = this.waiter;
-      this.waiter = this.rejecter = null;
-      w({ value: o, done: false });
+      this.waiter = null;
+      w.resolve({ value: o, done: false });
     } else this.items.push(o);
+  }
+
+  /** Ends the stream without a final output (the consumer has gone). */
+  end(): void {
+    if (this.done) return;
+    this.done = true;
+    if (this.waiter && this.items.length === 0) {
+      const w = this.waiter;
+      this.waiter = null;
+      w.resolve({ value: undefined, done: true });
+    }
   }
 
   fail(e: unknown): void {
     if (this.done) return;
     this.done = true;
     this.error = e;
-    if (this.rejecter) {
-      const r = this.rejecter;
-      this.waiter = this.rejecter = null;
-      r(e);
+    if (this.waiter) {
+      const w = this.waiter;
+      this.waiter = null;
+      w.reject(e);
     }
   }
 
@@ -56,10 +75,7 @@ class OutputStream implements AsyncIterableIterator<RequestOutput> {
     if (item) return Promise.resolve({ value: item, done: false });
     if (this.error !== null) return Promise.reject(this.error);
     if (this.done) return Promise.resolve({ value: undefined, done: true });
-    return new Promise((resolve, reject) => {
-      this.waiter = resolve;
-      this.rejecter = reject;
-    });
+    return new Promise((resolve, reject) => (this.waiter = { resolve, reject }));
   }
 
   [Symbol.asyncIterator](): this {
@@ -67,23 +83,57 @@ class OutputStream implements AsyncIterableIterator<RequestOutput> {
   }
 }
 
-export interface AsyncEngineOptions {
-  /** Most requests allowed to wait for admission; more → EngineOverloadedError. */
+export interface AsyncEngineOptions extends EngineOptions {
+  /** Most requests allowed to wait for their first output; more → EngineOverloadedError. */
   maxWaitingRequests?: number;
 }
 
+interface Ready extends Extract<WorkerOut, { type: "ready" }> {}
+
 export class AsyncEngine {
   private readonly streams = new Map<string, OutputStream>();
-  private loopRunning = false;
   private accepting = true;
   private deadError: Error | null = null;
   private idleWaiters: (() => void)[] = [];
   readonly maxWaitingRequests: number;
-  /** Total step time and count (for /metrics and responsiveness checks). */
-  stepMillis = 0;
+  readonly info: EngineInfo;
+  readonly modelConfig: ModelConfig;
+  readonly limits: RequestLimits;
+  readonly maxModelLen: number;
+  /** The latest snapshot of the engine's gauges and metrics. */
+  stats: EngineStats;
 
-  constructor(readonly engine: LLMEngine, opts: AsyncEngineOptions = {}) {
+  private constructor(private readonly worker: Worker, ready: Ready, readonly tokenizer: TextTokenizer, opts: AsyncEngineOptions) {
     this.maxWaitingRequests = opts.maxWaitingRequests ?? 1024;
+    this.info = ready.info;
+    this.modelConfig = ready.modelConfig;
+    this.limits = ready.limits;
+    this.maxModelLen = ready.limits.maxModelLen;
+    this.stats = ready.stats;
+    worker.onmessage = (ev: MessageEvent<WorkerOut>) => this.onMessage(ev.data);
+    worker.onerror = (ev) => this.die(new Error(ev.message));
+  }
+
+  /** Starts the engine worker and resolves once the model is loaded. */
+  static async start(opts: AsyncEngineOptions = {}): Promise<AsyncEngine> {
+    const { log, maxWaitingRequests: _, ...engineOptions } = opts;
+    const say = log ?? ((m: string) => process.stderr.write(`[vbun] ${m}\n`));
+    const worker = new Worker(ENGINE_WORKER_URL);
+    const ready = await new Promise<Ready>((resolve, reject) => {
+      worker.onmessage = (ev: MessageEvent<WorkerOut>) => {
+        const m = ev.data;
+        if (m.type === "log") say(m.message);
+        else if (m.type === "ready") resolve(m);
+        else if (m.type === "failed") reject(new Error(m.message));
+      };
+      worker.onerror = (ev) => reject(new Error(ev.message));
+      worker.postMessage({ type: "init", options: engineOptions } satisfies WorkerIn);
+    }).catch((e) => {
+      worker.terminate();
+      throw e;
+    });
+    const tokenizer = TextTokenizer.load(ready.info.modelDir, opts.chatTemplate);
+    return new AsyncEngine(worker, ready, tokenizer, opts);
   }
 
   get isHealthy(): boolean {
@@ -91,94 +141,99 @@ export class AsyncEngine {
   }
 
   get numRunning(): number {
-    return this.engine.scheduler.running.length;
+    return this.stats.running;
   }
 
   get numWaiting(): number {
-    return this.engine.scheduler.waiting.length;
+    return this.stats.waiting;
   }
 
   /** Queues a request and returns its output stream. Validation errors throw synchronously. */
-  generate(requestId: string, prompt: PromptInput, params: SamplingParams): AsyncIterableIterator<RequestOutput> {
+  generate(requestId: string, promptTokenIds: number[], params: SamplingParams): AsyncIterableIterator<RequestOutput> {
     if (this.deadError) throw new EngineUnavailableError(`the engine failed: ${this.deadError.message}`);
     if (!this.accepting) throw new EngineUnavailableError("the server is shutting down");
-    if (this.engine.scheduler.waiting.length >= this.maxWaitingRequests)
-      throw new EngineOverloadedError(`the server is overloaded: ${this.engine.scheduler.waiting.length} requests are already waiting`);
-    this.engine.addRequest(requestId, prompt, params);
+    if (this.streams.has(requestId)) throw new InvalidRequestError(`request id '${requestId}' is already in use`, "request_id");
+    validateRequest(promptTokenIds, params, this.limits);
+    let waiting = 0;
+    for (const s of this.streams.values()) if (!s.started) waiting++;
+    if (waiting >= this.maxWaitingRequests) throw new EngineOverloadedError(`the server is overloaded: ${waiting} requests are already waiting`);
     const stream = new OutputStream();
     this.streams.set(requestId, stream);
-    this.kick();
+    this.post({ type: "add", requestId, promptTokenIds, params: params.toInit(), arrivalTime: performance.now() });
     return stream;
   }
 
-  /** Aborts a request (client gone): frees its blocks and ends its stream. */
+  /** Aborts a request (client gone): the engine frees its blocks; its stream ends. */
   abort(requestId: string): void {
-    const out = this.engine.abort(requestId);
     const stream = this.streams.get(requestId);
+    if (!stream) return;
     this.streams.delete(requestId);
-    if (stream && out) stream.push(out);
+    stream.end();
+    this.post({ type: "abort", requestId });
     this.notifyIdle();
   }
 
-  private kick(): void {
-    if (this.loopRunning) return;
-    this.loopRunning = true;
-    setImmediate(() => this.loop());
+  private post(m: WorkerIn): void {
+    this.worker.postMessage(m);
   }
 
-  private loop(): void {
-    if (!this.engine.hasUnfinishedRequests()) {
-      this.loopRunning = false;
-      this.notifyIdle();
-      return;
+  private onMessage(m: WorkerOut): void {
+    switch (m.type) {
+      case "outputs":
+        this.stats = m.stats;
+        for (const o of m.outputs) {
+          const s = this.streams.get(o.requestId);
+          if (!s) continue;
+          s.push(o);
+          if (o.finished) this.streams.delete(o.requestId);
+        }
+        this.notifyIdle();
+        break;
+      case "aborted":
+        this.stats = m.stats;
+        break;
+      case "rejected": {
+        const s = this.streams.get(m.requestId);
+        this.streams.delete(m.requestId);
+        s?.fail(new InvalidRequestError(m.message));
+        this.notifyIdle();
+        break;
+      }
+      case "failed":
+        this.die(new Error(m.message));
+        break;
+      case "log":
+        process.stderr.write(`[vbun] ${m.message}\n`);
+        break;
     }
-    let outputs: RequestOutput[];
-    const t0 = performance.now();
-    try {
-      outputs = this.engine.step();
-    } catch (e) {
-      this.die(e as Error);
-      return;
-    }
-    this.stepMillis += performance.now() - t0;
-    for (const o of outputs) {
-      const s = this.streams.get(o.requestId);
-      if (!s) continue;
-      s.push(o);
-      if (o.finished) this.streams.delete(o.requestId);
-    }
-    // Yield to the event loop (I/O, new requests, disconnects) before the next step.
-    setImmediate(() => this.loop());
   }
 
   private die(e: Error): void {
+    if (this.deadError) return;
     this.deadError = e;
-    this.loopRunning = false;
-    process.stderr.write(`[vbun] engine step failed: ${e.stack ?? e.message}\n`);
-    for (const [id, s] of this.streams) {
-      s.fail(new EngineUnavailableError(`the engine failed: ${e.message}`));
-      try { this.engine.abort(id); } catch { /* already broken */ }
-    }
+    process.stderr.write(`[vbun] the engine failed: ${e.message}\n`);
+    for (const s of this.streams.values()) s.fail(new EngineUnavailableError(`the engine failed: ${e.message}`));
     this.streams.clear();
     this.notifyIdle();
   }
 
   private notifyIdle(): void {
-    if (this.engine.hasUnfinishedRequests()) return;
+    if (this.streams.size > 0) return;
     const w = this.idleWaiters;
     this.idleWaiters = [];
     for (const f of w) f();
   }
 
-  /** Stops accepting; lets in-flight requests finish for up to graceMs, then aborts the rest. */
+  /** Stops accepting; lets in-flight requests finish for up to graceMs, then aborts the rest and stops the worker. */
   async shutdown(graceMs: number): Promise<void> {
     this.accepting = false;
-    if (this.engine.hasUnfinishedRequests()) {
+    if (this.streams.size > 0) {
       await Promise.race([
         new Promise<void>((r) => this.idleWaiters.push(r)),
         new Promise<void>((r) => setTimeout(r, graceMs)),
       ]);
     }
     for (const id of [...this.streams.keys()]) this.abort(id);
+    this.worker.terminate();
   }
 }

@@ -28,6 +28,30 @@ export class InvalidRequestError extends Error {
 
 export type PromptInput = string | number[];
 
+export interface RequestLimits {
+  vocabSize: number;
+  maxModelLen: number;
+  numBlocks: number;
+  blockSize: number;
+}
+
+/**
+ * Checks a tokenized request against the model's limits; fills in max_tokens when it is null (the rest of
+ * the context). Throws InvalidRequestError with the numbers when it can never be served.
+ */
+export function validateRequest(ids: readonly number[], params: SamplingParams, l: RequestLimits): void {
+  if (ids.length === 0) throw new InvalidRequestError("the prompt is empty", "prompt");
+  for (const id of ids) if (!Number.isInteger(id) || id < 0 || id >= l.vocabSize) throw new InvalidRequestError(`token id ${id} is out of vocabulary (size ${l.vocabSize})`, "prompt");
+  params.validateForVocab(l.vocabSize);
+  const maxTokens = params.max_tokens ?? l.maxModelLen - ids.length;
+  if (ids.length + maxTokens > l.maxModelLen || maxTokens < 1)
+    throw new InvalidRequestError(`This model's maximum context length is ${l.maxModelLen} tokens. However, you requested ${ids.length + Math.max(maxTokens, 1)} tokens (${ids.length} in the prompt, ${Math.max(maxTokens, 1)} in the completion). Please reduce the length of the prompt or completion.`, params.max_tokens === null ? "prompt" : "max_tokens");
+  const tokens = ids.length + maxTokens;
+  if (Math.ceil(tokens / l.blockSize) > l.numBlocks)
+    throw new InvalidRequestError(`the request needs ${tokens} tokens of KV cache but the whole cache holds ${l.numBlocks * l.blockSize}`, "max_tokens");
+  if (params.max_tokens === null) params.max_tokens = maxTokens;
+}
+
 export interface EngineInfo {
   modelDir: string;
   isDefaultModel: boolean;
@@ -117,28 +141,16 @@ export class LLMEngine {
     }, info);
   }
 
-  /** Tokenizes (if needed) and validates a prompt against the model's limits. */
-  encodePrompt(prompt: PromptInput): number[] {
-    const ids = typeof prompt === "string" ? this.tokenizer.encode(prompt) : prompt;
-    if (ids.length === 0) throw new InvalidRequestError("the prompt is empty", "prompt");
-    const V = this.modelConfig.vocabSize;
-    for (const id of ids) if (!Number.isInteger(id) || id < 0 || id >= V) throw new InvalidRequestError(`token id ${id} is out of vocabulary (size ${V})`, "prompt");
-    return ids;
+  /** The limits a request is checked against (also used by the server thread, see AsyncEngine). */
+  get limits(): RequestLimits {
+    return { vocabSize: this.modelConfig.vocabSize, maxModelLen: this.options.maxModelLen, numBlocks: this.blockManager.numBlocks, blockSize: this.blockManager.blockSize };
   }
 
   /** Queues a request. Throws InvalidRequestError when it can never be served. */
   addRequest(requestId: string, prompt: PromptInput, params: SamplingParams = new SamplingParams(), arrivalTime = performance.now()): Request {
     if (this.requests.has(requestId)) throw new InvalidRequestError(`request id '${requestId}' is already in use`, "request_id");
-    const ids = this.encodePrompt(prompt);
-    params.validateForVocab(this.modelConfig.vocabSize);
-    const maxLen = this.options.maxModelLen;
-    const maxTokens = params.max_tokens ?? maxLen - ids.length;
-    if (ids.length + maxTokens > maxLen || maxTokens < 1)
-      throw new InvalidRequestError(`This model's maximum context length is ${maxLen} tokens. However, you requested ${ids.length + Math.max(maxTokens, 1)} tokens (${ids.length} in the prompt, ${Math.max(maxTokens, 1)} in the completion). Please reduce the length of the prompt or completion.`, params.max_tokens === null ? "prompt" : "max_tokens");
-    const blocksNeeded = this.blockManager.blocksFor(ids.length + maxTokens);
-    if (blocksNeeded > this.blockManager.numBlocks)
-      throw new InvalidRequestError(`the request needs ${ids.length + maxTokens} tokens of KV cache but the whole cache holds ${this.blockManager.numBlocks * this.blockManager.blockSize}`, "max_tokens");
-    if (params.max_tokens === null) params.max_tokens = maxTokens;
+    const ids = typeof prompt === "string" ? this.tokenizer.encode(prompt) : prompt;
+    validateRequest(ids, params, this.limits);
     const seqs: Sequence[] = [];
     const baseSeed = params.seed ?? this.seedRng.nextU32() * 65536 + (this.seedRng.nextU32() & 0xffff);
     for (let i = 0; i < params.n; i++) seqs.push(new Sequence(this.nextSeqId++, requestId, i, ids, params, baseSeed, arrivalTime));

@@ -108,6 +108,12 @@ export class SamplingParams {
     if (this.logit_bias) for (const t of this.logit_bias.keys()) if (t >= vocabSize) throw new SamplingParamsError("logit_bias", `token id ${t} is out of vocabulary (size ${vocabSize})`);
   }
 
+  /** Plain fields (for structured cloning to the engine worker); new SamplingParams(p.toInit()) equals p. */
+  toInit(): SamplingParamsInit {
+    const { logit_bias, ...rest } = this;
+    return { ...rest, stop: this.stop.slice(), stop_token_ids: this.stop_token_ids.slice(), logit_bias: logit_bias ? Object.fromEntries(logit_bias) : null };
+  }
+
   /** Longest stop string, for the streaming hold-back window. */
   get maxStopLength(): number {
     return this.stop.reduce((m, s) => Math.max(m, s.length), 0);

@@ -37,16 +37,16 @@ export function buildApp(state: ServerState): Hono {
   app.get("/version", (c) => c.json({ version: VERSION }));
 
   app.get("/v1/models", (c) => {
-    const e = state.engine().engine;
+    const e = state.engine();
     return c.json({
       object: "list",
-      data: [{ id: state.servedModelName, object: "model", created: state.startedAt, owned_by: "vbun", root: e.info.modelDir, parent: null, max_model_len: e.options.maxModelLen }],
+      data: [{ id: state.servedModelName, object: "model", created: state.startedAt, owned_by: "vbun", root: e.info.modelDir, parent: null, max_model_len: e.maxModelLen }],
     });
   });
 
   app.get("/metrics", (c) => {
     if (!state.asyncEngine) return c.text("", 200, { "Content-Type": "text/plain; version=0.0.4" });
-    return c.text(renderMetrics(state.asyncEngine, state.servedModelName), 200, { "Content-Type": "text/plain; version=0.0.4; charset=utf-8" });
+    return c.text(renderMetrics(state.asyncEngine.stats, state.servedModelName), 200, { "Content-Type": "text/plain; version=0.0.4; charset=utf-8" });
   });
 
   app.post("/v1/completions", (c) => completions(c, state));
@@ -55,15 +55,15 @@ export function buildApp(state: ServerState): Hono {
   app.post("/tokenize", async (c) => {
     const body = TokenizeRequest.parse(await state.readJson(c));
     state.checkModel(body.model);
-    const e = state.engine().engine;
+    const e = state.engine();
     const tokens = "prompt" in body ? e.tokenizer.encode(body.prompt, body.add_special_tokens ?? true) : chatPromptIds(state, body).ids;
-    return c.json({ count: tokens.length, max_model_len: e.options.maxModelLen, tokens });
+    return c.json({ count: tokens.length, max_model_len: e.maxModelLen, tokens });
   });
 
   app.post("/detokenize", async (c) => {
     const body = DetokenizeRequest.parse(await state.readJson(c));
     state.checkModel(body.model);
-    const e = state.engine().engine;
+    const e = state.engine();
     const V = e.modelConfig.vocabSize;
     for (const t of body.tokens) if (t >= V) throw new ApiError(400, `token id ${t} is out of vocabulary (size ${V})`, "tokens");
     return c.json({ prompt: e.tokenizer.decode(body.tokens, false) });

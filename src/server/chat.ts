@@ -28,7 +28,7 @@ export function toTemplateMessages(messages: Body["messages"]): ChatMessage[] {
 
 /** Renders the chat template and tokenizes the result. */
 export function chatPromptIds(state: ServerState, body: Pick<Body, "messages" | "add_generation_prompt" | "continue_final_message" | "chat_template_kwargs" | "tools" | "add_special_tokens">): { text: string; ids: number[] } {
-  const tok = state.engine().engine.tokenizer;
+  const tok = state.engine().tokenizer;
   const cont = body.continue_final_message ?? false;
   const addGen = body.add_generation_prompt ?? !cont;
   if (cont && addGen) throw new ApiError(400, "continue_final_message and add_generation_prompt cannot both be true", "continue_final_message");

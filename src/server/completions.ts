@@ -33,7 +33,7 @@ export async function completions(c: Context, state: ServerState): Promise<Respo
   if (body.stream_options && !body.stream) throw new ApiError(400, "stream_options is only allowed with stream=true", "stream_options");
   if (body.logprobs != null && (body.logprobs < 0 || body.logprobs > MAX_LOGPROBS)) throw new ApiError(400, `logprobs must be in [0, ${MAX_LOGPROBS}], got ${body.logprobs}`, "logprobs");
   const engine = state.engine();
-  const tok = engine.engine.tokenizer;
+  const tok = engine.tokenizer;
   const addSpecial = body.add_special_tokens ?? true;
   const p = body.prompt;
   const raw: (string | number[])[] = typeof p === "string" ? [p] : p.length === 0 ? [] : typeof p[0] === "number" ? [p as number[]] : (p as (string | number[])[]);

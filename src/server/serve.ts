@@ -3,7 +3,6 @@ import { parseArgs } from "node:util";
 import { ENGINE_FLAGS, engineOptionsFromFlags, UsageError } from "../cli.ts";
 import { AsyncEngine } from "../engine/async-engine.ts";
 import { ENGINE_DEFAULTS } from "../engine/engine-config.ts";
-import { LLMEngine } from "../engine/llm-engine.ts";
 import { buildApp } from "./app.ts";
 import { downloadModel, looksLikeHubId, progressPrinter } from "./hub.ts";
 import { ServerState } from "./state.ts";
@@ -87,8 +86,10 @@ export async function serve(args: string[]): Promise<number> {
     if (stopping) return;
     stopping = true;
     log(`${signal}: no new requests; finishing in-flight requests (up to ${grace}s)`);
+    // Stop listening; in-flight HTTP requests go on until their engine requests finish (or are aborted).
+    const httpDone = server.stop(false);
     await state.asyncEngine?.shutdown(grace * 1000);
-    await server.stop(true);
+    await Promise.race([httpDone, Bun.sleep(2000)]);
     log("stopped");
     process.exit(0);
   };
@@ -100,12 +101,12 @@ export async function serve(args: string[]): Promise<number> {
       modelSpec = await downloadModel(modelSpec, { log, onProgress: progressPrinter(`downloading ${modelSpec}`) });
       opts.model = modelSpec;
     }
-    await new Promise((r) => setImmediate(r));
-    const engine = LLMEngine.create({ ...opts, log });
-    state.asyncEngine = new AsyncEngine(engine, { maxWaitingRequests: maxWaiting });
+    const engine = await AsyncEngine.start({ ...opts, log, maxWaitingRequests: maxWaiting });
+    if (stopping) { await engine.shutdown(0); return 0; }
+    state.asyncEngine = engine;
     const i = engine.info, c = engine.modelConfig;
     log(`loaded ${i.modelDir}: ${c.architecture}, ${c.numLayers} layers, hidden ${c.hiddenSize}, vocab ${c.vocabSize} on ${i.device} in ${i.loadSeconds.toFixed(2)}s`);
-    log(`KV cache: ${i.numBlocks} blocks × ${i.blockSize} tokens = ${i.kvCapacityTokens} tokens; max_model_len ${i.maxModelLen}; prefix caching ${engine.options.enablePrefixCaching ? "on" : "off"}`);
+    log(`KV cache: ${i.numBlocks} blocks × ${i.blockSize} tokens = ${i.kvCapacityTokens} tokens; max_model_len ${i.maxModelLen}; prefix caching ${opts.enablePrefixCaching === false ? "off" : "on"}`);
     log(`ready in ${((performance.now() - t0) / 1000).toFixed(2)}s: serving '${served}' at http://${server.hostname}:${server.port}/v1`);
   } catch (e) {
     state.loadError = e as Error;

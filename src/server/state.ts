@@ -42,7 +42,7 @@ export class ServerState {
   tokenText(id: number): string {
     let t = this.tokenTexts.get(id);
     if (t === undefined) {
-      t = this.engine().engine.tokenizer.decode([id], false);
+      t = this.engine().tokenizer.decode([id], false);
       if (this.tokenTexts.size < 200_000) this.tokenTexts.set(id, t);
     }
     return t;

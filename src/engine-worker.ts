@@ -1,0 +1,67 @@
+/**
+ * The engine core, run in a Worker so that model steps never block the server's event loop
+ * (vLLM's EngineCore process, as a thread). Messages in: init, add, abort. Messages out: ready, outputs,
+ * aborted, failed. Between steps it yields so that incoming adds and aborts are handled.
+ */
+import { engineStats } from "./engine/engine-stats.ts";
+import { LLMEngine } from "./engine/llm-engine.ts";
+import { SamplingParams } from "./engine/sampling-params.ts";
+import type { EngineOptions } from "./engine/engine-config.ts";
+import type { WorkerIn, WorkerOut } from "./engine/engine-protocol.ts";
+
+declare const self: Worker;
+
+let engine: LLMEngine | null = null;
+let looping = false;
+const post = (m: WorkerOut) => self.postMessage(m);
+
+function fail(e: unknown): void {
+  const err = e as Error;
+  post({ type: "failed", message: err?.message ?? String(e), stack: err?.stack ?? "" });
+  engine = null;
+}
+
+function loop(): void {
+  if (!engine || !engine.hasUnfinishedRequests()) {
+    looping = false;
+    return;
+  }
+  try {
+    const outputs = engine.step();
+    post({ type: "outputs", outputs, stats: engineStats(engine) });
+  } catch (e) {
+    fail(e);
+    return;
+  }
+  setImmediate(loop);
+}
+
+self.onmessage = (ev: MessageEvent<WorkerIn>) => {
+  const m = ev.data;
+  try {
+    if (m.type === "init") {
+      const opts: EngineOptions = { ...m.options, log: (msg) => post({ type: "log", message: msg }) };
+      engine = LLMEngine.create(opts);
+      post({ type: "ready", info: engine.info, modelConfig: engine.modelConfig, limits: engine.limits, options: { ...engine.options }, eosTokenIds: engine.eosTokenIds, stats: engineStats(engine) });
+      return;
+    }
+    if (!engine) return;
+    if (m.type === "add") {
+      try {
+        engine.addRequest(m.requestId, m.promptTokenIds, new SamplingParams(m.params), m.arrivalTime);
+      } catch (e) {
+        post({ type: "rejected", requestId: m.requestId, message: (e as Error).message });
+        return;
+      }
+      if (!looping) {
+        looping = true;
+        setImmediate(loop);
+      }
+    } else if (m.type === "abort") {
+      const out = engine.abort(m.requestId);
+      post({ type: "aborted", requestId: m.requestId, output: out, stats: engineStats(engine) });
+    }
+  } catch (e) {
+    fail(e);
+  }
+};

@@ -1,0 +1,20 @@
+/** Messages between the AsyncEngine (server thread) and the engine worker. Plain data only. */
+import type { EngineInfo, RequestLimits } from "./llm-engine.ts";
+import type { EngineOptions } from "./engine-config.ts";
+import type { EngineStats } from "./engine-stats.ts";
+import type { ModelConfig } from "../model/config.ts";
+import type { RequestOutput } from "./request.ts";
+import type { SamplingParamsInit } from "./sampling-params.ts";
+
+export type WorkerIn =
+  | { type: "init"; options: Omit<EngineOptions, "log"> }
+  | { type: "add"; requestId: string; promptTokenIds: number[]; params: SamplingParamsInit; arrivalTime: number }
+  | { type: "abort"; requestId: string };
+
+export type WorkerOut =
+  | { type: "log"; message: string }
+  | { type: "ready"; info: EngineInfo; modelConfig: ModelConfig; limits: RequestLimits; options: Record<string, unknown>; eosTokenIds: number[]; stats: EngineStats }
+  | { type: "outputs"; outputs: RequestOutput[]; stats: EngineStats }
+  | { type: "aborted"; requestId: string; output: RequestOutput | null; stats: EngineStats }
+  | { type: "rejected"; requestId: string; message: string }
+  | { type: "failed"; message: string; stack: string };

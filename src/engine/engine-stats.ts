@@ -1,0 +1,48 @@
+/** A plain-data snapshot of the engine's gauges and metrics (it crosses the worker boundary). */
+import type { LLMEngine } from "./llm-engine.ts";
+import type { Histogram } from "./metrics.ts";
+
+export interface HistogramData {
+  buckets: readonly number[];
+  counts: number[];
+  sum: number;
+  count: number;
+}
+
+export const HISTOGRAMS = ["timeToFirstToken", "interTokenLatency", "e2eRequestLatency", "queueTime", "requestPromptTokens", "requestGenerationTokens", "iterationTokens"] as const;
+export type HistogramName = (typeof HISTOGRAMS)[number];
+
+export interface EngineStats {
+  running: number;
+  waiting: number;
+  kvUsage: number;
+  usedBlocks: number;
+  numPreemptions: number;
+  prefixCacheQueries: number;
+  prefixCacheHits: number;
+  promptTokens: number;
+  generationTokens: number;
+  requestSuccess: Record<string, number>;
+  histograms: Record<HistogramName, HistogramData>;
+}
+
+const plain = (h: Histogram): HistogramData => ({ buckets: h.buckets, counts: h.counts.slice(), sum: h.sum, count: h.count });
+
+export function engineStats(e: LLMEngine): EngineStats {
+  const m = e.metrics;
+  const histograms = {} as Record<HistogramName, HistogramData>;
+  for (const name of HISTOGRAMS) histograms[name] = plain(m[name]);
+  return {
+    running: e.scheduler.running.length,
+    waiting: e.scheduler.waiting.length,
+    kvUsage: e.blockManager.usage,
+    usedBlocks: e.blockManager.numUsedBlocks,
+    numPreemptions: e.scheduler.numPreemptions,
+    prefixCacheQueries: e.blockManager.prefixCacheQueries,
+    prefixCacheHits: e.blockManager.prefixCacheHits,
+    promptTokens: m.promptTokens,
+    generationTokens: m.generationTokens,
+    requestSuccess: Object.fromEntries(m.requestSuccess),
+    histograms,
+  };
+}

@@ -1,0 +1,7 @@
+/**
+ * Where the engine worker's entry point is. This module sits next to cli.ts and engine-worker.ts on
+ * purpose: in a compiled binary every module's import.meta.url is the bundle's, whose folder holds the
+ * entry points, so the same relative URL works from sources and from `bun build --compile` output
+ * (the worker must be passed to it as a second entry point; see package.json's build script).
+ */
+export const ENGINE_WORKER_URL = new URL("./engine-worker.ts", import.meta.url);
