@@ -65,7 +65,7 @@ export async function chatCompletions(c: Context, state: ServerState): Promise<R
   if (body.response_format && body.response_format.type !== "text") throw new ApiError(400, `response_format type '${body.response_format.type}' is not supported`, "response_format");
   const tc = body.tool_choice;
   if (tc !== undefined && tc !== null && tc !== "none" && tc !== "auto") throw new ApiError(400, "tool_choice other than 'none' or 'auto' is not supported", "tool_choice");
-  const { ids } = chatPromptIds(state, body);
+  const { text, ids } = chatPromptIds(state, body);
   if (ids.length === 0) throw new ApiError(400, "the rendered prompt is empty", "messages");
   const engine = state.engine();
   const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? null;
@@ -73,6 +73,7 @@ export async function chatCompletions(c: Context, state: ServerState): Promise<R
   const id = `chatcmpl-${crypto.randomUUID().replaceAll("-", "")}`;
   const created = nowSeconds();
   const model = state.servedModelName;
+  state.logRequest(id, [text], params.toInit());
   const submitted = submit(engine, id, [ids], params, c.req.raw.signal);
 
   if (!body.stream) {

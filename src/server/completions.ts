@@ -49,6 +49,7 @@ export async function completions(c: Context, state: ServerState): Promise<Respo
   const model = state.servedModelName;
   const echoText = (i: number) => (body.echo ? (typeof raw[i] === "string" ? (raw[i] as string) : tok.decode(prompts[i]!, false)) : "");
   const n = params.n;
+  state.logRequest(id, raw, params.toInit());
   const submitted = submit(engine, id, prompts, params, c.req.raw.signal);
   const wantLp = body.logprobs != null;
 

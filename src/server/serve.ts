@@ -20,8 +20,8 @@ server:
   --api-key KEY                    require "Authorization: Bearer KEY" (also env VBUN_API_KEY)
   --max-waiting-requests N         queue bound; beyond it requests get 503 (default 1024)
   --shutdown-timeout SECONDS       grace period for in-flight requests on SIGTERM/SIGINT (default 30)
-  --max-log-len N                  characters of prompts shown in request logs (default: unlimited)
-  --log-level debug|info|warning|error   (default info)
+  --max-log-len N                  prompt characters (or token ids) shown per logged request (default: all)
+  --log-level debug|info|warning|error   (default info; debug also logs every request)
 
 engine:
   --device auto|cpu|cuda           backend (default ${d.device})
@@ -75,7 +75,8 @@ export async function serve(args: string[]): Promise<number> {
   const opts = engineOptionsFromFlags(values, modelSpec);
   const served = values["served-model-name"] ?? modelSpec ?? "vbun-tiny-qwen3";
   const apiKey = values["api-key"] ?? process.env.VBUN_API_KEY ?? null;
-  const state = new ServerState(served, apiKey || null, maxLogLen);
+  if (maxLogLen !== null && !(Number.isInteger(maxLogLen) && maxLogLen >= 0)) throw new UsageError("--max-log-len: expected an integer >= 0");
+  const state = new ServerState(served, apiKey || null, values["log-level"] === "debug", maxLogLen);
   const app = buildApp(state);
 
   const server = Bun.serve({ hostname: values.host, port, fetch: app.fetch, idleTimeout: 0 });

@@ -12,7 +12,22 @@ export class ServerState {
   readonly startedAt = Math.floor(Date.now() / 1000);
   private readonly tokenTexts = new Map<number, string>();
 
-  constructor(readonly servedModelName: string, readonly apiKey: string | null, readonly maxLogLen: number | null = null) {}
+  constructor(
+    readonly servedModelName: string,
+    readonly apiKey: string | null,
+    /** Log each request (at --log-level debug), showing at most maxLogLen prompt characters or ids. */
+    readonly logRequests = false,
+    readonly maxLogLen: number | null = null,
+  ) {}
+
+  logRequest(id: string, prompts: (string | number[])[], params: object): void {
+    if (!this.logRequests) return;
+    const cut = (p: string | number[]) => {
+      const shown = this.maxLogLen === null ? p : p.slice(0, this.maxLogLen);
+      return JSON.stringify(shown) + (shown.length < p.length ? `…(+${p.length - shown.length})` : "");
+    };
+    process.stderr.write(`[vbun] request ${id}: prompts=[${prompts.map(cut).join(", ")}] params=${JSON.stringify(params)}\n`);
+  }
 
   engine(): AsyncEngine {
     if (!this.asyncEngine) throw new ApiError(503, this.loadError ? `the model failed to load: ${this.loadError.message}` : "the model is still loading");
