@@ -1,0 +1,99 @@
+// Paged attention over the KV cache for every query token of a step (prefill chunks, prefixes served from
+// the cache, and decodes alike): token i of a sequence with context length L and q_len new tokens attends
+// causally to positions [0, L - q_len + i]. Online softmax over chunks of 128 keys, f32 accumulation.
+//
+// Grid (tokens, Hkv), 128 threads. One block handles the G = H / Hkv query heads that share a KV head,
+// so each K/V row is read once per group. Limits (checked by the host): G ≤ 8, head_dim ≤ 256 and even.
+// This is the simple, correct version; tensor-core prefill and split-KV decode come after it is verified.
+#include "common.cuh"
+
+#define CHUNK 128
+#define MAX_G 8
+#define MAX_D 256
+
+extern "C" __global__ void __launch_bounds__(CHUNK) paged_attention_bf16(
+    const bf16* __restrict__ qkv, const bf16* __restrict__ k_cache, const bf16* __restrict__ v_cache, bf16* __restrict__ out,
+    const int* __restrict__ query_start, const int* __restrict__ seq_lens, const int* __restrict__ block_tables,
+    int num_seqs, int max_blocks_per_seq, int block_size, int num_heads, int num_kv_heads, int head_dim, float scale) {
+  __shared__ float q_s[MAX_G][MAX_D];
+  __shared__ float p_s[MAX_G][CHUNK];
+  __shared__ int slot_s[CHUNK];
+  __shared__ float scratch[32];
+
+  const int t = blockIdx.x, kvh = blockIdx.y, tid = threadIdx.x;
+  const int G = num_heads / num_kv_heads, D = head_dim;
+  // The sequence of token t: the last s with query_start[s] <= t.
+  int lo = 0, hi = num_seqs - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) >> 1;
+    if (query_start[mid] <= t) lo = mid; else hi = mid - 1;
+  }
+  const int s = lo;
+  const int q_len = query_start[s + 1] - query_start[s];
+  const int ctx = seq_lens[s] - q_len + (t - query_start[s]) + 1;
+  const int* table = block_tables + (size_t)s * max_blocks_per_seq;
+  const size_t qkv_stride = (size_t)(num_heads + 2 * num_kv_heads) * D;
+  const int kv_stride = num_kv_heads * D;
+
+  for (int i = tid; i < G * D; i += CHUNK) q_s[i / D][i % D] = to_f(qkv[t * qkv_stride + (size_t)(kvh * G) * D + i]);
+
+  float m[MAX_G], l[MAX_G], acc[MAX_G][2];
+#pragma unroll
+  for (int g = 0; g < MAX_G; g++) { m[g] = -INFINITY; l[g] = 0.f; acc[g][0] = acc[g][1] = 0.f; }
+  __syncthreads();
+
+  for (int c0 = 0; c0 < ctx; c0 += CHUNK) {
+    const int j = c0 + tid;
+    const int n = min(CHUNK, ctx - c0);
+    if (j < ctx) {
+      const int slot = table[j / block_size] * block_size + j % block_size;
+      slot_s[tid] = slot;
+      const bf16* k = k_cache + (size_t)slot * kv_stride + kvh * D;
+      float dot[MAX_G];
+#pragma unroll
+      for (int g = 0; g < MAX_G; g++) dot[g] = 0.f;
+      for (int d = 0; d < D; d += 2) {
+        const __nv_bfloat162 kk = *reinterpret_cast<const __nv_bfloat162*>(k + d);
+        const float k0 = __low2float(kk), k1 = __high2float(kk);
+#pragma unroll
+        for (int g = 0; g < MAX_G; g++) if (g < G) dot[g] += q_s[g][d] * k0 + q_s[g][d + 1] * k1;
+      }
+#pragma unroll
+      for (int g = 0; g < MAX_G; g++) if (g < G) p_s[g][tid] = dot[g] * scale;
+    } else {
+#pragma unroll
+      for (int g = 0; g < MAX_G; g++) if (g < G) p_s[g][tid] = -INFINITY;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int g = 0; g < MAX_G; g++) {
+      if (g >= G) break;
+      const float cmax = block_max(p_s[g][tid], scratch);
+      const float m_new = fmaxf(m[g], cmax);
+      const float factor = __expf(m[g] - m_new);
+      const float p = j < ctx ? __expf(p_s[g][tid] - m_new) : 0.f;
+      const float psum = block_sum(p, scratch);
+      p_s[g][tid] = p;
+      l[g] = l[g] * factor + psum;
+      acc[g][0] *= factor;
+      acc[g][1] *= factor;
+      m[g] = m_new;
+    }
+    __syncthreads();
+    for (int jj = 0; jj < n; jj++) {
+      const bf16* v = v_cache + (size_t)slot_s[jj] * kv_stride + kvh * D;
+      const float v0 = tid < D ? to_f(v[tid]) : 0.f;
+      const float v1 = tid + CHUNK < D ? to_f(v[tid + CHUNK]) : 0.f;
+#pragma unroll
+      for (int g = 0; g < MAX_G; g++) if (g < G) { acc[g][0] += p_s[g][jj] * v0; acc[g][1] += p_s[g][jj] * v1; }
+    }
+    __syncthreads();
+  }
+  bf16* o = out + (size_t)t * num_heads * D + (size_t)kvh * G * D;
+#pragma unroll
+  for (int g = 0; g < MAX_G; g++) {
+    if (g >= G) break;
+    if (tid < D) o[g * D + tid] = to_bf(acc[g][0] / l[g]);
+    if (tid + CHUNK < D) o[g * D + tid + CHUNK] = to_bf(acc[g][1] / l[g]);
+  }
+}

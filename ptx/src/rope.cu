@@ -1,0 +1,28 @@
+// Per-head RMSNorm of q and k (Qwen3; skipped when the norm weights are null) followed by rotate-half
+// RoPE, in place on packed qkv rows [tokens, (H + 2·Hkv)·D]. Grid (tokens, H + Hkv); block: D/2 threads
+// rounded up to a multiple of 32; thread i < D/2 owns the pair (i, i + D/2). cos/sin: f32 [max_pos, D/2].
+#include "common.cuh"
+
+extern "C" __global__ void qk_norm_rope_bf16(bf16* __restrict__ qkv, const int* __restrict__ positions, const float* __restrict__ cos_table,
+                                             const float* __restrict__ sin_table, const bf16* __restrict__ q_norm, const bf16* __restrict__ k_norm,
+                                             int num_heads, int num_kv_heads, int head_dim, float eps) {
+  __shared__ float scratch[32];
+  const int t = blockIdx.x, h = blockIdx.y, half = head_dim >> 1, i = threadIdx.x;
+  const bool active = i < half;
+  const size_t stride = (size_t)(num_heads + 2 * num_kv_heads) * head_dim;
+  bf16* head = qkv + t * stride + (size_t)h * head_dim;
+  float x1 = active ? to_f(head[i]) : 0.f, x2 = active ? to_f(head[i + half]) : 0.f;
+  const bf16* norm = h < num_heads ? q_norm : k_norm;
+  if (norm != nullptr) {
+    const float inv = rsqrtf(block_sum(x1 * x1 + x2 * x2, scratch) / head_dim + eps);
+    if (active) {
+      x1 = to_f(to_bf(to_f(to_bf(x1 * inv)) * to_f(norm[i])));
+      x2 = to_f(to_bf(to_f(to_bf(x2 * inv)) * to_f(norm[i + half])));
+    }
+  }
+  if (!active) return;
+  const int pos = positions[t];
+  const float c = cos_table[(size_t)pos * half + i], s = sin_table[(size_t)pos * half + i];
+  head[i] = to_bf(x1 * c - x2 * s);
+  head[i + half] = to_bf(x2 * c + x1 * s);
+}
