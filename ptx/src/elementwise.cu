@@ -38,3 +38,11 @@ extern "C" __global__ void gather_rows_bf16(const bf16* __restrict__ x, const in
   bf16* dst = out + (size_t)blockIdx.x * width;
   for (int i = threadIdx.x; i < width; i += blockDim.x) dst[i] = src[i];
 }
+
+// x[t, i] += bias[i] (bf16, rounding like a bf16 addition); grid = (ceil(width / blockDim), tokens)
+extern "C" __global__ void add_bias_bf16(bf16* __restrict__ x, const bf16* __restrict__ bias, int width) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= width) return;
+  bf16* p = x + (size_t)blockIdx.y * width + i;
+  *p = to_bf(to_f(*p) + to_f(bias[i]));
+}

@@ -65,8 +65,8 @@ export interface Backend<T extends Tensor = Tensor> {
   loadWeight(parts: TensorView[], shape: number[]): T;
   /** Creates a weight from f32 host values (e.g. RoPE tables). */
   fromHost(values: Float32Array, shape: number[]): T;
-  /** An uninitialised f32/activation tensor. */
-  empty(shape: number[]): T;
+  /** An uninitialised tensor: activation dtype (bf16 on CUDA, f32 on CPU), or f32 (logits). */
+  empty(shape: number[], dtype?: "act" | "f32"): T;
   /** The first `rows` rows of `t` (no copy). */
   rows(t: T, rows: number): T;
   /** Allocates the paged KV cache of one layer: [numBlocks, blockSize, numKvHeads, headDim] each for K and V. */

@@ -2,7 +2,7 @@
  * LLMEngine: requests in, step() out. Each step schedules, runs the model, samples, then turns new tokens
  * into text, checks stop conditions, and frees the blocks of finished sequences at once.
  */
-import { CpuBackend } from "../backend/cpu/cpu-backend.ts";
+import { selectBackend } from "../backend/select-backend.ts";
 import type { Backend, Tensor } from "../backend/backend.ts";
 import { Checkpoint } from "../loader/checkpoint.ts";
 import { CausalLM } from "../model/causal-lm.ts";
@@ -99,8 +99,6 @@ export class LLMEngine {
     if (isDefaultModel) log(`using the built-in RANDOM-WEIGHT test model (tiny Qwen3; it outputs gibberish): ${modelDir}`);
     const device = opts.device ?? ENGINE_DEFAULTS.device;
     if (device !== "auto" && device !== "cpu" && device !== "cuda") throw new EngineConfigError("--device", `must be auto, cpu or cuda, got '${device}'`);
-    if (device === "cuda") throw new EngineConfigError("--device", "the CUDA backend is not part of this build yet; use --device cpu");
-    if (device === "auto") log("device auto: using the CPU backend (no CUDA backend in this build)");
     const tp = opts.tensorParallelSize ?? ENGINE_DEFAULTS.tensorParallelSize;
     if (tp !== 1) throw new EngineConfigError("--tensor-parallel-size", `only 1 is supported so far, got ${tp}`);
 
@@ -116,25 +114,35 @@ export class LLMEngine {
     const dtype = opts.dtype ?? ENGINE_DEFAULTS.dtype;
     if (!["auto", "float32", "bfloat16", "float16", "half"].includes(dtype)) throw new EngineConfigError("--dtype", `must be auto, float32, bfloat16 or float16, got '${dtype}'`);
 
-    const backend = new CpuBackend() as unknown as Backend<Tensor>;
+    const util = opts.gpuMemoryUtilization ?? ENGINE_DEFAULTS.gpuMemoryUtilization;
+    if (!(util > 0 && util <= 1)) throw new EngineConfigError("--gpu-memory-utilization", `must be in (0, 1], got ${util}`);
+    const { backend, kind, cuda } = selectBackend(device, log);
+    if (kind === "cuda" && !["auto", "bfloat16"].includes(dtype)) throw new EngineConfigError("--dtype", `the CUDA backend runs bfloat16 only, got '${dtype}'`);
     const model = new CausalLM<Tensor>(cfg, backend, maxModelLen);
     model.load(new Checkpoint(modelDir));
-    const bytesPerBlock = model.kvBytesPerBlock(blockSize, 4);
+    // Activation buffers at their largest, before the KV cache takes what is left.
+    model.reserve(maxNumBatchedTokens, maxNumSeqs);
+    const bytesPerBlock = model.kvBytesPerBlock(blockSize, kind === "cuda" ? 2 : 4);
     const maxUsefulBlocks = maxNumSeqs * Math.ceil(maxModelLen / blockSize);
-    const numBlocks = opts.numGpuBlocksOverride !== undefined
-      ? checkPositiveInt("--num-gpu-blocks-override", opts.numGpuBlocksOverride)
-      : Math.max(1, Math.min(maxUsefulBlocks, Math.floor((opts.cpuKvCacheBytes ?? ENGINE_DEFAULTS.cpuKvCacheBytes) / bytesPerBlock)));
+    let numBlocks: number;
+    if (opts.numGpuBlocksOverride !== undefined) numBlocks = checkPositiveInt("--num-gpu-blocks-override", opts.numGpuBlocksOverride);
+    else if (cuda) {
+      const { free, total } = cuda.driver.memInfo();
+      const budget = free - total * (1 - util);
+      numBlocks = Math.floor(budget / bytesPerBlock);
+      if (numBlocks < Math.ceil(maxModelLen / blockSize)) throw new EngineConfigError("--gpu-memory-utilization", `only ${Math.max(0, numBlocks)} KV blocks fit (${(free / 2 ** 30).toFixed(1)} GiB free of ${(total / 2 ** 30).toFixed(1)}); one ${maxModelLen}-token sequence needs ${Math.ceil(maxModelLen / blockSize)}: raise it or lower --max-model-len`);
+    } else numBlocks = Math.max(1, Math.min(maxUsefulBlocks, Math.floor((opts.cpuKvCacheBytes ?? ENGINE_DEFAULTS.cpuKvCacheBytes) / bytesPerBlock)));
     model.allocKvCache(numBlocks, blockSize);
     const eosTokenIds = [...new Set([...cfg.eosTokenIds, ...tokenizer.eosTokenIds])];
     const runner = new ModelRunner(backend, model, { maxNumBatchedTokens, maxNumSeqs, maxModelLen, blockSize, eosTokenIds });
     const info: EngineInfo = {
-      modelDir, isDefaultModel, device: "cpu", numBlocks, blockSize, maxModelLen,
+      modelDir, isDefaultModel, device: kind, numBlocks, blockSize, maxModelLen,
       kvCapacityTokens: numBlocks * blockSize, loadSeconds: (performance.now() - t0) / 1000,
     };
     return new LLMEngine(cfg, tokenizer, runner, {
-      device: "cpu", dtype, maxModelLen, maxNumSeqs, maxNumBatchedTokens, blockSize, numBlocks,
+      device: kind, dtype, maxModelLen, maxNumSeqs, maxNumBatchedTokens, blockSize, numBlocks,
       cpuKvCacheBytes: numBlocks * bytesPerBlock,
-      gpuMemoryUtilization: opts.gpuMemoryUtilization ?? ENGINE_DEFAULTS.gpuMemoryUtilization,
+      gpuMemoryUtilization: util,
       enablePrefixCaching: opts.enablePrefixCaching ?? ENGINE_DEFAULTS.enablePrefixCaching,
       enableChunkedPrefill, enforceEager: opts.enforceEager ?? ENGINE_DEFAULTS.enforceEager,
       tensorParallelSize: tp, seed: opts.seed ?? ENGINE_DEFAULTS.seed,

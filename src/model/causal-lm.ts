@@ -128,14 +128,14 @@ export class CausalLM<T extends Tensor> {
         act: b.empty([n, c.intermediateSize]),
         logitsCapacity: ws?.logitsCapacity ?? 0,
         last: ws?.last ?? b.empty([0, c.hiddenSize]),
-        logits: ws?.logits ?? b.empty([0, c.vocabSize]),
+        logits: ws?.logits ?? b.empty([0, c.vocabSize], "f32"),
       };
     }
     if (ws.logitsCapacity < numLogitsRows) {
       const n = Math.max(numLogitsRows, ws.logitsCapacity * 2, 4);
       ws.logitsCapacity = n;
       ws.last = b.empty([n, c.hiddenSize]);
-      ws.logits = b.empty([n, c.vocabSize]);
+      ws.logits = b.empty([n, c.vocabSize], "f32");
     }
     this.ws = ws;
     return ws;

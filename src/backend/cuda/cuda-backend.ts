@@ -1,0 +1,330 @@
+/**
+ * The CUDA backend: bf16 weights and activations in device memory, f32 logits, PTX kernels and cuBLAS on
+ * one stream, step inputs staged in page-locked memory and copied with one async copy.
+ * Every op has its CPU twin in ../cpu (the reference it is tested against on a device).
+ */
+import type { AttentionShape, Backend, KvCacheSpec, StepInputs, StepTensors, Tensor } from "../backend.ts";
+import type { TensorView } from "../../loader/safetensors.ts";
+import { fromFloat32, toFloat32 } from "../../loader/dtype.ts";
+import type { SamplingBatch, SamplerOutput, TokenLogprobs } from "../../engine/sampling-batch.ts";
+import { toArrayBuffer, type Pointer } from "bun:ffi";
+import { Cublas, CUDA_R_16BF, CUDA_R_32F } from "./cublas.ts";
+import { Driver, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR } from "./driver.ts";
+import { Kernels } from "./kernels.ts";
+
+export type CudaDType = "bf16" | "f32" | "i32";
+const BYTES: Record<CudaDType, number> = { bf16: 2, f32: 4, i32: 4 };
+
+export class CudaTensor implements Tensor {
+  constructor(readonly ptr: bigint, readonly shape: readonly number[], readonly dtype: CudaDType) {}
+  get width(): number {
+    return this.shape.length > 1 ? this.shape[this.shape.length - 1]! : 1;
+  }
+  get numRows(): number {
+    return this.shape.length > 1 ? this.shape[0]! : 1;
+  }
+}
+
+const numel = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
+const P = (t: CudaTensor | null) => ({ p: t ? t.ptr : null });
+const I = (i: number) => ({ i });
+const F = (f: number) => ({ f });
+const WORKSPACE_BYTES = 32 * 1024 * 1024;
+const MAX_TOP_LOGPROBS = 20;
+
+export interface CudaDeviceInfo {
+  name: string;
+  computeCapability: string;
+  driverVersion: number;
+  totalMemory: number;
+  libcuda: string;
+  libcublas: string;
+}
+
+/** Page-locked host buffer with a JS view. */
+class PinnedBuffer {
+  readonly addr: bigint;
+  readonly bytes: Uint8Array;
+  constructor(driver: Driver, readonly size: number) {
+    this.addr = driver.allocHost(size);
+    this.bytes = new Uint8Array(toArrayBuffer(Number(this.addr) as Pointer, 0, size));
+  }
+}
+
+export class CudaBackend implements Backend<CudaTensor> {
+  readonly name = "cuda" as const;
+  readonly info: CudaDeviceInfo;
+  private readonly stream: bigint;
+  private readonly blas: Cublas;
+  private readonly k: Kernels;
+  private stepDevice: bigint = 0n;
+  private stepCapacity = 0;
+  private staging: PinnedBuffer | null = null;
+  private samplingScratch: { dev: bigint; host: PinnedBuffer; capacity: number } | null = null;
+
+  private constructor(readonly driver: Driver, deviceIndex: number) {
+    const dev = driver.device(deviceIndex);
+    const ctx = driver.primaryContext(dev);
+    driver.setCurrent(ctx);
+    this.stream = driver.createStream();
+    const workspace = driver.alloc(WORKSPACE_BYTES);
+    this.blas = new Cublas(this.stream, workspace, WORKSPACE_BYTES);
+    this.k = new Kernels(driver, this.stream);
+    const cc = `${driver.attribute(dev, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)}.${driver.attribute(dev, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)}`;
+    this.info = { name: driver.deviceName(dev), computeCapability: cc, driverVersion: driver.driverVersion(), totalMemory: driver.memInfo().total, libcuda: driver.path, libcublas: this.blas.path };
+  }
+
+  /** Opens GPU `deviceIndex`. Throws LibraryNotFoundError / CudaError when there is no usable GPU. */
+  static open(deviceIndex = 0): CudaBackend {
+    const driver = Driver.load();
+    const count = driver.deviceCount();
+    if (count === 0) throw new Error("the CUDA driver reports no GPU");
+    if (deviceIndex >= count) throw new Error(`GPU ${deviceIndex} requested but only ${count} visible`);
+    return new CudaBackend(driver, deviceIndex);
+  }
+
+  freeMemory(): number {
+    return this.driver.memInfo().free;
+  }
+
+  synchronize(): void {
+    this.driver.streamSynchronize(this.stream);
+  }
+
+  private alloc(shape: readonly number[], dtype: CudaDType): CudaTensor {
+    return new CudaTensor(this.driver.alloc(numel(shape) * BYTES[dtype]), shape, dtype);
+  }
+
+  loadWeight(parts: TensorView[], shape: number[]): CudaTensor {
+    const t = this.alloc(shape, "bf16");
+    let off = 0n;
+    for (const part of parts) {
+      const bytes = part.dtype === "BF16" ? part.bytes : fromFloat32(toFloat32(part.bytes, part.dtype), "BF16");
+      this.driver.copyToDevice(t.ptr + off, bytes.byteOffset % 2 === 0 ? bytes : bytes.slice());
+      off += BigInt(bytes.byteLength);
+    }
+    if (off !== BigInt(numel(shape) * 2)) throw new Error(`packed weight [${shape}] got ${off} of ${numel(shape) * 2} bytes from ${parts.map((p) => p.name).join(", ")}`);
+    return t;
+  }
+
+  fromHost(values: Float32Array, shape: number[]): CudaTensor {
+    const t = this.alloc(shape, "f32");
+    this.driver.copyToDevice(t.ptr, values);
+    return t;
+  }
+
+  empty(shape: number[], dtype: "act" | "f32" = "act"): CudaTensor {
+    return this.alloc(shape, dtype === "f32" ? "f32" : "bf16");
+  }
+
+  rows(t: CudaTensor, rows: number): CudaTensor {
+    return new CudaTensor(t.ptr, [rows, ...t.shape.slice(1)], t.dtype);
+  }
+
+  allocKvCache(spec: KvCacheSpec): { k: CudaTensor; v: CudaTensor } {
+    const shape = [spec.numBlocks, spec.blockSize, spec.numKvHeads, spec.headDim];
+    return { k: this.alloc(shape, "bf16"), v: this.alloc(shape, "bf16") };
+  }
+
+  /** Copies the step's int arrays with one async copy from page-locked memory. */
+  uploadStep(s: StepInputs): StepTensors<CudaTensor> {
+    const parts = [s.tokenIds, s.positions, s.slotMapping, s.queryStart, s.seqLens, s.blockTables, s.logitsRows];
+    const offsets: number[] = [];
+    let bytes = 0;
+    for (const a of parts) {
+      offsets.push(bytes);
+      bytes += Math.ceil(a.byteLength / 16) * 16;
+    }
+    if (bytes > this.stepCapacity) {
+      this.synchronize();
+      if (this.stepDevice) this.driver.free(this.stepDevice);
+      this.stepCapacity = Math.max(bytes, this.stepCapacity * 2, 1 << 16);
+      this.stepDevice = this.driver.alloc(this.stepCapacity);
+      this.staging = new PinnedBuffer(this.driver, this.stepCapacity);
+    }
+    const staging = this.staging!;
+    parts.forEach((a, i) => staging.bytes.set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), offsets[i]!));
+    this.driver.copyToDeviceAsync(this.stepDevice, staging.addr, bytes, this.stream);
+    const numSeqs = s.seqLens.length;
+    let maxQueryLen = 0, maxSeqLen = 0;
+    for (let i = 0; i < numSeqs; i++) {
+      maxQueryLen = Math.max(maxQueryLen, s.queryStart[i + 1]! - s.queryStart[i]!);
+      maxSeqLen = Math.max(maxSeqLen, s.seqLens[i]!);
+    }
+    const t = (i: number, shape: number[]) => new CudaTensor(this.stepDevice + BigInt(offsets[i]!), shape, "i32");
+    return {
+      numTokens: s.tokenIds.length, numSeqs,
+      tokenIds: t(0, [s.tokenIds.length]), positions: t(1, [s.positions.length]), slotMapping: t(2, [s.slotMapping.length]),
+      queryStart: t(3, [numSeqs + 1]), seqLens: t(4, [numSeqs]), blockTables: t(5, [numSeqs, s.maxBlocksPerSeq]), maxBlocksPerSeq: s.maxBlocksPerSeq,
+      logitsRows: t(6, [s.logitsRows.length]), numLogitsRows: s.logitsRows.length, maxQueryLen, maxSeqLen,
+    };
+  }
+
+  embedding(tokenIds: CudaTensor, table: CudaTensor, out: CudaTensor): void {
+    this.k.launch("embedding_bf16", [tokenIds.shape[0]!], 256, [P(tokenIds), P(table), P(out), I(table.shape[1]!)]);
+  }
+
+  rmsNorm(x: CudaTensor, weight: CudaTensor, eps: number, out: CudaTensor): void {
+    this.k.launch("rmsnorm_bf16", [x.numRows], 256, [P(x), P(weight), P(out), I(x.width), F(eps)]);
+  }
+
+  addRmsNorm(x: CudaTensor, residual: CudaTensor, weight: CudaTensor, eps: number, out: CudaTensor): void {
+    this.k.launch("add_rmsnorm_bf16", [x.numRows], 256, [P(x), P(residual), P(weight), P(out), I(x.width), F(eps)]);
+  }
+
+  linear(x: CudaTensor, weight: CudaTensor, bias: CudaTensor | null, out: CudaTensor): void {
+    const [outF, inF] = weight.shape as [number, number];
+    if (x.width !== inF) throw new Error(`linear: input width ${x.width} != weight in-features ${inF}`);
+    const n = x.numRows;
+    if (n === 0) return;
+    this.blas.linear(x.ptr, weight.ptr, out.ptr, n, inF, outF, out.dtype === "f32" ? CUDA_R_32F : CUDA_R_16BF);
+    if (bias) this.k.launch("add_bias_bf16", [Math.ceil(outF / 256), n], 256, [P(out), P(bias), I(outF)]);
+  }
+
+  qkNormRope(qkv: CudaTensor, positions: CudaTensor, cos: CudaTensor, sin: CudaTensor, qNorm: CudaTensor | null, kNorm: CudaTensor | null, eps: number, s: AttentionShape): void {
+    const threads = Math.ceil(s.headDim / 2 / 32) * 32;
+    this.k.launch("qk_norm_rope_bf16", [qkv.numRows, s.numHeads + s.numKvHeads], threads,
+      [P(qkv), P(positions), P(cos), P(sin), P(qNorm), P(kNorm), I(s.numHeads), I(s.numKvHeads), I(s.headDim), F(eps)]);
+  }
+
+  storeKv(qkv: CudaTensor, slotMapping: CudaTensor, kCache: CudaTensor, vCache: CudaTensor, s: AttentionShape): void {
+    this.k.launch("store_kv_bf16", [qkv.numRows], 128, [P(qkv), P(slotMapping), P(kCache), P(vCache), I(s.numHeads), I(s.numKvHeads), I(s.headDim)]);
+  }
+
+  pagedAttention(qkv: CudaTensor, kCache: CudaTensor, vCache: CudaTensor, step: StepTensors<CudaTensor>, blockSize: number, s: AttentionShape, out: CudaTensor): void {
+    if (s.numHeads / s.numKvHeads > 8 || s.headDim > 256) throw new Error(`paged attention supports ≤ 8 query heads per KV head and head_dim ≤ 256 (got ${s.numHeads / s.numKvHeads}, ${s.headDim})`);
+    this.k.launch("paged_attention_bf16", [step.numTokens, s.numKvHeads], 128, [
+      P(qkv), P(kCache), P(vCache), P(out), P(step.queryStart), P(step.seqLens), P(step.blockTables),
+      I(step.numSeqs), I(step.maxBlocksPerSeq), I(blockSize), I(s.numHeads), I(s.numKvHeads), I(s.headDim), F(s.scale)]);
+  }
+
+  siluMul(x: CudaTensor, out: CudaTensor): void {
+    const inter = x.width / 2;
+    this.k.launch("silu_mul_bf16", [Math.ceil(inter / 256), x.numRows], 256, [P(x), P(out), I(inter)]);
+  }
+
+  gatherRows(x: CudaTensor, rows: CudaTensor, numRows: number, out: CudaTensor): void {
+    this.k.launch("gather_rows_bf16", [numRows], 256, [P(x), P(rows), P(out), I(x.width)]);
+  }
+
+  /** Per-row sampling parameters and results, laid out in one device buffer and one pinned buffer. */
+  private samplingBuffers(rows: number, edits: number): { dev: bigint; host: PinnedBuffer } {
+    const need = 16 * 1024 + rows * (4 * 9 + MAX_TOP_LOGPROBS * 8 + 16) + edits * 20;
+    if (!this.samplingScratch || this.samplingScratch.capacity < need) {
+      this.synchronize();
+      if (this.samplingScratch) this.driver.free(this.samplingScratch.dev);
+      const capacity = Math.max(need, (this.samplingScratch?.capacity ?? 0) * 2);
+      this.samplingScratch = { dev: this.driver.alloc(capacity), host: new PinnedBuffer(this.driver, capacity), capacity };
+    }
+    return this.samplingScratch;
+  }
+
+  sample(logits: CudaTensor, b: SamplingBatch): SamplerOutput {
+    const n = b.numRows, V = logits.width;
+    // Sparse logit edits (bias, banned tokens, penalties), merged to one per (row, token).
+    const edits = new Map<number, { row: number; token: number; rep: number; add: number }>();
+    const edit = (row: number, token: number) => {
+      const key = row * V + token;
+      let e = edits.get(key);
+      if (!e) edits.set(key, (e = { row, token, rep: 1, add: 0 }));
+      return e;
+    };
+    for (let r = 0; r < n; r++) {
+      const pen = b.penalties[r];
+      if (pen) {
+        if (pen.repetition !== 1) for (const list of [pen.promptTokens, pen.outputTokens]) for (let i = 0; i < list.length; i++) edit(r, list[i]!).rep = pen.repetition;
+        if (pen.presence !== 0 || pen.frequency !== 0) {
+          const counts = new Map<number, number>();
+          for (let i = 0; i < pen.outputTokens.length; i++) counts.set(pen.outputTokens[i]!, (counts.get(pen.outputTokens[i]!) ?? 0) + 1);
+          for (const [id, c] of counts) edit(r, id).add -= pen.frequency * c + pen.presence;
+        }
+      }
+      const bias = b.logitBias[r];
+      if (bias) for (const [id, v] of bias) if (id >= 0 && id < V) edit(r, id).add += v;
+      const banned = b.banned[r];
+      if (banned) for (const id of banned) if (id >= 0 && id < V) edit(r, id).add = -Infinity;
+    }
+    const E = edits.size;
+    const { dev, host } = this.samplingBuffers(n, E);
+    // Layout (byte offsets, 16-aligned): rows | temperature | topK | topP | minP | seeds(2×u32) | streams | steps |
+    // out ids | lse | top ids | top lp | edit rows | edit tokens | edit rep | edit add | edit original
+    let off = 0;
+    const seg = (bytes: number) => { const o = off; off += Math.ceil(bytes / 16) * 16; return o; };
+    const oRows = seg(4 * n), oTemp = seg(4 * n), oTopK = seg(4 * n), oTopP = seg(4 * n), oMinP = seg(4 * n), oSeed = seg(8 * n), oStream = seg(4 * n), oStep = seg(4 * n);
+    const inputBytes = off;
+    const oOut = seg(4 * n), oLse = seg(4 * n), oTopIds = seg(4 * n * MAX_TOP_LOGPROBS), oTopLp = seg(4 * n * MAX_TOP_LOGPROBS);
+    const oER = seg(4 * E), oET = seg(4 * E), oERep = seg(4 * E), oEAdd = seg(4 * E), oEOrig = seg(4 * E);
+    const buf = host.bytes.buffer, base = host.bytes.byteOffset;
+    const i32 = (o: number, len: number) => new Int32Array(buf, base + o, len);
+    const f32 = (o: number, len: number) => new Float32Array(buf, base + o, len);
+    const rowsArr = i32(oRows, n);
+    for (let r = 0; r < n; r++) rowsArr[r] = r;
+    f32(oTemp, n).set(b.temperature.subarray(0, n));
+    i32(oTopK, n).set(b.topK.subarray(0, n));
+    f32(oTopP, n).set(b.topP.subarray(0, n));
+    f32(oMinP, n).set(b.minP.subarray(0, n));
+    const seeds = new Uint32Array(buf, base + oSeed, 2 * n);
+    for (let r = 0; r < n; r++) { const s = b.seed[r]!; seeds[2 * r] = s >>> 0; seeds[2 * r + 1] = Math.floor(s / 4294967296) >>> 0; }
+    i32(oStream, n).set(b.stream.subarray(0, n));
+    i32(oStep, n).set(b.step.subarray(0, n));
+    const er = i32(oER, E), et = i32(oET, E), erep = f32(oERep, E), eadd = f32(oEAdd, E);
+    let e = 0;
+    for (const v of edits.values()) { er[e] = v.row; et[e] = v.token; erep[e] = v.rep; eadd[e] = v.add; e++; }
+    this.driver.copyToDeviceAsync(dev, host.addr, inputBytes, this.stream);
+    if (E > 0) this.driver.copyToDeviceAsync(dev + BigInt(oER), host.addr + BigInt(oER), oEOrig - oER, this.stream);
+
+    // Raw logprobs first (vLLM's default), for the rows that asked for them.
+    let maxTop = -1;
+    const lpRows: number[] = [];
+    for (let r = 0; r < n; r++) if (b.numLogprobs[r]! >= 0) { lpRows.push(r); maxTop = Math.max(maxTop, b.numLogprobs[r]!); }
+    const d = (o: number) => ({ p: dev + BigInt(o) });
+    if (lpRows.length > 0) {
+      // logprobs_f32 reads row ids from the rows segment: all rows, filtered on the host afterwards.
+      this.k.launch("logprobs_f32", [n], 1024, [P(logits), I(V), d(oRows), d(oLse), d(oTopIds), d(oTopLp), I(Math.min(maxTop, MAX_TOP_LOGPROBS))]);
+    }
+    if (E > 0) this.k.launch("apply_edits_f32", [Math.ceil(E / 256)], 256, [P(logits), I(V), d(oER), d(oET), d(oERep), d(oEAdd), d(oEOrig), I(E)]);
+    this.k.launch("sample_f32", [n], 1024, [P(logits), I(V), d(oRows), d(oTemp), d(oTopK), d(oTopP), d(oMinP), d(oSeed), d(oStream), d(oStep), d(oOut)]);
+    const outEnd = lpRows.length > 0 ? oTopLp + 4 * n * MAX_TOP_LOGPROBS : oOut + 4 * n;
+    this.driver.copyToHostAsync(host.addr + BigInt(oOut), dev + BigInt(oOut), outEnd - oOut, this.stream);
+    if (E > 0) this.driver.copyToHostAsync(host.addr + BigInt(oEOrig), dev + BigInt(oEOrig), 4 * E, this.stream);
+    this.synchronize();
+
+    const tokenIds = i32(oOut, n).slice();
+    const logprobs: (TokenLogprobs | null)[] = new Array(n).fill(null);
+    if (lpRows.length > 0) {
+      const lse = f32(oLse, n), topIds = i32(oTopIds, n * MAX_TOP_LOGPROBS), topLp = f32(oTopLp, n * MAX_TOP_LOGPROBS);
+      const orig = f32(oEOrig, E);
+      const editIndex = new Map<number, number>();
+      let q = 0;
+      for (const key of edits.keys()) editIndex.set(key, q++);
+      const tokenValue = new Float32Array(1);
+      for (const r of lpRows) {
+        const tok = tokenIds[r]!;
+        // The sampled token's raw logit: from the saved originals if it was edited, else read back.
+        const ei = editIndex.get(r * V + tok);
+        if (ei !== undefined) tokenValue[0] = orig[ei]!;
+        else this.driver.copyToHost(tokenValue, logits.ptr + BigInt((r * V + tok) * 4));
+        const top: { tokenId: number; logprob: number }[] = [];
+        for (let k = 0; k < b.numLogprobs[r]!; k++) top.push({ tokenId: topIds[r * MAX_TOP_LOGPROBS + k]!, logprob: topLp[r * MAX_TOP_LOGPROBS + k]! });
+        logprobs[r] = { logprob: tokenValue[0]! - lse[r]!, top };
+      }
+    }
+    return { tokenIds, logprobs };
+  }
+
+  /** Fills a tensor with 0xFF bytes (bf16/f32 NaN) so a test can tell unwritten outputs. */
+  poison(t: CudaTensor): void {
+    this.driver.memsetAsync(t.ptr, 0xff, numel(t.shape) * BYTES[t.dtype], this.stream);
+    this.synchronize();
+  }
+
+  toHost(t: CudaTensor): Float32Array {
+    this.synchronize();
+    const n = numel(t.shape);
+    const bytes = new Uint8Array(n * BYTES[t.dtype]);
+    this.driver.copyToHost(bytes, t.ptr);
+    if (t.dtype === "bf16") return toFloat32(bytes, "BF16");
+    if (t.dtype === "i32") return Float32Array.from(new Int32Array(bytes.buffer));
+    return new Float32Array(bytes.buffer);
+  }
+}

@@ -1,0 +1,52 @@
+/** vbun's PTX kernels: modules loaded once from the committed PTX (embedded in the binary), typed launches. */
+import attentionPtx from "../../../ptx/attention.ptx" with { type: "text" };
+import elementwisePtx from "../../../ptx/elementwise.ptx" with { type: "text" };
+import normPtx from "../../../ptx/norm.ptx" with { type: "text" };
+import ropePtx from "../../../ptx/rope.ptx" with { type: "text" };
+import samplingPtx from "../../../ptx/sampling.ptx" with { type: "text" };
+import { hostAddress, type Driver } from "./driver.ts";
+
+const MODULES: Record<string, { ptx: string; kernels: string[] }> = {
+  norm: { ptx: normPtx, kernels: ["rmsnorm_bf16", "add_rmsnorm_bf16"] },
+  rope: { ptx: ropePtx, kernels: ["qk_norm_rope_bf16"] },
+  elementwise: { ptx: elementwisePtx, kernels: ["embedding_bf16", "silu_mul_bf16", "store_kv_bf16", "gather_rows_bf16", "add_bias_bf16"] },
+  attention: { ptx: attentionPtx, kernels: ["paged_attention_bf16"] },
+  sampling: { ptx: samplingPtx, kernels: ["logprobs_f32", "apply_edits_f32", "sample_f32"] },
+};
+
+export type KernelName = "rmsnorm_bf16" | "add_rmsnorm_bf16" | "qk_norm_rope_bf16" | "embedding_bf16" | "silu_mul_bf16" | "store_kv_bf16"
+  | "gather_rows_bf16" | "add_bias_bf16" | "paged_attention_bf16" | "logprobs_f32" | "apply_edits_f32" | "sample_f32";
+
+/** A kernel argument: a device pointer (bigint, or null), an i32, or an f32. */
+export type Arg = { p: bigint | null } | { i: number } | { f: number };
+
+const MAX_ARGS = 32;
+
+export class Kernels {
+  private readonly fns = new Map<string, bigint>();
+  // Parameter block for cuLaunchKernel: slot k holds argument k's value; params[k] points at slot k.
+  // The driver copies the values at launch, so one block serves every launch.
+  private readonly values = new ArrayBuffer(MAX_ARGS * 8);
+  private readonly view = new DataView(this.values);
+  private readonly params = new BigUint64Array(MAX_ARGS);
+
+  constructor(private readonly driver: Driver, private readonly stream: bigint) {
+    for (const { ptx, kernels } of Object.values(MODULES)) {
+      const mod = driver.loadModule(ptx);
+      for (const k of kernels) this.fns.set(k, driver.getFunction(mod, k));
+    }
+    const base = hostAddress(new Uint8Array(this.values));
+    for (let k = 0; k < MAX_ARGS; k++) this.params[k] = base + BigInt(k * 8);
+  }
+
+  launch(name: KernelName, grid: [number, number?, number?], block: number, args: Arg[], sharedBytes = 0): void {
+    if (grid[0] === 0 || (grid[1] ?? 1) === 0) return;
+    if (args.length > MAX_ARGS) throw new Error(`${name}: too many kernel arguments`);
+    args.forEach((a, k) => {
+      if ("p" in a) this.view.setBigUint64(k * 8, a.p ?? 0n, true);
+      else if ("i" in a) this.view.setInt32(k * 8, a.i, true);
+      else this.view.setFloat32(k * 8, a.f, true);
+    });
+    this.driver.launch(this.fns.get(name)!, [grid[0], grid[1] ?? 1, grid[2] ?? 1], [block, 1, 1], sharedBytes, this.stream, this.params, name);
+  }
+}

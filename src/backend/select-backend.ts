@@ -1,0 +1,27 @@
+/** --device auto|cpu|cuda → a backend. `auto` takes the GPU when a driver and a GPU are there, else the CPU and says why. */
+import type { Backend, Tensor } from "./backend.ts";
+import { CpuBackend } from "./cpu/cpu-backend.ts";
+import { CudaBackend } from "./cuda/cuda-backend.ts";
+import { EngineConfigError, type Device } from "../engine/engine-config.ts";
+
+export interface SelectedBackend {
+  backend: Backend<Tensor>;
+  kind: "cpu" | "cuda";
+  /** The CUDA backend itself (for memory queries), when chosen. */
+  cuda: CudaBackend | null;
+}
+
+export function selectBackend(device: Device, log: (m: string) => void): SelectedBackend {
+  if (device !== "auto" && device !== "cpu" && device !== "cuda") throw new EngineConfigError("--device", `must be auto, cpu or cuda, got '${device}'`);
+  if (device !== "cpu") {
+    try {
+      const cuda = CudaBackend.open(0);
+      log(`device ${device}: ${cuda.info.name} (compute ${cuda.info.computeCapability}, driver ${cuda.info.driverVersion}, ${(cuda.info.totalMemory / 2 ** 30).toFixed(1)} GiB) via ${cuda.info.libcuda}`);
+      return { backend: cuda as unknown as Backend<Tensor>, kind: "cuda", cuda };
+    } catch (e) {
+      if (device === "cuda") throw new EngineConfigError("--device", `cuda requested but unavailable: ${(e as Error).message}`);
+      log(`device auto: using the CPU backend (no usable GPU: ${(e as Error).message})`);
+    }
+  }
+  return { backend: new CpuBackend() as unknown as Backend<Tensor>, kind: "cpu", cuda: null };
+}
