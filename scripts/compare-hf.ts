@@ -1,0 +1,55 @@
+#!/usr/bin/env bun
+// Runs vbun on the checkpoint and prompts that scripts/hf-reference.py saw, and compares:
+// last-position logits (‖a − b‖ / ‖b‖ per prompt) and greedy continuations (token-identical count).
+//   scripts/compare-hf.ts MODEL_DIR HF_OUT_DIR [--device cuda|cpu] [--max-rel 1e-2] [--min-identical 14]
+// Prints a JSON summary line; exits 1 when a bound is missed.
+import { parseArgs } from "node:util";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { LLM } from "../src/engine/llm.ts";
+import type { Device } from "../src/engine/engine-config.ts";
+import { Checkpoint } from "../src/loader/checkpoint.ts";
+import { CausalLM } from "../src/model/causal-lm.ts";
+import { loadModelConfig } from "../src/model/config.ts";
+import { selectBackend } from "../src/backend/select-backend.ts";
+import type { Tensor } from "../src/backend/backend.ts";
+
+const { values, positionals } = parseArgs({ args: process.argv.slice(2), allowPositionals: true, options: {
+  device: { type: "string", default: "cuda" }, "max-rel": { type: "string", default: "1e-2" }, "min-identical": { type: "string" },
+} });
+const [modelDir, hfDir] = positionals as [string, string];
+const hf = JSON.parse(readFileSync(join(hfDir, "hf.json"), "utf8")) as { results: { prompt: number[]; greedy: number[]; logits_file: string }[] };
+const device = values.device as Device;
+const log = (m: string) => process.stderr.write(`[compare-hf] ${m}\n`);
+
+// Last-position logits through the model directly (one prompt per step, fresh KV).
+const cfg = loadModelConfig(modelDir);
+const { backend } = selectBackend(device, log);
+const maxLen = Math.max(...hf.results.map((r) => r.prompt.length)) + 64;
+const model = new CausalLM<Tensor>(cfg, backend, maxLen);
+model.load(new Checkpoint(modelDir));
+const bs = 16, blocks = Math.ceil(maxLen / bs);
+model.allocKvCache(blocks, bs);
+const rel: number[] = [];
+for (const r of hf.results) {
+  const n = r.prompt.length;
+  const step = backend.uploadStep({
+    tokenIds: Int32Array.from(r.prompt), positions: Int32Array.from({ length: n }, (_, i) => i),
+    slotMapping: Int32Array.from({ length: n }, (_, i) => i), queryStart: Int32Array.from([0, n]), seqLens: Int32Array.from([n]),
+    blockTables: Int32Array.from({ length: blocks }, (_, i) => i), maxBlocksPerSeq: blocks, logitsRows: Int32Array.from([n - 1]),
+  });
+  const ours = backend.toHost(model.forward(step));
+  const ref = new Float32Array(readFileSync(join(hfDir, r.logits_file)).buffer.slice(0));
+  let num = 0, den = 0;
+  for (let i = 0; i < ref.length; i++) { num += (ours[i]! - ref[i]!) ** 2; den += ref[i]! ** 2; }
+  rel.push(Math.sqrt(num / den));
+}
+
+const llm = new LLM({ model: modelDir, device, maxModelLen: maxLen, log });
+const outs = llm.generate(hf.results.map((r) => r.prompt), hf.results.map((r) => ({ temperature: 0, max_tokens: r.greedy.length, ignore_eos: true })), { useTqdm: false });
+const identical = outs.filter((o, i) => o.outputs[0]!.tokenIds.join() === hf.results[i]!.greedy.join()).length;
+const maxRel = Math.max(...rel);
+const minIdentical = Number(values["min-identical"] ?? Math.ceil(hf.results.length * 14 / 16));
+const ok = maxRel <= Number(values["max-rel"]) && identical >= minIdentical;
+console.log(JSON.stringify({ model: modelDir, device, prompts: hf.results.length, max_logits_rel_err: maxRel, mean_logits_rel_err: rel.reduce((a, b) => a + b, 0) / rel.length, greedy_identical: identical, ok }));
+process.exit(ok ? 0 : 1);
