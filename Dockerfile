@@ -11,6 +11,7 @@ COPY package.json package-lock.json ./
 RUN npm ci
 COPY tsconfig.json bunfig.toml ./
 COPY src ./src
+COPY ptx ./ptx
 RUN npx bun run build
 
 FROM ${CUDA_RUNTIME_IMAGE}

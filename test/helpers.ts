@@ -25,7 +25,8 @@ export function tinyModel(opts: TinyModelOptions): string {
 /** A small-vocabulary model for engine tests: fast on CPU, still the real architecture and tokenizer. */
 export const FAST_MODEL: TinyModelOptions = { arch: "llama", seed: 7, vocabSize: 512, hiddenSize: 32, intermediateSize: 64, numHeads: 4, numKvHeads: 2, headDim: 8, numLayers: 2 };
 
-export const STORIES_DIR = join(import.meta.dir, "..", "..", "shared", "models", "stories260K");
+/** ../shared/models/stories260K, or $VBUN_STORIES_DIR (device runs carry a copy). */
+export const STORIES_DIR = process.env.VBUN_STORIES_DIR ?? join(import.meta.dir, "..", "..", "shared", "models", "stories260K");
 
 /** A full-vocabulary (real Qwen3 tokenizer) model small enough for server tests. */
 export const SERVER_MODEL: TinyModelOptions = { arch: "qwen3", seed: 21, hiddenSize: 32, intermediateSize: 64, numHeads: 2, numKvHeads: 1, headDim: 16, numLayers: 1 };
