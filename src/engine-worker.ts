@@ -57,6 +57,10 @@ self.onmessage = (ev: MessageEvent<WorkerIn>) => {
         looping = true;
         setImmediate(loop);
       }
+    } else if (m.type === "shutdown") {
+      engine.close();
+      engine = null;
+      post({ type: "closed" });
     } else if (m.type === "abort") {
       const out = engine.abort(m.requestId);
       post({ type: "aborted", requestId: m.requestId, output: out, stats: engineStats(engine) });

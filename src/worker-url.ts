@@ -5,3 +5,6 @@
  * (the worker must be passed to it as a second entry point; see package.json's build script).
  */
 export const ENGINE_WORKER_URL = new URL("./engine-worker.ts", import.meta.url);
+
+/** The tensor-parallel rank worker's entry point (a third entry point of the compiled binary). */
+export const TP_WORKER_URL = new URL("./tp-worker.ts", import.meta.url);

@@ -1,10 +1,16 @@
 // Memory-bound gathers and element-wise ops: embedding, SiLU·mul, KV-cache store, row gather.
 #include "common.cuh"
 
-// out[t] = table[ids[t]]; grid = tokens
-extern "C" __global__ void embedding_bf16(const int* __restrict__ ids, const bf16* __restrict__ table, bf16* __restrict__ out, int hidden) {
-  const bf16* src = table + (size_t)ids[blockIdx.x] * hidden;
+// out[t] = table[ids[t] - vocab_start], or zeros when the id is outside this shard's
+// [vocab_start, vocab_start + rows) (vocab-parallel embedding; the shards are then all-reduced). grid = tokens
+extern "C" __global__ void embedding_bf16(const int* __restrict__ ids, const bf16* __restrict__ table, bf16* __restrict__ out, int hidden, int vocab_start, int rows) {
+  const int id = ids[blockIdx.x] - vocab_start;
   bf16* dst = out + (size_t)blockIdx.x * hidden;
+  if (id < 0 || id >= rows) {
+    for (int i = threadIdx.x; i < hidden; i += blockDim.x) dst[i] = to_bf(0.f);
+    return;
+  }
+  const bf16* src = table + (size_t)id * hidden;
   for (int i = threadIdx.x; i < hidden; i += blockDim.x) dst[i] = src[i];
 }
 

@@ -74,7 +74,8 @@ export interface Backend<T extends Tensor = Tensor> {
   /** Copies this step's host inputs into the backend's step buffers. */
   uploadStep(inputs: StepInputs): StepTensors<T>;
 
-  embedding(tokenIds: T, table: T, out: T): void;
+  /** out[t] = table[id − vocabStart]; zeros for ids outside the table's rows (a vocab-parallel shard). */
+  embedding(tokenIds: T, table: T, out: T, vocabStart?: number): void;
   /** out = rmsnorm(x) * weight */
   rmsNorm(x: T, weight: T, eps: number, out: T): void;
   /** residual += x; out = rmsnorm(residual) * weight */

@@ -95,6 +95,7 @@ export class AsyncEngine {
   private accepting = true;
   private deadError: Error | null = null;
   private idleWaiters: (() => void)[] = [];
+  private onClosed: (() => void) | null = null;
   readonly maxWaitingRequests: number;
   readonly info: EngineInfo;
   readonly modelConfig: ModelConfig;
@@ -205,6 +206,9 @@ export class AsyncEngine {
       case "log":
         process.stderr.write(`[vbun] ${m.message}\n`);
         break;
+      case "closed":
+        this.onClosed?.();
+        break;
     }
   }
 
@@ -234,6 +238,10 @@ export class AsyncEngine {
       ]);
     }
     for (const id of [...this.streams.keys()]) this.abort(id);
+    // Let the engine stop what it owns (tensor-parallel workers), then end its thread.
+    const closed = new Promise<void>((resolve) => (this.onClosed = resolve));
+    this.post({ type: "shutdown" });
+    await Promise.race([closed, Bun.sleep(5000)]);
     this.worker.terminate();
   }
 }

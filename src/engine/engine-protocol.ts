@@ -9,7 +9,8 @@ import type { SamplingParamsInit } from "./sampling-params.ts";
 export type WorkerIn =
   | { type: "init"; options: Omit<EngineOptions, "log"> }
   | { type: "add"; requestId: string; promptTokenIds: number[]; params: SamplingParamsInit; arrivalTime: number }
-  | { type: "abort"; requestId: string };
+  | { type: "abort"; requestId: string }
+  | { type: "shutdown" };
 
 export type WorkerOut =
   | { type: "log"; message: string }
@@ -17,4 +18,5 @@ export type WorkerOut =
   | { type: "outputs"; outputs: RequestOutput[]; stats: EngineStats }
   | { type: "aborted"; requestId: string; output: RequestOutput | null; stats: EngineStats }
   | { type: "rejected"; requestId: string; message: string }
-  | { type: "failed"; message: string; stack: string };
+  | { type: "failed"; message: string; stack: string }
+  | { type: "closed" };

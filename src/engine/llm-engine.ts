@@ -3,6 +3,8 @@
  * into text, checks stop conditions, and frees the blocks of finished sequences at once.
  */
 import { selectBackend } from "../backend/select-backend.ts";
+import { checkShardable } from "../parallel/shard.ts";
+import { TensorParallelGroup } from "../parallel/tp-group.ts";
 import type { Backend, Tensor } from "../backend/backend.ts";
 import { Checkpoint } from "../loader/checkpoint.ts";
 import { CausalLM } from "../model/causal-lm.ts";
@@ -99,8 +101,7 @@ export class LLMEngine {
     if (isDefaultModel) log(`using the built-in RANDOM-WEIGHT test model (tiny Qwen3; it outputs gibberish): ${modelDir}`);
     const device = opts.device ?? ENGINE_DEFAULTS.device;
     if (device !== "auto" && device !== "cpu" && device !== "cuda") throw new EngineConfigError("--device", `must be auto, cpu or cuda, got '${device}'`);
-    const tp = opts.tensorParallelSize ?? ENGINE_DEFAULTS.tensorParallelSize;
-    if (tp !== 1) throw new EngineConfigError("--tensor-parallel-size", `only 1 is supported so far, got ${tp}`);
+    const tp = checkPositiveInt("--tensor-parallel-size", opts.tensorParallelSize ?? ENGINE_DEFAULTS.tensorParallelSize);
 
     const cfg = loadModelConfig(modelDir);
     const tokenizer = TextTokenizer.load(modelDir, opts.chatTemplate);
@@ -118,10 +119,21 @@ export class LLMEngine {
     if (!(util > 0 && util <= 1)) throw new EngineConfigError("--gpu-memory-utilization", `must be in (0, 1], got ${util}`);
     const { backend, kind, cuda } = selectBackend(device, log);
     if (kind === "cuda" && !["auto", "bfloat16"].includes(dtype)) throw new EngineConfigError("--dtype", `the CUDA backend runs bfloat16 only, got '${dtype}'`);
-    const model = new CausalLM<Tensor>(cfg, backend, maxModelLen);
-    model.load(new Checkpoint(modelDir));
+    let tpGroup: TensorParallelGroup | null = null;
+    let model: CausalLM<Tensor>;
+    if (tp > 1) {
+      if (kind === "cuda") throw new EngineConfigError("--tensor-parallel-size", "tensor parallelism on CUDA (NCCL) is not implemented yet; use --device cpu for the CPU tensor-parallel path");
+      try { checkShardable(cfg, tp); } catch (e) { throw new EngineConfigError("--tensor-parallel-size", (e as Error).message); }
+      tpGroup = new TensorParallelGroup(cfg, modelDir, tp, maxModelLen, { maxTokens: maxNumBatchedTokens, maxSeqs: maxNumSeqs, maxBlocksPerSeq: Math.ceil(maxModelLen / blockSize) });
+      model = tpGroup.model as unknown as CausalLM<Tensor>;
+      log(`tensor parallel: ${tp} CPU ranks (rank 0 here, ${tp - 1} workers), ${model.localDims.numHeads} query / ${model.localDims.numKvHeads} KV heads and ${model.localDims.intermediate} MLP rows per rank`);
+    } else {
+      model = new CausalLM<Tensor>(cfg, backend, maxModelLen);
+      model.load(new Checkpoint(modelDir));
+    }
     // Activation buffers at their largest, before the KV cache takes what is left.
-    model.reserve(maxNumBatchedTokens, maxNumSeqs);
+    if (tpGroup) tpGroup.reserve(maxNumBatchedTokens, maxNumSeqs);
+    else model.reserve(maxNumBatchedTokens, maxNumSeqs);
     const bytesPerBlock = model.kvBytesPerBlock(blockSize, kind === "cuda" ? 2 : 4);
     const maxUsefulBlocks = maxNumSeqs * Math.ceil(maxModelLen / blockSize);
     let numBlocks: number;
@@ -132,9 +144,10 @@ export class LLMEngine {
       numBlocks = Math.floor(budget / bytesPerBlock);
       if (numBlocks < Math.ceil(maxModelLen / blockSize)) throw new EngineConfigError("--gpu-memory-utilization", `only ${Math.max(0, numBlocks)} KV blocks fit (${(free / 2 ** 30).toFixed(1)} GiB free of ${(total / 2 ** 30).toFixed(1)}); one ${maxModelLen}-token sequence needs ${Math.ceil(maxModelLen / blockSize)}: raise it or lower --max-model-len`);
     } else numBlocks = Math.max(1, Math.min(maxUsefulBlocks, Math.floor((opts.cpuKvCacheBytes ?? ENGINE_DEFAULTS.cpuKvCacheBytes) / bytesPerBlock)));
-    model.allocKvCache(numBlocks, blockSize);
+    if (tpGroup) tpGroup.allocKvCache(numBlocks, blockSize);
+    else model.allocKvCache(numBlocks, blockSize);
     const eosTokenIds = [...new Set([...cfg.eosTokenIds, ...tokenizer.eosTokenIds])];
-    const runner = new ModelRunner(backend, model, { maxNumBatchedTokens, maxNumSeqs, maxModelLen, blockSize, eosTokenIds });
+    const runner = new ModelRunner(tpGroup ? (tpGroup.model.backend as unknown as Backend<Tensor>) : backend, model, { maxNumBatchedTokens, maxNumSeqs, maxModelLen, blockSize, eosTokenIds }, tpGroup);
     const info: EngineInfo = {
       modelDir, isDefaultModel, device: kind, numBlocks, blockSize, maxModelLen,
       kvCapacityTokens: numBlocks * blockSize, loadSeconds: (performance.now() - t0) / 1000,
@@ -181,6 +194,11 @@ export class LLMEngine {
     this.requests.delete(requestId);
     this.metrics.recordFinished("abort", req.promptTokenIds.length, req.seqs.reduce((a, s) => a + s.numOutputTokens, 0), (performance.now() - req.arrivalTime) / 1000);
     return req.takeOutput();
+  }
+
+  /** Releases what the engine holds outside its own heap (tensor-parallel worker threads). */
+  close(): void {
+    this.runner.tpGroup?.close();
   }
 
   hasUnfinishedRequests(): boolean {

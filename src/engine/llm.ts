@@ -17,6 +17,11 @@ export class LLM {
     this.engine = opts instanceof LLMEngine ? opts : LLMEngine.create(opts);
   }
 
+  /** Shuts down what the engine holds outside the heap (tensor-parallel workers). */
+  close(): void {
+    this.engine.close();
+  }
+
   generate(prompts: PromptInput | PromptInput[], params: SamplingParams | SamplingParamsInit | (SamplingParams | SamplingParamsInit)[] = new SamplingParams(), opts: GenerateOptions = {}): RequestOutput[] {
     const list: PromptInput[] = typeof prompts === "string" || (Array.isArray(prompts) && typeof prompts[0] === "number") ? [prompts as PromptInput] : (prompts as PromptInput[]);
     if (Array.isArray(params) && params.length !== list.length) throw new Error(`generate: ${list.length} prompts but ${params.length} sampling params`);

@@ -5,18 +5,26 @@ import type { SamplerOutput } from "./sampling-batch.ts";
 import { Sampler } from "./sampler.ts";
 import type { SchedulerOutput } from "./scheduler.ts";
 import { StepInputBuilder } from "./step-inputs.ts";
+import type { TensorParallelGroup } from "../parallel/tp-group.ts";
 
 export class ModelRunner<T extends Tensor = Tensor> {
   readonly inputs: StepInputBuilder;
   readonly sampler: Sampler;
 
-  constructor(readonly backend: Backend<T>, readonly model: CausalLM<T>, opts: { maxNumBatchedTokens: number; maxNumSeqs: number; maxModelLen: number; blockSize: number; eosTokenIds: number[] }) {
+  constructor(
+    readonly backend: Backend<T>,
+    readonly model: CausalLM<T>,
+    opts: { maxNumBatchedTokens: number; maxNumSeqs: number; maxModelLen: number; blockSize: number; eosTokenIds: number[] },
+    /** With tensor parallelism: the group whose workers receive each step's inputs. */
+    readonly tpGroup: TensorParallelGroup | null = null,
+  ) {
     this.inputs = new StepInputBuilder(opts.maxNumBatchedTokens, opts.maxNumSeqs, opts.maxModelLen, opts.blockSize);
     this.sampler = new Sampler(opts.eosTokenIds);
   }
 
   execute(out: SchedulerOutput): SamplerOutput {
     const host = this.inputs.build(out);
+    this.tpGroup?.broadcastStep(host);
     const step = this.backend.uploadStep(host);
     const batch = this.sampler.build(out.scheduled);
     const logits = this.model.forward(step);

@@ -6,7 +6,19 @@
  */
 import type { Backend, StepTensors, Tensor, AttentionShape } from "../backend/backend.ts";
 import type { Checkpoint } from "../loader/checkpoint.ts";
+import type { TensorView } from "../loader/safetensors.ts";
+import { localDims, sliceCols, sliceRows, type ShardSpec } from "../parallel/shard.ts";
 import { ropeInvFreq, type ModelConfig } from "./config.ts";
+
+/** Cross-rank operations of tensor parallelism (a no-op group when size is 1). */
+export interface Collective<T> {
+  readonly rank: number;
+  readonly size: number;
+  /** Sums `t` over all ranks in place; every rank ends with the same values. */
+  allReduce(t: T): void;
+  /** Rank r holds logits for vocabulary [r·perRank, …) in `local`; rank 0 receives all of them in `full`. */
+  gatherLogits(local: T, full: T, numRows: number): void;
+}
 
 interface LayerWeights<T> {
   inputNorm: T;
@@ -32,6 +44,8 @@ interface Workspace<T> {
   act: T;
   logitsCapacity: number;
   last: T;
+  /** This rank's vocabulary slice of the logits (the whole vocabulary without tensor parallelism). */
+  localLogits: T;
   logits: T;
 }
 
@@ -47,20 +61,43 @@ export class CausalLM<T extends Tensor> {
   private blockSize = 0;
   private ws: Workspace<T> | null = null;
 
-  constructor(readonly cfg: ModelConfig, readonly backend: Backend<T>, readonly maxModelLen: number) {
-    this.attention = { numHeads: cfg.numHeads, numKvHeads: cfg.numKvHeads, headDim: cfg.headDim, scale: 1 / Math.sqrt(cfg.headDim) };
+  private readonly dims: ReturnType<typeof localDims>;
+  private readonly shard: ShardSpec;
+
+  constructor(readonly cfg: ModelConfig, readonly backend: Backend<T>, readonly maxModelLen: number, readonly collective: Collective<T> | null = null) {
+    this.shard = { rank: collective?.rank ?? 0, size: collective?.size ?? 1 };
+    this.dims = localDims(cfg, this.shard);
+    this.attention = { numHeads: this.dims.numHeads, numKvHeads: this.dims.numKvHeads, headDim: cfg.headDim, scale: 1 / Math.sqrt(cfg.headDim) };
   }
 
-  /** Loads and packs all weights from the checkpoint (shapes checked against the config). */
+  /** Shapes of this rank's weights, by role (for checks and logs). */
+  weightShapes(): Record<string, readonly number[]> {
+    const L = this.layers[0]!;
+    return { embed: this.embed.shape, lmHead: this.lmHead.shape, qkv: L.qkv.shape, o: L.o.shape, gateUp: L.gateUp.shape, down: L.down.shape };
+  }
+
+  /** Local (this rank's) sizes: heads, KV heads, intermediate, vocabulary slice. */
+  get localDims(): ReturnType<typeof localDims> {
+    return this.dims;
+  }
+
+  /** Loads and packs this rank's shard of every weight (full shapes checked against the config). */
   load(ckpt: Checkpoint): void {
-    const c = this.cfg, b = this.backend;
+    const c = this.cfg, b = this.backend, d = this.dims, r = this.shard.rank, N = this.shard.size;
     const H = c.hiddenSize, D = c.headDim, qOut = c.numHeads * D, kvOut = c.numKvHeads * D, I = c.intermediateSize;
     const w = (name: string, shape: number[]) => ckpt.tensor(name, shape);
-    const one = (name: string, shape: number[]) => b.loadWeight([w(name, shape)], shape);
-    this.embed = one("model.embed_tokens.weight", [c.vocabSize, H]);
+    const load = (parts: TensorView[], shape: number[]) => b.loadWeight(parts, shape);
+    const one = (name: string, shape: number[]) => load([w(name, shape)], shape);
+    // Slices of a full tensor for this rank.
+    const qRows = (t: TensorView) => sliceRows(t, r * d.numHeads * D, (r + 1) * d.numHeads * D);
+    const kvRows = (t: TensorView) => sliceRows(t, d.kvHeadStart * D, (d.kvHeadStart + d.numKvHeads) * D);
+    const iRows = (t: TensorView) => sliceRows(t, r * d.intermediate, (r + 1) * d.intermediate);
+    const vocabRows = (t: TensorView) => sliceRows(t, d.vocabStart, d.vocabStart + d.vocabRows);
+    const lq = d.numHeads * D, lkv = d.numKvHeads * D, li = d.intermediate;
+    this.embed = load([vocabRows(w("model.embed_tokens.weight", [c.vocabSize, H]))], [d.vocabRows, H]);
     this.finalNorm = one("model.norm.weight", [H]);
     if (c.tieWordEmbeddings) this.lmHead = this.embed;
-    else if (ckpt.has("lm_head.weight")) this.lmHead = one("lm_head.weight", [c.vocabSize, H]);
+    else if (ckpt.has("lm_head.weight")) this.lmHead = load([vocabRows(w("lm_head.weight", [c.vocabSize, H]))], [d.vocabRows, H]);
     else throw new Error(`${ckpt.dir}: missing tensor 'lm_head.weight' (config says tie_word_embeddings=false)`);
     this.layers = [];
     for (let i = 0; i < c.numLayers; i++) {
@@ -68,15 +105,16 @@ export class CausalLM<T extends Tensor> {
       const a = `${p}self_attn.`;
       this.layers.push({
         inputNorm: one(`${p}input_layernorm.weight`, [H]),
-        qkv: b.loadWeight([w(`${a}q_proj.weight`, [qOut, H]), w(`${a}k_proj.weight`, [kvOut, H]), w(`${a}v_proj.weight`, [kvOut, H])], [qOut + 2 * kvOut, H]),
-        qkvBias: c.qkvBias ? b.loadWeight([w(`${a}q_proj.bias`, [qOut]), w(`${a}k_proj.bias`, [kvOut]), w(`${a}v_proj.bias`, [kvOut])], [qOut + 2 * kvOut]) : null,
+        qkv: load([qRows(w(`${a}q_proj.weight`, [qOut, H])), kvRows(w(`${a}k_proj.weight`, [kvOut, H])), kvRows(w(`${a}v_proj.weight`, [kvOut, H]))], [lq + 2 * lkv, H]),
+        qkvBias: c.qkvBias ? load([qRows(w(`${a}q_proj.bias`, [qOut])), kvRows(w(`${a}k_proj.bias`, [kvOut])), kvRows(w(`${a}v_proj.bias`, [kvOut]))], [lq + 2 * lkv]) : null,
         qNorm: c.qkNorm ? one(`${a}q_norm.weight`, [D]) : null,
         kNorm: c.qkNorm ? one(`${a}k_norm.weight`, [D]) : null,
-        o: one(`${a}o_proj.weight`, [H, qOut]),
-        oBias: c.oBias ? one(`${a}o_proj.bias`, [H]) : null,
+        o: load([N === 1 ? w(`${a}o_proj.weight`, [H, qOut]) : sliceCols(w(`${a}o_proj.weight`, [H, qOut]), r * lq, (r + 1) * lq)], [H, lq]),
+        // A row-parallel bias is added once, by rank 0, before the all-reduce.
+        oBias: c.oBias && r === 0 ? one(`${a}o_proj.bias`, [H]) : null,
         postNorm: one(`${p}post_attention_layernorm.weight`, [H]),
-        gateUp: b.loadWeight([w(`${p}mlp.gate_proj.weight`, [I, H]), w(`${p}mlp.up_proj.weight`, [I, H])], [2 * I, H]),
-        down: one(`${p}mlp.down_proj.weight`, [H, I]),
+        gateUp: load([iRows(w(`${p}mlp.gate_proj.weight`, [I, H])), iRows(w(`${p}mlp.up_proj.weight`, [I, H]))], [2 * li, H]),
+        down: load([N === 1 ? w(`${p}mlp.down_proj.weight`, [H, I]) : sliceCols(w(`${p}mlp.down_proj.weight`, [H, I]), r * li, (r + 1) * li)], [H, li]),
       });
     }
     this.buildRopeTables();
@@ -100,14 +138,14 @@ export class CausalLM<T extends Tensor> {
 
   /** Bytes of KV cache one block takes across all layers (f32 on CPU: 4 bytes per element). */
   kvBytesPerBlock(blockSize: number, bytesPerElement: number): number {
-    return 2 * this.cfg.numLayers * blockSize * this.cfg.numKvHeads * this.cfg.headDim * bytesPerElement;
+    return 2 * this.cfg.numLayers * blockSize * this.dims.numKvHeads * this.cfg.headDim * bytesPerElement;
   }
 
   allocKvCache(numBlocks: number, blockSize: number): void {
     this.blockSize = blockSize;
     this.kv = [];
     for (let i = 0; i < this.cfg.numLayers; i++)
-      this.kv.push(this.backend.allocKvCache({ numBlocks, blockSize, numKvHeads: this.cfg.numKvHeads, headDim: this.cfg.headDim }));
+      this.kv.push(this.backend.allocKvCache({ numBlocks, blockSize, numKvHeads: this.dims.numKvHeads, headDim: this.cfg.headDim }));
   }
 
   /** Activation buffers, grown (never shrunk) to the largest step seen. */
@@ -116,18 +154,19 @@ export class CausalLM<T extends Tensor> {
     let ws = this.ws;
     if (!ws || ws.capacity < numTokens) {
       const n = Math.max(numTokens, ws ? ws.capacity * 2 : 16);
-      const qkvWidth = (c.numHeads + 2 * c.numKvHeads) * c.headDim;
+      const qkvWidth = (this.dims.numHeads + 2 * this.dims.numKvHeads) * c.headDim;
       ws = {
         capacity: n,
         hidden: b.empty([n, c.hiddenSize]),
         residual: b.empty([n, c.hiddenSize]),
         normed: b.empty([n, c.hiddenSize]),
         qkv: b.empty([n, qkvWidth]),
-        attn: b.empty([n, c.numHeads * c.headDim]),
-        gateUp: b.empty([n, 2 * c.intermediateSize]),
-        act: b.empty([n, c.intermediateSize]),
+        attn: b.empty([n, this.dims.numHeads * c.headDim]),
+        gateUp: b.empty([n, 2 * this.dims.intermediate]),
+        act: b.empty([n, this.dims.intermediate]),
         logitsCapacity: ws?.logitsCapacity ?? 0,
         last: ws?.last ?? b.empty([0, c.hiddenSize]),
+        localLogits: ws?.localLogits ?? b.empty([0, this.dims.vocabRows], "f32"),
         logits: ws?.logits ?? b.empty([0, c.vocabSize], "f32"),
       };
     }
@@ -136,6 +175,7 @@ export class CausalLM<T extends Tensor> {
       ws.logitsCapacity = n;
       ws.last = b.empty([n, c.hiddenSize]);
       ws.logits = b.empty([n, c.vocabSize], "f32");
+      ws.localLogits = this.shard.size === 1 ? ws.logits : b.empty([n, this.dims.vocabRows], "f32");
     }
     this.ws = ws;
     return ws;
@@ -153,7 +193,9 @@ export class CausalLM<T extends Tensor> {
     const ws = this.workspace(n, step.numLogitsRows);
     const hidden = b.rows(ws.hidden, n), residual = b.rows(ws.residual, n), normed = b.rows(ws.normed, n);
     const qkv = b.rows(ws.qkv, n), attn = b.rows(ws.attn, n), gateUp = b.rows(ws.gateUp, n), act = b.rows(ws.act, n);
-    b.embedding(step.tokenIds, this.embed, residual);
+    const tp = this.collective && this.collective.size > 1 ? this.collective : null;
+    b.embedding(step.tokenIds, this.embed, residual, this.dims.vocabStart);
+    tp?.allReduce(residual);
     for (let i = 0; i < c.numLayers; i++) {
       const L = this.layers[i]!, kv = this.kv[i]!;
       if (i === 0) b.rmsNorm(residual, L.inputNorm, eps, normed);
@@ -163,17 +205,25 @@ export class CausalLM<T extends Tensor> {
       b.storeKv(qkv, step.slotMapping, kv.k, kv.v, at);
       b.pagedAttention(qkv, kv.k, kv.v, step, this.blockSize, at, attn);
       b.linear(attn, L.o, L.oBias, hidden);
+      tp?.allReduce(hidden);
       b.addRmsNorm(hidden, residual, L.postNorm, eps, normed);
       b.linear(normed, L.gateUp, null, gateUp);
       b.siluMul(gateUp, act);
       b.linear(act, L.down, null, hidden);
+      tp?.allReduce(hidden);
     }
     const m = step.numLogitsRows;
     const last = b.rows(ws.last, m), logits = b.rows(ws.logits, m);
     // residual += hidden is folded into the final norm; only the sampled rows go through it.
     b.addRmsNorm(hidden, residual, this.finalNorm, eps, normed);
     b.gatherRows(normed, step.logitsRows, m, last);
-    b.linear(last, this.lmHead, null, logits);
+    if (!tp) {
+      b.linear(last, this.lmHead, null, logits);
+      return logits;
+    }
+    const local = b.rows(ws.localLogits, m);
+    b.linear(last, this.lmHead, null, local);
+    tp.gatherLogits(local, logits, m);
     return logits;
   }
 }

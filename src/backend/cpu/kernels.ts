@@ -33,11 +33,12 @@ export function matmulTransposed(x: Float32Array, n: number, inF: number, w: Flo
   }
 }
 
-export function embedding(ids: Int32Array, n: number, table: Float32Array, hidden: number, vocab: number, out: Float32Array): void {
+/** out[t] = table[ids[t] − vocabStart], zeros outside the table's `rows` (a vocab-parallel shard). */
+export function embedding(ids: Int32Array, n: number, table: Float32Array, hidden: number, rows: number, out: Float32Array, vocabStart = 0): void {
   for (let t = 0; t < n; t++) {
-    const id = ids[t]!;
-    if (id < 0 || id >= vocab) throw new RangeError(`token id ${id} out of range [0, ${vocab})`);
-    out.set(table.subarray(id * hidden, (id + 1) * hidden), t * hidden);
+    const id = ids[t]! - vocabStart;
+    if (id < 0 || id >= rows) out.fill(0, t * hidden, (t + 1) * hidden);
+    else out.set(table.subarray(id * hidden, (id + 1) * hidden), t * hidden);
   }
 }
 

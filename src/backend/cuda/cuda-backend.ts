@@ -160,8 +160,8 @@ export class CudaBackend implements Backend<CudaTensor> {
     };
   }
 
-  embedding(tokenIds: CudaTensor, table: CudaTensor, out: CudaTensor): void {
-    this.k.launch("embedding_bf16", [tokenIds.shape[0]!], 256, [P(tokenIds), P(table), P(out), I(table.shape[1]!)]);
+  embedding(tokenIds: CudaTensor, table: CudaTensor, out: CudaTensor, vocabStart = 0): void {
+    this.k.launch("embedding_bf16", [tokenIds.shape[0]!], 256, [P(tokenIds), P(table), P(out), I(table.shape[1]!), I(vocabStart), I(table.shape[0]!)]);
   }
 
   rmsNorm(x: CudaTensor, weight: CudaTensor, eps: number, out: CudaTensor): void {

@@ -1,0 +1,73 @@
+/** CPU tensor parallelism: Worker ranks, shared-memory all-reduce, sampling on rank 0. */
+import { afterEach, describe, expect, test } from "bun:test";
+import { LLM } from "../src/engine/llm.ts";
+import type { TinyModelOptions } from "../src/model/tiny-model.ts";
+import { FAST_MODEL, tinyModel } from "./helpers.ts";
+
+const quiet = { log: () => {} };
+const prompts = [[1, 2, 3, 4, 5, 6, 7, 8, 9], [100, 200, 300], Array.from({ length: 40 }, (_, i) => (i * 37) % 500)];
+const open: LLM[] = [];
+const make = (model: string, tp: number, extra = {}) => {
+  const llm = new LLM({ model, tensorParallelSize: tp, maxModelLen: 256, maxNumSeqs: 8, maxNumBatchedTokens: 64, blockSize: 8, ...quiet, ...extra });
+  open.push(llm);
+  return llm;
+};
+afterEach(() => { for (const l of open.splice(0)) l.close(); });
+
+const MODELS: [string, TinyModelOptions][] = [
+  ["llama (4 heads, 2 KV heads, untied)", FAST_MODEL],
+  ["qwen3 (q/k norm, tied, KV heads replicated at TP=4)", { arch: "qwen3", seed: 3, vocabSize: 2048 }],
+  ["qwen2 (qkv bias, vocab not divisible by 4)", { arch: "qwen2", seed: 4, vocabSize: 1001 }],
+];
+
+describe("greedy outputs with TP = 2 and TP = 4 equal TP = 1 over 32 tokens", () => {
+  for (const [name, opts] of MODELS) {
+    test(name, () => {
+      const model = tinyModel(opts);
+      const params = { temperature: 0, max_tokens: 32, ignore_eos: true };
+      const base = make(model, 1).generate(prompts, params, { useTqdm: false }).map((o) => o.outputs[0]!.tokenIds);
+      for (const tp of [2, 4]) {
+        const out = make(model, tp).generate(prompts, params, { useTqdm: false }).map((o) => o.outputs[0]!.tokenIds);
+        expect(out).toEqual(base);
+      }
+      // Seeded sampling happens on rank 0 only: the same draws as without tensor parallelism.
+      const sampled = { temperature: 0.8, top_p: 0.9, seed: 11, max_tokens: 16, ignore_eos: true };
+      expect(make(model, 2).generate(prompts, sampled, { useTqdm: false }).map((o) => o.outputs[0]!.tokenIds))
+        .toEqual(make(model, 1).generate(prompts, sampled, { useTqdm: false }).map((o) => o.outputs[0]!.tokenIds));
+    }, 60_000);
+  }
+});
+
+test("sharded weight shapes", () => {
+  const llm = make(tinyModel(FAST_MODEL), 2);
+  // hidden 32, 4 heads × 8, 2 KV heads, intermediate 64, vocab 512 → per rank: 2 q heads, 1 KV head.
+  expect(llm.engine.runner.model.weightShapes()).toEqual({ embed: [256, 32], lmHead: [256, 32], qkv: [32, 32], o: [32, 16], gateUp: [64, 32], down: [32, 32] });
+  const four = make(tinyModel(FAST_MODEL), 4);
+  expect(four.engine.runner.model.weightShapes()).toEqual({ embed: [128, 32], lmHead: [128, 32], qkv: [24, 32], o: [32, 8], gateUp: [32, 32], down: [32, 16] });
+});
+
+test("a failing worker makes the engine fail with that worker's error, without hanging", () => {
+  process.env.VBUN_TP_FAIL_AT = "1:2";
+  try {
+    const llm = make(tinyModel(FAST_MODEL), 2);
+    expect(() => llm.generate(prompts, { temperature: 0, max_tokens: 8 }, { useTqdm: false })).toThrow(/tensor-parallel rank 1 failed: injected failure at step 2/);
+  } finally {
+    delete process.env.VBUN_TP_FAIL_AT;
+  }
+}, 30_000);
+
+test("close() stops every worker thread", async () => {
+  const llm = new LLM({ model: tinyModel(FAST_MODEL), tensorParallelSize: 4, maxModelLen: 64, maxNumSeqs: 4, ...quiet });
+  llm.generate([[1, 2, 3]], { max_tokens: 2 }, { useTqdm: false });
+  const group = llm.engine.runner.tpGroup!;
+  llm.close();
+  const done = await Promise.race([group.exited.then(() => "exited"), Bun.sleep(5000).then(() => "timeout")]);
+  expect(done).toBe("exited");
+});
+
+test("invalid sizes are clear start-up errors", () => {
+  const model = tinyModel(FAST_MODEL);
+  expect(() => new LLM({ model, tensorParallelSize: 3, ...quiet })).toThrow(/--tensor-parallel-size: --tensor-parallel-size 3 does not divide num_attention_heads \(4\)/);
+  expect(() => new LLM({ model, tensorParallelSize: 0, ...quiet })).toThrow(/--tensor-parallel-size: must be a positive integer/);
+  expect(() => new LLM({ model, tensorParallelSize: 8, ...quiet })).toThrow(/does not divide num_attention_heads/);
+});
