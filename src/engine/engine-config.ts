@@ -28,7 +28,8 @@ export interface EngineOptions {
 }
 
 export const ENGINE_DEFAULTS = {
-  device: "auto" as Device,
+  /** $VBUN_DEVICE sets the default device (the test suite pins "cpu" so reference tests stay on the CPU). */
+  device: (process.env.VBUN_DEVICE ?? "auto") as Device,
   dtype: "auto",
   maxNumSeqs: 256,
   maxNumBatchedTokens: 2048,
