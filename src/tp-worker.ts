@@ -21,7 +21,7 @@ self.onmessage = (ev: MessageEvent<TpWorkerInit>) => {
   const ctl = collective.ctl;
   const [failRank, failStep] = (init.failAt ?? "-1:-1").split(":").map(Number) as [number, number];
   try {
-    const backend = new CpuBackend();
+    const backend = new CpuBackend({ threads: 1 });
     const model = new CausalLM<CpuTensor>(cfg, backend as never, init.maxModelLen, collective);
     model.load(new Checkpoint(init.modelDir));
     const v = inputViews(init.buffers, init.sizes);

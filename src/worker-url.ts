@@ -8,3 +8,6 @@ export const ENGINE_WORKER_URL = new URL("./engine-worker.ts", import.meta.url);
 
 /** The tensor-parallel rank worker's entry point (a third entry point of the compiled binary). */
 export const TP_WORKER_URL = new URL("./tp-worker.ts", import.meta.url);
+
+/** The CPU backend's matmul helper thread (a fourth entry point of the compiled binary). */
+export const CPU_MATMUL_WORKER_URL = new URL("./cpu-matmul-worker.ts", import.meta.url);

@@ -99,4 +99,6 @@ export interface Backend<T extends Tensor = Tensor> {
   sample(logits: T, batch: SamplingBatch): SamplerOutput;
   /** Copies a tensor to host f32 (tests and debugging). */
   toHost(t: T): Float32Array;
+  /** Releases threads or device resources the backend holds. */
+  close?(): void;
 }

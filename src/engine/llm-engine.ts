@@ -126,6 +126,7 @@ export class LLMEngine {
       try { checkShardable(cfg, tp); } catch (e) { throw new EngineConfigError("--tensor-parallel-size", (e as Error).message); }
       tpGroup = new TensorParallelGroup(cfg, modelDir, tp, maxModelLen, { maxTokens: maxNumBatchedTokens, maxSeqs: maxNumSeqs, maxBlocksPerSeq: Math.ceil(maxModelLen / blockSize) });
       model = tpGroup.model as unknown as CausalLM<Tensor>;
+      backend.close?.(); // the ranks bring their own single-threaded backends
       log(`tensor parallel: ${tp} CPU ranks (rank 0 here, ${tp - 1} workers), ${model.localDims.numHeads} query / ${model.localDims.numKvHeads} KV heads and ${model.localDims.intermediate} MLP rows per rank`);
     } else {
       model = new CausalLM<Tensor>(cfg, backend, maxModelLen);
@@ -199,6 +200,7 @@ export class LLMEngine {
   /** Releases what the engine holds outside its own heap (tensor-parallel worker threads). */
   close(): void {
     this.runner.tpGroup?.close();
+    this.runner.backend.close?.();
   }
 
   hasUnfinishedRequests(): boolean {

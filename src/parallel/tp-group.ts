@@ -51,7 +51,8 @@ export class TensorParallelGroup {
     }
     this.exited = Promise.all(exits).then(() => {});
     try {
-      this.model = new CausalLM<CpuTensor>(cfg, new CpuBackend() as never, maxModelLen, this.collective);
+      // One thread per rank: the ranks already use the cores.
+      this.model = new CausalLM<CpuTensor>(cfg, new CpuBackend({ threads: 1 }) as never, maxModelLen, this.collective);
       this.model.load(new Checkpoint(modelDir));
       // Wait for every worker to load its shard (or fail).
       const ctl = this.collective.ctl;

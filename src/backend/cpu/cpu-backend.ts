@@ -5,6 +5,7 @@ import { toFloat32 } from "../../loader/dtype.ts";
 import type { SamplingBatch, SamplerOutput } from "../../engine/sampling-batch.ts";
 import * as k from "./kernels.ts";
 import { sampleRows } from "./sampling.ts";
+import { MatmulPool } from "./matmul-pool.ts";
 
 export class CpuTensor implements Tensor {
   constructor(readonly data: Float32Array, readonly shape: readonly number[]) {}
@@ -34,11 +35,30 @@ function i32(t: T): Int32Array {
 
 const numel = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
 
+/** f32 storage in a SharedArrayBuffer, so the matmul helper thread can read and write it. */
+const sharedF32 = (n: number) => new Float32Array(new SharedArrayBuffer(Math.max(n, 1) * 4), 0, n);
+
+export interface CpuBackendOptions {
+  /** 2 = large matrix products use a helper thread (default when the machine has ≥ 2 cores); 1 = one thread. */
+  threads?: number;
+}
+
 export class CpuBackend implements Backend<T> {
   readonly name = "cpu" as const;
+  private readonly pool: MatmulPool | null;
+
+  constructor(opts: CpuBackendOptions = {}) {
+    const threads = opts.threads ?? (navigator.hardwareConcurrency >= 2 ? 2 : 1);
+    this.pool = threads >= 2 ? new MatmulPool() : null;
+  }
+
+  /** Stops the helper thread. */
+  close(): void {
+    this.pool?.close();
+  }
 
   loadWeight(parts: TensorView[], shape: number[]): CpuTensor {
-    const out = new Float32Array(numel(shape));
+    const out = sharedF32(numel(shape));
     let off = 0;
     for (const p of parts) {
       const n = numel(p.shape);
@@ -55,7 +75,7 @@ export class CpuBackend implements Backend<T> {
   }
 
   empty(shape: number[]): CpuTensor {
-    return new CpuTensor(new Float32Array(numel(shape)), shape);
+    return new CpuTensor(sharedF32(numel(shape)), shape);
   }
 
   rows(t: T, rows: number): T {
@@ -65,8 +85,9 @@ export class CpuBackend implements Backend<T> {
   }
 
   allocKvCache(spec: KvCacheSpec): { k: CpuTensor; v: CpuTensor } {
+    // The KV cache never enters a matrix product: plain (lazily zeroed) memory.
     const shape = [spec.numBlocks, spec.blockSize, spec.numKvHeads, spec.headDim];
-    return { k: this.empty(shape), v: this.empty(shape) };
+    return { k: new CpuTensor(new Float32Array(numel(shape)), shape), v: new CpuTensor(new Float32Array(numel(shape)), shape) };
   }
 
   uploadStep(s: StepInputs): StepTensors<T> {
@@ -106,7 +127,9 @@ export class CpuBackend implements Backend<T> {
     const xt = x as CpuTensor, w = weight as CpuTensor;
     const [outF, inF] = w.shape as [number, number];
     if (xt.width !== inF) throw new Error(`linear: input width ${xt.width} != weight in-features ${inF}`);
-    k.matmulTransposed(xt.data, xt.numRows, inF, w.data, outF, bias ? f32(bias) : null, f32(out));
+    const b = bias ? f32(bias) : null, o = f32(out);
+    if (this.pool?.accepts(xt.data, xt.numRows, inF, outF, w.data, b, o)) this.pool.linear(xt.data, xt.numRows, inF, w.data, outF, b, o);
+    else k.matmulTransposed(xt.data, xt.numRows, inF, w.data, outF, b, o);
   }
 
   qkNormRope(qkv: T, positions: T, cos: T, sin: T, qNorm: T | null, kNorm: T | null, eps: number, shape: AttentionShape): void {
