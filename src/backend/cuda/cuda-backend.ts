@@ -60,6 +60,7 @@ export class CudaBackend implements Backend<CudaTensor> {
   private stepDevice: bigint = 0n;
   private stepCapacity = 0;
   private staging: PinnedBuffer | null = null;
+  private stagingInFlight = false;
   private samplingScratch: { dev: bigint; host: PinnedBuffer; capacity: number } | null = null;
 
   private constructor(readonly driver: Driver, deviceIndex: number) {
@@ -89,6 +90,7 @@ export class CudaBackend implements Backend<CudaTensor> {
 
   synchronize(): void {
     this.driver.streamSynchronize(this.stream);
+    this.stagingInFlight = false;
   }
 
   private alloc(shape: readonly number[], dtype: CudaDType): CudaTensor {
@@ -135,8 +137,10 @@ export class CudaBackend implements Backend<CudaTensor> {
       offsets.push(bytes);
       bytes += Math.ceil(a.byteLength / 16) * 16;
     }
+    // The staging buffer is about to be rewritten: the previous step's copy from it must be done. (A step
+    // that samples has synchronized already; a prefill chunk without logits has not.)
+    if (this.stagingInFlight) this.synchronize();
     if (bytes > this.stepCapacity) {
-      this.synchronize();
       if (this.stepDevice) this.driver.free(this.stepDevice);
       this.stepCapacity = Math.max(bytes, this.stepCapacity * 2, 1 << 16);
       this.stepDevice = this.driver.alloc(this.stepCapacity);
@@ -145,6 +149,7 @@ export class CudaBackend implements Backend<CudaTensor> {
     const staging = this.staging!;
     parts.forEach((a, i) => staging.bytes.set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), offsets[i]!));
     this.driver.copyToDeviceAsync(this.stepDevice, staging.addr, bytes, this.stream);
+    this.stagingInFlight = true;
     const numSeqs = s.seqLens.length;
     let maxQueryLen = 0, maxSeqLen = 0;
     for (let i = 0; i < numSeqs; i++) {
