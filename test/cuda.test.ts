@@ -197,7 +197,7 @@ describe.skipIf(gpu === null)("the engine on the GPU", () => {
       let same = 0;
       onGpu.forEach((o, i) => {
         if (o.outputs[0]!.tokenIds.join() === onCpu[i]!.outputs[0]!.tokenIds.join()) same++;
-        expect(Math.abs(o.outputs[0]!.logprobs![0]!.logprob - onCpu[i]!.outputs[0]!.logprobs![0]!.logprob)).toBeLessThan(0.05);
+        expect(Math.abs(o.outputs[0]!.logprobs![0]!.logprob - onCpu[i]!.outputs[0]!.logprobs![0]!.logprob)).toBeLessThan(0.1);
       });
       expect(same).toBeGreaterThanOrEqual(prompts.length - 1);
     }
