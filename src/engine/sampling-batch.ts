@@ -61,3 +61,42 @@ export function emptySamplingBatch(numRows: number): SamplingBatch {
     banned: new Array(numRows).fill(null),
   };
 }
+
+/** One token's logit change: x → (rep == 1 ? x : x > 0 ? x / rep : x · rep) + add (add may be −∞: banned). */
+export interface LogitEdit {
+  token: number;
+  rep: number;
+  add: number;
+}
+
+/**
+ * The logit edits of row r — repetition penalty (prompt and output tokens), presence and frequency
+ * penalties (output tokens), logit_bias, banned tokens — merged to one edit per token. Every backend
+ * applies these same edits (the CPU in place, CUDA as a sparse list), so both process logits alike.
+ */
+export function rowLogitEdits(b: SamplingBatch, r: number, vocab: number): Map<number, LogitEdit> {
+  const edits = new Map<number, LogitEdit>();
+  const edit = (token: number) => {
+    let e = edits.get(token);
+    if (!e) edits.set(token, (e = { token, rep: 1, add: 0 }));
+    return e;
+  };
+  const pen = b.penalties[r];
+  if (pen) {
+    if (pen.repetition !== 1) for (const list of [pen.promptTokens, pen.outputTokens]) for (let i = 0; i < list.length; i++) edit(list[i]!).rep = pen.repetition;
+    if (pen.presence !== 0 || pen.frequency !== 0) {
+      const counts = new Map<number, number>();
+      for (let i = 0; i < pen.outputTokens.length; i++) counts.set(pen.outputTokens[i]!, (counts.get(pen.outputTokens[i]!) ?? 0) + 1);
+      for (const [id, c] of counts) edit(id).add -= pen.frequency * c + pen.presence;
+    }
+  }
+  const bias = b.logitBias[r];
+  if (bias) for (const [id, v] of bias) if (id >= 0 && id < vocab) edit(id).add += v;
+  const banned = b.banned[r];
+  if (banned) for (const id of banned) if (id >= 0 && id < vocab) edit(id).add = -Infinity;
+  return edits;
+}
+
+export function applyLogitEdit(x: number, e: LogitEdit): number {
+  return (e.rep === 1 ? x : x > 0 ? x / e.rep : x * e.rep) + e.add;
+}

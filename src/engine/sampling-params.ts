@@ -108,6 +108,11 @@ export class SamplingParams {
     if (this.logit_bias) for (const t of this.logit_bias.keys()) if (t >= vocabSize) throw new SamplingParamsError("logit_bias", `token id ${t} is out of vocabulary (size ${vocabSize})`);
   }
 
+  /** An independent copy (the engine fills in max_tokens per request). */
+  clone(): SamplingParams {
+    return new SamplingParams(this.toInit());
+  }
+
   /** Plain fields (for structured cloning to the engine worker); new SamplingParams(p.toInit()) equals p. */
   toInit(): SamplingParamsInit {
     const { logit_bias, ...rest } = this;

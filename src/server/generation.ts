@@ -39,8 +39,7 @@ export function submit(engine: AsyncEngine, baseId: string, prompts: number[][],
   try {
     prompts.forEach((ids, i) => {
       const id = `${baseId}-${i}`;
-      const copy = Object.assign(Object.create(SamplingParams.prototype), params) as SamplingParams;
-      streams.push(engine.generate(id, ids, copy));
+      streams.push(engine.generate(id, ids, params.clone()));
       requestIds.push(id);
     });
   } catch (e) {

@@ -1,29 +1,10 @@
 /** The CPU sampler: logits processors, greedy / random sampling with top-k, top-p, min-p, and logprobs. */
 import { philoxUniform } from "../../engine/philox.ts";
-import type { SamplingBatch, SamplerOutput, TokenLogprobs } from "../../engine/sampling-batch.ts";
+import { applyLogitEdit, rowLogitEdits, type SamplingBatch, type SamplerOutput, type TokenLogprobs } from "../../engine/sampling-batch.ts";
 
-/** Applies logit bias, banned tokens and presence/frequency/repetition penalties to one row in place. */
+/** Applies the row's penalties, logit bias and banned tokens in place. */
 export function processLogits(row: Float32Array, b: SamplingBatch, r: number): void {
-  const pen = b.penalties[r];
-  if (pen) {
-    if (pen.repetition !== 1) {
-      const seen = new Set<number>();
-      for (const list of [pen.promptTokens, pen.outputTokens]) for (let i = 0; i < list.length; i++) seen.add(list[i]!);
-      for (const id of seen) {
-        const v = row[id]!;
-        row[id] = v > 0 ? v / pen.repetition : v * pen.repetition;
-      }
-    }
-    if (pen.presence !== 0 || pen.frequency !== 0) {
-      const counts = new Map<number, number>();
-      for (let i = 0; i < pen.outputTokens.length; i++) { const id = pen.outputTokens[i]!; counts.set(id, (counts.get(id) ?? 0) + 1); }
-      for (const [id, c] of counts) row[id] = row[id]! - pen.frequency * c - pen.presence;
-    }
-  }
-  const bias = b.logitBias[r];
-  if (bias) for (const [id, v] of bias) if (id >= 0 && id < row.length) row[id] = row[id]! + v;
-  const banned = b.banned[r];
-  if (banned) for (const id of banned) if (id >= 0 && id < row.length) row[id] = -Infinity;
+  for (const e of rowLogitEdits(b, r, row.length).values()) row[e.token] = applyLogitEdit(row[e.token]!, e);
 }
 
 function argmax(row: Float32Array): number {

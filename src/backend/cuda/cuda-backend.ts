@@ -6,7 +6,7 @@
 import type { AttentionShape, Backend, KvCacheSpec, StepInputs, StepTensors, Tensor } from "../backend.ts";
 import type { TensorView } from "../../loader/safetensors.ts";
 import { fromFloat32, toFloat32 } from "../../loader/dtype.ts";
-import type { SamplingBatch, SamplerOutput, TokenLogprobs } from "../../engine/sampling-batch.ts";
+import { rowLogitEdits, type SamplingBatch, type SamplerOutput, type TokenLogprobs } from "../../engine/sampling-batch.ts";
 import { toArrayBuffer, type Pointer } from "bun:ffi";
 import { Cublas, CUDA_R_16BF, CUDA_R_32F } from "./cublas.ts";
 import { Driver, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR } from "./driver.ts";
@@ -226,29 +226,9 @@ export class CudaBackend implements Backend<CudaTensor> {
 
   sample(logits: CudaTensor, b: SamplingBatch): SamplerOutput {
     const n = b.numRows, V = logits.width;
-    // Sparse logit edits (bias, banned tokens, penalties), merged to one per (row, token).
+    // Sparse logit edits (penalties, bias, banned tokens): one per (row, token), keyed row · V + token.
     const edits = new Map<number, { row: number; token: number; rep: number; add: number }>();
-    const edit = (row: number, token: number) => {
-      const key = row * V + token;
-      let e = edits.get(key);
-      if (!e) edits.set(key, (e = { row, token, rep: 1, add: 0 }));
-      return e;
-    };
-    for (let r = 0; r < n; r++) {
-      const pen = b.penalties[r];
-      if (pen) {
-        if (pen.repetition !== 1) for (const list of [pen.promptTokens, pen.outputTokens]) for (let i = 0; i < list.length; i++) edit(r, list[i]!).rep = pen.repetition;
-        if (pen.presence !== 0 || pen.frequency !== 0) {
-          const counts = new Map<number, number>();
-          for (let i = 0; i < pen.outputTokens.length; i++) counts.set(pen.outputTokens[i]!, (counts.get(pen.outputTokens[i]!) ?? 0) + 1);
-          for (const [id, c] of counts) edit(r, id).add -= pen.frequency * c + pen.presence;
-        }
-      }
-      const bias = b.logitBias[r];
-      if (bias) for (const [id, v] of bias) if (id >= 0 && id < V) edit(r, id).add += v;
-      const banned = b.banned[r];
-      if (banned) for (const id of banned) if (id >= 0 && id < V) edit(r, id).add = -Infinity;
-    }
+    for (let r = 0; r < n; r++) for (const e of rowLogitEdits(b, r, V).values()) edits.set(r * V + e.token, { row: r, ...e });
     const E = edits.size;
     const { dev, host } = this.samplingBuffers(n, E);
     // Layout (byte offsets, 16-aligned): rows | temperature | topK | topP | minP | seeds(2×u32) | streams | steps |
