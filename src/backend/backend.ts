@@ -101,4 +101,9 @@ export interface Backend<T extends Tensor = Tensor> {
   toHost(t: T): Float32Array;
   /** Releases threads or device resources the backend holds. */
   close?(): void;
+  /** Fixes step-input buffers at their largest (graph-capable backends). */
+  reserveStep?(maxTokens: number, maxSeqs: number, maxBlocksPerSeq: number): void;
+  /** Records what `run` launches as a replayable graph under `key` (CUDA graphs). */
+  captureGraph?(key: number, run: () => void): void;
+  launchGraph?(key: number): void;
 }

@@ -14,7 +14,7 @@ import { TextTokenizer } from "../tokenizer/tokenizer.ts";
 import { BlockManager } from "./block-manager.ts";
 import { checkPositiveInt, ENGINE_DEFAULTS, EngineConfigError, type EngineOptions } from "./engine-config.ts";
 import { EngineMetrics } from "./metrics.ts";
-import { ModelRunner } from "./model-runner.ts";
+import { graphBuckets, ModelRunner } from "./model-runner.ts";
 import { Request, type RequestOutput } from "./request.ts";
 import { SamplingParams } from "./sampling-params.ts";
 import { Scheduler } from "./scheduler.ts";
@@ -63,6 +63,8 @@ export interface EngineInfo {
   maxModelLen: number;
   kvCapacityTokens: number;
   loadSeconds: number;
+  /** Time spent capturing decode CUDA graphs (null: none, e.g. CPU or --enforce-eager). */
+  graphSeconds: number | null;
 }
 
 export class LLMEngine {
@@ -147,18 +149,25 @@ export class LLMEngine {
     } else numBlocks = Math.max(1, Math.min(maxUsefulBlocks, Math.floor((opts.cpuKvCacheBytes ?? ENGINE_DEFAULTS.cpuKvCacheBytes) / bytesPerBlock)));
     if (tpGroup) tpGroup.allocKvCache(numBlocks, blockSize);
     else model.allocKvCache(numBlocks, blockSize);
+    backend.reserveStep?.(maxNumBatchedTokens, maxNumSeqs, Math.ceil(maxModelLen / blockSize));
     const eosTokenIds = [...new Set([...cfg.eosTokenIds, ...tokenizer.eosTokenIds])];
     const runner = new ModelRunner(tpGroup ? (tpGroup.model.backend as unknown as Backend<Tensor>) : backend, model, { maxNumBatchedTokens, maxNumSeqs, maxModelLen, blockSize, eosTokenIds }, tpGroup);
+    const enforceEager = opts.enforceEager ?? ENGINE_DEFAULTS.enforceEager;
+    let graphSeconds: number | null = null;
+    if (kind === "cuda" && !enforceEager) {
+      graphSeconds = runner.captureDecodeGraphs(graphBuckets(maxNumSeqs));
+      log(`captured ${graphBuckets(maxNumSeqs).length} decode CUDA graphs in ${graphSeconds.toFixed(2)}s`);
+    }
     const info: EngineInfo = {
       modelDir, isDefaultModel, device: kind, numBlocks, blockSize, maxModelLen,
-      kvCapacityTokens: numBlocks * blockSize, loadSeconds: (performance.now() - t0) / 1000,
+      kvCapacityTokens: numBlocks * blockSize, loadSeconds: (performance.now() - t0) / 1000, graphSeconds,
     };
     return new LLMEngine(cfg, tokenizer, runner, {
       device: kind, dtype, maxModelLen, maxNumSeqs, maxNumBatchedTokens, blockSize, numBlocks,
       cpuKvCacheBytes: numBlocks * bytesPerBlock,
       gpuMemoryUtilization: util,
       enablePrefixCaching: opts.enablePrefixCaching ?? ENGINE_DEFAULTS.enablePrefixCaching,
-      enableChunkedPrefill, enforceEager: opts.enforceEager ?? ENGINE_DEFAULTS.enforceEager,
+      enableChunkedPrefill, enforceEager,
       tensorParallelSize: tp, seed: opts.seed ?? ENGINE_DEFAULTS.seed,
     }, info);
   }

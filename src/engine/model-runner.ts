@@ -7,9 +7,24 @@ import type { SchedulerOutput } from "./scheduler.ts";
 import { StepInputBuilder } from "./step-inputs.ts";
 import type { TensorParallelGroup } from "../parallel/tp-group.ts";
 
+/** Decode batch sizes that get a CUDA graph: 1, 2, 4, 8, then every 16 up to max_num_seqs, and max_num_seqs. */
+export function graphBuckets(maxNumSeqs: number): number[] {
+  const b = [1, 2, 4, 8].filter((x) => x < maxNumSeqs);
+  for (let x = 16; x < maxNumSeqs; x += 16) b.push(x);
+  b.push(maxNumSeqs);
+  return b;
+}
+
 export class ModelRunner<T extends Tensor = Tensor> {
   readonly inputs: StepInputBuilder;
   readonly sampler: Sampler;
+  /** Full-width inputs for graph replays, the captured buckets (ascending) and each one's logits tensor. */
+  private graphInputs: StepInputBuilder | null = null;
+  private buckets: number[] = [];
+  private readonly graphLogits = new Map<number, T>();
+  /** Steps run by graph replay / eagerly (for tests and logs). */
+  graphSteps = 0;
+  eagerSteps = 0;
 
   constructor(
     readonly backend: Backend<T>,
@@ -20,9 +35,58 @@ export class ModelRunner<T extends Tensor = Tensor> {
   ) {
     this.inputs = new StepInputBuilder(opts.maxNumBatchedTokens, opts.maxNumSeqs, opts.maxModelLen, opts.blockSize);
     this.sampler = new Sampler(opts.eosTokenIds);
+    this.limits = opts;
+  }
+
+  private readonly limits: { maxNumBatchedTokens: number; maxNumSeqs: number; maxModelLen: number; blockSize: number };
+
+  /**
+   * Captures one decode graph per bucket (largest first), each after an eager warm-up of the same shape.
+   * Nothing per step is baked in: inputs live in the backend's fixed step buffers, refilled before replay.
+   * Returns the seconds spent.
+   */
+  captureDecodeGraphs(buckets: number[]): number {
+    const b = this.backend;
+    if (!b.captureGraph || !b.launchGraph) throw new Error(`the ${b.name} backend has no graphs`);
+    const t0 = performance.now();
+    const L = this.limits;
+    this.graphInputs = new StepInputBuilder(Math.max(...buckets), L.maxNumSeqs, L.maxModelLen, L.blockSize, true);
+    const width = this.graphInputs.maxBlocksPerSeq;
+    for (const n of [...buckets].sort((x, y) => y - x)) {
+      const iota = Int32Array.from({ length: n + 1 }, (_, i) => i);
+      const dummy = {
+        tokenIds: new Int32Array(n), positions: new Int32Array(n), slotMapping: new Int32Array(n).fill(-1),
+        queryStart: iota, seqLens: new Int32Array(n).fill(1), blockTables: new Int32Array(n * width), maxBlocksPerSeq: width,
+        logitsRows: iota.subarray(0, n),
+      };
+      const step = b.uploadStep(dummy);
+      this.model.forward(step);
+      let logits: T | null = null;
+      b.captureGraph(n, () => { logits = this.model.forward(step); });
+      this.graphLogits.set(n, logits!);
+    }
+    this.buckets = [...buckets].sort((x, y) => x - y);
+    return (performance.now() - t0) / 1000;
+  }
+
+  /** The graph bucket for this step, or null when it runs eagerly (prefill or mixed, or too large). */
+  private bucketFor(out: SchedulerOutput): number | null {
+    if (this.buckets.length === 0) return null;
+    const n = out.scheduled.length;
+    for (const s of out.scheduled) if (s.numNewTokens !== 1 || !s.samples) return null;
+    for (const b of this.buckets) if (b >= n) return b;
+    return null;
   }
 
   execute(out: SchedulerOutput): SamplerOutput {
+    const bucket = this.bucketFor(out);
+    if (bucket !== null) {
+      this.backend.uploadStep(this.graphInputs!.buildPadded(out, bucket));
+      this.backend.launchGraph!(bucket);
+      this.graphSteps++;
+      return this.backend.sample(this.graphLogits.get(bucket)!, this.sampler.build(out.scheduled));
+    }
+    this.eagerSteps++;
     const host = this.inputs.build(out);
     this.tpGroup?.broadcastStep(host);
     const step = this.backend.uploadStep(host);

@@ -36,6 +36,34 @@ export class StepInputBuilder {
     this.rowBlocks = new Int32Array(maxNumSeqs);
   }
 
+  /**
+   * Like build, for a CUDA-graph replay of a pure decode step padded to `slots` sequences: padding rows
+   * get token 0 at position 0, KV slot −1 (not stored), context length 1 and block 0, and ask for logits
+   * that nobody reads. Requires full-width block tables (the graph's shapes are fixed).
+   */
+  buildPadded(out: SchedulerOutput, slots: number): StepInputs {
+    const real = this.build(out);
+    const b = real.seqLens.length;
+    if (!this.fullWidthBlockTables) throw new Error("buildPadded needs full-width block tables");
+    if (real.tokenIds.length !== b) throw new Error("buildPadded is for decode steps (one token per sequence)");
+    for (let i = b; i < slots; i++) {
+      this.tokenIds[i] = 0;
+      this.positions[i] = 0;
+      this.slotMapping[i] = -1;
+      this.queryStart[i + 1] = i + 1;
+      this.seqLens[i] = 1;
+      this.blockTables[i * this.maxBlocksPerSeq] = 0;
+      this.logitsRows[i] = i;
+      this.rowSeq[i] = -1;
+    }
+    return {
+      tokenIds: this.tokenIds.subarray(0, slots), positions: this.positions.subarray(0, slots), slotMapping: this.slotMapping.subarray(0, slots),
+      queryStart: this.queryStart.subarray(0, slots + 1), seqLens: this.seqLens.subarray(0, slots),
+      blockTables: this.blockTables.subarray(0, slots * this.maxBlocksPerSeq), maxBlocksPerSeq: this.maxBlocksPerSeq,
+      logitsRows: this.logitsRows.subarray(0, slots),
+    };
+  }
+
   build(out: SchedulerOutput): StepInputs {
     const bs = this.blockSize;
     const sched = out.scheduled;

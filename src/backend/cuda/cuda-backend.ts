@@ -61,6 +61,8 @@ export class CudaBackend implements Backend<CudaTensor> {
   private stepCapacity = 0;
   private staging: PinnedBuffer | null = null;
   private stagingInFlight = false;
+  private stepLayout: { offsets: number[]; sizes: number[] } | null = null;
+  private readonly graphs = new Map<number, bigint>();
   private samplingScratch: { dev: bigint; host: PinnedBuffer; capacity: number } | null = null;
 
   private constructor(readonly driver: Driver, deviceIndex: number) {
@@ -128,27 +130,56 @@ export class CudaBackend implements Backend<CudaTensor> {
     return { k: this.alloc(shape, "bf16"), v: this.alloc(shape, "bf16") };
   }
 
-  /** Copies the step's int arrays with one async copy from page-locked memory. */
-  uploadStep(s: StepInputs): StepTensors<CudaTensor> {
-    const parts = [s.tokenIds, s.positions, s.slotMapping, s.queryStart, s.seqLens, s.blockTables, s.logitsRows];
+  /**
+   * Fixes the step-input layout at its largest: every step's arrays then live at the same device addresses,
+   * which CUDA graphs need (they bake pointers in).
+   */
+  reserveStep(maxTokens: number, maxSeqs: number, maxBlocksPerSeq: number): void {
+    const sizes = [maxTokens, maxTokens, maxTokens, maxSeqs + 1, maxSeqs, maxSeqs * maxBlocksPerSeq, maxSeqs];
     const offsets: number[] = [];
     let bytes = 0;
-    for (const a of parts) {
+    for (const n of sizes) {
       offsets.push(bytes);
-      bytes += Math.ceil(a.byteLength / 16) * 16;
+      bytes += Math.ceil((n * 4) / 16) * 16;
     }
+    this.synchronize();
+    if (this.stepDevice) this.driver.free(this.stepDevice);
+    this.stepDevice = this.driver.alloc(bytes);
+    this.staging = new PinnedBuffer(this.driver, bytes);
+    this.stepCapacity = bytes;
+    this.stepLayout = { offsets, sizes };
+  }
+
+  /** Copies the step's int arrays from page-locked memory (asynchronously, on the stream). */
+  uploadStep(s: StepInputs): StepTensors<CudaTensor> {
+    const parts = [s.tokenIds, s.positions, s.slotMapping, s.queryStart, s.seqLens, s.blockTables, s.logitsRows];
     // The staging buffer is about to be rewritten: the previous step's copy from it must be done. (A step
     // that samples has synchronized already; a prefill chunk without logits has not.)
     if (this.stagingInFlight) this.synchronize();
-    if (bytes > this.stepCapacity) {
-      if (this.stepDevice) this.driver.free(this.stepDevice);
-      this.stepCapacity = Math.max(bytes, this.stepCapacity * 2, 1 << 16);
-      this.stepDevice = this.driver.alloc(this.stepCapacity);
-      this.staging = new PinnedBuffer(this.driver, this.stepCapacity);
+    let offsets: number[];
+    if (this.stepLayout) {
+      offsets = this.stepLayout.offsets;
+      parts.forEach((a, i) => { if (a.length > this.stepLayout!.sizes[i]!) throw new Error(`step input ${i} has ${a.length} entries, more than the reserved ${this.stepLayout!.sizes[i]}`); });
+    } else {
+      offsets = [];
+      let bytes = 0;
+      for (const a of parts) {
+        offsets.push(bytes);
+        bytes += Math.ceil(a.byteLength / 16) * 16;
+      }
+      if (bytes > this.stepCapacity) {
+        if (this.stepDevice) this.driver.free(this.stepDevice);
+        this.stepCapacity = Math.max(bytes, this.stepCapacity * 2, 1 << 16);
+        this.stepDevice = this.driver.alloc(this.stepCapacity);
+        this.staging = new PinnedBuffer(this.driver, this.stepCapacity);
+      }
     }
     const staging = this.staging!;
-    parts.forEach((a, i) => staging.bytes.set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), offsets[i]!));
-    this.driver.copyToDeviceAsync(this.stepDevice, staging.addr, bytes, this.stream);
+    parts.forEach((a, i) => {
+      if (a.byteLength === 0) return;
+      staging.bytes.set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), offsets[i]!);
+      this.driver.copyToDeviceAsync(this.stepDevice + BigInt(offsets[i]!), staging.addr + BigInt(offsets[i]!), a.byteLength, this.stream);
+    });
     this.stagingInFlight = true;
     const numSeqs = s.seqLens.length;
     let maxQueryLen = 0, maxSeqLen = 0;
@@ -163,6 +194,27 @@ export class CudaBackend implements Backend<CudaTensor> {
       queryStart: t(3, [numSeqs + 1]), seqLens: t(4, [numSeqs]), blockTables: t(5, [numSeqs, s.maxBlocksPerSeq]), maxBlocksPerSeq: s.maxBlocksPerSeq,
       logitsRows: t(6, [s.logitsRows.length]), numLogitsRows: s.logitsRows.length, maxQueryLen, maxSeqLen,
     };
+  }
+
+  /** Captures what `run` launches on the stream into a graph kept under `key` (run it once eagerly first). */
+  captureGraph(key: number, run: () => void): void {
+    this.synchronize();
+    this.driver.beginCapture(this.stream, 1 /* CU_STREAM_CAPTURE_MODE_THREAD_LOCAL */);
+    try {
+      run();
+    } catch (e) {
+      try { this.driver.endCapture(this.stream); } catch { /* the capture is invalid anyway */ }
+      throw e;
+    }
+    const graph = this.driver.endCapture(this.stream);
+    this.graphs.set(key, this.driver.instantiate(graph));
+  }
+
+  /** Replays the graph captured under `key` on the stream. */
+  launchGraph(key: number): void {
+    const exec = this.graphs.get(key);
+    if (exec === undefined) throw new Error(`no CUDA graph captured for ${key}`);
+    this.driver.graphLaunch(exec, this.stream);
   }
 
   embedding(tokenIds: CudaTensor, table: CudaTensor, out: CudaTensor, vocabStart = 0): void {
