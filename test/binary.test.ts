@@ -20,7 +20,7 @@ test("the compiled binary serves a completion from a directory outside the repo"
   try {
     const res = await fetch(`${s.url}/v1/completions`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ prompt: "Hello", max_tokens: 4, temperature: 0 }) });
     expect(res.status).toBe(200);
-    const json = await res.json();
+    const json: any = await res.json();
     expect(json.usage.completion_tokens).toBe(4);
     expect(typeof json.choices[0].text).toBe("string");
   } finally {

@@ -50,7 +50,7 @@ test("SIGTERM lets an in-flight request finish, then exits 0", async () => {
   s.proc.kill("SIGTERM");
   const res = await pending;
   expect(res.status).toBe(200);
-  expect((await res.json()).usage.completion_tokens).toBe(300);
+  expect((await res.json() as any).usage.completion_tokens).toBe(300);
   expect(await s.proc.exited).toBe(0);
   expect(s.stderr()).toContain("SIGTERM");
 }, 60_000);
@@ -59,7 +59,7 @@ test("--log-level debug logs requests, cut to --max-log-len; a full waiting queu
   const s = await startServer([tinyModel(SERVER_MODEL), "--max-model-len", "512", "--log-level", "debug", "--max-log-len", "5", "--max-num-seqs", "1", "--max-waiting-requests", "2"]);
   try {
     const send = (prompt: string, max = 200) => fetch(`${s.url}/v1/completions`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ prompt, max_tokens: max, ignore_eos: true }) });
-    const statuses = await Promise.all(Array.from({ length: 8 }, (_, i) => send(`queue test ${i}`).then(async (r) => ({ status: r.status, body: await r.json() }))));
+    const statuses = await Promise.all(Array.from({ length: 8 }, (_, i) => send(`queue test ${i}`).then(async (r) => ({ status: r.status, body: (await r.json()) as any }))));
     const rejected = statuses.filter((r) => r.status === 503);
     expect(rejected.length).toBeGreaterThan(0);
     expect(rejected[0]!.body.error.message).toContain("overloaded");
