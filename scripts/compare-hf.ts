@@ -1,7 +1,7 @@
 #!/usr/bin/env bun
 // Runs vbun on the checkpoint and prompts that scripts/hf-reference.py saw, and compares:
 // last-position logits (‖a − b‖ / ‖b‖ per prompt) and greedy continuations (token-identical count).
-//   scripts/compare-hf.ts MODEL_DIR HF_OUT_DIR [--device cuda|cpu] [--max-rel 1e-2] [--min-identical 14]
+//   scripts/compare-hf.ts MODEL_DIR HF_OUT_DIR [--device cuda|cpu] [--max-rel 1e-2] [--min-identical 14] [--enforce-eager]
 // Prints a JSON summary line; exits 1 when a bound is missed.
 import { parseArgs } from "node:util";
 import { readFileSync } from "node:fs";
@@ -16,6 +16,7 @@ import type { Tensor } from "../src/backend/backend.ts";
 
 const { values, positionals } = parseArgs({ args: process.argv.slice(2), allowPositionals: true, options: {
   device: { type: "string", default: "cuda" }, "max-rel": { type: "string", default: "1e-2" }, "min-identical": { type: "string" },
+  "enforce-eager": { type: "boolean" },
 } });
 const [modelDir, hfDir] = positionals as [string, string];
 const hf = JSON.parse(readFileSync(join(hfDir, "hf.json"), "utf8")) as { results: { prompt: number[]; greedy: number[]; logits_file: string }[] };
@@ -45,7 +46,7 @@ for (const r of hf.results) {
   rel.push(Math.sqrt(num / den));
 }
 
-const llm = new LLM({ model: modelDir, device, maxModelLen: maxLen, log });
+const llm = new LLM({ model: modelDir, device, maxModelLen: maxLen, enforceEager: values["enforce-eager"], log });
 const outs = llm.generate(hf.results.map((r) => r.prompt), hf.results.map((r) => ({ temperature: 0, max_tokens: r.greedy.length, ignore_eos: true })), { useTqdm: false });
 const identical = outs.filter((o, i) => o.outputs[0]!.tokenIds.join() === hf.results[i]!.greedy.join()).length;
 const maxRel = Math.max(...rel);
