@@ -160,6 +160,23 @@ describe.skipIf(gpu === null)("CUDA kernels match their CPU twins (bf16 rel. err
     });
   }
 
+  test("split-KV decode attention (long contexts, many splits) matches the CPU twin", () => {
+    const s: AttentionShape = { numHeads: 16, numKvHeads: 8, headDim: 128, scale: 1 / Math.sqrt(128) };
+    const D = 128, W = (16 + 16) * D, bs = 16, width = 128, n = 5;
+    const lens = [1, 17, 600, 1500, 2048];
+    const numBlocks = n * width;
+    const tables = Int32Array.from({ length: n * width }, (_, i) => i);
+    const inputs: StepInputs = { tokenIds: new Int32Array(n), positions: Int32Array.from(lens, (l) => l - 1), slotMapping: new Int32Array(n).fill(-1),
+      queryStart: Int32Array.from({ length: n + 1 }, (_, i) => i), seqLens: Int32Array.from(lens), blockTables: tables, maxBlocksPerSeq: width, logitsRows: new Int32Array(0) };
+    const qkv = randn(n * W), kc = randn(numBlocks * bs * 8 * D), vc = randn(numBlocks * bs * 8 * D);
+    const step = g.uploadStep(inputs);
+    const gOut = out([n, 16 * D]);
+    g.pagedAttention(up(qkv, [n, W]), up(kc, [numBlocks, bs, 8, D]), up(vc, [numBlocks, bs, 8, D]), step, bs, s, gOut);
+    const cOut = new CpuTensor(new Float32Array(n * 16 * D), [n, 16 * D]);
+    cpu.pagedAttention(new CpuTensor(qkv, [n, W]), new CpuTensor(kc, [numBlocks, bs, 8, D]), new CpuTensor(vc, [numBlocks, bs, 8, D]), cpu.uploadStep(inputs), bs, s, cOut);
+    check(gOut, cOut.data);
+  });
+
   test("sampling: greedy equals argmax, top_k=1 equals greedy, seeded draws repeat, logprobs match", () => {
     const n = 6, V = 151936;
     const logitsHost = rng.normal(new Float32Array(n * V), 3);

@@ -31,6 +31,8 @@ const I = (i: number) => ({ i });
 const F = (f: number) => ({ f });
 const WORKSPACE_BYTES = 32 * 1024 * 1024;
 const MAX_TOP_LOGPROBS = 20;
+/** Keys per split of the split-KV decode kernel (SPLIT in ptx/src/attention.cu). */
+const SPLIT_KEYS = 512;
 
 export interface CudaDeviceInfo {
   name: string;
@@ -63,6 +65,8 @@ export class CudaBackend implements Backend<CudaTensor> {
   private stagingInFlight = false;
   private stepLayout: { offsets: number[]; sizes: number[] } | null = null;
   private readonly graphs = new Map<number, bigint>();
+  private partial: bigint = 0n;
+  private partialCapacity = 0;
   private samplingScratch: { dev: bigint; host: PinnedBuffer; capacity: number } | null = null;
 
   private constructor(readonly driver: Driver, deviceIndex: number) {
@@ -250,6 +254,25 @@ export class CudaBackend implements Backend<CudaTensor> {
 
   pagedAttention(qkv: CudaTensor, kCache: CudaTensor, vCache: CudaTensor, step: StepTensors<CudaTensor>, blockSize: number, s: AttentionShape, out: CudaTensor): void {
     if (s.numHeads / s.numKvHeads > 8 || s.headDim > 256) throw new Error(`paged attention supports ≤ 8 query heads per KV head and head_dim ≤ 256 (got ${s.numHeads / s.numKvHeads}, ${s.headDim})`);
+    if (step.maxQueryLen === 1 && step.numTokens === step.numSeqs) {
+      // Decode: split-KV over the widest context the block tables can address (a fixed count for a fixed
+      // table width, so a captured graph stays valid for any context length).
+      const splits = Math.max(1, Math.ceil((step.maxBlocksPerSeq * blockSize) / SPLIT_KEYS));
+      const G = s.numHeads / s.numKvHeads;
+      const floats = step.numTokens * s.numKvHeads * splits * G * (s.headDim + 2);
+      if (floats > this.partialCapacity) {
+        // Never during graph capture: the eager warm-up of the same shape allocates first.
+        if (this.partial) this.driver.free(this.partial);
+        this.partialCapacity = floats;
+        this.partial = this.driver.alloc(floats * 4);
+      }
+      const partial = { p: this.partial };
+      this.k.launch("paged_attention_split_bf16", [step.numTokens, s.numKvHeads, splits], 128, [
+        P(qkv), P(kCache), P(vCache), partial, P(step.seqLens), P(step.blockTables), I(step.maxBlocksPerSeq), I(blockSize),
+        I(s.numHeads), I(s.numKvHeads), I(s.headDim), F(s.scale)]);
+      this.k.launch("paged_attention_combine_bf16", [step.numTokens, s.numHeads], Math.ceil(s.headDim / 32) * 32, [partial, P(out), I(splits), I(s.numHeads), I(s.numKvHeads), I(s.headDim)]);
+      return;
+    }
     this.k.launch("paged_attention_bf16", [step.numTokens, s.numKvHeads], 128, [
       P(qkv), P(kCache), P(vCache), P(out), P(step.queryStart), P(step.seqLens), P(step.blockTables),
       I(step.numSeqs), I(step.maxBlocksPerSeq), I(blockSize), I(s.numHeads), I(s.numKvHeads), I(s.headDim), F(s.scale)]);
