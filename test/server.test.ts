@@ -190,6 +190,12 @@ describe("bad inputs get their status and an OpenAI error body; the server keeps
     expect(json.error.message).toContain("maximum context length is 512 tokens");
     expect(json.error.message).toContain("100001");
   });
+  test("unknown fields are ignored; an oversized body is refused with 413", async () => {
+    expect((await post("/v1/completions", { prompt: "a", max_tokens: 1, some_future_field: { x: 1 }, user: "u1" })).status).toBe(200);
+    const big = await fetch(`${srv.url}/v1/completions`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ prompt: "x".repeat(33 * 1024 * 1024) }) });
+    expect(big.status).toBe(413);
+    expect(((await big.json()) as any).error.code).toBe(413);
+  });
   test("method, route and not-implemented errors", async () => {
     expect((await fetch(`${srv.url}/v1/completions`)).status).toBe(405);
     expect((await fetch(`${srv.url}/nope`)).status).toBe(404);
