@@ -38,6 +38,18 @@ describe("greedy outputs with TP = 2 and TP = 4 equal TP = 1 over 32 tokens", ()
   }
 });
 
+test("TP = 2 with chunked prefill (steps without logits) and preemption equals TP = 1", () => {
+  const model = tinyModel(FAST_MODEL);
+  const params = { temperature: 0, max_tokens: 24, ignore_eos: true };
+  const tight = { maxNumBatchedTokens: 7, numGpuBlocksOverride: 12 };
+  const one = make(model, 1, tight), two = make(model, 2, tight);
+  const a = one.generate(prompts, params, { useTqdm: false }).map((o) => o.outputs[0]!.tokenIds);
+  const b = two.generate(prompts, params, { useTqdm: false }).map((o) => o.outputs[0]!.tokenIds);
+  expect(b).toEqual(a);
+  expect(two.engine.scheduler.numPartialPrefills).toBeGreaterThan(0);
+  expect(two.engine.scheduler.numPreemptions).toBeGreaterThan(0);
+}, 60_000);
+
 test("sharded weight shapes", () => {
   const llm = make(tinyModel(FAST_MODEL), 2);
   // hidden 32, 4 heads × 8, 2 KV heads, intermediate 64, vocab 512 → per rank: 2 q heads, 1 KV head.
