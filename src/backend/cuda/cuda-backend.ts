@@ -303,7 +303,10 @@ export class CudaBackend implements Backend<CudaTensor> {
     const n = b.numRows, V = logits.width;
     // Sparse logit edits (penalties, bias, banned tokens): one per (row, token), keyed row · V + token.
     const edits = new Map<number, { row: number; token: number; rep: number; add: number }>();
-    for (let r = 0; r < n; r++) for (const e of rowLogitEdits(b, r, V).values()) edits.set(r * V + e.token, { row: r, ...e });
+    for (let r = 0; r < n; r++) {
+      if (!b.penalties[r] && !b.logitBias[r] && !b.banned[r]) continue;
+      for (const e of rowLogitEdits(b, r, V).values()) edits.set(r * V + e.token, { row: r, ...e });
+    }
     const E = edits.size;
     const { dev, host } = this.samplingBuffers(n, E);
     // Layout (byte offsets, 16-aligned): rows | temperature | topK | topP | minP | seeds(2×u32) | streams | steps |
