@@ -70,3 +70,23 @@ test("--log-level debug logs requests, cut to --max-log-len; a full waiting queu
     expect(await s.stop()).toBe(0);
   }
 }, 120_000);
+
+test("--reasoning-parser: chat answers carry reasoning_content; streamed content joins to the same text", async () => {
+  expect(run(["serve", "--reasoning-parser", "bogus"]).code).toBe(2);
+  const s = await startServer([tinyModel(SERVER_MODEL), "--max-model-len", "256", "--reasoning-parser", "qwen3"]);
+  try {
+    const body = { messages: [{ role: "user", content: "Hi" }], max_tokens: 8, temperature: 0 };
+    const post = (b: object) => fetch(`${s.url}/v1/chat/completions`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(b) });
+    const full: any = await (await post(body)).json();
+    const msg = full.choices[0].message;
+    expect("reasoning_content" in msg).toBe(true);
+    // The random model does not open a <think> block: all of it is content.
+    expect(msg.reasoning_content).toBeNull();
+    const sse = await (await post({ ...body, stream: true })).text();
+    let content = "";
+    for (const line of sse.split("\n")) if (line.startsWith("data: {")) for (const c of JSON.parse(line.slice(6)).choices) content += c.delta.content ?? "";
+    expect(content).toBe(msg.content);
+  } finally {
+    expect(await s.stop()).toBe(0);
+  }
+}, 60_000);

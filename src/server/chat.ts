@@ -8,6 +8,7 @@ import { ApiError } from "./errors.ts";
 import { hasNews } from "./completions.ts";
 import { collect, forEachOutput, nowSeconds, samplingParamsFrom, sseResponse, submit, usageOf } from "./generation.ts";
 import { ChatCompletionRequest } from "./protocol.ts";
+import { ReasoningSplitter, splitReasoning } from "./reasoning.ts";
 import type { ServerState } from "./state.ts";
 
 type Body = ChatCompletionRequest;
@@ -78,9 +79,12 @@ export async function chatCompletions(c: Context, state: ServerState): Promise<R
 
   if (!body.stream) {
     const finals = await collect(submitted);
+    const parser = state.reasoningParser;
     const choices = finals[0]!.outputs.map((o) => ({
       index: o.index,
-      message: { role: "assistant", content: o.text, tool_calls: [] },
+      message: parser
+        ? { role: "assistant", ...((r) => ({ reasoning_content: r.reasoning, content: r.content }))(splitReasoning(o.text, parser)), tool_calls: [] }
+        : { role: "assistant", content: o.text, tool_calls: [] },
       logprobs: body.logprobs ? chatLogprobs(state, o.logprobs!, o.tokenIds) : null,
       finish_reason: o.finishReason,
       stop_reason: o.stopReason,
@@ -93,6 +97,8 @@ export async function chatCompletions(c: Context, state: ServerState): Promise<R
   return sseResponse(async (send) => {
     let latest: RequestOutput | null = null;
     const started = new Set<number>(), finishedSent = new Set<number>();
+    const parser = state.reasoningParser;
+    const splitters = parser ? Array.from({ length: params.n }, () => new ReasoningSplitter(parser)) : null;
     const chunk = (choice: object) => send({ id, object: "chat.completion.chunk", created, model, choices: [choice], ...(continuous && latest ? { usage: usageOf([latest]) } : {}) });
     for (let i = 0; i < params.n; i++) {
       started.add(i);
@@ -103,9 +109,18 @@ export async function chatCompletions(c: Context, state: ServerState): Promise<R
       for (const o of r.outputs) {
         if (finishedSent.has(o.index) || !hasNews(o, false)) continue;
         if (o.finishReason !== null) finishedSent.add(o.index);
+        let delta: Record<string, string> = o.textDelta.length > 0 || o.finishReason === null ? { content: o.textDelta } : {};
+        if (splitters) {
+          const sp = splitters[o.index]!;
+          const d = sp.push(o.textDelta);
+          if (o.finishReason !== null) { const f = sp.flush(); d.reasoning += f.reasoning; d.content += f.content; }
+          delta = {};
+          if (d.reasoning) delta.reasoning_content = d.reasoning;
+          if (d.content || (!d.reasoning && o.finishReason === null)) delta.content = d.content;
+        }
         chunk({
           index: o.index,
-          delta: o.textDelta.length > 0 || o.finishReason === null ? { content: o.textDelta } : {},
+          delta,
           logprobs: body.logprobs ? chatLogprobs(state, o.logprobsDelta!, o.tokenIdsDelta) : null,
           finish_reason: o.finishReason,
           stop_reason: o.stopReason,

@@ -6,6 +6,7 @@ import { ENGINE_DEFAULTS } from "../engine/engine-config.ts";
 import { buildApp } from "./app.ts";
 import { downloadModel, looksLikeHubId, progressPrinter } from "./hub.ts";
 import { ServerState } from "./state.ts";
+import { REASONING_PARSERS, type ReasoningParserName } from "./reasoning.ts";
 
 const d = ENGINE_DEFAULTS;
 export const SERVE_HELP = `usage: vbun serve [MODEL] [options]
@@ -22,6 +23,7 @@ server:
   --shutdown-timeout SECONDS       grace period for in-flight requests on SIGTERM/SIGINT (default 30)
   --max-log-len N                  prompt characters (or token ids) shown per logged request (default: all)
   --log-level debug|info|warning|error   (default info; debug also logs every request)
+  --reasoning-parser qwen3|deepseek_r1   chat responses carry <think> blocks as reasoning_content (default: off)
 
 engine:
   --device auto|cpu|cuda           backend (default ${d.device})
@@ -54,6 +56,7 @@ export async function serve(args: string[]): Promise<number> {
       "shutdown-timeout": { type: "string", default: "30" },
       "max-log-len": { type: "string" },
       "log-level": { type: "string", default: "info" },
+      "reasoning-parser": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -76,7 +79,9 @@ export async function serve(args: string[]): Promise<number> {
   const served = values["served-model-name"] ?? modelSpec ?? "vbun-tiny-qwen3";
   const apiKey = values["api-key"] ?? process.env.VBUN_API_KEY ?? null;
   if (maxLogLen !== null && !(Number.isInteger(maxLogLen) && maxLogLen >= 0)) throw new UsageError("--max-log-len: expected an integer >= 0");
-  const state = new ServerState(served, apiKey || null, values["log-level"] === "debug", maxLogLen);
+  const rp = values["reasoning-parser"];
+  if (rp !== undefined && !(REASONING_PARSERS as readonly string[]).includes(rp)) throw new UsageError(`--reasoning-parser: expected one of ${REASONING_PARSERS.join(", ")}, got '${rp}'`);
+  const state = new ServerState(served, apiKey || null, values["log-level"] === "debug", maxLogLen, (rp as ReasoningParserName | undefined) ?? null);
   const app = buildApp(state);
 
   const server = Bun.serve({ hostname: values.host, port, fetch: app.fetch, idleTimeout: 0 });

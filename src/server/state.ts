@@ -2,6 +2,7 @@
 import type { Context } from "hono";
 import type { AsyncEngine } from "../engine/async-engine.ts";
 import { ApiError } from "./errors.ts";
+import type { ReasoningParserName } from "./reasoning.ts";
 
 export const MAX_BODY_BYTES = 32 * 1024 * 1024;
 
@@ -18,6 +19,8 @@ export class ServerState {
     /** Log each request (at --log-level debug), showing at most maxLogLen prompt characters or ids. */
     readonly logRequests = false,
     readonly maxLogLen: number | null = null,
+    /** --reasoning-parser: split <think> blocks into reasoning_content (chat). */
+    readonly reasoningParser: ReasoningParserName | null = null,
   ) {}
 
   logRequest(id: string, prompts: (string | number[])[], params: object): void {

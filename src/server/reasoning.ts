@@ -1,0 +1,72 @@
+/**
+ * `--reasoning-parser`: splits a reasoning model's "<think>…</think>" block from its answer, as vLLM does,
+ * into `reasoning_content` and `content` (whole outputs, and streamed deltas whose tags may be cut anywhere).
+ *   qwen3        reasoning only when the output starts with <think> (enable_thinking=false outputs have none)
+ *   deepseek_r1  the output starts inside the reasoning (the prompt opened it); a leading <think> is skipped
+ */
+export const REASONING_PARSERS = ["qwen3", "deepseek_r1"] as const;
+export type ReasoningParserName = (typeof REASONING_PARSERS)[number];
+
+const OPEN = "<think>", CLOSE = "</think>";
+
+export interface ReasoningDelta {
+  reasoning: string;
+  content: string;
+}
+
+/** Streaming splitter: push text deltas, get reasoning/content deltas; flush at the end. */
+export class ReasoningSplitter {
+  private mode: "start" | "reasoning" | "content";
+  private held = "";
+
+  constructor(readonly parser: ReasoningParserName) {
+    this.mode = "start";
+  }
+
+  push(delta: string): ReasoningDelta {
+    const out: ReasoningDelta = { reasoning: "", content: "" };
+    let text = this.held + delta;
+    this.held = "";
+    while (text.length > 0) {
+      if (this.mode === "start") {
+        // Decide once the output's first characters show whether it opens with <think>.
+        if (OPEN.startsWith(text)) { this.held = text; return out; }
+        if (text.startsWith(OPEN)) { text = text.slice(OPEN.length); this.mode = "reasoning"; continue; }
+        this.mode = this.parser === "deepseek_r1" ? "reasoning" : "content";
+        continue;
+      }
+      if (this.mode === "content") { out.content += text; break; }
+      const end = text.indexOf(CLOSE);
+      if (end >= 0) {
+        out.reasoning += text.slice(0, end);
+        text = text.slice(end + CLOSE.length);
+        this.mode = "content";
+        continue;
+      }
+      // Hold back a tail that could be the start of </think>.
+      let keep = 0;
+      for (let k = Math.min(CLOSE.length - 1, text.length); k > 0; k--) if (CLOSE.startsWith(text.slice(text.length - k))) { keep = k; break; }
+      out.reasoning += text.slice(0, text.length - keep);
+      this.held = text.slice(text.length - keep);
+      break;
+    }
+    return out;
+  }
+
+  /** Releases held-back text at the end of the output. */
+  flush(): ReasoningDelta {
+    const held = this.held;
+    this.held = "";
+    if (this.mode === "reasoning") return { reasoning: held, content: "" };
+    return { reasoning: "", content: held };
+  }
+}
+
+/** Splits a whole output. reasoning is null when the output had no reasoning part. */
+export function splitReasoning(text: string, parser: ReasoningParserName): { reasoning: string | null; content: string } {
+  const s = new ReasoningSplitter(parser);
+  const a = s.push(text), b = s.flush();
+  const reasoning = a.reasoning + b.reasoning, content = a.content + b.content;
+  const hadReasoning = parser === "deepseek_r1" || text.startsWith(OPEN);
+  return { reasoning: hadReasoning ? reasoning : null, content };
+}

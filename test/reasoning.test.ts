@@ -1,0 +1,32 @@
+import { describe, expect, test } from "bun:test";
+import { ReasoningSplitter, splitReasoning } from "../src/server/reasoning.ts";
+
+describe("reasoning parser", () => {
+  test("qwen3: a leading think block becomes reasoning_content", () => {
+    expect(splitReasoning("<think>\nadd 2 and 2\n</think>\n\n4", "qwen3")).toEqual({ reasoning: "\nadd 2 and 2\n", content: "\n\n4" });
+    expect(splitReasoning("4, no thinking", "qwen3")).toEqual({ reasoning: null, content: "4, no thinking" });
+    expect(splitReasoning("<think>still thinking", "qwen3")).toEqual({ reasoning: "still thinking", content: "" });
+    expect(splitReasoning("<thi", "qwen3")).toEqual({ reasoning: null, content: "<thi" });
+  });
+  test("deepseek_r1: the output starts inside the reasoning", () => {
+    expect(splitReasoning("plan</think>answer", "deepseek_r1")).toEqual({ reasoning: "plan", content: "answer" });
+    expect(splitReasoning("<think>plan</think>answer", "deepseek_r1")).toEqual({ reasoning: "plan", content: "answer" });
+    expect(splitReasoning("no end", "deepseek_r1")).toEqual({ reasoning: "no end", content: "" });
+  });
+  test("streamed in pieces cut anywhere, the parts join to the whole-output split", () => {
+    for (const parser of ["qwen3", "deepseek_r1"] as const) {
+      for (const text of ["<think>a < b and </thi</think>c</think>d", "<think></think>", "x<think>y</think>z", "<think>abc</think>"]) {
+        const whole = splitReasoning(text, parser);
+        for (let cut1 = 0; cut1 <= text.length; cut1++) for (let cut2 = cut1; cut2 <= text.length; cut2 += 3) {
+          const s = new ReasoningSplitter(parser);
+          let r = "", c = "";
+          for (const piece of [text.slice(0, cut1), text.slice(cut1, cut2), text.slice(cut2)]) { const d = s.push(piece); r += d.reasoning; c += d.content; }
+          const f = s.flush();
+          r += f.reasoning; c += f.content;
+          expect(c).toBe(whole.content);
+          expect(r).toBe(whole.reasoning ?? "");
+        }
+      }
+    }
+  });
+});
