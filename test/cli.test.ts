@@ -71,9 +71,10 @@ test("--log-level debug logs requests, cut to --max-log-len; a full waiting queu
   }
 }, 120_000);
 
-test("--reasoning-parser: chat answers carry reasoning_content; streamed content joins to the same text", async () => {
+test("--reasoning-parser and tool-call parsing: answers carry reasoning_content / tool_calls; stream joins to the same text", async () => {
   expect(run(["serve", "--reasoning-parser", "bogus"]).code).toBe(2);
-  const s = await startServer([tinyModel(SERVER_MODEL), "--max-model-len", "256", "--reasoning-parser", "qwen3"]);
+  expect(run(["serve", "--enable-auto-tool-choice"]).err).toContain("--enable-auto-tool-choice needs --tool-call-parser");
+  const s = await startServer([tinyModel(SERVER_MODEL), "--max-model-len", "256", "--reasoning-parser", "qwen3", "--enable-auto-tool-choice", "--tool-call-parser", "hermes"]);
   try {
     const body = { messages: [{ role: "user", content: "Hi" }], max_tokens: 8, temperature: 0 };
     const post = (b: object) => fetch(`${s.url}/v1/chat/completions`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(b) });
@@ -86,6 +87,11 @@ test("--reasoning-parser: chat answers carry reasoning_content; streamed content
     let content = "";
     for (const line of sse.split("\n")) if (line.startsWith("data: {")) for (const c of JSON.parse(line.slice(6)).choices) content += c.delta.content ?? "";
     expect(content).toBe(msg.content);
+    // With tools and tool_choice auto the answer goes through the hermes parser (the random model calls none).
+    const tools = [{ type: "function", function: { name: "get_weather", parameters: { type: "object", properties: { city: { type: "string" } } } } }];
+    const withTools: any = await (await post({ ...body, tools, tool_choice: "auto" })).json();
+    expect(withTools.choices[0].message.tool_calls).toEqual([]);
+    expect(withTools.choices[0].finish_reason).toBe("length");
   } finally {
     expect(await s.stop()).toBe(0);
   }

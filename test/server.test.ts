@@ -169,6 +169,8 @@ describe("bad inputs get their status and an OpenAI error body; the server keeps
     ["chat: json_schema response format", "/v1/chat/completions", { messages: [{ role: "user", content: "x" }], response_format: { type: "json_schema" } }, 400, "response_format"],
     ["chat: continue + generation prompt", "/v1/chat/completions", { messages: [{ role: "user", content: "x" }], continue_final_message: true, add_generation_prompt: true }, 400, "continue_final_message"],
     ["chat: content is a number", "/v1/chat/completions", { messages: [{ role: "user", content: 5 }] }, 400, null],
+    ["chat: tool_choice auto without a tool parser", "/v1/chat/completions", { messages: [{ role: "user", content: "x" }], tools: [{ type: "function", function: { name: "f" } }], tool_choice: "auto" }, 400, "tool_choice"],
+    ["chat: tool_choice required", "/v1/chat/completions", { messages: [{ role: "user", content: "x" }], tools: [{ type: "function", function: { name: "f" } }], tool_choice: "required" }, 400, "tool_choice"],
     ["chat: max_completion_tokens over the context", "/v1/chat/completions", { messages: [{ role: "user", content: "x" }], max_completion_tokens: 9999 }, 400, "max_tokens"],
     ["detokenize out of vocabulary", "/detokenize", { tokens: [999999] }, 400, "tokens"],
     ["tokenize without prompt", "/tokenize", { add_special_tokens: true }, 400, null],

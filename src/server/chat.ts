@@ -8,7 +8,30 @@ import { ApiError } from "./errors.ts";
 import { hasNews } from "./completions.ts";
 import { collect, forEachOutput, nowSeconds, samplingParamsFrom, sseResponse, submit, usageOf } from "./generation.ts";
 import { ChatCompletionRequest } from "./protocol.ts";
-import { ReasoningSplitter, splitReasoning } from "./reasoning.ts";
+import { ReasoningSplitter } from "./reasoning.ts";
+import { ToolCallStream, type ToolCall } from "./tool-calls.ts";
+
+/** One choice's text on its way out: reasoning split off (--reasoning-parser), tool calls parsed (--tool-call-parser). */
+class ChoiceShaper {
+  constructor(private readonly reasoning: ReasoningSplitter | null, private readonly tools: ToolCallStream | null) {}
+
+  push(delta: string, final: boolean): { reasoning: string; content: string; toolCalls: ToolCall[] } {
+    const d = this.reasoning ? this.reasoning.push(delta) : { reasoning: "", content: delta };
+    if (final && this.reasoning) {
+      const f = this.reasoning.flush();
+      d.reasoning += f.reasoning;
+      d.content += f.content;
+    }
+    let content = this.tools ? this.tools.push(d.content) : d.content;
+    let toolCalls: ToolCall[] = [];
+    if (final && this.tools) {
+      const end = this.tools.finish();
+      content += end.content;
+      toolCalls = end.toolCalls;
+    }
+    return { reasoning: d.reasoning, content, toolCalls };
+  }
+}
 import type { ServerState } from "./state.ts";
 
 type Body = ChatCompletionRequest;
@@ -66,6 +89,7 @@ export async function chatCompletions(c: Context, state: ServerState): Promise<R
   if (body.response_format && body.response_format.type !== "text") throw new ApiError(400, `response_format type '${body.response_format.type}' is not supported`, "response_format");
   const tc = body.tool_choice;
   if (tc !== undefined && tc !== null && tc !== "none" && tc !== "auto") throw new ApiError(400, "tool_choice other than 'none' or 'auto' is not supported", "tool_choice");
+  if (tc === "auto" && state.toolCallParser === null) throw new ApiError(400, '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set', "tool_choice");
   const { text, ids } = chatPromptIds(state, body);
   if (ids.length === 0) throw new ApiError(400, "the rendered prompt is empty", "messages");
   const engine = state.engine();
@@ -77,18 +101,28 @@ export async function chatCompletions(c: Context, state: ServerState): Promise<R
   state.logRequest(id, [text], params.toInit());
   const submitted = submit(engine, id, [ids], params, c.req.raw.signal);
 
+  const reasoningParser = state.reasoningParser;
+  const parseTools = state.toolCallParser !== null && (body.tools?.length ?? 0) > 0 && tc !== "none";
+  const shaper = () => new ChoiceShaper(reasoningParser ? new ReasoningSplitter(reasoningParser) : null, parseTools ? new ToolCallStream() : null);
+
   if (!body.stream) {
     const finals = await collect(submitted);
-    const parser = state.reasoningParser;
-    const choices = finals[0]!.outputs.map((o) => ({
-      index: o.index,
-      message: parser
-        ? { role: "assistant", ...((r) => ({ reasoning_content: r.reasoning, content: r.content }))(splitReasoning(o.text, parser)), tool_calls: [] }
-        : { role: "assistant", content: o.text, tool_calls: [] },
-      logprobs: body.logprobs ? chatLogprobs(state, o.logprobs!, o.tokenIds) : null,
-      finish_reason: o.finishReason,
-      stop_reason: o.stopReason,
-    }));
+    const choices = finals[0]!.outputs.map((o) => {
+      const r = shaper().push(o.text, true);
+      const called = r.toolCalls.length > 0;
+      return {
+        index: o.index,
+        message: {
+          role: "assistant",
+          ...(reasoningParser ? { reasoning_content: r.reasoning.length > 0 ? r.reasoning : null } : {}),
+          content: called ? (r.content.trim() || null) : r.content,
+          tool_calls: r.toolCalls,
+        },
+        logprobs: body.logprobs ? chatLogprobs(state, o.logprobs!, o.tokenIds) : null,
+        finish_reason: called ? "tool_calls" : o.finishReason,
+        stop_reason: o.stopReason,
+      };
+    });
     return c.json({ id, object: "chat.completion", created, model, choices, usage: usageOf(finals) });
   }
 
@@ -96,35 +130,27 @@ export async function chatCompletions(c: Context, state: ServerState): Promise<R
   const continuous = body.stream_options?.continuous_usage_stats ?? false;
   return sseResponse(async (send) => {
     let latest: RequestOutput | null = null;
-    const started = new Set<number>(), finishedSent = new Set<number>();
-    const parser = state.reasoningParser;
-    const splitters = parser ? Array.from({ length: params.n }, () => new ReasoningSplitter(parser)) : null;
+    const finishedSent = new Set<number>();
+    const shapers = Array.from({ length: params.n }, shaper);
     const chunk = (choice: object) => send({ id, object: "chat.completion.chunk", created, model, choices: [choice], ...(continuous && latest ? { usage: usageOf([latest]) } : {}) });
-    for (let i = 0; i < params.n; i++) {
-      started.add(i);
-      chunk({ index: i, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null });
-    }
+    for (let i = 0; i < params.n; i++) chunk({ index: i, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null });
     await forEachOutput(submitted, (_, r) => {
       latest = r;
       for (const o of r.outputs) {
         if (finishedSent.has(o.index) || !hasNews(o, false)) continue;
-        if (o.finishReason !== null) finishedSent.add(o.index);
-        let delta: Record<string, string> = o.textDelta.length > 0 || o.finishReason === null ? { content: o.textDelta } : {};
-        if (splitters) {
-          const sp = splitters[o.index]!;
-          const d = sp.push(o.textDelta);
-          if (o.finishReason !== null) { const f = sp.flush(); d.reasoning += f.reasoning; d.content += f.content; }
-          delta = {};
-          if (d.reasoning) delta.reasoning_content = d.reasoning;
-          if (d.content || (!d.reasoning && o.finishReason === null)) delta.content = d.content;
+        const final = o.finishReason !== null;
+        if (final) finishedSent.add(o.index);
+        const d = shapers[o.index]!.push(o.textDelta, final);
+        const delta: Record<string, unknown> = {};
+        if (d.reasoning) delta.reasoning_content = d.reasoning;
+        if (d.content || (!d.reasoning && !final)) delta.content = d.content;
+        const logprobs = body.logprobs ? chatLogprobs(state, o.logprobsDelta!, o.tokenIdsDelta) : null;
+        if (d.toolCalls.length > 0) {
+          if (Object.keys(delta).length > 0) chunk({ index: o.index, delta, logprobs, finish_reason: null });
+          chunk({ index: o.index, delta: { tool_calls: d.toolCalls.map((t, k) => ({ index: k, ...t })) }, logprobs: null, finish_reason: "tool_calls", stop_reason: o.stopReason });
+          continue;
         }
-        chunk({
-          index: o.index,
-          delta,
-          logprobs: body.logprobs ? chatLogprobs(state, o.logprobsDelta!, o.tokenIdsDelta) : null,
-          finish_reason: o.finishReason,
-          stop_reason: o.stopReason,
-        });
+        chunk({ index: o.index, delta, logprobs, finish_reason: o.finishReason, stop_reason: o.stopReason });
       }
     });
     if (includeUsage && latest) send({ id, object: "chat.completion.chunk", created, model, choices: [], usage: usageOf([latest]) });

@@ -7,6 +7,7 @@ import { buildApp } from "./app.ts";
 import { downloadModel, looksLikeHubId, progressPrinter } from "./hub.ts";
 import { ServerState } from "./state.ts";
 import { REASONING_PARSERS, type ReasoningParserName } from "./reasoning.ts";
+import { TOOL_CALL_PARSERS, type ToolCallParserName } from "./tool-calls.ts";
 
 const d = ENGINE_DEFAULTS;
 export const SERVE_HELP = `usage: vbun serve [MODEL] [options]
@@ -24,6 +25,8 @@ server:
   --max-log-len N                  prompt characters (or token ids) shown per logged request (default: all)
   --log-level debug|info|warning|error   (default info; debug also logs every request)
   --reasoning-parser qwen3|deepseek_r1   chat responses carry <think> blocks as reasoning_content (default: off)
+  --enable-auto-tool-choice --tool-call-parser hermes
+                                   parse <tool_call> blocks into tool_calls when a request has tools (default: off)
 
 engine:
   --device auto|cpu|cuda           backend (default ${d.device})
@@ -57,6 +60,8 @@ export async function serve(args: string[]): Promise<number> {
       "max-log-len": { type: "string" },
       "log-level": { type: "string", default: "info" },
       "reasoning-parser": { type: "string" },
+      "enable-auto-tool-choice": { type: "boolean" },
+      "tool-call-parser": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -81,7 +86,11 @@ export async function serve(args: string[]): Promise<number> {
   if (maxLogLen !== null && !(Number.isInteger(maxLogLen) && maxLogLen >= 0)) throw new UsageError("--max-log-len: expected an integer >= 0");
   const rp = values["reasoning-parser"];
   if (rp !== undefined && !(REASONING_PARSERS as readonly string[]).includes(rp)) throw new UsageError(`--reasoning-parser: expected one of ${REASONING_PARSERS.join(", ")}, got '${rp}'`);
-  const state = new ServerState(served, apiKey || null, values["log-level"] === "debug", maxLogLen, (rp as ReasoningParserName | undefined) ?? null);
+  const tp = values["tool-call-parser"];
+  if (tp !== undefined && !(TOOL_CALL_PARSERS as readonly string[]).includes(tp)) throw new UsageError(`--tool-call-parser: expected one of ${TOOL_CALL_PARSERS.join(", ")}, got '${tp}'`);
+  if (values["enable-auto-tool-choice"] && tp === undefined) throw new UsageError("--enable-auto-tool-choice needs --tool-call-parser");
+  const state = new ServerState(served, apiKey || null, values["log-level"] === "debug", maxLogLen, (rp as ReasoningParserName | undefined) ?? null,
+    values["enable-auto-tool-choice"] ? (tp as ToolCallParserName) : null);
   const app = buildApp(state);
 
   const server = Bun.serve({ hostname: values.host, port, fetch: app.fetch, idleTimeout: 0 });

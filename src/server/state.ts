@@ -3,6 +3,7 @@ import type { Context } from "hono";
 import type { AsyncEngine } from "../engine/async-engine.ts";
 import { ApiError } from "./errors.ts";
 import type { ReasoningParserName } from "./reasoning.ts";
+import type { ToolCallParserName } from "./tool-calls.ts";
 
 export const MAX_BODY_BYTES = 32 * 1024 * 1024;
 
@@ -21,6 +22,8 @@ export class ServerState {
     readonly maxLogLen: number | null = null,
     /** --reasoning-parser: split <think> blocks into reasoning_content (chat). */
     readonly reasoningParser: ReasoningParserName | null = null,
+    /** --enable-auto-tool-choice --tool-call-parser: parse tool calls out of chat answers. */
+    readonly toolCallParser: ToolCallParserName | null = null,
   ) {}
 
   logRequest(id: string, prompts: (string | number[])[], params: object): void {
