@@ -96,3 +96,19 @@ test("--reasoning-parser and tool-call parsing: answers carry reasoning_content 
     expect(await s.stop()).toBe(0);
   }
 }, 60_000);
+
+test("when the engine fails mid-run the server answers 503 (health too) instead of crashing or hanging", async () => {
+  // Rank 1 of a 2-rank CPU tensor-parallel engine throws at its third step (fault injection).
+  const s = await startServer([tinyModel(SERVER_MODEL), "--max-model-len", "256", "--tensor-parallel-size", "2"], { VBUN_TP_FAIL_AT: "1:2" });
+  try {
+    const res = await fetch(`${s.url}/v1/completions`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ prompt: "Hello", max_tokens: 20, ignore_eos: true }) });
+    expect(res.status).toBe(503);
+    const body: any = await res.json();
+    expect(body.error.message).toContain("tensor-parallel rank 1 failed: injected failure");
+    expect((await fetch(`${s.url}/health`)).status).toBe(503);
+    const again = await fetch(`${s.url}/v1/completions`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ prompt: "x", max_tokens: 2 }) });
+    expect(again.status).toBe(503);
+  } finally {
+    expect(await s.stop()).toBe(0);
+  }
+}, 60_000);
