@@ -112,3 +112,17 @@ test("when the engine fails mid-run the server answers 503 (health too) instead 
     expect(await s.stop()).toBe(0);
   }
 }, 60_000);
+
+test("--enable-prompt-tokens-details reports prefix-cache hits in usage", async () => {
+  const s = await startServer([tinyModel(SERVER_MODEL), "--max-model-len", "256", "--enable-prompt-tokens-details"]);
+  try {
+    const prompt = Array.from({ length: 100 }, (_, i) => 1000 + i);
+    const send = async () => ((await (await fetch(`${s.url}/v1/completions`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ prompt, max_tokens: 2 }) })).json()) as any).usage;
+    const first = await send(), second = await send();
+    expect(first.prompt_tokens_details.cached_tokens).toBe(0);
+    // 100 prompt tokens in 16-token blocks: 6 full blocks are cached (never the last token).
+    expect(second.prompt_tokens_details.cached_tokens).toBe(96);
+  } finally {
+    expect(await s.stop()).toBe(0);
+  }
+}, 60_000);

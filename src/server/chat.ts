@@ -123,7 +123,7 @@ export async function chatCompletions(c: Context, state: ServerState): Promise<R
         stop_reason: o.stopReason,
       };
     });
-    return c.json({ id, object: "chat.completion", created, model, choices, usage: usageOf(finals) });
+    return c.json({ id, object: "chat.completion", created, model, choices, usage: usageOf(finals, state.promptTokensDetails) });
   }
 
   const includeUsage = body.stream_options?.include_usage ?? false;
@@ -132,7 +132,7 @@ export async function chatCompletions(c: Context, state: ServerState): Promise<R
     let latest: RequestOutput | null = null;
     const finishedSent = new Set<number>();
     const shapers = Array.from({ length: params.n }, shaper);
-    const chunk = (choice: object) => send({ id, object: "chat.completion.chunk", created, model, choices: [choice], ...(continuous && latest ? { usage: usageOf([latest]) } : {}) });
+    const chunk = (choice: object) => send({ id, object: "chat.completion.chunk", created, model, choices: [choice], ...(continuous && latest ? { usage: usageOf([latest], state.promptTokensDetails) } : {}) });
     for (let i = 0; i < params.n; i++) chunk({ index: i, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null });
     await forEachOutput(submitted, (_, r) => {
       latest = r;
@@ -153,6 +153,6 @@ export async function chatCompletions(c: Context, state: ServerState): Promise<R
         chunk({ index: o.index, delta, logprobs, finish_reason: o.finishReason, stop_reason: o.stopReason });
       }
     });
-    if (includeUsage && latest) send({ id, object: "chat.completion.chunk", created, model, choices: [], usage: usageOf([latest]) });
+    if (includeUsage && latest) send({ id, object: "chat.completion.chunk", created, model, choices: [], usage: usageOf([latest], state.promptTokensDetails) });
   }, submitted.abortAll);
 }

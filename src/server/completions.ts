@@ -66,7 +66,7 @@ export async function completions(c: Context, state: ServerState): Promise<Respo
         ...(body.return_token_ids ? { prompt_token_ids: r.promptTokenIds, token_ids: o.tokenIds } : {}),
       };
     }));
-    return c.json({ id, object: "text_completion", created, model, choices, usage: usageOf(finals) });
+    return c.json({ id, object: "text_completion", created, model, choices, usage: usageOf(finals, state.promptTokensDetails) });
   }
 
   const includeUsage = body.stream_options?.include_usage ?? false;
@@ -94,11 +94,11 @@ export async function completions(c: Context, state: ServerState): Promise<Respo
             finish_reason: o.finishReason, stop_reason: o.stopReason,
             ...(body.return_token_ids ? { token_ids: o.tokenIdsDelta, ...(first ? { prompt_token_ids: r.promptTokenIds } : {}) } : {}),
           }],
-          ...(continuous ? { usage: usageOf(latest.filter((x): x is RequestOutput => x !== null)) } : {}),
+          ...(continuous ? { usage: usageOf(latest.filter((x): x is RequestOutput => x !== null), state.promptTokensDetails) } : {}),
         });
       }
     });
-    if (includeUsage) send({ id, object: "text_completion", created, model, choices: [], usage: usageOf(latest as RequestOutput[]) });
+    if (includeUsage) send({ id, object: "text_completion", created, model, choices: [], usage: usageOf(latest as RequestOutput[], state.promptTokensDetails) });
   }, submitted.abortAll);
 }
 

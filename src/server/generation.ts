@@ -100,13 +100,22 @@ export async function forEachOutput(s: Submitted, each: (promptIndex: number, o:
   }));
 }
 
-export function usageOf(outputs: RequestOutput[]): { prompt_tokens: number; completion_tokens: number; total_tokens: number } {
-  let prompt = 0, completion = 0;
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+  prompt_tokens_details?: { cached_tokens: number };
+}
+
+/** Token counts of finished (or latest) outputs; with `details`, the prompt tokens served from the prefix cache. */
+export function usageOf(outputs: RequestOutput[], details = false): Usage {
+  let prompt = 0, completion = 0, cached = 0;
   for (const o of outputs) {
     prompt += o.promptTokenIds.length;
+    cached += o.numCachedTokens;
     for (const c of o.outputs) completion += c.tokenIds.length;
   }
-  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
+  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion, ...(details ? { prompt_tokens_details: { cached_tokens: cached } } : {}) };
 }
 
 export const nowSeconds = () => Math.floor(Date.now() / 1000);

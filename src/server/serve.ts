@@ -27,6 +27,7 @@ server:
   --reasoning-parser qwen3|deepseek_r1   chat responses carry <think> blocks as reasoning_content (default: off)
   --enable-auto-tool-choice --tool-call-parser hermes
                                    parse <tool_call> blocks into tool_calls when a request has tools (default: off)
+  --enable-prompt-tokens-details   usage.prompt_tokens_details.cached_tokens (prefix-cache hits) (default: off)
 
 engine:
   --device auto|cpu|cuda           backend (default ${d.device})
@@ -62,6 +63,7 @@ export async function serve(args: string[]): Promise<number> {
       "reasoning-parser": { type: "string" },
       "enable-auto-tool-choice": { type: "boolean" },
       "tool-call-parser": { type: "string" },
+      "enable-prompt-tokens-details": { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -90,7 +92,7 @@ export async function serve(args: string[]): Promise<number> {
   if (tp !== undefined && !(TOOL_CALL_PARSERS as readonly string[]).includes(tp)) throw new UsageError(`--tool-call-parser: expected one of ${TOOL_CALL_PARSERS.join(", ")}, got '${tp}'`);
   if (values["enable-auto-tool-choice"] && tp === undefined) throw new UsageError("--enable-auto-tool-choice needs --tool-call-parser");
   const state = new ServerState(served, apiKey || null, values["log-level"] === "debug", maxLogLen, (rp as ReasoningParserName | undefined) ?? null,
-    values["enable-auto-tool-choice"] ? (tp as ToolCallParserName) : null);
+    values["enable-auto-tool-choice"] ? (tp as ToolCallParserName) : null, values["enable-prompt-tokens-details"] ?? false);
   const app = buildApp(state);
 
   const server = Bun.serve({ hostname: values.host, port, fetch: app.fetch, idleTimeout: 0 });

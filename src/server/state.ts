@@ -24,6 +24,8 @@ export class ServerState {
     readonly reasoningParser: ReasoningParserName | null = null,
     /** --enable-auto-tool-choice --tool-call-parser: parse tool calls out of chat answers. */
     readonly toolCallParser: ToolCallParserName | null = null,
+    /** --enable-prompt-tokens-details: usage.prompt_tokens_details.cached_tokens. */
+    readonly promptTokensDetails = false,
   ) {}
 
   logRequest(id: string, prompts: (string | number[])[], params: object): void {
