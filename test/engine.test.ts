@@ -194,3 +194,36 @@ test("engine options are checked", () => {
   expect(() => LLMEngine.create({ model, ...quiet, blockSize: 0 })).toThrow(/--block-size: must be a positive integer/);
   expect(() => LLMEngine.create({ model: "/nonexistent", ...quiet })).toThrow(/config\.json: not found/);
 });
+
+describe("prompt_logprobs", () => {
+  test("score every prompt token like a direct forward pass, also in chunks and after a cache-warm request", async () => {
+    const { CpuBackend } = await import("../src/backend/cpu/cpu-backend.ts");
+    const { CausalLM } = await import("../src/model/causal-lm.ts");
+    const { Checkpoint } = await import("../src/loader/checkpoint.ts");
+    const { tokenLogprobs } = await import("../src/engine/logprobs.ts");
+    const prompt = Array.from({ length: 30 }, (_, i) => (i * 53 + 7) % 500);
+    const lm = new CausalLM(make().engine.modelConfig, new CpuBackend({ threads: 1 }), 64);
+    lm.load(new Checkpoint(model));
+    lm.allocKvCache(8, 16);
+    const n = prompt.length;
+    const b = lm.backend as InstanceType<typeof CpuBackend>;
+    const logits = b.toHost(lm.forward(b.uploadStep({
+      tokenIds: Int32Array.from(prompt), positions: Int32Array.from(prompt, (_, i) => i), slotMapping: Int32Array.from(prompt, (_, i) => i),
+      queryStart: Int32Array.from([0, n]), seqLens: Int32Array.from([n]), blockTables: Int32Array.from([0, 1]), maxBlocksPerSeq: 2, logitsRows: Int32Array.from(prompt, (_, i) => i),
+    }) as never));
+    const V = lm.cfg.vocabSize;
+    const expected = prompt.map((_, i) => (i === 0 ? null : tokenLogprobs(logits.subarray((i - 1) * V, i * V), prompt[i]!, 2)));
+    for (const llm of [make(), make({ maxNumBatchedTokens: 7 })]) {
+      llm.generate([prompt], { max_tokens: 2, temperature: 0 }, { useTqdm: false }); // warms the prefix cache
+      const [out] = llm.generate([prompt], { max_tokens: 2, temperature: 0, prompt_logprobs: 2 }, { useTqdm: false });
+      const got = out!.promptLogprobs!;
+      expect(got.length).toBe(n);
+      expect(got[0]).toBeNull();
+      for (let i = 1; i < n; i++) {
+        expect(got[i]!.logprob).toBeCloseTo(expected[i]!.logprob, 4);
+        expect(got[i]!.rank).toBe(expected[i]!.rank!);
+        expect(got[i]!.top.map((t) => t.tokenId)).toEqual(expected[i]!.top.map((t) => t.tokenId));
+      }
+    }
+  });
+});

@@ -73,13 +73,36 @@ describe("completions through the openai SDK", () => {
     expect(text).toBe(r.choices[0]!.text);
   });
 
+  test("echo + logprobs scores the prompt too; prompt_logprobs gives vLLM's per-token entries", async () => {
+    const r: any = await (await post("/v1/completions", { prompt: "The cat sat on the mat", max_tokens: 3, temperature: 0, logprobs: 1, echo: true })).json();
+    const ids: number[] = (await (await post("/tokenize", { prompt: "The cat sat on the mat" })).json() as any).tokens;
+    const lp = r.choices[0].logprobs;
+    expect(lp.tokens.length).toBe(ids.length + 3);
+    expect(lp.token_logprobs[0]).toBeNull();
+    expect(lp.top_logprobs[0]).toBeNull();
+    for (const v of lp.token_logprobs.slice(1)) expect(v).toBeLessThanOrEqual(0);
+    expect(lp.text_offset[0]).toBe(0);
+    expect(lp.tokens.slice(0, ids.length).join("")).toBe("The cat sat on the mat");
+    const v: any = await (await post("/v1/completions", { prompt: ids, max_tokens: 1, prompt_logprobs: 2 })).json();
+    const pl = v.choices[0].prompt_logprobs;
+    expect(pl.length).toBe(ids.length);
+    expect(pl[0]).toBeNull();
+    expect(pl[1][String(ids[1])].logprob).toBeCloseTo(lp.token_logprobs[1], 5);
+    expect(pl[1][String(ids[1])].rank).toBeGreaterThanOrEqual(1);
+  });
+
   test("logprobs: tokens, offsets and top entries", async () => {
-    const r = await client.completions.create({ model: NAME, prompt: "Hi", max_tokens: 4, temperature: 0, logprobs: 2, echo: true });
+    const r = await client.completions.create({ model: NAME, prompt: "Hi", max_tokens: 4, temperature: 0, logprobs: 2 });
     const lp = r.choices[0]!.logprobs!;
     expect(lp.tokens!.length).toBe(4);
     expect(lp.top_logprobs!.every((t) => Object.keys(t).length >= 2)).toBe(true);
-    expect(lp.text_offset![0]).toBe(2);
-    expect(r.choices[0]!.text.startsWith("Hi")).toBe(true);
+    expect(lp.text_offset![0]).toBe(0);
+    expect(lp.tokens!.join("")).toBe(r.choices[0]!.text);
+    // With echo the prompt ("Hi", one token) comes first, unscored, and the completion's offsets follow it.
+    const e = await client.completions.create({ model: NAME, prompt: "Hi", max_tokens: 4, temperature: 0, logprobs: 2, echo: true });
+    expect(e.choices[0]!.text.startsWith("Hi")).toBe(true);
+    expect(e.choices[0]!.logprobs!.tokens!.length).toBe(5);
+    expect(e.choices[0]!.logprobs!.text_offset!.slice(0, 2)).toEqual([0, 2]);
   });
 });
 

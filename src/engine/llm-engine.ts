@@ -35,6 +35,8 @@ export interface RequestLimits {
   maxModelLen: number;
   numBlocks: number;
   blockSize: number;
+  /** prompt_logprobs needs logits for whole prompts: not with tensor parallelism (bounded logits gather). */
+  promptLogprobs: boolean;
 }
 
 /**
@@ -45,6 +47,7 @@ export function validateRequest(ids: readonly number[], params: SamplingParams, 
   if (ids.length === 0) throw new InvalidRequestError("the prompt is empty", "prompt");
   for (const id of ids) if (!Number.isInteger(id) || id < 0 || id >= l.vocabSize) throw new InvalidRequestError(`token id ${id} is out of vocabulary (size ${l.vocabSize})`, "prompt");
   params.validateForVocab(l.vocabSize);
+  if (params.prompt_logprobs !== null && !l.promptLogprobs) throw new InvalidRequestError("prompt_logprobs is not supported with tensor parallelism", "prompt_logprobs");
   const maxTokens = params.max_tokens ?? l.maxModelLen - ids.length;
   if (ids.length + maxTokens > l.maxModelLen || maxTokens < 1)
     throw new InvalidRequestError(`This model's maximum context length is ${l.maxModelLen} tokens. However, you requested ${ids.length + Math.max(maxTokens, 1)} tokens (${ids.length} in the prompt, ${Math.max(maxTokens, 1)} in the completion). Please reduce the length of the prompt or completion.`, params.max_tokens === null ? "prompt" : "max_tokens");
@@ -174,7 +177,7 @@ export class LLMEngine {
 
   /** The limits a request is checked against (also used by the server thread, see AsyncEngine). */
   get limits(): RequestLimits {
-    return { vocabSize: this.modelConfig.vocabSize, maxModelLen: this.options.maxModelLen, numBlocks: this.blockManager.numBlocks, blockSize: this.blockManager.blockSize };
+    return { vocabSize: this.modelConfig.vocabSize, maxModelLen: this.options.maxModelLen, numBlocks: this.blockManager.numBlocks, blockSize: this.blockManager.blockSize, promptLogprobs: this.runner.tpGroup === null };
   }
 
   /** Queues a request. Throws InvalidRequestError when it can never be served. */

@@ -3,6 +3,7 @@ import type { Backend, Tensor } from "../backend/backend.ts";
 import type { CausalLM } from "../model/causal-lm.ts";
 import type { SamplerOutput } from "./sampling-batch.ts";
 import { Sampler } from "./sampler.ts";
+import { tokenLogprobs } from "./logprobs.ts";
 import type { SchedulerOutput } from "./scheduler.ts";
 import { StepInputBuilder } from "./step-inputs.ts";
 import type { TensorParallelGroup } from "../parallel/tp-group.ts";
@@ -92,7 +93,19 @@ export class ModelRunner<T extends Tensor = Tensor> {
     const step = this.backend.uploadStep(host);
     const batch = this.sampler.build(out.scheduled);
     const logits = this.model.forward(step);
-    if (step.numLogitsRows === 0) return { tokenIds: new Int32Array(0), logprobs: [] };
-    return this.backend.sample(logits, batch);
+    const sampled = batch.numRows === 0 ? { tokenIds: new Int32Array(0), logprobs: [] } : this.backend.sample(logits, batch);
+    if (this.inputs.numPromptRows > 0) this.recordPromptLogprobs(out, logits, batch.numRows);
+    return sampled;
+  }
+
+  /** Scores prompt tokens from the rows after the sampling rows (prompt_logprobs), onto their sequences. */
+  private recordPromptLogprobs(out: SchedulerOutput, logits: T, firstRow: number): void {
+    const host = this.backend.toHost(logits);
+    const V = this.model.cfg.vocabSize, inputs = this.inputs;
+    for (let k = 0; k < inputs.numPromptRows; k++) {
+      const seq = out.scheduled[inputs.promptRowSeq[k]!]!.seq, pos = inputs.promptRowPos[k]!;
+      const row = host.subarray((firstRow + k) * V, (firstRow + k + 1) * V);
+      seq.promptLogprobs![pos + 1] = tokenLogprobs(row, seq.tokens[pos + 1]!, seq.params.prompt_logprobs!);
+    }
   }
 }

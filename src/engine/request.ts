@@ -26,6 +26,8 @@ export interface RequestOutput {
   prompt: string | null;
   promptTokenIds: number[];
   numCachedTokens: number;
+  /** prompt_logprobs: per prompt token (the first is null); null when not requested. */
+  promptLogprobs: (TokenLogprobs | null)[] | null;
   outputs: CompletionOutput[];
   finished: boolean;
 }
@@ -137,6 +139,7 @@ export class Request {
       prompt: this.prompt,
       promptTokenIds: this.promptTokenIds,
       numCachedTokens: this.seqs.reduce((m, s) => Math.max(m, s.numCachedTokens), 0),
+      promptLogprobs: this.seqs[0]!.promptLogprobs,
       outputs,
       finished: this.finished,
     };

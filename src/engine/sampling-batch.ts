@@ -34,8 +34,10 @@ export interface SamplingBatch {
 }
 
 export interface TokenLogprobs {
-  /** logprob of the sampled token */
+  /** logprob of the sampled (or, for prompt logprobs, the actual) token */
   logprob: number;
+  /** 1-based rank of that token among all (prompt logprobs only) */
+  rank?: number;
   /** the top-N tokens, best first */
   top: { tokenId: number; logprob: number }[];
 }

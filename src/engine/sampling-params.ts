@@ -24,6 +24,7 @@ export interface SamplingParamsInit {
   repetition_penalty?: number;
   logit_bias?: Record<string | number, number> | null;
   logprobs?: number | null;
+  prompt_logprobs?: number | null;
   include_stop_str_in_output?: boolean;
   skip_special_tokens?: boolean;
 }
@@ -50,6 +51,8 @@ export class SamplingParams {
   repetition_penalty = 1.0;
   logit_bias: Map<number, number> | null = null;
   logprobs: number | null = null;
+  /** Top-N logprobs for each prompt token after the first (and the token's own); null = none. */
+  prompt_logprobs: number | null = null;
   include_stop_str_in_output = false;
   skip_special_tokens = true;
 
@@ -97,6 +100,10 @@ export class SamplingParams {
     if (this.logprobs !== null) {
       int("logprobs", this.logprobs, 0);
       if (this.logprobs > MAX_LOGPROBS) throw new SamplingParamsError("logprobs", `must be <= ${MAX_LOGPROBS}, got ${this.logprobs}`);
+    }
+    if (this.prompt_logprobs !== null) {
+      int("prompt_logprobs", this.prompt_logprobs, 0);
+      if (this.prompt_logprobs > MAX_LOGPROBS) throw new SamplingParamsError("prompt_logprobs", `must be <= ${MAX_LOGPROBS}, got ${this.prompt_logprobs}`);
     }
     if (typeof this.include_stop_str_in_output !== "boolean") throw new SamplingParamsError("include_stop_str_in_output", "must be a boolean");
     if (typeof this.skip_special_tokens !== "boolean") throw new SamplingParamsError("skip_special_tokens", "must be a boolean");

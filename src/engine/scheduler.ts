@@ -80,7 +80,8 @@ export class Scheduler {
     // 2. Waiting sequences, FCFS, unless this step had to preempt.
     while (numPreempted === 0 && this.waiting.length > 0 && budget > 0 && this.running.length < cfg.maxNumSeqs) {
       const seq = this.waiting[0]!;
-      const prefix = bm.findCachedPrefix(seq);
+      // A prompt_logprobs request needs logits for every prompt position: none may come from the cache.
+      const prefix = seq.params.prompt_logprobs === null ? bm.findCachedPrefix(seq) : { blocks: [], hashes: [] };
       const cachedTokens = prefix.blocks.length * bm.blockSize;
       const remaining = seq.numTokens - cachedTokens;
       if (!cfg.enableChunkedPrefill && remaining > budget) break;

@@ -28,6 +28,8 @@ export class Sequence {
   /** The stop string or stop token id that ended the sequence. */
   stopReason: string | number | null = null;
   readonly logprobs: TokenLogprobs[] = [];
+  /** With prompt_logprobs: entry i scores prompt token i given the tokens before it (entry 0 is null). */
+  readonly promptLogprobs: (TokenLogprobs | null)[] | null;
   cumulativeLogprob = 0;
   numPreemptions = 0;
   /** Monotonic times (ms). */
@@ -51,6 +53,7 @@ export class Sequence {
     this.numTokens = promptTokenIds.length;
     this.buf = new Int32Array(promptTokenIds.length + (params.max_tokens ?? 16) + 1);
     this.buf.set(promptTokenIds);
+    this.promptLogprobs = params.prompt_logprobs === null ? null : new Array(promptTokenIds.length).fill(null);
     this.arrivalTime = arrivalTime;
   }
 

@@ -21,6 +21,10 @@ export class StepInputBuilder {
   private readonly rowEpoch: Int32Array;
   private readonly rowBlocks: Int32Array;
   private rowWidth = 0;
+  /** For the last build: index (into scheduled) and position of the token each prompt-logprob row predicts from. */
+  readonly promptRowSeq: Int32Array;
+  readonly promptRowPos: Int32Array;
+  numPromptRows = 0;
 
   constructor(maxNumBatchedTokens: number, maxNumSeqs: number, maxModelLen: number, readonly blockSize: number, readonly fullWidthBlockTables = false) {
     this.maxBlocksPerSeq = Math.ceil(maxModelLen / blockSize);
@@ -30,7 +34,10 @@ export class StepInputBuilder {
     this.queryStart = new Int32Array(maxNumSeqs + 1);
     this.seqLens = new Int32Array(maxNumSeqs);
     this.blockTables = new Int32Array(maxNumSeqs * this.maxBlocksPerSeq);
-    this.logitsRows = new Int32Array(maxNumSeqs);
+    // Sampling rows first, then rows whose logits score prompt tokens (prompt_logprobs).
+    this.logitsRows = new Int32Array(maxNumSeqs + maxNumBatchedTokens);
+    this.promptRowSeq = new Int32Array(maxNumBatchedTokens);
+    this.promptRowPos = new Int32Array(maxNumBatchedTokens);
     this.rowSeq = new Int32Array(maxNumSeqs).fill(-1);
     this.rowEpoch = new Int32Array(maxNumSeqs);
     this.rowBlocks = new Int32Array(maxNumSeqs);
@@ -44,6 +51,7 @@ export class StepInputBuilder {
   buildPadded(out: SchedulerOutput, slots: number): StepInputs {
     const real = this.build(out);
     const b = real.seqLens.length;
+    if (this.numPromptRows > 0) throw new Error("buildPadded: a decode step has no prompt rows");
     if (!this.fullWidthBlockTables) throw new Error("buildPadded needs full-width block tables");
     if (real.tokenIds.length !== b) throw new Error("buildPadded is for decode steps (one token per sequence)");
     for (let i = b; i < slots; i++) {
@@ -100,6 +108,19 @@ export class StepInputBuilder {
       if (samples) this.logitsRows[rows++] = t - 1;
     }
     this.queryStart[sched.length] = t;
+    // prompt_logprobs: every computed prompt position except the last predicts the next prompt token.
+    let k = 0;
+    for (let i = 0; i < sched.length; i++) {
+      const { seq, start, numNewTokens } = sched[i]!;
+      if (seq.params.prompt_logprobs === null) continue;
+      const last = Math.min(start + numNewTokens, seq.numPromptTokens - 1);
+      for (let pos = start; pos < last; pos++, k++) {
+        this.logitsRows[rows++] = this.queryStart[i]! + (pos - start);
+        this.promptRowSeq[k] = i;
+        this.promptRowPos[k] = pos;
+      }
+    }
+    this.numPromptRows = k;
     return {
       tokenIds: this.tokenIds.subarray(0, t),
       positions: this.positions.subarray(0, t),

@@ -8,22 +8,39 @@ import { collect, forEachOutput, nowSeconds, samplingParamsFrom, sseResponse, su
 import { CompletionRequest } from "./protocol.ts";
 import type { ServerState } from "./state.ts";
 
-interface CompletionLogprobs { text_offset: number[]; token_logprobs: number[]; tokens: string[]; top_logprobs: Record<string, number>[] }
+interface CompletionLogprobs { text_offset: number[]; token_logprobs: (number | null)[]; tokens: string[]; top_logprobs: (Record<string, number> | null)[] }
 
-function completionLogprobs(state: ServerState, lps: TokenLogprobs[], ids: number[], offset: number): CompletionLogprobs {
+/** OpenAI's completion logprobs for tokens `ids` starting at character `offset` (null entries: unscored, e.g. the first prompt token). */
+function completionLogprobs(state: ServerState, lps: (TokenLogprobs | null)[], ids: number[], offset: number): CompletionLogprobs {
   const out: CompletionLogprobs = { text_offset: [], token_logprobs: [], tokens: [], top_logprobs: [] };
   let pos = offset;
   lps.forEach((lp, i) => {
     const token = state.tokenText(ids[i]!);
     out.tokens.push(token);
-    out.token_logprobs.push(lp.logprob);
+    out.token_logprobs.push(lp ? lp.logprob : null);
     out.text_offset.push(pos);
     pos += token.length;
+    if (!lp) { out.top_logprobs.push(null); return; }
     const top: Record<string, number> = { [token]: lp.logprob };
     for (const t of lp.top) top[state.tokenText(t.tokenId)] = t.logprob;
     out.top_logprobs.push(top);
   });
   return out;
+}
+
+function joinLogprobs(a: CompletionLogprobs, b: CompletionLogprobs): CompletionLogprobs {
+  return { text_offset: [...a.text_offset, ...b.text_offset], token_logprobs: [...a.token_logprobs, ...b.token_logprobs], tokens: [...a.tokens, ...b.tokens], top_logprobs: [...a.top_logprobs, ...b.top_logprobs] };
+}
+
+/** vLLM's prompt_logprobs: [null, {token_id: {logprob, rank, decoded_token}}, …] with the prompt token and its top-N. */
+function vllmPromptLogprobs(state: ServerState, ids: number[], lps: (TokenLogprobs | null)[]) {
+  return lps.map((lp, i) => {
+    if (!lp) return null;
+    const entry: Record<string, { logprob: number; rank: number | null; decoded_token: string }> = {};
+    lp.top.forEach((t, r) => { entry[t.tokenId] = { logprob: t.logprob, rank: r + 1, decoded_token: state.tokenText(t.tokenId) }; });
+    entry[ids[i]!] = { logprob: lp.logprob, rank: lp.rank ?? null, decoded_token: state.tokenText(ids[i]!) };
+    return entry;
+  });
 }
 
 export async function completions(c: Context, state: ServerState): Promise<Response> {
@@ -44,6 +61,17 @@ export async function completions(c: Context, state: ServerState): Promise<Respo
     return ids;
   });
   const params = samplingParamsFrom(body, body.max_tokens === undefined ? 16 : body.max_tokens, body.logprobs ?? null);
+  // echo with logprobs scores the prompt too (as lm-eval-harness expects); prompt_logprobs is vLLM's field.
+  const echoLogprobs = body.echo === true && body.logprobs != null;
+  if (body.prompt_logprobs != null || echoLogprobs) {
+    params.prompt_logprobs = body.prompt_logprobs ?? body.logprobs!;
+    params.validate();
+  }
+  /** A choice's logprobs object, preceded by the echoed prompt's when asked. */
+  const logprobsFor = (r: RequestOutput, i: number, lps: TokenLogprobs[], ids: number[], offset: number, withPrompt: boolean) => {
+    const own = completionLogprobs(state, lps, ids, offset);
+    return withPrompt && echoLogprobs && r.promptLogprobs ? joinLogprobs(completionLogprobs(state, r.promptLogprobs, prompts[i]!, 0), own) : own;
+  };
   const id = `cmpl-${crypto.randomUUID().replaceAll("-", "")}`;
   const created = nowSeconds();
   const model = state.servedModelName;
@@ -60,9 +88,10 @@ export async function completions(c: Context, state: ServerState): Promise<Respo
       return {
         index: i * n + o.index,
         text: prefix + o.text,
-        logprobs: wantLp ? completionLogprobs(state, o.logprobs!, o.tokenIds, prefix.length) : null,
+        logprobs: wantLp ? logprobsFor(r, i, o.logprobs!, o.tokenIds, prefix.length, true) : null,
         finish_reason: o.finishReason,
         stop_reason: o.stopReason,
+        ...(body.prompt_logprobs != null ? { prompt_logprobs: vllmPromptLogprobs(state, prompts[i]!, r.promptLogprobs ?? []) } : {}),
         ...(body.return_token_ids ? { prompt_token_ids: r.promptTokenIds, token_ids: o.tokenIds } : {}),
       };
     }));
@@ -90,7 +119,8 @@ export async function completions(c: Context, state: ServerState): Promise<Respo
           id, object: "text_completion", created, model,
           choices: [{
             index, text,
-            logprobs: wantLp ? completionLogprobs(state, o.logprobsDelta!, o.tokenIdsDelta, off + prefix.length) : null,
+            logprobs: wantLp ? logprobsFor(r, i, o.logprobsDelta!, o.tokenIdsDelta, off + prefix.length, first) : null,
+            ...(first && body.prompt_logprobs != null ? { prompt_logprobs: vllmPromptLogprobs(state, prompts[i]!, r.promptLogprobs ?? []) } : {}),
             finish_reason: o.finishReason, stop_reason: o.stopReason,
             ...(body.return_token_ids ? { token_ids: o.tokenIdsDelta, ...(first ? { prompt_token_ids: r.promptTokenIds } : {}) } : {}),
           }],

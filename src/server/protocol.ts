@@ -35,6 +35,7 @@ export const CompletionRequest = z.object({
   prompt: z.union([z.string(), z.array(z.string()), tokenIds, z.array(tokenIds)]),
   max_tokens: int().nullish(),
   logprobs: int().nullish(),
+  prompt_logprobs: int().nullish(),
   echo: z.boolean().nullish(),
   suffix: z.string().nullish(),
   add_special_tokens: z.boolean().nullish(),

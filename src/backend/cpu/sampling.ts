@@ -1,6 +1,7 @@
 /** The CPU sampler: logits processors, greedy / random sampling with top-k, top-p, min-p, and logprobs. */
 import { philoxUniform } from "../../engine/philox.ts";
 import { applyLogitEdit, rowLogitEdits, type SamplingBatch, type SamplerOutput, type TokenLogprobs } from "../../engine/sampling-batch.ts";
+import { logSumExp, topIndices } from "../../engine/logprobs.ts";
 
 /** Applies the row's penalties, logit bias and banned tokens in place. */
 export function processLogits(row: Float32Array, b: SamplingBatch, r: number): void {
@@ -11,29 +12,6 @@ function argmax(row: Float32Array): number {
   let best = 0, bv = -Infinity;
   for (let i = 0; i < row.length; i++) if (row[i]! > bv) { bv = row[i]!; best = i; }
   return best;
-}
-
-function logSumExp(row: Float32Array): number {
-  let max = -Infinity;
-  for (let i = 0; i < row.length; i++) if (row[i]! > max) max = row[i]!;
-  if (max === -Infinity) return -Infinity;
-  let s = 0;
-  for (let i = 0; i < row.length; i++) s += Math.exp(row[i]! - max);
-  return max + Math.log(s);
-}
-
-/** Indices of the k largest values, best first (ties: lower index first). */
-export function topIndices(row: Float32Array, k: number): number[] {
-  const idx: number[] = [];
-  for (let i = 0; i < row.length; i++) {
-    const v = row[i]!;
-    if (idx.length === k && v <= row[idx[k - 1]!]!) continue;
-    let j = idx.length < k ? idx.length : k - 1;
-    if (idx.length < k) idx.push(i);
-    while (j > 0 && row[idx[j - 1]!]! < v) { idx[j] = idx[j - 1]!; j--; }
-    idx[j] = i;
-  }
-  return idx;
 }
 
 /** Samples one token from `row` (processed logits) with the row's temperature, top-k, top-p, min-p and uniform draw. */
