@@ -86,9 +86,10 @@ export class StepInputBuilder {
       this.rowSeq.fill(-1);
       this.rowWidth = width;
     }
-    let t = 0, rows = 0;
+    let t = 0, rows = 0, anyPromptLogprobs = false;
     for (let i = 0; i < sched.length; i++) {
       const { seq, start, numNewTokens, samples } = sched[i]!;
+      if (seq.params.prompt_logprobs !== null && start < seq.numPromptTokens - 1) anyPromptLogprobs = true;
       const table = seq.blockTable, ids = seq.tokens;
       this.queryStart[i] = t;
       for (let j = 0; j < numNewTokens; j++, t++) {
@@ -110,7 +111,7 @@ export class StepInputBuilder {
     this.queryStart[sched.length] = t;
     // prompt_logprobs: every computed prompt position except the last predicts the next prompt token.
     let k = 0;
-    for (let i = 0; i < sched.length; i++) {
+    for (let i = 0; anyPromptLogprobs && i < sched.length; i++) {
       const { seq, start, numNewTokens } = sched[i]!;
       if (seq.params.prompt_logprobs === null) continue;
       const last = Math.min(start + numNewTokens, seq.numPromptTokens - 1);
