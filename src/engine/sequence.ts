@@ -23,7 +23,7 @@ export class Sequence {
   /** KV block ids, in order. */
   readonly blockTable: number[] = [];
   /** Chained hash of each full block that is registered in the prefix cache (parallel to blockTable). */
-  readonly blockHashes: bigint[] = [];
+  readonly blockHashes: number[] = [];
   finishReason: FinishReason | null = null;
   /** The stop string or stop token id that ended the sequence. */
   stopReason: string | number | null = null;
