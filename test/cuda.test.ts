@@ -123,8 +123,16 @@ describe.skipIf(gpu === null)("CUDA kernels match their CPU twins (bf16 rel. err
     check(gathered, Float32Array.from([...hn.subarray(3 * H, 4 * H), ...hn.subarray(0, H), ...hn.subarray((n - 1) * H, n * H)]), 0);
   });
 
-  for (const [name, s] of [["Qwen3-0.6B heads (16/8 × 128)", { numHeads: 16, numKvHeads: 8, headDim: 128 }], ["tiny heads (4/2 × 16)", { numHeads: 4, numKvHeads: 2, headDim: 16 }], ["MHA 8/8 × 64", { numHeads: 8, numKvHeads: 8, headDim: 64 }]] as const) {
+  const attentionCases = [
+    ["Qwen3-0.6B heads (16/8 × 128)", { numHeads: 16, numKvHeads: 8, headDim: 128 }, "simple"],
+    ["tiny heads (4/2 × 16)", { numHeads: 4, numKvHeads: 2, headDim: 16 }, "simple"],
+    ["MHA 8/8 × 64", { numHeads: 8, numKvHeads: 8, headDim: 64 }, "simple"],
+    ["Qwen3-0.6B heads, tensor-core prefill", { numHeads: 16, numKvHeads: 8, headDim: 128 }, "mma"],
+    ["GQA 8/2 × 64, tensor-core prefill", { numHeads: 8, numKvHeads: 2, headDim: 64 }, "mma"],
+  ] as const;
+  for (const [name, s, kernel] of attentionCases) {
     test(`q/k norm + RoPE, KV store and paged attention: ${name}`, () => {
+      g.prefillKernel = kernel;
       const shape: AttentionShape = { ...s, scale: 1 / Math.sqrt(s.headDim) };
       const D = s.headDim, W = (s.numHeads + 2 * s.numKvHeads) * D, bs = 16, numBlocks = 64;
       // Step: seq 0 prefill of 300 tokens (cached prefix of 0), seq 1 decode at position 70, seq 2 a 5-token chunk after 40 cached.
@@ -156,6 +164,7 @@ describe.skipIf(gpu === null)("CUDA kernels match their CPU twins (bf16 rel. err
       check(gk, ck.data);
       const cOut = new CpuTensor(new Float32Array(n * s.numHeads * D), [n, s.numHeads * D]);
       cpu.pagedAttention(new CpuTensor(g.toHost(gq), [n, W]), ck, cv, cstep, bs, shape, cOut);
+      g.prefillKernel = "simple";
       check(gOut, cOut.data);
     });
   }

@@ -6,7 +6,7 @@
 // so each K/V row is read once per group. Limits (checked by the host): G ≤ 8, head_dim ≤ 256 and even.
 // paged_attention_bf16 serves every step; decode steps (one query token per sequence) use the split-KV
 // pair below (flash-decoding): the context is cut into splits of SPLIT keys worked on by separate
-// blocks, then combined. Tensor-core (mma) prefill is still to come.
+// blocks, then combined. prefill_mma.cu holds the tensor-core prefill (opt-in until verified).
 #include "common.cuh"
 
 #define CHUNK 128

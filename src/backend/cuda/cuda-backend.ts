@@ -65,6 +65,11 @@ export class CudaBackend implements Backend<CudaTensor> {
   private stagingInFlight = false;
   private stepLayout: { offsets: number[]; sizes: number[] } | null = null;
   private readonly graphs = new Map<number, bigint>();
+  /**
+   * Attention for steps that are not pure decode: "simple" (paged_attention_bf16, f32 FMA) or "mma"
+   * (tensor-core flash attention, head_dim 64/128; opt-in via VBUN_PREFILL_KERNEL=mma until verified on a GPU).
+   */
+  prefillKernel: "simple" | "mma" = process.env.VBUN_PREFILL_KERNEL === "mma" ? "mma" : "simple";
   private partial: bigint = 0n;
   private partialCapacity = 0;
   private samplingScratch: { dev: bigint; host: PinnedBuffer; capacity: number } | null = null;
@@ -271,6 +276,13 @@ export class CudaBackend implements Backend<CudaTensor> {
         P(qkv), P(kCache), P(vCache), partial, P(step.seqLens), P(step.blockTables), I(step.maxBlocksPerSeq), I(blockSize),
         I(s.numHeads), I(s.numKvHeads), I(s.headDim), F(s.scale)]);
       this.k.launch("paged_attention_combine_bf16", [step.numTokens, s.numHeads], Math.ceil(s.headDim / 32) * 32, [partial, P(out), I(splits), I(s.numHeads), I(s.numKvHeads), I(s.headDim)]);
+      return;
+    }
+    if (this.prefillKernel === "mma" && (s.headDim === 64 || s.headDim === 128)) {
+      const tiles = Math.ceil(step.maxQueryLen / 64);
+      this.k.launch(s.headDim === 64 ? "paged_prefill_mma_d64_bf16" : "paged_prefill_mma_d128_bf16", [step.numSeqs * tiles, s.numHeads], 128, [
+        P(qkv), P(kCache), P(vCache), P(out), P(step.queryStart), P(step.seqLens), P(step.blockTables),
+        I(step.maxBlocksPerSeq), I(blockSize), I(tiles), I(s.numHeads), I(s.numKvHeads), F(s.scale)]);
       return;
     }
     this.k.launch("paged_attention_bf16", [step.numTokens, s.numKvHeads], 128, [

@@ -4,6 +4,7 @@ import elementwisePtx from "../../../ptx/elementwise.ptx" with { type: "text" };
 import normPtx from "../../../ptx/norm.ptx" with { type: "text" };
 import ropePtx from "../../../ptx/rope.ptx" with { type: "text" };
 import samplingPtx from "../../../ptx/sampling.ptx" with { type: "text" };
+import prefillMmaPtx from "../../../ptx/prefill_mma.ptx" with { type: "text" };
 import { hostAddress, type Driver } from "./driver.ts";
 
 const MODULES: Record<string, { ptx: string; kernels: string[] }> = {
@@ -12,10 +13,12 @@ const MODULES: Record<string, { ptx: string; kernels: string[] }> = {
   elementwise: { ptx: elementwisePtx, kernels: ["embedding_bf16", "silu_mul_bf16", "store_kv_bf16", "gather_rows_bf16", "add_bias_bf16"] },
   attention: { ptx: attentionPtx, kernels: ["paged_attention_bf16", "paged_attention_split_bf16", "paged_attention_combine_bf16"] },
   sampling: { ptx: samplingPtx, kernels: ["logprobs_f32", "apply_edits_f32", "sample_f32"] },
+  prefill_mma: { ptx: prefillMmaPtx, kernels: ["paged_prefill_mma_d64_bf16", "paged_prefill_mma_d128_bf16"] },
 };
 
 export type KernelName = "rmsnorm_bf16" | "add_rmsnorm_bf16" | "qk_norm_rope_bf16" | "embedding_bf16" | "silu_mul_bf16" | "store_kv_bf16"
-  | "gather_rows_bf16" | "add_bias_bf16" | "paged_attention_bf16" | "paged_attention_split_bf16" | "paged_attention_combine_bf16" | "logprobs_f32" | "apply_edits_f32" | "sample_f32";
+  | "gather_rows_bf16" | "add_bias_bf16" | "paged_attention_bf16" | "paged_attention_split_bf16" | "paged_attention_combine_bf16"
+  | "paged_prefill_mma_d64_bf16" | "paged_prefill_mma_d128_bf16" | "logprobs_f32" | "apply_edits_f32" | "sample_f32";
 
 /** A kernel argument: a device pointer (bigint, or null), an i32, or an f32. */
 export type Arg = { p: bigint | null } | { i: number } | { f: number };
