@@ -208,12 +208,6 @@ export class BlockManager {
     seq.numComputedTokens = 0;
   }
 
-  /** Drops every cached hash (e.g. after weights change). Blocks in use stay allocated. */
-  resetPrefixCache(): void {
-    this.cached.clear();
-    this.blockHash.fill(null);
-  }
-
   /** Throws if the bookkeeping is inconsistent with the block tables of `live` sequences. */
   checkInvariants(live: Iterable<Sequence>): void {
     const counts = new Int32Array(this.numBlocks);

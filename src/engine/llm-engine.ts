@@ -219,14 +219,6 @@ export class LLMEngine {
     return this.requests.size > 0;
   }
 
-  get numRequests(): number {
-    return this.requests.size;
-  }
-
-  getRequest(requestId: string): Request | undefined {
-    return this.requests.get(requestId);
-  }
-
   /** Runs one engine step; returns outputs for requests that advanced or finished. */
   step(): RequestOutput[] {
     const now = performance.now();

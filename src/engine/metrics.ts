@@ -12,11 +12,6 @@ export class Histogram {
     this.count++;
     for (let i = 0; i < this.buckets.length; i++) if (v <= this.buckets[i]!) { this.counts[i]!++; break; }
   }
-  /** Cumulative counts per bucket (Prometheus `le` semantics). */
-  cumulative(): number[] {
-    let c = 0;
-    return this.counts.map((n) => (c += n));
-  }
 }
 
 const SECONDS = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80, 160, 640, 2560];

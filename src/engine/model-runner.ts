@@ -23,9 +23,8 @@ export class ModelRunner<T extends Tensor = Tensor> {
   private graphInputs: StepInputBuilder | null = null;
   private buckets: number[] = [];
   private readonly graphLogits = new Map<number, T>();
-  /** Steps run by graph replay / eagerly (for tests and logs). */
+  /** Steps run by graph replay (tests check that graphs are used). */
   graphSteps = 0;
-  eagerSteps = 0;
 
   constructor(
     readonly backend: Backend<T>,
@@ -87,7 +86,6 @@ export class ModelRunner<T extends Tensor = Tensor> {
       this.graphSteps++;
       return this.backend.sample(this.graphLogits.get(bucket)!, this.sampler.build(out.scheduled));
     }
-    this.eagerSteps++;
     const host = this.inputs.build(out);
     this.tpGroup?.broadcastStep(host);
     const step = this.backend.uploadStep(host);

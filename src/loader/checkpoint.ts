@@ -1,6 +1,6 @@
 /** A Hugging Face checkpoint directory: one model.safetensors or shards listed in model.safetensors.index.json. */
 import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { basename, join } from "node:path";
+import { join } from "node:path";
 import { SafetensorsFile, SafetensorsError, type TensorView } from "./safetensors.ts";
 
 export class Checkpoint {
@@ -57,9 +57,5 @@ export class Checkpoint {
     if (shape && (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])))
       throw new SafetensorsError(t.file, `tensor '${name}' has shape [${t.shape}] but the config implies [${shape}]`);
     return t;
-  }
-
-  describe(): string {
-    return `${basename(this.dir)} (${this.files.size} safetensors file${this.files.size === 1 ? "" : "s"}, ${this.index.size} tensors)`;
   }
 }

@@ -95,10 +95,6 @@ export class CudaBackend implements Backend<CudaTensor> {
     return new CudaBackend(driver, deviceIndex);
   }
 
-  freeMemory(): number {
-    return this.driver.memInfo().free;
-  }
-
   synchronize(): void {
     this.driver.streamSynchronize(this.stream);
     this.stagingInFlight = false;
