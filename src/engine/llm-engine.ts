@@ -5,7 +5,7 @@
 import { selectBackend } from "../backend/select-backend.ts";
 import { checkShardable } from "../parallel/shard.ts";
 import { TensorParallelGroup } from "../parallel/tp-group.ts";
-import type { Backend, Tensor } from "../backend/backend.ts";
+import type { Tensor } from "../backend/backend.ts";
 import { Checkpoint } from "../loader/checkpoint.ts";
 import { CausalLM } from "../model/causal-lm.ts";
 import { loadModelConfig, type ModelConfig } from "../model/config.ts";
@@ -86,7 +86,7 @@ export class LLMEngine {
     readonly options: Required<Omit<EngineOptions, "model" | "numGpuBlocksOverride" | "chatTemplate" | "log" | "maxModelLen">> & { maxModelLen: number; numBlocks: number },
     readonly info: EngineInfo,
   ) {
-    this.eosTokenIds = [...new Set([...modelConfig.eosTokenIds, ...tokenizer.eosTokenIds])];
+    this.eosTokenIds = runner.sampler.eosTokenIds as number[];
     this.blockManager = new BlockManager(options.numBlocks, options.blockSize, options.enablePrefixCaching);
     this.scheduler = new Scheduler({
       maxNumSeqs: options.maxNumSeqs,
@@ -154,12 +154,14 @@ export class LLMEngine {
     else model.allocKvCache(numBlocks, blockSize);
     backend.reserveStep?.(maxNumBatchedTokens, maxNumSeqs, Math.ceil(maxModelLen / blockSize));
     const eosTokenIds = [...new Set([...cfg.eosTokenIds, ...tokenizer.eosTokenIds])];
-    const runner = new ModelRunner(tpGroup ? (tpGroup.model.backend as unknown as Backend<Tensor>) : backend, model, { maxNumBatchedTokens, maxNumSeqs, maxModelLen, blockSize, eosTokenIds }, tpGroup);
+    // model.backend: the selected backend, or with tensor parallelism rank 0's own.
+    const runner = new ModelRunner(model.backend, model, { maxNumBatchedTokens, maxNumSeqs, maxModelLen, blockSize, eosTokenIds }, tpGroup);
     const enforceEager = opts.enforceEager ?? ENGINE_DEFAULTS.enforceEager;
     let graphSeconds: number | null = null;
     if (kind === "cuda" && !enforceEager) {
-      graphSeconds = runner.captureDecodeGraphs(graphBuckets(maxNumSeqs));
-      log(`captured ${graphBuckets(maxNumSeqs).length} decode CUDA graphs in ${graphSeconds.toFixed(2)}s`);
+      const buckets = graphBuckets(maxNumSeqs);
+      graphSeconds = runner.captureDecodeGraphs(buckets);
+      log(`captured ${buckets.length} decode CUDA graphs in ${graphSeconds.toFixed(2)}s`);
     }
     const info: EngineInfo = {
       modelDir, isDefaultModel, device: kind, numBlocks, blockSize, maxModelLen,

@@ -25,6 +25,7 @@ export class ModelRunner<T extends Tensor = Tensor> {
   private readonly graphLogits = new Map<number, T>();
   /** Steps run by graph replay (tests check that graphs are used). */
   graphSteps = 0;
+  private readonly limits: { maxNumBatchedTokens: number; maxNumSeqs: number; maxModelLen: number; blockSize: number };
 
   constructor(
     readonly backend: Backend<T>,
@@ -37,8 +38,6 @@ export class ModelRunner<T extends Tensor = Tensor> {
     this.sampler = new Sampler(opts.eosTokenIds);
     this.limits = opts;
   }
-
-  private readonly limits: { maxNumBatchedTokens: number; maxNumSeqs: number; maxModelLen: number; blockSize: number };
 
   /**
    * Captures one decode graph per bucket (largest first), each after an eager warm-up of the same shape.

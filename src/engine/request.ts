@@ -48,7 +48,7 @@ export class SequenceText {
   private recent = "";
 
   constructor(tok: TextTokenizer, readonly seq: Sequence, params: SamplingParams) {
-    this.detok = new IncrementalDetokenizer(tok, params.skip_special_tokens, seq.tokens.slice(Math.max(0, seq.numPromptTokens - 5), seq.numPromptTokens));
+    this.detok = new IncrementalDetokenizer(tok, params.skip_special_tokens, seq.tokens.subarray(0, seq.numPromptTokens));
     this.maxStop = params.maxStopLength;
     this.holdBack = params.include_stop_str_in_output ? 0 : Math.max(0, this.maxStop - 1);
   }

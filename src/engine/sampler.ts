@@ -27,7 +27,7 @@ export class Sampler {
       b.step[r] = seq.numOutputTokens;
       b.numLogprobs[r] = p.logprobs ?? -1;
       b.penalties[r] = p.needsPenalties
-        ? { presence: p.presence_penalty, frequency: p.frequency_penalty, repetition: p.repetition_penalty, outputTokens: seq.tokens.slice(seq.numPromptTokens, seq.numTokens), promptTokens: seq.tokens.slice(0, seq.numPromptTokens) }
+        ? { presence: p.presence_penalty, frequency: p.frequency_penalty, repetition: p.repetition_penalty, outputTokens: seq.tokens.subarray(seq.numPromptTokens, seq.numTokens), promptTokens: seq.tokens.subarray(0, seq.numPromptTokens) }
         : null;
       b.logitBias[r] = p.logit_bias;
       b.banned[r] = seq.numOutputTokens < p.min_tokens ? [...(p.ignore_eos ? [] : this.eosTokenIds), ...p.stop_token_ids] : null;

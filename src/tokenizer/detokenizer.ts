@@ -20,10 +20,9 @@ export class IncrementalDetokenizer {
 
   constructor(private readonly tok: TextTokenizer, private readonly skipSpecialTokens = true, promptTail: ArrayLike<number> = []) {
     this.utf8 = tok.byteLevel ? new TextDecoder("utf-8", { fatal: false, ignoreBOM: true }) : null;
-    const tail = Array.from(promptTail).slice(-CONTEXT_TOKENS);
-    this.ids.push(...tail);
+    for (let i = Math.max(0, promptTail.length - CONTEXT_TOKENS); i < promptTail.length; i++) this.ids.push(promptTail[i]!);
     this.prefixOffset = 0;
-    this.readOffset = tail.length;
+    this.readOffset = this.ids.length;
   }
 
   /** Adds one token; returns the newly released text (possibly ""). */
