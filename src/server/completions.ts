@@ -60,13 +60,10 @@ export async function completions(c: Context, state: ServerState): Promise<Respo
     if (ids.length === 0) throw new ApiError(400, "prompt must not be empty", "prompt");
     return ids;
   });
-  const params = samplingParamsFrom(body, body.max_tokens === undefined ? 16 : body.max_tokens, body.logprobs ?? null);
   // echo with logprobs scores the prompt too (as lm-eval-harness expects); prompt_logprobs is vLLM's field.
   const echoLogprobs = body.echo === true && body.logprobs != null;
-  if (body.prompt_logprobs != null || echoLogprobs) {
-    params.prompt_logprobs = body.prompt_logprobs ?? body.logprobs!;
-    params.validate();
-  }
+  const promptLogprobs = body.prompt_logprobs ?? (echoLogprobs ? body.logprobs! : null);
+  const params = samplingParamsFrom(body, body.max_tokens === undefined ? 16 : body.max_tokens, body.logprobs ?? null, promptLogprobs);
   /** A choice's logprobs object, preceded by the echoed prompt's when asked. */
   const logprobsFor = (r: RequestOutput, i: number, lps: TokenLogprobs[], ids: number[], offset: number, withPrompt: boolean) => {
     const own = completionLogprobs(state, lps, ids, offset);

@@ -15,8 +15,8 @@ export interface SamplingFields {
 }
 
 /** SamplingParams from OpenAI/vLLM fields (null = default); throws SamplingParamsError naming the field. */
-export function samplingParamsFrom(b: SamplingFields, maxTokens: number | null, logprobs: number | null): SamplingParams {
-  const init: SamplingParamsInit = { max_tokens: maxTokens, logprobs };
+export function samplingParamsFrom(b: SamplingFields, maxTokens: number | null, logprobs: number | null, promptLogprobs: number | null = null): SamplingParams {
+  const init: SamplingParamsInit = { max_tokens: maxTokens, logprobs, prompt_logprobs: promptLogprobs };
   for (const k of ["temperature", "top_p", "top_k", "min_p", "n", "seed", "stop", "stop_token_ids", "presence_penalty", "frequency_penalty",
     "repetition_penalty", "logit_bias", "ignore_eos", "min_tokens", "include_stop_str_in_output", "skip_special_tokens"] as const) {
     const v = b[k];
