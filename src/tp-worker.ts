@@ -8,7 +8,6 @@ import { CpuBackend, type CpuTensor } from "./backend/cpu/cpu-backend.ts";
 import { Checkpoint } from "./loader/checkpoint.ts";
 import { CausalLM } from "./model/causal-lm.ts";
 import { loadModelConfig } from "./model/config.ts";
-import { localDims } from "./parallel/shard.ts";
 import { ARG0, CMD, CMD_ALLOC_KV, CMD_RESERVE, CMD_SEQ, CMD_SHUTDOWN, CMD_STEP, inputViews, READY, SharedCollective } from "./parallel/shared-collective.ts";
 import type { TpWorkerInit } from "./parallel/tp-group.ts";
 
@@ -17,7 +16,7 @@ declare const self: Worker;
 self.onmessage = (ev: MessageEvent<TpWorkerInit>) => {
   const init = ev.data;
   const cfg = loadModelConfig(init.modelDir);
-  const collective = new SharedCollective(init.rank, init.sizes, init.buffers, localDims(cfg, { rank: 0, size: init.sizes.size }).vocabPerRank);
+  const collective = new SharedCollective(init.rank, init.sizes, init.buffers);
   const ctl = collective.ctl;
   const [failRank, failStep] = (init.failAt ?? "-1:-1").split(":").map(Number) as [number, number];
   try {

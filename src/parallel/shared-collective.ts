@@ -28,6 +28,8 @@ export interface SharedSizes {
   /** Largest logits gather: rows × vocabulary. */
   maxLogitsRows: number;
   vocabSize: number;
+  /** Vocabulary rows per rank (the last rank may hold fewer). */
+  vocabPerRank: number;
   maxTokens: number;
   maxSeqs: number;
   maxBlocksPerSeq: number;
@@ -57,7 +59,7 @@ export class SharedCollective implements Collective<CpuTensor> {
   private readonly slots: Float32Array[];
   private readonly logits: Float32Array;
 
-  constructor(readonly rank: number, readonly sizes: SharedSizes, readonly buffers: SharedBuffers, private readonly vocabPerRank: number) {
+  constructor(readonly rank: number, readonly sizes: SharedSizes, readonly buffers: SharedBuffers) {
     this.ctl = new Int32Array(buffers.ctl);
     this.errBytes = new Uint8Array(buffers.err);
     this.slots = Array.from({ length: sizes.size }, (_, r) => new Float32Array(buffers.reduce, r * sizes.maxReduce * 4, sizes.maxReduce));
@@ -121,7 +123,7 @@ export class SharedCollective implements Collective<CpuTensor> {
   }
 
   gatherLogits(local: CpuTensor, full: CpuTensor, numRows: number): void {
-    const V = this.sizes.vocabSize, width = local.shape[1]!, start = this.rank * this.vocabPerRank;
+    const V = this.sizes.vocabSize, width = local.shape[1]!, start = this.rank * this.sizes.vocabPerRank;
     if (numRows > this.sizes.maxLogitsRows) throw new Error(`logits gather of ${numRows} rows exceeds the shared buffer (${this.sizes.maxLogitsRows})`);
     for (let i = 0; i < numRows; i++) this.logits.set(local.data.subarray(i * width, (i + 1) * width), i * V + start);
     this.barrier();

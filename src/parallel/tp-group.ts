@@ -35,11 +35,11 @@ export class TensorParallelGroup {
   constructor(cfg: ModelConfig, modelDir: string, size: number, maxModelLen: number, limits: { maxTokens: number; maxSeqs: number; maxBlocksPerSeq: number }) {
     const sizes: SharedSizes = {
       size, maxReduce: limits.maxTokens * cfg.hiddenSize, maxLogitsRows: limits.maxSeqs, vocabSize: cfg.vocabSize,
+      vocabPerRank: localDims(cfg, { rank: 0, size }).vocabPerRank,
       maxTokens: limits.maxTokens, maxSeqs: limits.maxSeqs, maxBlocksPerSeq: limits.maxBlocksPerSeq,
     };
     const buffers = createSharedBuffers(sizes);
-    const perRank = localDims(cfg, { rank: 0, size }).vocabPerRank;
-    this.collective = new SharedCollective(0, sizes, buffers, perRank);
+    this.collective = new SharedCollective(0, sizes, buffers);
     this.inputs = inputViews(buffers, sizes);
     const exits: Promise<void>[] = [];
     for (let rank = 1; rank < size; rank++) {
