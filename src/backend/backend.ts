@@ -52,6 +52,16 @@ export interface StepInputs {
   logitsRows: Int32Array;
 }
 
+/** The longest query chunk and context of a step (kernel launch shapes); shared by every backend's uploadStep. */
+export function stepExtents(s: StepInputs): { maxQueryLen: number; maxSeqLen: number } {
+  let maxQueryLen = 0, maxSeqLen = 0;
+  for (let i = 0; i < s.seqLens.length; i++) {
+    maxQueryLen = Math.max(maxQueryLen, s.queryStart[i + 1]! - s.queryStart[i]!);
+    maxSeqLen = Math.max(maxSeqLen, s.seqLens[i]!);
+  }
+  return { maxQueryLen, maxSeqLen };
+}
+
 export interface AttentionShape {
   numHeads: number;
   numKvHeads: number;

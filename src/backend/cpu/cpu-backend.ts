@@ -1,5 +1,5 @@
 /** The reference backend: f32 host arrays, weights converted at load. Runs the whole engine without a GPU. */
-import type { AttentionShape, Backend, KvCacheSpec, StepInputs, StepTensors, Tensor } from "../backend.ts";
+import { stepExtents, type AttentionShape, type Backend, type KvCacheSpec, type StepInputs, type StepTensors, type Tensor } from "../backend.ts";
 import type { TensorView } from "../../loader/safetensors.ts";
 import { toFloat32 } from "../../loader/dtype.ts";
 import type { SamplingBatch, SamplerOutput } from "../../engine/sampling-batch.ts";
@@ -92,11 +92,7 @@ export class CpuBackend implements Backend<T> {
 
   uploadStep(s: StepInputs): StepTensors<T> {
     const numSeqs = s.seqLens.length;
-    let maxQueryLen = 0, maxSeqLen = 0;
-    for (let i = 0; i < numSeqs; i++) {
-      maxQueryLen = Math.max(maxQueryLen, s.queryStart[i + 1]! - s.queryStart[i]!);
-      maxSeqLen = Math.max(maxSeqLen, s.seqLens[i]!);
-    }
+    const { maxQueryLen, maxSeqLen } = stepExtents(s);
     const t = (a: Int32Array, shape = [a.length]) => new CpuIntTensor(a, shape);
     return {
       numTokens: s.tokenIds.length, numSeqs,

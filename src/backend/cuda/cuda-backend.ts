@@ -3,7 +3,7 @@
  * one stream, step inputs staged in page-locked memory and copied with one async copy.
  * Every op has its CPU twin in ../cpu (the reference it is tested against on a device).
  */
-import type { AttentionShape, Backend, KvCacheSpec, StepInputs, StepTensors, Tensor } from "../backend.ts";
+import { stepExtents, type AttentionShape, type Backend, type KvCacheSpec, type StepInputs, type StepTensors, type Tensor } from "../backend.ts";
 import type { TensorView } from "../../loader/safetensors.ts";
 import { fromFloat32, toFloat32 } from "../../loader/dtype.ts";
 import { rowLogitEdits, type SamplingBatch, type SamplerOutput, type TokenLogprobs } from "../../engine/sampling-batch.ts";
@@ -187,11 +187,7 @@ export class CudaBackend implements Backend<CudaTensor> {
     });
     this.stagingInFlight = true;
     const numSeqs = s.seqLens.length;
-    let maxQueryLen = 0, maxSeqLen = 0;
-    for (let i = 0; i < numSeqs; i++) {
-      maxQueryLen = Math.max(maxQueryLen, s.queryStart[i + 1]! - s.queryStart[i]!);
-      maxSeqLen = Math.max(maxSeqLen, s.seqLens[i]!);
-    }
+    const { maxQueryLen, maxSeqLen } = stepExtents(s);
     const t = (i: number, shape: number[]) => new CudaTensor(this.stepDevice + BigInt(offsets[i]!), shape, "i32");
     return {
       numTokens: s.tokenIds.length, numSeqs,
