@@ -5,7 +5,7 @@ import normPtx from "../../../ptx/norm.ptx" with { type: "text" };
 import ropePtx from "../../../ptx/rope.ptx" with { type: "text" };
 import samplingPtx from "../../../ptx/sampling.ptx" with { type: "text" };
 import prefillMmaPtx from "../../../ptx/prefill_mma.ptx" with { type: "text" };
-import { hostAddress, type Driver } from "./driver.ts";
+import { hostAddress, type DeviceDriver } from "./driver.ts";
 
 const MODULES: Record<string, { ptx: string; kernels: string[] }> = {
   norm: { ptx: normPtx, kernels: ["rmsnorm_bf16", "add_rmsnorm_bf16"] },
@@ -25,18 +25,39 @@ export type Arg = { p: bigint | null } | { i: number } | { f: number };
 
 const MAX_ARGS = 32;
 
+/** Each kernel's parameter kinds as its PTX declares them: p (.u64 pointer), i (.u32), f (.f32). */
+export function kernelSignatures(ptx: string): Map<string, ("p" | "i" | "f")[]> {
+  const out = new Map<string, ("p" | "i" | "f")[]>();
+  for (const m of ptx.matchAll(/\.entry\s+(\w+)\(([^)]*)\)/g)) {
+    const kinds = [...m[2]!.matchAll(/\.param\s+\.(\w+)/g)].map((p) => {
+      const t = p[1]!;
+      if (t === "u64") return "p" as const;
+      if (t === "u32" || t === "s32") return "i" as const;
+      if (t === "f32") return "f" as const;
+      throw new Error(`kernel ${m[1]}: parameter type .${t} has no launch argument kind`);
+    });
+    out.set(m[1]!, kinds);
+  }
+  return out;
+}
+
 export class Kernels {
   private readonly fns = new Map<string, bigint>();
+  private readonly signatures = new Map<string, ("p" | "i" | "f")[]>();
   // Parameter block for cuLaunchKernel: slot k holds argument k's value; params[k] points at slot k.
   // The driver copies the values at launch, so one block serves every launch.
   private readonly values = new ArrayBuffer(MAX_ARGS * 8);
   private readonly view = new DataView(this.values);
   private readonly params = new BigUint64Array(MAX_ARGS);
 
-  constructor(private readonly driver: Driver, private readonly stream: bigint) {
+  constructor(private readonly driver: DeviceDriver, private readonly stream: bigint) {
     for (const { ptx, kernels } of Object.values(MODULES)) {
       const mod = driver.loadModule(ptx);
-      for (const k of kernels) this.fns.set(k, driver.getFunction(mod, k));
+      const sigs = kernelSignatures(ptx);
+      for (const k of kernels) {
+        this.fns.set(k, driver.getFunction(mod, k));
+        this.signatures.set(k, sigs.get(k)!);
+      }
     }
     const base = hostAddress(new Uint8Array(this.values));
     for (let k = 0; k < MAX_ARGS; k++) this.params[k] = base + BigInt(k * 8);
@@ -44,7 +65,12 @@ export class Kernels {
 
   launch(name: KernelName, grid: [number, number?, number?], block: number, args: Arg[], sharedBytes = 0): void {
     if (grid[0] === 0 || (grid[1] ?? 1) === 0) return;
-    if (args.length > MAX_ARGS) throw new Error(`${name}: too many kernel arguments`);
+    // A launch whose arguments disagree with the PTX signature would read garbage: refuse it.
+    const sig = this.signatures.get(name)!;
+    if (args.length !== sig.length) throw new Error(`${name}: ${args.length} launch arguments for ${sig.length} kernel parameters`);
+    args.forEach((a, k) => {
+      if (!(sig[k]! in a)) throw new Error(`${name}: argument ${k} is ${Object.keys(a)[0]}, the kernel declares ${sig[k]}`);
+    });
     args.forEach((a, k) => {
       if ("p" in a) this.view.setBigUint64(k * 8, a.p ?? 0n, true);
       else if ("i" in a) this.view.setInt32(k * 8, a.i, true);
