@@ -11,11 +11,11 @@ export interface SelectedBackend {
   cuda: CudaBackend | null;
 }
 
-export function selectBackend(device: Device, log: (m: string) => void): SelectedBackend {
+export function selectBackend(device: Device, log: (m: string) => void, openCuda: () => CudaBackend = () => CudaBackend.open(0)): SelectedBackend {
   if (device !== "auto" && device !== "cpu" && device !== "cuda") throw new EngineConfigError("--device", `must be auto, cpu or cuda, got '${device}'`);
   if (device !== "cpu") {
     try {
-      const cuda = CudaBackend.open(0);
+      const cuda = openCuda();
       log(`device ${device}: ${cuda.info.name} (compute ${cuda.info.computeCapability}, driver ${cuda.info.driverVersion}, ${(cuda.info.totalMemory / 2 ** 30).toFixed(1)} GiB) via ${cuda.info.libcuda}`);
       return { backend: cuda as unknown as Backend<Tensor>, kind: "cuda", cuda };
     } catch (e) {

@@ -35,6 +35,13 @@ export class CublasError extends Error {
 }
 
 type Fns = Record<keyof typeof SYMBOLS, (...a: unknown[]) => number>;
+/** The cuBLAS entry points the backend calls: the real library's, or the test suite's GPU simulator's. */
+export interface CublasLibrary { path: string; symbols: Fns }
+
+export function openCublas(): CublasLibrary {
+  const { path, library } = openLibrary("cublas", SYMBOLS as never);
+  return { path, symbols: (library as unknown as { symbols: Fns }).symbols };
+}
 
 export class Cublas {
   readonly path: string;
@@ -43,10 +50,9 @@ export class Cublas {
   private readonly one = new Float32Array([1]);
   private readonly zero = new Float32Array([0]);
 
-  constructor(stream: bigint, workspace: bigint, workspaceBytes: number) {
-    const { path, library } = openLibrary("cublas", SYMBOLS as never);
-    this.path = path;
-    this.fn = (library as unknown as { symbols: Fns }).symbols;
+  constructor(stream: bigint, workspace: bigint, workspaceBytes: number, lib: CublasLibrary = openCublas()) {
+    this.path = lib.path;
+    this.fn = lib.symbols;
     const h = new BigUint64Array(1);
     this.check("cublasCreate_v2", this.fn.cublasCreate_v2(h));
     this.handle = h[0]!;

@@ -8,8 +8,8 @@ import type { TensorView } from "../../loader/safetensors.ts";
 import { fromFloat32, toFloat32 } from "../../loader/dtype.ts";
 import { rowLogitEdits, type SamplingBatch, type SamplerOutput, type TokenLogprobs } from "../../engine/sampling-batch.ts";
 import { toArrayBuffer, type Pointer } from "bun:ffi";
-import { Cublas, CUDA_R_16BF, CUDA_R_32F } from "./cublas.ts";
-import { Driver, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR } from "./driver.ts";
+import { Cublas, CUDA_R_16BF, CUDA_R_32F, openCublas, type CublasLibrary } from "./cublas.ts";
+import { Driver, type DeviceDriver, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR } from "./driver.ts";
 import { Kernels } from "./kernels.ts";
 
 export type CudaDType = "bf16" | "f32" | "i32";
@@ -47,7 +47,7 @@ export interface CudaDeviceInfo {
 class PinnedBuffer {
   readonly addr: bigint;
   readonly bytes: Uint8Array;
-  constructor(driver: Driver, readonly size: number) {
+  constructor(driver: DeviceDriver, readonly size: number) {
     this.addr = driver.allocHost(size);
     this.bytes = new Uint8Array(toArrayBuffer(Number(this.addr) as Pointer, 0, size));
   }
@@ -74,13 +74,13 @@ export class CudaBackend implements Backend<CudaTensor> {
   private partialCapacity = 0;
   private samplingScratch: { dev: bigint; host: PinnedBuffer; capacity: number } | null = null;
 
-  private constructor(readonly driver: Driver, deviceIndex: number) {
+  private constructor(readonly driver: DeviceDriver, deviceIndex: number, cublas: CublasLibrary) {
     const dev = driver.device(deviceIndex);
     const ctx = driver.primaryContext(dev);
     driver.setCurrent(ctx);
     this.stream = driver.createStream();
     const workspace = driver.alloc(WORKSPACE_BYTES);
-    this.blas = new Cublas(this.stream, workspace, WORKSPACE_BYTES);
+    this.blas = new Cublas(this.stream, workspace, WORKSPACE_BYTES, cublas);
     this.k = new Kernels(driver, this.stream);
     const cc = `${driver.attribute(dev, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)}.${driver.attribute(dev, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)}`;
     this.info = { name: driver.deviceName(dev), computeCapability: cc, driverVersion: driver.driverVersion(), totalMemory: driver.memInfo().total, libcuda: driver.path, libcublas: this.blas.path };
@@ -92,7 +92,12 @@ export class CudaBackend implements Backend<CudaTensor> {
     const count = driver.deviceCount();
     if (count === 0) throw new Error("the CUDA driver reports no GPU");
     if (deviceIndex >= count) throw new Error(`GPU ${deviceIndex} requested but only ${count} visible`);
-    return new CudaBackend(driver, deviceIndex);
+    return new CudaBackend(driver, deviceIndex, openCublas());
+  }
+
+  /** The backend over another driver and cuBLAS: the test suite's GPU simulator (test/gpu-sim). */
+  static withDriver(driver: DeviceDriver, cublas: CublasLibrary, deviceIndex = 0): CudaBackend {
+    return new CudaBackend(driver, deviceIndex, cublas);
   }
 
   synchronize(): void {

@@ -212,6 +212,9 @@ export class Driver {
   }
 }
 
+/** What the backend needs from a driver: the real one, or the test suite's GPU simulator (test/gpu-sim). */
+export type DeviceDriver = Pick<Driver, keyof Driver>;
+
 /** The address of a typed array's data (for kernel parameter blocks). */
 export function hostAddress(a: Uint8Array | Int32Array | Float32Array | BigUint64Array): bigint {
   return BigInt(addressOf(a));

@@ -1,0 +1,250 @@
+/**
+ * The CUDA backend's tests against its CPU twin, written once and run on two targets: a real GPU
+ * (test/cuda.test.ts, full sizes, only where a driver and a GPU exist) and the GPU simulator
+ * (test/gpu-sim.test.ts, smaller sizes, everywhere). Outputs are poisoned first (NaN), so an element a
+ * kernel does not write fails the check.
+ */
+import { describe, expect, test } from "bun:test";
+import { CpuBackend, CpuIntTensor, CpuTensor } from "../src/backend/cpu/cpu-backend.ts";
+import type { CudaBackend, CudaTensor } from "../src/backend/cuda/cuda-backend.ts";
+import type { AttentionShape, StepInputs } from "../src/backend/backend.ts";
+import { emptySamplingBatch } from "../src/engine/sampling-batch.ts";
+import { fromFloat32, toFloat32 } from "../src/loader/dtype.ts";
+import { LLM } from "../src/engine/llm.ts";
+import { SeededRandom } from "../src/model/tiny-model.ts";
+import { FAST_MODEL, tinyModel } from "./helpers.ts";
+
+export interface CudaSuiteSizes {
+  /** Rows, hidden size, vocabulary and MLP width of the elementwise/GEMM test. */
+  rows: number; hidden: number; vocab: number; intermediate: number;
+  /** Length of the fresh prefill in the attention step (a cached-prefix chunk and a decode ride along). */
+  prefillLen: number;
+  /** Context lengths and table width of the split-KV decode test (width × 16 keys must exceed 512 for several splits). */
+  decodeLens: number[]; decodeTableWidth: number;
+  /** Vocabulary of the sampling test. */
+  samplingVocab: number;
+  /** Graph test: sequences and decode steps; engine test: max tokens. */
+  graphSeqs: number; graphSteps: number; engineTokens: number;
+}
+
+export const GPU_SIZES: CudaSuiteSizes = {
+  rows: 37, hidden: 1024, vocab: 3000, intermediate: 3072, prefillLen: 300, decodeLens: [1, 17, 600, 1500, 2048], decodeTableWidth: 128,
+  samplingVocab: 151936, graphSeqs: 64, graphSteps: 64, engineTokens: 16,
+};
+
+export interface CudaTarget {
+  /** Shown in the describe names: "GPU" or "simulated GPU". */
+  label: string;
+  backend: CudaBackend | null;
+  /** Opens another backend on the same target, for the engine tests. */
+  open: () => CudaBackend;
+  sizes: CudaSuiteSizes;
+  /** Per-test time limit in ms (the simulator interprets every thread). */
+  timeoutMs: number;
+}
+
+const bf16Round = (v: Float32Array) => toFloat32(fromFloat32(v, "BF16"), "BF16");
+export function relErr(a: Float32Array, b: Float32Array): number {
+  let num = 0, den = 0;
+  for (let i = 0; i < b.length; i++) { num += (a[i]! - b[i]!) ** 2; den += b[i]! ** 2; }
+  return Math.sqrt(num / den);
+}
+function noNaN(a: Float32Array): boolean {
+  for (const v of a) if (Number.isNaN(v)) return false;
+  return true;
+}
+function argmaxRow(x: Float32Array, r: number, V: number): number {
+  let best = 0;
+  for (let i = 1; i < V; i++) if (x[r * V + i]! > x[r * V + best]!) best = i;
+  return best;
+}
+
+export function defineCudaSuites(target: CudaTarget): void {
+  const { label, sizes: Z, timeoutMs } = target;
+  const skip = target.backend === null;
+  const rng = new SeededRandom(42);
+  const randn = (n: number, std = 1) => bf16Round(rng.normal(new Float32Array(n), std));
+
+  describe.skipIf(skip)(`CUDA kernels on the ${label} match their CPU twins (bf16 rel. error ≤ 1e-2, every output written)`, () => {
+    const cpu = new CpuBackend();
+    const g = target.backend!;
+    const up = (values: Float32Array, shape: number[]) => g.loadWeight([{ name: "t", file: "test", dtype: "F32", shape, bytes: new Uint8Array(values.buffer.slice(0)) }], shape);
+    const out = (shape: number[], dtype: "act" | "f32" = "act") => { const t = g.empty(shape, dtype); g.poison(t); return t; };
+    const check = (gpuOut: CudaTensor, cpuOut: Float32Array, tol = 1e-2) => {
+      const h = g.toHost(gpuOut);
+      expect(noNaN(h)).toBe(true);
+      expect(relErr(h, cpuOut)).toBeLessThanOrEqual(tol);
+    };
+
+    test("embedding, rmsnorm, add_rmsnorm, silu_mul, linear (+bias), gather", () => {
+      const n = Z.rows, H = Z.hidden, V = Z.vocab, I = Z.intermediate;
+      const table = randn(V * H), w = randn(H, 0.1).map((x) => x + 1), ids = Int32Array.from({ length: n }, () => rng.int(0, V - 1));
+      const step = g.uploadStep({ tokenIds: ids, positions: new Int32Array(n), slotMapping: new Int32Array(n), queryStart: Int32Array.from([0, n]), seqLens: Int32Array.from([n]), blockTables: new Int32Array(1), maxBlocksPerSeq: 1, logitsRows: Int32Array.from([3, 0, n - 1]) });
+      const emb = out([n, H]);
+      g.embedding(step.tokenIds, up(table, [V, H]), emb);
+      const cEmb = new CpuTensor(new Float32Array(n * H), [n, H]);
+      cpu.embedding(new CpuIntTensor(ids, [n]), new CpuTensor(table, [V, H]), cEmb);
+      check(emb, cEmb.data, 0);
+      const normed = out([n, H]);
+      g.rmsNorm(emb, up(w, [H]), 1e-6, normed);
+      const cNormed = new CpuTensor(new Float32Array(n * H), [n, H]);
+      cpu.rmsNorm(cEmb, new CpuTensor(w, [H]), 1e-6, cNormed);
+      check(normed, cNormed.data);
+      const x = randn(n * H), resid = randn(n * H);
+      const gRes = up(resid, [n, H]), gOut = out([n, H]);
+      g.addRmsNorm(up(x, [n, H]), gRes, up(w, [H]), 1e-6, gOut);
+      const cRes = new CpuTensor(resid.slice(), [n, H]), cOut = new CpuTensor(new Float32Array(n * H), [n, H]);
+      cpu.addRmsNorm(new CpuTensor(x, [n, H]), cRes, new CpuTensor(w, [H]), 1e-6, cOut);
+      check(gOut, cOut.data);
+      check(gRes, cRes.data);
+      const gu = randn(n * 2 * I), act = out([n, I]);
+      g.siluMul(up(gu, [n, 2 * I]), act);
+      const cAct = new CpuTensor(new Float32Array(n * I), [n, I]);
+      cpu.siluMul(new CpuTensor(gu, [n, 2 * I]), cAct);
+      check(act, cAct.data);
+      const W = randn(I * H, 1 / 32), b = randn(I, 0.1), y = out([n, I]);
+      g.linear(normed, up(W, [I, H]), up(b, [I]), y);
+      const cY = new CpuTensor(new Float32Array(n * I), [n, I]);
+      cpu.linear(new CpuTensor(g.toHost(normed), [n, H]), new CpuTensor(W, [I, H]), new CpuTensor(b, [I]), cY);
+      check(y, cY.data);
+      const logits = out([n, V], "f32");
+      g.linear(normed, up(table, [V, H]), null, logits);
+      const cL = new CpuTensor(new Float32Array(n * V), [n, V]);
+      cpu.linear(new CpuTensor(g.toHost(normed), [n, H]), new CpuTensor(table, [V, H]), null, cL);
+      check(logits, cL.data);
+      const gathered = out([3, H]);
+      g.gatherRows(normed, step.logitsRows, 3, gathered);
+      const hn = g.toHost(normed);
+      check(gathered, Float32Array.from([...hn.subarray(3 * H, 4 * H), ...hn.subarray(0, H), ...hn.subarray((n - 1) * H, n * H)]), 0);
+    }, timeoutMs);
+
+    const attentionCases = [
+      ["Qwen3-0.6B heads (16/8 × 128)", { numHeads: 16, numKvHeads: 8, headDim: 128 }, "simple"],
+      ["tiny heads (4/2 × 16)", { numHeads: 4, numKvHeads: 2, headDim: 16 }, "simple"],
+      ["MHA 8/8 × 64", { numHeads: 8, numKvHeads: 8, headDim: 64 }, "simple"],
+      ["Qwen3-0.6B heads, tensor-core prefill", { numHeads: 16, numKvHeads: 8, headDim: 128 }, "mma"],
+      ["GQA 8/2 × 64, tensor-core prefill", { numHeads: 8, numKvHeads: 2, headDim: 64 }, "mma"],
+    ] as const;
+    for (const [name, s, kernel] of attentionCases) {
+      test(`q/k norm + RoPE, KV store and paged attention: ${name}`, () => {
+        g.prefillKernel = kernel;
+        const shape: AttentionShape = { ...s, scale: 1 / Math.sqrt(s.headDim) };
+        const D = s.headDim, W = (s.numHeads + 2 * s.numKvHeads) * D, bs = 16, numBlocks = 64;
+        // Step: seq 0 a fresh prefill, seq 1 decode at position 70, seq 2 a 5-token chunk after 40 cached.
+        const L = Z.prefillLen;
+        const plan = [{ start: 0, len: L, blocks: Array.from({ length: Math.ceil(L / bs) }, (_, i) => i) }, { start: 70, len: 1, blocks: [30, 31, 32, 33, 34] }, { start: 40, len: 5, blocks: [40, 41, 42] }];
+        const ids: number[] = [], pos: number[] = [], slots: number[] = [], qs = [0], lens: number[] = [];
+        const width = 19, tables = new Int32Array(3 * width);
+        plan.forEach((p, i) => {
+          for (let j = p.start; j < p.start + p.len; j++) { ids.push(1); pos.push(j); slots.push(p.blocks[Math.floor(j / bs)]! * bs + (j % bs)); }
+          qs.push(pos.length); lens.push(p.start + p.len); tables.set(p.blocks, i * width);
+        });
+        const n = pos.length;
+        const inputs: StepInputs = { tokenIds: Int32Array.from(ids), positions: Int32Array.from(pos), slotMapping: Int32Array.from(slots), queryStart: Int32Array.from(qs), seqLens: Int32Array.from(lens), blockTables: tables, maxBlocksPerSeq: width, logitsRows: new Int32Array(0) };
+        const cosT = new Float32Array(512 * D / 2), sinT = new Float32Array(512 * D / 2);
+        for (let p = 0; p < 512; p++) for (let i = 0; i < D / 2; i++) { const a = p / 10000 ** ((2 * i) / D); cosT[p * D / 2 + i] = Math.cos(a); sinT[p * D / 2 + i] = Math.sin(a); }
+        const qkv = randn(n * W), qn = randn(D, 0.1).map((v) => v + 1), kn = randn(D, 0.1).map((v) => v + 1);
+        // The cache already holds the cached prefixes' K/V (random): same contents on both sides.
+        const kc = randn(numBlocks * bs * s.numKvHeads * D), vc = randn(numBlocks * bs * s.numKvHeads * D);
+        const step = g.uploadStep(inputs);
+        const gq = up(qkv, [n, W]), gk = up(kc, [numBlocks, bs, s.numKvHeads, D]), gv = up(vc, [numBlocks, bs, s.numKvHeads, D]);
+        g.qkNormRope(gq, step.positions, g.fromHost(cosT, [512, D / 2]), g.fromHost(sinT, [512, D / 2]), up(qn, [D]), up(kn, [D]), 1e-6, shape);
+        g.storeKv(gq, step.slotMapping, gk, gv, shape);
+        const gOut = out([n, s.numHeads * D]);
+        g.pagedAttention(gq, gk, gv, step, bs, shape, gOut);
+        const cq = new CpuTensor(qkv.slice(), [n, W]), ck = new CpuTensor(kc.slice(), [numBlocks, bs, s.numKvHeads, D]), cv = new CpuTensor(vc.slice(), [numBlocks, bs, s.numKvHeads, D]);
+        const cstep = cpu.uploadStep(inputs);
+        cpu.qkNormRope(cq, cstep.positions, new CpuTensor(cosT, [512, D / 2]), new CpuTensor(sinT, [512, D / 2]), new CpuTensor(qn, [D]), new CpuTensor(kn, [D]), 1e-6, shape);
+        check(gq, cq.data);
+        cpu.storeKv(new CpuTensor(g.toHost(gq), [n, W]), cstep.slotMapping, ck, cv, shape);
+        check(gk, ck.data);
+        const cOut = new CpuTensor(new Float32Array(n * s.numHeads * D), [n, s.numHeads * D]);
+        cpu.pagedAttention(new CpuTensor(g.toHost(gq), [n, W]), ck, cv, cstep, bs, shape, cOut);
+        g.prefillKernel = "simple";
+        check(gOut, cOut.data);
+      }, timeoutMs);
+    }
+
+    test("split-KV decode attention (long contexts, several splits) matches the CPU twin", () => {
+      const s: AttentionShape = { numHeads: 16, numKvHeads: 8, headDim: 128, scale: 1 / Math.sqrt(128) };
+      const D = 128, W = (16 + 16) * D, bs = 16, width = Z.decodeTableWidth, lens = Z.decodeLens, n = lens.length;
+      const numBlocks = n * width;
+      const tables = Int32Array.from({ length: n * width }, (_, i) => i);
+      const inputs: StepInputs = { tokenIds: new Int32Array(n), positions: Int32Array.from(lens, (l) => l - 1), slotMapping: new Int32Array(n).fill(-1),
+        queryStart: Int32Array.from({ length: n + 1 }, (_, i) => i), seqLens: Int32Array.from(lens), blockTables: tables, maxBlocksPerSeq: width, logitsRows: new Int32Array(0) };
+      const qkv = randn(n * W), kc = randn(numBlocks * bs * 8 * D), vc = randn(numBlocks * bs * 8 * D);
+      const step = g.uploadStep(inputs);
+      const gOut = out([n, 16 * D]);
+      g.pagedAttention(up(qkv, [n, W]), up(kc, [numBlocks, bs, 8, D]), up(vc, [numBlocks, bs, 8, D]), step, bs, s, gOut);
+      const cOut = new CpuTensor(new Float32Array(n * 16 * D), [n, 16 * D]);
+      cpu.pagedAttention(new CpuTensor(qkv, [n, W]), new CpuTensor(kc, [numBlocks, bs, 8, D]), new CpuTensor(vc, [numBlocks, bs, 8, D]), cpu.uploadStep(inputs), bs, s, cOut);
+      check(gOut, cOut.data);
+    }, timeoutMs);
+
+    test("sampling: greedy equals argmax, top_k=1 equals greedy, seeded draws repeat, logprobs match", () => {
+      const n = 6, V = Z.samplingVocab;
+      const logitsHost = rng.normal(new Float32Array(n * V), 3);
+      const upload = () => { const t = g.empty([n, V], "f32"); g.driver.copyToDevice(t.ptr, logitsHost); return t; };
+      const b = emptySamplingBatch(n);
+      for (let r = 0; r < n; r++) { b.temperature[r] = r < 2 ? 0 : 0.8; b.topK[r] = r === 2 ? 1 : r === 3 ? 50 : 0; b.topP[r] = r === 4 ? 0.9 : 1; b.minP[r] = r === 5 ? 0.1 : 0; b.seed[r] = 1000 + r; b.stream[r] = 0; b.step[r] = 3; b.numLogprobs[r] = 5; }
+      b.logitBias[1] = new Map([[7, 100]]);
+      const a = g.sample(upload(), b), again = g.sample(upload(), b);
+      const c = new CpuBackend().sample(new CpuTensor(logitsHost.slice(), [n, V]), b);
+      expect(a.tokenIds[0]).toBe(c.tokenIds[0]!);
+      expect(a.tokenIds[1]).toBe(7);
+      expect(a.tokenIds[2]).toBe(argmaxRow(logitsHost, 2, V));
+      expect(Array.from(again.tokenIds)).toEqual(Array.from(a.tokenIds));
+      for (let r = 0; r < n; r++) {
+        expect(a.logprobs[r]!.top.map((t) => t.tokenId)).toEqual(c.logprobs[r]!.top.map((t) => t.tokenId));
+        expect(Math.abs(a.logprobs[r]!.top[0]!.logprob - c.logprobs[r]!.top[0]!.logprob)).toBeLessThan(1e-3);
+      }
+    }, timeoutMs);
+  });
+
+  describe.skipIf(skip)(`the engine on the ${label}`, () => {
+    test("greedy tokens and logits match the CPU backend on tiny models", () => {
+      for (const opts of [FAST_MODEL, { arch: "qwen3" as const, seed: 5, vocabSize: 4096 }, { arch: "qwen2" as const, seed: 6, vocabSize: 4096 }]) {
+        const model = tinyModel(opts);
+        const prompts = [[1, 2, 3, 4, 5, 6, 7], [9, 8, 7], [100, 200, 300, 400, 250, 12]];
+        const params = { temperature: 0, max_tokens: Z.engineTokens, ignore_eos: true, logprobs: 1 };
+        const onGpu = new LLM({ model, device: "cuda", maxModelLen: 256, maxNumSeqs: 8, openCuda: target.open, log: () => {} }).generate(prompts, params, { useTqdm: false });
+        const onCpu = new LLM({ model, device: "cpu", maxModelLen: 256, log: () => {} }).generate(prompts, params, { useTqdm: false });
+        let same = 0;
+        onGpu.forEach((o, i) => {
+          if (o.outputs[0]!.tokenIds.join() === onCpu[i]!.outputs[0]!.tokenIds.join()) same++;
+          expect(Math.abs(o.outputs[0]!.logprobs![0]!.logprob - onCpu[i]!.outputs[0]!.logprobs![0]!.logprob)).toBeLessThan(0.1);
+        });
+        expect(same).toBeGreaterThanOrEqual(prompts.length - 1);
+      }
+    }, timeoutMs);
+
+    test("a prompt prefilled in chunks (steps that sample nothing) gives the CPU backend's tokens", () => {
+      const model = tinyModel({ arch: "qwen3", seed: 5, vocabSize: 4096 });
+      const rng = new SeededRandom(3);
+      const prompt = Array.from({ length: 100 }, () => rng.int(0, 4095));
+      const params = { temperature: 0, max_tokens: 4, ignore_eos: true };
+      const opts = { model, maxModelLen: 256, maxNumSeqs: 4, maxNumBatchedTokens: 24, log: () => {} };
+      const onGpu = new LLM({ ...opts, device: "cuda", openCuda: target.open }).generate([prompt], params, { useTqdm: false });
+      const onCpu = new LLM({ ...opts, device: "cpu" }).generate([prompt], params, { useTqdm: false });
+      expect(onGpu[0]!.outputs[0]!.tokenIds).toEqual(onCpu[0]!.outputs[0]!.tokenIds);
+    }, timeoutMs);
+  });
+
+  describe.skipIf(skip)(`decode CUDA graphs on the ${label}`, () => {
+    test(`graph replay gives exactly the eager outputs (greedy, ${Z.graphSeqs} sequences, ${Z.graphSteps} steps)`, () => {
+      const model = tinyModel({ arch: "qwen3", seed: 8, vocabSize: 4096 });
+      const rng = new SeededRandom(64);
+      const prompts = Array.from({ length: Z.graphSeqs }, () => Array.from({ length: rng.int(4, 40) }, () => rng.int(0, 4095)));
+      const params = { temperature: 0, max_tokens: Z.graphSteps, ignore_eos: true };
+      const common = { model, device: "cuda" as const, maxModelLen: 256, maxNumSeqs: Z.graphSeqs, openCuda: target.open, log: () => {} };
+      const eager = new LLM({ ...common, enforceEager: true });
+      const graphs = new LLM(common);
+      const a = eager.generate(prompts, params, { useTqdm: false }).map((o) => o.outputs[0]!.tokenIds);
+      const b = graphs.generate(prompts, params, { useTqdm: false }).map((o) => o.outputs[0]!.tokenIds);
+      expect(eager.engine.runner.graphSteps).toBe(0);
+      expect(graphs.engine.runner.graphSteps).toBeGreaterThan(Z.graphSteps - 4);
+      expect(graphs.engine.info.graphSeconds).not.toBeNull();
+      expect(b).toEqual(a);
+    }, timeoutMs);
+  });
+}

@@ -1,0 +1,129 @@
+/**
+ * The CUDA backend on the GPU simulator (test/gpu-sim): the committed PTX kernels, translated to JS and
+ * run thread by thread, against their CPU twins; the engine and graph capture end to end. This checks the
+ * backend's logic on every machine. It does not check the real driver, cuBLAS or the FFI signatures, and
+ * it is not a GPU run: docs/gpu-runs.md records those.
+ */
+import { describe, expect, test } from "bun:test";
+import { CudaBackend } from "../src/backend/cuda/cuda-backend.ts";
+import { hostAddress } from "../src/backend/cuda/driver.ts";
+import { SimDevice } from "./gpu-sim/device.ts";
+import { defineCudaSuites, type CudaSuiteSizes } from "./cuda-suite.ts";
+
+const SIM_SIZES: CudaSuiteSizes = {
+  rows: 9, hidden: 320, vocab: 700, intermediate: 384, prefillLen: 70, decodeLens: [1, 17, 530, 1100], decodeTableWidth: 70,
+  samplingVocab: 3000, graphSeqs: 12, graphSteps: 10, engineTokens: 8,
+};
+
+const openSim = () => {
+  const sim = new SimDevice();
+  return CudaBackend.withDriver(sim.driver(), sim.cublasLibrary());
+};
+
+defineCudaSuites({ label: "simulated GPU", backend: openSim(), open: openSim, sizes: SIM_SIZES, timeoutMs: 120_000 });
+
+// A hand-written kernel: out[i] = i + (value of lane i ^ 16), for threads i < n (the rest return first).
+const WARP_PTX = `
+.version 8.0
+.target sm_80
+.address_size 64
+
+.visible .entry warp_pairs(
+	.param .u64 warp_pairs_param_0,
+	.param .u32 warp_pairs_param_1
+)
+{
+	.reg .pred 	%p<3>;
+	.reg .b32 	%r<6>;
+	.reg .b64 	%rd<5>;
+
+	ld.param.u64 	%rd1, [warp_pairs_param_0];
+	ld.param.u32 	%r1, [warp_pairs_param_1];
+	mov.u32 	%r2, %tid.x;
+	setp.ge.s32 	%p1, %r2, %r1;
+	@%p1 bra 	$L__done;
+	shfl.sync.bfly.b32 	%r3|%p2, %r2, 16, 31, -1;
+	add.s32 	%r4, %r2, %r3;
+	cvta.to.global.u64 	%rd2, %rd1;
+	mul.wide.s32 	%rd3, %r2, 4;
+	add.s64 	%rd4, %rd2, %rd3;
+	st.global.u32 	[%rd4], %r4;
+$L__done:
+	ret;
+}
+`;
+
+describe("the GPU simulator itself", () => {
+  /** Launches warp_pairs(out, n) with 32 threads on stream 0 and runs it. */
+  function runWarpPairs(sim: SimDevice, out: bigint, n: number): void {
+    const d = sim.driver();
+    const fn = d.getFunction(d.loadModule(WARP_PTX), "warp_pairs");
+    const values = new BigUint64Array(2), params = new BigUint64Array(2);
+    values[0] = out;
+    new DataView(values.buffer).setInt32(8, n, true);
+    const base = hostAddress(values);
+    params[0] = base; params[1] = base + 8n;
+    d.launch(fn, [1, 1, 1], [32, 1, 1], 0, 0n, params, "warp_pairs");
+    d.synchronize();
+  }
+
+  test("runs a warp shuffle as the PTX ISA defines it", () => {
+    const sim = new SimDevice(1 << 20);
+    const out = sim.alloc(32 * 4);
+    runWarpPairs(sim, out, 32);
+    const got = new Int32Array(sim.readDevice(out, 128).buffer);
+    expect(Array.from(got)).toEqual(Array.from({ length: 32 }, (_, i) => i + (i ^ 16)));
+  });
+
+  test("a shuffle that names lanes which already returned is a fault, not a silent value", () => {
+    const sim = new SimDevice(1 << 20);
+    expect(() => runWarpPairs(sim, sim.alloc(128), 20)).toThrow(/lane 20 is named in the mask but has exited or diverged/);
+  });
+
+  test("global accesses outside live allocations fault, naming the kernel", () => {
+    const sim = new SimDevice(1 << 20);
+    const small = sim.alloc(16 * 4);
+    expect(() => runWarpPairs(sim, small, 32)).toThrow(/warp_pairs: 4-byte global access at 0x[0-9a-f]+ outside every live allocation/);
+    const freed = sim.alloc(128);
+    sim.free(freed);
+    expect(() => runWarpPairs(sim, freed, 32)).toThrow(/outside every live allocation/);
+  });
+
+  test("stream work runs at a synchronize: a synchronous copy that skips it reads stale memory", () => {
+    const sim = new SimDevice(64 << 20);
+    const g = CudaBackend.withDriver(sim.driver(), sim.cublasLibrary());
+    const H = 64;
+    const w = g.loadWeight([{ name: "w", file: "t", dtype: "F32", shape: [H], bytes: new Uint8Array(new Float32Array(H).fill(1).buffer) }], [H]);
+    const out = g.empty([1, H]);
+    g.poison(out);
+    g.rmsNorm(g.loadWeight([{ name: "x", file: "t", dtype: "F32", shape: [1, H], bytes: new Uint8Array(new Float32Array(H).fill(3).buffer) }], [1, H]), w, 1e-6, out);
+    const early = new Uint16Array(H);
+    g.driver.copyToHost(early, out.ptr); // not ordered after the stream's kernel
+    expect(early[0]).toBe(0xffff);
+    expect(Array.from(g.toHost(out)).every((v) => Math.abs(v - 1) < 1e-2)).toBe(true); // toHost synchronizes first
+  });
+
+  test("capture records launches without running them; synchronous calls during capture throw", () => {
+    const sim = new SimDevice(64 << 20);
+    const g = CudaBackend.withDriver(sim.driver(), sim.cublasLibrary());
+    const H = 32;
+    const w = g.loadWeight([{ name: "w", file: "t", dtype: "F32", shape: [H], bytes: new Uint8Array(new Float32Array(H).fill(1).buffer) }], [H]);
+    const x = g.loadWeight([{ name: "x", file: "t", dtype: "F32", shape: [1, H], bytes: new Uint8Array(new Float32Array(H).fill(5).buffer) }], [1, H]);
+    const out = g.empty([1, H]);
+    g.poison(out);
+    const before = sim.stats.launches;
+    g.captureGraph(1, () => g.rmsNorm(x, w, 1e-6, out));
+    expect(sim.stats.launches).toBe(before);
+    expect(Number.isNaN(g.toHost(out)[0])).toBe(true);
+    g.launchGraph(1);
+    expect(g.toHost(out)[0]).toBeCloseTo(1, 2);
+    expect(() => g.captureGraph(2, () => g.toHost(out))).toThrow(/CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED/);
+  });
+
+  test("the backend refuses a launch whose arguments disagree with the kernel's PTX signature", () => {
+    const g = openSim();
+    const k = (g as unknown as { k: { launch: (n: string, grid: number[], block: number, args: object[]) => void } }).k;
+    expect(() => k.launch("rmsnorm_bf16", [1], 32, [{ p: null }, { p: null }])).toThrow(/rmsnorm_bf16: 2 launch arguments for 5 kernel parameters/);
+    expect(() => k.launch("rmsnorm_bf16", [1], 32, [{ p: null }, { p: null }, { p: null }, { f: 1 }, { f: 1e-6 }])).toThrow(/argument 3 is f, the kernel declares i/);
+  });
+});

@@ -1,0 +1,461 @@
+/**
+ * A simulated GPU for testing the CUDA backend without one: device memory, streams, graphs and kernels
+ * (the committed PTX, translated by ./ptx.ts), behind the same method surface as the real Driver and the
+ * same symbol table as the real cuBLAS. It is a test instrument, not a GPU: it proves the backend's logic
+ * (buffer layouts, launch arguments, kernel indexing and warp code, stream ordering, graph capture) and
+ * nothing about the real libraries, FFI signatures, or speed.
+ *
+ * Strict where real GPUs are forgiving, so bugs show:
+ * - every global access is bounds- and alignment-checked against live allocations (no silent out-of-bounds),
+ *   and new allocations and shared memory start as 0xFF bytes (NaN for bf16/f32), like garbage;
+ * - work on a stream runs as late as CUDA allows (at a synchronize), so a host buffer rewritten before its
+ *   async copy ran, or a synchronous copy that races the stream, gives visibly wrong data;
+ * - capture records launches with their arguments as of capture time, like cuStreamBeginCapture, and
+ *   synchronous calls during capture throw;
+ * - warp collectives need every lane their mask names to be present and converged.
+ */
+import { ptr as addressOf, toArrayBuffer, type Pointer } from "bun:ffi";
+import { translateModule, WAIT_BARRIER, WAIT_EXIT, WAIT_WARP, type BlockContext, type Kernel, type Thread } from "./ptx.ts";
+import type { DeviceDriver } from "../../src/backend/cuda/driver.ts";
+import type { CublasLibrary } from "../../src/backend/cuda/cublas.ts";
+
+const BASE = 2 ** 32;
+const ALIGN = 256;
+
+type Op = () => void;
+
+export class SimFault extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "SimFault";
+  }
+}
+
+export interface SimStats { launches: number; blocks: number; threads: number; gemms: number; graphLaunches: number }
+
+export class SimDevice {
+  private readonly capacity: number;
+  readonly totalMemory: number;
+  private readonly mem: ArrayBuffer;
+  private readonly dv: DataView;
+  private readonly u8: Uint8Array;
+  private readonly shadow: Uint8Array;
+  private top = 0;
+  private readonly sizes = new Map<number, number>();
+  private readonly hostBuffers = new Map<bigint, ArrayBuffer>();
+  private readonly queues = new Map<bigint, Op[]>();
+  private readonly capturing = new Map<bigint, Op[]>();
+  private readonly graphs = new Map<bigint, Op[]>();
+  private readonly kernels = new Map<bigint, Kernel>();
+  private readonly events = new Map<bigint, number>();
+  private nextHandle = 1n;
+  readonly stats: SimStats = { launches: 0, blocks: 0, threads: 0, gemms: 0, graphLaunches: 0 };
+  /** The kernel running now (for fault messages). */
+  private current = "";
+
+  /** `capacityBytes` of device memory, all of it reported as the card's total by cuMemGetInfo. */
+  constructor(capacityBytes = 256 << 20) {
+    this.capacity = capacityBytes;
+    this.totalMemory = capacityBytes;
+    this.mem = new ArrayBuffer(capacityBytes);
+    this.dv = new DataView(this.mem);
+    this.u8 = new Uint8Array(this.mem);
+    this.shadow = new Uint8Array(capacityBytes);
+    this.queues.set(0n, []);
+  }
+
+  private handle(): bigint {
+    return this.nextHandle++;
+  }
+
+  // ---- memory ----
+  alloc(bytes: number): bigint {
+    const off = Math.ceil(this.top / ALIGN) * ALIGN;
+    if (off + bytes > this.capacity) throw new SimFault(`simulated device memory exhausted (${bytes} bytes requested, ${this.capacity - off} left)`);
+    this.top = off + bytes;
+    this.sizes.set(off, bytes);
+    this.shadow.fill(1, off, off + bytes);
+    this.u8.fill(0xff, off, off + bytes);
+    return BigInt(BASE + off);
+  }
+  free(addr: bigint): void {
+    const off = Number(addr) - BASE;
+    const size = this.sizes.get(off);
+    if (size === undefined) throw new SimFault(`cuMemFree of ${addr.toString(16)}, which is not the start of a live allocation`);
+    this.sizes.delete(off);
+    this.shadow.fill(0, off, off + size);
+  }
+  usedBytes(): number {
+    let n = 0;
+    for (const s of this.sizes.values()) n += s;
+    return n;
+  }
+  /** Byte offset of a checked device range. */
+  private range(addr: number, bytes: number, what: string): number {
+    const o = addr - BASE;
+    if (!(o >= 0 && o + bytes <= this.capacity) || (bytes > 0 && (this.shadow[o] === 0 || this.shadow[o + bytes - 1] === 0)))
+      throw new SimFault(`${what}: ${bytes} bytes at 0x${addr.toString(16)} are outside every live allocation${this.current ? ` (in ${this.current})` : ""}`);
+    for (let k = o; k < o + bytes; k += 4096) if (this.shadow[k] === 0) throw new SimFault(`${what}: range at 0x${addr.toString(16)} (${bytes} bytes) crosses unallocated memory`);
+    return o;
+  }
+  readDevice(addr: bigint, bytes: number): Uint8Array {
+    const o = this.range(Number(addr), bytes, "read");
+    return this.u8.slice(o, o + bytes);
+  }
+  writeDevice(addr: bigint, data: Uint8Array): void {
+    const o = this.range(Number(addr), data.byteLength, "write");
+    this.u8.set(data, o);
+  }
+  allocHost(bytes: number): bigint {
+    const buf = new ArrayBuffer(bytes);
+    const addr = BigInt(addressOf(new Uint8Array(buf)));
+    this.hostBuffers.set(addr, buf);
+    return addr;
+  }
+  private hostBytes(addr: bigint, bytes: number): Uint8Array {
+    for (const [a, buf] of this.hostBuffers) if (addr >= a && addr + BigInt(bytes) <= a + BigInt(buf.byteLength)) return new Uint8Array(buf, Number(addr - a), bytes);
+    if (bytes === 0) return new Uint8Array(0);
+    // Not from allocHost: CUDA would treat it as pageable memory; the backend must never do that for async copies.
+    throw new SimFault(`async copy with host address 0x${addr.toString(16)} that is not page-locked memory from cuMemAllocHost`);
+  }
+
+  // ---- streams, capture, graphs, events ----
+  createStream(): bigint {
+    const s = this.handle();
+    this.queues.set(s, []);
+    return s;
+  }
+  enqueue(stream: bigint, op: Op): void {
+    const cap = this.capturing.get(stream);
+    if (cap) { cap.push(op); return; }
+    const q = this.queues.get(stream);
+    if (!q) throw new SimFault(`unknown stream ${stream}`);
+    q.push(op);
+  }
+  assertNotCapturing(call: string): void {
+    if (this.capturing.size > 0) throw new SimFault(`${call} during stream capture (CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED)`);
+  }
+  streamSynchronize(stream: bigint): void {
+    if (this.capturing.has(stream)) throw new SimFault("cuStreamSynchronize of a capturing stream (CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED)");
+    const q = this.queues.get(stream);
+    if (!q) throw new SimFault(`unknown stream ${stream}`);
+    while (q.length > 0) q.shift()!();
+  }
+  synchronizeAll(): void {
+    this.assertNotCapturing("cuCtxSynchronize");
+    for (const s of this.queues.keys()) this.streamSynchronize(s);
+  }
+  beginCapture(stream: bigint): void {
+    if (this.capturing.has(stream)) throw new SimFault("cuStreamBeginCapture on a stream already capturing");
+    this.capturing.set(stream, []);
+  }
+  endCapture(stream: bigint): bigint {
+    const ops = this.capturing.get(stream);
+    if (!ops) throw new SimFault("cuStreamEndCapture on a stream that is not capturing");
+    this.capturing.delete(stream);
+    const g = this.handle();
+    this.graphs.set(g, ops);
+    return g;
+  }
+  instantiate(graph: bigint): bigint {
+    const ops = this.graphs.get(graph);
+    if (!ops) throw new SimFault("cuGraphInstantiate of an unknown graph");
+    const e = this.handle();
+    this.graphs.set(e, [...ops]);
+    return e;
+  }
+  graphLaunch(exec: bigint, stream: bigint): void {
+    const ops = this.graphs.get(exec);
+    if (!ops) throw new SimFault("cuGraphLaunch of an unknown graph");
+    this.stats.graphLaunches++;
+    for (const op of ops) this.enqueue(stream, op);
+  }
+  createEvent(): bigint {
+    const e = this.handle();
+    this.events.set(e, 0);
+    return e;
+  }
+  record(event: bigint, stream: bigint): void {
+    this.enqueue(stream, () => this.events.set(event, performance.now()));
+  }
+  eventTime(event: bigint): number {
+    return this.events.get(event) ?? 0;
+  }
+
+  // ---- copies ----
+  copyToDeviceAsync(dst: bigint, hostAddr: bigint, bytes: number, stream: bigint): void {
+    const src = this.hostBytes(hostAddr, bytes);
+    this.range(Number(dst), bytes, "cuMemcpyHtoDAsync destination");
+    // Reads the host buffer when the copy runs, not now: like the DMA engine.
+    this.enqueue(stream, () => this.writeDevice(dst, src.slice()));
+  }
+  copyToHostAsync(hostAddr: bigint, src: bigint, bytes: number, stream: bigint): void {
+    const dst = this.hostBytes(hostAddr, bytes);
+    this.range(Number(src), bytes, "cuMemcpyDtoHAsync source");
+    this.enqueue(stream, () => dst.set(this.readDevice(src, bytes)));
+  }
+  memsetAsync(dst: bigint, byte: number, bytes: number, stream: bigint): void {
+    const o = this.range(Number(dst), bytes, "cuMemsetD8Async");
+    this.enqueue(stream, () => this.u8.fill(byte & 0xff, o, o + bytes));
+  }
+
+  // ---- kernels ----
+  loadModule(ptx: string): Map<string, Kernel> {
+    return translateModule(ptx);
+  }
+  registerKernel(k: Kernel): bigint {
+    const h = this.handle();
+    this.kernels.set(h, k);
+    return h;
+  }
+  launch(fn: bigint, grid: [number, number, number], block: [number, number, number], sharedBytes: number, stream: bigint, params: BigUint64Array, name: string): void {
+    const k = this.kernels.get(fn);
+    if (!k) throw new SimFault(`cuLaunchKernel(${name}): unknown function handle`);
+    if (block[1] !== 1 || block[2] !== 1) throw new SimFault(`${name}: the simulator runs 1-D blocks only`);
+    if (block[0] < 1 || block[0] > 1024) throw new SimFault(`cuLaunchKernel(${name}): block of ${block[0]} threads (CUDA_ERROR_INVALID_VALUE)`);
+    if (grid[0] < 1 || grid[0] > 2 ** 31 - 1 || grid[1] < 1 || grid[1] > 65535 || grid[2] < 1 || grid[2] > 65535) throw new SimFault(`cuLaunchKernel(${name}): grid [${grid}] out of range (CUDA_ERROR_INVALID_VALUE)`);
+    if (k.sharedBytes + sharedBytes > 48 * 1024) throw new SimFault(`cuLaunchKernel(${name}): ${k.sharedBytes + sharedBytes} bytes of shared memory`);
+    // The driver copies the argument values at launch (and at capture).
+    const prm = new Uint8Array(Math.max(k.paramBytes, 8));
+    k.params.forEach((p, i) => {
+      const at = params[i];
+      if (!at) throw new SimFault(`cuLaunchKernel(${name}): kernelParams[${i}] is null`);
+      prm.set(new Uint8Array(toArrayBuffer(Number(at) as Pointer, 0, p.size)), p.offset);
+    });
+    const view = new DataView(prm.buffer);
+    this.enqueue(stream, () => this.execute(k, grid, block[0], sharedBytes, view));
+  }
+
+  /** Register files for a launch (kept per kernel and block size: registers start as whatever was there). */
+  private readonly threadCache = new Map<string, Thread[]>();
+  private threadsFor(k: Kernel, nt: number): Thread[] {
+    const key = `${k.name}/${nt}`;
+    let threads = this.threadCache.get(key);
+    if (!threads) {
+      threads = [];
+      for (let t = 0; t < nt; t++) {
+        const regs = new ArrayBuffer(Math.max(k.regs.n32, 1) * 4);
+        threads.push({ i: new Int32Array(regs), f: new Float32Array(regs), d: new Float64Array(Math.max(k.regs.n64, 1)), p: new Uint8Array(Math.max(k.regs.npred, 1)), pc: 0, tid: t, lane: t & 31, op: -1, n: 0 });
+      }
+      this.threadCache.set(key, threads);
+    }
+    return threads;
+  }
+
+  private execute(k: Kernel, grid: [number, number, number], nt: number, dynShared: number, prm: DataView): void {
+    this.current = k.name;
+    this.stats.launches++;
+    const shared = new ArrayBuffer(Math.max(k.sharedBytes + dynShared, 16));
+    const s8 = new Uint8Array(shared), sdv = new DataView(shared);
+    const sBytes = shared.byteLength;
+    const dv = this.dv, sh = this.shadow, cap = this.capacity;
+    const fault = (space: string, a: number, n: number): never => {
+      const o = a - BASE;
+      const why = space === "shared" ? (a % n !== 0 ? "misaligned" : "out of bounds") : !(o >= 0 && o + n <= cap) ? "not device memory" : o % n !== 0 ? "misaligned" : "outside every live allocation";
+      throw new SimFault(`${k.name}: ${n}-byte ${space} access at 0x${a.toString(16)} ${why}`);
+    };
+    const g = (a: number, n: number): number => {
+      const o = a - BASE;
+      if (!(o >= 0 && o + n <= cap) || o % n !== 0 || sh[o] === 0 || sh[o + n - 1] === 0) fault("global", a, n);
+      return o;
+    };
+    const s = (a: number, n: number): number => {
+      if (!(a >= 0 && a + n <= sBytes) || a % n !== 0) fault("shared", a, n);
+      return a;
+    };
+    const C: BlockContext = {
+      prm, ctaid0: 0, ctaid1: 0, ctaid2: 0, nctaid0: grid[0], nctaid1: grid[1], nctaid2: grid[2], ntid: nt,
+      ldg8: (a) => dv.getUint8(g(a, 1)),
+      ldg16: (a) => dv.getUint16(g(a, 2), true),
+      ldg32: (a) => dv.getInt32(g(a, 4), true),
+      ldg64: (a) => Number(dv.getBigInt64(g(a, 8), true)),
+      stg16: (a, v) => dv.setUint16(g(a, 2), v, true),
+      stg32: (a, v) => dv.setInt32(g(a, 4), v, true),
+      stg64: (a, v) => dv.setBigInt64(g(a, 8), BigInt(v), true),
+      lds16: (a) => sdv.getUint16(s(a, 2), true),
+      lds32: (a) => sdv.getInt32(s(a, 4), true),
+      sts16: (a, v) => sdv.setUint16(s(a, 2), v, true),
+      sts32: (a, v) => sdv.setInt32(s(a, 4), v, true),
+    };
+    const threads = this.threadsFor(k, nt);
+    const state = new Int8Array(nt);
+    const READY = -1;
+    const lanes: (Thread | null)[] = new Array(32).fill(null);
+    for (let z = 0; z < grid[2]; z++) for (let y = 0; y < grid[1]; y++) for (let x = 0; x < grid[0]; x++) {
+      C.ctaid0 = x; C.ctaid1 = y; C.ctaid2 = z;
+      s8.fill(0xff);
+      for (const t of threads) { t.pc = 0; t.n = 0; }
+      state.fill(READY);
+      this.stats.blocks++;
+      this.stats.threads += nt;
+      for (;;) {
+        for (let w = 0; w * 32 < nt; w++) {
+          const hi = Math.min(nt, w * 32 + 32);
+          for (;;) {
+            for (let t = w * 32; t < hi; t++) if (state[t] === READY) state[t] = k.run(threads[t]!, C);
+            let op = -1, atBarrier = false, atWarp = false;
+            for (let t = w * 32; t < hi; t++) {
+              if (state[t] === WAIT_WARP) {
+                if (atWarp && threads[t]!.op !== op) throw new SimFault(`${k.name}: lanes of warp ${w} wait at different warp collectives (divergence)`);
+                atWarp = true;
+                op = threads[t]!.op;
+              } else if (state[t] === WAIT_BARRIER) atBarrier = true;
+            }
+            if (!atWarp) break;
+            if (atBarrier) throw new SimFault(`${k.name}: in warp ${w} some lanes wait at bar.sync while others wait at a warp collective`);
+            for (let l = 0; l < 32; l++) {
+              const t = w * 32 + l;
+              lanes[l] = t < hi && state[t] === WAIT_WARP ? threads[t]! : null;
+            }
+            k.collectives[op]!(lanes, k.name);
+            for (let t = w * 32; t < hi; t++) if (state[t] === WAIT_WARP) state[t] = READY;
+          }
+        }
+        let waiting = false;
+        for (let t = 0; t < nt; t++) if (state[t] === WAIT_BARRIER) { waiting = true; state[t] = READY; }
+        if (!waiting) break;
+      }
+      for (let t = 0; t < nt; t++) if (state[t] !== WAIT_EXIT) throw new SimFault(`${k.name}: thread ${t} did not finish`);
+    }
+    this.current = "";
+  }
+
+  // ---- cuBLAS (column-major GEMM, as the real cublasGemmEx defines it) ----
+  private blasHandles = new Map<bigint, { stream: bigint; workspace: bigint }>();
+  cublasLibrary(): CublasLibrary {
+    const OK = 0, INVALID = 7, NOT_SUPPORTED = 15, NOT_INITIALIZED = 1;
+    const R32F = 0, R16BF = 14;
+    const handleOf = (h: unknown) => this.blasHandles.get(h as bigint);
+    return {
+      path: "(simulated cuBLAS)",
+      symbols: {
+        cublasCreate_v2: (out: unknown) => { const h = this.handle(); this.blasHandles.set(h, { stream: 0n, workspace: 0n }); (out as BigUint64Array)[0] = h; return OK; },
+        cublasDestroy_v2: (h: unknown) => (this.blasHandles.delete(h as bigint) ? OK : NOT_INITIALIZED),
+        cublasSetStream_v2: (h: unknown, stream: unknown) => { const x = handleOf(h); if (!x) return NOT_INITIALIZED; x.stream = stream as bigint; x.workspace = 0n; return OK; },
+        cublasSetWorkspace_v2: (h: unknown, ws: unknown, bytes: unknown) => { const x = handleOf(h); if (!x) return NOT_INITIALIZED; this.range(Number(ws), Number(bytes), "cublasSetWorkspace"); x.workspace = ws as bigint; return OK; },
+        cublasSetMathMode: (h: unknown) => (handleOf(h) ? OK : NOT_INITIALIZED),
+        cublasGemmEx: (...args: unknown[]) => {
+          const [h, transa, transb, m, n, kk, alpha, A, Atype, lda, B, Btype, ldb, beta, Cp, Ctype, ldc, compute, algo] = args as
+            [bigint, number, number, number, number, number, Float32Array, bigint, number, number, bigint, number, number, Float32Array, bigint, number, number, number, number];
+          const x = handleOf(h);
+          if (!x) return NOT_INITIALIZED;
+          if (m < 0 || n < 0 || kk < 0) return INVALID;
+          const aRows = transa === 0 ? m : kk, bRows = transb === 0 ? kk : n;
+          if (lda < Math.max(1, aRows) || ldb < Math.max(1, bRows) || ldc < Math.max(1, m)) return INVALID;
+          if (Atype !== R16BF || Btype !== R16BF || (Ctype !== R16BF && Ctype !== R32F) || compute !== 68 || algo !== -1) return NOT_SUPPORTED;
+          const al = alpha[0]!, be = beta[0]!;
+          const aCols = transa === 0 ? kk : m, bCols = transb === 0 ? n : kk;
+          // Checked now (a bad pointer is an error at the call), read when the stream runs it.
+          this.range(Number(A), ((aCols - 1) * lda + aRows) * 2, "cublasGemmEx A");
+          this.range(Number(B), ((bCols - 1) * ldb + bRows) * 2, "cublasGemmEx B");
+          const cBytes = Ctype === R32F ? 4 : 2;
+          this.range(Number(Cp), ((n - 1) * ldc + m) * cBytes, "cublasGemmEx C");
+          this.enqueue(x.stream, () => {
+            this.stats.gemms++;
+            const aOff = Number(A) - BASE, bOff = Number(B) - BASE, cOff = Number(Cp) - BASE;
+            const bf = (o: number) => { F32B[0] = this.dv.getUint16(o, true) << 16; return F32V[0]!; };
+            // op(A) as m×k row-major floats, op(B) as n×k.
+            const a = new Float32Array(m * kk), b = new Float32Array(n * kk);
+            for (let i = 0; i < m; i++) for (let l = 0; l < kk; l++) a[i * kk + l] = bf(aOff + 2 * (transa === 0 ? i + l * lda : l + i * lda));
+            for (let j = 0; j < n; j++) for (let l = 0; l < kk; l++) b[j * kk + l] = bf(bOff + 2 * (transb === 0 ? l + j * ldb : j + l * ldb));
+            for (let j = 0; j < n; j++) for (let i = 0; i < m; i++) {
+              let sum = 0;
+              const ai = i * kk, bj = j * kk;
+              for (let l = 0; l < kk; l++) sum += a[ai + l]! * b[bj + l]!;
+              const at = cOff + (i + j * ldc) * cBytes;
+              const prev = be === 0 ? 0 : Ctype === R32F ? this.dv.getFloat32(at, true) : bf(at);
+              const v = al * sum + be * prev;
+              if (Ctype === R32F) this.dv.setFloat32(at, v, true);
+              else this.dv.setUint16(at, bf16Bits(v), true);
+            }
+          });
+          return OK;
+        },
+      },
+    };
+  }
+
+  /** A Driver-shaped view of this device, for CudaBackend. */
+  driver(): DeviceDriver {
+    return new SimDriver(this);
+  }
+}
+
+const F32V = new Float32Array(1), F32B = new Int32Array(F32V.buffer);
+function bf16Bits(v: number): number {
+  F32V[0] = v;
+  const u = F32B[0]! >>> 0;
+  if ((u & 0x7fffffff) > 0x7f800000) return ((u >>> 16) | 0x40) & 0xffff;
+  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
+}
+
+/** The Driver method surface over a SimDevice: one device, one context. */
+class SimDriver implements DeviceDriver {
+  readonly path = "(simulated GPU)";
+  private readonly modules = new Map<bigint, Map<string, Kernel>>();
+  private nextModule = 1n;
+  constructor(private readonly sim: SimDevice) {}
+  check(call: string, code: number): void {
+    if (code !== 0) throw new Error(`${call} failed (${code})`);
+  }
+  driverVersion(): number { return 13000; }
+  deviceCount(): number { return 1; }
+  device(index: number): number {
+    if (index !== 0) throw new SimFault(`cuDeviceGet(${index}): the simulator has one device`);
+    return 0;
+  }
+  deviceName(): string { return "vbun GPU simulator"; }
+  attribute(_dev: number, attr: number): number {
+    return attr === 75 ? 9 : attr === 76 ? 0 : attr === 16 ? 132 : 0;
+  }
+  primaryContext(): bigint { return 1n; }
+  setCurrent(): void {}
+  synchronize(): void { this.sim.synchronizeAll(); }
+  memInfo(): { free: number; total: number } {
+    return { free: this.sim.totalMemory - this.sim.usedBytes(), total: this.sim.totalMemory };
+  }
+  alloc(bytes: number): bigint { return this.sim.alloc(Math.max(bytes, 1)); }
+  free(dptr: bigint): void { this.sim.free(dptr); }
+  allocHost(bytes: number): bigint { return this.sim.allocHost(Math.max(bytes, 1)); }
+  copyToDevice(dst: bigint, src: ArrayBufferView): void {
+    this.noCapture("cuMemcpyHtoD");
+    this.sim.writeDevice(dst, new Uint8Array(src.buffer, src.byteOffset, src.byteLength));
+  }
+  copyToHost(dst: ArrayBufferView, src: bigint): void {
+    this.noCapture("cuMemcpyDtoH");
+    new Uint8Array(dst.buffer, dst.byteOffset, dst.byteLength).set(this.sim.readDevice(src, dst.byteLength));
+  }
+  copyToDeviceAsync(dst: bigint, hostAddr: bigint, bytes: number, stream: bigint): void { this.sim.copyToDeviceAsync(dst, hostAddr, bytes, stream); }
+  copyToHostAsync(hostAddr: bigint, src: bigint, bytes: number, stream: bigint): void { this.sim.copyToHostAsync(hostAddr, src, bytes, stream); }
+  memsetAsync(dst: bigint, byte: number, bytes: number, stream: bigint): void { this.sim.memsetAsync(dst, byte, bytes, stream); }
+  loadModule(ptxText: string): bigint {
+    const m = this.nextModule++;
+    this.modules.set(m, this.sim.loadModule(ptxText));
+    return m;
+  }
+  getFunction(module: bigint, name: string): bigint {
+    const k = this.modules.get(module)?.get(name);
+    if (!k) throw new SimFault(`cuModuleGetFunction: no kernel '${name}' (CUDA_ERROR_NOT_FOUND)`);
+    return this.sim.registerKernel(k);
+  }
+  setFunctionAttribute(): void {}
+  launch(fn: bigint, grid: [number, number, number], block: [number, number, number], sharedBytes: number, stream: bigint, params: BigUint64Array, name: string): void {
+    this.sim.launch(fn, grid, block, sharedBytes, stream, params, name);
+  }
+  createStream(): bigint { return this.sim.createStream(); }
+  streamSynchronize(stream: bigint): void { this.sim.streamSynchronize(stream); }
+  beginCapture(stream: bigint): void { this.sim.beginCapture(stream); }
+  endCapture(stream: bigint): bigint { return this.sim.endCapture(stream); }
+  instantiate(graph: bigint): bigint { return this.sim.instantiate(graph); }
+  graphLaunch(exec: bigint, stream: bigint): void { this.sim.graphLaunch(exec, stream); }
+  createEvent(): bigint { return this.sim.createEvent(); }
+  record(event: bigint, stream: bigint): void { this.sim.record(event, stream); }
+  elapsedMs(start: bigint, end: bigint): number {
+    this.sim.synchronizeAll();
+    return this.sim.eventTime(end) - this.sim.eventTime(start);
+  }
+  /** Synchronous copies are prohibited while this thread captures (CU_STREAM_CAPTURE_MODE_THREAD_LOCAL). */
+  private noCapture(call: string): void {
+    this.sim.assertNotCapturing(call);
+  }
+}
