@@ -51,19 +51,52 @@ const WARP_PTX = `
 $L__done:
 	ret;
 }
+
+// Each thread writes its id to shared memory, then reads its neighbour's (tid ^ 1): with the barrier
+// (param 1 = 1) or without it (0).
+.visible .entry neighbour(
+	.param .u64 neighbour_param_0,
+	.param .u32 neighbour_param_1
+)
+{
+	.reg .pred 	%p<2>;
+	.reg .b32 	%r<9>;
+	.reg .b64 	%rd<5>;
+	.shared .align 4 .b8 buf[128];
+
+	ld.param.u64 	%rd1, [neighbour_param_0];
+	ld.param.u32 	%r1, [neighbour_param_1];
+	mov.u32 	%r2, %tid.x;
+	shl.b32 	%r3, %r2, 2;
+	mov.u32 	%r4, buf;
+	add.s32 	%r5, %r4, %r3;
+	st.shared.u32 	[%r5], %r2;
+	setp.eq.s32 	%p1, %r1, 0;
+	@%p1 bra 	$L__read;
+	bar.sync 	0;
+$L__read:
+	xor.b32 	%r6, %r3, 4;
+	add.s32 	%r7, %r4, %r6;
+	ld.shared.u32 	%r8, [%r7];
+	cvta.to.global.u64 	%rd2, %rd1;
+	mul.wide.s32 	%rd3, %r2, 4;
+	add.s64 	%rd4, %rd2, %rd3;
+	st.global.u32 	[%rd4], %r8;
+	ret;
+}
 `;
 
 describe("the GPU simulator itself", () => {
-  /** Launches warp_pairs(out, n) with 32 threads on stream 0 and runs it. */
-  function runWarpPairs(sim: SimDevice, out: bigint, n: number): void {
+  /** Launches `kernel`(out, n) with 32 threads on stream 0 and runs it. */
+  function runWarpPairs(sim: SimDevice, out: bigint, n: number, kernel = "warp_pairs"): void {
     const d = sim.driver();
-    const fn = d.getFunction(d.loadModule(WARP_PTX), "warp_pairs");
+    const fn = d.getFunction(d.loadModule(WARP_PTX), kernel);
     const values = new BigUint64Array(2), params = new BigUint64Array(2);
     values[0] = out;
     new DataView(values.buffer).setInt32(8, n, true);
     const base = hostAddress(values);
     params[0] = base; params[1] = base + 8n;
-    d.launch(fn, [1, 1, 1], [32, 1, 1], 0, 0n, params, "warp_pairs");
+    d.launch(fn, [1, 1, 1], [32, 1, 1], 0, 0n, params, kernel);
     d.synchronize();
   }
 
@@ -78,6 +111,14 @@ describe("the GPU simulator itself", () => {
   test("a shuffle that names lanes which already returned is a fault, not a silent value", () => {
     const sim = new SimDevice(1 << 20);
     expect(() => runWarpPairs(sim, sim.alloc(128), 20)).toThrow(/lane 20 is named in the mask but has exited or diverged/);
+  });
+
+  test("shared memory passed between threads without a barrier is a race fault; with bar.sync it is not", () => {
+    const sim = new SimDevice(1 << 20);
+    const out = sim.alloc(128);
+    runWarpPairs(sim, out, 1, "neighbour");
+    expect(Array.from(new Int32Array(sim.readDevice(out, 128).buffer))).toEqual(Array.from({ length: 32 }, (_, i) => i ^ 1));
+    expect(() => runWarpPairs(sim, out, 0, "neighbour")).toThrow(/neighbour: shared-memory race \((read after write|write after read)\) at byte \d+ between threads \d+ and \d+/);
   });
 
   test("global accesses outside live allocations fault, naming the kernel", () => {

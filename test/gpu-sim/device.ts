@@ -12,7 +12,9 @@
  *   async copy ran, or a synchronous copy that races the stream, gives visibly wrong data;
  * - capture records launches with their arguments as of capture time, like cuStreamBeginCapture, and
  *   synchronous calls during capture throw;
- * - warp collectives need every lane their mask names to be present and converged.
+ * - warp collectives need every lane their mask names to be present and converged;
+ * - shared memory is race-checked: a byte one thread wrote and another reads or writes (or read and another
+ *   writes) with no bar.sync between them is a fault, although the serial order here would have hidden it.
  */
 import { ptr as addressOf, toArrayBuffer, type Pointer } from "bun:ffi";
 import { translateModule, WAIT_BARRIER, WAIT_EXIT, WAIT_WARP, type BlockContext, type Kernel, type Thread } from "./ptx.ts";
@@ -242,6 +244,15 @@ export class SimDevice {
     return threads;
   }
 
+  /** Per-byte last writer/reader and their barrier epochs; epochs only grow, so nothing is reset per block. */
+  private race = { wThread: new Int32Array(0), wEpoch: new Int32Array(0), rThread: new Int32Array(0), rEpoch: new Int32Array(0), epoch: 0 };
+  private sharedRaceState(bytes: number) {
+    if (this.race.wThread.length < bytes) {
+      this.race = { wThread: new Int32Array(bytes), wEpoch: new Int32Array(bytes), rThread: new Int32Array(bytes), rEpoch: new Int32Array(bytes), epoch: this.race.epoch };
+    }
+    return this.race;
+  }
+
   private execute(k: Kernel, grid: [number, number, number], nt: number, dynShared: number, prm: DataView): void {
     this.current = k.name;
     this.stats.launches++;
@@ -263,6 +274,31 @@ export class SimDevice {
       if (!(a >= 0 && a + n <= sBytes) || a % n !== 0) fault("shared", a, n);
       return a;
     };
+    // Shared-memory race detector: between two barriers, a byte one thread wrote must not be read or written
+    // by another, nor one thread's read followed by another's write (the serial order here would hide it).
+    const race = this.sharedRaceState(sBytes);
+    const { wThread, wEpoch, rThread, rEpoch } = race;
+    let cur = 0, epoch = 0;
+    const raceFault = (kind: string, a: number, other: number): never => {
+      throw new SimFault(`${k.name}: shared-memory race (${kind}) at byte ${a} between threads ${other} and ${cur} of block (${C.ctaid0}, ${C.ctaid1}, ${C.ctaid2}) with no bar.sync between them`);
+    };
+    const sRead = (a: number, n: number): number => {
+      s(a, n);
+      for (let b = a; b < a + n; b++) {
+        if (wEpoch[b] === epoch && wThread[b] !== cur) raceFault("read after write", b, wThread[b]!);
+        if (rEpoch[b] === epoch) { if (rThread[b] !== cur) rThread[b] = -2; } else { rEpoch[b] = epoch; rThread[b] = cur; }
+      }
+      return a;
+    };
+    const sWrite = (a: number, n: number): number => {
+      s(a, n);
+      for (let b = a; b < a + n; b++) {
+        if (wEpoch[b] === epoch && wThread[b] !== cur) raceFault("write after write", b, wThread[b]!);
+        if (rEpoch[b] === epoch && rThread[b] !== cur) raceFault("write after read", b, rThread[b]!);
+        wEpoch[b] = epoch; wThread[b] = cur;
+      }
+      return a;
+    };
     const C: BlockContext = {
       prm, ctaid0: 0, ctaid1: 0, ctaid2: 0, nctaid0: grid[0], nctaid1: grid[1], nctaid2: grid[2], ntid: nt,
       ldg8: (a) => dv.getUint8(g(a, 1)),
@@ -272,10 +308,10 @@ export class SimDevice {
       stg16: (a, v) => dv.setUint16(g(a, 2), v, true),
       stg32: (a, v) => dv.setInt32(g(a, 4), v, true),
       stg64: (a, v) => dv.setBigInt64(g(a, 8), BigInt(v), true),
-      lds16: (a) => sdv.getUint16(s(a, 2), true),
-      lds32: (a) => sdv.getInt32(s(a, 4), true),
-      sts16: (a, v) => sdv.setUint16(s(a, 2), v, true),
-      sts32: (a, v) => sdv.setInt32(s(a, 4), v, true),
+      lds16: (a) => sdv.getUint16(sRead(a, 2), true),
+      lds32: (a) => sdv.getInt32(sRead(a, 4), true),
+      sts16: (a, v) => sdv.setUint16(sWrite(a, 2), v, true),
+      sts32: (a, v) => sdv.setInt32(sWrite(a, 4), v, true),
     };
     const threads = this.threadsFor(k, nt);
     const state = new Int8Array(nt);
@@ -284,6 +320,7 @@ export class SimDevice {
     for (let z = 0; z < grid[2]; z++) for (let y = 0; y < grid[1]; y++) for (let x = 0; x < grid[0]; x++) {
       C.ctaid0 = x; C.ctaid1 = y; C.ctaid2 = z;
       s8.fill(0xff);
+      epoch = ++race.epoch;
       for (const t of threads) { t.pc = 0; t.n = 0; }
       state.fill(READY);
       this.stats.blocks++;
@@ -292,7 +329,7 @@ export class SimDevice {
         for (let w = 0; w * 32 < nt; w++) {
           const hi = Math.min(nt, w * 32 + 32);
           for (;;) {
-            for (let t = w * 32; t < hi; t++) if (state[t] === READY) state[t] = k.run(threads[t]!, C);
+            for (let t = w * 32; t < hi; t++) if (state[t] === READY) { cur = t; state[t] = k.run(threads[t]!, C); }
             let op = -1, atBarrier = false, atWarp = false;
             for (let t = w * 32; t < hi; t++) {
               if (state[t] === WAIT_WARP) {
@@ -314,6 +351,7 @@ export class SimDevice {
         let waiting = false;
         for (let t = 0; t < nt; t++) if (state[t] === WAIT_BARRIER) { waiting = true; state[t] = READY; }
         if (!waiting) break;
+        epoch = ++race.epoch;
       }
       for (let t = 0; t < nt; t++) if (state[t] !== WAIT_EXIT) throw new SimFault(`${k.name}: thread ${t} did not finish`);
     }
