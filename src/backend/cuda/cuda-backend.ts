@@ -66,10 +66,10 @@ export class CudaBackend implements Backend<CudaTensor> {
   private stepLayout: { offsets: number[]; sizes: number[] } | null = null;
   private readonly graphs = new Map<number, bigint>();
   /**
-   * Attention for steps that are not pure decode: "simple" (paged_attention_bf16, f32 FMA) or "mma"
-   * (tensor-core flash attention, head_dim 64/128; opt-in via VBUN_PREFILL_KERNEL=mma until verified on a GPU).
+   * Attention for steps that are not pure decode: "mma" (tensor-core flash attention, head_dim 64/128) or
+   * "simple" (paged_attention_bf16, f32 FMA, any head_dim; VBUN_PREFILL_KERNEL=simple forces it).
    */
-  prefillKernel: "simple" | "mma" = process.env.VBUN_PREFILL_KERNEL === "mma" ? "mma" : "simple";
+  prefillKernel: "simple" | "mma" = process.env.VBUN_PREFILL_KERNEL === "simple" ? "simple" : "mma";
   private partial: bigint = 0n;
   private partialCapacity = 0;
   private samplingScratch: { dev: bigint; host: PinnedBuffer; capacity: number } | null = null;
