@@ -7,6 +7,7 @@
 import { describe, expect, test } from "bun:test";
 import { CpuBackend, CpuIntTensor, CpuTensor } from "../src/backend/cpu/cpu-backend.ts";
 import type { CudaBackend, CudaTensor } from "../src/backend/cuda/cuda-backend.ts";
+import type { CudaProvider } from "../src/backend/cuda/provider.ts";
 import type { AttentionShape, StepInputs } from "../src/backend/backend.ts";
 import { emptySamplingBatch } from "../src/engine/sampling-batch.ts";
 import { fromFloat32, toFloat32 } from "../src/loader/dtype.ts";
@@ -36,8 +37,8 @@ export interface CudaTarget {
   /** Shown in the describe names: "GPU" or "simulated GPU". */
   label: string;
   backend: CudaBackend | null;
-  /** Opens another backend on the same target, for the engine tests. */
-  open: () => CudaBackend;
+  /** How the engine tests reach this target's GPUs (and NCCL, for tensor parallelism). */
+  provider: CudaProvider;
   sizes: CudaSuiteSizes;
   /** Per-test time limit in ms (the simulator interprets every thread). */
   timeoutMs: number;
@@ -207,7 +208,7 @@ export function defineCudaSuites(target: CudaTarget): void {
         const model = tinyModel(opts);
         const prompts = [[1, 2, 3, 4, 5, 6, 7], [9, 8, 7], [100, 200, 300, 400, 250, 12]];
         const params = { temperature: 0, max_tokens: Z.engineTokens, ignore_eos: true, logprobs: 1 };
-        const onGpu = new LLM({ model, device: "cuda", maxModelLen: 256, maxNumSeqs: 8, openCuda: target.open, log: () => {} }).generate(prompts, params, { useTqdm: false });
+        const onGpu = new LLM({ model, device: "cuda", maxModelLen: 256, maxNumSeqs: 8, cuda: target.provider, log: () => {} }).generate(prompts, params, { useTqdm: false });
         const onCpu = new LLM({ model, device: "cpu", maxModelLen: 256, log: () => {} }).generate(prompts, params, { useTqdm: false });
         let same = 0;
         onGpu.forEach((o, i) => {
@@ -224,9 +225,55 @@ export function defineCudaSuites(target: CudaTarget): void {
       const prompt = Array.from({ length: 100 }, () => rng.int(0, 4095));
       const params = { temperature: 0, max_tokens: 4, ignore_eos: true };
       const opts = { model, maxModelLen: 256, maxNumSeqs: 4, maxNumBatchedTokens: 24, log: () => {} };
-      const onGpu = new LLM({ ...opts, device: "cuda", openCuda: target.open }).generate([prompt], params, { useTqdm: false });
+      const onGpu = new LLM({ ...opts, device: "cuda", cuda: target.provider }).generate([prompt], params, { useTqdm: false });
       const onCpu = new LLM({ ...opts, device: "cpu" }).generate([prompt], params, { useTqdm: false });
       expect(onGpu[0]!.outputs[0]!.tokenIds).toEqual(onCpu[0]!.outputs[0]!.tokenIds);
+    }, timeoutMs);
+  });
+
+  const gpus = skip ? 0 : target.provider.deviceCount();
+  if (!skip && gpus < 2) console.log(`skipping GPU tensor-parallel tests: ${gpus} GPU visible, 2 needed`);
+  describe.skipIf(gpus < 2)(`tensor parallelism over NCCL on the ${label}`, () => {
+    test("TP = 2 gives TP = 1's greedy tokens, with decode graphs and with chunked prefill", () => {
+      const model = tinyModel({ arch: "qwen3", seed: 11, vocabSize: 4096 });
+      const rng = new SeededRandom(12);
+      const prompts = [[1, 2, 3, 4, 5, 6, 7], [9, 8, 7], Array.from({ length: 60 }, () => rng.int(0, 4095)), [300, 200, 100, 7, 7]];
+      const params = { temperature: 0, max_tokens: Z.engineTokens, ignore_eos: true };
+      const common = { model, device: "cuda" as const, maxModelLen: 256, maxNumSeqs: 4, maxNumBatchedTokens: 32, cuda: target.provider, log: () => {} };
+      const one = new LLM(common);
+      const two = new LLM({ ...common, tensorParallelSize: 2 });
+      try {
+        const a = one.generate(prompts, params, { useTqdm: false }).map((o) => o.outputs[0]!.tokenIds.join());
+        const b = two.generate(prompts, params, { useTqdm: false }).map((o) => o.outputs[0]!.tokenIds.join());
+        console.log(`TP = 1 vs TP = 2 on the ${label}: ${a.filter((x, i) => x === b[i]).length} of ${prompts.length} prompts token-identical over ${Z.engineTokens} tokens`);
+        expect(two.engine.runner.graphSteps).toBeGreaterThan(0);
+        // bf16 all-reduces round partial sums once more than TP = 1 does: a near-tie may flip one prompt.
+        expect(a.filter((x, i) => x === b[i]).length).toBeGreaterThanOrEqual(prompts.length - 1);
+      } finally {
+        one.engine.close();
+        two.engine.close();
+      }
+    }, timeoutMs);
+
+    test("a failing GPU rank makes the engine fail with that rank's error, without hanging; close() ends the workers", async () => {
+      process.env.VBUN_TP_FAIL_AT = "1:2";
+      let llm: LLM | null = null;
+      try {
+        llm = new LLM({ model: tinyModel(FAST_MODEL), device: "cuda", tensorParallelSize: 2, maxModelLen: 64, maxNumSeqs: 4, cuda: target.provider, log: () => {} });
+        const group = llm.engine.runner.tpGroup!;
+        expect(() => llm!.generate([[1, 2, 3], [4, 5]], { temperature: 0, max_tokens: 8 }, { useTqdm: false })).toThrow(/tensor-parallel rank 1 failed: injected failure at step 2/);
+        llm.close();
+        // Generous: a simulated rank's thread frees half a GiB of simulated device memory on its way out.
+        const done = await Promise.race([group.exited.then(() => "exited"), Bun.sleep(30_000).then(() => "timeout")]);
+        expect(done).toBe("exited");
+      } finally {
+        delete process.env.VBUN_TP_FAIL_AT;
+      }
+    }, timeoutMs);
+
+    test("more ranks than GPUs is a clear start-up error", () => {
+      const model = tinyModel(FAST_MODEL);
+      expect(() => new LLM({ model, device: "cuda", tensorParallelSize: 2 * gpus, cuda: target.provider, log: () => {} })).toThrow(new RegExp(`--tensor-parallel-size: ${2 * gpus} ranks need ${2 * gpus} GPUs but only ${gpus} are visible`));
     }, timeoutMs);
   });
 
@@ -236,7 +283,7 @@ export function defineCudaSuites(target: CudaTarget): void {
       const rng = new SeededRandom(64);
       const prompts = Array.from({ length: Z.graphSeqs }, () => Array.from({ length: rng.int(4, 40) }, () => rng.int(0, 4095)));
       const params = { temperature: 0, max_tokens: Z.graphSteps, ignore_eos: true };
-      const common = { model, device: "cuda" as const, maxModelLen: 256, maxNumSeqs: Z.graphSeqs, openCuda: target.open, log: () => {} };
+      const common = { model, device: "cuda" as const, maxModelLen: 256, maxNumSeqs: Z.graphSeqs, cuda: target.provider, log: () => {} };
       const eager = new LLM({ ...common, enforceEager: true });
       const graphs = new LLM(common);
       const a = eager.generate(prompts, params, { useTqdm: false }).map((o) => o.outputs[0]!.tokenIds);

@@ -6,6 +6,7 @@
 import { describe, expect, test } from "bun:test";
 import { CudaBackend } from "../src/backend/cuda/cuda-backend.ts";
 import { candidatePaths } from "../src/backend/cuda/libraries.ts";
+import { DEFAULT_CUDA } from "../src/backend/cuda/provider.ts";
 import { LLM } from "../src/engine/llm.ts";
 import { readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
@@ -53,4 +54,4 @@ describe("without a GPU", () => {
   });
 });
 
-defineCudaSuites({ label: "GPU", backend: gpu, open: () => CudaBackend.open(0), sizes: GPU_SIZES, timeoutMs: 120_000 });
+defineCudaSuites({ label: "GPU", backend: gpu, provider: DEFAULT_CUDA, sizes: GPU_SIZES, timeoutMs: 120_000 });

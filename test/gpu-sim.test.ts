@@ -8,6 +8,7 @@ import { describe, expect, test } from "bun:test";
 import { CudaBackend } from "../src/backend/cuda/cuda-backend.ts";
 import { hostAddress } from "../src/backend/cuda/driver.ts";
 import { SimDevice } from "./gpu-sim/device.ts";
+import { simProvider } from "./gpu-sim/provider.ts";
 import { defineCudaSuites, type CudaSuiteSizes } from "./cuda-suite.ts";
 
 const SIM_SIZES: CudaSuiteSizes = {
@@ -20,7 +21,7 @@ const openSim = () => {
   return CudaBackend.withDriver(sim.driver(), sim.cublasLibrary());
 };
 
-defineCudaSuites({ label: "simulated GPU", backend: openSim(), open: openSim, sizes: SIM_SIZES, timeoutMs: 120_000 });
+defineCudaSuites({ label: "simulated GPU", backend: openSim(), provider: simProvider(), sizes: SIM_SIZES, timeoutMs: 120_000 });
 
 // A hand-written kernel: out[i] = i + (value of lane i ^ 16), for threads i < n (the rest return first).
 const WARP_PTX = `

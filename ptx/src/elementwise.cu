@@ -52,3 +52,15 @@ extern "C" __global__ void add_bias_bf16(bf16* __restrict__ x, const bf16* __res
   bf16* p = x + (size_t)blockIdx.y * width + i;
   *p = to_bf(to_f(*p) + to_f(bias[i]));
 }
+
+// Vocab-parallel logits back in vocabulary order: gathered is [ranks][slot_rows][per_rank] (an all-gather of
+// each rank's [rows, width_r] block, width_r = min(per_rank, vocab − r·per_rank), stored densely at the start
+// of its slot); out is [rows, vocab]. grid = (ceil(vocab / blockDim), rows)
+extern "C" __global__ void unshard_vocab_f32(const float* __restrict__ gathered, float* __restrict__ out, int slot_rows, int per_rank, int vocab) {
+  const int col = blockIdx.x * blockDim.x + threadIdx.x;
+  if (col >= vocab) return;
+  const int r = col / per_rank, k = col - r * per_rank;
+  const int width = min(per_rank, vocab - r * per_rank);
+  const size_t row = blockIdx.y;
+  out[row * vocab + col] = gathered[(size_t)r * slot_rows * per_rank + row * width + k];
+}

@@ -116,4 +116,19 @@ export interface Backend<T extends Tensor = Tensor> {
   /** Records what `run` launches as a replayable graph under `key` (CUDA graphs). */
   captureGraph?(key: number, run: () => void): void;
   launchGraph?(key: number): void;
+  /** Waits for the work queued so far (asynchronous backends; the CPU backend runs synchronously). */
+  synchronize?(): void;
+}
+
+/**
+ * The inputs a decode graph is warmed up and captured with: `n` one-token sequences whose KV writes go to
+ * slot −1 (nothing stored), with block tables `width` wide. Replays overwrite them in place.
+ */
+export function decodeGraphInputs(n: number, width: number): StepInputs {
+  const iota = Int32Array.from({ length: n + 1 }, (_, i) => i);
+  return {
+    tokenIds: new Int32Array(n), positions: new Int32Array(n), slotMapping: new Int32Array(n).fill(-1),
+    queryStart: iota, seqLens: new Int32Array(n).fill(1), blockTables: new Int32Array(n * width), maxBlocksPerSeq: width,
+    logitsRows: iota.subarray(0, n),
+  };
 }

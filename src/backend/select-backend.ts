@@ -1,7 +1,8 @@
 /** --device auto|cpu|cuda → a backend. `auto` takes the GPU when a driver and a GPU are there, else the CPU and says why. */
 import type { Backend, Tensor } from "./backend.ts";
 import { CpuBackend } from "./cpu/cpu-backend.ts";
-import { CudaBackend } from "./cuda/cuda-backend.ts";
+import type { CudaBackend } from "./cuda/cuda-backend.ts";
+import { DEFAULT_CUDA, type CudaProvider } from "./cuda/provider.ts";
 import { EngineConfigError, type Device } from "../engine/engine-config.ts";
 
 export interface SelectedBackend {
@@ -11,11 +12,11 @@ export interface SelectedBackend {
   cuda: CudaBackend | null;
 }
 
-export function selectBackend(device: Device, log: (m: string) => void, openCuda: () => CudaBackend = () => CudaBackend.open(0)): SelectedBackend {
+export function selectBackend(device: Device, log: (m: string) => void, provider: CudaProvider = DEFAULT_CUDA): SelectedBackend {
   if (device !== "auto" && device !== "cpu" && device !== "cuda") throw new EngineConfigError("--device", `must be auto, cpu or cuda, got '${device}'`);
   if (device !== "cpu") {
     try {
-      const cuda = openCuda();
+      const cuda = provider.open(0);
       log(`device ${device}: ${cuda.info.name} (compute ${cuda.info.computeCapability}, driver ${cuda.info.driverVersion}, ${(cuda.info.totalMemory / 2 ** 30).toFixed(1)} GiB) via ${cuda.info.libcuda}`);
       return { backend: cuda as unknown as Backend<Tensor>, kind: "cuda", cuda };
     } catch (e) {

@@ -1,5 +1,5 @@
 /** Engine options (named like `vllm serve` flags) with their defaults and checks. */
-import type { CudaBackend } from "../backend/cuda/cuda-backend.ts";
+import type { CudaProvider } from "../backend/cuda/provider.ts";
 
 export type Device = "auto" | "cpu" | "cuda";
 
@@ -26,8 +26,8 @@ export interface EngineOptions {
   chatTemplate?: string;
   /** Receives start-up and warning messages (default: stderr). */
   log?: (msg: string) => void;
-  /** Opens the CUDA backend for --device cuda/auto (default: GPU 0 through the real driver; tests pass the GPU simulator). */
-  openCuda?: () => CudaBackend;
+  /** How GPUs, NCCL and GPU tensor-parallel workers are reached (default: the real driver; tests pass the GPU simulator). */
+  cuda?: CudaProvider;
 }
 
 export const ENGINE_DEFAULTS = {

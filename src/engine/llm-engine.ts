@@ -3,6 +3,7 @@
  * into text, checks stop conditions, and frees the blocks of finished sequences at once.
  */
 import { selectBackend } from "../backend/select-backend.ts";
+import { DEFAULT_CUDA } from "../backend/cuda/provider.ts";
 import { checkShardable } from "../parallel/shard.ts";
 import { TensorParallelGroup } from "../parallel/tp-group.ts";
 import type { Tensor } from "../backend/backend.ts";
@@ -83,7 +84,7 @@ export class LLMEngine {
     readonly modelConfig: ModelConfig,
     readonly tokenizer: TextTokenizer,
     readonly runner: ModelRunner,
-    readonly options: Required<Omit<EngineOptions, "model" | "numGpuBlocksOverride" | "chatTemplate" | "log" | "maxModelLen" | "openCuda">> & { maxModelLen: number; numBlocks: number },
+    readonly options: Required<Omit<EngineOptions, "model" | "numGpuBlocksOverride" | "chatTemplate" | "log" | "maxModelLen" | "cuda">> & { maxModelLen: number; numBlocks: number },
     readonly info: EngineInfo,
   ) {
     this.eosTokenIds = runner.sampler.eosTokenIds as number[];
@@ -122,17 +123,22 @@ export class LLMEngine {
 
     const util = opts.gpuMemoryUtilization ?? ENGINE_DEFAULTS.gpuMemoryUtilization;
     if (!(util > 0 && util <= 1)) throw new EngineConfigError("--gpu-memory-utilization", `must be in (0, 1], got ${util}`);
-    const { backend, kind, cuda } = selectBackend(device, log, opts.openCuda);
+    const { backend, kind, cuda } = selectBackend(device, log, opts.cuda);
     if (kind === "cuda" && !["auto", "bfloat16"].includes(dtype)) throw new EngineConfigError("--dtype", `the CUDA backend runs bfloat16 only, got '${dtype}'`);
     let tpGroup: TensorParallelGroup | null = null;
     let model: CausalLM<Tensor>;
     if (tp > 1) {
-      if (kind === "cuda") throw new EngineConfigError("--tensor-parallel-size", "tensor parallelism on CUDA (NCCL) is not implemented yet; use --device cpu for the CPU tensor-parallel path");
+      const provider = opts.cuda ?? DEFAULT_CUDA;
+      if (cuda) {
+        const visible = provider.deviceCount();
+        if (tp > visible) throw new EngineConfigError("--tensor-parallel-size", `${tp} ranks need ${tp} GPUs but only ${visible} ${visible === 1 ? "is" : "are"} visible`);
+      }
       try { checkShardable(cfg, tp); } catch (e) { throw new EngineConfigError("--tensor-parallel-size", (e as Error).message); }
-      tpGroup = new TensorParallelGroup(cfg, modelDir, tp, maxModelLen, { maxTokens: maxNumBatchedTokens, maxSeqs: maxNumSeqs, maxBlocksPerSeq: Math.ceil(maxModelLen / blockSize) });
-      model = tpGroup.model as unknown as CausalLM<Tensor>;
-      backend.close?.(); // the ranks bring their own single-threaded backends
-      log(`tensor parallel: ${tp} CPU ranks (rank 0 here, ${tp - 1} workers), ${model.localDims.numHeads} query / ${model.localDims.numKvHeads} KV heads and ${model.localDims.intermediate} MLP rows per rank`);
+      const limits = { maxTokens: maxNumBatchedTokens, maxSeqs: maxNumSeqs, maxBlocksPerSeq: Math.ceil(maxModelLen / blockSize) };
+      tpGroup = new TensorParallelGroup(cfg, modelDir, tp, maxModelLen, limits, cuda ? { kind: "cuda", leader: cuda, provider } : { kind: "cpu" });
+      model = tpGroup.model;
+      if (!cuda) backend.close?.(); // the CPU ranks bring their own single-threaded backends
+      log(`tensor parallel: ${tp} ${cuda ? "GPU ranks over NCCL" : "CPU ranks"} (rank 0 here, ${tp - 1} workers), ${model.localDims.numHeads} query / ${model.localDims.numKvHeads} KV heads and ${model.localDims.intermediate} MLP rows per rank`);
     } else {
       model = new CausalLM<Tensor>(cfg, backend, maxModelLen);
       model.load(new Checkpoint(modelDir));

@@ -1,5 +1,5 @@
 /** Runs scheduled steps on a backend: builds inputs, runs the model, samples. Same for CPU and CUDA. */
-import type { Backend, Tensor } from "../backend/backend.ts";
+import { decodeGraphInputs, type Backend, type Tensor } from "../backend/backend.ts";
 import type { CausalLM } from "../model/causal-lm.ts";
 import type { SamplerOutput } from "./sampling-batch.ts";
 import { Sampler } from "./sampler.ts";
@@ -52,17 +52,14 @@ export class ModelRunner<T extends Tensor = Tensor> {
     this.graphInputs = new StepInputBuilder(Math.max(...buckets), L.maxNumSeqs, L.maxModelLen, L.blockSize, true);
     const width = this.graphInputs.maxBlocksPerSeq;
     for (const n of [...buckets].sort((x, y) => y - x)) {
-      const iota = Int32Array.from({ length: n + 1 }, (_, i) => i);
-      const dummy = {
-        tokenIds: new Int32Array(n), positions: new Int32Array(n), slotMapping: new Int32Array(n).fill(-1),
-        queryStart: iota, seqLens: new Int32Array(n).fill(1), blockTables: new Int32Array(n * width), maxBlocksPerSeq: width,
-        logitsRows: iota.subarray(0, n),
-      };
-      const step = b.uploadStep(dummy);
+      // Tensor-parallel workers warm up and capture the same bucket alongside (their collectives meet ours).
+      this.tpGroup?.captureGraph(n, width);
+      const step = b.uploadStep(decodeGraphInputs(n, width));
       this.model.forward(step);
       let logits: T | null = null;
       b.captureGraph(n, () => { logits = this.model.forward(step); });
       this.graphLogits.set(n, logits!);
+      this.tpGroup?.endCommand();
     }
     this.buckets = [...buckets].sort((x, y) => x - y);
     return (performance.now() - t0) / 1000;
@@ -80,8 +77,11 @@ export class ModelRunner<T extends Tensor = Tensor> {
   execute(out: SchedulerOutput): SamplerOutput {
     const bucket = this.bucketFor(out);
     if (bucket !== null) {
-      this.backend.uploadStep(this.graphInputs!.buildPadded(out, bucket));
+      const padded = this.graphInputs!.buildPadded(out, bucket);
+      this.tpGroup?.broadcastStep(padded, bucket);
+      this.backend.uploadStep(padded);
       this.backend.launchGraph!(bucket);
+      this.tpGroup?.endCommand();
       this.graphSteps++;
       return this.backend.sample(this.graphLogits.get(bucket)!, this.sampler.build(out.scheduled));
     }
@@ -90,6 +90,7 @@ export class ModelRunner<T extends Tensor = Tensor> {
     const step = this.backend.uploadStep(host);
     const batch = this.sampler.build(out.scheduled);
     const logits = this.model.forward(step);
+    this.tpGroup?.endCommand();
     const sampled = batch.numRows === 0 ? { tokenIds: new Int32Array(0), logprobs: [] } : this.backend.sample(logits, batch);
     if (this.inputs.numPromptRows > 0) this.recordPromptLogprobs(out, logits, batch.numRows);
     return sampled;

@@ -10,7 +10,7 @@ import type { Collective } from "../model/causal-lm.ts";
 // Control words (Int32Array indices).
 export const GEN = 0, COUNT = 1, ABORT = 2, CMD_SEQ = 3, CMD = 4, READY = 5, ERR_RANK = 6, ERR_LEN = 7;
 export const ARG0 = 8; // command arguments: ARG0 … ARG0 + 7
-export const CMD_STEP = 1, CMD_ALLOC_KV = 2, CMD_RESERVE = 3, CMD_SHUTDOWN = 4;
+export const CMD_STEP = 1, CMD_ALLOC_KV = 2, CMD_RESERVE = 3, CMD_SHUTDOWN = 4, CMD_CAPTURE = 5;
 const CTL_WORDS = 16, ERR_BYTES = 4096;
 
 export interface SharedBuffers {

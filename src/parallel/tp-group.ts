@@ -1,17 +1,25 @@
 /**
- * The leader side of CPU tensor parallelism: rank 0 runs in the engine's thread, ranks 1…N−1 in Bun
- * Workers (src/tp-worker.ts). The leader writes each step's inputs into shared arrays and bumps the command
- * sequence number; all ranks then run the same forward pass, meeting in the shared-memory collectives,
- * and rank 0 samples from the gathered logits.
+ * The leader side of tensor parallelism: rank 0 runs in the engine's thread, ranks 1…N−1 in Bun Workers
+ * (src/parallel/tp-rank.ts). The leader writes each step's inputs into shared arrays and bumps the command
+ * sequence number; all ranks then run the same forward pass, meeting in the model's collectives, and rank 0
+ * samples from the gathered logits. Every command ends with a barrier over the shared control block, so the
+ * leader never gets ahead of a worker by more than one command.
+ *
+ * On the CPU the collectives are shared-memory ones (SharedCollective); on GPUs they are NCCL calls on each
+ * rank's stream (NcclCollective), the communicators created here with ncclCommInitAll, and decode graphs
+ * are captured and replayed on every rank.
  */
-import { CpuBackend, type CpuTensor } from "../backend/cpu/cpu-backend.ts";
-import type { StepInputs } from "../backend/backend.ts";
+import { CpuBackend } from "../backend/cpu/cpu-backend.ts";
+import type { Backend, StepInputs, Tensor } from "../backend/backend.ts";
+import type { CudaBackend } from "../backend/cuda/cuda-backend.ts";
+import type { CudaProvider } from "../backend/cuda/provider.ts";
 import { Checkpoint } from "../loader/checkpoint.ts";
-import { CausalLM } from "../model/causal-lm.ts";
+import { CausalLM, type Collective } from "../model/causal-lm.ts";
 import type { ModelConfig } from "../model/config.ts";
 import { TP_WORKER_URL } from "../worker-url.ts";
+import { NcclCollective } from "./nccl-collective.ts";
 import { localDims } from "./shard.ts";
-import { ARG0, CMD, CMD_ALLOC_KV, CMD_RESERVE, CMD_SEQ, CMD_SHUTDOWN, CMD_STEP, createSharedBuffers, inputViews, READY, SharedCollective, type SharedSizes } from "./shared-collective.ts";
+import { ARG0, CMD, CMD_ALLOC_KV, CMD_CAPTURE, CMD_RESERVE, CMD_SEQ, CMD_SHUTDOWN, CMD_STEP, createSharedBuffers, inputViews, READY, SharedCollective, type SharedSizes } from "./shared-collective.ts";
 
 export interface TpWorkerInit {
   rank: number;
@@ -21,42 +29,64 @@ export interface TpWorkerInit {
   buffers: ReturnType<typeof createSharedBuffers>;
   /** Fault injection for tests ("RANK:STEP" from $VBUN_TP_FAIL_AT, read by the leader). */
   failAt: string | null;
+  /** GPU ranks: this rank's NCCL communicator, what the worker's NCCL needs, and the logits rows to reserve. */
+  cuda: { comm: bigint; ncclData: unknown; maxRows: number } | null;
 }
 
+/** Where the ranks run: CPU threads, or one GPU each (rank r on GPU r). */
+export type TpDevice = { kind: "cpu" } | { kind: "cuda"; leader: CudaBackend; provider: CudaProvider };
+
 export class TensorParallelGroup {
-  readonly model: CausalLM<CpuTensor>;
-  readonly collective: SharedCollective;
+  readonly model: CausalLM<Tensor>;
+  /** The shared control block: commands, barriers, and a failing rank's error. */
+  readonly control: SharedCollective;
   private readonly workers: Worker[] = [];
   private readonly inputs: ReturnType<typeof inputViews>;
   private closed = false;
   /** Resolves once every worker thread has exited (after close()). */
   readonly exited: Promise<void>;
 
-  constructor(cfg: ModelConfig, modelDir: string, size: number, maxModelLen: number, limits: { maxTokens: number; maxSeqs: number; maxBlocksPerSeq: number }) {
+  constructor(cfg: ModelConfig, modelDir: string, size: number, maxModelLen: number, limits: { maxTokens: number; maxSeqs: number; maxBlocksPerSeq: number }, device: TpDevice = { kind: "cpu" }) {
+    const onGpu = device.kind === "cuda";
+    const vocabPerRank = localDims(cfg, { rank: 0, size }).vocabPerRank;
     const sizes: SharedSizes = {
-      size, maxReduce: limits.maxTokens * cfg.hiddenSize, maxLogitsRows: limits.maxSeqs, vocabSize: cfg.vocabSize,
-      vocabPerRank: localDims(cfg, { rank: 0, size }).vocabPerRank,
+      // The shared-memory reduce and gather buffers serve CPU ranks only.
+      size, maxReduce: onGpu ? 0 : limits.maxTokens * cfg.hiddenSize, maxLogitsRows: onGpu ? 0 : limits.maxSeqs, vocabSize: cfg.vocabSize, vocabPerRank,
       maxTokens: limits.maxTokens, maxSeqs: limits.maxSeqs, maxBlocksPerSeq: limits.maxBlocksPerSeq,
     };
     const buffers = createSharedBuffers(sizes);
-    this.collective = new SharedCollective(0, sizes, buffers);
+    this.control = new SharedCollective(0, sizes, buffers);
     this.inputs = inputViews(buffers, sizes);
+    let comms: bigint[] = [];
+    let ncclData: unknown = null;
+    let collective: Collective<Tensor> = this.control as unknown as Collective<Tensor>;
+    if (device.kind === "cuda") {
+      const nccl = device.provider.nccl();
+      comms = nccl.initAll(Array.from({ length: size }, (_, r) => r));
+      device.leader.makeCurrent(); // NCCL's set-up leaves the last GPU current
+      ncclData = nccl.workerData;
+      collective = new NcclCollective(0, size, comms[0]!, nccl, device.leader, vocabPerRank, limits.maxSeqs) as unknown as Collective<Tensor>;
+    }
     const exits: Promise<void>[] = [];
     for (let rank = 1; rank < size; rank++) {
-      const w = new Worker(TP_WORKER_URL);
+      const w = new Worker(device.kind === "cuda" ? device.provider.tpWorkerUrl : TP_WORKER_URL);
       exits.push(new Promise((resolve) => w.addEventListener("close", () => resolve())));
-      w.addEventListener("error", (e) => this.collective.abort(new Error(`worker for rank ${rank} crashed: ${(e as ErrorEvent).message}`)));
-      w.postMessage({ rank, modelDir, maxModelLen, sizes, buffers, failAt: process.env.VBUN_TP_FAIL_AT ?? null } satisfies TpWorkerInit);
+      w.addEventListener("error", (e) => this.control.abort(new Error(`worker for rank ${rank} crashed: ${(e as ErrorEvent).message}`)));
+      w.postMessage({
+        rank, modelDir, maxModelLen, sizes, buffers, failAt: process.env.VBUN_TP_FAIL_AT ?? null,
+        cuda: onGpu ? { comm: comms[rank]!, ncclData, maxRows: limits.maxSeqs } : null,
+      } satisfies TpWorkerInit);
       this.workers.push(w);
     }
     this.exited = Promise.all(exits).then(() => {});
     try {
-      // One thread per rank: the ranks already use the cores.
-      this.model = new CausalLM<CpuTensor>(cfg, new CpuBackend({ threads: 1 }) as never, maxModelLen, this.collective);
+      // CPU: one thread per rank (the ranks already use the cores).
+      const backend = device.kind === "cuda" ? device.leader : new CpuBackend({ threads: 1 });
+      this.model = new CausalLM<Tensor>(cfg, backend as unknown as Backend<Tensor>, maxModelLen, collective);
       this.model.load(new Checkpoint(modelDir));
       // Wait for every worker to load its shard (or fail).
-      const ctl = this.collective.ctl;
-      for (let ready = Atomics.load(ctl, READY); ready < size - 1; ready = Atomics.load(ctl, READY)) this.collective.waitChange(READY, ready);
+      const ctl = this.control.ctl;
+      for (let ready = Atomics.load(ctl, READY); ready < size - 1; ready = Atomics.load(ctl, READY)) this.control.waitChange(READY, ready);
     } catch (e) {
       this.close();
       throw e;
@@ -64,32 +94,41 @@ export class TensorParallelGroup {
   }
 
   get size(): number {
-    return this.collective.size;
+    return this.control.size;
   }
 
   private command(cmd: number, args: number[] = []): void {
-    const ctl = this.collective.ctl;
-    this.collective.checkAbort();
+    const ctl = this.control.ctl;
+    this.control.checkAbort();
     args.forEach((a, i) => Atomics.store(ctl, ARG0 + i, a));
     Atomics.store(ctl, CMD, cmd);
     Atomics.add(ctl, CMD_SEQ, 1);
     Atomics.notify(ctl, CMD_SEQ);
   }
 
+  /** Ends the current command: waits until every rank has issued its part (and raises a rank's failure). */
+  endCommand(): void {
+    this.control.barrier();
+  }
+
+  /** Activation buffers on every rank (and fixed step buffers on GPU ranks). */
   reserve(tokens: number, rows: number): void {
-    this.command(CMD_RESERVE, [tokens, rows]);
+    this.command(CMD_RESERVE, [tokens, rows, this.control.sizes.maxBlocksPerSeq]);
     this.model.reserve(tokens, rows);
-    this.collective.barrier();
+    this.endCommand();
   }
 
   allocKvCache(numBlocks: number, blockSize: number): void {
     this.command(CMD_ALLOC_KV, [numBlocks, blockSize]);
     this.model.allocKvCache(numBlocks, blockSize);
-    this.collective.barrier();
+    this.endCommand();
   }
 
-  /** Publishes a step's inputs to the workers; the leader's forward pass follows. */
-  broadcastStep(s: StepInputs): void {
+  /**
+   * Publishes a step's inputs to the workers, who run it eagerly or, with `graph` ≥ 0, replay their decode
+   * graph for that bucket. The leader runs its own part, then calls endCommand().
+   */
+  broadcastStep(s: StepInputs, graph = -1): void {
     const v = this.inputs;
     v.tokenIds.set(s.tokenIds);
     v.positions.set(s.positions);
@@ -98,7 +137,12 @@ export class TensorParallelGroup {
     v.seqLens.set(s.seqLens);
     v.blockTables.set(s.blockTables);
     v.logitsRows.set(s.logitsRows);
-    this.command(CMD_STEP, [s.tokenIds.length, s.seqLens.length, s.maxBlocksPerSeq, s.logitsRows.length]);
+    this.command(CMD_STEP, [s.tokenIds.length, s.seqLens.length, s.maxBlocksPerSeq, s.logitsRows.length, graph]);
+  }
+
+  /** Has every worker warm up and capture the decode graph of `bucket` sequences; the leader does its own, then endCommand(). */
+  captureGraph(bucket: number, width: number): void {
+    this.command(CMD_CAPTURE, [bucket, width]);
   }
 
   /** Stops the workers (they leave their loops) and terminates their threads. */

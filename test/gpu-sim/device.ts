@@ -196,6 +196,11 @@ export class SimDevice {
     this.range(Number(src), bytes, "cuMemcpyDtoHAsync source");
     this.enqueue(stream, () => dst.set(this.readDevice(src, bytes)));
   }
+  copyOnDeviceAsync(dst: bigint, src: bigint, bytes: number, stream: bigint): void {
+    this.range(Number(src), bytes, "cuMemcpyDtoDAsync source");
+    this.range(Number(dst), bytes, "cuMemcpyDtoDAsync destination");
+    this.enqueue(stream, () => this.writeDevice(dst, this.readDevice(src, bytes)));
+  }
   memsetAsync(dst: bigint, byte: number, bytes: number, stream: bigint): void {
     const o = this.range(Number(dst), bytes, "cuMemsetD8Async");
     this.enqueue(stream, () => this.u8.fill(byte & 0xff, o, o + bytes));
@@ -465,6 +470,7 @@ class SimDriver implements DeviceDriver {
   }
   copyToDeviceAsync(dst: bigint, hostAddr: bigint, bytes: number, stream: bigint): void { this.sim.copyToDeviceAsync(dst, hostAddr, bytes, stream); }
   copyToHostAsync(hostAddr: bigint, src: bigint, bytes: number, stream: bigint): void { this.sim.copyToHostAsync(hostAddr, src, bytes, stream); }
+  copyOnDeviceAsync(dst: bigint, src: bigint, bytes: number, stream: bigint): void { this.sim.copyOnDeviceAsync(dst, src, bytes, stream); }
   memsetAsync(dst: bigint, byte: number, bytes: number, stream: bigint): void { this.sim.memsetAsync(dst, byte, bytes, stream); }
   loadModule(ptxText: string): bigint {
     const m = this.nextModule++;

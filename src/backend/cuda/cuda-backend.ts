@@ -56,7 +56,9 @@ class PinnedBuffer {
 export class CudaBackend implements Backend<CudaTensor> {
   readonly name = "cuda" as const;
   readonly info: CudaDeviceInfo;
-  private readonly stream: bigint;
+  /** The one stream every launch, copy and GEMM of this backend goes to (NCCL calls use it too). */
+  readonly stream: bigint;
+  private readonly context: bigint;
   private readonly blas: Cublas;
   private readonly k: Kernels;
   private stepDevice: bigint = 0n;
@@ -78,6 +80,7 @@ export class CudaBackend implements Backend<CudaTensor> {
     const dev = driver.device(deviceIndex);
     const ctx = driver.primaryContext(dev);
     driver.setCurrent(ctx);
+    this.context = ctx;
     this.stream = driver.createStream();
     const workspace = driver.alloc(WORKSPACE_BYTES);
     this.blas = new Cublas(this.stream, workspace, WORKSPACE_BYTES, cublas);
@@ -98,6 +101,11 @@ export class CudaBackend implements Backend<CudaTensor> {
   /** The backend over another driver and cuBLAS: the test suite's GPU simulator (test/gpu-sim). */
   static withDriver(driver: DeviceDriver, cublas: CublasLibrary, deviceIndex = 0): CudaBackend {
     return new CudaBackend(driver, deviceIndex, cublas);
+  }
+
+  /** Makes this backend's GPU current for the calling thread again (NCCL's set-up switches devices). */
+  makeCurrent(): void {
+    this.driver.setCurrent(this.context);
   }
 
   synchronize(): void {
@@ -294,6 +302,20 @@ export class CudaBackend implements Backend<CudaTensor> {
 
   gatherRows(x: CudaTensor, rows: CudaTensor, numRows: number, out: CudaTensor): void {
     this.k.launch("gather_rows_bf16", [numRows], 256, [P(x), P(rows), P(out), I(x.width)]);
+  }
+
+  /** Device-to-device copy of `bytes` on the stream. */
+  copyOnDevice(dst: bigint, src: bigint, bytes: number): void {
+    if (bytes > 0) this.driver.copyOnDeviceAsync(dst, src, bytes, this.stream);
+  }
+
+  /**
+   * Vocab-parallel logits gathered from every rank ([ranks][rows · perRank], each rank's [rows, width] block
+   * dense at the start of its slot) → `out` [rows, vocab] in vocabulary order.
+   */
+  unshardVocab(gathered: bigint, out: CudaTensor, rows: number, perRank: number): void {
+    const V = out.width;
+    this.k.launch("unshard_vocab_f32", [Math.ceil(V / 256), rows], 256, [{ p: gathered }, P(out), I(rows), I(perRank), I(V)]);
   }
 
   /** Per-row sampling parameters and results, laid out in one device buffer and one pinned buffer. */

@@ -27,6 +27,7 @@ const SYMBOLS = {
   cuMemcpyDtoH_v2: { args: [p, u64, u64], returns: i32 },
   cuMemcpyHtoDAsync_v2: { args: [u64, u64, u64, u64], returns: i32 },
   cuMemcpyDtoHAsync_v2: { args: [u64, u64, u64, u64], returns: i32 },
+  cuMemcpyDtoDAsync_v2: { args: [u64, u64, u64, u64], returns: i32 },
   cuMemsetD8Async: { args: [u64, u32, u64, u64], returns: i32 },
   cuModuleLoadData: { args: [p, p], returns: i32 },
   cuModuleGetFunction: { args: [p, u64, p], returns: i32 },
@@ -162,6 +163,9 @@ export class Driver {
   }
   copyToHostAsync(hostAddr: bigint, src: bigint, bytes: number, stream: bigint): void {
     this.check("cuMemcpyDtoHAsync_v2", this.fn.cuMemcpyDtoHAsync_v2(hostAddr, src, BigInt(bytes), stream));
+  }
+  copyOnDeviceAsync(dst: bigint, src: bigint, bytes: number, stream: bigint): void {
+    this.check("cuMemcpyDtoDAsync_v2", this.fn.cuMemcpyDtoDAsync_v2(dst, src, BigInt(bytes), stream));
   }
   memsetAsync(dst: bigint, byte: number, bytes: number, stream: bigint): void {
     this.check("cuMemsetD8Async", this.fn.cuMemsetD8Async(dst, byte, BigInt(bytes), stream));

@@ -10,14 +10,14 @@ import { hostAddress, type DeviceDriver } from "./driver.ts";
 const MODULES: Record<string, { ptx: string; kernels: string[] }> = {
   norm: { ptx: normPtx, kernels: ["rmsnorm_bf16", "add_rmsnorm_bf16"] },
   rope: { ptx: ropePtx, kernels: ["qk_norm_rope_bf16"] },
-  elementwise: { ptx: elementwisePtx, kernels: ["embedding_bf16", "silu_mul_bf16", "store_kv_bf16", "gather_rows_bf16", "add_bias_bf16"] },
+  elementwise: { ptx: elementwisePtx, kernels: ["embedding_bf16", "silu_mul_bf16", "store_kv_bf16", "gather_rows_bf16", "add_bias_bf16", "unshard_vocab_f32"] },
   attention: { ptx: attentionPtx, kernels: ["paged_attention_bf16", "paged_attention_split_bf16", "paged_attention_combine_bf16"] },
   sampling: { ptx: samplingPtx, kernels: ["logprobs_f32", "apply_edits_f32", "sample_f32"] },
   prefill_mma: { ptx: prefillMmaPtx, kernels: ["paged_prefill_mma_d64_bf16", "paged_prefill_mma_d128_bf16"] },
 };
 
 export type KernelName = "rmsnorm_bf16" | "add_rmsnorm_bf16" | "qk_norm_rope_bf16" | "embedding_bf16" | "silu_mul_bf16" | "store_kv_bf16"
-  | "gather_rows_bf16" | "add_bias_bf16" | "paged_attention_bf16" | "paged_attention_split_bf16" | "paged_attention_combine_bf16"
+  | "gather_rows_bf16" | "add_bias_bf16" | "unshard_vocab_f32" | "paged_attention_bf16" | "paged_attention_split_bf16" | "paged_attention_combine_bf16"
   | "paged_prefill_mma_d64_bf16" | "paged_prefill_mma_d128_bf16" | "logprobs_f32" | "apply_edits_f32" | "sample_f32";
 
 /** A kernel argument: a device pointer (bigint, or null), an i32, or an f32. */

@@ -1,6 +1,6 @@
 /**
  * NCCL through bun:ffi, for tensor parallelism across GPUs: communicators for all devices from one
- * process (ncclCommInitAll: no unique id to pass by value) and all-reduce.
+ * process (ncclCommInitAll: no unique id to pass by value), all-reduce and all-gather.
  */
 import { CString, type Pointer } from "bun:ffi";
 import { openLibrary } from "./libraries.ts";
@@ -11,6 +11,7 @@ const SYMBOLS = {
   ncclCommInitAll: { args: [p, i32, p], returns: i32 },
   ncclCommDestroy: { args: [u64], returns: i32 },
   ncclAllReduce: { args: [u64, u64, u64, i32, i32, u64, u64], returns: i32 },
+  ncclAllGather: { args: [u64, u64, u64, i32, u64, u64], returns: i32 },
   ncclGroupStart: { args: [], returns: i32 },
   ncclGroupEnd: { args: [], returns: i32 },
   ncclGetErrorString: { args: [i32], returns: p },
@@ -27,7 +28,25 @@ export class NcclError extends Error {
 
 type Fns = Record<keyof typeof SYMBOLS, (...a: unknown[]) => number>;
 
-export class Nccl {
+/** One rank's collective call on its stream. */
+export interface NcclCall { send: bigint; recv: bigint; count: number; dtype: number; comm: bigint; stream: bigint }
+
+/** What tensor parallelism needs from NCCL: the real library, or the test suite's GPU simulator. */
+export interface NcclApi {
+  readonly path: string;
+  /** Communicators for devices `devices` of this process (called once, by the leader). */
+  initAll(devices: number[]): bigint[];
+  /** In-place or out-of-place sum over the communicators' ranks (several from one thread: grouped). */
+  allReduce(calls: NcclCall[]): void;
+  /** recv[rank · count …] = each rank's send[0 … count) (count is per rank). */
+  allGather(call: NcclCall): void;
+  destroy(comm: bigint): void;
+  /** What a worker thread needs to reach the same communicators (the simulator's shared memory); null for the library. */
+  readonly workerData: unknown;
+}
+
+export class Nccl implements NcclApi {
+  readonly workerData = null;
   readonly path: string;
   private readonly fn: Fns;
 
@@ -57,10 +76,14 @@ export class Nccl {
   }
 
   /** In-place or out-of-place sum over the communicators' ranks (several from one thread: grouped). */
-  allReduce(calls: { send: bigint; recv: bigint; count: number; dtype: number; comm: bigint; stream: bigint }[]): void {
+  allReduce(calls: NcclCall[]): void {
     if (calls.length > 1) this.check("ncclGroupStart", this.fn.ncclGroupStart());
     for (const c of calls) this.check("ncclAllReduce", this.fn.ncclAllReduce(c.send, c.recv, BigInt(c.count), c.dtype, NCCL_SUM, c.comm, c.stream));
     if (calls.length > 1) this.check("ncclGroupEnd", this.fn.ncclGroupEnd());
+  }
+
+  allGather(c: NcclCall): void {
+    this.check("ncclAllGather", this.fn.ncclAllGather(c.send, c.recv, BigInt(c.count), c.dtype, c.comm, c.stream));
   }
 
   destroy(comm: bigint): void {

@@ -1,0 +1,81 @@
+/**
+ * A tensor-parallel rank 1 … N−1, run in a Bun Worker: loads its shard, then loops on the shared command
+ * block — STEP runs the forward pass (or replays a decode graph), CAPTURE warms up and captures one,
+ * ALLOC_KV / RESERVE size its buffers, SHUTDOWN ends the loop. Each command ends with the leader's barrier.
+ * Any error is recorded in shared memory for the leader to raise. VBUN_TP_FAIL_AT=RANK:STEP makes a rank
+ * throw at that step (fault injection for tests).
+ */
+import { CpuBackend } from "../backend/cpu/cpu-backend.ts";
+import { decodeGraphInputs, type Backend, type Tensor } from "../backend/backend.ts";
+import type { CudaBackend } from "../backend/cuda/cuda-backend.ts";
+import type { NcclApi } from "../backend/cuda/nccl.ts";
+import { Checkpoint } from "../loader/checkpoint.ts";
+import { CausalLM, type Collective } from "../model/causal-lm.ts";
+import { loadModelConfig } from "../model/config.ts";
+import { NcclCollective } from "./nccl-collective.ts";
+import { ARG0, CMD, CMD_ALLOC_KV, CMD_CAPTURE, CMD_RESERVE, CMD_SEQ, CMD_SHUTDOWN, CMD_STEP, inputViews, READY, SharedCollective } from "./shared-collective.ts";
+import type { TpWorkerInit } from "./tp-group.ts";
+
+/** How a GPU rank opens its device and NCCL (the real ones, or the test suite's simulator). */
+export interface TpRankDevices {
+  openCuda(index: number): CudaBackend;
+  nccl(workerData: unknown): NcclApi;
+}
+
+export function runTpRank(init: TpWorkerInit, devices: TpRankDevices | null): void {
+  const control = new SharedCollective(init.rank, init.sizes, init.buffers);
+  const ctl = control.ctl;
+  const [failRank, failStep] = (init.failAt ?? "-1:-1").split(":").map(Number) as [number, number];
+  try {
+    const cfg = loadModelConfig(init.modelDir);
+    let backend: Backend<Tensor>;
+    let collective: Collective<Tensor>;
+    if (init.cuda) {
+      if (!devices) throw new Error("a GPU rank needs a CUDA provider");
+      const cuda = devices.openCuda(init.rank);
+      backend = cuda as unknown as Backend<Tensor>;
+      collective = new NcclCollective(init.rank, init.sizes.size, init.cuda.comm, devices.nccl(init.cuda.ncclData), cuda, init.sizes.vocabPerRank, init.cuda.maxRows) as unknown as Collective<Tensor>;
+    } else {
+      backend = new CpuBackend({ threads: 1 }) as unknown as Backend<Tensor>;
+      collective = control as unknown as Collective<Tensor>;
+    }
+    const model = new CausalLM<Tensor>(cfg, backend, init.maxModelLen, collective);
+    model.load(new Checkpoint(init.modelDir));
+    const v = inputViews(init.buffers, init.sizes);
+    Atomics.add(ctl, READY, 1);
+    Atomics.notify(ctl, READY);
+    let seq = 0, steps = 0;
+    for (;;) {
+      control.waitChange(CMD_SEQ, seq);
+      seq = Atomics.load(ctl, CMD_SEQ);
+      const cmd = Atomics.load(ctl, CMD), a = (i: number) => Atomics.load(ctl, ARG0 + i);
+      if (cmd === CMD_SHUTDOWN) break;
+      if (cmd === CMD_RESERVE) {
+        model.reserve(a(0), a(1));
+        backend.reserveStep?.(a(0), a(1), a(2));
+      } else if (cmd === CMD_ALLOC_KV) model.allocKvCache(a(0), a(1));
+      else if (cmd === CMD_CAPTURE) {
+        const step = backend.uploadStep(decodeGraphInputs(a(0), a(1)));
+        model.forward(step);
+        backend.captureGraph!(a(0), () => model.forward(step));
+      } else if (cmd === CMD_STEP) {
+        if (init.rank === failRank && steps === failStep) throw new Error(`injected failure at step ${steps} (VBUN_TP_FAIL_AT)`);
+        const [numTokens, numSeqs, width, numRows, graph] = [a(0), a(1), a(2), a(3), a(4)];
+        const step = backend.uploadStep({
+          tokenIds: v.tokenIds.subarray(0, numTokens), positions: v.positions.subarray(0, numTokens), slotMapping: v.slotMapping.subarray(0, numTokens),
+          queryStart: v.queryStart.subarray(0, numSeqs + 1), seqLens: v.seqLens.subarray(0, numSeqs), blockTables: v.blockTables.subarray(0, numSeqs * width),
+          maxBlocksPerSeq: width, logitsRows: v.logitsRows.subarray(0, numRows),
+        });
+        if (graph >= 0) backend.launchGraph!(graph);
+        else model.forward(step);
+        steps++;
+      }
+      control.barrier();
+      // GPU ranks wait for their stream here, after the barrier: the leader's stream runs the same collectives.
+      backend.synchronize?.();
+    }
+  } catch (e) {
+    control.abort(e);
+  }
+  // The leader terminates this thread (TensorParallelGroup.close).
+}

@@ -1,0 +1,115 @@
+/**
+ * NCCL for simulated GPUs: each rank's all-reduce / all-gather is queued on its stream like the real call
+ * and, when that stream runs it, meets the other ranks' calls in shared memory (ranks are Worker threads,
+ * each with its own SimDevice). Sums are taken in rank order in f32 and rounded to the buffer's dtype, so
+ * every rank gets identical bits.
+ */
+import type { NcclApi, NcclCall } from "../../src/backend/cuda/nccl.ts";
+import { NCCL_BFLOAT16, NCCL_FLOAT32 } from "../../src/backend/cuda/nccl.ts";
+import { SimFault, type SimDevice } from "./device.ts";
+
+const COUNT = 0, GEN = 1;
+
+export interface SimNcclShared { ctl: SharedArrayBuffer; data: SharedArrayBuffer; size: number; maxFloats: number }
+
+export class SimNccl implements NcclApi {
+  readonly path = "(simulated NCCL)";
+  private shared: SimNcclShared | null;
+  private ctl: Int32Array<ArrayBufferLike> = new Int32Array(0);
+  private data: Float32Array<ArrayBufferLike> = new Float32Array(0);
+
+  /** `shared`: the leader's communicators (in a worker), or null in the leader before initAll; `device()` is this thread's GPU. */
+  constructor(shared: SimNcclShared | null, private readonly device: () => SimDevice, private readonly maxFloats = 1 << 21) {
+    this.shared = shared;
+    if (shared) this.attach(shared);
+  }
+
+  private attach(shared: SimNcclShared): void {
+    this.shared = shared;
+    this.ctl = new Int32Array(shared.ctl);
+    this.data = new Float32Array(shared.data);
+  }
+
+  get workerData(): SimNcclShared | null {
+    return this.shared;
+  }
+
+  private get size(): number {
+    if (!this.shared) throw new SimFault("simulated NCCL used before ncclCommInitAll");
+    return this.shared.size;
+  }
+
+  initAll(devices: number[]): bigint[] {
+    const size = devices.length;
+    this.attach({ ctl: new SharedArrayBuffer(16), data: new SharedArrayBuffer(size * this.maxFloats * 4), size, maxFloats: this.maxFloats });
+    return devices.map((_, r) => BigInt(r + 1));
+  }
+
+  destroy(): void {}
+
+  private barrier(rank: number): void {
+    const gen = Atomics.load(this.ctl, GEN);
+    if (Atomics.add(this.ctl, COUNT, 1) === this.size - 1) {
+      Atomics.store(this.ctl, COUNT, 0);
+      Atomics.add(this.ctl, GEN, 1);
+      Atomics.notify(this.ctl, GEN);
+      return;
+    }
+    const deadline = performance.now() + 60_000;
+    while (Atomics.load(this.ctl, GEN) === gen) {
+      if (performance.now() > deadline) throw new SimFault(`simulated NCCL: rank ${rank} waited 60 s for the other ranks' collective (a rank skipped it or failed)`);
+      Atomics.wait(this.ctl, GEN, gen, 100);
+    }
+  }
+
+  private read(dev: SimDevice, ptr: bigint, count: number, dtype: number): Float32Array {
+    if (dtype === NCCL_FLOAT32) return new Float32Array(dev.readDevice(ptr, count * 4).buffer);
+    if (dtype !== NCCL_BFLOAT16) throw new SimFault(`simulated NCCL: dtype ${dtype} not supported`);
+    const h = new Uint16Array(dev.readDevice(ptr, count * 2).buffer), out = new Float32Array(count), bits = new Uint32Array(out.buffer);
+    for (let i = 0; i < count; i++) bits[i] = h[i]! << 16;
+    return out;
+  }
+
+  private write(dev: SimDevice, ptr: bigint, values: Float32Array, dtype: number): void {
+    if (dtype === NCCL_FLOAT32) { dev.writeDevice(ptr, new Uint8Array(values.buffer, values.byteOffset, values.byteLength)); return; }
+    const bits = new Uint32Array(values.buffer, values.byteOffset, values.length), h = new Uint16Array(values.length);
+    for (let i = 0; i < values.length; i++) {
+      const u = bits[i]!;
+      h[i] = (u & 0x7fffffff) > 0x7f800000 ? (u >>> 16) | 0x40 : (u + 0x7fff + ((u >>> 16) & 1)) >>> 16;
+    }
+    dev.writeDevice(ptr, new Uint8Array(h.buffer));
+  }
+
+  private slot(rank: number, count: number): Float32Array {
+    if (count > this.shared!.maxFloats) throw new SimFault(`simulated NCCL: ${count} elements exceed the ${this.shared!.maxFloats} it was made for`);
+    return this.data.subarray(rank * this.shared!.maxFloats, rank * this.shared!.maxFloats + count);
+  }
+
+  allReduce(calls: NcclCall[]): void {
+    if (calls.length !== 1) throw new SimFault("simulated NCCL: one communicator per thread");
+    const c = calls[0]!, dev = this.device(), rank = Number(c.comm) - 1, size = this.size;
+    dev.enqueue(c.stream, () => {
+      this.slot(rank, c.count).set(this.read(dev, c.send, c.count, c.dtype));
+      this.barrier(rank);
+      const sum = new Float32Array(c.count);
+      for (let r = 0; r < size; r++) {
+        const s = this.slot(r, c.count);
+        for (let i = 0; i < c.count; i++) sum[i] = sum[i]! + s[i]!;
+      }
+      this.barrier(rank); // everyone has read the slots before any is reused
+      this.write(dev, c.recv, sum, c.dtype);
+    });
+  }
+
+  allGather(c: NcclCall): void {
+    const dev = this.device(), rank = Number(c.comm) - 1, size = this.size;
+    dev.enqueue(c.stream, () => {
+      this.slot(rank, c.count).set(this.read(dev, c.send, c.count, c.dtype));
+      this.barrier(rank);
+      const all = new Float32Array(size * c.count);
+      for (let r = 0; r < size; r++) all.set(this.slot(r, c.count), r * c.count);
+      this.barrier(rank);
+      this.write(dev, c.recv, all, c.dtype);
+    });
+  }
+}

@@ -1,0 +1,35 @@
+/**
+ * The GPU simulator as the engine's CudaProvider: every opened GPU is a fresh SimDevice in the calling
+ * thread, NCCL is SimNccl, and tensor-parallel workers run ./tp-worker.ts, which opens its GPUs the same way.
+ */
+import { CudaBackend } from "../../src/backend/cuda/cuda-backend.ts";
+import type { CudaProvider } from "../../src/backend/cuda/provider.ts";
+import { SimDevice } from "./device.ts";
+import { SimNccl } from "./nccl.ts";
+
+export const SIM_DEVICE_BYTES = 256 << 20;
+
+/** A simulated GPU's backend, and (through `device`) the SimDevice last opened in this thread. */
+export function simGpus(count = 4) {
+  let last: SimDevice | null = null;
+  const device = () => {
+    if (!last) throw new Error("no simulated GPU opened in this thread");
+    return last;
+  };
+  const open = (index: number) => {
+    if (index >= count) throw new Error(`GPU ${index} requested but only ${count} visible`);
+    last = new SimDevice(SIM_DEVICE_BYTES);
+    return CudaBackend.withDriver(last.driver(), last.cublasLibrary());
+  };
+  return { open, device };
+}
+
+export function simProvider(count = 4): CudaProvider {
+  const gpus = simGpus(count);
+  return {
+    open: gpus.open,
+    deviceCount: () => count,
+    nccl: () => new SimNccl(null, gpus.device),
+    tpWorkerUrl: new URL("./tp-worker.ts", import.meta.url),
+  };
+}
