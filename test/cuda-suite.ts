@@ -219,6 +219,25 @@ export function defineCudaSuites(target: CudaTarget): void {
       }
     }, timeoutMs);
 
+    test("kernel profiling times every kernel and GEMM a step runs, and graph replays as a whole", () => {
+      const model = tinyModel(FAST_MODEL);
+      const run = (enforceEager: boolean) => {
+        const llm = new LLM({ model, device: "cuda", maxModelLen: 64, maxNumSeqs: 4, enforceEager, profileKernels: true, cuda: target.provider, log: () => {} });
+        const gpu = llm.engine.runner.backend as unknown as CudaBackend;
+        gpu.kernelTimes(true); // drop the start-up warm-up
+        llm.generate([[1, 2, 3, 4], [5, 6]], { temperature: 0, max_tokens: 4, ignore_eos: true }, { useTqdm: false });
+        return gpu.kernelTimes();
+      };
+      const eager = run(true), names = eager.map((k) => k.name);
+      for (const k of ["embedding_bf16", "rmsnorm_bf16", "add_rmsnorm_bf16", "qk_norm_rope_bf16", "store_kv_bf16", "paged_attention_bf16", "paged_attention_split_bf16", "silu_mul_bf16", "gather_rows_bf16", "sample_f32"]) expect(names).toContain(k);
+      expect(names.filter((n) => n.startsWith("gemm ")).length).toBe(5); // qkv, o, gate/up, down, lm head
+      // 2 layers × 4 GEMMs per step + the LM head, over 1 prefill step and 3 decode steps.
+      expect(eager.filter((k) => k.name.startsWith("gemm ")).reduce((a, k) => a + k.calls, 0)).toBe(4 * (2 * 4 + 1));
+      for (const k of eager) expect(Number.isFinite(k.ms) && k.ms >= 0).toBe(true);
+      const graphs = run(false).map((k) => k.name);
+      expect(graphs.some((n) => /^decode graph \(\d+ seqs\)$/.test(n))).toBe(true);
+    }, timeoutMs);
+
     test("a prompt prefilled in chunks (steps that sample nothing) gives the CPU backend's tokens", () => {
       const model = tinyModel({ arch: "qwen3", seed: 5, vocabSize: 4096 });
       const rng = new SeededRandom(3);

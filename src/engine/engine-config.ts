@@ -26,6 +26,8 @@ export interface EngineOptions {
   chatTemplate?: string;
   /** Receives start-up and warning messages (default: stderr). */
   log?: (msg: string) => void;
+  /** Time every GPU kernel and GEMM (CUDA only; scripts/bench --profile reads the totals). */
+  profileKernels?: boolean;
   /** How GPUs, NCCL and GPU tensor-parallel workers are reached (default: the real driver; tests pass the GPU simulator). */
   cuda?: CudaProvider;
 }

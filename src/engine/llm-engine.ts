@@ -84,7 +84,7 @@ export class LLMEngine {
     readonly modelConfig: ModelConfig,
     readonly tokenizer: TextTokenizer,
     readonly runner: ModelRunner,
-    readonly options: Required<Omit<EngineOptions, "model" | "numGpuBlocksOverride" | "chatTemplate" | "log" | "maxModelLen" | "cuda">> & { maxModelLen: number; numBlocks: number },
+    readonly options: Required<Omit<EngineOptions, "model" | "numGpuBlocksOverride" | "chatTemplate" | "log" | "maxModelLen" | "cuda" | "profileKernels">> & { maxModelLen: number; numBlocks: number },
     readonly info: EngineInfo,
   ) {
     this.eosTokenIds = runner.sampler.eosTokenIds as number[];
@@ -124,6 +124,10 @@ export class LLMEngine {
     const util = opts.gpuMemoryUtilization ?? ENGINE_DEFAULTS.gpuMemoryUtilization;
     if (!(util > 0 && util <= 1)) throw new EngineConfigError("--gpu-memory-utilization", `must be in (0, 1], got ${util}`);
     const { backend, kind, cuda } = selectBackend(device, log, opts.cuda);
+    if (opts.profileKernels) {
+      if (!cuda) throw new EngineConfigError("profileKernels", "kernel profiling needs the CUDA backend");
+      cuda.enableProfiling();
+    }
     if (kind === "cuda" && !["auto", "bfloat16"].includes(dtype)) throw new EngineConfigError("--dtype", `the CUDA backend runs bfloat16 only, got '${dtype}'`);
     let tpGroup: TensorParallelGroup | null = null;
     let model: CausalLM<Tensor>;

@@ -11,6 +11,7 @@ import { toArrayBuffer, type Pointer } from "bun:ffi";
 import { Cublas, CUDA_R_16BF, CUDA_R_32F, openCublas, type CublasLibrary } from "./cublas.ts";
 import { Driver, type DeviceDriver, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR } from "./driver.ts";
 import { Kernels } from "./kernels.ts";
+import { KernelProfiler, type KernelTime } from "./kernel-profiler.ts";
 
 export type CudaDType = "bf16" | "f32" | "i32";
 const BYTES: Record<CudaDType, number> = { bf16: 2, f32: 4, i32: 4 };
@@ -75,6 +76,7 @@ export class CudaBackend implements Backend<CudaTensor> {
   private partial: bigint = 0n;
   private partialCapacity = 0;
   private samplingScratch: { dev: bigint; host: PinnedBuffer; capacity: number } | null = null;
+  private profiler: KernelProfiler | null = null;
 
   private constructor(readonly driver: DeviceDriver, deviceIndex: number, cublas: CublasLibrary) {
     const dev = driver.device(deviceIndex);
@@ -111,6 +113,22 @@ export class CudaBackend implements Backend<CudaTensor> {
   synchronize(): void {
     this.driver.streamSynchronize(this.stream);
     this.stagingInFlight = false;
+    this.profiler?.collect();
+  }
+
+  /** Times every kernel launch, GEMM and graph replay from now on (bench --profile); see kernelTimes(). */
+  enableProfiling(): void {
+    this.profiler ??= new KernelProfiler(this.driver);
+    this.k.profiler = this.profiler;
+  }
+
+  /** GPU milliseconds and calls per kernel (GEMMs as "gemm OUTxIN"), largest first, since the last reset. */
+  kernelTimes(reset = false): KernelTime[] {
+    if (!this.profiler) throw new Error("kernel profiling is off (enableProfiling)");
+    this.synchronize();
+    const r = this.profiler.report();
+    if (reset) this.profiler.reset();
+    return r;
   }
 
   private alloc(shape: readonly number[], dtype: CudaDType): CudaTensor {
@@ -214,11 +232,14 @@ export class CudaBackend implements Backend<CudaTensor> {
   captureGraph(key: number, run: () => void): void {
     this.synchronize();
     this.driver.beginCapture(this.stream, 1 /* CU_STREAM_CAPTURE_MODE_THREAD_LOCAL */);
+    this.k.profiler = null; // events are not captured; a replay is timed as a whole
     try {
       run();
     } catch (e) {
       try { this.driver.endCapture(this.stream); } catch { /* the capture is invalid anyway */ }
       throw e;
+    } finally {
+      this.k.profiler = this.profiler;
     }
     const graph = this.driver.endCapture(this.stream);
     this.graphs.set(key, this.driver.instantiate(graph));
@@ -228,7 +249,9 @@ export class CudaBackend implements Backend<CudaTensor> {
   launchGraph(key: number): void {
     const exec = this.graphs.get(key);
     if (exec === undefined) throw new Error(`no CUDA graph captured for ${key}`);
+    const start = this.profiler?.begin(this.stream);
     this.driver.graphLaunch(exec, this.stream);
+    if (start !== undefined) this.profiler!.end(`decode graph (${key} seqs)`, start, this.stream);
   }
 
   embedding(tokenIds: CudaTensor, table: CudaTensor, out: CudaTensor, vocabStart = 0): void {
@@ -248,7 +271,9 @@ export class CudaBackend implements Backend<CudaTensor> {
     if (x.width !== inF) throw new Error(`linear: input width ${x.width} != weight in-features ${inF}`);
     const n = x.numRows;
     if (n === 0) return;
+    const start = this.k.profiler?.begin(this.stream);
     this.blas.linear(x.ptr, weight.ptr, out.ptr, n, inF, outF, out.dtype === "f32" ? CUDA_R_32F : CUDA_R_16BF);
+    if (start !== undefined) this.k.profiler!.end(`gemm ${outF}x${inF}`, start, this.stream);
     if (bias) this.k.launch("add_bias_bf16", [Math.ceil(outF / 256), n], 256, [P(out), P(bias), I(outF)]);
   }
 

@@ -6,6 +6,7 @@ import ropePtx from "../../../ptx/rope.ptx" with { type: "text" };
 import samplingPtx from "../../../ptx/sampling.ptx" with { type: "text" };
 import prefillMmaPtx from "../../../ptx/prefill_mma.ptx" with { type: "text" };
 import { hostAddress, type DeviceDriver } from "./driver.ts";
+import type { KernelProfiler } from "./kernel-profiler.ts";
 
 const MODULES: Record<string, { ptx: string; kernels: string[] }> = {
   norm: { ptx: normPtx, kernels: ["rmsnorm_bf16", "add_rmsnorm_bf16"] },
@@ -49,6 +50,8 @@ export class Kernels {
   private readonly values = new ArrayBuffer(MAX_ARGS * 8);
   private readonly view = new DataView(this.values);
   private readonly params = new BigUint64Array(MAX_ARGS);
+  /** When set, every launch is timed (see KernelProfiler). */
+  profiler: KernelProfiler | null = null;
 
   constructor(private readonly driver: DeviceDriver, private readonly stream: bigint) {
     for (const { ptx, kernels } of Object.values(MODULES)) {
@@ -76,6 +79,8 @@ export class Kernels {
       else if ("i" in a) this.view.setInt32(k * 8, a.i, true);
       else this.view.setFloat32(k * 8, a.f, true);
     });
+    const start = this.profiler?.begin(this.stream);
     this.driver.launch(this.fns.get(name)!, [grid[0], grid[1] ?? 1, grid[2] ?? 1], [block, 1, 1], sharedBytes, this.stream, this.params, name);
+    if (start !== undefined) this.profiler!.end(name, start, this.stream);
   }
 }
