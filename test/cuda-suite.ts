@@ -166,21 +166,36 @@ export function defineCudaSuites(target: CudaTarget): void {
       }, timeoutMs);
     }
 
-    test("split-KV decode attention (long contexts, several splits) matches the CPU twin", () => {
-      const s: AttentionShape = { numHeads: 16, numKvHeads: 8, headDim: 128, scale: 1 / Math.sqrt(128) };
-      const D = 128, W = (16 + 16) * D, bs = 16, width = Z.decodeTableWidth, lens = Z.decodeLens, n = lens.length;
-      const numBlocks = n * width;
-      const tables = Int32Array.from({ length: n * width }, (_, i) => i);
-      const inputs: StepInputs = { tokenIds: new Int32Array(n), positions: Int32Array.from(lens, (l) => l - 1), slotMapping: new Int32Array(n).fill(-1),
-        queryStart: Int32Array.from({ length: n + 1 }, (_, i) => i), seqLens: Int32Array.from(lens), blockTables: tables, maxBlocksPerSeq: width, logitsRows: new Int32Array(0) };
-      const qkv = randn(n * W), kc = randn(numBlocks * bs * 8 * D), vc = randn(numBlocks * bs * 8 * D);
-      const step = g.uploadStep(inputs);
-      const gOut = out([n, 16 * D]);
-      g.pagedAttention(up(qkv, [n, W]), up(kc, [numBlocks, bs, 8, D]), up(vc, [numBlocks, bs, 8, D]), step, bs, s, gOut);
-      const cOut = new CpuTensor(new Float32Array(n * 16 * D), [n, 16 * D]);
-      cpu.pagedAttention(new CpuTensor(qkv, [n, W]), new CpuTensor(kc, [numBlocks, bs, 8, D]), new CpuTensor(vc, [numBlocks, bs, 8, D]), cpu.uploadStep(inputs), bs, s, cOut);
-      check(gOut, cOut.data);
-    }, timeoutMs);
+    const decodeCases = [
+      ["Qwen3-0.6B heads (16/8 × 128), 16-thread groups", { numHeads: 16, numKvHeads: 8, headDim: 128 }, "groups"],
+      ["GQA 8/1 × 128, 16-thread groups", { numHeads: 8, numKvHeads: 1, headDim: 128 }, "groups"],
+      ["GQA 8/2 × 64, 16-thread groups", { numHeads: 8, numKvHeads: 2, headDim: 64 }, "groups"],
+      ["MHA 2/2 × 256, 16-thread groups", { numHeads: 2, numKvHeads: 2, headDim: 256 }, "groups"],
+      ["Qwen3-0.6B heads, simple kernel", { numHeads: 16, numKvHeads: 8, headDim: 128 }, "simple"],
+      ["GQA 6/2 × 128 (no group kernel: simple)", { numHeads: 6, numKvHeads: 2, headDim: 128 }, "groups"],
+    ] as const;
+    for (const [name, shape, kernel] of decodeCases) {
+      test(`split-KV decode attention (long contexts, several splits): ${name}`, () => {
+        g.decodeKernel = kernel;
+        const s: AttentionShape = { ...shape, scale: 1 / Math.sqrt(shape.headDim) };
+        const D = s.headDim, Hq = s.numHeads, Hkv = s.numKvHeads, W = (Hq + 2 * Hkv) * D, bs = 16, width = Z.decodeTableWidth, lens = Z.decodeLens, n = lens.length;
+        const numBlocks = n * width;
+        // Each sequence's blocks in a shuffled order, so the block table matters.
+        const order = Array.from({ length: numBlocks }, (_, i) => i);
+        for (let i = numBlocks - 1; i > 0; i--) { const j = rng.int(0, i); [order[i], order[j]] = [order[j]!, order[i]!]; }
+        const tables = Int32Array.from(order);
+        const inputs: StepInputs = { tokenIds: new Int32Array(n), positions: Int32Array.from(lens, (l) => l - 1), slotMapping: new Int32Array(n).fill(-1),
+          queryStart: Int32Array.from({ length: n + 1 }, (_, i) => i), seqLens: Int32Array.from(lens), blockTables: tables, maxBlocksPerSeq: width, logitsRows: new Int32Array(0) };
+        const qkv = randn(n * W), kc = randn(numBlocks * bs * Hkv * D), vc = randn(numBlocks * bs * Hkv * D);
+        const step = g.uploadStep(inputs);
+        const gOut = out([n, Hq * D]);
+        g.pagedAttention(up(qkv, [n, W]), up(kc, [numBlocks, bs, Hkv, D]), up(vc, [numBlocks, bs, Hkv, D]), step, bs, s, gOut);
+        g.decodeKernel = "groups";
+        const cOut = new CpuTensor(new Float32Array(n * Hq * D), [n, Hq * D]);
+        cpu.pagedAttention(new CpuTensor(qkv, [n, W]), new CpuTensor(kc, [numBlocks, bs, Hkv, D]), new CpuTensor(vc, [numBlocks, bs, Hkv, D]), cpu.uploadStep(inputs), bs, s, cOut);
+        check(gOut, cOut.data);
+      }, timeoutMs);
+    }
 
     test("sampling: greedy equals argmax, top_k=1 equals greedy, seeded draws repeat, logprobs match", () => {
       const n = 6, V = Z.samplingVocab;

@@ -7,6 +7,7 @@ import { describe, expect, test } from "bun:test";
 import { CudaBackend } from "../src/backend/cuda/cuda-backend.ts";
 import { candidatePaths } from "../src/backend/cuda/libraries.ts";
 import { DEFAULT_CUDA } from "../src/backend/cuda/provider.ts";
+import { DECODE_SHAPES } from "../src/backend/cuda/kernels.ts";
 import { LLM } from "../src/engine/llm.ts";
 import { readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
@@ -50,6 +51,7 @@ describe("without a GPU", () => {
     const src = readFileSync(join(import.meta.dir, "..", "src", "backend", "cuda", "cuda-backend.ts"), "utf8");
     const launched = [...src.matchAll(/launch\("(\w+)"/g)].map((m) => m[1]!);
     expect(launched.length).toBeGreaterThan(10);
+    launched.push(...DECODE_SHAPES.map(([d, g]) => `paged_decode_d${d}_g${g}_bf16`));
     for (const k of launched) expect(entries).toContain(k);
   });
 });

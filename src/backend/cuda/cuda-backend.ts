@@ -10,7 +10,7 @@ import { rowLogitEdits, type SamplingBatch, type SamplerOutput, type TokenLogpro
 import { toArrayBuffer, type Pointer } from "bun:ffi";
 import { Cublas, CUDA_R_16BF, CUDA_R_32F, openCublas, type CublasLibrary } from "./cublas.ts";
 import { Driver, type DeviceDriver, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR } from "./driver.ts";
-import { Kernels } from "./kernels.ts";
+import { DECODE_SHAPES, Kernels, type KernelName } from "./kernels.ts";
 import { KernelProfiler, type KernelTime } from "./kernel-profiler.ts";
 
 export type CudaDType = "bf16" | "f32" | "i32";
@@ -32,7 +32,7 @@ const I = (i: number) => ({ i });
 const F = (f: number) => ({ f });
 const WORKSPACE_BYTES = 32 * 1024 * 1024;
 const MAX_TOP_LOGPROBS = 20;
-/** Keys per split of the split-KV decode kernel (SPLIT in ptx/src/attention.cu). */
+/** Keys per split of the split-KV decode kernels (SPLIT in ptx/src/attention.cu and ptx/src/decode.cu). */
 const SPLIT_KEYS = 512;
 
 export interface CudaDeviceInfo {
@@ -73,6 +73,12 @@ export class CudaBackend implements Backend<CudaTensor> {
    * "simple" (paged_attention_bf16, f32 FMA, any head_dim; VBUN_PREFILL_KERNEL=simple forces it).
    */
   prefillKernel: "simple" | "mma" = process.env.VBUN_PREFILL_KERNEL === "simple" ? "simple" : "mma";
+  /**
+   * Decode attention: "groups" (paged_decode_*: 16-thread groups per key, no barrier in the key loop; head_dim
+   * 64/128/256 with 1/2/4/8 query heads per KV head) or "simple" (paged_attention_split_bf16, any shape;
+   * VBUN_DECODE_KERNEL=simple forces it). Both write the partials paged_attention_combine_bf16 merges.
+   */
+  decodeKernel: "simple" | "groups" = process.env.VBUN_DECODE_KERNEL === "simple" ? "simple" : "groups";
   private partial: bigint = 0n;
   private partialCapacity = 0;
   private samplingScratch: { dev: bigint; host: PinnedBuffer; capacity: number } | null = null;
@@ -302,9 +308,15 @@ export class CudaBackend implements Backend<CudaTensor> {
         this.partial = this.driver.alloc(floats * 4);
       }
       const partial = { p: this.partial };
-      this.k.launch("paged_attention_split_bf16", [step.numTokens, s.numKvHeads, splits], 128, [
-        P(qkv), P(kCache), P(vCache), partial, P(step.seqLens), P(step.blockTables), I(step.maxBlocksPerSeq), I(blockSize),
-        I(s.numHeads), I(s.numKvHeads), I(s.headDim), F(s.scale)]);
+      if (this.decodeKernel === "groups" && DECODE_SHAPES.some(([d, g]) => d === s.headDim && g === G)) {
+        this.k.launch(`paged_decode_d${s.headDim}_g${G}_bf16` as KernelName, [step.numTokens, s.numKvHeads, splits], 128, [
+          P(qkv), P(kCache), P(vCache), partial, P(step.seqLens), P(step.blockTables), I(step.maxBlocksPerSeq), I(blockSize),
+          I(s.numHeads), I(s.numKvHeads), F(s.scale)]);
+      } else {
+        this.k.launch("paged_attention_split_bf16", [step.numTokens, s.numKvHeads, splits], 128, [
+          P(qkv), P(kCache), P(vCache), partial, P(step.seqLens), P(step.blockTables), I(step.maxBlocksPerSeq), I(blockSize),
+          I(s.numHeads), I(s.numKvHeads), I(s.headDim), F(s.scale)]);
+      }
       this.k.launch("paged_attention_combine_bf16", [step.numTokens, s.numHeads], Math.ceil(s.headDim / 32) * 32, [partial, P(out), I(splits), I(s.numHeads), I(s.numKvHeads), I(s.headDim)]);
       return;
     }

@@ -5,8 +5,12 @@ import normPtx from "../../../ptx/norm.ptx" with { type: "text" };
 import ropePtx from "../../../ptx/rope.ptx" with { type: "text" };
 import samplingPtx from "../../../ptx/sampling.ptx" with { type: "text" };
 import prefillMmaPtx from "../../../ptx/prefill_mma.ptx" with { type: "text" };
+import decodePtx from "../../../ptx/decode.ptx" with { type: "text" };
 import { hostAddress, type DeviceDriver } from "./driver.ts";
 import type { KernelProfiler } from "./kernel-profiler.ts";
+
+/** (head_dim, query heads per KV head) pairs with a compiled paged_decode kernel (ptx/src/decode.cu). */
+export const DECODE_SHAPES: readonly (readonly [number, number])[] = [[64, 1], [64, 2], [64, 4], [64, 8], [128, 1], [128, 2], [128, 4], [128, 8], [256, 1], [256, 2], [256, 4]];
 
 const MODULES: Record<string, { ptx: string; kernels: string[] }> = {
   norm: { ptx: normPtx, kernels: ["rmsnorm_bf16", "add_rmsnorm_bf16"] },
@@ -15,11 +19,12 @@ const MODULES: Record<string, { ptx: string; kernels: string[] }> = {
   attention: { ptx: attentionPtx, kernels: ["paged_attention_bf16", "paged_attention_split_bf16", "paged_attention_combine_bf16"] },
   sampling: { ptx: samplingPtx, kernels: ["logprobs_f32", "apply_edits_f32", "sample_f32"] },
   prefill_mma: { ptx: prefillMmaPtx, kernels: ["paged_prefill_mma_d64_bf16", "paged_prefill_mma_d128_bf16"] },
+  decode: { ptx: decodePtx, kernels: DECODE_SHAPES.map(([d, g]) => `paged_decode_d${d}_g${g}_bf16`) },
 };
 
 export type KernelName = "rmsnorm_bf16" | "add_rmsnorm_bf16" | "qk_norm_rope_bf16" | "embedding_bf16" | "silu_mul_bf16" | "store_kv_bf16"
   | "gather_rows_bf16" | "add_bias_bf16" | "unshard_vocab_f32" | "paged_attention_bf16" | "paged_attention_split_bf16" | "paged_attention_combine_bf16"
-  | "paged_prefill_mma_d64_bf16" | "paged_prefill_mma_d128_bf16" | "logprobs_f32" | "apply_edits_f32" | "sample_f32";
+  | "paged_prefill_mma_d64_bf16" | "paged_prefill_mma_d128_bf16" | `paged_decode_d${64 | 128 | 256}_g${1 | 2 | 4 | 8}_bf16` | "logprobs_f32" | "apply_edits_f32" | "sample_f32";
 
 /** A kernel argument: a device pointer (bigint, or null), an i32, or an f32. */
 export type Arg = { p: bigint | null } | { i: number } | { f: number };
