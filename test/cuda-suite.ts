@@ -127,7 +127,7 @@ export function defineCudaSuites(target: CudaTarget): void {
       ["GQA 8/2 × 64, tensor-core prefill", { numHeads: 8, numKvHeads: 2, headDim: 64 }, "mma"],
     ] as const;
     for (const [name, s, kernel] of attentionCases) {
-      test(`q/k norm + RoPE, KV store and paged attention: ${name}`, () => {
+      test(`fused q/k norm + RoPE + KV store, and paged attention: ${name}`, () => {
         g.prefillKernel = kernel;
         const shape: AttentionShape = { ...s, scale: 1 / Math.sqrt(s.headDim) };
         const D = s.headDim, W = (s.numHeads + 2 * s.numKvHeads) * D, bs = 16, numBlocks = 64;
@@ -149,18 +149,19 @@ export function defineCudaSuites(target: CudaTarget): void {
         const kc = randn(numBlocks * bs * s.numKvHeads * D), vc = randn(numBlocks * bs * s.numKvHeads * D);
         const step = g.uploadStep(inputs);
         const gq = up(qkv, [n, W]), gk = up(kc, [numBlocks, bs, s.numKvHeads, D]), gv = up(vc, [numBlocks, bs, s.numKvHeads, D]);
-        g.qkNormRope(gq, step.positions, g.fromHost(cosT, [512, D / 2]), g.fromHost(sinT, [512, D / 2]), up(qn, [D]), up(kn, [D]), 1e-6, shape);
-        g.storeKv(gq, step.slotMapping, gk, gv, shape);
+        g.qkNormRopeStoreKv(gq, step.positions, step.slotMapping, g.fromHost(cosT, [512, D / 2]), g.fromHost(sinT, [512, D / 2]), up(qn, [D]), up(kn, [D]), 1e-6, shape, gk, gv);
         const gOut = out([n, s.numHeads * D]);
         g.pagedAttention(gq, gk, gv, step, bs, shape, gOut);
         const cq = new CpuTensor(qkv.slice(), [n, W]), ck = new CpuTensor(kc.slice(), [numBlocks, bs, s.numKvHeads, D]), cv = new CpuTensor(vc.slice(), [numBlocks, bs, s.numKvHeads, D]);
         const cstep = cpu.uploadStep(inputs);
-        cpu.qkNormRope(cq, cstep.positions, new CpuTensor(cosT, [512, D / 2]), new CpuTensor(sinT, [512, D / 2]), new CpuTensor(qn, [D]), new CpuTensor(kn, [D]), 1e-6, shape);
+        cpu.qkNormRopeStoreKv(cq, cstep.positions, cstep.slotMapping, new CpuTensor(cosT, [512, D / 2]), new CpuTensor(sinT, [512, D / 2]), new CpuTensor(qn, [D]), new CpuTensor(kn, [D]), 1e-6, shape, ck, cv);
         check(gq, cq.data);
-        cpu.storeKv(new CpuTensor(g.toHost(gq), [n, W]), cstep.slotMapping, ck, cv, shape);
+        // The whole caches: the slots written, and the cached prefixes' slots left as they were.
         check(gk, ck.data);
+        check(gv, cv.data, 0);
         const cOut = new CpuTensor(new Float32Array(n * s.numHeads * D), [n, s.numHeads * D]);
-        cpu.pagedAttention(new CpuTensor(g.toHost(gq), [n, W]), ck, cv, cstep, bs, shape, cOut);
+        // The CPU attends with the GPU's q/k/v, so the check isolates the attention kernel.
+        cpu.pagedAttention(new CpuTensor(g.toHost(gq), [n, W]), new CpuTensor(g.toHost(gk), ck.shape), new CpuTensor(g.toHost(gv), cv.shape), cstep, bs, shape, cOut);
         g.prefillKernel = "simple";
         check(gOut, cOut.data);
       }, timeoutMs);
@@ -244,7 +245,7 @@ export function defineCudaSuites(target: CudaTarget): void {
         return gpu.kernelTimes();
       };
       const eager = run(true), names = eager.map((k) => k.name);
-      for (const k of ["embedding_bf16", "rmsnorm_bf16", "add_rmsnorm_bf16", "qk_norm_rope_bf16", "store_kv_bf16", "paged_attention_bf16", "paged_attention_split_bf16", "silu_mul_bf16", "gather_rows_bf16", "sample_f32"]) expect(names).toContain(k);
+      for (const k of ["embedding_bf16", "rmsnorm_bf16", "add_rmsnorm_bf16", "qk_norm_rope_store_bf16", "paged_attention_bf16", "paged_attention_split_bf16", "silu_mul_bf16", "gather_rows_bf16", "sample_f32"]) expect(names).toContain(k);
       expect(names.filter((n) => n.startsWith("gemm ")).length).toBe(5); // qkv, o, gate/up, down, lm head
       // 2 layers × 4 GEMMs per step + the LM head, over 1 prefill step and 3 decode steps.
       expect(eager.filter((k) => k.name.startsWith("gemm ")).reduce((a, k) => a + k.calls, 0)).toBe(4 * (2 * 4 + 1));

@@ -1,4 +1,4 @@
-// Memory-bound gathers and element-wise ops: embedding, SiLU·mul, KV-cache store, row gather.
+// Memory-bound gathers and element-wise ops: embedding, SiLU·mul, row gather, bias, vocab unsharding.
 #include "common.cuh"
 
 // out[t] = table[ids[t] - vocab_start], or zeros when the id is outside this shard's
@@ -22,20 +22,6 @@ extern "C" __global__ void silu_mul_bf16(const bf16* __restrict__ x, bf16* __res
   const float g = to_f(x[row * 2 * inter + i]), u = to_f(x[row * 2 * inter + inter + i]);
   // Hugging Face: act_fn(gate) rounds to bf16 before the product.
   out[row * inter + i] = to_bf(to_f(to_bf(g / (1.f + __expf(-g)))) * u);
-}
-
-// Writes each token's k and v (from packed qkv) to its cache slot; slot < 0 = skip (graph padding).
-// Caches are [num_blocks · block_size, Hkv, D]; grid = tokens.
-extern "C" __global__ void store_kv_bf16(const bf16* __restrict__ qkv, const int* __restrict__ slots, bf16* __restrict__ k_cache, bf16* __restrict__ v_cache,
-                                         int num_heads, int num_kv_heads, int head_dim) {
-  const int slot = slots[blockIdx.x];
-  if (slot < 0) return;
-  const int kv_width = num_kv_heads * head_dim;
-  const bf16* row = qkv + (size_t)blockIdx.x * (num_heads + 2 * num_kv_heads) * head_dim + (size_t)num_heads * head_dim;
-  for (int i = threadIdx.x; i < kv_width; i += blockDim.x) {
-    k_cache[(size_t)slot * kv_width + i] = row[i];
-    v_cache[(size_t)slot * kv_width + i] = row[kv_width + i];
-  }
 }
 
 // out[r] = x[rows[r]]; grid = number of rows

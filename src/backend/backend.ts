@@ -94,11 +94,10 @@ export interface Backend<T extends Tensor = Tensor> {
   linear(x: T, weight: T, bias: T | null, out: T): void;
   /**
    * In place on the packed qkv rows [tokens, (H + 2·Hkv)·D]: optional per-head RMSNorm of q and k, then
-   * rotate-half RoPE of q and k at each token's position using the [maxPos, D/2] cos/sin tables.
+   * rotate-half RoPE of q and k at each token's position using the [maxPos, D/2] cos/sin tables; then each
+   * token's (normed, rotated) k and its v go into the caches at its slot (slot −1 = skip). One kernel on GPUs.
    */
-  qkNormRope(qkv: T, positions: T, cos: T, sin: T, qNorm: T | null, kNorm: T | null, eps: number, shape: AttentionShape): void;
-  /** Writes k and v of each token of packed qkv into the cache at its slot (slot −1 = skip). */
-  storeKv(qkv: T, slotMapping: T, kCache: T, vCache: T, shape: AttentionShape): void;
+  qkNormRopeStoreKv(qkv: T, positions: T, slotMapping: T, cos: T, sin: T, qNorm: T | null, kNorm: T | null, eps: number, shape: AttentionShape, kCache: T, vCache: T): void;
   /** Causal attention of each query token over its sequence's cached context; out is [tokens, H·D]. */
   pagedAttention(qkv: T, kCache: T, vCache: T, step: StepTensors<T>, blockSize: number, shape: AttentionShape, out: T): void;
   /** out = silu(x[:, :I]) * x[:, I:] for x of width 2I */

@@ -201,8 +201,7 @@ export class CausalLM<T extends Tensor> {
       if (i === 0) b.rmsNorm(residual, L.inputNorm, eps, normed);
       else b.addRmsNorm(hidden, residual, L.inputNorm, eps, normed);
       b.linear(normed, L.qkv, L.qkvBias, qkv);
-      b.qkNormRope(qkv, step.positions, this.cos, this.sin, L.qNorm, L.kNorm, eps, at);
-      b.storeKv(qkv, step.slotMapping, kv.k, kv.v, at);
+      b.qkNormRopeStoreKv(qkv, step.positions, step.slotMapping, this.cos, this.sin, L.qNorm, L.kNorm, eps, at, kv.k, kv.v);
       b.pagedAttention(qkv, kv.k, kv.v, step, this.blockSize, at, attn);
       b.linear(attn, L.o, L.oBias, hidden);
       tp?.allReduce(hidden);

@@ -128,13 +128,9 @@ export class CpuBackend implements Backend<T> {
     else k.matmulTransposed(xt.data, xt.numRows, inF, w.data, outF, b, o);
   }
 
-  qkNormRope(qkv: T, positions: T, cos: T, sin: T, qNorm: T | null, kNorm: T | null, eps: number, shape: AttentionShape): void {
+  qkNormRopeStoreKv(qkv: T, positions: T, slotMapping: T, cos: T, sin: T, qNorm: T | null, kNorm: T | null, eps: number, shape: AttentionShape, kCache: T, vCache: T): void {
     const q = qkv as CpuTensor;
     k.qkNormRope(q.data, q.numRows, i32(positions), f32(cos), f32(sin), qNorm ? f32(qNorm) : null, kNorm ? f32(kNorm) : null, eps, shape);
-  }
-
-  storeKv(qkv: T, slotMapping: T, kCache: T, vCache: T, shape: AttentionShape): void {
-    const q = qkv as CpuTensor;
     k.storeKv(q.data, q.numRows, i32(slotMapping), f32(kCache), f32(vCache), shape);
   }
 

@@ -283,14 +283,11 @@ export class CudaBackend implements Backend<CudaTensor> {
     if (bias) this.k.launch("add_bias_bf16", [Math.ceil(outF / 256), n], 256, [P(out), P(bias), I(outF)]);
   }
 
-  qkNormRope(qkv: CudaTensor, positions: CudaTensor, cos: CudaTensor, sin: CudaTensor, qNorm: CudaTensor | null, kNorm: CudaTensor | null, eps: number, s: AttentionShape): void {
+  qkNormRopeStoreKv(qkv: CudaTensor, positions: CudaTensor, slotMapping: CudaTensor, cos: CudaTensor, sin: CudaTensor, qNorm: CudaTensor | null, kNorm: CudaTensor | null,
+    eps: number, s: AttentionShape, kCache: CudaTensor, vCache: CudaTensor): void {
     const threads = Math.ceil(s.headDim / 2 / 32) * 32;
-    this.k.launch("qk_norm_rope_bf16", [qkv.numRows, s.numHeads + s.numKvHeads], threads,
-      [P(qkv), P(positions), P(cos), P(sin), P(qNorm), P(kNorm), I(s.numHeads), I(s.numKvHeads), I(s.headDim), F(eps)]);
-  }
-
-  storeKv(qkv: CudaTensor, slotMapping: CudaTensor, kCache: CudaTensor, vCache: CudaTensor, s: AttentionShape): void {
-    this.k.launch("store_kv_bf16", [qkv.numRows], 128, [P(qkv), P(slotMapping), P(kCache), P(vCache), I(s.numHeads), I(s.numKvHeads), I(s.headDim)]);
+    this.k.launch("qk_norm_rope_store_bf16", [qkv.numRows, s.numHeads + 2 * s.numKvHeads], threads,
+      [P(qkv), P(positions), P(slotMapping), P(cos), P(sin), P(qNorm), P(kNorm), P(kCache), P(vCache), I(s.numHeads), I(s.numKvHeads), I(s.headDim), F(eps)]);
   }
 
   pagedAttention(qkv: CudaTensor, kCache: CudaTensor, vCache: CudaTensor, step: StepTensors<CudaTensor>, blockSize: number, s: AttentionShape, out: CudaTensor): void {
