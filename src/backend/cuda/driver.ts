@@ -2,7 +2,7 @@
  * The CUDA driver API through bun:ffi. Every call is checked: a failure throws CudaError naming the call
  * and the driver's error name and text. Handles and device pointers are bigints.
  */
-import { CString, ptr as addressOf, type Pointer } from "bun:ffi";
+import { CString, dlopen, ptr as addressOf, toArrayBuffer, type Pointer } from "bun:ffi";
 import { openLibrary } from "./libraries.ts";
 
 const i32 = "i32", u32 = "u32", u64 = "u64", p = "ptr", f = "function";
@@ -30,6 +30,10 @@ const SYMBOLS = {
   cuMemcpyDtoDAsync_v2: { args: [u64, u64, u64, u64], returns: i32 },
   cuMemsetD8Async: { args: [u64, u32, u64, u64], returns: i32 },
   cuModuleLoadData: { args: [p, p], returns: i32 },
+  cuLinkCreate_v2: { args: [u32, p, p, p], returns: i32 },
+  cuLinkAddData_v2: { args: [u64, i32, p, u64, p, u32, p, p], returns: i32 },
+  cuLinkComplete: { args: [u64, p, p], returns: i32 },
+  cuLinkDestroy: { args: [u64], returns: i32 },
   cuModuleGetFunction: { args: [p, u64, p], returns: i32 },
   cuFuncSetAttribute: { args: [u64, i32, i32], returns: i32 },
   cuLaunchKernel: { args: [u64, u32, u32, u32, u32, u32, u32, u32, u64, p, p], returns: i32 },
@@ -44,7 +48,6 @@ const SYMBOLS = {
   cuEventCreate: { args: [p, u32], returns: i32 },
   cuEventRecord: { args: [u64, u64], returns: i32 },
   cuEventSynchronize: { args: [u64], returns: i32 },
-  cuEventElapsedTime: { args: [p, u64, u64], returns: i32 },
   cuGetErrorName: { args: [i32, p], returns: i32 },
   cuGetErrorString: { args: [i32, p], returns: i32 },
 } as const;
@@ -54,6 +57,7 @@ export const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75;
 export const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76;
 export const CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
 export const CU_STREAM_NON_BLOCKING = 1;
+const CU_JIT_ERROR_LOG_BUFFER = 5, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES = 6, CU_JIT_INPUT_PTX = 1;
 
 export class CudaError extends Error {
   constructor(readonly call: string, readonly code: number, readonly errorName: string, detail: string) {
@@ -73,9 +77,26 @@ export class Driver {
   private readonly fn: Lib["symbols"];
   private readonly out64 = new BigUint64Array(2);
 
+  /** cuEventElapsedTime_v2 (CUDA ≥ 12.8), else the original: bound apart, since a missing symbol fails dlopen. */
+  private readonly eventElapsed: (ms: Float32Array, start: bigint, end: bigint) => number;
+  private readonly eventElapsedSymbol: string;
+
   private constructor(path: string, lib: Lib) {
     this.path = path;
     this.fn = lib.symbols;
+    let bound: { name: string; fn: (ms: Float32Array, start: bigint, end: bigint) => number } | null = null;
+    for (const name of ["cuEventElapsedTime_v2", "cuEventElapsedTime"]) {
+      try {
+        const l = dlopen(path, { [name]: { args: [p, u64, u64], returns: i32 } });
+        bound = { name, fn: l.symbols[name] as unknown as (ms: Float32Array, start: bigint, end: bigint) => number };
+        break;
+      } catch {
+        // not exported by this driver: try the next name
+      }
+    }
+    if (!bound) throw new Error(`${path} exports neither cuEventElapsedTime_v2 nor cuEventElapsedTime`);
+    this.eventElapsed = bound.fn;
+    this.eventElapsedSymbol = bound.name;
   }
 
   /** Loads libcuda and runs cuInit. Throws LibraryNotFoundError or CudaError. */
@@ -175,6 +196,32 @@ export class Driver {
     const image = new TextEncoder().encode(ptxText + "\0");
     return this.out("cuModuleLoadData", image);
   }
+  /** Loads a compiled image (a cubin from compilePtx) as a module. */
+  loadImage(image: Uint8Array): bigint {
+    return this.out("cuModuleLoadData", image);
+  }
+  /** JIT-compiles PTX for the current context's GPU (cuLink*) and returns the cubin's bytes. */
+  compilePtx(ptxText: string, name: string): Uint8Array {
+    const log = new Uint8Array(16384);
+    const options = new Int32Array([CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES]);
+    const values = new BigUint64Array([hostAddress(log), BigInt(log.length)]);
+    const state = new BigUint64Array(1);
+    this.check("cuLinkCreate_v2", this.fn.cuLinkCreate_v2(options.length, options, values, state));
+    try {
+      const image = new TextEncoder().encode(ptxText + "\0");
+      const code = this.fn.cuLinkAddData_v2(state[0]!, CU_JIT_INPUT_PTX, image, BigInt(image.length), new TextEncoder().encode(name + "\0"), 0, null, null);
+      if (code !== 0) {
+        const text = new TextDecoder().decode(log.subarray(0, Math.max(0, log.indexOf(0))));
+        throw new CudaError(`cuLinkAddData_v2(${name})`, code, this.errorText("cuGetErrorName", code), `${this.errorText("cuGetErrorString", code)}${text ? `; JIT log: ${text}` : ""}`);
+      }
+      const cubin = new BigUint64Array(1), size = new BigUint64Array(1);
+      this.check(`cuLinkComplete(${name})`, this.fn.cuLinkComplete(state[0]!, cubin, size));
+      // The cubin lives in the link state: copy it out before cuLinkDestroy.
+      return new Uint8Array(toArrayBuffer(Number(cubin[0]) as Pointer, 0, Number(size[0]))).slice();
+    } finally {
+      this.fn.cuLinkDestroy(state[0]!);
+    }
+  }
   getFunction(module: bigint, name: string): bigint {
     return this.out("cuModuleGetFunction", module, new TextEncoder().encode(name + "\0"));
   }
@@ -211,7 +258,7 @@ export class Driver {
   elapsedMs(start: bigint, end: bigint): number {
     this.check("cuEventSynchronize", this.fn.cuEventSynchronize(end));
     const v = new Float32Array(1);
-    this.check("cuEventElapsedTime", this.fn.cuEventElapsedTime(v, start, end));
+    this.check(this.eventElapsedSymbol, this.eventElapsed(v, start, end));
     return v[0]!;
   }
 }
