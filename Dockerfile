@@ -1,6 +1,7 @@
 # vbun: one static binary on a CUDA runtime image.
 #   docker build -t vbun .
-#   docker run --gpus all -p 8000:8000 -v ~/models/Qwen3-0.6B:/model:ro vbun /model
+#   docker run --gpus all -p 8000:8000 -v ~/models/Qwen3-0.6B:/model:ro -v vbun-cache:/home/vbun/.cache vbun /model
+# (the cache volume keeps downloaded models and the compiled kernels between containers: no JIT on restart)
 # The NVIDIA container toolkit mounts the host driver (libcuda); cuBLAS and NCCL come from the base image.
 
 ARG CUDA_RUNTIME_IMAGE=nvidia/cuda:13.0.1-runtime-ubuntu24.04

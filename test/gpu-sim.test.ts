@@ -9,6 +9,9 @@ import { CudaBackend } from "../src/backend/cuda/cuda-backend.ts";
 import { hostAddress } from "../src/backend/cuda/driver.ts";
 import { SimDevice } from "./gpu-sim/device.ts";
 import { simProvider } from "./gpu-sim/provider.ts";
+import { mkdtempSync, readdirSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { defineCudaSuites, type CudaSuiteSizes } from "./cuda-suite.ts";
 
 const SIM_SIZES: CudaSuiteSizes = {
@@ -167,5 +170,49 @@ describe("the GPU simulator itself", () => {
     const k = (g as unknown as { k: { launch: (n: string, grid: number[], block: number, args: object[]) => void } }).k;
     expect(() => k.launch("rmsnorm_bf16", [1], 32, [{ p: null }, { p: null }])).toThrow(/rmsnorm_bf16: 2 launch arguments for 5 kernel parameters/);
     expect(() => k.launch("rmsnorm_bf16", [1], 32, [{ p: null }, { p: null }, { p: null }, { f: 1 }, { f: 1e-6 }])).toThrow(/argument 3 is f, the kernel declares i/);
+  });
+});
+
+describe("compiled kernels are cached (on the simulator)", () => {
+  const withCache = (dir: string, fn: () => void) => {
+    const saved = process.env.VBUN_KERNEL_CACHE;
+    process.env.VBUN_KERNEL_CACHE = dir;
+    try { fn(); } finally { process.env.VBUN_KERNEL_CACHE = saved; }
+  };
+  const open = () => {
+    const sim = new SimDevice(64 << 20);
+    const g = CudaBackend.withDriver(sim.driver(), sim.cublasLibrary());
+    return { sim, g };
+  };
+
+  test("the first start JIT-compiles every module and stores it; the next loads them all from the cache", () => {
+    const dir = mkdtempSync(join(tmpdir(), "vbun-kcache-"));
+    withCache(dir, () => {
+      const first = open();
+      const modules = first.g.info.kernels.compiled;
+      expect(modules).toBeGreaterThanOrEqual(7);
+      expect(first.sim.stats.compiles).toBe(modules);
+      expect(first.g.info.kernels.cached).toBe(0);
+      expect(readdirSync(dir).filter((f) => f.endsWith(".cubin")).length).toBe(modules);
+      const second = open();
+      expect(second.sim.stats.compiles).toBe(0);
+      expect(second.g.info.kernels.cached).toBe(modules);
+      // A damaged file is compiled afresh (and replaced), not an error.
+      const victim = readdirSync(dir).find((f) => f.startsWith("norm-"))!;
+      writeFileSync(join(dir, victim), "garbage");
+      const third = open();
+      expect(third.sim.stats.compiles).toBe(1);
+      expect(third.g.info.kernels.cached).toBe(modules - 1);
+      expect(open().sim.stats.compiles).toBe(0);
+    });
+  });
+
+  test("VBUN_KERNEL_CACHE=off loads the PTX directly every time", () => {
+    withCache("off", () => {
+      const { sim, g } = open();
+      expect(g.info.kernels.dir).toBeNull();
+      expect(sim.stats.compiles).toBe(0);
+      expect(g.info.kernels.compiled).toBeGreaterThanOrEqual(7);
+    });
   });
 });

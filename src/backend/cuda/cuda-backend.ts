@@ -12,6 +12,7 @@ import { Cublas, CUDA_R_16BF, CUDA_R_32F, openCublas, type CublasLibrary } from 
 import { Driver, type DeviceDriver, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR } from "./driver.ts";
 import { DECODE_SHAPES, Kernels, type KernelName } from "./kernels.ts";
 import { KernelProfiler, type KernelTime } from "./kernel-profiler.ts";
+import { ModuleCache, type ModuleLoadStats } from "./module-cache.ts";
 
 export type CudaDType = "bf16" | "f32" | "i32";
 const BYTES: Record<CudaDType, number> = { bf16: 2, f32: 4, i32: 4 };
@@ -42,6 +43,8 @@ export interface CudaDeviceInfo {
   totalMemory: number;
   libcuda: string;
   libcublas: string;
+  /** How the kernel modules were loaded: JIT-compiled now or machine code from the cache, and how long it took. */
+  kernels: ModuleLoadStats;
 }
 
 /** Page-locked host buffer with a JS view. */
@@ -92,9 +95,11 @@ export class CudaBackend implements Backend<CudaTensor> {
     this.stream = driver.createStream();
     const workspace = driver.alloc(WORKSPACE_BYTES);
     this.blas = new Cublas(this.stream, workspace, WORKSPACE_BYTES, cublas);
-    this.k = new Kernels(driver, this.stream);
     const cc = `${driver.attribute(dev, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)}.${driver.attribute(dev, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)}`;
-    this.info = { name: driver.deviceName(dev), computeCapability: cc, driverVersion: driver.driverVersion(), totalMemory: driver.memInfo().total, libcuda: driver.path, libcublas: this.blas.path };
+    const driverVersion = driver.driverVersion();
+    const modules = new ModuleCache(driver, `sm_${cc} driver ${driverVersion} ${driver.path}`);
+    this.k = new Kernels(driver, this.stream, modules);
+    this.info = { name: driver.deviceName(dev), computeCapability: cc, driverVersion, totalMemory: driver.memInfo().total, libcuda: driver.path, libcublas: this.blas.path, kernels: modules.stats };
   }
 
   /** Opens GPU `deviceIndex`. Throws LibraryNotFoundError / CudaError when there is no usable GPU. */

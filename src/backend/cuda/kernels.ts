@@ -58,9 +58,10 @@ export class Kernels {
   /** When set, every launch is timed (see KernelProfiler). */
   profiler: KernelProfiler | null = null;
 
-  constructor(private readonly driver: DeviceDriver, private readonly stream: bigint) {
-    for (const { ptx, kernels } of Object.values(MODULES)) {
-      const mod = driver.loadModule(ptx);
+  /** Loads every module through `modules` (compiled once per GPU, then cached: see module-cache.ts). */
+  constructor(private readonly driver: DeviceDriver, private readonly stream: bigint, modules: { load(name: string, ptx: string): bigint }) {
+    for (const [moduleName, { ptx, kernels }] of Object.entries(MODULES)) {
+      const mod = modules.load(moduleName, ptx);
       const sigs = kernelSignatures(ptx);
       for (const k of kernels) {
         this.fns.set(k, driver.getFunction(mod, k));
