@@ -88,6 +88,26 @@ $L__read:
 	st.global.u32 	[%rd4], %r8;
 	ret;
 }
+
+// A 16-byte load from out + 4·param: aligned only when param is a multiple of 4.
+.visible .entry vector_load(
+	.param .u64 vector_load_param_0,
+	.param .u32 vector_load_param_1
+)
+{
+	.reg .b32 	%r<7>;
+	.reg .b64 	%rd<5>;
+
+	ld.param.u64 	%rd1, [vector_load_param_0];
+	ld.param.u32 	%r1, [vector_load_param_1];
+	cvta.to.global.u64 	%rd2, %rd1;
+	mul.wide.s32 	%rd3, %r1, 4;
+	add.s64 	%rd4, %rd2, %rd3;
+	ld.global.nc.v4.u32 	{%r2, %r3, %r4, %r5}, [%rd4];
+	add.s32 	%r6, %r2, %r5;
+	st.global.u32 	[%rd4], %r6;
+	ret;
+}
 `;
 
 describe("the GPU simulator itself", () => {
@@ -123,6 +143,13 @@ describe("the GPU simulator itself", () => {
     runWarpPairs(sim, out, 1, "neighbour");
     expect(Array.from(new Int32Array(sim.readDevice(out, 128).buffer))).toEqual(Array.from({ length: 32 }, (_, i) => i ^ 1));
     expect(() => runWarpPairs(sim, out, 0, "neighbour")).toThrow(/neighbour: shared-memory race \((read after write|write after read)\) at byte \d+ between threads \d+ and \d+/);
+  });
+
+  test("a vector access must be aligned to its whole width", () => {
+    const sim = new SimDevice(1 << 20);
+    const buf = sim.alloc(256);
+    runWarpPairs(sim, buf, 4, "vector_load");
+    expect(() => runWarpPairs(sim, buf, 1, "vector_load")).toThrow(/vector_load: 16-byte vector global access at 0x[0-9a-f]+ is misaligned/);
   });
 
   test("global accesses outside live allocations fault, naming the kernel", () => {

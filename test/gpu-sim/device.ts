@@ -318,6 +318,7 @@ export class SimDevice {
       lds32: (a) => sdv.getInt32(sRead(a, 4), true),
       sts16: (a, v) => sdv.setUint16(sWrite(a, 2), v, true),
       sts32: (a, v) => sdv.setInt32(sWrite(a, 4), v, true),
+      misaligned: (a, n, space) => { throw new SimFault(`${k.name}: ${n}-byte vector ${space} access at 0x${a.toString(16)} is misaligned`); },
     };
     const threads = this.threadsFor(k, nt);
     const state = new Int8Array(nt);

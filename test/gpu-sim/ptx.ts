@@ -35,6 +35,7 @@ export interface BlockContext {
   stg16(a: number, v: number): void; stg32(a: number, v: number): void; stg64(a: number, v: number): void;
   lds16(a: number): number; lds32(a: number): number;
   sts16(a: number, v: number): void; sts32(a: number, v: number): void;
+  misaligned(a: number, bytes: number, space: string): never;
 }
 
 export type Collective = (lanes: (Thread | null)[], name: string) => void;
@@ -340,6 +341,8 @@ function translateKernel(name: string, params: KernelParam[], paramBytes: number
           const regs = vec ? vecRegs(isLoad ? a[0]! : a[1]!) : [isLoad ? a[0]! : a[1]!];
           const bytes = width / 8;
           const lines: string[] = [`{const A=${addr};`];
+          // A vector access must be aligned to its whole size (ld.v4.u32: 16 bytes), not just to one element.
+          if (regs.length > 1) lines.push(`if(A%${bytes * regs.length}!==0)C.misaligned(A,${bytes * regs.length},"${space}");`);
           regs.forEach((r, k) => {
             const at = k ? `A+${k * bytes}` : "A";
             if (isLoad) {
