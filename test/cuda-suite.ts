@@ -198,6 +198,27 @@ export function defineCudaSuites(target: CudaTarget): void {
       }, timeoutMs);
     }
 
+    test("decode of a full batch (one split per sequence: the group kernel writes the output itself)", () => {
+      const s: AttentionShape = { numHeads: 16, numKvHeads: 8, headDim: 128, scale: 1 / Math.sqrt(128) };
+      const D = 128, W = 32 * D, bs = 16, width = 20, n = 48;
+      const lens = Array.from({ length: n }, () => rng.int(1, width * bs));
+      const numBlocks = n * width;
+      const inputs: StepInputs = { tokenIds: new Int32Array(n), positions: Int32Array.from(lens, (l) => l - 1), slotMapping: new Int32Array(n).fill(-1),
+        queryStart: Int32Array.from({ length: n + 1 }, (_, i) => i), seqLens: Int32Array.from(lens), blockTables: Int32Array.from({ length: numBlocks }, (_, i) => numBlocks - 1 - i), maxBlocksPerSeq: width, logitsRows: new Int32Array(0) };
+      const qkv = randn(n * W), kc = randn(numBlocks * bs * 8 * D), vc = randn(numBlocks * bs * 8 * D);
+      const gOut = out([n, 16 * D]), gq = up(qkv, [n, W]), gk = up(kc, [numBlocks, bs, 8, D]), gv = up(vc, [numBlocks, bs, 8, D]);
+      const step = g.uploadStep(inputs);
+      g.enableProfiling();
+      g.kernelTimes(true);
+      g.pagedAttention(gq, gk, gv, step, bs, s, gOut);
+      const launched = g.kernelTimes(true).map((k) => k.name);
+      g.enableProfiling(false);
+      expect(launched).toEqual(["paged_decode_d128_g2_bf16"]);
+      const cOut = new CpuTensor(new Float32Array(n * 16 * D), [n, 16 * D]);
+      cpu.pagedAttention(new CpuTensor(qkv, [n, W]), new CpuTensor(kc, [numBlocks, bs, 8, D]), new CpuTensor(vc, [numBlocks, bs, 8, D]), cpu.uploadStep(inputs), bs, s, cOut);
+      check(gOut, cOut.data);
+    }, timeoutMs);
+
     test("sampling: greedy equals argmax, top_k=1 equals greedy, seeded draws repeat, logprobs match", () => {
       const n = 6, V = Z.samplingVocab;
       const logitsHost = rng.normal(new Float32Array(n * V), 3);
@@ -314,7 +335,8 @@ export function defineCudaSuites(target: CudaTarget): void {
 
   describe.skipIf(skip)(`decode CUDA graphs on the ${label}`, () => {
     test(`graph replay gives exactly the eager outputs (greedy, ${Z.graphSeqs} sequences, ${Z.graphSteps} steps)`, () => {
-      const model = tinyModel({ arch: "qwen3", seed: 8, vocabSize: 4096 });
+      // head_dim 64: the tensor-core prefill and the group decode kernel (with split counts that vary by bucket).
+      const model = tinyModel({ arch: "qwen3", seed: 8, vocabSize: 4096, hiddenSize: 128, intermediateSize: 256, numHeads: 4, numKvHeads: 2, headDim: 64 });
       const rng = new SeededRandom(64);
       const prompts = Array.from({ length: Z.graphSeqs }, () => Array.from({ length: rng.int(4, 40) }, () => rng.int(0, 4095)));
       const params = { temperature: 0, max_tokens: Z.graphSteps, ignore_eos: true };

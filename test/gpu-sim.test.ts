@@ -5,14 +5,17 @@
  * it is not a GPU run: docs/gpu-runs.md records those.
  */
 import { describe, expect, test } from "bun:test";
-import { CudaBackend } from "../src/backend/cuda/cuda-backend.ts";
+import { CudaBackend, type CudaTensor } from "../src/backend/cuda/cuda-backend.ts";
+import { CpuBackend, CpuTensor } from "../src/backend/cpu/cpu-backend.ts";
+import type { AttentionShape, StepInputs } from "../src/backend/backend.ts";
+import { SeededRandom } from "../src/model/tiny-model.ts";
 import { hostAddress } from "../src/backend/cuda/driver.ts";
 import { SimDevice } from "./gpu-sim/device.ts";
 import { simProvider } from "./gpu-sim/provider.ts";
 import { mkdtempSync, readdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { defineCudaSuites, type CudaSuiteSizes } from "./cuda-suite.ts";
+import { defineCudaSuites, relErr, type CudaSuiteSizes } from "./cuda-suite.ts";
 
 const SIM_SIZES: CudaSuiteSizes = {
   rows: 9, hidden: 320, vocab: 700, intermediate: 384, prefillLen: 70, decodeLens: [1, 17, 530, 1100], decodeTableWidth: 70,
@@ -242,4 +245,45 @@ describe("compiled kernels are cached (on the simulator)", () => {
       expect(g.info.kernels.compiled).toBeGreaterThanOrEqual(7);
     });
   });
+});
+
+describe("decode split counts per batch size (on the simulator)", () => {
+  test("a graph captured before a smaller bucket grows the split-KV buffer still replays correctly", () => {
+    // 132 simulated multiprocessors: 70 sequences × 2 KV heads get 2 splits, 60 get 3 — and need more
+    // partials space than the larger batch, so the buffer grows after the first capture.
+    const sim = new SimDevice(64 << 20);
+    const g = CudaBackend.withDriver(sim.driver(), sim.cublasLibrary());
+    const cpu = new CpuBackend();
+    const rng = new SeededRandom(9);
+    const s: AttentionShape = { numHeads: 4, numKvHeads: 2, headDim: 64, scale: 1 / 8 };
+    const D = 64, W = (4 + 2 * 2) * D, bs = 16, width = 64, numBlocks = 128;
+    const kc = rng.normal(new Float32Array(numBlocks * bs * 2 * D), 1), vc = rng.normal(new Float32Array(numBlocks * bs * 2 * D), 1);
+    const upBf16 = (v: Float32Array, shape: number[]) => g.loadWeight([{ name: "t", file: "t", dtype: "F32", shape, bytes: new Uint8Array(v.buffer.slice(0)) }], shape);
+    const gk = upBf16(kc, [numBlocks, bs, 2, D]), gv = upBf16(vc, [numBlocks, bs, 2, D]);
+    const inputsFor = (n: number): StepInputs => ({
+      tokenIds: new Int32Array(n), positions: Int32Array.from({ length: n }, (_, i) => 5 + (i % 30)), slotMapping: new Int32Array(n).fill(-1),
+      queryStart: Int32Array.from({ length: n + 1 }, (_, i) => i), seqLens: Int32Array.from({ length: n }, (_, i) => 6 + (i % 30)),
+      blockTables: Int32Array.from({ length: n * width }, (_, i) => (i * 7) % numBlocks), maxBlocksPerSeq: width, logitsRows: new Int32Array(0),
+    });
+    g.reserveStep(80, 80, width);
+    const runs = new Map<number, { qkv: CudaTensor; out: CudaTensor; inputs: StepInputs; host: Float32Array }>();
+    for (const n of [70, 60]) {
+      const host = rng.normal(new Float32Array(n * W), 1);
+      const qkv = upBf16(host, [n, W]), out = g.empty([n, 4 * D]);
+      const inputs = inputsFor(n);
+      const step = g.uploadStep(inputs);
+      g.pagedAttention(qkv, gk, gv, step, bs, s, out); // the eager warm-up allocates
+      g.captureGraph(n, () => g.pagedAttention(qkv, gk, gv, step, bs, s, out));
+      runs.set(n, { qkv, out, inputs, host });
+    }
+    for (const n of [70, 60]) {
+      const r = runs.get(n)!;
+      g.poison(r.out);
+      g.uploadStep(r.inputs);
+      g.launchGraph(n);
+      const want = new CpuTensor(new Float32Array(n * 4 * D), [n, 4 * D]);
+      cpu.pagedAttention(new CpuTensor(g.toHost(r.qkv), [n, W]), new CpuTensor(g.toHost(gk), [numBlocks, bs, 2, D]), new CpuTensor(g.toHost(gv), [numBlocks, bs, 2, D]), cpu.uploadStep(r.inputs), bs, s, want);
+      expect(relErr(g.toHost(r.out), want.data)).toBeLessThan(1e-2);
+    }
+  }, 120_000);
 });

@@ -2,9 +2,11 @@
 // query heads per KV head (compile-time, so the per-thread state stays in registers).
 //
 // Grid (seqs, Hkv, splits), 128 threads. Block (t, kvh, z) handles the G = H / Hkv query heads that share KV
-// head kvh, over context positions [z·SPLIT, min((z+1)·SPLIT, ctx)), and writes the same partial results as
-// paged_attention_split_bf16 (attention.cu), which paged_attention_combine_bf16 then merges:
+// head kvh, over context positions [z·K, min((z+1)·K, ctx)) with K = keys_per_split. With one split it
+// writes the normalised output (bf16, [seqs, H·D]) itself. With several it writes the same partial results
+// as paged_attention_split_bf16 (attention.cu), which paged_attention_combine_bf16 then merges:
 // partial[((t·Hkv + kvh)·splits + z)·G + g] = [m, l, acc_0 … acc_{D−1}] (m = −inf, l = 0 for an empty split).
+// The host picks the split count per batch size so that the grid fills the GPU (many sequences: one split).
 //
 // The 128 threads form 8 groups of 16 (two per warp). Group h takes keys begin + h, begin + h + 8, …: its 16
 // threads each load D/16 consecutive elements of the key row (16-byte loads for D = 128, so a group reads its
@@ -14,7 +16,6 @@
 // number of iterations (keys past the end are masked), so full-warp shuffles are always converged.
 #include "common.cuh"
 
-#define SPLIT 512
 #define GROUPS 8
 
 template <int D>
@@ -43,8 +44,9 @@ __device__ __forceinline__ void load_row(const bf16* __restrict__ p, float (&x)[
 
 template <int D, int G>
 __device__ __forceinline__ void paged_decode(const bf16* __restrict__ qkv, const bf16* __restrict__ k_cache, const bf16* __restrict__ v_cache,
-                                             float* __restrict__ partial, const int* __restrict__ seq_lens, const int* __restrict__ block_tables,
-                                             int max_blocks_per_seq, int block_size, int num_heads, int num_kv_heads, float scale) {
+                                             float* __restrict__ partial, bf16* __restrict__ final_out, const int* __restrict__ seq_lens,
+                                             const int* __restrict__ block_tables, int max_blocks_per_seq, int block_size, int keys_per_split,
+                                             int num_heads, int num_kv_heads, float scale) {
   constexpr int E = D / 16;
   __shared__ __align__(16) float q_s[G * D];
   __shared__ __align__(16) float acc_s[GROUPS][G * D];
@@ -53,7 +55,7 @@ __device__ __forceinline__ void paged_decode(const bf16* __restrict__ qkv, const
   const int t = blockIdx.x, kvh = blockIdx.y, z = blockIdx.z, splits = gridDim.z, tid = threadIdx.x;
   const int group = tid >> 4, gl = tid & 15;
   const int ctx = seq_lens[t];
-  const int begin = z * SPLIT, end = min(ctx, begin + SPLIT);
+  const int begin = z * keys_per_split, end = min(ctx, begin + keys_per_split);
   const int* table = block_tables + (size_t)t * max_blocks_per_seq;
   const size_t qkv_stride = (size_t)(num_heads + 2 * num_kv_heads) * D;
   const int kv_stride = num_kv_heads * D;
@@ -125,18 +127,23 @@ __device__ __forceinline__ void paged_decode(const bf16* __restrict__ qkv, const
         den += w * l_s[h][g];
       }
     }
-    float* o = out + g * (D + 2);
-    if (d == 0) { o[0] = M; o[1] = den; }
-    o[2 + d] = num;
+    if (splits == 1) {
+      final_out[(size_t)t * num_heads * D + (size_t)(kvh * G + g) * D + d] = to_bf(num / den);
+    } else {
+      float* o = out + g * (D + 2);
+      if (d == 0) { o[0] = M; o[1] = den; }
+      o[2 + d] = num;
+    }
   }
 }
 
 #define DECODE_KERNEL(D, G)                                                                                                                \
   extern "C" __global__ void __launch_bounds__(128) paged_decode_d##D##_g##G##_bf16(                                                      \
       const bf16* __restrict__ qkv, const bf16* __restrict__ k_cache, const bf16* __restrict__ v_cache, float* __restrict__ partial,      \
-      const int* __restrict__ seq_lens, const int* __restrict__ block_tables, int max_blocks_per_seq, int block_size, int num_heads,     \
-      int num_kv_heads, float scale) {                                                                                                     \
-    paged_decode<D, G>(qkv, k_cache, v_cache, partial, seq_lens, block_tables, max_blocks_per_seq, block_size, num_heads, num_kv_heads, scale); \
+      bf16* __restrict__ final_out, const int* __restrict__ seq_lens, const int* __restrict__ block_tables, int max_blocks_per_seq,       \
+      int block_size, int keys_per_split, int num_heads, int num_kv_heads, float scale) {                                                \
+    paged_decode<D, G>(qkv, k_cache, v_cache, partial, final_out, seq_lens, block_tables, max_blocks_per_seq, block_size, keys_per_split, \
+                       num_heads, num_kv_heads, scale);                                                                                    \
   }
 
 DECODE_KERNEL(64, 1)

@@ -9,7 +9,7 @@ import { fromFloat32, toFloat32 } from "../../loader/dtype.ts";
 import { rowLogitEdits, type SamplingBatch, type SamplerOutput, type TokenLogprobs } from "../../engine/sampling-batch.ts";
 import { toArrayBuffer, type Pointer } from "bun:ffi";
 import { Cublas, CUDA_R_16BF, CUDA_R_32F, openCublas, type CublasLibrary } from "./cublas.ts";
-import { Driver, type DeviceDriver, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR } from "./driver.ts";
+import { Driver, type DeviceDriver, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT } from "./driver.ts";
 import { DECODE_SHAPES, Kernels, type KernelName } from "./kernels.ts";
 import { KernelProfiler, type KernelTime } from "./kernel-profiler.ts";
 import { ModuleCache, type ModuleLoadStats } from "./module-cache.ts";
@@ -84,6 +84,9 @@ export class CudaBackend implements Backend<CudaTensor> {
   decodeKernel: "simple" | "groups" = process.env.VBUN_DECODE_KERNEL === "simple" ? "simple" : "groups";
   private partial: bigint = 0n;
   private partialCapacity = 0;
+  /** Partials buffers captured graphs may still point to. */
+  private readonly outgrownPartials: bigint[] = [];
+  private readonly multiprocessors: number;
   private samplingScratch: { dev: bigint; host: PinnedBuffer; capacity: number } | null = null;
   private profiler: KernelProfiler | null = null;
 
@@ -99,6 +102,7 @@ export class CudaBackend implements Backend<CudaTensor> {
     const driverVersion = driver.driverVersion();
     const modules = new ModuleCache(driver, `sm_${cc} driver ${driverVersion} ${driver.path}`);
     this.k = new Kernels(driver, this.stream, modules);
+    this.multiprocessors = driver.attribute(dev, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT);
     this.info = { name: driver.deviceName(dev), computeCapability: cc, driverVersion, totalMemory: driver.memInfo().total, libcuda: driver.path, libcublas: this.blas.path, kernels: modules.stats };
   }
 
@@ -127,8 +131,13 @@ export class CudaBackend implements Backend<CudaTensor> {
     this.profiler?.collect();
   }
 
-  /** Times every kernel launch, GEMM and graph replay from now on (bench --profile); see kernelTimes(). */
-  enableProfiling(): void {
+  /** Times every kernel launch, GEMM and graph replay from now on (bench --profile), or stops; see kernelTimes(). */
+  enableProfiling(on = true): void {
+    if (!on) {
+      this.profiler?.collect();
+      this.profiler = this.k.profiler = null;
+      return;
+    }
     this.profiler ??= new KernelProfiler(this.driver);
     this.k.profiler = this.profiler;
   }
@@ -298,22 +307,25 @@ export class CudaBackend implements Backend<CudaTensor> {
   pagedAttention(qkv: CudaTensor, kCache: CudaTensor, vCache: CudaTensor, step: StepTensors<CudaTensor>, blockSize: number, s: AttentionShape, out: CudaTensor): void {
     if (s.numHeads / s.numKvHeads > 8 || s.headDim > 256) throw new Error(`paged attention supports ≤ 8 query heads per KV head and head_dim ≤ 256 (got ${s.numHeads / s.numKvHeads}, ${s.headDim})`);
     if (step.maxQueryLen === 1 && step.numTokens === step.numSeqs) {
-      // Decode: split-KV over the widest context the block tables can address (a fixed count for a fixed
-      // table width, so a captured graph stays valid for any context length).
-      const splits = Math.max(1, Math.ceil((step.maxBlocksPerSeq * blockSize) / SPLIT_KEYS));
-      const G = s.numHeads / s.numKvHeads;
-      const floats = step.numTokens * s.numKvHeads * splits * G * (s.headDim + 2);
-      if (floats > this.partialCapacity) {
-        // Never during graph capture: the eager warm-up of the same shape allocates first.
-        if (this.partial) this.driver.free(this.partial);
-        this.partialCapacity = floats;
-        this.partial = this.driver.alloc(floats * 4);
+      // Decode: split-KV over the widest context the block tables can address. The split count depends only
+      // on the batch size and the table width, never on the contexts, so a captured graph stays valid.
+      const G = s.numHeads / s.numKvHeads, maxKeys = step.maxBlocksPerSeq * blockSize;
+      const groups = this.decodeKernel === "groups" && DECODE_SHAPES.some(([d, g]) => d === s.headDim && g === G);
+      let splits: number, keysPerSplit: number;
+      if (groups) {
+        // Enough blocks for two per multiprocessor, splits of at least 256 keys; a full batch needs one split.
+        splits = Math.max(1, Math.min(Math.ceil((2 * this.multiprocessors) / (step.numTokens * s.numKvHeads)), Math.ceil(maxKeys / 256)));
+        keysPerSplit = Math.ceil(maxKeys / splits / 8) * 8;
+      } else {
+        splits = Math.max(1, Math.ceil(maxKeys / SPLIT_KEYS));
+        keysPerSplit = SPLIT_KEYS;
       }
-      const partial = { p: this.partial };
-      if (this.decodeKernel === "groups" && DECODE_SHAPES.some(([d, g]) => d === s.headDim && g === G)) {
+      const partial = { p: splits > 1 || !groups ? this.partialBuffer(step.numTokens * s.numKvHeads * splits * G * (s.headDim + 2)) : null };
+      if (groups) {
         this.k.launch(`paged_decode_d${s.headDim}_g${G}_bf16` as KernelName, [step.numTokens, s.numKvHeads, splits], 128, [
-          P(qkv), P(kCache), P(vCache), partial, P(step.seqLens), P(step.blockTables), I(step.maxBlocksPerSeq), I(blockSize),
+          P(qkv), P(kCache), P(vCache), partial, P(out), P(step.seqLens), P(step.blockTables), I(step.maxBlocksPerSeq), I(blockSize), I(keysPerSplit),
           I(s.numHeads), I(s.numKvHeads), F(s.scale)]);
+        if (splits === 1) return;
       } else {
         this.k.launch("paged_attention_split_bf16", [step.numTokens, s.numKvHeads, splits], 128, [
           P(qkv), P(kCache), P(vCache), partial, P(step.seqLens), P(step.blockTables), I(step.maxBlocksPerSeq), I(blockSize),
@@ -332,6 +344,23 @@ export class CudaBackend implements Backend<CudaTensor> {
     this.k.launch("paged_attention_bf16", [step.numTokens, s.numKvHeads], 128, [
       P(qkv), P(kCache), P(vCache), P(out), P(step.queryStart), P(step.seqLens), P(step.blockTables),
       I(step.numSeqs), I(step.maxBlocksPerSeq), I(blockSize), I(s.numHeads), I(s.numKvHeads), I(s.headDim), F(s.scale)]);
+  }
+
+  /**
+   * The split-KV partials buffer, grown to `floats` (never during capture: the eager warm-up of a shape
+   * allocates first). A smaller batch can need more partials than a larger one (more splits each), so the
+   * buffer may grow after graphs were captured with it: an outgrown buffer is then kept, not freed.
+   */
+  private partialBuffer(floats: number): bigint {
+    if (floats > this.partialCapacity) {
+      if (this.partial) {
+        if (this.graphs.size > 0) this.outgrownPartials.push(this.partial);
+        else this.driver.free(this.partial);
+      }
+      this.partialCapacity = floats;
+      this.partial = this.driver.alloc(floats * 4);
+    }
+    return this.partial;
   }
 
   siluMul(x: CudaTensor, out: CudaTensor): void {
