@@ -138,7 +138,7 @@ __device__ __forceinline__ void paged_decode(const bf16* __restrict__ qkv, const
 }
 
 #define DECODE_KERNEL(D, G)                                                                                                                \
-  extern "C" __global__ void __launch_bounds__(128) paged_decode_d##D##_g##G##_bf16(                                                      \
+  extern "C" __global__ void __launch_bounds__(128, 4) paged_decode_d##D##_g##G##_bf16(                                                      \
       const bf16* __restrict__ qkv, const bf16* __restrict__ k_cache, const bf16* __restrict__ v_cache, float* __restrict__ partial,      \
       bf16* __restrict__ final_out, const int* __restrict__ seq_lens, const int* __restrict__ block_tables, int max_blocks_per_seq,       \
       int block_size, int keys_per_split, int num_heads, int num_kv_heads, float scale) {                                                \
