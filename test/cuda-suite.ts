@@ -287,7 +287,7 @@ export function defineCudaSuites(target: CudaTarget): void {
     }, timeoutMs);
   });
 
-  const gpus = skip ? 0 : target.provider.deviceCount();
+  const gpus = skip ? 0 : target.provider.deviceCount(target.backend!);
   if (!skip && gpus < 2) console.log(`skipping GPU tensor-parallel tests: ${gpus} GPU visible, 2 needed`);
   describe.skipIf(gpus < 2)(`tensor parallelism over NCCL on the ${label}`, () => {
     test("TP = 2 gives TP = 1's greedy tokens, with decode graphs and with chunked prefill", () => {

@@ -134,7 +134,7 @@ export class LLMEngine {
     if (tp > 1) {
       const provider = opts.cuda ?? DEFAULT_CUDA;
       if (cuda) {
-        const visible = provider.deviceCount();
+        const visible = provider.deviceCount(cuda);
         if (tp > visible) throw new EngineConfigError("--tensor-parallel-size", `${tp} ranks need ${tp} GPUs but only ${visible} ${visible === 1 ? "is" : "are"} visible`);
       }
       try { checkShardable(cfg, tp); } catch (e) { throw new EngineConfigError("--tensor-parallel-size", (e as Error).message); }

@@ -20,6 +20,7 @@ import { ptr as addressOf, toArrayBuffer, type Pointer } from "bun:ffi";
 import { translateModule, WAIT_BARRIER, WAIT_EXIT, WAIT_WARP, type BlockContext, type Kernel, type Thread } from "./ptx.ts";
 import type { DeviceDriver } from "../../src/backend/cuda/driver.ts";
 import type { CublasLibrary } from "../../src/backend/cuda/cublas.ts";
+import { f32ToBf16Bits } from "../../src/loader/dtype.ts";
 
 const BASE = 2 ** 32;
 const ALIGN = 256;
@@ -411,7 +412,7 @@ export class SimDevice {
               const prev = be === 0 ? 0 : Ctype === R32F ? this.dv.getFloat32(at, true) : bf(at);
               const v = al * sum + be * prev;
               if (Ctype === R32F) this.dv.setFloat32(at, v, true);
-              else this.dv.setUint16(at, bf16Bits(v), true);
+              else this.dv.setUint16(at, f32ToBf16Bits(v), true);
             }
           });
           return OK;
@@ -427,12 +428,6 @@ export class SimDevice {
 }
 
 const F32V = new Float32Array(1), F32B = new Int32Array(F32V.buffer);
-function bf16Bits(v: number): number {
-  F32V[0] = v;
-  const u = F32B[0]! >>> 0;
-  if ((u & 0x7fffffff) > 0x7f800000) return ((u >>> 16) | 0x40) & 0xffff;
-  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
-}
 
 /** The Driver method surface over a SimDevice: one device, one context. */
 class SimDriver implements DeviceDriver {

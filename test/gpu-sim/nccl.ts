@@ -7,6 +7,7 @@
 import type { NcclApi, NcclCall } from "../../src/backend/cuda/nccl.ts";
 import { NCCL_BFLOAT16, NCCL_FLOAT32 } from "../../src/backend/cuda/nccl.ts";
 import { SimFault, type SimDevice } from "./device.ts";
+import { fromFloat32, toFloat32 } from "../../src/loader/dtype.ts";
 
 const COUNT = 0, GEN = 1;
 
@@ -65,19 +66,11 @@ export class SimNccl implements NcclApi {
   private read(dev: SimDevice, ptr: bigint, count: number, dtype: number): Float32Array {
     if (dtype === NCCL_FLOAT32) return new Float32Array(dev.readDevice(ptr, count * 4).buffer);
     if (dtype !== NCCL_BFLOAT16) throw new SimFault(`simulated NCCL: dtype ${dtype} not supported`);
-    const h = new Uint16Array(dev.readDevice(ptr, count * 2).buffer), out = new Float32Array(count), bits = new Uint32Array(out.buffer);
-    for (let i = 0; i < count; i++) bits[i] = h[i]! << 16;
-    return out;
+    return toFloat32(dev.readDevice(ptr, count * 2), "BF16");
   }
 
   private write(dev: SimDevice, ptr: bigint, values: Float32Array, dtype: number): void {
-    if (dtype === NCCL_FLOAT32) { dev.writeDevice(ptr, new Uint8Array(values.buffer, values.byteOffset, values.byteLength)); return; }
-    const bits = new Uint32Array(values.buffer, values.byteOffset, values.length), h = new Uint16Array(values.length);
-    for (let i = 0; i < values.length; i++) {
-      const u = bits[i]!;
-      h[i] = (u & 0x7fffffff) > 0x7f800000 ? (u >>> 16) | 0x40 : (u + 0x7fff + ((u >>> 16) & 1)) >>> 16;
-    }
-    dev.writeDevice(ptr, new Uint8Array(h.buffer));
+    dev.writeDevice(ptr, fromFloat32(values, dtype === NCCL_FLOAT32 ? "F32" : "BF16"));
   }
 
   private slot(rank: number, count: number): Float32Array {

@@ -8,6 +8,8 @@
  * PTX ISA; f32 arithmetic rounds like the hardware (+, −, ×, ÷ exactly; fma, ex2, lg2, rsqrt within an ulp).
  */
 
+import { f32ToBf16Bits } from "../../src/loader/dtype.ts";
+
 export const WAIT_EXIT = 0, WAIT_BARRIER = 1, WAIT_WARP = 2;
 
 /** One simulated thread: registers as typed arrays (32-bit ints and f32 share storage, so bit moves are free). */
@@ -67,15 +69,6 @@ function bitsToF32(bits: number): number {
   return new Float32Array(b.buffer)[0]!;
 }
 
-/** bf16 from f32 bits, round to nearest even (NaN stays a quiet NaN). */
-export function f32ToBf16(x: number): number {
-  F32[0] = x;
-  const u = U32[0]!;
-  if ((u & 0x7fffffff) > 0x7f800000) return ((u >>> 16) | 0x40) & 0xffff;
-  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
-}
-const F32 = new Float32Array(1), U32 = new Uint32Array(F32.buffer);
-
 function mulhiU32(a: number, b: number): number {
   return Number((BigInt(a >>> 0) * BigInt(b >>> 0)) >> 32n) | 0;
 }
@@ -101,7 +94,7 @@ function roundEven(x: number): number {
   const r = Math.round(x);
   return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
-const HELPERS = { mulhiU32, fmax, fmin, f2i, f32ToBf16 };
+const HELPERS = { mulhiU32, fmax, fmin, f2i, f32ToBf16: f32ToBf16Bits };
 
 interface Operand {
   kind: "reg" | "imm" | "vec" | "mem" | "sym" | "special" | "label";
@@ -154,7 +147,7 @@ function splitOperands(s: string): string[] {
 function translateKernel(name: string, params: KernelParam[], paramBytes: number, body: { text: string; line: number }[]): Kernel {
   // Register files: each prefix gets a range in its class.
   const slot32 = new Map<string, number>(), slot64 = new Map<string, number>(), slotP = new Map<string, number>();
-  const prefix32 = new Map<string, { base: number; count: number }>(), prefix64 = new Map<string, { base: number; count: number; kind: "int" | "f64" }>(), prefixP = new Map<string, { base: number; count: number }>();
+  const prefix32 = new Map<string, { base: number; count: number }>(), prefix64 = new Map<string, { base: number; count: number }>(), prefixP = new Map<string, { base: number; count: number }>();
   let n32 = 0, n64 = 0, npred = 0;
   const sharedOffsets = new Map<string, number>();
   let sharedBytes = 0;
@@ -172,7 +165,7 @@ function translateKernel(name: string, params: KernelParam[], paramBytes: number
       const [, type, prefix, count] = m as unknown as [string, string, string, string];
       const n = Number(count);
       if (type === "pred") { prefixP.set(prefix, { base: npred, count: n }); npred += n; }
-      else if (type === "b64" || type === "u64" || type === "s64") { prefix64.set(prefix, { base: n64, count: n, kind: "int" }); n64 += n; }
+      else if (type === "b64" || type === "u64" || type === "s64") { prefix64.set(prefix, { base: n64, count: n }); n64 += n; }
       else if (type === "f32" || type === "b32" || type === "u32" || type === "s32" || type === "b16" || type === "u16" || type === "s16") { prefix32.set(prefix, { base: n32, count: n }); n32 += n; }
       else throw new TranslateError(`${name} line ${line}: register type .${type} not supported`);
       continue;

@@ -33,7 +33,7 @@ const I = (i: number) => ({ i });
 const F = (f: number) => ({ f });
 const WORKSPACE_BYTES = 32 * 1024 * 1024;
 const MAX_TOP_LOGPROBS = 20;
-/** Keys per split of the split-KV decode kernels (SPLIT in ptx/src/attention.cu and ptx/src/decode.cu). */
+/** Keys per split of the simple split-KV decode kernel (SPLIT in ptx/src/attention.cu). */
 const SPLIT_KEYS = 512;
 
 export interface CudaDeviceInfo {
@@ -78,8 +78,9 @@ export class CudaBackend implements Backend<CudaTensor> {
   prefillKernel: "simple" | "mma" = process.env.VBUN_PREFILL_KERNEL === "simple" ? "simple" : "mma";
   /**
    * Decode attention: "groups" (paged_decode_*: 16-thread groups per key, no barrier in the key loop; head_dim
-   * 64/128/256 with 1/2/4/8 query heads per KV head) or "simple" (paged_attention_split_bf16, any shape;
-   * VBUN_DECODE_KERNEL=simple forces it). Both write the partials paged_attention_combine_bf16 merges.
+   * 64/128/256 with 1/2/4/8 query heads per KV head; its split count follows the batch size) or "simple"
+   * (paged_attention_split_bf16, any shape, 512-key splits; VBUN_DECODE_KERNEL=simple forces it). Several
+   * splits are merged by paged_attention_combine_bf16.
    */
   decodeKernel: "simple" | "groups" = process.env.VBUN_DECODE_KERNEL === "simple" ? "simple" : "groups";
   private partial: bigint = 0n;

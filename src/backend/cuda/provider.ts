@@ -5,14 +5,13 @@
  */
 import { CudaBackend } from "./cuda-backend.ts";
 import { Nccl, type NcclApi } from "./nccl.ts";
-import { Driver } from "./driver.ts";
 import { TP_WORKER_URL } from "../../worker-url.ts";
 
 export interface CudaProvider {
   /** Opens GPU `index` in the calling thread. */
   open(index: number): CudaBackend;
-  /** Number of GPUs visible. */
-  deviceCount(): number;
+  /** Number of GPUs visible, asked through the already opened GPU 0. */
+  deviceCount(gpu0: CudaBackend): number;
   /** The process's NCCL (leader side: creates the communicators). */
   nccl(): NcclApi;
   /** The entry module of tensor-parallel rank workers; it opens GPUs and NCCL the same way as this provider. */
@@ -21,7 +20,7 @@ export interface CudaProvider {
 
 export const DEFAULT_CUDA: CudaProvider = {
   open: (index) => CudaBackend.open(index),
-  deviceCount: () => Driver.load().deviceCount(),
+  deviceCount: (gpu0) => gpu0.driver.deviceCount(),
   nccl: () => new Nccl(),
   tpWorkerUrl: TP_WORKER_URL,
 };
