@@ -13,7 +13,7 @@ import { emptySamplingBatch } from "../src/engine/sampling-batch.ts";
 import { fromFloat32, toFloat32 } from "../src/loader/dtype.ts";
 import { LLM } from "../src/engine/llm.ts";
 import { SeededRandom } from "../src/model/tiny-model.ts";
-import { FAST_MODEL, tinyModel } from "./helpers.ts";
+import { checkDraws, FAST_MODEL, filteredDistribution, SAMPLING_CASES, tinyModel } from "./helpers.ts";
 
 export interface CudaSuiteSizes {
   /** Rows, hidden size, vocabulary and MLP width of the elementwise/GEMM test. */
@@ -22,15 +22,15 @@ export interface CudaSuiteSizes {
   prefillLen: number;
   /** Context lengths and table width of the split-KV decode test (width × 16 keys must exceed 512 for several splits). */
   decodeLens: number[]; decodeTableWidth: number;
-  /** Vocabulary of the sampling test. */
-  samplingVocab: number;
+  /** Vocabulary of the sampling test, and seeded draws per configuration of the distribution test. */
+  samplingVocab: number; samplingDraws: number;
   /** Graph test: sequences and decode steps; engine test: max tokens. */
   graphSeqs: number; graphSteps: number; engineTokens: number;
 }
 
 export const GPU_SIZES: CudaSuiteSizes = {
   rows: 37, hidden: 1024, vocab: 3000, intermediate: 3072, prefillLen: 300, decodeLens: [1, 17, 600, 1500, 2048], decodeTableWidth: 128,
-  samplingVocab: 151936, graphSeqs: 64, graphSteps: 64, engineTokens: 16,
+  samplingVocab: 151936, samplingDraws: 4000, graphSeqs: 64, graphSteps: 64, engineTokens: 16,
 };
 
 export interface CudaTarget {
@@ -195,6 +195,20 @@ export function defineCudaSuites(target: CudaTarget): void {
         const cOut = new CpuTensor(new Float32Array(n * Hq * D), [n, Hq * D]);
         cpu.pagedAttention(new CpuTensor(qkv, [n, W]), new CpuTensor(kc, [numBlocks, bs, Hkv, D]), new CpuTensor(vc, [numBlocks, bs, Hkv, D]), cpu.uploadStep(inputs), bs, s, cOut);
         check(gOut, cOut.data);
+      }, timeoutMs);
+    }
+
+    for (const c of SAMPLING_CASES) {
+      test(`seeded sampling, ${c.name}: ${Z.samplingDraws} draws stay in the filtered set and follow its probabilities`, () => {
+        const V = 64, N = Z.samplingDraws;
+        const row = new SeededRandom(31).normal(new Float32Array(V), 2);
+        const logits = new Float32Array(N * V);
+        for (let r = 0; r < N; r++) logits.set(row, r * V);
+        const b = emptySamplingBatch(N);
+        for (let r = 0; r < N; r++) { b.temperature[r] = c.temperature; b.topK[r] = c.topK; b.topP[r] = c.topP; b.minP[r] = c.minP; b.seed[r] = 5000 + r; b.stream[r] = 0; b.step[r] = 0; b.numLogprobs[r] = -1; }
+        const t = g.empty([N, V], "f32");
+        g.driver.copyToDevice(t.ptr, logits);
+        expect(checkDraws(g.sample(t, b).tokenIds, filteredDistribution(row, c))).toBeNull();
       }, timeoutMs);
     }
 

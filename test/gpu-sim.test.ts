@@ -19,7 +19,7 @@ import { defineCudaSuites, relErr, type CudaSuiteSizes } from "./cuda-suite.ts";
 
 const SIM_SIZES: CudaSuiteSizes = {
   rows: 9, hidden: 320, vocab: 700, intermediate: 384, prefillLen: 70, decodeLens: [1, 17, 530, 1100], decodeTableWidth: 70,
-  samplingVocab: 3000, graphSeqs: 12, graphSteps: 10, engineTokens: 8,
+  samplingVocab: 3000, samplingDraws: 40, graphSeqs: 12, graphSteps: 10, engineTokens: 8,
 };
 
 const openSim = () => {

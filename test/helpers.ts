@@ -62,3 +62,47 @@ export async function startServer(args: string[], env: Record<string, string> = 
     stop: async (signal = "SIGTERM") => { proc.kill(signal); return await proc.exited; },
   };
 }
+
+/** A sampling configuration and the distribution vLLM's filters leave (float64, computed here independently). */
+export interface SamplingCase { name: string; temperature: number; topK: number; topP: number; minP: number }
+
+export const SAMPLING_CASES: SamplingCase[] = [
+  { name: "temperature 0.8", temperature: 0.8, topK: 0, topP: 1, minP: 0 },
+  { name: "top-k 5", temperature: 1, topK: 5, topP: 1, minP: 0 },
+  { name: "top-p 0.8", temperature: 0.7, topK: 0, topP: 0.8, minP: 0 },
+  { name: "min-p 0.1, then top-p 0.9", temperature: 1.2, topK: 0, topP: 0.9, minP: 0.1 },
+];
+
+/** Token → probability after temperature, min-p, top-k, then top-p over the survivors (vLLM's order). */
+export function filteredDistribution(row: Float32Array, c: SamplingCase): Map<number, number> {
+  const scaled = Array.from(row, (x) => x / c.temperature);
+  const order = scaled.map((_, i) => i).sort((a, b) => scaled[b]! - scaled[a]! || a - b);
+  const max = scaled[order[0]!]!;
+  let kept = order.filter((i) => c.minP === 0 || Math.exp(scaled[i]! - max) >= c.minP);
+  if (c.topK > 0) kept = kept.slice(0, c.topK);
+  const w = kept.map((i) => Math.exp(scaled[i]! - max));
+  const z = w.reduce((a, b) => a + b, 0);
+  let n = kept.length;
+  if (c.topP < 1) {
+    let cum = 0;
+    for (let j = 0; j < kept.length; j++) { cum += w[j]! / z; if (cum >= c.topP) { n = j + 1; break; } }
+  }
+  const zk = w.slice(0, n).reduce((a, b) => a + b, 0);
+  return new Map(kept.slice(0, n).map((i, j) => [i, w[j]! / zk]));
+}
+
+/** Checks draws against a distribution: none outside its support, and each count within 4σ (+2) of expected. */
+export function checkDraws(draws: ArrayLike<number>, dist: Map<number, number>): string | null {
+  const counts = new Map<number, number>();
+  for (let k = 0; k < draws.length; k++) {
+    const t = draws[k]!;
+    if (!dist.has(t)) return `drew token ${t}, which the filters remove`;
+    counts.set(t, (counts.get(t) ?? 0) + 1);
+  }
+  const N = draws.length;
+  for (const [t, p] of dist) {
+    const want = N * p, got = counts.get(t) ?? 0;
+    if (Math.abs(got - want) > 4 * Math.sqrt(want * (1 - p)) + 2) return `token ${t}: ${got} draws, expected ${want.toFixed(1)}`;
+  }
+  return null;
+}

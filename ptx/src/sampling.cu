@@ -120,7 +120,9 @@ __device__ float topp_threshold(const float* x, int vocab, float inv_t, float m,
   float z = 0.f;
   for (int i = threadIdx.x; i < vocab; i += THREADS) { const float v = x[i] * inv_t; if (v >= floor) z += __expf(v - m); }
   z = block_sum(z, scratch);
-  float lo = floor, hi = m;
+  // Bisect between a finite low end (tokens 60 below the max weigh e^-60: nothing) and the max. With no
+  // top-k or min-p the floor is -inf, and a bisection from -inf never moves: top-p alone kept everything.
+  float lo = fmaxf(floor, m - 60.f), hi = m;
   for (int it = 0; it < 32; it++) {
     const float mid = 0.5f * (lo + hi);
     float mass = 0.f;
