@@ -14,19 +14,24 @@ function argmax(row: Float32Array): number {
   return best;
 }
 
-/** Samples one token from `row` (processed logits) with the row's temperature, top-k, top-p, min-p and uniform draw. */
+/**
+ * Samples one token from `row` (processed logits) with the row's temperature, top-k, top-p, min-p and uniform
+ * draw. The filters run in vLLM's order, the same as the GPU kernel's (ptx/src/sampling.cu): min-p (tokens
+ * below min_p × the top probability), then top-k, then top-p over what is left, renormalised; the draw is
+ * the inverse CDF of the kept tokens, best first.
+ */
 function sampleRandom(row: Float32Array, temperature: number, topK: number, topP: number, minP: number, u: number): number {
   const V = row.length;
   let max = -Infinity;
   for (let i = 0; i < V; i++) if (row[i]! > max) max = row[i]!;
   if (max === -Infinity) return 0;
-  // Candidates: all tokens, or the top-k; ordered best first when a cut-off needs an order.
+  // p_i / p_max = e^{(x_i − max)/T}: min-p keeps x_i ≥ max + T·ln(min_p).
+  const floor = minP > 0 ? max + temperature * Math.log(minP) : -Infinity;
+  // Candidates: all tokens, or (when a cut-off needs an order) the survivors, best first.
   let cand: number[] | null = null;
-  if (topK > 0 && topK < V) cand = topIndices(row, topK);
-  else if (topP < 1) {
-    cand = [];
-    for (let i = 0; i < V; i++) if (row[i]! > -Infinity) cand.push(i);
-    cand.sort((a, b) => row[b]! - row[a]! || a - b);
+  if ((topK > 0 && topK < V) || topP < 1 || minP > 0) {
+    cand = topK > 0 && topK < V ? topIndices(row, topK) : Array.from({ length: V }, (_, i) => i).sort((a, b) => row[b]! - row[a]! || a - b);
+    cand = cand.filter((i) => row[i]! > -Infinity && row[i]! >= floor);
   }
   const n = cand ? cand.length : V;
   const at = (j: number) => (cand ? cand[j]! : j);
@@ -34,14 +39,9 @@ function sampleRandom(row: Float32Array, temperature: number, topK: number, topP
   let sum = 0;
   for (let j = 0; j < n; j++) { const p = Math.exp((row[at(j)]! - max) / temperature); probs[j] = p; sum += p; }
   let keep = n;
-  if (topP < 1 && cand) {
+  if (topP < 1) {
     let c = 0;
     for (let j = 0; j < n; j++) { c += probs[j]! / sum; if (c >= topP) { keep = j + 1; break; } }
-  }
-  if (minP > 0) {
-    let pmax = 0;
-    for (let j = 0; j < keep; j++) if (probs[j]! > pmax) pmax = probs[j]!;
-    for (let j = 0; j < keep; j++) if (probs[j]! < minP * pmax) probs[j] = 0;
   }
   let total = 0;
   for (let j = 0; j < keep; j++) total += probs[j]!;
