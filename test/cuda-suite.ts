@@ -198,6 +198,30 @@ export function defineCudaSuites(target: CudaTarget): void {
       }, timeoutMs);
     }
 
+    test("penalties, logit bias and banned tokens change the same logits as on the CPU (greedy tokens, raw logprobs)", () => {
+      const n = 5, V = 500;
+      const logitsHost = rng.normal(new Float32Array(n * V), 2);
+      const top = (r: number) => argmaxRow(logitsHost, r, V);
+      const b = emptySamplingBatch(n);
+      for (let r = 0; r < n; r++) b.numLogprobs[r] = 3;
+      // Each row's edit targets its own winner, so every edit must act for the CPU's choice to be matched.
+      b.penalties[0] = { presence: 0, frequency: 0, repetition: 50, outputTokens: [], promptTokens: [top(0), 3, 3] };
+      b.penalties[1] = { presence: 10, frequency: 0, repetition: 1, outputTokens: [top(1)], promptTokens: [] };
+      b.penalties[2] = { presence: 0, frequency: 4, repetition: 1, outputTokens: [top(2), top(2), 9], promptTokens: [] };
+      b.logitBias[3] = new Map([[top(3), -100], [11, 5]]);
+      b.banned[4] = [top(4)];
+      const t = g.empty([n, V], "f32");
+      g.driver.copyToDevice(t.ptr, logitsHost);
+      const a = g.sample(t, b);
+      const c = new CpuBackend().sample(new CpuTensor(logitsHost.slice(), [n, V]), b);
+      expect(Array.from(a.tokenIds)).toEqual(Array.from(c.tokenIds));
+      for (let r = 0; r < n; r++) {
+        expect(a.tokenIds[r]).not.toBe(top(r));
+        expect(Math.abs(a.logprobs[r]!.logprob - c.logprobs[r]!.logprob)).toBeLessThan(1e-3);
+        expect(a.logprobs[r]!.top.map((x) => x.tokenId)).toEqual(c.logprobs[r]!.top.map((x) => x.tokenId));
+      }
+    }, timeoutMs);
+
     for (const c of SAMPLING_CASES) {
       test(`seeded sampling, ${c.name}: ${Z.samplingDraws} draws stay in the filtered set and follow its probabilities`, () => {
         const V = 64, N = Z.samplingDraws;
