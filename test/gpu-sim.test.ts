@@ -7,7 +7,7 @@
 import { describe, expect, test } from "bun:test";
 import { CudaBackend, type CudaTensor } from "../src/backend/cuda/cuda-backend.ts";
 import { CpuBackend, CpuTensor } from "../src/backend/cpu/cpu-backend.ts";
-import type { AttentionShape, StepInputs } from "../src/backend/backend.ts";
+import { decodeGraphInputs, type AttentionShape, type StepInputs } from "../src/backend/backend.ts";
 import { SeededRandom } from "../src/model/tiny-model.ts";
 import { hostAddress } from "../src/backend/cuda/driver.ts";
 import { SimDevice } from "./gpu-sim/device.ts";
@@ -244,6 +244,21 @@ describe("compiled kernels are cached (on the simulator)", () => {
       expect(sim.stats.compiles).toBe(0);
       expect(g.info.kernels.compiled).toBeGreaterThanOrEqual(7);
     });
+  });
+});
+
+describe("step inputs (on the simulator)", () => {
+  test("a step's inputs move with one async copy, and a decode bucket's inputs land at the same addresses every time", () => {
+    const sim = new SimDevice(64 << 20);
+    const g = CudaBackend.withDriver(sim.driver(), sim.cublasLibrary());
+    g.reserveStep(64, 16, 8);
+    const before = sim.stats.hostToDeviceCopies;
+    const a = g.uploadStep(decodeGraphInputs(8, 8));
+    expect(sim.stats.hostToDeviceCopies - before).toBe(1);
+    g.uploadStep(decodeGraphInputs(3, 8)); // another shape in between
+    const b = g.uploadStep(decodeGraphInputs(8, 8));
+    for (const k of ["tokenIds", "positions", "slotMapping", "queryStart", "seqLens", "blockTables", "logitsRows"] as const) expect(b[k].ptr).toBe(a[k].ptr);
+    expect(() => g.uploadStep(decodeGraphInputs(40, 8))).toThrow(/step inputs of \d+ bytes exceed the \d+ reserved for the largest step/);
   });
 });
 

@@ -34,7 +34,7 @@ export class SimFault extends Error {
   }
 }
 
-export interface SimStats { launches: number; blocks: number; threads: number; gemms: number; graphLaunches: number; compiles: number }
+export interface SimStats { launches: number; blocks: number; threads: number; gemms: number; graphLaunches: number; compiles: number; hostToDeviceCopies: number }
 const SIM_IMAGE = "vbun-sim-image\n";
 
 export class SimDevice {
@@ -53,7 +53,7 @@ export class SimDevice {
   private readonly kernels = new Map<bigint, Kernel>();
   private readonly events = new Map<bigint, number>();
   private nextHandle = 1n;
-  readonly stats: SimStats = { launches: 0, blocks: 0, threads: 0, gemms: 0, graphLaunches: 0, compiles: 0 };
+  readonly stats: SimStats = { launches: 0, blocks: 0, threads: 0, gemms: 0, graphLaunches: 0, compiles: 0, hostToDeviceCopies: 0 };
   /** The kernel running now (for fault messages). */
   private current = "";
 
@@ -190,6 +190,7 @@ export class SimDevice {
   copyToDeviceAsync(dst: bigint, hostAddr: bigint, bytes: number, stream: bigint): void {
     const src = this.hostBytes(hostAddr, bytes);
     this.range(Number(dst), bytes, "cuMemcpyHtoDAsync destination");
+    this.stats.hostToDeviceCopies++;
     // Reads the host buffer when the copy runs, not now: like the DMA engine.
     this.enqueue(stream, () => this.writeDevice(dst, src.slice()));
   }

@@ -69,7 +69,8 @@ export class CudaBackend implements Backend<CudaTensor> {
   private stepCapacity = 0;
   private staging: PinnedBuffer | null = null;
   private stagingInFlight = false;
-  private stepLayout: { offsets: number[]; sizes: number[] } | null = null;
+  /** Set by reserveStep: the step buffer must not move any more (graphs point into it). */
+  private stepReserved = false;
   private readonly graphs = new Map<number, bigint>();
   /**
    * Attention for steps that are not pure decode: "mma" (tensor-core flash attention, head_dim 64/128) or
@@ -188,55 +189,42 @@ export class CudaBackend implements Backend<CudaTensor> {
   }
 
   /**
-   * Fixes the step-input layout at its largest: every step's arrays then live at the same device addresses,
-   * which CUDA graphs need (they bake pointers in).
+   * Reserves room for the largest step's inputs, once: the device buffer then never moves, which CUDA graphs
+   * need (they bake pointers in). A step's arrays are laid out compactly, so their offsets depend only on
+   * the array lengths: every replay of a decode bucket finds its inputs where the captured graph looks.
    */
   reserveStep(maxTokens: number, maxSeqs: number, maxBlocksPerSeq: number): void {
-    const sizes = [maxTokens, maxTokens, maxTokens, maxSeqs + 1, maxSeqs, maxSeqs * maxBlocksPerSeq, maxSeqs];
-    const offsets: number[] = [];
-    let bytes = 0;
-    for (const n of sizes) {
-      offsets.push(bytes);
-      bytes += Math.ceil((n * 4) / 16) * 16;
-    }
+    const bytes = [maxTokens, maxTokens, maxTokens, maxSeqs + 1, maxSeqs, maxSeqs * maxBlocksPerSeq, maxSeqs].reduce((a, n) => a + Math.ceil((n * 4) / 16) * 16, 0);
     this.synchronize();
     if (this.stepDevice) this.driver.free(this.stepDevice);
     this.stepDevice = this.driver.alloc(bytes);
     this.staging = new PinnedBuffer(this.driver, bytes);
     this.stepCapacity = bytes;
-    this.stepLayout = { offsets, sizes };
+    this.stepReserved = true;
   }
 
-  /** Copies the step's int arrays from page-locked memory (asynchronously, on the stream). */
+  /** Stages the step's int arrays in page-locked memory and moves them with one async copy on the stream. */
   uploadStep(s: StepInputs): StepTensors<CudaTensor> {
     const parts = [s.tokenIds, s.positions, s.slotMapping, s.queryStart, s.seqLens, s.blockTables, s.logitsRows];
     // The staging buffer is about to be rewritten: the previous step's copy from it must be done. (A step
     // that samples has synchronized already; a prefill chunk without logits has not.)
     if (this.stagingInFlight) this.synchronize();
-    let offsets: number[];
-    if (this.stepLayout) {
-      offsets = this.stepLayout.offsets;
-      parts.forEach((a, i) => { if (a.length > this.stepLayout!.sizes[i]!) throw new Error(`step input ${i} has ${a.length} entries, more than the reserved ${this.stepLayout!.sizes[i]}`); });
-    } else {
-      offsets = [];
-      let bytes = 0;
-      for (const a of parts) {
-        offsets.push(bytes);
-        bytes += Math.ceil(a.byteLength / 16) * 16;
-      }
-      if (bytes > this.stepCapacity) {
-        if (this.stepDevice) this.driver.free(this.stepDevice);
-        this.stepCapacity = Math.max(bytes, this.stepCapacity * 2, 1 << 16);
-        this.stepDevice = this.driver.alloc(this.stepCapacity);
-        this.staging = new PinnedBuffer(this.driver, this.stepCapacity);
-      }
+    const offsets: number[] = [];
+    let bytes = 0;
+    for (const a of parts) {
+      offsets.push(bytes);
+      bytes += Math.ceil(a.byteLength / 16) * 16;
+    }
+    if (bytes > this.stepCapacity) {
+      if (this.stepReserved) throw new Error(`step inputs of ${bytes} bytes exceed the ${this.stepCapacity} reserved for the largest step`);
+      if (this.stepDevice) this.driver.free(this.stepDevice);
+      this.stepCapacity = Math.max(bytes, this.stepCapacity * 2, 1 << 16);
+      this.stepDevice = this.driver.alloc(this.stepCapacity);
+      this.staging = new PinnedBuffer(this.driver, this.stepCapacity);
     }
     const staging = this.staging!;
-    parts.forEach((a, i) => {
-      if (a.byteLength === 0) return;
-      staging.bytes.set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), offsets[i]!);
-      this.driver.copyToDeviceAsync(this.stepDevice + BigInt(offsets[i]!), staging.addr + BigInt(offsets[i]!), a.byteLength, this.stream);
-    });
+    parts.forEach((a, i) => staging.bytes.set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), offsets[i]!));
+    if (bytes > 0) this.driver.copyToDeviceAsync(this.stepDevice, staging.addr, bytes, this.stream);
     this.stagingInFlight = true;
     const numSeqs = s.seqLens.length;
     const { maxQueryLen, maxSeqLen } = stepExtents(s);
