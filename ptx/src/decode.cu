@@ -105,7 +105,8 @@ __device__ __forceinline__ void paged_decode(const bf16* __restrict__ qkv, const
     }
   }
 
-  // Merge the 8 groups: out = Σ_h e^{m_h − M} acc_h over Σ_h e^{m_h − M} l_h, kept unnormalised for the combine.
+  // Merge the 8 groups: Σ_h e^{m_h − M} acc_h over Σ_h e^{m_h − M} l_h — divided out here when this is the
+  // only split, else written unnormalised with (M, l) for the combine.
 #pragma unroll
   for (int g = 0; g < G; g++) {
 #pragma unroll
