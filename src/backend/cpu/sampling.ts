@@ -30,8 +30,13 @@ function sampleRandom(row: Float32Array, temperature: number, topK: number, topP
   // Candidates: all tokens, or (when a cut-off needs an order) the survivors, best first.
   let cand: number[] | null = null;
   if ((topK > 0 && topK < V) || topP < 1 || minP > 0) {
-    cand = topK > 0 && topK < V ? topIndices(row, topK) : Array.from({ length: V }, (_, i) => i).sort((a, b) => row[b]! - row[a]! || a - b);
-    cand = cand.filter((i) => row[i]! > -Infinity && row[i]! >= floor);
+    if (topK > 0 && topK < V) cand = topIndices(row, topK).filter((i) => row[i]! > -Infinity && row[i]! >= floor);
+    else {
+      // Survivors first (one pass), then order only them: min-p usually leaves a handful of the vocabulary.
+      cand = [];
+      for (let i = 0; i < V; i++) if (row[i]! > -Infinity && row[i]! >= floor) cand.push(i);
+      cand.sort((a, b) => row[b]! - row[a]! || a - b);
+    }
   }
   const n = cand ? cand.length : V;
   const at = (j: number) => (cand ? cand[j]! : j);
