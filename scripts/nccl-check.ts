@@ -1,6 +1,7 @@
 #!/usr/bin/env bun
 // On a device: initialise NCCL for every visible GPU (N = 1 on a single card), all-reduce a known
-// buffer, and check the sums. Prints one JSON line; exits 1 on a wrong result.
+// buffer, check the sums, destroy; then initialise again and abort (the failure path's call). Prints one
+// JSON line; exits 1 on a wrong result.
 import { Driver } from "../src/backend/cuda/driver.ts";
 import { Nccl, NCCL_FLOAT32 } from "../src/backend/cuda/nccl.ts";
 
@@ -32,5 +33,7 @@ for (const d of devices) {
   }
 }
 for (const c of comms) nccl.destroy(c);
-console.log(JSON.stringify({ nccl: nccl.path, version: nccl.version(), ranks: n, count, ok }));
+// The failure path's call: fresh communicators, ended with ncclCommAbort.
+for (const c of nccl.initAll(devices)) nccl.abort(c);
+console.log(JSON.stringify({ nccl: nccl.path, version: nccl.version(), ranks: n, count, ok, abort: "ok" }));
 process.exit(ok ? 0 : 1);

@@ -42,6 +42,8 @@ export interface CudaTarget {
   sizes: CudaSuiteSizes;
   /** Per-test time limit in ms (the simulator interprets every thread). */
   timeoutMs: number;
+  /** The simulator's count of NCCL communicators destroyed or aborted in the latest group (real NCCL keeps none). */
+  ncclCommsClosed?: () => number;
 }
 
 const bf16Round = (v: Float32Array) => toFloat32(fromFloat32(v, "BF16"), "BF16");
@@ -117,6 +119,32 @@ export function defineCudaSuites(target: CudaTarget): void {
       g.gatherRows(normed, step.logitsRows, 3, gathered);
       const hn = g.toHost(normed);
       check(gathered, Float32Array.from([...hn.subarray(3 * H, 4 * H), ...hn.subarray(0, H), ...hn.subarray((n - 1) * H, n * H)]), 0);
+    }, timeoutMs);
+
+    test("with a wait check (tensor-parallel ranks), synchronize polls the stream (cuStreamQuery) and sees the same results", () => {
+      const n = Z.rows, H = Z.hidden, I = Z.intermediate;
+      const x = up(randn(n * H), [n, H]), W = up(randn(I * H, 1 / 32), [I, H]);
+      const blocking = out([n, I]), polled = out([n, I]);
+      g.linear(x, W, null, blocking);
+      const want = g.toHost(blocking);
+      let polls = 0;
+      g.setWaitCheck(() => { polls++; });
+      try {
+        for (let i = 0; i < 4; i++) g.linear(x, W, null, polled);
+        expect(g.toHost(polled)).toEqual(want);
+        console.log(`polling synchronize on the ${label}: ${polls} polls before four ${I}x${H} GEMMs of ${n} rows finished`);
+        // A check that throws ends the wait with its error once work is pending (a failed peer).
+        g.setWaitCheck(() => { throw new Error("a peer failed"); });
+        for (let i = 0; i < 64; i++) g.linear(x, W, null, polled);
+        let threw = false;
+        try { g.synchronize(); } catch (e) { threw = true; expect((e as Error).message).toBe("a peer failed"); }
+        g.setWaitCheck(null);
+        g.synchronize();
+        console.log(`a throwing wait check ${threw ? "ended the wait" : "was not reached (the GEMMs had finished)"}`);
+        expect(g.toHost(polled)).toEqual(want);
+      } finally {
+        g.setWaitCheck(null);
+      }
     }, timeoutMs);
 
     const attentionCases = [
@@ -347,23 +375,31 @@ export function defineCudaSuites(target: CudaTarget): void {
         one.engine.close();
         two.engine.close();
       }
+      // A clean shutdown destroys both ranks' communicators.
+      if (target.ncclCommsClosed) expect(target.ncclCommsClosed()).toBe(2);
     }, timeoutMs);
 
-    test("a failing GPU rank makes the engine fail with that rank's error, without hanging; close() ends the workers", async () => {
-      process.env.VBUN_TP_FAIL_AT = "1:2";
-      let llm: LLM | null = null;
-      try {
-        llm = new LLM({ model: tinyModel(FAST_MODEL), device: "cuda", tensorParallelSize: 2, maxModelLen: 64, maxNumSeqs: 4, cuda: target.provider, log: () => {} });
-        const group = llm.engine.runner.tpGroup!;
-        expect(() => llm!.generate([[1, 2, 3], [4, 5]], { temperature: 0, max_tokens: 8 }, { useTqdm: false })).toThrow(/tensor-parallel rank 1 failed: injected failure at step 2/);
-        llm.close();
-        // Generous: a simulated rank's thread frees half a GiB of simulated device memory on its way out.
-        const done = await Promise.race([group.exited.then(() => "exited"), Bun.sleep(30_000).then(() => "timeout")]);
-        expect(done).toBe("exited");
-      } finally {
-        delete process.env.VBUN_TP_FAIL_AT;
-      }
-    }, timeoutMs);
+    // "1:2": rank 1 throws before issuing step 2. "1:2:late": it throws after step 2's barrier, so its
+    // collectives never run while the leader's wait for them on its stream (as after a kernel fault).
+    for (const [failAt, message] of [["1:2", "injected failure at step 2"], ["1:2:late", "injected failure after step 2's barrier"]] as const) {
+      test(`a failing GPU rank (VBUN_TP_FAIL_AT=${failAt}) makes the engine fail with that rank's error, without hanging; close() ends the workers`, async () => {
+        process.env.VBUN_TP_FAIL_AT = failAt;
+        let llm: LLM | null = null;
+        try {
+          llm = new LLM({ model: tinyModel(FAST_MODEL), device: "cuda", tensorParallelSize: 2, maxModelLen: 64, maxNumSeqs: 4, cuda: target.provider, log: () => {} });
+          const group = llm.engine.runner.tpGroup!;
+          expect(() => llm!.generate([[1, 2, 3], [4, 5]], { temperature: 0, max_tokens: 8 }, { useTqdm: false })).toThrow(new RegExp(`tensor-parallel rank 1 failed: ${message}`));
+          // Both communicators were aborted, which is what lets collectives waiting for rank 1 give up.
+          if (target.ncclCommsClosed) expect(target.ncclCommsClosed()).toBe(2);
+          llm.close();
+          // Generous: a simulated rank's thread frees half a GiB of simulated device memory on its way out.
+          const done = await Promise.race([group.exited.then(() => "exited"), Bun.sleep(30_000).then(() => "timeout")]);
+          expect(done).toBe("exited");
+        } finally {
+          delete process.env.VBUN_TP_FAIL_AT;
+        }
+      }, timeoutMs);
+    }
 
     test("more ranks than GPUs is a clear start-up error", () => {
       const model = tinyModel(FAST_MODEL);

@@ -27,7 +27,8 @@ const openSim = () => {
   return CudaBackend.withDriver(sim.driver(), sim.cublasLibrary());
 };
 
-defineCudaSuites({ label: "simulated GPU", backend: openSim(), provider: simProvider(), sizes: SIM_SIZES, timeoutMs: 120_000 });
+const sim = simProvider();
+defineCudaSuites({ label: "simulated GPU", backend: openSim(), provider: sim.provider, ncclCommsClosed: sim.ncclCommsClosed, sizes: SIM_SIZES, timeoutMs: 120_000 });
 
 // A hand-written kernel: out[i] = i + (value of lane i ^ 16), for threads i < n (the rest return first).
 const WARP_PTX = `

@@ -58,15 +58,24 @@ test("sharded weight shapes", () => {
   expect(four.engine.runner.model.weightShapes()).toEqual({ embed: [128, 32], lmHead: [128, 32], qkv: [24, 32], o: [32, 8], gateUp: [32, 32], down: [32, 16] });
 });
 
-test("a failing worker makes the engine fail with that worker's error, without hanging", () => {
-  process.env.VBUN_TP_FAIL_AT = "1:2";
-  try {
-    const llm = make(tinyModel(FAST_MODEL), 2);
-    expect(() => llm.generate(prompts, { temperature: 0, max_tokens: 8 }, { useTqdm: false })).toThrow(/tensor-parallel rank 1 failed: injected failure at step 2/);
-  } finally {
-    delete process.env.VBUN_TP_FAIL_AT;
-  }
-}, 30_000);
+// "1:2": rank 1 throws before running step 2; "1:2:late": after step 2's barrier (the leader has gone on).
+for (const [failAt, message] of [["1:2", "injected failure at step 2"], ["1:2:late", "injected failure after step 2's barrier"]] as const) {
+  test(`a failing worker (VBUN_TP_FAIL_AT=${failAt}) makes the engine fail with that worker's error, without hanging`, async () => {
+    process.env.VBUN_TP_FAIL_AT = failAt;
+    try {
+      const llm = make(tinyModel(FAST_MODEL), 2);
+      const group = llm.engine.runner.tpGroup!;
+      expect(() => llm.generate(prompts, { temperature: 0, max_tokens: 8 }, { useTqdm: false })).toThrow(new RegExp(`tensor-parallel rank 1 failed: ${message}`));
+      // The engine stays failed with the same error, and closes.
+      expect(() => llm.generate(prompts, { temperature: 0, max_tokens: 8 }, { useTqdm: false })).toThrow(new RegExp(`tensor-parallel rank 1 failed: ${message}`));
+      llm.close();
+      const done = await Promise.race([group.exited.then(() => "exited"), Bun.sleep(5000).then(() => "timeout")]);
+      expect(done).toBe("exited");
+    } finally {
+      delete process.env.VBUN_TP_FAIL_AT;
+    }
+  }, 30_000);
+}
 
 test("close() stops every worker thread", async () => {
   const llm = new LLM({ model: tinyModel(FAST_MODEL), tensorParallelSize: 4, maxModelLen: 64, maxNumSeqs: 4, ...quiet });

@@ -124,67 +124,74 @@ export class LLMEngine {
     const util = opts.gpuMemoryUtilization ?? ENGINE_DEFAULTS.gpuMemoryUtilization;
     if (!(util > 0 && util <= 1)) throw new EngineConfigError("--gpu-memory-utilization", `must be in (0, 1], got ${util}`);
     const { backend, kind, cuda } = selectBackend(device, log, opts.cuda);
-    if (opts.profileKernels) {
-      if (!cuda) throw new EngineConfigError("profileKernels", "kernel profiling needs the CUDA backend");
-      cuda.enableProfiling();
-    }
-    if (kind === "cuda" && !["auto", "bfloat16"].includes(dtype)) throw new EngineConfigError("--dtype", `the CUDA backend runs bfloat16 only, got '${dtype}'`);
     let tpGroup: TensorParallelGroup | null = null;
-    let model: CausalLM<Tensor>;
-    if (tp > 1) {
-      const provider = opts.cuda ?? DEFAULT_CUDA;
-      if (cuda) {
-        const visible = provider.deviceCount(cuda);
-        if (tp > visible) throw new EngineConfigError("--tensor-parallel-size", `${tp} ranks need ${tp} GPUs but only ${visible} ${visible === 1 ? "is" : "are"} visible`);
+    try {
+      if (opts.profileKernels) {
+        if (!cuda) throw new EngineConfigError("profileKernels", "kernel profiling needs the CUDA backend");
+        cuda.enableProfiling();
       }
-      try { checkShardable(cfg, tp); } catch (e) { throw new EngineConfigError("--tensor-parallel-size", (e as Error).message); }
-      const limits = { maxTokens: maxNumBatchedTokens, maxSeqs: maxNumSeqs, maxBlocksPerSeq: Math.ceil(maxModelLen / blockSize) };
-      tpGroup = new TensorParallelGroup(cfg, modelDir, tp, maxModelLen, limits, cuda ? { kind: "cuda", leader: cuda, provider } : { kind: "cpu" });
-      model = tpGroup.model;
-      if (!cuda) backend.close?.(); // the CPU ranks bring their own single-threaded backends
-      log(`tensor parallel: ${tp} ${cuda ? "GPU ranks over NCCL" : "CPU ranks"} (rank 0 here, ${tp - 1} workers), ${model.localDims.numHeads} query / ${model.localDims.numKvHeads} KV heads and ${model.localDims.intermediate} MLP rows per rank`);
-    } else {
-      model = new CausalLM<Tensor>(cfg, backend, maxModelLen);
-      model.load(new Checkpoint(modelDir));
+      if (kind === "cuda" && !["auto", "bfloat16"].includes(dtype)) throw new EngineConfigError("--dtype", `the CUDA backend runs bfloat16 only, got '${dtype}'`);
+      let model: CausalLM<Tensor>;
+      if (tp > 1) {
+        const provider = opts.cuda ?? DEFAULT_CUDA;
+        if (cuda) {
+          const visible = provider.deviceCount(cuda);
+          if (tp > visible) throw new EngineConfigError("--tensor-parallel-size", `${tp} ranks need ${tp} GPUs but only ${visible} ${visible === 1 ? "is" : "are"} visible`);
+        }
+        try { checkShardable(cfg, tp); } catch (e) { throw new EngineConfigError("--tensor-parallel-size", (e as Error).message); }
+        const limits = { maxTokens: maxNumBatchedTokens, maxSeqs: maxNumSeqs, maxBlocksPerSeq: Math.ceil(maxModelLen / blockSize) };
+        tpGroup = new TensorParallelGroup(cfg, modelDir, tp, maxModelLen, limits, cuda ? { kind: "cuda", leader: cuda, provider } : { kind: "cpu" });
+        model = tpGroup.model;
+        if (!cuda) backend.close?.(); // the CPU ranks bring their own single-threaded backends
+        log(`tensor parallel: ${tp} ${cuda ? "GPU ranks over NCCL" : "CPU ranks"} (rank 0 here, ${tp - 1} workers), ${model.localDims.numHeads} query / ${model.localDims.numKvHeads} KV heads and ${model.localDims.intermediate} MLP rows per rank`);
+      } else {
+        model = new CausalLM<Tensor>(cfg, backend, maxModelLen);
+        model.load(new Checkpoint(modelDir));
+      }
+      // Activation buffers at their largest, before the KV cache takes what is left.
+      if (tpGroup) tpGroup.reserve(maxNumBatchedTokens, maxNumSeqs);
+      else model.reserve(maxNumBatchedTokens, maxNumSeqs);
+      const bytesPerBlock = model.kvBytesPerBlock(blockSize, kind === "cuda" ? 2 : 4);
+      const maxUsefulBlocks = maxNumSeqs * Math.ceil(maxModelLen / blockSize);
+      let numBlocks: number;
+      if (opts.numGpuBlocksOverride !== undefined) numBlocks = checkPositiveInt("--num-gpu-blocks-override", opts.numGpuBlocksOverride);
+      else if (cuda) {
+        const { free, total } = cuda.driver.memInfo();
+        const budget = free - total * (1 - util);
+        numBlocks = Math.floor(budget / bytesPerBlock);
+        if (numBlocks < Math.ceil(maxModelLen / blockSize)) throw new EngineConfigError("--gpu-memory-utilization", `only ${Math.max(0, numBlocks)} KV blocks fit (${(free / 2 ** 30).toFixed(1)} GiB free of ${(total / 2 ** 30).toFixed(1)}); one ${maxModelLen}-token sequence needs ${Math.ceil(maxModelLen / blockSize)}: raise it or lower --max-model-len`);
+      } else numBlocks = Math.max(1, Math.min(maxUsefulBlocks, Math.floor((opts.cpuKvCacheBytes ?? ENGINE_DEFAULTS.cpuKvCacheBytes) / bytesPerBlock)));
+      if (tpGroup) tpGroup.allocKvCache(numBlocks, blockSize);
+      else model.allocKvCache(numBlocks, blockSize);
+      backend.reserveStep?.(maxNumBatchedTokens, maxNumSeqs, Math.ceil(maxModelLen / blockSize));
+      const eosTokenIds = [...new Set([...cfg.eosTokenIds, ...tokenizer.eosTokenIds])];
+      // model.backend: the selected backend, or with tensor parallelism rank 0's own.
+      const runner = new ModelRunner(model.backend, model, { maxNumBatchedTokens, maxNumSeqs, maxModelLen, blockSize, eosTokenIds }, tpGroup);
+      const enforceEager = opts.enforceEager ?? ENGINE_DEFAULTS.enforceEager;
+      let graphSeconds: number | null = null;
+      if (kind === "cuda" && !enforceEager) {
+        const buckets = graphBuckets(maxNumSeqs);
+        graphSeconds = runner.captureDecodeGraphs(buckets);
+        log(`captured ${buckets.length} decode CUDA graphs in ${graphSeconds.toFixed(2)}s`);
+      }
+      const info: EngineInfo = {
+        modelDir, isDefaultModel, device: kind, numBlocks, blockSize, maxModelLen,
+        kvCapacityTokens: numBlocks * blockSize, loadSeconds: (performance.now() - t0) / 1000, graphSeconds,
+      };
+      return new LLMEngine(cfg, tokenizer, runner, {
+        device: kind, dtype, maxModelLen, maxNumSeqs, maxNumBatchedTokens, blockSize, numBlocks,
+        cpuKvCacheBytes: numBlocks * bytesPerBlock,
+        gpuMemoryUtilization: util,
+        enablePrefixCaching: opts.enablePrefixCaching ?? ENGINE_DEFAULTS.enablePrefixCaching,
+        enableChunkedPrefill, enforceEager,
+        tensorParallelSize: tp, seed: opts.seed ?? ENGINE_DEFAULTS.seed,
+      }, info);
+    } catch (e) {
+      // Nothing started here outlives a failed start: tensor-parallel workers, CPU matmul threads.
+      tpGroup?.close();
+      backend.close?.();
+      throw e;
     }
-    // Activation buffers at their largest, before the KV cache takes what is left.
-    if (tpGroup) tpGroup.reserve(maxNumBatchedTokens, maxNumSeqs);
-    else model.reserve(maxNumBatchedTokens, maxNumSeqs);
-    const bytesPerBlock = model.kvBytesPerBlock(blockSize, kind === "cuda" ? 2 : 4);
-    const maxUsefulBlocks = maxNumSeqs * Math.ceil(maxModelLen / blockSize);
-    let numBlocks: number;
-    if (opts.numGpuBlocksOverride !== undefined) numBlocks = checkPositiveInt("--num-gpu-blocks-override", opts.numGpuBlocksOverride);
-    else if (cuda) {
-      const { free, total } = cuda.driver.memInfo();
-      const budget = free - total * (1 - util);
-      numBlocks = Math.floor(budget / bytesPerBlock);
-      if (numBlocks < Math.ceil(maxModelLen / blockSize)) throw new EngineConfigError("--gpu-memory-utilization", `only ${Math.max(0, numBlocks)} KV blocks fit (${(free / 2 ** 30).toFixed(1)} GiB free of ${(total / 2 ** 30).toFixed(1)}); one ${maxModelLen}-token sequence needs ${Math.ceil(maxModelLen / blockSize)}: raise it or lower --max-model-len`);
-    } else numBlocks = Math.max(1, Math.min(maxUsefulBlocks, Math.floor((opts.cpuKvCacheBytes ?? ENGINE_DEFAULTS.cpuKvCacheBytes) / bytesPerBlock)));
-    if (tpGroup) tpGroup.allocKvCache(numBlocks, blockSize);
-    else model.allocKvCache(numBlocks, blockSize);
-    backend.reserveStep?.(maxNumBatchedTokens, maxNumSeqs, Math.ceil(maxModelLen / blockSize));
-    const eosTokenIds = [...new Set([...cfg.eosTokenIds, ...tokenizer.eosTokenIds])];
-    // model.backend: the selected backend, or with tensor parallelism rank 0's own.
-    const runner = new ModelRunner(model.backend, model, { maxNumBatchedTokens, maxNumSeqs, maxModelLen, blockSize, eosTokenIds }, tpGroup);
-    const enforceEager = opts.enforceEager ?? ENGINE_DEFAULTS.enforceEager;
-    let graphSeconds: number | null = null;
-    if (kind === "cuda" && !enforceEager) {
-      const buckets = graphBuckets(maxNumSeqs);
-      graphSeconds = runner.captureDecodeGraphs(buckets);
-      log(`captured ${buckets.length} decode CUDA graphs in ${graphSeconds.toFixed(2)}s`);
-    }
-    const info: EngineInfo = {
-      modelDir, isDefaultModel, device: kind, numBlocks, blockSize, maxModelLen,
-      kvCapacityTokens: numBlocks * blockSize, loadSeconds: (performance.now() - t0) / 1000, graphSeconds,
-    };
-    return new LLMEngine(cfg, tokenizer, runner, {
-      device: kind, dtype, maxModelLen, maxNumSeqs, maxNumBatchedTokens, blockSize, numBlocks,
-      cpuKvCacheBytes: numBlocks * bytesPerBlock,
-      gpuMemoryUtilization: util,
-      enablePrefixCaching: opts.enablePrefixCaching ?? ENGINE_DEFAULTS.enablePrefixCaching,
-      enableChunkedPrefill, enforceEager,
-      tensorParallelSize: tp, seed: opts.seed ?? ENGINE_DEFAULTS.seed,
-    }, info);
   }
 
   /** The limits a request is checked against (also used by the server thread, see AsyncEngine). */

@@ -45,6 +45,24 @@ export class ModelRunner<T extends Tensor = Tensor> {
    * Returns the seconds spent.
    */
   captureDecodeGraphs(buckets: number[]): number {
+    return this.withGroup(() => this.capture(buckets));
+  }
+
+  /**
+   * Runs `f`; with tensor parallelism, a failure in the leader's own part stops the whole group (the
+   * workers would otherwise wait in a command, or their collectives for the leader's, forever).
+   */
+  private withGroup<R>(f: () => R): R {
+    if (!this.tpGroup) return f();
+    try {
+      return f();
+    } catch (e) {
+      this.tpGroup.fail(e);
+      throw e;
+    }
+  }
+
+  private capture(buckets: number[]): number {
     const b = this.backend;
     if (!b.captureGraph || !b.launchGraph) throw new Error(`the ${b.name} backend has no graphs`);
     const t0 = performance.now();
@@ -75,6 +93,10 @@ export class ModelRunner<T extends Tensor = Tensor> {
   }
 
   execute(out: SchedulerOutput): SamplerOutput {
+    return this.withGroup(() => this.run(out));
+  }
+
+  private run(out: SchedulerOutput): SamplerOutput {
     const bucket = this.bucketFor(out);
     if (bucket !== null) {
       const padded = this.graphInputs!.buildPadded(out, bucket);

@@ -27,6 +27,19 @@ export class NcclCollective implements Collective<CudaTensor> {
     this.recv = backend.driver.alloc(size * maxRows * vocabPerRank * 4);
   }
 
+  private ended = false;
+
+  /**
+   * Ends this rank's communicator once: destroyed after a clean shutdown, aborted when a rank failed (which
+   * also makes this rank's collectives still waiting on the GPU give up, so its stream drains).
+   */
+  end(how: "destroy" | "abort"): void {
+    if (this.ended) return;
+    this.ended = true;
+    if (how === "destroy") this.nccl.destroy(this.comm);
+    else this.nccl.abort(this.comm);
+  }
+
   allReduce(t: CudaTensor): void {
     const count = t.shape.reduce((a, b) => a * b, 1);
     if (count === 0) return;

@@ -42,6 +42,11 @@ export class TensorParallelGroup {
   readonly control: SharedCollective;
   private readonly workers: Worker[] = [];
   private readonly inputs: ReturnType<typeof inputViews>;
+  /** GPU ranks: the leader's NCCL communicator and its backend (whose waits check on the other ranks). */
+  private readonly nccl: NcclCollective | null = null;
+  private readonly leader: CudaBackend | null = null;
+  /** A command was issued and its barrier not yet passed. */
+  private inFlight = false;
   private closed = false;
   /** Resolves once every worker thread has exited (after close()). */
   readonly exited: Promise<void>;
@@ -65,7 +70,11 @@ export class TensorParallelGroup {
       comms = nccl.initAll(Array.from({ length: size }, (_, r) => r));
       device.leader.makeCurrent(); // NCCL's set-up leaves the last GPU current
       ncclData = nccl.workerData;
-      collective = new NcclCollective(0, size, comms[0]!, nccl, device.leader, vocabPerRank, limits.maxSeqs) as unknown as Collective<Tensor>;
+      this.nccl = new NcclCollective(0, size, comms[0]!, nccl, device.leader, vocabPerRank, limits.maxSeqs);
+      collective = this.nccl as unknown as Collective<Tensor>;
+      // The leader's stream may wait in a collective for a rank that has failed: poll, and give up then.
+      this.leader = device.leader;
+      this.leader.setWaitCheck(() => this.checkRanks());
     }
     const exits: Promise<void>[] = [];
     for (let rank = 1; rank < size; rank++) {
@@ -97,18 +106,47 @@ export class TensorParallelGroup {
     return this.control.size;
   }
 
+  /**
+   * Raises a failed rank's error. On GPUs the leader's communicator is aborted first, so that collectives
+   * still queued on its stream (waiting for the failed rank) give up instead of blocking it forever.
+   */
+  private checkRanks(): void {
+    try {
+      this.control.checkAbort();
+    } catch (e) {
+      this.nccl?.end("abort");
+      throw e;
+    }
+  }
+
   private command(cmd: number, args: number[] = []): void {
     const ctl = this.control.ctl;
-    this.control.checkAbort();
+    this.checkRanks();
     args.forEach((a, i) => Atomics.store(ctl, ARG0 + i, a));
     Atomics.store(ctl, CMD, cmd);
+    this.inFlight = true;
     Atomics.add(ctl, CMD_SEQ, 1);
     Atomics.notify(ctl, CMD_SEQ);
   }
 
   /** Ends the current command: waits until every rank has issued its part (and raises a rank's failure). */
   endCommand(): void {
-    this.control.barrier();
+    try {
+      this.control.barrier();
+    } catch (e) {
+      this.nccl?.end("abort");
+      throw e;
+    }
+    this.inFlight = false;
+  }
+
+  /**
+   * The leader's own part of a command failed: record it as rank 0's failure, so that the workers stop
+   * (and abort their communicators), and abort the leader's. The group is unusable afterwards.
+   */
+  fail(error: unknown): void {
+    this.control.abort(error);
+    this.nccl?.end("abort");
   }
 
   /** Activation buffers on every rank (and fixed step buffers on GPU ranks). */
@@ -145,11 +183,22 @@ export class TensorParallelGroup {
     this.command(CMD_CAPTURE, [bucket, width]);
   }
 
-  /** Stops the workers (they leave their loops) and terminates their threads. */
+  /**
+   * Stops the workers and terminates their threads. After a clean run every rank destroys its NCCL
+   * communicator; after a failure (or with a command left unfinished) the group is aborted instead.
+   */
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    try { this.command(CMD_SHUTDOWN); } catch { /* a rank already failed: terminate anyway */ }
+    try {
+      if (this.inFlight) throw new Error("the engine shut down during a tensor-parallel command");
+      this.command(CMD_SHUTDOWN);
+      this.endCommand(); // the workers have destroyed their communicators
+      this.nccl?.end("destroy");
+    } catch (e) {
+      this.fail(e);
+    }
+    this.leader?.setWaitCheck(null);
     for (const w of this.workers) w.terminate();
   }
 }

@@ -2,8 +2,9 @@
  * A tensor-parallel rank 1 … N−1, run in a Bun Worker: loads its shard, then loops on the shared command
  * block — STEP runs the forward pass (or replays a decode graph), CAPTURE warms up and captures one,
  * ALLOC_KV / RESERVE size its buffers, SHUTDOWN ends the loop. Each command ends with the leader's barrier.
- * Any error is recorded in shared memory for the leader to raise. VBUN_TP_FAIL_AT=RANK:STEP makes a rank
- * throw at that step (fault injection for tests).
+ * Any error is recorded in shared memory for the leader to raise (and a GPU rank aborts its communicator).
+ * VBUN_TP_FAIL_AT=RANK:STEP makes a rank throw at that step, RANK:STEP:late after that step's barrier
+ * (fault injection for tests).
  */
 import { CpuBackend } from "../backend/cpu/cpu-backend.ts";
 import { decodeGraphInputs, type Backend, type Tensor } from "../backend/backend.ts";
@@ -26,6 +27,8 @@ export function runTpRank(init: TpWorkerInit, devices: TpRankDevices | null): vo
   const control = new SharedCollective(init.rank, init.sizes, init.buffers);
   const ctl = control.ctl;
   const [failRank, failStep] = (init.failAt ?? "-1:-1").split(":").map(Number) as [number, number];
+  const failLate = init.failAt?.endsWith(":late") ?? false;
+  let nccl: NcclCollective | null = null;
   try {
     const cfg = loadModelConfig(init.modelDir);
     let backend: Backend<Tensor>;
@@ -33,8 +36,11 @@ export function runTpRank(init: TpWorkerInit, devices: TpRankDevices | null): vo
     if (init.cuda) {
       if (!devices) throw new Error("a GPU rank needs a CUDA provider");
       const cuda = devices.openCuda(init.rank);
+      // This rank's stream may wait in a collective for a failed rank: poll, and give up then (see catch).
+      cuda.setWaitCheck(() => control.checkAbort());
       backend = cuda as unknown as Backend<Tensor>;
-      collective = new NcclCollective(init.rank, init.sizes.size, init.cuda.comm, devices.nccl(init.cuda.ncclData), cuda, init.sizes.vocabPerRank, init.cuda.maxRows) as unknown as Collective<Tensor>;
+      nccl = new NcclCollective(init.rank, init.sizes.size, init.cuda.comm, devices.nccl(init.cuda.ncclData), cuda, init.sizes.vocabPerRank, init.cuda.maxRows);
+      collective = nccl as unknown as Collective<Tensor>;
     } else {
       backend = new CpuBackend({ threads: 1 }) as unknown as Backend<Tensor>;
       collective = control as unknown as Collective<Tensor>;
@@ -49,7 +55,11 @@ export function runTpRank(init: TpWorkerInit, devices: TpRankDevices | null): vo
       control.waitChange(CMD_SEQ, seq);
       seq = Atomics.load(ctl, CMD_SEQ);
       const cmd = Atomics.load(ctl, CMD), a = (i: number) => Atomics.load(ctl, ARG0 + i);
-      if (cmd === CMD_SHUTDOWN) break;
+      if (cmd === CMD_SHUTDOWN) {
+        nccl?.end("destroy");
+        control.barrier();
+        break;
+      }
       if (cmd === CMD_RESERVE) {
         model.reserve(a(0), a(1));
         backend.reserveStep?.(a(0), a(1), a(2));
@@ -59,7 +69,8 @@ export function runTpRank(init: TpWorkerInit, devices: TpRankDevices | null): vo
         model.forward(step);
         backend.captureGraph!(a(0), () => model.forward(step));
       } else if (cmd === CMD_STEP) {
-        if (init.rank === failRank && steps === failStep) throw new Error(`injected failure at step ${steps} (VBUN_TP_FAIL_AT)`);
+        const injectFault = init.rank === failRank && steps === failStep;
+        if (injectFault && !failLate) throw new Error(`injected failure at step ${steps} (VBUN_TP_FAIL_AT)`);
         const [numTokens, numSeqs, width, numRows, graph] = [a(0), a(1), a(2), a(3), a(4)];
         const step = backend.uploadStep({
           tokenIds: v.tokenIds.subarray(0, numTokens), positions: v.positions.subarray(0, numTokens), slotMapping: v.slotMapping.subarray(0, numTokens),
@@ -71,10 +82,19 @@ export function runTpRank(init: TpWorkerInit, devices: TpRankDevices | null): vo
         steps++;
       }
       control.barrier();
+      if (cmd === CMD_STEP && init.rank === failRank && steps - 1 === failStep && failLate) {
+        // As when a kernel fault surfaces at the synchronize: this rank's collectives never run, after the
+        // leader has passed the barrier (the pause makes sure it has) and waits for them on its stream.
+        Atomics.wait(ctl, CMD_SEQ, seq, 200);
+        throw new Error(`injected failure after step ${steps - 1}'s barrier (VBUN_TP_FAIL_AT)`);
+      }
       // GPU ranks wait for their stream here, after the barrier: the leader's stream runs the same collectives.
       backend.synchronize?.();
     }
   } catch (e) {
+    // First make collectives still queued on this rank's stream give up (rather than wait for a failed
+    // peer), then publish the failure.
+    try { nccl?.end("abort"); } catch { /* the rank's own error is the one to report */ }
     control.abort(e);
   }
   // The leader terminates this thread (TensorParallelGroup.close).

@@ -25,7 +25,12 @@ import { f32ToBf16Bits } from "../../src/loader/dtype.ts";
 const BASE = 2 ** 32;
 const ALIGN = 256;
 
-type Op = () => void;
+/**
+ * Work on a stream. An op that waits for another GPU (a collective) returns false until it can finish,
+ * and is called again; everything else returns nothing and is done.
+ */
+type Op = () => void | boolean;
+const SLEEP = new Int32Array(new SharedArrayBuffer(4));
 
 export class SimFault extends Error {
   constructor(message: string) {
@@ -143,7 +148,26 @@ export class SimDevice {
     if (this.capturing.has(stream)) throw new SimFault("cuStreamSynchronize of a capturing stream (CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED)");
     const q = this.queues.get(stream);
     if (!q) throw new SimFault(`unknown stream ${stream}`);
-    while (q.length > 0) q.shift()!();
+    const deadline = performance.now() + 60_000;
+    while (q.length > 0) {
+      if (q[0]!() === false) {
+        if (performance.now() > deadline) throw new SimFault("cuStreamSynchronize waited 60 s for work that waits on another GPU (a rank skipped a collective or failed)");
+        Atomics.wait(SLEEP, 0, 0, 0.2);
+        continue;
+      }
+      q.shift();
+    }
+  }
+  /** cuStreamQuery: runs what can run; false while an op still waits on another GPU. */
+  streamQuery(stream: bigint): boolean {
+    if (this.capturing.has(stream)) throw new SimFault("cuStreamQuery of a capturing stream (CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED)");
+    const q = this.queues.get(stream);
+    if (!q) throw new SimFault(`unknown stream ${stream}`);
+    while (q.length > 0) {
+      if (q[0]!() === false) return false;
+      q.shift();
+    }
+    return true;
   }
   synchronizeAll(): void {
     this.assertNotCapturing("cuCtxSynchronize");
@@ -180,7 +204,7 @@ export class SimDevice {
     return e;
   }
   record(event: bigint, stream: bigint): void {
-    this.enqueue(stream, () => this.events.set(event, performance.now()));
+    this.enqueue(stream, () => { this.events.set(event, performance.now()); });
   }
   eventTime(event: bigint): number {
     return this.events.get(event) ?? 0;
@@ -206,7 +230,7 @@ export class SimDevice {
   }
   memsetAsync(dst: bigint, byte: number, bytes: number, stream: bigint): void {
     const o = this.range(Number(dst), bytes, "cuMemsetD8Async");
-    this.enqueue(stream, () => this.u8.fill(byte & 0xff, o, o + bytes));
+    this.enqueue(stream, () => { this.u8.fill(byte & 0xff, o, o + bytes); });
   }
 
   // ---- kernels ----
@@ -496,6 +520,7 @@ class SimDriver implements DeviceDriver {
   }
   createStream(): bigint { return this.sim.createStream(); }
   streamSynchronize(stream: bigint): void { this.sim.streamSynchronize(stream); }
+  streamQuery(stream: bigint): boolean { return this.sim.streamQuery(stream); }
   beginCapture(stream: bigint): void { this.sim.beginCapture(stream); }
   endCapture(stream: bigint): bigint { return this.sim.endCapture(stream); }
   instantiate(graph: bigint): bigint { return this.sim.instantiate(graph); }

@@ -2,14 +2,15 @@
  * NCCL for simulated GPUs: each rank's all-reduce / all-gather is queued on its stream like the real call
  * and, when that stream runs it, meets the other ranks' calls in shared memory (ranks are Worker threads,
  * each with its own SimDevice). Sums are taken in rank order in f32 and rounded to the buffer's dtype, so
- * every rank gets identical bits.
+ * every rank gets identical bits. A collective stays unfinished on its stream until all ranks' calls have
+ * arrived; an aborted communicator's collectives give up at once.
  */
 import type { NcclApi, NcclCall } from "../../src/backend/cuda/nccl.ts";
 import { NCCL_BFLOAT16, NCCL_FLOAT32 } from "../../src/backend/cuda/nccl.ts";
 import { SimFault, type SimDevice } from "./device.ts";
 import { fromFloat32, toFloat32 } from "../../src/loader/dtype.ts";
 
-const COUNT = 0, GEN = 1;
+const COUNT = 0, GEN = 1, CLOSED = 2;
 
 export interface SimNcclShared { ctl: SharedArrayBuffer; data: SharedArrayBuffer; size: number; maxFloats: number }
 
@@ -46,21 +47,64 @@ export class SimNccl implements NcclApi {
     return devices.map((_, r) => BigInt(r + 1));
   }
 
-  destroy(): void {}
+  /** Communicators of this thread that were destroyed or aborted (using one again is a fault, as in NCCL). */
+  private readonly closed = new Set<bigint>();
 
-  private barrier(rank: number): void {
+  private close(comm: bigint, call: string): void {
+    if (this.closed.has(comm)) throw new SimFault(`${call} of a communicator already destroyed or aborted`);
+    this.closed.add(comm);
+    Atomics.add(this.ctl, CLOSED, 1);
+  }
+
+  destroy(comm: bigint): void {
+    this.close(comm, "ncclCommDestroy");
+  }
+
+  /** Like ncclCommAbort: this rank's queued collectives on `comm` finish at once, without data. */
+  abort(comm: bigint): void {
+    this.close(comm, "ncclCommAbort");
+  }
+
+  /** Communicators destroyed or aborted so far, over all threads. */
+  closedCount(): number {
+    return Atomics.load(this.ctl, CLOSED);
+  }
+
+  private checkOpen(comm: bigint, call: string): void {
+    if (this.closed.has(comm)) throw new SimFault(`${call} on a communicator already destroyed or aborted`);
+  }
+
+  /** Arrives at the ranks' barrier; returns the generation to wait past. */
+  private arrive(): number {
     const gen = Atomics.load(this.ctl, GEN);
     if (Atomics.add(this.ctl, COUNT, 1) === this.size - 1) {
       Atomics.store(this.ctl, COUNT, 0);
       Atomics.add(this.ctl, GEN, 1);
-      Atomics.notify(this.ctl, GEN);
-      return;
     }
-    const deadline = performance.now() + 60_000;
-    while (Atomics.load(this.ctl, GEN) === gen) {
-      if (performance.now() > deadline) throw new SimFault(`simulated NCCL: rank ${rank} waited 60 s for the other ranks' collective (a rank skipped it or failed)`);
-      Atomics.wait(this.ctl, GEN, gen, 100);
-    }
+    return gen;
+  }
+
+  /**
+   * A collective as stream work: deposit this rank's data and arrive; once all ranks have, combine and
+   * arrive again; done once all have read the slots. Until then the op reports "not finished", as an NCCL
+   * kernel spins waiting for its peers. An aborted communicator's op finishes at once. The op resets itself
+   * when done, so a graph can replay it.
+   */
+  private collective(comm: bigint, deposit: () => void, combine: () => void): () => boolean {
+    let phase = 0, gen = 0;
+    return () => {
+      if (this.closed.has(comm)) { phase = 0; return true; }
+      if (phase === 0) { deposit(); gen = this.arrive(); phase = 1; }
+      if (phase === 1) {
+        if (Atomics.load(this.ctl, GEN) === gen) return false;
+        combine();
+        gen = this.arrive();
+        phase = 2;
+      }
+      if (Atomics.load(this.ctl, GEN) === gen) return false;
+      phase = 0;
+      return true;
+    };
   }
 
   private read(dev: SimDevice, ptr: bigint, count: number, dtype: number): Float32Array {
@@ -81,28 +125,24 @@ export class SimNccl implements NcclApi {
   allReduce(calls: NcclCall[]): void {
     if (calls.length !== 1) throw new SimFault("simulated NCCL: one communicator per thread");
     const c = calls[0]!, dev = this.device(), rank = Number(c.comm) - 1, size = this.size;
-    dev.enqueue(c.stream, () => {
-      this.slot(rank, c.count).set(this.read(dev, c.send, c.count, c.dtype));
-      this.barrier(rank);
+    this.checkOpen(c.comm, "ncclAllReduce");
+    dev.enqueue(c.stream, this.collective(c.comm, () => this.slot(rank, c.count).set(this.read(dev, c.send, c.count, c.dtype)), () => {
       const sum = new Float32Array(c.count);
       for (let r = 0; r < size; r++) {
         const s = this.slot(r, c.count);
         for (let i = 0; i < c.count; i++) sum[i] = sum[i]! + s[i]!;
       }
-      this.barrier(rank); // everyone has read the slots before any is reused
       this.write(dev, c.recv, sum, c.dtype);
-    });
+    }));
   }
 
   allGather(c: NcclCall): void {
     const dev = this.device(), rank = Number(c.comm) - 1, size = this.size;
-    dev.enqueue(c.stream, () => {
-      this.slot(rank, c.count).set(this.read(dev, c.send, c.count, c.dtype));
-      this.barrier(rank);
+    this.checkOpen(c.comm, "ncclAllGather");
+    dev.enqueue(c.stream, this.collective(c.comm, () => this.slot(rank, c.count).set(this.read(dev, c.send, c.count, c.dtype)), () => {
       const all = new Float32Array(size * c.count);
       for (let r = 0; r < size; r++) all.set(this.slot(r, c.count), r * c.count);
-      this.barrier(rank);
       this.write(dev, c.recv, all, c.dtype);
-    });
+    }));
   }
 }

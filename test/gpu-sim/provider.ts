@@ -24,12 +24,15 @@ export function simGpus(count = 4) {
   return { open, device };
 }
 
-export function simProvider(count = 4): CudaProvider {
+/** The simulated GPUs as a provider, and how many communicators the latest group has destroyed or aborted. */
+export function simProvider(count = 4): { provider: CudaProvider; ncclCommsClosed: () => number } {
   const gpus = simGpus(count);
-  return {
+  let latest: SimNccl | null = null;
+  const provider: CudaProvider = {
     open: gpus.open,
     deviceCount: () => count,
-    nccl: () => new SimNccl(null, gpus.device),
+    nccl: () => (latest = new SimNccl(null, gpus.device)),
     tpWorkerUrl: new URL("./tp-worker.ts", import.meta.url),
   };
+  return { provider, ncclCommsClosed: () => latest?.closedCount() ?? 0 };
 }

@@ -33,6 +33,7 @@ const I = (i: number) => ({ i });
 const F = (f: number) => ({ f });
 const WORKSPACE_BYTES = 32 * 1024 * 1024;
 const MAX_TOP_LOGPROBS = 20;
+const POLL_SLEEP = new Int32Array(new SharedArrayBuffer(4));
 /** Keys per split of the simple split-KV decode kernel (SPLIT in ptx/src/attention.cu). */
 const SPLIT_KEYS = 512;
 
@@ -69,6 +70,7 @@ export class CudaBackend implements Backend<CudaTensor> {
   private stepCapacity = 0;
   private staging: PinnedBuffer | null = null;
   private stagingInFlight = false;
+  private waitCheck: (() => void) | null = null;
   /** Set by reserveStep: the step buffer must not move any more (graphs point into it). */
   private stepReserved = false;
   private readonly graphs = new Map<number, bigint>();
@@ -128,9 +130,28 @@ export class CudaBackend implements Backend<CudaTensor> {
   }
 
   synchronize(): void {
-    this.driver.streamSynchronize(this.stream);
+    if (this.waitCheck) this.pollStream(this.waitCheck);
+    else this.driver.streamSynchronize(this.stream);
     this.stagingInFlight = false;
     this.profiler?.collect();
+  }
+
+  /**
+   * Makes synchronize() poll the stream and call `check` between polls, instead of blocking in the driver:
+   * a tensor-parallel rank must notice a failed peer while its collectives wait for that peer (`check`
+   * throws). null restores the blocking wait.
+   */
+  setWaitCheck(check: (() => void) | null): void {
+    this.waitCheck = check;
+  }
+
+  private pollStream(check: () => void): void {
+    // Spin like a default cuStreamSynchronize for the first few thousand polls (a step's tail is short),
+    // then sleep 50 µs between polls.
+    for (let polls = 0; !this.driver.streamQuery(this.stream); polls++) {
+      check();
+      if (polls > 4096) Atomics.wait(POLL_SLEEP, 0, 0, 0.05);
+    }
   }
 
   /** Times every kernel launch, GEMM and graph replay from now on (bench --profile), or stops; see kernelTimes(). */

@@ -39,6 +39,7 @@ const SYMBOLS = {
   cuLaunchKernel: { args: [u64, u32, u32, u32, u32, u32, u32, u32, u64, p, p], returns: i32 },
   cuStreamCreate: { args: [p, u32], returns: i32 },
   cuStreamSynchronize: { args: [u64], returns: i32 },
+  cuStreamQuery: { args: [u64], returns: i32 },
   cuStreamBeginCapture_v2: { args: [u64, i32], returns: i32 },
   cuStreamEndCapture: { args: [u64, p], returns: i32 },
   cuGraphInstantiateWithFlags: { args: [p, u64, u64], returns: i32 },
@@ -57,6 +58,7 @@ export const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75;
 export const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76;
 export const CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
 export const CU_STREAM_NON_BLOCKING = 1;
+const CUDA_ERROR_NOT_READY = 600;
 const CU_JIT_ERROR_LOG_BUFFER = 5, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES = 6, CU_JIT_INPUT_PTX = 1;
 
 export class CudaError extends Error {
@@ -236,6 +238,13 @@ export class Driver {
   }
   streamSynchronize(stream: bigint): void {
     this.check("cuStreamSynchronize", this.fn.cuStreamSynchronize(stream));
+  }
+  /** True when all work queued on the stream has finished, false while some is pending (CUDA_ERROR_NOT_READY). */
+  streamQuery(stream: bigint): boolean {
+    const r = this.fn.cuStreamQuery(stream);
+    if (r === CUDA_ERROR_NOT_READY) return false;
+    this.check("cuStreamQuery", r);
+    return true;
   }
   beginCapture(stream: bigint, mode = 1): void {
     this.check("cuStreamBeginCapture_v2", this.fn.cuStreamBeginCapture_v2(stream, mode));

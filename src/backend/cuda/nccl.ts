@@ -1,6 +1,8 @@
 /**
  * NCCL through bun:ffi, for tensor parallelism across GPUs: communicators for all devices from one
- * process (ncclCommInitAll: no unique id to pass by value), all-reduce and all-gather.
+ * process (ncclCommInitAll: no unique id to pass by value), all-reduce and all-gather, and their end:
+ * ncclCommDestroy after a clean shutdown, ncclCommAbort when a rank failed (its peers' kernels would
+ * otherwise wait for it forever).
  */
 import { CString, type Pointer } from "bun:ffi";
 import { openLibrary } from "./libraries.ts";
@@ -10,6 +12,7 @@ const SYMBOLS = {
   ncclGetVersion: { args: [p], returns: i32 },
   ncclCommInitAll: { args: [p, i32, p], returns: i32 },
   ncclCommDestroy: { args: [u64], returns: i32 },
+  ncclCommAbort: { args: [u64], returns: i32 },
   ncclAllReduce: { args: [u64, u64, u64, i32, i32, u64, u64], returns: i32 },
   ncclAllGather: { args: [u64, u64, u64, i32, u64, u64], returns: i32 },
   ncclGroupStart: { args: [], returns: i32 },
@@ -40,7 +43,10 @@ export interface NcclApi {
   allReduce(calls: NcclCall[]): void;
   /** recv[rank · count …] = each rank's send[0 … count) (count is per rank). */
   allGather(call: NcclCall): void;
+  /** Frees a communicator after its work has finished (a clean shutdown). */
   destroy(comm: bigint): void;
+  /** Frees a communicator and makes its unfinished collectives on the GPU give up (a rank failed). */
+  abort(comm: bigint): void;
   /** What a worker thread needs to reach the same communicators (the simulator's shared memory); null for the library. */
   readonly workerData: unknown;
 }
@@ -88,5 +94,9 @@ export class Nccl implements NcclApi {
 
   destroy(comm: bigint): void {
     this.check("ncclCommDestroy", this.fn.ncclCommDestroy(comm));
+  }
+
+  abort(comm: bigint): void {
+    this.check("ncclCommAbort", this.fn.ncclCommAbort(comm));
   }
 }
