@@ -16,6 +16,8 @@ import { mkdtempSync, readdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { defineCudaSuites, relErr, type CudaSuiteSizes } from "./cuda-suite.ts";
+import { benchGemms, modelGemmShapes } from "../src/backend/cuda/gemm-bench.ts";
+import type { ModelConfig } from "../src/model/config.ts";
 
 const SIM_SIZES: CudaSuiteSizes = {
   rows: 9, hidden: 320, vocab: 700, intermediate: 384, prefillLen: 70, decodeLens: [1, 17, 530, 1100], decodeTableWidth: 70,
@@ -24,7 +26,7 @@ const SIM_SIZES: CudaSuiteSizes = {
 
 const openSim = () => {
   const sim = new SimDevice();
-  return CudaBackend.withDriver(sim.driver(), sim.cublasLibrary());
+  return CudaBackend.withDriver(sim.driver(), sim.cublasLibrary(), () => sim.cublasLtLibrary());
 };
 
 const sim = simProvider();
@@ -167,7 +169,7 @@ describe("the GPU simulator itself", () => {
 
   test("stream work runs at a synchronize: a synchronous copy that skips it reads stale memory", () => {
     const sim = new SimDevice(64 << 20);
-    const g = CudaBackend.withDriver(sim.driver(), sim.cublasLibrary());
+    const g = CudaBackend.withDriver(sim.driver(), sim.cublasLibrary(), () => sim.cublasLtLibrary());
     const H = 64;
     const w = g.loadWeight([{ name: "w", file: "t", dtype: "F32", shape: [H], bytes: new Uint8Array(new Float32Array(H).fill(1).buffer) }], [H]);
     const out = g.empty([1, H]);
@@ -181,7 +183,7 @@ describe("the GPU simulator itself", () => {
 
   test("capture records launches without running them; synchronous calls during capture throw", () => {
     const sim = new SimDevice(64 << 20);
-    const g = CudaBackend.withDriver(sim.driver(), sim.cublasLibrary());
+    const g = CudaBackend.withDriver(sim.driver(), sim.cublasLibrary(), () => sim.cublasLtLibrary());
     const H = 32;
     const w = g.loadWeight([{ name: "w", file: "t", dtype: "F32", shape: [H], bytes: new Uint8Array(new Float32Array(H).fill(1).buffer) }], [H]);
     const x = g.loadWeight([{ name: "x", file: "t", dtype: "F32", shape: [1, H], bytes: new Uint8Array(new Float32Array(H).fill(5).buffer) }], [1, H]);
@@ -212,7 +214,7 @@ describe("compiled kernels are cached (on the simulator)", () => {
   };
   const open = () => {
     const sim = new SimDevice(64 << 20);
-    const g = CudaBackend.withDriver(sim.driver(), sim.cublasLibrary());
+    const g = CudaBackend.withDriver(sim.driver(), sim.cublasLibrary(), () => sim.cublasLtLibrary());
     return { sim, g };
   };
 
@@ -251,7 +253,7 @@ describe("compiled kernels are cached (on the simulator)", () => {
 describe("step inputs (on the simulator)", () => {
   test("a step's inputs move with one async copy, and a decode bucket's inputs land at the same addresses every time", () => {
     const sim = new SimDevice(64 << 20);
-    const g = CudaBackend.withDriver(sim.driver(), sim.cublasLibrary());
+    const g = CudaBackend.withDriver(sim.driver(), sim.cublasLibrary(), () => sim.cublasLtLibrary());
     g.reserveStep(64, 16, 8);
     const before = sim.stats.hostToDeviceCopies;
     const a = g.uploadStep(decodeGraphInputs(8, 8));
@@ -268,7 +270,7 @@ describe("decode split counts per batch size (on the simulator)", () => {
     // 132 simulated multiprocessors: 70 sequences × 2 KV heads get 2 splits, 60 get 3 — and need more
     // partials space than the larger batch, so the buffer grows after the first capture.
     const sim = new SimDevice(64 << 20);
-    const g = CudaBackend.withDriver(sim.driver(), sim.cublasLibrary());
+    const g = CudaBackend.withDriver(sim.driver(), sim.cublasLibrary(), () => sim.cublasLtLibrary());
     const cpu = new CpuBackend();
     const rng = new SeededRandom(9);
     const s: AttentionShape = { numHeads: 4, numKvHeads: 2, headDim: 64, scale: 1 / 8 };
@@ -302,4 +304,20 @@ describe("decode split counts per batch size (on the simulator)", () => {
       expect(relErr(g.toHost(r.out), want.data)).toBeLessThan(1e-2);
     }
   }, 120_000);
+});
+
+describe("GEMM algorithm benchmark (scripts/bench-gemm) on the simulator", () => {
+  test("times cublasGemmEx and every cuBLASLt candidate per shape and batch, and checks each candidate's output", () => {
+    const g = openSim();
+    const shapes = modelGemmShapes({ numHeads: 4, numKvHeads: 2, headDim: 16, hiddenSize: 64, intermediateSize: 96, vocabSize: 300 } as ModelConfig);
+    expect(shapes.map((s) => `${s.name} ${s.outF}x${s.inF} ${s.out}`)).toEqual(["qkv 128x64 bf16", "o 64x64 bf16", "gate_up 192x64 bf16", "down 64x96 bf16", "lm_head 300x64 f32"]);
+    const rows = benchGemms(g, shapes, [1, 5], { reps: 2 });
+    expect(rows.length).toBe(10);
+    for (const r of rows) {
+      expect(r.candidates).toBe(3); // what the simulated heuristic offers
+      expect(r.ltBest).toBeGreaterThanOrEqual(0);
+      expect(r.ltBestUs).toBeLessThanOrEqual(r.ltFirstUs);
+      expect(r.maxRelDiff).toBeLessThanOrEqual(1e-6); // the simulator computes every algorithm alike
+    }
+  }, 60_000);
 });

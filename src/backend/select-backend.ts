@@ -17,7 +17,7 @@ export function selectBackend(device: Device, log: (m: string) => void, provider
   if (device !== "cpu") {
     try {
       const cuda = provider.open(0);
-      log(`device ${device}: ${cuda.info.name} (compute ${cuda.info.computeCapability}, driver ${cuda.info.driverVersion}, ${(cuda.info.totalMemory / 2 ** 30).toFixed(1)} GiB) via ${cuda.info.libcuda}`);
+      log(`device ${device}: ${cuda.info.name} (compute ${cuda.info.computeCapability}, driver ${cuda.info.driverVersion}, ${(cuda.info.totalMemory / 2 ** 30).toFixed(1)} GiB) via ${cuda.info.libcuda}; GEMMs via ${cuda.info.gemm}`);
       const k = cuda.info.kernels;
       log(`kernels: ${k.cached} modules from the cache, ${k.compiled} JIT-compiled, in ${k.seconds.toFixed(2)}s${k.dir ? ` (cache ${k.dir})` : " (cache off)"}`);
       return { backend: cuda as unknown as Backend<Tensor>, kind: "cuda", cuda };

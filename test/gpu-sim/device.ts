@@ -20,6 +20,7 @@ import { ptr as addressOf, toArrayBuffer, type Pointer } from "bun:ffi";
 import { translateModule, WAIT_BARRIER, WAIT_EXIT, WAIT_WARP, type BlockContext, type Kernel, type Thread } from "./ptx.ts";
 import type { DeviceDriver } from "../../src/backend/cuda/driver.ts";
 import type { CublasLibrary } from "../../src/backend/cuda/cublas.ts";
+import type { CublasLtLibrary } from "../../src/backend/cuda/cublaslt.ts";
 import { f32ToBf16Bits } from "../../src/loader/dtype.ts";
 
 const BASE = 2 ** 32;
@@ -414,32 +415,118 @@ export class SimDevice {
           const aRows = transa === 0 ? m : kk, bRows = transb === 0 ? kk : n;
           if (lda < Math.max(1, aRows) || ldb < Math.max(1, bRows) || ldc < Math.max(1, m)) return INVALID;
           if (Atype !== R16BF || Btype !== R16BF || (Ctype !== R16BF && Ctype !== R32F) || compute !== 68 || algo !== -1) return NOT_SUPPORTED;
-          const al = alpha[0]!, be = beta[0]!;
-          const aCols = transa === 0 ? kk : m, bCols = transb === 0 ? n : kk;
-          // Checked now (a bad pointer is an error at the call), read when the stream runs it.
-          this.range(Number(A), ((aCols - 1) * lda + aRows) * 2, "cublasGemmEx A");
-          this.range(Number(B), ((bCols - 1) * ldb + bRows) * 2, "cublasGemmEx B");
-          const cBytes = Ctype === R32F ? 4 : 2;
-          this.range(Number(Cp), ((n - 1) * ldc + m) * cBytes, "cublasGemmEx C");
-          this.enqueue(x.stream, () => {
-            this.stats.gemms++;
-            const aOff = Number(A) - BASE, bOff = Number(B) - BASE, cOff = Number(Cp) - BASE;
-            const bf = (o: number) => { F32B[0] = this.dv.getUint16(o, true) << 16; return F32V[0]!; };
-            // op(A) as m×k row-major floats, op(B) as n×k.
-            const a = new Float32Array(m * kk), b = new Float32Array(n * kk);
-            for (let i = 0; i < m; i++) for (let l = 0; l < kk; l++) a[i * kk + l] = bf(aOff + 2 * (transa === 0 ? i + l * lda : l + i * lda));
-            for (let j = 0; j < n; j++) for (let l = 0; l < kk; l++) b[j * kk + l] = bf(bOff + 2 * (transb === 0 ? l + j * ldb : j + l * ldb));
-            for (let j = 0; j < n; j++) for (let i = 0; i < m; i++) {
-              let sum = 0;
-              const ai = i * kk, bj = j * kk;
-              for (let l = 0; l < kk; l++) sum += a[ai + l]! * b[bj + l]!;
-              const at = cOff + (i + j * ldc) * cBytes;
-              const prev = be === 0 ? 0 : Ctype === R32F ? this.dv.getFloat32(at, true) : bf(at);
-              const v = al * sum + be * prev;
-              if (Ctype === R32F) this.dv.setFloat32(at, v, true);
-              else this.dv.setUint16(at, f32ToBf16Bits(v), true);
-            }
-          });
+          this.gemm(x.stream, "cublasGemmEx", { transa, transb, m, n, k: kk, A, lda, B, ldb, C: Cp, ldc, cType: Ctype, alpha: alpha[0]!, beta: beta[0]! });
+          return OK;
+        },
+      },
+    };
+  }
+
+  /**
+   * A column-major GEMM as cuBLAS defines it (C = α·op(A)·op(B) + β·C, bf16 A and B, bf16 or f32 C, f32
+   * sums): pointers checked now (a bad one is an error at the call), data read when the stream runs it.
+   */
+  private gemm(stream: bigint, call: string, g: { transa: number; transb: number; m: number; n: number; k: number; A: bigint; lda: number; B: bigint; ldb: number; C: bigint; ldc: number; cType: number; alpha: number; beta: number }): void {
+    const { transa, transb, m, n, k: kk, A, lda, B, ldb, C: Cp, ldc, cType, alpha: al, beta: be } = g;
+    const R32F = 0;
+    const aRows = transa === 0 ? m : kk, bRows = transb === 0 ? kk : n;
+    const aCols = transa === 0 ? kk : m, bCols = transb === 0 ? n : kk;
+    this.range(Number(A), ((aCols - 1) * lda + aRows) * 2, `${call} A`);
+    this.range(Number(B), ((bCols - 1) * ldb + bRows) * 2, `${call} B`);
+    const cBytes = cType === R32F ? 4 : 2;
+    this.range(Number(Cp), ((n - 1) * ldc + m) * cBytes, `${call} C`);
+    this.enqueue(stream, () => {
+      this.stats.gemms++;
+      const aOff = Number(A) - BASE, bOff = Number(B) - BASE, cOff = Number(Cp) - BASE;
+      const bf = (o: number) => { F32B[0] = this.dv.getUint16(o, true) << 16; return F32V[0]!; };
+      // op(A) as m×k row-major floats, op(B) as n×k.
+      const a = new Float32Array(m * kk), b = new Float32Array(n * kk);
+      for (let i = 0; i < m; i++) for (let l = 0; l < kk; l++) a[i * kk + l] = bf(aOff + 2 * (transa === 0 ? i + l * lda : l + i * lda));
+      for (let j = 0; j < n; j++) for (let l = 0; l < kk; l++) b[j * kk + l] = bf(bOff + 2 * (transb === 0 ? l + j * ldb : j + l * ldb));
+      for (let j = 0; j < n; j++) for (let i = 0; i < m; i++) {
+        let sum = 0;
+        const ai = i * kk, bj = j * kk;
+        for (let l = 0; l < kk; l++) sum += a[ai + l]! * b[bj + l]!;
+        const at = cOff + (i + j * ldc) * cBytes;
+        const prev = be === 0 ? 0 : cType === R32F ? this.dv.getFloat32(at, true) : bf(at);
+        const v = al * sum + be * prev;
+        if (cType === R32F) this.dv.setFloat32(at, v, true);
+        else this.dv.setUint16(at, f32ToBf16Bits(v), true);
+      }
+    });
+  }
+
+  // ---- cuBLASLt: opaque descriptors kept here; the heuristic offers SIM_LT_ALGOS candidates ----
+  cublasLtLibrary(): CublasLtLibrary {
+    const OK = 0, INVALID = 7, NOT_SUPPORTED = 15, NOT_INITIALIZED = 1;
+    type Desc = { kind: "desc"; compute: number; scale: number; transa: number; transb: number };
+    type Layout = { kind: "layout"; type: number; rows: number; cols: number; ld: number };
+    type Pref = { kind: "pref"; maxWorkspace: number };
+    const objects = new Map<bigint, Desc | Layout | Pref | { kind: "handle" }>();
+    const get = <K extends string>(h: unknown, kind: K) => { const o = objects.get(h as bigint); return o && o.kind === kind ? (o as Extract<Desc | Layout | Pref | { kind: "handle" }, { kind: K }>) : null; };
+    const make = (out: unknown, o: Desc | Layout | Pref | { kind: "handle" }) => { const h = this.handle(); objects.set(h, o); (out as BigUint64Array)[0] = h; return OK; };
+    const destroy = (h: unknown, kind: string) => (objects.get(h as bigint)?.kind === kind && objects.delete(h as bigint) ? OK : INVALID);
+    const i32At = (buf: unknown) => new Int32Array((buf as Int32Array).buffer, (buf as Int32Array).byteOffset, 1)[0]!;
+    const algoId = (algo: Uint8Array) => new DataView(algo.buffer, algo.byteOffset, 64).getUint32(0, true);
+    return {
+      path: "(simulated cuBLASLt)",
+      symbols: {
+        cublasLtCreate: (out: unknown) => make(out, { kind: "handle" }),
+        cublasLtDestroy: (h: unknown) => destroy(h, "handle"),
+        cublasLtMatmulDescCreate: (out: unknown, compute: unknown, scale: unknown) => make(out, { kind: "desc", compute: compute as number, scale: scale as number, transa: 0, transb: 0 }),
+        cublasLtMatmulDescSetAttribute: (h: unknown, attr: unknown, buf: unknown, size: unknown) => {
+          const d = get(h, "desc");
+          if (!d) return NOT_INITIALIZED;
+          if ((attr === 3 || attr === 4) && size === 4n) { if (attr === 3) d.transa = i32At(buf); else d.transb = i32At(buf); return OK; }
+          return INVALID;
+        },
+        cublasLtMatmulDescDestroy: (h: unknown) => destroy(h, "desc"),
+        cublasLtMatrixLayoutCreate: (out: unknown, type: unknown, rows: unknown, cols: unknown, ld: unknown) => {
+          const [r, c, l] = [Number(rows), Number(cols), Number(ld)];
+          if (l < Math.max(1, r)) return INVALID;
+          return make(out, { kind: "layout", type: type as number, rows: r, cols: c, ld: l });
+        },
+        cublasLtMatrixLayoutDestroy: (h: unknown) => destroy(h, "layout"),
+        cublasLtMatmulPreferenceCreate: (out: unknown) => make(out, { kind: "pref", maxWorkspace: 0 }),
+        cublasLtMatmulPreferenceSetAttribute: (h: unknown, attr: unknown, buf: unknown, size: unknown) => {
+          const pr = get(h, "pref");
+          if (!pr) return NOT_INITIALIZED;
+          if (attr !== 1 || size !== 8n) return INVALID;
+          pr.maxWorkspace = Number((buf as BigUint64Array)[0]);
+          return OK;
+        },
+        cublasLtMatmulPreferenceDestroy: (h: unknown) => destroy(h, "pref"),
+        cublasLtMatmulAlgoGetHeuristic: (...args: unknown[]) => {
+          const [h, dh, ah, bh, ch, ddh, ph, requested, results, count] = args as [bigint, bigint, bigint, bigint, bigint, bigint, bigint, number, Uint8Array, Int32Array];
+          const d = get(dh, "desc"), a = get(ah, "layout"), b = get(bh, "layout"), c = get(ch, "layout"), dd = get(ddh, "layout"), pr = get(ph, "pref");
+          if (!get(h, "handle") || !d || !a || !b || !c || !dd || !pr) return NOT_INITIALIZED;
+          // vbun's rule (cublaslt.ts): plans are made before capture, by the eager warm-up of the same shape.
+          this.assertNotCapturing("cublasLtMatmulAlgoGetHeuristic");
+          if (d.compute !== 68 || d.scale !== 0 || a.type !== 14 || b.type !== 14 || (dd.type !== 14 && dd.type !== 0) || c.type !== dd.type) { count[0] = 0; return NOT_SUPPORTED; }
+          const n = Math.min(requested, SIM_LT_ALGOS);
+          if (results.byteLength < n * 96) return INVALID;
+          results.fill(0, 0, n * 96);
+          const view = new DataView(results.buffer, results.byteOffset, n * 96);
+          for (let i = 0; i < n; i++) {
+            view.setUint32(i * 96, SIM_LT_ALGO_BASE + i, true);
+            view.setBigUint64(i * 96 + 64, BigInt(Math.min(pr.maxWorkspace, i * 1024)), true); // workspaceSize
+          }
+          count[0] = n;
+          return OK;
+        },
+        cublasLtMatmul: (...args: unknown[]) => {
+          const [h, dh, alpha, A, ah, B, bh, beta, C, ch, D, ddh, algo, ws, wsBytes, stream] = args as
+            [bigint, bigint, Float32Array, bigint, bigint, bigint, bigint, Float32Array, bigint, bigint, bigint, bigint, Uint8Array, bigint, bigint, bigint];
+          const d = get(dh, "desc"), a = get(ah, "layout"), b = get(bh, "layout"), c = get(ch, "layout"), dd = get(ddh, "layout");
+          if (!get(h, "handle") || !d || !a || !b || !c || !dd) return NOT_INITIALIZED;
+          const id = algoId(algo);
+          if (id < SIM_LT_ALGO_BASE || id >= SIM_LT_ALGO_BASE + SIM_LT_ALGOS) return INVALID; // not from the heuristic
+          if (C !== D || c !== dd) return NOT_SUPPORTED; // the backend always writes in place
+          const m = d.transa === 0 ? a.rows : a.cols, k = d.transa === 0 ? a.cols : a.rows;
+          const kb = d.transb === 0 ? b.rows : b.cols, n = d.transb === 0 ? b.cols : b.rows;
+          if (k !== kb || dd.rows !== m || dd.cols !== n) return INVALID;
+          if (Number(wsBytes) > 0) this.range(Number(ws), Number(wsBytes), "cublasLtMatmul workspace");
+          this.gemm(stream, "cublasLtMatmul", { transa: d.transa, transb: d.transb, m, n, k, A, lda: a.ld, B, ldb: b.ld, C: D, ldc: dd.ld, cType: dd.type, alpha: alpha[0]!, beta: beta[0]! });
           return OK;
         },
       },
@@ -453,6 +540,8 @@ export class SimDevice {
 }
 
 const F32V = new Float32Array(1), F32B = new Int32Array(F32V.buffer);
+/** How many candidate algorithms the simulated cuBLASLt heuristic returns, and the ids they carry. */
+const SIM_LT_ALGOS = 3, SIM_LT_ALGO_BASE = 0x51a0;
 
 /** The Driver method surface over a SimDevice: one device, one context. */
 class SimDriver implements DeviceDriver {

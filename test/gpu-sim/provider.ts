@@ -19,7 +19,8 @@ export function simGpus(count = 4) {
   const open = (index: number) => {
     if (index >= count) throw new Error(`GPU ${index} requested but only ${count} visible`);
     last = new SimDevice(SIM_DEVICE_BYTES);
-    return CudaBackend.withDriver(last.driver(), last.cublasLibrary());
+    const sim = last;
+    return CudaBackend.withDriver(sim.driver(), sim.cublasLibrary(), () => sim.cublasLtLibrary());
   };
   return { open, device };
 }

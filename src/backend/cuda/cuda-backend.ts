@@ -9,6 +9,7 @@ import { fromFloat32, toFloat32 } from "../../loader/dtype.ts";
 import { rowLogitEdits, type SamplingBatch, type SamplerOutput, type TokenLogprobs } from "../../engine/sampling-batch.ts";
 import { toArrayBuffer, type Pointer } from "bun:ffi";
 import { Cublas, CUDA_R_16BF, CUDA_R_32F, openCublas, type CublasLibrary } from "./cublas.ts";
+import { CublasLt, openCublasLt, type CublasLtLibrary } from "./cublaslt.ts";
 import { Driver, type DeviceDriver, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT } from "./driver.ts";
 import { DECODE_SHAPES, Kernels, type KernelName } from "./kernels.ts";
 import { KernelProfiler, type KernelTime } from "./kernel-profiler.ts";
@@ -34,6 +35,14 @@ const F = (f: number) => ({ f });
 const WORKSPACE_BYTES = 32 * 1024 * 1024;
 const MAX_TOP_LOGPROBS = 20;
 const POLL_SLEEP = new Int32Array(new SharedArrayBuffer(4));
+
+export type GemmLibrary = "cublas" | "cublaslt";
+/** $VBUN_GEMM: cublas (cublasGemmEx, the default) or cublaslt (heuristic algorithm per shape). */
+function gemmFromEnv(): GemmLibrary {
+  const v = process.env.VBUN_GEMM ?? "cublas";
+  if (v !== "cublas" && v !== "cublaslt") throw new Error(`VBUN_GEMM must be cublas or cublaslt, got '${v}'`);
+  return v;
+}
 /** Keys per split of the simple split-KV decode kernel (SPLIT in ptx/src/attention.cu). */
 const SPLIT_KEYS = 512;
 
@@ -44,6 +53,8 @@ export interface CudaDeviceInfo {
   totalMemory: number;
   libcuda: string;
   libcublas: string;
+  /** Which library runs the GEMMs: cublasGemmEx, or cublasLt with per-shape heuristic plans ($VBUN_GEMM). */
+  gemm: GemmLibrary;
   /** How the kernel modules were loaded: JIT-compiled now or machine code from the cache, and how long it took. */
   kernels: ModuleLoadStats;
 }
@@ -65,6 +76,9 @@ export class CudaBackend implements Backend<CudaTensor> {
   readonly stream: bigint;
   private readonly context: bigint;
   private readonly blas: Cublas;
+  private readonly workspace: bigint;
+  /** cuBLASLt, opened on first use ($VBUN_GEMM=cublaslt, useGemm, or the GEMM benchmark). */
+  private lt: CublasLt | null = null;
   private readonly k: Kernels;
   private stepDevice: bigint = 0n;
   private stepCapacity = 0;
@@ -94,20 +108,22 @@ export class CudaBackend implements Backend<CudaTensor> {
   private samplingScratch: { dev: bigint; host: PinnedBuffer; capacity: number } | null = null;
   private profiler: KernelProfiler | null = null;
 
-  private constructor(readonly driver: DeviceDriver, deviceIndex: number, cublas: CublasLibrary) {
+  private constructor(readonly driver: DeviceDriver, deviceIndex: number, cublas: CublasLibrary, private readonly openLt: () => CublasLtLibrary) {
     const dev = driver.device(deviceIndex);
     const ctx = driver.primaryContext(dev);
     driver.setCurrent(ctx);
     this.context = ctx;
     this.stream = driver.createStream();
-    const workspace = driver.alloc(WORKSPACE_BYTES);
-    this.blas = new Cublas(this.stream, workspace, WORKSPACE_BYTES, cublas);
+    // One workspace for cuBLAS and cuBLASLt: both run on this one stream, one GEMM at a time.
+    this.workspace = driver.alloc(WORKSPACE_BYTES);
+    this.blas = new Cublas(this.stream, this.workspace, WORKSPACE_BYTES, cublas);
     const cc = `${driver.attribute(dev, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)}.${driver.attribute(dev, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)}`;
     const driverVersion = driver.driverVersion();
     const modules = new ModuleCache(driver, `sm_${cc} driver ${driverVersion} ${driver.path}`);
     this.k = new Kernels(driver, this.stream, modules);
     this.multiprocessors = driver.attribute(dev, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT);
-    this.info = { name: driver.deviceName(dev), computeCapability: cc, driverVersion, totalMemory: driver.memInfo().total, libcuda: driver.path, libcublas: this.blas.path, kernels: modules.stats };
+    this.info = { name: driver.deviceName(dev), computeCapability: cc, driverVersion, totalMemory: driver.memInfo().total, libcuda: driver.path, libcublas: this.blas.path, gemm: "cublas", kernels: modules.stats };
+    this.useGemm(gemmFromEnv());
   }
 
   /** Opens GPU `deviceIndex`. Throws LibraryNotFoundError / CudaError when there is no usable GPU. */
@@ -116,12 +132,31 @@ export class CudaBackend implements Backend<CudaTensor> {
     const count = driver.deviceCount();
     if (count === 0) throw new Error("the CUDA driver reports no GPU");
     if (deviceIndex >= count) throw new Error(`GPU ${deviceIndex} requested but only ${count} visible`);
-    return new CudaBackend(driver, deviceIndex, openCublas());
+    return new CudaBackend(driver, deviceIndex, openCublas(), openCublasLt);
   }
 
-  /** The backend over another driver and cuBLAS: the test suite's GPU simulator (test/gpu-sim). */
-  static withDriver(driver: DeviceDriver, cublas: CublasLibrary, deviceIndex = 0): CudaBackend {
-    return new CudaBackend(driver, deviceIndex, cublas);
+  /** The backend over another driver, cuBLAS and cuBLASLt: the test suite's GPU simulator (test/gpu-sim). */
+  static withDriver(driver: DeviceDriver, cublas: CublasLibrary, cublasLt: () => CublasLtLibrary, deviceIndex = 0): CudaBackend {
+    return new CudaBackend(driver, deviceIndex, cublas, cublasLt);
+  }
+
+  /** cuBLASLt on this backend's stream and workspace (opened once). */
+  cublasLt(): CublasLt {
+    this.lt ??= new CublasLt(this.stream, this.workspace, WORKSPACE_BYTES, this.openLt());
+    return this.lt;
+  }
+
+  /** cuBLAS (cublasGemmEx) on this backend's stream and workspace. */
+  get cublas(): Cublas {
+    return this.blas;
+  }
+
+  /** Chooses the GEMM library. Not after graph capture: the graphs hold the other library's kernels. */
+  useGemm(gemm: GemmLibrary): void {
+    if (gemm === this.info.gemm) return;
+    if (this.graphs.size > 0) throw new Error("useGemm: decode graphs are already captured");
+    if (gemm === "cublaslt") this.cublasLt();
+    this.info.gemm = gemm;
   }
 
   /** Makes this backend's GPU current for the calling thread again (NCCL's set-up switches devices). */
@@ -302,7 +337,9 @@ export class CudaBackend implements Backend<CudaTensor> {
     const n = x.numRows;
     if (n === 0) return;
     const start = this.k.profiler?.begin(this.stream);
-    this.blas.linear(x.ptr, weight.ptr, out.ptr, n, inF, outF, out.dtype === "f32" ? CUDA_R_32F : CUDA_R_16BF);
+    const yType = out.dtype === "f32" ? CUDA_R_32F : CUDA_R_16BF;
+    if (this.info.gemm === "cublaslt") this.lt!.linear(x.ptr, weight.ptr, out.ptr, n, inF, outF, yType);
+    else this.blas.linear(x.ptr, weight.ptr, out.ptr, n, inF, outF, yType);
     if (start !== undefined) this.k.profiler!.end(`gemm ${outF}x${inF}`, start, this.stream);
     if (bias) this.k.launch("add_bias_bf16", [Math.ceil(outF / 256), n], 256, [P(out), P(bias), I(outF)]);
   }
