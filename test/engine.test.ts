@@ -227,3 +227,76 @@ describe("prompt_logprobs", () => {
     }
   });
 });
+
+describe("output kinds (what each step's RequestOutput carries)", () => {
+  const prompt = [5, 6, 7, 8, 9, 10, 11, 12, 13, 14];
+  // Chunked prefill over 4-token chunks: the request's first outputs come before any output token.
+  const run = (kind: "cumulative" | "delta" | "final_only") => {
+    const llm = make({ maxNumBatchedTokens: 4, enableChunkedPrefill: true });
+    llm.engine.addRequest("r", prompt, new SamplingParams({ n: 2, temperature: 1, seed: 3, max_tokens: 9, ignore_eos: true, logprobs: 2, prompt_logprobs: 1 }), performance.now(), kind);
+    const outs = [];
+    while (llm.engine.hasUnfinishedRequests()) outs.push(...llm.engine.step());
+    return outs;
+  };
+
+  test("cumulative: every output has everything so far; final_only: one output equal to cumulative's last", () => {
+    const cum = run("cumulative");
+    expect(cum.length).toBeGreaterThan(9);
+    for (const o of cum) {
+      expect(o.promptTokenIds).toEqual(prompt);
+      for (const c of o.outputs) expect(c.tokenIds.length).toBe(c.numTokens);
+    }
+    const fin = run("final_only");
+    expect(fin.length).toBe(1);
+    expect(fin[0]!.finished).toBe(true);
+    const last = cum.at(-1)!;
+    expect(fin[0]!.promptTokenIds).toEqual(last.promptTokenIds);
+    expect(fin[0]!.promptLogprobs).toEqual(last.promptLogprobs);
+    fin[0]!.outputs.forEach((c, i) => {
+      const want = last.outputs[i]!;
+      for (const k of ["text", "tokenIds", "logprobs", "cumulativeLogprob", "numTokens", "finishReason"] as const) expect(c[k]).toEqual(want[k]);
+      // Its deltas are everything: nothing went out before.
+      expect(c.tokenIdsDelta).toEqual(want.tokenIds);
+      expect(c.textDelta).toBe(want.text);
+    });
+  });
+
+  test("delta: the deltas add up to the final output, which alone carries the whole text, ids and logprobs", () => {
+    const cumLast = run("cumulative").at(-1)!;
+    const outs = run("delta");
+    const ids: number[][] = [[], []], texts = ["", ""], lps: unknown[][] = [[], []];
+    let sawTokens = false;
+    for (const o of outs) {
+      expect(o.numPromptTokens).toBe(prompt.length);
+      // The prompt fields ride along until the first output with tokens, and on the final one.
+      if (!sawTokens || o.finished) {
+        expect(o.promptTokenIds).toEqual(prompt);
+        expect(o.promptLogprobs).not.toBeNull();
+      } else {
+        expect(o.promptTokenIds).toEqual([]);
+        expect(o.promptLogprobs).toBeNull();
+      }
+      for (const c of o.outputs) {
+        ids[c.index]!.push(...c.tokenIdsDelta);
+        texts[c.index] += c.textDelta;
+        lps[c.index]!.push(...c.logprobsDelta!);
+        expect(c.numTokens).toBe(ids[c.index]!.length);
+        if (!o.finished) {
+          expect(c.tokenIds).toEqual([]);
+          expect(c.text).toBe("");
+          expect(c.logprobs).toEqual([]);
+        }
+      }
+      if (o.outputs.some((c) => c.numTokens > 0)) sawTokens = true;
+    }
+    const last = outs.at(-1)!;
+    expect(last.finished).toBe(true);
+    for (const c of last.outputs) {
+      expect(c.tokenIds).toEqual(ids[c.index]!);
+      expect(c.text).toBe(texts[c.index]!);
+      expect(c.logprobs).toEqual(lps[c.index]! as typeof c.logprobs);
+    }
+    // Same request, same seed: the same results as a cumulative run (whose last deltas are the same too).
+    expect(last).toEqual(cumLast);
+  });
+});

@@ -149,7 +149,11 @@ export class AsyncEngine {
     return this.stats.waiting;
   }
 
-  /** Queues a request and returns its output stream. Validation errors throw synchronously. */
+  /**
+   * Queues a request and returns its output stream. Validation errors throw synchronously. The outputs
+   * are "delta" ones (request.ts OutputKind): each carries what is new, the last one also the whole
+   * text, token ids and logprobs — so no step copies (or sends between threads) a growing array.
+   */
   generate(requestId: string, promptTokenIds: number[], params: SamplingParams): AsyncIterableIterator<RequestOutput> {
     if (this.deadError) throw new EngineUnavailableError(`the engine failed: ${this.deadError.message}`);
     if (!this.accepting) throw new EngineUnavailableError("the server is shutting down");
@@ -160,7 +164,7 @@ export class AsyncEngine {
     if (waiting >= this.maxWaitingRequests) throw new EngineOverloadedError(`the server is overloaded: ${waiting} requests are already waiting`);
     const stream = new OutputStream();
     this.streams.set(requestId, stream);
-    this.post({ type: "add", requestId, promptTokenIds, params: params.toInit(), arrivalTime: performance.now() });
+    this.post({ type: "add", requestId, promptTokenIds, params: params.toInit(), arrivalTime: performance.now(), outputKind: "delta" });
     return stream;
   }
 

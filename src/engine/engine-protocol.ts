@@ -3,12 +3,12 @@ import type { EngineInfo, RequestLimits } from "./llm-engine.ts";
 import type { EngineOptions } from "./engine-config.ts";
 import type { EngineStats } from "./engine-stats.ts";
 import type { ModelConfig } from "../model/config.ts";
-import type { RequestOutput } from "./request.ts";
+import type { OutputKind, RequestOutput } from "./request.ts";
 import type { SamplingParamsInit } from "./sampling-params.ts";
 
 export type WorkerIn =
   | { type: "init"; options: Omit<EngineOptions, "log"> }
-  | { type: "add"; requestId: string; promptTokenIds: number[]; params: SamplingParamsInit; arrivalTime: number }
+  | { type: "add"; requestId: string; promptTokenIds: number[]; params: SamplingParamsInit; arrivalTime: number; outputKind: OutputKind }
   | { type: "abort"; requestId: string }
   | { type: "shutdown" };
 

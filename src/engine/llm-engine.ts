@@ -16,7 +16,7 @@ import { BlockManager } from "./block-manager.ts";
 import { checkPositiveInt, ENGINE_DEFAULTS, EngineConfigError, type EngineOptions } from "./engine-config.ts";
 import { EngineMetrics } from "./metrics.ts";
 import { graphBuckets, ModelRunner } from "./model-runner.ts";
-import { Request, type RequestOutput } from "./request.ts";
+import { Request, type OutputKind, type RequestOutput } from "./request.ts";
 import { SamplingParams } from "./sampling-params.ts";
 import { Scheduler } from "./scheduler.ts";
 import { Sequence } from "./sequence.ts";
@@ -199,15 +199,15 @@ export class LLMEngine {
     return { vocabSize: this.modelConfig.vocabSize, maxModelLen: this.options.maxModelLen, numBlocks: this.blockManager.numBlocks, blockSize: this.blockManager.blockSize, promptLogprobs: this.runner.tpGroup === null };
   }
 
-  /** Queues a request. Throws InvalidRequestError when it can never be served. */
-  addRequest(requestId: string, prompt: PromptInput, params: SamplingParams = new SamplingParams(), arrivalTime = performance.now()): Request {
+  /** Queues a request. Throws InvalidRequestError when it can never be served. `outputKind`: what its outputs carry. */
+  addRequest(requestId: string, prompt: PromptInput, params: SamplingParams = new SamplingParams(), arrivalTime = performance.now(), outputKind: OutputKind = "cumulative"): Request {
     if (this.requests.has(requestId)) throw new InvalidRequestError(`request id '${requestId}' is already in use`, "request_id");
     const ids = typeof prompt === "string" ? this.tokenizer.encode(prompt) : prompt;
     validateRequest(ids, params, this.limits);
     const seqs: Sequence[] = [];
     const baseSeed = params.seed ?? this.seedRng.nextU32() * 65536 + (this.seedRng.nextU32() & 0xffff);
     for (let i = 0; i < params.n; i++) seqs.push(new Sequence(this.nextSeqId++, requestId, i, ids, params, baseSeed, arrivalTime));
-    const req = new Request(requestId, typeof prompt === "string" ? prompt : null, ids, params, seqs, this.tokenizer, arrivalTime);
+    const req = new Request(requestId, typeof prompt === "string" ? prompt : null, ids, params, seqs, this.tokenizer, arrivalTime, outputKind);
     this.requests.set(requestId, req);
     for (const s of seqs) this.scheduler.add(s);
     return req;
@@ -268,7 +268,8 @@ export class LLMEngine {
         const reason = req.seqs[0]!.finishReason ?? "stop";
         this.metrics.recordFinished(reason, req.promptTokenIds.length, req.seqs.reduce((a, q) => a + q.numOutputTokens, 0), (done - req.arrivalTime) / 1000);
       }
-      outputs.push(req.takeOutput());
+      const o = req.takeOutput();
+      if (o) outputs.push(o);
     }
     return outputs;
   }

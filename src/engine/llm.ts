@@ -31,7 +31,7 @@ export class LLM {
       const id = `gen-${this.counter++}`;
       const p = toParams(Array.isArray(params) ? params[i]! : params);
       // Each request gets its own copy: the engine fills in max_tokens when it is null.
-      this.engine.addRequest(id, list[i]!, p.clone());
+      this.engine.addRequest(id, list[i]!, p.clone(), performance.now(), "final_only");
       ids.push(id);
     }
     const results = new Map<string, RequestOutput>();

@@ -5,16 +5,31 @@ import type { SamplingParams } from "./sampling-params.ts";
 import type { TokenLogprobs } from "./sampling-batch.ts";
 import type { FinishReason, Sequence } from "./sequence.ts";
 
+/**
+ * What a request's outputs carry (vLLM's RequestOutputKind):
+ * - "cumulative": every output has the whole text, token ids and logprobs so far, and the deltas;
+ * - "delta": outputs carry the deltas; the whole text, token ids and logprobs only the finished output
+ *   (before it "", [] and []); the prompt's ids and logprobs come with every output up to the first
+ *   that has output tokens, and with the finished one. No output copies a growing array: a streaming
+ *   server's choice (AsyncEngine);
+ * - "final_only": one output, when the request finishes (LLM.generate).
+ */
+export type OutputKind = "cumulative" | "delta" | "final_only";
+
 export interface CompletionOutput {
   index: number;
-  /** Full text so far (stop string removed unless include_stop_str_in_output). */
+  /** Full text so far (stop string removed unless include_stop_str_in_output); see OutputKind. */
   text: string;
   /** Text released since the previous output of this request. */
   textDelta: string;
+  /** Output token ids so far; see OutputKind. */
   tokenIds: number[];
   /** Token ids since the previous output. */
   tokenIdsDelta: number[];
+  /** Output tokens so far (every kind). */
+  numTokens: number;
   cumulativeLogprob: number | null;
+  /** Logprobs of every output token so far (null when not requested); see OutputKind. */
   logprobs: TokenLogprobs[] | null;
   logprobsDelta: TokenLogprobs[] | null;
   finishReason: FinishReason | null;
@@ -24,9 +39,11 @@ export interface CompletionOutput {
 export interface RequestOutput {
   requestId: string;
   prompt: string | null;
+  /** The prompt's token ids; see OutputKind ("delta" leaves them out once output tokens have been sent). */
   promptTokenIds: number[];
+  numPromptTokens: number;
   numCachedTokens: number;
-  /** prompt_logprobs: per prompt token (the first is null); null when not requested. */
+  /** prompt_logprobs: per prompt token (the first is null); null when not requested (or left out, as promptTokenIds). */
   promptLogprobs: (TokenLogprobs | null)[] | null;
   outputs: CompletionOutput[];
   finished: boolean;
@@ -94,6 +111,8 @@ export class SequenceText {
 export class Request {
   readonly texts: SequenceText[] = [];
   finished = false;
+  /** An output with output tokens has gone out (a "delta" request stops sending the prompt fields). */
+  private sentTokens = false;
 
   constructor(
     readonly requestId: string,
@@ -103,43 +122,57 @@ export class Request {
     readonly seqs: Sequence[],
     tok: TextTokenizer,
     readonly arrivalTime: number,
+    readonly outputKind: OutputKind = "cumulative",
   ) {
     for (const s of seqs) this.texts.push(new SequenceText(tok, s, params));
   }
 
-  /** Builds the output of this step and advances the released positions. */
-  takeOutput(): RequestOutput {
+  /** Builds the output of this step and advances the released positions; null when there is none to give ("final_only" before the end). */
+  takeOutput(): RequestOutput | null {
+    if (this.outputKind === "final_only" && !this.finished) return null;
+    const whole = this.outputKind !== "delta" || this.finished;
+    const withPrompt = whole || !this.sentTokens;
     const wantLogprobs = this.params.logprobs !== null;
-    const outputs: CompletionOutput[] = this.seqs.map((seq, i) => {
-      const t = this.texts[i]!;
-      const done = seq.isFinished;
-      const upTo = t.releasable(done);
+    // Plain loops: this runs for every running request on every step.
+    const outputs: CompletionOutput[] = new Array(this.seqs.length);
+    let numCached = 0, anyTokens = false;
+    for (let i = 0; i < this.seqs.length; i++) {
+      const seq = this.seqs[i]!, t = this.texts[i]!;
+      const upTo = t.releasable(seq.isFinished);
       const textDelta = t.text.slice(t.sentChars, upTo);
       t.sentChars = upTo;
-      const tokenIds = seq.outputTokenIds();
-      const tokenIdsDelta = tokenIds.slice(t.sentTokens);
-      t.sentTokens = tokenIds.length;
-      const logprobsDelta = wantLogprobs ? seq.logprobs.slice(t.sentLogprobs) : null;
-      t.sentLogprobs = seq.logprobs.length;
-      return {
+      const numTokens = seq.numOutputTokens;
+      const tokenIdsDelta = seq.outputTokenIds(t.sentTokens);
+      t.sentTokens = numTokens;
+      let logprobsDelta: TokenLogprobs[] | null = null;
+      if (wantLogprobs) {
+        logprobsDelta = seq.logprobs.slice(t.sentLogprobs);
+        t.sentLogprobs = seq.logprobs.length;
+      }
+      if (numTokens > 0) anyTokens = true;
+      if (seq.numCachedTokens > numCached) numCached = seq.numCachedTokens;
+      outputs[i] = {
         index: seq.index,
-        text: t.text.slice(0, upTo),
+        text: whole ? t.text.slice(0, upTo) : "",
         textDelta,
-        tokenIds,
+        tokenIds: whole ? seq.outputTokenIds() : [],
         tokenIdsDelta,
+        numTokens,
         cumulativeLogprob: wantLogprobs ? seq.cumulativeLogprob : null,
-        logprobs: wantLogprobs ? seq.logprobs : null,
+        logprobs: wantLogprobs ? (whole ? seq.logprobs : []) : null,
         logprobsDelta,
         finishReason: seq.finishReason,
         stopReason: seq.stopReason,
       };
-    });
+    }
+    if (anyTokens) this.sentTokens = true;
     return {
       requestId: this.requestId,
       prompt: this.prompt,
-      promptTokenIds: this.promptTokenIds,
-      numCachedTokens: this.seqs.reduce((m, s) => Math.max(m, s.numCachedTokens), 0),
-      promptLogprobs: this.seqs[0]!.promptLogprobs,
+      promptTokenIds: withPrompt ? this.promptTokenIds : [],
+      numPromptTokens: this.promptTokenIds.length,
+      numCachedTokens: numCached,
+      promptLogprobs: withPrompt ? this.seqs[0]!.promptLogprobs : null,
       outputs,
       finished: this.finished,
     };

@@ -111,9 +111,9 @@ export interface Usage {
 export function usageOf(outputs: RequestOutput[], details = false): Usage {
   let prompt = 0, completion = 0, cached = 0;
   for (const o of outputs) {
-    prompt += o.promptTokenIds.length;
+    prompt += o.numPromptTokens;
     cached += o.numCachedTokens;
-    for (const c of o.outputs) completion += c.tokenIds.length;
+    for (const c of o.outputs) completion += c.numTokens;
   }
   return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion, ...(details ? { prompt_tokens_details: { cached_tokens: cached } } : {}) };
 }

@@ -63,8 +63,11 @@ export class SimDevice {
   /** The kernel running now (for fault messages). */
   private current = "";
 
-  /** `capacityBytes` of device memory, all of it reported as the card's total by cuMemGetInfo. */
-  constructor(capacityBytes = 256 << 20) {
+  /**
+   * `capacityBytes` of device memory, all of it reported as the card's total by cuMemGetInfo. With
+   * `execute: false` stream work is checked and dropped, not run (scripts/bench-host: host time alone).
+   */
+  constructor(capacityBytes = 256 << 20, private readonly runsWork = true) {
     this.capacity = capacityBytes;
     this.totalMemory = capacityBytes;
     this.mem = new ArrayBuffer(capacityBytes);
@@ -136,6 +139,7 @@ export class SimDevice {
     return s;
   }
   enqueue(stream: bigint, op: Op): void {
+    if (!this.runsWork) return;
     const cap = this.capturing.get(stream);
     if (cap) { cap.push(op); return; }
     const q = this.queues.get(stream);
