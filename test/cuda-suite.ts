@@ -153,6 +153,37 @@ export function defineCudaSuites(target: CudaTarget): void {
       }
     }, timeoutMs);
 
+    test("GEMV kernels for ≤ 8 rows (VBUN_GEMV=on), and the down projection fused with SiLU-and-mul, match the CPU and cuBLAS", () => {
+      const H = Z.hidden, I = Z.intermediate;
+      const Wh = randn(I * H, 1 / 32), Dh = randn(H * I, 1 / 32);
+      const W = up(Wh, [I, H]), D = up(Dh, [H, I]);
+      try {
+        for (const n of [1, 2, 3, 8]) {
+          const xh = randn(n * H), x = up(xh, [n, H]);
+          const cY = new CpuTensor(new Float32Array(n * I), [n, I]);
+          cpu.linear(new CpuTensor(xh, [n, H]), new CpuTensor(Wh, [I, H]), null, cY);
+          g.useSmallBatchGemv(false);
+          const viaCublas = out([n, I]);
+          g.linear(x, W, null, viaCublas);
+          g.useSmallBatchGemv(true);
+          const viaGemv = out([n, I]);
+          g.linear(x, W, null, viaGemv);
+          check(viaGemv, cY.data);
+          expect(relErr(g.toHost(viaGemv), g.toHost(viaCublas))).toBeLessThanOrEqual(1e-2);
+          // SiLU-and-mul then down: fused for n ≤ 2, unfused (silu_mul + GEMV) above.
+          const guh = randn(n * 2 * I), gu = up(guh, [n, 2 * I]);
+          const cAct = new CpuTensor(new Float32Array(n * I), [n, I]), cDown = new CpuTensor(new Float32Array(n * H), [n, H]);
+          cpu.siluMul(new CpuTensor(guh, [n, 2 * I]), cAct);
+          cpu.linear(new CpuTensor(bf16Round(cAct.data), [n, I]), new CpuTensor(Dh, [H, I]), null, cDown);
+          const down = out([n, H]);
+          g.siluMulLinear(gu, D, out([n, I]), down);
+          check(down, cDown.data);
+        }
+      } finally {
+        g.useSmallBatchGemv(false);
+      }
+    }, timeoutMs);
+
     test("with a wait check (tensor-parallel ranks), synchronize polls the stream (cuStreamQuery) and sees the same results", () => {
       const n = Z.rows, H = Z.hidden, I = Z.intermediate;
       const x = up(randn(n * H), [n, H]), W = up(randn(I * H, 1 / 32), [I, H]);
@@ -354,27 +385,33 @@ export function defineCudaSuites(target: CudaTarget): void {
       }
     }, timeoutMs);
 
-    test("with VBUN_GEMM=cublaslt (plans made by the warm-up before each graph capture) the greedy tokens are cublasGemmEx's", () => {
-      const model = tinyModel({ arch: "qwen3", seed: 5, vocabSize: 4096 });
-      const prompts = [[1, 2, 3, 4, 5, 6, 7], [9, 8, 7], [100, 200, 300, 400, 250, 12]];
-      const params = { temperature: 0, max_tokens: Z.engineTokens, ignore_eos: true };
-      const run = () => new LLM({ model, device: "cuda", maxModelLen: 128, maxNumSeqs: 4, cuda: target.provider, log: () => {} });
-      const viaGemmEx = run().generate(prompts, params, { useTqdm: false }).map((o) => o.outputs[0]!.tokenIds.join());
-      process.env.VBUN_GEMM = "cublaslt";
-      let llm: LLM;
-      try {
-        llm = run();
-      } finally {
-        delete process.env.VBUN_GEMM;
-      }
-      expect((llm.engine.runner.backend as unknown as CudaBackend).info.gemm).toBe("cublaslt");
-      const viaLt = llm.generate(prompts, params, { useTqdm: false }).map((o) => o.outputs[0]!.tokenIds.join());
-      expect(llm.engine.runner.graphSteps).toBeGreaterThan(0);
-      const same = viaLt.filter((t, i) => t === viaGemmEx[i]).length;
-      console.log(`cuBLASLt vs cublasGemmEx on the ${label}: ${same} of ${prompts.length} prompts token-identical over ${Z.engineTokens} tokens`);
-      // Other algorithms may round bf16 activations differently: a near-tie may flip one prompt on a GPU.
-      expect(same).toBeGreaterThanOrEqual(prompts.length - 1);
-    }, timeoutMs);
+    // cuBLASLt: plans made by the warm-up before each graph capture. GEMV: the 1/2/4/8 buckets' graphs hold GEMV kernels.
+    for (const [env, value, what, check] of [
+      ["VBUN_GEMM", "cublaslt", "cuBLASLt", (b: CudaBackend) => b.info.gemm === "cublaslt"],
+      ["VBUN_GEMV", "on", "the GEMV kernels", (b: CudaBackend) => b.info.smallBatchGemv],
+    ] as const) {
+      test(`with ${env}=${value} (${what}) the greedy tokens are the defaults' (decode graphs on)`, () => {
+        const model = tinyModel({ arch: "qwen3", seed: 5, vocabSize: 4096 });
+        const prompts = [[1, 2, 3, 4, 5, 6, 7], [9, 8, 7], [100, 200, 300, 400, 250, 12]];
+        const params = { temperature: 0, max_tokens: Z.engineTokens, ignore_eos: true };
+        const run = () => new LLM({ model, device: "cuda", maxModelLen: 128, maxNumSeqs: 4, cuda: target.provider, log: () => {} });
+        const viaDefault = run().generate(prompts, params, { useTqdm: false }).map((o) => o.outputs[0]!.tokenIds.join());
+        process.env[env] = value;
+        let llm: LLM;
+        try {
+          llm = run();
+        } finally {
+          delete process.env[env];
+        }
+        expect(check(llm.engine.runner.backend as unknown as CudaBackend)).toBe(true);
+        const viaVariant = llm.generate(prompts, params, { useTqdm: false }).map((o) => o.outputs[0]!.tokenIds.join());
+        expect(llm.engine.runner.graphSteps).toBeGreaterThan(0);
+        const same = viaVariant.filter((t, i) => t === viaDefault[i]).length;
+        console.log(`${what} vs the default on the ${label}: ${same} of ${prompts.length} prompts token-identical over ${Z.engineTokens} tokens`);
+        // Another summation order may round bf16 activations differently: a near-tie may flip one prompt on a GPU.
+        expect(same).toBeGreaterThanOrEqual(prompts.length - 1);
+      }, timeoutMs);
+    }
 
     test("kernel profiling times every kernel and GEMM a step runs, and graph replays as a whole", () => {
       const model = tinyModel(FAST_MODEL);

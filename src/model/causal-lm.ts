@@ -207,8 +207,11 @@ export class CausalLM<T extends Tensor> {
       tp?.allReduce(hidden);
       b.addRmsNorm(hidden, residual, L.postNorm, eps, normed);
       b.linear(normed, L.gateUp, null, gateUp);
-      b.siluMul(gateUp, act);
-      b.linear(act, L.down, null, hidden);
+      if (b.siluMulLinear) b.siluMulLinear(gateUp, L.down, act, hidden);
+      else {
+        b.siluMul(gateUp, act);
+        b.linear(act, L.down, null, hidden);
+      }
       tp?.allReduce(hidden);
     }
     const m = step.numLogitsRows;

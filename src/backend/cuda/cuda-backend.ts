@@ -37,6 +37,14 @@ const MAX_TOP_LOGPROBS = 20;
 const POLL_SLEEP = new Int32Array(new SharedArrayBuffer(4));
 
 export type GemmLibrary = "cublas" | "cublaslt";
+/** Row limits of the GEMV kernels (ptx/src/gemv.cu: MAX_ROWS, MAX_ROWS_SILU). */
+const GEMV_MAX_ROWS = 8, GEMV_SILU_MAX_ROWS = 2;
+/** $VBUN_GEMV: on (vbun's GEMV kernels for linear layers of ≤ 8 rows) or off (cuBLAS throughout, the default). */
+function gemvFromEnv(): boolean {
+  const v = process.env.VBUN_GEMV ?? "off";
+  if (v !== "on" && v !== "off") throw new Error(`VBUN_GEMV must be on or off, got '${v}'`);
+  return v === "on";
+}
 /** $VBUN_GEMM: cublas (cublasGemmEx, the default) or cublaslt (heuristic algorithm per shape). */
 function gemmFromEnv(): GemmLibrary {
   const v = process.env.VBUN_GEMM ?? "cublas";
@@ -55,6 +63,8 @@ export interface CudaDeviceInfo {
   libcublas: string;
   /** Which library runs the GEMMs: cublasGemmEx, or cublasLt with per-shape heuristic plans ($VBUN_GEMM). */
   gemm: GemmLibrary;
+  /** Linear layers of ≤ 8 rows run on vbun's GEMV kernels (gemv.cu), the down projection fused with SiLU-and-mul for ≤ 2 ($VBUN_GEMV=on). */
+  smallBatchGemv: boolean;
   /** How the kernel modules were loaded: JIT-compiled now or machine code from the cache, and how long it took. */
   kernels: ModuleLoadStats;
 }
@@ -122,8 +132,9 @@ export class CudaBackend implements Backend<CudaTensor> {
     const modules = new ModuleCache(driver, `sm_${cc} driver ${driverVersion} ${driver.path}`);
     this.k = new Kernels(driver, this.stream, modules);
     this.multiprocessors = driver.attribute(dev, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT);
-    this.info = { name: driver.deviceName(dev), computeCapability: cc, driverVersion, totalMemory: driver.memInfo().total, libcuda: driver.path, libcublas: this.blas.path, gemm: "cublas", kernels: modules.stats };
+    this.info = { name: driver.deviceName(dev), computeCapability: cc, driverVersion, totalMemory: driver.memInfo().total, libcuda: driver.path, libcublas: this.blas.path, gemm: "cublas", smallBatchGemv: false, kernels: modules.stats };
     this.useGemm(gemmFromEnv());
+    this.useSmallBatchGemv(gemvFromEnv());
   }
 
   /** Opens GPU `deviceIndex`. Throws LibraryNotFoundError / CudaError when there is no usable GPU. */
@@ -149,6 +160,13 @@ export class CudaBackend implements Backend<CudaTensor> {
   /** cuBLAS (cublasGemmEx) on this backend's stream and workspace. */
   get cublas(): Cublas {
     return this.blas;
+  }
+
+  /** Turns the GEMV kernels for ≤ 8-row linear layers on or off. Not after graph capture (as useGemm). */
+  useSmallBatchGemv(on: boolean): void {
+    if (on === this.info.smallBatchGemv) return;
+    if (this.graphs.size > 0) throw new Error("useSmallBatchGemv: decode graphs are already captured");
+    this.info.smallBatchGemv = on;
   }
 
   /** Chooses the GEMM library. Not after graph capture: the graphs hold the other library's kernels. */
@@ -336,12 +354,31 @@ export class CudaBackend implements Backend<CudaTensor> {
     if (x.width !== inF) throw new Error(`linear: input width ${x.width} != weight in-features ${inF}`);
     const n = x.numRows;
     if (n === 0) return;
+    if (this.info.smallBatchGemv && n <= GEMV_MAX_ROWS && out.dtype === "bf16" && inF % 8 === 0) {
+      this.k.launch("gemv_bf16", [Math.ceil(outF / 8)], 256, [P(x), P(weight), P(out), I(n), I(inF), I(outF)]);
+    } else this.gemm(x, weight, out, n, inF, outF);
+    if (bias) this.k.launch("add_bias_bf16", [Math.ceil(outF / 256), n], 256, [P(out), P(bias), I(outF)]);
+  }
+
+  /** The MLP's down projection of silu(gate)·up: one GEMV kernel for ≤ 2 rows when the GEMV kernels are on. */
+  siluMulLinear(gateUp: CudaTensor, weight: CudaTensor, act: CudaTensor, out: CudaTensor): void {
+    const [outF, inF] = weight.shape as [number, number];
+    const n = gateUp.numRows;
+    if (gateUp.width !== 2 * inF) throw new Error(`siluMulLinear: gate/up width ${gateUp.width} != 2 × weight in-features ${inF}`);
+    if (this.info.smallBatchGemv && n > 0 && n <= GEMV_SILU_MAX_ROWS && inF % 8 === 0) {
+      this.k.launch("gemv_silu_mul_bf16", [Math.ceil(outF / 8)], 256, [P(gateUp), P(weight), P(out), I(n), I(inF), I(outF)]);
+      return;
+    }
+    this.siluMul(gateUp, act);
+    this.linear(act, weight, null, out);
+  }
+
+  private gemm(x: CudaTensor, weight: CudaTensor, out: CudaTensor, n: number, inF: number, outF: number): void {
     const start = this.k.profiler?.begin(this.stream);
     const yType = out.dtype === "f32" ? CUDA_R_32F : CUDA_R_16BF;
     if (this.info.gemm === "cublaslt") this.lt!.linear(x.ptr, weight.ptr, out.ptr, n, inF, outF, yType);
     else this.blas.linear(x.ptr, weight.ptr, out.ptr, n, inF, outF, yType);
     if (start !== undefined) this.k.profiler!.end(`gemm ${outF}x${inF}`, start, this.stream);
-    if (bias) this.k.launch("add_bias_bf16", [Math.ceil(outF / 256), n], 256, [P(out), P(bias), I(outF)]);
   }
 
   qkNormRopeStoreKv(qkv: CudaTensor, positions: CudaTensor, slotMapping: CudaTensor, cos: CudaTensor, sin: CudaTensor, qNorm: CudaTensor | null, kNorm: CudaTensor | null,

@@ -1,0 +1,103 @@
+// Small-batch linear layers (decode at batch ≤ 8): y[r, o] = Σ_k x[r, k] · w[o, k] for r < n ≤ 8, bf16 in
+// and out, f32 sums — a GEMV that reads each weight once for all n rows. An alternative to cuBLAS for
+// these shapes, chosen with VBUN_GEMV (the CUDA backend); whether it is faster is for a device to tell.
+//
+// One warp per output feature o; the 8 warps of a block take 8 consecutive features. A warp's 32 lanes
+// stride over w's row in 16-byte chunks (8 bf16), UNROLL chunks in flight per lane before any is used
+// (a row of 1,024 is exactly one round), and multiply each chunk into the n rows of x, which every warp
+// reads (a few KiB: L1/L2 hits). Lane partial sums meet with 5 xor shuffles per row.
+//
+// gemv_silu_mul_bf16 fuses SiLU-and-mul into the MLP's down projection, for n ≤ 2: x is the [n, 2·in]
+// gate/up output and each input element is bf16(bf16(silu(g)) · u), exactly what silu_mul_bf16 would have
+// stored. Every warp recomputes the activations it reads, which is cheap for one or two rows only.
+//
+// Grid ceil(out / 8) blocks of 256 threads. Requires in % 8 == 0 (16-byte chunks; rows are then 16-byte
+// aligned, as the backend's allocations are).
+#include "common.cuh"
+
+#define WARPS 8
+#define UNROLL 4
+#define MAX_ROWS 8
+#define MAX_ROWS_SILU 2
+
+__device__ __forceinline__ void unpack8(const uint4 u, float (&v)[8]) {
+  const unsigned w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    v[2 * i] = __uint_as_float(w[i] << 16);
+    v[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+  }
+}
+
+// The 8 inputs of chunk c of row r: plain, or silu(gate) · up rounded as silu_mul_bf16 rounds.
+template <bool ACT>
+__device__ __forceinline__ void load_input(const bf16* __restrict__ x, int r, int c, int in, float (&v)[8]) {
+  if constexpr (!ACT) {
+    unpack8(*reinterpret_cast<const uint4*>(x + (size_t)r * in + (size_t)c * 8), v);
+  } else {
+    float g[8], u[8];
+    const bf16* row = x + (size_t)r * 2 * in;
+    unpack8(*reinterpret_cast<const uint4*>(row + (size_t)c * 8), g);
+    unpack8(*reinterpret_cast<const uint4*>(row + in + (size_t)c * 8), u);
+#pragma unroll
+    for (int i = 0; i < 8; i++) v[i] = to_f(to_bf(to_f(to_bf(g[i] / (1.f + __expf(-g[i])))) * u[i]));
+  }
+}
+
+template <bool ACT>
+__device__ __forceinline__ void gemv(const bf16* __restrict__ x, const bf16* __restrict__ w, bf16* __restrict__ y, int n, int in, int out) {
+  constexpr int R = ACT ? MAX_ROWS_SILU : MAX_ROWS;
+  const int lane = threadIdx.x & 31;
+  const int o = blockIdx.x * WARPS + (threadIdx.x >> 5);
+  if (o >= out) return;  // whole warps leave together: the shuffles below stay converged
+  const int chunks = in >> 3;
+  const uint4* wrow = reinterpret_cast<const uint4*>(w + (size_t)o * in);
+  float acc[R];
+#pragma unroll
+  for (int r = 0; r < R; r++) acc[r] = 0.f;
+  for (int base = lane; base < chunks; base += 32 * UNROLL) {
+    uint4 wv[UNROLL];
+#pragma unroll
+    for (int u = 0; u < UNROLL; u++) {
+      const int c = base + u * 32;
+      wv[u] = c < chunks ? wrow[c] : make_uint4(0, 0, 0, 0);
+    }
+    // Fully unrolled with guards (no break), so wv and acc stay in registers.
+#pragma unroll
+    for (int u = 0; u < UNROLL; u++) {
+      const int c = base + u * 32;
+      if (c < chunks) {
+        float wf[8];
+        unpack8(wv[u], wf);
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+          if (r < n) {
+            float xf[8];
+            load_input<ACT>(x, r, c, in, xf);
+            float s = acc[r];
+#pragma unroll
+            for (int i = 0; i < 8; i++) s = fmaf(wf[i], xf[i], s);
+            acc[r] = s;
+          }
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < R; r++) {
+    if (r < n) {
+      float s = acc[r];
+#pragma unroll
+      for (int m = 16; m > 0; m >>= 1) s += __shfl_xor_sync(0xffffffffu, s, m);
+      if (lane == 0) y[(size_t)r * out + o] = to_bf(s);
+    }
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(256) gemv_bf16(const bf16* __restrict__ x, const bf16* __restrict__ w, bf16* __restrict__ y, int n, int in, int out) {
+  gemv<false>(x, w, y, n, in, out);
+}
+
+extern "C" __global__ void __launch_bounds__(256) gemv_silu_mul_bf16(const bf16* __restrict__ x, const bf16* __restrict__ w, bf16* __restrict__ y, int n, int in, int out) {
+  gemv<true>(x, w, y, n, in, out);
+}
