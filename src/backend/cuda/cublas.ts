@@ -6,7 +6,8 @@
 import { openLibrary } from "./libraries.ts";
 
 const i32 = "i32", u64 = "u64", p = "ptr";
-const SYMBOLS = {
+/** The cuBLAS entry points vbun binds (test/ffi-signatures.test.ts checks them against cublas_api.h). */
+export const CUBLAS_SYMBOLS = {
   cublasCreate_v2: { args: [p], returns: i32 },
   cublasDestroy_v2: { args: [u64], returns: i32 },
   cublasSetStream_v2: { args: [u64, u64], returns: i32 },
@@ -14,13 +15,14 @@ const SYMBOLS = {
   cublasSetMathMode: { args: [u64, i32], returns: i32 },
   cublasGemmEx: { args: [u64, i32, i32, i32, i32, i32, p, u64, i32, i32, u64, i32, i32, p, u64, i32, i32, i32, i32], returns: i32 },
 } as const;
+const SYMBOLS = CUBLAS_SYMBOLS;
 
 export const CUDA_R_32F = 0;
 export const CUDA_R_16BF = 14;
-const CUBLAS_COMPUTE_32F = 68;
-const CUBLAS_GEMM_DEFAULT = -1;
-const CUBLAS_OP_N = 0, CUBLAS_OP_T = 1;
-const CUBLAS_DEFAULT_MATH = 0;
+export const CUBLAS_COMPUTE_32F = 68;
+export const CUBLAS_GEMM_DEFAULT = -1;
+export const CUBLAS_OP_N = 0, CUBLAS_OP_T = 1;
+export const CUBLAS_DEFAULT_MATH = 0;
 
 const STATUS: Record<number, string> = {
   1: "CUBLAS_STATUS_NOT_INITIALIZED", 3: "CUBLAS_STATUS_ALLOC_FAILED", 7: "CUBLAS_STATUS_INVALID_VALUE", 8: "CUBLAS_STATUS_ARCH_MISMATCH",

@@ -7,10 +7,11 @@
  * algorithm is passed to every cublasLtMatmul, with our own workspace.
  */
 import { openLibrary } from "./libraries.ts";
-import { CublasError, CUDA_R_32F } from "./cublas.ts";
+import { CublasError, CUBLAS_COMPUTE_32F, CUBLAS_OP_N, CUBLAS_OP_T, CUDA_R_16BF, CUDA_R_32F } from "./cublas.ts";
 
 const i32 = "i32", i64 = "i64", u64 = "u64", p = "ptr";
-const SYMBOLS = {
+/** The cuBLASLt entry points vbun binds (test/ffi-signatures.test.ts checks them against cublasLt.h). */
+export const CUBLASLT_SYMBOLS = {
   cublasLtCreate: { args: [p], returns: i32 },
   cublasLtDestroy: { args: [u64], returns: i32 },
   cublasLtMatmulDescCreate: { args: [p, i32, i32], returns: i32 },
@@ -24,14 +25,14 @@ const SYMBOLS = {
   cublasLtMatmulAlgoGetHeuristic: { args: [u64, u64, u64, u64, u64, u64, u64, i32, p, p], returns: i32 },
   cublasLtMatmul: { args: [u64, u64, p, u64, u64, u64, u64, p, u64, u64, u64, u64, p, u64, u64, u64], returns: i32 },
 } as const;
+const SYMBOLS = CUBLASLT_SYMBOLS;
 
-export const CUBLAS_COMPUTE_32F = 68;
 export const CUBLASLT_MATMUL_DESC_TRANSA = 3, CUBLASLT_MATMUL_DESC_TRANSB = 4;
 export const CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES = 1;
 /** sizeof(cublasLtMatmulHeuristicResult_t): algo (64 bytes), workspaceSize (size_t), state, wavesCount, reserved[4]. */
 export const HEURISTIC_RESULT_BYTES = 96;
-const ALGO_BYTES = 64;
-const CUBLAS_OP_N = 0, CUBLAS_OP_T = 1;
+/** sizeof(cublasLtMatmulAlgo_t), at the start of each heuristic result. */
+export const ALGO_BYTES = 64;
 export const MAX_CANDIDATES = 8;
 
 type Fns = Record<keyof typeof SYMBOLS, (...a: unknown[]) => number>;
@@ -87,14 +88,13 @@ export class CublasLt {
     const key = `${n}x${inF}x${outF}:${yType}`;
     const cached = this.plans.get(key);
     if (cached) return cached;
-    const bf16 = 14;
     const desc = this.create("cublasLtMatmulDescCreate", (out) => this.fn.cublasLtMatmulDescCreate(out, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     this.check("cublasLtMatmulDescSetAttribute(TRANSA)", this.fn.cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, new Int32Array([CUBLAS_OP_T]), 4n));
     this.check("cublasLtMatmulDescSetAttribute(TRANSB)", this.fn.cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, new Int32Array([CUBLAS_OP_N]), 4n));
     // Column-major views: W is inF × outF (ld inF), used transposed; X is inF × n (ld inF); Y is outF × n (ld outF).
     const layout = (type: number, rows: number, cols: number, ld: number) =>
       this.create("cublasLtMatrixLayoutCreate", (out) => this.fn.cublasLtMatrixLayoutCreate(out, type, BigInt(rows), BigInt(cols), BigInt(ld)));
-    const a = layout(bf16, inF, outF, inF), b = layout(bf16, inF, n, inF), d = layout(yType, outF, n, outF);
+    const a = layout(CUDA_R_16BF, inF, outF, inF), b = layout(CUDA_R_16BF, inF, n, inF), d = layout(yType, outF, n, outF);
     const results = new Uint8Array(MAX_CANDIDATES * HEURISTIC_RESULT_BYTES);
     const count = new Int32Array(1);
     this.check("cublasLtMatmulAlgoGetHeuristic", this.fn.cublasLtMatmulAlgoGetHeuristic(this.handle, desc, a, b, d, d, this.preference, MAX_CANDIDATES, results, count));

@@ -8,7 +8,8 @@ import { openLibrary } from "./libraries.ts";
 const i32 = "i32", u32 = "u32", u64 = "u64", p = "ptr", f = "function";
 void f;
 
-const SYMBOLS = {
+/** Every libcuda entry point vbun binds, with its bun:ffi argument kinds (test/ffi-signatures.test.ts checks them against cuda.h). */
+export const DRIVER_SYMBOLS = {
   cuInit: { args: [u32], returns: i32 },
   cuDriverGetVersion: { args: [p], returns: i32 },
   cuDeviceGetCount: { args: [p], returns: i32 },
@@ -52,14 +53,17 @@ const SYMBOLS = {
   cuGetErrorName: { args: [i32, p], returns: i32 },
   cuGetErrorString: { args: [i32, p], returns: i32 },
 } as const;
+const SYMBOLS = DRIVER_SYMBOLS;
+/** cuEventElapsedTime_v2 / cuEventElapsedTime, bound apart (either may be missing). */
+export const EVENT_ELAPSED_SIGNATURE = { args: [p, u64, u64], returns: i32 } as const;
 
 export const CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT = 16;
 export const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75;
 export const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76;
 export const CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
 export const CU_STREAM_NON_BLOCKING = 1;
-const CUDA_ERROR_NOT_READY = 600;
-const CU_JIT_ERROR_LOG_BUFFER = 5, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES = 6, CU_JIT_INPUT_PTX = 1;
+export const CUDA_ERROR_NOT_READY = 600;
+export const CU_JIT_ERROR_LOG_BUFFER = 5, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES = 6, CU_JIT_INPUT_PTX = 1;
 
 export class CudaError extends Error {
   constructor(readonly call: string, readonly code: number, readonly errorName: string, detail: string) {
@@ -89,7 +93,7 @@ export class Driver {
     let bound: { name: string; fn: (ms: Float32Array, start: bigint, end: bigint) => number } | null = null;
     for (const name of ["cuEventElapsedTime_v2", "cuEventElapsedTime"]) {
       try {
-        const l = dlopen(path, { [name]: { args: [p, u64, u64], returns: i32 } });
+        const l = dlopen(path, { [name]: EVENT_ELAPSED_SIGNATURE });
         bound = { name, fn: l.symbols[name] as unknown as (ms: Float32Array, start: bigint, end: bigint) => number };
         break;
       } catch {
