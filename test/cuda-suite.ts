@@ -179,6 +179,23 @@ export function defineCudaSuites(target: CudaTarget): void {
           g.siluMulLinear(gu, D, out([n, I]), down);
           check(down, cDown.data);
         }
+        // A long row (257 chunks of 8: two full rounds of 32 lanes × 4 chunks and a partial one), few outputs.
+        const K = 2056, O = 24;
+        const Lh = randn(O * K, 1 / 32), Lw = up(Lh, [O, K]);
+        for (const n of [1, 2, 5]) {
+          const xh = randn(n * K), y = out([n, O]);
+          g.linear(up(xh, [n, K]), Lw, null, y);
+          const cY = new CpuTensor(new Float32Array(n * O), [n, O]);
+          cpu.linear(new CpuTensor(xh, [n, K]), new CpuTensor(Lh, [O, K]), null, cY);
+          check(y, cY.data);
+          if (n > 2) continue;
+          const guh = randn(n * 2 * K), d = out([n, O]);
+          g.siluMulLinear(up(guh, [n, 2 * K]), Lw, out([n, K]), d);
+          const cAct = new CpuTensor(new Float32Array(n * K), [n, K]), cD = new CpuTensor(new Float32Array(n * O), [n, O]);
+          cpu.siluMul(new CpuTensor(guh, [n, 2 * K]), cAct);
+          cpu.linear(new CpuTensor(bf16Round(cAct.data), [n, K]), new CpuTensor(Lh, [O, K]), null, cD);
+          check(d, cD.data);
+        }
       } finally {
         g.useSmallBatchGemv(false);
       }
