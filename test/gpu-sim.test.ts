@@ -263,6 +263,27 @@ describe("step inputs (on the simulator)", () => {
     for (const k of ["tokenIds", "positions", "slotMapping", "queryStart", "seqLens", "blockTables", "logitsRows"] as const) expect(b[k].ptr).toBe(a[k].ptr);
     expect(() => g.uploadStep(decodeGraphInputs(40, 8))).toThrow(/step inputs of \d+ bytes exceed the \d+ reserved for the largest step/);
   });
+
+  test("steps that sample nothing queue their inputs without waiting for the GPU, and each step's kernels see its own inputs", () => {
+    const sim = new SimDevice(64 << 20);
+    const g = CudaBackend.withDriver(sim.driver(), sim.cublasLibrary(), () => sim.cublasLtLibrary());
+    g.reserveStep(64, 16, 8);
+    g.synchronize();
+    const syncs = sim.stats.streamSyncs;
+    // Five prefill-chunk-like steps in a row; after each, stream work that reads the step's token ids the
+    // way its kernels would (the simulator runs stream work late, so a staging buffer rewritten before its
+    // copy ran would show up here).
+    const seen: number[][] = [];
+    for (let k = 0; k < 5; k++) {
+      const step = decodeGraphInputs(6, 8);
+      step.tokenIds.fill(100 + k);
+      const t = g.uploadStep(step);
+      sim.enqueue(g.stream, () => { seen.push(Array.from(new Int32Array(sim.readDevice(t.tokenIds.ptr, 6 * 4).buffer))); });
+    }
+    expect(sim.stats.streamSyncs).toBe(syncs); // no step waited for the whole stream
+    g.synchronize();
+    expect(seen).toEqual([0, 1, 2, 3, 4].map((k) => new Array(6).fill(100 + k)));
+  });
 });
 
 describe("decode split counts per batch size (on the simulator)", () => {

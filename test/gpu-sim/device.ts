@@ -40,7 +40,7 @@ export class SimFault extends Error {
   }
 }
 
-export interface SimStats { launches: number; blocks: number; threads: number; gemms: number; graphLaunches: number; compiles: number; hostToDeviceCopies: number }
+export interface SimStats { launches: number; blocks: number; threads: number; gemms: number; graphLaunches: number; compiles: number; hostToDeviceCopies: number; streamSyncs: number }
 const SIM_IMAGE = "vbun-sim-image\n";
 
 export class SimDevice {
@@ -59,7 +59,7 @@ export class SimDevice {
   private readonly kernels = new Map<bigint, Kernel>();
   private readonly events = new Map<bigint, number>();
   private nextHandle = 1n;
-  readonly stats: SimStats = { launches: 0, blocks: 0, threads: 0, gemms: 0, graphLaunches: 0, compiles: 0, hostToDeviceCopies: 0 };
+  readonly stats: SimStats = { launches: 0, blocks: 0, threads: 0, gemms: 0, graphLaunches: 0, compiles: 0, hostToDeviceCopies: 0, streamSyncs: 0 };
   /** The kernel running now (for fault messages). */
   private current = "";
 
@@ -208,8 +208,31 @@ export class SimDevice {
     this.events.set(e, 0);
     return e;
   }
+  /** Events recorded on a stream whose record has not run yet, and the stream. */
+  private readonly pendingEvents = new Map<bigint, bigint>();
   record(event: bigint, stream: bigint): void {
-    this.enqueue(stream, () => { this.events.set(event, performance.now()); });
+    if (this.runsWork && !this.capturing.has(stream)) this.pendingEvents.set(event, stream);
+    this.enqueue(stream, () => {
+      this.events.set(event, performance.now());
+      this.pendingEvents.delete(event);
+    });
+  }
+  /** cuEventSynchronize: runs the event's stream up to (and including) the event's record. */
+  eventSynchronize(event: bigint): void {
+    this.assertNotCapturing("cuEventSynchronize");
+    const stream = this.pendingEvents.get(event);
+    if (stream === undefined) return;
+    const q = this.queues.get(stream)!;
+    const deadline = performance.now() + 60_000;
+    while (this.pendingEvents.has(event)) {
+      if (q.length === 0) throw new SimFault("cuEventSynchronize: the event's record is not on its stream");
+      if (q[0]!() === false) {
+        if (performance.now() > deadline) throw new SimFault("cuEventSynchronize waited 60 s for work that waits on another GPU");
+        Atomics.wait(SLEEP, 0, 0, 0.2);
+        continue;
+      }
+      q.shift();
+    }
   }
   eventTime(event: bigint): number {
     return this.events.get(event) ?? 0;
@@ -612,7 +635,10 @@ class SimDriver implements DeviceDriver {
     this.sim.launch(fn, grid, block, sharedBytes, stream, params, name);
   }
   createStream(): bigint { return this.sim.createStream(); }
-  streamSynchronize(stream: bigint): void { this.sim.streamSynchronize(stream); }
+  streamSynchronize(stream: bigint): void {
+    this.sim.stats.streamSyncs++;
+    this.sim.streamSynchronize(stream);
+  }
   streamQuery(stream: bigint): boolean { return this.sim.streamQuery(stream); }
   beginCapture(stream: bigint): void { this.sim.beginCapture(stream); }
   endCapture(stream: bigint): bigint { return this.sim.endCapture(stream); }
@@ -620,6 +646,7 @@ class SimDriver implements DeviceDriver {
   graphLaunch(exec: bigint, stream: bigint): void { this.sim.graphLaunch(exec, stream); }
   createEvent(): bigint { return this.sim.createEvent(); }
   record(event: bigint, stream: bigint): void { this.sim.record(event, stream); }
+  eventSynchronize(event: bigint): void { this.sim.eventSynchronize(event); }
   elapsedMs(start: bigint, end: bigint): number {
     this.sim.synchronizeAll();
     return this.sim.eventTime(end) - this.sim.eventTime(start);

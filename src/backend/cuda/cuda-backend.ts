@@ -92,8 +92,15 @@ export class CudaBackend implements Backend<CudaTensor> {
   private readonly k: Kernels;
   private stepDevice: bigint = 0n;
   private stepCapacity = 0;
-  private staging: PinnedBuffer | null = null;
-  private stagingInFlight = false;
+  /**
+   * Two page-locked staging buffers, used in turn, each with an event recorded after its copy: a step's
+   * inputs go into one while the previous step's copy may still read the other, so no step waits for the
+   * GPU before queuing its work (a prefill chunk that samples nothing does not synchronize).
+   */
+  private staging: [PinnedBuffer, PinnedBuffer] | null = null;
+  private stagingTurn = 0;
+  private readonly stagingPending = [false, false];
+  private stagingEvents: [bigint, bigint] | null = null;
   private waitCheck: (() => void) | null = null;
   /** Set by reserveStep: the step buffer must not move any more (graphs point into it). */
   private stepReserved = false;
@@ -185,7 +192,7 @@ export class CudaBackend implements Backend<CudaTensor> {
   synchronize(): void {
     if (this.waitCheck) this.pollStream(this.waitCheck);
     else this.driver.streamSynchronize(this.stream);
-    this.stagingInFlight = false;
+    this.stagingPending[0] = this.stagingPending[1] = false;
     this.profiler?.collect();
   }
 
@@ -272,7 +279,7 @@ export class CudaBackend implements Backend<CudaTensor> {
     this.synchronize();
     if (this.stepDevice) this.driver.free(this.stepDevice);
     this.stepDevice = this.driver.alloc(bytes);
-    this.staging = new PinnedBuffer(this.driver, bytes);
+    this.staging = [new PinnedBuffer(this.driver, bytes), new PinnedBuffer(this.driver, bytes)];
     this.stepCapacity = bytes;
     this.stepReserved = true;
   }
@@ -280,9 +287,6 @@ export class CudaBackend implements Backend<CudaTensor> {
   /** Stages the step's int arrays in page-locked memory and moves them with one async copy on the stream. */
   uploadStep(s: StepInputs): StepTensors<CudaTensor> {
     const parts = [s.tokenIds, s.positions, s.slotMapping, s.queryStart, s.seqLens, s.blockTables, s.logitsRows];
-    // The staging buffer is about to be rewritten: the previous step's copy from it must be done. (A step
-    // that samples has synchronized already; a prefill chunk without logits has not.)
-    if (this.stagingInFlight) this.synchronize();
     const offsets: number[] = [];
     let bytes = 0;
     for (const a of parts) {
@@ -291,15 +295,24 @@ export class CudaBackend implements Backend<CudaTensor> {
     }
     if (bytes > this.stepCapacity) {
       if (this.stepReserved) throw new Error(`step inputs of ${bytes} bytes exceed the ${this.stepCapacity} reserved for the largest step`);
+      this.synchronize(); // queued kernels may still read the old buffer
       if (this.stepDevice) this.driver.free(this.stepDevice);
       this.stepCapacity = Math.max(bytes, this.stepCapacity * 2, 1 << 16);
       this.stepDevice = this.driver.alloc(this.stepCapacity);
-      this.staging = new PinnedBuffer(this.driver, this.stepCapacity);
+      this.staging = [new PinnedBuffer(this.driver, this.stepCapacity), new PinnedBuffer(this.driver, this.stepCapacity)];
     }
-    const staging = this.staging!;
+    this.stagingEvents ??= [this.driver.createEvent(), this.driver.createEvent()];
+    const turn = this.stagingTurn;
+    this.stagingTurn ^= 1;
+    // This buffer's previous copy (two steps ago) must have read it before we rewrite it: normally long done.
+    if (this.stagingPending[turn]) this.driver.eventSynchronize(this.stagingEvents[turn]);
+    const staging = this.staging![turn];
     parts.forEach((a, i) => staging.bytes.set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), offsets[i]!));
-    if (bytes > 0) this.driver.copyToDeviceAsync(this.stepDevice, staging.addr, bytes, this.stream);
-    this.stagingInFlight = true;
+    if (bytes > 0) {
+      this.driver.copyToDeviceAsync(this.stepDevice, staging.addr, bytes, this.stream);
+      this.driver.record(this.stagingEvents[turn], this.stream);
+      this.stagingPending[turn] = true;
+    }
     const numSeqs = s.seqLens.length;
     const { maxQueryLen, maxSeqLen } = stepExtents(s);
     const t = (i: number, shape: number[]) => new CudaTensor(this.stepDevice + BigInt(offsets[i]!), shape, "i32");

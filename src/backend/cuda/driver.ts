@@ -268,6 +268,10 @@ export class Driver {
   record(event: bigint, stream: bigint): void {
     this.check("cuEventRecord", this.fn.cuEventRecord(event, stream));
   }
+  /** Waits until the work queued before the event's last record has finished. */
+  eventSynchronize(event: bigint): void {
+    this.check("cuEventSynchronize", this.fn.cuEventSynchronize(event));
+  }
   elapsedMs(start: bigint, end: bigint): number {
     this.check("cuEventSynchronize", this.fn.cuEventSynchronize(end));
     const v = new Float32Array(1);
