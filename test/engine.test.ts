@@ -195,6 +195,18 @@ test("engine options are checked", () => {
   expect(() => LLMEngine.create({ model: "/nonexistent", ...quiet })).toThrow(/config\.json: not found/);
 });
 
+test("a bad CUDA switch is a start-up error naming it, not a silent fall back to the CPU", () => {
+  for (const [k, v, allowed] of [["VBUN_GEMM", "fast", "cublas or cublaslt"], ["VBUN_GEMV", "yes", "off or on"], ["VBUN_DECODE_KERNEL", "x", "groups or simple"], ["VBUN_PREFILL_KERNEL", "x", "mma or simple"]] as const) {
+    process.env[k] = v;
+    try {
+      expect(() => LLMEngine.create({ model, ...quiet, device: "auto" })).toThrow(new RegExp(`${k}: must be ${allowed}, got '${v}'`));
+      LLMEngine.create({ model, ...quiet, device: "cpu" }).close(); // the CPU backend does not read them
+    } finally {
+      delete process.env[k];
+    }
+  }
+});
+
 describe("prompt_logprobs", () => {
   test("score every prompt token like a direct forward pass, also in chunks and after a cache-warm request", async () => {
     const { CpuBackend } = await import("../src/backend/cpu/cpu-backend.ts");

@@ -3,6 +3,7 @@ import type { Backend, Tensor } from "./backend.ts";
 import { CpuBackend } from "./cpu/cpu-backend.ts";
 import type { CudaBackend } from "./cuda/cuda-backend.ts";
 import { DEFAULT_CUDA, type CudaProvider } from "./cuda/provider.ts";
+import { CudaOptionError, cudaOptionsFromEnv } from "./cuda/cuda-options.ts";
 import { EngineConfigError, type Device } from "../engine/engine-config.ts";
 
 export interface SelectedBackend {
@@ -15,6 +16,13 @@ export interface SelectedBackend {
 export function selectBackend(device: Device, log: (m: string) => void, provider: CudaProvider = DEFAULT_CUDA): SelectedBackend {
   if (device !== "auto" && device !== "cpu" && device !== "cuda") throw new EngineConfigError("--device", `must be auto, cpu or cuda, got '${device}'`);
   if (device !== "cpu") {
+    // The CUDA switches are checked first: a bad one is the user's error, not "no usable GPU".
+    try {
+      cudaOptionsFromEnv();
+    } catch (e) {
+      if (e instanceof CudaOptionError) throw new EngineConfigError(e.variable, e.message);
+      throw e;
+    }
     try {
       const cuda = provider.open(0);
       log(`device ${device}: ${cuda.info.name} (compute ${cuda.info.computeCapability}, driver ${cuda.info.driverVersion}, ${(cuda.info.totalMemory / 2 ** 30).toFixed(1)} GiB) via ${cuda.info.libcuda}; GEMMs via ${cuda.info.gemm}`);

@@ -10,6 +10,7 @@ import { rowLogitEdits, type SamplingBatch, type SamplerOutput, type TokenLogpro
 import { toArrayBuffer, type Pointer } from "bun:ffi";
 import { Cublas, CUDA_R_16BF, CUDA_R_32F, openCublas, type CublasLibrary } from "./cublas.ts";
 import { CublasLt, openCublasLt, type CublasLtLibrary } from "./cublaslt.ts";
+import { cudaOptionsFromEnv, type GemmLibrary } from "./cuda-options.ts";
 import { Driver, type DeviceDriver, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT } from "./driver.ts";
 import { DECODE_SHAPES, Kernels, type KernelName } from "./kernels.ts";
 import { KernelProfiler, type KernelTime } from "./kernel-profiler.ts";
@@ -36,21 +37,8 @@ const WORKSPACE_BYTES = 32 * 1024 * 1024;
 const MAX_TOP_LOGPROBS = 20;
 const POLL_SLEEP = new Int32Array(new SharedArrayBuffer(4));
 
-export type GemmLibrary = "cublas" | "cublaslt";
 /** Row limits of the GEMV kernels (ptx/src/gemv.cu: MAX_ROWS, MAX_ROWS_SILU). */
 const GEMV_MAX_ROWS = 8, GEMV_SILU_MAX_ROWS = 2;
-/** $VBUN_GEMV: on (vbun's GEMV kernels for linear layers of ≤ 8 rows) or off (cuBLAS throughout, the default). */
-function gemvFromEnv(): boolean {
-  const v = process.env.VBUN_GEMV ?? "off";
-  if (v !== "on" && v !== "off") throw new Error(`VBUN_GEMV must be on or off, got '${v}'`);
-  return v === "on";
-}
-/** $VBUN_GEMM: cublas (cublasGemmEx, the default) or cublaslt (heuristic algorithm per shape). */
-function gemmFromEnv(): GemmLibrary {
-  const v = process.env.VBUN_GEMM ?? "cublas";
-  if (v !== "cublas" && v !== "cublaslt") throw new Error(`VBUN_GEMM must be cublas or cublaslt, got '${v}'`);
-  return v;
-}
 /** Keys per split of the simple split-KV decode kernel (SPLIT in ptx/src/attention.cu). */
 const SPLIT_KEYS = 512;
 
@@ -109,14 +97,14 @@ export class CudaBackend implements Backend<CudaTensor> {
    * Attention for steps that are not pure decode: "mma" (tensor-core flash attention, head_dim 64/128) or
    * "simple" (paged_attention_bf16, f32 FMA, any head_dim; VBUN_PREFILL_KERNEL=simple forces it).
    */
-  prefillKernel: "simple" | "mma" = process.env.VBUN_PREFILL_KERNEL === "simple" ? "simple" : "mma";
+  prefillKernel: "simple" | "mma";
   /**
    * Decode attention: "groups" (paged_decode_*: 16-thread groups per key, no barrier in the key loop; head_dim
    * 64/128/256 with 1/2/4/8 query heads per KV head; its split count follows the batch size) or "simple"
    * (paged_attention_split_bf16, any shape, 512-key splits; VBUN_DECODE_KERNEL=simple forces it). Several
    * splits are merged by paged_attention_combine_bf16.
    */
-  decodeKernel: "simple" | "groups" = process.env.VBUN_DECODE_KERNEL === "simple" ? "simple" : "groups";
+  decodeKernel: "simple" | "groups";
   private partial: bigint = 0n;
   private partialCapacity = 0;
   /** Partials buffers captured graphs may still point to. */
@@ -140,8 +128,11 @@ export class CudaBackend implements Backend<CudaTensor> {
     this.k = new Kernels(driver, this.stream, modules);
     this.multiprocessors = driver.attribute(dev, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT);
     this.info = { name: driver.deviceName(dev), computeCapability: cc, driverVersion, totalMemory: driver.memInfo().total, libcuda: driver.path, libcublas: this.blas.path, gemm: "cublas", smallBatchGemv: false, kernels: modules.stats };
-    this.useGemm(gemmFromEnv());
-    this.useSmallBatchGemv(gemvFromEnv());
+    const options = cudaOptionsFromEnv();
+    this.prefillKernel = options.prefillKernel;
+    this.decodeKernel = options.decodeKernel;
+    this.useGemm(options.gemm);
+    this.useSmallBatchGemv(options.smallBatchGemv);
   }
 
   /** Opens GPU `deviceIndex`. Throws LibraryNotFoundError / CudaError when there is no usable GPU. */
