@@ -3,6 +3,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { LLM } from "../src/engine/llm.ts";
 import type { TinyModelOptions } from "../src/model/tiny-model.ts";
 import { FAST_MODEL, tinyModel } from "./helpers.ts";
+import { createSharedBuffers, SharedCollective } from "../src/parallel/shared-collective.ts";
 
 const quiet = { log: () => {} };
 const prompts = [[1, 2, 3, 4, 5, 6, 7, 8, 9], [100, 200, 300], Array.from({ length: 40 }, (_, i) => (i * 37) % 500)];
@@ -91,4 +92,12 @@ test("invalid sizes are clear start-up errors", () => {
   expect(() => new LLM({ model, tensorParallelSize: 3, ...quiet })).toThrow(/--tensor-parallel-size: --tensor-parallel-size 3 does not divide num_attention_heads \(4\)/);
   expect(() => new LLM({ model, tensorParallelSize: 0, ...quiet })).toThrow(/--tensor-parallel-size: must be a positive integer/);
   expect(() => new LLM({ model, tensorParallelSize: 8, ...quiet })).toThrow(/does not divide num_attention_heads/);
+});
+
+test("a barrier with a time limit gives up on a rank that never comes (close() then aborts the group instead of hanging)", () => {
+  const sizes = { size: 2, maxReduce: 4, maxLogitsRows: 1, vocabSize: 4, vocabPerRank: 2, maxTokens: 4, maxSeqs: 1, maxBlocksPerSeq: 1 };
+  const leader = new SharedCollective(0, sizes, createSharedBuffers(sizes));
+  const t0 = performance.now();
+  expect(() => leader.barrier(150)).toThrow(/tensor-parallel ranks did not meet within 150 ms/);
+  expect(performance.now() - t0).toBeGreaterThanOrEqual(140);
 });

@@ -88,22 +88,24 @@ export class SharedCollective implements Collective<CpuTensor> {
     for (const w of [GEN, CMD_SEQ, READY]) Atomics.notify(this.ctl, w);
   }
 
-  /** Waits until ctl[index] != value, checking for aborts. */
-  waitChange(index: number, value: number): void {
+  /** Waits until ctl[index] != value, checking for aborts (and giving up after `timeoutMs`, if given). */
+  waitChange(index: number, value: number, timeoutMs = Infinity): void {
+    const deadline = performance.now() + timeoutMs;
     while (Atomics.load(this.ctl, index) === value) {
       this.checkAbort();
+      if (performance.now() > deadline) throw new Error(`tensor-parallel ranks did not meet within ${timeoutMs} ms`);
       Atomics.wait(this.ctl, index, value, 100);
     }
     this.checkAbort();
   }
 
-  barrier(): void {
+  barrier(timeoutMs = Infinity): void {
     const gen = Atomics.load(this.ctl, GEN);
     if (Atomics.add(this.ctl, COUNT, 1) === this.size - 1) {
       Atomics.store(this.ctl, COUNT, 0);
       Atomics.add(this.ctl, GEN, 1);
       Atomics.notify(this.ctl, GEN);
-    } else this.waitChange(GEN, gen);
+    } else this.waitChange(GEN, gen, timeoutMs);
     this.checkAbort();
   }
 

@@ -21,6 +21,9 @@ import { NcclCollective } from "./nccl-collective.ts";
 import { localDims } from "./shard.ts";
 import { ARG0, CMD, CMD_ALLOC_KV, CMD_CAPTURE, CMD_RESERVE, CMD_SEQ, CMD_SHUTDOWN, CMD_STEP, createSharedBuffers, inputViews, READY, SharedCollective, type SharedSizes } from "./shared-collective.ts";
 
+/** How long close() waits for the workers to shut down cleanly before aborting the group. */
+const SHUTDOWN_WAIT_MS = 10_000;
+
 export interface TpWorkerInit {
   rank: number;
   modelDir: string;
@@ -193,7 +196,10 @@ export class TensorParallelGroup {
     try {
       if (this.inFlight) throw new Error("the engine shut down during a tensor-parallel command");
       this.command(CMD_SHUTDOWN);
-      this.endCommand(); // the workers have destroyed their communicators
+      // The workers destroy their communicators and meet us; a worker that never comes (a hung GPU) must
+      // not hang the shutdown: after SHUTDOWN_WAIT_MS the group is aborted instead.
+      this.control.barrier(SHUTDOWN_WAIT_MS);
+      this.inFlight = false;
       this.nccl?.end("destroy");
     } catch (e) {
       this.fail(e);
