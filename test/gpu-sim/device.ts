@@ -153,10 +153,18 @@ export class SimDevice {
     if (this.capturing.has(stream)) throw new SimFault("cuStreamSynchronize of a capturing stream (CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED)");
     const q = this.queues.get(stream);
     if (!q) throw new SimFault(`unknown stream ${stream}`);
+    this.runUntil(q, () => q.length === 0, "cuStreamSynchronize");
+  }
+  /**
+   * Runs a stream's work in order until `done()`, waiting (up to 60 s) while the next op waits on another
+   * GPU — as a blocking synchronize would.
+   */
+  private runUntil(q: Op[], done: () => boolean, call: string): void {
     const deadline = performance.now() + 60_000;
-    while (q.length > 0) {
+    while (!done()) {
+      if (q.length === 0) throw new SimFault(`${call}: nothing left on the stream to wait for`);
       if (q[0]!() === false) {
-        if (performance.now() > deadline) throw new SimFault("cuStreamSynchronize waited 60 s for work that waits on another GPU (a rank skipped a collective or failed)");
+        if (performance.now() > deadline) throw new SimFault(`${call} waited 60 s for work that waits on another GPU (a rank skipped a collective or failed)`);
         Atomics.wait(SLEEP, 0, 0, 0.2);
         continue;
       }
@@ -223,16 +231,7 @@ export class SimDevice {
     const stream = this.pendingEvents.get(event);
     if (stream === undefined) return;
     const q = this.queues.get(stream)!;
-    const deadline = performance.now() + 60_000;
-    while (this.pendingEvents.has(event)) {
-      if (q.length === 0) throw new SimFault("cuEventSynchronize: the event's record is not on its stream");
-      if (q[0]!() === false) {
-        if (performance.now() > deadline) throw new SimFault("cuEventSynchronize waited 60 s for work that waits on another GPU");
-        Atomics.wait(SLEEP, 0, 0, 0.2);
-        continue;
-      }
-      q.shift();
-    }
+    this.runUntil(q, () => !this.pendingEvents.has(event), "cuEventSynchronize");
   }
   eventTime(event: bigint): number {
     return this.events.get(event) ?? 0;

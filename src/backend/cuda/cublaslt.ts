@@ -115,9 +115,4 @@ export class CublasLt {
       this.handle, plan.desc, this.one, w, a, x, b, this.zero, y, d, y, d,
       algo, this.workspace, BigInt(this.workspaceBytes), this.stream));
   }
-
-  /** Workspace bytes candidate `c` of a plan asks for (it must fit ours; the preference makes sure). */
-  static workspaceOf(plan: GemmPlan, c: number): number {
-    return Number(new DataView(plan.results.buffer, plan.results.byteOffset + c * HEURISTIC_RESULT_BYTES + ALGO_BYTES, 8).getBigUint64(0, true));
-  }
 }
