@@ -489,22 +489,32 @@ export function defineCudaSuites(target: CudaTarget): void {
 
     // "1:2": rank 1 throws before issuing step 2. "1:2:late": it throws after step 2's barrier, so its
     // collectives never run while the leader's wait for them on its stream (as after a kernel fault).
-    for (const [failAt, message] of [["1:2", "injected failure at step 2"], ["1:2:late", "injected failure after step 2's barrier"]] as const) {
+    // "1:2:hang": rank 1 stops responding; the leader gives up after VBUN_TP_TIMEOUT (1 s here).
+    for (const [failAt, message] of [
+      ["1:2", "tensor-parallel rank 1 failed: injected failure at step 2"],
+      ["1:2:late", "tensor-parallel rank 1 failed: injected failure after step 2's barrier"],
+      ["1:2:hang", "tensor parallelism: a rank did not arrive within 1 s \\(VBUN_TP_TIMEOUT\\); the group is stopped"],
+      // Hangs after its barrier: the leader's stream waits for rank 1's collectives, polled, until the timeout.
+      ["1:2:late-hang", "tensor parallelism: a step's GPU work \\(its collectives wait for the other ranks'\\) did not finish within 1 s"],
+    ] as const) {
       test(`a failing GPU rank (VBUN_TP_FAIL_AT=${failAt}) makes the engine fail with that rank's error, without hanging; close() ends the workers`, async () => {
         process.env.VBUN_TP_FAIL_AT = failAt;
+        if (failAt.endsWith("hang")) process.env.VBUN_TP_TIMEOUT = "1";
         let llm: LLM | null = null;
         try {
           llm = new LLM({ model: tinyModel(FAST_MODEL), device: "cuda", tensorParallelSize: 2, maxModelLen: 64, maxNumSeqs: 4, cuda: target.provider, log: () => {} });
           const group = llm.engine.runner.tpGroup!;
-          expect(() => llm!.generate([[1, 2, 3], [4, 5]], { temperature: 0, max_tokens: 8 }, { useTqdm: false })).toThrow(new RegExp(`tensor-parallel rank 1 failed: ${message}`));
-          // Both communicators were aborted, which is what lets collectives waiting for rank 1 give up.
-          if (target.ncclCommsClosed) expect(target.ncclCommsClosed()).toBe(2);
+          expect(() => llm!.generate([[1, 2, 3], [4, 5]], { temperature: 0, max_tokens: 8 }, { useTqdm: false })).toThrow(new RegExp(message));
+          // The communicators were aborted, which is what lets collectives waiting for rank 1 give up (a hung
+          // rank cannot abort its own: only the leader's then).
+          if (target.ncclCommsClosed) expect(target.ncclCommsClosed()).toBe(failAt.endsWith("hang") ? 1 : 2);
           llm.close();
           // Generous: a simulated rank's thread frees half a GiB of simulated device memory on its way out.
           const done = await Promise.race([group.exited.then(() => "exited"), Bun.sleep(30_000).then(() => "timeout")]);
           expect(done).toBe("exited");
         } finally {
           delete process.env.VBUN_TP_FAIL_AT;
+          delete process.env.VBUN_TP_TIMEOUT;
         }
       }, timeoutMs);
     }

@@ -98,6 +98,33 @@ test("a barrier with a time limit gives up on a rank that never comes (close() t
   const sizes = { size: 2, maxReduce: 4, maxLogitsRows: 1, vocabSize: 4, vocabPerRank: 2, maxTokens: 4, maxSeqs: 1, maxBlocksPerSeq: 1 };
   const leader = new SharedCollective(0, sizes, createSharedBuffers(sizes));
   const t0 = performance.now();
-  expect(() => leader.barrier(150)).toThrow(/tensor-parallel ranks did not meet within 150 ms/);
+  expect(() => leader.barrier(150)).toThrow(/tensor parallelism: a rank did not arrive within 0.15 s \(VBUN_TP_TIMEOUT\); the group is stopped/);
   expect(performance.now() - t0).toBeGreaterThanOrEqual(140);
+});
+
+test("a rank that stops responding (VBUN_TP_FAIL_AT=1:2:hang) fails the engine after VBUN_TP_TIMEOUT instead of hanging it", async () => {
+  process.env.VBUN_TP_FAIL_AT = "1:2:hang";
+  process.env.VBUN_TP_TIMEOUT = "1";
+  try {
+    const llm = make(tinyModel(FAST_MODEL), 2);
+    const group = llm.engine.runner.tpGroup!;
+    const t0 = performance.now();
+    expect(() => llm.generate(prompts, { temperature: 0, max_tokens: 8 }, { useTqdm: false })).toThrow(/tensor parallelism: a rank did not arrive within 1 s \(VBUN_TP_TIMEOUT\); the group is stopped/);
+    expect(performance.now() - t0).toBeLessThan(10_000);
+    llm.close();
+    const done = await Promise.race([group.exited.then(() => "exited"), Bun.sleep(5000).then(() => "timeout")]);
+    expect(done).toBe("exited");
+  } finally {
+    delete process.env.VBUN_TP_FAIL_AT;
+    delete process.env.VBUN_TP_TIMEOUT;
+  }
+}, 30_000);
+
+test("VBUN_TP_TIMEOUT must be a positive number of seconds", () => {
+  process.env.VBUN_TP_TIMEOUT = "soon";
+  try {
+    expect(() => make(tinyModel(FAST_MODEL), 2)).toThrow(/VBUN_TP_TIMEOUT must be a positive number of seconds, got 'soon'/);
+  } finally {
+    delete process.env.VBUN_TP_TIMEOUT;
+  }
 });

@@ -88,18 +88,24 @@ export class SharedCollective implements Collective<CpuTensor> {
     for (const w of [GEN, CMD_SEQ, READY]) Atomics.notify(this.ctl, w);
   }
 
-  /** Waits until ctl[index] != value, checking for aborts (and giving up after `timeoutMs`, if given). */
+  /**
+   * How long a barrier (and so a collective) waits for the other ranks before declaring one hung: set by
+   * the leader ($VBUN_TP_TIMEOUT); the workers wait as long as it takes (the leader stops them).
+   */
+  timeoutMs = Infinity;
+
+  /** Waits until ctl[index] != value, checking for aborts (and giving up after `timeoutMs`). */
   waitChange(index: number, value: number, timeoutMs = Infinity): void {
     const deadline = performance.now() + timeoutMs;
     while (Atomics.load(this.ctl, index) === value) {
       this.checkAbort();
-      if (performance.now() > deadline) throw new Error(`tensor-parallel ranks did not meet within ${timeoutMs} ms`);
+      if (performance.now() > deadline) throw new Error(`tensor parallelism: a rank did not arrive within ${timeoutMs / 1000} s (VBUN_TP_TIMEOUT); the group is stopped`);
       Atomics.wait(this.ctl, index, value, 100);
     }
     this.checkAbort();
   }
 
-  barrier(timeoutMs = Infinity): void {
+  barrier(timeoutMs = this.timeoutMs): void {
     const gen = Atomics.load(this.ctl, GEN);
     if (Atomics.add(this.ctl, COUNT, 1) === this.size - 1) {
       Atomics.store(this.ctl, COUNT, 0);

@@ -24,6 +24,19 @@ import { ARG0, CMD, CMD_ALLOC_KV, CMD_CAPTURE, CMD_RESERVE, CMD_SEQ, CMD_SHUTDOW
 /** How long close() waits for the workers to shut down cleanly before aborting the group. */
 const SHUTDOWN_WAIT_MS = 10_000;
 
+/**
+ * How long the leader waits for the other ranks within a step — at the step's barrier, and (GPUs) for its
+ * stream, whose collectives wait for theirs — before it declares the group hung and stops it:
+ * $VBUN_TP_TIMEOUT seconds, default 600 (NCCL's own watchdogs elsewhere default to minutes too).
+ */
+export function tpTimeoutMs(env: Record<string, string | undefined> = process.env): number {
+  const v = env.VBUN_TP_TIMEOUT;
+  if (v === undefined || v === "") return 600_000;
+  const s = Number(v);
+  if (!(s > 0)) throw new Error(`VBUN_TP_TIMEOUT must be a positive number of seconds, got '${v}'`);
+  return s * 1000;
+}
+
 export interface TpWorkerInit {
   rank: number;
   modelDir: string;
@@ -64,6 +77,7 @@ export class TensorParallelGroup {
     };
     const buffers = createSharedBuffers(sizes);
     this.control = new SharedCollective(0, sizes, buffers);
+    this.control.timeoutMs = tpTimeoutMs();
     this.inputs = inputViews(buffers, sizes);
     let comms: bigint[] = [];
     let ncclData: unknown = null;
@@ -77,7 +91,13 @@ export class TensorParallelGroup {
       collective = this.nccl as unknown as Collective<Tensor>;
       // The leader's stream may wait in a collective for a rank that has failed: poll, and give up then.
       this.leader = device.leader;
-      this.leader.setWaitCheck(() => this.checkRanks());
+      this.leader.setWaitCheck((waitedMs) => {
+        this.checkRanks();
+        if (waitedMs > this.control.timeoutMs) {
+          this.nccl?.end("abort");
+          throw new Error(`tensor parallelism: a step's GPU work (its collectives wait for the other ranks') did not finish within ${this.control.timeoutMs / 1000} s (VBUN_TP_TIMEOUT); the group is stopped`);
+        }
+      });
     }
     const exits: Promise<void>[] = [];
     for (let rank = 1; rank < size; rank++) {

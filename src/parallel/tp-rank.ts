@@ -3,8 +3,8 @@
  * block — STEP runs the forward pass (or replays a decode graph), CAPTURE warms up and captures one,
  * ALLOC_KV / RESERVE size its buffers, SHUTDOWN ends the loop. Each command ends with the leader's barrier.
  * Any error is recorded in shared memory for the leader to raise (and a GPU rank aborts its communicator).
- * VBUN_TP_FAIL_AT=RANK:STEP makes a rank throw at that step, RANK:STEP:late after that step's barrier
- * (fault injection for tests).
+ * VBUN_TP_FAIL_AT=RANK:STEP makes a rank throw at that step, RANK:STEP:late after that step's barrier;
+ * RANK:STEP:hang and RANK:STEP:late-hang make it stop responding there (fault injection for tests).
  */
 import { CpuBackend } from "../backend/cpu/cpu-backend.ts";
 import { decodeGraphInputs, type Backend, type Tensor } from "../backend/backend.ts";
@@ -27,7 +27,11 @@ export function runTpRank(init: TpWorkerInit, devices: TpRankDevices | null): vo
   const control = new SharedCollective(init.rank, init.sizes, init.buffers);
   const ctl = control.ctl;
   const [failRank, failStep] = (init.failAt ?? "-1:-1").split(":").map(Number) as [number, number];
-  const failLate = init.failAt?.endsWith(":late") ?? false;
+  const mode = init.failAt?.split(":")[2] ?? "";
+  const failLate = mode === "late", hangAt = mode === "hang", hangLate = mode === "late-hang";
+  const hang = (): never => {
+    for (const nap = new Int32Array(new SharedArrayBuffer(4)); ;) Atomics.wait(nap, 0, 0, 50); // a hung rank: never returns
+  };
   let nccl: NcclCollective | null = null;
   try {
     const cfg = loadModelConfig(init.modelDir);
@@ -70,7 +74,8 @@ export function runTpRank(init: TpWorkerInit, devices: TpRankDevices | null): vo
         backend.captureGraph!(a(0), () => model.forward(step));
       } else if (cmd === CMD_STEP) {
         const injectFault = init.rank === failRank && steps === failStep;
-        if (injectFault && !failLate) throw new Error(`injected failure at step ${steps} (VBUN_TP_FAIL_AT)`);
+        if (injectFault && hangAt) hang();
+        if (injectFault && !failLate && !hangLate) throw new Error(`injected failure at step ${steps} (VBUN_TP_FAIL_AT)`);
         const [numTokens, numSeqs, width, numRows, graph] = [a(0), a(1), a(2), a(3), a(4)];
         const step = backend.uploadStep({
           tokenIds: v.tokenIds.subarray(0, numTokens), positions: v.positions.subarray(0, numTokens), slotMapping: v.slotMapping.subarray(0, numTokens),
@@ -82,6 +87,7 @@ export function runTpRank(init: TpWorkerInit, devices: TpRankDevices | null): vo
         steps++;
       }
       control.barrier();
+      if (cmd === CMD_STEP && init.rank === failRank && steps - 1 === failStep && hangLate) hang();
       if (cmd === CMD_STEP && init.rank === failRank && steps - 1 === failStep && failLate) {
         // As when a kernel fault surfaces at the synchronize: this rank's collectives never run, after the
         // leader has passed the barrier (the pause makes sure it has) and waits for them on its stream.

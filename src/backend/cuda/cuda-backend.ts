@@ -89,7 +89,7 @@ export class CudaBackend implements Backend<CudaTensor> {
   private stagingTurn = 0;
   private readonly stagingPending = [false, false];
   private stagingEvents: [bigint, bigint] | null = null;
-  private waitCheck: (() => void) | null = null;
+  private waitCheck: ((waitedMs: number) => void) | null = null;
   /** Set by reserveStep: the step buffer must not move any more (graphs point into it). */
   private stepReserved = false;
   private readonly graphs = new Map<number, bigint>();
@@ -188,19 +188,20 @@ export class CudaBackend implements Backend<CudaTensor> {
   }
 
   /**
-   * Makes synchronize() poll the stream and call `check` between polls, instead of blocking in the driver:
-   * a tensor-parallel rank must notice a failed peer while its collectives wait for that peer (`check`
-   * throws). null restores the blocking wait.
+   * Makes synchronize() poll the stream and call `check(ms waited so far)` between polls, instead of
+   * blocking in the driver: a tensor-parallel rank must notice a failed (or hung) peer while its
+   * collectives wait for that peer (`check` throws). null restores the blocking wait.
    */
-  setWaitCheck(check: (() => void) | null): void {
+  setWaitCheck(check: ((waitedMs: number) => void) | null): void {
     this.waitCheck = check;
   }
 
-  private pollStream(check: () => void): void {
+  private pollStream(check: (waitedMs: number) => void): void {
     // Spin like a default cuStreamSynchronize for the first few thousand polls (a step's tail is short),
     // then sleep 50 µs between polls.
+    const t0 = performance.now();
     for (let polls = 0; !this.driver.streamQuery(this.stream); polls++) {
-      check();
+      check(performance.now() - t0);
       if (polls > 4096) Atomics.wait(POLL_SLEEP, 0, 0, 0.05);
     }
   }
