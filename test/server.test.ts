@@ -58,6 +58,32 @@ describe("completions through the openai SDK", () => {
     expect(byIds.choices[0]!.text).toBe(byText.choices[0]!.text);
   });
 
+  test("streamed deltas add up to the non-streamed result (n = 2, seeded sampling, logprobs, token ids, echo)", async () => {
+    const body = { model: NAME, prompt: "Once upon a time", max_tokens: 10, temperature: 0.9, seed: 11, n: 2, logprobs: 2, echo: true, return_token_ids: true };
+    const full = await (await post("/v1/completions", body)).json() as any;
+    const res = await post("/v1/completions", { ...body, stream: true, stream_options: { include_usage: true } });
+    const text = ["", ""], ids: number[][] = [[], []], lpTokens: string[][] = [[], []];
+    let promptIds: number[] | null = null, usage: any = null;
+    for (const line of (await res.text()).split("\n")) {
+      if (!line.startsWith("data: {")) continue;
+      const chunk = JSON.parse(line.slice(6));
+      if (chunk.usage) usage = chunk.usage;
+      for (const c of chunk.choices) {
+        text[c.index] += c.text;
+        ids[c.index]!.push(...c.token_ids);
+        if (c.prompt_token_ids) promptIds = c.prompt_token_ids;
+        if (c.logprobs) lpTokens[c.index]!.push(...c.logprobs.tokens);
+      }
+    }
+    for (const c of full.choices) {
+      expect(text[c.index]).toBe(c.text);
+      expect(ids[c.index]).toEqual(c.token_ids);
+      expect(lpTokens[c.index]).toEqual(c.logprobs.tokens);
+    }
+    expect(promptIds).toEqual(full.choices[0].prompt_token_ids);
+    expect(usage).toEqual(full.usage);
+  });
+
   test("stop strings end the text, also across stream chunks", async () => {
     const base = await client.completions.create({ model: NAME, prompt: "Once upon", max_tokens: 24, temperature: 0, logprobs: 1 });
     const tokens = base.choices[0]!.logprobs!.tokens!;
