@@ -4,7 +4,7 @@
  * (test/gpu-sim.test.ts, smaller sizes, everywhere). Outputs are poisoned first (NaN), so an element a
  * kernel does not write fails the check.
  */
-import { describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, test } from "bun:test";
 import { CpuBackend, CpuIntTensor, CpuTensor } from "../src/backend/cpu/cpu-backend.ts";
 import type { CudaBackend, CudaTensor } from "../src/backend/cuda/cuda-backend.ts";
 import type { CudaProvider } from "../src/backend/cuda/provider.ts";
@@ -44,6 +44,8 @@ export interface CudaTarget {
   timeoutMs: number;
   /** The simulator's count of NCCL communicators destroyed or aborted in the latest group (real NCCL keeps none). */
   ncclCommsClosed?: () => number;
+  /** Device memory a closed engine may leave behind: 0 on the simulator; a real driver keeps loaded kernel modules. */
+  memorySlackBytes: number;
 }
 
 const bf16Round = (v: Float32Array) => toFloat32(fromFloat32(v, "BF16"), "BF16");
@@ -64,6 +66,17 @@ function argmaxRow(x: Float32Array, r: number, V: number): number {
 
 export function defineCudaSuites(target: CudaTarget): void {
   const { label, sizes: Z, timeoutMs } = target;
+  // Every engine a test starts on the GPU is closed after the test: it holds most of the GPU's memory (its
+  // KV cache takes what --gpu-memory-utilization allows), and the next engine needs it back.
+  const started: LLM[] = [];
+  const gpuLLM = (o: ConstructorParameters<typeof LLM>[0]) => {
+    const llm = new LLM(o);
+    started.push(llm);
+    return llm;
+  };
+  afterEach(() => {
+    for (const llm of started.splice(0)) llm.close();
+  });
   const skip = target.backend === null;
   const rng = new SeededRandom(42);
   const randn = (n: number, std = 1) => bf16Round(rng.normal(new Float32Array(n), std));
@@ -391,7 +404,7 @@ export function defineCudaSuites(target: CudaTarget): void {
         const model = tinyModel(opts);
         const prompts = [[1, 2, 3, 4, 5, 6, 7], [9, 8, 7], [100, 200, 300, 400, 250, 12]];
         const params = { temperature: 0, max_tokens: Z.engineTokens, ignore_eos: true, logprobs: 1 };
-        const onGpu = new LLM({ model, device: "cuda", maxModelLen: 256, maxNumSeqs: 8, cuda: target.provider, log: () => {} }).generate(prompts, params, { useTqdm: false });
+        const onGpu = gpuLLM({ model, device: "cuda", maxModelLen: 256, maxNumSeqs: 8, cuda: target.provider, log: () => {} }).generate(prompts, params, { useTqdm: false });
         const onCpu = new LLM({ model, device: "cpu", maxModelLen: 256, log: () => {} }).generate(prompts, params, { useTqdm: false });
         let same = 0;
         onGpu.forEach((o, i) => {
@@ -411,7 +424,7 @@ export function defineCudaSuites(target: CudaTarget): void {
         const model = tinyModel({ arch: "qwen3", seed: 5, vocabSize: 4096 });
         const prompts = [[1, 2, 3, 4, 5, 6, 7], [9, 8, 7], [100, 200, 300, 400, 250, 12]];
         const params = { temperature: 0, max_tokens: Z.engineTokens, ignore_eos: true };
-        const run = () => new LLM({ model, device: "cuda", maxModelLen: 128, maxNumSeqs: 4, cuda: target.provider, log: () => {} });
+        const run = () => gpuLLM({ model, device: "cuda", maxModelLen: 128, maxNumSeqs: 4, cuda: target.provider, log: () => {} });
         const viaDefault = run().generate(prompts, params, { useTqdm: false }).map((o) => o.outputs[0]!.tokenIds.join());
         process.env[env] = value;
         let llm: LLM;
@@ -430,10 +443,27 @@ export function defineCudaSuites(target: CudaTarget): void {
       }, timeoutMs);
     }
 
+    test("close() gives the GPU memory back (weights, KV cache, buffers, graphs), and the KV cache is capped at 4× what max_num_seqs can use", () => {
+      const probe = target.provider.open(0); // reads the device's free memory
+      try {
+        const before = probe.driver.memInfo().free;
+        const llm = gpuLLM({ model: tinyModel(FAST_MODEL), device: "cuda", maxModelLen: 64, maxNumSeqs: 4, cuda: target.provider, log: () => {} });
+        expect(llm.engine.info.numBlocks).toBe(4 * 4 * Math.ceil(64 / 16));
+        llm.generate([[1, 2, 3], [4, 5, 6, 7]], { temperature: 0, max_tokens: 6, ignore_eos: true }, { useTqdm: false });
+        expect(probe.driver.memInfo().free).toBeLessThan(before);
+        llm.close();
+        const after = probe.driver.memInfo().free;
+        console.log(`GPU memory on the ${label}: ${((before - after) / 2 ** 20).toFixed(1)} MiB not given back after close()`);
+        expect(after).toBeGreaterThanOrEqual(before - target.memorySlackBytes);
+      } finally {
+        probe.close();
+      }
+    }, timeoutMs);
+
     test("kernel profiling times every kernel and GEMM a step runs, and graph replays as a whole", () => {
       const model = tinyModel(FAST_MODEL);
       const run = (enforceEager: boolean) => {
-        const llm = new LLM({ model, device: "cuda", maxModelLen: 64, maxNumSeqs: 4, enforceEager, profileKernels: true, cuda: target.provider, log: () => {} });
+        const llm = gpuLLM({ model, device: "cuda", maxModelLen: 64, maxNumSeqs: 4, enforceEager, profileKernels: true, cuda: target.provider, log: () => {} });
         const gpu = llm.engine.runner.backend as unknown as CudaBackend;
         gpu.kernelTimes(true); // drop the start-up warm-up
         llm.generate([[1, 2, 3, 4], [5, 6]], { temperature: 0, max_tokens: 4, ignore_eos: true }, { useTqdm: false });
@@ -455,7 +485,7 @@ export function defineCudaSuites(target: CudaTarget): void {
       const prompt = Array.from({ length: 100 }, () => rng.int(0, 4095));
       const params = { temperature: 0, max_tokens: 4, ignore_eos: true };
       const opts = { model, maxModelLen: 256, maxNumSeqs: 4, maxNumBatchedTokens: 24, log: () => {} };
-      const onGpu = new LLM({ ...opts, device: "cuda", cuda: target.provider }).generate([prompt], params, { useTqdm: false });
+      const onGpu = gpuLLM({ ...opts, device: "cuda", cuda: target.provider }).generate([prompt], params, { useTqdm: false });
       const onCpu = new LLM({ ...opts, device: "cpu" }).generate([prompt], params, { useTqdm: false });
       expect(onGpu[0]!.outputs[0]!.tokenIds).toEqual(onCpu[0]!.outputs[0]!.tokenIds);
     }, timeoutMs);
@@ -470,8 +500,8 @@ export function defineCudaSuites(target: CudaTarget): void {
       const prompts = [[1, 2, 3, 4, 5, 6, 7], [9, 8, 7], Array.from({ length: 60 }, () => rng.int(0, 4095)), [300, 200, 100, 7, 7]];
       const params = { temperature: 0, max_tokens: Z.engineTokens, ignore_eos: true };
       const common = { model, device: "cuda" as const, maxModelLen: 256, maxNumSeqs: 4, maxNumBatchedTokens: 32, cuda: target.provider, log: () => {} };
-      const one = new LLM(common);
-      const two = new LLM({ ...common, tensorParallelSize: 2 });
+      const one = gpuLLM(common);
+      const two = gpuLLM({ ...common, tensorParallelSize: 2 });
       try {
         const a = one.generate(prompts, params, { useTqdm: false }).map((o) => o.outputs[0]!.tokenIds.join());
         const b = two.generate(prompts, params, { useTqdm: false }).map((o) => o.outputs[0]!.tokenIds.join());
@@ -502,7 +532,7 @@ export function defineCudaSuites(target: CudaTarget): void {
         if (failAt.endsWith("hang")) process.env.VBUN_TP_TIMEOUT = "1";
         let llm: LLM | null = null;
         try {
-          llm = new LLM({ model: tinyModel(FAST_MODEL), device: "cuda", tensorParallelSize: 2, maxModelLen: 64, maxNumSeqs: 4, cuda: target.provider, log: () => {} });
+          llm = gpuLLM({ model: tinyModel(FAST_MODEL), device: "cuda", tensorParallelSize: 2, maxModelLen: 64, maxNumSeqs: 4, cuda: target.provider, log: () => {} });
           const group = llm.engine.runner.tpGroup!;
           expect(() => llm!.generate([[1, 2, 3], [4, 5]], { temperature: 0, max_tokens: 8 }, { useTqdm: false })).toThrow(new RegExp(message));
           // The communicators were aborted, which is what lets collectives waiting for rank 1 give up (a hung
@@ -533,8 +563,8 @@ export function defineCudaSuites(target: CudaTarget): void {
       const prompts = Array.from({ length: Z.graphSeqs }, () => Array.from({ length: rng.int(4, 40) }, () => rng.int(0, 4095)));
       const params = { temperature: 0, max_tokens: Z.graphSteps, ignore_eos: true };
       const common = { model, device: "cuda" as const, maxModelLen: 256, maxNumSeqs: Z.graphSeqs, cuda: target.provider, log: () => {} };
-      const eager = new LLM({ ...common, enforceEager: true });
-      const graphs = new LLM(common);
+      const eager = gpuLLM({ ...common, enforceEager: true });
+      const graphs = gpuLLM(common);
       const a = eager.generate(prompts, params, { useTqdm: false }).map((o) => o.outputs[0]!.tokenIds);
       const b = graphs.generate(prompts, params, { useTqdm: false }).map((o) => o.outputs[0]!.tokenIds);
       expect(eager.engine.runner.graphSteps).toBe(0);

@@ -56,4 +56,4 @@ describe("without a GPU", () => {
   });
 });
 
-defineCudaSuites({ label: "GPU", backend: gpu, provider: DEFAULT_CUDA, sizes: GPU_SIZES, timeoutMs: 120_000 });
+defineCudaSuites({ label: "GPU", backend: gpu, provider: DEFAULT_CUDA, memorySlackBytes: 64 * 2 ** 20, sizes: GPU_SIZES, timeoutMs: 120_000 });

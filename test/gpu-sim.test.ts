@@ -30,7 +30,7 @@ const openSim = () => {
 };
 
 const sim = simProvider();
-defineCudaSuites({ label: "simulated GPU", backend: openSim(), provider: sim.provider, ncclCommsClosed: sim.ncclCommsClosed, sizes: SIM_SIZES, timeoutMs: 120_000 });
+defineCudaSuites({ label: "simulated GPU", backend: openSim(), provider: sim.provider, ncclCommsClosed: sim.ncclCommsClosed, memorySlackBytes: 0, sizes: SIM_SIZES, timeoutMs: 120_000 });
 
 // A hand-written kernel: out[i] = i + (value of lane i ^ 16), for threads i < n (the rest return first).
 const WARP_PTX = `

@@ -21,6 +21,9 @@ import { SamplingParams } from "./sampling-params.ts";
 import { Scheduler } from "./scheduler.ts";
 import { Sequence } from "./sequence.ts";
 
+/** The GPU KV cache holds at most this many times max_num_seqs × max_model_len tokens. */
+const KV_CACHE_CAP = 4;
+
 /** A request the engine cannot serve as given (maps to HTTP 400). */
 export class InvalidRequestError extends Error {
   constructor(message: string, readonly param: string | null = null) {
@@ -160,6 +163,11 @@ export class LLMEngine {
         const budget = free - total * (1 - util);
         numBlocks = Math.floor(budget / bytesPerBlock);
         if (numBlocks < Math.ceil(maxModelLen / blockSize)) throw new EngineConfigError("--gpu-memory-utilization", `only ${Math.max(0, numBlocks)} KV blocks fit (${(free / 2 ** 30).toFixed(1)} GiB free of ${(total / 2 ** 30).toFixed(1)}); one ${maxModelLen}-token sequence needs ${Math.ceil(maxModelLen / blockSize)}: raise it or lower --max-model-len`);
+        // Beyond 4× what max_num_seqs full-length sequences can use, more blocks only lengthen the prefix
+        // cache's memory; for a small model they would run to tens of millions (and the block manager's
+        // host arrays to gigabytes), so the cache stops there and the memory stays free.
+        if (numBlocks > KV_CACHE_CAP * maxUsefulBlocks) numBlocks = KV_CACHE_CAP * maxUsefulBlocks;
+        log(`KV cache: ${numBlocks} blocks of ${blockSize} tokens (${((numBlocks * bytesPerBlock) / 2 ** 30).toFixed(2)} GiB)`);
       } else numBlocks = Math.max(1, Math.min(maxUsefulBlocks, Math.floor((opts.cpuKvCacheBytes ?? ENGINE_DEFAULTS.cpuKvCacheBytes) / bytesPerBlock)));
       if (tpGroup) tpGroup.allocKvCache(numBlocks, blockSize);
       else model.allocKvCache(numBlocks, blockSize);

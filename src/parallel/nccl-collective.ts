@@ -23,8 +23,8 @@ export class NcclCollective implements Collective<CudaTensor> {
     private readonly vocabPerRank: number,
     private readonly maxRows: number,
   ) {
-    this.send = backend.driver.alloc(maxRows * vocabPerRank * 4);
-    this.recv = backend.driver.alloc(size * maxRows * vocabPerRank * 4);
+    this.send = backend.deviceAlloc(maxRows * vocabPerRank * 4);
+    this.recv = backend.deviceAlloc(size * maxRows * vocabPerRank * 4);
   }
 
   private ended = false;

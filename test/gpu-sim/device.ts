@@ -82,14 +82,33 @@ export class SimDevice {
   }
 
   // ---- memory ----
+  /**
+   * Fresh memory first (so a stale pointer into freed memory still faults); once the end is reached, the
+   * first gap between live allocations that fits (an engine closed and another one started, as on a GPU).
+   */
   alloc(bytes: number): bigint {
-    const off = Math.ceil(this.top / ALIGN) * ALIGN;
-    if (off + bytes > this.capacity) throw new SimFault(`simulated device memory exhausted (${bytes} bytes requested, ${this.capacity - off} left)`);
-    this.top = off + bytes;
+    let off = Math.ceil(this.top / ALIGN) * ALIGN;
+    if (off + bytes <= this.capacity) this.top = off + bytes;
+    else off = this.firstGap(bytes);
     this.sizes.set(off, bytes);
     this.shadow.fill(1, off, off + bytes);
     this.u8.fill(0xff, off, off + bytes);
     return BigInt(BASE + off);
+  }
+  private firstGap(bytes: number): number {
+    let cursor = 0;
+    for (const [o, size] of [...this.sizes.entries()].sort((a, b) => a[0] - b[0])) {
+      if (o - cursor >= bytes) return cursor;
+      cursor = Math.ceil((o + size) / ALIGN) * ALIGN;
+    }
+    if (this.capacity - cursor >= bytes) return cursor;
+    throw new SimFault(`simulated device memory exhausted (${bytes} bytes requested; ${this.usedBytes()} of ${this.capacity} in use)`);
+  }
+  freeHost(addr: bigint): void {
+    if (!this.hostBuffers.delete(addr)) throw new SimFault(`cuMemFreeHost of 0x${addr.toString(16)}, which is not page-locked memory from cuMemAllocHost`);
+  }
+  destroyGraph(graph: bigint): void {
+    if (!this.graphs.delete(graph)) throw new SimFault("cuGraphDestroy / cuGraphExecDestroy of an unknown graph");
   }
   free(addr: bigint): void {
     const off = Number(addr) - BASE;
@@ -597,6 +616,7 @@ class SimDriver implements DeviceDriver {
   alloc(bytes: number): bigint { return this.sim.alloc(Math.max(bytes, 1)); }
   free(dptr: bigint): void { this.sim.free(dptr); }
   allocHost(bytes: number): bigint { return this.sim.allocHost(Math.max(bytes, 1)); }
+  freeHost(addr: bigint): void { this.sim.freeHost(addr); }
   copyToDevice(dst: bigint, src: ArrayBufferView): void {
     this.noCapture("cuMemcpyHtoD");
     this.sim.writeDevice(dst, new Uint8Array(src.buffer, src.byteOffset, src.byteLength));
@@ -643,6 +663,8 @@ class SimDriver implements DeviceDriver {
   endCapture(stream: bigint): bigint { return this.sim.endCapture(stream); }
   instantiate(graph: bigint): bigint { return this.sim.instantiate(graph); }
   graphLaunch(exec: bigint, stream: bigint): void { this.sim.graphLaunch(exec, stream); }
+  destroyGraph(graph: bigint): void { this.sim.destroyGraph(graph); }
+  destroyGraphExec(exec: bigint): void { this.sim.destroyGraph(exec); }
   createEvent(): bigint { return this.sim.createEvent(); }
   record(event: bigint, stream: bigint): void { this.sim.record(event, stream); }
   eventSynchronize(event: bigint): void { this.sim.eventSynchronize(event); }

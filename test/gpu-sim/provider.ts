@@ -9,16 +9,22 @@ import { SimNccl } from "./nccl.ts";
 
 export const SIM_DEVICE_BYTES = 256 << 20;
 
-/** A simulated GPU's backend, and (through `device`) the SimDevice last opened in this thread. */
+/**
+ * A simulated GPU's backend, and (through `device`) the SimDevice last opened in this thread. Each GPU
+ * index is one SimDevice for the thread's lifetime, as a real GPU is one device for the process: an
+ * engine that does not free its memory (CudaBackend.close) leaves the next one without.
+ */
 export function simGpus(count = 4) {
   let last: SimDevice | null = null;
+  const devices = new Map<number, SimDevice>();
   const device = () => {
     if (!last) throw new Error("no simulated GPU opened in this thread");
     return last;
   };
   const open = (index: number) => {
     if (index >= count) throw new Error(`GPU ${index} requested but only ${count} visible`);
-    last = new SimDevice(SIM_DEVICE_BYTES);
+    if (!devices.has(index)) devices.set(index, new SimDevice(SIM_DEVICE_BYTES));
+    last = devices.get(index)!;
     const sim = last;
     return CudaBackend.withDriver(sim.driver(), sim.cublasLibrary(), () => sim.cublasLtLibrary());
   };

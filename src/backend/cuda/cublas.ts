@@ -68,6 +68,10 @@ export class Cublas {
     if (status !== 0) throw new CublasError(call, status);
   }
 
+  destroy(): void {
+    this.check("cublasDestroy_v2", this.fn.cublasDestroy_v2(this.handle));
+  }
+
   /** y[n, out] (bf16 or f32) = x[n, in] (bf16) · w[out, in]ᵀ (bf16), f32 accumulation. */
   linear(x: bigint, w: bigint, y: bigint, n: number, inF: number, outF: number, yType: number): void {
     this.check("cublasGemmEx", this.fn.cublasGemmEx(

@@ -104,6 +104,17 @@ export class CublasLt {
     return plan;
   }
 
+  /** Frees every plan's descriptors, the preference and the handle. */
+  destroy(): void {
+    for (const p of this.plans.values()) {
+      this.check("cublasLtMatmulDescDestroy", this.fn.cublasLtMatmulDescDestroy(p.desc));
+      for (const l of p.layouts) this.check("cublasLtMatrixLayoutDestroy", this.fn.cublasLtMatrixLayoutDestroy(l));
+    }
+    this.plans.clear();
+    this.check("cublasLtMatmulPreferenceDestroy", this.fn.cublasLtMatmulPreferenceDestroy(this.preference));
+    this.check("cublasLtDestroy", this.fn.cublasLtDestroy(this.handle));
+  }
+
   /** y[n, outF] = x[n, inF] · w[outF, inF]ᵀ with the plan's chosen algorithm (or candidate `candidate`). */
   linear(x: bigint, w: bigint, y: bigint, n: number, inF: number, outF: number, yType: number, candidate?: number): void {
     const plan = this.plan(n, inF, outF, yType);

@@ -112,6 +112,10 @@ export class CudaBackend implements Backend<CudaTensor> {
   private readonly multiprocessors: number;
   private samplingScratch: { dev: bigint; host: PinnedBuffer; capacity: number } | null = null;
   private profiler: KernelProfiler | null = null;
+  /** Everything this backend allocated on the device and page-locked on the host: close() frees it. */
+  private readonly deviceAllocations = new Set<bigint>();
+  private readonly pinnedAllocations = new Set<bigint>();
+  private closed = false;
 
   private constructor(readonly driver: DeviceDriver, deviceIndex: number, cublas: CublasLibrary, private readonly openLt: () => CublasLtLibrary) {
     const dev = driver.device(deviceIndex);
@@ -120,7 +124,7 @@ export class CudaBackend implements Backend<CudaTensor> {
     this.context = ctx;
     this.stream = driver.createStream();
     // One workspace for cuBLAS and cuBLASLt: both run on this one stream, one GEMM at a time.
-    this.workspace = driver.alloc(WORKSPACE_BYTES);
+    this.workspace = this.deviceAlloc(WORKSPACE_BYTES);
     this.blas = new Cublas(this.stream, this.workspace, WORKSPACE_BYTES, cublas);
     const cc = `${driver.attribute(dev, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)}.${driver.attribute(dev, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)}`;
     const driverVersion = driver.driverVersion();
@@ -227,7 +231,58 @@ export class CudaBackend implements Backend<CudaTensor> {
   }
 
   private alloc(shape: readonly number[], dtype: CudaDType): CudaTensor {
-    return new CudaTensor(this.driver.alloc(numel(shape) * BYTES[dtype]), shape, dtype);
+    return new CudaTensor(this.deviceAlloc(numel(shape) * BYTES[dtype]), shape, dtype);
+  }
+
+  /** Device memory owned by this backend (freed by close()). */
+  deviceAlloc(bytes: number): bigint {
+    const p = this.driver.alloc(bytes);
+    this.deviceAllocations.add(p);
+    return p;
+  }
+
+  private deviceFree(p: bigint): void {
+    this.deviceAllocations.delete(p);
+    this.driver.free(p);
+  }
+
+  private pinnedBuffer(bytes: number): PinnedBuffer {
+    const b = new PinnedBuffer(this.driver, bytes);
+    this.pinnedAllocations.add(b.addr);
+    return b;
+  }
+
+  /** A replaced page-locked buffer (the stream is idle: synchronized by the caller). */
+  private freePinned(b: PinnedBuffer | null | undefined): void {
+    if (!b || !this.pinnedAllocations.delete(b.addr)) return;
+    this.driver.freeHost(b.addr);
+  }
+
+  /**
+   * Frees what this backend holds on the GPU — weights, KV cache, buffers, graphs, cuBLAS(Lt) handles —
+   * and its page-locked host memory, so that another engine in the same process finds the memory free.
+   * The backend is unusable afterwards.
+   */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.setWaitCheck(null);
+    try {
+      this.synchronize();
+    } catch {
+      // a failed stream (a kernel fault): free what can be freed anyway
+    }
+    for (const exec of this.graphs.values()) this.driver.destroyGraphExec(exec);
+    this.graphs.clear();
+    this.lt?.destroy();
+    this.lt = null;
+    this.blas.destroy();
+    for (const p of this.deviceAllocations) this.driver.free(p);
+    this.deviceAllocations.clear();
+    for (const h of this.pinnedAllocations) this.driver.freeHost(h);
+    this.pinnedAllocations.clear();
+    this.staging = null;
+    this.samplingScratch = null;
   }
 
   loadWeight(parts: TensorView[], shape: number[]): CudaTensor {
@@ -269,9 +324,11 @@ export class CudaBackend implements Backend<CudaTensor> {
   reserveStep(maxTokens: number, maxSeqs: number, maxBlocksPerSeq: number): void {
     const bytes = [maxTokens, maxTokens, maxTokens, maxSeqs + 1, maxSeqs, maxSeqs * maxBlocksPerSeq, maxSeqs].reduce((a, n) => a + Math.ceil((n * 4) / 16) * 16, 0);
     this.synchronize();
-    if (this.stepDevice) this.driver.free(this.stepDevice);
-    this.stepDevice = this.driver.alloc(bytes);
-    this.staging = [new PinnedBuffer(this.driver, bytes), new PinnedBuffer(this.driver, bytes)];
+    if (this.stepDevice) this.deviceFree(this.stepDevice);
+    this.stepDevice = this.deviceAlloc(bytes);
+    this.freePinned(this.staging?.[0]);
+    this.freePinned(this.staging?.[1]);
+    this.staging = [this.pinnedBuffer(bytes), this.pinnedBuffer(bytes)];
     this.stepCapacity = bytes;
     this.stepReserved = true;
   }
@@ -288,10 +345,12 @@ export class CudaBackend implements Backend<CudaTensor> {
     if (bytes > this.stepCapacity) {
       if (this.stepReserved) throw new Error(`step inputs of ${bytes} bytes exceed the ${this.stepCapacity} reserved for the largest step`);
       this.synchronize(); // queued kernels may still read the old buffer
-      if (this.stepDevice) this.driver.free(this.stepDevice);
+      if (this.stepDevice) this.deviceFree(this.stepDevice);
       this.stepCapacity = Math.max(bytes, this.stepCapacity * 2, 1 << 16);
-      this.stepDevice = this.driver.alloc(this.stepCapacity);
-      this.staging = [new PinnedBuffer(this.driver, this.stepCapacity), new PinnedBuffer(this.driver, this.stepCapacity)];
+      this.stepDevice = this.deviceAlloc(this.stepCapacity);
+      this.freePinned(this.staging?.[0]);
+      this.freePinned(this.staging?.[1]);
+      this.staging = [this.pinnedBuffer(this.stepCapacity), this.pinnedBuffer(this.stepCapacity)];
     }
     this.stagingEvents ??= [this.driver.createEvent(), this.driver.createEvent()];
     const turn = this.stagingTurn;
@@ -330,7 +389,10 @@ export class CudaBackend implements Backend<CudaTensor> {
       this.k.profiler = this.profiler;
     }
     const graph = this.driver.endCapture(this.stream);
+    const old = this.graphs.get(key);
     this.graphs.set(key, this.driver.instantiate(graph));
+    this.driver.destroyGraph(graph); // the executable graph is independent of it
+    if (old !== undefined) this.driver.destroyGraphExec(old);
   }
 
   /** Replays the graph captured under `key` on the stream. */
@@ -444,10 +506,10 @@ export class CudaBackend implements Backend<CudaTensor> {
     if (floats > this.partialCapacity) {
       if (this.partial) {
         if (this.graphs.size > 0) this.outgrownPartials.push(this.partial);
-        else this.driver.free(this.partial);
+        else this.deviceFree(this.partial);
       }
       this.partialCapacity = floats;
-      this.partial = this.driver.alloc(floats * 4);
+      this.partial = this.deviceAlloc(floats * 4);
     }
     return this.partial;
   }
@@ -480,9 +542,12 @@ export class CudaBackend implements Backend<CudaTensor> {
     const need = 16 * 1024 + rows * (4 * 9 + MAX_TOP_LOGPROBS * 8 + 16) + edits * 20;
     if (!this.samplingScratch || this.samplingScratch.capacity < need) {
       this.synchronize();
-      if (this.samplingScratch) this.driver.free(this.samplingScratch.dev);
+      if (this.samplingScratch) {
+        this.deviceFree(this.samplingScratch.dev);
+        this.freePinned(this.samplingScratch.host);
+      }
       const capacity = Math.max(need, (this.samplingScratch?.capacity ?? 0) * 2);
-      this.samplingScratch = { dev: this.driver.alloc(capacity), host: new PinnedBuffer(this.driver, capacity), capacity };
+      this.samplingScratch = { dev: this.deviceAlloc(capacity), host: this.pinnedBuffer(capacity), capacity };
     }
     return this.samplingScratch;
   }

@@ -178,6 +178,9 @@ export class Driver {
   allocHost(bytes: number): bigint {
     return this.out("cuMemAllocHost_v2", BigInt(Math.max(bytes, 1)));
   }
+  freeHost(addr: bigint): void {
+    this.check("cuMemFreeHost", this.fn.cuMemFreeHost(addr));
+  }
   copyToDevice(dst: bigint, src: ArrayBufferView): void {
     this.check("cuMemcpyHtoD_v2", this.fn.cuMemcpyHtoD_v2(dst, src, BigInt(src.byteLength)));
   }
@@ -261,6 +264,12 @@ export class Driver {
   }
   graphLaunch(exec: bigint, stream: bigint): void {
     this.check("cuGraphLaunch", this.fn.cuGraphLaunch(exec, stream));
+  }
+  destroyGraph(graph: bigint): void {
+    this.check("cuGraphDestroy", this.fn.cuGraphDestroy(graph));
+  }
+  destroyGraphExec(exec: bigint): void {
+    this.check("cuGraphExecDestroy", this.fn.cuGraphExecDestroy(exec));
   }
   createEvent(): bigint {
     return this.out("cuEventCreate", 0);
