@@ -61,6 +61,7 @@ export function runTpRank(init: TpWorkerInit, devices: TpRankDevices | null): vo
       const cmd = Atomics.load(ctl, CMD), a = (i: number) => Atomics.load(ctl, ARG0 + i);
       if (cmd === CMD_SHUTDOWN) {
         nccl?.end("destroy");
+        backend.close?.(); // this rank's GPU memory back (another engine may start in this process)
         control.barrier();
         break;
       }
