@@ -644,6 +644,9 @@ class SimDriver implements DeviceDriver {
     if (!text.startsWith(SIM_IMAGE)) throw new SimFault("cuModuleLoadData: not an image the simulator made (CUDA_ERROR_INVALID_IMAGE)");
     return this.loadModule(text.slice(SIM_IMAGE.length));
   }
+  unloadModule(module: bigint): void {
+    if (!this.modules.delete(module)) throw new SimFault("cuModuleUnload of an unknown module");
+  }
   getFunction(module: bigint, name: string): bigint {
     const k = this.modules.get(module)?.get(name);
     if (!k) throw new SimFault(`cuModuleGetFunction: no kernel '${name}' (CUDA_ERROR_NOT_FOUND)`);

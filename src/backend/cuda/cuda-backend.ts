@@ -259,7 +259,8 @@ export class CudaBackend implements Backend<CudaTensor> {
   }
 
   /**
-   * Frees what this backend holds on the GPU — weights, KV cache, buffers, graphs, cuBLAS(Lt) handles —
+   * Frees what this backend holds on the GPU — weights, KV cache, buffers, graphs, kernel modules,
+   * cuBLAS(Lt) handles —
    * and its page-locked host memory, so that another engine in the same process finds the memory free.
    * The backend is unusable afterwards.
    */
@@ -277,6 +278,7 @@ export class CudaBackend implements Backend<CudaTensor> {
     this.lt?.destroy();
     this.lt = null;
     this.blas.destroy();
+    this.k.close();
     for (const p of this.deviceAllocations) this.driver.free(p);
     this.deviceAllocations.clear();
     for (const h of this.pinnedAllocations) this.driver.freeHost(h);

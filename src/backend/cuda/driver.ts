@@ -36,6 +36,7 @@ export const DRIVER_SYMBOLS = {
   cuLinkComplete: { args: [u64, p, p], returns: i32 },
   cuLinkDestroy: { args: [u64], returns: i32 },
   cuModuleGetFunction: { args: [p, u64, p], returns: i32 },
+  cuModuleUnload: { args: [u64], returns: i32 },
   cuFuncSetAttribute: { args: [u64, i32, i32], returns: i32 },
   cuLaunchKernel: { args: [u64, u32, u32, u32, u32, u32, u32, u32, u64, p, p], returns: i32 },
   cuStreamCreate: { args: [p, u32], returns: i32 },
@@ -230,6 +231,9 @@ export class Driver {
     } finally {
       this.fn.cuLinkDestroy(state[0]!);
     }
+  }
+  unloadModule(module: bigint): void {
+    this.check("cuModuleUnload", this.fn.cuModuleUnload(module));
   }
   getFunction(module: bigint, name: string): bigint {
     return this.out("cuModuleGetFunction", module, new TextEncoder().encode(name + "\0"));

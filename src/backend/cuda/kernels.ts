@@ -61,10 +61,13 @@ export class Kernels {
   /** When set, every launch is timed (see KernelProfiler). */
   profiler: KernelProfiler | null = null;
 
+  private readonly modules: bigint[] = [];
+
   /** Loads every module through `modules` (compiled once per GPU, then cached: see module-cache.ts). */
   constructor(private readonly driver: DeviceDriver, private readonly stream: bigint, modules: { load(name: string, ptx: string): bigint }) {
     for (const [moduleName, { ptx, kernels }] of Object.entries(MODULES)) {
       const mod = modules.load(moduleName, ptx);
+      this.modules.push(mod);
       const sigs = kernelSignatures(ptx);
       for (const k of kernels) {
         this.fns.set(k, driver.getFunction(mod, k));
@@ -73,6 +76,12 @@ export class Kernels {
     }
     const base = hostAddress(new Uint8Array(this.values));
     for (let k = 0; k < MAX_ARGS; k++) this.params[k] = base + BigInt(k * 8);
+  }
+
+  /** Unloads the modules (the backend is closing: no launch may follow). */
+  close(): void {
+    for (const m of this.modules.splice(0)) this.driver.unloadModule(m);
+    this.fns.clear();
   }
 
   launch(name: KernelName, grid: [number, number?, number?], block: number, args: Arg[], sharedBytes = 0): void {
