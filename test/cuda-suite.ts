@@ -44,7 +44,7 @@ export interface CudaTarget {
   timeoutMs: number;
   /** The simulator's count of NCCL communicators destroyed or aborted in the latest group (real NCCL keeps none). */
   ncclCommsClosed?: () => number;
-  /** Device memory a closed engine may leave behind: 0 on the simulator; a real driver keeps loaded kernel modules. */
+  /** Device memory a closed engine may leave behind: 0 on the simulator; a real driver may keep some for itself. */
   memorySlackBytes: number;
 }
 
