@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
 """The scripts/bench workloads through Hugging Face transformers, for side-by-side numbers (device only).
 
-usage: bench-hf.py MODEL_DIR [--only throughput,decode,coldstart] [--num-seqs 256] [--max-input 1024] [--max-output 1024]
+usage: bench-hf.py MODEL_DIR [--only throughput,decode,coldstart] [--num-seqs 256] [--max-input 1024]
+                   [--max-output 1024] [--time-limit SECONDS]
 
 throughput: nano-vllm's bench.py workload (random.seed(0), identical to scripts/bench), through
 transformers' continuous batching (model.generate_batch) when this version has it, else batched
-generate() with a static cache in chunks of 64 (left padding). Prints one JSON line.
+generate() with a static cache in chunks of 64 (left padding). With --time-limit, the chunked mode stops
+starting chunks once the limit has passed and reports the rate over the chunks it ran ("partial").
+The fast parts run first; a JSON line with everything so far is printed after each part (the last line
+is the most complete), so a run cut short by a timeout still reports what it measured.
 """
 import argparse, json, random, sys, time
 
@@ -18,6 +22,7 @@ ap.add_argument("--only", default="throughput,decode,coldstart")
 ap.add_argument("--num-seqs", type=int, default=256)
 ap.add_argument("--max-input", type=int, default=1024)
 ap.add_argument("--max-output", type=int, default=1024)
+ap.add_argument("--time-limit", type=float, default=0, help="seconds for the throughput part (0: none)")
 a = ap.parse_args()
 only = set(a.only.split(","))
 res = {"torch": torch.__version__}
@@ -33,6 +38,21 @@ if "coldstart" in only:
         model.generate(torch.tensor([[1, 2, 3]], device="cuda"), max_new_tokens=1, do_sample=False)
     torch.cuda.synchronize()
     res["coldstart"] = {"load_s": round(load_s, 2), "first_token_after_load_s": round(time.time() - t1, 2), "note": "in-process; excludes Python/torch import"}
+    print(json.dumps(res), flush=True)
+
+if "decode" in only:
+    dec = {}
+    for b in (1, 8, 64, 256):
+        ids = torch.randint(0, 10000, (b, 128), device="cuda")
+        with torch.no_grad():
+            model.generate(ids, max_new_tokens=4, min_new_tokens=4, do_sample=False, pad_token_id=0, cache_implementation="static")
+            torch.cuda.synchronize()
+            t1 = time.time()
+            model.generate(ids, max_new_tokens=65, min_new_tokens=65, do_sample=False, pad_token_id=0, cache_implementation="static")
+            torch.cuda.synchronize()
+        dec[f"batch_{b}_ms_per_token"] = round((time.time() - t1) * 1000 / 65, 3)
+    res["decode"] = dec
+    print(json.dumps(res), flush=True)
 
 if "throughput" in only:
     random.seed(0)
@@ -52,7 +72,11 @@ if "throughput" in only:
                 total += min(len(out[k].generated_tokens), max_tokens[i])
         else:
             mode = "generate-static-chunks"
+            chunks_run = 0
             for s in range(0, len(prompts), 64):
+                if a.time_limit and time.time() - t1 > a.time_limit:
+                    break
+                chunks_run += 1
                 chunk = prompts[s:s + 64]
                 L = max(len(p) for p in chunk)
                 ids = torch.tensor([[0] * (L - len(p)) + p for p in chunk], device="cuda")
@@ -63,18 +87,7 @@ if "throughput" in only:
     torch.cuda.synchronize()
     secs = time.time() - t1
     res["throughput"] = {"mode": mode, "output_tokens": total, "seconds": round(secs, 2), "output_tok_s": round(total / secs, 1)}
-
-if "decode" in only:
-    dec = {}
-    for b in (1, 8, 64, 256):
-        ids = torch.randint(0, 10000, (b, 128), device="cuda")
-        with torch.no_grad():
-            model.generate(ids, max_new_tokens=4, min_new_tokens=4, do_sample=False, pad_token_id=0, cache_implementation="static")
-            torch.cuda.synchronize()
-            t1 = time.time()
-            model.generate(ids, max_new_tokens=65, min_new_tokens=65, do_sample=False, pad_token_id=0, cache_implementation="static")
-            torch.cuda.synchronize()
-        dec[f"batch_{b}_ms_per_token"] = round((time.time() - t1) * 1000 / 65, 3)
-    res["decode"] = dec
+    if mode == "generate-static-chunks" and chunks_run * 64 < len(prompts):
+        res["throughput"]["partial"] = f"{chunks_run} of {(len(prompts) + 63) // 64} chunks (--time-limit)"
 
 print(json.dumps(res))
