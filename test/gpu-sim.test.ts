@@ -198,6 +198,21 @@ describe("the GPU simulator itself", () => {
     expect(() => g.captureGraph(2, () => g.toHost(out))).toThrow(/CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED/);
   });
 
+  test("close() frees everything once the stream drains, and gives up (freeing nothing) on work that never finishes", () => {
+    const sim = new SimDevice(64 << 20);
+    const g = CudaBackend.withDriver(sim.driver(), sim.cublasLibrary(), () => sim.cublasLtLibrary());
+    g.empty([1024, 1024]);
+    g.close();
+    expect(sim.usedBytes()).toBe(0);
+    const h = CudaBackend.withDriver(sim.driver(), sim.cublasLibrary(), () => sim.cublasLtLibrary());
+    const used = sim.usedBytes();
+    sim.enqueue(h.stream, () => false); // a kernel that never ends
+    const t0 = performance.now();
+    h.close(200);
+    expect(performance.now() - t0).toBeLessThan(5000);
+    expect(sim.usedBytes()).toBe(used);
+  });
+
   test("the backend refuses a launch whose arguments disagree with the kernel's PTX signature", () => {
     const g = openSim();
     const k = (g as unknown as { k: { launch: (n: string, grid: number[], block: number, args: object[]) => void } }).k;

@@ -195,9 +195,10 @@ export class LLMEngine {
         tensorParallelSize: tp, seed: opts.seed ?? ENGINE_DEFAULTS.seed,
       }, info);
     } catch (e) {
-      // Nothing started here outlives a failed start: tensor-parallel workers, CPU matmul threads.
-      tpGroup?.close();
-      backend.close?.();
+      // Nothing started here outlives a failed start: tensor-parallel workers, CPU matmul threads, GPU
+      // memory. (Cleanup trouble must not hide the error that stopped the start.)
+      try { tpGroup?.close(); } catch { /* the start's error is the one to report */ }
+      try { backend.close?.(); } catch { /* likewise */ }
       throw e;
     }
   }

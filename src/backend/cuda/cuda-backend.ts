@@ -36,6 +36,8 @@ const F = (f: number) => ({ f });
 const WORKSPACE_BYTES = 32 * 1024 * 1024;
 const MAX_TOP_LOGPROBS = 20;
 const POLL_SLEEP = new Int32Array(new SharedArrayBuffer(4));
+/** How long close() waits for queued GPU work to finish before it gives up freeing (a hung kernel). */
+const CLOSE_DRAIN_MS = 10_000;
 
 /** Row limits of the GEMV kernels (ptx/src/gemv.cu: MAX_ROWS, MAX_ROWS_SILU). */
 const GEMV_MAX_ROWS = 8, GEMV_SILU_MAX_ROWS = 2;
@@ -262,26 +264,38 @@ export class CudaBackend implements Backend<CudaTensor> {
    * Frees what this backend holds on the GPU — weights, KV cache, buffers, graphs, kernel modules,
    * cuBLAS(Lt) handles —
    * and its page-locked host memory, so that another engine in the same process finds the memory free.
-   * The backend is unusable afterwards.
+   * The backend is unusable afterwards. `drainMs`: how long to wait for queued work first.
    */
-  close(): void {
+  close(drainMs = CLOSE_DRAIN_MS): void {
     if (this.closed) return;
     this.closed = true;
     this.setWaitCheck(null);
-    try {
-      this.synchronize();
-    } catch {
-      // a failed stream (a kernel fault): free what can be freed anyway
+    // Best effort, step by step: after a kernel fault every call reports the context's sticky error, and a
+    // close() that threw would hide the error that made the caller close (the process frees the rest).
+    const attempt = (f: () => void) => {
+      try { f(); } catch { /* keep freeing */ }
+    };
+    // Work still running may use what we free (and cuMemFree would wait for it): give it a while. A stream
+    // that does not drain (a hung kernel) keeps its memory: freeing it would hang the shutdown.
+    let idle = false;
+    attempt(() => {
+      const deadline = performance.now() + drainMs;
+      while (!(idle = this.driver.streamQuery(this.stream)) && performance.now() < deadline) Atomics.wait(POLL_SLEEP, 0, 0, 1);
+    });
+    if (!idle) {
+      try { this.driver.streamQuery(this.stream); } catch { idle = true; } // a faulted context: nothing runs any more
     }
-    for (const exec of this.graphs.values()) this.driver.destroyGraphExec(exec);
+    if (!idle) return;
+    attempt(() => this.profiler?.collect());
+    for (const exec of this.graphs.values()) attempt(() => this.driver.destroyGraphExec(exec));
     this.graphs.clear();
-    this.lt?.destroy();
+    attempt(() => this.lt?.destroy());
     this.lt = null;
-    this.blas.destroy();
-    this.k.close();
-    for (const p of this.deviceAllocations) this.driver.free(p);
+    attempt(() => this.blas.destroy());
+    attempt(() => this.k.close());
+    for (const p of this.deviceAllocations) attempt(() => this.driver.free(p));
     this.deviceAllocations.clear();
-    for (const h of this.pinnedAllocations) this.driver.freeHost(h);
+    for (const h of this.pinnedAllocations) attempt(() => this.driver.freeHost(h));
     this.pinnedAllocations.clear();
     this.staging = null;
     this.samplingScratch = null;
