@@ -205,7 +205,7 @@ test("a bad CUDA switch is a start-up error naming it, not a silent fall back to
       delete process.env[k];
     }
   }
-});
+}, 60_000); // eight engine starts (tokenizer loads) on a busy 2-core machine
 
 describe("prompt_logprobs", () => {
   test("score every prompt token like a direct forward pass, also in chunks and after a cache-warm request", async () => {
