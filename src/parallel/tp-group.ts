@@ -89,12 +89,13 @@ export class TensorParallelGroup {
       ncclData = nccl.workerData;
       this.nccl = new NcclCollective(0, size, comms[0]!, nccl, device.leader, vocabPerRank, limits.maxSeqs);
       collective = this.nccl as unknown as Collective<Tensor>;
-      // The leader's stream may wait in a collective for a rank that has failed: poll, and give up then.
+      // The leader's stream may wait in a collective for a rank that has failed (or hung): poll, and give
+      // up then. Whoever catches the error stops the group (ModelRunner → fail(), or close()), which aborts
+      // the leader's communicator so its queued collectives give up too.
       this.leader = device.leader;
       this.leader.setWaitCheck((waitedMs) => {
-        this.checkRanks();
+        this.control.checkAbort();
         if (waitedMs > this.control.timeoutMs) {
-          this.nccl?.end("abort");
           throw new Error(`tensor parallelism: a step's GPU work (its collectives wait for the other ranks') did not finish within ${this.control.timeoutMs / 1000} s (VBUN_TP_TIMEOUT); the group is stopped`);
         }
       });
@@ -129,22 +130,9 @@ export class TensorParallelGroup {
     return this.control.size;
   }
 
-  /**
-   * Raises a failed rank's error. On GPUs the leader's communicator is aborted first, so that collectives
-   * still queued on its stream (waiting for the failed rank) give up instead of blocking it forever.
-   */
-  private checkRanks(): void {
-    try {
-      this.control.checkAbort();
-    } catch (e) {
-      this.nccl?.end("abort");
-      throw e;
-    }
-  }
-
   private command(cmd: number, args: number[] = []): void {
     const ctl = this.control.ctl;
-    this.checkRanks();
+    this.control.checkAbort();
     args.forEach((a, i) => Atomics.store(ctl, ARG0 + i, a));
     Atomics.store(ctl, CMD, cmd);
     this.inFlight = true;
@@ -154,18 +142,15 @@ export class TensorParallelGroup {
 
   /** Ends the current command: waits until every rank has issued its part (and raises a rank's failure). */
   endCommand(): void {
-    try {
-      this.control.barrier();
-    } catch (e) {
-      this.nccl?.end("abort");
-      throw e;
-    }
+    this.control.barrier();
     this.inFlight = false;
   }
 
   /**
-   * The leader's own part of a command failed: record it as rank 0's failure, so that the workers stop
-   * (and abort their communicators), and abort the leader's. The group is unusable afterwards.
+   * A command failed — in the leader's own part, or because a rank failed or hung: record it (as rank 0's
+   * failure unless a rank's is recorded already), so that the workers stop and abort their communicators,
+   * and abort the leader's, so that collectives queued on its stream give up instead of blocking it. Every
+   * error out of a command reaches here (ModelRunner, or close()). The group is unusable afterwards.
    */
   fail(error: unknown): void {
     this.control.abort(error);

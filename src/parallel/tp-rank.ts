@@ -59,6 +59,7 @@ export function runTpRank(init: TpWorkerInit, devices: TpRankDevices | null): vo
       control.waitChange(CMD_SEQ, seq);
       seq = Atomics.load(ctl, CMD_SEQ);
       const cmd = Atomics.load(ctl, CMD), a = (i: number) => Atomics.load(ctl, ARG0 + i);
+      let injectFault = false;
       if (cmd === CMD_SHUTDOWN) {
         nccl?.end("destroy");
         backend.close?.(); // this rank's GPU memory back (another engine may start in this process)
@@ -74,7 +75,7 @@ export function runTpRank(init: TpWorkerInit, devices: TpRankDevices | null): vo
         model.forward(step);
         backend.captureGraph!(a(0), () => model.forward(step));
       } else if (cmd === CMD_STEP) {
-        const injectFault = init.rank === failRank && steps === failStep;
+        injectFault = init.rank === failRank && steps === failStep;
         if (injectFault && hangAt) hang();
         if (injectFault && !failLate && !hangLate) throw new Error(`injected failure at step ${steps} (VBUN_TP_FAIL_AT)`);
         const [numTokens, numSeqs, width, numRows, graph] = [a(0), a(1), a(2), a(3), a(4)];
@@ -88,8 +89,8 @@ export function runTpRank(init: TpWorkerInit, devices: TpRankDevices | null): vo
         steps++;
       }
       control.barrier();
-      if (cmd === CMD_STEP && init.rank === failRank && steps - 1 === failStep && hangLate) hang();
-      if (cmd === CMD_STEP && init.rank === failRank && steps - 1 === failStep && failLate) {
+      if (injectFault && hangLate) hang();
+      if (injectFault && failLate) {
         // As when a kernel fault surfaces at the synchronize: this rank's collectives never run, after the
         // leader has passed the barrier (the pause makes sure it has) and waits for them on its stream.
         Atomics.wait(ctl, CMD_SEQ, seq, 200);
