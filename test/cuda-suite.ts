@@ -13,7 +13,7 @@ import { emptySamplingBatch } from "../src/engine/sampling-batch.ts";
 import { fromFloat32, toFloat32 } from "../src/loader/dtype.ts";
 import { LLM } from "../src/engine/llm.ts";
 import { SeededRandom } from "../src/model/tiny-model.ts";
-import { checkDraws, FAST_MODEL, filteredDistribution, SAMPLING_CASES, tinyModel } from "./helpers.ts";
+import { checkDraws, exitsWithin, FAST_MODEL, filteredDistribution, SAMPLING_CASES, tinyModel } from "./helpers.ts";
 
 export interface CudaSuiteSizes {
   /** Rows, hidden size, vocabulary and MLP width of the elementwise/GEMM test. */
@@ -540,8 +540,7 @@ export function defineCudaSuites(target: CudaTarget): void {
           if (target.ncclCommsClosed) expect(target.ncclCommsClosed()).toBe(failAt.endsWith("hang") ? 1 : 2);
           llm.close();
           // Generous: a simulated rank's thread frees half a GiB of simulated device memory on its way out.
-          const done = await Promise.race([group.exited.then(() => "exited"), Bun.sleep(30_000).then(() => "timeout")]);
-          expect(done).toBe("exited");
+          expect(await exitsWithin(group, 30_000)).toBe(true);
         } finally {
           delete process.env.VBUN_TP_FAIL_AT;
           delete process.env.VBUN_TP_TIMEOUT;

@@ -31,6 +31,11 @@ export const STORIES_DIR = process.env.VBUN_STORIES_DIR ?? join(import.meta.dir,
 /** A full-vocabulary (real Qwen3 tokenizer) model small enough for server tests. */
 export const SERVER_MODEL: TinyModelOptions = { arch: "qwen3", seed: 21, hiddenSize: 32, intermediateSize: 64, numHeads: 2, numKvHeads: 1, headDim: 16, numLayers: 1 };
 
+/** Whether every thread of a closed tensor-parallel group has exited within `ms`. */
+export async function exitsWithin(group: { exited: Promise<void> }, ms: number): Promise<boolean> {
+  return Promise.race([group.exited.then(() => true), Bun.sleep(ms).then(() => false)]);
+}
+
 export interface RunningServer {
   url: string;
   proc: import("bun").Subprocess<"ignore", "pipe", "pipe">;

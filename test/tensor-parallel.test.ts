@@ -2,7 +2,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { LLM } from "../src/engine/llm.ts";
 import type { TinyModelOptions } from "../src/model/tiny-model.ts";
-import { FAST_MODEL, tinyModel } from "./helpers.ts";
+import { exitsWithin, FAST_MODEL, tinyModel } from "./helpers.ts";
 import { createSharedBuffers, SharedCollective } from "../src/parallel/shared-collective.ts";
 
 const quiet = { log: () => {} };
@@ -70,8 +70,7 @@ for (const [failAt, message] of [["1:2", "injected failure at step 2"], ["1:2:la
       // The engine stays failed with the same error, and closes.
       expect(() => llm.generate(prompts, { temperature: 0, max_tokens: 8 }, { useTqdm: false })).toThrow(new RegExp(`tensor-parallel rank 1 failed: ${message}`));
       llm.close();
-      const done = await Promise.race([group.exited.then(() => "exited"), Bun.sleep(5000).then(() => "timeout")]);
-      expect(done).toBe("exited");
+      expect(await exitsWithin(group, 5000)).toBe(true);
     } finally {
       delete process.env.VBUN_TP_FAIL_AT;
     }
@@ -83,8 +82,7 @@ test("close() stops every worker thread", async () => {
   llm.generate([[1, 2, 3]], { max_tokens: 2 }, { useTqdm: false });
   const group = llm.engine.runner.tpGroup!;
   llm.close();
-  const done = await Promise.race([group.exited.then(() => "exited"), Bun.sleep(5000).then(() => "timeout")]);
-  expect(done).toBe("exited");
+  expect(await exitsWithin(group, 5000)).toBe(true);
 });
 
 test("invalid sizes are clear start-up errors", () => {
@@ -112,8 +110,7 @@ test("a rank that stops responding (VBUN_TP_FAIL_AT=1:2:hang) fails the engine a
     expect(() => llm.generate(prompts, { temperature: 0, max_tokens: 8 }, { useTqdm: false })).toThrow(/tensor parallelism: a rank did not arrive within 1 s \(VBUN_TP_TIMEOUT\); the group is stopped/);
     expect(performance.now() - t0).toBeLessThan(10_000);
     llm.close();
-    const done = await Promise.race([group.exited.then(() => "exited"), Bun.sleep(5000).then(() => "timeout")]);
-    expect(done).toBe("exited");
+    expect(await exitsWithin(group, 5000)).toBe(true);
   } finally {
     delete process.env.VBUN_TP_FAIL_AT;
     delete process.env.VBUN_TP_TIMEOUT;
