@@ -4,8 +4,9 @@
  * function's argument count and each argument's width are checked — an i32 where C takes a size_t, or a
  * missing argument, would pass garbage on the first GPU. The enum values and struct sizes we hard-code
  * are compiled and printed by the C compiler and compared. cuda.h comes with the toolkit on these
- * machines; cublas_api.h / cublasLt.h only where a full toolkit (or $VBUN_CUBLAS_INCLUDE) has them. A
- * header that is missing skips its part, saying why.
+ * machines; cublas_api.h / cublasLt.h only where a full toolkit (or $VBUN_CUBLAS_INCLUDE) has them, and
+ * nccl.h where NCCL's development files are installed (or $VBUN_NCCL_INCLUDE). A header that is missing
+ * skips its part, saying why.
  */
 import { describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
@@ -14,12 +15,14 @@ import { join } from "node:path";
 import * as driver from "../src/backend/cuda/driver.ts";
 import * as cublas from "../src/backend/cuda/cublas.ts";
 import * as lt from "../src/backend/cuda/cublaslt.ts";
+import * as nccl from "../src/backend/cuda/nccl.ts";
 
 const toolkitIncludes = [process.env.CUDA_HOME, process.env.CUDA_PATH, "/usr/local/cuda"].filter((d): d is string => !!d).map((d) => join(d, "include"));
 const findHeader = (name: string, extra: string[] = []) => [...extra, ...toolkitIncludes].find((d) => existsSync(join(d, name))) ?? null;
 const cudaInclude = findHeader("cuda.h");
 const cublasInclude = findHeader("cublasLt.h", process.env.VBUN_CUBLAS_INCLUDE ? [process.env.VBUN_CUBLAS_INCLUDE] : []);
-const includeFlags = [cublasInclude, cudaInclude].filter((d): d is string => !!d).flatMap((d) => ["-I", d]);
+const ncclInclude = findHeader("nccl.h", [...(process.env.VBUN_NCCL_INCLUDE ? [process.env.VBUN_NCCL_INCLUDE] : []), "/usr/include"]);
+const includeFlags = [cublasInclude, ncclInclude, cudaInclude].filter((d): d is string => !!d).flatMap((d) => ["-I", d]);
 
 function run(cmd: string[], stdin?: string): string | null {
   try {
@@ -75,8 +78,8 @@ function parseHeader(text: string) {
       }
       continue;
     }
-    const m = /^(?:extern "C" \{ )?(?:__attribute__\(\(.*?\)\) )?(\w+) (\w+) ?\((.*)\)$/.exec(d);
-    if (m && !functions.has(m[2]!)) functions.set(m[2]!, { ret: m[1]!, params: m[3]!.trim() === "void" ? [] : splitParams(m[3]!) });
+    const m = /^(?:extern "C" \{ )?(?:__attribute__\(\(.*?\)\) )?((?:const )?\w+(?: ?\*)*) ?\b(\w+) ?\((.*)\)$/.exec(d);
+    if (m && !functions.has(m[2]!)) functions.set(m[2]!, { ret: m[1]!.replace(/\s*\*/g, "*"), params: m[3]!.trim() === "void" ? [] : splitParams(m[3]!) });
   }
   // A parameter is a type and a name; an array parameter (T name[]) is a pointer.
   return { functions, classifyParam: (p: string) => (/\[\s*\w*\s*\]\s*$/.test(p) ? "ptr" as CClass : classify(p.replace(/\s*\w+\s*$/, "").trim() || p)) };
@@ -98,7 +101,7 @@ type Table = Record<string, { args: readonly string[]; returns: string }>;
 
 function defineSignatureSuite(label: string, header: string, include: string | null, ret: string, table: Table, aliases: Record<string, string[]> = {}) {
   const source = include ? preprocess(header) : null;
-  const why = !include ? `no ${header} (a full CUDA toolkit, or $VBUN_CUBLAS_INCLUDE)` : !source ? `gcc -E could not preprocess ${header}` : "";
+  const why = !include ? `no ${header} (a full CUDA toolkit, $VBUN_CUBLAS_INCLUDE or $VBUN_NCCL_INCLUDE)` : !source ? `gcc -E could not preprocess ${header}` : "";
   if (why) console.log(`skipping ${label} FFI signature checks: ${why}`);
   test.skipIf(!!why)(`${label} FFI signatures match ${header} (${Object.keys(table).length} functions)`, () => {
     const { functions, classifyParam } = parseHeader(source ?? "");
@@ -106,7 +109,9 @@ function defineSignatureSuite(label: string, header: string, include: string | n
     for (const [name, sig] of Object.entries(table)) {
       const proto = [name, ...(aliases[name] ?? [])].map((n) => functions.get(n)).find((f) => f);
       if (!proto) { problems.push(`${name}: not declared in ${header} (renamed or versioned?)`); continue; }
-      if (proto.ret !== ret || sig.returns !== "i32") problems.push(`${name}: returns ${proto.ret}, bound as ${sig.returns}`);
+      // The status type comes back as an i32; a C string (an error text) as a pointer.
+      const retOk = proto.ret === ret ? sig.returns === "i32" : proto.ret.endsWith("*") && sig.returns === "ptr";
+      if (!retOk) problems.push(`${name}: returns ${proto.ret}, bound as ${sig.returns}`);
       const classes = proto.params.map(classifyParam);
       if (sig.args.length !== classes.length) { problems.push(`${name}: ${sig.args.length} FFI arguments for C (${proto.params.join(", ")})`); continue; }
       classes.forEach((c, i) => {
@@ -123,14 +128,19 @@ defineSignatureSuite("libcuda", "cuda.h", cudaInclude, "CUresult",
   { cuEventElapsedTime: ["cuEventElapsedTime_v2"], cuEventElapsedTime_v2: ["cuEventElapsedTime"] });
 defineSignatureSuite("cuBLAS", "cublas_v2.h", cublasInclude, "cublasStatus_t", cublas.CUBLAS_SYMBOLS);
 defineSignatureSuite("cuBLASLt", "cublasLt.h", cublasInclude, "cublasStatus_t", lt.CUBLASLT_SYMBOLS);
+defineSignatureSuite("NCCL", "nccl.h", ncclInclude, "ncclResult_t", nccl.NCCL_SYMBOLS);
 
-/** Compiles a C program printing each expression's value; null when there is no compiler or a header is missing. */
-function cValues(headers: string[], exprs: Record<string, string>): Map<string, number> | null {
+/**
+ * Compiles a C (or C++) program printing each expression's value; null when there is no compiler or a header
+ * is missing. nccl.h declares ncclBfloat16 only where cuda_bf16.h has the type: for C++ compilers.
+ */
+function cValues(headers: string[], exprs: Record<string, string>, cxx = false): Map<string, number> | null {
   const dir = mkdtempSync(join(tmpdir(), "vbun-ffi-"));
   const src = [...headers.map((h) => `#include <${h}>`), "#include <stdio.h>", "#include <stddef.h>", "int main(void) {",
     ...Object.entries(exprs).map(([k, e]) => `  printf("%s %lld\\n", "${k}", (long long)(${e}));`), "  return 0;", "}"].join("\n");
-  writeFileSync(join(dir, "c.c"), src);
-  if (run(["gcc", ...includeFlags, "-o", join(dir, "c"), join(dir, "c.c")]) === null) return null;
+  const file = join(dir, cxx ? "c.cpp" : "c.c");
+  writeFileSync(file, src);
+  if (run([cxx ? "g++" : "gcc", ...includeFlags, "-o", join(dir, "c"), file]) === null) return null;
   const out = run([join(dir, "c")]);
   if (out === null) return null;
   return new Map(out.trim().split("\n").map((l) => { const [k, v] = l.split(" "); return [k!, Number(v)] as const; }));
@@ -163,11 +173,18 @@ const CUBLAS_CONSTANTS: Record<string, [string, number]> = {
   heuristic_workspace_offset: ["offsetof(cublasLtMatmulHeuristicResult_t, workspaceSize)", lt.ALGO_BYTES],
 };
 
-for (const [label, headers, include, constants] of [
-  ["cuda.h", ["cuda.h"], cudaInclude, DRIVER_CONSTANTS],
-  ["cublas_v2.h and cublasLt.h", ["cublas_v2.h", "cublasLt.h"], cublasInclude, CUBLAS_CONSTANTS],
+const NCCL_CONSTANTS: Record<string, [string, number]> = {
+  NCCL_FLOAT32: ["ncclFloat32", nccl.NCCL_FLOAT32],
+  NCCL_BFLOAT16: ["ncclBfloat16", nccl.NCCL_BFLOAT16],
+  NCCL_SUM: ["ncclSum", nccl.NCCL_SUM],
+};
+
+for (const [label, headers, include, constants, cxx] of [
+  ["cuda.h", ["cuda.h"], cudaInclude, DRIVER_CONSTANTS, false],
+  ["cublas_v2.h and cublasLt.h", ["cublas_v2.h", "cublasLt.h"], cublasInclude, CUBLAS_CONSTANTS, false],
+  ["nccl.h", ["nccl.h"], ncclInclude, NCCL_CONSTANTS, true],
 ] as const) {
-  const values = include ? cValues([...headers], Object.fromEntries(Object.entries(constants).map(([k, [e]]) => [k, e]))) : null;
+  const values = include ? cValues([...headers], Object.fromEntries(Object.entries(constants).map(([k, [e]]) => [k, e])), cxx) : null;
   if (!values) console.log(`skipping the ${label} constant checks: ${include ? "the C compiler could not build the check" : `no ${headers.join(" / ")}`}`);
   test.skipIf(!values)(`constants and struct layouts vbun hard-codes match ${label}`, () => {
     for (const [k, [expr, ours]] of Object.entries(constants)) expect(values!.get(k), `${expr}`).toBe(ours);

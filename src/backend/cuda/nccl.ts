@@ -8,7 +8,8 @@ import { CString, type Pointer } from "bun:ffi";
 import { openLibrary } from "./libraries.ts";
 
 const i32 = "i32", u64 = "u64", p = "ptr";
-const SYMBOLS = {
+/** Every NCCL entry point vbun binds (test/ffi-signatures.test.ts checks them against nccl.h). */
+export const NCCL_SYMBOLS = {
   ncclGetVersion: { args: [p], returns: i32 },
   ncclCommInitAll: { args: [p, i32, p], returns: i32 },
   ncclCommDestroy: { args: [u64], returns: i32 },
@@ -19,6 +20,7 @@ const SYMBOLS = {
   ncclGroupEnd: { args: [], returns: i32 },
   ncclGetErrorString: { args: [i32], returns: p },
 } as const;
+const SYMBOLS = NCCL_SYMBOLS;
 
 export const NCCL_FLOAT32 = 7, NCCL_BFLOAT16 = 9, NCCL_SUM = 0;
 
