@@ -41,7 +41,8 @@ export class SimFault extends Error {
 }
 
 export interface SimStats { launches: number; blocks: number; threads: number; gemms: number; graphLaunches: number; compiles: number; hostToDeviceCopies: number; streamSyncs: number }
-const SIM_IMAGE = "vbun-sim-image\n";
+/** The start of the simulator's "cubin" (the PTX text follows: it has no machine code). */
+export const SIM_IMAGE = "vbun-sim-image\n";
 
 export class SimDevice {
   private readonly capacity: number;
@@ -287,6 +288,12 @@ export class SimDevice {
     const h = this.handle();
     this.kernels.set(h, k);
     return h;
+  }
+  /** The kernel behind a function handle (how many parameters cuLaunchKernel's kernelParams holds). */
+  kernelOf(fn: bigint): Kernel {
+    const k = this.kernels.get(fn);
+    if (!k) throw new SimFault(`unknown function handle ${fn} (CUDA_ERROR_INVALID_HANDLE)`);
+    return k;
   }
   launch(fn: bigint, grid: [number, number, number], block: [number, number, number], sharedBytes: number, stream: bigint, params: BigUint64Array, name: string): void {
     const k = this.kernels.get(fn);
@@ -537,7 +544,8 @@ export class SimDevice {
           const pr = get(h, "pref");
           if (!pr) return NOT_INITIALIZED;
           if (attr !== 1 || size !== 8n) return INVALID;
-          pr.maxWorkspace = Number((buf as BigUint64Array)[0]);
+          const b = buf as ArrayBufferView;
+          pr.maxWorkspace = Number(new DataView(b.buffer, b.byteOffset, 8).getBigUint64(0, true));
           return OK;
         },
         cublasLtMatmulPreferenceDestroy: (h: unknown) => destroy(h, "pref"),

@@ -261,7 +261,10 @@ export class Driver {
     this.check("cuStreamBeginCapture_v2", this.fn.cuStreamBeginCapture_v2(stream, mode));
   }
   endCapture(stream: bigint): bigint {
-    return this.out("cuStreamEndCapture", stream);
+    // cuStreamEndCapture(CUstream, CUgraph*): the out-parameter comes last, unlike the other calls here.
+    const graph = new BigUint64Array(1);
+    this.check("cuStreamEndCapture", this.fn.cuStreamEndCapture(stream, graph));
+    return graph[0]!;
   }
   instantiate(graph: bigint): bigint {
     return this.out("cuGraphInstantiateWithFlags", graph, 0n);
