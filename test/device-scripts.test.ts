@@ -1,0 +1,56 @@
+/**
+ * The device-only scripts of scripts/gpu-check, rehearsed on a machine without a GPU: each runs as its own
+ * Bun process with the C-ABI shim preloaded (test/gpu-sim/shim-preload.ts), so its GPU path goes through
+ * vbun's real library search and bindings to simulated GPUs. A script that crashes, or prints no result,
+ * here would have wasted part of a device session. Tiny models and small sizes: the simulator interprets
+ * every kernel thread. Not a GPU run; the numbers mean nothing.
+ */
+import { describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import { tinyModel } from "./helpers.ts";
+import { buildShimLibraries } from "./gpu-sim/c-shim.ts";
+
+const root = join(import.meta.dir, "..");
+const built = buildShimLibraries();
+const why = "why" in built ? built.why : "";
+if (why) console.log(`skipping the device-script rehearsals: ${why}`);
+// Prompt ids up to 10,000 (scripts/bench's decode workload): the vocabulary must hold them.
+const MODEL = { arch: "qwen3" as const, seed: 11, vocabSize: 10240, hiddenSize: 64, intermediateSize: 128, numHeads: 4, numKvHeads: 2, headDim: 16, numLayers: 2 };
+
+/** Runs a script through the shim; returns its stdout's last line parsed as JSON. */
+function runScript(args: string[], timeoutMs: number): Record<string, unknown> {
+  const p = Bun.spawnSync([process.execPath, ...args], {
+    cwd: root, stdout: "pipe", stderr: "pipe", timeout: timeoutMs,
+    env: { ...process.env, BUN_OPTIONS: `--preload ${join(import.meta.dir, "gpu-sim", "shim-preload.ts")}` },
+  });
+  const out = p.stdout.toString().trim(), err = p.stderr.toString();
+  if (p.exitCode !== 0) throw new Error(`${args.join(" ")} exited with ${p.exitCode}:\n${err.slice(-3000)}`);
+  expect(err).not.toMatch(/shim-preload: \d+ calls failed/);
+  return JSON.parse(out.split("\n").pop()!) as Record<string, unknown>;
+}
+
+describe.skipIf(!!why)("device-only scripts, through vbun's FFI layer on a simulated GPU", () => {
+  test("scripts/nccl-check.ts: NCCL initialised, an all-reduce checked, destroyed, and aborted", () => {
+    const r = runScript(["scripts/nccl-check.ts"], 60_000);
+    expect(r).toMatchObject({ ranks: 1, ok: true, abort: "ok", version: 22203 });
+  }, 70_000);
+
+  test("scripts/bench-gemm: every weight shape at each batch, each cuBLASLt candidate checked against cublasGemmEx", () => {
+    const r = runScript(["scripts/bench-gemm", "--model", tinyModel(MODEL), "--batches", "1,8", "--reps", "2"], 60_000) as { rows: { maxRelDiff: number; candidates: number }[] };
+    expect(r.rows.length).toBe(10);
+    for (const row of r.rows) {
+      expect(row.candidates).toBe(3);
+      expect(row.maxRelDiff).toBe(0);
+    }
+  }, 70_000);
+
+  test("scripts/bench --only decode,profile: decode graphs timed per batch; a per-kernel breakdown of eager steps", () => {
+    const r = runScript(["scripts/bench", "--model", tinyModel(MODEL), "--device", "cuda", "--only", "decode,profile", "--batches", "1,2", "--decode-steps", "2", "--profile-batch", "2"], 120_000) as {
+      decode: Record<string, number>; profile: { decode: { kernels: { name: string }[] } };
+    };
+    expect(Object.keys(r.decode)).toEqual(["batch_1_ms_per_step", "batch_2_ms_per_step"]);
+    const kernels = r.profile.decode.kernels.map((k) => k.name);
+    for (const k of ["paged_attention_split_bf16", "sample_f32", "add_rmsnorm_bf16"]) expect(kernels).toContain(k);
+    expect(kernels.filter((k) => k.startsWith("gemm ")).length).toBe(5);
+  }, 130_000);
+});
