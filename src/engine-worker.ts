@@ -40,7 +40,7 @@ self.onmessage = (ev: MessageEvent<WorkerIn>) => {
   const m = ev.data;
   try {
     if (m.type === "init") {
-      const opts: EngineOptions = { ...m.options, log: (msg) => post({ type: "log", message: msg }) };
+      const opts: EngineOptions = { ...m.options, log: (msg) => post({ type: "log", message: msg }), onModelDir: (dir) => post({ type: "model-dir", modelDir: dir }) };
       engine = LLMEngine.create(opts);
       post({ type: "ready", info: engine.info, modelConfig: engine.modelConfig, limits: engine.limits, options: { ...engine.options }, eosTokenIds: engine.eosTokenIds, stats: engineStats(engine) });
       return;

@@ -5,7 +5,8 @@ import { LLMEngine, InvalidRequestError } from "../src/engine/llm-engine.ts";
 import type { EngineOptions } from "../src/engine/engine-config.ts";
 import { SamplingParams, SamplingParamsError } from "../src/engine/sampling-params.ts";
 import { SeededRandom } from "../src/model/tiny-model.ts";
-import { FAST_MODEL, tinyModel } from "./helpers.ts";
+import { AsyncEngine } from "../src/engine/async-engine.ts";
+import { FAST_MODEL, SERVER_MODEL, tinyModel } from "./helpers.ts";
 
 const model = tinyModel(FAST_MODEL);
 const quiet = { log: () => {} };
@@ -310,5 +311,32 @@ describe("output kinds (what each step's RequestOutput carries)", () => {
     }
     // Same request, same seed: the same results as a cumulative run (whose last deltas are the same too).
     expect(last).toEqual(cumLast);
+  });
+});
+
+describe("server start-up", () => {
+  test("the server's thread loads its tokenizer while the engine worker loads the model, not after", async () => {
+    const logs: string[] = [];
+    const engine = await AsyncEngine.start({ model: tinyModel(SERVER_MODEL), device: "cpu", maxModelLen: 128, log: (m) => logs.push(m) });
+    try {
+      // Worker messages are handled in order: the tokenizer is loaded on "model-dir", which the worker posts
+      // before it loads anything, so its line comes before the worker's later start-up lines.
+      const tok = logs.findIndex((l) => /^tokenizer loaded in \d+\.\d\ds$/.test(l)), kv = logs.findIndex((l) => l.startsWith("KV cache:"));
+      expect(tok).toBeGreaterThanOrEqual(0);
+      expect(kv).toBeGreaterThan(tok);
+      expect(engine.tokenizer.encode("hello world").length).toBeGreaterThan(0);
+    } finally {
+      await engine.shutdown(1000);
+    }
+  });
+
+  test("a tokenizer that cannot be loaded fails the start with its error and ends the worker", async () => {
+    const { cpSync, mkdtempSync, writeFileSync } = await import("node:fs");
+    const { join } = await import("node:path");
+    const { tmpdir } = await import("node:os");
+    const dir = mkdtempSync(join(tmpdir(), "vbun-badtok-"));
+    cpSync(tinyModel(SERVER_MODEL), dir, { recursive: true });
+    writeFileSync(join(dir, "tokenizer.json"), "{ not json");
+    await expect(AsyncEngine.start({ model: dir, device: "cpu", maxModelLen: 128, log: () => {} })).rejects.toThrow(/tokenizer\.json/);
   });
 });

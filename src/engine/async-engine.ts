@@ -83,7 +83,7 @@ class OutputStream implements AsyncIterableIterator<RequestOutput> {
   }
 }
 
-export interface AsyncEngineOptions extends EngineOptions {
+export interface AsyncEngineOptions extends Omit<EngineOptions, "onModelDir"> {
   /** Most requests allowed to wait for their first output; more → EngineOverloadedError. */
   maxWaitingRequests?: number;
 }
@@ -115,15 +115,30 @@ export class AsyncEngine {
     worker.onerror = (ev) => this.die(new Error(ev.message));
   }
 
-  /** Starts the engine worker and resolves once the model is loaded. */
+  /**
+   * Starts the engine worker and resolves once the model is loaded. This thread loads its tokenizer as
+   * soon as the worker names the model directory, while the worker loads the model.
+   */
   static async start(opts: AsyncEngineOptions = {}): Promise<AsyncEngine> {
     const { log, maxWaitingRequests: _, ...engineOptions } = opts;
     const say = log ?? ((m: string) => process.stderr.write(`[vbun] ${m}\n`));
     const worker = new Worker(ENGINE_WORKER_URL);
+    let tokenizer: { ok: TextTokenizer } | { error: unknown } | null = null;
+    const loadTokenizer = (dir: string) => {
+      if (tokenizer) return;
+      try {
+        const t0 = performance.now();
+        tokenizer = { ok: TextTokenizer.load(dir, opts.chatTemplate) };
+        say(`tokenizer loaded in ${((performance.now() - t0) / 1000).toFixed(2)}s`);
+      } catch (e) {
+        tokenizer = { error: e };
+      }
+    };
     const ready = await new Promise<Ready>((resolve, reject) => {
       worker.onmessage = (ev: MessageEvent<WorkerOut>) => {
         const m = ev.data;
         if (m.type === "log") say(m.message);
+        else if (m.type === "model-dir") loadTokenizer(m.modelDir);
         else if (m.type === "ready") resolve(m);
         else if (m.type === "failed") reject(new Error(m.message));
       };
@@ -133,8 +148,13 @@ export class AsyncEngine {
       worker.terminate();
       throw e;
     });
-    const tokenizer = TextTokenizer.load(ready.info.modelDir, opts.chatTemplate);
-    return new AsyncEngine(worker, ready, tokenizer, opts);
+    loadTokenizer(ready.info.modelDir);
+    const loaded = tokenizer as { ok: TextTokenizer } | { error: unknown } | null;
+    if (!loaded || "error" in loaded) {
+      worker.terminate();
+      throw loaded ? loaded.error : new Error("the tokenizer was not loaded");
+    }
+    return new AsyncEngine(worker, ready, loaded.ok, opts);
   }
 
   get isHealthy(): boolean {

@@ -26,6 +26,11 @@ export interface EngineOptions {
   chatTemplate?: string;
   /** Receives start-up and warning messages (default: stderr). */
   log?: (msg: string) => void;
+  /**
+   * Called once the model directory is known, before anything is loaded from it: the server's thread
+   * loads its tokenizer then, while the engine worker loads the model.
+   */
+  onModelDir?: (dir: string) => void;
   /** Time every GPU kernel and GEMM (CUDA only; scripts/bench --profile reads the totals). */
   profileKernels?: boolean;
   /** How GPUs, NCCL and GPU tensor-parallel workers are reached (default: the real driver; tests pass the GPU simulator). */

@@ -7,13 +7,14 @@ import type { OutputKind, RequestOutput } from "./request.ts";
 import type { SamplingParamsInit } from "./sampling-params.ts";
 
 export type WorkerIn =
-  | { type: "init"; options: Omit<EngineOptions, "log"> }
+  | { type: "init"; options: Omit<EngineOptions, "log" | "onModelDir"> }
   | { type: "add"; requestId: string; promptTokenIds: number[]; params: SamplingParamsInit; arrivalTime: number; outputKind: OutputKind }
   | { type: "abort"; requestId: string }
   | { type: "shutdown" };
 
 export type WorkerOut =
   | { type: "log"; message: string }
+  | { type: "model-dir"; modelDir: string }
   | { type: "ready"; info: EngineInfo; modelConfig: ModelConfig; limits: RequestLimits; options: Record<string, unknown>; eosTokenIds: number[]; stats: EngineStats }
   | { type: "outputs"; outputs: RequestOutput[]; stats: EngineStats }
   | { type: "aborted"; requestId: string; output: RequestOutput | null; stats: EngineStats }

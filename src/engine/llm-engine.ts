@@ -87,7 +87,7 @@ export class LLMEngine {
     readonly modelConfig: ModelConfig,
     readonly tokenizer: TextTokenizer,
     readonly runner: ModelRunner,
-    readonly options: Required<Omit<EngineOptions, "model" | "numGpuBlocksOverride" | "chatTemplate" | "log" | "maxModelLen" | "cuda" | "profileKernels">> & { maxModelLen: number; numBlocks: number },
+    readonly options: Required<Omit<EngineOptions, "model" | "numGpuBlocksOverride" | "chatTemplate" | "log" | "onModelDir" | "maxModelLen" | "cuda" | "profileKernels">> & { maxModelLen: number; numBlocks: number },
     readonly info: EngineInfo,
   ) {
     this.eosTokenIds = runner.sampler.eosTokenIds as number[];
@@ -108,6 +108,7 @@ export class LLMEngine {
     const isDefaultModel = opts.model === undefined;
     const modelDir = opts.model ?? ensureDefaultModel(log);
     if (isDefaultModel) log(`using the built-in RANDOM-WEIGHT test model (tiny Qwen3; it outputs gibberish): ${modelDir}`);
+    opts.onModelDir?.(modelDir);
     const device = opts.device ?? ENGINE_DEFAULTS.device;
     if (device !== "auto" && device !== "cpu" && device !== "cuda") throw new EngineConfigError("--device", `must be auto, cpu or cuda, got '${device}'`);
     const tp = checkPositiveInt("--tensor-parallel-size", opts.tensorParallelSize ?? ENGINE_DEFAULTS.tensorParallelSize);
@@ -167,8 +168,8 @@ export class LLMEngine {
         // cache's memory; for a small model they would run to tens of millions (and the block manager's
         // host arrays to gigabytes), so the cache stops there and the memory stays free.
         if (numBlocks > KV_CACHE_CAP * maxUsefulBlocks) numBlocks = KV_CACHE_CAP * maxUsefulBlocks;
-        log(`KV cache: ${numBlocks} blocks of ${blockSize} tokens (${((numBlocks * bytesPerBlock) / 2 ** 30).toFixed(2)} GiB)`);
       } else numBlocks = Math.max(1, Math.min(maxUsefulBlocks, Math.floor((opts.cpuKvCacheBytes ?? ENGINE_DEFAULTS.cpuKvCacheBytes) / bytesPerBlock)));
+      log(`KV cache: ${numBlocks} blocks of ${blockSize} tokens (${((numBlocks * bytesPerBlock) / 2 ** 30).toFixed(2)} GiB)`);
       if (tpGroup) tpGroup.allocKvCache(numBlocks, blockSize);
       else model.allocKvCache(numBlocks, blockSize);
       backend.reserveStep?.(maxNumBatchedTokens, maxNumSeqs, Math.ceil(maxModelLen / blockSize));
