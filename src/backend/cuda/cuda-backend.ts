@@ -11,7 +11,7 @@ import { toArrayBuffer, type Pointer } from "bun:ffi";
 import { Cublas, CUDA_R_16BF, CUDA_R_32F, openCublas, type CublasLibrary } from "./cublas.ts";
 import { CublasLt, openCublasLt, type CublasLtLibrary } from "./cublaslt.ts";
 import { cudaOptionsFromEnv, type GemmLibrary } from "./cuda-options.ts";
-import { Driver, type DeviceDriver, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT } from "./driver.ts";
+import { Driver, type DeviceDriver, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL } from "./driver.ts";
 import { DECODE_SHAPES, Kernels, type KernelName } from "./kernels.ts";
 import { KernelProfiler, type KernelTime } from "./kernel-profiler.ts";
 import { ModuleCache, type ModuleLoadStats } from "./module-cache.ts";
@@ -394,7 +394,7 @@ export class CudaBackend implements Backend<CudaTensor> {
   /** Captures what `run` launches on the stream into a graph kept under `key` (run it once eagerly first). */
   captureGraph(key: number, run: () => void): void {
     this.synchronize();
-    this.driver.beginCapture(this.stream, 1 /* CU_STREAM_CAPTURE_MODE_THREAD_LOCAL */);
+    this.driver.beginCapture(this.stream, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL);
     this.k.profiler = null; // events are not captured; a replay is timed as a whole
     try {
       run();

@@ -63,6 +63,8 @@ export const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75;
 export const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76;
 export const CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
 export const CU_STREAM_NON_BLOCKING = 1;
+/** Capture that forbids unsafe calls (synchronous copies, syncs) from this thread only: the TP ranks' threads capture at once. */
+export const CU_STREAM_CAPTURE_MODE_THREAD_LOCAL = 1;
 export const CUDA_ERROR_NOT_READY = 600;
 export const CU_JIT_ERROR_LOG_BUFFER = 5, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES = 6, CU_JIT_INPUT_PTX = 1;
 
@@ -257,7 +259,7 @@ export class Driver {
     this.check("cuStreamQuery", r);
     return true;
   }
-  beginCapture(stream: bigint, mode = 1): void {
+  beginCapture(stream: bigint, mode = CU_STREAM_CAPTURE_MODE_THREAD_LOCAL): void {
     this.check("cuStreamBeginCapture_v2", this.fn.cuStreamBeginCapture_v2(stream, mode));
   }
   endCapture(stream: bigint): bigint {
