@@ -5,6 +5,7 @@
  */
 import { engineStats } from "./engine/engine-stats.ts";
 import { LLMEngine } from "./engine/llm-engine.ts";
+import { packOutputs } from "./engine/output-codec.ts";
 import { SamplingParams } from "./engine/sampling-params.ts";
 import type { EngineOptions } from "./engine/engine-config.ts";
 import type { WorkerIn, WorkerOut } from "./engine/engine-protocol.ts";
@@ -28,7 +29,7 @@ function loop(): void {
   }
   try {
     const outputs = engine.step();
-    post({ type: "outputs", outputs, stats: engineStats(engine) });
+    post({ type: "outputs", outputs: packOutputs(outputs), stats: engineStats(engine) });
   } catch (e) {
     fail(e);
     return;

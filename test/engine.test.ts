@@ -6,6 +6,8 @@ import type { EngineOptions } from "../src/engine/engine-config.ts";
 import { SamplingParams, SamplingParamsError } from "../src/engine/sampling-params.ts";
 import { SeededRandom } from "../src/model/tiny-model.ts";
 import { AsyncEngine } from "../src/engine/async-engine.ts";
+import { pack, packOutputs, PACK_MIN, unpackOutputs } from "../src/engine/output-codec.ts";
+import type { RequestOutput } from "../src/engine/request.ts";
 import { FAST_MODEL, SERVER_MODEL, tinyModel } from "./helpers.ts";
 
 const model = tinyModel(FAST_MODEL);
@@ -338,5 +340,53 @@ describe("server start-up", () => {
     cpSync(tinyModel(SERVER_MODEL), dir, { recursive: true });
     writeFileSync(join(dir, "tokenizer.json"), "{ not json");
     await expect(AsyncEngine.start({ model: dir, device: "cpu", maxModelLen: 128, log: () => {} })).rejects.toThrow(/tokenizer\.json/);
+  });
+});
+
+describe("outputs crossing from the engine worker (output-codec)", () => {
+  test("unpack(pack(step outputs)) equals the outputs, in order, for every kind of output a run produces", () => {
+    const llm = make({ maxNumBatchedTokens: 16, enableChunkedPrefill: true });
+    const e = llm.engine;
+    // Plain streaming requests (compact), n = 2, logprobs and prompt logprobs, stop strings and stop tokens, a long prompt.
+    const kinds: [string, ConstructorParameters<typeof SamplingParams>[0], string | number[]][] = [
+      ["plain", { temperature: 0, max_tokens: 12, ignore_eos: true }, [5, 6, 7, 8, 9]],
+      ["n2", { n: 2, temperature: 1, seed: 4, max_tokens: 7, ignore_eos: true }, [11, 12, 13]],
+      ["logprobs", { temperature: 1, seed: 2, max_tokens: 5, ignore_eos: true, logprobs: 2, prompt_logprobs: 1 }, [20, 21, 22, 23]],
+      ["more", { temperature: 0, max_tokens: 9, ignore_eos: true, skip_special_tokens: false }, [400, 401, 402]],
+      ["stops", { temperature: 1, seed: 9, max_tokens: 30, stop: ["e", "a"], stop_token_ids: [7] }, [30, 31, 32]],
+      ["long", { temperature: 0, max_tokens: 4, ignore_eos: true }, Array.from({ length: 40 }, (_, i) => 40 + i)],
+    ];
+    for (const [id, p, prompt] of kinds) e.addRequest(id, prompt, new SamplingParams(p), performance.now(), "delta");
+    let steps = 0, compactSteps = 0;
+    while (e.hasUnfinishedRequests()) {
+      const outs = e.step();
+      const packed = structuredClone(pack(outs));
+      if (packed.idLengths.length > 0) compactSteps++;
+      expect(unpackOutputs(packed)).toEqual(outs);
+      steps++;
+    }
+    expect(steps).toBeGreaterThan(5);
+    expect(compactSteps).toBeGreaterThan(3); // the compact form was used, not only the fallback
+  });
+
+  test("edge cases: empty and multi-token deltas, surrogate pairs, n > 1, mixed with full outputs", () => {
+    const compact = (id: string, deltas: [number[], string][]): RequestOutput => ({
+      requestId: id, prompt: null, promptTokenIds: [], numPromptTokens: 3, numCachedTokens: 1, promptLogprobs: null, finished: false,
+      outputs: deltas.map(([toks, text], index) => ({ index, text: "", textDelta: text, tokenIds: [], tokenIdsDelta: toks, numTokens: 4 + index, cumulativeLogprob: null, logprobs: null, logprobsDelta: null, finishReason: null, stopReason: null })),
+    });
+    const fullOne: RequestOutput = { ...compact("done", [[[9], "x"]]), finished: true };
+    fullOne.outputs[0] = { ...fullOne.outputs[0]!, text: "abcx", tokenIds: [1, 2, 3, 9], finishReason: "stop", stopReason: "\n" };
+    const outs = [compact("a", [[[], ""]]), fullOne, compact("é😀", [[[1, 2, 3], "😀 e\u0301"], [[7], ""]]), compact("", [[[2147483647, 0], "z"]])];
+    const packed = structuredClone(pack(outs));
+    expect(packed.full.length).toBe(1);
+    expect(Array.from(packed.fullAt)).toEqual([1]);
+    expect(unpackOutputs(packed)).toEqual(outs);
+    expect(unpackOutputs(pack([]))).toEqual([]);
+    // What the worker sends: small steps as they are (cheaper), larger ones packed.
+    const many = Array.from({ length: PACK_MIN }, (_, i) => compact(`r${i}`, [[[i], `t${i}`]]));
+    expect("plain" in packOutputs(many.slice(1))).toBe(true);
+    expect("plain" in packOutputs(many)).toBe(false);
+    expect(unpackOutputs(structuredClone(packOutputs(many)))).toEqual(many);
+    expect(unpackOutputs(structuredClone(packOutputs(many.slice(1))))).toEqual(many.slice(1));
   });
 });

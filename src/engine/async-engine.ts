@@ -3,6 +3,7 @@
  * model step never blocks HTTP handling (engine-worker.ts); this side validates and tokenizes requests, keeps one async
  * iterator of outputs per request, bounds the waiting queue, and shuts down gracefully.
  */
+import { unpackOutputs } from "./output-codec.ts";
 import { TextTokenizer } from "../tokenizer/tokenizer.ts";
 import { ENGINE_WORKER_URL } from "../worker-url.ts";
 import type { ModelConfig } from "../model/config.ts";
@@ -206,7 +207,7 @@ export class AsyncEngine {
     switch (m.type) {
       case "outputs":
         this.stats = m.stats;
-        for (const o of m.outputs) {
+        for (const o of unpackOutputs(m.outputs)) {
           const s = this.streams.get(o.requestId);
           if (!s) continue;
           s.push(o);

@@ -5,6 +5,7 @@ import type { EngineStats } from "./engine-stats.ts";
 import type { ModelConfig } from "../model/config.ts";
 import type { OutputKind, RequestOutput } from "./request.ts";
 import type { SamplingParamsInit } from "./sampling-params.ts";
+import type { StepOutputs } from "./output-codec.ts";
 
 export type WorkerIn =
   | { type: "init"; options: Omit<EngineOptions, "log" | "onModelDir"> }
@@ -16,7 +17,7 @@ export type WorkerOut =
   | { type: "log"; message: string }
   | { type: "model-dir"; modelDir: string }
   | { type: "ready"; info: EngineInfo; modelConfig: ModelConfig; limits: RequestLimits; options: Record<string, unknown>; eosTokenIds: number[]; stats: EngineStats }
-  | { type: "outputs"; outputs: RequestOutput[]; stats: EngineStats }
+  | { type: "outputs"; outputs: StepOutputs; stats: EngineStats }
   | { type: "aborted"; requestId: string; output: RequestOutput | null; stats: EngineStats }
   | { type: "rejected"; requestId: string; message: string }
   | { type: "failed"; message: string; stack: string }
