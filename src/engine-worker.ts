@@ -3,7 +3,7 @@
  * (vLLM's EngineCore process, as a thread). Messages in: init, add, abort. Messages out: ready, outputs,
  * aborted, failed. Between steps it yields so that incoming adds and aborts are handled.
  */
-import { engineStats } from "./engine/engine-stats.ts";
+import { engineGauges, engineStats } from "./engine/engine-stats.ts";
 import { LLMEngine } from "./engine/llm-engine.ts";
 import { packOutputs } from "./engine/output-codec.ts";
 import { SamplingParams } from "./engine/sampling-params.ts";
@@ -22,6 +22,14 @@ function fail(e: unknown): void {
   engine = null;
 }
 
+/**
+ * Step outputs carry the cheap gauges every step, and the histograms only when a request finished, at
+ * most every STATS_MS otherwise, and on the last step before the loop idles — /metrics may lag a
+ * running request's inter-token histogram by that much, never a finished request.
+ */
+const STATS_MS = 200;
+let statsSentAt = 0;
+
 function loop(): void {
   if (!engine || !engine.hasUnfinishedRequests()) {
     looping = false;
@@ -29,7 +37,10 @@ function loop(): void {
   }
   try {
     const outputs = engine.step();
-    post({ type: "outputs", outputs: packOutputs(outputs), stats: engineStats(engine) });
+    const now = performance.now();
+    const full = now - statsSentAt >= STATS_MS || !engine.hasUnfinishedRequests() || outputs.some((o) => o.finished);
+    if (full) statsSentAt = now;
+    post({ type: "outputs", outputs: packOutputs(outputs), stats: full ? engineStats(engine) : engineGauges(engine) });
   } catch (e) {
     fail(e);
     return;

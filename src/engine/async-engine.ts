@@ -206,7 +206,8 @@ export class AsyncEngine {
   private onMessage(m: WorkerOut): void {
     switch (m.type) {
       case "outputs":
-        this.stats = m.stats;
+        // Gauges every step; histograms and per-reason counts only now and then (engine-worker.ts).
+        this.stats = "histograms" in m.stats ? m.stats : { ...this.stats, ...m.stats };
         for (const o of unpackOutputs(m.outputs)) {
           const s = this.streams.get(o.requestId);
           if (!s) continue;

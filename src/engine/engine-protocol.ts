@@ -1,7 +1,7 @@
 /** Messages between the AsyncEngine (server thread) and the engine worker. Plain data only. */
 import type { EngineInfo, RequestLimits } from "./llm-engine.ts";
 import type { EngineOptions } from "./engine-config.ts";
-import type { EngineStats } from "./engine-stats.ts";
+import type { EngineGauges, EngineStats } from "./engine-stats.ts";
 import type { ModelConfig } from "../model/config.ts";
 import type { OutputKind, RequestOutput } from "./request.ts";
 import type { SamplingParamsInit } from "./sampling-params.ts";
@@ -17,7 +17,7 @@ export type WorkerOut =
   | { type: "log"; message: string }
   | { type: "model-dir"; modelDir: string }
   | { type: "ready"; info: EngineInfo; modelConfig: ModelConfig; limits: RequestLimits; options: Record<string, unknown>; eosTokenIds: number[]; stats: EngineStats }
-  | { type: "outputs"; outputs: StepOutputs; stats: EngineStats }
+  | { type: "outputs"; outputs: StepOutputs; stats: EngineStats | EngineGauges }
   | { type: "aborted"; requestId: string; output: RequestOutput | null; stats: EngineStats }
   | { type: "rejected"; requestId: string; message: string }
   | { type: "failed"; message: string; stack: string }
