@@ -123,7 +123,7 @@ export async function serve(args: string[]): Promise<number> {
     state.asyncEngine = engine;
     const i = engine.info, c = engine.modelConfig;
     log(`loaded ${i.modelDir}: ${c.architecture}, ${c.numLayers} layers, hidden ${c.hiddenSize}, vocab ${c.vocabSize} on ${i.device} in ${i.loadSeconds.toFixed(2)}s`);
-    log(`KV cache: ${i.numBlocks} blocks × ${i.blockSize} tokens = ${i.kvCapacityTokens} tokens; max_model_len ${i.maxModelLen}; prefix caching ${opts.enablePrefixCaching === false ? "off" : "on"}`);
+    log(`${i.kvCapacityTokens} tokens of KV cache; max_model_len ${i.maxModelLen}; prefix caching ${opts.enablePrefixCaching === false ? "off" : "on"}`);
     log(`ready in ${((performance.now() - t0) / 1000).toFixed(2)}s: serving '${served}' at http://${server.hostname}:${server.port}/v1`);
   } catch (e) {
     state.loadError = e as Error;
