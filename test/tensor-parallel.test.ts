@@ -3,7 +3,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { LLM } from "../src/engine/llm.ts";
 import type { TinyModelOptions } from "../src/model/tiny-model.ts";
 import { exitsWithin, FAST_MODEL, tinyModel } from "./helpers.ts";
-import { createSharedBuffers, SharedCollective } from "../src/parallel/shared-collective.ts";
+import { ABORT, createSharedBuffers, ERR_LEN, ERR_RANK, SharedCollective } from "../src/parallel/shared-collective.ts";
 
 const quiet = { log: () => {} };
 const prompts = [[1, 2, 3, 4, 5, 6, 7, 8, 9], [100, 200, 300], Array.from({ length: 40 }, (_, i) => (i * 37) % 500)];
@@ -98,6 +98,28 @@ test("a barrier with a time limit gives up on a rank that never comes (close() t
   const t0 = performance.now();
   expect(() => leader.barrier(150)).toThrow(/tensor parallelism: a rank did not arrive within 0.15 s \(VBUN_TP_TIMEOUT\); the group is stopped/);
   expect(performance.now() - t0).toBeGreaterThanOrEqual(140);
+});
+
+test("a rank caught in the middle of recording its failure is reported with its own rank and message, not as rank 0's empty one", async () => {
+  const sizes = { size: 2, maxReduce: 4, maxLogitsRows: 1, vocabSize: 4, vocabPerRank: 2, maxTokens: 4, maxSeqs: 1, maxBlocksPerSeq: 1 };
+  const buffers = createSharedBuffers(sizes);
+  const leader = new SharedCollective(0, sizes, buffers);
+  // Rank 1 has claimed the abort (ABORT = 2) but not yet written its rank and message: another thread
+  // finishes the write 100 ms later, as a worker between the two steps of abort() would.
+  const ctl = new Int32Array(buffers.ctl);
+  Atomics.store(ctl, ABORT, 2);
+  const src = `self.onmessage = (e) => { const { ctl, err } = e.data; const c = new Int32Array(ctl); Atomics.wait(c, 15, 0, 100);
+    const m = new TextEncoder().encode("boom"); new Uint8Array(err).set(m); Atomics.store(c, ${ERR_LEN}, m.length); Atomics.store(c, ${ERR_RANK}, 1);
+    Atomics.store(c, ${ABORT}, 1); Atomics.notify(c, ${ABORT}); postMessage("done"); };`;
+  const w = new Worker(URL.createObjectURL(new Blob([src], { type: "application/javascript" })));
+  const done = new Promise((r) => { w.onmessage = r; });
+  w.postMessage({ ctl: buffers.ctl, err: buffers.err });
+  try {
+    expect(() => leader.checkAbort()).toThrow(/^tensor-parallel rank 1 failed: boom$/);
+    await done;
+  } finally {
+    w.terminate();
+  }
 });
 
 test("a rank that stops responding (VBUN_TP_FAIL_AT=1:2:hang) fails the engine after VBUN_TP_TIMEOUT instead of hanging it", async () => {

@@ -73,6 +73,8 @@ export class SharedCollective implements Collective<CpuTensor> {
   /** Throws the failing rank's error if any rank has aborted. */
   checkAbort(): void {
     if (Atomics.load(this.ctl, ABORT) === 0) return;
+    // 2: the failing rank is still writing its error (abort() below); its rank and message come with 1.
+    while (Atomics.load(this.ctl, ABORT) === 2) Atomics.wait(this.ctl, ABORT, 2, 1);
     const len = Atomics.load(this.ctl, ERR_LEN);
     throw new TensorParallelError(Atomics.load(this.ctl, ERR_RANK), new TextDecoder().decode(this.errBytes.slice(0, len)));
   }
@@ -85,7 +87,7 @@ export class SharedCollective implements Collective<CpuTensor> {
     Atomics.store(this.ctl, ERR_LEN, msg.length);
     Atomics.store(this.ctl, ERR_RANK, this.rank);
     Atomics.store(this.ctl, ABORT, 1);
-    for (const w of [GEN, CMD_SEQ, READY]) Atomics.notify(this.ctl, w);
+    for (const w of [ABORT, GEN, CMD_SEQ, READY]) Atomics.notify(this.ctl, w);
   }
 
   /**
