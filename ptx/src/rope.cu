@@ -36,8 +36,10 @@ extern "C" __global__ void qk_norm_rope_store_bf16(bf16* __restrict__ qkv, const
   }
   if (!active) return;
   const int pos = positions[t];
-  const float c = cos_table[(size_t)pos * half + i], s = sin_table[(size_t)pos * half + i];
-  const bf16 y1 = to_bf(x1 * c - x2 * s), y2 = to_bf(x2 * c + x1 * s);
+  // Rounded where Hugging Face's bf16 forward rounds (q·cos + rotate_half(q)·sin with cos/sin cast to the
+  // activation dtype: each product, then the sum), so vbun and HF agree bit for bit more often.
+  const float c = to_f(to_bf(cos_table[(size_t)pos * half + i])), s = to_f(to_bf(sin_table[(size_t)pos * half + i]));
+  const bf16 y1 = to_bf(to_f(to_bf(x1 * c)) - to_f(to_bf(x2 * s))), y2 = to_bf(to_f(to_bf(x2 * c)) + to_f(to_bf(x1 * s)));
   head[i] = y1;
   head[i + half] = y2;
   if (kv_head >= 0 && slot >= 0) {
