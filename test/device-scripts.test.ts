@@ -6,7 +6,14 @@
  * every kernel thread. Not a GPU run; the numbers mean nothing.
  */
 import { describe, expect, test } from "bun:test";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { LLM } from "../src/engine/llm.ts";
+import { CpuBackend } from "../src/backend/cpu/cpu-backend.ts";
+import { CausalLM } from "../src/model/causal-lm.ts";
+import { Checkpoint } from "../src/loader/checkpoint.ts";
+import { loadModelConfig } from "../src/model/config.ts";
 import { tinyModel } from "./helpers.ts";
 import { buildShimLibraries } from "./gpu-sim/c-shim.ts";
 
@@ -43,6 +50,34 @@ describe.skipIf(!!why)("device-only scripts, through vbun's FFI layer on a simul
       expect(row.maxRelDiff).toBe(0);
     }
   }, 70_000);
+
+  test("scripts/compare-hf.ts: last-position logits and greedy continuations against a reference in hf-reference.py's format", () => {
+    // The reference here is vbun's own CPU backend (float32 activations), written as hf-reference.py
+    // writes Hugging Face's: hf.json + raw little-endian float32 logits per prompt.
+    const model = tinyModel(MODEL), ref = mkdtempSync(join(tmpdir(), "vbun-hfref-"));
+    const prompts = [[1, 2, 3, 4, 5], [100, 200, 300], [7, 8, 9, 10, 11, 12, 13], [5000, 17, 2]];
+    const greedy = new LLM({ model, device: "cpu", maxModelLen: 128, log: () => {} }).generate(prompts, { temperature: 0, max_tokens: 6, ignore_eos: true }, { useTqdm: false });
+    const cpu = new CpuBackend(), cfg = loadModelConfig(model), m = new CausalLM(cfg, cpu, 128);
+    m.load(new Checkpoint(model));
+    m.allocKvCache(8, 16);
+    const results = prompts.map((p, i) => {
+      const n = p.length;
+      const step = cpu.uploadStep({ tokenIds: Int32Array.from(p), positions: Int32Array.from({ length: n }, (_, j) => j), slotMapping: Int32Array.from({ length: n }, (_, j) => j), queryStart: Int32Array.from([0, n]), seqLens: Int32Array.from([n]), blockTables: Int32Array.from({ length: 8 }, (_, j) => j), maxBlocksPerSeq: 8, logitsRows: Int32Array.from([n - 1]) });
+      const logits = cpu.toHost(m.forward(step));
+      writeFileSync(join(ref, `logits-${i}.f32`), new Uint8Array(logits.buffer, logits.byteOffset, logits.byteLength));
+      return { prompt: p, greedy: greedy[i]!.outputs[0]!.tokenIds, logits_file: `logits-${i}.f32` };
+    });
+    writeFileSync(join(ref, "hf.json"), JSON.stringify({ model, dtype: "float32 (vbun CPU)", results }));
+    // bf16 on the GPU against float32 activations: a few per cent on this tiny model, hence --max-rel.
+    const r = runScript(["scripts/compare-hf.ts", model, ref, "--device", "cuda", "--enforce-eager", "--max-rel", "0.05", "--min-identical", "3", "--f32-ref", ref], 120_000) as {
+      prompts: number; max_logits_rel_err: number; greedy_identical: number; vbun_vs_f32_rel_err: { max: number }; hf_bf16_vs_f32_rel_err: { max: number }; ok: boolean;
+    };
+    expect(r.prompts).toBe(4);
+    expect(r.ok).toBe(true);
+    expect(r.max_logits_rel_err).toBeGreaterThan(0); // bf16 is not float32: a zero would mean the GPU path was not compared
+    expect(r.vbun_vs_f32_rel_err.max).toBe(r.max_logits_rel_err);
+    expect(r.hf_bf16_vs_f32_rel_err.max).toBe(0);
+  }, 130_000);
 
   test("scripts/bench --only decode,profile: decode graphs timed per batch; a per-kernel breakdown of eager steps", () => {
     const r = runScript(["scripts/bench", "--model", tinyModel(MODEL), "--device", "cuda", "--only", "decode,profile", "--batches", "1,2", "--decode-steps", "2", "--profile-batch", "2"], 120_000) as {
