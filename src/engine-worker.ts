@@ -1,6 +1,6 @@
 /**
  * The engine core, run in a Worker so that model steps never block the server's event loop
- * (vLLM's EngineCore process, as a thread). Messages in: init, add, abort. Messages out: ready, outputs,
+ * (vLLM's EngineCore process, as a thread). Messages in: init, add, abort. Messages out: model-dir, ready, outputs,
  * aborted, failed. Between steps it yields so that incoming adds and aborts are handled.
  */
 import { engineGauges, engineStats } from "./engine/engine-stats.ts";
