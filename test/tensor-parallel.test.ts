@@ -3,6 +3,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { LLM } from "../src/engine/llm.ts";
 import type { TinyModelOptions } from "../src/model/tiny-model.ts";
 import { exitsWithin, FAST_MODEL, tinyModel } from "./helpers.ts";
+import { simProvider } from "./gpu-sim/provider.ts";
 import { ABORT, createSharedBuffers, ERR_LEN, ERR_RANK, SharedCollective } from "../src/parallel/shared-collective.ts";
 
 const quiet = { log: () => {} };
@@ -121,6 +122,19 @@ test("a rank caught in the middle of recording its failure is reported with its 
     w.terminate();
   }
 });
+
+test("a rank worker whose module fails to load makes the start fail after VBUN_TP_START_TIMEOUT, instead of hanging it", () => {
+  process.env.VBUN_TP_START_TIMEOUT = "1";
+  try {
+    const broken = URL.createObjectURL(new Blob(["throw new Error('this worker cannot load');"], { type: "application/javascript" }));
+    const cuda = { ...simProvider(2).provider, tpWorkerUrl: broken };
+    const t0 = performance.now();
+    expect(() => new LLM({ model: tinyModel(FAST_MODEL), device: "cuda", cuda, tensorParallelSize: 2, maxModelLen: 64, maxNumSeqs: 4, ...quiet })).toThrow(/tensor parallelism: 1 of 1 rank workers did not start within 1 s \(VBUN_TP_START_TIMEOUT\): a worker's module failed to load/);
+    expect(performance.now() - t0).toBeLessThan(30_000);
+  } finally {
+    delete process.env.VBUN_TP_START_TIMEOUT;
+  }
+}, 60_000);
 
 test("a rank that stops responding (VBUN_TP_FAIL_AT=1:2:hang) fails the engine after VBUN_TP_TIMEOUT instead of hanging it", async () => {
   process.env.VBUN_TP_FAIL_AT = "1:2:hang";

@@ -10,8 +10,10 @@ import type { Collective } from "../model/causal-lm.ts";
 // Control words (Int32Array indices).
 export const GEN = 0, COUNT = 1, ABORT = 2, CMD_SEQ = 3, CMD = 4, READY = 5, ERR_RANK = 6, ERR_LEN = 7;
 export const ARG0 = 8; // command arguments: ARG0 … ARG0 + 7
+/** Workers that have received their init message and begun (a worker whose module fails to load never does). */
+export const STARTED = 16;
 export const CMD_STEP = 1, CMD_ALLOC_KV = 2, CMD_RESERVE = 3, CMD_SHUTDOWN = 4, CMD_CAPTURE = 5;
-const CTL_WORDS = 16, ERR_BYTES = 4096;
+const CTL_WORDS = 17, ERR_BYTES = 4096;
 
 export interface SharedBuffers {
   ctl: SharedArrayBuffer;

@@ -19,7 +19,7 @@ import type { ModelConfig } from "../model/config.ts";
 import { TP_WORKER_URL } from "../worker-url.ts";
 import { NcclCollective } from "./nccl-collective.ts";
 import { localDims } from "./shard.ts";
-import { ARG0, CMD, CMD_ALLOC_KV, CMD_CAPTURE, CMD_RESERVE, CMD_SEQ, CMD_SHUTDOWN, CMD_STEP, createSharedBuffers, inputViews, READY, SharedCollective, type SharedSizes } from "./shared-collective.ts";
+import { ARG0, CMD, CMD_ALLOC_KV, CMD_CAPTURE, CMD_RESERVE, CMD_SEQ, CMD_SHUTDOWN, CMD_STEP, createSharedBuffers, inputViews, READY, SharedCollective, STARTED, type SharedSizes } from "./shared-collective.ts";
 
 /** How long close() waits for the workers to shut down cleanly before aborting the group. */
 const SHUTDOWN_WAIT_MS = 10_000;
@@ -29,11 +29,11 @@ const SHUTDOWN_WAIT_MS = 10_000;
  * stream, whose collectives wait for theirs — before it declares the group hung and stops it:
  * $VBUN_TP_TIMEOUT seconds, default 600 (NCCL's own watchdogs elsewhere default to minutes too).
  */
-export function tpTimeoutMs(env: Record<string, string | undefined> = process.env): number {
-  const v = env.VBUN_TP_TIMEOUT;
-  if (v === undefined || v === "") return 600_000;
+export function tpTimeoutMs(env: Record<string, string | undefined> = process.env, name = "VBUN_TP_TIMEOUT", defaultSeconds = 600): number {
+  const v = env[name];
+  if (v === undefined || v === "") return defaultSeconds * 1000;
   const s = Number(v);
-  if (!(s > 0)) throw new Error(`VBUN_TP_TIMEOUT must be a positive number of seconds, got '${v}'`);
+  if (!(s > 0)) throw new Error(`${name} must be a positive number of seconds, got '${v}'`);
   return s * 1000;
 }
 
@@ -117,10 +117,22 @@ export class TensorParallelGroup {
       const backend = device.kind === "cuda" ? device.leader : new CpuBackend({ threads: 1 });
       this.model = new CausalLM<Tensor>(cfg, backend as unknown as Backend<Tensor>, maxModelLen, collective);
       this.model.load(new Checkpoint(modelDir));
-      // Wait for every worker to load its shard (or fail).
+      // Wait for every worker to start — one whose module fails to load never does, and its error event
+      // cannot reach this blocked thread: give up after VBUN_TP_START_TIMEOUT (60 s) — then to load its
+      // shard (or fail), for at most VBUN_TP_TIMEOUT.
       const ctl = this.control.ctl;
-      for (let ready = Atomics.load(ctl, READY); ready < size - 1; ready = Atomics.load(ctl, READY)) this.control.waitChange(READY, ready);
+      const startMs = tpTimeoutMs(process.env, "VBUN_TP_START_TIMEOUT", 60), startBy = performance.now() + startMs;
+      for (let started = Atomics.load(ctl, STARTED); started < size - 1; started = Atomics.load(ctl, STARTED)) {
+        const left = startBy - performance.now();
+        if (left <= 0) throw new Error(`tensor parallelism: ${size - 1 - started} of ${size - 1} rank workers did not start within ${startMs / 1000} s (VBUN_TP_START_TIMEOUT): a worker's module failed to load`);
+        this.control.checkAbort();
+        Atomics.wait(ctl, STARTED, started, Math.min(left, 100));
+      }
+      for (let ready = Atomics.load(ctl, READY); ready < size - 1; ready = Atomics.load(ctl, READY)) this.control.waitChange(READY, ready, this.control.timeoutMs);
     } catch (e) {
+      // A group that never became usable is aborted, not shut down (a shutdown would wait for workers
+      // that may never have started).
+      try { this.fail(e); } catch { /* the start's error is the one to report */ }
       this.close();
       throw e;
     }

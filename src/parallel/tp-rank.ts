@@ -14,7 +14,7 @@ import { Checkpoint } from "../loader/checkpoint.ts";
 import { CausalLM, type Collective } from "../model/causal-lm.ts";
 import { loadModelConfig } from "../model/config.ts";
 import { NcclCollective } from "./nccl-collective.ts";
-import { ARG0, CMD, CMD_ALLOC_KV, CMD_CAPTURE, CMD_RESERVE, CMD_SEQ, CMD_SHUTDOWN, CMD_STEP, inputViews, READY, SharedCollective } from "./shared-collective.ts";
+import { ARG0, CMD, CMD_ALLOC_KV, CMD_CAPTURE, CMD_RESERVE, CMD_SEQ, CMD_SHUTDOWN, CMD_STEP, inputViews, READY, SharedCollective, STARTED } from "./shared-collective.ts";
 import type { TpWorkerInit } from "./tp-group.ts";
 
 /** How a GPU rank opens its device and NCCL (the real ones, or the test suite's simulator). */
@@ -26,6 +26,8 @@ export interface TpRankDevices {
 export function runTpRank(init: TpWorkerInit, devices: TpRankDevices | null): void {
   const control = new SharedCollective(init.rank, init.sizes, init.buffers);
   const ctl = control.ctl;
+  Atomics.add(ctl, STARTED, 1);
+  Atomics.notify(ctl, STARTED);
   const [failRank, failStep] = (init.failAt ?? "-1:-1").split(":").map(Number) as [number, number];
   const mode = init.failAt?.split(":")[2] ?? "";
   const failLate = mode === "late", hangAt = mode === "hang", hangLate = mode === "late-hang";
