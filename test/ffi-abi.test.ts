@@ -23,7 +23,9 @@ import { Nccl, NcclError, NCCL_BFLOAT16, NCCL_FLOAT32 } from "../src/backend/cud
 import { DEFAULT_CUDA } from "../src/backend/cuda/provider.ts";
 import { fromFloat32, toFloat32 } from "../src/loader/dtype.ts";
 import { LLM } from "../src/engine/llm.ts";
-import { FAST_MODEL, tinyModel } from "./helpers.ts";
+import { exitsWithin, FAST_MODEL, tinyModel } from "./helpers.ts";
+import type { CudaProvider } from "../src/backend/cuda/provider.ts";
+import type { ShimTpData } from "./gpu-sim/shim-tp-worker.ts";
 import { simProvider } from "./gpu-sim/provider.ts";
 
 const built = buildShimLibraries();
@@ -225,6 +227,35 @@ describe.skipIf(!!why)("vbun's FFI layer through bun:ffi, against C libraries wi
       gpu.close();
     }
   });
+
+  test("tensor parallelism (TP = 2): the real rank workers (src/tp-worker.ts) and NCCL through the bindings give the simulator's tokens", async () => {
+    const start = abi.faults.length;
+    const model = tinyModel(FAST_MODEL);
+    const prompts = [[1, 2, 3, 4, 5, 6, 7], [9, 8, 7], [100, 200, 300, 400, 250, 12]];
+    const params = { temperature: 0, max_tokens: 6, ignore_eos: true };
+    const options = { model, device: "cuda" as const, tensorParallelSize: 2, maxModelLen: 64, maxNumSeqs: 4, log: () => {} };
+    const sim = simProvider(2);
+    const direct = new LLM({ ...options, cuda: sim.provider });
+    const want = direct.generate(prompts, params, { useTqdm: false }).map((o) => o.outputs[0]!.tokenIds.join());
+    direct.close();
+    // The leader's NCCL is the real binding; its workerData carries the simulated communicators' shared
+    // memory to the worker threads' own shims (the real library needs none: its communicators are process-wide).
+    const provider: CudaProvider = {
+      open: (i) => CudaBackend.open(i),
+      deviceCount: (g) => g.driver.deviceCount(),
+      nccl: () => Object.defineProperty(new Nccl(), "workerData", { get: (): ShimTpData => ({ share: abi.ncclShare(), env: shim!.env }) }),
+      tpWorkerUrl: new URL("./gpu-sim/shim-tp-worker.ts", import.meta.url),
+    };
+    const llm = withShim(() => new LLM({ ...options, cuda: provider }));
+    const group = llm.engine.runner.tpGroup!;
+    try {
+      expect(llm.generate(prompts, params, { useTqdm: false }).map((o) => o.outputs[0]!.tokenIds.join())).toEqual(want);
+    } finally {
+      llm.close();
+    }
+    expect(await exitsWithin(group, 10_000)).toBe(true);
+    expectNoFaults(start);
+  }, 120_000);
 
   // Runs last (bun runs a file's tests in order; a -t filter leaves it out with the others).
   test("every bound function was reached through the C ABI by the tests above", () => {

@@ -8,7 +8,7 @@
  */
 import { CString, ptr as addressOf, toArrayBuffer, type Pointer } from "bun:ffi";
 import { SimDevice, SIM_IMAGE } from "./device.ts";
-import { SimNccl } from "./nccl.ts";
+import { SimNccl, type SimNcclShared } from "./nccl.ts";
 import { SHIM_LIBRARIES, type ShimHandler, type ShimLibrary } from "./c-shim.ts";
 import type { DeviceDriver } from "../../src/backend/cuda/driver.ts";
 
@@ -30,6 +30,9 @@ class CallFault extends Error {
     super(message);
   }
 }
+
+/** The communicators of one ncclCommInitAll, as another thread's SimulatedCAbi adopts them. */
+export interface NcclShare { shared: unknown; handles: bigint[] }
 
 export interface CAbiOptions {
   /** Simulated GPUs (cuDeviceGetCount). */
@@ -306,11 +309,14 @@ export class SimulatedCAbi {
         const list = new Int32Array(this.host(a[2]!, 4 * n, "devlist").slice().buffer);
         const group = new SimNccl(null, () => this.devices[this.current]!);
         const out = new BigUint64Array(this.host(a[0]!, 8 * n, "comm").buffer);
+        const handles: bigint[] = [];
         group.initAll(Array.from(list)).forEach((rank, i) => {
           const handle = this.nextComm++; // not 1, 2, …: a communicator passed as a count shows
           this.comms.set(handle, { group, rank });
           out[i] = handle;
+          handles.push(handle);
         });
+        this.latestComms = { shared: group.workerData, handles };
         return 0;
       }
       case "ncclCommDestroy": { const c = this.comm(a[0]!); c.group.destroy(c.rank); this.comms.delete(a[0]!); return 0; }
@@ -337,6 +343,21 @@ export class SimulatedCAbi {
     }
     throw new Error(`the shim has no C implementation of ${name}`);
   }
+  /**
+   * What tensor-parallel workers need to reach the communicators of the latest ncclCommInitAll (its
+   * shared memory and handles): the test's NCCL passes it as its workerData, and each worker thread's
+   * SimulatedCAbi adopts it.
+   */
+  ncclShare(): NcclShare | null {
+    return this.latestComms;
+  }
+  adoptNccl(share: NcclShare | null): void {
+    if (!share) return;
+    const group = new SimNccl(share.shared as SimNcclShared, () => this.devices[this.current]!);
+    share.handles.forEach((h, i) => this.comms.set(h, { group, rank: BigInt(i + 1) }));
+  }
+  private latestComms: NcclShare | null = null;
+
   private comm(v: bigint): { group: SimNccl; rank: bigint } {
     const c = this.comms.get(v);
     if (!c) throw new CallFault(4, `0x${v.toString(16)} is not a live communicator`);
