@@ -11,3 +11,15 @@ export const TP_WORKER_URL = new URL("./tp-worker.ts", import.meta.url);
 
 /** The CPU backend's matmul helper thread (a fourth entry point of the compiled binary). */
 export const CPU_MATMUL_WORKER_URL = new URL("./cpu-matmul-worker.ts", import.meta.url);
+
+/**
+ * Options every vbun Worker is started with: the process's environment as it is now. Bun otherwise gives
+ * a Worker the environment the process started with, so a setting made at run time (VBUN_GEMM,
+ * VBUN_KERNEL_CACHE, VBUN_TP_FAIL_AT, … set by a program or a test before it starts an engine) would
+ * reach the engine's own thread but not its workers.
+ */
+export function workerOptions(): WorkerOptions {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v;
+  return { env } as WorkerOptions;
+}

@@ -5,7 +5,7 @@
  */
 import { unpackOutputs } from "./output-codec.ts";
 import { TextTokenizer } from "../tokenizer/tokenizer.ts";
-import { ENGINE_WORKER_URL } from "../worker-url.ts";
+import { ENGINE_WORKER_URL, workerOptions } from "../worker-url.ts";
 import type { ModelConfig } from "../model/config.ts";
 import type { EngineOptions } from "./engine-config.ts";
 import type { WorkerIn, WorkerOut } from "./engine-protocol.ts";
@@ -123,7 +123,7 @@ export class AsyncEngine {
   static async start(opts: AsyncEngineOptions = {}): Promise<AsyncEngine> {
     const { log, maxWaitingRequests: _, ...engineOptions } = opts;
     const say = log ?? ((m: string) => process.stderr.write(`[vbun] ${m}\n`));
-    const worker = new Worker(ENGINE_WORKER_URL);
+    const worker = new Worker(ENGINE_WORKER_URL, workerOptions());
     let tokenizer: { ok: TextTokenizer } | { error: unknown } | null = null;
     const loadTokenizer = (dir: string) => {
       if (tokenizer) return;

@@ -16,7 +16,7 @@ import type { CudaProvider } from "../backend/cuda/provider.ts";
 import { Checkpoint } from "../loader/checkpoint.ts";
 import { CausalLM, type Collective } from "../model/causal-lm.ts";
 import type { ModelConfig } from "../model/config.ts";
-import { TP_WORKER_URL } from "../worker-url.ts";
+import { TP_WORKER_URL, workerOptions } from "../worker-url.ts";
 import { NcclCollective } from "./nccl-collective.ts";
 import { localDims } from "./shard.ts";
 import { ARG0, CMD, CMD_ALLOC_KV, CMD_CAPTURE, CMD_RESERVE, CMD_SEQ, CMD_SHUTDOWN, CMD_STEP, createSharedBuffers, inputViews, READY, SharedCollective, STARTED, type SharedSizes } from "./shared-collective.ts";
@@ -102,7 +102,7 @@ export class TensorParallelGroup {
     }
     const exits: Promise<void>[] = [];
     for (let rank = 1; rank < size; rank++) {
-      const w = new Worker(device.kind === "cuda" ? device.provider.tpWorkerUrl : TP_WORKER_URL);
+      const w = new Worker(device.kind === "cuda" ? device.provider.tpWorkerUrl : TP_WORKER_URL, workerOptions());
       exits.push(new Promise((resolve) => w.addEventListener("close", () => resolve())));
       w.addEventListener("error", (e) => this.control.abort(new Error(`worker for rank ${rank} crashed: ${(e as ErrorEvent).message}`)));
       w.postMessage({

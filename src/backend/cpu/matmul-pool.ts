@@ -4,7 +4,7 @@
  * bit-identical to a single thread. Buffers are SharedArrayBuffers, registered with the helper once.
  * Small products stay on one thread (below ~2M multiply-adds the hand-off costs more than it saves).
  */
-import { CPU_MATMUL_WORKER_URL } from "../../worker-url.ts";
+import { CPU_MATMUL_WORKER_URL, workerOptions } from "../../worker-url.ts";
 import { matmulTransposed } from "./kernels.ts";
 
 // Control words.
@@ -25,7 +25,7 @@ export class MatmulPool {
   private closed = false;
 
   constructor() {
-    this.worker = new Worker(CPU_MATMUL_WORKER_URL);
+    this.worker = new Worker(CPU_MATMUL_WORKER_URL, workerOptions());
     this.worker.postMessage({ type: "init", ctl: this.ctl.buffer });
     this.worker.unref();
   }
