@@ -48,6 +48,8 @@ export function createSharedBuffers(s: SharedSizes): SharedBuffers {
   };
 }
 
+const hungRankMessage = (timeoutMs: number) => `tensor parallelism: a rank did not arrive within ${timeoutMs / 1000} s (VBUN_TP_TIMEOUT); the group is stopped`;
+
 export class TensorParallelError extends Error {
   constructor(readonly failedRank: number, message: string) {
     super(`tensor-parallel rank ${failedRank} failed: ${message}`);
@@ -98,15 +100,26 @@ export class SharedCollective implements Collective<CpuTensor> {
    */
   timeoutMs = Infinity;
 
-  /** Waits until ctl[index] != value, checking for aborts (and giving up after `timeoutMs`). */
-  waitChange(index: number, value: number, timeoutMs = Infinity): void {
+  /** Waits until ctl[index] != value, checking for aborts (and giving up after `timeoutMs`, with `timeoutMessage`). */
+  waitChange(index: number, value: number, timeoutMs = Infinity, timeoutMessage?: string): void {
     const deadline = performance.now() + timeoutMs;
     while (Atomics.load(this.ctl, index) === value) {
       this.checkAbort();
-      if (performance.now() > deadline) throw new Error(`tensor parallelism: a rank did not arrive within ${timeoutMs / 1000} s (VBUN_TP_TIMEOUT); the group is stopped`);
+      if (performance.now() > deadline) throw new Error(timeoutMessage ?? hungRankMessage(timeoutMs));
       Atomics.wait(this.ctl, index, value, 100);
     }
     this.checkAbort();
+  }
+
+  /**
+   * Waits until the counter ctl[index] (workers counting themselves in) reaches `count`, checking for
+   * aborts; gives up `timeoutMs` after the call, with `timeoutMessage(how many came)`.
+   */
+  waitCount(index: number, count: number, timeoutMs: number, timeoutMessage: (have: number) => string = () => hungRankMessage(timeoutMs)): void {
+    const deadline = performance.now() + timeoutMs;
+    for (let have = Atomics.load(this.ctl, index); have < count; have = Atomics.load(this.ctl, index)) {
+      this.waitChange(index, have, deadline - performance.now(), timeoutMessage(have));
+    }
   }
 
   barrier(timeoutMs = this.timeoutMs): void {

@@ -120,15 +120,9 @@ export class TensorParallelGroup {
       // Wait for every worker to start — one whose module fails to load never does, and its error event
       // cannot reach this blocked thread: give up after VBUN_TP_START_TIMEOUT (60 s) — then to load its
       // shard (or fail), for at most VBUN_TP_TIMEOUT.
-      const ctl = this.control.ctl;
-      const startMs = tpTimeoutMs(process.env, "VBUN_TP_START_TIMEOUT", 60), startBy = performance.now() + startMs;
-      for (let started = Atomics.load(ctl, STARTED); started < size - 1; started = Atomics.load(ctl, STARTED)) {
-        const left = startBy - performance.now();
-        if (left <= 0) throw new Error(`tensor parallelism: ${size - 1 - started} of ${size - 1} rank workers did not start within ${startMs / 1000} s (VBUN_TP_START_TIMEOUT): a worker's module failed to load`);
-        this.control.checkAbort();
-        Atomics.wait(ctl, STARTED, started, Math.min(left, 100));
-      }
-      for (let ready = Atomics.load(ctl, READY); ready < size - 1; ready = Atomics.load(ctl, READY)) this.control.waitChange(READY, ready, this.control.timeoutMs);
+      const startMs = tpTimeoutMs(process.env, "VBUN_TP_START_TIMEOUT", 60);
+      this.control.waitCount(STARTED, size - 1, startMs, (started) => `tensor parallelism: ${size - 1 - started} of ${size - 1} rank workers did not start within ${startMs / 1000} s (VBUN_TP_START_TIMEOUT): a worker's module failed to load`);
+      this.control.waitCount(READY, size - 1, this.control.timeoutMs);
     } catch (e) {
       // A group that never became usable is aborted, not shut down (a shutdown would wait for workers
       // that may never have started).
