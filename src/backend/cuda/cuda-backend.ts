@@ -340,13 +340,18 @@ export class CudaBackend implements Backend<CudaTensor> {
   reserveStep(maxTokens: number, maxSeqs: number, maxBlocksPerSeq: number): void {
     const bytes = [maxTokens, maxTokens, maxTokens, maxSeqs + 1, maxSeqs, maxSeqs * maxBlocksPerSeq, maxSeqs].reduce((a, n) => a + Math.ceil((n * 4) / 16) * 16, 0);
     this.synchronize();
+    this.allocStepBuffers(bytes);
+    this.stepReserved = true;
+  }
+
+  /** (Re)allocates the step inputs' device buffer and its two staging buffers; the stream must be idle. */
+  private allocStepBuffers(bytes: number): void {
     if (this.stepDevice) this.deviceFree(this.stepDevice);
     this.stepDevice = this.deviceAlloc(bytes);
     this.freePinned(this.staging?.[0]);
     this.freePinned(this.staging?.[1]);
     this.staging = [this.pinnedBuffer(bytes), this.pinnedBuffer(bytes)];
     this.stepCapacity = bytes;
-    this.stepReserved = true;
   }
 
   /** Stages the step's int arrays in page-locked memory and moves them with one async copy on the stream. */
@@ -361,12 +366,7 @@ export class CudaBackend implements Backend<CudaTensor> {
     if (bytes > this.stepCapacity) {
       if (this.stepReserved) throw new Error(`step inputs of ${bytes} bytes exceed the ${this.stepCapacity} reserved for the largest step`);
       this.synchronize(); // queued kernels may still read the old buffer
-      if (this.stepDevice) this.deviceFree(this.stepDevice);
-      this.stepCapacity = Math.max(bytes, this.stepCapacity * 2, 1 << 16);
-      this.stepDevice = this.deviceAlloc(this.stepCapacity);
-      this.freePinned(this.staging?.[0]);
-      this.freePinned(this.staging?.[1]);
-      this.staging = [this.pinnedBuffer(this.stepCapacity), this.pinnedBuffer(this.stepCapacity)];
+      this.allocStepBuffers(Math.max(bytes, this.stepCapacity * 2, 1 << 16));
     }
     this.stagingEvents ??= [this.driver.createEvent(), this.driver.createEvent()];
     const turn = this.stagingTurn;
