@@ -128,6 +128,14 @@ export class SimulatedCAbi {
     return Number(BigInt.asUintN(32, v));
   }
 
+  /** cuMemAlloc-style: checks the out-pointer before allocating (nothing leaks on a bad one), then writes the address. */
+  private allocInto(out: bigint, bytes: bigint, what: string, alloc: (bytes: number) => bigint): number {
+    if (bytes === 0n) throw new CallFault(1, "bytesize 0 (CUDA_ERROR_INVALID_VALUE)");
+    this.host(out, 8, what);
+    this.putU64(out, alloc(Number(bytes)), what);
+    return 0;
+  }
+
   // ---- libcuda (cuda.h) ----
   private cuda(name: string, a: bigint[]): number | bigint {
     const i32 = SimulatedCAbi.i32, u32 = SimulatedCAbi.u32;
@@ -164,19 +172,9 @@ export class SimulatedCAbi {
         this.putU64(a[1]!, BigInt(total), "total");
         return 0;
       }
-      case "cuMemAlloc_v2": {
-        if (a[1] === 0n) throw new CallFault(1, "bytesize 0 (CUDA_ERROR_INVALID_VALUE)");
-        this.host(a[0]!, 8, "dptr");
-        this.putU64(a[0]!, this.drv.alloc(size(a[1]!)), "dptr");
-        return 0;
-      }
+      case "cuMemAlloc_v2": return this.allocInto(a[0]!, a[1]!, "dptr", (n) => this.drv.alloc(n));
       case "cuMemFree_v2": this.drv.free(a[0]!); return 0;
-      case "cuMemAllocHost_v2": {
-        if (a[1] === 0n) throw new CallFault(1, "bytesize 0 (CUDA_ERROR_INVALID_VALUE)");
-        this.host(a[0]!, 8, "pp");
-        this.putU64(a[0]!, this.drv.allocHost(size(a[1]!)), "pp");
-        return 0;
-      }
+      case "cuMemAllocHost_v2": return this.allocInto(a[0]!, a[1]!, "pp", (n) => this.drv.allocHost(n));
       case "cuMemFreeHost": this.drv.freeHost(a[0]!); return 0;
       case "cuMemcpyHtoD_v2": this.drv.copyToDevice(a[0]!, this.host(a[1]!, size(a[2]!), "srcHost")); return 0;
       case "cuMemcpyDtoH_v2": this.drv.copyToHost(this.host(a[0]!, size(a[2]!), "dstHost"), a[1]!); return 0;
