@@ -16,7 +16,7 @@ import { Checkpoint } from "../src/loader/checkpoint.ts";
 import { CausalLM } from "../src/model/causal-lm.ts";
 import { loadModelConfig } from "../src/model/config.ts";
 import { selectBackend } from "../src/backend/select-backend.ts";
-import type { Tensor } from "../src/backend/backend.ts";
+import { prefillInputs, type Tensor } from "../src/backend/backend.ts";
 
 const { values, positionals } = parseArgs({ args: process.argv.slice(2), allowPositionals: true, options: {
   device: { type: "string", default: "cuda" }, "max-rel": { type: "string", default: "1e-2" }, "min-identical": { type: "string" },
@@ -45,12 +45,7 @@ const f32 = values["f32-ref"] ? (JSON.parse(readFileSync(join(values["f32-ref"],
 if (f32 && f32.results.map((r) => r.prompt.join()).join("|") !== hf.results.map((r) => r.prompt.join()).join("|")) throw new Error("--f32-ref: not the same prompts as HF_OUT_DIR");
 const rel: number[] = [], relF32: number[] = [], hfRelF32: number[] = [];
 for (const [idx, r] of hf.results.entries()) {
-  const n = r.prompt.length;
-  const step = backend.uploadStep({
-    tokenIds: Int32Array.from(r.prompt), positions: Int32Array.from({ length: n }, (_, i) => i),
-    slotMapping: Int32Array.from({ length: n }, (_, i) => i), queryStart: Int32Array.from([0, n]), seqLens: Int32Array.from([n]),
-    blockTables: Int32Array.from({ length: blocks }, (_, i) => i), maxBlocksPerSeq: blocks, logitsRows: Int32Array.from([n - 1]),
-  });
+  const step = backend.uploadStep(prefillInputs(r.prompt, blocks));
   const ours = backend.toHost(model.forward(step));
   const ref = readLogits(hfDir, r.logits_file);
   rel.push(relErr(ours, ref));

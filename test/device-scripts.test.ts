@@ -14,6 +14,7 @@ import { CpuBackend } from "../src/backend/cpu/cpu-backend.ts";
 import { CausalLM } from "../src/model/causal-lm.ts";
 import { Checkpoint } from "../src/loader/checkpoint.ts";
 import { loadModelConfig } from "../src/model/config.ts";
+import { prefillInputs } from "../src/backend/backend.ts";
 import { tinyModel } from "./helpers.ts";
 import { buildShimLibraries } from "./gpu-sim/c-shim.ts";
 
@@ -61,9 +62,7 @@ describe.skipIf(!!why)("device-only scripts, through vbun's FFI layer on a simul
     m.load(new Checkpoint(model));
     m.allocKvCache(8, 16);
     const results = prompts.map((p, i) => {
-      const n = p.length;
-      const step = cpu.uploadStep({ tokenIds: Int32Array.from(p), positions: Int32Array.from({ length: n }, (_, j) => j), slotMapping: Int32Array.from({ length: n }, (_, j) => j), queryStart: Int32Array.from([0, n]), seqLens: Int32Array.from([n]), blockTables: Int32Array.from({ length: 8 }, (_, j) => j), maxBlocksPerSeq: 8, logitsRows: Int32Array.from([n - 1]) });
-      const logits = cpu.toHost(m.forward(step));
+      const logits = cpu.toHost(m.forward(cpu.uploadStep(prefillInputs(p, 8))));
       writeFileSync(join(ref, `logits-${i}.f32`), new Uint8Array(logits.buffer, logits.byteOffset, logits.byteLength));
       return { prompt: p, greedy: greedy[i]!.outputs[0]!.tokenIds, logits_file: `logits-${i}.f32` };
     });

@@ -6,6 +6,7 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { prefillInputs } from "../src/backend/backend.ts";
 import { CpuBackend } from "../src/backend/cpu/cpu-backend.ts";
 import { LLM } from "../src/engine/llm.ts";
 import { Checkpoint } from "../src/loader/checkpoint.ts";
@@ -30,11 +31,7 @@ for (const arch of ["qwen3", "llama", "qwen2"] as TinyArch[]) {
       lm.load(new Checkpoint(model));
       lm.allocKvCache(8, 16);
       for (const r of hf.results) {
-        const n = r.prompt.length;
-        const step = backend.uploadStep({
-          tokenIds: Int32Array.from(r.prompt), positions: Int32Array.from({ length: n }, (_, i) => i), slotMapping: Int32Array.from({ length: n }, (_, i) => i),
-          queryStart: Int32Array.from([0, n]), seqLens: Int32Array.from([n]), blockTables: Int32Array.from([0, 1, 2, 3]), maxBlocksPerSeq: 4, logitsRows: Int32Array.from([n - 1]),
-        });
+        const step = backend.uploadStep(prefillInputs(r.prompt, 4));
         const ours = backend.toHost(lm.forward(step));
         const ref = new Float32Array(readFileSync(join(dir, r.logits_file)).buffer.slice(0));
         let diff = 0, mag = 0;

@@ -125,6 +125,19 @@ export interface Backend<T extends Tensor = Tensor> {
 }
 
 /**
+ * One prompt prefilled from scratch into KV blocks 0 … width − 1 (slot i holds position i), asking for the
+ * logits of its last position: how the HF comparisons (scripts/compare-hf.ts, the fixture tests) run a
+ * model directly, without the engine.
+ */
+export function prefillInputs(prompt: readonly number[], width: number): StepInputs {
+  const n = prompt.length, iota = Int32Array.from({ length: n }, (_, i) => i);
+  return {
+    tokenIds: Int32Array.from(prompt), positions: iota, slotMapping: iota.slice(), queryStart: Int32Array.from([0, n]), seqLens: Int32Array.from([n]),
+    blockTables: Int32Array.from({ length: width }, (_, i) => i), maxBlocksPerSeq: width, logitsRows: Int32Array.from([n - 1]),
+  };
+}
+
+/**
  * The inputs a decode graph is warmed up and captured with: `n` one-token sequences whose KV writes go to
  * slot −1 (nothing stored), with block tables `width` wide. Replays overwrite them in place.
  */
