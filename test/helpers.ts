@@ -1,4 +1,5 @@
 /** Shared test fixtures: tiny random-weight checkpoints written once per test run into a temp folder. */
+import { serveCommand, spawnServer, type RunningServer } from "../src/server/spawn-server.ts";
 import { existsSync, mkdtempSync, renameSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -36,36 +37,11 @@ export async function exitsWithin(group: { exited: Promise<void> }, ms: number):
   return Promise.race([group.exited.then(() => true), Bun.sleep(ms).then(() => false)]);
 }
 
-export interface RunningServer {
-  url: string;
-  proc: import("bun").Subprocess<"ignore", "pipe", "pipe">;
-  stderr: () => string;
-  stop: (signal?: NodeJS.Signals) => Promise<number>;
-}
+export type { RunningServer } from "../src/server/spawn-server.ts";
 
 /** Starts `vbun serve` as a real process on 127.0.0.1 and a free port; resolves once it is ready. */
-export async function startServer(args: string[], env: Record<string, string> = {}, cmd?: string[]): Promise<RunningServer> {
-  const proc = Bun.spawn(cmd ?? [process.execPath, join(import.meta.dir, "..", "src", "cli.ts"), "serve", ...args, "--port", "0"], {
-    stdin: "ignore", stdout: "pipe", stderr: "pipe", env: { ...process.env, ...env }, cwd: env.VBUN_TEST_CWD,
-  });
-  let err = "";
-  const reader = proc.stderr.getReader();
-  const dec = new TextDecoder();
-  const deadline = Date.now() + 60_000;
-  let url = "";
-  while (!/ready in/.test(err)) {
-    const { value, done } = await reader.read();
-    if (done || Date.now() > deadline) throw new Error(`server did not start:\n${err}`);
-    err += dec.decode(value);
-    const m = err.match(/listening on (http:\/\/[\d.]+:\d+)/);
-    if (m) url = m[1]!;
-  }
-  // Keep draining stderr so the process never blocks on a full pipe.
-  void (async () => { for (;;) { const { value, done } = await reader.read(); if (done) break; err += dec.decode(value); } })();
-  return {
-    url, proc, stderr: () => err,
-    stop: async (signal = "SIGTERM") => { proc.kill(signal); return await proc.exited; },
-  };
+export function startServer(args: string[], env: Record<string, string> = {}, cmd?: string[]): Promise<RunningServer> {
+  return spawnServer(cmd ?? serveCommand(args), { env: { ...process.env, ...env }, cwd: env.VBUN_TEST_CWD, timeoutMs: 60_000 });
 }
 
 /** A sampling configuration and the distribution vLLM's filters leave (float64, computed here independently). */
