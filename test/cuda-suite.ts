@@ -571,5 +571,31 @@ export function defineCudaSuites(target: CudaTarget): void {
       expect(graphs.engine.info.graphSeconds).not.toBeNull();
       expect(b).toEqual(a);
     }, timeoutMs);
+
+    test("async scheduling gives exactly the synchronous engine's outputs (graphs and eager; seeded sampling, stop tokens, logprobs, logit bias)", () => {
+      const model = tinyModel(FAST_MODEL);
+      const rng = new SeededRandom(65);
+      const prompts = Array.from({ length: 6 }, () => Array.from({ length: rng.int(3, 20) }, () => rng.int(3, 500)));
+      const base = prompts.map((_, i) => ({
+        max_tokens: Z.engineTokens, ignore_eos: true, ...(i % 2 ? { temperature: 0.8, seed: i } : { temperature: 0 }),
+        ...(i % 3 === 0 ? { logprobs: 2 } : {}), ...(i === 4 ? { logit_bias: { 7: 3 } } : {}),
+      }));
+      const common = { model, device: "cuda" as const, maxModelLen: 128, maxNumSeqs: 8, cuda: target.provider, log: () => {} };
+      const run = (o: { enforceEager?: boolean; asyncScheduling?: boolean }, params: object[]) => {
+        const llm = gpuLLM({ ...common, ...o });
+        const outs = llm.generate(prompts, params, { useTqdm: false }).map((r) => r.outputs.map((c) => ({ tokens: c.tokenIds, finish: c.finishReason, stop: c.stopReason, logprobs: c.logprobs?.map((l) => [l.logprob, l.top.map((t) => t.tokenId)]) ?? null })));
+        return { llm, outs };
+      };
+      // Half the requests stop on a token they reach mid-way (found one step late with async scheduling).
+      const first = run({}, base).outs;
+      const params = base.map((p, i) => (i % 2 ? { ...p, stop_token_ids: [first[i]![0]!.tokens[Math.floor(Z.engineTokens / 2)]!] } : p));
+      for (const enforceEager of [false, true]) {
+        const sync = run({ enforceEager }, params), async = run({ enforceEager, asyncScheduling: true }, params);
+        expect(async.outs).toEqual(sync.outs);
+        expect(sync.outs.filter((r) => typeof r[0]!.stop === "number").length).toBeGreaterThan(0);
+        expect(async.llm.engine.overlappedSteps).toBeGreaterThan(Z.engineTokens / 2);
+        if (!enforceEager) expect(async.llm.engine.runner.graphSteps).toBeGreaterThan(Z.engineTokens / 2);
+      }
+    }, timeoutMs);
   });
 }

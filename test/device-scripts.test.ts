@@ -87,4 +87,13 @@ describe.skipIf(!!why)("device-only scripts, through vbun's FFI layer on a simul
     for (const k of ["paged_attention_split_bf16", "sample_f32", "add_rmsnorm_bf16"]) expect(kernels).toContain(k);
     expect(kernels.filter((k) => k.startsWith("gemm ")).length).toBe(5);
   }, 130_000);
+
+  test("scripts/bench --only decode --async-scheduling: decode steps launched before the previous step's tokens are read", () => {
+    const r = runScript(["scripts/bench", "--model", tinyModel(MODEL), "--device", "cuda", "--only", "decode", "--batches", "1", "--decode-steps", "4", "--async-scheduling"], 120_000) as {
+      async_scheduling: boolean; decode: Record<string, number>; decode_overlapped_steps: number;
+    };
+    expect(r.async_scheduling).toBe(true);
+    expect(Object.keys(r.decode)).toEqual(["batch_1_ms_per_step"]);
+    expect(r.decode_overlapped_steps).toBeGreaterThanOrEqual(4);
+  }, 130_000);
 });

@@ -40,6 +40,17 @@ describe("greedy outputs with TP = 2 and TP = 4 equal TP = 1 over 32 tokens", ()
   }
 });
 
+test("--async-scheduling with TP = 2 says it is off and runs synchronously", () => {
+  const logs: string[] = [];
+  const llm = make(tinyModel(FAST_MODEL), 2, { asyncScheduling: true, log: (m: string) => logs.push(m) });
+  expect(llm.engine.options.asyncScheduling).toBe(false);
+  expect(logs.some((m) => m.includes("async scheduling is off with tensor parallelism"))).toBe(true);
+  const params = { temperature: 0, max_tokens: 8, ignore_eos: true };
+  expect(llm.generate(prompts, params, { useTqdm: false }).map((o) => o.outputs[0]!.tokenIds))
+    .toEqual(make(tinyModel(FAST_MODEL), 1).generate(prompts, params, { useTqdm: false }).map((o) => o.outputs[0]!.tokenIds));
+  expect(llm.engine.overlappedSteps).toBe(0);
+});
+
 test("TP = 2 with chunked prefill (steps without logits) and preemption equals TP = 1", () => {
   const model = tinyModel(FAST_MODEL);
   const params = { temperature: 0, max_tokens: 24, ignore_eos: true };

@@ -1,4 +1,5 @@
-// Memory-bound gathers and element-wise ops: embedding, SiLU·mul, row gather, bias, vocab unsharding.
+// Memory-bound gathers and element-wise ops: embedding, SiLU·mul, row gather, bias, vocab unsharding,
+// pending token ids.
 #include "common.cuh"
 
 // out[t] = table[ids[t] - vocab_start], or zeros when the id is outside this shard's
@@ -49,4 +50,11 @@ extern "C" __global__ void unshard_vocab_f32(const float* __restrict__ gathered,
   const int width = min(per_rank, vocab - r * per_rank);
   const size_t row = blockIdx.y;
   out[row * vocab + col] = gathered[(size_t)r * slot_rows * per_rank + row * width + k];
+}
+
+// Async scheduling: token ids the host did not know when it built the step are the previous step's sampled
+// ids, still on the GPU. pairs = count × (token index, sampled row); grid = ceil(count / blockDim)
+extern "C" __global__ void take_sampled_tokens_i32(int* __restrict__ ids, const int* __restrict__ pairs, const int* __restrict__ sampled, int count) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < count) ids[pairs[2 * i]] = sampled[pairs[2 * i + 1]];
 }

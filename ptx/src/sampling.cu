@@ -167,3 +167,10 @@ extern "C" __global__ void __launch_bounds__(THREADS) sample_f32(const float* __
   block_argmax(bv, bi, sv, si, &wv, &wi);
   if (threadIdx.x == 0) out_ids[b] = wi == 0x7fffffff ? 0 : wi;
 }
+
+// The sampled token's logit of each row, for its logprob (read before the next step may overwrite the
+// logits): out[r] = logits[r, ids[r]]. grid = ceil(rows / blockDim)
+extern "C" __global__ void sampled_logit_f32(const float* __restrict__ logits, int vocab, const int* __restrict__ ids, float* __restrict__ out, int rows) {
+  const int r = blockIdx.x * blockDim.x + threadIdx.x;
+  if (r < rows) out[r] = logits[(size_t)r * vocab + ids[r]];
+}

@@ -40,6 +40,11 @@ export interface StepTensors<T extends Tensor> {
   maxSeqLen: number;
 }
 
+/** Sampled tokens on their way to the host. */
+export interface PendingSample {
+  wait(): SamplerOutput;
+}
+
 /** Host-side per-step inputs, built by the model runner from the scheduled batch. */
 export interface StepInputs {
   tokenIds: Int32Array;
@@ -50,6 +55,12 @@ export interface StepInputs {
   blockTables: Int32Array;
   maxBlocksPerSeq: number;
   logitsRows: Int32Array;
+  /**
+   * Async scheduling: token ids the host did not know when it built the step, as pairs (token index,
+   * row of the previous step's sampled ids); uploadStep takes them from those ids where they are (on the
+   * GPU: one small kernel, no host round trip). Absent or empty: every token id is in tokenIds.
+   */
+  tokensFromSampled?: Int32Array;
 }
 
 /** The longest query chunk and context of a step (kernel launch shapes); shared by every backend's uploadStep. */
@@ -111,6 +122,11 @@ export interface Backend<T extends Tensor = Tensor> {
   gatherRows(x: T, rows: T, numRows: number, out: T): void;
   /** Samples one token per logits row. */
   sample(logits: T, batch: SamplingBatch): SamplerOutput;
+  /**
+   * Queues the same sampling and returns at once; wait() gives the tokens. The sampled ids stay where the
+   * next step's uploadStep finds them (StepInputs.tokensFromSampled) before they reach the host.
+   */
+  sampleAsync(logits: T, batch: SamplingBatch): PendingSample;
   /** Copies a tensor to host f32 (tests and debugging). */
   toHost(t: T): Float32Array;
   /** Releases threads or device resources the backend holds. */

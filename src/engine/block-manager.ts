@@ -132,7 +132,7 @@ export class BlockManager {
       // Fast path (every decode step): no new block needed, at most a block became full.
       const total = seq.numComputedTokens + numNewTokens;
       if (total <= seq.blockTable.length * this.blockSize) {
-        if (this.enablePrefixCaching && Math.floor(total / this.blockSize) > seq.blockHashes.length) this.registerFullBlocks(seq, total);
+        if (this.enablePrefixCaching && Math.floor(total / this.blockSize) > seq.blockHashes.length) this.registerFullBlocks(seq, Math.min(total, seq.numTokens));
         return true;
       }
     }
@@ -160,7 +160,7 @@ export class BlockManager {
       seq.numCachedTokens = cachedBlocks.length * this.blockSize;
     }
     for (let i = 0; i < needed; i++) seq.blockTable.push(this.takeFreeBlock());
-    if (this.enablePrefixCaching) this.registerFullBlocks(seq, computed + numNewTokens);
+    if (this.enablePrefixCaching) this.registerFullBlocks(seq, Math.min(computed + numNewTokens, seq.numTokens));
     return true;
   }
 
@@ -177,7 +177,10 @@ export class BlockManager {
     return b;
   }
 
-  /** Registers the blocks of `seq` that are full once its first `numTokens` tokens are computed. */
+  /**
+   * Registers the blocks of `seq` that are full once its first `numTokens` tokens are computed. Callers
+   * pass at most the known tokens: a block holding a placeholder (async scheduling) waits for a later step.
+   */
   private registerFullBlocks(seq: Sequence, numTokens: number): void {
     const full = Math.floor(numTokens / this.blockSize);
     for (let i = seq.blockHashes.length; i < full; i++) {

@@ -21,6 +21,13 @@ export interface EngineOptions {
   enablePrefixCaching?: boolean;
   enableChunkedPrefill?: boolean;
   enforceEager?: boolean;
+  /**
+   * vLLM's --async-scheduling: launch each step before the previous step's tokens reach the host, so the
+   * host's work between steps (outputs, stop checks, scheduling, inputs) overlaps the GPU's. Steps that
+   * score prompt tokens (prompt_logprobs) or need every output token (penalties) still wait; off with
+   * tensor parallelism.
+   */
+  asyncScheduling?: boolean;
   tensorParallelSize?: number;
   seed?: number;
   chatTemplate?: string;
@@ -49,6 +56,7 @@ export const ENGINE_DEFAULTS = {
   enablePrefixCaching: true,
   enableChunkedPrefill: true,
   enforceEager: false,
+  asyncScheduling: false,
   tensorParallelSize: 1,
   seed: 0,
 };

@@ -1,6 +1,11 @@
 /**
  * LLMEngine: requests in, step() out. Each step schedules, runs the model, samples, then turns new tokens
  * into text, checks stop conditions, and frees the blocks of finished sequences at once.
+ *
+ * With async scheduling (vLLM's --async-scheduling) a step is launched before the previous step's tokens
+ * reach the host: its sequences carry placeholders whose ids the GPU supplies, and step() then returns the
+ * previous step's outputs while the new one runs. A sequence that stops on a token learns it one step late;
+ * the extra token it was given is dropped.
  */
 import { selectBackend } from "../backend/select-backend.ts";
 import { DEFAULT_CUDA } from "../backend/cuda/provider.ts";
@@ -15,10 +20,10 @@ import { TextTokenizer } from "../tokenizer/tokenizer.ts";
 import { BlockManager } from "./block-manager.ts";
 import { checkPositiveInt, ENGINE_DEFAULTS, EngineConfigError, type EngineOptions } from "./engine-config.ts";
 import { EngineMetrics } from "./metrics.ts";
-import { graphBuckets, ModelRunner } from "./model-runner.ts";
+import { graphBuckets, ModelRunner, type LaunchedStep } from "./model-runner.ts";
 import { Request, type OutputKind, type RequestOutput } from "./request.ts";
 import { SamplingParams } from "./sampling-params.ts";
-import { Scheduler } from "./scheduler.ts";
+import { Scheduler, type SchedulerOutput } from "./scheduler.ts";
 import { Sequence } from "./sequence.ts";
 
 /** The GPU KV cache holds at most this many times max_num_seqs × max_model_len tokens. */
@@ -74,6 +79,11 @@ export interface EngineInfo {
   graphSeconds: number | null;
 }
 
+/** A launched step: the sequences it samples for, in row order, and its tokens on their way. */
+interface RunningStep extends LaunchedStep {
+  seqs: Sequence[];
+}
+
 export class LLMEngine {
   readonly scheduler: Scheduler;
   readonly blockManager: BlockManager;
@@ -82,6 +92,10 @@ export class LLMEngine {
   private readonly requests = new Map<string, Request>();
   private nextSeqId = 0;
   private readonly seedRng: SeededRandom;
+  /** Async scheduling: the launched step whose tokens are not read yet. */
+  private running: RunningStep | null = null;
+  /** Steps launched while the previous step's tokens were still on their way (async scheduling at work). */
+  overlappedSteps = 0;
 
   constructor(
     readonly modelConfig: ModelConfig,
@@ -183,6 +197,11 @@ export class LLMEngine {
         graphSeconds = runner.captureDecodeGraphs(buckets);
         log(`captured ${buckets.length} decode CUDA graphs in ${graphSeconds.toFixed(2)}s`);
       }
+      let asyncScheduling = opts.asyncScheduling ?? ENGINE_DEFAULTS.asyncScheduling;
+      if (asyncScheduling && tpGroup) {
+        log("async scheduling is off with tensor parallelism (the ranks take each step's token ids from the host)");
+        asyncScheduling = false;
+      }
       const info: EngineInfo = {
         modelDir, isDefaultModel, device: kind, numBlocks, blockSize, maxModelLen,
         kvCapacityTokens: numBlocks * blockSize, loadSeconds: (performance.now() - t0) / 1000, graphSeconds,
@@ -192,7 +211,7 @@ export class LLMEngine {
         cpuKvCacheBytes: numBlocks * bytesPerBlock,
         gpuMemoryUtilization: util,
         enablePrefixCaching: opts.enablePrefixCaching ?? ENGINE_DEFAULTS.enablePrefixCaching,
-        enableChunkedPrefill, enforceEager,
+        enableChunkedPrefill, enforceEager, asyncScheduling,
         tensorParallelSize: tp, seed: opts.seed ?? ENGINE_DEFAULTS.seed,
       }, info);
     } catch (e) {
@@ -248,28 +267,61 @@ export class LLMEngine {
     return this.requests.size > 0;
   }
 
-  /** Runs one engine step; returns outputs for requests that advanced or finished. */
+  /**
+   * Runs one engine step; returns outputs for requests that advanced or finished. With async scheduling
+   * these come from the step launched by the previous call, while the one launched now runs.
+   */
   step(): RequestOutput[] {
-    const now = performance.now();
-    const out = this.scheduler.schedule(now);
-    if (out.scheduled.length === 0) return [];
-    const sampled = this.runner.execute(out);
-    this.scheduler.postprocess(out, sampled.tokenIds);
+    const out = this.scheduler.schedule(performance.now());
+    const previous = this.running;
+    this.running = null;
+    const touched = new Set<Request>();
+    if (out.scheduled.length > 0) {
+      const launched = this.launch(out);
+      if (previous) {
+        this.overlappedSteps++;
+        this.complete(previous, touched);
+      }
+      if (this.options.asyncScheduling && launched.overlappable) this.running = launched;
+      else this.complete(launched, touched);
+    } else if (previous) this.complete(previous, touched);
+    else return [];
+    return this.collectOutputs(touched);
+  }
+
+  /** Queues a scheduled step; its sequences advance, each sampling one with a placeholder for its token. */
+  private launch(out: SchedulerOutput): RunningStep {
+    const launched = this.runner.launch(out);
+    this.scheduler.advance(out);
     this.metrics.numSteps++;
     this.metrics.iterationTokens.observe(out.numBatchedTokens);
+    const seqs: Sequence[] = [];
+    for (const s of out.scheduled) if (s.samples) seqs.push(s.seq);
+    return { ...launched, seqs };
+  }
+
+  /**
+   * Reads a launched step's tokens into its sequences, then detokenizes and checks stop conditions. A
+   * sequence finished meanwhile (stopped by the previous step's token, or aborted) drops its token.
+   */
+  private complete(step: RunningStep, touched: Set<Request>): void {
+    const sampled = step.sample.wait();
     const done = performance.now();
-    const touched = new Set<Request>();
-    let r = 0;
-    for (const s of out.scheduled) {
-      if (!s.samples) continue;
-      const seq = s.seq;
-      const lp = sampled.logprobs[r++];
+    for (let r = 0; r < step.seqs.length; r++) {
+      const seq = step.seqs[r]!;
+      if (seq.isFinished) continue;
+      seq.resolvePlaceholder(sampled.tokenIds[r]!);
+      const lp = sampled.logprobs[r];
       const req = this.requests.get(seq.requestId)!;
       touched.add(req);
       if (lp) { seq.logprobs.push(lp); seq.cumulativeLogprob += lp.logprob; }
       this.recordTokenTiming(req, seq, done);
       this.checkFinished(req, seq);
     }
+  }
+
+  private collectOutputs(touched: Set<Request>): RequestOutput[] {
+    const done = performance.now();
     const outputs: RequestOutput[] = [];
     for (const req of touched) {
       if (!req.finished && req.seqs.every((q) => q.isFinished)) {

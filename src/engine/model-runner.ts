@@ -1,5 +1,5 @@
 /** Runs scheduled steps on a backend: builds inputs, runs the model, samples. Same for CPU and CUDA. */
-import { decodeGraphInputs, type Backend, type Tensor } from "../backend/backend.ts";
+import { decodeGraphInputs, type Backend, type PendingSample, type Tensor } from "../backend/backend.ts";
 import type { CausalLM } from "../model/causal-lm.ts";
 import type { SamplerOutput } from "./sampling-batch.ts";
 import { Sampler } from "./sampler.ts";
@@ -15,6 +15,19 @@ export function graphBuckets(maxNumSeqs: number): number[] {
   b.push(maxNumSeqs);
   return b;
 }
+
+/** A step whose work is queued: its sampled tokens arrive through `sample`. */
+export interface LaunchedStep {
+  sample: PendingSample;
+  /**
+   * True when the next step may be launched before this one's tokens are read (async scheduling): no
+   * row scores prompt tokens (prompt_logprobs reads logits back), none needs its full output history next
+   * step (penalties), and no tensor-parallel worker waits for host token ids.
+   */
+  overlappable: boolean;
+}
+
+const NO_TOKENS: PendingSample = { wait: () => ({ tokenIds: new Int32Array(0), logprobs: [] }) };
 
 export class ModelRunner<T extends Tensor = Tensor> {
   readonly inputs: StepInputBuilder;
@@ -92,11 +105,21 @@ export class ModelRunner<T extends Tensor = Tensor> {
     return null;
   }
 
+  /** Runs a step and waits for its sampled tokens. */
   execute(out: SchedulerOutput): SamplerOutput {
-    return this.withGroup(() => this.run(out));
+    return this.launch(out).sample.wait();
   }
 
-  private run(out: SchedulerOutput): SamplerOutput {
+  /** Queues a step's work and its sampling; returns without waiting for the GPU where it can. */
+  launch(out: SchedulerOutput): LaunchedStep {
+    const launched = this.withGroup(() => this.run(out));
+    if (!this.tpGroup) return launched;
+    // The wait for the tokens is where a failed rank shows (its collective never completes): it stops the group too.
+    const sample = launched.sample;
+    return { ...launched, sample: { wait: () => this.withGroup(() => sample.wait()) } };
+  }
+
+  private run(out: SchedulerOutput): LaunchedStep {
     const bucket = this.bucketFor(out);
     if (bucket !== null) {
       const padded = this.graphInputs!.buildPadded(out, bucket);
@@ -105,7 +128,7 @@ export class ModelRunner<T extends Tensor = Tensor> {
       this.backend.launchGraph!(bucket);
       this.tpGroup?.endCommand();
       this.graphSteps++;
-      return this.backend.sample(this.graphLogits.get(bucket)!, this.sampler.build(out.scheduled));
+      return { sample: this.backend.sampleAsync(this.graphLogits.get(bucket)!, this.sampler.build(out.scheduled)), overlappable: this.overlappable(out, 0) };
     }
     const host = this.inputs.build(out);
     this.tpGroup?.broadcastStep(host);
@@ -113,9 +136,16 @@ export class ModelRunner<T extends Tensor = Tensor> {
     const batch = this.sampler.build(out.scheduled);
     const logits = this.model.forward(step);
     this.tpGroup?.endCommand();
-    const sampled = batch.numRows === 0 ? { tokenIds: new Int32Array(0), logprobs: [] } : this.backend.sample(logits, batch);
-    if (this.inputs.numPromptRows > 0) this.recordPromptLogprobs(out, logits, batch.numRows);
-    return sampled;
+    const sample = batch.numRows === 0 ? NO_TOKENS : this.backend.sampleAsync(logits, batch);
+    const promptRows = this.inputs.numPromptRows;
+    if (promptRows > 0) this.recordPromptLogprobs(out, logits, batch.numRows);
+    return { sample, overlappable: this.overlappable(out, promptRows) };
+  }
+
+  private overlappable(out: SchedulerOutput, promptRows: number): boolean {
+    if (this.tpGroup || promptRows > 0) return false;
+    for (const s of out.scheduled) if (s.samples && s.seq.params.needsPenalties) return false;
+    return true;
   }
 
   /** Scores prompt tokens from the rows after the sampling rows (prompt_logprobs), onto their sequences. */

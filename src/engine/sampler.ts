@@ -18,19 +18,22 @@ export class Sampler {
     for (const { seq, samples } of scheduled) {
       if (!samples) continue;
       const p = seq.params;
+      // Sampled tokens so far, pending ones included (async scheduling): the seeded stream's step and min_tokens.
+      const numOutputs = seq.numTokensWithPlaceholders - seq.numPromptTokens;
       b.temperature[r] = p.temperature;
       b.topK[r] = p.top_k > 0 ? p.top_k : 0;
       b.topP[r] = p.top_p;
       b.minP[r] = p.min_p;
       b.seed[r] = seq.seed;
       b.stream[r] = seq.index;
-      b.step[r] = seq.numOutputTokens;
+      b.step[r] = numOutputs;
       b.numLogprobs[r] = p.logprobs ?? -1;
+      if (p.needsPenalties && seq.numPlaceholders > 0) throw new Error(`sequence ${seq.seqId}: penalties need every output token, but one is still pending`);
       b.penalties[r] = p.needsPenalties
         ? { presence: p.presence_penalty, frequency: p.frequency_penalty, repetition: p.repetition_penalty, outputTokens: seq.tokens.subarray(seq.numPromptTokens, seq.numTokens), promptTokens: seq.tokens.subarray(0, seq.numPromptTokens) }
         : null;
       b.logitBias[r] = p.logit_bias;
-      b.banned[r] = seq.numOutputTokens < p.min_tokens ? [...(p.ignore_eos ? [] : this.eosTokenIds), ...p.stop_token_ids] : null;
+      b.banned[r] = numOutputs < p.min_tokens ? [...(p.ignore_eos ? [] : this.eosTokenIds), ...p.stop_token_ids] : null;
       r++;
     }
     return b;

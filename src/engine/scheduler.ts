@@ -62,7 +62,10 @@ export class Scheduler {
     // 1. Running sequences, oldest first; preempt from the newest end when blocks run out.
     for (let i = 0; i < this.running.length && budget > 0; i++) {
       const seq = this.running[i]!;
-      let num = Math.min(seq.numTokens - seq.numComputedTokens, budget);
+      // Async scheduling: a sequence whose pending token is its last allowed one ends when that token
+      // arrives; it has nothing more to compute.
+      if (seq.numPlaceholders > 0 && this.atLengthLimit(seq)) continue;
+      let num = Math.min(seq.numTokensWithPlaceholders - seq.numComputedTokens, budget);
       if (num <= 0) continue;
       let ok = bm.allocateSlots(seq, num);
       while (!ok) {
@@ -77,7 +80,8 @@ export class Scheduler {
       budget -= num;
     }
 
-    // 2. Waiting sequences, FCFS, unless this step had to preempt.
+    // 2. Waiting sequences, FCFS, unless this step had to preempt. (A sequence preempted with a token
+    // pending gets it before the next schedule: the engine resolves the running step in between.)
     while (numPreempted === 0 && this.waiting.length > 0 && budget > 0 && this.running.length < cfg.maxNumSeqs) {
       const seq = this.waiting[0]!;
       // A prompt_logprobs request needs logits for every prompt position: none may come from the cache.
@@ -105,8 +109,14 @@ export class Scheduler {
     r.seq = seq;
     r.start = seq.numComputedTokens;
     r.numNewTokens = num;
-    r.samples = seq.numComputedTokens + num === seq.numTokens;
+    r.samples = seq.numComputedTokens + num === seq.numTokensWithPlaceholders;
     this.out.push(r);
+  }
+
+  /** True when a sequence's tokens, pending ones included, reach max_tokens or the model length. */
+  private atLengthLimit(seq: Sequence): boolean {
+    const total = seq.numTokensWithPlaceholders;
+    return total - seq.numPromptTokens >= seq.params.max_tokens! || total >= this.config.maxModelLen;
   }
 
   private preempt(seq: Sequence): void {
@@ -120,17 +130,27 @@ export class Scheduler {
   }
 
   /**
-   * Records the step's results: computed tokens advance; sampling sequences get their new token.
-   * Returns nothing; the engine decides which sequences finish and calls `finish`.
+   * Records that the step was launched: computed tokens advance, and each sampling sequence gets a
+   * placeholder for the token the step samples (row r of its sampled ids, in scheduled order).
    */
-  postprocess(out: SchedulerOutput, sampled: ArrayLike<number>): void {
+  advance(out: SchedulerOutput): void {
     const sched = out.scheduled;
     let r = 0;
     for (let i = 0; i < sched.length; i++) {
       const s = sched[i]!, seq = s.seq;
       seq.numComputedTokens = s.start + s.numNewTokens;
-      if (s.samples) seq.appendToken(sampled[r++]!);
+      if (s.samples) {
+        seq.numPlaceholders++;
+        seq.placeholderRow = r++;
+      }
     }
+  }
+
+  /** advance(), then the sampled tokens in at once (a step run synchronously; tests). */
+  postprocess(out: SchedulerOutput, sampled: ArrayLike<number>): void {
+    this.advance(out);
+    let r = 0;
+    for (const s of out.scheduled) if (s.samples) s.seq.resolvePlaceholder(sampled[r++]!);
   }
 
   /** Removes a finished or aborted sequence and frees its blocks at once. */

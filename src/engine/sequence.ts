@@ -14,7 +14,15 @@ export class Sequence {
   status = SequenceStatus.WAITING;
   /** Prompt followed by generated tokens, in a buffer sized for the whole request (valid up to numTokens). */
   private buf: Int32Array;
+  /** Tokens whose ids are known (prompt + sampled and read back). */
   numTokens: number;
+  /**
+   * Async scheduling: tokens sampled by steps still running on the device, whose ids the host does not
+   * know yet (0–2; they follow the known tokens). The scheduler counts them; outputs and stop checks do not.
+   */
+  numPlaceholders = 0;
+  /** The row of the newest placeholder in its step's sampled ids (where the next step's input comes from). */
+  placeholderRow = -1;
   readonly numPromptTokens: number;
   /** Tokens whose K/V are in the cache (computed or served from the prefix cache). */
   numComputedTokens = 0;
@@ -76,8 +84,20 @@ export class Sequence {
     this.buf[this.numTokens++] = id;
   }
 
+  /** The oldest placeholder's token id has arrived: it becomes a known token. */
+  resolvePlaceholder(id: number): void {
+    if (this.numPlaceholders === 0) throw new Error(`sequence ${this.seqId}: a sampled token arrived but none was pending`);
+    this.numPlaceholders--;
+    this.appendToken(id);
+  }
+
   get numOutputTokens(): number {
     return this.numTokens - this.numPromptTokens;
+  }
+
+  /** Known tokens plus placeholders: what the scheduler and the sampler's step counter see. */
+  get numTokensWithPlaceholders(): number {
+    return this.numTokens + this.numPlaceholders;
   }
 
   get lastTokenId(): number {

@@ -13,6 +13,8 @@ export class StepInputBuilder {
   private readonly seqLens: Int32Array;
   private readonly blockTables: Int32Array;
   private readonly logitsRows: Int32Array;
+  /** (token index, previous step's sampled row) of tokens still pending on the device (async scheduling). */
+  private readonly fromSampled: Int32Array;
   /** Block-table row width: the max for the model length (static shapes, for CUDA graphs) or per step. */
   readonly maxBlocksPerSeq: number;
   // Which sequence (id, preemption count) each block-table row holds and how many of its blocks are
@@ -36,6 +38,7 @@ export class StepInputBuilder {
     this.blockTables = new Int32Array(maxNumSeqs * this.maxBlocksPerSeq);
     // Sampling rows first, then rows whose logits score prompt tokens (prompt_logprobs).
     this.logitsRows = new Int32Array(maxNumSeqs + maxNumBatchedTokens);
+    this.fromSampled = new Int32Array(2 * maxNumSeqs);
     this.promptRowSeq = new Int32Array(maxNumBatchedTokens);
     this.promptRowPos = new Int32Array(maxNumBatchedTokens);
     this.rowSeq = new Int32Array(maxNumSeqs).fill(-1);
@@ -68,7 +71,7 @@ export class StepInputBuilder {
       tokenIds: this.tokenIds.subarray(0, slots), positions: this.positions.subarray(0, slots), slotMapping: this.slotMapping.subarray(0, slots),
       queryStart: this.queryStart.subarray(0, slots + 1), seqLens: this.seqLens.subarray(0, slots),
       blockTables: this.blockTables.subarray(0, slots * this.maxBlocksPerSeq), maxBlocksPerSeq: this.maxBlocksPerSeq,
-      logitsRows: this.logitsRows.subarray(0, slots),
+      logitsRows: this.logitsRows.subarray(0, slots), tokensFromSampled: real.tokensFromSampled,
     };
   }
 
@@ -86,7 +89,7 @@ export class StepInputBuilder {
       this.rowSeq.fill(-1);
       this.rowWidth = width;
     }
-    let t = 0, rows = 0, anyPromptLogprobs = false;
+    let t = 0, rows = 0, pending = 0, anyPromptLogprobs = false;
     for (let i = 0; i < sched.length; i++) {
       const { seq, start, numNewTokens, samples } = sched[i]!;
       if (seq.params.prompt_logprobs !== null && start < seq.numPromptTokens - 1) anyPromptLogprobs = true;
@@ -94,7 +97,15 @@ export class StepInputBuilder {
       this.queryStart[i] = t;
       for (let j = 0; j < numNewTokens; j++, t++) {
         const pos = start + j;
-        this.tokenIds[t] = ids[pos]!;
+        if (pos < seq.numTokens) this.tokenIds[t] = ids[pos]!;
+        else {
+          // The token the running step samples for this sequence: only that one can be pending here.
+          if (pos !== seq.numTokens || seq.numPlaceholders !== 1) throw new Error(`sequence ${seq.seqId}: position ${pos} is not its one pending token (${seq.numTokens} known, ${seq.numPlaceholders} pending)`);
+          this.tokenIds[t] = 0;
+          this.fromSampled[2 * pending] = t;
+          this.fromSampled[2 * pending + 1] = seq.placeholderRow;
+          pending++;
+        }
         this.positions[t] = pos;
         this.slotMapping[t] = table[(pos / bs) | 0]! * bs + (pos % bs);
       }
@@ -131,6 +142,7 @@ export class StepInputBuilder {
       blockTables: this.blockTables.subarray(0, sched.length * width),
       maxBlocksPerSeq: width,
       logitsRows: this.logitsRows.subarray(0, rows),
+      tokensFromSampled: this.fromSampled.subarray(0, 2 * pending),
     };
   }
 }

@@ -40,6 +40,7 @@ engine:
   --num-gpu-blocks-override N      exact number of KV blocks (on CPU too; default: from memory)
   --enable-prefix-caching / --no-enable-prefix-caching   (default on)
   --enforce-eager                  disable CUDA graphs
+  --async-scheduling               launch each step before the previous one's tokens reach the host
   --tensor-parallel-size N         (default ${d.tensorParallelSize})
   --seed N                         seed for requests without one (default ${d.seed})
   --chat-template FILE|TEXT        override the model's chat template

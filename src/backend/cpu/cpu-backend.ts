@@ -1,5 +1,5 @@
 /** The reference backend: f32 host arrays, weights converted at load. Runs the whole engine without a GPU. */
-import { stepExtents, type AttentionShape, type Backend, type KvCacheSpec, type StepInputs, type StepTensors, type Tensor } from "../backend.ts";
+import { stepExtents, type AttentionShape, type Backend, type KvCacheSpec, type PendingSample, type StepInputs, type StepTensors, type Tensor } from "../backend.ts";
 import type { TensorView } from "../../loader/safetensors.ts";
 import { toFloat32 } from "../../loader/dtype.ts";
 import type { SamplingBatch, SamplerOutput } from "../../engine/sampling-batch.ts";
@@ -46,6 +46,8 @@ export interface CpuBackendOptions {
 export class CpuBackend implements Backend<T> {
   readonly name = "cpu" as const;
   private readonly pool: MatmulPool | null;
+  /** The last sampled ids (async scheduling feeds pending tokens from them). */
+  private lastSampled: Int32Array | null = null;
 
   constructor(opts: CpuBackendOptions = {}) {
     const threads = opts.threads ?? (navigator.hardwareConcurrency >= 2 ? 2 : 1);
@@ -91,6 +93,15 @@ export class CpuBackend implements Backend<T> {
   }
 
   uploadStep(s: StepInputs): StepTensors<T> {
+    const from = s.tokensFromSampled;
+    if (from && from.length > 0) {
+      const sampled = this.lastSampled;
+      for (let i = 0; i < from.length; i += 2) {
+        const row = from[i + 1]!;
+        if (!sampled || row >= sampled.length) throw new Error(`uploadStep: token ${from[i]} wants sampled row ${row}, but the last sampling gave ${sampled?.length ?? 0}`);
+        s.tokenIds[from[i]!] = sampled[row]!;
+      }
+    }
     const numSeqs = s.seqLens.length;
     const { maxQueryLen, maxSeqLen } = stepExtents(s);
     const t = (a: Int32Array, shape = [a.length]) => new CpuIntTensor(a, shape);
@@ -154,7 +165,15 @@ export class CpuBackend implements Backend<T> {
 
   sample(logits: T, batch: SamplingBatch): SamplerOutput {
     const l = logits as CpuTensor;
-    return sampleRows(l.data, l.width, batch);
+    const out = sampleRows(l.data, l.width, batch);
+    this.lastSampled = out.tokenIds;
+    return out;
+  }
+
+  /** Samples at once (the CPU runs synchronously); the next uploadStep may take tokens from it. */
+  sampleAsync(logits: T, batch: SamplingBatch): PendingSample {
+    const out = this.sample(logits, batch);
+    return { wait: () => out };
   }
 
   toHost(t: T): Float32Array {

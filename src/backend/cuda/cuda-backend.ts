@@ -3,7 +3,7 @@
  * one stream, step inputs staged in page-locked memory and copied with one async copy.
  * Every op has its CPU twin in ../cpu (the reference it is tested against on a device).
  */
-import { stepExtents, type AttentionShape, type Backend, type KvCacheSpec, type StepInputs, type StepTensors, type Tensor } from "../backend.ts";
+import { stepExtents, type AttentionShape, type Backend, type KvCacheSpec, type PendingSample, type StepInputs, type StepTensors, type Tensor } from "../backend.ts";
 import type { TensorView } from "../../loader/safetensors.ts";
 import { fromFloat32, toFloat32 } from "../../loader/dtype.ts";
 import { rowLogitEdits, type SamplingBatch, type SamplerOutput, type TokenLogprobs } from "../../engine/sampling-batch.ts";
@@ -35,6 +35,7 @@ const I = (i: number) => ({ i });
 const F = (f: number) => ({ f });
 const WORKSPACE_BYTES = 32 * 1024 * 1024;
 const MAX_TOP_LOGPROBS = 20;
+const NO_INTS = new Int32Array(0);
 const POLL_SLEEP = new Int32Array(new SharedArrayBuffer(4));
 /** How long close() waits for queued GPU work to finish before it gives up freeing (a hung kernel). */
 const CLOSE_DRAIN_MS = 10_000;
@@ -57,6 +58,14 @@ export interface CudaDeviceInfo {
   smallBatchGemv: boolean;
   /** How the kernel modules were loaded: JIT-compiled now or machine code from the cache, and how long it took. */
   kernels: ModuleLoadStats;
+}
+
+/** One sampling scratch set: device and page-locked buffers, and the event after its results' copy. */
+interface SamplingScratch {
+  dev: bigint;
+  host: PinnedBuffer;
+  capacity: number;
+  done: bigint;
 }
 
 /** Page-locked host buffer with a JS view. */
@@ -112,7 +121,15 @@ export class CudaBackend implements Backend<CudaTensor> {
   /** Partials buffers captured graphs may still point to. */
   private readonly outgrownPartials: bigint[] = [];
   private readonly multiprocessors: number;
-  private samplingScratch: { dev: bigint; host: PinnedBuffer; capacity: number } | null = null;
+  /**
+   * Two sampling scratch sets (parameters in, ids and logprobs out), used in turn: with async scheduling a
+   * step samples into one while the previous step's ids, in the other, still feed this step's inputs and
+   * travel to the host. Each has an event recorded after its results' copy to the host.
+   */
+  private readonly samplingScratch: (SamplingScratch | null)[] = [null, null];
+  private samplingTurn = 0;
+  /** Device address of the last sampling's ids (uploadStep's tokensFromSampled read them). */
+  private lastSampledIds = 0n;
   private profiler: KernelProfiler | null = null;
   /** Everything this backend allocated on the device and page-locked on the host: close() frees it. */
   private readonly deviceAllocations = new Set<bigint>();
@@ -298,7 +315,8 @@ export class CudaBackend implements Backend<CudaTensor> {
     for (const h of this.pinnedAllocations) attempt(() => this.driver.freeHost(h));
     this.pinnedAllocations.clear();
     this.staging = null;
-    this.samplingScratch = null;
+    this.samplingScratch[0] = this.samplingScratch[1] = null;
+    this.lastSampledIds = 0n;
   }
 
   loadWeight(parts: TensorView[], shape: number[]): CudaTensor {
@@ -338,7 +356,7 @@ export class CudaBackend implements Backend<CudaTensor> {
    * the array lengths: every replay of a decode bucket finds its inputs where the captured graph looks.
    */
   reserveStep(maxTokens: number, maxSeqs: number, maxBlocksPerSeq: number): void {
-    const bytes = [maxTokens, maxTokens, maxTokens, maxSeqs + 1, maxSeqs, maxSeqs * maxBlocksPerSeq, maxSeqs].reduce((a, n) => a + Math.ceil((n * 4) / 16) * 16, 0);
+    const bytes = [maxTokens, maxTokens, maxTokens, maxSeqs + 1, maxSeqs, maxSeqs * maxBlocksPerSeq, maxSeqs, 2 * maxSeqs].reduce((a, n) => a + Math.ceil((n * 4) / 16) * 16, 0);
     this.synchronize();
     this.allocStepBuffers(bytes);
     this.stepReserved = true;
@@ -354,9 +372,14 @@ export class CudaBackend implements Backend<CudaTensor> {
     this.stepCapacity = bytes;
   }
 
-  /** Stages the step's int arrays in page-locked memory and moves them with one async copy on the stream. */
+  /**
+   * Stages the step's int arrays in page-locked memory and moves them with one async copy on the stream;
+   * token ids still pending (async scheduling) are then copied from the last sampling's ids on the GPU.
+   */
   uploadStep(s: StepInputs): StepTensors<CudaTensor> {
-    const parts = [s.tokenIds, s.positions, s.slotMapping, s.queryStart, s.seqLens, s.blockTables, s.logitsRows];
+    const fromSampled = s.tokensFromSampled ?? NO_INTS;
+    // fromSampled last: the other arrays' offsets (which captured graphs read) do not depend on it.
+    const parts = [s.tokenIds, s.positions, s.slotMapping, s.queryStart, s.seqLens, s.blockTables, s.logitsRows, fromSampled];
     const offsets: number[] = [];
     let bytes = 0;
     for (const a of parts) {
@@ -380,9 +403,14 @@ export class CudaBackend implements Backend<CudaTensor> {
       this.driver.record(this.stagingEvents[turn], this.stream);
       this.stagingPending[turn] = true;
     }
+    const t = (i: number, shape: number[]) => new CudaTensor(this.stepDevice + BigInt(offsets[i]!), shape, "i32");
+    const pending = fromSampled.length / 2;
+    if (pending > 0) {
+      if (this.lastSampledIds === 0n) throw new Error("uploadStep: tokens from sampled ids, but nothing was sampled yet");
+      this.k.launch("take_sampled_tokens_i32", [Math.ceil(pending / 256)], 256, [P(t(0, [])), P(t(7, [])), { p: this.lastSampledIds }, I(pending)]);
+    }
     const numSeqs = s.seqLens.length;
     const { maxQueryLen, maxSeqLen } = stepExtents(s);
-    const t = (i: number, shape: number[]) => new CudaTensor(this.stepDevice + BigInt(offsets[i]!), shape, "i32");
     return {
       numTokens: s.tokenIds.length, numSeqs,
       tokenIds: t(0, [s.tokenIds.length]), positions: t(1, [s.positions.length]), slotMapping: t(2, [s.slotMapping.length]),
@@ -553,22 +581,34 @@ export class CudaBackend implements Backend<CudaTensor> {
     this.k.launch("unshard_vocab_f32", [Math.ceil(V / 256), rows], 256, [{ p: gathered }, P(out), I(rows), I(perRank), I(V)]);
   }
 
-  /** Per-row sampling parameters and results, laid out in one device buffer and one pinned buffer. */
-  private samplingBuffers(rows: number, edits: number): { dev: bigint; host: PinnedBuffer } {
-    const need = 16 * 1024 + rows * (4 * 9 + MAX_TOP_LOGPROBS * 8 + 16) + edits * 20;
-    if (!this.samplingScratch || this.samplingScratch.capacity < need) {
-      this.synchronize();
-      if (this.samplingScratch) {
-        this.deviceFree(this.samplingScratch.dev);
-        this.freePinned(this.samplingScratch.host);
-      }
-      const capacity = Math.max(need, (this.samplingScratch?.capacity ?? 0) * 2);
-      this.samplingScratch = { dev: this.deviceAlloc(capacity), host: this.pinnedBuffer(capacity), capacity };
+  /** The next sampling scratch set (in turn), grown to hold `rows` rows and `edits` logit edits. */
+  private samplingBuffers(rows: number, edits: number): SamplingScratch {
+    const need = 16 * 1024 + rows * (4 * 10 + MAX_TOP_LOGPROBS * 8 + 16) + edits * 20;
+    const turn = this.samplingTurn;
+    this.samplingTurn ^= 1;
+    const old = this.samplingScratch[turn];
+    if (old && old.capacity >= need) return old;
+    this.synchronize(); // queued work may still use the old set
+    if (old) {
+      this.deviceFree(old.dev);
+      this.freePinned(old.host);
     }
-    return this.samplingScratch;
+    const capacity = Math.max(need, (old?.capacity ?? 0) * 2);
+    const set = { dev: this.deviceAlloc(capacity), host: this.pinnedBuffer(capacity), capacity, done: old?.done ?? this.driver.createEvent() };
+    this.samplingScratch[turn] = set;
+    return set;
   }
 
   sample(logits: CudaTensor, b: SamplingBatch): SamplerOutput {
+    return this.sampleAsync(logits, b).wait();
+  }
+
+  /**
+   * Queues the logit edits, logprobs and sampling kernels and the copy of their results to the host.
+   * wait() blocks only on this sampling's copy, so the host can prepare and queue the next step meanwhile
+   * (the logits may be overwritten by then: everything wait() reads is copied out with the ids).
+   */
+  sampleAsync(logits: CudaTensor, b: SamplingBatch): PendingSample {
     const n = b.numRows, V = logits.width;
     // Sparse logit edits (penalties, bias, banned tokens): one per (row, token), keyed row · V + token.
     const edits = new Map<number, { row: number; token: number; rep: number; add: number }>();
@@ -577,14 +617,14 @@ export class CudaBackend implements Backend<CudaTensor> {
       for (const e of rowLogitEdits(b, r, V).values()) edits.set(r * V + e.token, { row: r, ...e });
     }
     const E = edits.size;
-    const { dev, host } = this.samplingBuffers(n, E);
+    const scratch = this.samplingBuffers(n, E), { dev, host } = scratch;
     // Layout (byte offsets, 16-aligned): rows | temperature | topK | topP | minP | seeds(2×u32) | streams | steps |
-    // out ids | lse | top ids | top lp | edit rows | edit tokens | edit rep | edit add | edit original
+    // out ids | lse | top ids | top lp | sampled token's logit | edit rows | edit tokens | edit rep | edit add | edit original
     let off = 0;
     const seg = (bytes: number) => { const o = off; off += Math.ceil(bytes / 16) * 16; return o; };
     const oRows = seg(4 * n), oTemp = seg(4 * n), oTopK = seg(4 * n), oTopP = seg(4 * n), oMinP = seg(4 * n), oSeed = seg(8 * n), oStream = seg(4 * n), oStep = seg(4 * n);
     const inputBytes = off;
-    const oOut = seg(4 * n), oLse = seg(4 * n), oTopIds = seg(4 * n * MAX_TOP_LOGPROBS), oTopLp = seg(4 * n * MAX_TOP_LOGPROBS);
+    const oOut = seg(4 * n), oLse = seg(4 * n), oTopIds = seg(4 * n * MAX_TOP_LOGPROBS), oTopLp = seg(4 * n * MAX_TOP_LOGPROBS), oTokLogit = seg(4 * n);
     const oER = seg(4 * E), oET = seg(4 * E), oERep = seg(4 * E), oEAdd = seg(4 * E), oEOrig = seg(4 * E);
     const buf = host.bytes.buffer, base = host.bytes.byteOffset;
     const i32 = (o: number, len: number) => new Int32Array(buf, base + o, len);
@@ -616,32 +656,51 @@ export class CudaBackend implements Backend<CudaTensor> {
     }
     if (E > 0) this.k.launch("apply_edits_f32", [Math.ceil(E / 256)], 256, [P(logits), I(V), d(oER), d(oET), d(oERep), d(oEAdd), d(oEOrig), I(E)]);
     this.k.launch("sample_f32", [n], 1024, [P(logits), I(V), d(oRows), d(oTemp), d(oTopK), d(oTopP), d(oMinP), d(oSeed), d(oStream), d(oStep), d(oOut)]);
-    const outEnd = lpRows.length > 0 ? oTopLp + 4 * n * MAX_TOP_LOGPROBS : oOut + 4 * n;
+    // The sampled token's logit before any edit, for its logprob: the saved original if it was edited, else this.
+    if (lpRows.length > 0) this.k.launch("sampled_logit_f32", [Math.ceil(n / 256)], 256, [P(logits), I(V), d(oOut), d(oTokLogit), I(n)]);
+    this.lastSampledIds = dev + BigInt(oOut);
+    const outEnd = lpRows.length > 0 ? oTokLogit + 4 * n : oOut + 4 * n;
     this.driver.copyToHostAsync(host.addr + BigInt(oOut), dev + BigInt(oOut), outEnd - oOut, this.stream);
-    if (E > 0) this.driver.copyToHostAsync(host.addr + BigInt(oEOrig), dev + BigInt(oEOrig), 4 * E, this.stream);
-    this.synchronize();
+    if (lpRows.length > 0 && E > 0) this.driver.copyToHostAsync(host.addr + BigInt(oEOrig), dev + BigInt(oEOrig), 4 * E, this.stream);
+    this.driver.record(scratch.done, this.stream);
 
-    const tokenIds = i32(oOut, n).slice();
-    const logprobs: (TokenLogprobs | null)[] = new Array(n).fill(null);
-    if (lpRows.length > 0) {
+    const read = (): SamplerOutput => {
+      const tokenIds = i32(oOut, n).slice();
+      const logprobs: (TokenLogprobs | null)[] = new Array(n).fill(null);
+      if (lpRows.length === 0) return { tokenIds, logprobs };
       const lse = f32(oLse, n), topIds = i32(oTopIds, n * MAX_TOP_LOGPROBS), topLp = f32(oTopLp, n * MAX_TOP_LOGPROBS);
-      const orig = f32(oEOrig, E);
+      const tokLogit = f32(oTokLogit, n), orig = f32(oEOrig, E);
       const editIndex = new Map<number, number>();
       let q = 0;
       for (const key of edits.keys()) editIndex.set(key, q++);
-      const tokenValue = new Float32Array(1);
       for (const r of lpRows) {
-        const tok = tokenIds[r]!;
-        // The sampled token's raw logit: from the saved originals if it was edited, else read back.
-        const ei = editIndex.get(r * V + tok);
-        if (ei !== undefined) tokenValue[0] = orig[ei]!;
-        else this.driver.copyToHost(tokenValue, logits.ptr + BigInt((r * V + tok) * 4));
+        const ei = editIndex.get(r * V + tokenIds[r]!);
+        const raw = ei !== undefined ? orig[ei]! : tokLogit[r]!;
         const top: { tokenId: number; logprob: number }[] = [];
         for (let k = 0; k < b.numLogprobs[r]!; k++) top.push({ tokenId: topIds[r * MAX_TOP_LOGPROBS + k]!, logprob: topLp[r * MAX_TOP_LOGPROBS + k]! });
-        logprobs[r] = { logprob: tokenValue[0]! - lse[r]!, top };
+        logprobs[r] = { logprob: raw - lse[r]!, top };
       }
-    }
-    return { tokenIds, logprobs };
+      return { tokenIds, logprobs };
+    };
+    let result: SamplerOutput | null = null;
+    return {
+      wait: () => {
+        if (!result) {
+          this.waitForEvent(scratch.done);
+          result = read();
+        }
+        return result;
+      },
+    };
+  }
+
+  /**
+   * Waits for the work queued before `event`'s record. Tensor-parallel ranks (polling, see setWaitCheck)
+   * and profiling (which reads every event pair) wait for the whole stream instead.
+   */
+  private waitForEvent(event: bigint): void {
+    if (this.waitCheck || this.profiler) this.synchronize();
+    else this.driver.eventSynchronize(event);
   }
 
   /** Fills a tensor with 0xFF bytes (bf16/f32 NaN) so a test can tell unwritten outputs. */
