@@ -91,8 +91,8 @@ function generate(args: string[]): void {
     top_k: numberFlag("top-k", values["top-k"]),
     seed: numberFlag("seed", values.seed) ?? null,
   });
-  const prompt = values.chat ? llm.engine.tokenizer.applyChatTemplate([{ role: "user", content: values.prompt }]) : values.prompt;
-  const ids = values.chat ? llm.engine.tokenizer.encode(prompt, false) : prompt;
+  const prompt = values.chat ? llm.tokenizer.applyChatTemplate([{ role: "user", content: values.prompt }]) : values.prompt;
+  const ids = values.chat ? llm.tokenizer.encode(prompt, false) : prompt;
   const [out] = llm.generate(ids, params, { useTqdm: false });
   process.stdout.write(out!.outputs[0]!.text + "\n");
 }

@@ -1,7 +1,7 @@
 /**
  * The engine core, run in a Worker so that model steps never block the server's event loop
- * (vLLM's EngineCore process, as a thread). Messages in: init, add, abort. Messages out: model-dir, ready, outputs,
- * aborted, failed. Between steps it yields so that incoming adds and aborts are handled.
+ * (vLLM's EngineCore process, as a thread). Messages in: init, add, abort, stop, eos, shutdown. Messages out:
+ * model-dir, ready, outputs, aborted, stats, rejected, failed, closed. Between steps it yields so that incoming adds and aborts are handled.
  */
 import { engineGauges, engineStats } from "./engine/engine-stats.ts";
 import { LLMEngine } from "./engine/llm-engine.ts";
@@ -76,6 +76,11 @@ self.onmessage = (ev: MessageEvent<WorkerIn>) => {
     } else if (m.type === "abort") {
       const out = engine.abort(m.requestId);
       post({ type: "aborted", requestId: m.requestId, output: out, stats: engineStats(engine) });
+    } else if (m.type === "stop") {
+      engine.stopSequences(m.requestId, m.indices);
+      post({ type: "stats", stats: engineStats(engine) });
+    } else if (m.type === "eos") {
+      engine.addEosTokenIds(m.tokenIds);
     }
   } catch (e) {
     fail(e);

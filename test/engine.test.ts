@@ -116,7 +116,7 @@ describe("sampling", () => {
 
 describe("stops and limits", () => {
   const llm = make();
-  const tok = llm.engine.tokenizer;
+  const tok = llm.tokenizer;
   const prompt = [101, 102, 103];
   const full = llm.generate([prompt], { temperature: 0, max_tokens: 24, ignore_eos: true }, { useTqdm: false })[0]!.outputs[0]!;
 

@@ -1,9 +1,12 @@
 /**
  * The streaming front of the engine for servers. The engine core runs in a Worker (engine-worker.ts), so a
- * model step never blocks HTTP handling (engine-worker.ts); this side validates and tokenizes requests, keeps one async
- * iterator of outputs per request, bounds the waiting queue, and shuts down gracefully.
+ * model step never blocks HTTP handling; it runs without a tokenizer (token ids in and out). This side
+ * validates and tokenizes requests, turns the worker's token ids into text and checks stop strings
+ * (OutputProcessor), keeps one async iterator of outputs per request, bounds the waiting queue, and shuts
+ * down gracefully.
  */
 import { unpackOutputs } from "./output-codec.ts";
+import { OutputProcessor } from "./output-processor.ts";
 import { TextTokenizer } from "../tokenizer/tokenizer.ts";
 import { ENGINE_WORKER_URL, workerOptions } from "../worker-url.ts";
 import type { ModelConfig } from "../model/config.ts";
@@ -93,6 +96,7 @@ interface Ready extends Extract<WorkerOut, { type: "ready" }> {}
 
 export class AsyncEngine {
   private readonly streams = new Map<string, OutputStream>();
+  private readonly processor: OutputProcessor;
   private accepting = true;
   private deadError: Error | null = null;
   private idleWaiters: (() => void)[] = [];
@@ -112,13 +116,16 @@ export class AsyncEngine {
     this.limits = ready.limits;
     this.maxModelLen = ready.limits.maxModelLen;
     this.stats = ready.stats;
+    this.processor = new OutputProcessor(tokenizer);
     worker.onmessage = (ev: MessageEvent<WorkerOut>) => this.onMessage(ev.data);
+    // Before any request: the worker's engine knows the model's EOS ids, not the tokenizer's.
+    this.post({ type: "eos", tokenIds: tokenizer.eosTokenIds });
     worker.onerror = (ev) => this.die(new Error(ev.message));
   }
 
   /**
-   * Starts the engine worker and resolves once the model is loaded. This thread loads its tokenizer as
-   * soon as the worker names the model directory, while the worker loads the model.
+   * Starts the engine worker and resolves once the model is loaded. This thread loads the tokenizer as
+   * soon as the worker names the model directory, while the worker loads the model (without one).
    */
   static async start(opts: AsyncEngineOptions = {}): Promise<AsyncEngine> {
     const { log, maxWaitingRequests: _, ...engineOptions } = opts;
@@ -144,7 +151,7 @@ export class AsyncEngine {
         else if (m.type === "failed") reject(new Error(m.message));
       };
       worker.onerror = (ev) => reject(new Error(ev.message));
-      worker.postMessage({ type: "init", options: engineOptions } satisfies WorkerIn);
+      worker.postMessage({ type: "init", options: { ...engineOptions, skipTokenizerInit: true } } satisfies WorkerIn);
     }).catch((e) => {
       worker.terminate();
       throw e;
@@ -185,6 +192,7 @@ export class AsyncEngine {
     if (waiting >= this.maxWaitingRequests) throw new EngineOverloadedError(`the server is overloaded: ${waiting} requests are already waiting`);
     const stream = new OutputStream();
     this.streams.set(requestId, stream);
+    this.processor.add(requestId, promptTokenIds, params);
     this.post({ type: "add", requestId, promptTokenIds, params: params.toInit(), arrivalTime: performance.now(), outputKind: "delta" });
     return stream;
   }
@@ -194,6 +202,7 @@ export class AsyncEngine {
     const stream = this.streams.get(requestId);
     if (!stream) return;
     this.streams.delete(requestId);
+    this.processor.remove(requestId);
     stream.end();
     this.post({ type: "abort", requestId });
     this.notifyIdle();
@@ -211,17 +220,22 @@ export class AsyncEngine {
         for (const o of unpackOutputs(m.outputs)) {
           const s = this.streams.get(o.requestId);
           if (!s) continue;
-          s.push(o);
-          if (o.finished) this.streams.delete(o.requestId);
+          const { output, stop } = this.processor.process(o);
+          if (stop.length > 0) this.post({ type: "stop", requestId: o.requestId, indices: stop });
+          if (!output) continue;
+          s.push(output);
+          if (output.finished) this.streams.delete(o.requestId);
         }
         this.notifyIdle();
         break;
       case "aborted":
+      case "stats":
         this.stats = m.stats;
         break;
       case "rejected": {
         const s = this.streams.get(m.requestId);
         this.streams.delete(m.requestId);
+        this.processor.remove(m.requestId);
         s?.fail(new InvalidRequestError(m.message));
         this.notifyIdle();
         break;

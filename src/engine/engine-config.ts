@@ -38,6 +38,12 @@ export interface EngineOptions {
    * loads its tokenizer then, while the engine worker loads the model.
    */
   onModelDir?: (dir: string) => void;
+  /**
+   * vLLM's skip_tokenizer_init: no tokenizer in the engine; prompts must be token ids and outputs carry no
+   * text (stop strings are then the caller's to check). The server's engine worker runs this way: the
+   * server's thread detokenizes, and the worker's start skips the tokenizer load.
+   */
+  skipTokenizerInit?: boolean;
   /** Time every GPU kernel and GEMM (CUDA only; scripts/bench --profile reads the totals). */
   profileKernels?: boolean;
   /** How GPUs, NCCL and GPU tensor-parallel workers are reached (default: the real driver; tests pass the GPU simulator). */

@@ -11,6 +11,10 @@ export type WorkerIn =
   | { type: "init"; options: Omit<EngineOptions, "log" | "onModelDir"> }
   | { type: "add"; requestId: string; promptTokenIds: number[]; params: SamplingParamsInit; arrivalTime: number; outputKind: OutputKind }
   | { type: "abort"; requestId: string }
+  /** The server's tokenizer's end-of-sequence ids (the worker's engine runs without a tokenizer). */
+  | { type: "eos"; tokenIds: number[] }
+  /** Sequences a stop string ended on the server's side (its OutputProcessor). */
+  | { type: "stop"; requestId: string; indices: number[] }
   | { type: "shutdown" };
 
 export type WorkerOut =
@@ -19,6 +23,7 @@ export type WorkerOut =
   | { type: "ready"; info: EngineInfo; modelConfig: ModelConfig; limits: RequestLimits; options: Record<string, unknown>; eosTokenIds: number[]; stats: EngineStats }
   | { type: "outputs"; outputs: StepOutputs; stats: EngineStats | EngineGauges }
   | { type: "aborted"; requestId: string; output: RequestOutput | null; stats: EngineStats }
+  | { type: "stats"; stats: EngineStats }
   | { type: "rejected"; requestId: string; message: string }
   | { type: "failed"; message: string; stack: string }
   | { type: "closed" };

@@ -99,9 +99,10 @@ export class LLMEngine {
 
   constructor(
     readonly modelConfig: ModelConfig,
-    readonly tokenizer: TextTokenizer,
+    /** null with skipTokenizerInit: token ids in and out, no text (the server detokenizes). */
+    readonly tokenizer: TextTokenizer | null,
     readonly runner: ModelRunner,
-    readonly options: Required<Omit<EngineOptions, "model" | "numGpuBlocksOverride" | "chatTemplate" | "log" | "onModelDir" | "maxModelLen" | "cuda" | "profileKernels">> & { maxModelLen: number; numBlocks: number },
+    readonly options: Required<Omit<EngineOptions, "model" | "numGpuBlocksOverride" | "chatTemplate" | "log" | "onModelDir" | "maxModelLen" | "cuda" | "profileKernels" | "skipTokenizerInit">> & { maxModelLen: number; numBlocks: number },
     readonly info: EngineInfo,
   ) {
     this.eosTokenIds = runner.sampler.eosTokenIds as number[];
@@ -128,7 +129,7 @@ export class LLMEngine {
     const tp = checkPositiveInt("--tensor-parallel-size", opts.tensorParallelSize ?? ENGINE_DEFAULTS.tensorParallelSize);
 
     const cfg = loadModelConfig(modelDir);
-    const tokenizer = TextTokenizer.load(modelDir, opts.chatTemplate);
+    const tokenizer = opts.skipTokenizerInit ? null : TextTokenizer.load(modelDir, opts.chatTemplate);
     const maxModelLen = opts.maxModelLen === undefined ? cfg.maxPositionEmbeddings : checkPositiveInt("--max-model-len", opts.maxModelLen);
     if (maxModelLen > cfg.maxPositionEmbeddings) throw new EngineConfigError("--max-model-len", `${maxModelLen} exceeds the model's max_position_embeddings (${cfg.maxPositionEmbeddings})`);
     const maxNumSeqs = checkPositiveInt("--max-num-seqs", opts.maxNumSeqs ?? ENGINE_DEFAULTS.maxNumSeqs);
@@ -187,7 +188,7 @@ export class LLMEngine {
       if (tpGroup) tpGroup.allocKvCache(numBlocks, blockSize);
       else model.allocKvCache(numBlocks, blockSize);
       backend.reserveStep?.(maxNumBatchedTokens, maxNumSeqs, Math.ceil(maxModelLen / blockSize));
-      const eosTokenIds = [...new Set([...cfg.eosTokenIds, ...tokenizer.eosTokenIds])];
+      const eosTokenIds = [...new Set([...cfg.eosTokenIds, ...(tokenizer?.eosTokenIds ?? [])])];
       // model.backend: the selected backend, or with tensor parallelism rank 0's own.
       const runner = new ModelRunner(model.backend, model, { maxNumBatchedTokens, maxNumSeqs, maxModelLen, blockSize, eosTokenIds }, tpGroup);
       const enforceEager = opts.enforceEager ?? ENGINE_DEFAULTS.enforceEager;
@@ -231,7 +232,8 @@ export class LLMEngine {
   /** Queues a request. Throws InvalidRequestError when it can never be served. `outputKind`: what its outputs carry. */
   addRequest(requestId: string, prompt: PromptInput, params: SamplingParams = new SamplingParams(), arrivalTime = performance.now(), outputKind: OutputKind = "cumulative"): Request {
     if (this.requests.has(requestId)) throw new InvalidRequestError(`request id '${requestId}' is already in use`, "request_id");
-    const ids = typeof prompt === "string" ? this.tokenizer.encode(prompt) : prompt;
+    if (typeof prompt === "string" && !this.tokenizer) throw new InvalidRequestError("this engine has no tokenizer (skipTokenizerInit): give the prompt as token ids", "prompt");
+    const ids = typeof prompt === "string" ? this.tokenizer!.encode(prompt) : prompt;
     validateRequest(ids, params, this.limits);
     const seqs: Sequence[] = [];
     const baseSeed = params.seed ?? this.seedRng.nextU32() * 65536 + (this.seedRng.nextU32() & 0xffff);
@@ -255,6 +257,27 @@ export class LLMEngine {
     this.requests.delete(requestId);
     this.metrics.recordFinished("abort", req.promptTokenIds.length, req.seqs.reduce((a, s) => a + s.numOutputTokens, 0), (performance.now() - req.arrivalTime) / 1000);
     return req.takeOutput();
+  }
+
+  /** More end-of-sequence ids (the tokenizer's, from a server that loaded it while this engine ran without). */
+  addEosTokenIds(ids: readonly number[]): void {
+    // The sampler shares this array (min_tokens bans these ids).
+    for (const id of ids) if (!this.eosTokenIds.includes(id)) this.eosTokenIds.push(id);
+  }
+
+  /**
+   * Stops sequences that a stop string ended outside the engine (the server's OutputProcessor checks them
+   * on the text, and has already given the client their last output): they finish with reason "stop" and
+   * free their blocks at once, and the request finishes if they were its last. Unknown ids are ignored.
+   */
+  stopSequences(requestId: string, indices: readonly number[]): void {
+    const req = this.requests.get(requestId);
+    if (!req) return;
+    for (const i of indices) {
+      const seq = req.seqs[i];
+      if (seq && !seq.isFinished) this.finishSeq(seq, "stop", null);
+    }
+    this.finishRequestIfDone(req, performance.now());
   }
 
   /** Releases what the engine holds outside its own heap (tensor-parallel worker threads). */
@@ -324,16 +347,20 @@ export class LLMEngine {
     const done = performance.now();
     const outputs: RequestOutput[] = [];
     for (const req of touched) {
-      if (!req.finished && req.seqs.every((q) => q.isFinished)) {
-        req.finished = true;
-        this.requests.delete(req.requestId);
-        const reason = req.seqs[0]!.finishReason ?? "stop";
-        this.metrics.recordFinished(reason, req.promptTokenIds.length, req.seqs.reduce((a, q) => a + q.numOutputTokens, 0), (done - req.arrivalTime) / 1000);
-      }
+      this.finishRequestIfDone(req, done);
       const o = req.takeOutput();
       if (o) outputs.push(o);
     }
     return outputs;
+  }
+
+  /** Once every sequence of `req` has finished: the request is finished, counted and forgotten. */
+  private finishRequestIfDone(req: Request, now: number): void {
+    if (req.finished || !req.seqs.every((q) => q.isFinished)) return;
+    req.finished = true;
+    this.requests.delete(req.requestId);
+    const reason = req.seqs[0]!.finishReason ?? "stop";
+    this.metrics.recordFinished(reason, req.promptTokenIds.length, req.seqs.reduce((a, q) => a + q.numOutputTokens, 0), (now - req.arrivalTime) / 1000);
   }
 
   private recordTokenTiming(req: Request, seq: Sequence, now: number): void {
@@ -353,9 +380,9 @@ export class LLMEngine {
   private checkFinished(req: Request, seq: Sequence): void {
     const p = seq.params;
     const token = seq.lastTokenId;
-    const text = req.texts[seq.index]!;
+    const text = req.texts[seq.index];
     const canStop = seq.numOutputTokens >= p.min_tokens;
-    const stopStr = text.append(token, canStop ? p.stop : [], p.include_stop_str_in_output);
+    const stopStr = text ? text.append(token, canStop ? p.stop : [], p.include_stop_str_in_output) : null;
     if (stopStr !== null) return this.finishSeq(seq, "stop", stopStr);
     if (canStop && !p.ignore_eos && this.eosTokenIds.includes(token)) return this.finishSeq(seq, "stop", null, req);
     if (canStop && p.stop_token_ids.includes(token)) return this.finishSeq(seq, "stop", token, req);
@@ -363,9 +390,10 @@ export class LLMEngine {
   }
 
   private finishSeq(seq: Sequence, reason: "stop" | "length", stopReason: string | number | null, flushInto?: Request): void {
-    if (flushInto) {
+    const text = flushInto?.texts[seq.index];
+    if (text) {
       const p = seq.params;
-      const s = flushInto.texts[seq.index]!.flush(p.stop, p.include_stop_str_in_output);
+      const s = text.flush(p.stop, p.include_stop_str_in_output);
       if (s !== null) stopReason = s;
     }
     seq.finishReason = reason;

@@ -1,5 +1,6 @@
 /** The offline API: LLM.generate(prompts, params) → outputs in input order (vLLM's `LLM`). */
 import type { EngineOptions } from "./engine-config.ts";
+import type { TextTokenizer } from "../tokenizer/tokenizer.ts";
 import { LLMEngine, type PromptInput } from "./llm-engine.ts";
 import type { RequestOutput } from "./request.ts";
 import { SamplingParams, type SamplingParamsInit } from "./sampling-params.ts";
@@ -15,6 +16,12 @@ export class LLM {
 
   constructor(opts: EngineOptions | LLMEngine = {}) {
     this.engine = opts instanceof LLMEngine ? opts : LLMEngine.create(opts);
+  }
+
+  /** The engine's tokenizer (an engine made with skipTokenizerInit has none). */
+  get tokenizer(): TextTokenizer {
+    if (!this.engine.tokenizer) throw new Error("this engine was created without a tokenizer (skipTokenizerInit)");
+    return this.engine.tokenizer;
   }
 
   /** Shuts down what the engine holds outside the heap (tensor-parallel workers). */

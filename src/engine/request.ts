@@ -49,23 +49,21 @@ export interface RequestOutput {
   finished: boolean;
 }
 
-/** Text state of one sequence. */
+/** Text state of one sequence: its detokenizer, its text and stop strings, and how much of it went out. */
 export class SequenceText {
   readonly detok: IncrementalDetokenizer;
   /** Text after stop-string truncation. */
   text = "";
   /** Characters of `text` already released to the caller. */
   sentChars = 0;
-  sentTokens = 0;
-  sentLogprobs = 0;
   /** Chars held back while they could still be the start of a stop string. */
   readonly holdBack: number;
   private readonly maxStop: number;
   /** The last maxStop − 1 characters of text before the newest delta. */
   private recent = "";
 
-  constructor(tok: TextTokenizer, readonly seq: Sequence, params: SamplingParams) {
-    this.detok = new IncrementalDetokenizer(tok, params.skip_special_tokens, seq.tokens.subarray(0, seq.numPromptTokens));
+  constructor(tok: TextTokenizer, promptTokenIds: ArrayLike<number>, params: SamplingParams) {
+    this.detok = new IncrementalDetokenizer(tok, params.skip_special_tokens, promptTokenIds);
     this.maxStop = params.maxStopLength;
     this.holdBack = params.include_stop_str_in_output ? 0 : Math.max(0, this.maxStop - 1);
   }
@@ -108,11 +106,19 @@ export class SequenceText {
   }
 }
 
+/**
+ * A request in the engine. Without a tokenizer (the server's engine worker, which leaves text to the
+ * server's OutputProcessor) it has no texts: outputs carry token ids, their text fields are empty, and
+ * stop strings are not checked here.
+ */
 export class Request {
   readonly texts: SequenceText[] = [];
   finished = false;
+  /** Per sequence: output tokens and logprobs already released. */
+  private readonly sentTokens: Int32Array;
+  private readonly sentLogprobs: Int32Array;
   /** An output with output tokens has gone out (a "delta" request stops sending the prompt fields). */
-  private sentTokens = false;
+  private sentAnyTokens = false;
 
   constructor(
     readonly requestId: string,
@@ -120,40 +126,46 @@ export class Request {
     readonly promptTokenIds: number[],
     readonly params: SamplingParams,
     readonly seqs: Sequence[],
-    tok: TextTokenizer,
+    tok: TextTokenizer | null,
     readonly arrivalTime: number,
     readonly outputKind: OutputKind = "cumulative",
   ) {
-    for (const s of seqs) this.texts.push(new SequenceText(tok, s, params));
+    if (tok) for (let i = 0; i < seqs.length; i++) this.texts.push(new SequenceText(tok, promptTokenIds, params));
+    this.sentTokens = new Int32Array(seqs.length);
+    this.sentLogprobs = new Int32Array(seqs.length);
   }
 
   /** Builds the output of this step and advances the released positions; null when there is none to give ("final_only" before the end). */
   takeOutput(): RequestOutput | null {
     if (this.outputKind === "final_only" && !this.finished) return null;
     const whole = this.outputKind !== "delta" || this.finished;
-    const withPrompt = whole || !this.sentTokens;
+    const withPrompt = whole || !this.sentAnyTokens;
     const wantLogprobs = this.params.logprobs !== null;
     // Plain loops: this runs for every running request on every step.
     const outputs: CompletionOutput[] = new Array(this.seqs.length);
     let numCached = 0, anyTokens = false;
     for (let i = 0; i < this.seqs.length; i++) {
-      const seq = this.seqs[i]!, t = this.texts[i]!;
-      const upTo = t.releasable(seq.isFinished);
-      const textDelta = t.text.slice(t.sentChars, upTo);
-      t.sentChars = upTo;
+      const seq = this.seqs[i]!, t = this.texts[i];
+      let text = "", textDelta = "";
+      if (t) {
+        const upTo = t.releasable(seq.isFinished);
+        textDelta = t.text.slice(t.sentChars, upTo);
+        t.sentChars = upTo;
+        if (whole) text = t.text.slice(0, upTo);
+      }
       const numTokens = seq.numOutputTokens;
-      const tokenIdsDelta = seq.outputTokenIds(t.sentTokens);
-      t.sentTokens = numTokens;
+      const tokenIdsDelta = seq.outputTokenIds(this.sentTokens[i]);
+      this.sentTokens[i] = numTokens;
       let logprobsDelta: TokenLogprobs[] | null = null;
       if (wantLogprobs) {
-        logprobsDelta = seq.logprobs.slice(t.sentLogprobs);
-        t.sentLogprobs = seq.logprobs.length;
+        logprobsDelta = seq.logprobs.slice(this.sentLogprobs[i]);
+        this.sentLogprobs[i] = seq.logprobs.length;
       }
       if (numTokens > 0) anyTokens = true;
       if (seq.numCachedTokens > numCached) numCached = seq.numCachedTokens;
       outputs[i] = {
         index: seq.index,
-        text: whole ? t.text.slice(0, upTo) : "",
+        text,
         textDelta,
         tokenIds: whole ? seq.outputTokenIds() : [],
         tokenIdsDelta,
@@ -165,7 +177,7 @@ export class Request {
         stopReason: seq.stopReason,
       };
     }
-    if (anyTokens) this.sentTokens = true;
+    if (anyTokens) this.sentAnyTokens = true;
     return {
       requestId: this.requestId,
       prompt: this.prompt,
