@@ -29,6 +29,8 @@ export const ENGINE_FLAGS = {
   "no-enable-prefix-caching": { type: "boolean" },
   "enforce-eager": { type: "boolean" },
   "async-scheduling": { type: "boolean" },
+  "generation-config": { type: "string" },
+  "override-generation-config": { type: "string" },
   "tensor-parallel-size": { type: "string" },
   seed: { type: "string" },
   "chat-template": { type: "string" },
@@ -41,6 +43,14 @@ function numberFlag(name: string, v: string | undefined, integer = true): number
   const n = Number(v);
   if (v.trim() === "" || !Number.isFinite(n) || (integer && !Number.isInteger(n))) throw new UsageError(`--${name}: expected ${integer ? "an integer" : "a number"}, got '${v}'`);
   return n;
+}
+
+function jsonObjectFlag(name: string, v: string | undefined): Record<string, unknown> | undefined {
+  if (v === undefined) return undefined;
+  let parsed: unknown;
+  try { parsed = JSON.parse(v); } catch { throw new UsageError(`--${name}: expected a JSON object, got '${v}'`); }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new UsageError(`--${name}: expected a JSON object, got '${v}'`);
+  return parsed as Record<string, unknown>;
 }
 
 export function engineOptionsFromFlags(values: Record<string, string | boolean | undefined>, model: string | undefined): EngineOptions {
@@ -59,6 +69,8 @@ export function engineOptionsFromFlags(values: Record<string, string | boolean |
     enablePrefixCaching: values["no-enable-prefix-caching"] ? false : values["enable-prefix-caching"] ? true : undefined,
     enforceEager: values["enforce-eager"] as boolean | undefined,
     asyncScheduling: values["async-scheduling"] as boolean | undefined,
+    generationConfig: s("generation-config"),
+    overrideGenerationConfig: jsonObjectFlag("override-generation-config", s("override-generation-config")),
     tensorParallelSize: numberFlag("tensor-parallel-size", s("tensor-parallel-size")),
     seed: numberFlag("seed", s("seed")),
     chatTemplate: s("chat-template"),

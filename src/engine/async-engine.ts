@@ -7,6 +7,7 @@
  */
 import { unpackOutputs } from "./output-codec.ts";
 import { OutputProcessor } from "./output-processor.ts";
+import type { SamplingDefaults } from "./generation-config.ts";
 import { TextTokenizer } from "../tokenizer/tokenizer.ts";
 import { ENGINE_WORKER_URL, workerOptions } from "../worker-url.ts";
 import type { ModelConfig } from "../model/config.ts";
@@ -106,6 +107,8 @@ export class AsyncEngine {
   readonly modelConfig: ModelConfig;
   readonly limits: RequestLimits;
   readonly maxModelLen: number;
+  /** Sampling defaults for fields a request leaves out (the model's generation config). */
+  readonly samplingDefaults: SamplingDefaults;
   /** The latest snapshot of the engine's gauges and metrics. */
   stats: EngineStats;
 
@@ -115,6 +118,7 @@ export class AsyncEngine {
     this.modelConfig = ready.modelConfig;
     this.limits = ready.limits;
     this.maxModelLen = ready.limits.maxModelLen;
+    this.samplingDefaults = ready.info.samplingDefaults;
     this.stats = ready.stats;
     this.processor = new OutputProcessor(tokenizer);
     worker.onmessage = (ev: MessageEvent<WorkerOut>) => this.onMessage(ev.data);

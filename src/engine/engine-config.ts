@@ -44,6 +44,13 @@ export interface EngineOptions {
    * server's thread detokenizes, and the worker's start skips the tokenizer load.
    */
   skipTokenizerInit?: boolean;
+  /**
+   * vLLM's --generation-config: "auto" (default) = sampling defaults from the model's generation_config.json,
+   * "vllm" = none, or a folder holding a generation_config.json (src/engine/generation-config.ts).
+   */
+  generationConfig?: string;
+  /** vLLM's --override-generation-config: sampling defaults set on top (temperature, top_p, top_k, min_p, repetition_penalty, max_new_tokens). */
+  overrideGenerationConfig?: Record<string, unknown>;
   /** Time every GPU kernel and GEMM (CUDA only; scripts/bench --profile reads the totals). */
   profileKernels?: boolean;
   /** How GPUs, NCCL and GPU tensor-parallel workers are reached (default: the real driver; tests pass the GPU simulator). */

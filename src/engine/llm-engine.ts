@@ -19,6 +19,7 @@ import { ensureDefaultModel, SeededRandom } from "../model/tiny-model.ts";
 import { TextTokenizer } from "../tokenizer/tokenizer.ts";
 import { BlockManager } from "./block-manager.ts";
 import { checkPositiveInt, ENGINE_DEFAULTS, EngineConfigError, type EngineOptions } from "./engine-config.ts";
+import { describeDefaults, loadSamplingDefaults, type SamplingDefaults } from "./generation-config.ts";
 import { EngineMetrics } from "./metrics.ts";
 import { graphBuckets, ModelRunner, type LaunchedStep } from "./model-runner.ts";
 import { Request, type OutputKind, type RequestOutput } from "./request.ts";
@@ -77,6 +78,8 @@ export interface EngineInfo {
   loadSeconds: number;
   /** Time spent capturing decode CUDA graphs (null: none, e.g. CPU or --enforce-eager). */
   graphSeconds: number | null;
+  /** Sampling defaults for fields a request leaves out (--generation-config); {} = vLLM's own. */
+  samplingDefaults: SamplingDefaults;
 }
 
 /** A launched step: the sequences it samples for, in row order, and its tokens on their way. */
@@ -102,7 +105,7 @@ export class LLMEngine {
     /** null with skipTokenizerInit: token ids in and out, no text (the server detokenizes). */
     readonly tokenizer: TextTokenizer | null,
     readonly runner: ModelRunner,
-    readonly options: Required<Omit<EngineOptions, "model" | "numGpuBlocksOverride" | "chatTemplate" | "log" | "onModelDir" | "maxModelLen" | "cuda" | "profileKernels" | "skipTokenizerInit">> & { maxModelLen: number; numBlocks: number },
+    readonly options: Required<Omit<EngineOptions, "model" | "numGpuBlocksOverride" | "chatTemplate" | "log" | "onModelDir" | "maxModelLen" | "cuda" | "profileKernels" | "skipTokenizerInit" | "generationConfig" | "overrideGenerationConfig">> & { maxModelLen: number; numBlocks: number },
     readonly info: EngineInfo,
   ) {
     this.eosTokenIds = runner.sampler.eosTokenIds as number[];
@@ -129,6 +132,8 @@ export class LLMEngine {
     const tp = checkPositiveInt("--tensor-parallel-size", opts.tensorParallelSize ?? ENGINE_DEFAULTS.tensorParallelSize);
 
     const cfg = loadModelConfig(modelDir);
+    const samplingDefaults = loadSamplingDefaults(opts.generationConfig ?? "auto", modelDir, opts.overrideGenerationConfig);
+    if (Object.keys(samplingDefaults).length > 0) log(`default sampling parameters from the generation config: ${describeDefaults(samplingDefaults)} (requests that set a field keep theirs; --generation-config vllm ignores the file)`);
     const tokenizer = opts.skipTokenizerInit ? null : TextTokenizer.load(modelDir, opts.chatTemplate);
     const maxModelLen = opts.maxModelLen === undefined ? cfg.maxPositionEmbeddings : checkPositiveInt("--max-model-len", opts.maxModelLen);
     if (maxModelLen > cfg.maxPositionEmbeddings) throw new EngineConfigError("--max-model-len", `${maxModelLen} exceeds the model's max_position_embeddings (${cfg.maxPositionEmbeddings})`);
@@ -205,7 +210,7 @@ export class LLMEngine {
       }
       const info: EngineInfo = {
         modelDir, isDefaultModel, device: kind, numBlocks, blockSize, maxModelLen,
-        kvCapacityTokens: numBlocks * blockSize, loadSeconds: (performance.now() - t0) / 1000, graphSeconds,
+        kvCapacityTokens: numBlocks * blockSize, loadSeconds: (performance.now() - t0) / 1000, graphSeconds, samplingDefaults,
       };
       return new LLMEngine(cfg, tokenizer, runner, {
         device: kind, dtype, maxModelLen, maxNumSeqs, maxNumBatchedTokens, blockSize, numBlocks,

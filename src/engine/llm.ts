@@ -24,15 +24,30 @@ export class LLM {
     return this.engine.tokenizer;
   }
 
+  /** vLLM's get_default_sampling_params: vLLM's defaults under the model's generation config (--generation-config). */
+  getDefaultSamplingParams(): SamplingParams {
+    return new SamplingParams({ ...this.engine.info.samplingDefaults });
+  }
+
   /** Shuts down what the engine holds outside the heap (tensor-parallel workers). */
   close(): void {
     this.engine.close();
   }
 
-  generate(prompts: PromptInput | PromptInput[], params: SamplingParams | SamplingParamsInit | (SamplingParams | SamplingParamsInit)[] = new SamplingParams(), opts: GenerateOptions = {}): RequestOutput[] {
+  /**
+   * Generates for each prompt. `params`: a SamplingParams is taken as it is; plain objects and no params at
+   * all get the model's generation-config defaults (getDefaultSamplingParams) for the fields they leave out.
+   */
+  generate(prompts: PromptInput | PromptInput[], params: SamplingParams | SamplingParamsInit | (SamplingParams | SamplingParamsInit)[] = {}, opts: GenerateOptions = {}): RequestOutput[] {
     const list: PromptInput[] = typeof prompts === "string" || (Array.isArray(prompts) && typeof prompts[0] === "number") ? [prompts as PromptInput] : (prompts as PromptInput[]);
     if (Array.isArray(params) && params.length !== list.length) throw new Error(`generate: ${list.length} prompts but ${params.length} sampling params`);
-    const toParams = (p: SamplingParams | SamplingParamsInit) => (p instanceof SamplingParams ? p : new SamplingParams(p));
+    const defaults = this.engine.info.samplingDefaults;
+    const toParams = (p: SamplingParams | SamplingParamsInit) => {
+      if (p instanceof SamplingParams) return p;
+      const init: Record<string, unknown> = { ...defaults };
+      for (const [k, v] of Object.entries(p)) if (v !== undefined) init[k] = v;
+      return new SamplingParams(init as SamplingParamsInit);
+    };
     const ids: string[] = [];
     for (let i = 0; i < list.length; i++) {
       const id = `gen-${this.counter++}`;

@@ -94,7 +94,7 @@ export async function chatCompletions(c: Context, state: ServerState): Promise<R
   if (ids.length === 0) throw new ApiError(400, "the rendered prompt is empty", "messages");
   const engine = state.engine();
   const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? null;
-  const params = samplingParamsFrom(body, maxTokens, body.logprobs ? body.top_logprobs ?? 0 : null);
+  const params = samplingParamsFrom(body, maxTokens, body.logprobs ? body.top_logprobs ?? 0 : null, null, engine.samplingDefaults);
   const id = `chatcmpl-${crypto.randomUUID().replaceAll("-", "")}`;
   const created = nowSeconds();
   const model = state.servedModelName;

@@ -63,7 +63,7 @@ export async function completions(c: Context, state: ServerState): Promise<Respo
   // echo with logprobs scores the prompt too (as lm-eval-harness expects); prompt_logprobs is vLLM's field.
   const echoLogprobs = body.echo === true && body.logprobs != null;
   const promptLogprobs = body.prompt_logprobs ?? (echoLogprobs ? body.logprobs! : null);
-  const params = samplingParamsFrom(body, body.max_tokens === undefined ? 16 : body.max_tokens, body.logprobs ?? null, promptLogprobs);
+  const params = samplingParamsFrom(body, body.max_tokens === undefined ? 16 : body.max_tokens, body.logprobs ?? null, promptLogprobs, engine.samplingDefaults);
   /** A choice's logprobs object, preceded by the echoed prompt's when asked. */
   const logprobsFor = (r: RequestOutput, i: number, lps: TokenLogprobs[], ids: number[], offset: number, withPrompt: boolean) => {
     const own = completionLogprobs(state, lps, ids, offset);

@@ -5,6 +5,7 @@
 import type { AsyncEngine } from "../engine/async-engine.ts";
 import type { RequestOutput } from "../engine/request.ts";
 import { SamplingParams, type SamplingParamsInit } from "../engine/sampling-params.ts";
+import type { SamplingDefaults } from "../engine/generation-config.ts";
 import { ApiError, toErrorResponse } from "./errors.ts";
 
 export interface SamplingFields {
@@ -14,9 +15,14 @@ export interface SamplingFields {
   ignore_eos?: boolean | null; min_tokens?: number | null; include_stop_str_in_output?: boolean | null; skip_special_tokens?: boolean | null;
 }
 
-/** SamplingParams from OpenAI/vLLM fields (null = default); throws SamplingParamsError naming the field. */
-export function samplingParamsFrom(b: SamplingFields, maxTokens: number | null, logprobs: number | null, promptLogprobs: number | null = null): SamplingParams {
-  const init: SamplingParamsInit = { max_tokens: maxTokens, logprobs, prompt_logprobs: promptLogprobs };
+/**
+ * SamplingParams from OpenAI/vLLM fields; a field left out (or null) takes the model's generation-config
+ * default (`defaults`, --generation-config), else vLLM's. Throws SamplingParamsError naming the field.
+ */
+export function samplingParamsFrom(b: SamplingFields, maxTokens: number | null, logprobs: number | null, promptLogprobs: number | null = null, defaults: SamplingDefaults = {}): SamplingParams {
+  // max_new_tokens (defaults.max_tokens) applies per prompt, where its length is known: see submit().
+  const { max_tokens: _, ...fieldDefaults } = defaults;
+  const init: SamplingParamsInit = { ...fieldDefaults, max_tokens: maxTokens, logprobs, prompt_logprobs: promptLogprobs };
   for (const k of ["temperature", "top_p", "top_k", "min_p", "n", "seed", "stop", "stop_token_ids", "presence_penalty", "frequency_penalty",
     "repetition_penalty", "logit_bias", "ignore_eos", "min_tokens", "include_stop_str_in_output", "skip_special_tokens"] as const) {
     const v = b[k];
@@ -31,7 +37,10 @@ export interface Submitted {
   abortAll: () => void;
 }
 
-/** Submits one request per prompt; all-or-nothing (a bad prompt aborts the ones already queued). */
+/**
+ * Submits one request per prompt; all-or-nothing (a bad prompt aborts the ones already queued). A request
+ * that leaves max_tokens open gets the generation config's max_new_tokens where it fits the context (as vLLM).
+ */
 export function submit(engine: AsyncEngine, baseId: string, prompts: number[][], params: SamplingParams, signal: AbortSignal): Submitted {
   const streams: AsyncIterableIterator<RequestOutput>[] = [];
   const requestIds: string[] = [];
@@ -39,7 +48,10 @@ export function submit(engine: AsyncEngine, baseId: string, prompts: number[][],
   try {
     prompts.forEach((ids, i) => {
       const id = `${baseId}-${i}`;
-      streams.push(engine.generate(id, ids, params.clone()));
+      const p = params.clone();
+      const defaultMax = engine.samplingDefaults.max_tokens;
+      if (p.max_tokens === null && defaultMax !== undefined) p.max_tokens = Math.min(defaultMax, Math.max(1, engine.maxModelLen - ids.length));
+      streams.push(engine.generate(id, ids, p));
       requestIds.push(id);
     });
   } catch (e) {

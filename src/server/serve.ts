@@ -41,6 +41,10 @@ engine:
   --enable-prefix-caching / --no-enable-prefix-caching   (default on)
   --enforce-eager                  disable CUDA graphs
   --async-scheduling               launch each step before the previous one's tokens reach the host
+  --generation-config auto|vllm|DIR  sampling defaults for omitted fields: the model's generation_config.json
+                                   (auto, default), vLLM's own (vllm), or DIR/generation_config.json
+  --override-generation-config JSON  e.g. '{"temperature": 0.5}' (temperature, top_p, top_k, min_p,
+                                   repetition_penalty, max_new_tokens)
   --tensor-parallel-size N         (default ${d.tensorParallelSize})
   --seed N                         seed for requests without one (default ${d.seed})
   --chat-template FILE|TEXT        override the model's chat template
