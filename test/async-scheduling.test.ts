@@ -24,7 +24,7 @@ interface Workload { prompts: number[][]; params: SamplingParamsInit[] }
 /**
  * Prompts sharing prefixes, with a mix of what stops a sequence (max_tokens, EOS, stop token ids that the
  * tiny model emits often, stop strings, min_tokens) and how it samples (greedy, seeded temperature with
- * top-k/p, n = 2, logit_bias, logprobs; a few with penalties).
+ * top-k/p, n = 2, logit_bias, logprobs, presence/frequency/repetition penalties).
  */
 function workload(seed: number, count: number, frequent: number[]): Workload {
   const rng = new SeededRandom(seed);
@@ -42,8 +42,8 @@ function workload(seed: number, count: number, frequent: number[]): Workload {
     if (rng.next() < 0.15) { p.n = 2; p.seed ??= rng.int(1, 1000); p.temperature = 0.8; }
     if (rng.next() < 0.15) p.logit_bias = { [frequent[0]!]: 2 };
     if (rng.next() < 0.1) p.logprobs = 2;
-    // Penalties make each step they sample in wait (the pending token is part of their history): short ones.
-    if (rng.next() < 0.1) Object.assign(p, { presence_penalty: 0.5, max_tokens: Math.min(p.max_tokens!, 4), min_tokens: 0 });
+    // Penalties count the pending token too (the backend adds it where the sampled ids are).
+    if (rng.next() < 0.15) Object.assign(p, { presence_penalty: 0.5, frequency_penalty: 0.7, repetition_penalty: 1.3 });
     params.push(p);
   }
   return { prompts, params };

@@ -343,6 +343,39 @@ export function defineCudaSuites(target: CudaTarget): void {
       }
     }, timeoutMs);
 
+    test("async scheduling: penalties of a pending token (the previous sampling's, still on the GPU) act as on the CPU", () => {
+      const n = 7, V = 500, cpu = new CpuBackend();
+      const logitsHost = rng.normal(new Float32Array(n * V), 2);
+      const up = (h: Float32Array) => { const t = g.empty([n, V], "f32"); g.driver.copyToDevice(t.ptr, h); return t; };
+      // The previous step: greedy rows whose winners become this step's pending tokens (in reversed row order).
+      const prev = emptySamplingBatch(n);
+      const prevIds = g.sample(up(logitsHost), prev).tokenIds;
+      expect(Array.from(cpu.sample(new CpuTensor(logitsHost.slice(), [n, V]), prev).tokenIds)).toEqual(Array.from(prevIds));
+      // This step: each row's winner is made the pending token, so only its pending penalty can dethrone it.
+      const next = logitsHost.slice();
+      const pending = (r: number) => prevIds[n - 1 - r]!;
+      // (Row 2's by 3: the host's presence penalty of 2 for the known output must leave it winning.)
+      for (let r = 0; r < n; r++) next[r * V + pending(r)] = Math.max(...next.subarray(r * V, (r + 1) * V)) + (r === 2 ? 3 : 0.5);
+      const b = emptySamplingBatch(n);
+      for (let r = 0; r < n; r++) b.numLogprobs[r] = 2;
+      const pen = (r: number, presence: number, frequency: number, repetition: number, outputTokens: number[], promptTokens: number[]) =>
+        (b.penalties[r] = { presence, frequency, repetition, outputTokens, promptTokens, pendingRow: n - 1 - r });
+      pen(0, 2, 0, 1, [], []); // presence: the pending token is new among the outputs
+      pen(1, 0, 2, 1, [pending(1)], []); // frequency: one more occurrence of a known output
+      pen(2, 2, 0, 1, [pending(2), 7], []); // presence already counted: nothing more (the winner stays)
+      pen(3, 0, 0, 30, [], [4, 5]); // repetition: not yet applied to it
+      pen(4, 0, 0, 30, [], [pending(4), 4]); // repetition already applied (a prompt token): not twice
+      pen(5, 1, 1, 1, [9, 9], [8]); // a row whose pending token has none of its history
+      b.banned[5] = [pending(5)]; // … but is banned: stays banned
+      pen(6, 0.1, 0, 1, [], []); // a small penalty: the pending token still wins, and its logprob is the raw logit's
+      const a = g.sample(up(next), b), c = cpu.sample(new CpuTensor(next.slice(), [n, V]), b);
+      expect(Array.from(a.tokenIds)).toEqual(Array.from(c.tokenIds));
+      expect([0, 1, 3, 5].every((r) => a.tokenIds[r] !== pending(r))).toBe(true);
+      expect(a.tokenIds[2]).toBe(pending(2));
+      expect(a.tokenIds[6]).toBe(pending(6));
+      for (let r = 0; r < n; r++) expect(Math.abs(a.logprobs[r]!.logprob - c.logprobs[r]!.logprob)).toBeLessThan(1e-3);
+    }, timeoutMs);
+
     for (const c of SAMPLING_CASES) {
       test(`seeded sampling, ${c.name}: ${Z.samplingDraws} draws stay in the filtered set and follow its probabilities`, () => {
         const V = 64, N = Z.samplingDraws;
@@ -572,13 +605,15 @@ export function defineCudaSuites(target: CudaTarget): void {
       expect(b).toEqual(a);
     }, timeoutMs);
 
-    test("async scheduling gives exactly the synchronous engine's outputs (graphs and eager; seeded sampling, stop tokens, logprobs, logit bias)", () => {
+    test("async scheduling gives exactly the synchronous engine's outputs (graphs and eager; seeded sampling, stop tokens, logprobs, logit bias, penalties)", () => {
       const model = tinyModel(FAST_MODEL);
       const rng = new SeededRandom(65);
       const prompts = Array.from({ length: 6 }, () => Array.from({ length: rng.int(3, 20) }, () => rng.int(3, 500)));
       const base = prompts.map((_, i) => ({
         max_tokens: Z.engineTokens, ignore_eos: true, ...(i % 2 ? { temperature: 0.8, seed: i } : { temperature: 0 }),
         ...(i % 3 === 0 ? { logprobs: 2 } : {}), ...(i === 4 ? { logit_bias: { 7: 3 } } : {}),
+        // Penalties over the pending token (pending_penalty_f32): with and without logprobs of the sampled token.
+        ...(i === 2 || i === 3 ? { presence_penalty: 1.5, frequency_penalty: 1, repetition_penalty: 2 } : {}),
       }));
       const common = { model, device: "cuda" as const, maxModelLen: 128, maxNumSeqs: 8, cuda: target.provider, log: () => {} };
       const run = (o: { enforceEager?: boolean; asyncScheduling?: boolean }, params: object[]) => {

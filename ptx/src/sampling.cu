@@ -84,6 +84,36 @@ extern "C" __global__ void apply_edits_f32(float* __restrict__ logits, int vocab
   *p = (r == 1.f ? x : x > 0.f ? x / r : x * r) + add[e];
 }
 
+__device__ __forceinline__ bool sorted_contains(const int* __restrict__ a, int n, int v) {
+  int lo = 0, hi = n;
+  while (lo < hi) { const int mid = (lo + hi) >> 1; if (a[mid] < v) lo = mid + 1; else hi = mid; }
+  return lo < n && a[lo] == v;
+}
+
+// Async scheduling: the penalties of a token the host does not know yet (the previous step's sample for
+// this row, still on the GPU), applied after apply_edits has applied those of the known history. Per fix f:
+// ints[6f..] = row, sampled row, offset and length of the row's known output tokens (sorted, distinct) in
+// `tokens`, offset and length of its prompt tokens (likewise); floats[3f..] = presence, frequency,
+// repetition. With t the pending token: one more occurrence (frequency), its presence if it is new among the
+// outputs, and the repetition penalty if no edit has applied it yet. token[f] = t and original[f] = the logit
+// before this (for the sampled token's logprob). One thread per fix.
+extern "C" __global__ void pending_penalty_f32(float* __restrict__ logits, int vocab, const int* __restrict__ ints, const float* __restrict__ floats,
+                                               const int* __restrict__ tokens, const int* __restrict__ sampled, int* __restrict__ token,
+                                               float* __restrict__ original, int num_fixes) {
+  const int f = blockIdx.x * blockDim.x + threadIdx.x;
+  if (f >= num_fixes) return;
+  const int* q = ints + 6 * f;
+  const int t = sampled[q[1]];
+  const float presence = floats[3 * f], frequency = floats[3 * f + 1], rep = floats[3 * f + 2];
+  const bool in_outputs = sorted_contains(tokens + q[2], q[3], t), in_prompt = sorted_contains(tokens + q[4], q[5], t);
+  float* p = logits + (size_t)q[0] * vocab + t;
+  float x = *p;
+  token[f] = t;
+  original[f] = x;
+  if (!(in_outputs || (in_prompt && rep != 1.f)) && rep != 1.f) x = x > 0.f ? x / rep : x * rep;
+  *p = x - frequency - (in_outputs ? 0.f : presence);
+}
+
 // ---- Philox4x32-10 ----
 __device__ __forceinline__ uint4 philox4x32(uint2 key, uint4 c) {
 #pragma unroll

@@ -24,8 +24,8 @@ export interface EngineOptions {
   /**
    * vLLM's --async-scheduling: launch each step before the previous step's tokens reach the host, so the
    * host's work between steps (outputs, stop checks, scheduling, inputs) overlaps the GPU's. Steps that
-   * score prompt tokens (prompt_logprobs) or need every output token (penalties) still wait; off with
-   * tensor parallelism.
+   * score prompt tokens (prompt_logprobs) or combine a repetition penalty with a logit bias still wait;
+   * off with tensor parallelism.
    */
   asyncScheduling?: boolean;
   tensorParallelSize?: number;

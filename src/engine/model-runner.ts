@@ -21,8 +21,8 @@ export interface LaunchedStep {
   sample: PendingSample;
   /**
    * True when the next step may be launched before this one's tokens are read (async scheduling): no
-   * row scores prompt tokens (prompt_logprobs reads logits back), none needs its full output history next
-   * step (penalties), and no tensor-parallel worker waits for host token ids.
+   * row scores prompt tokens (prompt_logprobs reads logits back), none combines a repetition penalty with
+   * a logit bias, and no tensor-parallel worker waits for host token ids.
    */
   overlappable: boolean;
 }
@@ -144,7 +144,12 @@ export class ModelRunner<T extends Tensor = Tensor> {
 
   private overlappable(out: SchedulerOutput, promptRows: number): boolean {
     if (this.tpGroup || promptRows > 0) return false;
-    for (const s of out.scheduled) if (s.samples && s.seq.params.needsPenalties) return false;
+    // The GPU adds a pending token's repetition penalty after the host's edits, so a logit bias on the same
+    // token would come first, not after: such rows wait (rare).
+    for (const s of out.scheduled) {
+      const p = s.seq.params;
+      if (s.samples && p.needsPenalties && p.repetition_penalty !== 1 && p.logit_bias !== null && p.logit_bias.size > 0) return false;
+    }
     return true;
   }
 

@@ -28,9 +28,11 @@ export class Sampler {
       b.stream[r] = seq.index;
       b.step[r] = numOutputs;
       b.numLogprobs[r] = p.logprobs ?? -1;
-      if (p.needsPenalties && seq.numPlaceholders > 0) throw new Error(`sequence ${seq.seqId}: penalties need every output token, but one is still pending`);
       b.penalties[r] = p.needsPenalties
-        ? { presence: p.presence_penalty, frequency: p.frequency_penalty, repetition: p.repetition_penalty, outputTokens: seq.tokens.subarray(seq.numPromptTokens, seq.numTokens), promptTokens: seq.tokens.subarray(0, seq.numPromptTokens) }
+        ? {
+          presence: p.presence_penalty, frequency: p.frequency_penalty, repetition: p.repetition_penalty, outputTokens: seq.tokens.subarray(seq.numPromptTokens, seq.numTokens),
+          promptTokens: seq.tokens.subarray(0, seq.numPromptTokens), pendingRow: seq.numPlaceholders > 0 ? seq.placeholderRow : -1,
+        }
         : null;
       b.logitBias[r] = p.logit_bias;
       b.banned[r] = numOutputs < p.min_tokens ? [...(p.ignore_eos ? [] : this.eosTokenIds), ...p.stop_token_ids] : null;

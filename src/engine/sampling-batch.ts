@@ -8,6 +8,11 @@ export interface RowPenalties {
   outputTokens: ArrayLike<number>;
   /** Prompt tokens (the repetition penalty also applies to these). */
   promptTokens: ArrayLike<number>;
+  /**
+   * Async scheduling: the row, in the previous step's sampled ids, of one more output token the host does
+   * not know yet (it follows outputTokens); the backend adds its penalties where the ids are. -1/absent: none.
+   */
+  pendingRow?: number;
 }
 
 export interface SamplingBatch {

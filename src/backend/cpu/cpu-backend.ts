@@ -165,6 +165,14 @@ export class CpuBackend implements Backend<T> {
 
   sample(logits: T, batch: SamplingBatch): SamplerOutput {
     const l = logits as CpuTensor;
+    // A pending output token (async scheduling) is the last sampling's: its penalties count it.
+    for (let r = 0; r < batch.numRows; r++) {
+      const pen = batch.penalties[r];
+      if (!pen || (pen.pendingRow ?? -1) < 0) continue;
+      const t = this.lastSampled?.[pen.pendingRow!];
+      if (t === undefined) throw new Error(`sample: row ${r} wants pending token ${pen.pendingRow}, but the last sampling gave ${this.lastSampled?.length ?? 0}`);
+      batch.penalties[r] = { ...pen, outputTokens: [...Array.from(pen.outputTokens), t], pendingRow: -1 };
+    }
     const out = sampleRows(l.data, l.width, batch);
     this.lastSampled = out.tokenIds;
     return out;

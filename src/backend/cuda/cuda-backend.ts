@@ -60,6 +60,27 @@ export interface CudaDeviceInfo {
   kernels: ModuleLoadStats;
 }
 
+/**
+ * The rows whose last output token is pending (async scheduling) and has penalties to add, laid out for
+ * pending_penalty_f32: per fix 6 ints (row, sampled row, offset/length of its sorted distinct output
+ * tokens and of its prompt tokens in `tokens`) and 3 floats (presence, frequency, repetition).
+ */
+function pendingPenaltyFixes(b: SamplingBatch): { rows: number[]; ints: number[]; floats: number[]; tokens: number[] } {
+  const rows: number[] = [], ints: number[] = [], floats: number[] = [], tokens: number[] = [];
+  const sortedDistinct = (a: ArrayLike<number>) => [...new Set(Array.from(a))].sort((x, y) => x - y);
+  for (let r = 0; r < b.numRows; r++) {
+    const pen = b.penalties[r];
+    if (!pen || (pen.pendingRow ?? -1) < 0) continue;
+    const outs = sortedDistinct(pen.outputTokens), prompt = pen.repetition !== 1 ? sortedDistinct(pen.promptTokens) : [];
+    rows.push(r);
+    ints.push(r, pen.pendingRow!, tokens.length, outs.length, tokens.length + outs.length, prompt.length);
+    for (const t of outs) tokens.push(t);
+    for (const t of prompt) tokens.push(t);
+    floats.push(pen.presence, pen.frequency, pen.repetition);
+  }
+  return { rows, ints, floats, tokens };
+}
+
 /** One sampling scratch set: device and page-locked buffers, and the event after its results' copy. */
 interface SamplingScratch {
   dev: bigint;
@@ -581,9 +602,9 @@ export class CudaBackend implements Backend<CudaTensor> {
     this.k.launch("unshard_vocab_f32", [Math.ceil(V / 256), rows], 256, [{ p: gathered }, P(out), I(rows), I(perRank), I(V)]);
   }
 
-  /** The next sampling scratch set (in turn), grown to hold `rows` rows and `edits` logit edits. */
-  private samplingBuffers(rows: number, edits: number): SamplingScratch {
-    const need = 16 * 1024 + rows * (4 * 10 + MAX_TOP_LOGPROBS * 8 + 16) + edits * 20;
+  /** The next sampling scratch set (in turn), grown to hold `rows` rows, `edits` logit edits and `extraBytes` more. */
+  private samplingBuffers(rows: number, edits: number, extraBytes: number): SamplingScratch {
+    const need = 16 * 1024 + rows * (4 * 10 + MAX_TOP_LOGPROBS * 8 + 16) + edits * 20 + extraBytes;
     const turn = this.samplingTurn;
     this.samplingTurn ^= 1;
     const old = this.samplingScratch[turn];
@@ -617,15 +638,19 @@ export class CudaBackend implements Backend<CudaTensor> {
       for (const e of rowLogitEdits(b, r, V).values()) edits.set(r * V + e.token, { row: r, ...e });
     }
     const E = edits.size;
-    const scratch = this.samplingBuffers(n, E), { dev, host } = scratch;
+    const fixes = pendingPenaltyFixes(b), F = fixes.rows.length, T = fixes.tokens.length;
+    if (F > 0 && this.lastSampledIds === 0n) throw new Error("sample: a pending token's penalties, but nothing was sampled yet");
+    const scratch = this.samplingBuffers(n, E, 4 * (11 * F + T) + 96), { dev, host } = scratch;
     // Layout (byte offsets, 16-aligned): rows | temperature | topK | topP | minP | seeds(2×u32) | streams | steps |
-    // out ids | lse | top ids | top lp | sampled token's logit | edit rows | edit tokens | edit rep | edit add | edit original
+    // out ids | lse | top ids | top lp | sampled token's logit | edit rows | edit tokens | edit rep | edit add |
+    // fix ints | fix floats | fix token lists | edit original | fix token | fix original
     let off = 0;
     const seg = (bytes: number) => { const o = off; off += Math.ceil(bytes / 16) * 16; return o; };
     const oRows = seg(4 * n), oTemp = seg(4 * n), oTopK = seg(4 * n), oTopP = seg(4 * n), oMinP = seg(4 * n), oSeed = seg(8 * n), oStream = seg(4 * n), oStep = seg(4 * n);
     const inputBytes = off;
     const oOut = seg(4 * n), oLse = seg(4 * n), oTopIds = seg(4 * n * MAX_TOP_LOGPROBS), oTopLp = seg(4 * n * MAX_TOP_LOGPROBS), oTokLogit = seg(4 * n);
-    const oER = seg(4 * E), oET = seg(4 * E), oERep = seg(4 * E), oEAdd = seg(4 * E), oEOrig = seg(4 * E);
+    const oER = seg(4 * E), oET = seg(4 * E), oERep = seg(4 * E), oEAdd = seg(4 * E);
+    const oFI = seg(24 * F), oFF = seg(12 * F), oFT = seg(4 * T), oEOrig = seg(4 * E), oFTok = seg(4 * F), oFOrig = seg(4 * F);
     const buf = host.bytes.buffer, base = host.bytes.byteOffset;
     const i32 = (o: number, len: number) => new Int32Array(buf, base + o, len);
     const f32 = (o: number, len: number) => new Float32Array(buf, base + o, len);
@@ -642,8 +667,11 @@ export class CudaBackend implements Backend<CudaTensor> {
     const er = i32(oER, E), et = i32(oET, E), erep = f32(oERep, E), eadd = f32(oEAdd, E);
     let e = 0;
     for (const v of edits.values()) { er[e] = v.row; et[e] = v.token; erep[e] = v.rep; eadd[e] = v.add; e++; }
+    i32(oFI, 6 * F).set(fixes.ints);
+    f32(oFF, 3 * F).set(fixes.floats);
+    i32(oFT, T).set(fixes.tokens);
     this.driver.copyToDeviceAsync(dev, host.addr, inputBytes, this.stream);
-    if (E > 0) this.driver.copyToDeviceAsync(dev + BigInt(oER), host.addr + BigInt(oER), oEOrig - oER, this.stream);
+    if (E + F > 0) this.driver.copyToDeviceAsync(dev + BigInt(oER), host.addr + BigInt(oER), oEOrig - oER, this.stream);
 
     // Raw logprobs first (vLLM's default), for the rows that asked for them.
     let maxTop = -1;
@@ -655,13 +683,15 @@ export class CudaBackend implements Backend<CudaTensor> {
       this.k.launch("logprobs_f32", [n], 1024, [P(logits), I(V), d(oRows), d(oLse), d(oTopIds), d(oTopLp), I(Math.min(maxTop, MAX_TOP_LOGPROBS))]);
     }
     if (E > 0) this.k.launch("apply_edits_f32", [Math.ceil(E / 256)], 256, [P(logits), I(V), d(oER), d(oET), d(oERep), d(oEAdd), d(oEOrig), I(E)]);
+    // Penalties of pending tokens (async scheduling), from the last sampling's ids: after the known history's.
+    if (F > 0) this.k.launch("pending_penalty_f32", [Math.ceil(F / 256)], 256, [P(logits), I(V), d(oFI), d(oFF), d(oFT), { p: this.lastSampledIds }, d(oFTok), d(oFOrig), I(F)]);
     this.k.launch("sample_f32", [n], 1024, [P(logits), I(V), d(oRows), d(oTemp), d(oTopK), d(oTopP), d(oMinP), d(oSeed), d(oStream), d(oStep), d(oOut)]);
     // The sampled token's logit before any edit, for its logprob: the saved original if it was edited, else this.
     if (lpRows.length > 0) this.k.launch("sampled_logit_f32", [Math.ceil(n / 256)], 256, [P(logits), I(V), d(oOut), d(oTokLogit), I(n)]);
     this.lastSampledIds = dev + BigInt(oOut);
     const outEnd = lpRows.length > 0 ? oTokLogit + 4 * n : oOut + 4 * n;
     this.driver.copyToHostAsync(host.addr + BigInt(oOut), dev + BigInt(oOut), outEnd - oOut, this.stream);
-    if (lpRows.length > 0 && E > 0) this.driver.copyToHostAsync(host.addr + BigInt(oEOrig), dev + BigInt(oEOrig), 4 * E, this.stream);
+    if (lpRows.length > 0 && E + F > 0) this.driver.copyToHostAsync(host.addr + BigInt(oEOrig), dev + BigInt(oEOrig), oFOrig + 4 * F - oEOrig, this.stream);
     this.driver.record(scratch.done, this.stream);
 
     const read = (): SamplerOutput => {
@@ -669,13 +699,14 @@ export class CudaBackend implements Backend<CudaTensor> {
       const logprobs: (TokenLogprobs | null)[] = new Array(n).fill(null);
       if (lpRows.length === 0) return { tokenIds, logprobs };
       const lse = f32(oLse, n), topIds = i32(oTopIds, n * MAX_TOP_LOGPROBS), topLp = f32(oTopLp, n * MAX_TOP_LOGPROBS);
-      const tokLogit = f32(oTokLogit, n), orig = f32(oEOrig, E);
+      const tokLogit = f32(oTokLogit, n), orig = f32(oEOrig, E), fixTok = i32(oFTok, F), fixOrig = f32(oFOrig, F);
       const editIndex = new Map<number, number>();
       let q = 0;
       for (const key of edits.keys()) editIndex.set(key, q++);
       for (const r of lpRows) {
-        const ei = editIndex.get(r * V + tokenIds[r]!);
-        const raw = ei !== undefined ? orig[ei]! : tokLogit[r]!;
+        // The raw logit: saved by the edit or the pending-token fix that changed it, else as sampled.
+        const tok = tokenIds[r]!, ei = editIndex.get(r * V + tok), fi = fixes.rows.indexOf(r);
+        const raw = ei !== undefined ? orig[ei]! : fi >= 0 && fixTok[fi] === tok ? fixOrig[fi]! : tokLogit[r]!;
         const top: { tokenId: number; logprob: number }[] = [];
         for (let k = 0; k < b.numLogprobs[r]!; k++) top.push({ tokenId: topIds[r * MAX_TOP_LOGPROBS + k]!, logprob: topLp[r * MAX_TOP_LOGPROBS + k]! });
         logprobs[r] = { logprob: raw - lse[r]!, top };
