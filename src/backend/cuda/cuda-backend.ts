@@ -6,8 +6,9 @@
 import { stepExtents, type AttentionShape, type Backend, type KvCacheSpec, type PendingSample, type StepInputs, type StepTensors, type Tensor } from "../backend.ts";
 import type { TensorView } from "../../loader/safetensors.ts";
 import { fromFloat32, toFloat32 } from "../../loader/dtype.ts";
-import { rowLogitEdits, type SamplingBatch, type SamplerOutput, type TokenLogprobs } from "../../engine/sampling-batch.ts";
-import { toArrayBuffer, type Pointer } from "bun:ffi";
+import type { SamplingBatch, SamplerOutput } from "../../engine/sampling-batch.ts";
+import { CudaSampler } from "./cuda-sampler.ts";
+import { PinnedBuffer } from "./pinned-buffer.ts";
 import { Cublas, CUDA_R_16BF, CUDA_R_32F, openCublas, type CublasLibrary } from "./cublas.ts";
 import { CublasLt, openCublasLt, type CublasLtLibrary } from "./cublaslt.ts";
 import { cudaOptionsFromEnv, type GemmLibrary } from "./cuda-options.ts";
@@ -34,7 +35,6 @@ const P = (t: CudaTensor | null) => ({ p: t ? t.ptr : null });
 const I = (i: number) => ({ i });
 const F = (f: number) => ({ f });
 const WORKSPACE_BYTES = 32 * 1024 * 1024;
-const MAX_TOP_LOGPROBS = 20;
 const NO_INTS = new Int32Array(0);
 const POLL_SLEEP = new Int32Array(new SharedArrayBuffer(4));
 /** How long close() waits for queued GPU work to finish before it gives up freeing (a hung kernel). */
@@ -58,45 +58,6 @@ export interface CudaDeviceInfo {
   smallBatchGemv: boolean;
   /** How the kernel modules were loaded: JIT-compiled now or machine code from the cache, and how long it took. */
   kernels: ModuleLoadStats;
-}
-
-/**
- * The rows whose last output token is pending (async scheduling) and has penalties to add, laid out for
- * pending_penalty_f32: per fix 6 ints (row, sampled row, offset/length of its sorted distinct output
- * tokens and of its prompt tokens in `tokens`) and 3 floats (presence, frequency, repetition).
- */
-function pendingPenaltyFixes(b: SamplingBatch): { rows: number[]; ints: number[]; floats: number[]; tokens: number[] } {
-  const rows: number[] = [], ints: number[] = [], floats: number[] = [], tokens: number[] = [];
-  const sortedDistinct = (a: ArrayLike<number>) => [...new Set(Array.from(a))].sort((x, y) => x - y);
-  for (let r = 0; r < b.numRows; r++) {
-    const pen = b.penalties[r];
-    if (!pen || (pen.pendingRow ?? -1) < 0) continue;
-    const outs = sortedDistinct(pen.outputTokens), prompt = pen.repetition !== 1 ? sortedDistinct(pen.promptTokens) : [];
-    rows.push(r);
-    ints.push(r, pen.pendingRow!, tokens.length, outs.length, tokens.length + outs.length, prompt.length);
-    for (const t of outs) tokens.push(t);
-    for (const t of prompt) tokens.push(t);
-    floats.push(pen.presence, pen.frequency, pen.repetition);
-  }
-  return { rows, ints, floats, tokens };
-}
-
-/** One sampling scratch set: device and page-locked buffers, and the event after its results' copy. */
-interface SamplingScratch {
-  dev: bigint;
-  host: PinnedBuffer;
-  capacity: number;
-  done: bigint;
-}
-
-/** Page-locked host buffer with a JS view. */
-class PinnedBuffer {
-  readonly addr: bigint;
-  readonly bytes: Uint8Array;
-  constructor(driver: DeviceDriver, readonly size: number) {
-    this.addr = driver.allocHost(size);
-    this.bytes = new Uint8Array(toArrayBuffer(Number(this.addr) as Pointer, 0, size));
-  }
 }
 
 export class CudaBackend implements Backend<CudaTensor> {
@@ -142,15 +103,8 @@ export class CudaBackend implements Backend<CudaTensor> {
   /** Partials buffers captured graphs may still point to. */
   private readonly outgrownPartials: bigint[] = [];
   private readonly multiprocessors: number;
-  /**
-   * Two sampling scratch sets (parameters in, ids and logprobs out), used in turn: with async scheduling a
-   * step samples into one while the previous step's ids, in the other, still feed this step's inputs and
-   * travel to the host. Each has an event recorded after its results' copy to the host.
-   */
-  private readonly samplingScratch: (SamplingScratch | null)[] = [null, null];
-  private samplingTurn = 0;
-  /** Device address of the last sampling's ids (uploadStep's tokensFromSampled read them). */
-  private lastSampledIds = 0n;
+  /** Sampling, and the last sampling's ids that uploadStep's tokensFromSampled read. */
+  private readonly sampler: CudaSampler;
   private profiler: KernelProfiler | null = null;
   /** Everything this backend allocated on the device and page-locked on the host: close() frees it. */
   private readonly deviceAllocations = new Set<bigint>();
@@ -170,6 +124,10 @@ export class CudaBackend implements Backend<CudaTensor> {
     const driverVersion = driver.driverVersion();
     const modules = new ModuleCache(driver, `sm_${cc} driver ${driverVersion} ${driver.path}`);
     this.k = new Kernels(driver, this.stream, modules);
+    this.sampler = new CudaSampler({
+      driver, stream: this.stream, kernels: this.k, deviceAlloc: (b) => this.deviceAlloc(b), deviceFree: (p) => this.deviceFree(p),
+      pinnedBuffer: (b) => this.pinnedBuffer(b), freePinned: (b) => this.freePinned(b), synchronize: () => this.synchronize(), waitForEvent: (e) => this.waitForEvent(e),
+    });
     this.multiprocessors = driver.attribute(dev, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT);
     this.info = { name: driver.deviceName(dev), computeCapability: cc, driverVersion, totalMemory: driver.memInfo().total, libcuda: driver.path, libcublas: this.blas.path, gemm: "cublas", smallBatchGemv: false, kernels: modules.stats };
     const options = cudaOptionsFromEnv();
@@ -336,8 +294,7 @@ export class CudaBackend implements Backend<CudaTensor> {
     for (const h of this.pinnedAllocations) attempt(() => this.driver.freeHost(h));
     this.pinnedAllocations.clear();
     this.staging = null;
-    this.samplingScratch[0] = this.samplingScratch[1] = null;
-    this.lastSampledIds = 0n;
+    this.sampler.reset();
   }
 
   loadWeight(parts: TensorView[], shape: number[]): CudaTensor {
@@ -427,8 +384,9 @@ export class CudaBackend implements Backend<CudaTensor> {
     const t = (i: number, shape: number[]) => new CudaTensor(this.stepDevice + BigInt(offsets[i]!), shape, "i32");
     const pending = fromSampled.length / 2;
     if (pending > 0) {
-      if (this.lastSampledIds === 0n) throw new Error("uploadStep: tokens from sampled ids, but nothing was sampled yet");
-      this.k.launch("take_sampled_tokens_i32", [Math.ceil(pending / 256)], 256, [P(t(0, [])), P(t(7, [])), { p: this.lastSampledIds }, I(pending)]);
+      const sampled = this.sampler.lastSampledIds;
+      if (sampled === 0n) throw new Error("uploadStep: tokens from sampled ids, but nothing was sampled yet");
+      this.k.launch("take_sampled_tokens_i32", [Math.ceil(pending / 256)], 256, [P(t(0, [])), P(t(7, [])), { p: sampled }, I(pending)]);
     }
     const numSeqs = s.seqLens.length;
     const { maxQueryLen, maxSeqLen } = stepExtents(s);
@@ -602,127 +560,12 @@ export class CudaBackend implements Backend<CudaTensor> {
     this.k.launch("unshard_vocab_f32", [Math.ceil(V / 256), rows], 256, [{ p: gathered }, P(out), I(rows), I(perRank), I(V)]);
   }
 
-  /** The next sampling scratch set (in turn), grown to hold `rows` rows, `edits` logit edits and `extraBytes` more. */
-  private samplingBuffers(rows: number, edits: number, extraBytes: number): SamplingScratch {
-    const need = 16 * 1024 + rows * (4 * 10 + MAX_TOP_LOGPROBS * 8 + 16) + edits * 20 + extraBytes;
-    const turn = this.samplingTurn;
-    this.samplingTurn ^= 1;
-    const old = this.samplingScratch[turn];
-    if (old && old.capacity >= need) return old;
-    this.synchronize(); // queued work may still use the old set
-    if (old) {
-      this.deviceFree(old.dev);
-      this.freePinned(old.host);
-    }
-    const capacity = Math.max(need, (old?.capacity ?? 0) * 2);
-    const set = { dev: this.deviceAlloc(capacity), host: this.pinnedBuffer(capacity), capacity, done: old?.done ?? this.driver.createEvent() };
-    this.samplingScratch[turn] = set;
-    return set;
-  }
-
   sample(logits: CudaTensor, b: SamplingBatch): SamplerOutput {
-    return this.sampleAsync(logits, b).wait();
+    return this.sampler.sample(logits, b).wait();
   }
 
-  /**
-   * Queues the logit edits, logprobs and sampling kernels and the copy of their results to the host.
-   * wait() blocks only on this sampling's copy, so the host can prepare and queue the next step meanwhile
-   * (the logits may be overwritten by then: everything wait() reads is copied out with the ids).
-   */
   sampleAsync(logits: CudaTensor, b: SamplingBatch): PendingSample {
-    const n = b.numRows, V = logits.width;
-    // Sparse logit edits (penalties, bias, banned tokens): one per (row, token), keyed row · V + token.
-    const edits = new Map<number, { row: number; token: number; rep: number; add: number }>();
-    for (let r = 0; r < n; r++) {
-      if (!b.penalties[r] && !b.logitBias[r] && !b.banned[r]) continue;
-      for (const e of rowLogitEdits(b, r, V).values()) edits.set(r * V + e.token, { row: r, ...e });
-    }
-    const E = edits.size;
-    const fixes = pendingPenaltyFixes(b), F = fixes.rows.length, T = fixes.tokens.length;
-    if (F > 0 && this.lastSampledIds === 0n) throw new Error("sample: a pending token's penalties, but nothing was sampled yet");
-    const scratch = this.samplingBuffers(n, E, 4 * (11 * F + T) + 96), { dev, host } = scratch;
-    // Layout (byte offsets, 16-aligned): rows | temperature | topK | topP | minP | seeds(2×u32) | streams | steps |
-    // out ids | lse | top ids | top lp | sampled token's logit | edit rows | edit tokens | edit rep | edit add |
-    // fix ints | fix floats | fix token lists | edit original | fix token | fix original
-    let off = 0;
-    const seg = (bytes: number) => { const o = off; off += Math.ceil(bytes / 16) * 16; return o; };
-    const oRows = seg(4 * n), oTemp = seg(4 * n), oTopK = seg(4 * n), oTopP = seg(4 * n), oMinP = seg(4 * n), oSeed = seg(8 * n), oStream = seg(4 * n), oStep = seg(4 * n);
-    const inputBytes = off;
-    const oOut = seg(4 * n), oLse = seg(4 * n), oTopIds = seg(4 * n * MAX_TOP_LOGPROBS), oTopLp = seg(4 * n * MAX_TOP_LOGPROBS), oTokLogit = seg(4 * n);
-    const oER = seg(4 * E), oET = seg(4 * E), oERep = seg(4 * E), oEAdd = seg(4 * E);
-    const oFI = seg(24 * F), oFF = seg(12 * F), oFT = seg(4 * T), oEOrig = seg(4 * E), oFTok = seg(4 * F), oFOrig = seg(4 * F);
-    const buf = host.bytes.buffer, base = host.bytes.byteOffset;
-    const i32 = (o: number, len: number) => new Int32Array(buf, base + o, len);
-    const f32 = (o: number, len: number) => new Float32Array(buf, base + o, len);
-    const rowsArr = i32(oRows, n);
-    for (let r = 0; r < n; r++) rowsArr[r] = r;
-    f32(oTemp, n).set(b.temperature.subarray(0, n));
-    i32(oTopK, n).set(b.topK.subarray(0, n));
-    f32(oTopP, n).set(b.topP.subarray(0, n));
-    f32(oMinP, n).set(b.minP.subarray(0, n));
-    const seeds = new Uint32Array(buf, base + oSeed, 2 * n);
-    for (let r = 0; r < n; r++) { const s = b.seed[r]!; seeds[2 * r] = s >>> 0; seeds[2 * r + 1] = Math.floor(s / 4294967296) >>> 0; }
-    i32(oStream, n).set(b.stream.subarray(0, n));
-    i32(oStep, n).set(b.step.subarray(0, n));
-    const er = i32(oER, E), et = i32(oET, E), erep = f32(oERep, E), eadd = f32(oEAdd, E);
-    let e = 0;
-    for (const v of edits.values()) { er[e] = v.row; et[e] = v.token; erep[e] = v.rep; eadd[e] = v.add; e++; }
-    i32(oFI, 6 * F).set(fixes.ints);
-    f32(oFF, 3 * F).set(fixes.floats);
-    i32(oFT, T).set(fixes.tokens);
-    this.driver.copyToDeviceAsync(dev, host.addr, inputBytes, this.stream);
-    if (E + F > 0) this.driver.copyToDeviceAsync(dev + BigInt(oER), host.addr + BigInt(oER), oEOrig - oER, this.stream);
-
-    // Raw logprobs first (vLLM's default), for the rows that asked for them.
-    let maxTop = -1;
-    const lpRows: number[] = [];
-    for (let r = 0; r < n; r++) if (b.numLogprobs[r]! >= 0) { lpRows.push(r); maxTop = Math.max(maxTop, b.numLogprobs[r]!); }
-    const d = (o: number) => ({ p: dev + BigInt(o) });
-    if (lpRows.length > 0) {
-      // logprobs_f32 reads row ids from the rows segment: all rows, filtered on the host afterwards.
-      this.k.launch("logprobs_f32", [n], 1024, [P(logits), I(V), d(oRows), d(oLse), d(oTopIds), d(oTopLp), I(Math.min(maxTop, MAX_TOP_LOGPROBS))]);
-    }
-    if (E > 0) this.k.launch("apply_edits_f32", [Math.ceil(E / 256)], 256, [P(logits), I(V), d(oER), d(oET), d(oERep), d(oEAdd), d(oEOrig), I(E)]);
-    // Penalties of pending tokens (async scheduling), from the last sampling's ids: after the known history's.
-    if (F > 0) this.k.launch("pending_penalty_f32", [Math.ceil(F / 256)], 256, [P(logits), I(V), d(oFI), d(oFF), d(oFT), { p: this.lastSampledIds }, d(oFTok), d(oFOrig), I(F)]);
-    this.k.launch("sample_f32", [n], 1024, [P(logits), I(V), d(oRows), d(oTemp), d(oTopK), d(oTopP), d(oMinP), d(oSeed), d(oStream), d(oStep), d(oOut)]);
-    // The sampled token's logit before any edit, for its logprob: the saved original if it was edited, else this.
-    if (lpRows.length > 0) this.k.launch("sampled_logit_f32", [Math.ceil(n / 256)], 256, [P(logits), I(V), d(oOut), d(oTokLogit), I(n)]);
-    this.lastSampledIds = dev + BigInt(oOut);
-    const outEnd = lpRows.length > 0 ? oTokLogit + 4 * n : oOut + 4 * n;
-    this.driver.copyToHostAsync(host.addr + BigInt(oOut), dev + BigInt(oOut), outEnd - oOut, this.stream);
-    if (lpRows.length > 0 && E + F > 0) this.driver.copyToHostAsync(host.addr + BigInt(oEOrig), dev + BigInt(oEOrig), oFOrig + 4 * F - oEOrig, this.stream);
-    this.driver.record(scratch.done, this.stream);
-
-    const read = (): SamplerOutput => {
-      const tokenIds = i32(oOut, n).slice();
-      const logprobs: (TokenLogprobs | null)[] = new Array(n).fill(null);
-      if (lpRows.length === 0) return { tokenIds, logprobs };
-      const lse = f32(oLse, n), topIds = i32(oTopIds, n * MAX_TOP_LOGPROBS), topLp = f32(oTopLp, n * MAX_TOP_LOGPROBS);
-      const tokLogit = f32(oTokLogit, n), orig = f32(oEOrig, E), fixTok = i32(oFTok, F), fixOrig = f32(oFOrig, F);
-      const editIndex = new Map<number, number>();
-      let q = 0;
-      for (const key of edits.keys()) editIndex.set(key, q++);
-      for (const r of lpRows) {
-        // The raw logit: saved by the edit or the pending-token fix that changed it, else as sampled.
-        const tok = tokenIds[r]!, ei = editIndex.get(r * V + tok), fi = fixes.rows.indexOf(r);
-        const raw = ei !== undefined ? orig[ei]! : fi >= 0 && fixTok[fi] === tok ? fixOrig[fi]! : tokLogit[r]!;
-        const top: { tokenId: number; logprob: number }[] = [];
-        for (let k = 0; k < b.numLogprobs[r]!; k++) top.push({ tokenId: topIds[r * MAX_TOP_LOGPROBS + k]!, logprob: topLp[r * MAX_TOP_LOGPROBS + k]! });
-        logprobs[r] = { logprob: raw - lse[r]!, top };
-      }
-      return { tokenIds, logprobs };
-    };
-    let result: SamplerOutput | null = null;
-    return {
-      wait: () => {
-        if (!result) {
-          this.waitForEvent(scratch.done);
-          result = read();
-        }
-        return result;
-      },
-    };
+    return this.sampler.sample(logits, b);
   }
 
   /**
