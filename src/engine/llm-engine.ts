@@ -208,6 +208,7 @@ export class LLMEngine {
         log("async scheduling is off with tensor parallelism (the ranks take each step's token ids from the host)");
         asyncScheduling = false;
       }
+      if (asyncScheduling) log("async scheduling: on (each step is launched before the previous step's tokens are read)");
       const info: EngineInfo = {
         modelDir, isDefaultModel, device: kind, numBlocks, blockSize, maxModelLen,
         kvCapacityTokens: numBlocks * blockSize, loadSeconds: (performance.now() - t0) / 1000, graphSeconds, samplingDefaults,
