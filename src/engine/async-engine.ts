@@ -260,7 +260,10 @@ export class AsyncEngine {
     if (this.deadError) return;
     this.deadError = e;
     process.stderr.write(`[vbun] the engine failed: ${e.message}\n`);
-    for (const s of this.streams.values()) s.fail(new EngineUnavailableError(`the engine failed: ${e.message}`));
+    for (const [id, s] of this.streams) {
+      s.fail(new EngineUnavailableError(`the engine failed: ${e.message}`));
+      this.processor.remove(id);
+    }
     this.streams.clear();
     this.notifyIdle();
   }
