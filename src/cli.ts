@@ -1,7 +1,6 @@
 #!/usr/bin/env bun
 /** vbun command line: `vbun generate …`, `vbun serve …`. Results go to stdout, logs to stderr. */
 import { parseArgs } from "node:util";
-import { LLM } from "./engine/llm.ts";
 import { SamplingParams } from "./engine/sampling-params.ts";
 import type { Device, EngineOptions } from "./engine/engine-config.ts";
 
@@ -77,7 +76,12 @@ export function engineOptionsFromFlags(values: Record<string, string | boolean |
   };
 }
 
-function generate(args: string[]): void {
+/**
+ * `vbun generate`: one completion printed to stdout. The engine runs in its worker without a tokenizer
+ * (as when serving), so this thread loads the tokenizer while the worker loads the model: the tokenizer's
+ * load is hidden behind the model's (CUDA start, weights, graphs).
+ */
+async function generate(args: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args, allowPositionals: true, strict: true,
     options: {
@@ -95,7 +99,6 @@ function generate(args: string[]): void {
   if (positionals.length > 1) throw new UsageError(`generate takes at most one MODEL, got ${positionals.join(" ")}`);
   if (values.prompt === undefined) throw new UsageError("generate needs --prompt TEXT");
   const opts = engineOptionsFromFlags(values, positionals[0]);
-  const llm = new LLM(opts);
   const params = new SamplingParams({
     max_tokens: numberFlag("max-tokens", values["max-tokens"]) ?? 16,
     temperature: numberFlag("temperature", values.temperature, false) ?? 0,
@@ -103,17 +106,24 @@ function generate(args: string[]): void {
     top_k: numberFlag("top-k", values["top-k"]),
     seed: numberFlag("seed", values.seed) ?? null,
   });
-  const prompt = values.chat ? llm.tokenizer.applyChatTemplate([{ role: "user", content: values.prompt }]) : values.prompt;
-  const ids = values.chat ? llm.tokenizer.encode(prompt, false) : prompt;
-  const [out] = llm.generate(ids, params, { useTqdm: false });
-  process.stdout.write(out!.outputs[0]!.text + "\n");
+  const { AsyncEngine } = await import("./engine/async-engine.ts");
+  const engine = await AsyncEngine.start(opts);
+  try {
+    const tok = engine.tokenizer;
+    const ids = values.chat ? tok.encode(tok.applyChatTemplate([{ role: "user", content: values.prompt }]), false) : tok.encode(values.prompt);
+    let text = "";
+    for await (const out of engine.generate("generate-0", ids, params)) if (out.finished) text = out.outputs[0]!.text;
+    process.stdout.write(text + "\n");
+  } finally {
+    await engine.shutdown(0);
+  }
 }
 
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   try {
     switch (cmd) {
-      case "generate": generate(rest); return 0;
+      case "generate": await generate(rest); return 0;
       case "serve": {
         const { serve } = await import("./server/serve.ts");
         return await serve(rest);
