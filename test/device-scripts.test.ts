@@ -25,8 +25,10 @@ if (why) console.log(`skipping the device-script rehearsals: ${why}`);
 // Prompt ids up to 10,000 (scripts/bench's decode workload): the vocabulary must hold them.
 const MODEL = { arch: "qwen3" as const, seed: 11, vocabSize: 10240, hiddenSize: 64, intermediateSize: 128, numHeads: 4, numKvHeads: 2, headDim: 16, numLayers: 2 };
 
-/** Runs a script through the shim; returns its stdout's last line parsed as JSON. */
-function runScript(args: string[], timeoutMs: number): Record<string, unknown> {
+/** Runs a script through the shim; returns its stdout's last line (parsed as JSON unless `raw`). */
+function runScript(args: string[], timeoutMs: number): Record<string, unknown>;
+function runScript(args: string[], timeoutMs: number, raw: true): string;
+function runScript(args: string[], timeoutMs: number, raw = false): Record<string, unknown> | string {
   const p = Bun.spawnSync([process.execPath, ...args], {
     cwd: root, stdout: "pipe", stderr: "pipe", timeout: timeoutMs,
     env: { ...process.env, BUN_OPTIONS: `--preload ${join(import.meta.dir, "gpu-sim", "shim-preload.ts")}` },
@@ -34,7 +36,8 @@ function runScript(args: string[], timeoutMs: number): Record<string, unknown> {
   const out = p.stdout.toString().trim(), err = p.stderr.toString();
   if (p.exitCode !== 0) throw new Error(`${args.join(" ")} exited with ${p.exitCode}:\n${err.slice(-3000)}`);
   expect(err).not.toMatch(/shim-preload: \d+ calls failed/);
-  return JSON.parse(out.split("\n").pop()!) as Record<string, unknown>;
+  const last = out.split("\n").pop()!;
+  return raw ? last : (JSON.parse(last) as Record<string, unknown>);
 }
 
 describe.skipIf(!!why)("device-only scripts, through vbun's FFI layer on a simulated GPU", () => {
@@ -87,6 +90,15 @@ describe.skipIf(!!why)("device-only scripts, through vbun's FFI layer on a simul
     for (const k of ["paged_attention_split_bf16", "sample_f32", "add_rmsnorm_bf16"]) expect(kernels).toContain(k);
     expect(kernels.filter((k) => k.startsWith("gemm ")).length).toBe(5);
   }, 130_000);
+
+  test("vbun generate and scripts/bench-serve on the GPU: their engines run in the engine worker thread", () => {
+    const small = ["--device", "cuda", "--max-model-len", "64", "--max-num-seqs", "4", "--async-scheduling"];
+    const text = runScript(["src/cli.ts", "generate", tinyModel(MODEL), "--prompt", "Hello", "--max-tokens", "4", ...small], 120_000, true);
+    expect(text.length).toBeGreaterThan(0);
+    const r = runScript(["scripts/bench-serve", "--model", tinyModel(MODEL), "--requests", "4", "--rate", "64", "--input-len", "16", "--output-len", "3", "--", ...small], 120_000) as { output_tok_s: number; ttft_ms_mean: number };
+    expect(r.output_tok_s).toBeGreaterThan(0);
+    expect(r.ttft_ms_mean).toBeGreaterThan(0);
+  }, 250_000);
 
   test("scripts/bench --only decode --async-scheduling: decode steps launched before the previous step's tokens are read", () => {
     const r = runScript(["scripts/bench", "--model", tinyModel(MODEL), "--device", "cuda", "--only", "decode", "--batches", "1", "--decode-steps", "4", "--async-scheduling"], 120_000) as {

@@ -20,6 +20,8 @@ if ("why" in built) throw new Error(`shim-preload: ${built.why}`);
 const abi = new SimulatedCAbi({ gpus: Number(process.env.VBUN_SHIM_GPUS ?? 1), deviceBytes: Number(process.env.VBUN_SHIM_GPU_MIB ?? 512) * 2 ** 20 });
 const shim = installShim(built.dir, abi.handler);
 Object.assign(process.env, shim.env);
+// The engine worker thread (vbun serve, vbun generate) installs its own handler first.
+process.env.VBUN_ENGINE_WORKER ??= join(import.meta.dir, "shim-engine-worker.ts");
 // Never the user's kernel cache: the simulator's "cubins" are PTX text, of no use to a real GPU.
 if (!process.env.VBUN_KERNEL_CACHE) process.env.VBUN_KERNEL_CACHE = mkdtempSync(join(tmpdir(), "vbun-shim-kernels-"));
 // Kept reachable for the process's lifetime (the C side holds the callbacks' addresses).
