@@ -605,6 +605,21 @@ export function defineCudaSuites(target: CudaTarget): void {
       expect(b).toEqual(a);
     }, timeoutMs);
 
+    test("async scheduling under preemption (blocks of preempted sequences reused while their last step runs) gives the synchronous engine's tokens", () => {
+      const model = tinyModel(FAST_MODEL);
+      const rng = new SeededRandom(66);
+      const prompts = Array.from({ length: 6 }, () => Array.from({ length: rng.int(10, 28) }, () => rng.int(3, 500)));
+      const params = prompts.map((_, i) => ({ max_tokens: Z.engineTokens, ignore_eos: true, ...(i % 2 ? { temperature: 0.8, seed: i } : { temperature: 0 }) }));
+      const common = { model, device: "cuda" as const, maxModelLen: 64, maxNumSeqs: 8, blockSize: 4, numGpuBlocksOverride: 24, cuda: target.provider, log: () => {} };
+      const sync = gpuLLM(common), overlapped = gpuLLM({ ...common, asyncScheduling: true });
+      const a = sync.generate(prompts, params, { useTqdm: false }).map((o) => o.outputs[0]!.tokenIds);
+      const b = overlapped.generate(prompts, params, { useTqdm: false }).map((o) => o.outputs[0]!.tokenIds);
+      expect(b).toEqual(a);
+      expect(overlapped.engine.scheduler.numPreemptions).toBeGreaterThan(0);
+      expect(overlapped.engine.overlappedSteps).toBeGreaterThan(0);
+      expect(overlapped.engine.blockManager.numFreeBlocks).toBe(24);
+    }, timeoutMs);
+
     test("async scheduling gives exactly the synchronous engine's outputs (graphs and eager; seeded sampling, stop tokens, logprobs, logit bias, penalties)", () => {
       const model = tinyModel(FAST_MODEL);
       const rng = new SeededRandom(65);
