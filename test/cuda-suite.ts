@@ -343,6 +343,23 @@ export function defineCudaSuites(target: CudaTarget): void {
       }
     }, timeoutMs);
 
+    test("a queued sampling's results do not depend on its batch after the call (the sampler rebuilds it for the next step)", () => {
+      const n = 4, V = 300;
+      const logitsHost = rng.normal(new Float32Array(n * V), 2);
+      const t = g.empty([n, V], "f32");
+      g.driver.copyToDevice(t.ptr, logitsHost);
+      const b = emptySamplingBatch(n);
+      b.numLogprobs.set([3, -1, 5, 0]);
+      const expected = g.sample(t, b);
+      const pending = g.sampleAsync(t, b);
+      b.numLogprobs.fill(-1); // the next step's batch, in the same object
+      b.temperature.fill(1);
+      const got = pending.wait();
+      expect(Array.from(got.tokenIds)).toEqual(Array.from(expected.tokenIds));
+      expect(got.logprobs.map((l) => l?.top.length ?? null)).toEqual([3, null, 5, 0]);
+      expect(got.logprobs).toEqual(expected.logprobs);
+    }, timeoutMs);
+
     test("async scheduling: penalties of a pending token (the previous sampling's, still on the GPU) act as on the CPU", () => {
       const n = 7, V = 500, cpu = new CpuBackend();
       const logitsHost = rng.normal(new Float32Array(n * V), 2);

@@ -139,9 +139,11 @@ export class CudaSampler {
     if (E + F > 0) this.device.driver.copyToDeviceAsync(dev + BigInt(oER), host.addr + BigInt(oER), oEOrig - oER, this.device.stream);
 
     // Raw logprobs first (vLLM's default), for the rows that asked for them.
+    // Rows that want logprobs and how many top ones, taken now: the batch is the sampler's, rebuilt for the
+    // next step before wait() reads these results (async scheduling).
     let maxTop = -1;
-    const lpRows: number[] = [];
-    for (let r = 0; r < n; r++) if (b.numLogprobs[r]! >= 0) { lpRows.push(r); maxTop = Math.max(maxTop, b.numLogprobs[r]!); }
+    const lpRows: number[] = [], lpTop: number[] = [];
+    for (let r = 0; r < n; r++) if (b.numLogprobs[r]! >= 0) { lpRows.push(r); lpTop.push(b.numLogprobs[r]!); maxTop = Math.max(maxTop, b.numLogprobs[r]!); }
     const d = (o: number) => ({ p: dev + BigInt(o) });
     if (lpRows.length > 0) {
       // logprobs_f32 reads row ids from the rows segment: all rows, filtered on the host afterwards.
@@ -168,12 +170,13 @@ export class CudaSampler {
       const editIndex = new Map<number, number>();
       let q = 0;
       for (const key of edits.keys()) editIndex.set(key, q++);
-      for (const r of lpRows) {
+      for (let i = 0; i < lpRows.length; i++) {
+        const r = lpRows[i]!;
         // The raw logit: saved by the edit or the pending-token fix that changed it, else as sampled.
         const tok = tokenIds[r]!, ei = editIndex.get(r * V + tok), fi = fixes.rows.indexOf(r);
         const raw = ei !== undefined ? orig[ei]! : fi >= 0 && fixTok[fi] === tok ? fixOrig[fi]! : tokLogit[r]!;
         const top: { tokenId: number; logprob: number }[] = [];
-        for (let k = 0; k < b.numLogprobs[r]!; k++) top.push({ tokenId: topIds[r * MAX_TOP_LOGPROBS + k]!, logprob: topLp[r * MAX_TOP_LOGPROBS + k]! });
+        for (let k = 0; k < lpTop[i]!; k++) top.push({ tokenId: topIds[r * MAX_TOP_LOGPROBS + k]!, logprob: topLp[r * MAX_TOP_LOGPROBS + k]! });
         logprobs[r] = { logprob: raw - lse[r]!, top };
       }
       return { tokenIds, logprobs };
