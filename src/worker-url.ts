@@ -1,15 +1,14 @@
-import { resolve } from "node:path";
+import { pathToFileURL } from "node:url";
 
 /**
- * Where the engine worker's entry point is ($VBUN_ENGINE_WORKER replaces it: the GPU simulator's C-ABI
- * rehearsal runs the real entry behind one that first installs the thread's shim, test/gpu-sim). This module sits next to cli.ts and engine-worker.ts on
+ * Where the engine worker's entry point is. This module sits next to cli.ts and engine-worker.ts on
  * purpose: in a compiled binary every module's import.meta.url is the bundle's, whose folder holds the
  * entry points, so the same relative URL works from sources and from `bun build --compile` output
  * (the worker must be passed to it as a second entry point; see package.json's build script).
+ * $VBUN_ENGINE_WORKER replaces it: the GPU simulator's C-ABI rehearsal runs the real entry behind one
+ * that installs the thread's shim (test/gpu-sim/shim-engine-worker.ts).
  */
-export const ENGINE_WORKER_URL = process.env.VBUN_ENGINE_WORKER
-  ? new URL(`file://${resolve(process.env.VBUN_ENGINE_WORKER)}`)
-  : new URL("./engine-worker.ts", import.meta.url);
+export const ENGINE_WORKER_URL = process.env.VBUN_ENGINE_WORKER ? pathToFileURL(process.env.VBUN_ENGINE_WORKER) : new URL("./engine-worker.ts", import.meta.url);
 
 /** The tensor-parallel rank worker's entry point (a third entry point of the compiled binary). */
 export const TP_WORKER_URL = new URL("./tp-worker.ts", import.meta.url);

@@ -12,20 +12,17 @@
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { buildShimLibraries, installShim } from "./c-shim.ts";
-import { SimulatedCAbi } from "./c-abi.ts";
+import { buildShimLibraries } from "./c-shim.ts";
+import { installThreadShim } from "./shim-thread.ts";
 
 const built = buildShimLibraries();
 if ("why" in built) throw new Error(`shim-preload: ${built.why}`);
-const abi = new SimulatedCAbi({ gpus: Number(process.env.VBUN_SHIM_GPUS ?? 1), deviceBytes: Number(process.env.VBUN_SHIM_GPU_MIB ?? 512) * 2 ** 20 });
-const shim = installShim(built.dir, abi.handler);
+const { abi, shim } = installThreadShim(built.dir);
 Object.assign(process.env, shim.env);
 // The engine worker thread (vbun serve, vbun generate) installs its own handler first.
 process.env.VBUN_ENGINE_WORKER ??= join(import.meta.dir, "shim-engine-worker.ts");
 // Never the user's kernel cache: the simulator's "cubins" are PTX text, of no use to a real GPU.
 if (!process.env.VBUN_KERNEL_CACHE) process.env.VBUN_KERNEL_CACHE = mkdtempSync(join(tmpdir(), "vbun-shim-kernels-"));
-// Kept reachable for the process's lifetime (the C side holds the callbacks' addresses).
-(globalThis as { vbunShim?: unknown }).vbunShim = { abi, shim };
 process.on("exit", () => {
   if (abi.faults.length) process.stderr.write(`shim-preload: ${abi.faults.length} calls failed; the first: ${abi.faults[0]}\n`);
 });
