@@ -30,12 +30,22 @@ function fail(e: unknown): void {
 const STATS_MS = 200;
 let statsSentAt = 0;
 
-function loop(): void {
+async function loop(): Promise<void> {
   if (!engine || !engine.hasUnfinishedRequests()) {
     looping = false;
     return;
   }
   try {
+    // Structured outputs: grammars to compile and next-token masks to make (adds and aborts may arrive meanwhile).
+    if (engine.needsPrepare()) {
+      const e = engine;
+      for (const r of await e.prepare()) post({ type: "rejected", requestId: r.requestId, message: r.message });
+      if (engine !== e) return; // shut down or failed meanwhile
+      if (!engine.hasUnfinishedRequests()) {
+        looping = false;
+        return;
+      }
+    }
     const outputs = engine.step();
     const now = performance.now();
     const full = now - statsSentAt >= STATS_MS || !engine.hasUnfinishedRequests() || outputs.some((o) => o.finished);

@@ -6,6 +6,10 @@
  * reach the host: its sequences carry placeholders whose ids the GPU supplies, and step() then returns the
  * previous step's outputs while the new one runs. A sequence that stops on a token learns it one step late;
  * the extra token it was given is dropped.
+ *
+ * Requests with structured outputs (a JSON schema, regex, choice or grammar) wait until their grammar is
+ * compiled, and each of their steps samples under a mask of the tokens the grammar allows; the masks are
+ * made between steps by the async prepare(), which a driver awaits whenever needsPrepare() says so.
  */
 import { selectBackend } from "../backend/select-backend.ts";
 import { DEFAULT_CUDA } from "../backend/cuda/provider.ts";
@@ -25,7 +29,8 @@ import { graphBuckets, ModelRunner, type LaunchedStep } from "./model-runner.ts"
 import { Request, type OutputKind, type RequestOutput } from "./request.ts";
 import { SamplingParams } from "./sampling-params.ts";
 import { Scheduler, type SchedulerOutput } from "./scheduler.ts";
-import { Sequence } from "./sequence.ts";
+import { Sequence, type FinishReason } from "./sequence.ts";
+import { StructuredOutputManager } from "../structured/structured-output-manager.ts";
 
 /** The GPU KV cache holds at most this many times max_num_seqs × max_model_len tokens. */
 const KV_CACHE_CAP = 4;
@@ -99,6 +104,12 @@ export class LLMEngine {
   private running: RunningStep | null = null;
   /** Steps launched while the previous step's tokens were still on their way (async scheduling at work). */
   overlappedSteps = 0;
+  /** Structured outputs: the grammar compiler (made at the first such request). */
+  private structured: StructuredOutputManager | null = null;
+  /** Structured requests whose sequences have no matcher yet (not in the scheduler until they do). */
+  private grammarWaiting: Request[] = [];
+  /** Sequences that took a token under their grammar: their next mask is still to be made. */
+  private readonly grammarStale = new Set<Sequence>();
 
   constructor(
     readonly modelConfig: ModelConfig,
@@ -107,6 +118,7 @@ export class LLMEngine {
     readonly runner: ModelRunner,
     readonly options: Required<Omit<EngineOptions, "model" | "numGpuBlocksOverride" | "chatTemplate" | "log" | "onModelDir" | "maxModelLen" | "cuda" | "profileKernels" | "skipTokenizerInit" | "generationConfig" | "overrideGenerationConfig">> & { maxModelLen: number; numBlocks: number },
     readonly info: EngineInfo,
+    private readonly log: (m: string) => void = (m) => process.stderr.write(`[vbun] ${m}\n`),
   ) {
     this.eosTokenIds = runner.sampler.eosTokenIds as number[];
     this.blockManager = new BlockManager(options.numBlocks, options.blockSize, options.enablePrefixCaching);
@@ -220,7 +232,7 @@ export class LLMEngine {
         enablePrefixCaching: opts.enablePrefixCaching ?? ENGINE_DEFAULTS.enablePrefixCaching,
         enableChunkedPrefill, enforceEager, asyncScheduling,
         tensorParallelSize: tp, seed: opts.seed ?? ENGINE_DEFAULTS.seed,
-      }, info);
+      }, info, log);
     } catch (e) {
       // Nothing started here outlives a failed start: tensor-parallel workers, CPU matmul threads, GPU
       // memory. (Cleanup trouble must not hide the error that stopped the start.)
@@ -246,8 +258,62 @@ export class LLMEngine {
     for (let i = 0; i < params.n; i++) seqs.push(new Sequence(this.nextSeqId++, requestId, i, ids, params, baseSeed, arrivalTime));
     const req = new Request(requestId, typeof prompt === "string" ? prompt : null, ids, params, seqs, this.tokenizer, arrivalTime, outputKind);
     this.requests.set(requestId, req);
-    for (const s of seqs) this.scheduler.add(s);
+    if (params.structured_outputs) this.grammarWaiting.push(req);
+    else for (const s of seqs) this.scheduler.add(s);
     return req;
+  }
+
+  /** Whether prepare() has work: grammars to compile or masks to make before the next step. */
+  needsPrepare(): boolean {
+    return this.grammarWaiting.length > 0 || this.grammarStale.size > 0;
+  }
+
+  /**
+   * Structured outputs' work between steps: the next-token masks of sequences that took a token, and the
+   * matchers of new requests (compiling their grammars), which then join the scheduler in arrival order.
+   * A request whose constraint cannot be compiled is dropped; returns those with the reason.
+   */
+  async prepare(): Promise<{ requestId: string; message: string }[]> {
+    const stale = [...this.grammarStale];
+    this.grammarStale.clear();
+    await Promise.all(stale.map((seq) => seq.grammar?.refresh()));
+    const waiting = this.grammarWaiting;
+    this.grammarWaiting = [];
+    if (waiting.length === 0) return [];
+    this.structured ??= new StructuredOutputManager(this.info.modelDir, this.modelConfig.vocabSize, () => this.eosTokenIds, this.log);
+    const manager = this.structured;
+    const made = await Promise.allSettled(waiting.map(async (req) => {
+      for (const seq of req.seqs) {
+        const g = await manager.matcher(req.params.structured_outputs!);
+        seq.grammar = g;
+        await g.refresh();
+      }
+    }));
+    const rejected: { requestId: string; message: string }[] = [];
+    waiting.forEach((req, i) => {
+      const result = made[i]!;
+      if (req.finished) return this.releaseGrammars(req); // aborted meanwhile
+      if (result.status === "fulfilled") {
+        for (const seq of req.seqs) this.scheduler.add(seq);
+        return;
+      }
+      const message = (result.reason as Error)?.message ?? String(result.reason);
+      this.log(`request ${req.requestId}: structured outputs failed: ${message}`);
+      this.abort(req.requestId);
+      rejected.push({ requestId: req.requestId, message });
+    });
+    return rejected;
+  }
+
+  private releaseGrammars(req: Request): void {
+    for (const seq of req.seqs) this.releaseGrammar(seq);
+  }
+
+  private releaseGrammar(seq: Sequence): void {
+    if (!seq.grammar) return;
+    seq.grammar.dispose();
+    seq.grammar = null;
+    this.grammarStale.delete(seq);
   }
 
   /** Aborts a request, freeing its blocks immediately. Returns its final output, or null if unknown. */
@@ -255,10 +321,13 @@ export class LLMEngine {
     const req = this.requests.get(requestId);
     if (!req) return null;
     for (const seq of req.seqs) {
+      this.releaseGrammar(seq);
       if (seq.isFinished) continue;
       seq.finishReason = "abort";
       this.scheduler.finish(seq);
     }
+    const waitingAt = this.grammarWaiting.indexOf(req);
+    if (waitingAt >= 0) this.grammarWaiting.splice(waitingAt, 1);
     req.finished = true;
     this.requests.delete(requestId);
     this.metrics.recordFinished("abort", req.promptTokenIds.length, req.seqs.reduce((a, s) => a + s.numOutputTokens, 0), (performance.now() - req.arrivalTime) / 1000);
@@ -301,6 +370,7 @@ export class LLMEngine {
    * these come from the step launched by the previous call, while the one launched now runs.
    */
   step(): RequestOutput[] {
+    if (this.grammarStale.size > 0) throw new Error("LLMEngine.step: sequences wait for their next grammar mask: await prepare() before each step while needsPrepare()");
     const out = this.scheduler.schedule(performance.now());
     const previous = this.running;
     this.running = null;
@@ -339,14 +409,33 @@ export class LLMEngine {
     for (let r = 0; r < step.seqs.length; r++) {
       const seq = step.seqs[r]!;
       if (seq.isFinished) continue;
-      seq.resolvePlaceholder(sampled.tokenIds[r]!);
+      const token = sampled.tokenIds[r]!;
+      seq.resolvePlaceholder(token);
       const lp = sampled.logprobs[r];
       const req = this.requests.get(seq.requestId)!;
       touched.add(req);
       if (lp) { seq.logprobs.push(lp); seq.cumulativeLogprob += lp.logprob; }
       this.recordTokenTiming(req, seq, done);
+      if (seq.grammar && !this.acceptUnderGrammar(req, seq, token)) continue;
       this.checkFinished(req, seq);
+      // A complete grammar whose stop token did not end the sequence (ignore_eos, min_tokens): nothing may follow.
+      if (seq.grammar && !seq.isFinished && seq.grammar.isTerminated) this.finishSeq(seq, "stop", null, req);
     }
+  }
+
+  /**
+   * Moves a sequence's grammar past its new token (its next mask is made by prepare()). A token the grammar
+   * refuses — only when nothing was allowed, e.g. min_tokens banning the stop token of a complete grammar —
+   * ends the sequence ("abort"); returns false then.
+   */
+  private acceptUnderGrammar(req: Request, seq: Sequence, token: number): boolean {
+    if (seq.grammar!.accept(token)) {
+      this.grammarStale.add(seq);
+      return true;
+    }
+    this.log(`request ${req.requestId}: sampled token ${token} is outside its grammar (no token was allowed); the sequence ends`);
+    this.finishSeq(seq, "abort", null, req);
+    return false;
   }
 
   private collectOutputs(touched: Set<Request>): RequestOutput[] {
@@ -395,7 +484,8 @@ export class LLMEngine {
     if (seq.numOutputTokens >= p.max_tokens! || seq.numTokens >= this.options.maxModelLen) return this.finishSeq(seq, "length", null, req);
   }
 
-  private finishSeq(seq: Sequence, reason: "stop" | "length", stopReason: string | number | null, flushInto?: Request): void {
+  private finishSeq(seq: Sequence, reason: FinishReason, stopReason: string | number | null, flushInto?: Request): void {
+    this.releaseGrammar(seq);
     const text = flushInto?.texts[seq.index];
     if (text) {
       const p = seq.params;

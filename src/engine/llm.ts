@@ -37,10 +37,37 @@ export class LLM {
   /**
    * Generates for each prompt. `params`: a SamplingParams is taken as it is; plain objects and no params at
    * all get the model's generation-config defaults (getDefaultSamplingParams) for the fields they leave out.
+   * Structured outputs need generateAsync (their grammars compile asynchronously).
    */
   generate(prompts: PromptInput | PromptInput[], params: SamplingParams | SamplingParamsInit | (SamplingParams | SamplingParamsInit)[] = {}, opts: GenerateOptions = {}): RequestOutput[] {
+    const run = this.start(prompts, params, opts, "generate");
+    while (this.engine.hasUnfinishedRequests()) {
+      if (this.engine.needsPrepare()) throw new Error("generate: structured outputs need `await llm.generateAsync(...)` (grammars compile asynchronously)");
+      run.take(this.engine.step());
+    }
+    return run.finish();
+  }
+
+  /** generate() for any params, structured outputs included: resolves when every prompt has its output. */
+  async generateAsync(prompts: PromptInput | PromptInput[], params: SamplingParams | SamplingParamsInit | (SamplingParams | SamplingParamsInit)[] = {}, opts: GenerateOptions = {}): Promise<RequestOutput[]> {
+    const run = this.start(prompts, params, opts, "generateAsync");
+    while (this.engine.hasUnfinishedRequests()) {
+      if (this.engine.needsPrepare()) {
+        const rejected = await this.engine.prepare();
+        if (rejected.length > 0) {
+          for (const id of run.ids) this.engine.abort(id);
+          throw new Error(`generateAsync: ${rejected.map((r) => r.message).join("; ")}`);
+        }
+      }
+      run.take(this.engine.step());
+    }
+    return run.finish();
+  }
+
+  /** Queues one request per prompt; what collects their final outputs. */
+  private start(prompts: PromptInput | PromptInput[], params: SamplingParams | SamplingParamsInit | (SamplingParams | SamplingParamsInit)[], opts: GenerateOptions, caller: string) {
     const list: PromptInput[] = typeof prompts === "string" || (Array.isArray(prompts) && typeof prompts[0] === "number") ? [prompts as PromptInput] : (prompts as PromptInput[]);
-    if (Array.isArray(params) && params.length !== list.length) throw new Error(`generate: ${list.length} prompts but ${params.length} sampling params`);
+    if (Array.isArray(params) && params.length !== list.length) throw new Error(`${caller}: ${list.length} prompts but ${params.length} sampling params`);
     const defaults = this.engine.info.samplingDefaults;
     const toParams = (p: SamplingParams | SamplingParamsInit) => {
       if (p instanceof SamplingParams) return p;
@@ -48,25 +75,36 @@ export class LLM {
       for (const [k, v] of Object.entries(p)) if (v !== undefined) init[k] = v;
       return new SamplingParams(init as SamplingParamsInit);
     };
+    const all = list.map((_, i) => toParams(Array.isArray(params) ? params[i]! : params));
+    if (caller === "generate" && all.some((p) => p.structured_outputs)) throw new Error("generate: structured outputs need `await llm.generateAsync(...)` (grammars compile asynchronously)");
     const ids: string[] = [];
-    for (let i = 0; i < list.length; i++) {
-      const id = `gen-${this.counter++}`;
-      const p = toParams(Array.isArray(params) ? params[i]! : params);
-      // Each request gets its own copy: the engine fills in max_tokens when it is null.
-      this.engine.addRequest(id, list[i]!, p.clone(), performance.now(), "final_only");
-      ids.push(id);
+    try {
+      for (let i = 0; i < list.length; i++) {
+        const id = `gen-${this.counter++}`;
+        // Each request gets its own copy: the engine fills in max_tokens when it is null.
+        this.engine.addRequest(id, list[i]!, all[i]!.clone(), performance.now(), "final_only");
+        ids.push(id);
+      }
+    } catch (e) {
+      for (const id of ids) this.engine.abort(id);
+      throw e;
     }
     const results = new Map<string, RequestOutput>();
     const bar = (opts.useTqdm ?? process.stderr.isTTY) ? new ProgressBar(list.length) : null;
-    while (this.engine.hasUnfinishedRequests()) {
-      for (const out of this.engine.step()) {
-        if (!out.finished) continue;
-        results.set(out.requestId, out);
-        bar?.update(results.size, out.outputs.reduce((a, o) => a + o.tokenIds.length, 0));
-      }
-    }
-    bar?.close();
-    return ids.map((id) => results.get(id)!);
+    return {
+      ids,
+      take: (outputs: RequestOutput[]) => {
+        for (const out of outputs) {
+          if (!out.finished) continue;
+          results.set(out.requestId, out);
+          bar?.update(results.size, out.outputs.reduce((a, o) => a + o.tokenIds.length, 0));
+        }
+      },
+      finish: () => {
+        bar?.close();
+        return ids.map((id) => results.get(id)!);
+      },
+    };
   }
 }
 

@@ -22,7 +22,8 @@ export interface LaunchedStep {
   /**
    * True when the next step may be launched before this one's tokens are read (async scheduling): no
    * row scores prompt tokens (prompt_logprobs reads logits back), none combines a repetition penalty with
-   * a logit bias, and no tensor-parallel worker waits for host token ids.
+   * a logit bias, none samples under a grammar (its next mask needs this token), and no tensor-parallel
+   * worker waits for host token ids.
    */
   overlappable: boolean;
 }
@@ -148,6 +149,7 @@ export class ModelRunner<T extends Tensor = Tensor> {
     // token would come first, not after: such rows wait (rare).
     for (const s of out.scheduled) {
       const p = s.seq.params;
+      if (s.samples && p.structured_outputs) return false;
       if (s.samples && p.needsPenalties && p.repetition_penalty !== 1 && p.logit_bias !== null && p.logit_bias.size > 0) return false;
     }
     return true;

@@ -36,6 +36,11 @@ export interface SamplingBatch {
   logitBias: (Map<number, number> | null)[];
   /** Tokens that must not be sampled (stop tokens before min_tokens). */
   banned: (number[] | null)[];
+  /**
+   * Structured outputs: the tokens the row's grammar allows next, as a bitmask (bit t & 31 of word t >> 5);
+   * every other logit becomes −∞ before anything else (logprobs included, as in vLLM). null: no grammar.
+   */
+  allowedTokens: (Int32Array | null)[];
 }
 
 export interface TokenLogprobs {
@@ -66,6 +71,7 @@ export function emptySamplingBatch(numRows: number): SamplingBatch {
     penalties: new Array(numRows).fill(null),
     logitBias: new Array(numRows).fill(null),
     banned: new Array(numRows).fill(null),
+    allowedTokens: new Array(numRows).fill(null),
   };
 }
 
@@ -102,6 +108,16 @@ export function rowLogitEdits(b: SamplingBatch, r: number, vocab: number): Map<n
   const banned = b.banned[r];
   if (banned) for (const id of banned) if (id >= 0 && id < vocab) edit(id).add = -Infinity;
   return edits;
+}
+
+/** Sets the logits of tokens outside `allowed` (a bitmask, see SamplingBatch.allowedTokens) to −∞, in place. */
+export function maskDisallowedTokens(row: Float32Array, allowed: Int32Array): void {
+  const V = row.length;
+  for (let w = 0; w * 32 < V; w++) {
+    const bits = w < allowed.length ? allowed[w]! : 0;
+    if (bits === -1) continue;
+    for (let j = 0, t = w * 32; j < 32 && t < V; j++, t++) if (((bits >>> j) & 1) === 0) row[t] = -Infinity;
+  }
 }
 
 export function applyLogitEdit(x: number, e: LogitEdit): number {

@@ -1,4 +1,5 @@
 /** vLLM's SamplingParams: the same field names, defaults and validation rules. */
+import { normalizeStructuredOutputs, StructuredOutputsError, type StructuredOutputs, type StructuredOutputsInit } from "../structured/structured-outputs.ts";
 
 export class SamplingParamsError extends Error {
   constructor(readonly field: string, message: string) {
@@ -27,6 +28,8 @@ export interface SamplingParamsInit {
   prompt_logprobs?: number | null;
   include_stop_str_in_output?: boolean;
   skip_special_tokens?: boolean;
+  /** What the output must match (a JSON schema, a regex, a choice, a grammar …); null = free text. */
+  structured_outputs?: StructuredOutputsInit | StructuredOutputs | null;
 }
 
 /** Largest top-N logprobs a request may ask for (vLLM's default max_logprobs). */
@@ -55,6 +58,7 @@ export class SamplingParams {
   prompt_logprobs: number | null = null;
   include_stop_str_in_output = false;
   skip_special_tokens = true;
+  structured_outputs: StructuredOutputs | null = null;
 
   constructor(init: SamplingParamsInit = {}) {
     for (const [key, value] of Object.entries(init)) {
@@ -63,6 +67,7 @@ export class SamplingParams {
       if (key === "stop") this.stop = value === null ? [] : typeof value === "string" ? [value] : (value as string[]);
       else if (key === "stop_token_ids") this.stop_token_ids = (value as number[] | null) ?? [];
       else if (key === "logit_bias") this.logit_bias = value === null ? null : toBiasMap(value as Record<string, number>);
+      else if (key === "structured_outputs") this.structured_outputs = value === null ? null : structuredOutputs(value as StructuredOutputsInit);
       else (this as Record<string, unknown>)[key] = value;
     }
     this.validate();
@@ -122,8 +127,11 @@ export class SamplingParams {
 
   /** Plain fields (for structured cloning to the engine worker); new SamplingParams(p.toInit()) equals p. */
   toInit(): SamplingParamsInit {
-    const { logit_bias, ...rest } = this;
-    return { ...rest, stop: this.stop.slice(), stop_token_ids: this.stop_token_ids.slice(), logit_bias: logit_bias ? Object.fromEntries(logit_bias) : null };
+    const { logit_bias, structured_outputs, ...rest } = this;
+    return {
+      ...rest, stop: this.stop.slice(), stop_token_ids: this.stop_token_ids.slice(), logit_bias: logit_bias ? Object.fromEntries(logit_bias) : null,
+      structured_outputs: structured_outputs ? structuredClone(structured_outputs) : null,
+    };
   }
 
   /** Longest stop string, for the streaming hold-back window. */
@@ -133,6 +141,15 @@ export class SamplingParams {
 
   get needsPenalties(): boolean {
     return this.presence_penalty !== 0 || this.frequency_penalty !== 0 || this.repetition_penalty !== 1;
+  }
+}
+
+function structuredOutputs(init: StructuredOutputsInit): StructuredOutputs {
+  try {
+    return normalizeStructuredOutputs(init);
+  } catch (e) {
+    if (e instanceof StructuredOutputsError) throw new SamplingParamsError(e.field, e.message.slice(e.field.length + 2));
+    throw e;
   }
 }
 

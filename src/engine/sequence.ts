@@ -1,6 +1,7 @@
 /** One generated sequence (sample i of a request's n): its tokens, KV blocks and progress. */
 import type { SamplingParams } from "./sampling-params.ts";
 import type { TokenLogprobs } from "./sampling-batch.ts";
+import type { SequenceGrammar } from "../structured/structured-output-manager.ts";
 
 export enum SequenceStatus {
   WAITING = "waiting",
@@ -40,6 +41,8 @@ export class Sequence {
   readonly promptLogprobs: (TokenLogprobs | null)[] | null;
   cumulativeLogprob = 0;
   numPreemptions = 0;
+  /** Structured outputs: where the sequence is in its grammar (null: free text, or not compiled yet). */
+  grammar: SequenceGrammar | null = null;
   /** Monotonic times (ms). */
   readonly arrivalTime: number;
   firstScheduledTime: number | null = null;

@@ -1,6 +1,6 @@
 /** The CPU sampler: logits processors, greedy / random sampling with top-k, top-p, min-p, and logprobs. */
 import { philoxUniform } from "../../engine/philox.ts";
-import { applyLogitEdit, rowLogitEdits, type SamplingBatch, type SamplerOutput, type TokenLogprobs } from "../../engine/sampling-batch.ts";
+import { applyLogitEdit, maskDisallowedTokens, rowLogitEdits, type SamplingBatch, type SamplerOutput, type TokenLogprobs } from "../../engine/sampling-batch.ts";
 import { logSumExp, topIndices } from "../../engine/logprobs.ts";
 
 /** Applies the row's penalties, logit bias and banned tokens in place. */
@@ -66,6 +66,8 @@ export function sampleRows(logits: Float32Array, vocab: number, b: SamplingBatch
   const logprobs: (TokenLogprobs | null)[] = new Array(b.numRows).fill(null);
   for (let r = 0; r < b.numRows; r++) {
     const raw = logits.subarray(r * vocab, (r + 1) * vocab);
+    const allowed = b.allowedTokens[r];
+    if (allowed) maskDisallowedTokens(raw, allowed);
     const needsProcessing = b.penalties[r] || b.logitBias[r] || b.banned[r];
     const row = needsProcessing ? raw.slice() : raw;
     if (needsProcessing) processLogits(row, b, r);

@@ -1,0 +1,121 @@
+/**
+ * The engine's side of structured outputs (vLLM's StructuredOutputManager, xgrammar backend): compiles a
+ * request's constraint against the model's vocabulary (cached), and gives each of its sequences a matcher
+ * that says, before every sampled token, which tokens keep the output inside the grammar (a bitmask the
+ * sampler applies to the logits) and then takes the token that was sampled.
+ *
+ * The library's calls are synchronous but its API is async (it awaits its own start-up), so the engine
+ * compiles and refreshes masks in LLMEngine.prepare(), between steps, never inside one.
+ */
+import type { CompiledGrammar, GrammarCompiler, GrammarMatcher } from "@mlc-ai/web-xgrammar";
+import { loadGrammarVocab } from "./grammar-vocab.ts";
+import { describeStructuredOutputs, type StructuredOutputs } from "./structured-outputs.ts";
+import { buildGrammar, constraintField, loadXGrammar, withLibraryErrors } from "./xgrammar.ts";
+
+/** Compiled grammars kept for reuse (by constraint); the least recently used beyond this are dropped. */
+const CACHE_SIZE = 64;
+
+/** One sequence's place in its grammar. */
+export class SequenceGrammar {
+  /** Bit t of word t >> 5 set: token t may come next. null: not computed since the last token (see refresh). */
+  mask: Int32Array | null = null;
+  private disposed = false;
+
+  constructor(private readonly matcher: GrammarMatcher) {}
+
+  /** Computes the mask for the next token. */
+  async refresh(): Promise<void> {
+    if (this.disposed) return;
+    this.mask = await this.matcher.getNextTokenBitmask();
+  }
+
+  /** Takes a sampled token; false if the grammar does not allow it (the matcher is unchanged then). */
+  accept(token: number): boolean {
+    this.mask = null;
+    return this.matcher.acceptToken(token);
+  }
+
+  /** The grammar is complete and its stop token taken: nothing may follow. */
+  get isTerminated(): boolean {
+    return this.matcher.isTerminated();
+  }
+
+  /** Frees the matcher's WebAssembly memory (sequences call this when they finish). */
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.mask = null;
+    this.matcher.dispose();
+  }
+}
+
+export class StructuredOutputManager {
+  private compiler: Promise<GrammarCompiler> | null = null;
+  /** No end-of-sequence id is a sampleable token (a test model's small vocabulary): a grammar ends on its own. */
+  private noStopToken = false;
+  private readonly cache = new Map<string, Promise<CompiledGrammar>>();
+
+  constructor(
+    private readonly modelDir: string,
+    /** Ids the model can sample (the logits' width). */
+    private readonly vocabSize: number,
+    /** End-of-sequence ids: what a complete grammar allows next (read when the first grammar compiles). */
+    private readonly stopTokenIds: () => readonly number[],
+    private readonly log: (m: string) => void,
+  ) {}
+
+  /** A matcher for one sequence, at the start of the constraint's grammar. Throws GrammarError for bad constraints. */
+  async matcher(s: StructuredOutputs): Promise<SequenceGrammar> {
+    const compiled = await this.compile(s);
+    const xg = await loadXGrammar();
+    return new SequenceGrammar(await withLibraryErrors(constraintField(s), () => xg.GrammarMatcher.createGrammarMatcher(compiled, undefined, this.noStopToken)));
+  }
+
+  private compile(s: StructuredOutputs): Promise<CompiledGrammar> {
+    const key = JSON.stringify(s);
+    const hit = this.cache.get(key);
+    if (hit) {
+      this.cache.delete(key); // most recently used last
+      this.cache.set(key, hit);
+      return hit;
+    }
+    const compiled = (async () => {
+      const compiler = await this.loadCompiler();
+      const grammar = await buildGrammar(s);
+      try {
+        const t0 = performance.now();
+        const c = await withLibraryErrors(constraintField(s), () => compiler.compileGrammar(grammar));
+        this.log(`compiled ${describeStructuredOutputs(s)} in ${((performance.now() - t0) / 1000).toFixed(3)}s`);
+        return c;
+      } finally {
+        grammar.dispose();
+      }
+    })();
+    compiled.catch(() => this.cache.delete(key)); // a failure is not cached
+    this.cache.set(key, compiled);
+    while (this.cache.size > CACHE_SIZE) {
+      const [oldKey, old] = this.cache.entries().next().value!;
+      this.cache.delete(oldKey);
+      // Matchers made from it keep what they need; the handle itself can go.
+      old.then((c) => c.dispose(), () => undefined);
+    }
+    return compiled;
+  }
+
+  private loadCompiler(): Promise<GrammarCompiler> {
+    this.compiler ??= (async () => {
+      const xg = await loadXGrammar();
+      const t0 = performance.now();
+      const v = loadGrammarVocab(this.modelDir, this.vocabSize);
+      const stops = this.stopTokenIds().filter((t) => t < this.vocabSize);
+      this.noStopToken = stops.length === 0;
+      const info = await xg.TokenizerInfo.createTokenizerInfo(v.encodedVocab, v.vocabType, v.prependSpace, this.vocabSize, stops);
+      // The library's own cache would grow without bound: ours (above) is bounded.
+      const compiler = await xg.GrammarCompiler.createGrammarCompiler(info, false);
+      this.log(`structured outputs: xgrammar ready (${v.vocabType} vocabulary of ${this.vocabSize} ids) in ${((performance.now() - t0) / 1000).toFixed(2)}s`);
+      return compiler;
+    })();
+    this.compiler.catch(() => (this.compiler = null));
+    return this.compiler;
+  }
+}
