@@ -343,6 +343,63 @@ export function defineCudaSuites(target: CudaTarget): void {
       }
     }, timeoutMs);
 
+    test("structured outputs: grammar bitmasks leave the same tokens and logprobs as on the CPU (greedy, seeded, with edits)", () => {
+      const n = 6, V = Z.samplingVocab, W = Math.ceil(V / 32);
+      const logitsHost = rng.normal(new Float32Array(n * V), 2);
+      const b = emptySamplingBatch(n);
+      const masks: (Int32Array | null)[] = [];
+      for (let r = 0; r < n; r++) {
+        b.numLogprobs[r] = 4;
+        if (r >= 3) { b.temperature[r] = 0.9; b.seed[r] = 77 + r; b.step[r] = r; }
+        // Row 0: a few tokens, never the row's winner; 1: all but one word allowed; 2: none (free text); 3-5: random sparse.
+        const m = new Int32Array(W);
+        if (r === 0) for (const t of [3, 40, V - 1]) m[t >> 5]! |= 1 << (t & 31);
+        else if (r === 1) { m.fill(-1); m[argmaxRow(logitsHost, r, V) >> 5] = 0; }
+        else for (let w = 0; w < W; w++) m[w] = rng.next() < 0.3 ? (rng.nextU32() | 0) : 0;
+        masks.push(r === 2 ? null : m);
+        b.allowedTokens[r] = masks[r]!;
+      }
+      b.logitBias[4] = new Map([[argmaxRow(logitsHost, 4, V), 50]]); // an edit on a token the mask may forbid: stays forbidden
+      const t = g.empty([n, V], "f32");
+      g.driver.copyToDevice(t.ptr, logitsHost);
+      const a = g.sample(t, b);
+      const c = new CpuBackend().sample(new CpuTensor(logitsHost.slice(), [n, V]), b);
+      // Greedy rows: the CPU's tokens. Seeded rows draw differently (Gumbel-max on the GPU): allowed tokens only.
+      expect(Array.from(a.tokenIds.subarray(0, 3))).toEqual(Array.from(c.tokenIds.subarray(0, 3)));
+      const allowed = (r: number, tok: number) => !masks[r] || ((masks[r]![tok >> 5]! >>> (tok & 31)) & 1) === 1;
+      for (let r = 0; r < n; r++) {
+        const tok = a.tokenIds[r]!;
+        expect(allowed(r, tok)).toBe(true);
+        // Logprobs are over the allowed tokens (as vLLM): the top ones are allowed, and match the CPU's.
+        expect(a.logprobs[r]!.top.every((x) => allowed(r, x.tokenId) || x.logprob === -Infinity)).toBe(true);
+        expect(a.logprobs[r]!.top.map((x) => x.tokenId)).toEqual(c.logprobs[r]!.top.map((x) => x.tokenId));
+        let max = -Infinity, sum = 0;
+        for (let i = 0; i < V; i++) if (allowed(r, i)) max = Math.max(max, logitsHost[r * V + i]!);
+        for (let i = 0; i < V; i++) if (allowed(r, i)) sum += Math.exp(logitsHost[r * V + i]! - max);
+        expect(Math.abs(a.logprobs[r]!.logprob - (logitsHost[r * V + tok]! - max - Math.log(sum)))).toBeLessThan(1e-3);
+      }
+      expect(a.tokenIds[1]).not.toBe(argmaxRow(logitsHost, 1, V));
+    }, timeoutMs);
+
+    test("structured outputs end to end: a choice, a regex and a JSON schema give the CPU backend's greedy tokens", async () => {
+      const model = tinyModel({ arch: "qwen3", seed: 5, vocabSize: 4096 });
+      const prompts = [[1, 2, 3, 4, 5, 6, 7], [9, 8, 7], [100, 200, 300, 400, 250, 12]];
+      const params = [
+        { temperature: 0, max_tokens: Z.engineTokens, structured_outputs: { choice: ["alpha", "beta", "gamma delta"] } },
+        { temperature: 0, max_tokens: Z.engineTokens, structured_outputs: { regex: "[a-f]{2,3}-[0-9]" } },
+        { temperature: 0, max_tokens: Z.engineTokens, logprobs: 2, structured_outputs: { json: { type: "object", properties: { ok: { type: "boolean" } }, required: ["ok"] }, disable_any_whitespace: true } },
+      ];
+      const onGpu = await gpuLLM({ model, device: "cuda", maxModelLen: 256, maxNumSeqs: 8, cuda: target.provider, log: () => {} }).generateAsync(prompts, params, { useTqdm: false });
+      const onCpu = await new LLM({ model, device: "cpu", maxModelLen: 256, log: () => {} }).generateAsync(prompts, params, { useTqdm: false });
+      const texts = onGpu.map((o) => o.outputs[0]!.text);
+      expect(["alpha", "beta", "gamma delta"].some((c) => c.startsWith(texts[0]!))).toBe(true);
+      expect(/^[a-f]{0,3}(-[0-9]?)?$/.test(texts[1]!)).toBe(true);
+      expect(texts[2]!.startsWith("{")).toBe(true);
+      let same = 0;
+      onGpu.forEach((o, i) => { if (o.outputs[0]!.tokenIds.join() === onCpu[i]!.outputs[0]!.tokenIds.join()) same++; });
+      expect(same).toBeGreaterThanOrEqual(prompts.length - 1);
+    }, timeoutMs);
+
     test("a queued sampling's results do not depend on its batch after the call (the sampler rebuilds it for the next step)", () => {
       const n = 4, V = 300;
       const logitsHost = rng.normal(new Float32Array(n * V), 2);

@@ -1,6 +1,7 @@
 // Sampling on the GPU, one block (1024 threads) per logits row (f32 [rows, V]).
 //   logprobs_f32      — log-sum-exp of the raw row and its top-N tokens (before any processing)
 //   apply_edits_f32   — logit_bias, banned tokens and penalties as a sparse list of per-token edits
+//   mask_tokens_f32   — structured outputs: −∞ for every token a row's grammar bitmask does not allow
 //   sample_f32        — greedy argmax, or temperature + top-k + top-p + min-p by thresholds on the
 //                       scaled logits, then a Gumbel-max draw from Philox4x32-10 (the same generator as
 //                       src/engine/philox.ts), keyed by the request's seed, stream and step.
@@ -82,6 +83,21 @@ extern "C" __global__ void apply_edits_f32(float* __restrict__ logits, int vocab
   original[e] = x;
   const float r = rep[e];
   *p = (r == 1.f ? x : x > 0.f ? x / r : x * r) + add[e];
+}
+
+// Structured outputs: row rows[m] keeps only the tokens whose bit is set in its bitmask, words
+// masks[m * words …] (bit t & 31 of word t >> 5, t < vocab); the others become −∞. Grid (M, ⌈words / 256⌉):
+// one thread per 32 tokens, a word of all ones (most words, mid-grammar) costs one load.
+extern "C" __global__ void mask_tokens_f32(float* __restrict__ logits, int vocab, const int* __restrict__ rows,
+                                           const int* __restrict__ masks, int words) {
+  const int m = blockIdx.x, w = blockIdx.y * blockDim.x + threadIdx.x;
+  if (w >= words) return;
+  const unsigned bits = (unsigned)masks[(size_t)m * words + w];
+  if (bits == 0xffffffffu) return;
+  float* row = logits + (size_t)rows[m] * vocab;
+  const int t0 = w * 32;
+  for (int j = 0; j < 32 && t0 + j < vocab; j++)
+    if (!((bits >> j) & 1u)) row[t0 + j] = -INFINITY;
 }
 
 __device__ __forceinline__ bool sorted_contains(const int* __restrict__ a, int n, int v) {

@@ -105,10 +105,14 @@ export class CudaSampler {
     const E = edits.size;
     const fixes = pendingPenaltyFixes(b), F = fixes.rows.length, T = fixes.tokens.length;
     if (F > 0 && this.lastSampledIds === 0n) throw new Error("sample: a pending token's penalties, but nothing was sampled yet");
-    const scratch = this.buffers(n, E, 4 * (11 * F + T) + 96), { dev, host } = scratch;
+    // Structured outputs: the rows with a grammar and their bitmasks of allowed tokens.
+    const W = Math.ceil(V / 32), maskRows: number[] = [];
+    for (let r = 0; r < n; r++) if (b.allowedTokens[r]) maskRows.push(r);
+    const M = maskRows.length;
+    const scratch = this.buffers(n, E, 4 * (11 * F + T) + 4 * M * (W + 1) + 128), { dev, host } = scratch;
     // Layout (byte offsets, 16-aligned): rows | temperature | topK | topP | minP | seeds(2×u32) | streams | steps |
     // out ids | lse | top ids | top lp | sampled token's logit | edit rows | edit tokens | edit rep | edit add |
-    // fix ints | fix floats | fix token lists | edit original | fix token | fix original
+    // fix ints | fix floats | fix token lists | edit original | fix token | fix original | mask rows | masks
     let off = 0;
     const seg = (bytes: number) => { const o = off; off += Math.ceil(bytes / 16) * 16; return o; };
     const oRows = seg(4 * n), oTemp = seg(4 * n), oTopK = seg(4 * n), oTopP = seg(4 * n), oMinP = seg(4 * n), oSeed = seg(8 * n), oStream = seg(4 * n), oStep = seg(4 * n);
@@ -116,6 +120,7 @@ export class CudaSampler {
     const oOut = seg(4 * n), oLse = seg(4 * n), oTopIds = seg(4 * n * MAX_TOP_LOGPROBS), oTopLp = seg(4 * n * MAX_TOP_LOGPROBS), oTokLogit = seg(4 * n);
     const oER = seg(4 * E), oET = seg(4 * E), oERep = seg(4 * E), oEAdd = seg(4 * E);
     const oFI = seg(24 * F), oFF = seg(12 * F), oFT = seg(4 * T), oEOrig = seg(4 * E), oFTok = seg(4 * F), oFOrig = seg(4 * F);
+    const oMR = seg(4 * M), oMasks = seg(4 * M * W);
     const buf = host.bytes.buffer, base = host.bytes.byteOffset;
     const i32 = (o: number, len: number) => new Int32Array(buf, base + o, len);
     const f32 = (o: number, len: number) => new Float32Array(buf, base + o, len);
@@ -137,6 +142,17 @@ export class CudaSampler {
     i32(oFT, T).set(fixes.tokens);
     this.device.driver.copyToDeviceAsync(dev, host.addr, inputBytes, this.device.stream);
     if (E + F > 0) this.device.driver.copyToDeviceAsync(dev + BigInt(oER), host.addr + BigInt(oER), oEOrig - oER, this.device.stream);
+    if (M > 0) {
+      const mr = i32(oMR, M), masks = i32(oMasks, M * W);
+      for (let m = 0; m < M; m++) {
+        const mask = b.allowedTokens[maskRows[m]!]!;
+        mr[m] = maskRows[m]!;
+        const row = masks.subarray(m * W, (m + 1) * W);
+        row.set(mask.length > W ? mask.subarray(0, W) : mask);
+        if (mask.length < W) row.fill(0, mask.length); // ids past the grammar's vocabulary: never allowed
+      }
+      this.device.driver.copyToDeviceAsync(dev + BigInt(oMR), host.addr + BigInt(oMR), oMasks + 4 * M * W - oMR, this.device.stream);
+    }
 
     // Raw logprobs first (vLLM's default), for the rows that asked for them.
     // Rows that want logprobs and how many top ones, taken now: the batch is the sampler's, rebuilt for the
@@ -145,6 +161,8 @@ export class CudaSampler {
     const lpRows: number[] = [], lpTop: number[] = [];
     for (let r = 0; r < n; r++) if (b.numLogprobs[r]! >= 0) { lpRows.push(r); lpTop.push(b.numLogprobs[r]!); maxTop = Math.max(maxTop, b.numLogprobs[r]!); }
     const d = (o: number) => ({ p: dev + BigInt(o) });
+    // The grammar's mask first: logprobs, edits and sampling all see only the allowed tokens (as vLLM).
+    if (M > 0) this.device.kernels.launch("mask_tokens_f32", [M, Math.ceil(W / 256)], 256, [{ p: logits.ptr }, I(V), d(oMR), d(oMasks), I(W)]);
     if (lpRows.length > 0) {
       // logprobs_f32 reads row ids from the rows segment: all rows, filtered on the host afterwards.
       this.device.kernels.launch("logprobs_f32", [n], 1024, [{ p: logits.ptr }, I(V), d(oRows), d(oLse), d(oTopIds), d(oTopLp), I(Math.min(maxTop, MAX_TOP_LOGPROBS))]);
