@@ -215,7 +215,7 @@ describe("bad inputs get their status and an OpenAI error body; the server keeps
     ["chat: messages empty", "/v1/chat/completions", { messages: [] }, 400, "messages"],
     ["chat: top_logprobs without logprobs", "/v1/chat/completions", { messages: [{ role: "user", content: "x" }], top_logprobs: 2 }, 400, "top_logprobs"],
     ["chat: image content", "/v1/chat/completions", { messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: "x" } }] }] }, 400, "messages.0.content.0"],
-    ["chat: json_schema response format", "/v1/chat/completions", { messages: [{ role: "user", content: "x" }], response_format: { type: "json_schema" } }, 400, "response_format"],
+    ["chat: json_schema response format without its schema", "/v1/chat/completions", { messages: [{ role: "user", content: "x" }], response_format: { type: "json_schema" } }, 400, "response_format.json_schema"],
     ["chat: continue + generation prompt", "/v1/chat/completions", { messages: [{ role: "user", content: "x" }], continue_final_message: true, add_generation_prompt: true }, 400, "continue_final_message"],
     ["chat: content is a number", "/v1/chat/completions", { messages: [{ role: "user", content: 5 }] }, 400, null],
     ["chat: tool_choice auto without a tool parser", "/v1/chat/completions", { messages: [{ role: "user", content: "x" }], tools: [{ type: "function", function: { name: "f" } }], tool_choice: "auto" }, 400, "tool_choice"],
@@ -261,6 +261,59 @@ describe("bad inputs get their status and an OpenAI error body; the server keeps
   test("still serving", async () => {
     const r = await client.completions.create({ model: NAME, prompt: "ok", max_tokens: 2 });
     expect(r.choices.length).toBe(1);
+  });
+});
+
+describe("structured outputs (response_format, structured_outputs, guided_*)", () => {
+  const SCHEMA = { type: "object", properties: { colour: { enum: ["red", "green"] }, ok: { type: "boolean" } }, required: ["colour", "ok"] };
+
+  test("chat with response_format json_schema through the SDK: the content is the schema's JSON", async () => {
+    const r = await client.chat.completions.create({
+      model: NAME, messages: [{ role: "user", content: "Describe it" }], max_tokens: 60, temperature: 0,
+      response_format: { type: "json_schema", json_schema: { name: "thing", schema: SCHEMA } },
+      // Compact JSON: a random-weight model would otherwise pad it with whitespace until max_tokens.
+      structured_outputs: { disable_any_whitespace: true },
+    } as never);
+    expect(r.choices[0]!.finish_reason).toBe("stop");
+    const json = JSON.parse(r.choices[0]!.message.content!);
+    expect(["red", "green"]).toContain(json.colour);
+    expect(typeof json.ok).toBe("boolean");
+  });
+
+  test("completions: a choice for each of n samples, a streamed regex, and json_object", async () => {
+    const choice = await (await post("/v1/completions", { prompt: "Pick", max_tokens: 10, n: 3, temperature: 1, seed: 2, structured_outputs: { choice: ["left", "right", "up"] } })).json() as any;
+    expect(choice.choices.map((c: any) => ["left", "right", "up"].includes(c.text))).toEqual([true, true, true]);
+    const stream = await post("/v1/completions", { prompt: "Code", max_tokens: 20, stream: true, temperature: 0.8, seed: 1, guided_regex: "[A-Z]{2}-[0-9]{3}" });
+    const events = (await stream.text()).split("\n\n").filter((e) => e.startsWith("data: {")).map((e) => JSON.parse(e.slice(6)));
+    expect(events.length).toBeGreaterThan(2);
+    expect(events.map((e) => e.choices[0].text).join("")).toMatch(/^[A-Z]{2}-[0-9]{3}$/);
+    expect(events.at(-1).choices[0].finish_reason).toBe("stop");
+    const obj = await (await post("/v1/chat/completions", { messages: [{ role: "user", content: "x" }], max_tokens: 8, response_format: { type: "json_object" } })).json() as any;
+    expect(obj.choices[0].message.content.trimStart().startsWith("{")).toBe(true);
+    const legacy = await (await post("/v1/completions", { prompt: "a", max_tokens: 10, temperature: 0, guided_choice: ["only"] })).json() as any;
+    expect(legacy.choices[0].text).toBe("only");
+  });
+
+  test("bad constraints are 400s naming the field, before anything runs", async () => {
+    const cases: [string, object, string, string][] = [
+      ["/v1/completions", { prompt: "a", guided_json: { type: "nope" } }, "guided_json", 'guided_json: Unsupported type "nope"'],
+      ["/v1/completions", { prompt: "a", structured_outputs: { regex: "[0-" } }, "structured_outputs", "Regex parsing error"],
+      ["/v1/completions", { prompt: "a", structured_outputs: { grammar: "root ::= " } }, "structured_outputs", "EBNF parser error"],
+      ["/v1/completions", { prompt: "a", guided_regex: "a", guided_choice: ["b"] }, "guided_choice", "give one structured-output constraint"],
+      ["/v1/completions", { prompt: "a", structured_outputs: { choice: [] } }, "structured_outputs.choice", "non-empty list"],
+      ["/v1/completions", { prompt: "a", structured_outputs: { disable_any_whitespace: true } }, "structured_outputs", "options but no constraint"],
+      ["/v1/completions", { prompt: "a", structured_outputs: { regex: "a", whitespace_pattern: "x" } }, "structured_outputs.whitespace_pattern", "not supported"],
+      ["/v1/chat/completions", { messages: [{ role: "user", content: "a" }], response_format: { type: "json_schema", json_schema: { name: "x" } } }, "response_format.json_schema.schema", "is required"],
+      ["/v1/chat/completions", { messages: [{ role: "user", content: "a" }], response_format: { type: "yaml" } }, "response_format.type", "'yaml' is not supported"],
+      ["/v1/chat/completions", { messages: [{ role: "user", content: "a" }], response_format: { type: "json_schema", json_schema: { name: "x", schema: { type: "object", properties: { a: { type: "wat" } } } } } }, "response_format", "Unsupported type"],
+    ];
+    for (const [path, body, param, message] of cases) {
+      const res = await post(path, body);
+      const err = (await res.json() as any).error;
+      expect({ status: res.status, param: err.param }).toEqual({ status: 400, param });
+      expect(err.message).toContain(message);
+    }
+    expect((await post("/v1/completions", { prompt: "a", max_tokens: 2, guided_regex: "ok" })).status).toBe(200);
   });
 });
 

@@ -5,6 +5,7 @@ import type { TokenLogprobs } from "../engine/sampling-batch.ts";
 import { MAX_LOGPROBS } from "../engine/sampling-params.ts";
 import type { ChatMessage } from "../tokenizer/tokenizer.ts";
 import { ApiError } from "./errors.ts";
+import { structuredOutputsFrom } from "./structured-request.ts";
 import { hasNews } from "./completions.ts";
 import { collect, forEachOutput, nowSeconds, samplingParamsFrom, sseResponse, submit, usageOf } from "./generation.ts";
 import { ChatCompletionRequest } from "./protocol.ts";
@@ -86,7 +87,6 @@ export async function chatCompletions(c: Context, state: ServerState): Promise<R
   if (body.stream_options && !body.stream) throw new ApiError(400, "stream_options is only allowed with stream=true", "stream_options");
   if (body.top_logprobs != null && !body.logprobs) throw new ApiError(400, "top_logprobs requires logprobs=true", "top_logprobs");
   if (body.top_logprobs != null && (body.top_logprobs < 0 || body.top_logprobs > MAX_LOGPROBS)) throw new ApiError(400, `top_logprobs must be in [0, ${MAX_LOGPROBS}], got ${body.top_logprobs}`, "top_logprobs");
-  if (body.response_format && body.response_format.type !== "text") throw new ApiError(400, `response_format type '${body.response_format.type}' is not supported`, "response_format");
   const tc = body.tool_choice;
   if (tc !== undefined && tc !== null && tc !== "none" && tc !== "auto") throw new ApiError(400, "tool_choice other than 'none' or 'auto' is not supported", "tool_choice");
   if (tc === "auto" && state.toolCallParser === null) throw new ApiError(400, '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set', "tool_choice");
@@ -95,6 +95,7 @@ export async function chatCompletions(c: Context, state: ServerState): Promise<R
   const engine = state.engine();
   const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? null;
   const params = samplingParamsFrom(body, maxTokens, body.logprobs ? body.top_logprobs ?? 0 : null, null, engine.samplingDefaults);
+  params.structured_outputs = await structuredOutputsFrom(body);
   const id = `chatcmpl-${crypto.randomUUID().replaceAll("-", "")}`;
   const created = nowSeconds();
   const model = state.servedModelName;

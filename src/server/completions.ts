@@ -4,6 +4,7 @@ import type { TokenLogprobs } from "../engine/sampling-batch.ts";
 import type { CompletionOutput, RequestOutput } from "../engine/request.ts";
 import { MAX_LOGPROBS } from "../engine/sampling-params.ts";
 import { ApiError } from "./errors.ts";
+import { structuredOutputsFrom } from "./structured-request.ts";
 import { collect, forEachOutput, nowSeconds, samplingParamsFrom, sseResponse, submit, usageOf } from "./generation.ts";
 import { CompletionRequest } from "./protocol.ts";
 import type { ServerState } from "./state.ts";
@@ -64,6 +65,7 @@ export async function completions(c: Context, state: ServerState): Promise<Respo
   const echoLogprobs = body.echo === true && body.logprobs != null;
   const promptLogprobs = body.prompt_logprobs ?? (echoLogprobs ? body.logprobs! : null);
   const params = samplingParamsFrom(body, body.max_tokens === undefined ? 16 : body.max_tokens, body.logprobs ?? null, promptLogprobs, engine.samplingDefaults);
+  params.structured_outputs = await structuredOutputsFrom(body);
   /** A choice's logprobs object, preceded by the echoed prompt's when asked. */
   const logprobsFor = (r: RequestOutput, i: number, lps: TokenLogprobs[], ids: number[], offset: number, withPrompt: boolean) => {
     const own = completionLogprobs(state, lps, ids, offset);

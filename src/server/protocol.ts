@@ -1,5 +1,6 @@
 /** Request bodies of the OpenAI-compatible endpoints (zod). Unknown fields are accepted and ignored. */
 import { z } from "zod";
+import { structuredFields } from "./structured-request.ts";
 
 const int = () => z.number().int();
 const stop = z.union([z.string(), z.array(z.string())]).nullish();
@@ -26,6 +27,7 @@ const sampling = {
   stream: z.boolean().nullish(),
   stream_options: z.object({ include_usage: z.boolean().nullish(), continuous_usage_stats: z.boolean().nullish() }).nullish(),
   user: z.string().nullish(),
+  ...structuredFields,
 };
 
 const tokenIds = z.array(int().min(0, "token ids must be >= 0"));
@@ -60,7 +62,6 @@ export const ChatCompletionRequest = z.object({
   max_completion_tokens: int().nullish(),
   logprobs: z.boolean().nullish(),
   top_logprobs: int().nullish(),
-  response_format: z.object({ type: z.string() }).passthrough().nullish(),
   tools: z.array(z.unknown()).nullish(),
   tool_choice: z.unknown().optional(),
   add_generation_prompt: z.boolean().nullish(),
