@@ -219,7 +219,8 @@ describe("bad inputs get their status and an OpenAI error body; the server keeps
     ["chat: continue + generation prompt", "/v1/chat/completions", { messages: [{ role: "user", content: "x" }], continue_final_message: true, add_generation_prompt: true }, 400, "continue_final_message"],
     ["chat: content is a number", "/v1/chat/completions", { messages: [{ role: "user", content: 5 }] }, 400, null],
     ["chat: tool_choice auto without a tool parser", "/v1/chat/completions", { messages: [{ role: "user", content: "x" }], tools: [{ type: "function", function: { name: "f" } }], tool_choice: "auto" }, 400, "tool_choice"],
-    ["chat: tool_choice required", "/v1/chat/completions", { messages: [{ role: "user", content: "x" }], tools: [{ type: "function", function: { name: "f" } }], tool_choice: "required" }, 400, "tool_choice"],
+    ["chat: tool_choice names a function not among the tools", "/v1/chat/completions", { messages: [{ role: "user", content: "x" }], tools: [{ type: "function", function: { name: "f" } }], tool_choice: { type: "function", function: { name: "g" } } }, 400, "tool_choice"],
+    ["chat: tool_choice required without tools", "/v1/chat/completions", { messages: [{ role: "user", content: "x" }], tool_choice: "required" }, 400, "tool_choice"],
     ["chat: max_completion_tokens over the context", "/v1/chat/completions", { messages: [{ role: "user", content: "x" }], max_completion_tokens: 9999 }, 400, "max_tokens"],
     ["detokenize out of vocabulary", "/detokenize", { tokens: [999999] }, 400, "tokens"],
     ["tokenize without prompt", "/tokenize", { add_special_tokens: true }, 400, null],
@@ -292,6 +293,41 @@ describe("structured outputs (response_format, structured_outputs, guided_*)", (
     expect(obj.choices[0].message.content.trimStart().startsWith("{")).toBe(true);
     const legacy = await (await post("/v1/completions", { prompt: "a", max_tokens: 10, temperature: 0, guided_choice: ["only"] })).json() as any;
     expect(legacy.choices[0].text).toBe("only");
+  });
+
+  test("tool_choice 'required' and a named function force tool calls (the SDK's shapes, whole and streamed)", async () => {
+    const tools = [
+      { type: "function" as const, function: { name: "get_weather", parameters: { type: "object", properties: { city: { enum: ["Paris", "Oslo"] }, unit: { enum: ["C", "F"] } }, required: ["city", "unit"] } } },
+      { type: "function" as const, function: { name: "get_time", parameters: { type: "object", properties: { zone: { enum: ["UTC", "CET"] } }, required: ["zone"] } } },
+    ];
+    const messages = [{ role: "user" as const, content: "What now?" }];
+    const named = await client.chat.completions.create({ model: NAME, messages, tools, tool_choice: { type: "function", function: { name: "get_time" } }, max_tokens: 40, temperature: 0, structured_outputs: undefined } as never) as any;
+    const call = named.choices[0].message.tool_calls[0];
+    expect(call.function.name).toBe("get_time");
+    expect(["UTC", "CET"]).toContain(JSON.parse(call.function.arguments).zone);
+    expect(named.choices[0].finish_reason).toBe("stop");
+    expect(named.choices[0].message.content).toBeNull();
+    const required = await client.chat.completions.create({ model: NAME, messages, tools, tool_choice: "required", max_tokens: 200, temperature: 0 });
+    // A random-weight model may keep adding calls to the list until max_tokens: then the text is the list so far.
+    const r0 = required.choices[0]!;
+    if (r0.finish_reason === "length") expect(r0.message.content!.startsWith('[{"name": "get_')).toBe(true);
+    else {
+      expect(r0.finish_reason).toBe("tool_calls");
+      expect(r0.message.tool_calls!.length).toBeGreaterThan(0);
+      for (const c of r0.message.tool_calls as any[]) {
+        expect(["get_weather", "get_time"]).toContain(c.function.name);
+        expect(typeof JSON.parse(c.function.arguments)).toBe("object");
+      }
+    }
+    // Streamed: the same call, whole, in one chunk with the finish reason.
+    const stream = await client.chat.completions.create({ model: NAME, messages, tools, tool_choice: { type: "function", function: { name: "get_time" } }, max_tokens: 40, temperature: 0, stream: true });
+    const streamed: any[] = [];
+    for await (const chunk of stream) for (const ch of chunk.choices) if (ch.delta.tool_calls) streamed.push({ calls: ch.delta.tool_calls, finish: ch.finish_reason });
+    expect(streamed.length).toBe(1);
+    expect(streamed[0].calls[0].function).toEqual({ name: "get_time", arguments: call.function.arguments });
+    expect(streamed[0].finish).toBe("stop");
+    const both = await post("/v1/chat/completions", { messages, tools, tool_choice: "required", guided_regex: "a" });
+    expect(both.status).toBe(400);
   });
 
   test("bad constraints are 400s naming the field, before anything runs", async () => {

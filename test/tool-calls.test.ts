@@ -1,5 +1,6 @@
-import { expect, test } from "bun:test";
-import { parseToolCalls, ToolCallStream } from "../src/server/tool-calls.ts";
+import { describe, expect, test } from "bun:test";
+import { forcedToolChoice, forcedToolSchema, ForcedToolCallStream, parseToolCalls, ToolCallStream } from "../src/server/tool-calls.ts";
+import { loadXGrammar } from "../src/structured/xgrammar.ts";
 
 const TEXT = 'Let me check.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n<tool_call>\n{"name": "now", "arguments": {}}\n</tool_call>';
 
@@ -24,4 +25,47 @@ test("streaming: content before the call passes through, calls come whole at the
   }
   const plain = new ToolCallStream();
   expect(plain.push("a <tool") + plain.push("box> b") + plain.finish().content).toBe("a <toolbox> b");
+});
+
+describe("forced tool choice (tool_choice 'required' or a named function)", () => {
+  const tools = [
+    { type: "function", function: { name: "add", parameters: { type: "object", properties: { a: { type: "integer" }, b: { type: "integer" } }, required: ["a", "b"] } } },
+    { type: "function", function: { name: "now" } },
+  ];
+
+  test("the choice is checked against the tools", () => {
+    expect(forcedToolChoice(tools, "auto")).toBeNull();
+    expect(forcedToolChoice(undefined, "none")).toBeNull();
+    expect(forcedToolChoice(tools, "required")).toBe("required");
+    expect(forcedToolChoice(tools, { type: "function", function: { name: "now" } })).toEqual({ name: "now" });
+    expect(() => forcedToolChoice(tools, { type: "function", function: { name: "later" } })).toThrow("'later', which is not among the tools (add, now)");
+    expect(() => forcedToolChoice([], "required")).toThrow("needs tools");
+    expect(() => forcedToolChoice(tools, "always")).toThrow('tool_choice must be "none", "auto", "required"');
+  });
+
+  test("the schemas accept exactly the calls, and the output becomes OpenAI tool_calls", async () => {
+    const xg = await loadXGrammar();
+    const accepts = async (schema: Record<string, unknown>, text: string) => {
+      const g = await xg.Grammar.fromJSONSchema(JSON.stringify(schema), false, -1);
+      try { return await xg.Testings.isGrammarAcceptString(g, text); } finally { g.dispose(); }
+    };
+    const named = forcedToolSchema(tools, { name: "add" });
+    expect(await accepts(named, '{"a": 1, "b": 2}')).toBe(true);
+    expect(await accepts(named, '{"a": 1}')).toBe(false);
+    const required = forcedToolSchema(tools, "required");
+    expect(await accepts(required, '[{"name": "add", "parameters": {"a": 1, "b": 2}}, {"name": "now", "parameters": {}}]')).toBe(true);
+    expect(await accepts(required, "[]")).toBe(false);
+    expect(await accepts(required, '[{"name": "sub", "parameters": {}}]')).toBe(false);
+
+    const one = new ForcedToolCallStream({ name: "add" });
+    expect(one.push('{"a": 1, ') + one.push('"b": 2}')).toBe("");
+    const f1 = one.finish();
+    expect(f1.toolCalls.map((c) => c.function)).toEqual([{ name: "add", arguments: '{"a": 1, "b": 2}' }]);
+    const many = new ForcedToolCallStream("required");
+    many.push('[{"name": "add", "parameters": {"a": 1, "b": 2}}, {"name": "now", "parameters": {}}]');
+    expect(many.finish().toolCalls.map((c) => c.function)).toEqual([{ name: "add", arguments: '{"a":1,"b":2}' }, { name: "now", arguments: "{}" }]);
+    const cut = new ForcedToolCallStream("required");
+    cut.push('[{"name": "add", "param');
+    expect(cut.finish()).toEqual({ content: '[{"name": "add", "param', toolCalls: [] });
+  });
 });

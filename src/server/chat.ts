@@ -10,11 +10,11 @@ import { hasNews } from "./completions.ts";
 import { collect, forEachOutput, nowSeconds, samplingParamsFrom, sseResponse, submit, usageOf } from "./generation.ts";
 import { ChatCompletionRequest } from "./protocol.ts";
 import { ReasoningSplitter } from "./reasoning.ts";
-import { ToolCallStream, type ToolCall } from "./tool-calls.ts";
+import { forcedToolChoice, forcedToolSchema, ForcedToolCallStream, ToolCallStream, type ForcedToolChoice, type ToolCall } from "./tool-calls.ts";
 
 /** One choice's text on its way out: reasoning split off (--reasoning-parser), tool calls parsed (--tool-call-parser). */
 class ChoiceShaper {
-  constructor(private readonly reasoning: ReasoningSplitter | null, private readonly tools: ToolCallStream | null) {}
+  constructor(private readonly reasoning: ReasoningSplitter | null, private readonly tools: ToolCallStream | ForcedToolCallStream | null) {}
 
   push(delta: string, final: boolean): { reasoning: string; content: string; toolCalls: ToolCall[] } {
     const d = this.reasoning ? this.reasoning.push(delta) : { reasoning: "", content: delta };
@@ -88,7 +88,12 @@ export async function chatCompletions(c: Context, state: ServerState): Promise<R
   if (body.top_logprobs != null && !body.logprobs) throw new ApiError(400, "top_logprobs requires logprobs=true", "top_logprobs");
   if (body.top_logprobs != null && (body.top_logprobs < 0 || body.top_logprobs > MAX_LOGPROBS)) throw new ApiError(400, `top_logprobs must be in [0, ${MAX_LOGPROBS}], got ${body.top_logprobs}`, "top_logprobs");
   const tc = body.tool_choice;
-  if (tc !== undefined && tc !== null && tc !== "none" && tc !== "auto") throw new ApiError(400, "tool_choice other than 'none' or 'auto' is not supported", "tool_choice");
+  let forced: ForcedToolChoice | null;
+  try {
+    forced = forcedToolChoice(body.tools, tc);
+  } catch (e) {
+    throw new ApiError(400, (e as Error).message, "tool_choice");
+  }
   if (tc === "auto" && state.toolCallParser === null) throw new ApiError(400, '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set', "tool_choice");
   const { text, ids } = chatPromptIds(state, body);
   if (ids.length === 0) throw new ApiError(400, "the rendered prompt is empty", "messages");
@@ -96,6 +101,12 @@ export async function chatCompletions(c: Context, state: ServerState): Promise<R
   const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? null;
   const params = samplingParamsFrom(body, maxTokens, body.logprobs ? body.top_logprobs ?? 0 : null, null, engine.samplingDefaults);
   params.structured_outputs = await structuredOutputsFrom(body);
+  if (forced) {
+    // As vLLM: the call is forced by a JSON schema (the function's arguments, or a list of calls).
+    if (params.structured_outputs) throw new ApiError(400, "tool_choice 'required' or a named function cannot be combined with another structured-output constraint", "tool_choice");
+    // Compact JSON: arguments are read by programs, and a weak model cannot pad them with whitespace until max_tokens.
+    params.structured_outputs = await structuredOutputsFrom({ structured_outputs: { json: forcedToolSchema(body.tools!, forced), disable_any_whitespace: true } }, "tools");
+  }
   const id = `chatcmpl-${crypto.randomUUID().replaceAll("-", "")}`;
   const created = nowSeconds();
   const model = state.servedModelName;
@@ -104,7 +115,11 @@ export async function chatCompletions(c: Context, state: ServerState): Promise<R
 
   const reasoningParser = state.reasoningParser;
   const parseTools = state.toolCallParser !== null && (body.tools?.length ?? 0) > 0 && tc !== "none";
-  const shaper = () => new ChoiceShaper(reasoningParser ? new ReasoningSplitter(reasoningParser) : null, parseTools ? new ToolCallStream() : null);
+  // A forced call starts at the first token (the grammar leaves no room for reasoning); a named one finishes with "stop", as OpenAI.
+  const shaper = () => forced
+    ? new ChoiceShaper(null, new ForcedToolCallStream(forced))
+    : new ChoiceShaper(reasoningParser ? new ReasoningSplitter(reasoningParser) : null, parseTools ? new ToolCallStream() : null);
+  const calledReason = forced && forced !== "required" ? "stop" : "tool_calls";
 
   if (!body.stream) {
     const finals = await collect(submitted);
@@ -120,7 +135,7 @@ export async function chatCompletions(c: Context, state: ServerState): Promise<R
           tool_calls: r.toolCalls,
         },
         logprobs: body.logprobs ? chatLogprobs(state, o.logprobs!, o.tokenIds) : null,
-        finish_reason: called ? "tool_calls" : o.finishReason,
+        finish_reason: called && o.finishReason !== "length" ? calledReason : o.finishReason,
         stop_reason: o.stopReason,
       };
     });
@@ -148,7 +163,7 @@ export async function chatCompletions(c: Context, state: ServerState): Promise<R
         const logprobs = body.logprobs ? chatLogprobs(state, o.logprobsDelta!, o.tokenIdsDelta) : null;
         if (d.toolCalls.length > 0) {
           if (Object.keys(delta).length > 0) chunk({ index: o.index, delta, logprobs, finish_reason: null });
-          chunk({ index: o.index, delta: { tool_calls: d.toolCalls.map((t, k) => ({ index: k, ...t })) }, logprobs: null, finish_reason: "tool_calls", stop_reason: o.stopReason });
+          chunk({ index: o.index, delta: { tool_calls: d.toolCalls.map((t, k) => ({ index: k, ...t })) }, logprobs: null, finish_reason: o.finishReason === "length" ? "length" : calledReason, stop_reason: o.stopReason });
           continue;
         }
         chunk({ index: o.index, delta, logprobs, finish_reason: o.finishReason, stop_reason: o.stopReason });

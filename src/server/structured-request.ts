@@ -39,7 +39,7 @@ const checked = new Set<string>();
 const CHECKED_MAX = 256;
 
 /** The request's constraint, checked; null when it has none. Throws ApiError 400 naming the field. */
-export async function structuredOutputsFrom(b: StructuredFields): Promise<StructuredOutputs | null> {
+export async function structuredOutputsFrom(b: StructuredFields, reportAs?: string): Promise<StructuredOutputs | null> {
   const given: { field: string; init: StructuredOutputsInit }[] = [];
   // structured_outputs with options only (e.g. disable_any_whitespace) applies them to the other spelling's constraint.
   const so = b.structured_outputs as StructuredOutputsInit | null | undefined;
@@ -58,7 +58,8 @@ export async function structuredOutputsFrom(b: StructuredFields): Promise<Struct
     return null;
   }
   if (given.length > 1) throw new ApiError(400, `give one structured-output constraint, got ${given.map((g) => g.field).join(" and ")}`, given[1]!.field);
-  const { field, init } = given[0]!;
+  const { init } = given[0]!;
+  const field = reportAs ?? given[0]!.field;
   let s: StructuredOutputs;
   try {
     s = normalizeStructuredOutputs(init, field);
