@@ -63,6 +63,20 @@ test("TP = 2 with chunked prefill (steps without logits) and preemption equals T
   expect(two.engine.scheduler.numPreemptions).toBeGreaterThan(0);
 }, 60_000);
 
+test("structured outputs with TP = 2 (masks on rank 0's gathered logits) equal TP = 1", async () => {
+  const model = tinyModel({ arch: "qwen2", seed: 4, vocabSize: 1001 });
+  const params = [
+    { temperature: 0, max_tokens: 24, structured_outputs: { regex: "[a-z]{2,5}( [a-z]{2,5})+\\." } },
+    { temperature: 0.8, seed: 2, max_tokens: 24, structured_outputs: { choice: ["north", "south", "east west"] } },
+    { temperature: 0, max_tokens: 24, structured_outputs: { json: { type: "object", properties: { ok: { type: "boolean" } }, required: ["ok"] }, disable_any_whitespace: true } },
+  ];
+  const run = async (tp: number) => (await make(model, tp).generateAsync(prompts, params, { useTqdm: false })).map((o) => o.outputs[0]!.text);
+  const one = await run(1);
+  expect(await run(2)).toEqual(one);
+  expect(["north", "south", "east west"]).toContain(one[1]!);
+  expect(JSON.parse(one[2]!)).toHaveProperty("ok");
+}, 60_000);
+
 test("sharded weight shapes", () => {
   const llm = make(tinyModel(FAST_MODEL), 2);
   // hidden 32, 4 heads × 8, 2 KV heads, intermediate 64, vocab 512 → per rank: 2 q heads, 1 KV head.
