@@ -92,6 +92,16 @@ test("--reasoning-parser and tool-call parsing: answers carry reasoning_content 
     const withTools: any = await (await post({ ...body, tools, tool_choice: "auto" })).json();
     expect(withTools.choices[0].message.tool_calls).toEqual([]);
     expect(withTools.choices[0].finish_reason).toBe("length");
+    // Structured outputs apply after the reasoning block: lifting <think> (151667) then </think> (151668) makes
+    // the model open and close one, and the answer after it is still one of the choices.
+    const guided = async (extra: object) => (await (await post({ ...body, max_tokens: 12, guided_choice: ["yes", "no"], ...extra })).json()) as any;
+    const reasoned = await guided({ logit_bias: { 151667: 30, 151668: 60 }, logprobs: true });
+    expect(reasoned.choices[0].logprobs.content.slice(0, 2).map((t: any) => t.token)).toEqual(["<think>", "</think>"]);
+    expect(["yes", "no"]).toContain(reasoned.choices[0].message.content);
+    expect(reasoned.choices[0].finish_reason).toBe("stop");
+    const direct = await guided({});
+    expect(["yes", "no"]).toContain(direct.choices[0].message.content);
+    expect(direct.choices[0].message.reasoning_content).toBeNull();
   } finally {
     expect(await s.stop()).toBe(0);
   }

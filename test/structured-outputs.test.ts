@@ -14,6 +14,7 @@ import { SamplingParams, SamplingParamsError, type SamplingParamsInit } from "..
 import { QWEN3_TOKENIZER_FILES } from "../src/model/tiny-model.ts";
 import { grammarVocab } from "../src/structured/grammar-vocab.ts";
 import { choiceGrammar, normalizeStructuredOutputs } from "../src/structured/structured-outputs.ts";
+import { StructuredOutputManager } from "../src/structured/structured-output-manager.ts";
 import { buildGrammar, GrammarError, loadXGrammar } from "../src/structured/xgrammar.ts";
 import { FAST_MODEL, SERVER_MODEL, STORIES_DIR, tinyModel } from "./helpers.ts";
 
@@ -204,7 +205,7 @@ describe("the engine under grammars (CPU)", () => {
     expect(rejected.map((r) => r.requestId)).toEqual(["bad"]);
     expect(rejected[0]!.message).toContain('Unsupported type "nope"');
     const late = e.scheduler.running.concat(e.scheduler.waiting).find((s) => s.requestId === "late")!;
-    expect(late.grammar?.mask).toBeInstanceOf(Int32Array);
+    expect(late.grammar?.nextMask()).toBeInstanceOf(Int32Array);
     e.step();
     // The next mask is made by prepare(): a step without it is refused, not run unmasked.
     expect(() => e.step()).toThrow("await prepare()");
@@ -221,6 +222,61 @@ describe("the engine under grammars (CPU)", () => {
     // generate() refuses constraints (their grammars compile asynchronously); generateAsync reports bad ones.
     expect(() => llm.generate([[1, 2]], { structured_outputs: { choice: ["x"] } })).toThrow("generateAsync");
     expect(llm.generateAsync([[1, 2]], { structured_outputs: { regex: "(" } })).rejects.toThrow("generateAsync:");
+    llm.close();
+  });
+});
+
+describe("a reasoning block before the constrained answer (--reasoning-parser)", () => {
+  const allows = (m: Int32Array | null, t: number) => m === null || ((m[t >> 5]! >>> (t & 31)) & 1) === 1;
+  const [OPEN, CLOSE, A, B] = [300, 301, 64, 65]; // stand-ins for <think>, </think>; "a" and "b" in the Qwen3 vocabulary
+
+  test("the first token may open the block (or start the answer); inside it anything goes; after its end, the grammar", async () => {
+    const manager = new StructuredOutputManager(fastModel, 512, () => [], () => {});
+    const spec = normalizeStructuredOutputs({ regex: "ab", after_reasoning: { start_token_id: OPEN, end_token_id: CLOSE } });
+    const g = await manager.matcher(spec);
+    await g.refresh();
+    let m = g.nextMask();
+    expect([allows(m, OPEN), allows(m, A), allows(m, B), allows(m, CLOSE)]).toEqual([true, true, false, false]);
+    expect(g.accept(OPEN)).toBe("unchanged");
+    expect(g.nextMask()).toBeNull();
+    expect([g.accept(B), g.accept(OPEN), g.accept(7)]).toEqual(["unchanged", "unchanged", "unchanged"]);
+    expect(g.accept(CLOSE)).toBe("unchanged");
+    m = g.nextMask();
+    expect([allows(m, OPEN), allows(m, A), allows(m, B), allows(m, CLOSE)]).toEqual([false, true, false, false]);
+    expect(g.accept(A)).toBe("advanced");
+    expect(() => g.nextMask()).toThrow("LLMEngine.prepare");
+    await g.refresh();
+    expect(allows(g.nextMask(), B)).toBe(true);
+    expect(g.accept(A)).toBe("rejected");
+    g.dispose();
+    // Answering at once: the first token starts the grammar, and the block can no longer open.
+    const h = await manager.matcher(spec);
+    await h.refresh();
+    expect(h.accept(A)).toBe("advanced");
+    await h.refresh();
+    expect(allows(h.nextMask(), OPEN)).toBe(false);
+    h.dispose();
+    // DeepSeek-R1 style: the output begins inside the block.
+    const r1 = await manager.matcher(normalizeStructuredOutputs({ regex: "ab", after_reasoning: { start_token_id: null, end_token_id: CLOSE } }));
+    await r1.refresh();
+    expect(r1.nextMask()).toBeNull();
+    expect(r1.accept(CLOSE)).toBe("unchanged");
+    expect(allows(r1.nextMask(), A) && !allows(r1.nextMask(), B)).toBe(true);
+    r1.dispose();
+  });
+
+  test("in the engine: free tokens until the block's end token, then the grammar's", async () => {
+    const llm = make();
+    const lift = { [CLOSE]: 100 }; // the model ends its "reasoning" at once
+    const params = (after: boolean): SamplingParamsInit => ({
+      temperature: 0, max_tokens: 12, logit_bias: lift,
+      structured_outputs: { choice: ["yes", "no"], ...(after ? { after_reasoning: { start_token_id: null, end_token_id: CLOSE } } : {}) },
+    });
+    const [withBlock, without] = await llm.generateAsync([prompts[0]!, prompts[0]!], [params(true), params(false)], { useTqdm: false });
+    const closeText = llm.tokenizer.decode([CLOSE]);
+    expect(withBlock!.outputs[0]!.tokenIds[0]).toBe(CLOSE);
+    expect(["yes", "no"].map((c) => closeText + c)).toContain(withBlock!.outputs[0]!.text);
+    expect(["yes", "no"]).toContain(without!.outputs[0]!.text);
     llm.close();
   });
 });

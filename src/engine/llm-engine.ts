@@ -429,10 +429,9 @@ export class LLMEngine {
    * ends the sequence ("abort"); returns false then.
    */
   private acceptUnderGrammar(req: Request, seq: Sequence, token: number): boolean {
-    if (seq.grammar!.accept(token)) {
-      this.grammarStale.add(seq);
-      return true;
-    }
+    const step = seq.grammar!.accept(token);
+    if (step === "advanced") this.grammarStale.add(seq);
+    if (step !== "rejected") return true;
     this.log(`request ${req.requestId}: sampled token ${token} is outside its grammar (no token was allowed); the sequence ends`);
     this.finishSeq(seq, "abort", null, req);
     return false;

@@ -36,8 +36,7 @@ export class Sampler {
         : null;
       b.logitBias[r] = p.logit_bias;
       b.banned[r] = numOutputs < p.min_tokens ? [...(p.ignore_eos ? [] : this.eosTokenIds), ...p.stop_token_ids] : null;
-      if (seq.grammar && !seq.grammar.mask) throw new Error(`sequence ${seq.seqId} samples under a grammar whose mask was not made (LLMEngine.prepare)`);
-      b.allowedTokens[r] = seq.grammar ? seq.grammar.mask : null;
+      b.allowedTokens[r] = seq.grammar ? seq.grammar.nextMask() : null;
       r++;
     }
     return b;

@@ -2,18 +2,18 @@
 import type { Context } from "hono";
 import type { RequestOutput } from "../engine/request.ts";
 import type { TokenLogprobs } from "../engine/sampling-batch.ts";
-import { MAX_LOGPROBS } from "../engine/sampling-params.ts";
+import { MAX_LOGPROBS, type SamplingParams } from "../engine/sampling-params.ts";
 import type { ChatMessage } from "../tokenizer/tokenizer.ts";
 import { ApiError } from "./errors.ts";
 import { structuredOutputsFrom } from "./structured-request.ts";
 import { hasNews } from "./completions.ts";
 import { collect, forEachOutput, nowSeconds, samplingParamsFrom, sseResponse, submit, usageOf } from "./generation.ts";
 import { ChatCompletionRequest } from "./protocol.ts";
-import { ReasoningSplitter } from "./reasoning.ts";
+import { reasoningBoundary, ReasoningSplitter } from "./reasoning.ts";
 import { forcedToolChoice, forcedToolSchema, ForcedToolCallStream, ToolCallStream, type ForcedToolChoice, type ToolCall } from "./tool-calls.ts";
 
 /** One choice's text on its way out: reasoning split off (--reasoning-parser), tool calls parsed (--tool-call-parser). */
-class ChoiceShaper {
+export class ChoiceShaper {
   constructor(private readonly reasoning: ReasoningSplitter | null, private readonly tools: ToolCallStream | ForcedToolCallStream | null) {}
 
   push(delta: string, final: boolean): { reasoning: string; content: string; toolCalls: ToolCall[] } {
@@ -81,12 +81,22 @@ function chatLogprobs(state: ServerState, lps: TokenLogprobs[], ids: number[]) {
   return { content: lps.map((lp, i) => ({ ...entry(ids[i]!, lp.logprob), top_logprobs: lp.top.map((t) => entry(t.tokenId, t.logprob)) })) };
 }
 
-export async function chatCompletions(c: Context, state: ServerState): Promise<Response> {
-  const body = ChatCompletionRequest.parse(await state.readJson(c));
-  state.checkModel(body.model);
-  if (body.stream_options && !body.stream) throw new ApiError(400, "stream_options is only allowed with stream=true", "stream_options");
-  if (body.top_logprobs != null && !body.logprobs) throw new ApiError(400, "top_logprobs requires logprobs=true", "top_logprobs");
-  if (body.top_logprobs != null && (body.top_logprobs < 0 || body.top_logprobs > MAX_LOGPROBS)) throw new ApiError(400, `top_logprobs must be in [0, ${MAX_LOGPROBS}], got ${body.top_logprobs}`, "top_logprobs");
+/** A chat request made ready for the engine: its prompt, sampling parameters, and how its outputs are shaped. */
+export interface PreparedChat {
+  text: string;
+  ids: number[];
+  params: SamplingParams;
+  /** A fresh splitter of one choice's text into reasoning, content and tool calls. */
+  shaper: () => ChoiceShaper;
+  /** The finish reason of a choice that called tools (a named tool choice: "stop", as OpenAI). */
+  calledReason: "stop" | "tool_calls";
+}
+
+/**
+ * What chat completions and responses share: the chat template, tool choice (auto needs a parser; required or a
+ * named function is forced by a JSON schema), structured outputs, and reasoning (a constraint applies after it).
+ */
+export async function prepareChat(state: ServerState, body: ChatCompletionRequest): Promise<PreparedChat> {
   const tc = body.tool_choice;
   let forced: ForcedToolChoice | null;
   try {
@@ -107,19 +117,33 @@ export async function chatCompletions(c: Context, state: ServerState): Promise<R
     // Compact JSON: arguments are read by programs, and a weak model cannot pad them with whitespace until max_tokens.
     params.structured_outputs = await structuredOutputsFrom({ structured_outputs: { json: forcedToolSchema(body.tools!, forced), disable_any_whitespace: true } }, "tools");
   }
+  const reasoningParser = state.reasoningParser;
+  if (params.structured_outputs && reasoningParser) {
+    // The answer after the reasoning block is constrained; the block itself is free (vLLM's behaviour).
+    const boundary = reasoningBoundary(reasoningParser, (t) => engine.tokenizer.encode(t, false));
+    if (boundary) params.structured_outputs.after_reasoning = boundary;
+  }
+  const parseTools = state.toolCallParser !== null && (body.tools?.length ?? 0) > 0 && tc !== "none";
+  // A forced call is the whole answer (after any reasoning).
+  const shaper = () => new ChoiceShaper(reasoningParser ? new ReasoningSplitter(reasoningParser) : null,
+    forced ? new ForcedToolCallStream(forced) : parseTools ? new ToolCallStream() : null);
+  return { text, ids, params, shaper, calledReason: forced && forced !== "required" ? "stop" : "tool_calls" };
+}
+
+export async function chatCompletions(c: Context, state: ServerState): Promise<Response> {
+  const body = ChatCompletionRequest.parse(await state.readJson(c));
+  state.checkModel(body.model);
+  if (body.stream_options && !body.stream) throw new ApiError(400, "stream_options is only allowed with stream=true", "stream_options");
+  if (body.top_logprobs != null && !body.logprobs) throw new ApiError(400, "top_logprobs requires logprobs=true", "top_logprobs");
+  if (body.top_logprobs != null && (body.top_logprobs < 0 || body.top_logprobs > MAX_LOGPROBS)) throw new ApiError(400, `top_logprobs must be in [0, ${MAX_LOGPROBS}], got ${body.top_logprobs}`, "top_logprobs");
+  const { text, ids, params, shaper, calledReason } = await prepareChat(state, body);
+  const engine = state.engine();
   const id = `chatcmpl-${crypto.randomUUID().replaceAll("-", "")}`;
   const created = nowSeconds();
   const model = state.servedModelName;
   state.logRequest(id, [text], params.toInit());
   const submitted = submit(engine, id, [ids], params, c.req.raw.signal);
-
   const reasoningParser = state.reasoningParser;
-  const parseTools = state.toolCallParser !== null && (body.tools?.length ?? 0) > 0 && tc !== "none";
-  // A forced call starts at the first token (the grammar leaves no room for reasoning); a named one finishes with "stop", as OpenAI.
-  const shaper = () => forced
-    ? new ChoiceShaper(null, new ForcedToolCallStream(forced))
-    : new ChoiceShaper(reasoningParser ? new ReasoningSplitter(reasoningParser) : null, parseTools ? new ToolCallStream() : null);
-  const calledReason = forced && forced !== "required" ? "stop" : "tool_calls";
 
   if (!body.stream) {
     const finals = await collect(submitted);

@@ -4,6 +4,8 @@
  *   qwen3        reasoning only when the output starts with <think> (enable_thinking=false outputs have none)
  *   deepseek_r1  the output starts inside the reasoning (the prompt opened it); a leading <think> is skipped
  */
+import type { AfterReasoning } from "../structured/structured-outputs.ts";
+
 export const REASONING_PARSERS = ["qwen3", "deepseek_r1"] as const;
 export type ReasoningParserName = (typeof REASONING_PARSERS)[number];
 
@@ -69,4 +71,15 @@ export function splitReasoning(text: string, parser: ReasoningParserName): { rea
   const reasoning = a.reasoning + b.reasoning, content = a.content + b.content;
   const hadReasoning = parser === "deepseek_r1" || text.startsWith(OPEN);
   return { reasoning: hadReasoning ? reasoning : null, content };
+}
+
+/**
+ * Structured outputs under a reasoning parser (as vLLM): the grammar applies after the reasoning block. Its
+ * delimiters as token ids — qwen3: the output may open it with <think>; deepseek_r1: the output begins in
+ * it. null when the tokenizer does not spell <think> and </think> as single tokens (no block to skip then).
+ */
+export function reasoningBoundary(parser: ReasoningParserName, encode: (text: string) => number[]): AfterReasoning | null {
+  const open = encode(OPEN), close = encode(CLOSE);
+  if (open.length !== 1 || close.length !== 1) return null;
+  return { start_token_id: parser === "qwen3" ? open[0]! : null, end_token_id: close[0]! };
 }

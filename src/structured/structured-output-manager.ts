@@ -9,42 +9,80 @@
  */
 import type { CompiledGrammar, GrammarCompiler, GrammarMatcher } from "@mlc-ai/web-xgrammar";
 import { loadGrammarVocab } from "./grammar-vocab.ts";
-import { describeStructuredOutputs, type StructuredOutputs } from "./structured-outputs.ts";
+import { describeStructuredOutputs, type AfterReasoning, type StructuredOutputs } from "./structured-outputs.ts";
 import { buildGrammar, constraintField, loadXGrammar, withLibraryErrors } from "./xgrammar.ts";
 
 /** Compiled grammars kept for reuse (by constraint); the least recently used beyond this are dropped. */
 const CACHE_SIZE = 64;
 
-/** One sequence's place in its grammar. */
+/** What a sampled token did to a sequence's grammar. */
+export type GrammarStep = "advanced" | "unchanged" | "rejected";
+
+/**
+ * One sequence's place in its grammar. With `afterReasoning`, a reasoning block may come first, unconstrained:
+ * when its start token is given, the first token may open it (or begin the grammar's output); without one,
+ * the output begins inside it (the prompt opened it). The grammar applies from the token after its end.
+ */
 export class SequenceGrammar {
-  /** Bit t of word t >> 5 set: token t may come next. null: not computed since the last token (see refresh). */
-  mask: Int32Array | null = null;
+  /** The matcher's mask for its next token (bit t & 31 of word t >> 5 set: t allowed); null until refresh(). */
+  private matcherMask: Int32Array | null = null;
+  /** The first token's mask when it may also open the reasoning block. */
+  private openingMask: Int32Array | null = null;
+  private phase: "start" | "reasoning" | "grammar";
   private disposed = false;
 
-  constructor(private readonly matcher: GrammarMatcher) {}
-
-  /** Computes the mask for the next token. */
-  async refresh(): Promise<void> {
-    if (this.disposed) return;
-    this.mask = await this.matcher.getNextTokenBitmask();
+  constructor(private readonly matcher: GrammarMatcher, private readonly afterReasoning: AfterReasoning | null = null) {
+    this.phase = !afterReasoning ? "grammar" : afterReasoning.start_token_id === null ? "reasoning" : "start";
   }
 
-  /** Takes a sampled token; false if the grammar does not allow it (the matcher is unchanged then). */
-  accept(token: number): boolean {
-    this.mask = null;
-    return this.matcher.acceptToken(token);
+  /** Computes the matcher's mask for its next token. */
+  async refresh(): Promise<void> {
+    if (this.disposed) return;
+    const mask = await this.matcher.getNextTokenBitmask();
+    this.matcherMask = mask;
+    const open = this.afterReasoning?.start_token_id;
+    if (this.phase === "start" && open != null) {
+      this.openingMask = mask.slice();
+      this.openingMask[open >> 5]! |= 1 << (open & 31);
+    }
+  }
+
+  /** The tokens allowed next: null = any (inside the reasoning block). Throws if refresh() is due. */
+  nextMask(): Int32Array | null {
+    if (this.phase === "reasoning") return null;
+    const mask = this.phase === "start" ? this.openingMask : this.matcherMask;
+    if (!mask) throw new Error("the grammar's next mask was not made (LLMEngine.prepare)");
+    return mask;
+  }
+
+  /** Takes a sampled token. "advanced": the matcher moved (refresh() is due); "rejected": the grammar refuses it. */
+  accept(token: number): GrammarStep {
+    if (this.phase === "reasoning") {
+      if (token === this.afterReasoning!.end_token_id) this.phase = "grammar";
+      return "unchanged";
+    }
+    if (this.phase === "start") {
+      this.openingMask = null;
+      this.phase = "grammar";
+      if (token === this.afterReasoning!.start_token_id) {
+        this.phase = "reasoning";
+        return "unchanged";
+      }
+    }
+    this.matcherMask = null;
+    return this.matcher.acceptToken(token) ? "advanced" : "rejected";
   }
 
   /** The grammar is complete and its stop token taken: nothing may follow. */
   get isTerminated(): boolean {
-    return this.matcher.isTerminated();
+    return this.phase === "grammar" && this.matcher.isTerminated();
   }
 
   /** Frees the matcher's WebAssembly memory (sequences call this when they finish). */
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
-    this.mask = null;
+    this.matcherMask = this.openingMask = null;
     this.matcher.dispose();
   }
 }
@@ -68,11 +106,13 @@ export class StructuredOutputManager {
   async matcher(s: StructuredOutputs): Promise<SequenceGrammar> {
     const compiled = await this.compile(s);
     const xg = await loadXGrammar();
-    return new SequenceGrammar(await withLibraryErrors(constraintField(s), () => xg.GrammarMatcher.createGrammarMatcher(compiled, undefined, this.noStopToken)));
+    const matcher = await withLibraryErrors(constraintField(s), () => xg.GrammarMatcher.createGrammarMatcher(compiled, undefined, this.noStopToken));
+    return new SequenceGrammar(matcher, s.after_reasoning ?? null);
   }
 
   private compile(s: StructuredOutputs): Promise<CompiledGrammar> {
-    const key = JSON.stringify(s);
+    const { after_reasoning: _, ...constraint } = s;
+    const key = JSON.stringify(constraint);
     const hit = this.cache.get(key);
     if (hit) {
       this.cache.delete(key); // most recently used last

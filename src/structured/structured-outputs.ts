@@ -18,16 +18,29 @@ export interface StructuredOutputsInit {
   disable_additional_properties?: boolean | null;
   whitespace_pattern?: string | null;
   disable_fallback?: boolean | null;
+  /** vbun: the grammar applies after a reasoning block (the server sets this with --reasoning-parser). */
+  after_reasoning?: AfterReasoning | null;
+}
+
+/**
+ * A reasoning block before the constrained output, delimited by single tokens (<think> … </think>):
+ * start_token_id null means the output begins inside it (the prompt opened it, as DeepSeek-R1's does);
+ * otherwise the first token may open it, or begin the constrained output.
+ */
+export interface AfterReasoning {
+  start_token_id: number | null;
+  end_token_id: number;
 }
 
 /** Normalised: exactly one constraint, JSON given as text; plain data (crosses to the engine worker). */
-export type StructuredOutputs =
+export type StructuredOutputs = (
   | { json: string; disable_any_whitespace: boolean }
   | { json_object: true; disable_any_whitespace: boolean }
   | { regex: string }
   | { choice: string[] }
   | { grammar: string }
-  | { structural_tag: string };
+  | { structural_tag: string }
+) & { after_reasoning?: AfterReasoning };
 
 export class StructuredOutputsError extends Error {
   constructor(readonly field: string, message: string) {
@@ -37,7 +50,7 @@ export class StructuredOutputsError extends Error {
 }
 
 const KINDS = ["json", "regex", "choice", "grammar", "json_object", "structural_tag"] as const;
-const FLAGS = ["disable_any_whitespace", "disable_additional_properties", "whitespace_pattern", "disable_fallback"];
+const FLAGS = ["disable_any_whitespace", "disable_additional_properties", "whitespace_pattern", "disable_fallback", "after_reasoning"];
 
 /** Checks and normalises `init` (field: the request field it came from, for errors). */
 export function normalizeStructuredOutputs(init: StructuredOutputsInit, field = "structured_outputs"): StructuredOutputs {
@@ -56,7 +69,18 @@ export function normalizeStructuredOutputs(init: StructuredOutputsInit, field = 
     if (init[f] != null && typeof init[f] !== "boolean") throw new StructuredOutputsError(`${field}.${f}`, "must be a boolean");
   }
   const compact = init.disable_any_whitespace === true;
-  const kind = given[0]!;
+  const after = init.after_reasoning == null ? {} : { after_reasoning: afterReasoning(init.after_reasoning, `${field}.after_reasoning`) };
+  return { ...constraint(init, given[0]!, field, compact), ...after };
+}
+
+function afterReasoning(a: AfterReasoning, field: string): AfterReasoning {
+  const id = (v: unknown) => typeof v === "number" && Number.isInteger(v) && v >= 0;
+  if (typeof a !== "object" || !id(a.end_token_id) || !(a.start_token_id === null || id(a.start_token_id)))
+    throw new StructuredOutputsError(field, "must be {start_token_id: a token id or null, end_token_id: a token id}");
+  return { start_token_id: a.start_token_id, end_token_id: a.end_token_id };
+}
+
+function constraint(init: StructuredOutputsInit, kind: (typeof KINDS)[number], field: string, compact: boolean): StructuredOutputs {
   const at = `${field}.${kind}`;
   switch (kind) {
     case "json": {

@@ -67,7 +67,7 @@ export function withLibraryErrors<R>(field: string, f: () => Promise<R>): Promis
 
 /** The request field a constraint came from, for errors. */
 export function constraintField(s: StructuredOutputs): string {
-  return `structured_outputs.${Object.keys(s).find((k) => k !== "disable_any_whitespace")}`;
+  return `structured_outputs.${Object.keys(s).find((k) => k !== "disable_any_whitespace" && k !== "after_reasoning")}`;
 }
 
 /**
