@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { ReasoningSplitter, splitReasoning } from "../src/server/reasoning.ts";
+import { OutputItems } from "../src/server/responses.ts";
 
 describe("reasoning parser", () => {
   test("qwen3: a leading think block becomes reasoning_content", () => {
@@ -29,4 +30,29 @@ describe("reasoning parser", () => {
       }
     }
   });
+});
+
+test("responses: a reasoning item, then the message, then function calls, with their events in order", () => {
+  const events: Record<string, unknown>[] = [];
+  const items = new OutputItems((e) => events.push(e));
+  items.addReasoning("let me ");
+  items.addReasoning("think");
+  items.addText("The answer");
+  items.addText(" is 4.");
+  items.finish([{ id: "call_9", type: "function", function: { name: "f", arguments: "{}" } }]);
+  expect(items.items.map((i) => [i.type, i.status])).toEqual([["reasoning", "completed"], ["message", "completed"], ["function_call", "completed"]]);
+  expect((items.items[0]!.content as { text: string }[])[0]!.text).toBe("let me think");
+  expect((items.items[1]!.content as { text: string }[])[0]!.text).toBe("The answer is 4.");
+  expect(items.items[2]).toMatchObject({ call_id: "call_9", name: "f", arguments: "{}" });
+  expect(events.map((e) => `${e.type}@${e.output_index}`)).toEqual([
+    "response.output_item.added@0", "response.content_part.added@0", "response.reasoning_text.delta@0", "response.reasoning_text.delta@0",
+    "response.reasoning_text.done@0", "response.content_part.done@0", "response.output_item.done@0",
+    "response.output_item.added@1", "response.content_part.added@1", "response.output_text.delta@1", "response.output_text.delta@1",
+    "response.output_text.done@1", "response.content_part.done@1", "response.output_item.done@1",
+    "response.output_item.added@2", "response.function_call_arguments.delta@2", "response.function_call_arguments.done@2", "response.output_item.done@2",
+  ]);
+  // Only calls: no empty message item.
+  const callsOnly = new OutputItems(() => {});
+  callsOnly.finish([{ id: "c", type: "function", function: { name: "g", arguments: "{}" } }]);
+  expect(callsOnly.items.map((i) => i.type)).toEqual(["function_call"]);
 });

@@ -353,6 +353,70 @@ describe("structured outputs (response_format, structured_outputs, guided_*)", (
   });
 });
 
+describe("responses (OpenAI's Responses API)", () => {
+  test("text input through the SDK, whole and streamed: the same text; usage; max_output_tokens makes it incomplete", async () => {
+    const whole = await client.responses.create({ model: NAME, input: "Hello there", instructions: "Answer briefly.", max_output_tokens: 6, temperature: 0 });
+    expect(whole.object).toBe("response");
+    expect(whole.status).toBe("incomplete");
+    expect(whole.incomplete_details).toEqual({ reason: "max_output_tokens" });
+    expect(whole.output.map((o) => o.type)).toEqual(["message"]);
+    expect(whole.output_text.length).toBeGreaterThan(0);
+    expect(whole.usage!.output_tokens).toBe(6);
+    const bare = await client.responses.create({ model: NAME, input: "Hello there", max_output_tokens: 1, temperature: 0 });
+    expect(whole.usage!.input_tokens).toBeGreaterThan(bare.usage!.input_tokens); // the instructions are in the prompt
+    const stream = await client.responses.create({ model: NAME, input: "Hello there", instructions: "Answer briefly.", max_output_tokens: 6, temperature: 0, stream: true });
+    const types: string[] = [];
+    let text = "", seq = -1, final: any = null;
+    for await (const ev of stream) {
+      types.push(ev.type);
+      expect(ev.sequence_number).toBe(seq + 1);
+      seq = ev.sequence_number;
+      if (ev.type === "response.output_text.delta") text += ev.delta;
+      if (ev.type === "response.incomplete") final = ev.response;
+    }
+    expect(text).toBe(whole.output_text);
+    expect(types.slice(0, 4)).toEqual(["response.created", "response.in_progress", "response.output_item.added", "response.content_part.added"]);
+    expect(types.slice(-4)).toEqual(["response.output_text.done", "response.content_part.done", "response.output_item.done", "response.incomplete"]);
+    expect(final.output[0].content[0].text).toBe(whole.output_text);
+  });
+
+  test("a conversation with function calls and their outputs; a forced call comes back as a function_call item; text.format", async () => {
+    const tools = [{ type: "function" as const, name: "get_time", parameters: { type: "object", properties: { zone: { enum: ["UTC", "CET"] } }, required: ["zone"] }, strict: true }];
+    const input = [
+      { role: "developer" as const, content: "You tell the time." },
+      { role: "user" as const, content: [{ type: "input_text" as const, text: "Time in Paris?" }] },
+      { type: "function_call" as const, call_id: "call_1", name: "get_time", arguments: '{"zone": "CET"}' },
+      { type: "function_call_output" as const, call_id: "call_1", output: "12:00" },
+      { role: "user" as const, content: "And in London?" },
+    ];
+    const r = await client.responses.create({ model: NAME, input, tools, tool_choice: { type: "function", name: "get_time" }, max_output_tokens: 30, temperature: 0 });
+    expect(r.status).toBe("completed");
+    const call = r.output.find((o) => o.type === "function_call") as any;
+    expect(call.name).toBe("get_time");
+    expect(["UTC", "CET"]).toContain(JSON.parse(call.arguments).zone);
+    const json = await client.responses.create({ model: NAME, input: "Report", max_output_tokens: 40, temperature: 0, text: { format: { type: "json_schema", name: "r", schema: { type: "object", properties: { ok: { type: "boolean" } }, required: ["ok"] } } }, structured_outputs: { disable_any_whitespace: true } } as never) as any;
+    expect(typeof JSON.parse(json.output_text).ok).toBe("boolean");
+  });
+
+  test("what is not supported is a 400 naming the field", async () => {
+    const cases: [object, string][] = [
+      [{ input: "x", previous_response_id: "resp_1" }, "previous_response_id"],
+      [{ input: "x", background: true }, "background"],
+      [{ input: "x", tools: [{ type: "web_search" }] }, "tools.0"],
+      [{ input: [{ type: "image_generation_call" }] }, "input.0.type"],
+      [{ input: [{ role: "tool", content: "x" }] }, "input.0.role"],
+      [{ input: [{ role: "user", content: [{ type: "input_image", image_url: "x" }] }] }, "input.0.content.0"],
+      [{ input: [] }, "input"],
+      [{ input: "x", n: 2 }, "n"],
+      [{ input: "x", text: { format: { type: "json_schema", name: "x", schema: { type: "nope" } } } }, "response_format"],
+    ];
+    for (const [body, param] of cases) {
+      const res = await post("/v1/responses", body);
+      expect({ status: res.status, param: ((await res.json()) as any).error.param }).toEqual({ status: 400, param });
+    }
+  });
+});
+
 describe("load, disconnects and metrics", () => {
   test("200 concurrent streaming requests all complete", async () => {
     const runs = Array.from({ length: 200 }, async (_, i) => {

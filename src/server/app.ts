@@ -1,6 +1,7 @@
 /** The HTTP routes (hono). Every error is an OpenAI-style body; the server keeps serving. */
 import { Hono, type Context } from "hono";
 import { chatCompletions, chatPromptIds } from "./chat.ts";
+import { responses } from "./responses.ts";
 import { completions } from "./completions.ts";
 import { ApiError, errorBody, toErrorResponse } from "./errors.ts";
 import { renderMetrics } from "./metrics.ts";
@@ -51,6 +52,7 @@ export function buildApp(state: ServerState): Hono {
 
   app.post("/v1/completions", (c) => completions(c, state));
   app.post("/v1/chat/completions", (c) => chatCompletions(c, state));
+  app.post("/v1/responses", (c) => responses(c, state));
 
   app.post("/tokenize", async (c) => {
     const body = TokenizeRequest.parse(await state.readJson(c));

@@ -76,23 +76,24 @@ export async function collect(s: Submitted): Promise<RequestOutput[]> {
 const encoder = new TextEncoder();
 
 /**
- * An SSE response. `produce` writes events through `send`; errors after the 200 become a data: {"error"}
- * event; the stream always ends with [DONE]. Cancelling (client gone) calls `onCancel`.
+ * An SSE response. `produce` writes events through `send` (with an `event:` name when given); errors after
+ * the 200 become a data: {"error"} event; the stream ends with [DONE] unless `done` is false (the Responses
+ * API has none). Cancelling (client gone) calls `onCancel`.
  */
-export function sseResponse(produce: (send: (obj: unknown) => void) => Promise<void>, onCancel: () => void): Response {
+export function sseResponse(produce: (send: (obj: unknown, event?: string) => void) => Promise<void>, onCancel: () => void, opts: { done?: boolean } = {}): Response {
   let closed = false;
   const body = new ReadableStream<Uint8Array>({
     async start(controller) {
-      const send = (obj: unknown) => {
-        if (!closed) controller.enqueue(encoder.encode(`data: ${JSON.stringify(obj)}\n\n`));
+      const send = (obj: unknown, event?: string) => {
+        if (!closed) controller.enqueue(encoder.encode(`${event ? `event: ${event}\n` : ""}data: ${JSON.stringify(obj)}\n\n`));
       };
       try {
         await produce(send);
       } catch (e) {
-        send(toErrorResponse(e).body);
+        send(toErrorResponse(e).body, opts.done === false ? "error" : undefined);
       }
+      if (!closed && opts.done !== false) controller.enqueue(encoder.encode("data: [DONE]\n\n"));
       if (!closed) {
-        controller.enqueue(encoder.encode("data: [DONE]\n\n"));
         closed = true;
         controller.close();
       }

@@ -78,3 +78,33 @@ export const TokenizeRequest = z.union([
 ]);
 
 export const DetokenizeRequest = z.object({ model: z.string().nullish(), tokens: tokenIds });
+
+const responseContentPart = z.object({ type: z.string(), text: z.string().optional() }).passthrough();
+const responseInputItem = z.object({
+  type: z.string().optional(),
+  role: z.string().optional(),
+  content: z.union([z.string(), z.array(responseContentPart)]).nullish(),
+  call_id: z.string().optional(),
+  name: z.string().optional(),
+  arguments: z.string().optional(),
+  output: z.unknown().optional(),
+}).passthrough();
+
+/** POST /v1/responses (OpenAI's Responses API; the sampling fields and vLLM's extras as in chat). */
+export const ResponsesRequest = z.object({
+  ...sampling,
+  input: z.union([z.string(), z.array(responseInputItem)]),
+  instructions: z.string().nullish(),
+  max_output_tokens: int().nullish(),
+  text: z.object({ format: z.object({ type: z.string(), name: z.string().optional(), schema: z.unknown().optional(), strict: z.boolean().nullish() }).passthrough().nullish() }).passthrough().nullish(),
+  tools: z.array(z.object({ type: z.string(), name: z.string().optional(), description: z.string().nullish(), parameters: z.record(z.string(), z.unknown()).nullish(), strict: z.boolean().nullish() }).passthrough()).nullish(),
+  tool_choice: z.unknown().optional(),
+  previous_response_id: z.string().nullish(),
+  store: z.boolean().nullish(),
+  background: z.boolean().nullish(),
+  metadata: z.record(z.string(), z.string()).nullish(),
+  parallel_tool_calls: z.boolean().nullish(),
+  reasoning: z.object({ effort: z.string().nullish(), summary: z.string().nullish() }).passthrough().nullish(),
+  truncation: z.string().nullish(),
+  include: z.array(z.string()).nullish(),
+});
