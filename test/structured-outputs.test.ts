@@ -314,3 +314,52 @@ describe("the engine under grammars, with the real end-of-sequence token", () =>
     expect(b!.outputs[0]!.tokenIds.length).toBeLessThan(10);
   });
 });
+
+describe("vLLM's other token restrictions: allowed_token_ids, bad_words, truncate_prompt_tokens", () => {
+  test("allowed_token_ids: greedy picks the best allowed token every step (as a logit bias lifting only them); with a grammar, both apply", async () => {
+    const llm = make();
+    const allowed = [17, 40, 77, 150, 300, 301, 511];
+    const onlyThese = llm.generate(prompts, { temperature: 0, max_tokens: 10, allowed_token_ids: allowed }, { useTqdm: false });
+    const lifted = llm.generate(prompts, { temperature: 0, max_tokens: 10, logit_bias: Object.fromEntries(allowed.map((t) => [t, 100])) }, { useTqdm: false });
+    expect(onlyThese.map((o) => o.outputs[0]!.tokenIds)).toEqual(lifted.map((o) => o.outputs[0]!.tokenIds));
+    for (const o of onlyThese) expect(o.outputs[0]!.tokenIds.every((t) => allowed.includes(t))).toBe(true);
+    const seeded = llm.generate(prompts, { temperature: 1, seed: 3, max_tokens: 10, allowed_token_ids: allowed }, { useTqdm: false });
+    for (const o of seeded) expect(o.outputs[0]!.tokenIds.every((t) => allowed.includes(t))).toBe(true);
+    // "[0-9]" allows ten digits; allowed_token_ids three of them ("1", "2", "3").
+    const both = await llm.generateAsync(prompts, { temperature: 1, seed: 5, max_tokens: 4, allowed_token_ids: [16, 17, 18, 300], structured_outputs: { regex: "[0-9]" } }, { useTqdm: false });
+    for (const o of both) expect(["1", "2", "3"]).toContain(o.outputs[0]!.text);
+    expect(() => llm.generate([[1]], { allowed_token_ids: [512] })).toThrow("allowed_token_ids: token id 512 is out of vocabulary");
+    llm.close();
+  });
+
+  test("bad words never appear, at the text's start or after a space; async scheduling gives the same tokens", () => {
+    const llm = make();
+    const free = llm.generate(prompts, { temperature: 0, max_tokens: 16, ignore_eos: true }, { useTqdm: false });
+    // Two-token "words" the model does produce: each output's first two tokens.
+    const pairs = free.map((o) => o.outputs[0]!.tokenIds.slice(0, 2));
+    const banned = llm.generate(prompts, new SamplingParams({ temperature: 0, max_tokens: 16, ignore_eos: true, bad_words_token_ids: pairs }), { useTqdm: false });
+    const has = (ids: number[], w: number[]) => ids.some((_, i) => w.every((t, k) => ids[i + k] === t));
+    for (const o of banned) for (const w of pairs) expect(has(o.outputs[0]!.tokenIds, w)).toBe(false);
+    expect(banned.map((o) => o.outputs[0]!.tokenIds)).not.toEqual(free.map((o) => o.outputs[0]!.tokenIds));
+    const async = make({ asyncScheduling: true }).generate(prompts, new SamplingParams({ temperature: 0, max_tokens: 16, ignore_eos: true, bad_words_token_ids: pairs }), { useTqdm: false });
+    expect(async.map((o) => o.outputs[0]!.tokenIds)).toEqual(banned.map((o) => o.outputs[0]!.tokenIds));
+    // As strings (the engine's tokenizer turns them into ids, with and without a leading space).
+    const p = new SamplingParams({ bad_words: ["hello", " world"] });
+    p.tokenizeBadWords((t) => llm.tokenizer.encode(t, false));
+    expect(p.bad_words_token_ids).toEqual([llm.tokenizer.encode("hello", false), llm.tokenizer.encode(" hello", false), llm.tokenizer.encode("world", false), llm.tokenizer.encode(" world", false)]);
+    llm.close();
+  });
+
+  test("truncate_prompt_tokens keeps the prompt's last tokens", () => {
+    const llm = make();
+    const long = Array.from({ length: 30 }, (_, i) => 10 + i * 7);
+    const [cut] = llm.generate([long], { temperature: 0, max_tokens: 6, truncate_prompt_tokens: 5 }, { useTqdm: false });
+    const [tail] = llm.generate([long.slice(-5)], { temperature: 0, max_tokens: 6 }, { useTqdm: false });
+    expect(cut!.promptTokenIds).toEqual(long.slice(-5));
+    expect(cut!.outputs[0]!.tokenIds).toEqual(tail!.outputs[0]!.tokenIds);
+    const [all] = llm.generate([long], { temperature: 0, max_tokens: 2, truncate_prompt_tokens: -1 }, { useTqdm: false });
+    expect(all!.promptTokenIds.length).toBe(30);
+    expect(() => new SamplingParams({ truncate_prompt_tokens: 0 })).toThrow("truncate_prompt_tokens: must be -1 or an integer >= 1");
+    llm.close();
+  });
+});

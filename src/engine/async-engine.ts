@@ -186,10 +186,12 @@ export class AsyncEngine {
    * are "delta" ones (request.ts OutputKind): each carries what is new, the last one also the whole
    * text, token ids and logprobs — so no step copies (or sends between threads) a growing array.
    */
-  generate(requestId: string, promptTokenIds: number[], params: SamplingParams): AsyncIterableIterator<RequestOutput> {
+  generate(requestId: string, prompt: number[], params: SamplingParams): AsyncIterableIterator<RequestOutput> {
     if (this.deadError) throw new EngineUnavailableError(`the engine failed: ${this.deadError.message}`);
     if (!this.accepting) throw new EngineUnavailableError("the server is shutting down");
     if (this.streams.has(requestId)) throw new InvalidRequestError(`request id '${requestId}' is already in use`, "request_id");
+    const promptTokenIds = params.truncatePrompt(prompt, this.maxModelLen);
+    params.tokenizeBadWords((t) => this.tokenizer.encode(t, false));
     validateRequest(promptTokenIds, params, this.limits);
     let waiting = 0;
     for (const s of this.streams.values()) if (!s.started) waiting++;

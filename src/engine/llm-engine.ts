@@ -251,7 +251,11 @@ export class LLMEngine {
   addRequest(requestId: string, prompt: PromptInput, params: SamplingParams = new SamplingParams(), arrivalTime = performance.now(), outputKind: OutputKind = "cumulative"): Request {
     if (this.requests.has(requestId)) throw new InvalidRequestError(`request id '${requestId}' is already in use`, "request_id");
     if (typeof prompt === "string" && !this.tokenizer) throw new InvalidRequestError("this engine has no tokenizer (skipTokenizerInit): give the prompt as token ids", "prompt");
-    const ids = typeof prompt === "string" ? this.tokenizer!.encode(prompt) : prompt;
+    const ids = params.truncatePrompt(typeof prompt === "string" ? this.tokenizer!.encode(prompt) : prompt, this.options.maxModelLen);
+    if (params.bad_words.length > 0 && params.bad_words_token_ids === null) {
+      if (!this.tokenizer) throw new InvalidRequestError("bad_words need a tokenizer (this engine has none: give bad_words_token_ids)", "bad_words");
+      params.tokenizeBadWords((t) => this.tokenizer!.encode(t, false));
+    }
     validateRequest(ids, params, this.limits);
     const seqs: Sequence[] = [];
     const baseSeed = params.seed ?? this.seedRng.nextU32() * 65536 + (this.seedRng.nextU32() & 0xffff);

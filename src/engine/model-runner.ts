@@ -22,8 +22,8 @@ export interface LaunchedStep {
   /**
    * True when the next step may be launched before this one's tokens are read (async scheduling): no
    * row scores prompt tokens (prompt_logprobs reads logits back), none combines a repetition penalty with
-   * a logit bias, none samples under a grammar (its next mask needs this token), and no tensor-parallel
-   * worker waits for host token ids.
+   * a logit bias, none samples under a grammar (its next mask needs this token) or with bad words of several
+   * tokens, and no tensor-parallel worker waits for host token ids.
    */
   overlappable: boolean;
 }
@@ -150,6 +150,8 @@ export class ModelRunner<T extends Tensor = Tensor> {
     for (const s of out.scheduled) {
       const p = s.seq.params;
       if (s.samples && p.structured_outputs) return false;
+      // Bad words longer than a token are matched against the latest tokens, which must be known.
+      if (s.samples && p.bad_words_token_ids?.some((w) => w.length > 1)) return false;
       if (s.samples && p.needsPenalties && p.repetition_penalty !== 1 && p.logit_bias !== null && p.logit_bias.size > 0) return false;
     }
     return true;

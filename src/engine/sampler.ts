@@ -1,9 +1,43 @@
 /** Builds a step's SamplingBatch from the sampling sequences' parameters (backend-independent). */
 import { emptySamplingBatch, type SamplingBatch } from "./sampling-batch.ts";
+import type { SamplingParams } from "./sampling-params.ts";
 import type { ScheduledSeq } from "./scheduler.ts";
+import type { Sequence } from "./sequence.ts";
+
+/** allowed_token_ids as a bitmask (ids past its end are not allowed). */
+function allowedMask(ids: readonly number[]): Int32Array {
+  const mask = new Int32Array(Math.ceil((Math.max(...ids) + 1) / 32));
+  for (const t of ids) mask[t >> 5]! |= 1 << (t & 31);
+  return mask;
+}
+
+/** Tokens both masks allow. */
+function bothAllow(a: Int32Array, b: Int32Array): Int32Array {
+  const out = new Int32Array(Math.min(a.length, b.length));
+  for (let w = 0; w < out.length; w++) out[w] = a[w]! & b[w]!;
+  return out;
+}
+
+/**
+ * The last tokens of bad words whose earlier tokens the sequence has just generated (a one-token word:
+ * always). Only known tokens count: rows with longer words are not overlapped under async scheduling.
+ */
+export function badWordBans(seq: Sequence, words: readonly number[][]): number[] {
+  const bans: number[] = [];
+  const out = seq.tokens, end = seq.numTokens, outputs = end - seq.numPromptTokens;
+  for (const w of words) {
+    const k = w.length - 1;
+    if (k > outputs) continue;
+    let match = true;
+    for (let i = 0; i < k && match; i++) match = out[end - k + i] === w[i];
+    if (match) bans.push(w[k]!);
+  }
+  return bans;
+}
 
 export class Sampler {
   private batch: SamplingBatch = emptySamplingBatch(0);
+  private readonly allowedMasks = new WeakMap<SamplingParams, Int32Array>();
 
   /** @param eosTokenIds tokens banned while a sequence has fewer than min_tokens outputs (with stop_token_ids) */
   constructor(readonly eosTokenIds: readonly number[]) {}
@@ -35,8 +69,13 @@ export class Sampler {
         }
         : null;
       b.logitBias[r] = p.logit_bias;
-      b.banned[r] = numOutputs < p.min_tokens ? [...(p.ignore_eos ? [] : this.eosTokenIds), ...p.stop_token_ids] : null;
-      b.allowedTokens[r] = seq.grammar ? seq.grammar.nextMask() : null;
+      const banned = numOutputs < p.min_tokens ? [...(p.ignore_eos ? [] : this.eosTokenIds), ...p.stop_token_ids] : null;
+      const bad = p.bad_words_token_ids && p.bad_words_token_ids.length > 0 ? badWordBans(seq, p.bad_words_token_ids) : [];
+      b.banned[r] = bad.length > 0 ? [...(banned ?? []), ...bad] : banned;
+      const grammar = seq.grammar ? seq.grammar.nextMask() : null;
+      let allowed = p.allowed_token_ids ? this.allowedMasks.get(p) : undefined;
+      if (p.allowed_token_ids && !allowed) this.allowedMasks.set(p, (allowed = allowedMask(p.allowed_token_ids)));
+      b.allowedTokens[r] = allowed && grammar ? bothAllow(allowed, grammar) : allowed ?? grammar;
       r++;
     }
     return b;

@@ -30,6 +30,10 @@ export interface SamplingParamsInit {
   skip_special_tokens?: boolean;
   /** What the output must match (a JSON schema, a regex, a choice, a grammar …); null = free text. */
   structured_outputs?: StructuredOutputsInit | StructuredOutputs | null;
+  allowed_token_ids?: number[] | null;
+  bad_words?: string[] | null;
+  bad_words_token_ids?: number[][] | null;
+  truncate_prompt_tokens?: number | null;
 }
 
 /** Largest top-N logprobs a request may ask for (vLLM's default max_logprobs). */
@@ -59,6 +63,14 @@ export class SamplingParams {
   include_stop_str_in_output = false;
   skip_special_tokens = true;
   structured_outputs: StructuredOutputs | null = null;
+  /** Only these tokens may be sampled (null: all). */
+  allowed_token_ids: number[] | null = null;
+  /** Words never to generate: their last token is banned wherever the ones before it were just generated. */
+  bad_words: string[] = [];
+  /** bad_words as token id sequences (each word alone and after a space), filled by whoever holds the tokenizer. */
+  bad_words_token_ids: number[][] | null = null;
+  /** Keep only the prompt's last N tokens (-1: as many as the context allows); null: the whole prompt. */
+  truncate_prompt_tokens: number | null = null;
 
   constructor(init: SamplingParamsInit = {}) {
     for (const [key, value] of Object.entries(init)) {
@@ -67,6 +79,7 @@ export class SamplingParams {
       if (key === "stop") this.stop = value === null ? [] : typeof value === "string" ? [value] : (value as string[]);
       else if (key === "stop_token_ids") this.stop_token_ids = (value as number[] | null) ?? [];
       else if (key === "logit_bias") this.logit_bias = value === null ? null : toBiasMap(value as Record<string, number>);
+      else if (key === "bad_words") this.bad_words = (value as string[] | null) ?? [];
       else if (key === "structured_outputs") this.structured_outputs = value === null ? null : structuredOutputs(value as StructuredOutputsInit);
       else (this as Record<string, unknown>)[key] = value;
     }
@@ -112,12 +125,43 @@ export class SamplingParams {
     }
     if (typeof this.include_stop_str_in_output !== "boolean") throw new SamplingParamsError("include_stop_str_in_output", "must be a boolean");
     if (typeof this.skip_special_tokens !== "boolean") throw new SamplingParamsError("skip_special_tokens", "must be a boolean");
+    const ids = (v: unknown) => Array.isArray(v) && v.every((t) => Number.isInteger(t) && t >= 0);
+    if (this.allowed_token_ids !== null && (!ids(this.allowed_token_ids) || this.allowed_token_ids.length === 0)) throw new SamplingParamsError("allowed_token_ids", "must be a non-empty list of token ids");
+    if (!Array.isArray(this.bad_words) || !this.bad_words.every((w) => typeof w === "string" && w.trim().length > 0)) throw new SamplingParamsError("bad_words", "must be a list of non-empty strings");
+    if (this.bad_words_token_ids !== null && (!Array.isArray(this.bad_words_token_ids) || !this.bad_words_token_ids.every((w) => ids(w) && w.length > 0)))
+      throw new SamplingParamsError("bad_words_token_ids", "must be a list of non-empty token id lists");
+    if (this.truncate_prompt_tokens !== null && (!Number.isInteger(this.truncate_prompt_tokens) || (this.truncate_prompt_tokens < 1 && this.truncate_prompt_tokens !== -1)))
+      throw new SamplingParamsError("truncate_prompt_tokens", `must be -1 or an integer >= 1, got ${JSON.stringify(this.truncate_prompt_tokens)}`);
   }
 
   /** Checks token ids against the vocabulary (done by the engine, which knows it). */
   validateForVocab(vocabSize: number): void {
     for (const t of this.stop_token_ids) if (t >= vocabSize) throw new SamplingParamsError("stop_token_ids", `token id ${t} is out of vocabulary (size ${vocabSize})`);
     if (this.logit_bias) for (const t of this.logit_bias.keys()) if (t >= vocabSize) throw new SamplingParamsError("logit_bias", `token id ${t} is out of vocabulary (size ${vocabSize})`);
+    for (const t of this.allowed_token_ids ?? []) if (t >= vocabSize) throw new SamplingParamsError("allowed_token_ids", `token id ${t} is out of vocabulary (size ${vocabSize})`);
+    for (const w of this.bad_words_token_ids ?? []) for (const t of w) if (t >= vocabSize) throw new SamplingParamsError("bad_words_token_ids", `token id ${t} is out of vocabulary (size ${vocabSize})`);
+  }
+
+  /**
+   * Fills bad_words_token_ids from bad_words (as vLLM: each word as given and, where that makes other tokens,
+   * after a space — so it is banned at the start of the text and in the middle).
+   */
+  tokenizeBadWords(encode: (text: string) => number[]): void {
+    if (this.bad_words.length === 0 || this.bad_words_token_ids !== null) return;
+    const out: number[][] = [];
+    for (const word of this.bad_words) {
+      const bare = encode(word.trimStart());
+      if (bare.length > 0) out.push(bare);
+      const spaced = encode(" " + word.trimStart());
+      if (spaced.length > 0 && spaced.length === bare.length && spaced[0] !== bare[0]) out.push(spaced);
+    }
+    this.bad_words_token_ids = out;
+  }
+
+  /** The prompt as the request keeps it (truncate_prompt_tokens: its last tokens). */
+  truncatePrompt(ids: number[], maxModelLen: number): number[] {
+    const keep = this.truncate_prompt_tokens === -1 ? maxModelLen : this.truncate_prompt_tokens;
+    return keep === null || ids.length <= keep ? ids : ids.slice(ids.length - keep);
   }
 
   /** An independent copy (the engine fills in max_tokens per request). */
@@ -130,6 +174,7 @@ export class SamplingParams {
     const { logit_bias, structured_outputs, ...rest } = this;
     return {
       ...rest, stop: this.stop.slice(), stop_token_ids: this.stop_token_ids.slice(), logit_bias: logit_bias ? Object.fromEntries(logit_bias) : null,
+      allowed_token_ids: this.allowed_token_ids?.slice() ?? null, bad_words: this.bad_words.slice(), bad_words_token_ids: this.bad_words_token_ids?.map((w) => w.slice()) ?? null,
       structured_outputs: structured_outputs ? structuredClone(structured_outputs) : null,
     };
   }
