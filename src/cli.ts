@@ -2,7 +2,7 @@
 /** vbun command line: `vbun generate …`, `vbun serve …`. Results go to stdout, logs to stderr. */
 import { parseArgs } from "node:util";
 import { SamplingParams } from "./engine/sampling-params.ts";
-import type { Device, EngineOptions } from "./engine/engine-config.ts";
+import type { Device, EngineOptions, SchedulingPolicy } from "./engine/engine-config.ts";
 
 const USAGE = `usage: vbun <command> [options]
 
@@ -28,6 +28,7 @@ export const ENGINE_FLAGS = {
   "no-enable-prefix-caching": { type: "boolean" },
   "enforce-eager": { type: "boolean" },
   "async-scheduling": { type: "boolean" },
+  "scheduling-policy": { type: "string" },
   "generation-config": { type: "string" },
   "override-generation-config": { type: "string" },
   "tensor-parallel-size": { type: "string" },
@@ -68,6 +69,7 @@ export function engineOptionsFromFlags(values: Record<string, string | boolean |
     enablePrefixCaching: values["no-enable-prefix-caching"] ? false : values["enable-prefix-caching"] ? true : undefined,
     enforceEager: values["enforce-eager"] as boolean | undefined,
     asyncScheduling: values["async-scheduling"] as boolean | undefined,
+    schedulingPolicy: s("scheduling-policy") as SchedulingPolicy | undefined,
     generationConfig: s("generation-config"),
     overrideGenerationConfig: jsonObjectFlag("override-generation-config", s("override-generation-config")),
     tensorParallelSize: numberFlag("tensor-parallel-size", s("tensor-parallel-size")),

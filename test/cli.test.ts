@@ -18,7 +18,7 @@ test("generate prints only the completion on stdout, deterministically", () => {
   expect(a.err).not.toContain(a.out.trim() || "\u0000");
   const chat = run(["generate", model, "--prompt", "Hi", "--max-tokens", "3", "--chat", "--temperature", "0.5", "--seed", "3"]);
   expect(chat.code).toBe(0);
-});
+}, 30_000); // three processes of ≈ 1.2 s each: more than bun's 5 s default on a loaded 2-core machine
 
 test("usage errors exit 2 with a message; engine errors exit 1", () => {
   const bad = run(["generate", "--prompt", "x", "--bogus"]);

@@ -9,6 +9,9 @@ import { AsyncEngine } from "../src/engine/async-engine.ts";
 import { pack, packOutputs, PACK_MIN, unpackOutputs } from "../src/engine/output-codec.ts";
 import type { RequestOutput } from "../src/engine/request.ts";
 import { FAST_MODEL, SERVER_MODEL, tinyModel } from "./helpers.ts";
+import { BlockManager } from "../src/engine/block-manager.ts";
+import { Scheduler } from "../src/engine/scheduler.ts";
+import { Sequence, SequenceStatus } from "../src/engine/sequence.ts";
 
 const model = tinyModel(FAST_MODEL);
 const quiet = { log: () => {} };
@@ -388,5 +391,70 @@ describe("outputs crossing from the engine worker (output-codec)", () => {
     expect("plain" in packOutputs(many)).toBe(false);
     expect(unpackOutputs(structuredClone(packOutputs(many)))).toEqual(many);
     expect(unpackOutputs(structuredClone(packOutputs(many.slice(1))))).toEqual(many.slice(1));
+  });
+});
+
+test("cache_salt: only requests with the same salt share cached prompt blocks; outputs do not change", () => {
+  const llm = make({ enablePrefixCaching: true });
+  const prompt = Array.from({ length: 21 }, (_, i) => 30 + i);
+  const run = (salt: string | null) => llm.generate([prompt], { temperature: 0, max_tokens: 4, cache_salt: salt }, { useTqdm: false })[0]!;
+  const first = run("alice");
+  expect(first.numCachedTokens).toBe(0);
+  const again = run("alice");
+  expect(again.numCachedTokens).toBe(20); // five full blocks of 4 (never the last token)
+  expect(run("bob").numCachedTokens).toBe(0);
+  expect(run(null).numCachedTokens).toBe(0);
+  expect(run(null).numCachedTokens).toBe(20);
+  expect(run("bob").outputs[0]!.tokenIds).toEqual(first.outputs[0]!.tokenIds);
+  expect(() => new SamplingParams({ cache_salt: "" })).toThrow("cache_salt: must be a non-empty string");
+  llm.close();
+});
+
+describe("--scheduling-policy priority", () => {
+  test("the scheduler admits by (priority, arrival), and preempts the last in that order — even one it already scheduled this step", () => {
+    const bm = new BlockManager(3, 4, false);
+    const sched = new Scheduler({ maxNumSeqs: 8, maxNumBatchedTokens: 64, maxModelLen: 64, enableChunkedPrefill: true, policy: "priority" }, bm);
+    const seq = (id: number, priority: number, arrival: number, prompt: number[]) => new Sequence(id, `r${id}`, 0, prompt, new SamplingParams({ max_tokens: 8, priority }), 0, arrival);
+    const low = seq(0, 5, 0, [1, 2, 3, 4]), high = seq(1, 0, 1, [5, 6, 7, 8]), mid = seq(2, 1, 2, [9]);
+    for (const s of [low, high, mid]) sched.add(s);
+    expect(sched.waiting.map((s) => s.seqId)).toEqual([1, 2, 0]);
+    // All three fit (a block each of the three).
+    let out = sched.schedule(0);
+    expect(out.scheduled.map((s) => s.seq.seqId)).toEqual([1, 2, 0]);
+    sched.postprocess(out, [11, 12, 13]);
+    // high's next token needs a second block and none is free: low, the last by priority, is preempted.
+    out = sched.schedule(1);
+    expect(low.status).toBe(SequenceStatus.WAITING);
+    expect(out.scheduled.map((s) => s.seq.seqId)).toEqual([1, 2]);
+    expect(out.numPreempted).toBe(1);
+
+    // The victim may have been scheduled earlier in the same step: it leaves the step, its tokens back in the budget.
+    const bm2 = new BlockManager(3, 4, false);
+    const s2 = new Scheduler({ maxNumSeqs: 8, maxNumBatchedTokens: 64, maxModelLen: 64, enableChunkedPrefill: true, policy: "priority" }, bm2);
+    const early = seq(10, 9, 0, [1, 2, 3, 4]), vip = seq(11, 0, 1, [5, 6, 7, 8]);
+    s2.add(early);
+    s2.postprocess(s2.schedule(0), [21]); // early: 5 tokens, 1 block
+    s2.add(vip);
+    s2.postprocess(s2.schedule(1), [22, 23]); // early takes a 2nd block, vip its 1st: all 3 used
+    out = s2.schedule(2); // early (first in running order) fits its block; then vip needs a block: early goes
+    expect(out.scheduled.map((r) => r.seq.seqId)).toEqual([11]);
+    expect(out.numPreempted).toBe(1);
+    expect(out.numBatchedTokens).toBe(1);
+    expect(early.status).toBe(SequenceStatus.WAITING);
+    expect(s2.running.map((x) => x.seqId)).toEqual([11]);
+    bm2.checkInvariants(s2.running);
+  });
+
+  test("the engine serves lower priority values first; priorities need the policy", () => {
+    const llm = make({ schedulingPolicy: "priority", maxNumSeqs: 1 });
+    const e = llm.engine, done: string[] = [];
+    for (const [id, priority] of [["a", 2], ["b", 0], ["c", 1], ["d", 0]] as const) e.addRequest(id, [1, 2, 3], new SamplingParams({ temperature: 0, max_tokens: 3, ignore_eos: true, priority }));
+    while (e.hasUnfinishedRequests()) for (const o of e.step()) if (o.finished) done.push(o.requestId);
+    expect(done).toEqual(["b", "d", "c", "a"]);
+    llm.close();
+    const fcfs = make();
+    expect(() => fcfs.generate([[1, 2]], { priority: 1 })).toThrow("priority 1 needs --scheduling-policy priority");
+    fcfs.close();
+    expect(() => make({ schedulingPolicy: "lifo" as never })).toThrow("--scheduling-policy: must be fcfs or priority, got 'lifo'");
   });
 });

@@ -353,16 +353,16 @@ describe("structured outputs (response_format, structured_outputs, guided_*)", (
   });
 });
 
-test("allowed_token_ids, bad_words and truncate_prompt_tokens (vLLM's extras) reach the engine; bad values are 400s", async () => {
+test("allowed_token_ids, bad_words, truncate_prompt_tokens and cache_salt (vLLM's extras) reach the engine; bad values are 400s", async () => {
   const allowed = [15, 16, 17, 18];
   const r = await (await post("/v1/completions", { prompt: "one two three four five six", max_tokens: 6, ignore_eos: true, temperature: 1, seed: 4, allowed_token_ids: allowed, truncate_prompt_tokens: 3, return_token_ids: true })).json() as any;
   expect(r.usage.prompt_tokens).toBe(3);
   expect(r.choices[0].token_ids.every((t: number) => allowed.includes(t))).toBe(true);
   // "1" is token 16: banned as a bad word, it never comes even when only it and three others are allowed.
-  const b = await (await post("/v1/completions", { prompt: "x", max_tokens: 8, ignore_eos: true, temperature: 0, allowed_token_ids: allowed, bad_words: ["1"], return_token_ids: true })).json() as any;
+  const b = await (await post("/v1/completions", { prompt: "x", max_tokens: 8, ignore_eos: true, temperature: 0, allowed_token_ids: allowed, bad_words: ["1"], return_token_ids: true, cache_salt: "tenant-a" })).json() as any;
   expect(b.choices[0].token_ids.length).toBe(8);
   expect(b.choices[0].token_ids.includes(16)).toBe(false);
-  for (const [body, param] of [[{ allowed_token_ids: [999999] }, "allowed_token_ids"], [{ truncate_prompt_tokens: 0 }, "truncate_prompt_tokens"], [{ bad_words: [""] }, "bad_words"]] as const) {
+  for (const [body, param] of [[{ allowed_token_ids: [999999] }, "allowed_token_ids"], [{ truncate_prompt_tokens: 0 }, "truncate_prompt_tokens"], [{ bad_words: [""] }, "bad_words"], [{ cache_salt: "" }, "cache_salt"], [{ priority: 1 }, "priority"]] as const) {
     const res = await post("/v1/completions", { prompt: "x", ...body });
     expect({ status: res.status, param: ((await res.json()) as any).error.param }).toEqual({ status: 400, param });
   }

@@ -127,6 +127,9 @@ test("the mask leaves allowed logits alone and sets the rest (ids past the mask 
   expect(row[31]).toBe(31);
 });
 
+/** Engine tests run whole workloads (several engines each) on the CPU: more than bun's 5 s on a loaded 2-core machine. */
+const ENGINE_MS = 60_000;
+
 const fastModel = tinyModel(FAST_MODEL);
 const make = (o: EngineOptions = {}) => new LLM({ model: fastModel, blockSize: 4, maxModelLen: 128, log: () => {}, ...o });
 const prompts = [[5, 6, 7, 8, 9], [11, 12, 13], [21, 22, 23, 24, 25, 26, 27, 28, 29], [40, 41], [100, 90, 80, 70]];
@@ -148,7 +151,7 @@ describe("the engine under grammars (CPU)", () => {
     // This model samples no end-of-sequence id (its vocabulary is cut at 512), so a grammar ends by itself.
     for (const o of guided) expect({ text: /^[0-9]$/.test(o.outputs[0]!.text), finish: o.outputs[0]!.finishReason }).toEqual({ text: true, finish: "stop" });
     llm.close();
-  });
+  }, ENGINE_MS);
 
   test("sampled outputs match their regex, choice or schema; n = 2 and seeds repeat", async () => {
     const llm = make();
@@ -174,7 +177,7 @@ describe("the engine under grammars (CPU)", () => {
     for (const o of outs.slice(0, 3)) for (const c of o.outputs) expect(c.finishReason).toBe("stop");
     expect(texts(await llm.generateAsync(prompts, params, { useTqdm: false }))).toEqual(t);
     llm.close();
-  });
+  }, ENGINE_MS);
 
   test("requests without a constraint get exactly what they get alone; async scheduling and preemption change nothing", async () => {
     const free: SamplingParamsInit = { temperature: 0.9, seed: 11, max_tokens: 12 };
@@ -190,7 +193,7 @@ describe("the engine under grammars (CPU)", () => {
       expect(llm.engine.blockManager.numFreeBlocks).toBe(llm.engine.blockManager.numBlocks);
       llm.close();
     }
-  });
+  }, ENGINE_MS);
 
   test("aborts before and after the grammar is ready free the matchers; a bad constraint fails only its request", async () => {
     const llm = make(), e = llm.engine;
@@ -223,7 +226,7 @@ describe("the engine under grammars (CPU)", () => {
     expect(() => llm.generate([[1, 2]], { structured_outputs: { choice: ["x"] } })).toThrow("generateAsync");
     expect(llm.generateAsync([[1, 2]], { structured_outputs: { regex: "(" } })).rejects.toThrow("generateAsync:");
     llm.close();
-  });
+  }, ENGINE_MS);
 });
 
 describe("a reasoning block before the constrained answer (--reasoning-parser)", () => {
@@ -263,7 +266,7 @@ describe("a reasoning block before the constrained answer (--reasoning-parser)",
     expect(r1.accept(CLOSE)).toBe("unchanged");
     expect(allows(r1.nextMask(), A) && !allows(r1.nextMask(), B)).toBe(true);
     r1.dispose();
-  });
+  }, ENGINE_MS);
 
   test("in the engine: free tokens until the block's end token, then the grammar's", async () => {
     const llm = make();
@@ -278,7 +281,7 @@ describe("a reasoning block before the constrained answer (--reasoning-parser)",
     expect(["yes", "no"].map((c) => closeText + c)).toContain(withBlock!.outputs[0]!.text);
     expect(["yes", "no"]).toContain(without!.outputs[0]!.text);
     llm.close();
-  });
+  }, ENGINE_MS);
 });
 
 describe("the engine under grammars, with the real end-of-sequence token", () => {
@@ -301,7 +304,7 @@ describe("the engine under grammars, with the real end-of-sequence token", () =>
     expect(first.top.slice(possible.length).every((t) => t.logprob === -Infinity)).toBe(true);
     expect(possible.reduce((a, t) => a + Math.exp(t.logprob), 0)).toBeCloseTo(1, 4);
     expect(first.logprob).toBe(possible[0]!.logprob);
-  });
+  }, ENGINE_MS);
 
   test("ignore_eos: the sequence still ends when its grammar is complete; min_tokens past the grammar ends it as 'abort'", async () => {
     const [a, b] = await llm.generateAsync([prompt, prompt], [
@@ -312,7 +315,7 @@ describe("the engine under grammars, with the real end-of-sequence token", () =>
     expect(a!.outputs[0]!.finishReason).toBe("stop");
     expect(b!.outputs[0]!.finishReason).toBe("abort");
     expect(b!.outputs[0]!.tokenIds.length).toBeLessThan(10);
-  });
+  }, ENGINE_MS);
 });
 
 describe("vLLM's other token restrictions: allowed_token_ids, bad_words, truncate_prompt_tokens", () => {
@@ -330,7 +333,7 @@ describe("vLLM's other token restrictions: allowed_token_ids, bad_words, truncat
     for (const o of both) expect(["1", "2", "3"]).toContain(o.outputs[0]!.text);
     expect(() => llm.generate([[1]], { allowed_token_ids: [512] })).toThrow("allowed_token_ids: token id 512 is out of vocabulary");
     llm.close();
-  });
+  }, ENGINE_MS);
 
   test("bad words never appear, at the text's start or after a space; async scheduling gives the same tokens", () => {
     const llm = make();
@@ -348,7 +351,7 @@ describe("vLLM's other token restrictions: allowed_token_ids, bad_words, truncat
     p.tokenizeBadWords((t) => llm.tokenizer.encode(t, false));
     expect(p.bad_words_token_ids).toEqual([llm.tokenizer.encode("hello", false), llm.tokenizer.encode(" hello", false), llm.tokenizer.encode("world", false), llm.tokenizer.encode(" world", false)]);
     llm.close();
-  });
+  }, ENGINE_MS);
 
   test("truncate_prompt_tokens keeps the prompt's last tokens", () => {
     const llm = make();
@@ -361,5 +364,5 @@ describe("vLLM's other token restrictions: allowed_token_ids, bad_words, truncat
     expect(all!.promptTokenIds.length).toBe(30);
     expect(() => new SamplingParams({ truncate_prompt_tokens: 0 })).toThrow("truncate_prompt_tokens: must be -1 or an integer >= 1");
     llm.close();
-  });
+  }, ENGINE_MS);
 });

@@ -105,7 +105,7 @@ export class BlockManager {
     const result: CachedPrefix = { blocks: [], hashes: [] };
     if (!this.enablePrefixCaching) return result;
     const maxBlocks = Math.floor((seq.numTokens - 1) / this.blockSize);
-    let parent = 0;
+    let parent = seq.prefixCacheRoot;
     for (let i = 0; i < maxBlocks; i++) {
       const h = this.hashBlock(seq.tokens, i * this.blockSize, parent);
       const b = this.cached.get(h);
@@ -184,7 +184,7 @@ export class BlockManager {
   private registerFullBlocks(seq: Sequence, numTokens: number): void {
     const full = Math.floor(numTokens / this.blockSize);
     for (let i = seq.blockHashes.length; i < full; i++) {
-      const parent = i === 0 ? 0 : seq.blockHashes[i - 1]!;
+      const parent = i === 0 ? seq.prefixCacheRoot : seq.blockHashes[i - 1]!;
       const h = this.hashBlock(seq.tokens, i * this.blockSize, parent);
       seq.blockHashes.push(h);
       const b = seq.blockTable[i]!;

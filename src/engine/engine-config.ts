@@ -2,6 +2,7 @@
 import type { CudaProvider } from "../backend/cuda/provider.ts";
 
 export type Device = "auto" | "cpu" | "cuda";
+export type SchedulingPolicy = "fcfs" | "priority";
 
 export interface EngineOptions {
   /** Model directory; undefined = the built-in random-weight tiny Qwen3. */
@@ -28,6 +29,11 @@ export interface EngineOptions {
    * off with tensor parallelism.
    */
   asyncScheduling?: boolean;
+  /**
+   * vLLM's --scheduling-policy: "fcfs" (default) admits waiting requests in arrival order; "priority" by
+   * their `priority` (lower first, then arrival), and preempts the lowest-priority running sequence first.
+   */
+  schedulingPolicy?: SchedulingPolicy;
   tensorParallelSize?: number;
   seed?: number;
   chatTemplate?: string;
@@ -70,6 +76,7 @@ export const ENGINE_DEFAULTS = {
   enableChunkedPrefill: true,
   enforceEager: false,
   asyncScheduling: false,
+  schedulingPolicy: "fcfs" as SchedulingPolicy,
   tensorParallelSize: 1,
   seed: 0,
 };

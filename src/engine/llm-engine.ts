@@ -52,6 +52,8 @@ export interface RequestLimits {
   blockSize: number;
   /** prompt_logprobs needs logits for whole prompts: not with tensor parallelism (bounded logits gather). */
   promptLogprobs: boolean;
+  /** Requests may have a priority (--scheduling-policy priority). */
+  priorities: boolean;
 }
 
 /**
@@ -63,6 +65,7 @@ export function validateRequest(ids: readonly number[], params: SamplingParams, 
   for (const id of ids) if (!Number.isInteger(id) || id < 0 || id >= l.vocabSize) throw new InvalidRequestError(`token id ${id} is out of vocabulary (size ${l.vocabSize})`, "prompt");
   params.validateForVocab(l.vocabSize);
   if (params.prompt_logprobs !== null && !l.promptLogprobs) throw new InvalidRequestError("prompt_logprobs is not supported with tensor parallelism", "prompt_logprobs");
+  if (params.priority !== 0 && !l.priorities) throw new InvalidRequestError(`priority ${params.priority} needs --scheduling-policy priority (this server admits requests in arrival order)`, "priority");
   const maxTokens = params.max_tokens ?? l.maxModelLen - ids.length;
   if (ids.length + maxTokens > l.maxModelLen || maxTokens < 1)
     throw new InvalidRequestError(`This model's maximum context length is ${l.maxModelLen} tokens. However, you requested ${ids.length + Math.max(maxTokens, 1)} tokens (${ids.length} in the prompt, ${Math.max(maxTokens, 1)} in the completion). Please reduce the length of the prompt or completion.`, params.max_tokens === null ? "prompt" : "max_tokens");
@@ -127,6 +130,7 @@ export class LLMEngine {
       maxNumBatchedTokens: options.maxNumBatchedTokens,
       maxModelLen: options.maxModelLen,
       enableChunkedPrefill: options.enableChunkedPrefill,
+      policy: options.schedulingPolicy,
     }, this.blockManager);
     this.seedRng = new SeededRandom(options.seed);
   }
@@ -155,6 +159,8 @@ export class LLMEngine {
     if (!enableChunkedPrefill && maxNumBatchedTokens < maxModelLen) throw new EngineConfigError("--max-num-batched-tokens", `must be >= max_model_len (${maxModelLen}) without chunked prefill`);
     const blockSize = checkPositiveInt("--block-size", opts.blockSize ?? ENGINE_DEFAULTS.blockSize);
     const dtype = opts.dtype ?? ENGINE_DEFAULTS.dtype;
+    const schedulingPolicy = opts.schedulingPolicy ?? ENGINE_DEFAULTS.schedulingPolicy;
+    if (schedulingPolicy !== "fcfs" && schedulingPolicy !== "priority") throw new EngineConfigError("--scheduling-policy", `must be fcfs or priority, got '${schedulingPolicy}'`);
     if (!["auto", "float32", "bfloat16", "float16", "half"].includes(dtype)) throw new EngineConfigError("--dtype", `must be auto, float32, bfloat16 or float16, got '${dtype}'`);
 
     const util = opts.gpuMemoryUtilization ?? ENGINE_DEFAULTS.gpuMemoryUtilization;
@@ -230,7 +236,7 @@ export class LLMEngine {
         cpuKvCacheBytes: numBlocks * bytesPerBlock,
         gpuMemoryUtilization: util,
         enablePrefixCaching: opts.enablePrefixCaching ?? ENGINE_DEFAULTS.enablePrefixCaching,
-        enableChunkedPrefill, enforceEager, asyncScheduling,
+        enableChunkedPrefill, enforceEager, asyncScheduling, schedulingPolicy,
         tensorParallelSize: tp, seed: opts.seed ?? ENGINE_DEFAULTS.seed,
       }, info, log);
     } catch (e) {
@@ -244,7 +250,7 @@ export class LLMEngine {
 
   /** The limits a request is checked against (also used by the server thread, see AsyncEngine). */
   get limits(): RequestLimits {
-    return { vocabSize: this.modelConfig.vocabSize, maxModelLen: this.options.maxModelLen, numBlocks: this.blockManager.numBlocks, blockSize: this.blockManager.blockSize, promptLogprobs: this.runner.tpGroup === null };
+    return { vocabSize: this.modelConfig.vocabSize, maxModelLen: this.options.maxModelLen, numBlocks: this.blockManager.numBlocks, blockSize: this.blockManager.blockSize, promptLogprobs: this.runner.tpGroup === null, priorities: this.options.schedulingPolicy === "priority" };
   }
 
   /** Queues a request. Throws InvalidRequestError when it can never be served. `outputKind`: what its outputs carry. */

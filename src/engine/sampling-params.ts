@@ -34,6 +34,8 @@ export interface SamplingParamsInit {
   bad_words?: string[] | null;
   bad_words_token_ids?: number[][] | null;
   truncate_prompt_tokens?: number | null;
+  cache_salt?: string | null;
+  priority?: number;
 }
 
 /** Largest top-N logprobs a request may ask for (vLLM's default max_logprobs). */
@@ -71,6 +73,10 @@ export class SamplingParams {
   bad_words_token_ids: number[][] | null = null;
   /** Keep only the prompt's last N tokens (-1: as many as the context allows); null: the whole prompt. */
   truncate_prompt_tokens: number | null = null;
+  /** Prefix-cache isolation: only requests with the same salt share cached prompt blocks (null: no salt). */
+  cache_salt: string | null = null;
+  /** With --scheduling-policy priority: lower values are served first (vLLM's request priority). */
+  priority = 0;
 
   constructor(init: SamplingParamsInit = {}) {
     for (const [key, value] of Object.entries(init)) {
@@ -130,6 +136,8 @@ export class SamplingParams {
     if (!Array.isArray(this.bad_words) || !this.bad_words.every((w) => typeof w === "string" && w.trim().length > 0)) throw new SamplingParamsError("bad_words", "must be a list of non-empty strings");
     if (this.bad_words_token_ids !== null && (!Array.isArray(this.bad_words_token_ids) || !this.bad_words_token_ids.every((w) => ids(w) && w.length > 0)))
       throw new SamplingParamsError("bad_words_token_ids", "must be a list of non-empty token id lists");
+    if (!Number.isSafeInteger(this.priority)) throw new SamplingParamsError("priority", `must be an integer, got ${JSON.stringify(this.priority)}`);
+    if (this.cache_salt !== null && (typeof this.cache_salt !== "string" || this.cache_salt.length === 0)) throw new SamplingParamsError("cache_salt", "must be a non-empty string");
     if (this.truncate_prompt_tokens !== null && (!Number.isInteger(this.truncate_prompt_tokens) || (this.truncate_prompt_tokens < 1 && this.truncate_prompt_tokens !== -1)))
       throw new SamplingParamsError("truncate_prompt_tokens", `must be -1 or an integer >= 1, got ${JSON.stringify(this.truncate_prompt_tokens)}`);
   }

@@ -2,7 +2,8 @@
  * Continuous batching, vLLM V1 style: each step gives every running sequence the tokens it needs next
  * (1 for decode, a chunk for a prefill in progress) and admits waiting sequences FCFS, all under a token
  * budget, so prefill chunks and decodes share a step. When the KV cache runs out, the newest running
- * sequence is preempted (its blocks freed, recomputed later).
+ * sequence is preempted (its blocks freed, recomputed later). With the priority policy, waiting sequences
+ * are admitted by (priority, arrival) instead, and the last in that order is preempted first.
  */
 import { BlockManager } from "./block-manager.ts";
 import { Sequence, SequenceStatus } from "./sequence.ts";
@@ -13,6 +14,14 @@ export interface SchedulerConfig {
   maxModelLen: number;
   /** When false, a prompt must fit the budget whole (no chunked prefill). */
   enableChunkedPrefill: boolean;
+  /** "priority": waiting sequences in (priority, arrival) order, and the last of that order is preempted first. */
+  policy?: "fcfs" | "priority";
+}
+
+/** Priority order: lower priority value first, then earlier arrival, then earlier sequence. */
+function before(a: Sequence, b: Sequence): boolean {
+  const pa = a.params.priority, pb = b.params.priority;
+  return pa !== pb ? pa < pb : a.arrivalTime !== b.arrivalTime ? a.arrivalTime < b.arrivalTime : a.seqId < b.seqId;
 }
 
 export interface ScheduledSeq {
@@ -45,7 +54,23 @@ export class Scheduler {
 
   add(seq: Sequence): void {
     seq.status = SequenceStatus.WAITING;
-    this.waiting.push(seq);
+    if (this.config.policy === "priority") this.insertByPriority(seq);
+    else this.waiting.push(seq);
+  }
+
+  private insertByPriority(seq: Sequence): void {
+    let i = this.waiting.length;
+    while (i > 0 && before(seq, this.waiting[i - 1]!)) i--;
+    this.waiting.splice(i, 0, seq);
+  }
+
+  /** The running sequence to preempt: the newest (FCFS), or the last in priority order. */
+  private victim(): Sequence {
+    const r = this.running;
+    if (this.config.policy !== "priority") return r[r.length - 1]!;
+    let v = r[0]!;
+    for (const s of r) if (before(v, s)) v = s;
+    return v;
   }
 
   get numUnfinished(): number {
@@ -69,7 +94,12 @@ export class Scheduler {
       if (num <= 0) continue;
       let ok = bm.allocateSlots(seq, num);
       while (!ok) {
-        const victim = this.running[this.running.length - 1]!;
+        const victim = this.victim();
+        // Priority order may pick one scheduled earlier in this step: it leaves the step, its tokens back in the budget.
+        if (this.running.indexOf(victim) < i) {
+          budget += this.unrecord(victim);
+          i--;
+        }
         this.preempt(victim);
         numPreempted++;
         if (victim === seq) break;
@@ -113,6 +143,16 @@ export class Scheduler {
     this.out.push(r);
   }
 
+  /** Takes a sequence out of this step's records; returns the tokens it had. */
+  private unrecord(seq: Sequence): number {
+    const k = this.out.findIndex((r) => r.seq === seq);
+    const [r] = this.out.splice(k, 1);
+    // Keep pool[j] === out[j]: the record object goes to the pool's end.
+    this.pool.splice(k, 1);
+    this.pool.push(r!);
+    return r!.numNewTokens;
+  }
+
   /** True when a sequence's tokens, pending ones included, reach max_tokens or the model length. */
   private atLengthLimit(seq: Sequence): boolean {
     const total = seq.numTokensWithPlaceholders;
@@ -126,7 +166,8 @@ export class Scheduler {
     seq.status = SequenceStatus.WAITING;
     seq.numPreemptions++;
     this.numPreemptions++;
-    this.waiting.unshift(seq);
+    if (this.config.policy === "priority") this.insertByPriority(seq);
+    else this.waiting.unshift(seq);
   }
 
   /**

@@ -13,7 +13,8 @@ export interface SamplingFields {
   seed?: number | null; stop?: string | string[] | null; stop_token_ids?: number[] | null; presence_penalty?: number | null;
   frequency_penalty?: number | null; repetition_penalty?: number | null; logit_bias?: Record<string, number> | null;
   ignore_eos?: boolean | null; min_tokens?: number | null; include_stop_str_in_output?: boolean | null; skip_special_tokens?: boolean | null;
-  allowed_token_ids?: number[] | null; bad_words?: string[] | null; truncate_prompt_tokens?: number | null;
+  allowed_token_ids?: number[] | null; bad_words?: string[] | null; truncate_prompt_tokens?: number | null; cache_salt?: string | null;
+  priority?: number | null;
 }
 
 /**
@@ -26,7 +27,7 @@ export function samplingParamsFrom(b: SamplingFields, maxTokens: number | null, 
   const init: SamplingParamsInit = { ...fieldDefaults, max_tokens: maxTokens, logprobs, prompt_logprobs: promptLogprobs };
   for (const k of ["temperature", "top_p", "top_k", "min_p", "n", "seed", "stop", "stop_token_ids", "presence_penalty", "frequency_penalty",
     "repetition_penalty", "logit_bias", "ignore_eos", "min_tokens", "include_stop_str_in_output", "skip_special_tokens", "allowed_token_ids", "bad_words",
-    "truncate_prompt_tokens"] as const) {
+    "truncate_prompt_tokens", "cache_salt", "priority"] as const) {
     const v = b[k];
     if (v !== null && v !== undefined) (init as Record<string, unknown>)[k] = v;
   }

@@ -27,6 +27,8 @@ const sampling = {
   allowed_token_ids: z.array(int().nonnegative()).nullish(),
   bad_words: z.array(z.string()).nullish(),
   truncate_prompt_tokens: int().nullish(),
+  cache_salt: z.string().nullish(),
+  priority: int().nullish(),
   stream: z.boolean().nullish(),
   stream_options: z.object({ include_usage: z.boolean().nullish(), continuous_usage_stats: z.boolean().nullish() }).nullish(),
   user: z.string().nullish(),

@@ -41,6 +41,7 @@ engine:
   --enable-prefix-caching / --no-enable-prefix-caching   (default on)
   --enforce-eager                  disable CUDA graphs
   --async-scheduling               launch each step before the previous one's tokens reach the host
+  --scheduling-policy fcfs|priority  admit requests by arrival, or by their priority (default ${d.schedulingPolicy})
   --generation-config auto|vllm|DIR  sampling defaults for omitted fields: the model's generation_config.json
                                    (auto, default), vLLM's own (vllm), or DIR/generation_config.json
   --override-generation-config JSON  e.g. '{"temperature": 0.5}' (temperature, top_p, top_k, min_p,
