@@ -203,6 +203,8 @@ describe("the engine under grammars (CPU)", () => {
     e.addRequest("bad", prompts[2]!, p({ json: { type: "nope" } }));
     e.addRequest("free", prompts[3]!, new SamplingParams({ temperature: 0, max_tokens: 8 }));
     expect(e.needsPrepare()).toBe(true);
+    expect(e.numWaitingForGrammar).toBe(3); // counted as waiting (/metrics), outside the scheduler
+    expect(e.scheduler.waiting.length).toBe(1);
     expect(e.abort("early")!.outputs[0]!.finishReason).toBe("abort");
     const rejected = await e.prepare();
     expect(rejected.map((r) => r.requestId)).toEqual(["bad"]);

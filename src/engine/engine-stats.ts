@@ -35,7 +35,7 @@ export function engineGauges(e: LLMEngine): EngineGauges {
   const m = e.metrics;
   return {
     running: e.scheduler.running.length,
-    waiting: e.scheduler.waiting.length,
+    waiting: e.scheduler.waiting.length + e.numWaitingForGrammar,
     kvUsage: e.blockManager.usage,
     usedBlocks: e.blockManager.numUsedBlocks,
     numPreemptions: e.scheduler.numPreemptions,

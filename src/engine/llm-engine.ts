@@ -273,6 +273,11 @@ export class LLMEngine {
     return req;
   }
 
+  /** Sequences of structured requests whose grammar is not ready yet (waiting, outside the scheduler). */
+  get numWaitingForGrammar(): number {
+    return this.grammarWaiting.reduce((a, r) => a + r.seqs.length, 0);
+  }
+
   /** Whether prepare() has work: grammars to compile or masks to make before the next step. */
   needsPrepare(): boolean {
     return this.grammarWaiting.length > 0 || this.grammarStale.size > 0;
