@@ -15,8 +15,10 @@ import { QWEN3_TOKENIZER_FILES } from "../src/model/tiny-model.ts";
 import { grammarVocab } from "../src/structured/grammar-vocab.ts";
 import { choiceGrammar, normalizeStructuredOutputs } from "../src/structured/structured-outputs.ts";
 import { StructuredOutputManager } from "../src/structured/structured-output-manager.ts";
-import { buildGrammar, GrammarError, loadXGrammar } from "../src/structured/xgrammar.ts";
+import { buildGrammar, checkGrammar, GrammarError, loadXGrammar } from "../src/structured/xgrammar.ts";
 import { FAST_MODEL, SERVER_MODEL, STORIES_DIR, tinyModel } from "./helpers.ts";
+
+const fastModel = tinyModel(FAST_MODEL);
 
 describe("the constraint's shape", () => {
   test("exactly one constraint, normalised to plain data; errors name the field", () => {
@@ -58,24 +60,35 @@ describe("the constraint's shape", () => {
     g.dispose();
   });
 
-  test("a bad schema, regex or grammar is a GrammarError with the library's reason, and the library keeps working", async () => {
-    const cases: [Parameters<typeof buildGrammar>[0], string, string][] = [
+  test("a bad schema, regex or grammar is a GrammarError with the library's reason; hundreds of them leave checking and compiling working", async () => {
+    const cases: [Parameters<typeof checkGrammar>[0], string, string][] = [
       [{ json: '{"type":"nope"}', disable_any_whitespace: false }, "structured_outputs.json", 'Unsupported type "nope"'],
       [{ regex: "[0-9" }, "structured_outputs.regex", "Unclosed '['"],
       [{ grammar: 'root ::= "a" |' }, "structured_outputs.grammar", "EBNF parser error"],
       [{ grammar: 'start ::= "a"' }, "structured_outputs.grammar", 'The root rule with name "root" is not found'],
     ];
-    for (const [s, field, reason] of cases) {
-      const err = await buildGrammar(s).then(() => null, (e) => e);
-      expect(err).toBeInstanceOf(GrammarError);
-      expect(err.field).toBe(field);
-      expect(err.message).toContain(reason);
+    // Each failure aborts a WebAssembly call; one instance is corrupt after a few dozen (so each gets a fresh one).
+    for (let round = 0; round < 60; round++) {
+      for (const [s, field, reason] of cases) {
+        const err = await checkGrammar(s).then(() => null, (e) => e);
+        expect(err).toBeInstanceOf(GrammarError);
+        expect(err.field).toBe(field);
+        expect(err.message).toContain(reason);
+      }
     }
     const xg = await loadXGrammar();
-    const ok = await buildGrammar({ regex: "[0-9]{2}" });
+    const ok = await buildGrammar(xg, { regex: "[0-9]{2}" });
     expect(await xg.Testings.isGrammarAcceptString(ok, "42")).toBe(true);
     expect(await xg.Testings.isGrammarAcceptString(ok, "4")).toBe(false);
-  });
+    ok.dispose();
+    // The engine's compiler is checked first too: bad constraints never reach (or corrupt) its instance.
+    const manager = new StructuredOutputManager(fastModel, 512, () => [], () => {});
+    for (let i = 0; i < 60; i++) await expect(manager.matcher({ json: '{"type":"nope"}', disable_any_whitespace: false })).rejects.toThrow('Unsupported type "nope"');
+    const g = await manager.matcher({ regex: "ab" });
+    await g.refresh();
+    expect(g.accept(64)).toBe("advanced");
+    g.dispose();
+  }, 60_000);
 });
 
 describe("the grammar vocabulary from tokenizer.json", () => {
@@ -130,7 +143,6 @@ test("the mask leaves allowed logits alone and sets the rest (ids past the mask 
 /** Engine tests run whole workloads (several engines each) on the CPU: more than bun's 5 s on a loaded 2-core machine. */
 const ENGINE_MS = 60_000;
 
-const fastModel = tinyModel(FAST_MODEL);
 const make = (o: EngineOptions = {}) => new LLM({ model: fastModel, blockSize: 4, maxModelLen: 128, log: () => {}, ...o });
 const prompts = [[5, 6, 7, 8, 9], [11, 12, 13], [21, 22, 23, 24, 25, 26, 27, 28, 29], [40, 41], [100, 90, 80, 70]];
 /** Token ids of "0" … "9" in the Qwen3 vocabulary (byte-level: 0 = "!", so "0" = 15). */

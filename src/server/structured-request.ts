@@ -6,7 +6,7 @@
  */
 import { z } from "zod";
 import { normalizeStructuredOutputs, StructuredOutputsError, type StructuredOutputs, type StructuredOutputsInit } from "../structured/structured-outputs.ts";
-import { buildGrammar, GrammarError } from "../structured/xgrammar.ts";
+import { checkGrammar, GrammarError } from "../structured/xgrammar.ts";
 import { ApiError } from "./errors.ts";
 
 /** Request fields for structured outputs (completions and chat). */
@@ -70,7 +70,7 @@ export async function structuredOutputsFrom(b: StructuredFields, reportAs?: stri
   const key = JSON.stringify(s);
   if (!checked.has(key)) {
     try {
-      (await buildGrammar(s)).dispose();
+      await checkGrammar(s);
     } catch (e) {
       if (e instanceof GrammarError) throw new ApiError(400, `${field}: ${e.message}`, field);
       throw e;

@@ -5,12 +5,13 @@
  * sampler applies to the logits) and then takes the token that was sampled.
  *
  * The library's calls are synchronous but its API is async (it awaits its own start-up), so the engine
- * compiles and refreshes masks in LLMEngine.prepare(), between steps, never inside one.
+ * compiles and refreshes masks in LLMEngine.prepare(), between steps, never inside one. Constraints are
+ * checked in a separate instance before they are built in the engine's (see xgrammar.ts).
  */
 import type { CompiledGrammar, GrammarCompiler, GrammarMatcher } from "@mlc-ai/web-xgrammar";
 import { loadGrammarVocab } from "./grammar-vocab.ts";
 import { describeStructuredOutputs, type AfterReasoning, type StructuredOutputs } from "./structured-outputs.ts";
-import { buildGrammar, constraintField, loadXGrammar, withLibraryErrors } from "./xgrammar.ts";
+import { buildGrammar, checkGrammar, constraintField, createXGrammar, GrammarError, withLibraryErrors, type XGrammar } from "./xgrammar.ts";
 
 /** Compiled grammars kept for reuse (by constraint); the least recently used beyond this are dropped. */
 const CACHE_SIZE = 64;
@@ -87,11 +88,18 @@ export class SequenceGrammar {
   }
 }
 
+/** The engine's library instance: its vocabulary table, compiler and compiled grammars. */
+interface Library {
+  xg: XGrammar;
+  compiler: GrammarCompiler;
+  /** Compiled grammars by constraint, least recently used first. */
+  cache: Map<string, Promise<CompiledGrammar>>;
+}
+
 export class StructuredOutputManager {
-  private compiler: Promise<GrammarCompiler> | null = null;
+  private library: Promise<Library> | null = null;
   /** No end-of-sequence id is a sampleable token (a test model's small vocabulary): a grammar ends on its own. */
   private noStopToken = false;
-  private readonly cache = new Map<string, Promise<CompiledGrammar>>();
 
   constructor(
     private readonly modelDir: string,
@@ -104,58 +112,65 @@ export class StructuredOutputManager {
 
   /** A matcher for one sequence, at the start of the constraint's grammar. Throws GrammarError for bad constraints. */
   async matcher(s: StructuredOutputs): Promise<SequenceGrammar> {
-    const compiled = await this.compile(s);
-    const xg = await loadXGrammar();
-    const matcher = await withLibraryErrors(constraintField(s), () => xg.GrammarMatcher.createGrammarMatcher(compiled, undefined, this.noStopToken));
-    return new SequenceGrammar(matcher, s.after_reasoning ?? null);
+    const lib = await this.loadLibrary();
+    try {
+      const compiled = await this.compile(lib, s);
+      const matcher = await withLibraryErrors(constraintField(s), () => lib.xg.GrammarMatcher.createGrammarMatcher(compiled, undefined, this.noStopToken));
+      return new SequenceGrammar(matcher, s.after_reasoning ?? null);
+    } catch (e) {
+      // A failure inside this instance may have left it unsound (see xgrammar.ts): later grammars compile
+      // in a fresh one. Matchers made here keep theirs.
+      if (e instanceof GrammarError && this.library && (await this.library) === lib) this.library = null;
+      throw e;
+    }
   }
 
-  private compile(s: StructuredOutputs): Promise<CompiledGrammar> {
+  private compile(lib: Library, s: StructuredOutputs): Promise<CompiledGrammar> {
     const { after_reasoning: _, ...constraint } = s;
     const key = JSON.stringify(constraint);
-    const hit = this.cache.get(key);
+    const hit = lib.cache.get(key);
     if (hit) {
-      this.cache.delete(key); // most recently used last
-      this.cache.set(key, hit);
+      lib.cache.delete(key); // most recently used last
+      lib.cache.set(key, hit);
       return hit;
     }
     const compiled = (async () => {
-      const compiler = await this.loadCompiler();
-      const grammar = await buildGrammar(s);
+      await checkGrammar(s); // in the checker instance: a bad constraint aborts there, not here
+      const grammar = await buildGrammar(lib.xg, s);
       try {
         const t0 = performance.now();
-        const c = await withLibraryErrors(constraintField(s), () => compiler.compileGrammar(grammar));
+        const c = await withLibraryErrors(constraintField(s), () => lib.compiler.compileGrammar(grammar));
         this.log(`compiled ${describeStructuredOutputs(s)} in ${((performance.now() - t0) / 1000).toFixed(3)}s`);
         return c;
       } finally {
         grammar.dispose();
       }
     })();
-    compiled.catch(() => this.cache.delete(key)); // a failure is not cached
-    this.cache.set(key, compiled);
-    while (this.cache.size > CACHE_SIZE) {
-      const [oldKey, old] = this.cache.entries().next().value!;
-      this.cache.delete(oldKey);
+    compiled.catch(() => lib.cache.delete(key)); // a failure is not cached
+    lib.cache.set(key, compiled);
+    while (lib.cache.size > CACHE_SIZE) {
+      const [oldKey, old] = lib.cache.entries().next().value!;
+      lib.cache.delete(oldKey);
       // Matchers made from it keep what they need; the handle itself can go.
       old.then((c) => c.dispose(), () => undefined);
     }
     return compiled;
   }
 
-  private loadCompiler(): Promise<GrammarCompiler> {
-    this.compiler ??= (async () => {
-      const xg = await loadXGrammar();
+  private loadLibrary(): Promise<Library> {
+    this.library ??= (async () => {
       const t0 = performance.now();
+      const xg = await createXGrammar();
       const v = loadGrammarVocab(this.modelDir, this.vocabSize);
       const stops = this.stopTokenIds().filter((t) => t < this.vocabSize);
       this.noStopToken = stops.length === 0;
       const info = await xg.TokenizerInfo.createTokenizerInfo(v.encodedVocab, v.vocabType, v.prependSpace, this.vocabSize, stops);
-      // The library's own cache would grow without bound: ours (above) is bounded.
+      // The library's own cache would grow without bound: ours is bounded.
       const compiler = await xg.GrammarCompiler.createGrammarCompiler(info, false);
       this.log(`structured outputs: xgrammar ready (${v.vocabType} vocabulary of ${this.vocabSize} ids) in ${((performance.now() - t0) / 1000).toFixed(2)}s`);
-      return compiler;
+      return { xg, compiler, cache: new Map() };
     })();
-    this.compiler.catch(() => (this.compiler = null));
-    return this.compiler;
+    this.library.catch(() => (this.library = null));
+    return this.library;
   }
 }
