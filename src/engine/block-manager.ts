@@ -80,15 +80,18 @@ export class BlockManager {
     this.numFree--;
   }
 
-  /**
-   * A 53-bit chained hash of one full block (two seeded xxHash32, a plain number: cheaper than a 64-bit
-   * BigInt on the decode path). A collision can only cost a cache hit: hits also compare the token ids.
-   */
+  /** The hash of one full block, chained to its parent's. */
   private hashBlock(tokens: Int32Array, start: number, parent: number): number {
-    const block = tokens.subarray(start, start + this.blockSize);
-    const lo = Bun.hash.xxHash32(block, parent >>> 0);
-    const hi = Bun.hash.xxHash32(block, (Math.floor(parent / 4294967296) ^ 0x9e3779b9) >>> 0) & 0x1fffff;
-    return hi * 4294967296 + lo;
+    return chainHash(tokens.subarray(start, start + this.blockSize), parent);
+  }
+
+  /**
+   * Where a sequence's chain of block hashes starts: 0, or its request's cache_salt hashed (never 0), so
+   * requests with different salts never share cached blocks (vLLM's cache_salt).
+   */
+  private chainRoot(seq: Sequence): number {
+    const salt = seq.params.cache_salt;
+    return salt === null ? 0 : chainHash(salt, 0) || 1;
   }
 
   private sameTokens(block: number, tokens: Int32Array, start: number): boolean {
@@ -105,7 +108,7 @@ export class BlockManager {
     const result: CachedPrefix = { blocks: [], hashes: [] };
     if (!this.enablePrefixCaching) return result;
     const maxBlocks = Math.floor((seq.numTokens - 1) / this.blockSize);
-    let parent = seq.prefixCacheRoot;
+    let parent = this.chainRoot(seq);
     for (let i = 0; i < maxBlocks; i++) {
       const h = this.hashBlock(seq.tokens, i * this.blockSize, parent);
       const b = this.cached.get(h);
@@ -184,7 +187,7 @@ export class BlockManager {
   private registerFullBlocks(seq: Sequence, numTokens: number): void {
     const full = Math.floor(numTokens / this.blockSize);
     for (let i = seq.blockHashes.length; i < full; i++) {
-      const parent = i === 0 ? seq.prefixCacheRoot : seq.blockHashes[i - 1]!;
+      const parent = i === 0 ? this.chainRoot(seq) : seq.blockHashes[i - 1]!;
       const h = this.hashBlock(seq.tokens, i * this.blockSize, parent);
       seq.blockHashes.push(h);
       const b = seq.blockTable[i]!;
@@ -238,4 +241,14 @@ export class BlockManager {
     if (used + free !== this.numBlocks) throw new Error(`used ${used} + free ${free} != total ${this.numBlocks}`);
     for (const [h, b] of this.cached) if (this.blockHash[b] !== h) throw new Error(`cache entry for block ${b} does not match its hash`);
   }
+}
+
+/**
+ * A 53-bit hash of `data` chained to `parent` (two seeded xxHash32, a plain number: cheaper than a 64-bit
+ * BigInt on the decode path). A collision can only cost a cache hit: hits also compare the token ids.
+ */
+function chainHash(data: Int32Array | string, parent: number): number {
+  const lo = Bun.hash.xxHash32(data, parent >>> 0);
+  const hi = Bun.hash.xxHash32(data, (Math.floor(parent / 4294967296) ^ 0x9e3779b9) >>> 0) & 0x1fffff;
+  return hi * 4294967296 + lo;
 }

@@ -41,11 +41,6 @@ export class Sequence {
   readonly promptLogprobs: (TokenLogprobs | null)[] | null;
   cumulativeLogprob = 0;
   numPreemptions = 0;
-  /**
-   * Where the chain of its blocks' prefix-cache hashes starts: 0, or a hash of the request's cache_salt —
-   * so requests with different salts never share cached blocks (vLLM's cache_salt).
-   */
-  readonly prefixCacheRoot: number;
   /** Structured outputs: where the sequence is in its grammar (null: free text, or not compiled yet). */
   grammar: SequenceGrammar | null = null;
   /** Monotonic times (ms). */
@@ -70,7 +65,6 @@ export class Sequence {
     this.buf = new Int32Array(promptTokenIds.length + (params.max_tokens ?? 16) + 1);
     this.buf.set(promptTokenIds);
     this.promptLogprobs = params.prompt_logprobs === null ? null : new Array(promptTokenIds.length).fill(null);
-    this.prefixCacheRoot = params.cache_salt === null ? 0 : saltRoot(params.cache_salt);
     this.arrivalTime = arrivalTime;
   }
 
@@ -132,11 +126,4 @@ function toNumbers(a: Int32Array, start: number, end: number): number[] {
   const out = new Array<number>(Math.max(0, end - start));
   for (let i = start; i < end; i++) out[i - start] = a[i]!;
   return out;
-}
-
-/** A 53-bit, non-zero hash of a cache salt (the root of its prefix-cache hash chain). */
-function saltRoot(salt: string): number {
-  const lo = Bun.hash.xxHash32(salt, 0x5a17);
-  const hi = Bun.hash.xxHash32(salt, 0x9e3779b9) & 0x1fffff;
-  return hi * 4294967296 + lo || 1;
 }
