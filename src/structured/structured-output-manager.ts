@@ -11,7 +11,7 @@
 import type { CompiledGrammar, GrammarCompiler, GrammarMatcher } from "@mlc-ai/web-xgrammar";
 import { loadGrammarVocab } from "./grammar-vocab.ts";
 import { describeStructuredOutputs, type AfterReasoning, type StructuredOutputs } from "./structured-outputs.ts";
-import { buildGrammar, checkGrammar, constraintField, createXGrammar, GrammarError, withLibraryErrors, type XGrammar } from "./xgrammar.ts";
+import { buildGrammar, checkGrammar, constraintField, createXGrammar, withLibraryErrors, type XGrammar } from "./xgrammar.ts";
 
 /** Compiled grammars kept for reuse (by constraint); the least recently used beyond this are dropped. */
 const CACHE_SIZE = 64;
@@ -113,14 +113,20 @@ export class StructuredOutputManager {
   /** A matcher for one sequence, at the start of the constraint's grammar. Throws GrammarError for bad constraints. */
   async matcher(s: StructuredOutputs): Promise<SequenceGrammar> {
     const lib = await this.loadLibrary();
+    const compiled = await this.compile(lib, s);
+    const matcher = await this.inInstance(lib, () => withLibraryErrors(constraintField(s), () => lib.xg.GrammarMatcher.createGrammarMatcher(compiled, undefined, this.noStopToken)));
+    return new SequenceGrammar(matcher, s.after_reasoning ?? null);
+  }
+
+  /**
+   * Runs library work in `lib`'s instance. A failure there may have left the instance unsound (see
+   * xgrammar.ts): later grammars compile in a fresh one; matchers made here keep theirs.
+   */
+  private async inInstance<R>(lib: Library, f: () => Promise<R>): Promise<R> {
     try {
-      const compiled = await this.compile(lib, s);
-      const matcher = await withLibraryErrors(constraintField(s), () => lib.xg.GrammarMatcher.createGrammarMatcher(compiled, undefined, this.noStopToken));
-      return new SequenceGrammar(matcher, s.after_reasoning ?? null);
+      return await f();
     } catch (e) {
-      // A failure inside this instance may have left it unsound (see xgrammar.ts): later grammars compile
-      // in a fresh one. Matchers made here keep theirs.
-      if (e instanceof GrammarError && this.library && (await this.library) === lib) this.library = null;
+      if (this.library && (await this.library) === lib) this.library = null;
       throw e;
     }
   }
@@ -136,10 +142,10 @@ export class StructuredOutputManager {
     }
     const compiled = (async () => {
       await checkGrammar(s); // in the checker instance: a bad constraint aborts there, not here
-      const grammar = await buildGrammar(lib.xg, s);
+      const grammar = await this.inInstance(lib, () => buildGrammar(lib.xg, s));
       try {
         const t0 = performance.now();
-        const c = await withLibraryErrors(constraintField(s), () => lib.compiler.compileGrammar(grammar));
+        const c = await this.inInstance(lib, () => withLibraryErrors(constraintField(s), () => lib.compiler.compileGrammar(grammar)));
         this.log(`compiled ${describeStructuredOutputs(s)} in ${((performance.now() - t0) / 1000).toFixed(3)}s`);
         return c;
       } finally {
