@@ -5,7 +5,7 @@
  * reaches the engine (by building its grammar, which needs no tokenizer), so a bad schema is a 400.
  */
 import { z } from "zod";
-import { normalizeStructuredOutputs, StructuredOutputsError, type StructuredOutputs, type StructuredOutputsInit } from "../structured/structured-outputs.ts";
+import { constraintsIn, normalizeStructuredOutputs, StructuredOutputsError, type StructuredOutputs, type StructuredOutputsInit } from "../structured/structured-outputs.ts";
 import { checkGrammar, GrammarError } from "../structured/xgrammar.ts";
 import { ApiError } from "./errors.ts";
 
@@ -32,8 +32,6 @@ export interface StructuredFields {
   guided_decoding_backend?: string | null;
 }
 
-const CONSTRAINTS = ["json", "regex", "choice", "grammar", "json_object", "structural_tag"] as const;
-
 /** Constraints already checked, by their normalised JSON (recently seen ones are not rebuilt). */
 const checked = new Set<string>();
 const CHECKED_MAX = 256;
@@ -43,7 +41,7 @@ export async function structuredOutputsFrom(b: StructuredFields, reportAs?: stri
   const given: { field: string; init: StructuredOutputsInit }[] = [];
   // structured_outputs with options only (e.g. disable_any_whitespace) applies them to the other spelling's constraint.
   const so = b.structured_outputs as StructuredOutputsInit | null | undefined;
-  const optionsOnly = so && !CONSTRAINTS.some((k) => so[k] !== undefined && so[k] !== null && so[k] !== false);
+  const optionsOnly = so && constraintsIn(so).length === 0;
   const options: StructuredOutputsInit = optionsOnly ? so : {};
   const rf = b.response_format;
   if (rf && rf.type !== "text") given.push({ field: "response_format", init: { ...options, ...fromResponseFormat(rf) } });

@@ -50,6 +50,11 @@ export class StructuredOutputsError extends Error {
 }
 
 const KINDS = ["json", "regex", "choice", "grammar", "json_object", "structural_tag"] as const;
+
+/** The constraints `init` gives (set, not null, not false); options alone give none. */
+export function constraintsIn(init: StructuredOutputsInit): (typeof KINDS)[number][] {
+  return KINDS.filter((k) => init[k] !== undefined && init[k] !== null && init[k] !== false);
+}
 const FLAGS = ["disable_any_whitespace", "disable_additional_properties", "whitespace_pattern", "disable_fallback", "after_reasoning"];
 
 /** Checks and normalises `init` (field: the request field it came from, for errors). */
@@ -58,7 +63,7 @@ export function normalizeStructuredOutputs(init: StructuredOutputsInit, field = 
   for (const k of Object.keys(init)) {
     if (!(KINDS as readonly string[]).includes(k) && !FLAGS.includes(k)) throw new StructuredOutputsError(`${field}.${k}`, "unknown field");
   }
-  const given = KINDS.filter((k) => init[k] !== undefined && init[k] !== null && init[k] !== false);
+  const given = constraintsIn(init);
   if (given.length !== 1) {
     throw new StructuredOutputsError(field, given.length === 0
       ? `give one of ${KINDS.join(", ")}`
