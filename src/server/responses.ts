@@ -83,9 +83,13 @@ export class OutputItems {
   readonly items: Record<string, unknown>[] = [];
   private reasoning: { item: Record<string, unknown>; text: string } | null = null;
   private message: { item: Record<string, unknown>; text: string } | null = null;
-  reasoningText = "";
 
   constructor(private readonly emit: (event: Record<string, unknown>) => void) {}
+
+  /** All reasoning text so far. */
+  get reasoningText(): string {
+    return this.reasoning?.text ?? "";
+  }
 
   addReasoning(delta: string): void {
     if (!delta) return;
@@ -96,7 +100,6 @@ export class OutputItems {
       this.emit({ type: "response.content_part.added", item_id: item.id, output_index: this.indexOf(item), content_index: 0, part: { type: "reasoning_text", text: "" } });
     }
     this.reasoning.text += delta;
-    this.reasoningText += delta;
     this.emit({ type: "response.reasoning_text.delta", item_id: this.reasoning.item.id, output_index: this.indexOf(this.reasoning.item), content_index: 0, delta });
   }
 
