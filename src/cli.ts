@@ -32,6 +32,7 @@ export const ENGINE_FLAGS = {
   "generation-config": { type: "string" },
   "override-generation-config": { type: "string" },
   "tensor-parallel-size": { type: "string" },
+  "speculative-config": { type: "string" },
   seed: { type: "string" },
   "chat-template": { type: "string" },
 } as const;
@@ -73,6 +74,7 @@ export function engineOptionsFromFlags(values: Record<string, string | boolean |
     generationConfig: s("generation-config"),
     overrideGenerationConfig: jsonObjectFlag("override-generation-config", s("override-generation-config")),
     tensorParallelSize: numberFlag("tensor-parallel-size", s("tensor-parallel-size")),
+    speculativeConfig: jsonObjectFlag("speculative-config", s("speculative-config")),
     seed: numberFlag("seed", s("seed")),
     chatTemplate: s("chat-template"),
   };

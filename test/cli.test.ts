@@ -18,7 +18,11 @@ test("generate prints only the completion on stdout, deterministically", () => {
   expect(a.err).not.toContain(a.out.trim() || "\u0000");
   const chat = run(["generate", model, "--prompt", "Hi", "--max-tokens", "3", "--chat", "--temperature", "0.5", "--seed", "3"]);
   expect(chat.code).toBe(0);
-}, 30_000); // three processes of ≈ 1.2 s each: more than bun's 5 s default on a loaded 2-core machine
+  // Speculative decoding changes how many steps it takes, not what comes out.
+  const spec = run(["generate", model, "--prompt", "Hello", "--max-tokens", "6", "--temperature", "0", "--speculative-config", '{"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_max": 2}']);
+  expect(spec.out).toBe(a.out);
+  expect(spec.err).toContain("speculative decoding: ngram, 3 draft tokens, n-grams of 2 tokens");
+}, 40_000); // four processes of ≈ 1.2 s each: more than bun's 5 s default on a loaded 2-core machine
 
 test("usage errors exit 2 with a message; engine errors exit 1", () => {
   const bad = run(["generate", "--prompt", "x", "--bogus"]);
@@ -31,14 +35,18 @@ test("usage errors exit 2 with a message; engine errors exit 1", () => {
   expect(missing.err).toContain("config.json: not found");
   const dev = run(["generate", tinyModel(FAST_MODEL), "--prompt", "x", "--device", "tpu"]);
   expect(dev.err).toContain("--device: must be auto, cpu or cuda");
-});
+  const json = run(["generate", "--prompt", "x", "--speculative-config", "{ngram"]);
+  expect({ code: json.code, said: json.err.includes("--speculative-config: expected a JSON object") }).toEqual({ code: 2, said: true });
+  const method = run(["generate", tinyModel(FAST_MODEL), "--prompt", "x", "--speculative-config", '{"method": "eagle", "num_speculative_tokens": 2}']);
+  expect({ code: method.code, said: method.err.includes(`--speculative-config: method "eagle" is not supported`) }).toEqual({ code: 1, said: true });
+}, 30_000);
 
 test("serve --help lists every flag with its default", () => {
   const h = run(["serve", "--help"]);
   expect(h.code).toBe(0);
   for (const flag of ["--host", "--port", "--served-model-name", "--api-key", "--device", "--dtype", "--max-model-len", "--max-num-seqs",
     "--max-num-batched-tokens", "--block-size", "--gpu-memory-utilization", "--num-gpu-blocks-override", "--enable-prefix-caching",
-    "--no-enable-prefix-caching", "--enforce-eager", "--tensor-parallel-size", "--seed", "--chat-template", "--max-log-len", "--log-level"])
+    "--no-enable-prefix-caching", "--enforce-eager", "--tensor-parallel-size", "--speculative-config", "--seed", "--chat-template", "--max-log-len", "--log-level"])
     expect(h.out).toContain(flag);
   expect(h.out).toContain("default 8000");
 });

@@ -108,4 +108,14 @@ describe.skipIf(!!why)("device-only scripts, through vbun's FFI layer on a simul
     expect(Object.keys(r.decode)).toEqual(["batch_1_ms_per_step"]);
     expect(r.decode_overlapped_steps).toBeGreaterThanOrEqual(4);
   }, 130_000);
+
+  test("scripts/bench-spec: plain and speculative decoding on the same greedy prompts, with identical outputs", () => {
+    // (Whether this random model repeats itself enough for drafts is luck: the engine tests show they work.)
+    const r = runScript(["scripts/bench-spec", "--model", tinyModel(MODEL), "--device", "cuda", "--batches", "2", "--max-tokens", "8", "--lookup-min", "1"], 120_000) as {
+      batch_2: { plain: { steps: number }; speculative: { steps: number; acceptance: number }; identical_outputs: boolean };
+    };
+    expect(r.batch_2.plain.steps).toBe(8);
+    expect(r.batch_2.speculative.acceptance).toBeGreaterThanOrEqual(0);
+    expect(r.batch_2.identical_outputs).toBe(true);
+  }, 130_000);
 });

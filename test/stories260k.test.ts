@@ -24,3 +24,20 @@ describe.skipIf(!present)("stories260K reproduces llama2.c", () => {
     expect(llm!.tokenizer.encode("Once upon a time")).toEqual([1, 403, 407, 261, 378]);
   });
 });
+
+describe.skipIf(!present)("stories260K with n-gram speculative decoding still reproduces llama2.c", () => {
+  const expected = present ? JSON.parse(readFileSync(join(STORIES_DIR, "expected.json"), "utf8")) : { cases: [] };
+  test("every case's greedy tokens, in fewer steps than tokens (its stories repeat themselves)", () => {
+    const llm = new LLM({ model: STORIES_DIR, log: () => {}, blockSize: 16, speculativeConfig: { method: "ngram", num_speculative_tokens: 4, prompt_lookup_min: 2, prompt_lookup_max: 4 } });
+    let tokens = 0;
+    for (const c of expected.cases as { prompt_token_ids: number[]; max_tokens: number; expected_token_ids: number[] }[]) {
+      const [out] = llm.generate(c.prompt_token_ids, { temperature: 0, max_tokens: c.max_tokens }, { useTqdm: false });
+      expect(out!.outputs[0]!.tokenIds).toEqual(c.expected_token_ids);
+      tokens += c.expected_token_ids.length;
+    }
+    const m = llm.engine.metrics;
+    expect(m.specAcceptedTokens).toBeGreaterThan(0);
+    expect(m.numSteps).toBeLessThan(tokens);
+    llm.close();
+  });
+});

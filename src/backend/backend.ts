@@ -131,8 +131,8 @@ export interface Backend<T extends Tensor = Tensor> {
   toHost(t: T): Float32Array;
   /** Releases threads or device resources the backend holds. */
   close?(): void;
-  /** Fixes step-input buffers at their largest (graph-capable backends). */
-  reserveStep?(maxTokens: number, maxSeqs: number, maxBlocksPerSeq: number): void;
+  /** Fixes step-input buffers at their largest (graph-capable backends); logits rows default to one per sequence. */
+  reserveStep?(maxTokens: number, maxSeqs: number, maxBlocksPerSeq: number, maxLogitsRows?: number): void;
   /** Records what `run` launches as a replayable graph under `key` (CUDA graphs). */
   captureGraph?(key: number, run: () => void): void;
   launchGraph?(key: number): void;

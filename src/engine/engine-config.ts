@@ -35,6 +35,11 @@ export interface EngineOptions {
    */
   schedulingPolicy?: SchedulingPolicy;
   tensorParallelSize?: number;
+  /**
+   * vLLM's --speculative-config, e.g. {"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 4}:
+   * n-gram speculative decoding (src/speculative). Turns async scheduling off.
+   */
+  speculativeConfig?: Record<string, unknown>;
   seed?: number;
   chatTemplate?: string;
   /** Receives start-up and warning messages (default: stderr). */

@@ -24,12 +24,22 @@ export interface EngineStats {
   generationTokens: number;
   requestSuccess: Record<string, number>;
   histograms: Record<HistogramName, HistogramData>;
+  /** Speculative decoding's counters (null when it is off). */
+  specDecode: SpecDecodeStats | null;
+}
+
+export interface SpecDecodeStats {
+  numDrafts: number;
+  numDraftTokens: number;
+  numAcceptedTokens: number;
+  /** Entry j: drafts whose token j was confirmed (j < num_speculative_tokens). */
+  numAcceptedTokensPerPosition: number[];
 }
 
 const plain = (h: Histogram): HistogramData => ({ buckets: h.buckets, counts: h.counts.slice(), sum: h.sum, count: h.count });
 
 /** The gauges and counters without the histograms and per-reason counts (what changes every step, cheaply). */
-export type EngineGauges = Omit<EngineStats, "requestSuccess" | "histograms">;
+export type EngineGauges = Omit<EngineStats, "requestSuccess" | "histograms" | "specDecode">;
 
 export function engineGauges(e: LLMEngine): EngineGauges {
   const m = e.metrics;
@@ -55,5 +65,11 @@ export function engineStats(e: LLMEngine): EngineStats {
     ...engineGauges(e),
     requestSuccess: Object.fromEntries(m.requestSuccess),
     histograms,
+    specDecode: e.options.speculative
+      ? {
+        numDrafts: m.specDrafts, numDraftTokens: m.specDraftTokens, numAcceptedTokens: m.specAcceptedTokens,
+        numAcceptedTokensPerPosition: Array.from({ length: e.options.speculative.numSpeculativeTokens }, (_, j) => m.specAcceptedPerPosition[j] ?? 0),
+      }
+      : null,
   };
 }

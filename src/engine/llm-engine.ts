@@ -31,6 +31,8 @@ import { SamplingParams } from "./sampling-params.ts";
 import { Scheduler, type SchedulerOutput } from "./scheduler.ts";
 import { Sequence, type FinishReason } from "./sequence.ts";
 import { StructuredOutputManager } from "../structured/structured-output-manager.ts";
+import { NgramProposer } from "../speculative/ngram-proposer.ts";
+import { describeSpeculativeConfig, parseSpeculativeConfig, type SpeculativeConfig } from "../speculative/speculative-config.ts";
 
 /** The GPU KV cache holds at most this many times max_num_seqs × max_model_len tokens. */
 const KV_CACHE_CAP = 4;
@@ -93,6 +95,8 @@ export interface EngineInfo {
 /** A launched step: the sequences it samples for, in row order, and its tokens on their way. */
 interface RunningStep extends LaunchedStep {
   seqs: Sequence[];
+  /** Each sequence's draft tokens (speculative decoding): it has 1 + drafts rows of sampled tokens. */
+  drafts: number[];
 }
 
 export class LLMEngine {
@@ -113,13 +117,15 @@ export class LLMEngine {
   private grammarWaiting: Request[] = [];
   /** Sequences that took a token under their grammar: their next mask is still to be made. */
   private readonly grammarStale = new Set<Sequence>();
+  /** Speculative decoding: proposes each decoding sequence's draft tokens before a step (null: off). */
+  private readonly proposer: NgramProposer | null;
 
   constructor(
     readonly modelConfig: ModelConfig,
     /** null with skipTokenizerInit: token ids in and out, no text (the server detokenizes). */
     readonly tokenizer: TextTokenizer | null,
     readonly runner: ModelRunner,
-    readonly options: Required<Omit<EngineOptions, "model" | "numGpuBlocksOverride" | "chatTemplate" | "log" | "onModelDir" | "maxModelLen" | "cuda" | "profileKernels" | "skipTokenizerInit" | "generationConfig" | "overrideGenerationConfig">> & { maxModelLen: number; numBlocks: number },
+    readonly options: Required<Omit<EngineOptions, "model" | "numGpuBlocksOverride" | "chatTemplate" | "log" | "onModelDir" | "maxModelLen" | "cuda" | "profileKernels" | "skipTokenizerInit" | "generationConfig" | "overrideGenerationConfig" | "speculativeConfig">> & { maxModelLen: number; numBlocks: number; speculative: SpeculativeConfig | null },
     readonly info: EngineInfo,
     private readonly log: (m: string) => void = (m) => process.stderr.write(`[vbun] ${m}\n`),
   ) {
@@ -133,6 +139,7 @@ export class LLMEngine {
       policy: options.schedulingPolicy,
     }, this.blockManager);
     this.seedRng = new SeededRandom(options.seed);
+    this.proposer = options.speculative ? new NgramProposer(options.speculative) : null;
   }
 
   /** Loads a model directory (or the built-in tiny model) on the chosen device. */
@@ -162,6 +169,9 @@ export class LLMEngine {
     const schedulingPolicy = opts.schedulingPolicy ?? ENGINE_DEFAULTS.schedulingPolicy;
     if (schedulingPolicy !== "fcfs" && schedulingPolicy !== "priority") throw new EngineConfigError("--scheduling-policy", `must be fcfs or priority, got '${schedulingPolicy}'`);
     if (!["auto", "float32", "bfloat16", "float16", "half"].includes(dtype)) throw new EngineConfigError("--dtype", `must be auto, float32, bfloat16 or float16, got '${dtype}'`);
+    const speculative = opts.speculativeConfig ? parseSpeculativeConfig(opts.speculativeConfig) : null;
+    // Sampled rows per step at most: one per sequence, and with drafts one per draft token too (never more than the step's tokens).
+    const maxLogitsRows = speculative ? Math.max(maxNumSeqs, Math.min(maxNumBatchedTokens, maxNumSeqs * (1 + speculative.numSpeculativeTokens))) : maxNumSeqs;
 
     const util = opts.gpuMemoryUtilization ?? ENGINE_DEFAULTS.gpuMemoryUtilization;
     if (!(util > 0 && util <= 1)) throw new EngineConfigError("--gpu-memory-utilization", `must be in (0, 1], got ${util}`);
@@ -181,7 +191,7 @@ export class LLMEngine {
           if (tp > visible) throw new EngineConfigError("--tensor-parallel-size", `${tp} ranks need ${tp} GPUs but only ${visible} ${visible === 1 ? "is" : "are"} visible`);
         }
         try { checkShardable(cfg, tp); } catch (e) { throw new EngineConfigError("--tensor-parallel-size", (e as Error).message); }
-        const limits = { maxTokens: maxNumBatchedTokens, maxSeqs: maxNumSeqs, maxBlocksPerSeq: Math.ceil(maxModelLen / blockSize) };
+        const limits = { maxTokens: maxNumBatchedTokens, maxSeqs: maxNumSeqs, maxBlocksPerSeq: Math.ceil(maxModelLen / blockSize), maxLogitsRows };
         tpGroup = new TensorParallelGroup(cfg, modelDir, tp, maxModelLen, limits, cuda ? { kind: "cuda", leader: cuda, provider } : { kind: "cpu" });
         model = tpGroup.model;
         if (!cuda) backend.close?.(); // the CPU ranks bring their own single-threaded backends
@@ -191,8 +201,8 @@ export class LLMEngine {
         model.load(new Checkpoint(modelDir));
       }
       // Activation buffers at their largest, before the KV cache takes what is left.
-      if (tpGroup) tpGroup.reserve(maxNumBatchedTokens, maxNumSeqs);
-      else model.reserve(maxNumBatchedTokens, maxNumSeqs);
+      if (tpGroup) tpGroup.reserve(maxNumBatchedTokens, maxLogitsRows);
+      else model.reserve(maxNumBatchedTokens, maxLogitsRows);
       const bytesPerBlock = model.kvBytesPerBlock(blockSize, kind === "cuda" ? 2 : 4);
       const maxUsefulBlocks = maxNumSeqs * Math.ceil(maxModelLen / blockSize);
       let numBlocks: number;
@@ -210,7 +220,7 @@ export class LLMEngine {
       log(`KV cache: ${numBlocks} blocks of ${blockSize} tokens (${((numBlocks * bytesPerBlock) / 2 ** 30).toFixed(2)} GiB)`);
       if (tpGroup) tpGroup.allocKvCache(numBlocks, blockSize);
       else model.allocKvCache(numBlocks, blockSize);
-      backend.reserveStep?.(maxNumBatchedTokens, maxNumSeqs, Math.ceil(maxModelLen / blockSize));
+      backend.reserveStep?.(maxNumBatchedTokens, maxNumSeqs, Math.ceil(maxModelLen / blockSize), maxLogitsRows);
       const eosTokenIds = [...new Set([...cfg.eosTokenIds, ...(tokenizer?.eosTokenIds ?? [])])];
       // model.backend: the selected backend, or with tensor parallelism rank 0's own.
       const runner = new ModelRunner(model.backend, model, { maxNumBatchedTokens, maxNumSeqs, maxModelLen, blockSize, eosTokenIds }, tpGroup);
@@ -226,7 +236,12 @@ export class LLMEngine {
         log("async scheduling is off with tensor parallelism (the ranks take each step's token ids from the host)");
         asyncScheduling = false;
       }
+      if (asyncScheduling && speculative) {
+        log("async scheduling is off with speculative decoding (draft tokens are proposed from the tokens each step reads back)");
+        asyncScheduling = false;
+      }
       if (asyncScheduling) log("async scheduling: on (each step is launched before the previous step's tokens are read)");
+      if (speculative) log(`speculative decoding: ${describeSpeculativeConfig(speculative)}`);
       const info: EngineInfo = {
         modelDir, isDefaultModel, device: kind, numBlocks, blockSize, maxModelLen,
         kvCapacityTokens: numBlocks * blockSize, loadSeconds: (performance.now() - t0) / 1000, graphSeconds, samplingDefaults,
@@ -237,7 +252,7 @@ export class LLMEngine {
         gpuMemoryUtilization: util,
         enablePrefixCaching: opts.enablePrefixCaching ?? ENGINE_DEFAULTS.enablePrefixCaching,
         enableChunkedPrefill, enforceEager, asyncScheduling, schedulingPolicy,
-        tensorParallelSize: tp, seed: opts.seed ?? ENGINE_DEFAULTS.seed,
+        tensorParallelSize: tp, seed: opts.seed ?? ENGINE_DEFAULTS.seed, speculative,
       }, info, log);
     } catch (e) {
       // Nothing started here outlives a failed start: tensor-parallel workers, CPU matmul threads, GPU
@@ -386,6 +401,7 @@ export class LLMEngine {
    */
   step(): RequestOutput[] {
     if (this.grammarStale.size > 0) throw new Error("LLMEngine.step: sequences wait for their next grammar mask: await prepare() before each step while needsPrepare()");
+    if (this.proposer) this.proposeDrafts(this.proposer);
     const out = this.scheduler.schedule(performance.now());
     const previous = this.running;
     this.running = null;
@@ -403,38 +419,74 @@ export class LLMEngine {
     return this.collectOutputs(touched);
   }
 
+  /**
+   * Speculative decoding: draft tokens for every running sequence that decodes (its tokens all known, no
+   * grammar), as many as fit before max_tokens and the model length with the token sampled after them.
+   */
+  private proposeDrafts(proposer: NgramProposer): void {
+    const k = proposer.config.numSpeculativeTokens, maxModelLen = this.options.maxModelLen;
+    for (const seq of this.scheduler.running) {
+      const decoding = seq.numPlaceholders === 0 && seq.numTokens - seq.numComputedTokens === 1 && !seq.params.structured_outputs;
+      const room = decoding ? Math.min(k, seq.params.max_tokens! - seq.numOutputTokens - 1, maxModelLen - seq.numTokens - 1) : 0;
+      if (room > 0) proposer.propose(seq, room);
+      else seq.numDrafts = 0;
+    }
+  }
+
   /** Queues a scheduled step; its sequences advance, each sampling one with a placeholder for its token. */
   private launch(out: SchedulerOutput): RunningStep {
     const launched = this.runner.launch(out);
     this.scheduler.advance(out);
     this.metrics.numSteps++;
     this.metrics.iterationTokens.observe(out.numBatchedTokens);
-    const seqs: Sequence[] = [];
-    for (const s of out.scheduled) if (s.samples) seqs.push(s.seq);
-    return { ...launched, seqs };
+    const seqs: Sequence[] = [], drafts: number[] = [];
+    for (const s of out.scheduled) {
+      if (!s.samples) continue;
+      seqs.push(s.seq);
+      drafts.push(s.seq.numDrafts);
+    }
+    return { ...launched, seqs, drafts };
   }
 
   /**
    * Reads a launched step's tokens into its sequences, then detokenizes and checks stop conditions. A
    * sequence finished meanwhile (stopped by the previous step's token, or aborted) drops its token.
+   *
+   * A sequence with draft tokens has a sampled token for each draft's place and one after them: the drafts
+   * equal to their place's token are confirmed, up to the first that is not, and the sampled tokens up to
+   * there are its new tokens (1 + confirmed drafts). Each is exactly the token a step without drafts would
+   * have sampled (same logits, same seeded stream step), so speculation never changes outputs; stop
+   * conditions are checked token by token.
    */
   private complete(step: RunningStep, touched: Set<Request>): void {
     const sampled = step.sample.wait();
     const done = performance.now();
-    for (let r = 0; r < step.seqs.length; r++) {
-      const seq = step.seqs[r]!;
+    let row = 0;
+    for (let i = 0; i < step.seqs.length; i++) {
+      const seq = step.seqs[i]!, drafts = step.drafts[i]!, first = row;
+      row += 1 + drafts;
+      seq.numDrafts = 0;
       if (seq.isFinished) continue;
-      const token = sampled.tokenIds[r]!;
-      seq.resolvePlaceholder(token);
-      const lp = sampled.logprobs[r];
+      let confirmed = 0;
+      while (confirmed < drafts && sampled.tokenIds[first + confirmed] === seq.tokens[seq.numTokens + confirmed]) confirmed++;
+      if (drafts > 0) this.metrics.recordDrafts(drafts, confirmed);
       const req = this.requests.get(seq.requestId)!;
       touched.add(req);
-      if (lp) { seq.logprobs.push(lp); seq.cumulativeLogprob += lp.logprob; }
-      this.recordTokenTiming(req, seq, done);
-      if (seq.grammar && !this.acceptUnderGrammar(req, seq, token)) continue;
-      this.checkFinished(req, seq);
-      // A complete grammar whose stop token did not end the sequence (ignore_eos, min_tokens): nothing may follow.
-      if (seq.grammar && !seq.isFinished && seq.grammar.isTerminated) this.finishSeq(seq, "stop", null, req);
+      const before = seq.numTokens;
+      for (let j = 0; j <= confirmed && !seq.isFinished; j++) {
+        const token = sampled.tokenIds[first + j]!;
+        if (j === 0) seq.resolvePlaceholder(token);
+        else seq.appendToken(token);
+        const lp = sampled.logprobs[first + j];
+        if (lp) { seq.logprobs.push(lp); seq.cumulativeLogprob += lp.logprob; }
+        if (seq.grammar && !this.acceptUnderGrammar(req, seq, token)) break;
+        this.checkFinished(req, seq);
+        // A complete grammar whose stop token did not end the sequence (ignore_eos, min_tokens): nothing may follow.
+        if (seq.grammar && !seq.isFinished && seq.grammar.isTerminated) this.finishSeq(seq, "stop", null, req);
+      }
+      this.recordTokenTiming(req, seq, done, seq.numTokens - before);
+      // The cache holds the drafts' K/V up to the last confirmed one; later positions are computed again.
+      if (drafts > 0 && !seq.isFinished) seq.numComputedTokens = seq.numTokens - 1;
     }
   }
 
@@ -472,9 +524,10 @@ export class LLMEngine {
     this.metrics.recordFinished(reason, req.promptTokenIds.length, req.seqs.reduce((a, q) => a + q.numOutputTokens, 0), (now - req.arrivalTime) / 1000);
   }
 
-  private recordTokenTiming(req: Request, seq: Sequence, now: number): void {
+  /** Counts a sequence's `count` new tokens of one step; latencies are per step (as vLLM's, with speculation too). */
+  private recordTokenTiming(req: Request, seq: Sequence, now: number, count: number): void {
     const m = this.metrics;
-    m.generationTokens++;
+    m.generationTokens += count;
     if (seq.firstTokenTime === null) {
       seq.firstTokenTime = now;
       if (seq.index === 0) {

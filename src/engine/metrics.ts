@@ -29,6 +29,19 @@ export class EngineMetrics {
   readonly requestGenerationTokens = new Histogram(TOKENS);
   readonly iterationTokens = new Histogram([1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]);
   numSteps = 0;
+  /** Speculative decoding (vLLM's spec_decode_* counters): verified drafts, their tokens, the confirmed ones, per position. */
+  specDrafts = 0;
+  specDraftTokens = 0;
+  specAcceptedTokens = 0;
+  readonly specAcceptedPerPosition: number[] = [];
+
+  /** One sequence's drafts of a step: `drafts` tokens, the first `confirmed` of them confirmed. */
+  recordDrafts(drafts: number, confirmed: number): void {
+    this.specDrafts++;
+    this.specDraftTokens += drafts;
+    this.specAcceptedTokens += confirmed;
+    for (let j = 0; j < drafts; j++) this.specAcceptedPerPosition[j] = (this.specAcceptedPerPosition[j] ?? 0) + (j < confirmed ? 1 : 0);
+  }
 
   recordFinished(reason: string, promptTokens: number, generationTokens: number, e2eSeconds: number): void {
     this.requestSuccess.set(reason, (this.requestSuccess.get(reason) ?? 0) + 1);

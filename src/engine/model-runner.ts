@@ -23,7 +23,7 @@ export interface LaunchedStep {
    * True when the next step may be launched before this one's tokens are read (async scheduling): no
    * row scores prompt tokens (prompt_logprobs reads logits back), none combines a repetition penalty with
    * a logit bias, none samples under a grammar (its next mask needs this token) or with bad words of several
-   * tokens, and no tensor-parallel worker waits for host token ids.
+   * tokens, none verifies draft tokens, and no tensor-parallel worker waits for host token ids.
    */
   overlappable: boolean;
 }
@@ -150,6 +150,8 @@ export class ModelRunner<T extends Tensor = Tensor> {
     for (const s of out.scheduled) {
       const p = s.seq.params;
       if (s.samples && p.structured_outputs) return false;
+      // Draft tokens: which of them the samples confirm decides the next step's inputs.
+      if (s.samples && s.seq.numDrafts > 0) return false;
       // Bad words longer than a token are matched against the latest tokens, which must be known.
       if (s.samples && p.bad_words_token_ids?.some((w) => w.length > 1)) return false;
       if (s.samples && p.needsPenalties && p.repetition_penalty !== 1 && p.logit_bias !== null && p.logit_bias.size > 0) return false;

@@ -90,9 +90,18 @@ export class Scheduler {
       // Async scheduling: a sequence whose pending token is its last allowed one ends when that token
       // arrives; it has nothing more to compute.
       if (seq.numPlaceholders > 0 && this.atLengthLimit(seq)) continue;
-      let num = Math.min(seq.numTokensWithPlaceholders - seq.numComputedTokens, budget);
+      const needed = seq.numTokensWithPlaceholders - seq.numComputedTokens;
+      // Speculative decoding: a decoding sequence's draft tokens are computed too, as many as the budget allows.
+      let num = Math.min(needed + seq.numDrafts, budget);
       if (num <= 0) continue;
+      seq.numDrafts = Math.max(0, num - needed);
       let ok = bm.allocateSlots(seq, num);
+      // Out of blocks: the drafts go first, before anyone is preempted.
+      if (!ok && seq.numDrafts > 0) {
+        seq.numDrafts = 0;
+        num = needed;
+        ok = bm.allocateSlots(seq, num);
+      }
       while (!ok) {
         const victim = this.victim();
         // Priority order may pick one scheduled earlier in this step: it leaves the step, its tokens back in the budget.
@@ -139,7 +148,7 @@ export class Scheduler {
     r.seq = seq;
     r.start = seq.numComputedTokens;
     r.numNewTokens = num;
-    r.samples = seq.numComputedTokens + num === seq.numTokensWithPlaceholders;
+    r.samples = seq.numComputedTokens + num === seq.numTokensWithPlaceholders + seq.numDrafts;
     this.out.push(r);
   }
 
@@ -164,6 +173,7 @@ export class Scheduler {
     if (i >= 0) this.running.splice(i, 1);
     this.blockManager.free(seq);
     seq.status = SequenceStatus.WAITING;
+    seq.numDrafts = 0;
     seq.numPreemptions++;
     this.numPreemptions++;
     if (this.config.policy === "priority") this.insertByPriority(seq);
@@ -172,7 +182,8 @@ export class Scheduler {
 
   /**
    * Records that the step was launched: computed tokens advance, and each sampling sequence gets a
-   * placeholder for the token the step samples (row r of its sampled ids, in scheduled order).
+   * placeholder for the token the step samples (row r of its sampled ids, in scheduled order; a sequence
+   * with draft tokens has a row after each of them as well, and its placeholder is its first row).
    */
   advance(out: SchedulerOutput): void {
     const sched = out.scheduled;
@@ -182,13 +193,15 @@ export class Scheduler {
       seq.numComputedTokens = s.start + s.numNewTokens;
       if (s.samples) {
         seq.numPlaceholders++;
-        seq.placeholderRow = r++;
+        seq.placeholderRow = r;
+        r += 1 + seq.numDrafts;
       }
     }
   }
 
-  /** advance(), then the sampled tokens in at once (a step run synchronously; tests). */
+  /** advance(), then the sampled tokens in at once (a step run synchronously, without draft tokens; tests). */
   postprocess(out: SchedulerOutput, sampled: ArrayLike<number>): void {
+    if (out.scheduled.some((s) => s.seq.numDrafts > 0)) throw new Error("Scheduler.postprocess: draft tokens are verified by LLMEngine, not here");
     this.advance(out);
     let r = 0;
     for (const s of out.scheduled) if (s.samples) s.seq.resolvePlaceholder(sampled[r++]!);

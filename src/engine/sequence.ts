@@ -24,6 +24,12 @@ export class Sequence {
   numPlaceholders = 0;
   /** The row of the newest placeholder in its step's sampled ids (where the next step's input comes from). */
   placeholderRow = -1;
+  /**
+   * Speculative decoding: draft tokens this step verifies, stored after the known tokens (tokens[numTokens …
+   * numTokens + numDrafts)). The step computes them and samples a token after each; the engine keeps the
+   * drafts the samples confirm (LLMEngine.complete).
+   */
+  numDrafts = 0;
   readonly numPromptTokens: number;
   /** Tokens whose K/V are in the cache (computed or served from the prefix cache). */
   numComputedTokens = 0;
@@ -85,6 +91,19 @@ export class Sequence {
       this.buf = bigger;
     }
     this.buf[this.numTokens++] = id;
+  }
+
+  /** Sets the draft tokens to src[from, from + count) (count 0: none). `src` may be this sequence's own tokens. */
+  setDrafts(src: Int32Array, from: number, count: number): void {
+    const end = this.numTokens + count;
+    if (end > this.buf.length) {
+      const bigger = new Int32Array(Math.max(end, this.buf.length * 2));
+      bigger.set(this.buf.subarray(0, this.numTokens));
+      this.buf = bigger;
+    }
+    // A plain forward copy: when the source is this buffer, it ends at or before numTokens, where the drafts start.
+    for (let i = 0; i < count; i++) this.buf[this.numTokens + i] = src[from + i]!;
+    this.numDrafts = count;
   }
 
   /** The oldest placeholder's token id has arrived: it becomes a known token. */

@@ -94,10 +94,12 @@ export class StepInputBuilder {
       const { seq, start, numNewTokens, samples } = sched[i]!;
       if (seq.params.prompt_logprobs !== null && start < seq.numPromptTokens - 1) anyPromptLogprobs = true;
       const table = seq.blockTable, ids = seq.tokens;
+      // Known tokens, then draft tokens (speculative decoding), which the sequence keeps after its known ones.
+      const stored = seq.numTokens + seq.numDrafts;
       this.queryStart[i] = t;
       for (let j = 0; j < numNewTokens; j++, t++) {
         const pos = start + j;
-        if (pos < seq.numTokens) this.tokenIds[t] = ids[pos]!;
+        if (pos < stored) this.tokenIds[t] = ids[pos]!;
         else {
           // The token the running step samples for this sequence: only that one can be pending here.
           if (pos !== seq.numTokens || seq.numPlaceholders !== 1) throw new Error(`sequence ${seq.seqId}: position ${pos} is not its one pending token (${seq.numTokens} known, ${seq.numPlaceholders} pending)`);
@@ -117,7 +119,8 @@ export class StepInputBuilder {
       this.rowSeq[i] = seq.seqId;
       this.rowEpoch[i] = seq.numPreemptions;
       this.rowBlocks[i] = table.length;
-      if (samples) this.logitsRows[rows++] = t - 1;
+      // The last token's logits sample the next one; with drafts, each draft's previous token's logits check it.
+      if (samples) for (let d = seq.numDrafts; d >= 0; d--) this.logitsRows[rows++] = t - 1 - d;
     }
     this.queryStart[sched.length] = t;
     // prompt_logprobs: every computed prompt position except the last predicts the next prompt token.

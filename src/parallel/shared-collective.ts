@@ -27,8 +27,10 @@ export interface SharedSizes {
   size: number;
   /** Largest all-reduce, in floats (max tokens × hidden size). */
   maxReduce: number;
-  /** Largest logits gather: rows × vocabulary. */
+  /** Largest logits gather through shared memory (CPU ranks; 0 on GPUs): rows × vocabulary. */
   maxLogitsRows: number;
+  /** Logits rows of a step at most (a row per sampling sequence, and per draft token with speculative decoding). */
+  maxRows: number;
   vocabSize: number;
   /** Vocabulary rows per rank (the last rank may hold fewer). */
   vocabPerRank: number;
@@ -38,7 +40,7 @@ export interface SharedSizes {
 }
 
 export function createSharedBuffers(s: SharedSizes): SharedBuffers {
-  const inputWords = 3 * s.maxTokens + (s.maxSeqs + 1) + s.maxSeqs + s.maxSeqs * s.maxBlocksPerSeq + s.maxSeqs;
+  const inputWords = 3 * s.maxTokens + (s.maxSeqs + 1) + s.maxSeqs + s.maxSeqs * s.maxBlocksPerSeq + s.maxRows;
   return {
     ctl: new SharedArrayBuffer(CTL_WORDS * 4),
     err: new SharedArrayBuffer(ERR_BYTES),
@@ -163,6 +165,6 @@ export function inputViews(buffers: SharedBuffers, s: SharedSizes) {
   const take = (n: number) => { const a = new Int32Array(buffers.inputs, off * 4, n); off += n; return a; };
   return {
     tokenIds: take(s.maxTokens), positions: take(s.maxTokens), slotMapping: take(s.maxTokens),
-    queryStart: take(s.maxSeqs + 1), seqLens: take(s.maxSeqs), blockTables: take(s.maxSeqs * s.maxBlocksPerSeq), logitsRows: take(s.maxSeqs),
+    queryStart: take(s.maxSeqs + 1), seqLens: take(s.maxSeqs), blockTables: take(s.maxSeqs * s.maxBlocksPerSeq), logitsRows: take(s.maxRows),
   };
 }

@@ -67,12 +67,12 @@ export class TensorParallelGroup {
   /** Resolves once every worker thread has exited (after close()). */
   readonly exited: Promise<void>;
 
-  constructor(cfg: ModelConfig, modelDir: string, size: number, maxModelLen: number, limits: { maxTokens: number; maxSeqs: number; maxBlocksPerSeq: number }, device: TpDevice = { kind: "cpu" }) {
+  constructor(cfg: ModelConfig, modelDir: string, size: number, maxModelLen: number, limits: { maxTokens: number; maxSeqs: number; maxBlocksPerSeq: number; maxLogitsRows: number }, device: TpDevice = { kind: "cpu" }) {
     const onGpu = device.kind === "cuda";
     const vocabPerRank = localDims(cfg, { rank: 0, size }).vocabPerRank;
     const sizes: SharedSizes = {
       // The shared-memory reduce and gather buffers serve CPU ranks only.
-      size, maxReduce: onGpu ? 0 : limits.maxTokens * cfg.hiddenSize, maxLogitsRows: onGpu ? 0 : limits.maxSeqs, vocabSize: cfg.vocabSize, vocabPerRank,
+      size, maxReduce: onGpu ? 0 : limits.maxTokens * cfg.hiddenSize, maxLogitsRows: onGpu ? 0 : limits.maxLogitsRows, maxRows: limits.maxLogitsRows, vocabSize: cfg.vocabSize, vocabPerRank,
       maxTokens: limits.maxTokens, maxSeqs: limits.maxSeqs, maxBlocksPerSeq: limits.maxBlocksPerSeq,
     };
     const buffers = createSharedBuffers(sizes);
@@ -87,7 +87,7 @@ export class TensorParallelGroup {
       comms = nccl.initAll(Array.from({ length: size }, (_, r) => r));
       device.leader.makeCurrent(); // NCCL's set-up leaves the last GPU current
       ncclData = nccl.workerData;
-      this.nccl = new NcclCollective(0, size, comms[0]!, nccl, device.leader, vocabPerRank, limits.maxSeqs);
+      this.nccl = new NcclCollective(0, size, comms[0]!, nccl, device.leader, vocabPerRank, limits.maxLogitsRows);
       collective = this.nccl as unknown as Collective<Tensor>;
       // The leader's stream may wait in a collective for a rank that has failed (or hung): poll, and give
       // up then. Whoever catches the error stops the group (ModelRunner → fail(), or close()), which aborts
@@ -107,7 +107,7 @@ export class TensorParallelGroup {
       w.addEventListener("error", (e) => this.control.abort(new Error(`worker for rank ${rank} crashed: ${(e as ErrorEvent).message}`)));
       w.postMessage({
         rank, modelDir, maxModelLen, sizes, buffers, failAt: process.env.VBUN_TP_FAIL_AT ?? null,
-        cuda: onGpu ? { comm: comms[rank]!, ncclData, maxRows: limits.maxSeqs } : null,
+        cuda: onGpu ? { comm: comms[rank]!, ncclData, maxRows: limits.maxLogitsRows } : null,
       } satisfies TpWorkerInit);
       this.workers.push(w);
     }
@@ -165,7 +165,7 @@ export class TensorParallelGroup {
 
   /** Activation buffers on every rank (and fixed step buffers on GPU ranks). */
   reserve(tokens: number, rows: number): void {
-    this.command(CMD_RESERVE, [tokens, rows, this.control.sizes.maxBlocksPerSeq]);
+    this.command(CMD_RESERVE, [tokens, rows, this.control.sizes.maxBlocksPerSeq, this.control.sizes.maxSeqs]);
     this.model.reserve(tokens, rows);
     this.endCommand();
   }

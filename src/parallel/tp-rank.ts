@@ -70,7 +70,7 @@ export function runTpRank(init: TpWorkerInit, devices: TpRankDevices | null): vo
       }
       if (cmd === CMD_RESERVE) {
         model.reserve(a(0), a(1));
-        backend.reserveStep?.(a(0), a(1), a(2));
+        backend.reserveStep?.(a(0), a(3), a(2), a(1));
       } else if (cmd === CMD_ALLOC_KV) model.allocKvCache(a(0), a(1));
       else if (cmd === CMD_CAPTURE) {
         const step = backend.uploadStep(decodeGraphInputs(a(0), a(1)));

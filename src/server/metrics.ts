@@ -30,6 +30,14 @@ export function renderMetrics(st: EngineStats, modelName: string): string {
   metric("vllm:num_preemptions_total", "counter", "Cumulative number of preemptions from the engine.", [[{}, st.numPreemptions]]);
   metric("vllm:prefix_cache_queries_total", "counter", "Prefix cache queries, in terms of number of queried tokens.", [[{}, st.prefixCacheQueries]]);
   metric("vllm:prefix_cache_hits_total", "counter", "Prefix cache hits, in terms of number of cached tokens.", [[{}, st.prefixCacheHits]]);
+  const spec = st.specDecode;
+  if (spec) {
+    metric("vllm:spec_decode_num_drafts_total", "counter", "Number of spec decoding drafts.", [[{}, spec.numDrafts]]);
+    metric("vllm:spec_decode_num_draft_tokens_total", "counter", "Number of draft tokens.", [[{}, spec.numDraftTokens]]);
+    metric("vllm:spec_decode_num_accepted_tokens_total", "counter", "Number of accepted tokens.", [[{}, spec.numAcceptedTokens]]);
+    metric("vllm:spec_decode_num_accepted_tokens_per_pos_total", "counter", "Accepted tokens per draft position.",
+      spec.numAcceptedTokensPerPosition.map((n, j) => [{ position: String(j) }, n]));
+  }
   histogram("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.", h.timeToFirstToken);
   histogram("vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", h.interTokenLatency);
   histogram("vllm:e2e_request_latency_seconds", "Histogram of end to end request latency in seconds.", h.e2eRequestLatency);

@@ -47,6 +47,8 @@ engine:
   --override-generation-config JSON  e.g. '{"temperature": 0.5}' (temperature, top_p, top_k, min_p,
                                    repetition_penalty, max_new_tokens)
   --tensor-parallel-size N         (default ${d.tensorParallelSize})
+  --speculative-config JSON        n-gram speculative decoding, e.g. '{"method": "ngram",
+                                   "num_speculative_tokens": 4, "prompt_lookup_max": 4}' (default: off)
   --seed N                         seed for requests without one (default ${d.seed})
   --chat-template FILE|TEXT        override the model's chat template
 `;

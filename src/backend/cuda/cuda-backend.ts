@@ -333,8 +333,8 @@ export class CudaBackend implements Backend<CudaTensor> {
    * need (they bake pointers in). A step's arrays are laid out compactly, so their offsets depend only on
    * the array lengths: every replay of a decode bucket finds its inputs where the captured graph looks.
    */
-  reserveStep(maxTokens: number, maxSeqs: number, maxBlocksPerSeq: number): void {
-    const bytes = [maxTokens, maxTokens, maxTokens, maxSeqs + 1, maxSeqs, maxSeqs * maxBlocksPerSeq, maxSeqs, 2 * maxSeqs].reduce((a, n) => a + Math.ceil((n * 4) / 16) * 16, 0);
+  reserveStep(maxTokens: number, maxSeqs: number, maxBlocksPerSeq: number, maxLogitsRows = maxSeqs): void {
+    const bytes = [maxTokens, maxTokens, maxTokens, maxSeqs + 1, maxSeqs, maxSeqs * maxBlocksPerSeq, maxLogitsRows, 2 * maxSeqs].reduce((a, n) => a + Math.ceil((n * 4) / 16) * 16, 0);
     this.synchronize();
     this.allocStepBuffers(bytes);
     this.stepReserved = true;
