@@ -2,7 +2,7 @@
 /** vbun command line: `vbun generate …`, `vbun serve …`. Results go to stdout, logs to stderr. */
 import { parseArgs } from "node:util";
 import { SamplingParams } from "./engine/sampling-params.ts";
-import type { Device, EngineOptions, SchedulingPolicy } from "./engine/engine-config.ts";
+import type { Device, EngineOptions, Runner, SchedulingPolicy } from "./engine/engine-config.ts";
 
 const USAGE = `usage: vbun <command> [options]
 
@@ -33,6 +33,8 @@ export const ENGINE_FLAGS = {
   "override-generation-config": { type: "string" },
   "tensor-parallel-size": { type: "string" },
   "speculative-config": { type: "string" },
+  runner: { type: "string" },
+  "pooler-config": { type: "string" },
   seed: { type: "string" },
   "chat-template": { type: "string" },
 } as const;
@@ -75,6 +77,8 @@ export function engineOptionsFromFlags(values: Record<string, string | boolean |
     overrideGenerationConfig: jsonObjectFlag("override-generation-config", s("override-generation-config")),
     tensorParallelSize: numberFlag("tensor-parallel-size", s("tensor-parallel-size")),
     speculativeConfig: jsonObjectFlag("speculative-config", s("speculative-config")),
+    runner: s("runner") as Runner | undefined,
+    poolerConfig: jsonObjectFlag("pooler-config", s("pooler-config")),
     seed: numberFlag("seed", s("seed")),
     chatTemplate: s("chat-template"),
   };
@@ -113,6 +117,7 @@ async function generate(args: string[]): Promise<void> {
   const { AsyncEngine } = await import("./engine/async-engine.ts");
   const engine = await AsyncEngine.start(opts);
   try {
+    if (engine.info.pooler) throw new Error("this is an embedding model (--runner pooling): it makes no text (serve it and use /v1/embeddings)");
     const tok = engine.tokenizer;
     const ids = values.chat ? tok.encode(tok.applyChatTemplate([{ role: "user", content: values.prompt }]), false) : tok.encode(values.prompt);
     let text = "";

@@ -374,7 +374,7 @@ describe("outputs crossing from the engine worker (output-codec)", () => {
 
   test("edge cases: empty and multi-token deltas, surrogate pairs, n > 1, mixed with full outputs", () => {
     const compact = (id: string, deltas: [number[], string][]): RequestOutput => ({
-      requestId: id, prompt: null, promptTokenIds: [], numPromptTokens: 3, numCachedTokens: 1, promptLogprobs: null, finished: false,
+      requestId: id, prompt: null, promptTokenIds: [], numPromptTokens: 3, numCachedTokens: 1, promptLogprobs: null, finished: false, pooled: null,
       outputs: deltas.map(([toks, text], index) => ({ index, text: "", textDelta: text, tokenIds: [], tokenIdsDelta: toks, numTokens: 4 + index, cumulativeLogprob: null, logprobs: null, logprobsDelta: null, finishReason: null, stopReason: null })),
     });
     const fullOne: RequestOutput = { ...compact("done", [[[9], "x"]]), finished: true };

@@ -251,7 +251,9 @@ describe("bad inputs get their status and an OpenAI error body; the server keeps
   test("method, route and not-implemented errors", async () => {
     expect((await fetch(`${srv.url}/v1/completions`)).status).toBe(405);
     expect((await fetch(`${srv.url}/nope`)).status).toBe(404);
-    expect((await post("/v1/embeddings", { input: "x" })).status).toBe(501);
+    expect((await post("/v1/audio/transcriptions", { file: "x" })).status).toBe(501);
+    // A text model refuses embeddings with a reason (test/embeddings.test.ts: the pooling runner serves them).
+    expect((await post("/v1/embeddings", { input: "x" })).status).toBe(400);
   });
   test("the SDK maps errors to typed exceptions", async () => {
     let err: unknown;

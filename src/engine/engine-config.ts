@@ -3,6 +3,7 @@ import type { CudaProvider } from "../backend/cuda/provider.ts";
 
 export type Device = "auto" | "cpu" | "cuda";
 export type SchedulingPolicy = "fcfs" | "priority";
+export type Runner = "auto" | "generate" | "pooling";
 
 export interface EngineOptions {
   /** Model directory; undefined = the built-in random-weight tiny Qwen3. */
@@ -40,6 +41,13 @@ export interface EngineOptions {
    * n-gram speculative decoding (src/speculative). Turns async scheduling off.
    */
   speculativeConfig?: Record<string, unknown>;
+  /**
+   * vLLM's --runner: "generate" (text), "pooling" (embeddings: /v1/embeddings, LLM.embed), or "auto" (default):
+   * pooling for a bare decoder checkpoint (architectures "Qwen3Model" etc.), else generate.
+   */
+  runner?: Runner;
+  /** vLLM's --pooler-config on top of the model's own pooling settings: {"pooling_type": "LAST", "normalize": bool}. */
+  poolerConfig?: Record<string, unknown>;
   seed?: number;
   chatTemplate?: string;
   /** Receives start-up and warning messages (default: stderr). */
@@ -82,6 +90,7 @@ export const ENGINE_DEFAULTS = {
   enforceEager: false,
   asyncScheduling: false,
   schedulingPolicy: "fcfs" as SchedulingPolicy,
+  runner: "auto" as Runner,
   tensorParallelSize: 1,
   seed: 0,
 };

@@ -33,6 +33,7 @@ import { Sequence, type FinishReason } from "./sequence.ts";
 import { StructuredOutputManager } from "../structured/structured-output-manager.ts";
 import { NgramProposer } from "../speculative/ngram-proposer.ts";
 import { describeSpeculativeConfig, parseSpeculativeConfig, type SpeculativeConfig } from "../speculative/speculative-config.ts";
+import { loadPoolerConfig, type PoolerConfig } from "../model/pooling.ts";
 
 /** The GPU KV cache holds at most this many times max_num_seqs × max_model_len tokens. */
 const KV_CACHE_CAP = 4;
@@ -56,6 +57,8 @@ export interface RequestLimits {
   promptLogprobs: boolean;
   /** Requests may have a priority (--scheduling-policy priority). */
   priorities: boolean;
+  /** A pooling model: a request is a prompt to embed (it may fill the whole context; it generates nothing). */
+  pooling: boolean;
 }
 
 /**
@@ -68,6 +71,12 @@ export function validateRequest(ids: readonly number[], params: SamplingParams, 
   params.validateForVocab(l.vocabSize);
   if (params.prompt_logprobs !== null && !l.promptLogprobs) throw new InvalidRequestError("prompt_logprobs is not supported with tensor parallelism", "prompt_logprobs");
   if (params.priority !== 0 && !l.priorities) throw new InvalidRequestError(`priority ${params.priority} needs --scheduling-policy priority (this server admits requests in arrival order)`, "priority");
+  if (l.pooling) {
+    if (ids.length > l.maxModelLen) throw new InvalidRequestError(`This model's maximum context length is ${l.maxModelLen} tokens. However, you requested ${ids.length} tokens in the input for embedding generation. Please reduce the length of the input.`, "input");
+    if (Math.ceil(ids.length / l.blockSize) > l.numBlocks) throw new InvalidRequestError(`the input needs ${ids.length} tokens of KV cache but the whole cache holds ${l.numBlocks * l.blockSize}`, "input");
+    params.max_tokens = 1; // the sequence's one "sampling" step computes its pooled state instead
+    return;
+  }
   const maxTokens = params.max_tokens ?? l.maxModelLen - ids.length;
   if (ids.length + maxTokens > l.maxModelLen || maxTokens < 1)
     throw new InvalidRequestError(`This model's maximum context length is ${l.maxModelLen} tokens. However, you requested ${ids.length + Math.max(maxTokens, 1)} tokens (${ids.length} in the prompt, ${Math.max(maxTokens, 1)} in the completion). Please reduce the length of the prompt or completion.`, params.max_tokens === null ? "prompt" : "max_tokens");
@@ -90,6 +99,9 @@ export interface EngineInfo {
   graphSeconds: number | null;
   /** Sampling defaults for fields a request leaves out (--generation-config); {} = vLLM's own. */
   samplingDefaults: SamplingDefaults;
+  /** What the engine serves: text ("generate") or embeddings ("pooling", with its pooler). */
+  runner: "generate" | "pooling";
+  pooler: PoolerConfig | null;
 }
 
 /** A launched step: the sequences it samples for, in row order, and its tokens on their way. */
@@ -125,7 +137,7 @@ export class LLMEngine {
     /** null with skipTokenizerInit: token ids in and out, no text (the server detokenizes). */
     readonly tokenizer: TextTokenizer | null,
     readonly runner: ModelRunner,
-    readonly options: Required<Omit<EngineOptions, "model" | "numGpuBlocksOverride" | "chatTemplate" | "log" | "onModelDir" | "maxModelLen" | "cuda" | "profileKernels" | "skipTokenizerInit" | "generationConfig" | "overrideGenerationConfig" | "speculativeConfig">> & { maxModelLen: number; numBlocks: number; speculative: SpeculativeConfig | null },
+    readonly options: Required<Omit<EngineOptions, "model" | "numGpuBlocksOverride" | "chatTemplate" | "log" | "onModelDir" | "maxModelLen" | "cuda" | "profileKernels" | "skipTokenizerInit" | "generationConfig" | "overrideGenerationConfig" | "speculativeConfig" | "runner" | "poolerConfig">> & { maxModelLen: number; numBlocks: number; speculative: SpeculativeConfig | null },
     readonly info: EngineInfo,
     private readonly log: (m: string) => void = (m) => process.stderr.write(`[vbun] ${m}\n`),
   ) {
@@ -170,6 +182,13 @@ export class LLMEngine {
     if (schedulingPolicy !== "fcfs" && schedulingPolicy !== "priority") throw new EngineConfigError("--scheduling-policy", `must be fcfs or priority, got '${schedulingPolicy}'`);
     if (!["auto", "float32", "bfloat16", "float16", "half"].includes(dtype)) throw new EngineConfigError("--dtype", `must be auto, float32, bfloat16 or float16, got '${dtype}'`);
     const speculative = opts.speculativeConfig ? parseSpeculativeConfig(opts.speculativeConfig) : null;
+    const runnerOpt = opts.runner ?? ENGINE_DEFAULTS.runner;
+    if (!["auto", "generate", "pooling"].includes(runnerOpt)) throw new EngineConfigError("--runner", `must be auto, generate or pooling, got '${runnerOpt}'`);
+    const runnerKind = runnerOpt === "auto" ? (cfg.headless ? "pooling" : "generate") : runnerOpt;
+    if (runnerKind !== "pooling" && opts.poolerConfig) throw new EngineConfigError("--pooler-config", "applies to pooling models only (--runner pooling)");
+    const pooler = runnerKind === "pooling" ? loadPoolerConfig(modelDir, opts.poolerConfig) : null;
+    if (pooler && tp > 1) throw new EngineConfigError("--runner", "pooling models do not run with tensor parallelism yet");
+    if (pooler && speculative) throw new EngineConfigError("--speculative-config", "a pooling model generates no tokens to speculate on");
     // Sampled rows per step at most: one per sequence, and with drafts one per draft token too (never more than the step's tokens).
     const maxLogitsRows = speculative ? Math.max(maxNumSeqs, Math.min(maxNumBatchedTokens, maxNumSeqs * (1 + speculative.numSpeculativeTokens))) : maxNumSeqs;
 
@@ -197,7 +216,7 @@ export class LLMEngine {
         if (!cuda) backend.close?.(); // the CPU ranks bring their own single-threaded backends
         log(`tensor parallel: ${tp} ${cuda ? "GPU ranks over NCCL" : "CPU ranks"} (rank 0 here, ${tp - 1} workers), ${model.localDims.numHeads} query / ${model.localDims.numKvHeads} KV heads and ${model.localDims.intermediate} MLP rows per rank`);
       } else {
-        model = new CausalLM<Tensor>(cfg, backend, maxModelLen);
+        model = new CausalLM<Tensor>(cfg, backend, maxModelLen, null, { pooling: pooler !== null });
         model.load(new Checkpoint(modelDir));
       }
       // Activation buffers at their largest, before the KV cache takes what is left.
@@ -226,7 +245,8 @@ export class LLMEngine {
       const runner = new ModelRunner(model.backend, model, { maxNumBatchedTokens, maxNumSeqs, maxModelLen, blockSize, eosTokenIds }, tpGroup);
       const enforceEager = opts.enforceEager ?? ENGINE_DEFAULTS.enforceEager;
       let graphSeconds: number | null = null;
-      if (kind === "cuda" && !enforceEager) {
+      // A pooling model runs prompts only: no decode steps to replay.
+      if (kind === "cuda" && !enforceEager && !pooler) {
         const buckets = graphBuckets(maxNumSeqs);
         graphSeconds = runner.captureDecodeGraphs(buckets);
         log(`captured ${buckets.length} decode CUDA graphs in ${graphSeconds.toFixed(2)}s`);
@@ -242,9 +262,11 @@ export class LLMEngine {
       }
       if (asyncScheduling) log("async scheduling: on (each step is launched before the previous step's tokens are read)");
       if (speculative) log(`speculative decoding: ${describeSpeculativeConfig(speculative)}`);
+      if (pooler) log(`pooling model (embeddings): ${pooler.poolingType} token${pooler.normalize ? ", normalized" : ""}`);
       const info: EngineInfo = {
         modelDir, isDefaultModel, device: kind, numBlocks, blockSize, maxModelLen,
         kvCapacityTokens: numBlocks * blockSize, loadSeconds: (performance.now() - t0) / 1000, graphSeconds, samplingDefaults,
+        runner: runnerKind, pooler,
       };
       return new LLMEngine(cfg, tokenizer, runner, {
         device: kind, dtype, maxModelLen, maxNumSeqs, maxNumBatchedTokens, blockSize, numBlocks,
@@ -265,7 +287,7 @@ export class LLMEngine {
 
   /** The limits a request is checked against (also used by the server thread, see AsyncEngine). */
   get limits(): RequestLimits {
-    return { vocabSize: this.modelConfig.vocabSize, maxModelLen: this.options.maxModelLen, numBlocks: this.blockManager.numBlocks, blockSize: this.blockManager.blockSize, promptLogprobs: this.runner.tpGroup === null, priorities: this.options.schedulingPolicy === "priority" };
+    return { vocabSize: this.modelConfig.vocabSize, maxModelLen: this.options.maxModelLen, numBlocks: this.blockManager.numBlocks, blockSize: this.blockManager.blockSize, promptLogprobs: this.runner.tpGroup === null, priorities: this.options.schedulingPolicy === "priority", pooling: this.info.pooler !== null };
   }
 
   /** Queues a request. Throws InvalidRequestError when it can never be served. `outputKind`: what its outputs carry. */
@@ -461,6 +483,7 @@ export class LLMEngine {
   private complete(step: RunningStep, touched: Set<Request>): void {
     const sampled = step.sample.wait();
     const done = performance.now();
+    if (sampled.hidden) return this.completePooling(step, sampled.hidden, touched, done);
     let row = 0;
     for (let i = 0; i < step.seqs.length; i++) {
       const seq = step.seqs[i]!, drafts = step.drafts[i]!, first = row;
@@ -488,6 +511,19 @@ export class LLMEngine {
       // The cache holds the drafts' K/V up to the last confirmed one; later positions are computed again.
       if (drafts > 0 && !seq.isFinished) seq.numComputedTokens = seq.numTokens - 1;
     }
+  }
+
+  /** A pooling model's step: each prompt whose last token was computed has its pooled hidden state, and is done. */
+  private completePooling(step: RunningStep, hidden: Float32Array, touched: Set<Request>, done: number): void {
+    const H = this.modelConfig.hiddenSize;
+    step.seqs.forEach((seq, r) => {
+      if (seq.isFinished) return;
+      const req = this.requests.get(seq.requestId)!;
+      touched.add(req);
+      seq.pooled = hidden.slice(r * H, (r + 1) * H);
+      this.recordTokenTiming(req, seq, done, 0);
+      this.finishSeq(seq, "stop", null);
+    });
   }
 
   /**

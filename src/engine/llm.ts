@@ -4,6 +4,21 @@ import type { TextTokenizer } from "../tokenizer/tokenizer.ts";
 import { LLMEngine, type PromptInput } from "./llm-engine.ts";
 import type { RequestOutput } from "./request.ts";
 import { SamplingParams, type SamplingParamsInit } from "./sampling-params.ts";
+import { dimensionsError, embedding } from "../model/pooling.ts";
+
+/** One prompt's embedding (vLLM's EmbeddingRequestOutput). */
+export interface EmbeddingOutput {
+  requestId: string;
+  promptTokenIds: number[];
+  outputs: { embedding: number[] };
+}
+
+export interface EmbedOptions extends GenerateOptions {
+  /** Matryoshka models: cut each embedding to this many dimensions (before normalising). */
+  dimensions?: number;
+  /** Keep only the prompt's last N tokens (-1: max_model_len). */
+  truncatePromptTokens?: number;
+}
 
 export interface GenerateOptions {
   /** Show a progress bar on stderr (default: when stderr is a TTY). */
@@ -64,6 +79,22 @@ export class LLM {
     return run.finish();
   }
 
+  /**
+   * vLLM's LLM.embed, for a pooling model (--runner pooling): each prompt's embedding — the last token's
+   * final-norm hidden state, normalised as the model's pooler says — in input order.
+   */
+  embed(prompts: PromptInput | PromptInput[], opts: EmbedOptions = {}): EmbeddingOutput[] {
+    const pooler = this.engine.info.pooler;
+    if (!pooler) throw new Error("embed: this model runs as a generative model; create the LLM with runner: \"pooling\"");
+    const dims = opts.dimensions ?? null;
+    const bad = dimensionsError(this.engine.modelConfig, dims);
+    if (bad) throw new Error(`embed: ${bad}`);
+    const params = new SamplingParams({ max_tokens: 1, truncate_prompt_tokens: opts.truncatePromptTokens ?? null });
+    const run = this.start(prompts, params, opts, "embed");
+    while (this.engine.hasUnfinishedRequests()) run.take(this.engine.step());
+    return run.finish().map((o) => ({ requestId: o.requestId, promptTokenIds: o.promptTokenIds, outputs: { embedding: Array.from(embedding(o.pooled!, pooler.normalize, dims)) } }));
+  }
+
   /** Queues one request per prompt; what collects their final outputs. */
   private start(prompts: PromptInput | PromptInput[], params: SamplingParams | SamplingParamsInit | (SamplingParams | SamplingParamsInit)[], opts: GenerateOptions, caller: string) {
     const list: PromptInput[] = typeof prompts === "string" || (Array.isArray(prompts) && typeof prompts[0] === "number") ? [prompts as PromptInput] : (prompts as PromptInput[]);
@@ -75,6 +106,7 @@ export class LLM {
       for (const [k, v] of Object.entries(p)) if (v !== undefined) init[k] = v;
       return new SamplingParams(init as SamplingParamsInit);
     };
+    if (this.engine.info.pooler && caller !== "embed") throw new Error(`${caller}: this is a pooling model (--runner pooling): it makes embeddings (LLM.embed), not text`);
     const all = list.map((_, i) => toParams(Array.isArray(params) ? params[i]! : params));
     if (caller === "generate" && all.some((p) => p.structured_outputs)) throw new Error("generate: structured outputs need `await llm.generateAsync(...)` (grammars compile asynchronously)");
     const ids: string[] = [];

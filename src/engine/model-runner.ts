@@ -1,5 +1,5 @@
 /** Runs scheduled steps on a backend: builds inputs, runs the model, samples. Same for CPU and CUDA. */
-import { decodeGraphInputs, type Backend, type PendingSample, type Tensor } from "../backend/backend.ts";
+import { decodeGraphInputs, type Backend, type PendingSample, type StepInputs, type Tensor } from "../backend/backend.ts";
 import type { CausalLM } from "../model/causal-lm.ts";
 import type { SamplerOutput } from "./sampling-batch.ts";
 import { Sampler } from "./sampler.ts";
@@ -132,6 +132,7 @@ export class ModelRunner<T extends Tensor = Tensor> {
       return { sample: this.backend.sampleAsync(this.graphLogits.get(bucket)!, this.sampler.build(out.scheduled)), overlappable: this.overlappable(out, 0) };
     }
     const host = this.inputs.build(out);
+    if (this.model.pooling) return this.pool(host);
     this.tpGroup?.broadcastStep(host);
     const step = this.backend.uploadStep(host);
     const batch = this.sampler.build(out.scheduled);
@@ -141,6 +142,14 @@ export class ModelRunner<T extends Tensor = Tensor> {
     const promptRows = this.inputs.numPromptRows;
     if (promptRows > 0) this.recordPromptLogprobs(out, logits, batch.numRows);
     return { sample, overlappable: this.overlappable(out, promptRows) };
+  }
+
+  /** A pooling model's step: the hidden states of the rows that would sample, read back (no tokens). */
+  private pool(host: StepInputs): LaunchedStep {
+    const hidden = this.model.forward(this.backend.uploadStep(host));
+    const rows = host.logitsRows.length;
+    const read = rows > 0 ? this.backend.toHost(hidden) : new Float32Array(0);
+    return { sample: { wait: () => ({ tokenIds: new Int32Array(rows), logprobs: [], hidden: read }) }, overlappable: false };
   }
 
   private overlappable(out: SchedulerOutput, promptRows: number): boolean {

@@ -39,7 +39,7 @@ function isCompact(c: CompletionOutput): boolean {
 }
 
 function isCompactRequest(o: RequestOutput): boolean {
-  if (o.finished || o.prompt !== null || o.promptTokenIds.length !== 0 || o.promptLogprobs !== null) return false;
+  if (o.finished || o.prompt !== null || o.promptTokenIds.length !== 0 || o.promptLogprobs !== null || o.pooled !== null) return false;
   for (const c of o.outputs) if (!isCompact(c)) return false;
   return true;
 }
@@ -106,7 +106,7 @@ function unpack(p: PackedOutputs): RequestOutput[] {
     }
     out[i] = {
       requestId, prompt: null, promptTokenIds: [], numPromptTokens: p.requests[r]!, numCachedTokens: p.requests[r + 1]!,
-      promptLogprobs: null, outputs, finished: false,
+      promptLogprobs: null, outputs, finished: false, pooled: null,
     };
     req++;
   }

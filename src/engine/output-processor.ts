@@ -134,6 +134,7 @@ export class OutputProcessor {
       promptLogprobs: withPrompt ? req.promptLogprobs : null,
       outputs,
       finished,
+      pooled: o.pooled,
     };
   }
 }

@@ -47,6 +47,8 @@ export interface RequestOutput {
   promptLogprobs: (TokenLogprobs | null)[] | null;
   outputs: CompletionOutput[];
   finished: boolean;
+  /** A pooling model's request (embeddings): the prompt's pooled hidden state, once finished; else null. */
+  pooled: Float32Array | null;
 }
 
 /** Text state of one sequence: its detokenizer, its text and stop strings, and how much of it went out. */
@@ -187,6 +189,7 @@ export class Request {
       promptLogprobs: withPrompt ? this.seqs[0]!.promptLogprobs : null,
       outputs,
       finished: this.finished,
+      pooled: this.seqs[0]!.pooled,
     };
   }
 }

@@ -55,6 +55,8 @@ export interface TokenLogprobs {
 export interface SamplerOutput {
   tokenIds: Int32Array;
   logprobs: (TokenLogprobs | null)[];
+  /** A pooling model's step: the final-norm hidden state of each row (rows × hidden size), instead of tokens. */
+  hidden?: Float32Array;
 }
 
 export function emptySamplingBatch(numRows: number): SamplingBatch {

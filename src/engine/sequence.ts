@@ -47,6 +47,8 @@ export class Sequence {
   readonly promptLogprobs: (TokenLogprobs | null)[] | null;
   cumulativeLogprob = 0;
   numPreemptions = 0;
+  /** A pooling model: the prompt's pooled hidden state, once computed. */
+  pooled: Float32Array | null = null;
   /** Structured outputs: where the sequence is in its grammar (null: free text, or not compiled yet). */
   grammar: SequenceGrammar | null = null;
   /** Monotonic times (ms). */

@@ -2,7 +2,7 @@
  * Qwen3 / Qwen2 / Llama decoder, written once against the Backend interface.
  * Per layer: RMSNorm → packed QKV GEMM → (q/k norm +) RoPE → KV store → paged attention → o_proj →
  * residual add + RMSNorm → packed gate/up GEMM → SiLU·mul → down_proj. Then final norm and LM head on the
- * rows that sample.
+ * rows that sample — or, for a pooling model (embeddings), the final-norm hidden states of those rows.
  */
 import type { Backend, StepTensors, Tensor, AttentionShape } from "../backend/backend.ts";
 import type { Checkpoint } from "../loader/checkpoint.ts";
@@ -64,7 +64,11 @@ export class CausalLM<T extends Tensor> {
   private readonly dims: ReturnType<typeof localDims>;
   private readonly shard: ShardSpec;
 
-  constructor(readonly cfg: ModelConfig, readonly backend: Backend<T>, readonly maxModelLen: number, readonly collective: Collective<T> | null = null) {
+  /** Pooling model (--runner pooling): forward returns hidden states, and no LM head is loaded. */
+  readonly pooling: boolean;
+
+  constructor(readonly cfg: ModelConfig, readonly backend: Backend<T>, readonly maxModelLen: number, readonly collective: Collective<T> | null = null, opts: { pooling?: boolean } = {}) {
+    this.pooling = opts.pooling ?? false;
     this.shard = { rank: collective?.rank ?? 0, size: collective?.size ?? 1 };
     this.dims = localDims(cfg, this.shard);
     this.attention = { numHeads: this.dims.numHeads, numKvHeads: this.dims.numKvHeads, headDim: cfg.headDim, scale: 1 / Math.sqrt(cfg.headDim) };
@@ -94,14 +98,18 @@ export class CausalLM<T extends Tensor> {
     const iRows = (t: TensorView) => sliceRows(t, r * d.intermediate, (r + 1) * d.intermediate);
     const vocabRows = (t: TensorView) => sliceRows(t, d.vocabStart, d.vocabStart + d.vocabRows);
     const lq = d.numHeads * D, lkv = d.numKvHeads * D, li = d.intermediate;
-    this.embed = load([vocabRows(w("model.embed_tokens.weight", [c.vocabSize, H]))], [d.vocabRows, H]);
-    this.finalNorm = one("model.norm.weight", [H]);
-    if (c.tieWordEmbeddings) this.lmHead = this.embed;
+    // Bare decoders (embedding models) are often saved without the "model." prefix.
+    const m = !ckpt.has("model.embed_tokens.weight") && ckpt.has("embed_tokens.weight") ? "" : "model.";
+    this.embed = load([vocabRows(w(`${m}embed_tokens.weight`, [c.vocabSize, H]))], [d.vocabRows, H]);
+    this.finalNorm = one(`${m}norm.weight`, [H]);
+    if (this.pooling) this.lmHead = this.embed; // never used: forward stops at the hidden states
+    else if (c.headless) throw new Error(`${ckpt.dir}: the checkpoint is a bare decoder without an LM head (architecture ${c.architecture}…Model): serve it as an embedding model with --runner pooling`);
+    else if (c.tieWordEmbeddings) this.lmHead = this.embed;
     else if (ckpt.has("lm_head.weight")) this.lmHead = load([vocabRows(w("lm_head.weight", [c.vocabSize, H]))], [d.vocabRows, H]);
     else throw new Error(`${ckpt.dir}: missing tensor 'lm_head.weight' (config says tie_word_embeddings=false)`);
     this.layers = [];
     for (let i = 0; i < c.numLayers; i++) {
-      const p = `model.layers.${i}.`;
+      const p = `${m}layers.${i}.`;
       const a = `${p}self_attn.`;
       this.layers.push({
         inputNorm: one(`${p}input_layernorm.weight`, [H]),
@@ -174,8 +182,9 @@ export class CausalLM<T extends Tensor> {
       const n = Math.max(numLogitsRows, ws.logitsCapacity * 2, 4);
       ws.logitsCapacity = n;
       ws.last = b.empty([n, c.hiddenSize]);
-      ws.logits = b.empty([n, c.vocabSize], "f32");
-      ws.localLogits = this.shard.size === 1 ? ws.logits : b.empty([n, this.dims.vocabRows], "f32");
+      // A pooling model computes no logits.
+      ws.logits = b.empty([this.pooling ? 0 : n, c.vocabSize], "f32");
+      ws.localLogits = this.shard.size === 1 ? ws.logits : b.empty([this.pooling ? 0 : n, this.dims.vocabRows], "f32");
     }
     this.ws = ws;
     return ws;
@@ -186,7 +195,7 @@ export class CausalLM<T extends Tensor> {
     this.workspace(numTokens, numLogitsRows);
   }
 
-  /** Runs one step; returns logits [numLogitsRows, vocab]. */
+  /** Runs one step; returns logits [numLogitsRows, vocab] (a pooling model: final-norm hidden states [numLogitsRows, hidden]). */
   forward(step: StepTensors<T>): T {
     if (this.kv.length === 0) throw new Error("forward: KV cache not allocated");
     const b = this.backend, c = this.cfg, n = step.numTokens, eps = c.rmsNormEps, at = this.attention;
@@ -219,6 +228,7 @@ export class CausalLM<T extends Tensor> {
     // residual += hidden is folded into the final norm; only the sampled rows go through it.
     b.addRmsNorm(hidden, residual, this.finalNorm, eps, normed);
     b.gatherRows(normed, step.logitsRows, m, last);
+    if (this.pooling) return last;
     if (!tp) {
       b.linear(last, this.lmHead, null, logits);
       return logits;

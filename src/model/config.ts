@@ -34,6 +34,10 @@ export interface ModelConfig {
   /** Per-head RMSNorm on q and k before RoPE (Qwen3). */
   qkNorm: boolean;
   torchDtype: DType;
+  /** The checkpoint is the bare decoder (architectures "Qwen3Model" etc., as embedding models ship): no LM head. */
+  headless: boolean;
+  /** Matryoshka embeddings (is_matryoshka / matryoshka_dimensions): sizes a request may cut them to; "any"; or null. */
+  matryoshkaDimensions: number[] | "any" | null;
   bosTokenId: number | null;
   eosTokenIds: number[];
 }
@@ -42,6 +46,10 @@ const ARCHITECTURES: Record<string, Architecture> = {
   Qwen3ForCausalLM: "qwen3",
   Qwen2ForCausalLM: "qwen2",
   LlamaForCausalLM: "llama",
+  // The bare decoders (no LM head), as sentence-transformers embedding models are saved.
+  Qwen3Model: "qwen3",
+  Qwen2Model: "qwen2",
+  LlamaModel: "llama",
 };
 
 export class ConfigError extends Error {
@@ -91,8 +99,12 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
   let torchDtype: DType;
   try { torchDtype = parseDTypeName(String(torchDtypeName)); } catch (e) { throw new ConfigError(file, `field 'torch_dtype': ${(e as Error).message}`); }
 
+  const matryoshka = Array.isArray(raw.matryoshka_dimensions) && raw.matryoshka_dimensions.every((d) => Number.isInteger(d) && d > 0)
+    ? (raw.matryoshka_dimensions as number[]) : raw.is_matryoshka === true ? "any" as const : null;
   return {
     architecture,
+    headless: String(archs[0]).endsWith("Model"),
+    matryoshkaDimensions: matryoshka,
     hiddenSize,
     intermediateSize: int("intermediate_size"),
     numLayers: int("num_hidden_layers"),

@@ -3,6 +3,7 @@ import { Hono, type Context } from "hono";
 import { chatCompletions, chatPromptIds } from "./chat.ts";
 import { responses } from "./responses.ts";
 import { completions } from "./completions.ts";
+import { embeddings } from "./embeddings.ts";
 import { ApiError, errorBody, toErrorResponse } from "./errors.ts";
 import { renderMetrics } from "./metrics.ts";
 import { DetokenizeRequest, TokenizeRequest } from "./protocol.ts";
@@ -10,6 +11,7 @@ import type { ServerState } from "./state.ts";
 import { VERSION } from "../version.ts";
 
 const PUBLIC = new Set(["/health", "/version", "/metrics", "/ping"]);
+const GENERATION = new Set(["/v1/completions", "/v1/chat/completions", "/v1/responses"]);
 
 export function buildApp(state: ServerState): Hono {
   const app = new Hono();
@@ -50,9 +52,16 @@ export function buildApp(state: ServerState): Hono {
     return c.text(renderMetrics(state.asyncEngine.stats, state.servedModelName), 200, { "Content-Type": "text/plain; version=0.0.4; charset=utf-8" });
   });
 
+  // A pooling model (embeddings) generates no text: the generation endpoints say so.
+  app.use("/v1/*", async (c, next) => {
+    if (c.req.method === "POST" && GENERATION.has(c.req.path) && state.asyncEngine?.info.pooler)
+      return c.json(errorBody(400, `this is an embedding model (--runner pooling): it does not support ${c.req.path}; use /v1/embeddings`, "model"), 400);
+    await next();
+  });
   app.post("/v1/completions", (c) => completions(c, state));
   app.post("/v1/chat/completions", (c) => chatCompletions(c, state));
   app.post("/v1/responses", (c) => responses(c, state));
+  app.post("/v1/embeddings", (c) => embeddings(c, state));
 
   app.post("/tokenize", async (c) => {
     const body = TokenizeRequest.parse(await state.readJson(c));
@@ -71,9 +80,9 @@ export function buildApp(state: ServerState): Hono {
     return c.json({ prompt: e.tokenizer.decode(body.tokens, false) });
   });
 
-  for (const path of ["/v1/completions", "/v1/chat/completions", "/tokenize", "/detokenize"])
+  for (const path of ["/v1/completions", "/v1/chat/completions", "/v1/embeddings", "/tokenize", "/detokenize"])
     app.on(["GET", "PUT", "DELETE", "PATCH"], path, (c) => c.json(errorBody(405, `method ${c.req.method} not allowed on ${path}`), 405));
-  for (const path of ["/v1/embeddings", "/v1/audio/transcriptions", "/v1/responses", "/pooling", "/score", "/rerank"])
+  for (const path of ["/v1/audio/transcriptions", "/v1/responses", "/pooling", "/score", "/rerank"])
     app.all(path, (c) => c.json(errorBody(501, `${path} is not implemented by vbun`), 501));
   return app;
 }

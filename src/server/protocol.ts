@@ -113,3 +113,16 @@ export const ResponsesRequest = z.object({
   truncation: z.string().nullish(),
   include: z.array(z.string()).nullish(),
 });
+
+/** POST /v1/embeddings: OpenAI's fields, plus vLLM's truncate_prompt_tokens, add_special_tokens and priority. */
+export const EmbeddingRequest = z.object({
+  model: z.string().nullish(),
+  input: z.union([z.string(), z.array(z.string()).min(1), tokenIds.min(1), z.array(tokenIds.min(1)).min(1)]),
+  encoding_format: z.enum(["float", "base64"]).nullish(),
+  dimensions: int().nullish(),
+  user: z.string().nullish(),
+  truncate_prompt_tokens: int().nullish(),
+  add_special_tokens: z.boolean().nullish(),
+  priority: int().nullish(),
+});
+export type EmbeddingRequest = z.infer<typeof EmbeddingRequest>;

@@ -49,6 +49,10 @@ engine:
   --tensor-parallel-size N         (default ${d.tensorParallelSize})
   --speculative-config JSON        n-gram speculative decoding, e.g. '{"method": "ngram",
                                    "num_speculative_tokens": 4, "prompt_lookup_max": 4}' (default: off)
+  --runner auto|generate|pooling   text, or embeddings (/v1/embeddings); auto: pooling for a bare decoder
+                                   checkpoint (architectures "Qwen3Model" …) (default ${d.runner})
+  --pooler-config JSON             e.g. '{"normalize": false}' (pooling_type LAST only; default: the
+                                   model's sentence-transformers modules.json, else LAST + normalize)
   --seed N                         seed for requests without one (default ${d.seed})
   --chat-template FILE|TEXT        override the model's chat template
 `;

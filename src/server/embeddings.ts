@@ -1,0 +1,43 @@
+/** POST /v1/embeddings, for a pooling model (--runner pooling): one embedding per input, OpenAI's response shape. */
+import type { Context } from "hono";
+import { Buffer } from "node:buffer";
+import { dimensionsError, embedding } from "../model/pooling.ts";
+import { SamplingParams } from "../engine/sampling-params.ts";
+import { ApiError } from "./errors.ts";
+import { collect, submit } from "./generation.ts";
+import { EmbeddingRequest } from "./protocol.ts";
+import type { ServerState } from "./state.ts";
+
+/** A float32 vector as OpenAI's base64 encoding_format sends it: its little-endian bytes. */
+function base64(v: Float32Array): string {
+  return Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString("base64");
+}
+
+export async function embeddings(c: Context, state: ServerState): Promise<Response> {
+  const body = EmbeddingRequest.parse(await state.readJson(c));
+  state.checkModel(body.model);
+  const engine = state.engine();
+  const pooler = engine.info.pooler;
+  if (!pooler) throw new ApiError(400, "this model generates text and does not support the Embeddings API (serve an embedding model, or this one with --runner pooling)", "model");
+  const bad = dimensionsError(engine.modelConfig, body.dimensions ?? null);
+  if (bad) throw new ApiError(400, bad, "dimensions");
+  const input = body.input;
+  const raw: (string | number[])[] = typeof input === "string" ? [input] : typeof input[0] === "number" ? [input as number[]] : (input as (string | number[])[]);
+  const prompts = raw.map((x) => {
+    const ids = typeof x === "string" ? engine.tokenizer.encode(x, body.add_special_tokens ?? true) : x;
+    if (ids.length === 0) throw new ApiError(400, "input must not be empty", "input");
+    return ids;
+  });
+  const params = new SamplingParams({ max_tokens: 1, truncate_prompt_tokens: body.truncate_prompt_tokens ?? null, priority: body.priority ?? 0 });
+  const id = `embd-${crypto.randomUUID().replaceAll("-", "")}`;
+  state.logRequest(id, raw, { truncate_prompt_tokens: params.truncate_prompt_tokens });
+  const finals = await collect(submit(engine, id, prompts, params, c.req.raw.signal));
+  const dims = body.dimensions ?? null;
+  const data = finals.map((o, index) => {
+    if (!o.pooled) throw new ApiError(500, `input ${index} ended without an embedding (${o.outputs[0]?.finishReason ?? "no output"})`);
+    const v = embedding(o.pooled, pooler.normalize, dims);
+    return { object: "embedding", index, embedding: body.encoding_format === "base64" ? base64(v) : Array.from(v) };
+  });
+  const promptTokens = finals.reduce((a, o) => a + o.numPromptTokens, 0);
+  return c.json({ id, object: "list", created: Math.floor(Date.now() / 1000), model: state.servedModelName, data, usage: { prompt_tokens: promptTokens, total_tokens: promptTokens } });
+}

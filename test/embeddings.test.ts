@@ -1,0 +1,188 @@
+/**
+ * Pooling models (--runner pooling): a prompt's embedding is the final-norm hidden state of its last token,
+ * normalised as the model's sentence-transformers files say. Checked against the dense float64 reference,
+ * across batching, chunked prefill and prefix caching, for bare-decoder checkpoints, and over HTTP.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import OpenAI from "openai";
+import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { LLM } from "../src/engine/llm.ts";
+import { Checkpoint } from "../src/loader/checkpoint.ts";
+import { toFloat32 } from "../src/loader/dtype.ts";
+import { SafetensorsFile, writeSafetensors } from "../src/loader/safetensors.ts";
+import { loadModelConfig } from "../src/model/config.ts";
+import { loadPoolerConfig } from "../src/model/pooling.ts";
+import { referenceHidden, type W } from "./dense-reference.ts";
+import { FAST_MODEL, SERVER_MODEL, startServer, tempDir, tinyModel, type RunningServer } from "./helpers.ts";
+
+const ENGINE_MS = 60_000;
+const model = tinyModel(FAST_MODEL);
+const quiet = { log: () => {} };
+const norm = (v: ArrayLike<number>) => Math.hypot(...Array.from(v));
+const maxDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => Math.max(...Array.from(a, (x, i) => Math.abs(x - b[i]!)));
+
+/** A copy of `dir` changed by `edit` (config.json and the tensors, by name). */
+function variant(dir: string, name: string, edit: { config?: (c: Record<string, unknown>) => void; rename?: (n: string) => string | null; files?: Record<string, unknown> }): string {
+  const out = join(tempDir("pooling"), name);
+  cpSync(dir, out, { recursive: true });
+  const cfg = JSON.parse(readFileSync(join(out, "config.json"), "utf8"));
+  edit.config?.(cfg);
+  writeFileSync(join(out, "config.json"), JSON.stringify(cfg));
+  if (edit.rename) {
+    const f = SafetensorsFile.open(join(dir, "model.safetensors"));
+    const tensors = f.names().flatMap((n) => {
+      const to = edit.rename!(n);
+      if (to === null) return [];
+      const t = f.tensor(n);
+      return [{ name: to, dtype: t.dtype, shape: [...t.shape], bytes: Uint8Array.from(t.bytes) }];
+    });
+    rmSync(join(out, "model.safetensors"));
+    writeSafetensors(join(out, "model.safetensors"), tensors);
+  }
+  for (const [file, content] of Object.entries(edit.files ?? {})) {
+    mkdirSync(join(out, file, ".."), { recursive: true });
+    writeFileSync(join(out, file), JSON.stringify(content));
+  }
+  return out;
+}
+
+describe("the engine as a pooling model", () => {
+  test("each embedding is the dense reference's last-token hidden state, normalised; batching, chunks and cached prefixes change nothing", () => {
+    const cfg = loadModelConfig(model);
+    const ckpt = new Checkpoint(model);
+    const w: W = (n) => Float64Array.from(toFloat32(ckpt.tensor(n).bytes, ckpt.tensor(n).dtype));
+    const shared = Array.from({ length: 9 }, (_, i) => 20 + i);
+    const prompts = [[1, 2, 3, 4, 5, 6, 7], [9, 8, 7], [...shared, 100, 101], [...shared, 200], [42]];
+    const llm = new LLM({ model, runner: "pooling", blockSize: 4, maxModelLen: 64, ...quiet });
+    const batched = llm.embed(prompts).map((o) => o.outputs.embedding);
+    prompts.forEach((p, i) => {
+      const ref = referenceHidden(cfg, w, p).at(-1)!;
+      const r = norm(ref);
+      expect(maxDiff(batched[i]!, Array.from(ref, (x) => x / r))).toBeLessThan(1e-5);
+      expect(Math.abs(norm(batched[i]!) - 1)).toBeLessThan(1e-6);
+    });
+    // Alone, in chunks of 4 tokens, and after the shared prefix was cached: the same vectors.
+    const chunked = new LLM({ model, runner: "pooling", blockSize: 4, maxModelLen: 64, maxNumBatchedTokens: 4, ...quiet });
+    for (const [i, p] of prompts.entries()) {
+      expect(maxDiff(llm.embed([p])[0]!.outputs.embedding, batched[i]!)).toBeLessThan(1e-6);
+      expect(maxDiff(chunked.embed([p])[0]!.outputs.embedding, batched[i]!)).toBeLessThan(1e-6);
+    }
+    expect(llm.engine.blockManager.prefixCacheHits).toBeGreaterThan(0);
+    expect(llm.engine.metrics.generationTokens).toBe(0);
+    expect(llm.engine.blockManager.numFreeBlocks).toBe(llm.engine.blockManager.numBlocks);
+    llm.close();
+    chunked.close();
+  }, ENGINE_MS);
+
+  test("a prompt may fill the whole context; longer ones and generation calls are clear errors", () => {
+    const llm = new LLM({ model, runner: "pooling", blockSize: 4, maxModelLen: 16, ...quiet });
+    expect(llm.embed([Array.from({ length: 16 }, (_, i) => i + 1)])[0]!.outputs.embedding.length).toBe(32);
+    expect(() => llm.embed([Array.from({ length: 17 }, (_, i) => i + 1)])).toThrow("maximum context length is 16 tokens. However, you requested 17 tokens in the input for embedding generation");
+    expect(llm.embed([Array.from({ length: 20 }, (_, i) => i + 1)], { truncatePromptTokens: 16 })[0]!.promptTokenIds.length).toBe(16);
+    expect(() => llm.generate([[1, 2]])).toThrow("generate: this is a pooling model (--runner pooling)");
+    expect(() => llm.embed([[1, 2]], { dimensions: 8 })).toThrow("does not support Matryoshka embeddings");
+    llm.close();
+    const gen = new LLM({ model, blockSize: 4, maxModelLen: 16, ...quiet });
+    expect(() => gen.embed([[1, 2]])).toThrow("embed: this model runs as a generative model");
+    gen.close();
+    expect(() => new LLM({ model, poolerConfig: { normalize: false }, ...quiet })).toThrow("--pooler-config: applies to pooling models only");
+    expect(() => new LLM({ model, runner: "pooling", speculativeConfig: { num_speculative_tokens: 2 }, ...quiet })).toThrow("--speculative-config");
+  }, ENGINE_MS);
+
+  test("a bare decoder checkpoint (LlamaModel, no 'model.' prefix, no LM head) is a pooling model by itself", () => {
+    const bare = variant(model, "bare", { config: (c) => { c.architectures = ["LlamaModel"]; }, rename: (n) => (n === "lm_head.weight" ? null : n.replace(/^model\./, "")) });
+    const a = new LLM({ model, runner: "pooling", ...quiet }), b = new LLM({ model: bare, ...quiet });
+    expect(b.engine.info.runner).toBe("pooling");
+    const p = [[5, 6, 7, 8], [11]];
+    expect(b.embed(p).map((o) => o.outputs.embedding)).toEqual(a.embed(p).map((o) => o.outputs.embedding));
+    a.close();
+    b.close();
+    expect(() => new LLM({ model: bare, runner: "generate", ...quiet })).toThrow("bare decoder without an LM head");
+  }, ENGINE_MS);
+
+  test("pooling settings: sentence-transformers' modules.json, --pooler-config on top; Matryoshka dimensions", () => {
+    expect(loadPoolerConfig(model)).toEqual({ poolingType: "LAST", normalize: true });
+    const st = (mode: string, normalize: boolean) => variant(model, `st-${mode}-${normalize}`, {
+      files: {
+        "modules.json": [{ idx: 0, name: "0", path: "", type: "sentence_transformers.models.Transformer" }, { idx: 1, name: "1", path: "1_Pooling", type: "sentence_transformers.models.Pooling" },
+          ...(normalize ? [{ idx: 2, name: "2", path: "2_Normalize", type: "sentence_transformers.models.Normalize" }] : [])],
+        "1_Pooling/config.json": { word_embedding_dimension: 32, [mode]: true },
+      },
+    });
+    expect(loadPoolerConfig(st("pooling_mode_lasttoken", true))).toEqual({ poolingType: "LAST", normalize: true });
+    const raw = st("pooling_mode_lasttoken", false);
+    expect(loadPoolerConfig(raw)).toEqual({ poolingType: "LAST", normalize: false });
+    expect(loadPoolerConfig(raw, { normalize: true })).toEqual({ poolingType: "LAST", normalize: true });
+    expect(() => loadPoolerConfig(st("pooling_mode_mean_tokens", true))).toThrow(`--runner pooling: "MEAN" pooling is not supported`);
+    expect(() => loadPoolerConfig(model, { pooling_type: "CLS" })).toThrow(`--pooler-config: "CLS" pooling is not supported`);
+    expect(() => loadPoolerConfig(model, { normalise: true })).toThrow("--pooler-config: unknown field 'normalise'");
+    // Without Normalize the vector is the hidden state itself; with it, the same direction at length 1.
+    const a = new LLM({ model: raw, runner: "pooling", ...quiet }), b = new LLM({ model, runner: "pooling", ...quiet });
+    const [x] = a.embed([[3, 4, 5]]), [y] = b.embed([[3, 4, 5]]);
+    const n = norm(x!.outputs.embedding);
+    expect(Math.abs(n - 1)).toBeGreaterThan(1e-3);
+    expect(maxDiff(x!.outputs.embedding.map((v) => v / n), y!.outputs.embedding)).toBeLessThan(1e-6);
+    a.close();
+    b.close();
+    const mrl = variant(model, "mrl", { config: (c) => { c.matryoshka_dimensions = [8, 16, 32]; } });
+    const m = new LLM({ model: mrl, runner: "pooling", ...quiet });
+    const full = m.embed([[3, 4, 5]])[0]!.outputs.embedding, cut = m.embed([[3, 4, 5]], { dimensions: 8 })[0]!.outputs.embedding;
+    const head = full.slice(0, 8), hn = norm(head);
+    expect(cut.length).toBe(8);
+    expect(maxDiff(cut, head.map((v) => v / hn))).toBeLessThan(1e-6);
+    expect(() => m.embed([[3]], { dimensions: 12 })).toThrow("dimensions must be one of the model's Matryoshka sizes (8, 16, 32), got 12");
+    m.close();
+  }, ENGINE_MS);
+});
+
+describe("POST /v1/embeddings", () => {
+  let pooling: RunningServer, generating: RunningServer;
+  beforeAll(async () => {
+    [pooling, generating] = await Promise.all([startServer([tinyModel(SERVER_MODEL), "--runner", "pooling"]), startServer([tinyModel(SERVER_MODEL)])]);
+  });
+  afterAll(async () => {
+    await Promise.all([pooling?.stop(), generating?.stop()]);
+  });
+  const post = (s: RunningServer, path: string, body: unknown) => fetch(`${s.url}${path}`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+
+  test("strings, token ids and lists; base64 carries the same floats; the openai SDK reads them", async () => {
+    const res = await post(pooling, "/v1/embeddings", { input: ["Hello there", "The cat sat"], encoding_format: "float" });
+    expect(res.status).toBe(200);
+    const j = await res.json() as { object: string; data: { object: string; index: number; embedding: number[] }[]; usage: { prompt_tokens: number; total_tokens: number } };
+    expect(j.object).toBe("list");
+    expect(j.data.map((d) => [d.object, d.index, d.embedding.length])).toEqual([["embedding", 0, 32], ["embedding", 1, 32]]);
+    for (const d of j.data) expect(Math.abs(norm(d.embedding) - 1)).toBeLessThan(1e-5);
+    expect(j.usage.prompt_tokens).toBeGreaterThan(2);
+    expect(j.usage.total_tokens).toBe(j.usage.prompt_tokens);
+    const ids = await (await post(pooling, "/tokenize", { prompt: "Hello there" })).json() as { tokens: number[] };
+    const byIds = await (await post(pooling, "/v1/embeddings", { input: ids.tokens })).json() as typeof j;
+    expect(byIds.data[0]!.embedding).toEqual(j.data[0]!.embedding);
+    const b64 = await (await post(pooling, "/v1/embeddings", { input: "Hello there", encoding_format: "base64" })).json() as { data: { embedding: string }[] };
+    const bytes = Buffer.from(b64.data[0]!.embedding, "base64");
+    expect(Array.from(new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4))).toEqual(j.data[0]!.embedding);
+    // The SDK asks for base64 and decodes it.
+    const client = new OpenAI({ baseURL: `${pooling.url}/v1`, apiKey: "x" });
+    const served = (await client.models.list()).data[0]!.id;
+    const sdk = await client.embeddings.create({ model: served, input: "Hello there" });
+    expect(maxDiff(sdk.data[0]!.embedding, j.data[0]!.embedding)).toBeLessThan(1e-6);
+  }, ENGINE_MS);
+
+  test("errors: empty or too long input, dimensions, the wrong kind of model for the endpoint", async () => {
+    const cases: [RunningServer, string, unknown, number, string][] = [
+      [pooling, "/v1/embeddings", { input: "" }, 400, "input must not be empty"],
+      [pooling, "/v1/embeddings", { input: [] }, 400, "input"],
+      [pooling, "/v1/embeddings", { input: Array.from({ length: 5000 }, () => 11) }, 400, "in the input for embedding generation"],
+      [pooling, "/v1/embeddings", { input: "x", dimensions: 8 }, 400, "does not support Matryoshka embeddings"],
+      [pooling, "/v1/completions", { prompt: "x" }, 400, "this is an embedding model (--runner pooling): it does not support /v1/completions"],
+      [pooling, "/v1/chat/completions", { messages: [{ role: "user", content: "x" }] }, 400, "does not support /v1/chat/completions"],
+      [generating, "/v1/embeddings", { input: "x" }, 400, "does not support the Embeddings API"],
+    ];
+    for (const [server, path, body, status, message] of cases) {
+      const res = await post(server, path, body);
+      const j = await res.json() as { error: { message: string } };
+      expect({ path, status: res.status, has: j.error.message.includes(message) }).toEqual({ path, status, has: true });
+    }
+    expect((await post(pooling, "/v1/embeddings", { input: "still serving" })).status).toBe(200);
+  }, ENGINE_MS);
+});
