@@ -136,7 +136,7 @@ describe("the engine as a pooling model", () => {
   }, ENGINE_MS);
 });
 
-describe("POST /v1/embeddings", () => {
+describe("the embedding endpoints over HTTP (/v1/embeddings, /score, /rerank)", () => {
   let pooling: RunningServer, generating: RunningServer;
   beforeAll(async () => {
     [pooling, generating] = await Promise.all([startServer([tinyModel(SERVER_MODEL), "--runner", "pooling"]), startServer([tinyModel(SERVER_MODEL)])]);
@@ -168,6 +168,29 @@ describe("POST /v1/embeddings", () => {
     expect(maxDiff(sdk.data[0]!.embedding, j.data[0]!.embedding)).toBeLessThan(1e-6);
   }, ENGINE_MS);
 
+  test("/score and /rerank: the cosine similarity of the texts' embeddings (vLLM's bi-encoder scoring)", async () => {
+    const docs = ["The cat sat on the mat", "A dog ran", "Paris is in France"];
+    const emb = await (await post(pooling, "/v1/embeddings", { input: ["Where is the cat?", ...docs] })).json() as { data: { embedding: number[] }[] };
+    const dot = (a: number[], b: number[]) => a.reduce((x, v, i) => x + v * b[i]!, 0);
+    const expected = docs.map((_, i) => dot(emb.data[0]!.embedding, emb.data[i + 1]!.embedding));
+    const s = await (await post(pooling, "/score", { queries: "Where is the cat?", documents: docs })).json() as { object: string; data: { index: number; object: string; score: number }[]; usage: { prompt_tokens: number } };
+    expect(s.object).toBe("list");
+    expect(s.data.map((d) => [d.index, d.object])).toEqual([[0, "score"], [1, "score"], [2, "score"]]);
+    expect(maxDiff(s.data.map((d) => d.score), expected)).toBeLessThan(1e-5);
+    // vLLM's older names, and pairs (as many queries as documents).
+    const pairs = await (await post(pooling, "/v1/score", { text_1: ["Where is the cat?", "Where is the cat?"], text_2: docs.slice(0, 2) })).json() as typeof s;
+    expect(maxDiff(pairs.data.map((d) => d.score), expected.slice(0, 2))).toBeLessThan(1e-5);
+    const r = await (await post(pooling, "/v1/rerank", { query: "Where is the cat?", documents: docs, top_n: 2 })).json() as { results: { index: number; document?: { text: string }; relevance_score: number }[]; usage: { total_tokens: number } };
+    const order = [0, 1, 2].sort((a, b) => expected[b]! - expected[a]!);
+    expect(r.results.map((x) => x.index)).toEqual(order.slice(0, 2));
+    expect(r.results.map((x) => x.document!.text)).toEqual(order.slice(0, 2).map((i) => docs[i]!));
+    expect(maxDiff(r.results.map((x) => x.relevance_score), order.slice(0, 2).map((i) => expected[i]!))).toBeLessThan(1e-5);
+    expect(r.usage.total_tokens).toBe(s.usage.prompt_tokens);
+    const bare = await (await post(pooling, "/rerank", { query: "q", documents: docs, return_documents: false })).json() as typeof r;
+    expect(bare.results.length).toBe(3);
+    expect(bare.results.every((x) => x.document === undefined)).toBe(true);
+  }, ENGINE_MS);
+
   test("errors: empty or too long input, dimensions, the wrong kind of model for the endpoint", async () => {
     const cases: [RunningServer, string, unknown, number, string][] = [
       [pooling, "/v1/embeddings", { input: "" }, 400, "input must not be empty"],
@@ -177,6 +200,11 @@ describe("POST /v1/embeddings", () => {
       [pooling, "/v1/completions", { prompt: "x" }, 400, "this is an embedding model (--runner pooling): it does not support /v1/completions"],
       [pooling, "/v1/chat/completions", { messages: [{ role: "user", content: "x" }] }, 400, "does not support /v1/chat/completions"],
       [generating, "/v1/embeddings", { input: "x" }, 400, "does not support the Embeddings API"],
+      [generating, "/score", { queries: "x", documents: ["y"] }, 400, "does not support the Score API"],
+      [pooling, "/score", { queries: ["a", "b"], documents: ["x", "y", "z"] }, 400, "queries has 2 texts and documents 3"],
+      [pooling, "/score", { documents: ["x"] }, 400, "give the texts to score: queries (or text_1)"],
+      [pooling, "/rerank", { query: "q", documents: [] }, 400, "documents must not be empty"],
+      [pooling, "/rerank", { query: "q", documents: ["x"], top_n: 0 }, 400, "top_n must be at least 1"],
     ];
     for (const [server, path, body, status, message] of cases) {
       const res = await post(server, path, body);

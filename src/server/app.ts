@@ -4,6 +4,7 @@ import { chatCompletions, chatPromptIds } from "./chat.ts";
 import { responses } from "./responses.ts";
 import { completions } from "./completions.ts";
 import { embeddings } from "./embeddings.ts";
+import { rerank, score } from "./score.ts";
 import { ApiError, errorBody, toErrorResponse } from "./errors.ts";
 import { renderMetrics } from "./metrics.ts";
 import { DetokenizeRequest, TokenizeRequest } from "./protocol.ts";
@@ -62,6 +63,8 @@ export function buildApp(state: ServerState): Hono {
   app.post("/v1/chat/completions", (c) => chatCompletions(c, state));
   app.post("/v1/responses", (c) => responses(c, state));
   app.post("/v1/embeddings", (c) => embeddings(c, state));
+  for (const path of ["/score", "/v1/score"]) app.post(path, (c) => score(c, state));
+  for (const path of ["/rerank", "/v1/rerank", "/v2/rerank"]) app.post(path, (c) => rerank(c, state));
 
   app.post("/tokenize", async (c) => {
     const body = TokenizeRequest.parse(await state.readJson(c));
@@ -82,7 +85,7 @@ export function buildApp(state: ServerState): Hono {
 
   for (const path of ["/v1/completions", "/v1/chat/completions", "/v1/embeddings", "/tokenize", "/detokenize"])
     app.on(["GET", "PUT", "DELETE", "PATCH"], path, (c) => c.json(errorBody(405, `method ${c.req.method} not allowed on ${path}`), 405));
-  for (const path of ["/v1/audio/transcriptions", "/v1/responses", "/pooling", "/score", "/rerank"])
+  for (const path of ["/v1/audio/transcriptions", "/v1/responses", "/pooling"])
     app.all(path, (c) => c.json(errorBody(501, `${path} is not implemented by vbun`), 501));
   return app;
 }

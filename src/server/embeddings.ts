@@ -13,31 +13,47 @@ function base64(v: Float32Array): string {
   return Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString("base64");
 }
 
-export async function embeddings(c: Context, state: ServerState): Promise<Response> {
-  const body = EmbeddingRequest.parse(await state.readJson(c));
-  state.checkModel(body.model);
+/** Options every embedding-based endpoint takes (vLLM's names). */
+export interface EmbedFields {
+  dimensions?: number | null;
+  truncate_prompt_tokens?: number | null;
+  add_special_tokens?: boolean | null;
+  priority?: number | null;
+}
+
+/**
+ * The embeddings of `inputs` (texts or token ids) through the engine, in order, with the prompt tokens they
+ * took. The endpoints built on embeddings (this one, /score, /rerank) share it: the model must pool.
+ */
+export async function embedInputs(c: Context, state: ServerState, inputs: (string | number[])[], api: "Embeddings" | "Score" | "Rerank", f: EmbedFields): Promise<{ id: string; vectors: Float32Array[]; promptTokens: number }> {
   const engine = state.engine();
   const pooler = engine.info.pooler;
-  if (!pooler) throw new ApiError(400, "this model generates text and does not support the Embeddings API (serve an embedding model, or this one with --runner pooling)", "model");
-  const bad = dimensionsError(engine.modelConfig, body.dimensions ?? null);
+  if (!pooler) throw new ApiError(400, `this model generates text and does not support the ${api} API, which needs embeddings (serve an embedding model, or this one with --runner pooling)`, "model");
+  const dims = f.dimensions ?? null;
+  const bad = dimensionsError(engine.modelConfig, dims);
   if (bad) throw new ApiError(400, bad, "dimensions");
-  const input = body.input;
-  const raw: (string | number[])[] = typeof input === "string" ? [input] : typeof input[0] === "number" ? [input as number[]] : (input as (string | number[])[]);
-  const prompts = raw.map((x) => {
-    const ids = typeof x === "string" ? engine.tokenizer.encode(x, body.add_special_tokens ?? true) : x;
+  const prompts = inputs.map((x) => {
+    const ids = typeof x === "string" ? engine.tokenizer.encode(x, f.add_special_tokens ?? true) : x;
     if (ids.length === 0) throw new ApiError(400, "input must not be empty", "input");
     return ids;
   });
-  const params = new SamplingParams({ max_tokens: 1, truncate_prompt_tokens: body.truncate_prompt_tokens ?? null, priority: body.priority ?? 0 });
-  const id = `embd-${crypto.randomUUID().replaceAll("-", "")}`;
-  state.logRequest(id, raw, { truncate_prompt_tokens: params.truncate_prompt_tokens });
+  const params = new SamplingParams({ max_tokens: 1, truncate_prompt_tokens: f.truncate_prompt_tokens ?? null, priority: f.priority ?? 0 });
+  const id = `${{ Embeddings: "embd", Score: "score", Rerank: "rerank" }[api]}-${crypto.randomUUID().replaceAll("-", "")}`;
+  state.logRequest(id, inputs, { truncate_prompt_tokens: params.truncate_prompt_tokens });
   const finals = await collect(submit(engine, id, prompts, params, c.req.raw.signal));
-  const dims = body.dimensions ?? null;
-  const data = finals.map((o, index) => {
+  const vectors = finals.map((o, index) => {
     if (!o.pooled) throw new ApiError(500, `input ${index} ended without an embedding (${o.outputs[0]?.finishReason ?? "no output"})`);
-    const v = embedding(o.pooled, pooler.normalize, dims);
-    return { object: "embedding", index, embedding: body.encoding_format === "base64" ? base64(v) : Array.from(v) };
+    return embedding(o.pooled, pooler.normalize, dims);
   });
-  const promptTokens = finals.reduce((a, o) => a + o.numPromptTokens, 0);
+  return { id, vectors, promptTokens: finals.reduce((a, o) => a + o.numPromptTokens, 0) };
+}
+
+export async function embeddings(c: Context, state: ServerState): Promise<Response> {
+  const body = EmbeddingRequest.parse(await state.readJson(c));
+  state.checkModel(body.model);
+  const input = body.input;
+  const raw: (string | number[])[] = typeof input === "string" ? [input] : typeof input[0] === "number" ? [input as number[]] : (input as (string | number[])[]);
+  const { id, vectors, promptTokens } = await embedInputs(c, state, raw, "Embeddings", body);
+  const data = vectors.map((v, index) => ({ object: "embedding", index, embedding: body.encoding_format === "base64" ? base64(v) : Array.from(v) }));
   return c.json({ id, object: "list", created: Math.floor(Date.now() / 1000), model: state.servedModelName, data, usage: { prompt_tokens: promptTokens, total_tokens: promptTokens } });
 }

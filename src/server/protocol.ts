@@ -126,3 +126,12 @@ export const EmbeddingRequest = z.object({
   priority: int().nullish(),
 });
 export type EmbeddingRequest = z.infer<typeof EmbeddingRequest>;
+
+const scoreTexts = z.union([z.string(), z.array(z.string()), tokenIds.min(1), z.array(tokenIds.min(1))]);
+const embedFields = { truncate_prompt_tokens: int().nullish(), add_special_tokens: z.boolean().nullish(), priority: int().nullish(), user: z.string().nullish() };
+
+/** POST /score: vLLM's queries/documents (or the older text_1/text_2): one query against each document, or pairs. */
+export const ScoreRequest = z.object({ model: z.string().nullish(), queries: scoreTexts.nullish(), documents: scoreTexts.nullish(), text_1: scoreTexts.nullish(), text_2: scoreTexts.nullish(), ...embedFields });
+
+/** POST /rerank: Jina's and Cohere's shape, as vLLM takes it. */
+export const RerankRequest = z.object({ model: z.string().nullish(), query: z.string(), documents: z.array(z.string()), top_n: int().nullish(), return_documents: z.boolean().nullish(), ...embedFields });
