@@ -111,6 +111,8 @@ export class AsyncEngine {
   readonly samplingDefaults: SamplingDefaults;
   /** The latest snapshot of the engine's gauges and metrics. */
   stats: EngineStats;
+  /** End-of-sequence ids: the model's and the tokenizer's (what ends a sequence unless ignore_eos). */
+  readonly eosTokenIds: number[];
 
   private constructor(private readonly worker: Worker, ready: Ready, readonly tokenizer: TextTokenizer, opts: AsyncEngineOptions) {
     this.maxWaitingRequests = opts.maxWaitingRequests ?? 1024;
@@ -120,6 +122,7 @@ export class AsyncEngine {
     this.maxModelLen = ready.limits.maxModelLen;
     this.samplingDefaults = ready.info.samplingDefaults;
     this.stats = ready.stats;
+    this.eosTokenIds = [...new Set([...ready.eosTokenIds, ...tokenizer.eosTokenIds])];
     this.processor = new OutputProcessor(tokenizer);
     worker.onmessage = (ev: MessageEvent<WorkerOut>) => this.onMessage(ev.data);
     // Before any request: the worker's engine knows the model's EOS ids, not the tokenizer's.

@@ -5,6 +5,13 @@ import { LLMEngine, type PromptInput } from "./llm-engine.ts";
 import type { RequestOutput } from "./request.ts";
 import { SamplingParams, type SamplingParamsInit } from "./sampling-params.ts";
 import { dimensionsError, embedding } from "../model/pooling.ts";
+import { beamSearch, type BeamSearchParams, type BeamSearchSequence } from "./beam-search.ts";
+
+/** A prompt's beams (vLLM's BeamSearchOutput), best first, each with its text. */
+export interface BeamSearchOutput {
+  promptTokenIds: number[];
+  sequences: (BeamSearchSequence & { text: string })[];
+}
 
 /** One prompt's embedding (vLLM's EmbeddingRequestOutput). */
 export interface EmbeddingOutput {
@@ -93,6 +100,21 @@ export class LLM {
     const run = this.start(prompts, params, opts, "embed");
     while (this.engine.hasUnfinishedRequests()) run.take(this.engine.step());
     return run.finish().map((o) => ({ requestId: o.requestId, promptTokenIds: o.promptTokenIds, outputs: { embedding: Array.from(embedding(o.pooled!, pooler.normalize, dims)) } }));
+  }
+
+  /**
+   * vLLM's LLM.beam_search: each prompt's beam_width best continuations by beam search (src/engine/beam-search.ts),
+   * each step one-token requests through this engine.
+   */
+  async beamSearch(prompts: PromptInput | PromptInput[], params: BeamSearchParams): Promise<BeamSearchOutput[]> {
+    const list: PromptInput[] = typeof prompts === "string" || (Array.isArray(prompts) && typeof prompts[0] === "number") ? [prompts as PromptInput] : (prompts as PromptInput[]);
+    const ids = list.map((p) => (typeof p === "string" ? this.tokenizer.encode(p) : p));
+    const next = async (inputs: number[][], count: number) =>
+      this.generate(inputs, new SamplingParams({ max_tokens: 1, temperature: 0, logprobs: count, ignore_eos: true }), { useTqdm: false })
+        .map((o) => o.outputs[0]!.logprobs![0]!.top);
+    const results = await beamSearch(ids, params, next, this.engine.eosTokenIds, this.engine.options.maxModelLen);
+    const tok = this.engine.tokenizer;
+    return results.map((seqs, i) => ({ promptTokenIds: ids[i]!, sequences: seqs.map((s) => ({ ...s, text: tok ? tok.decode(s.tokenIds, true) : "" })) }));
   }
 
   /** Queues one request per prompt; what collects their final outputs. */

@@ -8,6 +8,7 @@ import { ApiError } from "./errors.ts";
 import { structuredOutputsFrom } from "./structured-request.ts";
 import { hasNews } from "./completions.ts";
 import { collect, forEachOutput, nowSeconds, samplingParamsFrom, sseResponse, submit, usageOf } from "./generation.ts";
+import { beamSearchFor, beamUsage } from "./beam.ts";
 import { ChatCompletionRequest } from "./protocol.ts";
 import { reasoningBoundary, ReasoningSplitter } from "./reasoning.ts";
 import { forcedToolChoice, forcedToolSchema, ForcedToolCallStream, ToolCallStream, type ForcedToolChoice, type ToolCall } from "./tool-calls.ts";
@@ -142,6 +143,13 @@ export async function chatCompletions(c: Context, state: ServerState): Promise<R
   const created = nowSeconds();
   const model = state.servedModelName;
   state.logRequest(id, [text], params.toInit());
+  if (body.use_beam_search) {
+    const results = await beamSearchFor(engine, id, [ids], body, params.max_tokens ?? Math.max(1, engine.maxModelLen - ids.length), c.req.raw.signal, !!params.structured_outputs);
+    const choices = results[0]!.map((s, index) => ({
+      index, message: { role: "assistant", content: engine.tokenizer.decode(s.tokenIds, body.skip_special_tokens ?? true), tool_calls: [] }, logprobs: null, finish_reason: s.finishReason, stop_reason: null,
+    }));
+    return c.json({ id, object: "chat.completion", created, model, choices, usage: beamUsage([ids], results) });
+  }
   const submitted = submit(engine, id, [ids], params, c.req.raw.signal);
   const reasoningParser = state.reasoningParser;
 

@@ -7,6 +7,7 @@ import { ApiError } from "./errors.ts";
 import { structuredOutputsFrom } from "./structured-request.ts";
 import { collect, forEachOutput, nowSeconds, samplingParamsFrom, sseResponse, submit, usageOf } from "./generation.ts";
 import { CompletionRequest } from "./protocol.ts";
+import { beamSearchFor, beamUsage } from "./beam.ts";
 import type { ServerState } from "./state.ts";
 
 interface CompletionLogprobs { text_offset: number[]; token_logprobs: (number | null)[]; tokens: string[]; top_logprobs: (Record<string, number> | null)[] }
@@ -77,6 +78,14 @@ export async function completions(c: Context, state: ServerState): Promise<Respo
   const echoText = (i: number) => (body.echo ? (typeof raw[i] === "string" ? (raw[i] as string) : tok.decode(prompts[i]!, false)) : "");
   const n = params.n;
   state.logRequest(id, raw, params.toInit());
+  if (body.use_beam_search) {
+    const maxTokens = params.max_tokens ?? Math.max(1, engine.maxModelLen - Math.max(...prompts.map((p) => p.length)));
+    const results = await beamSearchFor(engine, id, prompts, body, maxTokens, c.req.raw.signal, !!params.structured_outputs);
+    const choices = results.flatMap((beams, i) => beams.map((s, k) => ({
+      index: i * n + k, text: echoText(i) + tok.decode(s.tokenIds, body.skip_special_tokens ?? true), logprobs: null, finish_reason: s.finishReason, stop_reason: null,
+    })));
+    return c.json({ id, object: "text_completion", created, model, choices, usage: beamUsage(prompts, results) });
+  }
   const submitted = submit(engine, id, prompts, params, c.req.raw.signal);
   const wantLp = body.logprobs != null;
 

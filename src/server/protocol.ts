@@ -32,6 +32,8 @@ const sampling = {
   stream: z.boolean().nullish(),
   stream_options: z.object({ include_usage: z.boolean().nullish(), continuous_usage_stats: z.boolean().nullish() }).nullish(),
   user: z.string().nullish(),
+  use_beam_search: z.boolean().nullish(),
+  length_penalty: z.number().nullish(),
   ...structuredFields,
 };
 

@@ -1,0 +1,43 @@
+/** use_beam_search on /v1/completions and /v1/chat/completions (vLLM's extra field): n beams, not n samples. */
+import { beamSearch, BeamSearchError, type BeamSearchSequence } from "../engine/beam-search.ts";
+import type { AsyncEngine } from "../engine/async-engine.ts";
+import { SamplingParams } from "../engine/sampling-params.ts";
+import { ApiError } from "./errors.ts";
+import { collect, submit } from "./generation.ts";
+
+export interface BeamSearchFields {
+  n?: number | null;
+  ignore_eos?: boolean | null;
+  length_penalty?: number | null;
+  stream?: boolean | null;
+  logprobs?: unknown;
+}
+
+/**
+ * Each prompt's n best beams (src/engine/beam-search.ts), every step's one-token requests going through the
+ * engine like any other (a client that leaves aborts the step in flight, and with it the search).
+ */
+export async function beamSearchFor(engine: AsyncEngine, id: string, prompts: number[][], b: BeamSearchFields, maxTokens: number, signal: AbortSignal, constrained = false): Promise<BeamSearchSequence[][]> {
+  if (constrained) throw new ApiError(400, "use_beam_search cannot be combined with structured outputs (or a forced tool call)", "use_beam_search");
+  if (b.stream) throw new ApiError(400, "use_beam_search does not stream: its beams are only known at the end", "stream");
+  if (b.logprobs != null && b.logprobs !== false) throw new ApiError(400, "logprobs are not returned with use_beam_search", "logprobs");
+  let step = 0;
+  const next = async (inputs: number[][], count: number) => {
+    const params = new SamplingParams({ max_tokens: 1, temperature: 0, logprobs: count, ignore_eos: true });
+    const finals = await collect(submit(engine, `${id}-beam${step++}`, inputs, params, signal));
+    return finals.map((o) => o.outputs[0]!.logprobs![0]!.top);
+  };
+  try {
+    return await beamSearch(prompts, { beam_width: b.n ?? 1, max_tokens: maxTokens, ignore_eos: b.ignore_eos ?? false, length_penalty: b.length_penalty ?? 1 }, next, engine.eosTokenIds, engine.maxModelLen);
+  } catch (e) {
+    if (e instanceof BeamSearchError) throw new ApiError(400, e.message, e.param);
+    throw e;
+  }
+}
+
+/** usage of a beam search: the prompts once, and every returned beam's tokens. */
+export function beamUsage(prompts: number[][], results: BeamSearchSequence[][]) {
+  const prompt = prompts.reduce((a, p) => a + p.length, 0);
+  const completion = results.flat().reduce((a, s) => a + s.tokenIds.length, 0);
+  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
+}
