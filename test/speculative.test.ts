@@ -24,9 +24,9 @@ const make = (o: EngineOptions = {}) => new LLM({ model, blockSize: 4, maxModelL
 
 describe("--speculative-config", () => {
   test("vLLM's fields and defaults; errors name the field", () => {
-    expect(parseSpeculativeConfig({ method: "ngram", num_speculative_tokens: 5, prompt_lookup_max: 4 })).toEqual({ method: "ngram", numSpeculativeTokens: 5, promptLookupMin: 4, promptLookupMax: 4 });
-    expect(parseSpeculativeConfig({ num_speculative_tokens: 3 })).toEqual({ method: "ngram", numSpeculativeTokens: 3, promptLookupMin: 5, promptLookupMax: 5 });
-    expect(parseSpeculativeConfig({ num_speculative_tokens: 2, prompt_lookup_min: 2 })).toEqual({ method: "ngram", numSpeculativeTokens: 2, promptLookupMin: 2, promptLookupMax: 2 });
+    expect(parseSpeculativeConfig({ method: "ngram", num_speculative_tokens: 5, prompt_lookup_max: 4 })).toEqual({ method: "ngram", numSpeculativeTokens: 5, promptLookupMin: 4, promptLookupMax: 4, disableByBatchSize: null });
+    expect(parseSpeculativeConfig({ num_speculative_tokens: 3 })).toEqual({ method: "ngram", numSpeculativeTokens: 3, promptLookupMin: 5, promptLookupMax: 5, disableByBatchSize: null });
+    expect(parseSpeculativeConfig({ num_speculative_tokens: 2, prompt_lookup_min: 2, disable_by_batch_size: 8 })).toEqual({ method: "ngram", numSpeculativeTokens: 2, promptLookupMin: 2, promptLookupMax: 2, disableByBatchSize: 8 });
     const bad: [Record<string, unknown>, string][] = [
       [{ method: "eagle", num_speculative_tokens: 3 }, `method "eagle" is not supported`],
       [{ method: "ngram" }, "num_speculative_tokens is required"],
@@ -35,6 +35,7 @@ describe("--speculative-config", () => {
       [{ num_speculative_tokens: 64 }, "num_speculative_tokens must be at most 32, got 64"],
       [{ num_speculative_tokens: 2, prompt_lookup_min: 4, prompt_lookup_max: 2 }, "prompt_lookup_min (4) must not exceed prompt_lookup_max (2)"],
       [{ num_speculative_tokens: 2, model: "x/y" }, "unknown field 'model'"],
+      [{ num_speculative_tokens: 2, disable_by_batch_size: -1 }, "disable_by_batch_size must be a positive integer, got -1"],
     ];
     for (const [obj, message] of bad) expect(() => parseSpeculativeConfig(obj)).toThrow(`--speculative-config: ${message}`);
     expect(() => make({ speculativeConfig: { method: "medusa", num_speculative_tokens: 2 } })).toThrow("--speculative-config");
@@ -42,7 +43,7 @@ describe("--speculative-config", () => {
 });
 
 describe("the n-gram proposer", () => {
-  const config = (min: number, max: number, k = 3): SpeculativeConfig => ({ method: "ngram", numSpeculativeTokens: k, promptLookupMin: min, promptLookupMax: max });
+  const config = (min: number, max: number, k = 3): SpeculativeConfig => ({ method: "ngram", numSpeculativeTokens: k, promptLookupMin: min, promptLookupMax: max, disableByBatchSize: null });
   const seq = (tokens: number[]) => new Sequence(0, "r", 0, tokens, new SamplingParams({ max_tokens: 32 }), 0, 0);
   const drafts = (s: Sequence) => Array.from(s.tokens.subarray(s.numTokens, s.numTokens + s.numDrafts));
 
@@ -179,6 +180,22 @@ describe("outputs equal the engine's without speculation", () => {
     expect(expected.map((r) => r[0]!.tokens)).not.toEqual(free.map((o) => o.outputs[0]!.tokenIds));
     expect(spec.engine.metrics.specAcceptedTokens).toBeGreaterThan(0);
     plain.close();
+    spec.close();
+  }, ENGINE_MS);
+
+  test("disable_by_batch_size: no drafts while more sequences than that run, drafts again once fewer do", () => {
+    const prompts = Array.from({ length: 4 }, (_, i) => [40 + i, 80, 120 + i, 7, 40 + i, 80, 120 + i]);
+    const spec = make({ speculativeConfig: { ...SPEC, disable_by_batch_size: 2 } });
+    const e = spec.engine;
+    prompts.forEach((p, i) => e.addRequest(`r${i}`, p, new SamplingParams({ temperature: 0, max_tokens: 8 + 8 * i, ignore_eos: true })));
+    let draftedWithMore = 0, draftedWithFew = 0;
+    while (e.hasUnfinishedRequests()) {
+      const before = e.metrics.specDrafts, running = e.scheduler.running.length;
+      e.step();
+      if (e.metrics.specDrafts > before) (running > 2 ? draftedWithMore++ : draftedWithFew++);
+    }
+    expect(draftedWithMore).toBe(0);
+    expect(draftedWithFew).toBeGreaterThan(0);
     spec.close();
   }, ENGINE_MS);
 

@@ -447,8 +447,10 @@ export class LLMEngine {
    */
   private proposeDrafts(proposer: NgramProposer): void {
     const k = proposer.config.numSpeculativeTokens, maxModelLen = this.options.maxModelLen;
+    const limit = proposer.config.disableByBatchSize;
+    const paused = limit !== null && this.scheduler.running.length > limit;
     for (const seq of this.scheduler.running) {
-      const decoding = seq.numPlaceholders === 0 && seq.numTokens - seq.numComputedTokens === 1 && !seq.params.structured_outputs;
+      const decoding = !paused && seq.numPlaceholders === 0 && seq.numTokens - seq.numComputedTokens === 1 && !seq.params.structured_outputs;
       const room = decoding ? Math.min(k, seq.params.max_tokens! - seq.numOutputTokens - 1, maxModelLen - seq.numTokens - 1) : 0;
       if (room > 0) proposer.propose(seq, room);
       else seq.numDrafts = 0;

@@ -11,10 +11,12 @@ export interface SpeculativeConfig {
   /** The n-gram lengths looked up, longest first. */
   promptLookupMin: number;
   promptLookupMax: number;
+  /** No drafts while more sequences than this run (where a step is compute-bound, drafts cost what they are). */
+  disableByBatchSize: number | null;
 }
 
 const OPTION = "--speculative-config";
-const KNOWN = new Set(["method", "num_speculative_tokens", "prompt_lookup_min", "prompt_lookup_max"]);
+const KNOWN = new Set(["method", "num_speculative_tokens", "prompt_lookup_min", "prompt_lookup_max", "disable_by_batch_size"]);
 
 function positiveInt(obj: Record<string, unknown>, key: string): number | undefined {
   const v = obj[key];
@@ -39,10 +41,10 @@ export function parseSpeculativeConfig(obj: Record<string, unknown>): Speculativ
   min ??= max!;
   max ??= min;
   if (min > max) throw new EngineConfigError(OPTION, `prompt_lookup_min (${min}) must not exceed prompt_lookup_max (${max})`);
-  return { method: "ngram", numSpeculativeTokens: k, promptLookupMin: min, promptLookupMax: max };
+  return { method: "ngram", numSpeculativeTokens: k, promptLookupMin: min, promptLookupMax: max, disableByBatchSize: positiveInt(obj, "disable_by_batch_size") ?? null };
 }
 
 /** The config as vLLM writes it (logs, /version-style reports). */
 export function describeSpeculativeConfig(c: SpeculativeConfig): string {
-  return `ngram, ${c.numSpeculativeTokens} draft tokens, n-grams of ${c.promptLookupMin === c.promptLookupMax ? c.promptLookupMin : `${c.promptLookupMin}–${c.promptLookupMax}`} tokens`;
+  return `ngram, ${c.numSpeculativeTokens} draft tokens, n-grams of ${c.promptLookupMin === c.promptLookupMax ? c.promptLookupMin : `${c.promptLookupMin}–${c.promptLookupMax}`} tokens${c.disableByBatchSize === null ? "" : `, none while more than ${c.disableByBatchSize} sequences run`}`;
 }
