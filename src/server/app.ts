@@ -62,6 +62,21 @@ export function buildApp(state: ServerState): Hono {
   app.post("/v1/completions", (c) => completions(c, state));
   app.post("/v1/chat/completions", (c) => chatCompletions(c, state));
   app.post("/v1/responses", (c) => responses(c, state));
+  const storedResponse = (c: Context) => {
+    if (!state.responseStore) throw new ApiError(404, "this server stores no responses (start it with --responses-store-size N)");
+    return c.req.param("id")!;
+  };
+  app.get("/v1/responses/:id", (c) => {
+    const id = storedResponse(c);
+    const stored = state.responseStore!.get(id);
+    if (!stored) throw new ApiError(404, `Response with id '${id}' not found`);
+    return c.json(stored.response);
+  });
+  app.delete("/v1/responses/:id", (c) => {
+    const id = storedResponse(c);
+    if (!state.responseStore!.delete(id)) throw new ApiError(404, `Response with id '${id}' not found`);
+    return c.json({ id, object: "response", deleted: true });
+  });
   app.post("/v1/embeddings", (c) => embeddings(c, state));
   for (const path of ["/score", "/v1/score"]) app.post(path, (c) => score(c, state));
   for (const path of ["/rerank", "/v1/rerank", "/v2/rerank"]) app.post(path, (c) => rerank(c, state));

@@ -2,8 +2,9 @@
  * POST /v1/responses — OpenAI's Responses API (as vLLM serves it): `input` (a string or message and
  * function-call items) and `instructions` become a chat, answered by the chat machinery (template, tools,
  * structured outputs via `text.format`, reasoning), and returned as output items — `reasoning`, `message`
- * (output_text) and `function_call` — whole or as the API's stream of typed events. Responses are not stored:
- * `previous_response_id` and `background` are refused.
+ * (output_text) and `function_call` — whole or as the API's stream of typed events. With
+ * --responses-store-size N, responses are kept (src/server/response-store.ts): `previous_response_id`
+ * continues one's conversation, GET /v1/responses/{id} returns one. `background` is refused.
  */
 import type { Context } from "hono";
 import { z } from "zod";
@@ -23,7 +24,6 @@ const hexId = (prefix: string) => `${prefix}_${crypto.randomUUID().replaceAll("-
 
 /** The chat request a Responses request stands for. */
 export function toChatRequest(b: Body): ChatBody {
-  if (b.previous_response_id) throw new ApiError(400, "previous_response_id is not supported: responses are not stored (send the whole conversation as input)", "previous_response_id");
   if (b.background) throw new ApiError(400, "background responses are not supported", "background");
   const messages: ChatMessage[] = [];
   if (b.instructions) messages.push({ role: "system", content: b.instructions });
@@ -165,10 +165,29 @@ export class OutputItems {
   }
 }
 
+/** The conversation a request continues: the stored items of its previous_response_id (none without one). */
+function previousItems(state: ServerState, id: string | null | undefined): unknown[] {
+  if (!id) return [];
+  const store = state.responseStore;
+  if (!store) throw new ApiError(400, "previous_response_id needs stored responses: this server keeps none (start it with --responses-store-size N), so send the whole conversation as input", "previous_response_id");
+  const prev = store.get(id);
+  if (!prev) throw new ApiError(404, `Response with id '${id}' not found (never stored here, deleted, or dropped: the store keeps the ${store.capacity} most recently used)`, "previous_response_id");
+  return prev.items;
+}
+
 export async function responses(c: Context, state: ServerState): Promise<Response> {
   const body = ResponsesRequest.parse(await state.readJson(c));
   state.checkModel(body.model);
-  const chat = toChatRequest(body);
+  // This request's own input items, after those of the conversation it continues.
+  const ownInput: unknown[] = typeof body.input === "string" ? [{ type: "message", role: "user", content: body.input }] : body.input;
+  const conversation = [...previousItems(state, body.previous_response_id), ...ownInput];
+  const chat = toChatRequest({ ...body, input: conversation as Body["input"] });
+  const storing = state.responseStore !== null && body.store !== false;
+  /** Keeps a finished response and its conversation (with its output items) for later requests. */
+  const keep = (obj: Record<string, unknown>, items: Record<string, unknown>[]) => {
+    if (storing) state.responseStore!.put(id, { response: obj, items: [...conversation, ...items] });
+    return obj;
+  };
   const { text, ids, params, shaper } = await prepareChat(state, chat);
   const engine = state.engine();
   const id = hexId("resp");
@@ -184,8 +203,8 @@ export async function responses(c: Context, state: ServerState): Promise<Respons
       id, object: "response", created_at: createdAt, status, error: null,
       incomplete_details: status === "incomplete" ? { reason: "max_output_tokens" } : null,
       instructions: body.instructions ?? null, max_output_tokens: body.max_output_tokens ?? null, model: state.servedModelName,
-      output: items, parallel_tool_calls: body.parallel_tool_calls ?? true, previous_response_id: null,
-      reasoning: { effort: body.reasoning?.effort ?? null, summary: null }, store: false, temperature: params.temperature,
+      output: items, parallel_tool_calls: body.parallel_tool_calls ?? true, previous_response_id: body.previous_response_id ?? null,
+      reasoning: { effort: body.reasoning?.effort ?? null, summary: null }, store: storing, temperature: params.temperature,
       text: { format: body.text?.format ?? { type: "text" } }, tool_choice: body.tool_choice ?? "auto", tools: body.tools ?? [],
       top_p: params.top_p, truncation: "disabled", metadata: body.metadata ?? {}, user: body.user ?? null,
       usage: status === "in_progress" || !last ? null : {
@@ -205,7 +224,7 @@ export async function responses(c: Context, state: ServerState): Promise<Respons
     items.addReasoning(r.reasoning);
     items.addText(r.content);
     items.finish(r.toolCalls);
-    return c.json(response(statusOf(final!), items.items, final!, items.reasoningText));
+    return c.json(keep(response(statusOf(final!), items.items, final!, items.reasoningText), items.items));
   }
 
   return sseResponse(async (send) => {
@@ -226,6 +245,6 @@ export async function responses(c: Context, state: ServerState): Promise<Respons
       if (final) items.finish(d.toolCalls);
     });
     const end = last as RequestOutput | null;
-    if (end) emit({ type: end.outputs[0]!.finishReason === "length" ? "response.incomplete" : "response.completed", response: response(statusOf(end), items.items, end, items.reasoningText) });
+    if (end) emit({ type: end.outputs[0]!.finishReason === "length" ? "response.incomplete" : "response.completed", response: keep(response(statusOf(end), items.items, end, items.reasoningText), items.items) });
   }, submitted.abortAll, { done: false });
 }

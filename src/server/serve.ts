@@ -6,6 +6,7 @@ import { ENGINE_DEFAULTS } from "../engine/engine-config.ts";
 import { buildApp } from "./app.ts";
 import { downloadModel, looksLikeHubId, progressPrinter } from "./hub.ts";
 import { ServerState } from "./state.ts";
+import { ResponseStore } from "./response-store.ts";
 import { REASONING_PARSERS, type ReasoningParserName } from "./reasoning.ts";
 import { TOOL_CALL_PARSERS, type ToolCallParserName } from "./tool-calls.ts";
 
@@ -28,6 +29,8 @@ server:
   --enable-auto-tool-choice --tool-call-parser hermes
                                    parse <tool_call> blocks into tool_calls when a request has tools (default: off)
   --enable-prompt-tokens-details   usage.prompt_tokens_details.cached_tokens (prefix-cache hits) (default: off)
+  --responses-store-size N         keep the N most recently used Responses (/v1/responses) in memory for
+                                   previous_response_id and GET /v1/responses/{id} (default 0: none, as vLLM)
 
 engine:
   --device auto|cpu|cuda           backend (default ${d.device})
@@ -76,6 +79,7 @@ export async function serve(args: string[]): Promise<number> {
       "enable-auto-tool-choice": { type: "boolean" },
       "tool-call-parser": { type: "string" },
       "enable-prompt-tokens-details": { type: "boolean" },
+      "responses-store-size": { type: "string", default: "0" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -103,8 +107,11 @@ export async function serve(args: string[]): Promise<number> {
   const tp = values["tool-call-parser"];
   if (tp !== undefined && !(TOOL_CALL_PARSERS as readonly string[]).includes(tp)) throw new UsageError(`--tool-call-parser: expected one of ${TOOL_CALL_PARSERS.join(", ")}, got '${tp}'`);
   if (values["enable-auto-tool-choice"] && tp === undefined) throw new UsageError("--enable-auto-tool-choice needs --tool-call-parser");
+  const storeSize = Number(values["responses-store-size"]);
+  if (!Number.isInteger(storeSize) || storeSize < 0) throw new UsageError(`--responses-store-size: expected an integer >= 0, got '${values["responses-store-size"]}'`);
   const state = new ServerState(served, apiKey || null, values["log-level"] === "debug", maxLogLen, (rp as ReasoningParserName | undefined) ?? null,
-    values["enable-auto-tool-choice"] ? (tp as ToolCallParserName) : null, values["enable-prompt-tokens-details"] ?? false);
+    values["enable-auto-tool-choice"] ? (tp as ToolCallParserName) : null, values["enable-prompt-tokens-details"] ?? false,
+    storeSize > 0 ? new ResponseStore(storeSize) : null);
   const app = buildApp(state);
 
   const server = Bun.serve({ hostname: values.host, port, fetch: app.fetch, idleTimeout: 0 });

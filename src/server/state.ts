@@ -4,6 +4,7 @@ import type { AsyncEngine } from "../engine/async-engine.ts";
 import { ApiError } from "./errors.ts";
 import type { ReasoningParserName } from "./reasoning.ts";
 import type { ToolCallParserName } from "./tool-calls.ts";
+import type { ResponseStore } from "./response-store.ts";
 
 export const MAX_BODY_BYTES = 32 * 1024 * 1024;
 
@@ -26,6 +27,8 @@ export class ServerState {
     readonly toolCallParser: ToolCallParserName | null = null,
     /** --enable-prompt-tokens-details: usage.prompt_tokens_details.cached_tokens. */
     readonly promptTokensDetails = false,
+    /** --responses-store-size N: stored Responses (previous_response_id, GET /v1/responses/{id}); null: none. */
+    readonly responseStore: ResponseStore | null = null,
   ) {}
 
   logRequest(id: string, prompts: (string | number[])[], params: object): void {
