@@ -161,6 +161,13 @@ describe("the embedding endpoints over HTTP (/v1/embeddings, /score, /rerank)", 
     const b64 = await (await post(pooling, "/v1/embeddings", { input: "Hello there", encoding_format: "base64" })).json() as { data: { embedding: string }[] };
     const bytes = Buffer.from(b64.data[0]!.embedding, "base64");
     expect(Array.from(new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4))).toEqual(j.data[0]!.embedding);
+    // vLLM's chat form: the template's text (no generation prompt), embedded like its token ids.
+    const messages = [{ role: "user", content: "Hello there" }];
+    const templ = await (await post(pooling, "/tokenize", { messages, add_generation_prompt: false, add_special_tokens: false })).json() as { tokens: number[] };
+    const byChat = await (await post(pooling, "/v1/embeddings", { messages })).json() as typeof j;
+    const byTemplIds = await (await post(pooling, "/v1/embeddings", { input: templ.tokens })).json() as typeof j;
+    expect(byChat.data[0]!.embedding).toEqual(byTemplIds.data[0]!.embedding);
+    expect(byChat.usage.prompt_tokens).toBe(templ.tokens.length);
     // The SDK asks for base64 and decodes it.
     const client = new OpenAI({ baseURL: `${pooling.url}/v1`, apiKey: "x" });
     const served = (await client.models.list()).data[0]!.id;

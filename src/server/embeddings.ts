@@ -6,6 +6,7 @@ import { SamplingParams } from "../engine/sampling-params.ts";
 import { ApiError } from "./errors.ts";
 import { collect, submit } from "./generation.ts";
 import { EmbeddingRequest } from "./protocol.ts";
+import { chatPromptIds } from "./chat.ts";
 import type { ServerState } from "./state.ts";
 
 /** A float32 vector as OpenAI's base64 encoding_format sends it: its little-endian bytes. */
@@ -51,8 +52,14 @@ export async function embedInputs(c: Context, state: ServerState, inputs: (strin
 export async function embeddings(c: Context, state: ServerState): Promise<Response> {
   const body = EmbeddingRequest.parse(await state.readJson(c));
   state.checkModel(body.model);
-  const input = body.input;
-  const raw: (string | number[])[] = typeof input === "string" ? [input] : typeof input[0] === "number" ? [input as number[]] : (input as (string | number[])[]);
+  let raw: (string | number[])[];
+  if ("messages" in body) {
+    // vLLM's chat form: the template's text, tokenized as it stands (add_special_tokens false unless asked).
+    raw = [chatPromptIds(state, { ...body, add_generation_prompt: body.add_generation_prompt ?? false, add_special_tokens: body.add_special_tokens ?? false }).ids];
+  } else {
+    const input = body.input;
+    raw = typeof input === "string" ? [input] : typeof input[0] === "number" ? [input as number[]] : (input as (string | number[])[]);
+  }
   const { id, vectors, promptTokens } = await embedInputs(c, state, raw, "Embeddings", body);
   const data = vectors.map((v, index) => ({ object: "embedding", index, embedding: body.encoding_format === "base64" ? base64(v) : Array.from(v) }));
   return c.json({ id, object: "list", created: Math.floor(Date.now() / 1000), model: state.servedModelName, data, usage: { prompt_tokens: promptTokens, total_tokens: promptTokens } });

@@ -116,17 +116,27 @@ export const ResponsesRequest = z.object({
   include: z.array(z.string()).nullish(),
 });
 
-/** POST /v1/embeddings: OpenAI's fields, plus vLLM's truncate_prompt_tokens, add_special_tokens and priority. */
-export const EmbeddingRequest = z.object({
+const embeddingFields = {
   model: z.string().nullish(),
-  input: z.union([z.string(), z.array(z.string()).min(1), tokenIds.min(1), z.array(tokenIds.min(1)).min(1)]),
   encoding_format: z.enum(["float", "base64"]).nullish(),
   dimensions: int().nullish(),
   user: z.string().nullish(),
   truncate_prompt_tokens: int().nullish(),
   add_special_tokens: z.boolean().nullish(),
   priority: int().nullish(),
-});
+};
+
+/**
+ * POST /v1/embeddings: OpenAI's fields, plus vLLM's truncate_prompt_tokens, add_special_tokens and priority;
+ * or, as vLLM also takes, chat `messages` (one input: the chat template's text).
+ */
+export const EmbeddingRequest = z.union([
+  z.object({ ...embeddingFields, input: z.union([z.string(), z.array(z.string()).min(1), tokenIds.min(1), z.array(tokenIds.min(1)).min(1)]) }),
+  z.object({
+    ...embeddingFields, messages: z.array(ChatMessage).min(1), add_generation_prompt: z.boolean().nullish(), continue_final_message: z.boolean().nullish(),
+    chat_template_kwargs: z.record(z.string(), z.unknown()).nullish(),
+  }),
+]);
 export type EmbeddingRequest = z.infer<typeof EmbeddingRequest>;
 
 const scoreTexts = z.union([z.string(), z.array(z.string()), tokenIds.min(1), z.array(tokenIds.min(1))]);
