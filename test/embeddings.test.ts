@@ -90,6 +90,18 @@ describe("the engine as a pooling model", () => {
     expect(() => new LLM({ model, runner: "pooling", speculativeConfig: { num_speculative_tokens: 2 }, ...quiet })).toThrow("--speculative-config");
   }, ENGINE_MS);
 
+  test("LLM.score: the cosine similarity of the embeddings, one against many or in pairs", () => {
+    const llm = new LLM({ model, runner: "pooling", ...quiet });
+    const q = [3, 4, 5], docs = [[3, 4, 6], [100, 7], [3, 4, 5]];
+    const e = llm.embed([q, ...docs]).map((o) => o.outputs.embedding);
+    const dot = (a: number[], b: number[]) => a.reduce((x, v, i) => x + v * b[i]!, 0);
+    expect(maxDiff(llm.score(q, docs).map((o) => o.outputs.score), docs.map((_, i) => dot(e[0]!, e[i + 1]!)))).toBeLessThan(1e-6);
+    expect(Math.abs(llm.score(q, docs)[2]!.outputs.score - 1)).toBeLessThan(1e-6); // the same text
+    expect(maxDiff(llm.score([q, docs[0]!], [docs[1]!, docs[2]!]).map((o) => o.outputs.score), [dot(e[0]!, e[2]!), dot(e[1]!, e[3]!)])).toBeLessThan(1e-6);
+    expect(() => llm.score([q, q], docs)).toThrow("score: 2 first texts and 3 second ones");
+    llm.close();
+  }, ENGINE_MS);
+
   test("a bare decoder checkpoint (LlamaModel, no 'model.' prefix, no LM head) is a pooling model by itself", () => {
     const bare = variant(model, "bare", { config: (c) => { c.architectures = ["LlamaModel"]; }, rename: (n) => (n === "lm_head.weight" ? null : n.replace(/^model\./, "")) });
     const a = new LLM({ model, runner: "pooling", ...quiet }), b = new LLM({ model: bare, ...quiet });

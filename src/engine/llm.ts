@@ -4,7 +4,7 @@ import type { TextTokenizer } from "../tokenizer/tokenizer.ts";
 import { LLMEngine, type PromptInput } from "./llm-engine.ts";
 import type { RequestOutput } from "./request.ts";
 import { SamplingParams, type SamplingParamsInit } from "./sampling-params.ts";
-import { dimensionsError, embedding } from "../model/pooling.ts";
+import { cosine, dimensionsError, embedding } from "../model/pooling.ts";
 import { beamSearch, type BeamSearchParams, type BeamSearchSequence } from "./beam-search.ts";
 
 /** A prompt's beams (vLLM's BeamSearchOutput), best first, each with its text. */
@@ -115,6 +115,18 @@ export class LLM {
     const results = await beamSearch(ids, params, next, this.engine.eosTokenIds, this.engine.options.maxModelLen);
     const tok = this.engine.tokenizer;
     return results.map((seqs, i) => ({ promptTokenIds: ids[i]!, sequences: seqs.map((s) => ({ ...s, text: tok ? tok.decode(s.tokenIds, true) : "" })) }));
+  }
+
+  /**
+   * vLLM's LLM.score for an embedding model: the cosine similarity of `first`'s embedding with each of
+   * `second`'s (one against many), or of each pair (as many of each).
+   */
+  score(first: PromptInput | PromptInput[], second: PromptInput | PromptInput[], opts: GenerateOptions = {}): { outputs: { score: number } }[] {
+    const one = (p: PromptInput | PromptInput[]): PromptInput[] => (typeof p === "string" || (Array.isArray(p) && typeof p[0] === "number") ? [p as PromptInput] : (p as PromptInput[]));
+    const a = one(first), b = one(second);
+    if (a.length !== 1 && a.length !== b.length) throw new Error(`score: ${a.length} first texts and ${b.length} second ones: give one, or as many as the second`);
+    const v = this.embed([...a, ...b], opts).map((o) => o.outputs.embedding);
+    return b.map((_, i) => ({ outputs: { score: cosine(v[a.length === 1 ? 0 : i]!, v[a.length + i]!) } }));
   }
 
   /** Queues one request per prompt; what collects their final outputs. */

@@ -80,3 +80,10 @@ export function dimensionsError(cfg: ModelConfig, dims: number | null): string |
   if (m !== "any" && !m.includes(dims)) return `dimensions must be one of the model's Matryoshka sizes (${m.join(", ")}), got ${dims}`;
   return null;
 }
+
+/** Cosine similarity of two vectors (how /score, /rerank and LLM.score compare embeddings). */
+export function cosine(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let dot = 0, na = 0, nb = 0;
+  for (let i = 0; i < a.length; i++) { dot += a[i]! * b[i]!; na += a[i]! * a[i]!; nb += b[i]! * b[i]!; }
+  return dot / Math.max(Math.sqrt(na * nb), 1e-12);
+}

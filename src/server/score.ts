@@ -4,17 +4,11 @@
  * cosine similarity of the texts' embeddings, as vLLM scores with embedding models.
  */
 import type { Context } from "hono";
+import { cosine } from "../model/pooling.ts";
 import { ApiError } from "./errors.ts";
 import { embedInputs } from "./embeddings.ts";
 import { RerankRequest, ScoreRequest } from "./protocol.ts";
 import type { ServerState } from "./state.ts";
-
-/** Cosine similarity of two vectors. */
-export function cosine(a: Float32Array, b: Float32Array): number {
-  let dot = 0, na = 0, nb = 0;
-  for (let i = 0; i < a.length; i++) { dot += a[i]! * b[i]!; na += a[i]! * a[i]!; nb += b[i]! * b[i]!; }
-  return dot / Math.max(Math.sqrt(na * nb), 1e-12);
-}
 
 type Text = string | number[];
 const list = (x: Text | Text[]): Text[] => (typeof x === "string" || (x.length > 0 && typeof x[0] === "number") ? [x as Text] : (x as Text[]));
