@@ -103,9 +103,7 @@ export class OutputProcessor {
     let anyNew = false;
     for (let i = 0; i < req.seqs.length; i++) {
       const s = req.seqs[i]!, t = s.text, done = s.finishReason !== null;
-      const upTo = t.releasable(done);
-      const textDelta = t.text.slice(t.sentChars, upTo);
-      t.sentChars = upTo;
+      const textDelta = t.release(done);
       const tokenIdsDelta = s.tokenIds.slice(start[i]);
       if (tokenIdsDelta.length > 0 || textDelta.length > 0) anyNew = true;
       outputs.push({

@@ -102,9 +102,15 @@ export class SequenceText {
     return best;
   }
 
-  /** Text releasable now: all of it once finished, else all but the hold-back window. */
-  releasable(finished: boolean): number {
-    return finished ? this.text.length : Math.max(this.sentChars, this.text.length - this.holdBack);
+  /**
+   * The text not yet released that may go out now — all of it once finished, else all but the hold-back
+   * window — which then counts as sent.
+   */
+  release(finished: boolean): string {
+    const upTo = finished ? this.text.length : Math.max(this.sentChars, this.text.length - this.holdBack);
+    const delta = this.text.slice(this.sentChars, upTo);
+    this.sentChars = upTo;
+    return delta;
   }
 }
 
@@ -150,10 +156,8 @@ export class Request {
       const seq = this.seqs[i]!, t = this.texts[i];
       let text = "", textDelta = "";
       if (t) {
-        const upTo = t.releasable(seq.isFinished);
-        textDelta = t.text.slice(t.sentChars, upTo);
-        t.sentChars = upTo;
-        if (whole) text = t.text.slice(0, upTo);
+        textDelta = t.release(seq.isFinished);
+        if (whole) text = t.text.slice(0, t.sentChars);
       }
       const numTokens = seq.numOutputTokens;
       const tokenIdsDelta = seq.outputTokenIds(this.sentTokens[i]);
