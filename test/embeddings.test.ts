@@ -148,7 +148,7 @@ describe("the engine as a pooling model", () => {
   }, ENGINE_MS);
 });
 
-describe("the embedding endpoints over HTTP (/v1/embeddings, /score, /rerank)", () => {
+describe("the embedding endpoints over HTTP (/v1/embeddings, /pooling, /score, /rerank)", () => {
   let pooling: RunningServer, generating: RunningServer;
   beforeAll(async () => {
     [pooling, generating] = await Promise.all([startServer([tinyModel(SERVER_MODEL), "--runner", "pooling"]), startServer([tinyModel(SERVER_MODEL)])]);
@@ -180,6 +180,10 @@ describe("the embedding endpoints over HTTP (/v1/embeddings, /score, /rerank)", 
     const byTemplIds = await (await post(pooling, "/v1/embeddings", { input: templ.tokens })).json() as typeof j;
     expect(byChat.data[0]!.embedding).toEqual(byTemplIds.data[0]!.embedding);
     expect(byChat.usage.prompt_tokens).toBe(templ.tokens.length);
+    // vLLM's /pooling: the same vectors under `data`.
+    const pooled = await (await post(pooling, "/pooling", { input: ["Hello there", "The cat sat"] })).json() as { data: { object: string; index: number; data: number[] }[] };
+    expect(pooled.data.map((d) => [d.object, d.index])).toEqual([["pooling", 0], ["pooling", 1]]);
+    expect(pooled.data.map((d) => d.data)).toEqual(j.data.map((d) => d.embedding));
     // The SDK asks for base64 and decodes it.
     const client = new OpenAI({ baseURL: `${pooling.url}/v1`, apiKey: "x" });
     const served = (await client.models.list()).data[0]!.id;
@@ -216,6 +220,8 @@ describe("the embedding endpoints over HTTP (/v1/embeddings, /score, /rerank)", 
       [pooling, "/v1/embeddings", { input: [] }, 400, "input"],
       [pooling, "/v1/embeddings", { input: Array.from({ length: 5000 }, () => 11) }, 400, "in the input for embedding generation"],
       [pooling, "/v1/embeddings", { input: "x", dimensions: 8 }, 400, "does not support Matryoshka embeddings"],
+      [pooling, "/pooling", { input: "x", encoding_format: "base64" }, 400, "/pooling returns float arrays"],
+      [generating, "/pooling", { input: "x" }, 400, "does not support the Pooling API"],
       [pooling, "/v1/completions", { prompt: "x" }, 400, "this is an embedding model (--runner pooling): it does not support /v1/completions"],
       [pooling, "/v1/chat/completions", { messages: [{ role: "user", content: "x" }] }, 400, "does not support /v1/chat/completions"],
       [generating, "/v1/embeddings", { input: "x" }, 400, "does not support the Embeddings API"],

@@ -3,7 +3,7 @@ import { Hono, type Context } from "hono";
 import { chatCompletions, chatPromptIds } from "./chat.ts";
 import { responses } from "./responses.ts";
 import { completions } from "./completions.ts";
-import { embeddings } from "./embeddings.ts";
+import { embeddings, pooling } from "./embeddings.ts";
 import { rerank, score } from "./score.ts";
 import { ApiError, errorBody, toErrorResponse } from "./errors.ts";
 import { renderMetrics } from "./metrics.ts";
@@ -78,6 +78,7 @@ export function buildApp(state: ServerState): Hono {
     return c.json({ id, object: "response", deleted: true });
   });
   app.post("/v1/embeddings", (c) => embeddings(c, state));
+  app.post("/pooling", (c) => pooling(c, state));
   for (const path of ["/score", "/v1/score"]) app.post(path, (c) => score(c, state));
   for (const path of ["/rerank", "/v1/rerank", "/v2/rerank"]) app.post(path, (c) => rerank(c, state));
 
@@ -100,7 +101,7 @@ export function buildApp(state: ServerState): Hono {
 
   for (const path of ["/v1/completions", "/v1/chat/completions", "/v1/embeddings", "/tokenize", "/detokenize"])
     app.on(["GET", "PUT", "DELETE", "PATCH"], path, (c) => c.json(errorBody(405, `method ${c.req.method} not allowed on ${path}`), 405));
-  for (const path of ["/v1/audio/transcriptions", "/v1/responses", "/pooling"])
+  for (const path of ["/v1/audio/transcriptions", "/v1/responses"])
     app.all(path, (c) => c.json(errorBody(501, `${path} is not implemented by vbun`), 501));
   return app;
 }

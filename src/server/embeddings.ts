@@ -26,7 +26,7 @@ export interface EmbedFields {
  * The embeddings of `inputs` (texts or token ids) through the engine, in order, with the prompt tokens they
  * took. The endpoints built on embeddings (this one, /score, /rerank) share it: the model must pool.
  */
-export async function embedInputs(c: Context, state: ServerState, inputs: (string | number[])[], api: "Embeddings" | "Score" | "Rerank", f: EmbedFields): Promise<{ id: string; vectors: Float32Array[]; promptTokens: number }> {
+export async function embedInputs(c: Context, state: ServerState, inputs: (string | number[])[], api: "Embeddings" | "Pooling" | "Score" | "Rerank", f: EmbedFields): Promise<{ id: string; vectors: Float32Array[]; promptTokens: number }> {
   const engine = state.engine();
   const pooler = engine.info.pooler;
   if (!pooler) throw new ApiError(400, `this model generates text and does not support the ${api} API, which needs embeddings (serve an embedding model, or this one with --runner pooling)`, "model");
@@ -39,7 +39,7 @@ export async function embedInputs(c: Context, state: ServerState, inputs: (strin
     return ids;
   });
   const params = new SamplingParams({ max_tokens: 1, truncate_prompt_tokens: f.truncate_prompt_tokens ?? null, priority: f.priority ?? 0 });
-  const id = `${{ Embeddings: "embd", Score: "score", Rerank: "rerank" }[api]}-${crypto.randomUUID().replaceAll("-", "")}`;
+  const id = `${{ Embeddings: "embd", Pooling: "pool", Score: "score", Rerank: "rerank" }[api]}-${crypto.randomUUID().replaceAll("-", "")}`;
   state.logRequest(id, inputs, { truncate_prompt_tokens: params.truncate_prompt_tokens });
   const finals = await collect(submit(engine, id, prompts, params, c.req.raw.signal));
   const vectors = finals.map((o, index) => {
@@ -49,18 +49,30 @@ export async function embedInputs(c: Context, state: ServerState, inputs: (strin
   return { id, vectors, promptTokens: finals.reduce((a, o) => a + o.numPromptTokens, 0) };
 }
 
+/** POST /pooling (vLLM's): the same inputs as /v1/embeddings; each pooled output as `data`, never base64. */
+export async function pooling(c: Context, state: ServerState): Promise<Response> {
+  const body = EmbeddingRequest.parse(await state.readJson(c));
+  state.checkModel(body.model);
+  if (body.encoding_format === "base64") throw new ApiError(400, "/pooling returns float arrays (encoding_format float)", "encoding_format");
+  const { id, vectors, promptTokens } = await embedInputs(c, state, embeddingInputs(state, body), "Pooling", body);
+  const data = vectors.map((v, index) => ({ object: "pooling", index, data: Array.from(v) }));
+  return c.json({ id, object: "list", created: Math.floor(Date.now() / 1000), model: state.servedModelName, data, usage: { prompt_tokens: promptTokens, total_tokens: promptTokens } });
+}
+
+/** An embedding request's inputs: its texts or token ids, or the chat template's token ids for `messages`. */
+function embeddingInputs(state: ServerState, body: EmbeddingRequest): (string | number[])[] {
+  if ("messages" in body) {
+    // vLLM's chat form: the template's text, tokenized as it stands (add_special_tokens false unless asked).
+    return [chatPromptIds(state, { ...body, add_generation_prompt: body.add_generation_prompt ?? false, add_special_tokens: body.add_special_tokens ?? false }).ids];
+  }
+  const input = body.input;
+  return typeof input === "string" ? [input] : typeof input[0] === "number" ? [input as number[]] : (input as (string | number[])[]);
+}
+
 export async function embeddings(c: Context, state: ServerState): Promise<Response> {
   const body = EmbeddingRequest.parse(await state.readJson(c));
   state.checkModel(body.model);
-  let raw: (string | number[])[];
-  if ("messages" in body) {
-    // vLLM's chat form: the template's text, tokenized as it stands (add_special_tokens false unless asked).
-    raw = [chatPromptIds(state, { ...body, add_generation_prompt: body.add_generation_prompt ?? false, add_special_tokens: body.add_special_tokens ?? false }).ids];
-  } else {
-    const input = body.input;
-    raw = typeof input === "string" ? [input] : typeof input[0] === "number" ? [input as number[]] : (input as (string | number[])[]);
-  }
-  const { id, vectors, promptTokens } = await embedInputs(c, state, raw, "Embeddings", body);
+  const { id, vectors, promptTokens } = await embedInputs(c, state, embeddingInputs(state, body), "Embeddings", body);
   const data = vectors.map((v, index) => ({ object: "embedding", index, embedding: body.encoding_format === "base64" ? base64(v) : Array.from(v) }));
   return c.json({ id, object: "list", created: Math.floor(Date.now() / 1000), model: state.servedModelName, data, usage: { prompt_tokens: promptTokens, total_tokens: promptTokens } });
 }
