@@ -8,7 +8,8 @@
  * not counted) and the best beam_width returned. The beams of a prompt share its blocks in the prefix cache,
  * so each step computes about one new token per beam.
  */
-import { MAX_LOGPROBS } from "./sampling-params.ts";
+import type { RequestOutput } from "./request.ts";
+import { MAX_LOGPROBS, SamplingParams } from "./sampling-params.ts";
 
 /** vLLM's BeamSearchParams. */
 export interface BeamSearchParams {
@@ -30,6 +31,16 @@ export interface BeamSearchSequence {
 
 /** The next-token candidates of each prompt (best first): the top `count` tokens and their log-probabilities. */
 export type NextTokenCandidates = (prompts: number[][], count: number) => Promise<{ tokenId: number; logprob: number }[][]>;
+
+/** A beam step's one-token request: its `count` best next tokens come back as the token's top logprobs. */
+export function candidateParams(count: number): SamplingParams {
+  return new SamplingParams({ max_tokens: 1, temperature: 0, logprobs: count, ignore_eos: true });
+}
+
+/** The candidates a finished one-token request (candidateParams) carries, best first. */
+export function candidatesOf(o: RequestOutput): { tokenId: number; logprob: number }[] {
+  return o.outputs[0]!.logprobs![0]!.top;
+}
 
 export class BeamSearchError extends Error {
   constructor(readonly param: string, message: string) {

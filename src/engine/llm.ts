@@ -5,7 +5,7 @@ import { LLMEngine, type PromptInput } from "./llm-engine.ts";
 import type { RequestOutput } from "./request.ts";
 import { SamplingParams, type SamplingParamsInit } from "./sampling-params.ts";
 import { cosine, dimensionsError, embedding } from "../model/pooling.ts";
-import { beamSearch, type BeamSearchParams, type BeamSearchSequence } from "./beam-search.ts";
+import { beamSearch, candidateParams, candidatesOf, type BeamSearchParams, type BeamSearchSequence } from "./beam-search.ts";
 
 /** A prompt's beams (vLLM's BeamSearchOutput), best first, each with its text. */
 export interface BeamSearchOutput {
@@ -109,9 +109,7 @@ export class LLM {
   async beamSearch(prompts: PromptInput | PromptInput[], params: BeamSearchParams): Promise<BeamSearchOutput[]> {
     const list: PromptInput[] = typeof prompts === "string" || (Array.isArray(prompts) && typeof prompts[0] === "number") ? [prompts as PromptInput] : (prompts as PromptInput[]);
     const ids = list.map((p) => (typeof p === "string" ? this.tokenizer.encode(p) : p));
-    const next = async (inputs: number[][], count: number) =>
-      this.generate(inputs, new SamplingParams({ max_tokens: 1, temperature: 0, logprobs: count, ignore_eos: true }), { useTqdm: false })
-        .map((o) => o.outputs[0]!.logprobs![0]!.top);
+    const next = async (inputs: number[][], count: number) => this.generate(inputs, candidateParams(count), { useTqdm: false }).map(candidatesOf);
     const results = await beamSearch(ids, params, next, this.engine.eosTokenIds, this.engine.options.maxModelLen);
     const tok = this.engine.tokenizer;
     return results.map((seqs, i) => ({ promptTokenIds: ids[i]!, sequences: seqs.map((s) => ({ ...s, text: tok ? tok.decode(s.tokenIds, true) : "" })) }));

@@ -1,7 +1,6 @@
 /** use_beam_search on /v1/completions and /v1/chat/completions (vLLM's extra field): n beams, not n samples. */
-import { beamSearch, BeamSearchError, type BeamSearchSequence } from "../engine/beam-search.ts";
+import { beamSearch, BeamSearchError, candidateParams, candidatesOf, type BeamSearchSequence } from "../engine/beam-search.ts";
 import type { AsyncEngine } from "../engine/async-engine.ts";
-import { SamplingParams } from "../engine/sampling-params.ts";
 import { ApiError } from "./errors.ts";
 import { collect, submit } from "./generation.ts";
 
@@ -22,11 +21,8 @@ export async function beamSearchFor(engine: AsyncEngine, id: string, prompts: nu
   if (b.stream) throw new ApiError(400, "use_beam_search does not stream: its beams are only known at the end", "stream");
   if (b.logprobs != null && b.logprobs !== false) throw new ApiError(400, "logprobs are not returned with use_beam_search", "logprobs");
   let step = 0;
-  const next = async (inputs: number[][], count: number) => {
-    const params = new SamplingParams({ max_tokens: 1, temperature: 0, logprobs: count, ignore_eos: true });
-    const finals = await collect(submit(engine, `${id}-beam${step++}`, inputs, params, signal));
-    return finals.map((o) => o.outputs[0]!.logprobs![0]!.top);
-  };
+  const next = async (inputs: number[][], count: number) =>
+    (await collect(submit(engine, `${id}-beam${step++}`, inputs, candidateParams(count), signal))).map(candidatesOf);
   try {
     return await beamSearch(prompts, { beam_width: b.n ?? 1, max_tokens: maxTokens, ignore_eos: b.ignore_eos ?? false, length_penalty: b.length_penalty ?? 1 }, next, engine.eosTokenIds, engine.maxModelLen);
   } catch (e) {
