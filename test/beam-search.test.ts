@@ -106,6 +106,12 @@ describe("use_beam_search over HTTP", () => {
     const j = await res.json() as { choices: { index: number; text: string; finish_reason: string }[]; usage: { prompt_tokens: number; completion_tokens: number } };
     expect(j.choices.map((ch) => [ch.index, ch.text, ch.finish_reason])).toEqual(expected!.sequences.map((s, k) => [k, s.text, s.finishReason]));
     expect(j.usage).toMatchObject({ prompt_tokens: ids.length, completion_tokens: expected!.sequences.reduce((a, s) => a + s.tokenIds.length, 0) });
+    // truncate_prompt_tokens: the search starts from the prompt's last tokens.
+    const longIds = llm.tokenizer.encode("The cat sat on the mat and looked at the dog");
+    const [cut] = await llm.beamSearch([longIds.slice(-3)], { beam_width: 2, max_tokens: 3 });
+    const truncated = await (await post("/v1/completions", { prompt: longIds, use_beam_search: true, n: 2, max_tokens: 3, truncate_prompt_tokens: 3 })).json() as typeof j;
+    expect(truncated.choices.map((ch) => ch.text)).toEqual(cut!.sequences.map((s) => s.text));
+    expect(truncated.usage.prompt_tokens).toBe(3);
     const chatIds = llm.tokenizer.encode(llm.tokenizer.applyChatTemplate([{ role: "user", content: "Hi" }]), false);
     const [chatExpected] = await llm.beamSearch([chatIds], { beam_width: 2, max_tokens: 4 });
     const chat = await (await post("/v1/chat/completions", { messages: [{ role: "user", content: "Hi" }], use_beam_search: true, n: 2, max_tokens: 4 })).json() as { choices: { message: { content: string } }[] };

@@ -144,11 +144,11 @@ export async function chatCompletions(c: Context, state: ServerState): Promise<R
   const model = state.servedModelName;
   state.logRequest(id, [text], params.toInit());
   if (body.use_beam_search) {
-    const results = await beamSearchFor(engine, id, [ids], body, params.max_tokens ?? Math.max(1, engine.maxModelLen - ids.length), c.req.raw.signal, !!params.structured_outputs);
+    const { prompts, results } = await beamSearchFor(engine, id, [ids], body, params, c.req.raw.signal);
     const choices = results[0]!.map((s, index) => ({
       index, message: { role: "assistant", content: engine.tokenizer.decode(s.tokenIds, body.skip_special_tokens ?? true), tool_calls: [] }, logprobs: null, finish_reason: s.finishReason, stop_reason: null,
     }));
-    return c.json({ id, object: "chat.completion", created, model, choices, usage: beamUsage([ids], results) });
+    return c.json({ id, object: "chat.completion", created, model, choices, usage: beamUsage(prompts, results) });
   }
   const submitted = submit(engine, id, [ids], params, c.req.raw.signal);
   const reasoningParser = state.reasoningParser;

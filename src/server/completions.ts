@@ -79,12 +79,11 @@ export async function completions(c: Context, state: ServerState): Promise<Respo
   const n = params.n;
   state.logRequest(id, raw, params.toInit());
   if (body.use_beam_search) {
-    const maxTokens = params.max_tokens ?? Math.max(1, engine.maxModelLen - Math.max(...prompts.map((p) => p.length)));
-    const results = await beamSearchFor(engine, id, prompts, body, maxTokens, c.req.raw.signal, !!params.structured_outputs);
+    const { prompts: searched, results } = await beamSearchFor(engine, id, prompts, body, params, c.req.raw.signal);
     const choices = results.flatMap((beams, i) => beams.map((s, k) => ({
       index: i * n + k, text: echoText(i) + tok.decode(s.tokenIds, body.skip_special_tokens ?? true), logprobs: null, finish_reason: s.finishReason, stop_reason: null,
     })));
-    return c.json({ id, object: "text_completion", created, model, choices, usage: beamUsage(prompts, results) });
+    return c.json({ id, object: "text_completion", created, model, choices, usage: beamUsage(searched, results) });
   }
   const submitted = submit(engine, id, prompts, params, c.req.raw.signal);
   const wantLp = body.logprobs != null;
