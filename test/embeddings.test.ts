@@ -90,6 +90,16 @@ describe("the engine as a pooling model", () => {
     expect(() => new LLM({ model, runner: "pooling", speculativeConfig: { num_speculative_tokens: 2 }, ...quiet })).toThrow("--speculative-config");
   }, ENGINE_MS);
 
+  test("tensor parallelism (CPU ranks): TP = 2 gives TP = 1's embeddings", () => {
+    const prompts = [[1, 2, 3, 4, 5, 6, 7], [9, 8, 7], Array.from({ length: 30 }, (_, i) => (i * 37) % 500)];
+    const one = new LLM({ model, runner: "pooling", blockSize: 8, maxNumBatchedTokens: 16, ...quiet });
+    const two = new LLM({ model, runner: "pooling", blockSize: 8, maxNumBatchedTokens: 16, tensorParallelSize: 2, ...quiet });
+    const a = one.embed(prompts), b = two.embed(prompts);
+    a.forEach((o, i) => expect(maxDiff(b[i]!.outputs.embedding, o.outputs.embedding)).toBeLessThan(1e-5));
+    one.close();
+    two.close();
+  }, ENGINE_MS);
+
   test("LLM.score: the cosine similarity of the embeddings, one against many or in pairs", () => {
     const llm = new LLM({ model, runner: "pooling", ...quiet });
     const q = [3, 4, 5], docs = [[3, 4, 6], [100, 7], [3, 4, 5]];

@@ -187,7 +187,6 @@ export class LLMEngine {
     const runnerKind = runnerOpt === "auto" ? (cfg.headless ? "pooling" : "generate") : runnerOpt;
     if (runnerKind !== "pooling" && opts.poolerConfig) throw new EngineConfigError("--pooler-config", "applies to pooling models only (--runner pooling)");
     const pooler = runnerKind === "pooling" ? loadPoolerConfig(modelDir, opts.poolerConfig) : null;
-    if (pooler && tp > 1) throw new EngineConfigError("--runner", "pooling models do not run with tensor parallelism yet");
     if (pooler && speculative) throw new EngineConfigError("--speculative-config", "a pooling model generates no tokens to speculate on");
     // Sampled rows per step at most: one per sequence, and with drafts one per draft token too (never more than the step's tokens).
     const maxLogitsRows = speculative ? Math.max(maxNumSeqs, Math.min(maxNumBatchedTokens, maxNumSeqs * (1 + speculative.numSpeculativeTokens))) : maxNumSeqs;
@@ -211,7 +210,7 @@ export class LLMEngine {
         }
         try { checkShardable(cfg, tp); } catch (e) { throw new EngineConfigError("--tensor-parallel-size", (e as Error).message); }
         const limits = { maxTokens: maxNumBatchedTokens, maxSeqs: maxNumSeqs, maxBlocksPerSeq: Math.ceil(maxModelLen / blockSize), maxLogitsRows };
-        tpGroup = new TensorParallelGroup(cfg, modelDir, tp, maxModelLen, limits, cuda ? { kind: "cuda", leader: cuda, provider } : { kind: "cpu" });
+        tpGroup = new TensorParallelGroup(cfg, modelDir, tp, maxModelLen, limits, cuda ? { kind: "cuda", leader: cuda, provider } : { kind: "cpu" }, pooler !== null);
         model = tpGroup.model;
         if (!cuda) backend.close?.(); // the CPU ranks bring their own single-threaded backends
         log(`tensor parallel: ${tp} ${cuda ? "GPU ranks over NCCL" : "CPU ranks"} (rank 0 here, ${tp - 1} workers), ${model.localDims.numHeads} query / ${model.localDims.numKvHeads} KV heads and ${model.localDims.intermediate} MLP rows per rank`);

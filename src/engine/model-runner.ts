@@ -146,7 +146,9 @@ export class ModelRunner<T extends Tensor = Tensor> {
 
   /** A pooling model's step: the hidden states of the rows that would sample, read back (no tokens). */
   private pool(host: StepInputs): LaunchedStep {
+    this.tpGroup?.broadcastStep(host);
     const hidden = this.model.forward(this.backend.uploadStep(host));
+    this.tpGroup?.endCommand();
     const rows = host.logitsRows.length;
     const read = rows > 0 ? this.backend.toHost(hidden) : new Float32Array(0);
     return { sample: { wait: () => ({ tokenIds: new Int32Array(rows), logprobs: [], hidden: read }) }, overlappable: false };

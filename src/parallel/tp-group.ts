@@ -47,6 +47,8 @@ export interface TpWorkerInit {
   failAt: string | null;
   /** GPU ranks: this rank's NCCL communicator, what the worker's NCCL needs, and the logits rows to reserve. */
   cuda: { comm: bigint; ncclData: unknown; maxRows: number } | null;
+  /** A pooling model (embeddings): every rank's forward stops at the (replicated) hidden states. */
+  pooling: boolean;
 }
 
 /** Where the ranks run: CPU threads, or one GPU each (rank r on GPU r). */
@@ -67,7 +69,7 @@ export class TensorParallelGroup {
   /** Resolves once every worker thread has exited (after close()). */
   readonly exited: Promise<void>;
 
-  constructor(cfg: ModelConfig, modelDir: string, size: number, maxModelLen: number, limits: { maxTokens: number; maxSeqs: number; maxBlocksPerSeq: number; maxLogitsRows: number }, device: TpDevice = { kind: "cpu" }) {
+  constructor(cfg: ModelConfig, modelDir: string, size: number, maxModelLen: number, limits: { maxTokens: number; maxSeqs: number; maxBlocksPerSeq: number; maxLogitsRows: number }, device: TpDevice = { kind: "cpu" }, pooling = false) {
     const onGpu = device.kind === "cuda";
     const vocabPerRank = localDims(cfg, { rank: 0, size }).vocabPerRank;
     const sizes: SharedSizes = {
@@ -107,7 +109,7 @@ export class TensorParallelGroup {
       w.addEventListener("error", (e) => this.control.abort(new Error(`worker for rank ${rank} crashed: ${(e as ErrorEvent).message}`)));
       w.postMessage({
         rank, modelDir, maxModelLen, sizes, buffers, failAt: process.env.VBUN_TP_FAIL_AT ?? null,
-        cuda: onGpu ? { comm: comms[rank]!, ncclData, maxRows: limits.maxLogitsRows } : null,
+        cuda: onGpu ? { comm: comms[rank]!, ncclData, maxRows: limits.maxLogitsRows } : null, pooling,
       } satisfies TpWorkerInit);
       this.workers.push(w);
     }
@@ -115,7 +117,7 @@ export class TensorParallelGroup {
     try {
       // CPU: one thread per rank (the ranks already use the cores).
       const backend = device.kind === "cuda" ? device.leader : new CpuBackend({ threads: 1 });
-      this.model = new CausalLM<Tensor>(cfg, backend as unknown as Backend<Tensor>, maxModelLen, collective);
+      this.model = new CausalLM<Tensor>(cfg, backend as unknown as Backend<Tensor>, maxModelLen, collective, { pooling });
       this.model.load(new Checkpoint(modelDir));
       // Wait for every worker to start — one whose module fails to load never does, and its error event
       // cannot reach this blocked thread: give up after VBUN_TP_START_TIMEOUT (60 s) — then to load its

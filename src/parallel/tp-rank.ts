@@ -51,7 +51,7 @@ export function runTpRank(init: TpWorkerInit, devices: TpRankDevices | null): vo
       backend = new CpuBackend({ threads: 1 }) as unknown as Backend<Tensor>;
       collective = control as unknown as Collective<Tensor>;
     }
-    const model = new CausalLM<Tensor>(cfg, backend, init.maxModelLen, collective);
+    const model = new CausalLM<Tensor>(cfg, backend, init.maxModelLen, collective, { pooling: init.pooling });
     model.load(new Checkpoint(init.modelDir));
     const v = inputViews(init.buffers, init.sizes);
     Atomics.add(ctl, READY, 1);
