@@ -48,6 +48,11 @@ export class InvalidRequestError extends Error {
 
 export type PromptInput = string | number[];
 
+/** One prompt or a list of them, as a list (a list of token ids is one prompt; an empty list, no prompts). */
+export function promptList(p: PromptInput | PromptInput[]): PromptInput[] {
+  return typeof p === "string" || (p.length > 0 && typeof p[0] === "number") ? [p as PromptInput] : (p as PromptInput[]);
+}
+
 export interface RequestLimits {
   vocabSize: number;
   maxModelLen: number;

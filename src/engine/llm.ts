@@ -1,7 +1,7 @@
 /** The offline API: LLM.generate(prompts, params) → outputs in input order (vLLM's `LLM`). */
 import type { EngineOptions } from "./engine-config.ts";
 import type { TextTokenizer } from "../tokenizer/tokenizer.ts";
-import { LLMEngine, type PromptInput } from "./llm-engine.ts";
+import { LLMEngine, promptList, type PromptInput } from "./llm-engine.ts";
 import type { RequestOutput } from "./request.ts";
 import { SamplingParams, type SamplingParamsInit } from "./sampling-params.ts";
 import { cosine, dimensionsError, embedding } from "../model/pooling.ts";
@@ -107,8 +107,7 @@ export class LLM {
    * each step one-token requests through this engine.
    */
   async beamSearch(prompts: PromptInput | PromptInput[], params: BeamSearchParams): Promise<BeamSearchOutput[]> {
-    const list: PromptInput[] = typeof prompts === "string" || (Array.isArray(prompts) && typeof prompts[0] === "number") ? [prompts as PromptInput] : (prompts as PromptInput[]);
-    const ids = list.map((p) => (typeof p === "string" ? this.tokenizer.encode(p) : p));
+    const ids = promptList(prompts).map((p) => (typeof p === "string" ? this.tokenizer.encode(p) : p));
     const next = async (inputs: number[][], count: number) => this.generate(inputs, candidateParams(count), { useTqdm: false }).map(candidatesOf);
     const results = await beamSearch(ids, params, next, this.engine.eosTokenIds, this.engine.options.maxModelLen);
     const tok = this.engine.tokenizer;
@@ -120,8 +119,7 @@ export class LLM {
    * `second`'s (one against many), or of each pair (as many of each).
    */
   score(first: PromptInput | PromptInput[], second: PromptInput | PromptInput[], opts: GenerateOptions = {}): { outputs: { score: number } }[] {
-    const one = (p: PromptInput | PromptInput[]): PromptInput[] => (typeof p === "string" || (Array.isArray(p) && typeof p[0] === "number") ? [p as PromptInput] : (p as PromptInput[]));
-    const a = one(first), b = one(second);
+    const a = promptList(first), b = promptList(second);
     if (a.length !== 1 && a.length !== b.length) throw new Error(`score: ${a.length} first texts and ${b.length} second ones: give one, or as many as the second`);
     const v = this.embed([...a, ...b], opts).map((o) => o.outputs.embedding);
     return b.map((_, i) => ({ outputs: { score: cosine(v[a.length === 1 ? 0 : i]!, v[a.length + i]!) } }));
@@ -129,7 +127,7 @@ export class LLM {
 
   /** Queues one request per prompt; what collects their final outputs. */
   private start(prompts: PromptInput | PromptInput[], params: SamplingParams | SamplingParamsInit | (SamplingParams | SamplingParamsInit)[], opts: GenerateOptions, caller: string) {
-    const list: PromptInput[] = typeof prompts === "string" || (Array.isArray(prompts) && typeof prompts[0] === "number") ? [prompts as PromptInput] : (prompts as PromptInput[]);
+    const list = promptList(prompts);
     if (Array.isArray(params) && params.length !== list.length) throw new Error(`${caller}: ${list.length} prompts but ${params.length} sampling params`);
     const defaults = this.engine.info.samplingDefaults;
     const toParams = (p: SamplingParams | SamplingParamsInit) => {

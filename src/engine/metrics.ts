@@ -32,14 +32,17 @@ export class EngineMetrics {
   /** Speculative decoding (vLLM's spec_decode_* counters): verified drafts, their tokens, the confirmed ones, per position. */
   specDrafts = 0;
   specDraftTokens = 0;
-  specAcceptedTokens = 0;
   readonly specAcceptedPerPosition: number[] = [];
+
+  /** Draft tokens confirmed, all positions together. */
+  get specAcceptedTokens(): number {
+    return this.specAcceptedPerPosition.reduce((a, n) => a + n, 0);
+  }
 
   /** One sequence's drafts of a step: `drafts` tokens, the first `confirmed` of them confirmed. */
   recordDrafts(drafts: number, confirmed: number): void {
     this.specDrafts++;
     this.specDraftTokens += drafts;
-    this.specAcceptedTokens += confirmed;
     for (let j = 0; j < drafts; j++) this.specAcceptedPerPosition[j] = (this.specAcceptedPerPosition[j] ?? 0) + (j < confirmed ? 1 : 0);
   }
 

@@ -7,6 +7,7 @@ import { ApiError } from "./errors.ts";
 import { structuredOutputsFrom } from "./structured-request.ts";
 import { collect, forEachOutput, nowSeconds, samplingParamsFrom, sseResponse, submit, usageOf } from "./generation.ts";
 import { CompletionRequest } from "./protocol.ts";
+import { promptList } from "../engine/llm-engine.ts";
 import { beamSearchFor, beamUsage } from "./beam.ts";
 import type { ServerState } from "./state.ts";
 
@@ -55,7 +56,7 @@ export async function completions(c: Context, state: ServerState): Promise<Respo
   const tok = engine.tokenizer;
   const addSpecial = body.add_special_tokens ?? true;
   const p = body.prompt;
-  const raw: (string | number[])[] = typeof p === "string" ? [p] : p.length === 0 ? [] : typeof p[0] === "number" ? [p as number[]] : (p as (string | number[])[]);
+  const raw = promptList(p);
   if (raw.length === 0) throw new ApiError(400, "prompt must not be empty", "prompt");
   const prompts = raw.map((x) => {
     const ids = typeof x === "string" ? tok.encode(x, addSpecial) : x;

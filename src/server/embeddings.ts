@@ -3,6 +3,7 @@ import type { Context } from "hono";
 import { Buffer } from "node:buffer";
 import { dimensionsError, embedding } from "../model/pooling.ts";
 import { SamplingParams } from "../engine/sampling-params.ts";
+import { promptList } from "../engine/llm-engine.ts";
 import { ApiError } from "./errors.ts";
 import { collect, submit } from "./generation.ts";
 import { EmbeddingRequest } from "./protocol.ts";
@@ -65,8 +66,7 @@ function embeddingInputs(state: ServerState, body: EmbeddingRequest): (string | 
     // vLLM's chat form: the template's text, tokenized as it stands (add_special_tokens false unless asked).
     return [chatPromptIds(state, { ...body, add_generation_prompt: body.add_generation_prompt ?? false, add_special_tokens: body.add_special_tokens ?? false }).ids];
   }
-  const input = body.input;
-  return typeof input === "string" ? [input] : typeof input[0] === "number" ? [input as number[]] : (input as (string | number[])[]);
+  return promptList(body.input);
 }
 
 export async function embeddings(c: Context, state: ServerState): Promise<Response> {

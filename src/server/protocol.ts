@@ -116,15 +116,9 @@ export const ResponsesRequest = z.object({
   include: z.array(z.string()).nullish(),
 });
 
-const embeddingFields = {
-  model: z.string().nullish(),
-  encoding_format: z.enum(["float", "base64"]).nullish(),
-  dimensions: int().nullish(),
-  user: z.string().nullish(),
-  truncate_prompt_tokens: int().nullish(),
-  add_special_tokens: z.boolean().nullish(),
-  priority: int().nullish(),
-};
+/** What every endpoint built on embeddings takes besides its texts (vLLM's extras, and OpenAI's user). */
+const embedFields = { truncate_prompt_tokens: int().nullish(), add_special_tokens: z.boolean().nullish(), priority: int().nullish(), user: z.string().nullish() };
+const embeddingFields = { model: z.string().nullish(), encoding_format: z.enum(["float", "base64"]).nullish(), dimensions: int().nullish(), ...embedFields };
 
 /**
  * POST /v1/embeddings: OpenAI's fields, plus vLLM's truncate_prompt_tokens, add_special_tokens and priority;
@@ -140,7 +134,6 @@ export const EmbeddingRequest = z.union([
 export type EmbeddingRequest = z.infer<typeof EmbeddingRequest>;
 
 const scoreTexts = z.union([z.string(), z.array(z.string()), tokenIds.min(1), z.array(tokenIds.min(1))]);
-const embedFields = { truncate_prompt_tokens: int().nullish(), add_special_tokens: z.boolean().nullish(), priority: int().nullish(), user: z.string().nullish() };
 
 /** POST /score: vLLM's queries/documents (or the older text_1/text_2): one query against each document, or pairs. */
 export const ScoreRequest = z.object({ model: z.string().nullish(), queries: scoreTexts.nullish(), documents: scoreTexts.nullish(), text_1: scoreTexts.nullish(), text_2: scoreTexts.nullish(), ...embedFields });

@@ -15,10 +15,6 @@ export class ResponseStore {
 
   constructor(readonly capacity: number) {}
 
-  get size(): number {
-    return this.entries.size;
-  }
-
   put(id: string, entry: StoredResponse): void {
     this.entries.delete(id);
     this.entries.set(id, entry);

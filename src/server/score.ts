@@ -5,13 +5,11 @@
  */
 import type { Context } from "hono";
 import { cosine } from "../model/pooling.ts";
+import { promptList } from "../engine/llm-engine.ts";
 import { ApiError } from "./errors.ts";
 import { embedInputs } from "./embeddings.ts";
 import { RerankRequest, ScoreRequest } from "./protocol.ts";
 import type { ServerState } from "./state.ts";
-
-type Text = string | number[];
-const list = (x: Text | Text[]): Text[] => (typeof x === "string" || (x.length > 0 && typeof x[0] === "number") ? [x as Text] : (x as Text[]));
 
 export async function score(c: Context, state: ServerState): Promise<Response> {
   const body = ScoreRequest.parse(await state.readJson(c));
@@ -19,7 +17,7 @@ export async function score(c: Context, state: ServerState): Promise<Response> {
   const queries = body.queries ?? body.text_1, documents = body.documents ?? body.text_2;
   if (queries == null) throw new ApiError(400, "give the texts to score: queries (or text_1)", "queries");
   if (documents == null) throw new ApiError(400, "give the texts to score against: documents (or text_2)", "documents");
-  const q = list(queries), d = list(documents);
+  const q = promptList(queries), d = promptList(documents);
   if (q.length === 0 || d.length === 0) throw new ApiError(400, "queries and documents must not be empty", q.length === 0 ? "queries" : "documents");
   // One query against every document, or pairs.
   if (q.length !== 1 && q.length !== d.length) throw new ApiError(400, `queries has ${q.length} texts and documents ${d.length}: give one query, or as many as documents`, "queries");
