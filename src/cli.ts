@@ -35,6 +35,7 @@ export const ENGINE_FLAGS = {
   "speculative-config": { type: "string" },
   runner: { type: "string" },
   "pooler-config": { type: "string" },
+  "hf-overrides": { type: "string" },
   seed: { type: "string" },
   "chat-template": { type: "string" },
 } as const;
@@ -79,6 +80,7 @@ export function engineOptionsFromFlags(values: Record<string, string | boolean |
     speculativeConfig: jsonObjectFlag("speculative-config", s("speculative-config")),
     runner: s("runner") as Runner | undefined,
     poolerConfig: jsonObjectFlag("pooler-config", s("pooler-config")),
+    hfOverrides: jsonObjectFlag("hf-overrides", s("hf-overrides")),
     seed: numberFlag("seed", s("seed")),
     chatTemplate: s("chat-template"),
   };
@@ -117,7 +119,7 @@ async function generate(args: string[]): Promise<void> {
   const { AsyncEngine } = await import("./engine/async-engine.ts");
   const engine = await AsyncEngine.start(opts);
   try {
-    if (engine.info.pooler) throw new Error("this is an embedding model (--runner pooling): it makes no text (serve it and use /v1/embeddings)");
+    if (engine.info.pooler) throw new Error(`this is ${engine.info.pooler.task === "classify" ? "a classifier" : "an embedding model"} (--runner pooling): it makes no text (serve it and use ${engine.info.pooler.task === "classify" ? "/classify, /score or /rerank" : "/v1/embeddings"})`);
     const tok = engine.tokenizer;
     const ids = values.chat ? tok.encode(tok.applyChatTemplate([{ role: "user", content: values.prompt }]), false) : tok.encode(values.prompt);
     let text = "";

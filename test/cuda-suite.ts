@@ -756,5 +756,19 @@ export function defineCudaSuites(target: CudaTarget): void {
         expect(relErr(g, c)).toBeLessThanOrEqual(3e-2);
       });
     }, timeoutMs);
+
+    test("a sequence classifier (a causal LM as a reranker, classifier_from_token): its logits match the CPU backend's", () => {
+      const model = tinyModel({ arch: "qwen3", seed: 5, vocabSize: 4096 });
+      const prompts = [[1, 2, 3, 4, 5, 6, 7], [9, 8, 7], Array.from({ length: 40 }, (_, i) => (i * 37) % 4096), [42]];
+      const hfOverrides = { architectures: ["Qwen3ForSequenceClassification"], classifier_from_token: ["a", "b", "c"], method: "no_post_processing" };
+      const opts = { model, hfOverrides, maxModelLen: 128, maxNumSeqs: 8, maxNumBatchedTokens: 32, log: () => {} };
+      const onGpu = gpuLLM({ ...opts, device: "cuda", cuda: target.provider }).classify(prompts, { useActivation: false });
+      const onCpu = new LLM({ ...opts, device: "cpu" }).classify(prompts, { useActivation: false });
+      onGpu.forEach((o, i) => {
+        const g = Float32Array.from(o.outputs.probs), c = Float32Array.from(onCpu[i]!.outputs.probs);
+        expect(noNaN(g)).toBe(true);
+        expect(relErr(g, c)).toBeLessThanOrEqual(3e-2);
+      });
+    }, timeoutMs);
   });
 }

@@ -5,47 +5,20 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import OpenAI from "openai";
-import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
 import { LLM } from "../src/engine/llm.ts";
 import { Checkpoint } from "../src/loader/checkpoint.ts";
 import { toFloat32 } from "../src/loader/dtype.ts";
-import { SafetensorsFile, writeSafetensors } from "../src/loader/safetensors.ts";
 import { loadModelConfig } from "../src/model/config.ts";
 import { loadPoolerConfig } from "../src/model/pooling.ts";
 import { referenceHidden, type W } from "./dense-reference.ts";
-import { FAST_MODEL, SERVER_MODEL, startServer, tempDir, tinyModel, type RunningServer } from "./helpers.ts";
+import { FAST_MODEL, SERVER_MODEL, startServer, tinyModel, type RunningServer } from "./helpers.ts";
+import { variant } from "./checkpoint-variant.ts";
 
 const ENGINE_MS = 60_000;
 const model = tinyModel(FAST_MODEL);
 const quiet = { log: () => {} };
 const norm = (v: ArrayLike<number>) => Math.hypot(...Array.from(v));
 const maxDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => Math.max(...Array.from(a, (x, i) => Math.abs(x - b[i]!)));
-
-/** A copy of `dir` changed by `edit` (config.json and the tensors, by name). */
-function variant(dir: string, name: string, edit: { config?: (c: Record<string, unknown>) => void; rename?: (n: string) => string | null; files?: Record<string, unknown> }): string {
-  const out = join(tempDir("pooling"), name);
-  cpSync(dir, out, { recursive: true });
-  const cfg = JSON.parse(readFileSync(join(out, "config.json"), "utf8"));
-  edit.config?.(cfg);
-  writeFileSync(join(out, "config.json"), JSON.stringify(cfg));
-  if (edit.rename) {
-    const f = SafetensorsFile.open(join(dir, "model.safetensors"));
-    const tensors = f.names().flatMap((n) => {
-      const to = edit.rename!(n);
-      if (to === null) return [];
-      const t = f.tensor(n);
-      return [{ name: to, dtype: t.dtype, shape: [...t.shape], bytes: Uint8Array.from(t.bytes) }];
-    });
-    rmSync(join(out, "model.safetensors"));
-    writeSafetensors(join(out, "model.safetensors"), tensors);
-  }
-  for (const [file, content] of Object.entries(edit.files ?? {})) {
-    mkdirSync(join(out, file, ".."), { recursive: true });
-    writeFileSync(join(out, file), JSON.stringify(content));
-  }
-  return out;
-}
 
 describe("the engine as a pooling model", () => {
   test("each embedding is the dense reference's last-token hidden state, normalised; batching, chunks and cached prefixes change nothing", () => {
@@ -124,7 +97,7 @@ describe("the engine as a pooling model", () => {
   }, ENGINE_MS);
 
   test("pooling settings: sentence-transformers' modules.json, --pooler-config on top; Matryoshka dimensions", () => {
-    expect(loadPoolerConfig(model)).toEqual({ poolingType: "LAST", normalize: true });
+    expect(loadPoolerConfig(model)).toEqual({ task: "embed", poolingType: "LAST", normalize: true, useActivation: true });
     const st = (mode: string, normalize: boolean) => variant(model, `st-${mode}-${normalize}`, {
       files: {
         "modules.json": [{ idx: 0, name: "0", path: "", type: "sentence_transformers.models.Transformer" }, { idx: 1, name: "1", path: "1_Pooling", type: "sentence_transformers.models.Pooling" },
@@ -132,10 +105,10 @@ describe("the engine as a pooling model", () => {
         "1_Pooling/config.json": { word_embedding_dimension: 32, [mode]: true },
       },
     });
-    expect(loadPoolerConfig(st("pooling_mode_lasttoken", true))).toEqual({ poolingType: "LAST", normalize: true });
+    expect(loadPoolerConfig(st("pooling_mode_lasttoken", true))).toEqual({ task: "embed", poolingType: "LAST", normalize: true, useActivation: true });
     const raw = st("pooling_mode_lasttoken", false);
-    expect(loadPoolerConfig(raw)).toEqual({ poolingType: "LAST", normalize: false });
-    expect(loadPoolerConfig(raw, { normalize: true })).toEqual({ poolingType: "LAST", normalize: true });
+    expect(loadPoolerConfig(raw)).toEqual({ task: "embed", poolingType: "LAST", normalize: false, useActivation: true });
+    expect(loadPoolerConfig(raw, { normalize: true })).toEqual({ task: "embed", poolingType: "LAST", normalize: true, useActivation: true });
     expect(() => loadPoolerConfig(st("pooling_mode_mean_tokens", true))).toThrow(`--runner pooling: "MEAN" pooling is not supported`);
     expect(() => loadPoolerConfig(model, { pooling_type: "CLS" })).toThrow(`--pooler-config: "CLS" pooling is not supported`);
     expect(() => loadPoolerConfig(model, { normalise: true })).toThrow("--pooler-config: unknown field 'normalise'");

@@ -42,12 +42,21 @@ export interface EngineOptions {
    */
   speculativeConfig?: Record<string, unknown>;
   /**
-   * vLLM's --runner: "generate" (text), "pooling" (embeddings: /v1/embeddings, LLM.embed), or "auto" (default):
-   * pooling for a bare decoder checkpoint (architectures "Qwen3Model" etc.), else generate.
+   * vLLM's --runner: "generate" (text), "pooling" (embeddings: /v1/embeddings, LLM.embed; for a sequence
+   * classifier: /classify, /score, /rerank, LLM.classify), or "auto" (default): pooling for a bare decoder
+   * checkpoint (architectures "Qwen3Model" etc.) or a classifier (…ForSequenceClassification), else generate.
    */
   runner?: Runner;
-  /** vLLM's --pooler-config on top of the model's own pooling settings: {"pooling_type": "LAST", "normalize": bool}. */
+  /**
+   * vLLM's --pooler-config on top of the model's own pooling settings: {"pooling_type": "LAST", "normalize": bool}
+   * for an embedding model, {"pooling_type": "LAST", "use_activation": bool} for a classifier.
+   */
   poolerConfig?: Record<string, unknown>;
+  /**
+   * vLLM's --hf-overrides: fields that replace config.json's, e.g. {"architectures": ["Qwen3ForSequenceClassification"],
+   * "classifier_from_token": ["no", "yes"], "is_original_qwen3_reranker": true} to serve Qwen3-Reranker as a classifier.
+   */
+  hfOverrides?: Record<string, unknown>;
   seed?: number;
   chatTemplate?: string;
   /** Receives start-up and warning messages (default: stderr). */

@@ -34,6 +34,7 @@ import { StructuredOutputManager } from "../structured/structured-output-manager
 import { NgramProposer } from "../speculative/ngram-proposer.ts";
 import { describeSpeculativeConfig, parseSpeculativeConfig, type SpeculativeConfig } from "../speculative/speculative-config.ts";
 import { loadPoolerConfig, type PoolerConfig } from "../model/pooling.ts";
+import { SequenceClassifier } from "../model/classifier.ts";
 
 /** The GPU KV cache holds at most this many times max_num_seqs × max_model_len tokens. */
 const KV_CACHE_CAP = 4;
@@ -142,7 +143,7 @@ export class LLMEngine {
     /** null with skipTokenizerInit: token ids in and out, no text (the server detokenizes). */
     readonly tokenizer: TextTokenizer | null,
     readonly runner: ModelRunner,
-    readonly options: Required<Omit<EngineOptions, "model" | "numGpuBlocksOverride" | "chatTemplate" | "log" | "onModelDir" | "maxModelLen" | "cuda" | "profileKernels" | "skipTokenizerInit" | "generationConfig" | "overrideGenerationConfig" | "speculativeConfig" | "runner" | "poolerConfig">> & { maxModelLen: number; numBlocks: number; speculative: SpeculativeConfig | null },
+    readonly options: Required<Omit<EngineOptions, "model" | "numGpuBlocksOverride" | "chatTemplate" | "log" | "onModelDir" | "maxModelLen" | "cuda" | "profileKernels" | "skipTokenizerInit" | "generationConfig" | "overrideGenerationConfig" | "speculativeConfig" | "runner" | "poolerConfig" | "hfOverrides">> & { maxModelLen: number; numBlocks: number; speculative: SpeculativeConfig | null; classifier: SequenceClassifier | null },
     readonly info: EngineInfo,
     private readonly log: (m: string) => void = (m) => process.stderr.write(`[vbun] ${m}\n`),
   ) {
@@ -171,7 +172,7 @@ export class LLMEngine {
     if (device !== "auto" && device !== "cpu" && device !== "cuda") throw new EngineConfigError("--device", `must be auto, cpu or cuda, got '${device}'`);
     const tp = checkPositiveInt("--tensor-parallel-size", opts.tensorParallelSize ?? ENGINE_DEFAULTS.tensorParallelSize);
 
-    const cfg = loadModelConfig(modelDir);
+    const cfg = loadModelConfig(modelDir, opts.hfOverrides);
     const samplingDefaults = loadSamplingDefaults(opts.generationConfig ?? "auto", modelDir, opts.overrideGenerationConfig);
     if (Object.keys(samplingDefaults).length > 0) log(`default sampling parameters from the generation config: ${describeDefaults(samplingDefaults)} (requests that set a field keep theirs; --generation-config vllm ignores the file)`);
     const tokenizer = opts.skipTokenizerInit ? null : TextTokenizer.load(modelDir, opts.chatTemplate);
@@ -189,9 +190,10 @@ export class LLMEngine {
     const speculative = opts.speculativeConfig ? parseSpeculativeConfig(opts.speculativeConfig) : null;
     const runnerOpt = opts.runner ?? ENGINE_DEFAULTS.runner;
     if (!["auto", "generate", "pooling"].includes(runnerOpt)) throw new EngineConfigError("--runner", `must be auto, generate or pooling, got '${runnerOpt}'`);
-    const runnerKind = runnerOpt === "auto" ? (cfg.headless ? "pooling" : "generate") : runnerOpt;
+    const runnerKind = runnerOpt === "auto" ? (cfg.headless || cfg.classifier ? "pooling" : "generate") : runnerOpt;
     if (runnerKind !== "pooling" && opts.poolerConfig) throw new EngineConfigError("--pooler-config", "applies to pooling models only (--runner pooling)");
-    const pooler = runnerKind === "pooling" ? loadPoolerConfig(modelDir, opts.poolerConfig) : null;
+    if (runnerKind !== "pooling" && cfg.classifier) throw new EngineConfigError("--runner", `${cfg.architecture} sequence classifier (…ForSequenceClassification) has a score head, not an LM head: it runs as a pooling model (--runner pooling or auto)`);
+    const pooler = runnerKind === "pooling" ? loadPoolerConfig(modelDir, opts.poolerConfig, cfg.classifier !== null) : null;
     if (pooler && speculative) throw new EngineConfigError("--speculative-config", "a pooling model generates no tokens to speculate on");
     // Sampled rows per step at most: one per sequence, and with drafts one per draft token too (never more than the step's tokens).
     const maxLogitsRows = speculative ? Math.max(maxNumSeqs, Math.min(maxNumBatchedTokens, maxNumSeqs * (1 + speculative.numSpeculativeTokens))) : maxNumSeqs;
@@ -215,7 +217,7 @@ export class LLMEngine {
         }
         try { checkShardable(cfg, tp); } catch (e) { throw new EngineConfigError("--tensor-parallel-size", (e as Error).message); }
         const limits = { maxTokens: maxNumBatchedTokens, maxSeqs: maxNumSeqs, maxBlocksPerSeq: Math.ceil(maxModelLen / blockSize), maxLogitsRows };
-        tpGroup = new TensorParallelGroup(cfg, modelDir, tp, maxModelLen, limits, cuda ? { kind: "cuda", leader: cuda, provider } : { kind: "cpu" }, pooler !== null);
+        tpGroup = new TensorParallelGroup(cfg, modelDir, tp, maxModelLen, limits, cuda ? { kind: "cuda", leader: cuda, provider } : { kind: "cpu" }, pooler !== null, opts.hfOverrides ?? {});
         model = tpGroup.model;
         if (!cuda) backend.close?.(); // the CPU ranks bring their own single-threaded backends
         log(`tensor parallel: ${tp} ${cuda ? "GPU ranks over NCCL" : "CPU ranks"} (rank 0 here, ${tp - 1} workers), ${model.localDims.numHeads} query / ${model.localDims.numKvHeads} KV heads and ${model.localDims.intermediate} MLP rows per rank`);
@@ -223,6 +225,8 @@ export class LLMEngine {
         model = new CausalLM<Tensor>(cfg, backend, maxModelLen, null, { pooling: pooler !== null });
         model.load(new Checkpoint(modelDir));
       }
+      // classifier_from_token looks its tokens up in the vocabulary (the server's engine worker has no tokenizer of its own: it loads one for that).
+      const classifier = cfg.classifier ? SequenceClassifier.load(cfg, new Checkpoint(modelDir), (t) => (tokenizer ?? TextTokenizer.load(modelDir)).tokenId(t)) : null;
       // Activation buffers at their largest, before the KV cache takes what is left.
       if (tpGroup) tpGroup.reserve(maxNumBatchedTokens, maxLogitsRows);
       else model.reserve(maxNumBatchedTokens, maxLogitsRows);
@@ -266,7 +270,8 @@ export class LLMEngine {
       }
       if (asyncScheduling) log("async scheduling: on (each step is launched before the previous step's tokens are read)");
       if (speculative) log(`speculative decoding: ${describeSpeculativeConfig(speculative)}`);
-      if (pooler) log(`pooling model (embeddings): ${pooler.poolingType} token${pooler.normalize ? ", normalized" : ""}`);
+      if (pooler?.task === "embed") log(`pooling model (embeddings): ${pooler.poolingType} token${pooler.normalize ? ", normalized" : ""}`);
+      if (classifier) log(`pooling model (sequence classifier): ${pooler!.poolingType} token, ${classifier.numLabels} label${classifier.numLabels === 1 ? "" : "s"} (${cfg.classifier!.labels.join(", ")})${cfg.classifier!.fromTokens ? `, the LM head's rows of ${JSON.stringify(cfg.classifier!.fromTokens.tokens)} (${cfg.classifier!.fromTokens.method})` : ""}`);
       const info: EngineInfo = {
         modelDir, isDefaultModel, device: kind, numBlocks, blockSize, maxModelLen,
         kvCapacityTokens: numBlocks * blockSize, loadSeconds: (performance.now() - t0) / 1000, graphSeconds, samplingDefaults,
@@ -278,7 +283,7 @@ export class LLMEngine {
         gpuMemoryUtilization: util,
         enablePrefixCaching: opts.enablePrefixCaching ?? ENGINE_DEFAULTS.enablePrefixCaching,
         enableChunkedPrefill, enforceEager, asyncScheduling, schedulingPolicy,
-        tensorParallelSize: tp, seed: opts.seed ?? ENGINE_DEFAULTS.seed, speculative,
+        tensorParallelSize: tp, seed: opts.seed ?? ENGINE_DEFAULTS.seed, speculative, classifier,
       }, info, log);
     } catch (e) {
       // Nothing started here outlives a failed start: tensor-parallel workers, CPU matmul threads, GPU
@@ -519,14 +524,18 @@ export class LLMEngine {
     }
   }
 
-  /** A pooling model's step: each prompt whose last token was computed has its pooled hidden state, and is done. */
+  /**
+   * A pooling model's step: each prompt whose last token was computed has its pooled hidden state — for a
+   * classifier, its score head's logits — and is done.
+   */
   private completePooling(step: RunningStep, hidden: Float32Array, touched: Set<Request>, done: number): void {
-    const H = this.modelConfig.hiddenSize;
+    const H = this.modelConfig.hiddenSize, classifier = this.options.classifier;
     step.seqs.forEach((seq, r) => {
       if (seq.isFinished) return;
       const req = this.requests.get(seq.requestId)!;
       touched.add(req);
-      seq.pooled = hidden.slice(r * H, (r + 1) * H);
+      const h = hidden.slice(r * H, (r + 1) * H);
+      seq.pooled = classifier ? classifier.logits(h) : h;
       this.recordTokenTiming(req, seq, done, 0);
       this.finishSeq(seq, "stop", null);
     });

@@ -4,7 +4,8 @@ import type { TextTokenizer } from "../tokenizer/tokenizer.ts";
 import { LLMEngine, promptList, type PromptInput } from "./llm-engine.ts";
 import type { RequestOutput } from "./request.ts";
 import { SamplingParams, type SamplingParamsInit } from "./sampling-params.ts";
-import { cosine, dimensionsError, embedding } from "../model/pooling.ts";
+import { cosine, dimensionsError, embedding, type PoolerConfig } from "../model/pooling.ts";
+import { classifierScores, topLabel } from "../model/classifier.ts";
 import { beamSearch, candidateParams, candidatesOf, type BeamSearchParams, type BeamSearchSequence } from "./beam-search.ts";
 
 /** A prompt's beams (vLLM's BeamSearchOutput), best first, each with its text. */
@@ -18,6 +19,21 @@ export interface EmbeddingOutput {
   requestId: string;
   promptTokenIds: number[];
   outputs: { embedding: number[] };
+}
+
+/** One prompt's classification (vLLM's ClassificationRequestOutput): its labels' probabilities. */
+export interface ClassificationOutput {
+  requestId: string;
+  promptTokenIds: number[];
+  /** probs: the activated logits (softmax; sigmoid for one label), or the raw logits with useActivation false. */
+  outputs: { probs: number[]; label: string };
+}
+
+export interface ClassifyOptions extends GenerateOptions {
+  /** false: the raw logits instead of probabilities (default: the pooler's use_activation, true). */
+  useActivation?: boolean;
+  /** Keep only the prompt's last N tokens (-1: max_model_len). */
+  truncatePromptTokens?: number;
 }
 
 export interface EmbedOptions extends GenerateOptions {
@@ -87,19 +103,44 @@ export class LLM {
   }
 
   /**
-   * vLLM's LLM.embed, for a pooling model (--runner pooling): each prompt's embedding — the last token's
+   * vLLM's LLM.embed, for an embedding model (--runner pooling): each prompt's embedding — the last token's
    * final-norm hidden state, normalised as the model's pooler says — in input order.
    */
   embed(prompts: PromptInput | PromptInput[], opts: EmbedOptions = {}): EmbeddingOutput[] {
-    const pooler = this.engine.info.pooler;
-    if (!pooler) throw new Error("embed: this model runs as a generative model; create the LLM with runner: \"pooling\"");
+    const pooler = this.poolerFor("embed");
     const dims = opts.dimensions ?? null;
     const bad = dimensionsError(this.engine.modelConfig, dims);
     if (bad) throw new Error(`embed: ${bad}`);
+    return this.pool(prompts, opts, "embed").map((o) => ({ requestId: o.requestId, promptTokenIds: o.promptTokenIds, outputs: { embedding: Array.from(embedding(o.pooled!, pooler.normalize, dims)) } }));
+  }
+
+  /**
+   * vLLM's LLM.classify, for a sequence classifier (…ForSequenceClassification, --runner pooling): each
+   * prompt's label probabilities and most likely label, in input order.
+   */
+  classify(prompts: PromptInput | PromptInput[], opts: ClassifyOptions = {}): ClassificationOutput[] {
+    const pooler = this.poolerFor("classify"), c = this.engine.modelConfig.classifier!;
+    const useActivation = opts.useActivation ?? pooler.useActivation;
+    return this.pool(prompts, opts, "classify").map((o) => ({
+      requestId: o.requestId, promptTokenIds: o.promptTokenIds,
+      outputs: { probs: useActivation ? classifierScores(c, o.pooled!) : Array.from(o.pooled!), label: topLabel(c, o.pooled!) },
+    }));
+  }
+
+  /** The engine's pooler, which must serve `task`. */
+  private poolerFor(task: "embed" | "classify"): PoolerConfig {
+    const pooler = this.engine.info.pooler;
+    if (!pooler) throw new Error(`${task}: this model runs as a generative model; create the LLM with runner: "pooling"`);
+    if (pooler.task !== task) throw new Error(task === "embed" ? "embed: this model is a sequence classifier: use LLM.classify or LLM.score" : "classify: this is an embedding model: use LLM.embed (classify needs a …ForSequenceClassification checkpoint)");
+    return pooler;
+  }
+
+  /** Runs prompts through a pooling model; their finished outputs (each with its pooled output) in input order. */
+  private pool(prompts: PromptInput | PromptInput[], opts: GenerateOptions & { truncatePromptTokens?: number }, caller: "embed" | "classify"): RequestOutput[] {
     const params = new SamplingParams({ max_tokens: 1, truncate_prompt_tokens: opts.truncatePromptTokens ?? null });
-    const run = this.start(prompts, params, opts, "embed");
+    const run = this.start(prompts, params, opts, caller);
     while (this.engine.hasUnfinishedRequests()) run.take(this.engine.step());
-    return run.finish().map((o) => ({ requestId: o.requestId, promptTokenIds: o.promptTokenIds, outputs: { embedding: Array.from(embedding(o.pooled!, pooler.normalize, dims)) } }));
+    return run.finish();
   }
 
   /**
@@ -115,14 +156,28 @@ export class LLM {
   }
 
   /**
-   * vLLM's LLM.score for an embedding model: the cosine similarity of `first`'s embedding with each of
-   * `second`'s (one against many), or of each pair (as many of each).
+   * vLLM's LLM.score: `first` against each of `second` (one against many), or each pair (as many of each).
+   * An embedding model scores by the cosine similarity of the two embeddings; a one-label classifier (a
+   * cross-encoder such as a reranker) reads each pair as one input (the tokenizer's pair encoding, or the
+   * token ids one after the other) and scores it by its activated logit.
    */
-  score(first: PromptInput | PromptInput[], second: PromptInput | PromptInput[], opts: GenerateOptions = {}): { outputs: { score: number } }[] {
+  score(first: PromptInput | PromptInput[], second: PromptInput | PromptInput[], opts: ClassifyOptions = {}): { outputs: { score: number } }[] {
     const a = promptList(first), b = promptList(second);
     if (a.length !== 1 && a.length !== b.length) throw new Error(`score: ${a.length} first texts and ${b.length} second ones: give one, or as many as the second`);
-    const v = this.embed([...a, ...b], opts).map((o) => o.outputs.embedding);
-    return b.map((_, i) => ({ outputs: { score: cosine(v[a.length === 1 ? 0 : i]!, v[a.length + i]!) } }));
+    const firstOf = (i: number) => a[a.length === 1 ? 0 : i]!;
+    if (this.engine.info.pooler?.task !== "classify") {
+      const v = this.embed([...a, ...b], opts).map((o) => o.outputs.embedding);
+      return b.map((_, i) => ({ outputs: { score: cosine(v[a.length === 1 ? 0 : i]!, v[a.length + i]!) } }));
+    }
+    const c = this.engine.modelConfig.classifier!;
+    if (c.numLabels !== 1) throw new Error(`score: a score needs a classifier with one label; this one has ${c.numLabels} (${c.labels.join(", ")}): use LLM.classify`);
+    const pairs = b.map((doc, i) => {
+      const q = firstOf(i);
+      if (typeof q === "string" && typeof doc === "string") return this.tokenizer.encodePair(q, doc);
+      if (typeof q !== "string" && typeof doc !== "string") return [...q, ...doc];
+      throw new Error("score: give both texts of a pair as strings or both as token ids");
+    });
+    return this.classify(pairs, opts).map((o) => ({ outputs: { score: o.outputs.probs[0]! } }));
   }
 
   /** Queues one request per prompt; what collects their final outputs. */
@@ -136,7 +191,8 @@ export class LLM {
       for (const [k, v] of Object.entries(p)) if (v !== undefined) init[k] = v;
       return new SamplingParams(init as SamplingParamsInit);
     };
-    if (this.engine.info.pooler && caller !== "embed") throw new Error(`${caller}: this is a pooling model (--runner pooling): it makes embeddings (LLM.embed), not text`);
+    const pooler = this.engine.info.pooler;
+    if (pooler && caller !== "embed" && caller !== "classify") throw new Error(`${caller}: this is a pooling model (--runner pooling): it makes ${pooler.task === "embed" ? "embeddings (LLM.embed)" : "scores (LLM.classify, LLM.score)"}, not text`);
     const all = list.map((_, i) => toParams(Array.isArray(params) ? params[i]! : params));
     if (caller === "generate" && all.some((p) => p.structured_outputs)) throw new Error("generate: structured outputs need `await llm.generateAsync(...)` (grammars compile asynchronously)");
     const ids: string[] = [];

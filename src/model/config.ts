@@ -36,10 +36,28 @@ export interface ModelConfig {
   torchDtype: DType;
   /** The checkpoint is the bare decoder (architectures "Qwen3Model" etc., as embedding models ship): no LM head. */
   headless: boolean;
+  /** A sequence classification checkpoint (…ForSequenceClassification: a score head instead of the LM head); else null. */
+  classifier: ClassifierConfig | null;
   /** Matryoshka embeddings (is_matryoshka / matryoshka_dimensions): sizes a request may cut them to; "any"; or null. */
   matryoshkaDimensions: number[] | "any" | null;
   bosTokenId: number | null;
   eosTokenIds: number[];
+}
+
+/**
+ * What a sequence classifier's head is: `numLabels` rows applied to the last token's final-norm hidden state.
+ * The rows are the checkpoint's score.weight, or — vLLM's online conversion of a reranker trained as a causal
+ * LM (Qwen3-Reranker: classifier_from_token ["no", "yes"], is_original_qwen3_reranker) — rows of its LM head:
+ * "from_2_way_softmax" makes one label, row[tokens[1]] − row[tokens[0]] (softmax over the two logits, seen as
+ * a sigmoid); "no_post_processing" takes one label per token.
+ */
+export interface ClassifierConfig {
+  numLabels: number;
+  /** id2label, in label order (LABEL_i where the config names none). */
+  labels: string[];
+  /** HF's problem_type: how logits become scores ("regression" leaves them as they are). */
+  problemType: "regression" | "single_label_classification" | "multi_label_classification" | null;
+  fromTokens: { tokens: string[]; method: "from_2_way_softmax" | "no_post_processing" } | null;
 }
 
 const ARCHITECTURES: Record<string, Architecture> = {
@@ -50,6 +68,10 @@ const ARCHITECTURES: Record<string, Architecture> = {
   Qwen3Model: "qwen3",
   Qwen2Model: "qwen2",
   LlamaModel: "llama",
+  // Sequence classifiers (rerankers, reward-style scorers): the decoder with a score head.
+  Qwen3ForSequenceClassification: "qwen3",
+  Qwen2ForSequenceClassification: "qwen2",
+  LlamaForSequenceClassification: "llama",
 };
 
 export class ConfigError extends Error {
@@ -104,6 +126,7 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
   return {
     architecture,
     headless: String(archs[0]).endsWith("Model"),
+    classifier: parseClassifier(raw, String(archs[0]), file),
     matryoshkaDimensions: matryoshka,
     hiddenSize,
     intermediateSize: int("intermediate_size"),
@@ -124,6 +147,34 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
     bosTokenId: typeof raw.bos_token_id === "number" ? raw.bos_token_id : null,
     eosTokenIds: idList(raw.eos_token_id),
   };
+}
+
+function parseClassifier(raw: Record<string, unknown>, arch: string, file: string): ClassifierConfig | null {
+  const tokens = raw.classifier_from_token;
+  if (!arch.endsWith("ForSequenceClassification")) {
+    if (tokens != null) throw new ConfigError(file, `classifier_from_token applies to sequence classifiers: set architectures to ["${arch.replace(/For\w+$|Model$/, "")}ForSequenceClassification"] too`);
+    return null;
+  }
+  const methodRaw = raw.method ?? (raw.is_original_qwen3_reranker === true ? "from_2_way_softmax" : null);
+  let fromTokens: ClassifierConfig["fromTokens"] = null;
+  let numLabels: number;
+  if (methodRaw != null || tokens != null) {
+    if (methodRaw !== "from_2_way_softmax" && methodRaw !== "no_post_processing") throw new ConfigError(file, `field 'method' must be from_2_way_softmax or no_post_processing (how classifier_from_token's LM-head rows become the score head), got ${JSON.stringify(methodRaw)}`);
+    if (!Array.isArray(tokens) || tokens.length === 0 || !tokens.every((t) => typeof t === "string")) throw new ConfigError(file, `field 'classifier_from_token' must be a list of token strings (e.g. ["no", "yes"]), got ${JSON.stringify(tokens)}`);
+    if (methodRaw === "from_2_way_softmax" && tokens.length !== 2) throw new ConfigError(file, `method from_2_way_softmax needs two classifier_from_token entries (the "false" token, then the "true" one), got ${tokens.length}`);
+    fromTokens = { tokens: tokens as string[], method: methodRaw };
+    numLabels = methodRaw === "from_2_way_softmax" ? 1 : tokens.length;
+  } else {
+    const id2label = raw.id2label && typeof raw.id2label === "object" ? Object.keys(raw.id2label).length : 0;
+    const n = raw.num_labels ?? (id2label > 0 ? id2label : 2);
+    if (typeof n !== "number" || !Number.isInteger(n) || n < 1) throw new ConfigError(file, `field 'num_labels' must be a positive integer, got ${JSON.stringify(raw.num_labels)}`);
+    numLabels = n;
+  }
+  const names = (raw.id2label ?? {}) as Record<string, unknown>;
+  const labels = Array.from({ length: numLabels }, (_, i) => (typeof names[String(i)] === "string" ? names[String(i)] as string : `LABEL_${i}`));
+  const pt = raw.problem_type ?? null;
+  if (pt !== null && pt !== "regression" && pt !== "single_label_classification" && pt !== "multi_label_classification") throw new ConfigError(file, `unsupported problem_type ${JSON.stringify(pt)}`);
+  return { numLabels, labels, problemType: pt, fromTokens };
 }
 
 function parseRopeScaling(v: unknown, file: string): RopeScaling | null {
@@ -165,13 +216,17 @@ export function ropeInvFreq(cfg: Pick<ModelConfig, "headDim" | "ropeTheta" | "ro
   });
 }
 
-/** Reads config.json (+ generation_config.json for EOS ids) from a model directory. */
-export function loadModelConfig(dir: string): ModelConfig {
+/**
+ * Reads config.json (+ generation_config.json for EOS ids) from a model directory. `overrides` (vLLM's
+ * --hf-overrides) replace config.json's top-level fields before it is read.
+ */
+export function loadModelConfig(dir: string, overrides: Record<string, unknown> = {}): ModelConfig {
   const file = join(dir, "config.json");
   if (!existsSync(file)) throw new ConfigError(file, "not found (is this a Hugging Face model directory?)");
   let raw: Record<string, unknown>;
   try { raw = JSON.parse(readFileSync(file, "utf8")); } catch (e) { throw new ConfigError(file, `not valid JSON (${(e as Error).message})`); }
-  const cfg = parseModelConfig(raw, file);
+  const overridden = Object.keys(overrides).length > 0;
+  const cfg = parseModelConfig({ ...raw, ...overrides }, overridden ? `${file} (with --hf-overrides)` : file);
   const genFile = join(dir, "generation_config.json");
   if (existsSync(genFile)) {
     try {

@@ -10,9 +10,14 @@ import { EngineConfigError } from "../engine/engine-config.ts";
 import type { ModelConfig } from "./config.ts";
 
 export interface PoolerConfig {
-  /** Only the last token's hidden state (decoder embedding models pool that way). */
+  /** What the pooled state is for: an embedding, or a sequence classifier's scores (its score head on top). */
+  task: "embed" | "classify";
+  /** Only the last token's hidden state (decoder embedding models and classifiers pool that way). */
   poolingType: "LAST";
+  /** embed: L2-normalise the embeddings. */
   normalize: boolean;
+  /** classify: turn logits into probabilities (softmax / sigmoid, see classifierScores) unless a request says not to. */
+  useActivation: boolean;
 }
 
 const POOLING_MODES: Record<string, string> = {
@@ -47,17 +52,24 @@ function fromSentenceTransformers(modelDir: string): { poolingType: string; norm
   return { poolingType, normalize };
 }
 
-/** The model's pooling with vLLM's --pooler-config fields (pooling_type, normalize) on top. */
-export function loadPoolerConfig(modelDir: string, override: Record<string, unknown> = {}): PoolerConfig {
+/**
+ * The model's pooling with vLLM's --pooler-config fields on top: pooling_type, and normalize (embedding
+ * models) or use_activation (classifiers, `classify`).
+ */
+export function loadPoolerConfig(modelDir: string, override: Record<string, unknown> = {}, classify = false): PoolerConfig {
+  const fields = classify ? ["pooling_type", "use_activation"] : ["pooling_type", "normalize"];
   for (const key of Object.keys(override))
-    if (key !== "pooling_type" && key !== "normalize") throw new EngineConfigError("--pooler-config", `unknown field '${key}' (vbun has pooling_type and normalize)`);
-  const base = fromSentenceTransformers(modelDir);
+    if (!fields.includes(key)) throw new EngineConfigError("--pooler-config", `unknown field '${key}' (for ${classify ? "a classifier" : "an embedding model"} vbun has ${fields.join(" and ")})`);
+  // A classifier's head sits on the last token (HF's …ForSequenceClassification); sentence-transformers files describe embeddings.
+  const base = classify ? { poolingType: "LAST", normalize: false } : fromSentenceTransformers(modelDir);
   const poolingType = override.pooling_type ?? base.poolingType;
   if (typeof poolingType !== "string" || poolingType.toUpperCase() !== "LAST")
     throw new EngineConfigError(override.pooling_type !== undefined ? "--pooler-config" : "--runner pooling", `${JSON.stringify(poolingType)} pooling is not supported: vbun pools the last token (LAST), as decoder embedding models do`);
   const normalize = override.normalize ?? base.normalize;
   if (typeof normalize !== "boolean") throw new EngineConfigError("--pooler-config", `normalize must be true or false, got ${JSON.stringify(normalize)}`);
-  return { poolingType: "LAST", normalize };
+  const useActivation = override.use_activation ?? true;
+  if (typeof useActivation !== "boolean") throw new EngineConfigError("--pooler-config", `use_activation must be true or false, got ${JSON.stringify(useActivation)}`);
+  return { task: classify ? "classify" : "embed", poolingType: "LAST", normalize, useActivation };
 }
 
 /** The embedding of one pooled hidden state: L2-normalised when asked, then cut to `dimensions` (Matryoshka: cut, then normalised). */

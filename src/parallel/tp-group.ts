@@ -47,8 +47,10 @@ export interface TpWorkerInit {
   failAt: string | null;
   /** GPU ranks: this rank's NCCL communicator, what the worker's NCCL needs, and the logits rows to reserve. */
   cuda: { comm: bigint; ncclData: unknown; maxRows: number } | null;
-  /** A pooling model (embeddings): every rank's forward stops at the (replicated) hidden states. */
+  /** A pooling model (embeddings, classifiers): every rank's forward stops at the (replicated) hidden states. */
   pooling: boolean;
+  /** --hf-overrides: the config every rank reads is the leader's. */
+  hfOverrides: Record<string, unknown>;
 }
 
 /** Where the ranks run: CPU threads, or one GPU each (rank r on GPU r). */
@@ -69,7 +71,7 @@ export class TensorParallelGroup {
   /** Resolves once every worker thread has exited (after close()). */
   readonly exited: Promise<void>;
 
-  constructor(cfg: ModelConfig, modelDir: string, size: number, maxModelLen: number, limits: { maxTokens: number; maxSeqs: number; maxBlocksPerSeq: number; maxLogitsRows: number }, device: TpDevice = { kind: "cpu" }, pooling = false) {
+  constructor(cfg: ModelConfig, modelDir: string, size: number, maxModelLen: number, limits: { maxTokens: number; maxSeqs: number; maxBlocksPerSeq: number; maxLogitsRows: number }, device: TpDevice = { kind: "cpu" }, pooling = false, hfOverrides: Record<string, unknown> = {}) {
     const onGpu = device.kind === "cuda";
     const vocabPerRank = localDims(cfg, { rank: 0, size }).vocabPerRank;
     const sizes: SharedSizes = {
@@ -109,7 +111,7 @@ export class TensorParallelGroup {
       w.addEventListener("error", (e) => this.control.abort(new Error(`worker for rank ${rank} crashed: ${(e as ErrorEvent).message}`)));
       w.postMessage({
         rank, modelDir, maxModelLen, sizes, buffers, failAt: process.env.VBUN_TP_FAIL_AT ?? null,
-        cuda: onGpu ? { comm: comms[rank]!, ncclData, maxRows: limits.maxLogitsRows } : null, pooling,
+        cuda: onGpu ? { comm: comms[rank]!, ncclData, maxRows: limits.maxLogitsRows } : null, pooling, hfOverrides,
       } satisfies TpWorkerInit);
       this.workers.push(w);
     }

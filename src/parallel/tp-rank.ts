@@ -36,7 +36,7 @@ export function runTpRank(init: TpWorkerInit, devices: TpRankDevices | null): vo
   };
   let nccl: NcclCollective | null = null;
   try {
-    const cfg = loadModelConfig(init.modelDir);
+    const cfg = loadModelConfig(init.modelDir, init.hfOverrides);
     let backend: Backend<Tensor>;
     let collective: Collective<Tensor>;
     if (init.cuda) {

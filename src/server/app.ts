@@ -3,7 +3,7 @@ import { Hono, type Context } from "hono";
 import { chatCompletions, chatPromptIds } from "./chat.ts";
 import { responses } from "./responses.ts";
 import { completions } from "./completions.ts";
-import { embeddings, pooling } from "./embeddings.ts";
+import { classify, embeddings, pooling } from "./embeddings.ts";
 import { rerank, score } from "./score.ts";
 import { ApiError, errorBody, toErrorResponse } from "./errors.ts";
 import { renderMetrics } from "./metrics.ts";
@@ -53,10 +53,11 @@ export function buildApp(state: ServerState): Hono {
     return c.text(renderMetrics(state.asyncEngine.stats, state.servedModelName), 200, { "Content-Type": "text/plain; version=0.0.4; charset=utf-8" });
   });
 
-  // A pooling model (embeddings) generates no text: the generation endpoints say so.
+  // A pooling model (embeddings, classifiers) generates no text: the generation endpoints say so.
   app.use("/v1/*", async (c, next) => {
-    if (c.req.method === "POST" && GENERATION.has(c.req.path) && state.asyncEngine?.info.pooler)
-      return c.json(errorBody(400, `this is an embedding model (--runner pooling): it does not support ${c.req.path}; use /v1/embeddings`, "model"), 400);
+    const pooler = state.asyncEngine?.info.pooler;
+    if (c.req.method === "POST" && GENERATION.has(c.req.path) && pooler)
+      return c.json(errorBody(400, pooler.task === "embed" ? `this is an embedding model (--runner pooling): it does not support ${c.req.path}; use /v1/embeddings` : `this is a sequence classifier (--runner pooling): it does not support ${c.req.path}; use /classify, /score or /rerank`, "model"), 400);
     await next();
   });
   app.post("/v1/completions", (c) => completions(c, state));
@@ -79,6 +80,7 @@ export function buildApp(state: ServerState): Hono {
   });
   app.post("/v1/embeddings", (c) => embeddings(c, state));
   app.post("/pooling", (c) => pooling(c, state));
+  for (const path of ["/classify", "/v1/classify"]) app.post(path, (c) => classify(c, state));
   for (const path of ["/score", "/v1/score"]) app.post(path, (c) => score(c, state));
   for (const path of ["/rerank", "/v1/rerank", "/v2/rerank"]) app.post(path, (c) => rerank(c, state));
 

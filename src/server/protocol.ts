@@ -120,23 +120,29 @@ export const ResponsesRequest = z.object({
 const embedFields = { truncate_prompt_tokens: int().nullish(), add_special_tokens: z.boolean().nullish(), priority: int().nullish(), user: z.string().nullish() };
 const embeddingFields = { model: z.string().nullish(), encoding_format: z.enum(["float", "base64"]).nullish(), dimensions: int().nullish(), ...embedFields };
 
-/**
- * POST /v1/embeddings: OpenAI's fields, plus vLLM's truncate_prompt_tokens, add_special_tokens and priority;
- * or, as vLLM also takes, chat `messages` (one input: the chat template's text).
- */
-export const EmbeddingRequest = z.union([
-  z.object({ ...embeddingFields, input: z.union([z.string(), z.array(z.string()).min(1), tokenIds.min(1), z.array(tokenIds.min(1)).min(1)]) }),
-  z.object({
-    ...embeddingFields, messages: z.array(ChatMessage).min(1), add_generation_prompt: z.boolean().nullish(), continue_final_message: z.boolean().nullish(),
-    chat_template_kwargs: z.record(z.string(), z.unknown()).nullish(),
-  }),
-]);
+/** The inputs of a pooling request: texts or token ids, or (vLLM's chat form) `messages` — one input, the chat template's tokens. */
+function pooledInputs<F extends z.ZodRawShape>(fields: F) {
+  return z.union([
+    z.object({ ...fields, input: z.union([z.string(), z.array(z.string()).min(1), tokenIds.min(1), z.array(tokenIds.min(1)).min(1)]) }),
+    z.object({
+      ...fields, messages: z.array(ChatMessage).min(1), add_generation_prompt: z.boolean().nullish(), continue_final_message: z.boolean().nullish(),
+      chat_template_kwargs: z.record(z.string(), z.unknown()).nullish(),
+    }),
+  ]);
+}
+
+/** POST /v1/embeddings: OpenAI's fields, plus vLLM's truncate_prompt_tokens, add_special_tokens and priority; or chat `messages`. */
+export const EmbeddingRequest = pooledInputs(embeddingFields);
 export type EmbeddingRequest = z.infer<typeof EmbeddingRequest>;
 
 const scoreTexts = z.union([z.string(), z.array(z.string()), tokenIds.min(1), z.array(tokenIds.min(1))]);
 
+/** POST /classify (vLLM's): a classifier's label probabilities per input; use_activation false returns the raw logits. */
+export const ClassificationRequest = pooledInputs({ model: z.string().nullish(), use_activation: z.boolean().nullish(), ...embedFields });
+export type ClassificationRequest = z.infer<typeof ClassificationRequest>;
+
 /** POST /score: vLLM's queries/documents (or the older text_1/text_2): one query against each document, or pairs. */
-export const ScoreRequest = z.object({ model: z.string().nullish(), queries: scoreTexts.nullish(), documents: scoreTexts.nullish(), text_1: scoreTexts.nullish(), text_2: scoreTexts.nullish(), ...embedFields });
+export const ScoreRequest = z.object({ model: z.string().nullish(), queries: scoreTexts.nullish(), documents: scoreTexts.nullish(), text_1: scoreTexts.nullish(), text_2: scoreTexts.nullish(), use_activation: z.boolean().nullish(), ...embedFields });
 
 /** POST /rerank: Jina's and Cohere's shape, as vLLM takes it. */
-export const RerankRequest = z.object({ model: z.string().nullish(), query: z.string(), documents: z.array(z.string()), top_n: int().nullish(), return_documents: z.boolean().nullish(), ...embedFields });
+export const RerankRequest = z.object({ model: z.string().nullish(), query: z.string(), documents: z.array(z.string()), top_n: int().nullish(), return_documents: z.boolean().nullish(), use_activation: z.boolean().nullish(), ...embedFields });

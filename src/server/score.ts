@@ -1,15 +1,44 @@
 /**
- * vLLM's scoring endpoints for an embedding model (a bi-encoder): POST /score (/v1/score) scores text pairs,
- * POST /rerank (/v1/rerank, /v2/rerank; Jina's and Cohere's shape) orders documents for a query — both by the
- * cosine similarity of the texts' embeddings, as vLLM scores with embedding models.
+ * vLLM's scoring endpoints: POST /score (/v1/score) scores text pairs, POST /rerank (/v1/rerank, /v2/rerank;
+ * Jina's and Cohere's shape) orders documents for a query. An embedding model (a bi-encoder) scores a pair by
+ * the cosine similarity of the two texts' embeddings; a sequence classifier with one label (a cross-encoder,
+ * e.g. a reranker) reads the pair as one input — the tokenizer's pair encoding — and scores it by its label's
+ * activated logit (sigmoid), as vLLM does.
  */
 import type { Context } from "hono";
 import { cosine } from "../model/pooling.ts";
+import { classifierScores } from "../model/classifier.ts";
 import { promptList } from "../engine/llm-engine.ts";
 import { ApiError } from "./errors.ts";
-import { embedInputs } from "./embeddings.ts";
+import { embedInputs, poolInputs, type EmbedFields } from "./embeddings.ts";
 import { RerankRequest, ScoreRequest } from "./protocol.ts";
 import type { ServerState } from "./state.ts";
+
+type Text = string | number[];
+
+/**
+ * The score of each (query, document) pair — queries holds one text for all documents, or one per document —
+ * with the prompt tokens they took. `useActivation` false: a cross-encoder's raw logits.
+ */
+async function pairScores(c: Context, state: ServerState, queries: Text[], documents: Text[], api: "Score" | "Rerank", f: EmbedFields & { use_activation?: boolean | null }): Promise<{ id: string; scores: number[]; promptTokens: number }> {
+  const engine = state.engine();
+  const classifier = engine.info.pooler?.task === "classify" ? engine.modelConfig.classifier! : null;
+  const queryOf = (i: number) => queries[queries.length === 1 ? 0 : i]!;
+  if (!classifier) {
+    const { id, vectors, promptTokens } = await embedInputs(c, state, [...queries, ...documents], api, f);
+    return { id, scores: documents.map((_, i) => cosine(vectors[queries.length === 1 ? 0 : i]!, vectors[queries.length + i]!)), promptTokens };
+  }
+  if (classifier.numLabels !== 1) throw new ApiError(400, `the ${api} API needs a classifier with one label (a cross-encoder's relevance); this one has ${classifier.numLabels} (${classifier.labels.join(", ")}): use /classify`, "model");
+  const pairs = documents.map((doc, i) => {
+    const q = queryOf(i);
+    if (typeof q === "string" && typeof doc === "string") return engine.tokenizer.encodePair(q, doc, f.add_special_tokens ?? true);
+    if (typeof q !== "string" && typeof doc !== "string") return [...q, ...doc];
+    throw new ApiError(400, "give queries and documents both as texts or both as token ids", "documents");
+  });
+  const { id, pooled, promptTokens } = await poolInputs(c, state, pairs, api, "classify", f);
+  const useActivation = f.use_activation ?? engine.info.pooler!.useActivation;
+  return { id, scores: pooled.map((l) => (useActivation ? classifierScores(classifier, l)[0]! : l[0]!)), promptTokens };
+}
 
 export async function score(c: Context, state: ServerState): Promise<Response> {
   const body = ScoreRequest.parse(await state.readJson(c));
@@ -21,8 +50,8 @@ export async function score(c: Context, state: ServerState): Promise<Response> {
   if (q.length === 0 || d.length === 0) throw new ApiError(400, "queries and documents must not be empty", q.length === 0 ? "queries" : "documents");
   // One query against every document, or pairs.
   if (q.length !== 1 && q.length !== d.length) throw new ApiError(400, `queries has ${q.length} texts and documents ${d.length}: give one query, or as many as documents`, "queries");
-  const { vectors, promptTokens, id } = await embedInputs(c, state, [...q, ...d], "Score", body);
-  const data = d.map((_, i) => ({ index: i, object: "score", score: cosine(vectors[q.length === 1 ? 0 : i]!, vectors[q.length + i]!) }));
+  const { scores, promptTokens, id } = await pairScores(c, state, q, d, "Score", body);
+  const data = scores.map((s, index) => ({ index, object: "score", score: s }));
   return c.json({ id, object: "list", created: Math.floor(Date.now() / 1000), model: state.servedModelName, data, usage: { prompt_tokens: promptTokens, total_tokens: promptTokens } });
 }
 
@@ -33,8 +62,8 @@ export async function rerank(c: Context, state: ServerState): Promise<Response> 
   if (docs.length === 0) throw new ApiError(400, "documents must not be empty", "documents");
   const topN = body.top_n ?? docs.length;
   if (topN < 1) throw new ApiError(400, `top_n must be at least 1, got ${topN}`, "top_n");
-  const { vectors, promptTokens, id } = await embedInputs(c, state, [body.query, ...docs], "Rerank", body);
-  const results = docs.map((text, index) => ({ index, document: { text }, relevance_score: cosine(vectors[0]!, vectors[index + 1]!) }))
+  const { scores, promptTokens, id } = await pairScores(c, state, [body.query], docs, "Rerank", body);
+  const results = docs.map((text, index) => ({ index, document: { text }, relevance_score: scores[index]! }))
     .sort((a, b) => b.relevance_score - a.relevance_score || a.index - b.index)
     .slice(0, topN)
     .map((r) => (body.return_documents === false ? { index: r.index, relevance_score: r.relevance_score } : r));

@@ -52,10 +52,16 @@ engine:
   --tensor-parallel-size N         (default ${d.tensorParallelSize})
   --speculative-config JSON        n-gram speculative decoding, e.g. '{"method": "ngram",
                                    "num_speculative_tokens": 4, "prompt_lookup_max": 4}' (default: off)
-  --runner auto|generate|pooling   text, or embeddings (/v1/embeddings); auto: pooling for a bare decoder
-                                   checkpoint (architectures "Qwen3Model" …) (default ${d.runner})
+  --runner auto|generate|pooling   text, or embeddings (/v1/embeddings), or a classifier's scores
+                                   (/classify, /score, /rerank); auto: pooling for a bare decoder checkpoint
+                                   ("Qwen3Model" …) or a classifier ("…ForSequenceClassification")
+                                   (default ${d.runner})
   --pooler-config JSON             e.g. '{"normalize": false}' (pooling_type LAST only; default: the
-                                   model's sentence-transformers modules.json, else LAST + normalize)
+                                   model's sentence-transformers modules.json, else LAST + normalize;
+                                   a classifier: '{"use_activation": false}' for raw logits)
+  --hf-overrides JSON              fields replacing config.json's, e.g. Qwen3-Reranker as a classifier:
+                                   '{"architectures": ["Qwen3ForSequenceClassification"],
+                                   "classifier_from_token": ["no", "yes"], "is_original_qwen3_reranker": true}'
   --seed N                         seed for requests without one (default ${d.seed})
   --chat-template FILE|TEXT        override the model's chat template
 `;

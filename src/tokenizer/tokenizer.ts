@@ -104,6 +104,24 @@ export class TextTokenizer {
     return this.tok.encode(text, { add_special_tokens: addSpecialTokens }).ids;
   }
 
+  /**
+   * The tokens of a text pair as one input (a cross-encoder's query and document): the tokenizer's pair
+   * template when it has one (e.g. [CLS] a [SEP] b [SEP]), else the two texts' tokens one after the other.
+   */
+  encodePair(text: string, pair: string, addSpecialTokens = true): number[] {
+    const ids = this.tok.encode(text, { text_pair: pair, add_special_tokens: addSpecialTokens }).ids;
+    const first = this.encode(text, addSpecialTokens);
+    // @huggingface/tokenizers' ByteLevel post-processor (Qwen's, GPT-2's) hands the pair back unmerged, so
+    // encode() drops it; such a post-processor adds no special tokens, and the pair simply follows (as in HF's).
+    if (ids.length === first.length) return [...first, ...this.encode(pair, false)];
+    return ids;
+  }
+
+  /** A vocabulary entry's id (HF's convert_tokens_to_ids: the token as the vocabulary spells it), or undefined. */
+  tokenId(token: string): number | undefined {
+    return this.tok.token_to_id(token) ?? undefined;
+  }
+
   decode(ids: ArrayLike<number>, skipSpecialTokens = true): string {
     if (ids.length === 0) return "";
     return this.tok.decode(Array.from(ids), { skip_special_tokens: skipSpecialTokens, clean_up_tokenization_spaces: false });
