@@ -144,3 +144,31 @@ test("--enable-prompt-tokens-details reports prefix-cache hits in usage", async 
     expect(await s.stop()).toBe(0);
   }
 }, 60_000);
+
+test("--tool-call-parser llama3_json: an answer of JSON calls becomes tool_calls, whole and streamed", async () => {
+  const s = await startServer([tinyModel(SERVER_MODEL), "--max-model-len", "256", "--enable-auto-tool-choice", "--tool-call-parser", "llama3_json"]);
+  try {
+    const post = (b: object) => fetch(`${s.url}/v1/chat/completions`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(b) });
+    const tools = [{ type: "function", function: { name: "get_weather", parameters: { type: "object", properties: { city: { type: "string" } } } } }];
+    // The random model writes a Llama 3 style call because a schema makes it (structured outputs).
+    const call = {
+      type: "object", additionalProperties: false, required: ["name", "parameters"],
+      properties: { name: { const: "get_weather" }, parameters: { type: "object", additionalProperties: false, required: ["city"], properties: { city: { enum: ["Paris"] } } } },
+    };
+    const body = { messages: [{ role: "user", content: "Weather in Paris?" }], max_tokens: 64, temperature: 0, tools, tool_choice: "auto", structured_outputs: { json: call, disable_any_whitespace: true } };
+    const full: any = await (await post(body)).json();
+    expect(full.choices[0].finish_reason).toBe("tool_calls");
+    expect(full.choices[0].message.content).toBeNull();
+    expect(full.choices[0].message.tool_calls.map((c: any) => [c.function.name, JSON.parse(c.function.arguments)])).toEqual([["get_weather", { city: "Paris" }]]);
+    const sse = await (await post({ ...body, stream: true })).text();
+    const streamed: any[] = [];
+    for (const line of sse.split("\n")) if (line.startsWith("data: {")) for (const c of JSON.parse(line.slice(6)).choices) streamed.push(...(c.delta.tool_calls ?? []));
+    expect(streamed.map((c) => [c.function.name, JSON.parse(c.function.arguments)])).toEqual([["get_weather", { city: "Paris" }]]);
+    // Without the schema the random model answers in text: content, no calls.
+    const text: any = await (await post({ ...body, structured_outputs: undefined, max_tokens: 8 })).json();
+    expect(text.choices[0].message.tool_calls).toEqual([]);
+    expect(text.choices[0].message.content.length).toBeGreaterThan(0);
+  } finally {
+    expect(await s.stop()).toBe(0);
+  }
+}, 60_000);

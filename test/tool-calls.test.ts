@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { forcedToolChoice, forcedToolSchema, ForcedToolCallStream, parseToolCalls, ToolCallStream } from "../src/server/tool-calls.ts";
+import { forcedToolChoice, forcedToolSchema, ForcedToolCallStream, parseToolCalls, toolCallStream } from "../src/server/tool-calls.ts";
 import { loadXGrammar } from "../src/structured/xgrammar.ts";
 
 const TEXT = 'Let me check.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n<tool_call>\n{"name": "now", "arguments": {}}\n</tool_call>';
@@ -17,14 +17,49 @@ test("hermes tool calls are parsed; surrounding text stays content", () => {
 
 test("streaming: content before the call passes through, calls come whole at the end, for any cut", () => {
   for (let cut = 0; cut <= TEXT.length; cut++) {
-    const s = new ToolCallStream();
+    const s = toolCallStream("hermes");
     const content = s.push(TEXT.slice(0, cut)) + s.push(TEXT.slice(cut));
     const end = s.finish();
     expect(content + end.content).toBe("Let me check.\n");
     expect(end.toolCalls.map((c) => c.function.name)).toEqual(["get_weather", "now"]);
   }
-  const plain = new ToolCallStream();
+  const plain = toolCallStream("hermes");
   expect(plain.push("a <tool") + plain.push("box> b") + plain.finish().content).toBe("a <toolbox> b");
+});
+
+const LLAMA = '<|python_tag|>{"name": "get_weather", "parameters": {"city": "Paris", "note": "a } in {text}"}}; {"name": "now", "parameters": {}}';
+
+test("llama3_json: an answer of JSON calls (parameters or arguments, ';'-separated, after <|python_tag|> or not); anything else is content", () => {
+  const r = parseToolCalls(LLAMA, "llama3_json");
+  expect(r.content).toBeNull();
+  expect(r.toolCalls.map((c) => [c.function.name, JSON.parse(c.function.arguments)])).toEqual([["get_weather", { city: "Paris", note: "a } in {text}" }], ["now", {}]]);
+  // The tag is gone when special tokens are skipped; newlines may separate calls; "arguments" is read too.
+  const bare = parseToolCalls(' \n{"name": "f", "arguments": {"a": 1}}\n{"name": "g", "parameters": {"s": "x\\"y"}}', "llama3_json");
+  expect(bare.toolCalls.map((c) => [c.function.name, c.function.arguments])).toEqual([["f", '{"a":1}'], ["g", '{"s":"x\\"y"}']]);
+  for (const text of ["The weather is fine.", 'Sure: {"name": "f", "parameters": {}}', '{"name": "f", "parameters": {}} and more', '{"name": "f", "parameters": {', '{"parameters": {}}', "{not json}"])
+    expect(parseToolCalls(text, "llama3_json")).toEqual({ content: text, toolCalls: [] });
+  // Hermes blocks are not llama3_json calls, and the other way round.
+  expect(parseToolCalls(TEXT, "llama3_json").toolCalls).toEqual([]);
+  expect(parseToolCalls(LLAMA, "hermes").toolCalls).toEqual([]);
+});
+
+test("llama3_json streaming: a call answer is held whole, any other answer flows from its first word, for any cut", () => {
+  for (let cut = 0; cut <= LLAMA.length; cut++) {
+    const s = toolCallStream("llama3_json");
+    expect(s.push(LLAMA.slice(0, cut)) + s.push(LLAMA.slice(cut))).toBe("");
+    const end = s.finish();
+    expect([end.content, end.toolCalls.map((c) => c.function.name)]).toEqual(["", ["get_weather", "now"]]);
+  }
+  const text = "  It is sunny {really}.";
+  for (let cut = 0; cut <= text.length; cut++) {
+    const s = toolCallStream("llama3_json");
+    const first = s.push(text.slice(0, cut));
+    expect(first).toBe(cut >= 3 ? text.slice(0, cut) : ""); // decided at the first non-blank character
+    expect(first + s.push(text.slice(cut)) + s.finish().content).toBe(text);
+  }
+  const broken = toolCallStream("llama3_json");
+  expect(broken.push('{"name": "f", "par') + broken.push("ameters\": oops")).toBe("");
+  expect(broken.finish()).toEqual({ content: '{"name": "f", "parameters": oops', toolCalls: [] });
 });
 
 describe("forced tool choice (tool_choice 'required' or a named function)", () => {

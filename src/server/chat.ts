@@ -11,7 +11,7 @@ import { collect, forEachOutput, nowSeconds, samplingParamsFrom, sseResponse, su
 import { beamSearchFor, beamUsage } from "./beam.ts";
 import { ChatCompletionRequest } from "./protocol.ts";
 import { reasoningBoundary, ReasoningSplitter } from "./reasoning.ts";
-import { forcedToolChoice, forcedToolSchema, ForcedToolCallStream, ToolCallStream, type ForcedToolChoice, type ToolCall } from "./tool-calls.ts";
+import { forcedToolChoice, forcedToolSchema, ForcedToolCallStream, toolCallStream, type ForcedToolChoice, type ToolCall, type ToolCallStream } from "./tool-calls.ts";
 
 /** One choice's text on its way out: reasoning split off (--reasoning-parser), tool calls parsed (--tool-call-parser). */
 export class ChoiceShaper {
@@ -127,7 +127,7 @@ export async function prepareChat(state: ServerState, body: ChatCompletionReques
   const parseTools = state.toolCallParser !== null && (body.tools?.length ?? 0) > 0 && tc !== "none";
   // A forced call is the whole answer (after any reasoning).
   const shaper = () => new ChoiceShaper(reasoningParser ? new ReasoningSplitter(reasoningParser) : null,
-    forced ? new ForcedToolCallStream(forced) : parseTools ? new ToolCallStream() : null);
+    forced ? new ForcedToolCallStream(forced) : parseTools ? toolCallStream(state.toolCallParser!) : null);
   return { text, ids, params, shaper, calledReason: forced && forced !== "required" ? "stop" : "tool_calls" };
 }
 

@@ -1,9 +1,11 @@
 /**
- * `--enable-auto-tool-choice --tool-call-parser hermes`: tool calls written as
- * <tool_call>{"name": …, "arguments": {…}}</tool_call> (Qwen2.5/Qwen3, Hermes) become OpenAI `tool_calls`.
- * Streaming holds back text from the first <tool_call> on and emits each call whole at the end.
+ * `--enable-auto-tool-choice --tool-call-parser NAME`: tool calls in the model's own format become OpenAI
+ * `tool_calls`. `hermes` (Qwen2.5/Qwen3, Hermes): <tool_call>{"name": …, "arguments": {…}}</tool_call>
+ * blocks after any text. `llama3_json` (Llama 3.1/3.2): an answer that is JSON calls
+ * {"name": …, "parameters": {…}}, `;`-separated, optionally after <|python_tag|>. Streaming holds back text
+ * from where a call may begin and emits each call whole at the end.
  */
-export const TOOL_CALL_PARSERS = ["hermes"] as const;
+export const TOOL_CALL_PARSERS = ["hermes", "llama3_json"] as const;
 export type ToolCallParserName = (typeof TOOL_CALL_PARSERS)[number];
 
 const OPEN = "<tool_call>", CLOSE = "</tool_call>";
@@ -17,7 +19,15 @@ export interface ToolCall {
 const callId = () => `chatcmpl-tool-${crypto.randomUUID().replaceAll("-", "").slice(0, 24)}`;
 
 /** Extracts the tool calls; `content` is the text before the first call (null when empty). */
-export function parseToolCalls(text: string): { content: string | null; toolCalls: ToolCall[] } {
+export function parseToolCalls(text: string, parser: ToolCallParserName = "hermes"): { content: string | null; toolCalls: ToolCall[] } {
+  return parser === "hermes" ? parseHermes(text) : parseLlama3Json(text);
+}
+
+function toolCall(name: string, args: unknown): ToolCall {
+  return { id: callId(), type: "function", function: { name, arguments: typeof args === "string" ? args : JSON.stringify(args ?? {}) } };
+}
+
+function parseHermes(text: string): { content: string | null; toolCalls: ToolCall[] } {
   const first = text.indexOf(OPEN);
   if (first < 0) return { content: text, toolCalls: [] };
   const toolCalls: ToolCall[] = [];
@@ -26,8 +36,7 @@ export function parseToolCalls(text: string): { content: string | null; toolCall
     try {
       const call = JSON.parse(m[1]!) as { name?: unknown; arguments?: unknown };
       if (typeof call.name !== "string") continue;
-      const args = call.arguments === undefined ? {} : call.arguments;
-      toolCalls.push({ id: callId(), type: "function", function: { name: call.name, arguments: typeof args === "string" ? args : JSON.stringify(args) } });
+      toolCalls.push(toolCall(call.name, call.arguments));
     } catch {
       // not a well-formed call: it stays text
     }
@@ -37,8 +46,60 @@ export function parseToolCalls(text: string): { content: string | null; toolCall
   return { content: before.length > 0 ? before : null, toolCalls };
 }
 
-/** Streaming: content passes through until a <tool_call> may be starting; the rest waits for the end. */
-export class ToolCallStream {
+const PYTHON_TAG = "<|python_tag|>";
+
+/** The end of the JSON object starting at text[start] ("{"), or -1 when it does not close. */
+function objectEnd(text: string, start: number): number {
+  let depth = 0, inString = false;
+  for (let i = start; i < text.length; i++) {
+    const ch = text[i]!;
+    if (inString) {
+      if (ch === "\\") i++;
+      else if (ch === '"') inString = false;
+    } else if (ch === '"') inString = true;
+    else if (ch === "{") depth++;
+    else if (ch === "}" && --depth === 0) return i + 1;
+  }
+  return -1;
+}
+
+/**
+ * llama3_json: the whole answer (after whitespace and an optional <|python_tag|>) is one or more JSON calls
+ * separated by ";". Anything else — text first, a malformed call — leaves the answer as content (vLLM's rule).
+ */
+function parseLlama3Json(text: string): { content: string | null; toolCalls: ToolCall[] } {
+  const plain = { content: text, toolCalls: [] };
+  let rest = text.trimStart();
+  if (rest.startsWith(PYTHON_TAG)) rest = rest.slice(PYTHON_TAG.length).trimStart();
+  if (!rest.startsWith("{")) return plain;
+  const toolCalls: ToolCall[] = [];
+  let pos = 0;
+  while (pos < rest.length) {
+    const end = objectEnd(rest, pos);
+    if (end < 0) return plain;
+    let call: { name?: unknown; parameters?: unknown; arguments?: unknown };
+    try { call = JSON.parse(rest.slice(pos, end)); } catch { return plain; }
+    if (typeof call.name !== "string") return plain;
+    toolCalls.push(toolCall(call.name, call.parameters ?? call.arguments));
+    const next = rest.slice(end).match(/^\s*(;\s*)?/)![0].length + end;
+    if (next < rest.length && rest[next] !== "{") return plain; // text after the calls: not a tool-call answer
+    pos = next;
+  }
+  return { content: null, toolCalls };
+}
+
+/** Streaming (either format): content passes through until a call may be starting; the rest waits for the end. */
+export interface ToolCallStream {
+  push(delta: string): string;
+  /** At the end: the parsed calls, or the held text as content when it held no valid call. */
+  finish(): { content: string; toolCalls: ToolCall[] };
+}
+
+export function toolCallStream(parser: ToolCallParserName): ToolCallStream {
+  return parser === "hermes" ? new HermesStream() : new Llama3JsonStream();
+}
+
+class HermesStream implements ToolCallStream {
   private held = "";
   private inCalls = false;
 
@@ -57,12 +118,38 @@ export class ToolCallStream {
     return text.slice(0, text.length - keep);
   }
 
-  /** At the end: the parsed calls, or the held text as content when it held no valid call. */
   finish(): { content: string; toolCalls: ToolCall[] } {
     const held = this.held;
     this.held = "";
     if (!this.inCalls) return { content: held, toolCalls: [] };
-    const parsed = parseToolCalls(held);
+    const parsed = parseHermes(held);
+    return parsed.toolCalls.length > 0 ? { content: "", toolCalls: parsed.toolCalls } : { content: held, toolCalls: [] };
+  }
+}
+
+/** llama3_json: an answer whose first non-blank text is "{" or <|python_tag|> is held whole; any other flows. */
+class Llama3JsonStream implements ToolCallStream {
+  private held = "";
+  private mode: "undecided" | "calls" | "text" = "undecided";
+
+  push(delta: string): string {
+    if (this.mode === "text") return delta;
+    this.held += delta;
+    if (this.mode === "calls") return "";
+    const start = this.held.trimStart();
+    if (start === "" || PYTHON_TAG.startsWith(start)) return "";
+    if (start.startsWith("{") || start.startsWith(PYTHON_TAG)) { this.mode = "calls"; return ""; }
+    this.mode = "text";
+    const out = this.held;
+    this.held = "";
+    return out;
+  }
+
+  finish(): { content: string; toolCalls: ToolCall[] } {
+    const held = this.held;
+    this.held = "";
+    if (this.mode !== "calls") return { content: held, toolCalls: [] };
+    const parsed = parseLlama3Json(held);
     return parsed.toolCalls.length > 0 ? { content: "", toolCalls: parsed.toolCalls } : { content: held, toolCalls: [] };
   }
 }
