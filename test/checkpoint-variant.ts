@@ -6,7 +6,7 @@ import { tempDir } from "./helpers.ts";
 
 /** A copy of `dir` changed by `edit` (config.json and the tensors, by name). */
 export function variant(dir: string, name: string, edit: { config?: (c: Record<string, unknown>) => void; rename?: (n: string) => string | null; add?: TensorToWrite[]; files?: Record<string, unknown> }): string {
-  const out = join(tempDir("pooling"), name);
+  const out = join(tempDir("variant"), name);
   cpSync(dir, out, { recursive: true });
   const cfg = JSON.parse(readFileSync(join(out, "config.json"), "utf8"));
   edit.config?.(cfg);

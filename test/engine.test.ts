@@ -9,6 +9,7 @@ import { AsyncEngine } from "../src/engine/async-engine.ts";
 import { pack, packOutputs, PACK_MIN, unpackOutputs } from "../src/engine/output-codec.ts";
 import type { RequestOutput } from "../src/engine/request.ts";
 import { FAST_MODEL, SERVER_MODEL, tinyModel } from "./helpers.ts";
+import { variant } from "./checkpoint-variant.ts";
 import { BlockManager } from "../src/engine/block-manager.ts";
 import { Scheduler } from "../src/engine/scheduler.ts";
 import { Sequence, SequenceStatus } from "../src/engine/sequence.ts";
@@ -200,6 +201,20 @@ test("engine options are checked", () => {
   expect(() => LLMEngine.create({ model, ...quiet, blockSize: 0 })).toThrow(/--block-size: must be a positive integer/);
   expect(() => LLMEngine.create({ model: "/nonexistent", ...quiet })).toThrow(/config\.json: not found/);
 });
+
+test("Mistral checkpoints (MistralForCausalLM) run as the Llama decoder; a sliding window bounds the context", () => {
+  const mistral = (window: number | null) => variant(model, `mistral-${window}`, { config: (c) => { c.architectures = ["MistralForCausalLM"]; c.model_type = "mistral"; c.sliding_window = window; } });
+  const prompts = [[1, 2, 3, 4, 5], [9, 8, 7]];
+  const greedy = (m: string, maxModelLen?: number) => {
+    const llm = new LLM({ model: m, maxModelLen, ...quiet });
+    try { return llm.generate(prompts, { max_tokens: 8, temperature: 0 }).map((o) => o.outputs[0]!.tokenIds); } finally { llm.close(); }
+  };
+  const llama = greedy(model);
+  expect(greedy(mistral(null))).toEqual(llama);
+  expect(greedy(mistral(4096))).toEqual(llama); // a window as long as the context changes nothing
+  expect(() => new LLM({ model: mistral(64), ...quiet })).toThrow("--max-model-len: 4096 exceeds the model's sliding_window (64): vbun has no sliding-window attention");
+  expect(greedy(mistral(64), 64)).toEqual(llama);
+}, 60_000);
 
 test("a bad CUDA switch is a start-up error naming it, not a silent fall back to the CPU", () => {
   for (const [k, v, allowed] of [["VBUN_GEMM", "fast", "cublas or cublaslt"], ["VBUN_GEMV", "yes", "off or on"], ["VBUN_DECODE_KERNEL", "x", "groups or simple"], ["VBUN_PREFILL_KERNEL", "x", "mma or simple"]] as const) {

@@ -178,6 +178,8 @@ export class LLMEngine {
     const tokenizer = opts.skipTokenizerInit ? null : TextTokenizer.load(modelDir, opts.chatTemplate);
     const maxModelLen = opts.maxModelLen === undefined ? cfg.maxPositionEmbeddings : checkPositiveInt("--max-model-len", opts.maxModelLen);
     if (maxModelLen > cfg.maxPositionEmbeddings) throw new EngineConfigError("--max-model-len", `${maxModelLen} exceeds the model's max_position_embeddings (${cfg.maxPositionEmbeddings})`);
+    if (cfg.slidingWindow !== null && maxModelLen > cfg.slidingWindow)
+      throw new EngineConfigError("--max-model-len", `${maxModelLen} exceeds the model's sliding_window (${cfg.slidingWindow}): vbun has no sliding-window attention, so contexts are limited to the window (set --max-model-len ${cfg.slidingWindow} or less)`);
     const maxNumSeqs = checkPositiveInt("--max-num-seqs", opts.maxNumSeqs ?? ENGINE_DEFAULTS.maxNumSeqs);
     const enableChunkedPrefill = opts.enableChunkedPrefill ?? ENGINE_DEFAULTS.enableChunkedPrefill;
     const maxNumBatchedTokens = checkPositiveInt("--max-num-batched-tokens", opts.maxNumBatchedTokens ?? (enableChunkedPrefill ? ENGINE_DEFAULTS.maxNumBatchedTokens : Math.max(maxModelLen, ENGINE_DEFAULTS.maxNumBatchedTokens)));

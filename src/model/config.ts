@@ -36,6 +36,11 @@ export interface ModelConfig {
   torchDtype: DType;
   /** The checkpoint is the bare decoder (architectures "Qwen3Model" etc., as embedding models ship): no LM head. */
   headless: boolean;
+  /**
+   * Mistral's sliding-window attention span (sliding_window without Qwen's use_sliding_window switch), or null.
+   * Attention here is full: a context no longer than the window computes the same thing.
+   */
+  slidingWindow: number | null;
   /** A sequence classification checkpoint (…ForSequenceClassification: a score head instead of the LM head); else null. */
   classifier: ClassifierConfig | null;
   /** Matryoshka embeddings (is_matryoshka / matryoshka_dimensions): sizes a request may cut them to; "any"; or null. */
@@ -64,6 +69,8 @@ const ARCHITECTURES: Record<string, Architecture> = {
   Qwen3ForCausalLM: "qwen3",
   Qwen2ForCausalLM: "qwen2",
   LlamaForCausalLM: "llama",
+  // Mistral 7B / Mistral-Nemo: the Llama decoder (a sliding_window in its config limits the context: slidingWindow).
+  MistralForCausalLM: "llama",
   // The bare decoders (no LM head), as sentence-transformers embedding models are saved.
   Qwen3Model: "qwen3",
   Qwen2Model: "qwen2",
@@ -115,6 +122,8 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
   if (act !== "silu") throw new ConfigError(file, `unsupported hidden_act '${act}' (only silu)`);
   if (raw.mlp_bias === true) throw new ConfigError(file, "mlp_bias=true is not supported");
   if (raw.use_sliding_window === true) throw new ConfigError(file, "use_sliding_window=true is not supported");
+  // Qwen2/Qwen3 configs carry sliding_window with use_sliding_window false (off); Mistral's has no switch.
+  const slidingWindow = raw.use_sliding_window === undefined && raw.sliding_window != null ? int("sliding_window") : null;
 
   const attentionBias = raw.attention_bias === true;
   const torchDtypeName = (raw.torch_dtype ?? raw.dtype ?? "bfloat16") as string;
@@ -127,6 +136,7 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
     architecture,
     headless: String(archs[0]).endsWith("Model"),
     classifier: parseClassifier(raw, String(archs[0]), file),
+    slidingWindow,
     matryoshkaDimensions: matryoshka,
     hiddenSize,
     intermediateSize: int("intermediate_size"),
