@@ -36,6 +36,9 @@ export const ENGINE_FLAGS = {
   runner: { type: "string" },
   "pooler-config": { type: "string" },
   "hf-overrides": { type: "string" },
+  "enable-lora": { type: "boolean" },
+  "lora-modules": { type: "string", multiple: true },
+  "max-lora-rank": { type: "string" },
   seed: { type: "string" },
   "chat-template": { type: "string" },
 } as const;
@@ -57,7 +60,42 @@ function jsonObjectFlag(name: string, v: string | undefined): Record<string, unk
   return parsed as Record<string, unknown>;
 }
 
-export function engineOptionsFromFlags(values: Record<string, string | boolean | undefined>, model: string | undefined): EngineOptions {
+/**
+ * vLLM's list flags take several values after one flag (`--lora-modules a=/x b=/y`); parseArgs takes one per
+ * flag, so the values that follow become repeated flags.
+ */
+export function expandListFlags(args: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    out.push(args[i]!);
+    if (args[i] !== "--lora-modules") continue;
+    out.push(args[++i] ?? "");
+    while (i + 1 < args.length && !args[i + 1]!.startsWith("-") && (args[i + 1]!.includes("=") || args[i + 1]!.startsWith("{"))) out.push("--lora-modules", args[++i]!);
+  }
+  return out;
+}
+
+/** --lora-modules values: name=path, or vLLM's JSON form {"name": …, "path": …}. */
+function loraModulesFlag(values: string[] | undefined, enabled: boolean): Record<string, string> | undefined {
+  if (!values || values.length === 0) {
+    if (enabled) throw new UsageError("--enable-lora needs --lora-modules name=path … (adapters are loaded at start)");
+    return undefined;
+  }
+  if (!enabled) throw new UsageError("--lora-modules needs --enable-lora");
+  const modules: Record<string, string> = {};
+  for (const v of values) {
+    let name: unknown, path: unknown;
+    if (v.startsWith("{")) {
+      try { ({ name, path } = JSON.parse(v)); } catch { throw new UsageError(`--lora-modules: not valid JSON: '${v}'`); }
+    } else [name, path] = [v.slice(0, v.indexOf("=")), v.slice(v.indexOf("=") + 1)];
+    if (!v.includes("=") && !v.startsWith("{") || typeof name !== "string" || typeof path !== "string" || name === "" || path === "") throw new UsageError(`--lora-modules: expected name=path or {"name": …, "path": …}, got '${v}'`);
+    if (name in modules) throw new UsageError(`--lora-modules: '${name}' is given twice`);
+    modules[name] = path;
+  }
+  return modules;
+}
+
+export function engineOptionsFromFlags(values: Record<string, string | string[] | boolean | undefined>, model: string | undefined): EngineOptions {
   const s = (k: string) => values[k] as string | undefined;
   if (values["enable-prefix-caching"] && values["no-enable-prefix-caching"]) throw new UsageError("--enable-prefix-caching and --no-enable-prefix-caching are exclusive");
   return {
@@ -81,6 +119,8 @@ export function engineOptionsFromFlags(values: Record<string, string | boolean |
     runner: s("runner") as Runner | undefined,
     poolerConfig: jsonObjectFlag("pooler-config", s("pooler-config")),
     hfOverrides: jsonObjectFlag("hf-overrides", s("hf-overrides")),
+    loraModules: loraModulesFlag(values["lora-modules"] as string[] | undefined, values["enable-lora"] === true),
+    maxLoraRank: numberFlag("max-lora-rank", s("max-lora-rank")),
     seed: numberFlag("seed", s("seed")),
     chatTemplate: s("chat-template"),
   };
@@ -93,7 +133,7 @@ export function engineOptionsFromFlags(values: Record<string, string | boolean |
  */
 async function generate(args: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
-    args, allowPositionals: true, strict: true,
+    args: expandListFlags(args), allowPositionals: true, strict: true,
     options: {
       ...ENGINE_FLAGS,
       prompt: { type: "string" },

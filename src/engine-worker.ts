@@ -70,7 +70,7 @@ self.onmessage = (ev: MessageEvent<WorkerIn>) => {
     if (!engine) return;
     if (m.type === "add") {
       try {
-        engine.addRequest(m.requestId, m.promptTokenIds, new SamplingParams(m.params), m.arrivalTime, m.outputKind);
+        engine.addRequest(m.requestId, m.promptTokenIds, new SamplingParams(m.params), m.arrivalTime, m.outputKind, m.lora);
       } catch (e) {
         post({ type: "rejected", requestId: m.requestId, message: (e as Error).message });
         return;

@@ -14,6 +14,9 @@ import { fromFloat32, toFloat32 } from "../src/loader/dtype.ts";
 import { LLM } from "../src/engine/llm.ts";
 import { SeededRandom } from "../src/model/tiny-model.ts";
 import { checkDraws, exitsWithin, FAST_MODEL, filteredDistribution, SAMPLING_CASES, tinyModel } from "./helpers.ts";
+import { SamplingParams } from "../src/engine/sampling-params.ts";
+import { writeAdapter } from "./lora-adapters.ts";
+import { LORA_TARGETS } from "../src/lora/lora-adapter.ts";
 
 export interface CudaSuiteSizes {
   /** Rows, hidden size, vocabulary and MLP width of the elementwise/GEMM test. */
@@ -132,6 +135,21 @@ export function defineCudaSuites(target: CudaTarget): void {
       g.gatherRows(normed, step.logitsRows, 3, gathered);
       const hn = g.toHost(normed);
       check(gathered, Float32Array.from([...hn.subarray(3 * H, 4 * H), ...hn.subarray(0, H), ...hn.subarray((n - 1) * H, n * H)]), 0);
+    }, timeoutMs);
+
+    test("LoRA (loraAdd: A GEMM, slot mask, accumulating B GEMM) matches the CPU twin, rows of several adapters and none", () => {
+      const n = Z.rows, H = Z.hidden, O = Z.intermediate, S = 3, R = 8, width = S * R;
+      const slots = Int32Array.from({ length: n }, (_, i) => (i % (S + 1)) - 1); // −1, 0, 1, 2, −1, …
+      const step = g.uploadStep({ tokenIds: new Int32Array(n), positions: new Int32Array(n), slotMapping: new Int32Array(n), queryStart: Int32Array.from([0, n]), seqLens: Int32Array.from([n]), blockTables: new Int32Array(1), maxBlocksPerSeq: 1, logitsRows: Int32Array.from([0]), loraSlots: slots });
+      const x = randn(n * H), a = randn(width * H, 1 / 16), b = randn(O * width, 1 / 4), base = randn(n * O), scales = Float32Array.from([2, 0.5, 1.25]);
+      const y = up(base, [n, O]), u = out([n, width]);
+      g.loraAdd(up(x, [n, H]), up(a, [width, H]), up(b, [O, width]), step.loraSlots!, g.fromHost(scales, [S]), S, u, y);
+      const cY = new CpuTensor(base.slice(), [n, O]);
+      cpu.loraAdd(new CpuTensor(x, [n, H]), new CpuTensor(a, [width, H]), new CpuTensor(b, [O, width]), new CpuIntTensor(slots, [n]), new CpuTensor(scales, [S]), S, new CpuTensor(new Float32Array(n * width), [n, width]), cY);
+      check(y, cY.data);
+      // Rows of the base model (slot −1) are left exactly as they were.
+      const h = g.toHost(y);
+      for (let r = 0; r < n; r++) if (slots[r] === -1) expect(Array.from(h.subarray(r * O, (r + 1) * O))).toEqual(Array.from(base.subarray(r * O, (r + 1) * O)));
     }, timeoutMs);
 
     test("cuBLASLt GEMMs (every heuristic candidate, bf16 and f32 outputs) match the CPU and cublasGemmEx", () => {
@@ -755,6 +773,29 @@ export function defineCudaSuites(target: CudaTarget): void {
         expect(g.reduce((a, x, k) => a + x * c[k]!, 0)).toBeGreaterThanOrEqual(0.999);
         expect(relErr(g, c)).toBeLessThanOrEqual(3e-2);
       });
+    }, timeoutMs);
+
+    test("LoRA adapters: a batch mixing the base model and two adapters gives the CPU backend's greedy tokens (decode graphs on)", () => {
+      const model = tinyModel({ arch: "qwen3", seed: 5, vocabSize: 4096 });
+      const loraModules = {
+        all: writeAdapter(model, { rank: 8, alpha: 16, targets: LORA_TARGETS, seed: 1 }, "cuda-all"),
+        attn: writeAdapter(model, { rank: 4, alpha: 8, targets: ["q_proj", "v_proj"], seed: 2 }, "cuda-attn"),
+      };
+      const prompts = [[1, 2, 3, 4, 5, 6, 7], [9, 8, 7], Array.from({ length: 40 }, (_, i) => (i * 37) % 4096), [42, 43]];
+      const opts = { model, loraModules, maxModelLen: 128, maxNumSeqs: 8, maxNumBatchedTokens: 64, log: () => {} };
+      const run = (llm: LLM) => {
+        const e = llm.engine, params = new SamplingParams({ max_tokens: Z.engineTokens, temperature: 0, ignore_eos: true });
+        const loras = [null, "all", "attn", "all"];
+        prompts.forEach((p, i) => e.addRequest(`r${i}`, p, params.clone(), performance.now(), "final_only", loras[i]!));
+        const done = new Map<string, string>();
+        while (e.hasUnfinishedRequests()) for (const o of e.step()) if (o.finished) done.set(o.requestId, o.outputs[0]!.tokenIds.join());
+        return prompts.map((_, i) => done.get(`r${i}`)!);
+      };
+      const onGpu = gpuLLM({ ...opts, device: "cuda", cuda: target.provider });
+      const gpu = run(onGpu), cpu = run(new LLM({ ...opts, device: "cpu" }));
+      expect(onGpu.engine.runner.graphSteps).toBeGreaterThan(0);
+      // bf16 against f32: a near-tie may flip one prompt's path.
+      expect(gpu.filter((t, i) => t === cpu[i]).length).toBeGreaterThanOrEqual(prompts.length - 1);
     }, timeoutMs);
 
     test("a sequence classifier (a causal LM as a reranker, classifier_from_token): its logits match the CPU backend's", () => {

@@ -1,5 +1,5 @@
 // Memory-bound gathers and element-wise ops: embedding, SiLU·mul, row gather, bias, vocab unsharding,
-// pending token ids.
+// pending token ids, the LoRA slot mask.
 #include "common.cuh"
 
 // out[t] = table[ids[t] - vocab_start], or zeros when the id is outside this shard's
@@ -57,4 +57,14 @@ extern "C" __global__ void unshard_vocab_f32(const float* __restrict__ gathered,
 extern "C" __global__ void take_sampled_tokens_i32(int* __restrict__ ids, const int* __restrict__ pairs, const int* __restrict__ sampled, int count) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i < count) ids[pairs[2 * i]] = sampled[pairs[2 * i + 1]];
+}
+
+// LoRA with adapters stacked in slots of slot_width columns: u[t, c] = u[t, c] · scales[s] where c lies in
+// row t's slot s = slots[t], else 0 (slot −1: the base model, no columns). grid = (ceil(width / blockDim), tokens)
+extern "C" __global__ void lora_mask_bf16(bf16* __restrict__ u, const int* __restrict__ slots, const float* __restrict__ scales, int width, int slot_width) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= width) return;
+  const int s = slots[blockIdx.y];
+  bf16* p = u + (size_t)blockIdx.y * width + c;
+  *p = (s >= 0 && c / slot_width == s) ? to_bf(to_f(*p) * scales[s]) : to_bf(0.f);
 }

@@ -38,6 +38,8 @@ export interface StepTensors<T extends Tensor> {
   /** Largest query length / context length in the step (kernel launch shapes). */
   maxQueryLen: number;
   maxSeqLen: number;
+  /** LoRA: each token's adapter slot (−1: the base model); null when the step has none. */
+  loraSlots: T | null;
 }
 
 /** Sampled tokens on their way to the host. */
@@ -61,6 +63,8 @@ export interface StepInputs {
    * GPU: one small kernel, no host round trip). Absent or empty: every token id is in tokenIds.
    */
   tokensFromSampled?: Int32Array;
+  /** LoRA (engines with adapters): each token's adapter slot, −1 for the base model. */
+  loraSlots?: Int32Array;
 }
 
 /** The longest query chunk and context of a step (kernel launch shapes); shared by every backend's uploadStep. */
@@ -120,6 +124,12 @@ export interface Backend<T extends Tensor = Tensor> {
   siluMulLinear?(gateUp: T, weight: T, act: T, out: T): void;
   /** out[i] = x[rows[i]] */
   gatherRows(x: T, rows: T, numRows: number, out: T): void;
+  /**
+   * LoRA for a batch whose rows may use different adapters, the adapters stacked in slots: u = x · aᵀ
+   * ([rows, slots·w], a being [slots·w, in]), then each row keeps only its slot's w columns, times that
+   * slot's scale (rows of slot −1 keep none), then out += u · bᵀ (b being [out, slots·w]). u is scratch.
+   */
+  loraAdd(x: T, a: T, b: T, slots: T, scales: T, numSlots: number, u: T, out: T): void;
   /** Samples one token per logits row. */
   sample(logits: T, batch: SamplingBatch): SamplerOutput;
   /**
@@ -157,11 +167,11 @@ export function prefillInputs(prompt: readonly number[], width: number): StepInp
  * The inputs a decode graph is warmed up and captured with: `n` one-token sequences whose KV writes go to
  * slot −1 (nothing stored), with block tables `width` wide. Replays overwrite them in place.
  */
-export function decodeGraphInputs(n: number, width: number): StepInputs {
+export function decodeGraphInputs(n: number, width: number, lora = false): StepInputs {
   const iota = Int32Array.from({ length: n + 1 }, (_, i) => i);
   return {
     tokenIds: new Int32Array(n), positions: new Int32Array(n), slotMapping: new Int32Array(n).fill(-1),
     queryStart: iota, seqLens: new Int32Array(n).fill(1), blockTables: new Int32Array(n * width), maxBlocksPerSeq: width,
-    logitsRows: iota.subarray(0, n),
+    logitsRows: iota.subarray(0, n), ...(lora ? { loraSlots: new Int32Array(n).fill(-1) } : {}),
   };
 }

@@ -14,7 +14,7 @@ import type { ModelConfig } from "../model/config.ts";
 import type { EngineOptions } from "./engine-config.ts";
 import type { WorkerIn, WorkerOut } from "./engine-protocol.ts";
 import type { EngineStats } from "./engine-stats.ts";
-import { InvalidRequestError, validateRequest, type EngineInfo, type RequestLimits } from "./llm-engine.ts";
+import { InvalidRequestError, loraSlotOf, validateRequest, type EngineInfo, type RequestLimits } from "./llm-engine.ts";
 import type { RequestOutput } from "./request.ts";
 import type { SamplingParams } from "./sampling-params.ts";
 
@@ -187,22 +187,24 @@ export class AsyncEngine {
   /**
    * Queues a request and returns its output stream. Validation errors throw synchronously. The outputs
    * are "delta" ones (request.ts OutputKind): each carries what is new, the last one also the whole
-   * text, token ids and logprobs — so no step copies (or sends between threads) a growing array.
+   * text, token ids and logprobs — so no step copies (or sends between threads) a growing array. `lora`:
+   * the LoRA adapter to run it with, by name (null: the base model).
    */
-  generate(requestId: string, prompt: number[], params: SamplingParams): AsyncIterableIterator<RequestOutput> {
+  generate(requestId: string, prompt: number[], params: SamplingParams, lora: string | null = null): AsyncIterableIterator<RequestOutput> {
     if (this.deadError) throw new EngineUnavailableError(`the engine failed: ${this.deadError.message}`);
     if (!this.accepting) throw new EngineUnavailableError("the server is shutting down");
     if (this.streams.has(requestId)) throw new InvalidRequestError(`request id '${requestId}' is already in use`, "request_id");
     const promptTokenIds = params.truncatePrompt(prompt, this.maxModelLen);
     params.tokenizeBadWords((t) => this.tokenizer.encode(t, false));
     validateRequest(promptTokenIds, params, this.limits);
+    loraSlotOf(this.info.loraModules, lora);
     let waiting = 0;
     for (const s of this.streams.values()) if (!s.started) waiting++;
     if (waiting >= this.maxWaitingRequests) throw new EngineOverloadedError(`the server is overloaded: ${waiting} requests are already waiting`);
     const stream = new OutputStream();
     this.streams.set(requestId, stream);
     this.processor.add(requestId, promptTokenIds, params);
-    this.post({ type: "add", requestId, promptTokenIds, params: params.toInit(), arrivalTime: performance.now(), outputKind: "delta" });
+    this.post({ type: "add", requestId, promptTokenIds, params: params.toInit(), arrivalTime: performance.now(), outputKind: "delta", lora });
     return stream;
   }
 

@@ -86,12 +86,14 @@ export class BlockManager {
   }
 
   /**
-   * Where a sequence's chain of block hashes starts: 0, or its request's cache_salt hashed (never 0), so
-   * requests with different salts never share cached blocks (vLLM's cache_salt).
+   * Where a sequence's chain of block hashes starts: 0, or its request's cache_salt and LoRA adapter hashed
+   * (never 0), so requests with different salts (vLLM's cache_salt) or adapters (whose K/V differ) never
+   * share cached blocks.
    */
   private chainRoot(seq: Sequence): number {
     const salt = seq.params.cache_salt;
-    return salt === null ? 0 : chainHash(salt, 0) || 1;
+    const root = salt === null ? 0 : chainHash(salt, 0) || 1;
+    return seq.loraSlot < 0 ? root : chainHash(`lora ${seq.loraSlot}`, root) || 1;
   }
 
   private sameTokens(block: number, tokens: Int32Array, start: number): boolean {

@@ -57,6 +57,13 @@ export interface EngineOptions {
    * "classifier_from_token": ["no", "yes"], "is_original_qwen3_reranker": true} to serve Qwen3-Reranker as a classifier.
    */
   hfOverrides?: Record<string, unknown>;
+  /**
+   * vLLM's --enable-lora --lora-modules name=path …: PEFT LoRA adapters served beside the base model; a
+   * request names one (its `model`, or LLM.generate's `lora` option). All stay loaded (no swapping).
+   */
+  loraModules?: Record<string, string>;
+  /** vLLM's --max-lora-rank: the largest adapter rank (every adapter is padded to it; default 16). */
+  maxLoraRank?: number;
   seed?: number;
   chatTemplate?: string;
   /** Receives start-up and warning messages (default: stderr). */

@@ -9,7 +9,7 @@ import type { StepOutputs } from "./output-codec.ts";
 
 export type WorkerIn =
   | { type: "init"; options: Omit<EngineOptions, "log" | "onModelDir"> }
-  | { type: "add"; requestId: string; promptTokenIds: number[]; params: SamplingParamsInit; arrivalTime: number; outputKind: OutputKind }
+  | { type: "add"; requestId: string; promptTokenIds: number[]; params: SamplingParamsInit; arrivalTime: number; outputKind: OutputKind; lora: string | null }
   | { type: "abort"; requestId: string }
   /** The server's tokenizer's end-of-sequence ids (the worker's engine runs without a tokenizer). */
   | { type: "eos"; tokenIds: number[] }

@@ -14,7 +14,7 @@
 import { selectBackend } from "../backend/select-backend.ts";
 import { DEFAULT_CUDA } from "../backend/cuda/provider.ts";
 import { checkShardable } from "../parallel/shard.ts";
-import { TensorParallelGroup } from "../parallel/tp-group.ts";
+import { TensorParallelGroup, type LoraSpec } from "../parallel/tp-group.ts";
 import type { Tensor } from "../backend/backend.ts";
 import { Checkpoint } from "../loader/checkpoint.ts";
 import { CausalLM } from "../model/causal-lm.ts";
@@ -35,6 +35,7 @@ import { NgramProposer } from "../speculative/ngram-proposer.ts";
 import { describeSpeculativeConfig, parseSpeculativeConfig, type SpeculativeConfig } from "../speculative/speculative-config.ts";
 import { loadPoolerConfig, type PoolerConfig } from "../model/pooling.ts";
 import { SequenceClassifier } from "../model/classifier.ts";
+import { loadLoraAdapter } from "../lora/lora-adapter.ts";
 
 /** The GPU KV cache holds at most this many times max_num_seqs × max_model_len tokens. */
 const KV_CACHE_CAP = 4;
@@ -92,6 +93,24 @@ export function validateRequest(ids: readonly number[], params: SamplingParams, 
   if (params.max_tokens === null) params.max_tokens = maxTokens;
 }
 
+/** The slot of the LoRA adapter named `lora` (−1 for null: the base model); InvalidRequestError when none has that name. */
+export function loraSlotOf(modules: readonly { name: string }[], lora: string | null): number {
+  if (lora === null) return -1;
+  const slot = modules.findIndex((m) => m.name === lora);
+  if (slot < 0) throw new InvalidRequestError(modules.length === 0 ? `LoRA adapter '${lora}' is not loaded: this engine serves no adapters (--enable-lora --lora-modules)` : `LoRA adapter '${lora}' is not loaded (loaded: ${modules.map((m) => m.name).join(", ")})`, "model");
+  return slot;
+}
+
+/** The engine's adapters from --lora-modules / --max-lora-rank (null: none). */
+function loraSpecOf(opts: EngineOptions): LoraSpec | null {
+  const modules = Object.entries(opts.loraModules ?? {});
+  if (opts.maxLoraRank !== undefined && modules.length === 0) throw new EngineConfigError("--max-lora-rank", "applies with LoRA adapters (--enable-lora --lora-modules)");
+  if (modules.length === 0) return null;
+  const maxRank = checkPositiveInt("--max-lora-rank", opts.maxLoraRank ?? 16);
+  for (const [name] of modules) if (name.length === 0) throw new EngineConfigError("--lora-modules", "an adapter needs a name (name=path)");
+  return { modules, maxRank };
+}
+
 export interface EngineInfo {
   modelDir: string;
   isDefaultModel: boolean;
@@ -108,6 +127,8 @@ export interface EngineInfo {
   /** What the engine serves: text ("generate") or embeddings ("pooling", with its pooler). */
   runner: "generate" | "pooling";
   pooler: PoolerConfig | null;
+  /** LoRA adapters in slot order (a request names one; see addRequest). */
+  loraModules: { name: string; dir: string }[];
 }
 
 /** A launched step: the sequences it samples for, in row order, and its tokens on their way. */
@@ -143,7 +164,7 @@ export class LLMEngine {
     /** null with skipTokenizerInit: token ids in and out, no text (the server detokenizes). */
     readonly tokenizer: TextTokenizer | null,
     readonly runner: ModelRunner,
-    readonly options: Required<Omit<EngineOptions, "model" | "numGpuBlocksOverride" | "chatTemplate" | "log" | "onModelDir" | "maxModelLen" | "cuda" | "profileKernels" | "skipTokenizerInit" | "generationConfig" | "overrideGenerationConfig" | "speculativeConfig" | "runner" | "poolerConfig" | "hfOverrides">> & { maxModelLen: number; numBlocks: number; speculative: SpeculativeConfig | null; classifier: SequenceClassifier | null },
+    readonly options: Required<Omit<EngineOptions, "model" | "numGpuBlocksOverride" | "chatTemplate" | "log" | "onModelDir" | "maxModelLen" | "cuda" | "profileKernels" | "skipTokenizerInit" | "generationConfig" | "overrideGenerationConfig" | "speculativeConfig" | "runner" | "poolerConfig" | "hfOverrides" | "loraModules" | "maxLoraRank">> & { maxModelLen: number; numBlocks: number; speculative: SpeculativeConfig | null; classifier: SequenceClassifier | null },
     readonly info: EngineInfo,
     private readonly log: (m: string) => void = (m) => process.stderr.write(`[vbun] ${m}\n`),
   ) {
@@ -196,6 +217,9 @@ export class LLMEngine {
     if (runnerKind !== "pooling" && opts.poolerConfig) throw new EngineConfigError("--pooler-config", "applies to pooling models only (--runner pooling)");
     if (runnerKind !== "pooling" && cfg.classifier) throw new EngineConfigError("--runner", `${cfg.architecture} sequence classifier (…ForSequenceClassification) has a score head, not an LM head: it runs as a pooling model (--runner pooling or auto)`);
     const pooler = runnerKind === "pooling" ? loadPoolerConfig(modelDir, opts.poolerConfig, cfg.classifier !== null) : null;
+    const loraSpec = loraSpecOf(opts);
+    // Read and checked here, before anything is allocated (the ranks read their shards again).
+    const adapters = loraSpec ? loraSpec.modules.map(([name, dir]) => loadLoraAdapter(name, dir, cfg, loraSpec.maxRank)) : [];
     if (pooler && speculative) throw new EngineConfigError("--speculative-config", "a pooling model generates no tokens to speculate on");
     // Sampled rows per step at most: one per sequence, and with drafts one per draft token too (never more than the step's tokens).
     const maxLogitsRows = speculative ? Math.max(maxNumSeqs, Math.min(maxNumBatchedTokens, maxNumSeqs * (1 + speculative.numSpeculativeTokens))) : maxNumSeqs;
@@ -219,14 +243,16 @@ export class LLMEngine {
         }
         try { checkShardable(cfg, tp); } catch (e) { throw new EngineConfigError("--tensor-parallel-size", (e as Error).message); }
         const limits = { maxTokens: maxNumBatchedTokens, maxSeqs: maxNumSeqs, maxBlocksPerSeq: Math.ceil(maxModelLen / blockSize), maxLogitsRows };
-        tpGroup = new TensorParallelGroup(cfg, modelDir, tp, maxModelLen, limits, cuda ? { kind: "cuda", leader: cuda, provider } : { kind: "cpu" }, pooler !== null, opts.hfOverrides ?? {});
+        tpGroup = new TensorParallelGroup(cfg, modelDir, tp, maxModelLen, limits, cuda ? { kind: "cuda", leader: cuda, provider } : { kind: "cpu" }, pooler !== null, opts.hfOverrides ?? {}, loraSpec);
         model = tpGroup.model;
         if (!cuda) backend.close?.(); // the CPU ranks bring their own single-threaded backends
         log(`tensor parallel: ${tp} ${cuda ? "GPU ranks over NCCL" : "CPU ranks"} (rank 0 here, ${tp - 1} workers), ${model.localDims.numHeads} query / ${model.localDims.numKvHeads} KV heads and ${model.localDims.intermediate} MLP rows per rank`);
       } else {
         model = new CausalLM<Tensor>(cfg, backend, maxModelLen, null, { pooling: pooler !== null });
         model.load(new Checkpoint(modelDir));
+        if (loraSpec) model.loadLora(adapters, loraSpec.maxRank);
       }
+      if (loraSpec) log(`LoRA: ${adapters.map((a) => `${a.name} (rank ${a.rank}, ${a.weights.size} projections)`).join(", ")}; max rank ${loraSpec.maxRank}`);
       // classifier_from_token looks its tokens up in the vocabulary (the server's engine worker has no tokenizer of its own: it loads one for that).
       const classifier = cfg.classifier ? SequenceClassifier.load(cfg, new Checkpoint(modelDir), (t) => (tokenizer ?? TextTokenizer.load(modelDir)).tokenId(t)) : null;
       // Activation buffers at their largest, before the KV cache takes what is left.
@@ -277,7 +303,7 @@ export class LLMEngine {
       const info: EngineInfo = {
         modelDir, isDefaultModel, device: kind, numBlocks, blockSize, maxModelLen,
         kvCapacityTokens: numBlocks * blockSize, loadSeconds: (performance.now() - t0) / 1000, graphSeconds, samplingDefaults,
-        runner: runnerKind, pooler,
+        runner: runnerKind, pooler, loraModules: loraSpec?.modules.map(([name, dir]) => ({ name, dir })) ?? [],
       };
       return new LLMEngine(cfg, tokenizer, runner, {
         device: kind, dtype, maxModelLen, maxNumSeqs, maxNumBatchedTokens, blockSize, numBlocks,
@@ -301,8 +327,11 @@ export class LLMEngine {
     return { vocabSize: this.modelConfig.vocabSize, maxModelLen: this.options.maxModelLen, numBlocks: this.blockManager.numBlocks, blockSize: this.blockManager.blockSize, promptLogprobs: this.runner.tpGroup === null, priorities: this.options.schedulingPolicy === "priority", pooling: this.info.pooler !== null };
   }
 
-  /** Queues a request. Throws InvalidRequestError when it can never be served. `outputKind`: what its outputs carry. */
-  addRequest(requestId: string, prompt: PromptInput, params: SamplingParams = new SamplingParams(), arrivalTime = performance.now(), outputKind: OutputKind = "cumulative"): Request {
+  /**
+   * Queues a request. Throws InvalidRequestError when it can never be served. `outputKind`: what its outputs
+   * carry; `lora`: the name of a LoRA adapter to run it with (null: the base model).
+   */
+  addRequest(requestId: string, prompt: PromptInput, params: SamplingParams = new SamplingParams(), arrivalTime = performance.now(), outputKind: OutputKind = "cumulative", lora: string | null = null): Request {
     if (this.requests.has(requestId)) throw new InvalidRequestError(`request id '${requestId}' is already in use`, "request_id");
     if (typeof prompt === "string" && !this.tokenizer) throw new InvalidRequestError("this engine has no tokenizer (skipTokenizerInit): give the prompt as token ids", "prompt");
     const ids = params.truncatePrompt(typeof prompt === "string" ? this.tokenizer!.encode(prompt) : prompt, this.options.maxModelLen);
@@ -311,9 +340,10 @@ export class LLMEngine {
       params.tokenizeBadWords((t) => this.tokenizer!.encode(t, false));
     }
     validateRequest(ids, params, this.limits);
+    const loraSlot = loraSlotOf(this.info.loraModules, lora);
     const seqs: Sequence[] = [];
     const baseSeed = params.seed ?? this.seedRng.nextU32() * 65536 + (this.seedRng.nextU32() & 0xffff);
-    for (let i = 0; i < params.n; i++) seqs.push(new Sequence(this.nextSeqId++, requestId, i, ids, params, baseSeed, arrivalTime));
+    for (let i = 0; i < params.n; i++) seqs.push(new Sequence(this.nextSeqId++, requestId, i, ids, params, baseSeed, arrivalTime, loraSlot));
     const req = new Request(requestId, typeof prompt === "string" ? prompt : null, ids, params, seqs, this.tokenizer, arrivalTime, outputKind);
     this.requests.set(requestId, req);
     if (params.structured_outputs) this.grammarWaiting.push(req);

@@ -46,6 +46,8 @@ export interface EmbedOptions extends GenerateOptions {
 export interface GenerateOptions {
   /** Show a progress bar on stderr (default: when stderr is a TTY). */
   useTqdm?: boolean;
+  /** Run the prompts with this LoRA adapter (by its --lora-modules name; vLLM's lora_request). */
+  lora?: string;
 }
 
 export class LLM {
@@ -200,7 +202,7 @@ export class LLM {
       for (let i = 0; i < list.length; i++) {
         const id = `gen-${this.counter++}`;
         // Each request gets its own copy: the engine fills in max_tokens when it is null.
-        this.engine.addRequest(id, list[i]!, all[i]!.clone(), performance.now(), "final_only");
+        this.engine.addRequest(id, list[i]!, all[i]!.clone(), performance.now(), "final_only", opts.lora ?? null);
         ids.push(id);
       }
     } catch (e) {

@@ -48,7 +48,7 @@ export class ModelRunner<T extends Tensor = Tensor> {
     /** With tensor parallelism: the group whose workers receive each step's inputs. */
     readonly tpGroup: TensorParallelGroup | null = null,
   ) {
-    this.inputs = new StepInputBuilder(opts.maxNumBatchedTokens, opts.maxNumSeqs, opts.maxModelLen, opts.blockSize);
+    this.inputs = new StepInputBuilder(opts.maxNumBatchedTokens, opts.maxNumSeqs, opts.maxModelLen, opts.blockSize, false, model.hasLora);
     this.sampler = new Sampler(opts.eosTokenIds);
     this.limits = opts;
   }
@@ -81,12 +81,12 @@ export class ModelRunner<T extends Tensor = Tensor> {
     if (!b.captureGraph || !b.launchGraph) throw new Error(`the ${b.name} backend has no graphs`);
     const t0 = performance.now();
     const L = this.limits;
-    this.graphInputs = new StepInputBuilder(Math.max(...buckets), L.maxNumSeqs, L.maxModelLen, L.blockSize, true);
+    this.graphInputs = new StepInputBuilder(Math.max(...buckets), L.maxNumSeqs, L.maxModelLen, L.blockSize, true, this.model.hasLora);
     const width = this.graphInputs.maxBlocksPerSeq;
     for (const n of [...buckets].sort((x, y) => y - x)) {
       // Tensor-parallel workers warm up and capture the same bucket alongside (their collectives meet ours).
       this.tpGroup?.captureGraph(n, width);
-      const step = b.uploadStep(decodeGraphInputs(n, width));
+      const step = b.uploadStep(decodeGraphInputs(n, width, this.model.hasLora));
       this.model.forward(step);
       let logits: T | null = null;
       b.captureGraph(n, () => { logits = this.model.forward(step); });

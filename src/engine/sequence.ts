@@ -67,6 +67,8 @@ export class Sequence {
     /** Seed of the sampling stream (the request's seed, or one drawn by the engine). */
     readonly seed: number,
     arrivalTime: number,
+    /** LoRA: the slot of the adapter the request asked for (−1: the base model). */
+    readonly loraSlot = -1,
   ) {
     this.numPromptTokens = promptTokenIds.length;
     this.numTokens = promptTokenIds.length;

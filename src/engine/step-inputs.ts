@@ -15,6 +15,8 @@ export class StepInputBuilder {
   private readonly logitsRows: Int32Array;
   /** (token index, previous step's sampled row) of tokens still pending on the device (async scheduling). */
   private readonly fromSampled: Int32Array;
+  /** LoRA: each token's adapter slot (−1: the base model); null for an engine without adapters. */
+  private readonly loraSlots: Int32Array | null;
   /** Block-table row width: the max for the model length (static shapes, for CUDA graphs) or per step. */
   readonly maxBlocksPerSeq: number;
   // Which sequence (id, preemption count) each block-table row holds and how many of its blocks are
@@ -28,7 +30,7 @@ export class StepInputBuilder {
   readonly promptRowPos: Int32Array;
   numPromptRows = 0;
 
-  constructor(maxNumBatchedTokens: number, maxNumSeqs: number, maxModelLen: number, readonly blockSize: number, readonly fullWidthBlockTables = false) {
+  constructor(maxNumBatchedTokens: number, maxNumSeqs: number, maxModelLen: number, readonly blockSize: number, readonly fullWidthBlockTables = false, lora = false) {
     this.maxBlocksPerSeq = Math.ceil(maxModelLen / blockSize);
     this.tokenIds = new Int32Array(maxNumBatchedTokens);
     this.positions = new Int32Array(maxNumBatchedTokens);
@@ -39,6 +41,7 @@ export class StepInputBuilder {
     // Sampling rows first, then rows whose logits score prompt tokens (prompt_logprobs).
     this.logitsRows = new Int32Array(maxNumSeqs + maxNumBatchedTokens);
     this.fromSampled = new Int32Array(2 * maxNumSeqs);
+    this.loraSlots = lora ? new Int32Array(maxNumBatchedTokens) : null;
     this.promptRowSeq = new Int32Array(maxNumBatchedTokens);
     this.promptRowPos = new Int32Array(maxNumBatchedTokens);
     this.rowSeq = new Int32Array(maxNumSeqs).fill(-1);
@@ -66,12 +69,14 @@ export class StepInputBuilder {
       this.blockTables[i * this.maxBlocksPerSeq] = 0;
       this.logitsRows[i] = i;
       this.rowSeq[i] = -1;
+      if (this.loraSlots) this.loraSlots[i] = -1;
     }
     return {
       tokenIds: this.tokenIds.subarray(0, slots), positions: this.positions.subarray(0, slots), slotMapping: this.slotMapping.subarray(0, slots),
       queryStart: this.queryStart.subarray(0, slots + 1), seqLens: this.seqLens.subarray(0, slots),
       blockTables: this.blockTables.subarray(0, slots * this.maxBlocksPerSeq), maxBlocksPerSeq: this.maxBlocksPerSeq,
       logitsRows: this.logitsRows.subarray(0, slots), tokensFromSampled: real.tokensFromSampled,
+      ...(this.loraSlots ? { loraSlots: this.loraSlots.subarray(0, slots) } : {}),
     };
   }
 
@@ -110,6 +115,7 @@ export class StepInputBuilder {
         }
         this.positions[t] = pos;
         this.slotMapping[t] = table[(pos / bs) | 0]! * bs + (pos % bs);
+        if (this.loraSlots) this.loraSlots[t] = seq.loraSlot;
       }
       this.seqLens[i] = start + numNewTokens;
       const row = i * width;
@@ -146,6 +152,7 @@ export class StepInputBuilder {
       maxBlocksPerSeq: width,
       logitsRows: this.logitsRows.subarray(0, rows),
       tokensFromSampled: this.fromSampled.subarray(0, 2 * pending),
+      ...(this.loraSlots ? { loraSlots: this.loraSlots.subarray(0, t) } : {}),
     };
   }
 }

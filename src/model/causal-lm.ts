@@ -7,8 +7,15 @@
 import type { Backend, StepTensors, Tensor, AttentionShape } from "../backend/backend.ts";
 import type { Checkpoint } from "../loader/checkpoint.ts";
 import type { TensorView } from "../loader/safetensors.ts";
+import { toFloat32 } from "../loader/dtype.ts";
 import { localDims, sliceCols, sliceRows, type ShardSpec } from "../parallel/shard.ts";
 import { ropeInvFreq, type ModelConfig } from "./config.ts";
+import { targetShape, type LoraAdapter, type LoraTarget } from "../lora/lora-adapter.ts";
+
+/** A tensor's values as f32 on the host. */
+function floats(t: TensorView): Float32Array {
+  return toFloat32(t.bytes, t.dtype);
+}
 
 /** Cross-rank operations of tensor parallelism (a no-op group when size is 1). */
 export interface Collective<T> {
@@ -33,6 +40,14 @@ interface LayerWeights<T> {
   down: T;
 }
 
+/** One layer's LoRA weights, every adapter stacked in slots (see Backend.loraAdd); per packed projection. */
+interface LoraLayer<T> {
+  qkv: { a: T; b: T };
+  o: { a: T; b: T };
+  gateUp: { a: T; b: T };
+  down: { a: T; b: T };
+}
+
 interface Workspace<T> {
   capacity: number;
   hidden: T;
@@ -47,6 +62,8 @@ interface Workspace<T> {
   /** This rank's vocabulary slice of the logits (the whole vocabulary without tensor parallelism). */
   localLogits: T;
   logits: T;
+  /** LoRA scratch (null without adapters): the packed qkv group's A products, o/down's, gate/up's. */
+  lora: { qkv: T; rank: T; gateUp: T } | null;
 }
 
 export class CausalLM<T extends Tensor> {
@@ -60,6 +77,8 @@ export class CausalLM<T extends Tensor> {
   private kv: { k: T; v: T }[] = [];
   private blockSize = 0;
   private ws: Workspace<T> | null = null;
+  /** LoRA (loadLora): per-layer stacked adapter weights, each slot's scale, slot count and rank. */
+  private lora: { layers: LoraLayer<T>[]; scales: T; slots: number; rank: number } | null = null;
 
   private readonly dims: ReturnType<typeof localDims>;
   private readonly shard: ShardSpec;
@@ -83,6 +102,11 @@ export class CausalLM<T extends Tensor> {
   /** Local (this rank's) sizes: heads, KV heads, intermediate, vocabulary slice. */
   get localDims(): ReturnType<typeof localDims> {
     return this.dims;
+  }
+
+  /** Whether adapters are loaded: every step then carries each token's adapter slot. */
+  get hasLora(): boolean {
+    return this.lora !== null;
   }
 
   /** Loads and packs this rank's shard of every weight (full shapes checked against the config). */
@@ -126,6 +150,53 @@ export class CausalLM<T extends Tensor> {
       });
     }
     this.buildRopeTables();
+  }
+
+  /**
+   * Loads LoRA adapters into slots 0…n−1 (a step's tokens pick theirs through StepTensors.loraSlots), each
+   * padded to `maxRank` and sharded as the projections are: the column-parallel groups (qkv, gate/up) take
+   * their rows of B, the row-parallel ones (o, down) their columns of A — each rank's partial product then
+   * joins the projection's all-reduce. Call after load(), before the first step.
+   */
+  loadLora(adapters: LoraAdapter[], maxRank: number): void {
+    if (adapters.length === 0) return;
+    const c = this.cfg, b = this.backend, d = this.dims, r = this.shard.rank, S = adapters.length, R = maxRank, D = c.headDim;
+    const view = (name: string, data: Float32Array, shape: number[]): TensorView => ({ name, file: "(LoRA adapters)", dtype: "F32", shape, bytes: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) });
+    /**
+     * A group of targets sharing one input: A stacks, per slot, each target's A rows ([S·k·R, in]); B gets,
+     * per target, [out, S·k·R] with that target's B in its slot's columns (zeros elsewhere).
+     */
+    const group = (layer: number, targets: LoraTarget[]) => {
+      const k = targets.length, width = S * k * R, inF = targetShape(c, targets[0]!)[0];
+      const a = new Float32Array(width * inF);
+      const bs = targets.map((t) => new Float32Array(targetShape(c, t)[1] * width));
+      adapters.forEach((ad, s) => targets.forEach((t, j) => {
+        const w = ad.weights.get(`${layer}.${t}`);
+        if (!w) return;
+        const col = (s * k + j) * R, outF = targetShape(c, t)[1];
+        a.set(floats(w.a), col * inF);
+        const bt = floats(w.b), dst = bs[j]!;
+        for (let o = 0; o < outF; o++) for (let i = 0; i < ad.rank; i++) dst[o * width + col + i] = bt[o * ad.rank + i]!;
+      }));
+      return { a: view(`layers.${layer}.${targets.join("+")}.lora_A`, a, [width, inF]), bs: bs.map((x, j) => view(`layers.${layer}.${targets[j]}.lora_B`, x, [targetShape(c, targets[j]!)[1], width])), width };
+    };
+    const qRows = (t: TensorView) => sliceRows(t, r * d.numHeads * D, (r + 1) * d.numHeads * D);
+    const kvRows = (t: TensorView) => sliceRows(t, d.kvHeadStart * D, (d.kvHeadStart + d.numKvHeads) * D);
+    const iRows = (t: TensorView) => sliceRows(t, r * d.intermediate, (r + 1) * d.intermediate);
+    const lq = d.numHeads * D, lkv = d.numKvHeads * D, li = d.intermediate;
+    const layers: LoraLayer<T>[] = [];
+    for (let l = 0; l < c.numLayers; l++) {
+      const qkv = group(l, ["q_proj", "k_proj", "v_proj"]), o = group(l, ["o_proj"]), gu = group(l, ["gate_proj", "up_proj"]), down = group(l, ["down_proj"]);
+      const rowParallelA = (g: typeof o, part: number) => (this.shard.size === 1 ? g.a : sliceCols(g.a, r * part, (r + 1) * part));
+      layers.push({
+        qkv: { a: b.loadWeight([qkv.a], [qkv.width, c.hiddenSize]), b: b.loadWeight([qRows(qkv.bs[0]!), kvRows(qkv.bs[1]!), kvRows(qkv.bs[2]!)], [lq + 2 * lkv, qkv.width]) },
+        o: { a: b.loadWeight([rowParallelA(o, lq)], [o.width, lq]), b: b.loadWeight(o.bs, [c.hiddenSize, o.width]) },
+        gateUp: { a: b.loadWeight([gu.a], [gu.width, c.hiddenSize]), b: b.loadWeight([iRows(gu.bs[0]!), iRows(gu.bs[1]!)], [2 * li, gu.width]) },
+        down: { a: b.loadWeight([rowParallelA(down, li)], [down.width, li]), b: b.loadWeight(down.bs, [c.hiddenSize, down.width]) },
+      });
+    }
+    this.lora = { layers, scales: b.fromHost(Float32Array.from(adapters, (a) => a.scale), [S]), slots: S, rank: R };
+    this.ws = null; // the workspace gains the LoRA scratch
   }
 
   private buildRopeTables(): void {
@@ -176,6 +247,7 @@ export class CausalLM<T extends Tensor> {
         last: ws?.last ?? b.empty([0, c.hiddenSize]),
         localLogits: ws?.localLogits ?? b.empty([0, this.dims.vocabRows], "f32"),
         logits: ws?.logits ?? b.empty([0, c.vocabSize], "f32"),
+        lora: this.lora ? { qkv: b.empty([n, this.lora.slots * 3 * this.lora.rank]), rank: b.empty([n, this.lora.slots * this.lora.rank]), gateUp: b.empty([n, this.lora.slots * 2 * this.lora.rank]) } : null,
       };
     }
     if (ws.logitsCapacity < numLogitsRows) {
@@ -203,6 +275,10 @@ export class CausalLM<T extends Tensor> {
     const hidden = b.rows(ws.hidden, n), residual = b.rows(ws.residual, n), normed = b.rows(ws.normed, n);
     const qkv = b.rows(ws.qkv, n), attn = b.rows(ws.attn, n), gateUp = b.rows(ws.gateUp, n), act = b.rows(ws.act, n);
     const tp = this.collective && this.collective.size > 1 ? this.collective : null;
+    // LoRA: only steps that carry adapter slots (an engine with adapters always sends them).
+    const lora = this.lora && step.loraSlots ? this.lora : null;
+    const loraScratch = lora ? { qkv: b.rows(ws.lora!.qkv, n), rank: b.rows(ws.lora!.rank, n), gateUp: b.rows(ws.lora!.gateUp, n) } : null;
+    const loraAdd = (x: T, w: { a: T; b: T }, u: T, out: T) => b.loraAdd(x, w.a, w.b, step.loraSlots!, lora!.scales, lora!.slots, u, out);
     b.embedding(step.tokenIds, this.embed, residual, this.dims.vocabStart);
     tp?.allReduce(residual);
     for (let i = 0; i < c.numLayers; i++) {
@@ -210,16 +286,22 @@ export class CausalLM<T extends Tensor> {
       if (i === 0) b.rmsNorm(residual, L.inputNorm, eps, normed);
       else b.addRmsNorm(hidden, residual, L.inputNorm, eps, normed);
       b.linear(normed, L.qkv, L.qkvBias, qkv);
+      const La = lora?.layers[i];
+      if (La) loraAdd(normed, La.qkv, loraScratch!.qkv, qkv);
       b.qkNormRopeStoreKv(qkv, step.positions, step.slotMapping, this.cos, this.sin, L.qNorm, L.kNorm, eps, at, kv.k, kv.v);
       b.pagedAttention(qkv, kv.k, kv.v, step, this.blockSize, at, attn);
       b.linear(attn, L.o, L.oBias, hidden);
+      if (La) loraAdd(attn, La.o, loraScratch!.rank, hidden);
       tp?.allReduce(hidden);
       b.addRmsNorm(hidden, residual, L.postNorm, eps, normed);
       b.linear(normed, L.gateUp, null, gateUp);
-      if (b.siluMulLinear) b.siluMulLinear(gateUp, L.down, act, hidden);
+      if (La) loraAdd(normed, La.gateUp, loraScratch!.gateUp, gateUp);
+      // The fused down projection does not keep silu(gate)·up, which down's LoRA reads.
+      if (b.siluMulLinear && !La) b.siluMulLinear(gateUp, L.down, act, hidden);
       else {
         b.siluMul(gateUp, act);
         b.linear(act, L.down, null, hidden);
+        if (La) loraAdd(act, La.down, loraScratch!.rank, hidden);
       }
       tp?.allReduce(hidden);
     }

@@ -40,7 +40,7 @@ export interface SharedSizes {
 }
 
 export function createSharedBuffers(s: SharedSizes): SharedBuffers {
-  const inputWords = 3 * s.maxTokens + (s.maxSeqs + 1) + s.maxSeqs + s.maxSeqs * s.maxBlocksPerSeq + s.maxRows;
+  const inputWords = 4 * s.maxTokens + (s.maxSeqs + 1) + s.maxSeqs + s.maxSeqs * s.maxBlocksPerSeq + s.maxRows;
   return {
     ctl: new SharedArrayBuffer(CTL_WORDS * 4),
     err: new SharedArrayBuffer(ERR_BYTES),
@@ -166,5 +166,6 @@ export function inputViews(buffers: SharedBuffers, s: SharedSizes) {
   return {
     tokenIds: take(s.maxTokens), positions: take(s.maxTokens), slotMapping: take(s.maxTokens),
     queryStart: take(s.maxSeqs + 1), seqLens: take(s.maxSeqs), blockTables: take(s.maxSeqs * s.maxBlocksPerSeq), logitsRows: take(s.maxRows),
+    loraSlots: take(s.maxTokens),
   };
 }

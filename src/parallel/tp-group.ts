@@ -14,6 +14,7 @@ import type { Backend, StepInputs, Tensor } from "../backend/backend.ts";
 import type { CudaBackend } from "../backend/cuda/cuda-backend.ts";
 import type { CudaProvider } from "../backend/cuda/provider.ts";
 import { Checkpoint } from "../loader/checkpoint.ts";
+import { loadLoraAdapter } from "../lora/lora-adapter.ts";
 import { CausalLM, type Collective } from "../model/causal-lm.ts";
 import type { ModelConfig } from "../model/config.ts";
 import { TP_WORKER_URL, workerOptions } from "../worker-url.ts";
@@ -51,6 +52,14 @@ export interface TpWorkerInit {
   pooling: boolean;
   /** --hf-overrides: the config every rank reads is the leader's. */
   hfOverrides: Record<string, unknown>;
+  /** LoRA adapters (name, directory) in slot order, each rank loading its shard; null without. */
+  lora: LoraSpec | null;
+}
+
+/** The adapters an engine serves, in slot order, and the rank they are padded to (--max-lora-rank). */
+export interface LoraSpec {
+  modules: [string, string][];
+  maxRank: number;
 }
 
 /** Where the ranks run: CPU threads, or one GPU each (rank r on GPU r). */
@@ -71,7 +80,7 @@ export class TensorParallelGroup {
   /** Resolves once every worker thread has exited (after close()). */
   readonly exited: Promise<void>;
 
-  constructor(cfg: ModelConfig, modelDir: string, size: number, maxModelLen: number, limits: { maxTokens: number; maxSeqs: number; maxBlocksPerSeq: number; maxLogitsRows: number }, device: TpDevice = { kind: "cpu" }, pooling = false, hfOverrides: Record<string, unknown> = {}) {
+  constructor(cfg: ModelConfig, modelDir: string, size: number, maxModelLen: number, limits: { maxTokens: number; maxSeqs: number; maxBlocksPerSeq: number; maxLogitsRows: number }, device: TpDevice = { kind: "cpu" }, pooling = false, hfOverrides: Record<string, unknown> = {}, lora: LoraSpec | null = null) {
     const onGpu = device.kind === "cuda";
     const vocabPerRank = localDims(cfg, { rank: 0, size }).vocabPerRank;
     const sizes: SharedSizes = {
@@ -111,7 +120,7 @@ export class TensorParallelGroup {
       w.addEventListener("error", (e) => this.control.abort(new Error(`worker for rank ${rank} crashed: ${(e as ErrorEvent).message}`)));
       w.postMessage({
         rank, modelDir, maxModelLen, sizes, buffers, failAt: process.env.VBUN_TP_FAIL_AT ?? null,
-        cuda: onGpu ? { comm: comms[rank]!, ncclData, maxRows: limits.maxLogitsRows } : null, pooling, hfOverrides,
+        cuda: onGpu ? { comm: comms[rank]!, ncclData, maxRows: limits.maxLogitsRows } : null, pooling, hfOverrides, lora,
       } satisfies TpWorkerInit);
       this.workers.push(w);
     }
@@ -121,6 +130,7 @@ export class TensorParallelGroup {
       const backend = device.kind === "cuda" ? device.leader : new CpuBackend({ threads: 1 });
       this.model = new CausalLM<Tensor>(cfg, backend as unknown as Backend<Tensor>, maxModelLen, collective, { pooling });
       this.model.load(new Checkpoint(modelDir));
+      if (lora) this.model.loadLora(lora.modules.map(([name, dir]) => loadLoraAdapter(name, dir, cfg, lora.maxRank)), lora.maxRank);
       // Wait for every worker to start — one whose module fails to load never does, and its error event
       // cannot reach this blocked thread: give up after VBUN_TP_START_TIMEOUT (60 s) — then to load its
       // shard (or fail), for at most VBUN_TP_TIMEOUT.
@@ -193,7 +203,8 @@ export class TensorParallelGroup {
     v.seqLens.set(s.seqLens);
     v.blockTables.set(s.blockTables);
     v.logitsRows.set(s.logitsRows);
-    this.command(CMD_STEP, [s.tokenIds.length, s.seqLens.length, s.maxBlocksPerSeq, s.logitsRows.length, graph]);
+    if (s.loraSlots) v.loraSlots.set(s.loraSlots);
+    this.command(CMD_STEP, [s.tokenIds.length, s.seqLens.length, s.maxBlocksPerSeq, s.logitsRows.length, graph, s.loraSlots ? 1 : 0]);
   }
 
   /** Has every worker warm up and capture the decode graph of `bucket` sequences; the leader does its own, then endCommand(). */

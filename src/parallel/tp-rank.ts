@@ -13,6 +13,7 @@ import type { NcclApi } from "../backend/cuda/nccl.ts";
 import { Checkpoint } from "../loader/checkpoint.ts";
 import { CausalLM, type Collective } from "../model/causal-lm.ts";
 import { loadModelConfig } from "../model/config.ts";
+import { loadLoraAdapter } from "../lora/lora-adapter.ts";
 import { NcclCollective } from "./nccl-collective.ts";
 import { ARG0, CMD, CMD_ALLOC_KV, CMD_CAPTURE, CMD_RESERVE, CMD_SEQ, CMD_SHUTDOWN, CMD_STEP, inputViews, READY, SharedCollective, STARTED } from "./shared-collective.ts";
 import type { TpWorkerInit } from "./tp-group.ts";
@@ -53,6 +54,7 @@ export function runTpRank(init: TpWorkerInit, devices: TpRankDevices | null): vo
     }
     const model = new CausalLM<Tensor>(cfg, backend, init.maxModelLen, collective, { pooling: init.pooling });
     model.load(new Checkpoint(init.modelDir));
+    if (init.lora) model.loadLora(init.lora.modules.map(([name, dir]) => loadLoraAdapter(name, dir, cfg, init.lora!.maxRank)), init.lora.maxRank);
     const v = inputViews(init.buffers, init.sizes);
     Atomics.add(ctl, READY, 1);
     Atomics.notify(ctl, READY);
@@ -73,18 +75,18 @@ export function runTpRank(init: TpWorkerInit, devices: TpRankDevices | null): vo
         backend.reserveStep?.(a(0), a(3), a(2), a(1));
       } else if (cmd === CMD_ALLOC_KV) model.allocKvCache(a(0), a(1));
       else if (cmd === CMD_CAPTURE) {
-        const step = backend.uploadStep(decodeGraphInputs(a(0), a(1)));
+        const step = backend.uploadStep(decodeGraphInputs(a(0), a(1), init.lora !== null));
         model.forward(step);
         backend.captureGraph!(a(0), () => model.forward(step));
       } else if (cmd === CMD_STEP) {
         injectFault = init.rank === failRank && steps === failStep;
         if (injectFault && hangAt) hang();
         if (injectFault && !failLate && !hangLate) throw new Error(`injected failure at step ${steps} (VBUN_TP_FAIL_AT)`);
-        const [numTokens, numSeqs, width, numRows, graph] = [a(0), a(1), a(2), a(3), a(4)];
+        const [numTokens, numSeqs, width, numRows, graph, lora] = [a(0), a(1), a(2), a(3), a(4), a(5)];
         const step = backend.uploadStep({
           tokenIds: v.tokenIds.subarray(0, numTokens), positions: v.positions.subarray(0, numTokens), slotMapping: v.slotMapping.subarray(0, numTokens),
           queryStart: v.queryStart.subarray(0, numSeqs + 1), seqLens: v.seqLens.subarray(0, numSeqs), blockTables: v.blockTables.subarray(0, numSeqs * width),
-          maxBlocksPerSeq: width, logitsRows: v.logitsRows.subarray(0, numRows),
+          maxBlocksPerSeq: width, logitsRows: v.logitsRows.subarray(0, numRows), ...(lora ? { loraSlots: v.loraSlots.subarray(0, numTokens) } : {}),
         });
         if (graph >= 0) backend.launchGraph!(graph);
         else model.forward(step);

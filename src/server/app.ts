@@ -44,7 +44,11 @@ export function buildApp(state: ServerState): Hono {
     const e = state.engine();
     return c.json({
       object: "list",
-      data: [{ id: state.servedModelName, object: "model", created: state.startedAt, owned_by: "vbun", root: e.info.modelDir, parent: null, max_model_len: e.maxModelLen }],
+      data: [
+        { id: state.servedModelName, object: "model", created: state.startedAt, owned_by: "vbun", root: e.info.modelDir, parent: null, max_model_len: e.maxModelLen },
+        // LoRA adapters, as vLLM lists them: their own ids, the base model as parent.
+        ...e.info.loraModules.map((m) => ({ id: m.name, object: "model", created: state.startedAt, owned_by: "vbun", root: m.dir, parent: state.servedModelName, max_model_len: e.maxModelLen })),
+      ],
     });
   });
 

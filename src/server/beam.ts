@@ -19,7 +19,7 @@ export interface BeamSearchFields {
  * (the request's) gives max_tokens (default: the rest of the context) and truncate_prompt_tokens; returns
  * the prompts as searched (truncated) with the beams.
  */
-export async function beamSearchFor(engine: AsyncEngine, id: string, requestPrompts: number[][], b: BeamSearchFields, params: SamplingParams, signal: AbortSignal): Promise<{ prompts: number[][]; results: BeamSearchSequence[][] }> {
+export async function beamSearchFor(engine: AsyncEngine, id: string, requestPrompts: number[][], b: BeamSearchFields, params: SamplingParams, signal: AbortSignal, lora: string | null = null): Promise<{ prompts: number[][]; results: BeamSearchSequence[][] }> {
   if (params.structured_outputs) throw new ApiError(400, "use_beam_search cannot be combined with structured outputs (or a forced tool call)", "use_beam_search");
   if (b.stream) throw new ApiError(400, "use_beam_search does not stream: its beams are only known at the end", "stream");
   if (b.logprobs != null && b.logprobs !== false) throw new ApiError(400, "logprobs are not returned with use_beam_search", "logprobs");
@@ -27,7 +27,7 @@ export async function beamSearchFor(engine: AsyncEngine, id: string, requestProm
   const maxTokens = params.max_tokens ?? Math.max(1, engine.maxModelLen - Math.max(...prompts.map((p) => p.length)));
   let step = 0;
   const next = async (inputs: number[][], count: number) =>
-    (await collect(submit(engine, `${id}-beam${step++}`, inputs, candidateParams(count), signal))).map(candidatesOf);
+    (await collect(submit(engine, `${id}-beam${step++}`, inputs, candidateParams(count), signal, lora))).map(candidatesOf);
   try {
     const results = await beamSearch(prompts, { beam_width: b.n ?? 1, max_tokens: maxTokens, ignore_eos: b.ignore_eos ?? false, length_penalty: b.length_penalty ?? 1 }, next, engine.eosTokenIds, engine.maxModelLen);
     return { prompts, results };

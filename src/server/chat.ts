@@ -133,7 +133,7 @@ export async function prepareChat(state: ServerState, body: ChatCompletionReques
 
 export async function chatCompletions(c: Context, state: ServerState): Promise<Response> {
   const body = ChatCompletionRequest.parse(await state.readJson(c));
-  state.checkModel(body.model);
+  const lora = state.checkModel(body.model);
   if (body.stream_options && !body.stream) throw new ApiError(400, "stream_options is only allowed with stream=true", "stream_options");
   if (body.top_logprobs != null && !body.logprobs) throw new ApiError(400, "top_logprobs requires logprobs=true", "top_logprobs");
   if (body.top_logprobs != null && (body.top_logprobs < 0 || body.top_logprobs > MAX_LOGPROBS)) throw new ApiError(400, `top_logprobs must be in [0, ${MAX_LOGPROBS}], got ${body.top_logprobs}`, "top_logprobs");
@@ -144,13 +144,13 @@ export async function chatCompletions(c: Context, state: ServerState): Promise<R
   const model = state.servedModelName;
   state.logRequest(id, [text], params.toInit());
   if (body.use_beam_search) {
-    const { prompts, results } = await beamSearchFor(engine, id, [ids], body, params, c.req.raw.signal);
+    const { prompts, results } = await beamSearchFor(engine, id, [ids], body, params, c.req.raw.signal, lora);
     const choices = results[0]!.map((s, index) => ({
       index, message: { role: "assistant", content: engine.tokenizer.decode(s.tokenIds, body.skip_special_tokens ?? true), tool_calls: [] }, logprobs: null, finish_reason: s.finishReason, stop_reason: null,
     }));
     return c.json({ id, object: "chat.completion", created, model, choices, usage: beamUsage(prompts, results) });
   }
-  const submitted = submit(engine, id, [ids], params, c.req.raw.signal);
+  const submitted = submit(engine, id, [ids], params, c.req.raw.signal, lora);
   const reasoningParser = state.reasoningParser;
 
   if (!body.stream) {

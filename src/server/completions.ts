@@ -48,7 +48,7 @@ function vllmPromptLogprobs(state: ServerState, ids: number[], lps: (TokenLogpro
 
 export async function completions(c: Context, state: ServerState): Promise<Response> {
   const body = CompletionRequest.parse(await state.readJson(c));
-  state.checkModel(body.model);
+  const lora = state.checkModel(body.model);
   if (body.suffix) throw new ApiError(400, "suffix is not supported", "suffix");
   if (body.stream_options && !body.stream) throw new ApiError(400, "stream_options is only allowed with stream=true", "stream_options");
   if (body.logprobs != null && (body.logprobs < 0 || body.logprobs > MAX_LOGPROBS)) throw new ApiError(400, `logprobs must be in [0, ${MAX_LOGPROBS}], got ${body.logprobs}`, "logprobs");
@@ -80,13 +80,13 @@ export async function completions(c: Context, state: ServerState): Promise<Respo
   const n = params.n;
   state.logRequest(id, raw, params.toInit());
   if (body.use_beam_search) {
-    const { prompts: searched, results } = await beamSearchFor(engine, id, prompts, body, params, c.req.raw.signal);
+    const { prompts: searched, results } = await beamSearchFor(engine, id, prompts, body, params, c.req.raw.signal, lora);
     const choices = results.flatMap((beams, i) => beams.map((s, k) => ({
       index: i * n + k, text: echoText(i) + tok.decode(s.tokenIds, body.skip_special_tokens ?? true), logprobs: null, finish_reason: s.finishReason, stop_reason: null,
     })));
     return c.json({ id, object: "text_completion", created, model, choices, usage: beamUsage(searched, results) });
   }
-  const submitted = submit(engine, id, prompts, params, c.req.raw.signal);
+  const submitted = submit(engine, id, prompts, params, c.req.raw.signal, lora);
   const wantLp = body.logprobs != null;
 
   if (!body.stream) {

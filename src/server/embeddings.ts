@@ -21,6 +21,8 @@ function base64(v: Float32Array): string {
 
 /** Options every endpoint built on pooling takes (vLLM's names). */
 export interface PoolFields {
+  /** The LoRA adapter to run with (state.checkModel's answer for the request's model). */
+  lora?: string | null;
   truncate_prompt_tokens?: number | null;
   add_special_tokens?: boolean | null;
   priority?: number | null;
@@ -52,7 +54,7 @@ export async function poolInputs(c: Context, state: ServerState, inputs: (string
   const params = new SamplingParams({ max_tokens: 1, truncate_prompt_tokens: f.truncate_prompt_tokens ?? null, priority: f.priority ?? 0 });
   const id = `${{ Embeddings: "embd", Pooling: "pool", Score: "score", Rerank: "rerank", Classification: "classify" }[api]}-${crypto.randomUUID().replaceAll("-", "")}`;
   state.logRequest(id, inputs, { truncate_prompt_tokens: params.truncate_prompt_tokens });
-  const finals = await collect(submit(engine, id, prompts, params, c.req.raw.signal));
+  const finals = await collect(submit(engine, id, prompts, params, c.req.raw.signal, f.lora ?? null));
   const pooled = finals.map((o, index) => {
     if (!o.pooled) throw new ApiError(500, `input ${index} ended without a pooled output (${o.outputs[0]?.finishReason ?? "no output"})`);
     return o.pooled;
@@ -73,9 +75,9 @@ export async function embedInputs(c: Context, state: ServerState, inputs: (strin
 /** POST /pooling (vLLM's): the same inputs as /v1/embeddings; each pooled output as `data`, never base64. */
 export async function pooling(c: Context, state: ServerState): Promise<Response> {
   const body = EmbeddingRequest.parse(await state.readJson(c));
-  state.checkModel(body.model);
+  const lora = state.checkModel(body.model);
   if (body.encoding_format === "base64") throw new ApiError(400, "/pooling returns float arrays (encoding_format float)", "encoding_format");
-  const { id, vectors, promptTokens } = await embedInputs(c, state, pooledRequestInputs(state, body), "Pooling", body);
+  const { id, vectors, promptTokens } = await embedInputs(c, state, pooledRequestInputs(state, body), "Pooling", { ...body, lora });
   const data = vectors.map((v, index) => ({ object: "pooling", index, data: Array.from(v) }));
   return c.json({ id, object: "list", created: Math.floor(Date.now() / 1000), model: state.servedModelName, data, usage: { prompt_tokens: promptTokens, total_tokens: promptTokens } });
 }
@@ -91,8 +93,8 @@ export function pooledRequestInputs(state: ServerState, body: EmbeddingRequest |
 
 export async function embeddings(c: Context, state: ServerState): Promise<Response> {
   const body = EmbeddingRequest.parse(await state.readJson(c));
-  state.checkModel(body.model);
-  const { id, vectors, promptTokens } = await embedInputs(c, state, pooledRequestInputs(state, body), "Embeddings", body);
+  const lora = state.checkModel(body.model);
+  const { id, vectors, promptTokens } = await embedInputs(c, state, pooledRequestInputs(state, body), "Embeddings", { ...body, lora });
   const data = vectors.map((v, index) => ({ object: "embedding", index, embedding: body.encoding_format === "base64" ? base64(v) : Array.from(v) }));
   return c.json({ id, object: "list", created: Math.floor(Date.now() / 1000), model: state.servedModelName, data, usage: { prompt_tokens: promptTokens, total_tokens: promptTokens } });
 }
@@ -103,8 +105,8 @@ export async function embeddings(c: Context, state: ServerState): Promise<Respon
  */
 export async function classify(c: Context, state: ServerState): Promise<Response> {
   const body = ClassificationRequest.parse(await state.readJson(c));
-  state.checkModel(body.model);
-  const { id, pooled, promptTokens } = await poolInputs(c, state, pooledRequestInputs(state, body), "Classification", "classify", body);
+  const lora = state.checkModel(body.model);
+  const { id, pooled, promptTokens } = await poolInputs(c, state, pooledRequestInputs(state, body), "Classification", "classify", { ...body, lora });
   const engine = state.engine(), classifier = engine.modelConfig.classifier!;
   const useActivation = body.use_activation ?? engine.info.pooler!.useActivation;
   const data = pooled.map((logits, index) => ({

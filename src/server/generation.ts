@@ -44,7 +44,7 @@ export interface Submitted {
  * Submits one request per prompt; all-or-nothing (a bad prompt aborts the ones already queued). A request
  * that leaves max_tokens open gets the generation config's max_new_tokens where it fits the context (as vLLM).
  */
-export function submit(engine: AsyncEngine, baseId: string, prompts: number[][], params: SamplingParams, signal: AbortSignal): Submitted {
+export function submit(engine: AsyncEngine, baseId: string, prompts: number[][], params: SamplingParams, signal: AbortSignal, lora: string | null = null): Submitted {
   const streams: AsyncIterableIterator<RequestOutput>[] = [];
   const requestIds: string[] = [];
   const abortAll = () => { for (const id of requestIds) engine.abort(id); };
@@ -54,7 +54,7 @@ export function submit(engine: AsyncEngine, baseId: string, prompts: number[][],
       const p = params.clone();
       const defaultMax = engine.samplingDefaults.max_tokens;
       if (p.max_tokens === null && defaultMax !== undefined) p.max_tokens = Math.min(defaultMax, Math.max(1, engine.maxModelLen - ids.length));
-      streams.push(engine.generate(id, ids, p));
+      streams.push(engine.generate(id, ids, p, lora));
       requestIds.push(id);
     });
   } catch (e) {

@@ -177,7 +177,7 @@ function previousItems(state: ServerState, id: string | null | undefined): unkno
 
 export async function responses(c: Context, state: ServerState): Promise<Response> {
   const body = ResponsesRequest.parse(await state.readJson(c));
-  state.checkModel(body.model);
+  const lora = state.checkModel(body.model);
   // This request's own input items, after those of the conversation it continues.
   const ownInput: unknown[] = typeof body.input === "string" ? [{ type: "message", role: "user", content: body.input }] : body.input;
   const conversation = [...previousItems(state, body.previous_response_id), ...ownInput];
@@ -193,7 +193,7 @@ export async function responses(c: Context, state: ServerState): Promise<Respons
   const id = hexId("resp");
   const createdAt = nowSeconds();
   state.logRequest(id, [text], params.toInit());
-  const submitted = submit(engine, id, [ids], params, c.req.raw.signal);
+  const submitted = submit(engine, id, [ids], params, c.req.raw.signal, lora);
 
   /** The Response object, in its state so far. */
   const response = (status: "in_progress" | "completed" | "incomplete", items: Record<string, unknown>[], last: RequestOutput | null, reasoningText: string) => {

@@ -42,7 +42,7 @@ async function pairScores(c: Context, state: ServerState, queries: Text[], docum
 
 export async function score(c: Context, state: ServerState): Promise<Response> {
   const body = ScoreRequest.parse(await state.readJson(c));
-  state.checkModel(body.model);
+  const lora = state.checkModel(body.model);
   const queries = body.queries ?? body.text_1, documents = body.documents ?? body.text_2;
   if (queries == null) throw new ApiError(400, "give the texts to score: queries (or text_1)", "queries");
   if (documents == null) throw new ApiError(400, "give the texts to score against: documents (or text_2)", "documents");
@@ -50,19 +50,19 @@ export async function score(c: Context, state: ServerState): Promise<Response> {
   if (q.length === 0 || d.length === 0) throw new ApiError(400, "queries and documents must not be empty", q.length === 0 ? "queries" : "documents");
   // One query against every document, or pairs.
   if (q.length !== 1 && q.length !== d.length) throw new ApiError(400, `queries has ${q.length} texts and documents ${d.length}: give one query, or as many as documents`, "queries");
-  const { scores, promptTokens, id } = await pairScores(c, state, q, d, "Score", body);
+  const { scores, promptTokens, id } = await pairScores(c, state, q, d, "Score", { ...body, lora });
   const data = scores.map((s, index) => ({ index, object: "score", score: s }));
   return c.json({ id, object: "list", created: Math.floor(Date.now() / 1000), model: state.servedModelName, data, usage: { prompt_tokens: promptTokens, total_tokens: promptTokens } });
 }
 
 export async function rerank(c: Context, state: ServerState): Promise<Response> {
   const body = RerankRequest.parse(await state.readJson(c));
-  state.checkModel(body.model);
+  const lora = state.checkModel(body.model);
   const docs = body.documents;
   if (docs.length === 0) throw new ApiError(400, "documents must not be empty", "documents");
   const topN = body.top_n ?? docs.length;
   if (topN < 1) throw new ApiError(400, `top_n must be at least 1, got ${topN}`, "top_n");
-  const { scores, promptTokens, id } = await pairScores(c, state, [body.query], docs, "Rerank", body);
+  const { scores, promptTokens, id } = await pairScores(c, state, [body.query], docs, "Rerank", { ...body, lora });
   const results = docs.map((text, index) => ({ index, document: { text }, relevance_score: scores[index]! }))
     .sort((a, b) => b.relevance_score - a.relevance_score || a.index - b.index)
     .slice(0, topN)

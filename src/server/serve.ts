@@ -1,6 +1,6 @@
 /** `vbun serve [MODEL]`: the OpenAI-compatible server. */
 import { parseArgs } from "node:util";
-import { ENGINE_FLAGS, engineOptionsFromFlags, UsageError } from "../cli.ts";
+import { ENGINE_FLAGS, engineOptionsFromFlags, expandListFlags, UsageError } from "../cli.ts";
 import { AsyncEngine } from "../engine/async-engine.ts";
 import { ENGINE_DEFAULTS } from "../engine/engine-config.ts";
 import { buildApp } from "./app.ts";
@@ -64,6 +64,10 @@ engine:
   --hf-overrides JSON              fields replacing config.json's, e.g. Qwen3-Reranker as a classifier:
                                    '{"architectures": ["Qwen3ForSequenceClassification"],
                                    "classifier_from_token": ["no", "yes"], "is_original_qwen3_reranker": true}'
+  --enable-lora --lora-modules NAME=PATH …
+                                   serve PEFT LoRA adapters (all loaded at start); a request's model
+                                   names one (default: off)
+  --max-lora-rank N                the largest adapter rank (default 16)
   --seed N                         seed for requests without one (default ${d.seed})
   --chat-template FILE|TEXT        override the model's chat template
 `;
@@ -72,7 +76,7 @@ const LEVELS = ["debug", "info", "warning", "error"];
 
 export async function serve(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
-    args, allowPositionals: true, strict: true,
+    args: expandListFlags(args), allowPositionals: true, strict: true,
     options: {
       ...ENGINE_FLAGS,
       host: { type: "string", default: process.env.VBUN_HOST ?? "127.0.0.1" },

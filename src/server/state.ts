@@ -46,8 +46,11 @@ export class ServerState {
     return this.asyncEngine;
   }
 
-  checkModel(model: string | null | undefined): void {
-    if (model != null && model !== this.servedModelName) throw new ApiError(404, `The model \`${model}\` does not exist.`, "model");
+  /** A request's `model`: the served model (or none given: null), a LoRA adapter's name (returned), else 404. */
+  checkModel(model: string | null | undefined): string | null {
+    if (model == null || model === this.servedModelName) return null;
+    if (this.asyncEngine?.info.loraModules.some((m) => m.name === model)) return model;
+    throw new ApiError(404, `The model \`${model}\` does not exist.`, "model");
   }
 
   async readJson(c: Context): Promise<unknown> {

@@ -48,6 +48,8 @@ export class CpuBackend implements Backend<T> {
   private readonly pool: MatmulPool | null;
   /** The last sampled ids (async scheduling feeds pending tokens from them). */
   private lastSampled: Int32Array | null = null;
+  /** LoRA: the B product before it is added (grown to the largest step). */
+  private loraScratch = new Float32Array(0);
 
   constructor(opts: CpuBackendOptions = {}) {
     const threads = opts.threads ?? (navigator.hardwareConcurrency >= 2 ? 2 : 1);
@@ -111,7 +113,7 @@ export class CpuBackend implements Backend<T> {
       queryStart: t(s.queryStart), seqLens: t(s.seqLens),
       blockTables: t(s.blockTables, [numSeqs, s.maxBlocksPerSeq]), maxBlocksPerSeq: s.maxBlocksPerSeq,
       logitsRows: t(s.logitsRows), numLogitsRows: s.logitsRows.length,
-      maxQueryLen, maxSeqLen,
+      maxQueryLen, maxSeqLen, loraSlots: s.loraSlots ? t(s.loraSlots) : null,
     };
   }
 
@@ -137,6 +139,20 @@ export class CpuBackend implements Backend<T> {
     const b = bias ? f32(bias) : null, o = f32(out);
     if (this.pool?.accepts(xt.data, xt.numRows, inF, outF, w.data, b, o)) this.pool.linear(xt.data, xt.numRows, inF, w.data, outF, b, o);
     else k.matmulTransposed(xt.data, xt.numRows, inF, w.data, outF, b, o);
+  }
+
+  loraAdd(x: T, a: T, b: T, slots: T, scales: T, numSlots: number, u: T, out: T): void {
+    this.linear(x, a, null, u);
+    const ut = u as CpuTensor, ud = ut.data, width = ut.width, w = width / numSlots, slot = i32(slots), scale = f32(scales);
+    for (let r = 0; r < ut.numRows; r++) {
+      const s = slot[r]!;
+      for (let c = 0; c < width; c++) ud[r * width + c] = s >= 0 && Math.floor(c / w) === s ? ud[r * width + c]! * scale[s]! : 0;
+    }
+    const o = f32(out), n = ut.numRows, outF = (b as CpuTensor).shape[0]!;
+    if (this.loraScratch.length < n * outF) this.loraScratch = new Float32Array(n * outF);
+    const delta = this.loraScratch.subarray(0, n * outF);
+    k.matmulTransposed(ud, n, width, f32(b), outF, null, delta);
+    for (let i = 0; i < n * outF; i++) o[i]! += delta[i]!;
   }
 
   qkNormRopeStoreKv(qkv: T, positions: T, slotMapping: T, cos: T, sin: T, qNorm: T | null, kNorm: T | null, eps: number, shape: AttentionShape, kCache: T, vCache: T): void {

@@ -357,7 +357,7 @@ export class CudaBackend implements Backend<CudaTensor> {
   uploadStep(s: StepInputs): StepTensors<CudaTensor> {
     const fromSampled = s.tokensFromSampled ?? NO_INTS;
     // fromSampled last: the other arrays' offsets (which captured graphs read) do not depend on it.
-    const parts = [s.tokenIds, s.positions, s.slotMapping, s.queryStart, s.seqLens, s.blockTables, s.logitsRows, fromSampled];
+    const parts = [s.tokenIds, s.positions, s.slotMapping, s.queryStart, s.seqLens, s.blockTables, s.logitsRows, s.loraSlots ?? NO_INTS, fromSampled];
     const offsets: number[] = [];
     let bytes = 0;
     for (const a of parts) {
@@ -386,7 +386,7 @@ export class CudaBackend implements Backend<CudaTensor> {
     if (pending > 0) {
       const sampled = this.sampler.lastSampledIds;
       if (sampled === 0n) throw new Error("uploadStep: tokens from sampled ids, but nothing was sampled yet");
-      this.k.launch("take_sampled_tokens_i32", [Math.ceil(pending / 256)], 256, [P(t(0, [])), P(t(7, [])), { p: sampled }, I(pending)]);
+      this.k.launch("take_sampled_tokens_i32", [Math.ceil(pending / 256)], 256, [P(t(0, [])), P(t(8, [])), { p: sampled }, I(pending)]);
     }
     const numSeqs = s.seqLens.length;
     const { maxQueryLen, maxSeqLen } = stepExtents(s);
@@ -395,6 +395,7 @@ export class CudaBackend implements Backend<CudaTensor> {
       tokenIds: t(0, [s.tokenIds.length]), positions: t(1, [s.positions.length]), slotMapping: t(2, [s.slotMapping.length]),
       queryStart: t(3, [numSeqs + 1]), seqLens: t(4, [numSeqs]), blockTables: t(5, [numSeqs, s.maxBlocksPerSeq]), maxBlocksPerSeq: s.maxBlocksPerSeq,
       logitsRows: t(6, [s.logitsRows.length]), numLogitsRows: s.logitsRows.length, maxQueryLen, maxSeqLen,
+      loraSlots: s.loraSlots ? t(7, [s.loraSlots.length]) : null,
     };
   }
 
@@ -461,6 +462,18 @@ export class CudaBackend implements Backend<CudaTensor> {
     }
     this.siluMul(gateUp, act);
     this.linear(act, weight, null, out);
+  }
+
+  loraAdd(x: CudaTensor, a: CudaTensor, b: CudaTensor, slots: CudaTensor, scales: CudaTensor, numSlots: number, u: CudaTensor, out: CudaTensor): void {
+    const n = x.numRows, width = a.shape[0]!, outF = b.shape[0]!;
+    if (n === 0) return;
+    if (u.width !== width || b.shape[1] !== width) throw new Error(`loraAdd: scratch width ${u.width} and B's in-features ${b.shape[1]} must be A's out-features ${width}`);
+    this.linear(x, a, null, u);
+    this.k.launch("lora_mask_bf16", [Math.ceil(width / 256), n], 256, [P(u), P(slots), P(scales), I(width), I(width / numSlots)]);
+    // out += u · bᵀ: cuBLAS with beta = 1 (the GEMV kernels and cuBLASLt path overwrite).
+    const start = this.k.profiler?.begin(this.stream);
+    this.blas.linear(u.ptr, b.ptr, out.ptr, n, width, outF, out.dtype === "f32" ? CUDA_R_32F : CUDA_R_16BF, true);
+    if (start !== undefined) this.k.profiler!.end(`gemm lora ${outF}x${width}`, start, this.stream);
   }
 
   private gemm(x: CudaTensor, weight: CudaTensor, out: CudaTensor, n: number, inF: number, outF: number): void {

@@ -1,0 +1,180 @@
+/**
+ * LoRA adapters (--enable-lora --lora-modules): a request with an adapter gives what the base model with
+ * the adapter merged into its weights (W + scale·B·A) gives — alone, batched with base and other-adapter
+ * requests, after prefix caching, under tensor parallelism, on the GPU simulator's CUDA path (cuda-suite) —
+ * and the server routes a request's `model` to its adapter.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { cpSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { LLM } from "../src/engine/llm.ts";
+import type { LLMEngine } from "../src/engine/llm-engine.ts";
+import { SamplingParams } from "../src/engine/sampling-params.ts";
+import { fromFloat32, toFloat32 } from "../src/loader/dtype.ts";
+import { SafetensorsFile, writeSafetensors, type TensorToWrite } from "../src/loader/safetensors.ts";
+import { LORA_TARGETS, type LoraTarget } from "../src/lora/lora-adapter.ts";
+import { FAST_MODEL, startServer, tempDir, tinyModel, type RunningServer } from "./helpers.ts";
+import { writeAdapter, type AdapterSpec } from "./lora-adapters.ts";
+import { parseArgs } from "node:util";
+import { ENGINE_FLAGS, engineOptionsFromFlags, expandListFlags } from "../src/cli.ts";
+
+const ENGINE_MS = 60_000;
+const quiet = { log: () => {} };
+const base = tinyModel(FAST_MODEL);
+
+/** `model` with the adapter merged in: each target W becomes W + scale·B·A (float32). */
+function mergedModel(model: string, adapter: string, spec: AdapterSpec, name: string): string {
+  const out = join(tempDir("lora-merged"), name);
+  cpSync(model, out, { recursive: true });
+  const st = SafetensorsFile.open(join(model, "model.safetensors")), ad = SafetensorsFile.open(join(adapter, "adapter_model.safetensors"));
+  const scale = spec.rslora ? spec.alpha / Math.sqrt(spec.rank) : spec.alpha / spec.rank;
+  const tensors = st.names().map((n): TensorToWrite => {
+    const t = st.tensor(n);
+    const m = /^model\.layers\.(\d+)\.(self_attn|mlp)\.(\w+)\.weight$/.exec(n);
+    if (!m || !spec.targets.includes(m[3] as LoraTarget)) return { name: n, dtype: t.dtype, shape: [...t.shape], bytes: Uint8Array.from(t.bytes) };
+    const w = toFloat32(t.bytes, t.dtype), [outF, inF] = t.shape as [number, number], r = spec.rank;
+    const p = `base_model.model.model.layers.${m[1]}.${m[2]}.${m[3]}`;
+    const a = toFloat32(ad.tensor(`${p}.lora_A.weight`).bytes, "F32"), b = toFloat32(ad.tensor(`${p}.lora_B.weight`).bytes, "F32");
+    for (let o = 0; o < outF; o++) for (let i = 0; i < inF; i++) {
+      let s = 0;
+      for (let k = 0; k < r; k++) s += b[o * r + k]! * a[k * inF + i]!;
+      w[o * inF + i] = w[o * inF + i]! + scale * s;
+    }
+    return { name: n, dtype: "F32", shape: [outF, inF], bytes: fromFloat32(w, "F32") };
+  });
+  rmSync(join(out, "model.safetensors"));
+  writeSafetensors(join(out, "model.safetensors"), tensors);
+  return out;
+}
+
+const ALL: AdapterSpec = { rank: 8, alpha: 16, targets: LORA_TARGETS, seed: 1 };
+const ATTN: AdapterSpec = { rank: 4, alpha: 4, targets: ["q_proj", "v_proj", "o_proj"], seed: 2, rslora: true };
+const adapterAll = writeAdapter(base, ALL, "all"), adapterAttn = writeAdapter(base, ATTN, "attn");
+const mergedAll = mergedModel(base, adapterAll, ALL, "all"), mergedAttn = mergedModel(base, adapterAttn, ATTN, "attn");
+const loraModules = { all: adapterAll, attn: adapterAttn };
+const PROMPTS = [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], [9, 8, 7], [40, 41, 42, 43, 44, 45, 46, 47, 48]];
+const PARAMS = { max_tokens: 12, temperature: 0, logprobs: 0, ignore_eos: true };
+
+type Out = { tokens: number[]; logprobs: number[] };
+const outputsOf = (rs: { outputs: { tokenIds: readonly number[]; logprobs: { logprob: number }[] | null }[] }[]) =>
+  rs.map((r) => ({ tokens: [...r.outputs[0]!.tokenIds], logprobs: r.outputs[0]!.logprobs!.map((lp) => lp.logprob) }));
+function generateOn(model: string, opts: Record<string, unknown> = {}, lora?: string): Out[] {
+  const llm = new LLM({ model, maxModelLen: 64, ...quiet, ...opts });
+  try { return outputsOf(llm.generate(PROMPTS, PARAMS, { lora })); } finally { llm.close(); }
+}
+function expectSame(a: Out[], b: Out[], tol = 1e-3): void {
+  a.forEach((o, i) => {
+    expect(o.tokens).toEqual(b[i]!.tokens);
+    expect(Math.max(...o.logprobs.map((x, j) => Math.abs(x - b[i]!.logprobs[j]!)))).toBeLessThan(tol);
+  });
+}
+
+/** Runs requests through one engine together (each with its adapter) until all finish. */
+function runMixed(engine: LLMEngine, reqs: { prompt: number[]; lora: string | null }[]): Out[] {
+  reqs.forEach((r, i) => engine.addRequest(`m${i}`, r.prompt, new SamplingParams(PARAMS), performance.now(), "final_only", r.lora));
+  const done = new Map<string, Out>();
+  while (engine.hasUnfinishedRequests()) for (const o of engine.step()) if (o.finished) done.set(o.requestId, outputsOf([o])[0]!);
+  return reqs.map((_, i) => done.get(`m${i}`)!);
+}
+
+describe("LoRA adapters", () => {
+  const expected = { base: generateOn(base), all: generateOn(mergedAll), attn: generateOn(mergedAttn) };
+
+  test("an adapter's request equals the merged model's: all projections, or some with rsLoRA scaling", () => {
+    // The adapters change the greedy paths (else this would prove little).
+    expect(expected.all.map((o) => o.tokens)).not.toEqual(expected.base.map((o) => o.tokens));
+    expect(expected.attn.map((o) => o.tokens)).not.toEqual(expected.base.map((o) => o.tokens));
+    const llm = new LLM({ model: base, maxModelLen: 64, loraModules, ...quiet });
+    expectSame(outputsOf(llm.generate(PROMPTS, PARAMS, { lora: "all" })), expected.all);
+    expectSame(outputsOf(llm.generate(PROMPTS, PARAMS, { lora: "attn" })), expected.attn);
+    expectSame(outputsOf(llm.generate(PROMPTS, PARAMS)), expected.base);
+    expect(() => llm.generate(PROMPTS, PARAMS, { lora: "other" })).toThrow("LoRA adapter 'other' is not loaded (loaded: all, attn)");
+    llm.close();
+  }, ENGINE_MS);
+
+  test("one batch mixes the base model and both adapters; prefix caching keeps their K/V apart; chunked prefill", () => {
+    for (const opts of [{ blockSize: 4 }, { maxNumBatchedTokens: 8, blockSize: 4 }]) {
+      const llm = new LLM({ model: base, maxModelLen: 64, loraModules, ...quiet, ...opts });
+      const reqs = [
+        { prompt: PROMPTS[0]!, lora: null }, { prompt: PROMPTS[0]!, lora: "all" }, { prompt: PROMPTS[0]!, lora: "attn" },
+        { prompt: PROMPTS[1]!, lora: "attn" }, { prompt: PROMPTS[2]!, lora: "all" }, { prompt: PROMPTS[2]!, lora: null },
+      ];
+      const want = [expected.base[0]!, expected.all[0]!, expected.attn[0]!, expected.attn[1]!, expected.all[2]!, expected.base[2]!];
+      expectSame(runMixed(llm.engine, reqs), want);
+      // Again: the prompts' blocks are cached now, each under its own adapter.
+      const hits = llm.engine.blockManager.prefixCacheHits;
+      expectSame(runMixed(llm.engine, reqs), want);
+      expect(llm.engine.blockManager.prefixCacheHits).toBeGreaterThan(hits);
+      llm.close();
+    }
+  }, ENGINE_MS);
+
+  test("tensor parallelism (CPU ranks): TP = 2 gives TP = 1's outputs with adapters", () => {
+    const llm = new LLM({ model: base, maxModelLen: 64, loraModules, tensorParallelSize: 2, ...quiet });
+    const reqs = [{ prompt: PROMPTS[0]!, lora: "all" }, { prompt: PROMPTS[1]!, lora: null }, { prompt: PROMPTS[2]!, lora: "attn" }];
+    expectSame(runMixed(llm.engine, reqs), [expected.all[0]!, expected.base[1]!, expected.attn[2]!]);
+    llm.close();
+  }, ENGINE_MS);
+
+  test("bad adapters and options are refused at start, naming the file or field", () => {
+    const make = (mod: (dir: string) => void) => { const d = writeAdapter(base, { ...ATTN, seed: 9 }, `bad-${Math.random()}`); mod(d); return d; };
+    const start = (dir: string, extra: Record<string, unknown> = {}) => () => new LLM({ model: base, loraModules: { x: dir }, ...quiet, ...extra });
+    expect(start(adapterAll, { maxLoraRank: 4 })).toThrow(`LoRA adapter ${adapterAll}: its rank 8 exceeds --max-lora-rank 4`);
+    expect(start("/nonexistent")).toThrow("LoRA adapter /nonexistent: adapter_config.json not found");
+    expect(start(make((d) => writeFileSync(join(d, "adapter_config.json"), JSON.stringify({ r: 4, lora_alpha: 4, use_dora: true }))))).toThrow("use_dora true is not supported");
+    expect(start(make((d) => writeSafetensors(join(d, "adapter_model.safetensors"), [{ name: "base_model.model.lm_head.lora_A.weight", dtype: "F32", shape: [4, 32], bytes: new Uint8Array(512) }]))))
+      .toThrow("tensor 'base_model.model.lm_head.lora_A.weight' is not a LoRA weight of an attention or MLP projection");
+    expect(start(make((d) => writeSafetensors(join(d, "adapter_model.safetensors"), [{ name: "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", dtype: "F32", shape: [4, 32], bytes: new Uint8Array(512) }]))))
+      .toThrow("0 layer q_proj: lora_B is missing");
+    expect(start(make((d) => writeSafetensors(join(d, "adapter_model.safetensors"), [
+      { name: "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", dtype: "F32", shape: [4, 16], bytes: new Uint8Array(256) },
+      { name: "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight", dtype: "F32", shape: [32, 4], bytes: new Uint8Array(512) }]))))
+      .toThrow("has shape [4,16] but rank 4 and the model imply [4, 32]");
+    expect(() => new LLM({ model: base, maxLoraRank: 8, ...quiet })).toThrow("--max-lora-rank: applies with LoRA adapters");
+  }, ENGINE_MS);
+});
+
+describe("LoRA adapters over HTTP: a request's model names its adapter", () => {
+  let server: RunningServer;
+  beforeAll(async () => {
+    server = await startServer([base, "--max-model-len", "64", "--enable-lora", "--lora-modules", `all=${adapterAll}`, `attn=${adapterAttn}`]);
+  }, ENGINE_MS);
+  afterAll(async () => { await server?.stop(); });
+  const post = (path: string, body: unknown) => fetch(`${server.url}${path}`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+
+  test("/v1/models lists the adapters; completions with an adapter's name equal the merged model's tokens", async () => {
+    const models = await (await fetch(`${server.url}/v1/models`)).json() as { data: { id: string; root: string; parent: string | null }[] };
+    const baseName = models.data[0]!.id;
+    expect(models.data.map((m) => [m.id, m.parent])).toEqual([[baseName, null], ["all", baseName], ["attn", baseName]]);
+    expect(models.data[1]!.root).toBe(adapterAll);
+    const completion = async (model: string) => (await (await post("/v1/completions", { model, prompt: PROMPTS[0], max_tokens: 12, temperature: 0, ignore_eos: true, return_token_ids: true })).json() as { choices: { token_ids: number[] }[] }).choices[0]!.token_ids;
+    const [all, plain] = [greedyTokens(mergedAll), greedyTokens(base)];
+    expect(all).not.toEqual(plain);
+    expect(await completion("all")).toEqual(all);
+    expect(await completion(baseName)).toEqual(plain);
+    const missing = await post("/v1/completions", { model: "nope", prompt: "x" });
+    expect(missing.status).toBe(404);
+  }, ENGINE_MS);
+});
+
+/** The greedy tokens of `model` for the first prompt (what the server should answer). */
+function greedyTokens(model: string): number[] {
+  const llm = new LLM({ model, maxModelLen: 64, ...quiet });
+  try { return [...llm.generate([PROMPTS[0]!], { max_tokens: 12, temperature: 0, ignore_eos: true })[0]!.outputs[0]!.tokenIds]; } finally { llm.close(); }
+}
+
+test("--enable-lora --lora-modules: several name=path (or JSON) values after one flag, checked", () => {
+  const flags = (args: string[]) => {
+    const { values, positionals } = parseArgs({ args: expandListFlags(args), options: ENGINE_FLAGS, allowPositionals: true, strict: true });
+    return { opts: engineOptionsFromFlags(values, positionals[0]), positionals };
+  };
+  const { opts, positionals } = flags(["--enable-lora", "--lora-modules", "a=/x", '{"name": "b", "path": "/y"}', "--max-lora-rank", "32", "/model"]);
+  expect(opts.loraModules).toEqual({ a: "/x", b: "/y" });
+  expect(opts.maxLoraRank).toBe(32);
+  expect(positionals).toEqual(["/model"]);
+  expect(flags(["/model", "--enable-lora", "--lora-modules", "a=/x"]).opts.loraModules).toEqual({ a: "/x" });
+  expect(() => flags(["--lora-modules", "a=/x"])).toThrow("--lora-modules needs --enable-lora");
+  expect(() => flags(["--enable-lora"])).toThrow("--enable-lora needs --lora-modules name=path");
+  expect(() => flags(["--enable-lora", "--lora-modules", "a=/x", "a=/y"])).toThrow("--lora-modules: 'a' is given twice");
+  expect(() => flags(["--enable-lora", "--lora-modules", "=/x"])).toThrow("--lora-modules: expected name=path");
+});
