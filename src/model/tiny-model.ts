@@ -28,6 +28,10 @@ export interface TinyModelOptions {
   dtype?: DType;
   tieWordEmbeddings?: boolean;
   maxPositionEmbeddings?: number;
+  /** A sequence classifier (…ForSequenceClassification) with this many labels: score.weight instead of an LM head. */
+  numLabels?: number;
+  /** Also write sentence-transformers files (modules.json: last-token pooling, then Normalize): an embedding model. */
+  sentenceTransformers?: boolean;
 }
 
 /** Bumped whenever the generator's output changes, so cached copies are regenerated. */
@@ -77,6 +81,13 @@ export class SeededRandom {
 }
 
 export function tinyModelConfig(o: TinyModelOptions): Record<string, unknown> {
+  const cfg = causalConfig(o);
+  if (o.numLabels === undefined) return cfg;
+  const arch = (cfg.architectures as string[])[0]!.replace("ForCausalLM", "ForSequenceClassification");
+  return { ...cfg, architectures: [arch], num_labels: o.numLabels, id2label: Object.fromEntries(Array.from({ length: o.numLabels }, (_, i) => [String(i), `LABEL_${i}`])), tie_word_embeddings: false };
+}
+
+function causalConfig(o: TinyModelOptions): Record<string, unknown> {
   const numHeads = o.numHeads ?? 4;
   const base: Record<string, unknown> = {
     hidden_size: o.hiddenSize ?? 64,
@@ -153,13 +164,28 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
     add(`${p}mlp.down_proj.weight`, [H, I], 4 / Math.sqrt(I));
   }
   add("model.norm.weight", [H], 0.1, 1);
-  if (!(cfg.tie_word_embeddings as boolean)) add("lm_head.weight", [V, H], 1 / Math.sqrt(H));
+  if (o.numLabels !== undefined) add("score.weight", [o.numLabels, H], 1 / Math.sqrt(H));
+  else if (!(cfg.tie_word_embeddings as boolean)) add("lm_head.weight", [V, H], 1 / Math.sqrt(H));
 
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, "config.json"), JSON.stringify(cfg, null, 2) + "\n");
   writeFileSync(join(dir, "generation_config.json"), JSON.stringify({ bos_token_id: 151643, eos_token_id: [151645, 151643] }, null, 2) + "\n");
   writeSafetensors(join(dir, "model.safetensors"), tensors);
   for (const [name, path] of Object.entries(QWEN3_TOKENIZER_FILES)) writeFileSync(join(dir, name), readFileSync(path));
+  if (o.sentenceTransformers) {
+    writeFileSync(join(dir, "modules.json"), JSON.stringify([
+      { idx: 0, name: "0", path: "", type: "sentence_transformers.models.Transformer" },
+      { idx: 1, name: "1", path: "1_Pooling", type: "sentence_transformers.models.Pooling" },
+      { idx: 2, name: "2", path: "2_Normalize", type: "sentence_transformers.models.Normalize" },
+    ], null, 2) + "\n");
+    writeFileSync(join(dir, "sentence_bert_config.json"), JSON.stringify({ max_seq_length: 512, do_lower_case: false }) + "\n");
+    mkdirSync(join(dir, "1_Pooling"), { recursive: true });
+    mkdirSync(join(dir, "2_Normalize"), { recursive: true });
+    writeFileSync(join(dir, "1_Pooling", "config.json"), JSON.stringify({
+      word_embedding_dimension: H, pooling_mode_cls_token: false, pooling_mode_mean_tokens: false, pooling_mode_max_tokens: false,
+      pooling_mode_mean_sqrt_len_tokens: false, pooling_mode_weightedmean_tokens: false, pooling_mode_lasttoken: true, include_prompt: true,
+    }, null, 2) + "\n");
+  }
   writeFileSync(join(dir, "README.md"), `# Random-weight test model (${o.arch})\n\nWritten by vbun's tiny-model generator (version ${TINY_MODEL_VERSION}) with ${JSON.stringify(o)}.\nIts weights are random: it produces gibberish. It exists to test the engine, not to generate text.\n`);
 }
 
