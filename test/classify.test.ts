@@ -229,7 +229,7 @@ describe("the classifier endpoints over HTTP (/classify, /score, /rerank)", () =
       [embedder, "/classify", { input: "x" }, 400, "this is an embedding model: the Classification API needs a sequence classifier"],
       [labels, "/score", { queries: [[1]], documents: [[2]] }, 400, "the Score API needs a classifier with one label (a cross-encoder's relevance); this one has 3 (negative, positive, neutral)"],
       [labels, "/rerank", { query: "q", documents: ["d"] }, 400, "the Rerank API needs a classifier with one label"],
-      [reranker, "/score", { queries: "q", documents: [[1, 2]] }, 400, "give queries and documents both as texts or both as token ids"],
+      [reranker, "/score", { queries: "q", documents: [[1, 2]] }, 400, "give both texts of each pair as strings or both as token ids"],
       [labels, "/classify", { input: Array.from({ length: 65 }, () => 3) }, 400, "maximum context length is 64 tokens"],
       [labels, "/classify", { input: "" }, 400, "input must not be empty"],
     ];

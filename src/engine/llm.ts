@@ -5,7 +5,7 @@ import { LLMEngine, promptList, type PromptInput } from "./llm-engine.ts";
 import type { RequestOutput } from "./request.ts";
 import { SamplingParams, type SamplingParamsInit } from "./sampling-params.ts";
 import { cosine, dimensionsError, embedding, type PoolerConfig } from "../model/pooling.ts";
-import { classifierScores, topLabel } from "../model/classifier.ts";
+import { classifierScores, crossEncoderInput, topLabel } from "../model/classifier.ts";
 import { beamSearch, candidateParams, candidatesOf, type BeamSearchParams, type BeamSearchSequence } from "./beam-search.ts";
 
 /** A prompt's beams (vLLM's BeamSearchOutput), best first, each with its text. */
@@ -174,10 +174,7 @@ export class LLM {
     const c = this.engine.modelConfig.classifier!;
     if (c.numLabels !== 1) throw new Error(`score: a score needs a classifier with one label; this one has ${c.numLabels} (${c.labels.join(", ")}): use LLM.classify`);
     const pairs = b.map((doc, i) => {
-      const q = firstOf(i);
-      if (typeof q === "string" && typeof doc === "string") return this.tokenizer.encodePair(q, doc);
-      if (typeof q !== "string" && typeof doc !== "string") return [...q, ...doc];
-      throw new Error("score: give both texts of a pair as strings or both as token ids");
+      try { return crossEncoderInput(this.tokenizer, firstOf(i), doc); } catch (e) { throw new Error(`score: ${(e as Error).message}`); }
     });
     return this.classify(pairs, opts).map((o) => ({ outputs: { score: o.outputs.probs[0]! } }));
   }

@@ -75,3 +75,13 @@ export function topLabel(c: ClassifierConfig, logits: ArrayLike<number>): string
   for (let i = 1; i < logits.length; i++) if (logits[i]! > logits[best]!) best = i;
   return c.labels[best]!;
 }
+
+/**
+ * A cross-encoder's input for a (query, document) pair: the tokenizer's pair encoding of two texts, or two
+ * token-id lists one after the other. Throws when one is a text and the other token ids.
+ */
+export function crossEncoderInput(tok: { encodePair(text: string, pair: string, addSpecialTokens?: boolean): number[] }, query: string | number[], doc: string | number[], addSpecialTokens = true): number[] {
+  if (typeof query === "string" && typeof doc === "string") return tok.encodePair(query, doc, addSpecialTokens);
+  if (typeof query !== "string" && typeof doc !== "string") return [...query, ...doc];
+  throw new Error("give both texts of each pair as strings or both as token ids");
+}

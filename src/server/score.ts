@@ -7,7 +7,7 @@
  */
 import type { Context } from "hono";
 import { cosine } from "../model/pooling.ts";
-import { classifierScores } from "../model/classifier.ts";
+import { classifierScores, crossEncoderInput } from "../model/classifier.ts";
 import { promptList } from "../engine/llm-engine.ts";
 import { ApiError } from "./errors.ts";
 import { embedInputs, poolInputs, type EmbedFields } from "./embeddings.ts";
@@ -30,10 +30,7 @@ async function pairScores(c: Context, state: ServerState, queries: Text[], docum
   }
   if (classifier.numLabels !== 1) throw new ApiError(400, `the ${api} API needs a classifier with one label (a cross-encoder's relevance); this one has ${classifier.numLabels} (${classifier.labels.join(", ")}): use /classify`, "model");
   const pairs = documents.map((doc, i) => {
-    const q = queryOf(i);
-    if (typeof q === "string" && typeof doc === "string") return engine.tokenizer.encodePair(q, doc, f.add_special_tokens ?? true);
-    if (typeof q !== "string" && typeof doc !== "string") return [...q, ...doc];
-    throw new ApiError(400, "give queries and documents both as texts or both as token ids", "documents");
+    try { return crossEncoderInput(engine.tokenizer, queryOf(i), doc, f.add_special_tokens ?? true); } catch (e) { throw new ApiError(400, (e as Error).message, "documents"); }
   });
   const { id, pooled, promptTokens } = await poolInputs(c, state, pairs, api, "classify", f);
   const useActivation = f.use_activation ?? engine.info.pooler!.useActivation;
