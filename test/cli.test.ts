@@ -172,3 +172,24 @@ test("--tool-call-parser llama3_json: an answer of JSON calls becomes tool_calls
     expect(await s.stop()).toBe(0);
   }
 }, 60_000);
+
+test("--tool-call-parser pythonic: an answer that is a Python list of calls becomes tool_calls", async () => {
+  const s = await startServer([tinyModel(SERVER_MODEL), "--max-model-len", "256", "--enable-auto-tool-choice", "--tool-call-parser", "pythonic"]);
+  try {
+    const post = (b: object) => fetch(`${s.url}/v1/chat/completions`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(b) });
+    const tools = [{ type: "function", function: { name: "get_weather", parameters: { type: "object", properties: { city: { type: "string" }, days: { type: "integer" } } } } }];
+    // A regex makes the random model write Llama 3.2's call syntax (structured outputs).
+    const body = { messages: [{ role: "user", content: "Weather?" }], max_tokens: 40, temperature: 0, tools, tool_choice: "auto", structured_outputs: { regex: `\\[get_weather\\(city='Paris', days=[1-9]\\)\\]` } };
+    const full: any = await (await post(body)).json();
+    expect(full.choices[0].finish_reason).toBe("tool_calls");
+    const call = full.choices[0].message.tool_calls[0];
+    expect(call.function.name).toBe("get_weather");
+    expect(JSON.parse(call.function.arguments)).toMatchObject({ city: "Paris" });
+    const sse = await (await post({ ...body, stream: true })).text();
+    const streamed: any[] = [];
+    for (const line of sse.split("\n")) if (line.startsWith("data: {")) for (const c of JSON.parse(line.slice(6)).choices) streamed.push(...(c.delta.tool_calls ?? []));
+    expect(streamed.map((c) => [c.function.name, c.function.arguments])).toEqual([["get_weather", call.function.arguments]]);
+  } finally {
+    expect(await s.stop()).toBe(0);
+  }
+}, 60_000);

@@ -62,6 +62,36 @@ test("llama3_json streaming: a call answer is held whole, any other answer flows
   expect(broken.finish()).toEqual({ content: '{"name": "f", "parameters": oops', toolCalls: [] });
 });
 
+const PY = `[get_weather(city='San Francisco', units="celsius", days=3, ratio=-1.5e2, exact=True, extra=None), search(q="a \\"quoted\\" \\u00e9 word", tags=['x', "y"], opts={'k': [1, (2, 3)], 'n': {"deep": False}},), tools.now()]`;
+
+test("pythonic: an answer that is a Python list of calls with literal keyword arguments; anything else is content", () => {
+  const r = parseToolCalls(PY, "pythonic");
+  expect(r.content).toBeNull();
+  expect(r.toolCalls.map((c) => [c.function.name, JSON.parse(c.function.arguments)])).toEqual([
+    ["get_weather", { city: "San Francisco", units: "celsius", days: 3, ratio: -150, exact: true, extra: null }],
+    ["search", { q: 'a "quoted" é word', tags: ["x", "y"], opts: { k: [1, [2, 3]], n: { deep: false } } }],
+    ["tools.now", {}],
+  ]);
+  // Llama 4 wraps the list in <|python_start|> … <|python_end|> when special tokens are kept.
+  expect(parseToolCalls("<|python_start|>[f(a=1)]<|python_end|>", "pythonic").toolCalls.map((c) => c.function.arguments)).toEqual(['{"a":1}']);
+  for (const text of ["It is sunny.", "[1, 2]", "[f(1)]", "[f(a=b)]", "[f(a=1)] and more", "Call: [f(a=1)]", "[f(a='x\nline')]", "[f(a=1)", "[]", "[f(a=open('x'))]"])
+    expect(parseToolCalls(text, "pythonic")).toEqual({ content: text, toolCalls: [] });
+});
+
+test("pythonic streaming: a list answer is held whole, any other flows, for any cut", () => {
+  for (let cut = 0; cut <= PY.length; cut += 7) {
+    const s = toolCallStream("pythonic");
+    expect(s.push(PY.slice(0, cut)) + s.push(PY.slice(cut))).toBe("");
+    expect(s.finish().toolCalls.map((c) => c.function.name)).toEqual(["get_weather", "search", "tools.now"]);
+  }
+  const text = "Sunny [really].";
+  const s = toolCallStream("pythonic");
+  expect(s.push("Sun") + s.push("ny [really].") + s.finish().content).toBe(text);
+  const tagged = toolCallStream("pythonic");
+  expect(tagged.push("<|python") + tagged.push("_start|>[f(a=1)]")).toBe("");
+  expect(tagged.finish().toolCalls.map((c) => c.function.name)).toEqual(["f"]);
+});
+
 describe("forced tool choice (tool_choice 'required' or a named function)", () => {
   const tools = [
     { type: "function", function: { name: "add", parameters: { type: "object", properties: { a: { type: "integer" }, b: { type: "integer" } }, required: ["a", "b"] } } },

@@ -26,10 +26,10 @@ server:
   --max-log-len N                  prompt characters (or token ids) shown per logged request (default: all)
   --log-level debug|info|warning|error   (default info; debug also logs every request)
   --reasoning-parser qwen3|deepseek_r1   chat responses carry <think> blocks as reasoning_content (default: off)
-  --enable-auto-tool-choice --tool-call-parser hermes|llama3_json
+  --enable-auto-tool-choice --tool-call-parser hermes|llama3_json|pythonic
                                    parse tool calls into tool_calls when a request has tools: hermes =
-                                   <tool_call> blocks (Qwen), llama3_json = a JSON-calls answer (Llama 3.x)
-                                   (default: off)
+                                   <tool_call> blocks (Qwen), llama3_json = a JSON-calls answer (Llama 3.x),
+                                   pythonic = a [f(a=1), …] answer (Llama 3.2, Llama 4) (default: off)
   --enable-prompt-tokens-details   usage.prompt_tokens_details.cached_tokens (prefix-cache hits) (default: off)
   --responses-store-size N         keep the N most recently used Responses (/v1/responses) in memory for
                                    previous_response_id and GET /v1/responses/{id} (default 0: none, as vLLM)

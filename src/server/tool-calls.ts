@@ -2,10 +2,13 @@
  * `--enable-auto-tool-choice --tool-call-parser NAME`: tool calls in the model's own format become OpenAI
  * `tool_calls`. `hermes` (Qwen2.5/Qwen3, Hermes): <tool_call>{"name": …, "arguments": {…}}</tool_call>
  * blocks after any text. `llama3_json` (Llama 3.1/3.2): an answer that is JSON calls
- * {"name": …, "parameters": {…}}, `;`-separated, optionally after <|python_tag|>. Streaming holds back text
- * from where a call may begin and emits each call whole at the end.
+ * {"name": …, "parameters": {…}}, `;`-separated, optionally after <|python_tag|>. `pythonic` (Llama 3.2,
+ * Llama 4): an answer that is a Python list of calls, [f(a=1), g()] (src/server/pythonic-calls.ts).
+ * Streaming holds back text from where a call may begin and emits each call whole at the end.
  */
-export const TOOL_CALL_PARSERS = ["hermes", "llama3_json"] as const;
+import { parsePythonicCalls } from "./pythonic-calls.ts";
+
+export const TOOL_CALL_PARSERS = ["hermes", "llama3_json", "pythonic"] as const;
 export type ToolCallParserName = (typeof TOOL_CALL_PARSERS)[number];
 
 const OPEN = "<tool_call>", CLOSE = "</tool_call>";
@@ -20,7 +23,7 @@ const callId = () => `chatcmpl-tool-${crypto.randomUUID().replaceAll("-", "").sl
 
 /** Extracts the tool calls; `content` is the text before the first call (null when empty). */
 export function parseToolCalls(text: string, parser: ToolCallParserName = "hermes"): { content: string | null; toolCalls: ToolCall[] } {
-  return parser === "hermes" ? parseHermes(text) : parseLlama3Json(text);
+  return parser === "hermes" ? parseHermes(text) : parser === "llama3_json" ? parseLlama3Json(text) : parsePythonic(text);
 }
 
 function toolCall(name: string, args: unknown): ToolCall {
@@ -88,7 +91,19 @@ function parseLlama3Json(text: string): { content: string | null; toolCalls: Too
   return { content: null, toolCalls };
 }
 
-/** Streaming (either format): content passes through until a call may be starting; the rest waits for the end. */
+const PYTHON_START = "<|python_start|>", PYTHON_END = "<|python_end|>";
+
+/** pythonic: the whole answer (Llama 4 may wrap it in <|python_start|> … <|python_end|>) is a list of calls. */
+function parsePythonic(text: string): { content: string | null; toolCalls: ToolCall[] } {
+  let body = text.trim();
+  if (body.startsWith(PYTHON_START)) body = body.slice(PYTHON_START.length);
+  if (body.endsWith(PYTHON_END)) body = body.slice(0, -PYTHON_END.length);
+  const calls = parsePythonicCalls(body);
+  if (!calls || calls.length === 0) return { content: text, toolCalls: [] };
+  return { content: null, toolCalls: calls.map((c) => toolCall(c.name, c.args)) };
+}
+
+/** Streaming (any format): content passes through until a call may be starting; the rest waits for the end. */
 export interface ToolCallStream {
   push(delta: string): string;
   /** At the end: the parsed calls, or the held text as content when it held no valid call. */
@@ -96,7 +111,8 @@ export interface ToolCallStream {
 }
 
 export function toolCallStream(parser: ToolCallParserName): ToolCallStream {
-  return parser === "hermes" ? new HermesStream() : new Llama3JsonStream();
+  if (parser === "hermes") return new HermesStream();
+  return parser === "llama3_json" ? new WholeAnswerStream(["{", PYTHON_TAG], parseLlama3Json) : new WholeAnswerStream(["[", PYTHON_START], parsePythonic);
 }
 
 class HermesStream implements ToolCallStream {
@@ -127,18 +143,23 @@ class HermesStream implements ToolCallStream {
   }
 }
 
-/** llama3_json: an answer whose first non-blank text is "{" or <|python_tag|> is held whole; any other flows. */
-class Llama3JsonStream implements ToolCallStream {
+/**
+ * Formats where calls are the whole answer (llama3_json, pythonic): an answer whose first non-blank text is one
+ * of `openers` is held whole and parsed at the end; any other flows from its first character.
+ */
+class WholeAnswerStream implements ToolCallStream {
   private held = "";
   private mode: "undecided" | "calls" | "text" = "undecided";
+
+  constructor(private readonly openers: string[], private readonly parse: (text: string) => { content: string | null; toolCalls: ToolCall[] }) {}
 
   push(delta: string): string {
     if (this.mode === "text") return delta;
     this.held += delta;
     if (this.mode === "calls") return "";
     const start = this.held.trimStart();
-    if (start === "" || PYTHON_TAG.startsWith(start)) return "";
-    if (start.startsWith("{") || start.startsWith(PYTHON_TAG)) { this.mode = "calls"; return ""; }
+    if (start === "" || this.openers.some((o) => o.startsWith(start))) return "";
+    if (this.openers.some((o) => start.startsWith(o))) { this.mode = "calls"; return ""; }
     this.mode = "text";
     const out = this.held;
     this.held = "";
@@ -149,7 +170,7 @@ class Llama3JsonStream implements ToolCallStream {
     const held = this.held;
     this.held = "";
     if (this.mode !== "calls") return { content: held, toolCalls: [] };
-    const parsed = parseLlama3Json(held);
+    const parsed = this.parse(held);
     return parsed.toolCalls.length > 0 ? { content: "", toolCalls: parsed.toolCalls } : { content: held, toolCalls: [] };
   }
 }
