@@ -10,6 +10,8 @@ import { join } from "node:path";
 import { LLM } from "../src/engine/llm.ts";
 import type { LLMEngine } from "../src/engine/llm-engine.ts";
 import { SamplingParams } from "../src/engine/sampling-params.ts";
+import { engineStats } from "../src/engine/engine-stats.ts";
+import { renderMetrics } from "../src/server/metrics.ts";
 import { fromFloat32, toFloat32 } from "../src/loader/dtype.ts";
 import { SafetensorsFile, writeSafetensors, type TensorToWrite } from "../src/loader/safetensors.ts";
 import { LORA_TARGETS, type LoraTarget } from "../src/lora/lora-adapter.ts";
@@ -107,6 +109,23 @@ describe("LoRA adapters", () => {
       expect(llm.engine.blockManager.prefixCacheHits).toBeGreaterThan(hits);
       llm.close();
     }
+  }, ENGINE_MS);
+
+  test("/metrics: vLLM's lora_requests_info names the adapters of running and waiting requests", () => {
+    const llm = new LLM({ model: base, maxModelLen: 64, maxNumSeqs: 1, loraModules, ...quiet });
+    const e = llm.engine;
+    e.addRequest("a", PROMPTS[0]!, new SamplingParams(PARAMS), performance.now(), "final_only", "attn");
+    e.addRequest("b", PROMPTS[1]!, new SamplingParams(PARAMS), performance.now(), "final_only", null);
+    e.addRequest("c", PROMPTS[2]!, new SamplingParams(PARAMS), performance.now(), "final_only", "all");
+    e.step(); // one sequence runs (max_num_seqs 1), two wait
+    expect(engineStats(e).lora).toEqual({ maxLora: 2, running: ["attn"], waiting: ["all"] });
+    expect(renderMetrics(engineStats(e), "m")).toMatch(/^vllm:lora_requests_info\{model_name="m",max_lora="2",running_lora_adapters="attn",waiting_lora_adapters="all"\} \d+(\.\d+)?$/m);
+    while (e.hasUnfinishedRequests()) e.step();
+    expect(engineStats(e).lora).toEqual({ maxLora: 2, running: [], waiting: [] });
+    llm.close();
+    const plain = new LLM({ model: base, maxModelLen: 64, ...quiet });
+    expect(renderMetrics(engineStats(plain.engine), "m")).not.toContain("lora");
+    plain.close();
   }, ENGINE_MS);
 
   test("tensor parallelism (CPU ranks): TP = 2 gives TP = 1's outputs with adapters", () => {

@@ -26,6 +26,8 @@ export interface EngineStats {
   histograms: Record<HistogramName, HistogramData>;
   /** Speculative decoding's counters (null when it is off). */
   specDecode: SpecDecodeStats | null;
+  /** LoRA: the adapter count and the adapters of running and waiting requests (null without adapters). */
+  lora: { maxLora: number; running: string[]; waiting: string[] } | null;
 }
 
 export interface SpecDecodeStats {
@@ -39,7 +41,7 @@ export interface SpecDecodeStats {
 const plain = (h: Histogram): HistogramData => ({ buckets: h.buckets, counts: h.counts.slice(), sum: h.sum, count: h.count });
 
 /** The gauges and counters without the histograms and per-reason counts (what changes every step, cheaply). */
-export type EngineGauges = Omit<EngineStats, "requestSuccess" | "histograms" | "specDecode">;
+export type EngineGauges = Omit<EngineStats, "requestSuccess" | "histograms" | "specDecode" | "lora">;
 
 export function engineGauges(e: LLMEngine): EngineGauges {
   const m = e.metrics;
@@ -71,5 +73,14 @@ export function engineStats(e: LLMEngine): EngineStats {
         numAcceptedTokensPerPosition: Array.from({ length: e.options.speculative.numSpeculativeTokens }, (_, j) => m.specAcceptedPerPosition[j] ?? 0),
       }
       : null,
+    lora: e.info.loraModules.length > 0
+      ? { maxLora: e.info.loraModules.length, running: adaptersOf(e, e.scheduler.running), waiting: adaptersOf(e, e.scheduler.waiting) }
+      : null,
   };
+}
+
+/** The names of the adapters `seqs` run with, each once, in slot order. */
+function adaptersOf(e: LLMEngine, seqs: readonly { loraSlot: number }[]): string[] {
+  const slots = new Set(seqs.map((s) => s.loraSlot).filter((s) => s >= 0));
+  return [...slots].sort((a, b) => a - b).map((s) => e.info.loraModules[s]!.name);
 }

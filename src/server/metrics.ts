@@ -38,6 +38,11 @@ export function renderMetrics(st: EngineStats, modelName: string): string {
     metric("vllm:spec_decode_num_accepted_tokens_per_pos_total", "counter", "Accepted tokens per draft position.",
       spec.numAcceptedTokensPerPosition.map((n, j) => [{ position: String(j) }, n]));
   }
+  if (st.lora) {
+    // vLLM's info gauge: the adapters in the labels, the time of the reading as the value.
+    metric("vllm:lora_requests_info", "gauge", "Running stats on lora requests.",
+      [[{ max_lora: String(st.lora.maxLora), running_lora_adapters: st.lora.running.join(","), waiting_lora_adapters: st.lora.waiting.join(",") }, Date.now() / 1000]]);
+  }
   histogram("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.", h.timeToFirstToken);
   histogram("vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", h.interTokenLatency);
   histogram("vllm:e2e_request_latency_seconds", "Histogram of end to end request latency in seconds.", h.e2eRequestLatency);
