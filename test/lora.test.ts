@@ -92,6 +92,10 @@ describe("LoRA adapters", () => {
     expectSame(outputsOf(llm.generate(PROMPTS, PARAMS)), expected.base);
     expect(() => llm.generate(PROMPTS, PARAMS, { lora: "other" })).toThrow("LoRA adapter 'other' is not loaded (loaded: all, attn)");
     llm.close();
+    // Alone, the attention-only adapter leaves the MLP without LoRA work (and the fused down projection on).
+    const attnOnly = new LLM({ model: base, maxModelLen: 64, loraModules: { attn: adapterAttn }, ...quiet });
+    expectSame(outputsOf(attnOnly.generate(PROMPTS, PARAMS, { lora: "attn" })), expected.attn);
+    attnOnly.close();
   }, ENGINE_MS);
 
   test("one batch mixes the base model and both adapters; prefix caching keeps their K/V apart; chunked prefill", () => {

@@ -243,7 +243,7 @@ export class LLMEngine {
         }
         try { checkShardable(cfg, tp); } catch (e) { throw new EngineConfigError("--tensor-parallel-size", (e as Error).message); }
         const limits = { maxTokens: maxNumBatchedTokens, maxSeqs: maxNumSeqs, maxBlocksPerSeq: Math.ceil(maxModelLen / blockSize), maxLogitsRows };
-        tpGroup = new TensorParallelGroup(cfg, modelDir, tp, maxModelLen, limits, cuda ? { kind: "cuda", leader: cuda, provider } : { kind: "cpu" }, pooler !== null, opts.hfOverrides ?? {}, loraSpec);
+        tpGroup = new TensorParallelGroup(cfg, modelDir, tp, maxModelLen, limits, cuda ? { kind: "cuda", leader: cuda, provider } : { kind: "cpu" }, pooler !== null, opts.hfOverrides ?? {}, loraSpec && { spec: loraSpec, adapters });
         model = tpGroup.model;
         if (!cuda) backend.close?.(); // the CPU ranks bring their own single-threaded backends
         log(`tensor parallel: ${tp} ${cuda ? "GPU ranks over NCCL" : "CPU ranks"} (rank 0 here, ${tp - 1} workers), ${model.localDims.numHeads} query / ${model.localDims.numKvHeads} KV heads and ${model.localDims.intermediate} MLP rows per rank`);
@@ -253,8 +253,9 @@ export class LLMEngine {
         if (loraSpec) model.loadLora(adapters, loraSpec.maxRank);
       }
       if (loraSpec) log(`LoRA: ${adapters.map((a) => `${a.name} (rank ${a.rank}, ${a.weights.size} projections)`).join(", ")}; max rank ${loraSpec.maxRank}`);
-      // classifier_from_token looks its tokens up in the vocabulary (the server's engine worker has no tokenizer of its own: it loads one for that).
-      const classifier = cfg.classifier ? SequenceClassifier.load(cfg, new Checkpoint(modelDir), (t) => (tokenizer ?? TextTokenizer.load(modelDir)).tokenId(t)) : null;
+      // classifier_from_token looks its tokens up in the vocabulary (the server's engine worker has no tokenizer of its own: it loads one, once, for that).
+      let vocabulary = tokenizer;
+      const classifier = cfg.classifier ? SequenceClassifier.load(cfg, new Checkpoint(modelDir), (t) => (vocabulary ??= TextTokenizer.load(modelDir)).tokenId(t)) : null;
       // Activation buffers at their largest, before the KV cache takes what is left.
       if (tpGroup) tpGroup.reserve(maxNumBatchedTokens, maxLogitsRows);
       else model.reserve(maxNumBatchedTokens, maxLogitsRows);

@@ -40,12 +40,15 @@ interface LayerWeights<T> {
   down: T;
 }
 
-/** One layer's LoRA weights, every adapter stacked in slots (see Backend.loraAdd); per packed projection. */
+/**
+ * One layer's LoRA weights, every adapter stacked in slots (see Backend.loraAdd); per packed projection,
+ * null where no adapter targets any of its parts (PEFT's default q/v-only adapters leave the MLP alone).
+ */
 interface LoraLayer<T> {
-  qkv: { a: T; b: T };
-  o: { a: T; b: T };
-  gateUp: { a: T; b: T };
-  down: { a: T; b: T };
+  qkv: { a: T; b: T } | null;
+  o: { a: T; b: T } | null;
+  gateUp: { a: T; b: T } | null;
+  down: { a: T; b: T } | null;
 }
 
 interface Workspace<T> {
@@ -186,13 +189,14 @@ export class CausalLM<T extends Tensor> {
     const lq = d.numHeads * D, lkv = d.numKvHeads * D, li = d.intermediate;
     const layers: LoraLayer<T>[] = [];
     for (let l = 0; l < c.numLayers; l++) {
+      const targeted = (targets: LoraTarget[]) => adapters.some((ad) => targets.some((t) => ad.weights.has(`${l}.${t}`)));
       const qkv = group(l, ["q_proj", "k_proj", "v_proj"]), o = group(l, ["o_proj"]), gu = group(l, ["gate_proj", "up_proj"]), down = group(l, ["down_proj"]);
       const rowParallelA = (g: typeof o, part: number) => (this.shard.size === 1 ? g.a : sliceCols(g.a, r * part, (r + 1) * part));
       layers.push({
-        qkv: { a: b.loadWeight([qkv.a], [qkv.width, c.hiddenSize]), b: b.loadWeight([qRows(qkv.bs[0]!), kvRows(qkv.bs[1]!), kvRows(qkv.bs[2]!)], [lq + 2 * lkv, qkv.width]) },
-        o: { a: b.loadWeight([rowParallelA(o, lq)], [o.width, lq]), b: b.loadWeight(o.bs, [c.hiddenSize, o.width]) },
-        gateUp: { a: b.loadWeight([gu.a], [gu.width, c.hiddenSize]), b: b.loadWeight([iRows(gu.bs[0]!), iRows(gu.bs[1]!)], [2 * li, gu.width]) },
-        down: { a: b.loadWeight([rowParallelA(down, li)], [down.width, li]), b: b.loadWeight(down.bs, [c.hiddenSize, down.width]) },
+        qkv: targeted(["q_proj", "k_proj", "v_proj"]) ? { a: b.loadWeight([qkv.a], [qkv.width, c.hiddenSize]), b: b.loadWeight([qRows(qkv.bs[0]!), kvRows(qkv.bs[1]!), kvRows(qkv.bs[2]!)], [lq + 2 * lkv, qkv.width]) } : null,
+        o: targeted(["o_proj"]) ? { a: b.loadWeight([rowParallelA(o, lq)], [o.width, lq]), b: b.loadWeight(o.bs, [c.hiddenSize, o.width]) } : null,
+        gateUp: targeted(["gate_proj", "up_proj"]) ? { a: b.loadWeight([gu.a], [gu.width, c.hiddenSize]), b: b.loadWeight([iRows(gu.bs[0]!), iRows(gu.bs[1]!)], [2 * li, gu.width]) } : null,
+        down: targeted(["down_proj"]) ? { a: b.loadWeight([rowParallelA(down, li)], [down.width, li]), b: b.loadWeight(down.bs, [c.hiddenSize, down.width]) } : null,
       });
     }
     this.lora = { layers, scales: b.fromHost(Float32Array.from(adapters, (a) => a.scale), [S]), slots: S, rank: R };
@@ -287,21 +291,21 @@ export class CausalLM<T extends Tensor> {
       else b.addRmsNorm(hidden, residual, L.inputNorm, eps, normed);
       b.linear(normed, L.qkv, L.qkvBias, qkv);
       const La = lora?.layers[i];
-      if (La) loraAdd(normed, La.qkv, loraScratch!.qkv, qkv);
+      if (La?.qkv) loraAdd(normed, La.qkv, loraScratch!.qkv, qkv);
       b.qkNormRopeStoreKv(qkv, step.positions, step.slotMapping, this.cos, this.sin, L.qNorm, L.kNorm, eps, at, kv.k, kv.v);
       b.pagedAttention(qkv, kv.k, kv.v, step, this.blockSize, at, attn);
       b.linear(attn, L.o, L.oBias, hidden);
-      if (La) loraAdd(attn, La.o, loraScratch!.rank, hidden);
+      if (La?.o) loraAdd(attn, La.o, loraScratch!.rank, hidden);
       tp?.allReduce(hidden);
       b.addRmsNorm(hidden, residual, L.postNorm, eps, normed);
       b.linear(normed, L.gateUp, null, gateUp);
-      if (La) loraAdd(normed, La.gateUp, loraScratch!.gateUp, gateUp);
+      if (La?.gateUp) loraAdd(normed, La.gateUp, loraScratch!.gateUp, gateUp);
       // The fused down projection does not keep silu(gate)·up, which down's LoRA reads.
-      if (b.siluMulLinear && !La) b.siluMulLinear(gateUp, L.down, act, hidden);
+      if (b.siluMulLinear && !La?.down) b.siluMulLinear(gateUp, L.down, act, hidden);
       else {
         b.siluMul(gateUp, act);
         b.linear(act, L.down, null, hidden);
-        if (La) loraAdd(act, La.down, loraScratch!.rank, hidden);
+        if (La?.down) loraAdd(act, La.down, loraScratch!.rank, hidden);
       }
       tp?.allReduce(hidden);
     }

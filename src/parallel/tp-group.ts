@@ -14,7 +14,7 @@ import type { Backend, StepInputs, Tensor } from "../backend/backend.ts";
 import type { CudaBackend } from "../backend/cuda/cuda-backend.ts";
 import type { CudaProvider } from "../backend/cuda/provider.ts";
 import { Checkpoint } from "../loader/checkpoint.ts";
-import { loadLoraAdapter } from "../lora/lora-adapter.ts";
+import type { LoraAdapter } from "../lora/lora-adapter.ts";
 import { CausalLM, type Collective } from "../model/causal-lm.ts";
 import type { ModelConfig } from "../model/config.ts";
 import { TP_WORKER_URL, workerOptions } from "../worker-url.ts";
@@ -80,7 +80,7 @@ export class TensorParallelGroup {
   /** Resolves once every worker thread has exited (after close()). */
   readonly exited: Promise<void>;
 
-  constructor(cfg: ModelConfig, modelDir: string, size: number, maxModelLen: number, limits: { maxTokens: number; maxSeqs: number; maxBlocksPerSeq: number; maxLogitsRows: number }, device: TpDevice = { kind: "cpu" }, pooling = false, hfOverrides: Record<string, unknown> = {}, lora: LoraSpec | null = null) {
+  constructor(cfg: ModelConfig, modelDir: string, size: number, maxModelLen: number, limits: { maxTokens: number; maxSeqs: number; maxBlocksPerSeq: number; maxLogitsRows: number }, device: TpDevice = { kind: "cpu" }, pooling = false, hfOverrides: Record<string, unknown> = {}, lora: { spec: LoraSpec; adapters: LoraAdapter[] } | null = null) {
     const onGpu = device.kind === "cuda";
     const vocabPerRank = localDims(cfg, { rank: 0, size }).vocabPerRank;
     const sizes: SharedSizes = {
@@ -120,7 +120,7 @@ export class TensorParallelGroup {
       w.addEventListener("error", (e) => this.control.abort(new Error(`worker for rank ${rank} crashed: ${(e as ErrorEvent).message}`)));
       w.postMessage({
         rank, modelDir, maxModelLen, sizes, buffers, failAt: process.env.VBUN_TP_FAIL_AT ?? null,
-        cuda: onGpu ? { comm: comms[rank]!, ncclData, maxRows: limits.maxLogitsRows } : null, pooling, hfOverrides, lora,
+        cuda: onGpu ? { comm: comms[rank]!, ncclData, maxRows: limits.maxLogitsRows } : null, pooling, hfOverrides, lora: lora?.spec ?? null,
       } satisfies TpWorkerInit);
       this.workers.push(w);
     }
@@ -130,7 +130,7 @@ export class TensorParallelGroup {
       const backend = device.kind === "cuda" ? device.leader : new CpuBackend({ threads: 1 });
       this.model = new CausalLM<Tensor>(cfg, backend as unknown as Backend<Tensor>, maxModelLen, collective, { pooling });
       this.model.load(new Checkpoint(modelDir));
-      if (lora) this.model.loadLora(lora.modules.map(([name, dir]) => loadLoraAdapter(name, dir, cfg, lora.maxRank)), lora.maxRank);
+      if (lora) this.model.loadLora(lora.adapters, lora.spec.maxRank);
       // Wait for every worker to start — one whose module fails to load never does, and its error event
       // cannot reach this blocked thread: give up after VBUN_TP_START_TIMEOUT (60 s) — then to load its
       // shard (or fail), for at most VBUN_TP_TIMEOUT.
