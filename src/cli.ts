@@ -8,6 +8,7 @@ const USAGE = `usage: vbun <command> [options]
 
 commands:
   generate [MODEL] --prompt TEXT [--max-tokens N] [--temperature T] [--seed S] [--chat] [--device cpu|cuda|auto]
+           [--enable-lora --lora-modules NAME=PATH … --lora NAME]
       Generate one completion and print only its text on stdout.
   serve [MODEL] [options]
       Start the OpenAI-compatible server (see vbun serve --help).
@@ -138,6 +139,7 @@ async function generate(args: string[]): Promise<void> {
       ...ENGINE_FLAGS,
       prompt: { type: "string" },
       "max-tokens": { type: "string" },
+      lora: { type: "string" },
       temperature: { type: "string" },
       "top-p": { type: "string" },
       "top-k": { type: "string" },
@@ -163,7 +165,7 @@ async function generate(args: string[]): Promise<void> {
     const tok = engine.tokenizer;
     const ids = values.chat ? tok.encode(tok.applyChatTemplate([{ role: "user", content: values.prompt }]), false) : tok.encode(values.prompt);
     let text = "";
-    for await (const out of engine.generate("generate-0", ids, params)) if (out.finished) text = out.outputs[0]!.text;
+    for await (const out of engine.generate("generate-0", ids, params, values.lora ?? null)) if (out.finished) text = out.outputs[0]!.text;
     process.stdout.write(text + "\n");
   } finally {
     await engine.shutdown(0);

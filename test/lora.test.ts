@@ -15,7 +15,7 @@ import { renderMetrics } from "../src/server/metrics.ts";
 import { fromFloat32, toFloat32 } from "../src/loader/dtype.ts";
 import { SafetensorsFile, writeSafetensors, type TensorToWrite } from "../src/loader/safetensors.ts";
 import { LORA_TARGETS, type LoraTarget } from "../src/lora/lora-adapter.ts";
-import { FAST_MODEL, startServer, tempDir, tinyModel, type RunningServer } from "./helpers.ts";
+import { FAST_MODEL, SERVER_MODEL, startServer, tempDir, tinyModel, type RunningServer } from "./helpers.ts";
 import { writeAdapter, type AdapterSpec } from "./lora-adapters.ts";
 import { parseArgs } from "node:util";
 import { ENGINE_FLAGS, engineOptionsFromFlags, expandListFlags } from "../src/cli.ts";
@@ -132,6 +132,13 @@ describe("LoRA adapters", () => {
     plain.close();
   }, ENGINE_MS);
 
+  test("beam search through an adapter (vLLM's lora_request): width 1 is the merged model's greedy path", async () => {
+    const llm = new LLM({ model: base, maxModelLen: 64, loraModules, ...quiet });
+    const one = await llm.beamSearch(PROMPTS, { beam_width: 1, max_tokens: 12, ignore_eos: true }, { lora: "attn" });
+    expect(one.map((o) => o.sequences[0]!.tokenIds)).toEqual(expected.attn.map((o) => o.tokens));
+    llm.close();
+  }, ENGINE_MS);
+
   test("tensor parallelism (CPU ranks): TP = 2 gives TP = 1's outputs with adapters", () => {
     const llm = new LLM({ model: base, maxModelLen: 64, loraModules, tensorParallelSize: 2, ...quiet });
     const reqs = [{ prompt: PROMPTS[0]!, lora: "all" }, { prompt: PROMPTS[1]!, lora: null }, { prompt: PROMPTS[2]!, lora: "attn" }];
@@ -201,3 +208,16 @@ test("--enable-lora --lora-modules: several name=path (or JSON) values after one
   expect(() => flags(["--enable-lora", "--lora-modules", "a=/x", "a=/y"])).toThrow("--lora-modules: 'a' is given twice");
   expect(() => flags(["--enable-lora", "--lora-modules", "=/x"])).toThrow("--lora-modules: expected name=path");
 });
+
+test("vbun generate --lora NAME runs the prompt through that adapter (the merged model's text)", () => {
+  const model = tinyModel(SERVER_MODEL), spec: AdapterSpec = { rank: 4, alpha: 8, targets: LORA_TARGETS, seed: 7 };
+  const adapter = writeAdapter(model, spec, "cli"), merged = mergedModel(model, adapter, spec, "cli");
+  const cli = (args: string[]) => {
+    const p = Bun.spawnSync([process.execPath, join(import.meta.dir, "..", "src", "cli.ts"), "generate", ...args, "--prompt", "Hello there", "--max-tokens", "8", "--temperature", "0", "--device", "cpu"], { stdout: "pipe", stderr: "pipe" });
+    expect(p.exitCode).toBe(0);
+    return p.stdout.toString();
+  };
+  const withAdapter = cli([model, "--enable-lora", "--lora-modules", `mine=${adapter}`, "--lora", "mine"]);
+  expect(withAdapter).toBe(cli([merged]));
+  expect(withAdapter).not.toBe(cli([model]));
+}, ENGINE_MS);

@@ -147,11 +147,11 @@ export class LLM {
 
   /**
    * vLLM's LLM.beam_search: each prompt's beam_width best continuations by beam search (src/engine/beam-search.ts),
-   * each step one-token requests through this engine.
+   * each step one-token requests through this engine (with `opts.lora`, vLLM's lora_request, through that adapter).
    */
-  async beamSearch(prompts: PromptInput | PromptInput[], params: BeamSearchParams): Promise<BeamSearchOutput[]> {
+  async beamSearch(prompts: PromptInput | PromptInput[], params: BeamSearchParams, opts: { lora?: string } = {}): Promise<BeamSearchOutput[]> {
     const ids = promptList(prompts).map((p) => (typeof p === "string" ? this.tokenizer.encode(p) : p));
-    const next = async (inputs: number[][], count: number) => this.generate(inputs, candidateParams(count), { useTqdm: false }).map(candidatesOf);
+    const next = async (inputs: number[][], count: number) => this.generate(inputs, candidateParams(count), { useTqdm: false, lora: opts.lora }).map(candidatesOf);
     const results = await beamSearch(ids, params, next, this.engine.eosTokenIds, this.engine.options.maxModelLen);
     const tok = this.engine.tokenizer;
     return results.map((seqs, i) => ({ promptTokenIds: ids[i]!, sequences: seqs.map((s) => ({ ...s, text: tok ? tok.decode(s.tokenIds, true) : "" })) }));
