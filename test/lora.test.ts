@@ -12,6 +12,8 @@ import type { LLMEngine } from "../src/engine/llm-engine.ts";
 import { SamplingParams } from "../src/engine/sampling-params.ts";
 import { engineStats } from "../src/engine/engine-stats.ts";
 import { renderMetrics } from "../src/server/metrics.ts";
+import { ServerState } from "../src/server/state.ts";
+import { ApiError } from "../src/server/errors.ts";
 import { fromFloat32, toFloat32 } from "../src/loader/dtype.ts";
 import { SafetensorsFile, writeSafetensors, type TensorToWrite } from "../src/loader/safetensors.ts";
 import { LORA_TARGETS, type LoraTarget } from "../src/lora/lora-adapter.ts";
@@ -221,3 +223,13 @@ test("vbun generate --lora NAME runs the prompt through that adapter (the merged
   expect(withAdapter).toBe(cli([merged]));
   expect(withAdapter).not.toBe(cli([model]));
 }, ENGINE_MS);
+
+test("a request naming another model while the engine loads gets the engine's 503 (its adapters are not known yet), not a 404", () => {
+  const state = new ServerState("base", null);
+  expect(state.checkModel(undefined)).toBeNull();
+  expect(state.checkModel("base")).toBeNull();
+  let err: unknown = null;
+  try { state.checkModel("sql-adapter"); } catch (e) { err = e; }
+  expect(err).toBeInstanceOf(ApiError);
+  expect([(err as ApiError).status, (err as ApiError).message]).toEqual([503, "the model is still loading"]);
+});

@@ -46,10 +46,13 @@ export class ServerState {
     return this.asyncEngine;
   }
 
-  /** A request's `model`: the served model (or none given: null), a LoRA adapter's name (returned), else 404. */
+  /**
+   * A request's `model`: the served model (or none given: null), a LoRA adapter's name (returned), else 404.
+   * Adapters are known once the engine is up: before that, any other name gets the engine's 503.
+   */
   checkModel(model: string | null | undefined): string | null {
     if (model == null || model === this.servedModelName) return null;
-    if (this.asyncEngine?.info.loraModules.some((m) => m.name === model)) return model;
+    if (this.engine().info.loraModules.some((m) => m.name === model)) return model;
     throw new ApiError(404, `The model \`${model}\` does not exist.`, "model");
   }
 
