@@ -4,7 +4,7 @@ import type { TextTokenizer } from "../tokenizer/tokenizer.ts";
 import { LLMEngine, promptList, type PromptInput } from "./llm-engine.ts";
 import type { RequestOutput } from "./request.ts";
 import { SamplingParams, type SamplingParamsInit } from "./sampling-params.ts";
-import { cosine, dimensionsError, embedding, type PoolerConfig } from "../model/pooling.ts";
+import { dimensionsError, embedding, pairCosines, type PoolerConfig } from "../model/pooling.ts";
 import { classifierScores, crossEncoderInput, topLabel } from "../model/classifier.ts";
 import { beamSearch, candidateParams, candidatesOf, type BeamSearchParams, type BeamSearchSequence } from "./beam-search.ts";
 
@@ -125,7 +125,7 @@ export class LLM {
     const useActivation = opts.useActivation ?? pooler.useActivation;
     return this.pool(prompts, opts, "classify").map((o) => ({
       requestId: o.requestId, promptTokenIds: o.promptTokenIds,
-      outputs: { probs: useActivation ? classifierScores(c, o.pooled!) : Array.from(o.pooled!), label: topLabel(c, o.pooled!) },
+      outputs: { probs: classifierScores(c, o.pooled!, useActivation), label: topLabel(c, o.pooled!) },
     }));
   }
 
@@ -169,7 +169,7 @@ export class LLM {
     const firstOf = (i: number) => a[a.length === 1 ? 0 : i]!;
     if (this.engine.info.pooler?.task !== "classify") {
       const v = this.embed([...a, ...b], opts).map((o) => o.outputs.embedding);
-      return b.map((_, i) => ({ outputs: { score: cosine(v[a.length === 1 ? 0 : i]!, v[a.length + i]!) } }));
+      return pairCosines(v, a.length).map((score) => ({ outputs: { score } }));
     }
     const c = this.engine.modelConfig.classifier!;
     if (c.numLabels !== 1) throw new Error(`score: a score needs a classifier with one label; this one has ${c.numLabels} (${c.labels.join(", ")}): use LLM.classify`);

@@ -57,11 +57,12 @@ function row(t: TensorView, id: number, H: number): Float32Array {
 
 /**
  * The scores of a classifier's logits, as vLLM's classify pooler makes them (HF's loss for the problem
- * type): softmax over several labels, sigmoid for one label or multi-label problems, none for regression.
+ * type): softmax over several labels, sigmoid for one label or multi-label problems, none for regression;
+ * the logits as they are with `useActivation` false (a request's or the pooler's use_activation).
  */
-export function classifierScores(c: ClassifierConfig, logits: ArrayLike<number>): number[] {
+export function classifierScores(c: ClassifierConfig, logits: ArrayLike<number>, useActivation = true): number[] {
   const v = Array.from(logits);
-  if (c.problemType === "regression") return v;
+  if (!useActivation || c.problemType === "regression") return v;
   if (c.problemType === "multi_label_classification" || v.length === 1) return v.map((x) => 1 / (1 + Math.exp(-x)));
   const max = Math.max(...v);
   const e = v.map((x) => Math.exp(x - max));

@@ -93,6 +93,14 @@ export function dimensionsError(cfg: ModelConfig, dims: number | null): string |
   return null;
 }
 
+/**
+ * A bi-encoder's pair scores: `vectors` holds the queries' embeddings (one for every document, or one per
+ * document), then the documents'; each document's cosine similarity with its query.
+ */
+export function pairCosines(vectors: ArrayLike<number>[], numQueries: number): number[] {
+  return vectors.slice(numQueries).map((doc, i) => cosine(vectors[numQueries === 1 ? 0 : i]!, doc));
+}
+
 /** Cosine similarity of two vectors (how /score, /rerank and LLM.score compare embeddings). */
 export function cosine(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let dot = 0, na = 0, nb = 0;

@@ -110,7 +110,7 @@ export async function classify(c: Context, state: ServerState): Promise<Response
   const engine = state.engine(), classifier = engine.modelConfig.classifier!;
   const useActivation = body.use_activation ?? engine.info.pooler!.useActivation;
   const data = pooled.map((logits, index) => ({
-    index, label: topLabel(classifier, logits), probs: useActivation ? classifierScores(classifier, logits) : Array.from(logits), num_classes: classifier.numLabels,
+    index, label: topLabel(classifier, logits), probs: classifierScores(classifier, logits, useActivation), num_classes: classifier.numLabels,
   }));
   return c.json({ id, object: "list", created: Math.floor(Date.now() / 1000), model: state.servedModelName, data, usage: { prompt_tokens: promptTokens, total_tokens: promptTokens, completion_tokens: 0, prompt_tokens_details: null } });
 }

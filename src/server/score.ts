@@ -6,7 +6,7 @@
  * activated logit (sigmoid), as vLLM does.
  */
 import type { Context } from "hono";
-import { cosine } from "../model/pooling.ts";
+import { pairCosines } from "../model/pooling.ts";
 import { classifierScores, crossEncoderInput } from "../model/classifier.ts";
 import { promptList } from "../engine/llm-engine.ts";
 import { ApiError } from "./errors.ts";
@@ -26,7 +26,7 @@ async function pairScores(c: Context, state: ServerState, queries: Text[], docum
   const queryOf = (i: number) => queries[queries.length === 1 ? 0 : i]!;
   if (!classifier) {
     const { id, vectors, promptTokens } = await embedInputs(c, state, [...queries, ...documents], api, f);
-    return { id, scores: documents.map((_, i) => cosine(vectors[queries.length === 1 ? 0 : i]!, vectors[queries.length + i]!)), promptTokens };
+    return { id, scores: pairCosines(vectors, queries.length), promptTokens };
   }
   if (classifier.numLabels !== 1) throw new ApiError(400, `the ${api} API needs a classifier with one label (a cross-encoder's relevance); this one has ${classifier.numLabels} (${classifier.labels.join(", ")}): use /classify`, "model");
   const pairs = documents.map((doc, i) => {
@@ -34,7 +34,7 @@ async function pairScores(c: Context, state: ServerState, queries: Text[], docum
   });
   const { id, pooled, promptTokens } = await poolInputs(c, state, pairs, api, "classify", f);
   const useActivation = f.use_activation ?? engine.info.pooler!.useActivation;
-  return { id, scores: pooled.map((l) => (useActivation ? classifierScores(classifier, l)[0]! : l[0]!)), promptTokens };
+  return { id, scores: pooled.map((l) => classifierScores(classifier, l, useActivation)[0]!), promptTokens };
 }
 
 export async function score(c: Context, state: ServerState): Promise<Response> {
