@@ -141,15 +141,33 @@ export function defineCudaSuites(target: CudaTarget): void {
       const n = Z.rows, H = Z.hidden, O = Z.intermediate, S = 3, R = 8, width = S * R;
       const slots = Int32Array.from({ length: n }, (_, i) => (i % (S + 1)) - 1); // −1, 0, 1, 2, −1, …
       const step = g.uploadStep({ tokenIds: new Int32Array(n), positions: new Int32Array(n), slotMapping: new Int32Array(n), queryStart: Int32Array.from([0, n]), seqLens: Int32Array.from([n]), blockTables: new Int32Array(1), maxBlocksPerSeq: 1, logitsRows: Int32Array.from([0]), loraSlots: slots });
-      const x = randn(n * H), a = randn(width * H, 1 / 16), b = randn(O * width, 1 / 4), base = randn(n * O), scales = Float32Array.from([2, 0.5, 1.25]);
+      const x = randn(n * H), a = randn(width * H, 1 / 16), b = randn(width * O, 1 / 4), base = randn(n * O), scales = Float32Array.from([2, 0.5, 1.25]);
       const y = up(base, [n, O]), u = out([n, width]);
-      g.loraAdd(up(x, [n, H]), up(a, [width, H]), up(b, [O, width]), step.loraSlots!, g.fromHost(scales, [S]), S, u, y);
+      g.loraAdd(up(x, [n, H]), up(a, [width, H]), up(b, [width, O]), step.loraSlots!, g.fromHost(scales, [S]), S, u, y);
       const cY = new CpuTensor(base.slice(), [n, O]);
-      cpu.loraAdd(new CpuTensor(x, [n, H]), new CpuTensor(a, [width, H]), new CpuTensor(b, [O, width]), new CpuIntTensor(slots, [n]), new CpuTensor(scales, [S]), S, new CpuTensor(new Float32Array(n * width), [n, width]), cY);
+      cpu.loraAdd(new CpuTensor(x, [n, H]), new CpuTensor(a, [width, H]), new CpuTensor(b, [width, O]), new CpuIntTensor(slots, [n]), new CpuTensor(scales, [S]), S, new CpuTensor(new Float32Array(n * width), [n, width]), cY);
       check(y, cY.data);
       // Rows of the base model (slot −1) are left exactly as they were.
       const h = g.toHost(y);
       for (let r = 0; r < n; r++) if (slots[r] === -1) expect(Array.from(h.subarray(r * O, (r + 1) * O))).toEqual(Array.from(base.subarray(r * O, (r + 1) * O)));
+    }, timeoutMs);
+
+    test("writeRows rewrites a weight's rows in place (bf16 and f32), after the queued work that reads them", () => {
+      const rows = 6, W = Z.hidden, old = randn(rows * W), fresh = randn(2 * W);
+      const w = up(old, [rows, W]), scale = g.fromHost(Float32Array.of(1, 2, 3), [3]);
+      // A GEMM that reads the old rows is queued first: it must see them (the simulator's stream runs it as late as CUDA may).
+      const x = randn(2 * W), before = out([2, rows]);
+      g.linear(up(x, [2, W]), w, null, before);
+      g.writeRows(w, 3, fresh);
+      g.writeRows(scale, 1, Float32Array.of(7.5));
+      const cw = new CpuTensor(old.slice(), [rows, W]);
+      const cBefore = new CpuTensor(new Float32Array(2 * rows), [2, rows]);
+      cpu.linear(new CpuTensor(x, [2, W]), cw, null, cBefore);
+      check(before, cBefore.data);
+      cpu.writeRows(cw, 3, fresh);
+      check(w, cw.data);
+      expect(Array.from(g.toHost(scale))).toEqual([1, 7.5, 3]);
+      expect(() => g.writeRows(w, 5, fresh)).toThrow(/overrun/);
     }, timeoutMs);
 
     test("cuBLASLt GEMMs (every heuristic candidate, bf16 and f32 outputs) match the CPU and cublasGemmEx", () => {

@@ -127,9 +127,16 @@ export interface Backend<T extends Tensor = Tensor> {
   /**
    * LoRA for a batch whose rows may use different adapters, the adapters stacked in slots: u = x · aᵀ
    * ([rows, slots·w], a being [slots·w, in]), then each row keeps only its slot's w columns, times that
-   * slot's scale (rows of slot −1 keep none), then out += u · bᵀ (b being [out, slots·w]). u is scratch.
+   * slot's scale (rows of slot −1 keep none), then out += u · bT (bT being [slots·w, out]: B transposed,
+   * so that each slot's rows of a and of bT are contiguous and a slot is rewritten by writeRows). u is scratch.
    */
-  loraAdd(x: T, a: T, b: T, slots: T, scales: T, numSlots: number, u: T, out: T): void;
+  loraAdd(x: T, a: T, bT: T, slots: T, scales: T, numSlots: number, u: T, out: T): void;
+  /**
+   * Overwrites rows [firstRow, firstRow + values.length / rowWidth) of a tensor made by loadWeight or
+   * fromHost, in place (its address stays, so captured graphs see the new values). Waits for queued work
+   * that may read the tensor first.
+   */
+  writeRows(t: T, firstRow: number, values: Float32Array): void;
   /** Samples one token per logits row. */
   sample(logits: T, batch: SamplingBatch): SamplerOutput;
   /**

@@ -12,6 +12,38 @@ import type { ModelConfig } from "../model/config.ts";
 export const LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] as const;
 export type LoraTarget = (typeof LORA_TARGETS)[number];
 
+/** The packed projections LoRA runs on, and the targets each packs (in its output order). */
+export const LORA_GROUPS = { qkv: ["q_proj", "k_proj", "v_proj"], o: ["o_proj"], gateUp: ["gate_proj", "up_proj"], down: ["down_proj"] } as const satisfies Record<string, readonly LoraTarget[]>;
+export type LoraGroup = keyof typeof LORA_GROUPS;
+const GROUP_OF = Object.fromEntries(Object.entries(LORA_GROUPS).flatMap(([g, ts]) => ts.map((t) => [t, g]))) as Record<LoraTarget, LoraGroup>;
+
+/**
+ * Which layers' packed projections carry LoRA: "all" (adapters loaded at run time may target anything), or
+ * the `${layer}.${group}` keys some adapter targets (the others skip the LoRA work).
+ */
+export type LoraCoverage = "all" | ReadonlySet<string>;
+
+/** The coverage that exactly fits these adapters. */
+export function loraCoverageOf(adapters: readonly LoraAdapter[]): Set<string> {
+  const keys = new Set<string>();
+  for (const ad of adapters) for (const key of ad.weights.keys()) {
+    const [layer, target] = key.split(".") as [string, LoraTarget];
+    keys.add(`${layer}.${GROUP_OF[target]}`);
+  }
+  return keys;
+}
+
+/** The adapter's targets (as "layer L target") that `coverage` leaves out; empty when it fits. */
+export function loraUncovered(adapter: LoraAdapter, coverage: LoraCoverage): string[] {
+  if (coverage === "all") return [];
+  const out: string[] = [];
+  for (const key of adapter.weights.keys()) {
+    const [layer, target] = key.split(".") as [string, LoraTarget];
+    if (!coverage.has(`${layer}.${GROUP_OF[target]}`)) out.push(`layer ${layer} ${target}`);
+  }
+  return out;
+}
+
 export interface LoraAdapter {
   name: string;
   dir: string;

@@ -10,7 +10,7 @@ import type { TensorView } from "../loader/safetensors.ts";
 import { toFloat32 } from "../loader/dtype.ts";
 import { localDims, sliceCols, sliceRows, type ShardSpec } from "../parallel/shard.ts";
 import { ropeInvFreq, type ModelConfig } from "./config.ts";
-import { targetShape, type LoraAdapter, type LoraTarget } from "../lora/lora-adapter.ts";
+import { LORA_GROUPS, loraCoverageOf, loraUncovered, targetShape, type LoraAdapter, type LoraCoverage, type LoraGroup, type LoraTarget } from "../lora/lora-adapter.ts";
 
 /** A tensor's values as f32 on the host. */
 function floats(t: TensorView): Float32Array {
@@ -41,8 +41,8 @@ interface LayerWeights<T> {
 }
 
 /**
- * One layer's LoRA weights, every adapter stacked in slots (see Backend.loraAdd); per packed projection,
- * null where no adapter targets any of its parts (PEFT's default q/v-only adapters leave the MLP alone).
+ * One layer's LoRA weights, every slot stacked (see enableLora); per packed projection, null where the
+ * engine's coverage leaves it out (PEFT's default q/v-only adapters leave the MLP alone).
  */
 interface LoraLayer<T> {
   qkv: { a: T; b: T } | null;
@@ -80,8 +80,8 @@ export class CausalLM<T extends Tensor> {
   private kv: { k: T; v: T }[] = [];
   private blockSize = 0;
   private ws: Workspace<T> | null = null;
-  /** LoRA (loadLora): per-layer stacked adapter weights, each slot's scale, slot count and rank. */
-  private lora: { layers: LoraLayer<T>[]; scales: T; slots: number; rank: number } | null = null;
+  /** LoRA (enableLora): per-layer stacked adapter weights, each slot's scale, slot count, max rank, covered groups. */
+  private lora: { layers: LoraLayer<T>[]; scales: T; slots: number; rank: number; coverage: LoraCoverage } | null = null;
 
   private readonly dims: ReturnType<typeof localDims>;
   private readonly shard: ShardSpec;
@@ -107,7 +107,7 @@ export class CausalLM<T extends Tensor> {
     return this.dims;
   }
 
-  /** Whether adapters are loaded: every step then carries each token's adapter slot. */
+  /** Whether LoRA is enabled: every step then carries each token's adapter slot. */
   get hasLora(): boolean {
     return this.lora !== null;
   }
@@ -156,51 +156,87 @@ export class CausalLM<T extends Tensor> {
   }
 
   /**
-   * Loads LoRA adapters into slots 0…n−1 (a step's tokens pick theirs through StepTensors.loraSlots), each
-   * padded to `maxRank` and sharded as the projections are: the column-parallel groups (qkv, gate/up) take
-   * their rows of B, the row-parallel ones (o, down) their columns of A — each rank's partial product then
-   * joins the projection's all-reduce. Call after load(), before the first step.
+   * Makes room for `slots` LoRA adapters of rank ≤ `maxRank` (all zero: no adapter), on the layers' projection
+   * groups `coverage` names ("all", or `${layer}.${group}` keys — an adapter may only target those). A step's
+   * tokens pick their slot through StepTensors.loraSlots; setLoraSlot puts an adapter in one. Per group, A
+   * stacks each slot's k·R rows (k targets, R = maxRank) as [slots·k·R, in] and B is kept transposed the same
+   * way, [slots·k·R, out] (Backend.loraAdd), so a slot is a contiguous range of rows in both. Sharded as the
+   * projections are: the column-parallel groups (qkv, gate/up) take their output columns of Bᵀ, the
+   * row-parallel ones (o, down) their input columns of A — each rank's partial product then joins the
+   * projection's all-reduce. Call after load(), before the first step.
    */
-  loadLora(adapters: LoraAdapter[], maxRank: number): void {
-    if (adapters.length === 0) return;
-    const c = this.cfg, b = this.backend, d = this.dims, r = this.shard.rank, S = adapters.length, R = maxRank, D = c.headDim;
-    const view = (name: string, data: Float32Array, shape: number[]): TensorView => ({ name, file: "(LoRA adapters)", dtype: "F32", shape, bytes: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) });
-    /**
-     * A group of targets sharing one input: A stacks, per slot, each target's A rows ([S·k·R, in]); B gets,
-     * per target, [out, S·k·R] with that target's B in its slot's columns (zeros elsewhere).
-     */
-    const group = (layer: number, targets: LoraTarget[]) => {
-      const k = targets.length, width = S * k * R, inF = targetShape(c, targets[0]!)[0];
-      const a = new Float32Array(width * inF);
-      const bs = targets.map((t) => new Float32Array(targetShape(c, t)[1] * width));
-      adapters.forEach((ad, s) => targets.forEach((t, j) => {
-        const w = ad.weights.get(`${layer}.${t}`);
-        if (!w) return;
-        const col = (s * k + j) * R, outF = targetShape(c, t)[1];
-        a.set(floats(w.a), col * inF);
-        const bt = floats(w.b), dst = bs[j]!;
-        for (let o = 0; o < outF; o++) for (let i = 0; i < ad.rank; i++) dst[o * width + col + i] = bt[o * ad.rank + i]!;
-      }));
-      return { a: view(`layers.${layer}.${targets.join("+")}.lora_A`, a, [width, inF]), bs: bs.map((x, j) => view(`layers.${layer}.${targets[j]}.lora_B`, x, [targetShape(c, targets[j]!)[1], width])), width };
-    };
-    const qRows = (t: TensorView) => sliceRows(t, r * d.numHeads * D, (r + 1) * d.numHeads * D);
-    const kvRows = (t: TensorView) => sliceRows(t, d.kvHeadStart * D, (d.kvHeadStart + d.numKvHeads) * D);
-    const iRows = (t: TensorView) => sliceRows(t, r * d.intermediate, (r + 1) * d.intermediate);
-    const lq = d.numHeads * D, lkv = d.numKvHeads * D, li = d.intermediate;
+  enableLora(slots: number, maxRank: number, coverage: LoraCoverage): void {
+    const c = this.cfg, b = this.backend, R = maxRank;
+    const zeros = (rows: number, cols: number) => b.loadWeight([{ name: "(LoRA slots)", file: "(LoRA slots)", dtype: "F32", shape: [rows, cols], bytes: new Uint8Array(rows * cols * 4) }], [rows, cols]);
     const layers: LoraLayer<T>[] = [];
     for (let l = 0; l < c.numLayers; l++) {
-      const targeted = (targets: LoraTarget[]) => adapters.some((ad) => targets.some((t) => ad.weights.has(`${l}.${t}`)));
-      const qkv = group(l, ["q_proj", "k_proj", "v_proj"]), o = group(l, ["o_proj"]), gu = group(l, ["gate_proj", "up_proj"]), down = group(l, ["down_proj"]);
-      const rowParallelA = (g: typeof o, part: number) => (this.shard.size === 1 ? g.a : sliceCols(g.a, r * part, (r + 1) * part));
-      layers.push({
-        qkv: targeted(["q_proj", "k_proj", "v_proj"]) ? { a: b.loadWeight([qkv.a], [qkv.width, c.hiddenSize]), b: b.loadWeight([qRows(qkv.bs[0]!), kvRows(qkv.bs[1]!), kvRows(qkv.bs[2]!)], [lq + 2 * lkv, qkv.width]) } : null,
-        o: targeted(["o_proj"]) ? { a: b.loadWeight([rowParallelA(o, lq)], [o.width, lq]), b: b.loadWeight(o.bs, [c.hiddenSize, o.width]) } : null,
-        gateUp: targeted(["gate_proj", "up_proj"]) ? { a: b.loadWeight([gu.a], [gu.width, c.hiddenSize]), b: b.loadWeight([iRows(gu.bs[0]!), iRows(gu.bs[1]!)], [2 * li, gu.width]) } : null,
-        down: targeted(["down_proj"]) ? { a: b.loadWeight([rowParallelA(down, li)], [down.width, li]), b: b.loadWeight(down.bs, [c.hiddenSize, down.width]) } : null,
-      });
+      const group = (g: LoraGroup) => {
+        if (coverage !== "all" && !coverage.has(`${l}.${g}`)) return null;
+        const rows = slots * LORA_GROUPS[g].length * R, { inF, outF } = this.loraGroupShape(g);
+        return { a: zeros(rows, inF), b: zeros(rows, outF) };
+      };
+      layers.push({ qkv: group("qkv"), o: group("o"), gateUp: group("gateUp"), down: group("down") });
     }
-    this.lora = { layers, scales: b.fromHost(Float32Array.from(adapters, (a) => a.scale), [S]), slots: S, rank: R };
+    this.lora = { layers, scales: b.fromHost(new Float32Array(slots), [slots]), slots, rank: R, coverage };
     this.ws = null; // the workspace gains the LoRA scratch
+  }
+
+  /** This rank's [in, out] of a LoRA group's product (the packed projection's local shape). */
+  private loraGroupShape(g: LoraGroup): { inF: number; outF: number } {
+    const d = this.dims, D = this.cfg.headDim, H = this.cfg.hiddenSize, lq = d.numHeads * D, lkv = d.numKvHeads * D, li = d.intermediate;
+    return { qkv: { inF: H, outF: lq + 2 * lkv }, o: { inF: lq, outF: H }, gateUp: { inF: H, outF: 2 * li }, down: { inF: li, outF: H } }[g];
+  }
+
+  /**
+   * Puts an adapter (checked against this model and the coverage, see loraUncovered) in a slot, or clears
+   * the slot (null): this rank's shard of its A and B go into the slot's rows, zero-padded to the max rank.
+   */
+  setLoraSlot(slot: number, adapter: LoraAdapter | null): void {
+    const lora = this.lora;
+    if (!lora) throw new Error("setLoraSlot: LoRA is not enabled (enableLora)");
+    if (!(slot >= 0 && slot < lora.slots)) throw new Error(`setLoraSlot: slot ${slot} is outside 0…${lora.slots - 1}`);
+    if (adapter) {
+      if (adapter.rank > lora.rank) throw new Error(`LoRA adapter ${adapter.name}: rank ${adapter.rank} exceeds the max rank ${lora.rank}`);
+      const uncovered = loraUncovered(adapter, lora.coverage);
+      if (uncovered.length > 0) throw new Error(`LoRA adapter ${adapter.name}: ${uncovered.join(", ")} not covered by this engine's LoRA layers`);
+    }
+    const b = this.backend, c = this.cfg, d = this.dims, R = lora.rank, rank = this.shard.rank, D = c.headDim;
+    const lq = d.numHeads * D, lkv = d.numKvHeads * D, li = d.intermediate, H = c.hiddenSize;
+    /** Per target: the full output rows this rank keeps and where they go in the group's local output. */
+    const outRange: Record<LoraTarget, [number, number, number]> = {
+      q_proj: [rank * lq, lq, 0], k_proj: [d.kvHeadStart * D, lkv, lq], v_proj: [d.kvHeadStart * D, lkv, lq + lkv],
+      o_proj: [0, H, 0], gate_proj: [rank * li, li, 0], up_proj: [rank * li, li, li], down_proj: [0, H, 0],
+    };
+    /** Per group: the first input column this rank keeps (row-parallel groups take their slice). */
+    const inStart: Record<LoraGroup, number> = { qkv: 0, o: rank * lq, gateUp: 0, down: rank * li };
+    for (let l = 0; l < c.numLayers; l++) {
+      const layer = lora.layers[l]!;
+      for (const g of Object.keys(LORA_GROUPS) as LoraGroup[]) {
+        const w = layer[g];
+        if (!w) continue;
+        const targets = LORA_GROUPS[g], rows = targets.length * R, { inF, outF } = this.loraGroupShape(g);
+        const a = new Float32Array(rows * inF), bT = new Float32Array(rows * outF);
+        targets.forEach((t, j) => {
+          const tw = adapter?.weights.get(`${l}.${t}`);
+          if (!tw) return;
+          const r = adapter!.rank, fullIn = targetShape(c, t)[0], A = floats(tw.a), B = floats(tw.b), [o0, count, col] = outRange[t];
+          for (let i = 0; i < r; i++) {
+            const row = j * R + i;
+            a.set(A.subarray(i * fullIn + inStart[g], i * fullIn + inStart[g] + inF), row * inF);
+            for (let o = 0; o < count; o++) bT[row * outF + col + o] = B[(o0 + o) * r + i]!;
+          }
+        });
+        b.writeRows(w.a, slot * rows, a);
+        b.writeRows(w.b, slot * rows, bT);
+      }
+    }
+    b.writeRows(lora.scales, slot, Float32Array.of(adapter?.scale ?? 0));
+  }
+
+  /** Enables LoRA with one slot per adapter, covering exactly their targets, and loads them in order (tests, references). */
+  loadLora(adapters: LoraAdapter[], maxRank: number): void {
+    this.enableLora(adapters.length, maxRank, loraCoverageOf(adapters));
+    adapters.forEach((ad, s) => this.setLoraSlot(s, ad));
   }
 
   private buildRopeTables(): void {

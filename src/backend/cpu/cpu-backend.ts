@@ -141,18 +141,30 @@ export class CpuBackend implements Backend<T> {
     else k.matmulTransposed(xt.data, xt.numRows, inF, w.data, outF, b, o);
   }
 
-  loraAdd(x: T, a: T, b: T, slots: T, scales: T, numSlots: number, u: T, out: T): void {
+  loraAdd(x: T, a: T, bT: T, slots: T, scales: T, numSlots: number, u: T, out: T): void {
     this.linear(x, a, null, u);
     const ut = u as CpuTensor, ud = ut.data, width = ut.width, w = width / numSlots, slot = i32(slots), scale = f32(scales);
+    const o = f32(out), b = f32(bT), outF = (bT as CpuTensor).shape[1]!;
+    if (this.loraScratch.length < outF) this.loraScratch = new Float32Array(outF);
+    const delta = this.loraScratch.subarray(0, outF);
     for (let r = 0; r < ut.numRows; r++) {
       const s = slot[r]!;
       for (let c = 0; c < width; c++) ud[r * width + c] = s >= 0 && Math.floor(c / w) === s ? ud[r * width + c]! * scale[s]! : 0;
+      if (s < 0) continue;
+      // Only the row's own slot's columns of u are non-zero: delta = u[r, slot] · bT[slot rows].
+      delta.fill(0);
+      for (let c = s * w; c < (s + 1) * w; c++) {
+        const uc = ud[r * width + c]!, row = c * outF;
+        if (uc !== 0) for (let j = 0; j < outF; j++) delta[j]! += uc * b[row + j]!;
+      }
+      for (let j = 0; j < outF; j++) o[r * outF + j]! += delta[j]!;
     }
-    const o = f32(out), n = ut.numRows, outF = (b as CpuTensor).shape[0]!;
-    if (this.loraScratch.length < n * outF) this.loraScratch = new Float32Array(n * outF);
-    const delta = this.loraScratch.subarray(0, n * outF);
-    k.matmulTransposed(ud, n, width, f32(b), outF, null, delta);
-    for (let i = 0; i < n * outF; i++) o[i]! += delta[i]!;
+  }
+
+  writeRows(t: T, firstRow: number, values: Float32Array): void {
+    const c = t as CpuTensor;
+    if (firstRow * c.width + values.length > c.data.length) throw new Error(`writeRows: rows ${firstRow}… of ${values.length / c.width} overrun a tensor of shape [${c.shape}]`);
+    c.data.set(values, firstRow * c.width);
   }
 
   qkNormRopeStoreKv(qkv: T, positions: T, slotMapping: T, cos: T, sin: T, qNorm: T | null, kNorm: T | null, eps: number, shape: AttentionShape, kCache: T, vCache: T): void {

@@ -464,16 +464,26 @@ export class CudaBackend implements Backend<CudaTensor> {
     this.linear(act, weight, null, out);
   }
 
-  loraAdd(x: CudaTensor, a: CudaTensor, b: CudaTensor, slots: CudaTensor, scales: CudaTensor, numSlots: number, u: CudaTensor, out: CudaTensor): void {
-    const n = x.numRows, width = a.shape[0]!, outF = b.shape[0]!;
+  loraAdd(x: CudaTensor, a: CudaTensor, bT: CudaTensor, slots: CudaTensor, scales: CudaTensor, numSlots: number, u: CudaTensor, out: CudaTensor): void {
+    const n = x.numRows, width = a.shape[0]!, outF = bT.shape[1]!;
     if (n === 0) return;
-    if (u.width !== width || b.shape[1] !== width) throw new Error(`loraAdd: scratch width ${u.width} and B's in-features ${b.shape[1]} must be A's out-features ${width}`);
+    if (u.width !== width || bT.shape[0] !== width) throw new Error(`loraAdd: scratch width ${u.width} and Bᵀ's rows ${bT.shape[0]} must be A's out-features ${width}`);
     this.linear(x, a, null, u);
     this.k.launch("lora_mask_bf16", [Math.ceil(width / 256), n], 256, [P(u), P(slots), P(scales), I(width), I(width / numSlots)]);
-    // out += u · bᵀ: cuBLAS with beta = 1 (the GEMV kernels and cuBLASLt path overwrite).
+    // out += u · bT: cuBLAS with beta = 1 (the GEMV kernels and cuBLASLt path overwrite), bT not transposed.
     const start = this.k.profiler?.begin(this.stream);
-    this.blas.linear(u.ptr, b.ptr, out.ptr, n, width, outF, out.dtype === "f32" ? CUDA_R_32F : CUDA_R_16BF, true);
+    this.blas.linearInOut(u.ptr, bT.ptr, out.ptr, n, width, outF, out.dtype === "f32" ? CUDA_R_32F : CUDA_R_16BF, true);
     if (start !== undefined) this.k.profiler!.end(`gemm lora ${outF}x${width}`, start, this.stream);
+  }
+
+  writeRows(t: CudaTensor, firstRow: number, values: Float32Array): void {
+    if (t.dtype === "i32") throw new Error("writeRows: integer tensors are step inputs, not weights");
+    const offset = firstRow * t.width;
+    if (offset + values.length > numel(t.shape)) throw new Error(`writeRows: rows ${firstRow}… of ${values.length / t.width} overrun a tensor of shape [${t.shape}]`);
+    // Queued (or captured-and-replayed) work may still read the old rows.
+    this.synchronize();
+    const bytes = t.dtype === "f32" ? values : fromFloat32(values, "BF16");
+    this.driver.copyToDevice(t.ptr + BigInt(offset * BYTES[t.dtype]), bytes);
   }
 
   private gemm(x: CudaTensor, weight: CudaTensor, out: CudaTensor, n: number, inF: number, outF: number): void {
