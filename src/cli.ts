@@ -40,6 +40,7 @@ export const ENGINE_FLAGS = {
   "enable-lora": { type: "boolean" },
   "lora-modules": { type: "string", multiple: true },
   "max-lora-rank": { type: "string" },
+  "max-loras": { type: "string" },
   seed: { type: "string" },
   "chat-template": { type: "string" },
 } as const;
@@ -78,10 +79,7 @@ export function expandListFlags(args: string[]): string[] {
 
 /** --lora-modules values: name=path, or vLLM's JSON form {"name": …, "path": …}. */
 function loraModulesFlag(values: string[] | undefined, enabled: boolean): Record<string, string> | undefined {
-  if (!values || values.length === 0) {
-    if (enabled) throw new UsageError("--enable-lora needs --lora-modules name=path … (adapters are loaded at start)");
-    return undefined;
-  }
+  if (!values || values.length === 0) return undefined;
   if (!enabled) throw new UsageError("--lora-modules needs --enable-lora");
   const modules: Record<string, string> = {};
   for (const v of values) {
@@ -94,6 +92,12 @@ function loraModulesFlag(values: string[] | undefined, enabled: boolean): Record
     modules[name] = path;
   }
   return modules;
+}
+
+/** vLLM's VLLM_ALLOW_RUNTIME_LORA_UPDATING (true or 1): /v1/load_lora_adapter and /v1/unload_lora_adapter are served. */
+export function runtimeLoraUpdating(env: Record<string, string | undefined>): boolean {
+  const v = (env.VLLM_ALLOW_RUNTIME_LORA_UPDATING ?? "").toLowerCase();
+  return v === "true" || v === "1";
 }
 
 export function engineOptionsFromFlags(values: Record<string, string | string[] | boolean | undefined>, model: string | undefined): EngineOptions {
@@ -121,7 +125,10 @@ export function engineOptionsFromFlags(values: Record<string, string | string[] 
     poolerConfig: jsonObjectFlag("pooler-config", s("pooler-config")),
     hfOverrides: jsonObjectFlag("hf-overrides", s("hf-overrides")),
     loraModules: loraModulesFlag(values["lora-modules"] as string[] | undefined, values["enable-lora"] === true),
+    enableLora: values["enable-lora"] === true ? true : undefined,
     maxLoraRank: numberFlag("max-lora-rank", s("max-lora-rank")),
+    maxLoras: numberFlag("max-loras", s("max-loras")),
+    allowRuntimeLoraUpdating: runtimeLoraUpdating(process.env),
     seed: numberFlag("seed", s("seed")),
     chatTemplate: s("chat-template"),
   };

@@ -89,6 +89,15 @@ self.onmessage = (ev: MessageEvent<WorkerIn>) => {
     } else if (m.type === "stop") {
       engine.stopSequences(m.requestId, m.indices);
       post({ type: "stats", stats: engineStats(engine) });
+    } else if (m.type === "lora") {
+      let error: string | null = null, found = true;
+      try {
+        if (m.op === "add") engine.addLora(m.name, m.dir);
+        else found = engine.removeLora(m.name);
+      } catch (e) {
+        error = (e as Error).message;
+      }
+      post({ type: "lora-done", callId: m.callId, error, found, modules: engine.info.loraModules });
     } else if (m.type === "eos") {
       engine.addEosTokenIds(m.tokenIds);
     }

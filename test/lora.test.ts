@@ -73,11 +73,19 @@ function expectSame(a: Out[], b: Out[], tol = 1e-3): void {
   });
 }
 
+/** The most adapters one step of `runMixed` ran at once. */
+let mostAdaptersInAStep = 0;
+
 /** Runs requests through one engine together (each with its adapter) until all finish. */
 function runMixed(engine: LLMEngine, reqs: { prompt: number[]; lora: string | null }[]): Out[] {
   reqs.forEach((r, i) => engine.addRequest(`m${i}`, r.prompt, new SamplingParams(PARAMS), performance.now(), "final_only", r.lora));
   const done = new Map<string, Out>();
-  while (engine.hasUnfinishedRequests()) for (const o of engine.step()) if (o.finished) done.set(o.requestId, outputsOf([o])[0]!);
+  mostAdaptersInAStep = 0;
+  while (engine.hasUnfinishedRequests()) {
+    const outputs = engine.step();
+    mostAdaptersInAStep = Math.max(mostAdaptersInAStep, new Set(engine.scheduler.running.flatMap((s) => (s.lora ? [s.lora.name] : []))).size);
+    for (const o of outputs) if (o.finished) done.set(o.requestId, outputsOf([o])[0]!);
+  }
   return reqs.map((_, i) => done.get(`m${i}`)!);
 }
 
@@ -100,8 +108,8 @@ describe("LoRA adapters", () => {
     attnOnly.close();
   }, ENGINE_MS);
 
-  test("one batch mixes the base model and both adapters; prefix caching keeps their K/V apart; chunked prefill", () => {
-    for (const opts of [{ blockSize: 4 }, { maxNumBatchedTokens: 8, blockSize: 4 }]) {
+  test("one batch mixes the base model and both adapters (--max-loras 2), or they take turns in one slot (1); prefix caching keeps their K/V apart; chunked prefill", () => {
+    for (const opts of [{ blockSize: 4, maxLoras: 2 }, { maxNumBatchedTokens: 8, blockSize: 4, maxLoras: 2 }, { blockSize: 4, maxLoras: 1 }]) {
       const llm = new LLM({ model: base, maxModelLen: 64, loraModules, ...quiet, ...opts });
       const reqs = [
         { prompt: PROMPTS[0]!, lora: null }, { prompt: PROMPTS[0]!, lora: "all" }, { prompt: PROMPTS[0]!, lora: "attn" },
@@ -109,6 +117,7 @@ describe("LoRA adapters", () => {
       ];
       const want = [expected.base[0]!, expected.all[0]!, expected.attn[0]!, expected.attn[1]!, expected.all[2]!, expected.base[2]!];
       expectSame(runMixed(llm.engine, reqs), want);
+      expect(mostAdaptersInAStep).toBe(opts.maxLoras);
       // Again: the prompts' blocks are cached now, each under its own adapter.
       const hits = llm.engine.blockManager.prefixCacheHits;
       expectSame(runMixed(llm.engine, reqs), want);
@@ -118,7 +127,7 @@ describe("LoRA adapters", () => {
   }, ENGINE_MS);
 
   test("/metrics: vLLM's lora_requests_info names the adapters of running and waiting requests", () => {
-    const llm = new LLM({ model: base, maxModelLen: 64, maxNumSeqs: 1, loraModules, ...quiet });
+    const llm = new LLM({ model: base, maxModelLen: 64, maxNumSeqs: 1, maxLoras: 2, loraModules, ...quiet });
     const e = llm.engine;
     e.addRequest("a", PROMPTS[0]!, new SamplingParams(PARAMS), performance.now(), "final_only", "attn");
     e.addRequest("b", PROMPTS[1]!, new SamplingParams(PARAMS), performance.now(), "final_only", null);
@@ -148,6 +157,58 @@ describe("LoRA adapters", () => {
     llm.close();
   }, ENGINE_MS);
 
+  test("--max-loras 1: a request whose adapter has no slot waits for one; only base-model requests go ahead of it", () => {
+    const llm = new LLM({ model: base, maxModelLen: 64, loraModules, maxLoras: 1, ...quiet });
+    const e = llm.engine;
+    const order = ["all", "attn", "all", null] as const;
+    order.forEach((lora, i) => e.addRequest(`q${i}`, PROMPTS[i % 3]!, new SamplingParams({ ...PARAMS, max_tokens: 4 }), performance.now(), "final_only", lora));
+    const started = new Map<string, number>(), finished = new Map<string, number>();
+    for (let step = 0; e.hasUnfinishedRequests(); step++) {
+      for (const o of e.step()) if (o.finished) finished.set(o.requestId, step);
+      for (const s of e.scheduler.running) if (!started.has(s.requestId)) started.set(s.requestId, step);
+      expect(new Set(e.scheduler.running.flatMap((s) => (s.lora ? [s.lora.name] : []))).size).toBeLessThanOrEqual(1);
+    }
+    // q1 (attn) waits for q0 (all) to leave the slot; q2 (all) may not overtake it; q3 (base) needs no slot.
+    expect(started.get("q0")).toBe(0);
+    expect(started.get("q3")).toBe(0);
+    expect(started.get("q1")!).toBeGreaterThan(finished.get("q0")!);
+    expect(started.get("q2")!).toBeGreaterThan(finished.get("q1")!);
+    llm.close();
+  }, ENGINE_MS);
+
+  test("adapters added at run time (vLLM's LoRARequest with a path, add_lora / remove_lora): same outputs; a name loaded again never reuses the old adapter's cached prefix", () => {
+    const llm = new LLM({ model: base, maxModelLen: 64, enableLora: true, blockSize: 4, ...quiet });
+    expect(llm.engine.info.loraModules).toEqual([]);
+    expectSame(outputsOf(llm.generate(PROMPTS, PARAMS, { lora: { name: "mine", path: adapterAll } })), expected.all);
+    expect(llm.engine.info.loraModules).toEqual([{ name: "mine", dir: adapterAll }]);
+    // By name from now on; the same name with another path is an error.
+    expectSame(outputsOf(llm.generate(PROMPTS, PARAMS, { lora: "mine" })), expected.all);
+    expect(() => llm.generate(PROMPTS, PARAMS, { lora: { name: "mine", path: adapterAttn } })).toThrow(`the name 'mine' is already used by the adapter in ${adapterAll}`);
+    expect(() => llm.engine.addLora("mine", adapterAttn)).toThrow("the name 'mine' is already in use");
+    expect(() => llm.engine.addLora("bad", "/nonexistent")).toThrow("LoRA adapter /nonexistent: adapter_config.json not found");
+    expect(llm.engine.removeLora("mine")).toBe(true);
+    expect(llm.engine.removeLora("mine")).toBe(false);
+    expect(() => llm.generate(PROMPTS, PARAMS, { lora: "mine" })).toThrow("LoRA adapter 'mine' is not loaded");
+    // The same name for another adapter: the prompts' blocks cached under the first must not be reused.
+    const hits = llm.engine.blockManager.prefixCacheHits;
+    llm.engine.addLora("mine", adapterAttn);
+    expectSame(outputsOf(llm.generate(PROMPTS, PARAMS, { lora: "mine" })), expected.attn);
+    expect(llm.engine.blockManager.prefixCacheHits).toBe(hits);
+    llm.close();
+    // An engine fitted at start to attention-only adapters cannot take an MLP adapter later, unless run-time updating is allowed.
+    const fitted = new LLM({ model: base, maxModelLen: 64, loraModules: { attn: adapterAttn }, ...quiet });
+    expect(() => fitted.engine.addLora("all", adapterAll)).toThrow("which this engine's LoRA layers leave out");
+    fitted.close();
+    const open = new LLM({ model: base, maxModelLen: 64, loraModules: { attn: adapterAttn }, allowRuntimeLoraUpdating: true, ...quiet });
+    open.engine.addLora("all", adapterAll);
+    expectSame(runMixed(open.engine, [{ prompt: PROMPTS[0]!, lora: "attn" }, { prompt: PROMPTS[1]!, lora: "all" }]), [expected.attn[0]!, expected.all[1]!]);
+    open.close();
+    // Without LoRA enabled there is nothing to add to.
+    const plain = new LLM({ model: base, maxModelLen: 64, ...quiet });
+    expect(() => plain.engine.addLora("x", adapterAll)).toThrow("LoRA is not enabled on this engine (--enable-lora)");
+    plain.close();
+  }, ENGINE_MS);
+
   test("bad adapters and options are refused at start, naming the file or field", () => {
     const make = (mod: (dir: string) => void) => { const d = writeAdapter(base, { ...ATTN, seed: 9 }, `bad-${Math.random()}`); mod(d); return d; };
     const start = (dir: string, extra: Record<string, unknown> = {}) => () => new LLM({ model: base, loraModules: { x: dir }, ...quiet, ...extra });
@@ -162,7 +223,10 @@ describe("LoRA adapters", () => {
       { name: "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", dtype: "F32", shape: [4, 16], bytes: new Uint8Array(256) },
       { name: "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight", dtype: "F32", shape: [32, 4], bytes: new Uint8Array(512) }]))))
       .toThrow("has shape [4,16] but rank 4 and the model imply [4, 32]");
-    expect(() => new LLM({ model: base, maxLoraRank: 8, ...quiet })).toThrow("--max-lora-rank: applies with LoRA adapters");
+    expect(() => new LLM({ model: base, maxLoraRank: 8, ...quiet })).toThrow("--max-lora-rank: applies with LoRA enabled (--enable-lora)");
+    expect(() => new LLM({ model: base, maxLoras: 2, ...quiet })).toThrow("--max-loras: applies with LoRA enabled (--enable-lora)");
+    expect(start(adapterAll, { maxLoras: 0 })).toThrow("--max-loras");
+    expect(start(adapterAll, { enableLora: false })).toThrow("--lora-modules: needs LoRA enabled");
   }, ENGINE_MS);
 });
 
@@ -186,6 +250,41 @@ describe("LoRA adapters over HTTP: a request's model names its adapter", () => {
     expect(await completion(baseName)).toEqual(plain);
     const missing = await post("/v1/completions", { model: "nope", prompt: "x" });
     expect(missing.status).toBe(404);
+    // Run-time loading is off unless VLLM_ALLOW_RUNTIME_LORA_UPDATING is set.
+    expect((await post("/v1/load_lora_adapter", { lora_name: "x", lora_path: adapterAll })).status).toBe(404);
+  }, ENGINE_MS);
+});
+
+describe("run-time LoRA loading over HTTP (VLLM_ALLOW_RUNTIME_LORA_UPDATING)", () => {
+  let server: RunningServer;
+  beforeAll(async () => {
+    server = await startServer([base, "--max-model-len", "64", "--enable-lora"], { VLLM_ALLOW_RUNTIME_LORA_UPDATING: "True" });
+  }, ENGINE_MS);
+  afterAll(async () => { await server?.stop(); });
+  const post = (path: string, body: unknown) => fetch(`${server.url}${path}`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+  const models = async () => ((await (await fetch(`${server.url}/v1/models`)).json()) as { data: { id: string }[] }).data.map((m) => m.id).slice(1);
+  const errorOf = async (r: Response) => [r.status, ((await r.json()) as { error: { message: string } }).error.message] as const;
+
+  test("/v1/load_lora_adapter and /v1/unload_lora_adapter add and remove adapters a request's model then names", async () => {
+    expect(await models()).toEqual([]);
+    const loaded = await post("/v1/load_lora_adapter", { lora_name: "sql", lora_path: adapterAll });
+    expect([loaded.status, await loaded.text()]).toEqual([200, "Success: LoRA adapter 'sql' added successfully."]);
+    expect(await models()).toEqual(["sql"]);
+    const tokens = async (model: string) => (await (await post("/v1/completions", { model, prompt: PROMPTS[0], max_tokens: 12, temperature: 0, ignore_eos: true, return_token_ids: true })).json() as { choices: { token_ids: number[] }[] }).choices[0]!.token_ids;
+    expect(await tokens("sql")).toEqual(greedyTokens(mergedAll));
+    expect(await errorOf(await post("/v1/load_lora_adapter", { lora_name: "sql", lora_path: adapterAttn }))).toEqual([400, "The lora adapter 'sql' has already been loaded."]);
+    const [status, message] = await errorOf(await post("/v1/load_lora_adapter", { lora_name: "broken", lora_path: "/nonexistent/adapter" }));
+    expect([status, message]).toEqual([400, "LoRA adapter /nonexistent/adapter: adapter_config.json not found (a PEFT LoRA adapter directory has adapter_config.json and adapter_model.safetensors)"]);
+    expect((await post("/v1/load_lora_adapter", { lora_name: "x" })).status).toBe(400);
+    expect(await models()).toEqual(["sql"]);
+    const unloaded = await post("/v1/unload_lora_adapter", { lora_name: "sql" });
+    expect([unloaded.status, await unloaded.text()]).toEqual([200, "Success: LoRA adapter 'sql' removed successfully."]);
+    expect(await errorOf(await post("/v1/unload_lora_adapter", { lora_name: "sql" }))).toEqual([404, "The lora adapter 'sql' cannot be found."]);
+    expect(await models()).toEqual([]);
+    expect((await post("/v1/completions", { model: "sql", prompt: "x" })).status).toBe(404);
+    // Loaded again under the same name, another adapter: its own outputs.
+    expect((await post("/v1/load_lora_adapter", { lora_name: "sql", lora_path: adapterAttn })).status).toBe(200);
+    expect(await tokens("sql")).toEqual(greedyTokens(mergedAttn));
   }, ENGINE_MS);
 });
 
@@ -206,7 +305,8 @@ test("--enable-lora --lora-modules: several name=path (or JSON) values after one
   expect(positionals).toEqual(["/model"]);
   expect(flags(["/model", "--enable-lora", "--lora-modules", "a=/x"]).opts.loraModules).toEqual({ a: "/x" });
   expect(() => flags(["--lora-modules", "a=/x"])).toThrow("--lora-modules needs --enable-lora");
-  expect(() => flags(["--enable-lora"])).toThrow("--enable-lora needs --lora-modules name=path");
+  // --enable-lora alone: adapters come at run time.
+  expect(flags(["--enable-lora", "--max-loras", "4"]).opts).toMatchObject({ enableLora: true, loraModules: undefined, maxLoras: 4 });
   expect(() => flags(["--enable-lora", "--lora-modules", "a=/x", "a=/y"])).toThrow("--lora-modules: 'a' is given twice");
   expect(() => flags(["--enable-lora", "--lora-modules", "=/x"])).toThrow("--lora-modules: expected name=path");
 });

@@ -14,7 +14,7 @@ import type { ModelConfig } from "../model/config.ts";
 import type { EngineOptions } from "./engine-config.ts";
 import type { WorkerIn, WorkerOut } from "./engine-protocol.ts";
 import type { EngineStats } from "./engine-stats.ts";
-import { InvalidRequestError, loraSlotOf, validateRequest, type EngineInfo, type RequestLimits } from "./llm-engine.ts";
+import { checkLoraModule, InvalidRequestError, validateRequest, type EngineInfo, type RequestLimits } from "./llm-engine.ts";
 import type { RequestOutput } from "./request.ts";
 import type { SamplingParams } from "./sampling-params.ts";
 
@@ -101,6 +101,9 @@ export class AsyncEngine {
   private accepting = true;
   private deadError: Error | null = null;
   private idleWaiters: (() => void)[] = [];
+  /** LoRA calls waiting for the worker's answer, by callId. */
+  private readonly loraCalls = new Map<number, { done: (answer: Extract<WorkerOut, { type: "lora-done" }>) => void; fail: (e: Error) => void }>();
+  private nextCallId = 1;
   private onClosed: (() => void) | null = null;
   readonly maxWaitingRequests: number;
   readonly info: EngineInfo;
@@ -197,7 +200,7 @@ export class AsyncEngine {
     const promptTokenIds = params.truncatePrompt(prompt, this.maxModelLen);
     params.tokenizeBadWords((t) => this.tokenizer.encode(t, false));
     validateRequest(promptTokenIds, params, this.limits);
-    loraSlotOf(this.info.loraModules, lora);
+    checkLoraModule(this.info.loraModules, lora);
     let waiting = 0;
     for (const s of this.streams.values()) if (!s.started) waiting++;
     if (waiting >= this.maxWaitingRequests) throw new EngineOverloadedError(`the server is overloaded: ${waiting} requests are already waiting`);
@@ -206,6 +209,37 @@ export class AsyncEngine {
     this.processor.add(requestId, promptTokenIds, params);
     this.post({ type: "add", requestId, promptTokenIds, params: params.toInit(), arrivalTime: performance.now(), outputKind: "delta", lora });
     return stream;
+  }
+
+  /**
+   * vLLM's run-time LoRA loading: makes the adapter in `dir` servable as `name` (a request's model). Rejects
+   * with InvalidRequestError when the engine cannot serve it (not a PEFT LoRA adapter of this model, rank
+   * above --max-lora-rank, a name in use, LoRA not enabled).
+   */
+  async addLora(name: string, dir: string): Promise<void> {
+    await this.loraCall({ op: "add", name, dir });
+  }
+
+  /** Forgets a run-time or --lora-modules adapter's name; false when no adapter has it. Requests already queued with it finish. */
+  async removeLora(name: string): Promise<boolean> {
+    return (await this.loraCall({ op: "remove", name })).found;
+  }
+
+  private loraCall(call: { op: "add"; name: string; dir: string } | { op: "remove"; name: string }): Promise<{ found: boolean }> {
+    if (this.deadError) throw new EngineUnavailableError(`the engine failed: ${this.deadError.message}`);
+    const callId = this.nextCallId++;
+    return new Promise((resolve, reject) => {
+      this.loraCalls.set(callId, {
+        done: (answer) => {
+          // /v1/models and request checks see the adapters as the engine knows them now.
+          this.info.loraModules = answer.modules;
+          if (answer.error !== null) reject(new InvalidRequestError(answer.error, call.op === "add" ? "lora_path" : "lora_name"));
+          else resolve(answer);
+        },
+        fail: reject,
+      });
+      this.post({ type: "lora", callId, ...call });
+    });
   }
 
   /** Aborts a request (client gone): the engine frees its blocks; its stream ends. */
@@ -257,6 +291,10 @@ export class AsyncEngine {
       case "log":
         process.stderr.write(`[vbun] ${m.message}\n`);
         break;
+      case "lora-done":
+        this.loraCalls.get(m.callId)?.done(m);
+        this.loraCalls.delete(m.callId);
+        break;
       case "closed":
         this.onClosed?.();
         break;
@@ -272,6 +310,8 @@ export class AsyncEngine {
       this.processor.remove(id);
     }
     this.streams.clear();
+    for (const call of this.loraCalls.values()) call.fail(new EngineUnavailableError(`the engine failed: ${e.message}`));
+    this.loraCalls.clear();
     this.notifyIdle();
   }
 

@@ -93,7 +93,7 @@ export class BlockManager {
   private chainRoot(seq: Sequence): number {
     const salt = seq.params.cache_salt;
     const root = salt === null ? 0 : chainHash(salt, 0) || 1;
-    return seq.loraSlot < 0 ? root : chainHash(`lora ${seq.loraSlot}`, root) || 1;
+    return seq.lora === null ? root : chainHash(`lora ${seq.lora.id}`, root) || 1;
   }
 
   private sameTokens(block: number, tokens: Int32Array, start: number): boolean {

@@ -57,13 +57,23 @@ export interface EngineOptions {
    * "classifier_from_token": ["no", "yes"], "is_original_qwen3_reranker": true} to serve Qwen3-Reranker as a classifier.
    */
   hfOverrides?: Record<string, unknown>;
+  /** vLLM's --enable-lora: serve PEFT LoRA adapters beside the base model (on by itself with loraModules). */
+  enableLora?: boolean;
   /**
-   * vLLM's --enable-lora --lora-modules name=path …: PEFT LoRA adapters served beside the base model; a
-   * request names one (its `model`, or LLM.generate's `lora` option). All stay loaded (no swapping).
+   * vLLM's --lora-modules name=path …: adapters known from the start; a request names one (its `model`, or
+   * LLM.generate's `lora` option). More can be added at run time (LLMEngine.addLora, /v1/load_lora_adapter).
    */
   loraModules?: Record<string, string>;
   /** vLLM's --max-lora-rank: the largest adapter rank (every adapter is padded to it; default 16). */
   maxLoraRank?: number;
+  /** vLLM's --max-loras: adapters in the model at once, so in one batch (default 1); others wait for a slot. */
+  maxLoras?: number;
+  /**
+   * Adapters may be added at run time that target any projection (vLLM's VLLM_ALLOW_RUNTIME_LORA_UPDATING):
+   * the LoRA layers then cover every projection, not just those the --lora-modules adapters target. On by
+   * itself when LoRA is enabled without --lora-modules.
+   */
+  allowRuntimeLoraUpdating?: boolean;
   seed?: number;
   chatTemplate?: string;
   /** Receives start-up and warning messages (default: stderr). */

@@ -15,6 +15,9 @@ export type WorkerIn =
   | { type: "eos"; tokenIds: number[] }
   /** Sequences a stop string ended on the server's side (its OutputProcessor). */
   | { type: "stop"; requestId: string; indices: number[] }
+  /** Run-time LoRA adapters (vLLM's add_lora / remove_lora); answered by "lora-done" with the same callId. */
+  | { type: "lora"; callId: number; op: "add"; name: string; dir: string }
+  | { type: "lora"; callId: number; op: "remove"; name: string }
   | { type: "shutdown" };
 
 export type WorkerOut =
@@ -26,4 +29,6 @@ export type WorkerOut =
   | { type: "stats"; stats: EngineStats }
   | { type: "rejected"; requestId: string; message: string }
   | { type: "failed"; message: string; stack: string }
+  /** A "lora" call's answer: its error (null: done; for remove, `found` says whether the name was known) and the adapters known now. */
+  | { type: "lora-done"; callId: number; error: string | null; found: boolean; modules: { name: string; dir: string }[] }
   | { type: "closed" };

@@ -73,14 +73,11 @@ export function engineStats(e: LLMEngine): EngineStats {
         numAcceptedTokensPerPosition: Array.from({ length: e.options.speculative.numSpeculativeTokens }, (_, j) => m.specAcceptedPerPosition[j] ?? 0),
       }
       : null,
-    lora: e.info.loraModules.length > 0
-      ? { maxLora: e.info.loraModules.length, running: adaptersOf(e, e.scheduler.running), waiting: adaptersOf(e, e.scheduler.waiting) }
-      : null,
+    lora: e.loras ? { maxLora: e.loras.maxLoras, running: adaptersOf(e.scheduler.running), waiting: adaptersOf(e.scheduler.waiting) } : null,
   };
 }
 
-/** The names of the adapters `seqs` run with, each once, in slot order. */
-function adaptersOf(e: LLMEngine, seqs: readonly { loraSlot: number }[]): string[] {
-  const slots = new Set(seqs.map((s) => s.loraSlot).filter((s) => s >= 0));
-  return [...slots].sort((a, b) => a - b).map((s) => e.info.loraModules[s]!.name);
+/** The names of the adapters `seqs` run with, each once, sorted. */
+function adaptersOf(seqs: readonly { lora: { name: string } | null }[]): string[] {
+  return [...new Set(seqs.flatMap((s) => (s.lora ? [s.lora.name] : [])))].sort();
 }

@@ -14,7 +14,7 @@
 import { selectBackend } from "../backend/select-backend.ts";
 import { DEFAULT_CUDA } from "../backend/cuda/provider.ts";
 import { checkShardable } from "../parallel/shard.ts";
-import { TensorParallelGroup, type LoraSpec } from "../parallel/tp-group.ts";
+import { TensorParallelGroup } from "../parallel/tp-group.ts";
 import type { Tensor } from "../backend/backend.ts";
 import { Checkpoint } from "../loader/checkpoint.ts";
 import { CausalLM } from "../model/causal-lm.ts";
@@ -35,7 +35,8 @@ import { NgramProposer } from "../speculative/ngram-proposer.ts";
 import { describeSpeculativeConfig, parseSpeculativeConfig, type SpeculativeConfig } from "../speculative/speculative-config.ts";
 import { loadPoolerConfig, type PoolerConfig } from "../model/pooling.ts";
 import { SequenceClassifier } from "../model/classifier.ts";
-import { loadLoraAdapter } from "../lora/lora-adapter.ts";
+import { loadLoraAdapter, loraCoverageOf, type LoraCoverage } from "../lora/lora-adapter.ts";
+import { LoraManager, type LoraRequest } from "../lora/lora-manager.ts";
 
 /** The GPU KV cache holds at most this many times max_num_seqs × max_model_len tokens. */
 const KV_CACHE_CAP = 4;
@@ -93,22 +94,33 @@ export function validateRequest(ids: readonly number[], params: SamplingParams, 
   if (params.max_tokens === null) params.max_tokens = maxTokens;
 }
 
-/** The slot of the LoRA adapter named `lora` (−1 for null: the base model); InvalidRequestError when none has that name. */
-export function loraSlotOf(modules: readonly { name: string }[], lora: string | null): number {
-  if (lora === null) return -1;
-  const slot = modules.findIndex((m) => m.name === lora);
-  if (slot < 0) throw new InvalidRequestError(modules.length === 0 ? `LoRA adapter '${lora}' is not loaded: this engine serves no adapters (--enable-lora --lora-modules)` : `LoRA adapter '${lora}' is not loaded (loaded: ${modules.map((m) => m.name).join(", ")})`, "model");
-  return slot;
+/** Checks that a request's LoRA adapter (null: the base model) is one of `modules`; InvalidRequestError otherwise. */
+export function checkLoraModule(modules: readonly { name: string }[], lora: string | null): void {
+  if (lora === null || modules.some((m) => m.name === lora)) return;
+  throw new InvalidRequestError(modules.length === 0 ? `LoRA adapter '${lora}' is not loaded: this engine serves no adapters (--enable-lora --lora-modules, or load one at run time)` : `LoRA adapter '${lora}' is not loaded (loaded: ${modules.map((m) => m.name).join(", ")})`, "model");
 }
 
-/** The engine's adapters from --lora-modules / --max-lora-rank (null: none). */
-function loraSpecOf(opts: EngineOptions): LoraSpec | null {
+/** The engine's LoRA settings (--enable-lora, --lora-modules, --max-lora-rank, --max-loras; null: no LoRA). */
+interface LoraSettings {
+  modules: [string, string][];
+  maxRank: number;
+  maxLoras: number;
+  runtimeUpdating: boolean;
+}
+
+function loraSettingsOf(opts: EngineOptions): LoraSettings | null {
   const modules = Object.entries(opts.loraModules ?? {});
-  if (opts.maxLoraRank !== undefined && modules.length === 0) throw new EngineConfigError("--max-lora-rank", "applies with LoRA adapters (--enable-lora --lora-modules)");
-  if (modules.length === 0) return null;
-  const maxRank = checkPositiveInt("--max-lora-rank", opts.maxLoraRank ?? 16);
+  if (opts.enableLora === false && modules.length > 0) throw new EngineConfigError("--lora-modules", "needs LoRA enabled (--enable-lora)");
+  if (!(opts.enableLora ?? modules.length > 0)) {
+    for (const [flag, v] of [["--max-lora-rank", opts.maxLoraRank], ["--max-loras", opts.maxLoras]] as const)
+      if (v !== undefined) throw new EngineConfigError(flag, "applies with LoRA enabled (--enable-lora)");
+    return null;
+  }
   for (const [name] of modules) if (name.length === 0) throw new EngineConfigError("--lora-modules", "an adapter needs a name (name=path)");
-  return { modules, maxRank };
+  return {
+    modules, maxRank: checkPositiveInt("--max-lora-rank", opts.maxLoraRank ?? 16), maxLoras: checkPositiveInt("--max-loras", opts.maxLoras ?? 1),
+    runtimeUpdating: opts.allowRuntimeLoraUpdating === true || modules.length === 0,
+  };
 }
 
 export interface EngineInfo {
@@ -127,8 +139,10 @@ export interface EngineInfo {
   /** What the engine serves: text ("generate") or embeddings ("pooling", with its pooler). */
   runner: "generate" | "pooling";
   pooler: PoolerConfig | null;
-  /** LoRA adapters in slot order (a request names one; see addRequest). */
+  /** LoRA adapters known by name (a request names one; see addRequest), kept current by addLora / removeLora. */
   loraModules: { name: string; dir: string }[];
+  /** LoRA's limits (null: LoRA is not enabled): adapters in a batch at most, their largest rank, run-time adapters of any target. */
+  lora: { maxLoras: number; maxRank: number; runtimeUpdating: boolean } | null;
 }
 
 /** A launched step: the sequences it samples for, in row order, and its tokens on their way. */
@@ -164,9 +178,11 @@ export class LLMEngine {
     /** null with skipTokenizerInit: token ids in and out, no text (the server detokenizes). */
     readonly tokenizer: TextTokenizer | null,
     readonly runner: ModelRunner,
-    readonly options: Required<Omit<EngineOptions, "model" | "numGpuBlocksOverride" | "chatTemplate" | "log" | "onModelDir" | "maxModelLen" | "cuda" | "profileKernels" | "skipTokenizerInit" | "generationConfig" | "overrideGenerationConfig" | "speculativeConfig" | "runner" | "poolerConfig" | "hfOverrides" | "loraModules" | "maxLoraRank">> & { maxModelLen: number; numBlocks: number; speculative: SpeculativeConfig | null; classifier: SequenceClassifier | null },
+    readonly options: Required<Omit<EngineOptions, "model" | "numGpuBlocksOverride" | "chatTemplate" | "log" | "onModelDir" | "maxModelLen" | "cuda" | "profileKernels" | "skipTokenizerInit" | "generationConfig" | "overrideGenerationConfig" | "speculativeConfig" | "runner" | "poolerConfig" | "hfOverrides" | "enableLora" | "loraModules" | "maxLoraRank" | "maxLoras" | "allowRuntimeLoraUpdating">> & { maxModelLen: number; numBlocks: number; speculative: SpeculativeConfig | null; classifier: SequenceClassifier | null },
     readonly info: EngineInfo,
     private readonly log: (m: string) => void = (m) => process.stderr.write(`[vbun] ${m}\n`),
+    /** LoRA's adapters and model slots (null: LoRA is not enabled). */
+    readonly loras: LoraManager | null = null,
   ) {
     this.eosTokenIds = runner.sampler.eosTokenIds as number[];
     this.blockManager = new BlockManager(options.numBlocks, options.blockSize, options.enablePrefixCaching);
@@ -176,7 +192,7 @@ export class LLMEngine {
       maxModelLen: options.maxModelLen,
       enableChunkedPrefill: options.enableChunkedPrefill,
       policy: options.schedulingPolicy,
-    }, this.blockManager);
+    }, this.blockManager, loras);
     this.seedRng = new SeededRandom(options.seed);
     this.proposer = options.speculative ? new NgramProposer(options.speculative) : null;
   }
@@ -217,9 +233,12 @@ export class LLMEngine {
     if (runnerKind !== "pooling" && opts.poolerConfig) throw new EngineConfigError("--pooler-config", "applies to pooling models only (--runner pooling)");
     if (runnerKind !== "pooling" && cfg.classifier) throw new EngineConfigError("--runner", `${cfg.architecture} sequence classifier (…ForSequenceClassification) has a score head, not an LM head: it runs as a pooling model (--runner pooling or auto)`);
     const pooler = runnerKind === "pooling" ? loadPoolerConfig(modelDir, opts.poolerConfig, cfg.classifier !== null) : null;
-    const loraSpec = loraSpecOf(opts);
-    // Read and checked here, before anything is allocated (the ranks read their shards again).
-    const adapters = loraSpec ? loraSpec.modules.map(([name, dir]) => loadLoraAdapter(name, dir, cfg, loraSpec.maxRank)) : [];
+    const loraSettings = loraSettingsOf(opts);
+    // --lora-modules adapters are read and checked here, before anything is allocated (again when added to the manager).
+    const startAdapters = loraSettings ? loraSettings.modules.map(([name, dir]) => loadLoraAdapter(name, dir, cfg, loraSettings.maxRank)) : [];
+    const loraSlots: { slots: number; maxRank: number; coverage: LoraCoverage } | null = loraSettings && {
+      slots: loraSettings.maxLoras, maxRank: loraSettings.maxRank, coverage: loraSettings.runtimeUpdating ? "all" : loraCoverageOf(startAdapters),
+    };
     if (pooler && speculative) throw new EngineConfigError("--speculative-config", "a pooling model generates no tokens to speculate on");
     // Sampled rows per step at most: one per sequence, and with drafts one per draft token too (never more than the step's tokens).
     const maxLogitsRows = speculative ? Math.max(maxNumSeqs, Math.min(maxNumBatchedTokens, maxNumSeqs * (1 + speculative.numSpeculativeTokens))) : maxNumSeqs;
@@ -243,16 +262,18 @@ export class LLMEngine {
         }
         try { checkShardable(cfg, tp); } catch (e) { throw new EngineConfigError("--tensor-parallel-size", (e as Error).message); }
         const limits = { maxTokens: maxNumBatchedTokens, maxSeqs: maxNumSeqs, maxBlocksPerSeq: Math.ceil(maxModelLen / blockSize), maxLogitsRows };
-        tpGroup = new TensorParallelGroup(cfg, modelDir, tp, maxModelLen, limits, cuda ? { kind: "cuda", leader: cuda, provider } : { kind: "cpu" }, pooler !== null, opts.hfOverrides ?? {}, loraSpec && { spec: loraSpec, adapters });
+        tpGroup = new TensorParallelGroup(cfg, modelDir, tp, maxModelLen, limits, cuda ? { kind: "cuda", leader: cuda, provider } : { kind: "cpu" }, pooler !== null, opts.hfOverrides ?? {}, loraSlots);
         model = tpGroup.model;
         if (!cuda) backend.close?.(); // the CPU ranks bring their own single-threaded backends
         log(`tensor parallel: ${tp} ${cuda ? "GPU ranks over NCCL" : "CPU ranks"} (rank 0 here, ${tp - 1} workers), ${model.localDims.numHeads} query / ${model.localDims.numKvHeads} KV heads and ${model.localDims.intermediate} MLP rows per rank`);
       } else {
         model = new CausalLM<Tensor>(cfg, backend, maxModelLen, null, { pooling: pooler !== null });
         model.load(new Checkpoint(modelDir));
-        if (loraSpec) model.loadLora(adapters, loraSpec.maxRank);
+        if (loraSlots) model.enableLora(loraSlots.slots, loraSlots.maxRank, loraSlots.coverage);
       }
-      if (loraSpec) log(`LoRA: ${adapters.map((a) => `${a.name} (rank ${a.rank}, ${a.weights.size} projections)`).join(", ")}; max rank ${loraSpec.maxRank}`);
+      const loras = loraSettings && loraSlots && new LoraManager(cfg, loraSlots.slots, loraSlots.maxRank, loraSlots.coverage);
+      for (const [name, dir] of loraSettings?.modules ?? []) loras!.add(name, dir);
+      if (loraSettings) log(`LoRA: ${startAdapters.length > 0 ? startAdapters.map((a) => `${a.name} (rank ${a.rank}, ${a.weights.size} projections)`).join(", ") : "no adapters yet"}; up to ${loraSettings.maxLoras} in a batch (--max-loras), max rank ${loraSettings.maxRank}${loraSettings.runtimeUpdating ? ", every projection covered (adapters may be added at run time)" : ""}`);
       // classifier_from_token looks its tokens up in the vocabulary (the server's engine worker has no tokenizer of its own: it loads one, once, for that).
       let vocabulary = tokenizer;
       const classifier = cfg.classifier ? SequenceClassifier.load(cfg, new Checkpoint(modelDir), (t) => (vocabulary ??= TextTokenizer.load(modelDir)).tokenId(t)) : null;
@@ -304,7 +325,8 @@ export class LLMEngine {
       const info: EngineInfo = {
         modelDir, isDefaultModel, device: kind, numBlocks, blockSize, maxModelLen,
         kvCapacityTokens: numBlocks * blockSize, loadSeconds: (performance.now() - t0) / 1000, graphSeconds, samplingDefaults,
-        runner: runnerKind, pooler, loraModules: loraSpec?.modules.map(([name, dir]) => ({ name, dir })) ?? [],
+        runner: runnerKind, pooler, loraModules: loras?.modules ?? [],
+        lora: loraSettings && { maxLoras: loraSettings.maxLoras, maxRank: loraSettings.maxRank, runtimeUpdating: loraSettings.runtimeUpdating },
       };
       return new LLMEngine(cfg, tokenizer, runner, {
         device: kind, dtype, maxModelLen, maxNumSeqs, maxNumBatchedTokens, blockSize, numBlocks,
@@ -313,7 +335,7 @@ export class LLMEngine {
         enablePrefixCaching: opts.enablePrefixCaching ?? ENGINE_DEFAULTS.enablePrefixCaching,
         enableChunkedPrefill, enforceEager, asyncScheduling, schedulingPolicy,
         tensorParallelSize: tp, seed: opts.seed ?? ENGINE_DEFAULTS.seed, speculative, classifier,
-      }, info, log);
+      }, info, log, loras);
     } catch (e) {
       // Nothing started here outlives a failed start: tensor-parallel workers, CPU matmul threads, GPU
       // memory. (Cleanup trouble must not hide the error that stopped the start.)
@@ -341,15 +363,41 @@ export class LLMEngine {
       params.tokenizeBadWords((t) => this.tokenizer!.encode(t, false));
     }
     validateRequest(ids, params, this.limits);
-    const loraSlot = loraSlotOf(this.info.loraModules, lora);
+    const loraRequest = this.loraRequestOf(lora);
     const seqs: Sequence[] = [];
     const baseSeed = params.seed ?? this.seedRng.nextU32() * 65536 + (this.seedRng.nextU32() & 0xffff);
-    for (let i = 0; i < params.n; i++) seqs.push(new Sequence(this.nextSeqId++, requestId, i, ids, params, baseSeed, arrivalTime, loraSlot));
+    for (let i = 0; i < params.n; i++) seqs.push(new Sequence(this.nextSeqId++, requestId, i, ids, params, baseSeed, arrivalTime, loraRequest));
     const req = new Request(requestId, typeof prompt === "string" ? prompt : null, ids, params, seqs, this.tokenizer, arrivalTime, outputKind);
     this.requests.set(requestId, req);
     if (params.structured_outputs) this.grammarWaiting.push(req);
     else for (const s of seqs) this.scheduler.add(s);
     return req;
+  }
+
+  /** The adapter a request names (null: the base model); InvalidRequestError when it is not known. */
+  private loraRequestOf(lora: string | null): LoraRequest | null {
+    if (lora === null) return null;
+    const req = this.loras?.get(lora);
+    if (!req) checkLoraModule(this.info.loraModules, lora);
+    return req!;
+  }
+
+  /**
+   * vLLM's add_lora: makes the PEFT adapter in `dir` known as `name`; it takes a model slot when a request
+   * first needs it. Throws LoraAdapterError (naming the directory) when it cannot be served or the name is
+   * taken, InvalidRequestError when LoRA is not enabled.
+   */
+  addLora(name: string, dir: string): void {
+    if (!this.loras) throw new InvalidRequestError("LoRA is not enabled on this engine (--enable-lora)", "lora_name");
+    this.loras.add(name, dir);
+    this.info.loraModules = this.loras.modules;
+  }
+
+  /** vLLM's remove_lora: forgets an adapter's name (requests already queued with it finish with it). False if unknown. */
+  removeLora(name: string): boolean {
+    if (!this.loras?.remove(name)) return false;
+    this.info.loraModules = this.loras.modules;
+    return true;
   }
 
   /** Sequences of structured requests whose grammar is not ready yet (waiting, outside the scheduler). */
@@ -501,6 +549,8 @@ export class LLMEngine {
 
   /** Queues a scheduled step; its sequences advance, each sampling one with a placeholder for its token. */
   private launch(out: SchedulerOutput): RunningStep {
+    // Adapters that took a model slot in this schedule go in before the step that uses them.
+    if (this.loras) for (const { slot, lora } of this.loras.takeLoads()) this.runner.setLoraSlot(slot, lora);
     const launched = this.runner.launch(out);
     this.scheduler.advance(out);
     this.metrics.numSteps++;

@@ -1,4 +1,5 @@
 /** The offline API: LLM.generate(prompts, params) → outputs in input order (vLLM's `LLM`). */
+import { resolve } from "node:path";
 import type { EngineOptions } from "./engine-config.ts";
 import type { TextTokenizer } from "../tokenizer/tokenizer.ts";
 import { LLMEngine, promptList, type PromptInput } from "./llm-engine.ts";
@@ -46,9 +47,15 @@ export interface EmbedOptions extends GenerateOptions {
 export interface GenerateOptions {
   /** Show a progress bar on stderr (default: when stderr is a TTY). */
   useTqdm?: boolean;
-  /** Run the prompts with this LoRA adapter (by its --lora-modules name; vLLM's lora_request). */
-  lora?: string;
+  /**
+   * Run the prompts with this LoRA adapter (vLLM's lora_request): a known adapter's name (--lora-modules, or
+   * added before), or { name, path } — added under that name at first use, as vLLM's LoRARequest is.
+   */
+  lora?: LoraChoice;
 }
+
+/** A LoRA adapter by name, or by name and directory (vLLM's LoRARequest(lora_name, lora_int_id, lora_path)). */
+export type LoraChoice = string | { name: string; path: string };
 
 export class LLM {
   readonly engine: LLMEngine;
@@ -149,7 +156,7 @@ export class LLM {
    * vLLM's LLM.beam_search: each prompt's beam_width best continuations by beam search (src/engine/beam-search.ts),
    * each step one-token requests through this engine (with `opts.lora`, vLLM's lora_request, through that adapter).
    */
-  async beamSearch(prompts: PromptInput | PromptInput[], params: BeamSearchParams, opts: { lora?: string } = {}): Promise<BeamSearchOutput[]> {
+  async beamSearch(prompts: PromptInput | PromptInput[], params: BeamSearchParams, opts: { lora?: LoraChoice } = {}): Promise<BeamSearchOutput[]> {
     const ids = promptList(prompts).map((p) => (typeof p === "string" ? this.tokenizer.encode(p) : p));
     const next = async (inputs: number[][], count: number) => this.generate(inputs, candidateParams(count), { useTqdm: false, lora: opts.lora }).map(candidatesOf);
     const results = await beamSearch(ids, params, next, this.engine.eosTokenIds, this.engine.options.maxModelLen);
@@ -179,6 +186,16 @@ export class LLM {
     return this.classify(pairs, opts).map((o) => ({ outputs: { score: o.outputs.probs[0]! } }));
   }
 
+  /** The adapter a request runs with, by name; one given with its path is added at first use. */
+  private loraName(choice: LoraChoice | undefined): string | null {
+    if (choice === undefined) return null;
+    if (typeof choice === "string") return choice;
+    const known = this.engine.info.loraModules.find((m) => m.name === choice.name);
+    if (!known) this.engine.addLora(choice.name, choice.path);
+    else if (resolve(known.dir) !== resolve(choice.path)) throw new Error(`lora: the name '${choice.name}' is already used by the adapter in ${known.dir}, not ${choice.path}`);
+    return choice.name;
+  }
+
   /** Queues one request per prompt; what collects their final outputs. */
   private start(prompts: PromptInput | PromptInput[], params: SamplingParams | SamplingParamsInit | (SamplingParams | SamplingParamsInit)[], opts: GenerateOptions, caller: string) {
     const list = promptList(prompts);
@@ -194,12 +211,13 @@ export class LLM {
     if (pooler && caller !== "embed" && caller !== "classify") throw new Error(`${caller}: this is a pooling model (--runner pooling): it makes ${pooler.task === "embed" ? "embeddings (LLM.embed)" : "scores (LLM.classify, LLM.score)"}, not text`);
     const all = list.map((_, i) => toParams(Array.isArray(params) ? params[i]! : params));
     if (caller === "generate" && all.some((p) => p.structured_outputs)) throw new Error("generate: structured outputs need `await llm.generateAsync(...)` (grammars compile asynchronously)");
+    const lora = this.loraName(opts.lora);
     const ids: string[] = [];
     try {
       for (let i = 0; i < list.length; i++) {
         const id = `gen-${this.counter++}`;
         // Each request gets its own copy: the engine fills in max_tokens when it is null.
-        this.engine.addRequest(id, list[i]!, all[i]!.clone(), performance.now(), "final_only", opts.lora ?? null);
+        this.engine.addRequest(id, list[i]!, all[i]!.clone(), performance.now(), "final_only", lora);
         ids.push(id);
       }
     } catch (e) {

@@ -7,6 +7,7 @@ import { tokenLogprobs } from "./logprobs.ts";
 import type { SchedulerOutput } from "./scheduler.ts";
 import { StepInputBuilder } from "./step-inputs.ts";
 import type { TensorParallelGroup } from "../parallel/tp-group.ts";
+import type { LoraRequest } from "../lora/lora-manager.ts";
 
 /** Decode batch sizes that get a CUDA graph: 1, 2, 4, 8, then every 16 up to max_num_seqs, and max_num_seqs. */
 export function graphBuckets(maxNumSeqs: number): number[] {
@@ -104,6 +105,15 @@ export class ModelRunner<T extends Tensor = Tensor> {
     for (const s of out.scheduled) if (s.numNewTokens !== 1 || !s.samples) return null;
     for (const b of this.buckets) if (b >= n) return b;
     return null;
+  }
+
+  /** Puts a LoRA adapter in a model slot, on every tensor-parallel rank too (before the step that uses it). */
+  setLoraSlot(slot: number, lora: LoraRequest): void {
+    this.withGroup(() => {
+      this.tpGroup?.setLoraSlot(slot, lora.name, lora.dir);
+      this.model.setLoraSlot(slot, lora.adapter);
+      this.tpGroup?.endCommand();
+    });
   }
 
   /** Runs a step and waits for its sampled tokens. */

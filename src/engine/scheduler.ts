@@ -3,10 +3,13 @@
  * (1 for decode, a chunk for a prefill in progress) and admits waiting sequences FCFS, all under a token
  * budget, so prefill chunks and decodes share a step. When the KV cache runs out, the newest running
  * sequence is preempted (its blocks freed, recomputed later). With the priority policy, waiting sequences
- * are admitted by (priority, arrival) instead, and the last in that order is preempted first.
+ * are admitted by (priority, arrival) instead, and the last in that order is preempted first. With LoRA, a
+ * waiting sequence is admitted only when its adapter is in a model slot or one is free (--max-loras); while
+ * one waits for a slot, only base-model sequences behind it go ahead (so it is never starved).
  */
 import { BlockManager } from "./block-manager.ts";
 import { Sequence, SequenceStatus } from "./sequence.ts";
+import type { LoraManager } from "../lora/lora-manager.ts";
 
 export interface SchedulerConfig {
   maxNumSeqs: number;
@@ -50,7 +53,7 @@ export class Scheduler {
   /** Reused ScheduledSeq records (no per-step allocation). */
   private readonly pool: ScheduledSeq[] = [];
 
-  constructor(readonly config: SchedulerConfig, readonly blockManager: BlockManager) {}
+  constructor(readonly config: SchedulerConfig, readonly blockManager: BlockManager, readonly loras: LoraManager | null = null) {}
 
   add(seq: Sequence): void {
     seq.status = SequenceStatus.WAITING;
@@ -121,8 +124,17 @@ export class Scheduler {
 
     // 2. Waiting sequences, FCFS, unless this step had to preempt. (A sequence preempted with a token
     // pending gets it before the next schedule: the engine resolves the running step in between.)
-    while (numPreempted === 0 && this.waiting.length > 0 && budget > 0 && this.running.length < cfg.maxNumSeqs) {
-      const seq = this.waiting[0]!;
+    // LoRA: a sequence whose adapter has no slot (and none is free) waits until running sequences free one;
+    // behind it only base-model sequences go ahead — they hold no slot, whereas more users of a resident
+    // adapter could keep its slot busy forever.
+    let slotBlocked = false;
+    for (let i = 0; numPreempted === 0 && i < this.waiting.length && budget > 0 && this.running.length < cfg.maxNumSeqs;) {
+      const seq = this.waiting[i]!;
+      if (this.loras && seq.lora !== null && (slotBlocked || !this.loras.canAcquire(seq.lora))) {
+        slotBlocked = true;
+        i++;
+        continue;
+      }
       // A prompt_logprobs request needs logits for every prompt position: none may come from the cache.
       const prefix = seq.params.prompt_logprobs === null ? bm.findCachedPrefix(seq) : { blocks: [], hashes: [] };
       const cachedTokens = prefix.blocks.length * bm.blockSize;
@@ -130,7 +142,8 @@ export class Scheduler {
       if (!cfg.enableChunkedPrefill && remaining > budget) break;
       const num = Math.min(remaining, budget);
       if (!bm.allocateSlots(seq, num, prefix)) break;
-      this.waiting.shift();
+      this.waiting.splice(i, 1);
+      this.loras?.acquire(seq);
       seq.status = SequenceStatus.RUNNING;
       seq.firstScheduledTime ??= now;
       this.running.push(seq);
@@ -172,6 +185,7 @@ export class Scheduler {
     const i = this.running.lastIndexOf(seq);
     if (i >= 0) this.running.splice(i, 1);
     this.blockManager.free(seq);
+    this.loras?.release(seq);
     seq.status = SequenceStatus.WAITING;
     seq.numDrafts = 0;
     seq.numPreemptions++;
@@ -217,6 +231,7 @@ export class Scheduler {
       if (i >= 0) this.waiting.splice(i, 1);
     }
     this.blockManager.free(seq);
+    this.loras?.release(seq);
     seq.status = SequenceStatus.FINISHED;
   }
 }

@@ -1,4 +1,5 @@
 /** One generated sequence (sample i of a request's n): its tokens, KV blocks and progress. */
+import type { LoraRequest } from "../lora/lora-manager.ts";
 import type { SamplingParams } from "./sampling-params.ts";
 import type { TokenLogprobs } from "./sampling-batch.ts";
 import type { SequenceGrammar } from "../structured/structured-output-manager.ts";
@@ -12,6 +13,8 @@ export enum SequenceStatus {
 export type FinishReason = "stop" | "length" | "abort";
 
 export class Sequence {
+  /** LoRA: the model slot its adapter is in while it is admitted (LoraManager.acquire); −1 otherwise, or for the base model. */
+  loraSlot = -1;
   status = SequenceStatus.WAITING;
   /** Prompt followed by generated tokens, in a buffer sized for the whole request (valid up to numTokens). */
   private buf: Int32Array;
@@ -67,8 +70,8 @@ export class Sequence {
     /** Seed of the sampling stream (the request's seed, or one drawn by the engine). */
     readonly seed: number,
     arrivalTime: number,
-    /** LoRA: the slot of the adapter the request asked for (−1: the base model). */
-    readonly loraSlot = -1,
+    /** LoRA: the adapter the request asked for (null: the base model). */
+    readonly lora: LoraRequest | null = null,
   ) {
     this.numPromptTokens = promptTokenIds.length;
     this.numTokens = promptTokenIds.length;

@@ -12,8 +12,10 @@ export const GEN = 0, COUNT = 1, ABORT = 2, CMD_SEQ = 3, CMD = 4, READY = 5, ERR
 export const ARG0 = 8; // command arguments: ARG0 … ARG0 + 7
 /** Workers that have received their init message and begun (a worker whose module fails to load never does). */
 export const STARTED = 16;
-export const CMD_STEP = 1, CMD_ALLOC_KV = 2, CMD_RESERVE = 3, CMD_SHUTDOWN = 4, CMD_CAPTURE = 5;
+export const CMD_STEP = 1, CMD_ALLOC_KV = 2, CMD_RESERVE = 3, CMD_SHUTDOWN = 4, CMD_CAPTURE = 5, CMD_LORA_SLOT = 6;
 const CTL_WORDS = 17, ERR_BYTES = 4096;
+/** Room for a command's text argument (TEXT_BYTES of UTF-8, e.g. a LoRA adapter's name and directory as JSON). */
+export const TEXT_BYTES = 16384;
 
 export interface SharedBuffers {
   ctl: SharedArrayBuffer;
@@ -21,6 +23,8 @@ export interface SharedBuffers {
   reduce: SharedArrayBuffer;
   logits: SharedArrayBuffer;
   inputs: SharedArrayBuffer;
+  /** A command's text argument (CMD_LORA_SLOT: the adapter's name and directory). */
+  text: SharedArrayBuffer;
 }
 
 export interface SharedSizes {
@@ -47,6 +51,7 @@ export function createSharedBuffers(s: SharedSizes): SharedBuffers {
     reduce: new SharedArrayBuffer(s.size * s.maxReduce * 4),
     logits: new SharedArrayBuffer(s.maxLogitsRows * s.vocabSize * 4),
     inputs: new SharedArrayBuffer(inputWords * 4),
+    text: new SharedArrayBuffer(TEXT_BYTES),
   };
 }
 

@@ -14,13 +14,13 @@ import type { Backend, StepInputs, Tensor } from "../backend/backend.ts";
 import type { CudaBackend } from "../backend/cuda/cuda-backend.ts";
 import type { CudaProvider } from "../backend/cuda/provider.ts";
 import { Checkpoint } from "../loader/checkpoint.ts";
-import type { LoraAdapter } from "../lora/lora-adapter.ts";
+import type { LoraCoverage } from "../lora/lora-adapter.ts";
 import { CausalLM, type Collective } from "../model/causal-lm.ts";
 import type { ModelConfig } from "../model/config.ts";
 import { TP_WORKER_URL, workerOptions } from "../worker-url.ts";
 import { NcclCollective } from "./nccl-collective.ts";
 import { localDims } from "./shard.ts";
-import { ARG0, CMD, CMD_ALLOC_KV, CMD_CAPTURE, CMD_RESERVE, CMD_SEQ, CMD_SHUTDOWN, CMD_STEP, createSharedBuffers, inputViews, READY, SharedCollective, STARTED, type SharedSizes } from "./shared-collective.ts";
+import { ARG0, CMD, CMD_ALLOC_KV, CMD_CAPTURE, CMD_LORA_SLOT, CMD_RESERVE, CMD_SEQ, CMD_SHUTDOWN, CMD_STEP, createSharedBuffers, inputViews, READY, SharedCollective, STARTED, TEXT_BYTES, type SharedSizes } from "./shared-collective.ts";
 
 /** How long close() waits for the workers to shut down cleanly before aborting the group. */
 const SHUTDOWN_WAIT_MS = 10_000;
@@ -52,14 +52,15 @@ export interface TpWorkerInit {
   pooling: boolean;
   /** --hf-overrides: the config every rank reads is the leader's. */
   hfOverrides: Record<string, unknown>;
-  /** LoRA adapters (name, directory) in slot order, each rank loading its shard; null without. */
-  lora: LoraSpec | null;
+  /** LoRA's model slots (CausalLM.enableLora), filled by CMD_LORA_SLOT; null without LoRA. */
+  lora: LoraSlots | null;
 }
 
-/** The adapters an engine serves, in slot order, and the rank they are padded to (--max-lora-rank). */
-export interface LoraSpec {
-  modules: [string, string][];
+/** The LoRA slots every rank makes: how many, the rank they are padded to (--max-lora-rank), the projections covered. */
+export interface LoraSlots {
+  slots: number;
   maxRank: number;
+  coverage: LoraCoverage;
 }
 
 /** Where the ranks run: CPU threads, or one GPU each (rank r on GPU r). */
@@ -80,7 +81,7 @@ export class TensorParallelGroup {
   /** Resolves once every worker thread has exited (after close()). */
   readonly exited: Promise<void>;
 
-  constructor(cfg: ModelConfig, modelDir: string, size: number, maxModelLen: number, limits: { maxTokens: number; maxSeqs: number; maxBlocksPerSeq: number; maxLogitsRows: number }, device: TpDevice = { kind: "cpu" }, pooling = false, hfOverrides: Record<string, unknown> = {}, lora: { spec: LoraSpec; adapters: LoraAdapter[] } | null = null) {
+  constructor(cfg: ModelConfig, modelDir: string, size: number, maxModelLen: number, limits: { maxTokens: number; maxSeqs: number; maxBlocksPerSeq: number; maxLogitsRows: number }, device: TpDevice = { kind: "cpu" }, pooling = false, hfOverrides: Record<string, unknown> = {}, lora: LoraSlots | null = null) {
     const onGpu = device.kind === "cuda";
     const vocabPerRank = localDims(cfg, { rank: 0, size }).vocabPerRank;
     const sizes: SharedSizes = {
@@ -120,7 +121,7 @@ export class TensorParallelGroup {
       w.addEventListener("error", (e) => this.control.abort(new Error(`worker for rank ${rank} crashed: ${(e as ErrorEvent).message}`)));
       w.postMessage({
         rank, modelDir, maxModelLen, sizes, buffers, failAt: process.env.VBUN_TP_FAIL_AT ?? null,
-        cuda: onGpu ? { comm: comms[rank]!, ncclData, maxRows: limits.maxLogitsRows } : null, pooling, hfOverrides, lora: lora?.spec ?? null,
+        cuda: onGpu ? { comm: comms[rank]!, ncclData, maxRows: limits.maxLogitsRows } : null, pooling, hfOverrides, lora,
       } satisfies TpWorkerInit);
       this.workers.push(w);
     }
@@ -130,7 +131,7 @@ export class TensorParallelGroup {
       const backend = device.kind === "cuda" ? device.leader : new CpuBackend({ threads: 1 });
       this.model = new CausalLM<Tensor>(cfg, backend as unknown as Backend<Tensor>, maxModelLen, collective, { pooling });
       this.model.load(new Checkpoint(modelDir));
-      if (lora) this.model.loadLora(lora.adapters, lora.spec.maxRank);
+      if (lora) this.model.enableLora(lora.slots, lora.maxRank, lora.coverage);
       // Wait for every worker to start — one whose module fails to load never does, and its error event
       // cannot reach this blocked thread: give up after VBUN_TP_START_TIMEOUT (60 s) — then to load its
       // shard (or fail), for at most VBUN_TP_TIMEOUT.
@@ -205,6 +206,17 @@ export class TensorParallelGroup {
     v.logitsRows.set(s.logitsRows);
     if (s.loraSlots) v.loraSlots.set(s.loraSlots);
     this.command(CMD_STEP, [s.tokenIds.length, s.seqLens.length, s.maxBlocksPerSeq, s.logitsRows.length, graph, s.loraSlots ? 1 : 0]);
+  }
+
+  /**
+   * Has every worker put the adapter in `dir` (re-read there, each rank taking its shard) in LoRA slot `slot`;
+   * the leader does its own, then endCommand().
+   */
+  setLoraSlot(slot: number, name: string, dir: string): void {
+    const text = new TextEncoder().encode(JSON.stringify({ name, dir }));
+    if (text.length > TEXT_BYTES) throw new Error(`tensor parallelism: the LoRA adapter path is longer than ${TEXT_BYTES} bytes: ${dir}`);
+    new Uint8Array(this.control.buffers.text).set(text);
+    this.command(CMD_LORA_SLOT, [slot, text.length]);
   }
 
   /** Has every worker warm up and capture the decode graph of `bucket` sequences; the leader does its own, then endCommand(). */

@@ -15,7 +15,7 @@ import { CausalLM, type Collective } from "../model/causal-lm.ts";
 import { loadModelConfig } from "../model/config.ts";
 import { loadLoraAdapter } from "../lora/lora-adapter.ts";
 import { NcclCollective } from "./nccl-collective.ts";
-import { ARG0, CMD, CMD_ALLOC_KV, CMD_CAPTURE, CMD_RESERVE, CMD_SEQ, CMD_SHUTDOWN, CMD_STEP, inputViews, READY, SharedCollective, STARTED } from "./shared-collective.ts";
+import { ARG0, CMD, CMD_ALLOC_KV, CMD_CAPTURE, CMD_LORA_SLOT, CMD_RESERVE, CMD_SEQ, CMD_SHUTDOWN, CMD_STEP, inputViews, READY, SharedCollective, STARTED } from "./shared-collective.ts";
 import type { TpWorkerInit } from "./tp-group.ts";
 
 /** How a GPU rank opens its device and NCCL (the real ones, or the test suite's simulator). */
@@ -54,7 +54,7 @@ export function runTpRank(init: TpWorkerInit, devices: TpRankDevices | null): vo
     }
     const model = new CausalLM<Tensor>(cfg, backend, init.maxModelLen, collective, { pooling: init.pooling });
     model.load(new Checkpoint(init.modelDir));
-    if (init.lora) model.loadLora(init.lora.modules.map(([name, dir]) => loadLoraAdapter(name, dir, cfg, init.lora!.maxRank)), init.lora.maxRank);
+    if (init.lora) model.enableLora(init.lora.slots, init.lora.maxRank, init.lora.coverage);
     const v = inputViews(init.buffers, init.sizes);
     Atomics.add(ctl, READY, 1);
     Atomics.notify(ctl, READY);
@@ -74,6 +74,10 @@ export function runTpRank(init: TpWorkerInit, devices: TpRankDevices | null): vo
         model.reserve(a(0), a(1));
         backend.reserveStep?.(a(0), a(3), a(2), a(1));
       } else if (cmd === CMD_ALLOC_KV) model.allocKvCache(a(0), a(1));
+      else if (cmd === CMD_LORA_SLOT) {
+        const { name, dir } = JSON.parse(new TextDecoder().decode(new Uint8Array(init.buffers.text, 0, a(1)))) as { name: string; dir: string };
+        model.setLoraSlot(a(0), loadLoraAdapter(name, dir, cfg, init.lora!.maxRank));
+      }
       else if (cmd === CMD_CAPTURE) {
         const step = backend.uploadStep(decodeGraphInputs(a(0), a(1), init.lora !== null));
         model.forward(step);

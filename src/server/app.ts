@@ -7,7 +7,7 @@ import { classify, embeddings, pooling } from "./embeddings.ts";
 import { rerank, score } from "./score.ts";
 import { ApiError, errorBody, toErrorResponse } from "./errors.ts";
 import { renderMetrics } from "./metrics.ts";
-import { DetokenizeRequest, TokenizeRequest } from "./protocol.ts";
+import { DetokenizeRequest, LoadLoraAdapterRequest, TokenizeRequest, UnloadLoraAdapterRequest } from "./protocol.ts";
 import type { ServerState } from "./state.ts";
 import { VERSION } from "../version.ts";
 
@@ -104,6 +104,26 @@ export function buildApp(state: ServerState): Hono {
     for (const t of body.tokens) if (t >= V) throw new ApiError(400, `token id ${t} is out of vocabulary (size ${V})`, "tokens");
     return c.json({ prompt: e.tokenizer.decode(body.tokens, false) });
   });
+
+  // vLLM's run-time LoRA loading, served only with VLLM_ALLOW_RUNTIME_LORA_UPDATING (as in vLLM: anyone who
+  // can call it makes the server read a directory of its choosing).
+  if (state.runtimeLoraUpdating) {
+    app.post("/v1/load_lora_adapter", async (c) => {
+      const body = LoadLoraAdapterRequest.parse(await state.readJson(c));
+      const e = state.engine();
+      if (!e.info.lora) throw new ApiError(400, "LoRA is not enabled on this server (start it with --enable-lora)", "lora_name");
+      if (body.lora_name === state.servedModelName) throw new ApiError(400, `'${body.lora_name}' is the served model's name`, "lora_name");
+      if (e.info.loraModules.some((m) => m.name === body.lora_name)) throw new ApiError(400, `The lora adapter '${body.lora_name}' has already been loaded.`, "lora_name");
+      await e.addLora(body.lora_name, body.lora_path);
+      return c.text(`Success: LoRA adapter '${body.lora_name}' added successfully.`);
+    });
+    app.post("/v1/unload_lora_adapter", async (c) => {
+      const body = UnloadLoraAdapterRequest.parse(await state.readJson(c));
+      const e = state.engine();
+      if (!(await e.removeLora(body.lora_name))) throw new ApiError(404, `The lora adapter '${body.lora_name}' cannot be found.`, "lora_name");
+      return c.text(`Success: LoRA adapter '${body.lora_name}' removed successfully.`);
+    });
+  }
 
   for (const path of ["/v1/completions", "/v1/chat/completions", "/v1/embeddings", "/tokenize", "/detokenize"])
     app.on(["GET", "PUT", "DELETE", "PATCH"], path, (c) => c.json(errorBody(405, `method ${c.req.method} not allowed on ${path}`), 405));

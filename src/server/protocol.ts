@@ -86,6 +86,10 @@ export const TokenizeRequest = z.union([
 
 export const DetokenizeRequest = z.object({ model: z.string().nullish(), tokens: tokenIds });
 
+/** vLLM's run-time LoRA endpoints (VLLM_ALLOW_RUNTIME_LORA_UPDATING). */
+export const LoadLoraAdapterRequest = z.object({ lora_name: z.string().min(1), lora_path: z.string().min(1) });
+export const UnloadLoraAdapterRequest = z.object({ lora_name: z.string().min(1), lora_int_id: z.number().int().nullish() });
+
 const responseContentPart = z.object({ type: z.string(), text: z.string().optional() }).passthrough();
 const responseInputItem = z.object({
   type: z.string().optional(),

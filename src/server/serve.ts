@@ -64,9 +64,13 @@ engine:
   --hf-overrides JSON              fields replacing config.json's, e.g. Qwen3-Reranker as a classifier:
                                    '{"architectures": ["Qwen3ForSequenceClassification"],
                                    "classifier_from_token": ["no", "yes"], "is_original_qwen3_reranker": true}'
-  --enable-lora --lora-modules NAME=PATH …
-                                   serve PEFT LoRA adapters (all loaded at start); a request's model
-                                   names one (default: off)
+  --enable-lora [--lora-modules NAME=PATH …]
+                                   serve PEFT LoRA adapters; a request's model names one (default: off).
+                                   With VLLM_ALLOW_RUNTIME_LORA_UPDATING=true in the environment, POST
+                                   /v1/load_lora_adapter {"lora_name", "lora_path"} and
+                                   /v1/unload_lora_adapter {"lora_name"} add and remove adapters
+  --max-loras N                    adapters in one batch (model slots) at most; requests for another
+                                   wait until a slot frees (default 1)
   --max-lora-rank N                the largest adapter rank (default 16)
   --seed N                         seed for requests without one (default ${d.seed})
   --chat-template FILE|TEXT        override the model's chat template
@@ -124,6 +128,8 @@ export async function serve(args: string[]): Promise<number> {
   const state = new ServerState(served, apiKey || null, values["log-level"] === "debug", maxLogLen, (rp as ReasoningParserName | undefined) ?? null,
     values["enable-auto-tool-choice"] ? (tp as ToolCallParserName) : null, values["enable-prompt-tokens-details"] ?? false,
     storeSize > 0 ? new ResponseStore(storeSize) : null);
+  state.runtimeLoraUpdating = opts.allowRuntimeLoraUpdating === true;
+  if (state.runtimeLoraUpdating) log("VLLM_ALLOW_RUNTIME_LORA_UPDATING is set: /v1/load_lora_adapter and /v1/unload_lora_adapter are served (anyone who can reach them can make the server read any directory)");
   const app = buildApp(state);
 
   const server = Bun.serve({ hostname: values.host, port, fetch: app.fetch, idleTimeout: 0 });

@@ -13,6 +13,8 @@ export class ServerState {
   /** Set when loading failed: /health answers 503 with it. */
   loadError: Error | null = null;
   readonly startedAt = Math.floor(Date.now() / 1000);
+  /** VLLM_ALLOW_RUNTIME_LORA_UPDATING: /v1/load_lora_adapter and /v1/unload_lora_adapter are served. */
+  runtimeLoraUpdating = false;
   private readonly tokenTexts = new Map<number, string>();
 
   constructor(
