@@ -145,51 +145,50 @@ test("--enable-prompt-tokens-details reports prefix-cache hits in usage", async 
   }
 }, 60_000);
 
-test("--tool-call-parser llama3_json: an answer of JSON calls becomes tool_calls, whole and streamed", async () => {
-  const s = await startServer([tinyModel(SERVER_MODEL), "--max-model-len", "256", "--enable-auto-tool-choice", "--tool-call-parser", "llama3_json"]);
+/**
+ * A server with `--tool-call-parser parser`: structured outputs (`constraint`) make the random model write a
+ * call in that parser's format; the whole answer and the streamed one must carry exactly `expected` as
+ * tool_calls (arguments compared as JSON). `more` checks what else a parser promises, on the same server.
+ */
+async function checkToolCallParser(parser: string, constraint: object, expected: [string, unknown][], more?: (post: (b: object) => Promise<Response>, body: Record<string, unknown>) => Promise<void>): Promise<void> {
+  const s = await startServer([tinyModel(SERVER_MODEL), "--max-model-len", "256", "--enable-auto-tool-choice", "--tool-call-parser", parser]);
   try {
     const post = (b: object) => fetch(`${s.url}/v1/chat/completions`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(b) });
-    const tools = [{ type: "function", function: { name: "get_weather", parameters: { type: "object", properties: { city: { type: "string" } } } } }];
-    // The random model writes a Llama 3 style call because a schema makes it (structured outputs).
-    const call = {
-      type: "object", additionalProperties: false, required: ["name", "parameters"],
-      properties: { name: { const: "get_weather" }, parameters: { type: "object", additionalProperties: false, required: ["city"], properties: { city: { enum: ["Paris"] } } } },
-    };
-    const body = { messages: [{ role: "user", content: "Weather in Paris?" }], max_tokens: 64, temperature: 0, tools, tool_choice: "auto", structured_outputs: { json: call, disable_any_whitespace: true } };
+    const tools = [{ type: "function", function: { name: "get_weather", parameters: { type: "object", properties: { city: { type: "string" }, days: { type: "integer" } } } } }];
+    const body = { messages: [{ role: "user", content: "Weather in Paris?" }], max_tokens: 64, temperature: 0, tools, tool_choice: "auto", structured_outputs: constraint };
     const full: any = await (await post(body)).json();
     expect(full.choices[0].finish_reason).toBe("tool_calls");
-    expect(full.choices[0].message.content).toBeNull();
-    expect(full.choices[0].message.tool_calls.map((c: any) => [c.function.name, JSON.parse(c.function.arguments)])).toEqual([["get_weather", { city: "Paris" }]]);
+    expect(full.choices[0].message.tool_calls.map((c: any) => [c.function.name, JSON.parse(c.function.arguments)])).toEqual(expected);
     const sse = await (await post({ ...body, stream: true })).text();
     const streamed: any[] = [];
     for (const line of sse.split("\n")) if (line.startsWith("data: {")) for (const c of JSON.parse(line.slice(6)).choices) streamed.push(...(c.delta.tool_calls ?? []));
-    expect(streamed.map((c) => [c.function.name, JSON.parse(c.function.arguments)])).toEqual([["get_weather", { city: "Paris" }]]);
+    expect(streamed.map((c) => [c.function.name, JSON.parse(c.function.arguments)])).toEqual(expected);
+    await more?.(post, body);
+  } finally {
+    expect(await s.stop()).toBe(0);
+  }
+}
+
+test("--tool-call-parser llama3_json: an answer of JSON calls becomes tool_calls, whole and streamed", async () => {
+  const call = {
+    type: "object", additionalProperties: false, required: ["name", "parameters"],
+    properties: { name: { const: "get_weather" }, parameters: { type: "object", additionalProperties: false, required: ["city"], properties: { city: { enum: ["Paris"] } } } },
+  };
+  await checkToolCallParser("llama3_json", { json: call, disable_any_whitespace: true }, [["get_weather", { city: "Paris" }]], async (post, body) => {
+    expect(((await (await post(body)).json()) as any).choices[0].message.content).toBeNull();
     // Without the schema the random model answers in text: content, no calls.
     const text: any = await (await post({ ...body, structured_outputs: undefined, max_tokens: 8 })).json();
     expect(text.choices[0].message.tool_calls).toEqual([]);
     expect(text.choices[0].message.content.length).toBeGreaterThan(0);
-  } finally {
-    expect(await s.stop()).toBe(0);
-  }
+  });
 }, 60_000);
 
 test("--tool-call-parser pythonic: an answer that is a Python list of calls becomes tool_calls", async () => {
-  const s = await startServer([tinyModel(SERVER_MODEL), "--max-model-len", "256", "--enable-auto-tool-choice", "--tool-call-parser", "pythonic"]);
-  try {
-    const post = (b: object) => fetch(`${s.url}/v1/chat/completions`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(b) });
-    const tools = [{ type: "function", function: { name: "get_weather", parameters: { type: "object", properties: { city: { type: "string" }, days: { type: "integer" } } } } }];
-    // A regex makes the random model write Llama 3.2's call syntax (structured outputs).
-    const body = { messages: [{ role: "user", content: "Weather?" }], max_tokens: 40, temperature: 0, tools, tool_choice: "auto", structured_outputs: { regex: `\\[get_weather\\(city='Paris', days=[1-9]\\)\\]` } };
-    const full: any = await (await post(body)).json();
-    expect(full.choices[0].finish_reason).toBe("tool_calls");
-    const call = full.choices[0].message.tool_calls[0];
-    expect(call.function.name).toBe("get_weather");
-    expect(JSON.parse(call.function.arguments)).toMatchObject({ city: "Paris" });
-    const sse = await (await post({ ...body, stream: true })).text();
-    const streamed: any[] = [];
-    for (const line of sse.split("\n")) if (line.startsWith("data: {")) for (const c of JSON.parse(line.slice(6)).choices) streamed.push(...(c.delta.tool_calls ?? []));
-    expect(streamed.map((c) => [c.function.name, c.function.arguments])).toEqual([["get_weather", call.function.arguments]]);
-  } finally {
-    expect(await s.stop()).toBe(0);
-  }
+  await checkToolCallParser("pythonic", { regex: `\\[get_weather\\(city='Paris', days=3\\)\\]` }, [["get_weather", { city: "Paris", days: 3 }]]);
+}, 60_000);
+
+test("--tool-call-parser qwen3_coder: <function=…><parameter=…> blocks become tool_calls, typed by the request's tools", async () => {
+  // days is "3" in the text; the tool's schema makes it the integer 3.
+  const xml = "<function=get_weather>\\n<parameter=city>\\nParis\\n</parameter>\\n<parameter=days>\\n3\\n</parameter>\\n</function>";
+  await checkToolCallParser("qwen3_coder", { regex: xml }, [["get_weather", { city: "Paris", days: 3 }]]);
 }, 60_000);

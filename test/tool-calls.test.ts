@@ -92,6 +92,48 @@ test("pythonic streaming: a list answer is held whole, any other flows, for any 
   expect(tagged.finish().toolCalls.map((c) => c.function.name)).toEqual(["f"]);
 });
 
+const CODER_TOOLS = [
+  { type: "function", function: { name: "get_weather", parameters: { type: "object", properties: {
+    city: { type: "string" }, days: { type: "integer" }, threshold: { type: "number" }, metric: { type: "boolean" },
+    hours: { type: "array" }, opts: { type: "object" }, note: { type: ["string", "null"] } } } } },
+  { type: "function", function: { name: "now", parameters: { type: "object", properties: {} } } },
+];
+const CODER = "I'll look that up.\n<tool_call>\n<function=get_weather>\n<parameter=city>\nSan Francisco, CA\n</parameter>\n<parameter=days>\n3\n</parameter>\n" +
+  "<parameter=threshold>\n2.5\n</parameter>\n<parameter=metric>\nTrue\n</parameter>\n<parameter=hours>\n[1, 2]\n</parameter>\n<parameter=opts>\n{'wind': True, 'unit': None}\n</parameter>\n" +
+  "<parameter=note>\nline one\nline two\n\n</parameter>\n<parameter=extra>\n42\n</parameter>\n</function>\n</tool_call>\n<tool_call>\n<function=now>\n</function>\n</tool_call>";
+
+test("qwen3_coder: <function=…><parameter=…> blocks after any text; values typed by the request's tool schema", () => {
+  const r = parseToolCalls(CODER, "qwen3_coder", CODER_TOOLS);
+  expect(r.content).toBe("I'll look that up.");
+  expect(r.toolCalls.map((c) => [c.function.name, JSON.parse(c.function.arguments)])).toEqual([
+    ["get_weather", { city: "San Francisco, CA", days: 3, threshold: 2.5, metric: true, hours: [1, 2], opts: { wind: true, unit: null }, note: "line one\nline two\n", extra: "42" }],
+    ["now", {}],
+  ]);
+  // Without the schema every value stays text; "null" is null; values that do not convert stay text.
+  const untyped = parseToolCalls("<function=f>\n<parameter=a>\n7\n</parameter>\n<parameter=b>\nnull\n</parameter>\n</function>", "qwen3_coder");
+  expect([untyped.content, JSON.parse(untyped.toolCalls[0]!.function.arguments)]).toEqual([null, { a: "7", b: null }]);
+  const bad = parseToolCalls("<tool_call><function=get_weather><parameter=days>three</parameter><parameter=hours>[1,</parameter></function></tool_call>", "qwen3_coder", CODER_TOOLS);
+  expect(JSON.parse(bad.toolCalls[0]!.function.arguments)).toEqual({ days: "three", hours: "[1," });
+  for (const text of ["plain answer", "<tool_call>\n<function=f>\n<parameter=a>\n1", "<function=>\n</function>"])
+    expect(parseToolCalls(text, "qwen3_coder", CODER_TOOLS)).toEqual({ content: text, toolCalls: [] });
+});
+
+test("qwen3_coder streaming: text flows until a call may begin, calls come whole at the end, for any cut", () => {
+  for (let cut = 0; cut <= CODER.length; cut += 3) {
+    const s = toolCallStream("qwen3_coder", CODER_TOOLS);
+    const content = s.push(CODER.slice(0, cut)) + s.push(CODER.slice(cut));
+    const end = s.finish();
+    expect(content + end.content).toBe("I'll look that up.\n");
+    expect(end.toolCalls.map((c) => c.function.name)).toEqual(["get_weather", "now"]);
+    expect(JSON.parse(end.toolCalls[0]!.function.arguments).days).toBe(3);
+  }
+  const plain = toolCallStream("qwen3_coder");
+  expect(plain.push("a <func") + plain.push("tional> b <tool") + plain.push("s>") + plain.finish().content).toBe("a <functional> b <tools>");
+  const bare = toolCallStream("qwen3_coder");
+  expect(bare.push("ok <functio") + bare.push("n=now>\n</function>")).toBe("ok ");
+  expect(bare.finish().toolCalls.map((c) => c.function.name)).toEqual(["now"]);
+});
+
 describe("forced tool choice (tool_choice 'required' or a named function)", () => {
   const tools = [
     { type: "function", function: { name: "add", parameters: { type: "object", properties: { a: { type: "integer" }, b: { type: "integer" } }, required: ["a", "b"] } } },

@@ -127,7 +127,7 @@ export async function prepareChat(state: ServerState, body: ChatCompletionReques
   const parseTools = state.toolCallParser !== null && (body.tools?.length ?? 0) > 0 && tc !== "none";
   // A forced call is the whole answer (after any reasoning).
   const shaper = () => new ChoiceShaper(reasoningParser ? new ReasoningSplitter(reasoningParser) : null,
-    forced ? new ForcedToolCallStream(forced) : parseTools ? toolCallStream(state.toolCallParser!) : null);
+    forced ? new ForcedToolCallStream(forced) : parseTools ? toolCallStream(state.toolCallParser!, body.tools ?? []) : null);
   return { text, ids, params, shaper, calledReason: forced && forced !== "required" ? "stop" : "tool_calls" };
 }
 

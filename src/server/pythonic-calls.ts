@@ -26,6 +26,18 @@ export function parsePythonicCalls(text: string): PythonicCall[] | null {
   }
 }
 
+/** A Python literal (strings, numbers, True/False/None, lists, tuples, dicts) as a JSON value; undefined when `text` is not one. */
+export function parsePythonLiteral(text: string): unknown {
+  try {
+    const r = new Reader(text.trim());
+    const v = r.literal();
+    return r.atEnd() ? v : undefined;
+  } catch (e) {
+    if (e instanceof NotACallList) return undefined;
+    throw e;
+  }
+}
+
 const ESCAPES: Record<string, string> = { n: "\n", t: "\t", r: "\r", "\\": "\\", "'": "'", '"': '"', "0": "\0", b: "\b", f: "\f" };
 
 class Reader {
@@ -89,6 +101,11 @@ class Reader {
       args[key] = this.value();
     });
     return { name, args };
+  }
+
+  /** One literal value (parsePythonLiteral). */
+  literal(): unknown {
+    return this.value();
   }
 
   private value(): unknown {

@@ -7,6 +7,7 @@ import { buildApp } from "./app.ts";
 import { downloadModel, looksLikeHubId, progressPrinter } from "./hub.ts";
 import { ServerState } from "./state.ts";
 import { ResponseStore } from "./response-store.ts";
+import { StatsLogger, statsIntervalMs } from "./stats-logger.ts";
 import { REASONING_PARSERS, type ReasoningParserName } from "./reasoning.ts";
 import { TOOL_CALL_PARSERS, type ToolCallParserName } from "./tool-calls.ts";
 
@@ -25,11 +26,14 @@ server:
   --shutdown-timeout SECONDS       grace period for in-flight requests on SIGTERM/SIGINT (default 30)
   --max-log-len N                  prompt characters (or token ids) shown per logged request (default: all)
   --log-level debug|info|warning|error   (default info; debug also logs every request)
+  --disable-log-stats              no periodic throughput / queue / KV-cache line (every
+                                   VLLM_LOG_STATS_INTERVAL seconds, default 10, while requests run)
   --reasoning-parser qwen3|deepseek_r1   chat responses carry <think> blocks as reasoning_content (default: off)
-  --enable-auto-tool-choice --tool-call-parser hermes|llama3_json|pythonic
+  --enable-auto-tool-choice --tool-call-parser hermes|llama3_json|pythonic|qwen3_coder
                                    parse tool calls into tool_calls when a request has tools: hermes =
                                    <tool_call> blocks (Qwen), llama3_json = a JSON-calls answer (Llama 3.x),
-                                   pythonic = a [f(a=1), …] answer (Llama 3.2, Llama 4) (default: off)
+                                   pythonic = a [f(a=1), …] answer (Llama 3.2, Llama 4), qwen3_coder =
+                                   <function=f><parameter=a> blocks (Qwen3-Coder) (default: off)
   --enable-prompt-tokens-details   usage.prompt_tokens_details.cached_tokens (prefix-cache hits) (default: off)
   --responses-store-size N         keep the N most recently used Responses (/v1/responses) in memory for
                                    previous_response_id and GET /v1/responses/{id} (default 0: none, as vLLM)
@@ -91,6 +95,7 @@ export async function serve(args: string[]): Promise<number> {
       "shutdown-timeout": { type: "string", default: "30" },
       "max-log-len": { type: "string" },
       "log-level": { type: "string", default: "info" },
+      "disable-log-stats": { type: "boolean" },
       "reasoning-parser": { type: "string" },
       "enable-auto-tool-choice": { type: "boolean" },
       "tool-call-parser": { type: "string" },
@@ -111,6 +116,8 @@ export async function serve(args: string[]): Promise<number> {
   const quiet = LEVELS.indexOf(values["log-level"]!) > 1;
   const log = (m: string) => { if (!quiet) process.stderr.write(`[vbun] ${m}\n`); };
   const maxLogLen = values["max-log-len"] === undefined ? null : Number(values["max-log-len"]);
+  let statsEveryMs: number;
+  try { statsEveryMs = statsIntervalMs(process.env); } catch (e) { throw new UsageError((e as Error).message); }
 
   const t0 = performance.now();
   let modelSpec = positionals[0];
@@ -162,6 +169,14 @@ export async function serve(args: string[]): Promise<number> {
     log(`loaded ${i.modelDir}: ${c.architecture}, ${c.numLayers} layers, hidden ${c.hiddenSize}, vocab ${c.vocabSize} on ${i.device} in ${i.loadSeconds.toFixed(2)}s`);
     log(`${i.kvCapacityTokens} tokens of KV cache; max_model_len ${i.maxModelLen}; prefix caching ${opts.enablePrefixCaching === false ? "off" : "on"}`);
     log(`ready in ${((performance.now() - t0) / 1000).toFixed(2)}s: serving '${served}' at http://${server.hostname}:${server.port}/v1`);
+    if (!values["disable-log-stats"]) {
+      const stats = new StatsLogger(i.device);
+      stats.line(engine.stats, performance.now());
+      setInterval(() => {
+        const line = stats.line(engine.stats, performance.now());
+        if (line) log(line);
+      }, statsEveryMs).unref();
+    }
   } catch (e) {
     state.loadError = e as Error;
     process.stderr.write(`vbun: error: ${(e as Error).message}\n`);

@@ -4,11 +4,14 @@
  * blocks after any text. `llama3_json` (Llama 3.1/3.2): an answer that is JSON calls
  * {"name": …, "parameters": {…}}, `;`-separated, optionally after <|python_tag|>. `pythonic` (Llama 3.2,
  * Llama 4): an answer that is a Python list of calls, [f(a=1), g()] (src/server/pythonic-calls.ts).
+ * `qwen3_coder` (Qwen3-Coder): <tool_call><function=f><parameter=a>…</parameter></function></tool_call>
+ * blocks after any text, their values typed by the request's tool schemas (src/server/qwen3-coder-calls.ts).
  * Streaming holds back text from where a call may begin and emits each call whole at the end.
  */
 import { parsePythonicCalls } from "./pythonic-calls.ts";
+import { parseQwen3CoderCalls, QWEN3_CODER_OPENERS } from "./qwen3-coder-calls.ts";
 
-export const TOOL_CALL_PARSERS = ["hermes", "llama3_json", "pythonic"] as const;
+export const TOOL_CALL_PARSERS = ["hermes", "llama3_json", "pythonic", "qwen3_coder"] as const;
 export type ToolCallParserName = (typeof TOOL_CALL_PARSERS)[number];
 
 const OPEN = "<tool_call>", CLOSE = "</tool_call>";
@@ -21,16 +24,30 @@ export interface ToolCall {
 
 const callId = () => `chatcmpl-tool-${crypto.randomUUID().replaceAll("-", "").slice(0, 24)}`;
 
-/** Extracts the tool calls; `content` is the text before the first call (null when empty). */
-export function parseToolCalls(text: string, parser: ToolCallParserName = "hermes"): { content: string | null; toolCalls: ToolCall[] } {
-  return parser === "hermes" ? parseHermes(text) : parser === "llama3_json" ? parseLlama3Json(text) : parsePythonic(text);
+type Parsed = { content: string | null; toolCalls: ToolCall[] };
+
+/** Extracts the tool calls; `content` is the text before the first call (null when empty). `tools`: the request's (for typed arguments). */
+export function parseToolCalls(text: string, parser: ToolCallParserName = "hermes", tools: readonly unknown[] = []): Parsed {
+  return parserFor(parser, tools)(text);
+}
+
+function parserFor(parser: ToolCallParserName, tools: readonly unknown[]): (text: string) => Parsed {
+  switch (parser) {
+    case "hermes": return parseHermes;
+    case "llama3_json": return parseLlama3Json;
+    case "pythonic": return parsePythonic;
+    case "qwen3_coder": return (text) => {
+      const { content, calls } = parseQwen3CoderCalls(text, tools);
+      return { content, toolCalls: calls.map((c) => toolCall(c.name, c.args)) };
+    };
+  }
 }
 
 function toolCall(name: string, args: unknown): ToolCall {
   return { id: callId(), type: "function", function: { name, arguments: typeof args === "string" ? args : JSON.stringify(args ?? {}) } };
 }
 
-function parseHermes(text: string): { content: string | null; toolCalls: ToolCall[] } {
+function parseHermes(text: string): Parsed {
   const first = text.indexOf(OPEN);
   if (first < 0) return { content: text, toolCalls: [] };
   const toolCalls: ToolCall[] = [];
@@ -70,7 +87,7 @@ function objectEnd(text: string, start: number): number {
  * llama3_json: the whole answer (after whitespace and an optional <|python_tag|>) is one or more JSON calls
  * separated by ";". Anything else — text first, a malformed call — leaves the answer as content (vLLM's rule).
  */
-function parseLlama3Json(text: string): { content: string | null; toolCalls: ToolCall[] } {
+function parseLlama3Json(text: string): Parsed {
   const plain = { content: text, toolCalls: [] };
   let rest = text.trimStart();
   if (rest.startsWith(PYTHON_TAG)) rest = rest.slice(PYTHON_TAG.length).trimStart();
@@ -94,7 +111,7 @@ function parseLlama3Json(text: string): { content: string | null; toolCalls: Too
 const PYTHON_START = "<|python_start|>", PYTHON_END = "<|python_end|>";
 
 /** pythonic: the whole answer (Llama 4 may wrap it in <|python_start|> … <|python_end|>) is a list of calls. */
-function parsePythonic(text: string): { content: string | null; toolCalls: ToolCall[] } {
+function parsePythonic(text: string): Parsed {
   let body = text.trim();
   if (body.startsWith(PYTHON_START)) body = body.slice(PYTHON_START.length);
   if (body.endsWith(PYTHON_END)) body = body.slice(0, -PYTHON_END.length);
@@ -110,26 +127,39 @@ export interface ToolCallStream {
   finish(): { content: string; toolCalls: ToolCall[] };
 }
 
-export function toolCallStream(parser: ToolCallParserName): ToolCallStream {
-  if (parser === "hermes") return new HermesStream();
-  return parser === "llama3_json" ? new WholeAnswerStream(["{", PYTHON_TAG], parseLlama3Json) : new WholeAnswerStream(["[", PYTHON_START], parsePythonic);
+export function toolCallStream(parser: ToolCallParserName, tools: readonly unknown[] = []): ToolCallStream {
+  const parse = parserFor(parser, tools);
+  switch (parser) {
+    case "hermes": return new TaggedCallsStream([OPEN], parse);
+    case "qwen3_coder": return new TaggedCallsStream(QWEN3_CODER_OPENERS, parse);
+    case "llama3_json": return new WholeAnswerStream(["{", PYTHON_TAG], parse);
+    case "pythonic": return new WholeAnswerStream(["[", PYTHON_START], parse);
+  }
 }
 
-class HermesStream implements ToolCallStream {
+/**
+ * Formats whose calls follow any text (hermes, qwen3_coder): text flows until one of `openers` appears (the
+ * end of the text that could still become one is held back); from there on everything is held and parsed at the end.
+ */
+class TaggedCallsStream implements ToolCallStream {
   private held = "";
   private inCalls = false;
+
+  constructor(private readonly openers: string[], private readonly parse: (text: string) => Parsed) {}
 
   push(delta: string): string {
     if (this.inCalls) { this.held += delta; return ""; }
     const text = this.held + delta;
-    const at = text.indexOf(OPEN);
-    if (at >= 0) {
+    const found = this.openers.map((o) => text.indexOf(o)).filter((i) => i >= 0);
+    if (found.length > 0) {
+      const at = Math.min(...found);
       this.inCalls = true;
       this.held = text.slice(at);
       return text.slice(0, at);
     }
     let keep = 0;
-    for (let k = Math.min(OPEN.length - 1, text.length); k > 0; k--) if (OPEN.startsWith(text.slice(text.length - k))) { keep = k; break; }
+    for (const o of this.openers)
+      for (let k = Math.min(o.length - 1, text.length); k > keep; k--) if (o.startsWith(text.slice(text.length - k))) { keep = k; break; }
     this.held = text.slice(text.length - keep);
     return text.slice(0, text.length - keep);
   }
@@ -138,7 +168,7 @@ class HermesStream implements ToolCallStream {
     const held = this.held;
     this.held = "";
     if (!this.inCalls) return { content: held, toolCalls: [] };
-    const parsed = parseHermes(held);
+    const parsed = this.parse(held);
     return parsed.toolCalls.length > 0 ? { content: "", toolCalls: parsed.toolCalls } : { content: held, toolCalls: [] };
   }
 }
@@ -151,7 +181,7 @@ class WholeAnswerStream implements ToolCallStream {
   private held = "";
   private mode: "undecided" | "calls" | "text" = "undecided";
 
-  constructor(private readonly openers: string[], private readonly parse: (text: string) => { content: string | null; toolCalls: ToolCall[] }) {}
+  constructor(private readonly openers: string[], private readonly parse: (text: string) => Parsed) {}
 
   push(delta: string): string {
     if (this.mode === "text") return delta;
