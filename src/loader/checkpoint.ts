@@ -2,15 +2,20 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { SafetensorsFile, SafetensorsError, type TensorView } from "./safetensors.ts";
+import { isQuantizedDType } from "./dtype.ts";
+import { dequantize, readQuantization, scaleNames, type WeightQuantization } from "./quantization.ts";
 
 export class Checkpoint {
   readonly dir: string;
   private readonly files = new Map<string, SafetensorsFile>();
   /** tensor name → file name (relative to dir) */
   private readonly index = new Map<string, string>();
+  /** config.json's quantization_config (8-bit weights, dequantized as they are read; null: none). */
+  readonly quantization: WeightQuantization | null;
 
   constructor(dir: string) {
     this.dir = dir;
+    this.quantization = readQuantization(dir);
     const indexPath = join(dir, "model.safetensors.index.json");
     if (existsSync(indexPath)) {
       let weightMap: Record<string, string>;
@@ -49,13 +54,24 @@ export class Checkpoint {
     return [...this.index.keys()];
   }
 
-  /** Returns the named tensor, checking its shape when `shape` is given. */
+  /**
+   * Returns the named tensor, checking its shape when `shape` is given. A quantized weight (8-bit, with its
+   * scale beside it) comes back dequantized, as float32 (src/loader/quantization.ts).
+   */
   tensor(name: string, shape?: number[]): TensorView {
-    const file = this.index.get(name);
-    if (file === undefined) throw new Error(`${this.dir}: missing tensor '${name}' (in none of ${[...new Set(this.index.values())].join(", ")})`);
-    const t = this.open(file).tensor(name);
+    const t = this.raw(name);
     if (shape && (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])))
       throw new SafetensorsError(t.file, `tensor '${name}' has shape [${t.shape}] but the config implies [${shape}]`);
-    return t;
+    if (!isQuantizedDType(t.dtype)) return t;
+    const scale = scaleNames(name).find((n) => this.index.has(n));
+    if (!this.quantization || scale === undefined)
+      throw new SafetensorsError(t.file, `tensor '${name}' is ${t.dtype}, a quantized weight, but ${!this.quantization ? `${this.dir}/config.json has no quantization_config` : `no scale for it (${scaleNames(name).join(" or ")}) is in the checkpoint`}`);
+    return dequantize(t, this.raw(scale!), this.quantization!.blockSize);
+  }
+
+  private raw(name: string): TensorView {
+    const file = this.index.get(name);
+    if (file === undefined) throw new Error(`${this.dir}: missing tensor '${name}' (in none of ${[...new Set(this.index.values())].join(", ")})`);
+    return this.open(file).tensor(name);
   }
 }

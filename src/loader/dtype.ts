@@ -1,11 +1,53 @@
 /** Element types a checkpoint may hold, and conversions between them and f32. */
 
-export type DType = "F32" | "F16" | "BF16";
+export type DType = "F32" | "F16" | "BF16" | QuantizedDType;
+/** 8-bit weight types of quantized checkpoints: read only together with their scales (src/loader/quantization.ts). */
+export type QuantizedDType = "F8_E4M3" | "F8_E5M2" | "I8";
 
-export const DTYPE_BYTES: Record<DType, number> = { F32: 4, F16: 2, BF16: 2 };
+export const DTYPE_BYTES: Record<DType, number> = { F32: 4, F16: 2, BF16: 2, F8_E4M3: 1, F8_E5M2: 1, I8: 1 };
 
 export function isSupportedDType(s: string): s is DType {
-  return s === "F32" || s === "F16" || s === "BF16";
+  return s in DTYPE_BYTES;
+}
+
+export function isQuantizedDType(d: DType): d is QuantizedDType {
+  return d === "F8_E4M3" || d === "F8_E5M2" || d === "I8";
+}
+
+const byteTables = new Map<QuantizedDType, Float32Array>();
+
+/** Every byte's value as `dtype` (OCP FP8: E4M3 "fn", no infinities, max 448; E5M2 IEEE-like; I8 two's complement). */
+function byteTable(dtype: QuantizedDType): Float32Array {
+  let t = byteTables.get(dtype);
+  if (t) return t;
+  t = new Float32Array(256);
+  for (let b = 0; b < 256; b++) {
+    const sign = b & 0x80 ? -1 : 1;
+    if (dtype === "I8") t[b] = b < 128 ? b : b - 256;
+    else if (dtype === "F8_E4M3") {
+      const e = (b >> 3) & 15, m = b & 7;
+      t[b] = e === 15 && m === 7 ? NaN : e === 0 ? sign * (m / 8) * 2 ** -6 : sign * (1 + m / 8) * 2 ** (e - 7);
+    } else {
+      const e = (b >> 2) & 31, m = b & 3;
+      t[b] = e === 31 ? (m ? NaN : sign * Infinity) : e === 0 ? sign * (m / 4) * 2 ** -14 : sign * (1 + m / 4) * 2 ** (e - 15);
+    }
+  }
+  byteTables.set(dtype, t);
+  return t;
+}
+
+/** f32 → the nearest `dtype` byte (ties to the even pattern; E4M3 and I8 saturate) — for writing test checkpoints. */
+function toByte(x: number, dtype: QuantizedDType): number {
+  if (dtype === "I8") return Math.max(-128, Math.min(127, Math.round(x))) & 0xff;
+  const t = byteTable(dtype);
+  let best = 0, bestErr = Infinity;
+  for (let b = 0; b < 256; b++) {
+    const v = t[b]!;
+    if (!Number.isFinite(v)) continue;
+    const err = Math.abs(v - x);
+    if (err < bestErr || (err === bestErr && (b & 1) === 0 && (best & 1) === 1)) { best = b; bestErr = err; }
+  }
+  return best;
 }
 
 /** Names accepted by `--dtype` and `torch_dtype`, mapped to safetensors dtypes. */
@@ -40,6 +82,11 @@ function f16Table(): Float32Array {
 export function toFloat32(bytes: Uint8Array, dtype: DType, out?: Float32Array): Float32Array {
   const n = bytes.byteLength / DTYPE_BYTES[dtype];
   const dst = out ?? new Float32Array(n);
+  if (isQuantizedDType(dtype)) {
+    const table = byteTable(dtype);
+    for (let i = 0; i < n; i++) dst[i] = table[bytes[i]!]!;
+    return dst;
+  }
   if (dtype === "F32") {
     new Uint8Array(dst.buffer, dst.byteOffset, n * 4).set(bytes);
     return dst;
@@ -102,6 +149,7 @@ export function f32ToF16Bits(x: number): number {
 
 /** Encodes f32 values as `dtype` little-endian bytes. */
 export function fromFloat32(values: Float32Array, dtype: DType): Uint8Array {
+  if (isQuantizedDType(dtype)) return Uint8Array.from(values, (x) => toByte(x, dtype));
   if (dtype === "F32") return new Uint8Array(values.buffer.slice(values.byteOffset, values.byteOffset + values.byteLength));
   const out = new Uint16Array(values.length);
   const conv = dtype === "BF16" ? f32ToBf16Bits : f32ToF16Bits;

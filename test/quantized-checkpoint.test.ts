@@ -1,0 +1,144 @@
+/**
+ * 8-bit quantized checkpoints (config.json quantization_config: fp8, compressed-tensors): each quantized weight
+ * is read as W · S, so a quantized tiny model gives exactly what the same model with those products as its
+ * float32 weights gives — per-tensor, per-row and per-block scales, FP8 (E4M3) and INT8 — and 4-bit schemes or
+ * weights without scales are refused, naming the file.
+ */
+import { describe, expect, test } from "bun:test";
+import { cpSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { LLM } from "../src/engine/llm.ts";
+import { Checkpoint } from "../src/loader/checkpoint.ts";
+import { fromFloat32, toFloat32, type QuantizedDType } from "../src/loader/dtype.ts";
+import { SafetensorsFile, writeSafetensors, type TensorToWrite } from "../src/loader/safetensors.ts";
+import { FAST_MODEL, tempDir, tinyModel } from "./helpers.ts";
+
+const ENGINE_MS = 60_000;
+const quiet = { log: () => {} };
+const base = tinyModel(FAST_MODEL);
+const PROJECTION = /^model\.layers\.\d+\.(self_attn|mlp)\.\w+_proj\.weight$/;
+
+type Layout = { kind: "tensor" } | { kind: "row" } | { kind: "block"; rows: number; cols: number };
+interface Scheme { name: string; dtype: QuantizedDType; layout: Layout; scaleSuffix: "_scale_inv" | "_scale"; config: Record<string, unknown> }
+
+const FP8_MAX = 448, I8_MAX = 127;
+
+/** The scale index of element (r, c) of a rows × cols weight, for the layout. */
+function scaleIndex(layout: Layout, r: number, c: number, cols: number): number {
+  if (layout.kind === "tensor") return 0;
+  if (layout.kind === "row") return r;
+  return Math.floor(r / layout.rows) * Math.ceil(cols / layout.cols) + Math.floor(c / layout.cols);
+}
+
+/**
+ * Writes `base` quantized by `scheme` (each projection weight as its 8-bit values and scales), and the same
+ * model whose projection weights are those values times their scales in float32: what loading must give.
+ */
+function quantizedPair(scheme: Scheme): { quantized: string; reference: string } {
+  const dir = tempDir(`quantized-${scheme.name}`), quantized = join(dir, "q"), reference = join(dir, "ref");
+  for (const d of [quantized, reference]) cpSync(base, d, { recursive: true });
+  const st = SafetensorsFile.open(join(base, "model.safetensors"));
+  const q: TensorToWrite[] = [], ref: TensorToWrite[] = [];
+  const max = scheme.dtype === "I8" ? I8_MAX : FP8_MAX;
+  for (const name of st.names()) {
+    const t = st.tensor(name), copy = { name, dtype: t.dtype, shape: [...t.shape], bytes: Uint8Array.from(t.bytes) };
+    if (!PROJECTION.test(name)) { q.push(copy); ref.push(copy); continue; }
+    const w = toFloat32(t.bytes, t.dtype), [rows, cols] = t.shape as [number, number], L = scheme.layout;
+    // One value is a 0-dimensional tensor, as PyTorch saves a scalar.
+    const scaleShape = L.kind === "tensor" ? [] : L.kind === "row" ? [rows, 1] : [Math.ceil(rows / L.rows), Math.ceil(cols / L.cols)];
+    const amax = new Float32Array(scaleShape.reduce((a, b) => a * b, 1));
+    for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) { const k = scaleIndex(L, r, c, cols); amax[k] = Math.max(amax[k]!, Math.abs(w[r * cols + c]!)); }
+    const scale = amax.map((a) => (a > 0 ? a / max : 1));
+    const scaled = w.map((x, i) => x / scale[scaleIndex(L, Math.floor(i / cols), i % cols, cols)]!);
+    const bytes = fromFloat32(scaled, scheme.dtype);
+    const values = toFloat32(bytes, scheme.dtype);
+    q.push({ name, dtype: scheme.dtype, shape: [rows, cols], bytes }, { name: name + scheme.scaleSuffix, dtype: "F32", shape: scaleShape, bytes: fromFloat32(scale, "F32") });
+    if (scheme.scaleSuffix === "_scale") q.push({ name: name.replace(/weight$/, "input_scale"), dtype: "F32", shape: [1], bytes: fromFloat32(Float32Array.of(1), "F32") });
+    const product = values.map((v, i) => v * scale[scaleIndex(L, Math.floor(i / cols), i % cols, cols)]!);
+    ref.push({ name, dtype: "F32", shape: [rows, cols], bytes: fromFloat32(product, "F32") });
+  }
+  for (const [d, tensors] of [[quantized, q], [reference, ref]] as const) {
+    rmSync(join(d, "model.safetensors"));
+    writeSafetensors(join(d, "model.safetensors"), tensors);
+  }
+  const cfg = JSON.parse(readFileSync(join(quantized, "config.json"), "utf8"));
+  writeFileSync(join(quantized, "config.json"), JSON.stringify({ ...cfg, quantization_config: scheme.config }));
+  return { quantized, reference };
+}
+
+const ct = (type: "float" | "int", strategy: string, extra: Record<string, unknown> = {}) => ({
+  quant_method: "compressed-tensors", format: type === "float" ? "float-quantized" : "int-quantized",
+  config_groups: { group_0: { targets: ["Linear"], weights: { num_bits: 8, type, strategy, symmetric: true, ...extra }, input_activations: { num_bits: 8, type, dynamic: true } } },
+});
+const SCHEMES: Scheme[] = [
+  { name: "fp8 blocks (weight_block_size, 128×128 in Qwen3-FP8), partial edge blocks", dtype: "F8_E4M3", layout: { kind: "block", rows: 12, cols: 24 }, scaleSuffix: "_scale_inv", config: { quant_method: "fp8", fmt: "e4m3", activation_scheme: "dynamic", weight_block_size: [12, 24] } },
+  { name: "fp8, one scale per tensor", dtype: "F8_E4M3", layout: { kind: "tensor" }, scaleSuffix: "_scale_inv", config: { quant_method: "fp8", activation_scheme: "dynamic" } },
+  { name: "compressed-tensors FP8, per channel", dtype: "F8_E4M3", layout: { kind: "row" }, scaleSuffix: "_scale", config: ct("float", "channel") },
+  { name: "compressed-tensors INT8 (W8A8), per channel", dtype: "I8", layout: { kind: "row" }, scaleSuffix: "_scale", config: ct("int", "channel") },
+];
+const PROMPTS = [[1, 2, 3, 4, 5, 6, 7, 8], [9, 8, 7], [40, 41, 42, 43, 44]];
+const PARAMS = { max_tokens: 10, temperature: 0, logprobs: 0, ignore_eos: true };
+
+function run(model: string, opts: Record<string, unknown> = {}) {
+  const llm = new LLM({ model, maxModelLen: 64, ...quiet, ...opts });
+  try { return llm.generate(PROMPTS, PARAMS).map((r) => ({ tokens: [...r.outputs[0]!.tokenIds], logprobs: r.outputs[0]!.logprobs!.map((l) => l.logprob) })); } finally { llm.close(); }
+}
+
+describe("8-bit quantized checkpoints are dequantized as they load", () => {
+  test("the 8-bit formats' values: E4M3 (max 448, subnormals), E5M2, INT8", () => {
+    const bytes = (dtype: QuantizedDType, list: number[]) => Array.from(toFloat32(Uint8Array.from(list), dtype));
+    expect(bytes("F8_E4M3", [0x38, 0x7e, 0xfe, 0x08, 0x01, 0x00, 0x44])).toEqual([1, 448, -448, 2 ** -6, 2 ** -9, 0, 3]);
+    expect(bytes("F8_E4M3", [0x7f])[0]).toBeNaN();
+    expect(bytes("F8_E5M2", [0x3c, 0x7b, 0x7c, 0x01])).toEqual([1, 57344, Infinity, 2 ** -16]);
+    expect(bytes("I8", [0x00, 0x7f, 0x80, 0xff])).toEqual([0, 127, -128, -1]);
+    // Encoding rounds to the nearest value (ties to even) and saturates.
+    expect(Array.from(fromFloat32(Float32Array.of(1.0625, 1.1875, 1000, -0.3), "F8_E4M3"), (b) => toFloat32(Uint8Array.of(b), "F8_E4M3")[0])).toEqual([1, 1.25, 448, -0.3125]);
+  });
+
+  for (const scheme of SCHEMES) {
+    test(`${scheme.name}: the same outputs as the model with W · S as its weights`, () => {
+      const { quantized, reference } = quantizedPair(scheme);
+      const want = run(reference), got = run(quantized);
+      expect(got).toEqual(want);
+      // Quantization changed the model a little (else this would prove little): the float weights' outputs differ in logprobs.
+      const original = run(base);
+      expect(original.flatMap((o) => o.logprobs)).not.toEqual(want.flatMap((o) => o.logprobs));
+    }, ENGINE_MS);
+  }
+
+  test("under tensor parallelism each rank dequantizes, then takes its shard", () => {
+    const { quantized, reference } = quantizedPair(SCHEMES[0]!);
+    expect(run(quantized, { tensorParallelSize: 2 }).map((o) => o.tokens)).toEqual(run(reference).map((o) => o.tokens));
+  }, ENGINE_MS);
+
+  test("4-bit schemes, unknown methods, weights without a scale or with a scale of the wrong shape are refused, naming the file", () => {
+    const { quantized } = quantizedPair(SCHEMES[0]!);
+    const withConfig = (qc: unknown) => {
+      const d = join(tempDir("quantized-bad"), `m${Math.random()}`);
+      cpSync(quantized, d, { recursive: true });
+      const cfg = JSON.parse(readFileSync(join(d, "config.json"), "utf8"));
+      writeFileSync(join(d, "config.json"), JSON.stringify({ ...cfg, quantization_config: qc }));
+      return d;
+    };
+    const load = (d: string) => () => new Checkpoint(d);
+    const awq = withConfig({ quant_method: "awq", bits: 4, group_size: 128 });
+    expect(load(awq)).toThrow(`${awq}/config.json: quantization_config: quant_method "awq" is not supported`);
+    expect(load(withConfig(ct("int", "group", { num_bits: 4 })))).toThrow("config_groups.group_0: 4-bit weights are not supported");
+    expect(load(withConfig({ quant_method: "fp8", fmt: "e5m2" }))).toThrow('fmt "e5m2" is not supported');
+    expect(load(withConfig({ quant_method: "fp8", weight_block_size: [0, 128] }))).toThrow("weight_block_size must be [rows, columns]");
+    // No quantization_config: an 8-bit tensor cannot be read.
+    const bare = withConfig(undefined);
+    expect(() => new Checkpoint(bare).tensor("model.layers.0.self_attn.q_proj.weight")).toThrow("tensor 'model.layers.0.self_attn.q_proj.weight' is F8_E4M3, a quantized weight, but");
+    // Blocks of another size than the scales were made for.
+    expect(() => new Checkpoint(withConfig({ quant_method: "fp8", weight_block_size: [128, 128] })).tensor("model.layers.0.self_attn.q_proj.weight"))
+      .toThrow("has a scale 'model.layers.0.self_attn.q_proj.weight_scale_inv' of shape [3,2], which is neither one value, one per row, nor one per 128×128 block");
+    // The scale missing.
+    const noScale = join(tempDir("quantized-bad"), "noscale");
+    cpSync(quantized, noScale, { recursive: true });
+    const st = SafetensorsFile.open(join(quantized, "model.safetensors"));
+    const kept = st.names().filter((n) => n !== "model.layers.0.mlp.down_proj.weight_scale_inv").map((n) => { const t = st.tensor(n); return { name: n, dtype: t.dtype, shape: [...t.shape], bytes: Uint8Array.from(t.bytes) }; });
+    rmSync(join(noScale, "model.safetensors"));
+    writeSafetensors(join(noScale, "model.safetensors"), kept);
+    expect(() => new LLM({ model: noScale, maxModelLen: 64, ...quiet })).toThrow("tensor 'model.layers.0.mlp.down_proj.weight' is F8_E4M3, a quantized weight, but no scale for it (model.layers.0.mlp.down_proj.weight_scale_inv or model.layers.0.mlp.down_proj.weight_scale) is in the checkpoint");
+  }, ENGINE_MS);
+});
