@@ -491,6 +491,60 @@ describe("load, disconnects and metrics", () => {
   });
 });
 
+describe("vLLM's return_tokens_as_token_ids and include_reasoning", () => {
+  test("return_tokens_as_token_ids: logprobs name tokens token_id:N (completions and chat, whole and streamed)", async () => {
+    const completion: any = await (await post("/v1/completions", { prompt: "Once upon", max_tokens: 5, temperature: 0, logprobs: 2, return_token_ids: true, return_tokens_as_token_ids: true })).json();
+    const ids: number[] = completion.choices[0].token_ids, lp = completion.choices[0].logprobs;
+    expect(lp.tokens).toEqual(ids.map((i) => `token_id:${i}`));
+    for (const top of lp.top_logprobs) for (const k of Object.keys(top)) expect(k).toMatch(/^token_id:\d+$/);
+    // text_offset still counts the text.
+    const plain: any = await (await post("/v1/completions", { prompt: "Once upon", max_tokens: 5, temperature: 0, logprobs: 2 })).json();
+    expect(lp.text_offset).toEqual(plain.choices[0].logprobs.text_offset);
+    expect(plain.choices[0].logprobs.tokens.join("")).toBe(plain.choices[0].text);
+    const chatBody = { messages: [{ role: "user", content: "Hi" }], max_tokens: 5, temperature: 0, logprobs: true, top_logprobs: 1, return_token_ids: true, return_tokens_as_token_ids: true };
+    const chat: any = await (await post("/v1/chat/completions", chatBody)).json();
+    const content = chat.choices[0].logprobs.content;
+    expect(content.map((c: any) => c.token)).toEqual(chat.choices[0].token_ids.map((i: number) => `token_id:${i}`));
+    expect(content[0].bytes).toEqual(Array.from(new TextEncoder().encode(content[0].token)));
+    expect(content[0].top_logprobs[0].token).toMatch(/^token_id:\d+$/);
+    // vLLM's return_token_ids on chat: the prompt's ids too, and streamed ids that join to the whole answer's.
+    expect(chat.prompt_token_ids.length).toBe(chat.usage.prompt_tokens);
+    const sse = await (await post("/v1/chat/completions", { ...chatBody, stream: true })).text();
+    const streamed: string[] = [], streamedIds: number[] = [];
+    let promptIds: number[] | null = null;
+    for (const line of sse.split("\n")) if (line.startsWith("data: {")) {
+      const chunk = JSON.parse(line.slice(6));
+      promptIds ??= chunk.prompt_token_ids ?? null;
+      for (const c of chunk.choices) { streamed.push(...(c.logprobs?.content ?? []).map((t: any) => t.token)); streamedIds.push(...(c.token_ids ?? [])); }
+    }
+    expect(streamed).toEqual(content.map((c: any) => c.token));
+    expect(streamedIds).toEqual(chat.choices[0].token_ids);
+    expect(promptIds).toEqual(chat.prompt_token_ids);
+  });
+
+  test("--return-tokens-as-token-ids makes it the default; include_reasoning false leaves the reasoning out", async () => {
+    // deepseek_r1: the answer starts inside the reasoning, so the random model's whole output is reasoning.
+    const s = await startServer([model, "--max-model-len", "256", "--reasoning-parser", "deepseek_r1", "--return-tokens-as-token-ids"]);
+    try {
+      const send = async (b: object) => (await fetch(`${s.url}/v1/chat/completions`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(b) }));
+      const body = { messages: [{ role: "user", content: "Hi" }], max_tokens: 6, temperature: 0, logprobs: true };
+      const full: any = await (await send(body)).json();
+      expect(full.choices[0].message.reasoning_content.length).toBeGreaterThan(0);
+      expect(full.choices[0].logprobs.content[0].token).toMatch(/^token_id:\d+$/);
+      const asText: any = await (await send({ ...body, return_tokens_as_token_ids: false })).json();
+      expect(asText.choices[0].logprobs.content[0].token).not.toMatch(/^token_id:/);
+      const hidden: any = await (await send({ ...body, include_reasoning: false })).json();
+      expect(hidden.choices[0].message.reasoning_content).toBeNull();
+      expect(hidden.choices[0].message.content).toBe(full.choices[0].message.content);
+      const sse = await (await send({ ...body, include_reasoning: false, stream: true })).text();
+      expect(sse).not.toContain("reasoning_content");
+      expect(sse).toContain("data: [DONE]");
+    } finally {
+      expect(await s.stop()).toBe(0);
+    }
+  }, 60_000);
+});
+
 describe("API key", () => {
   test("401 without or with a wrong key; /health public", async () => {
     const s = await startServer([model, "--api-key", "sekret", "--max-model-len", "128"]);

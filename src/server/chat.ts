@@ -73,10 +73,10 @@ export function chatPromptIds(state: ServerState, body: Pick<Body, "messages" | 
   return { text, ids: tok.encode(text, body.add_special_tokens ?? false) };
 }
 
-function chatLogprobs(state: ServerState, lps: TokenLogprobs[], ids: number[]) {
+function chatLogprobs(name: (id: number) => string, lps: TokenLogprobs[], ids: number[]) {
   const enc = new TextEncoder();
   const entry = (id: number, logprob: number) => {
-    const token = state.tokenText(id);
+    const token = name(id);
     return { token, logprob, bytes: Array.from(enc.encode(token)) };
   };
   return { content: lps.map((lp, i) => ({ ...entry(ids[i]!, lp.logprob), top_logprobs: lp.top.map((t) => entry(t.tokenId, t.logprob)) })) };
@@ -152,6 +152,9 @@ export async function chatCompletions(c: Context, state: ServerState): Promise<R
   }
   const submitted = submit(engine, id, [ids], params, c.req.raw.signal, lora);
   const reasoningParser = state.reasoningParser;
+  const tokenName = state.logprobToken(body.return_tokens_as_token_ids);
+  // include_reasoning false: the reasoning is parsed off as usual, then left out.
+  const showReasoning = body.include_reasoning !== false;
 
   if (!body.stream) {
     const finals = await collect(submitted);
@@ -162,16 +165,17 @@ export async function chatCompletions(c: Context, state: ServerState): Promise<R
         index: o.index,
         message: {
           role: "assistant",
-          ...(reasoningParser ? { reasoning_content: r.reasoning.length > 0 ? r.reasoning : null } : {}),
+          ...(reasoningParser ? { reasoning_content: showReasoning && r.reasoning.length > 0 ? r.reasoning : null } : {}),
           content: called ? (r.content.trim() || null) : r.content,
           tool_calls: r.toolCalls,
         },
-        logprobs: body.logprobs ? chatLogprobs(state, o.logprobs!, o.tokenIds) : null,
+        logprobs: body.logprobs ? chatLogprobs(tokenName, o.logprobs!, o.tokenIds) : null,
         finish_reason: called && o.finishReason !== "length" ? calledReason : o.finishReason,
         stop_reason: o.stopReason,
+        ...(body.return_token_ids ? { token_ids: o.tokenIds } : {}),
       };
     });
-    return c.json({ id, object: "chat.completion", created, model, choices, usage: usageOf(finals, state.promptTokensDetails) });
+    return c.json({ id, object: "chat.completion", created, model, choices, usage: usageOf(finals, state.promptTokensDetails), ...(body.return_token_ids ? { prompt_token_ids: finals[0]!.promptTokenIds } : {}) });
   }
 
   const includeUsage = body.stream_options?.include_usage ?? false;
@@ -181,7 +185,11 @@ export async function chatCompletions(c: Context, state: ServerState): Promise<R
     const finishedSent = new Set<number>();
     const shapers = Array.from({ length: params.n }, shaper);
     const chunk = (choice: object) => send({ id, object: "chat.completion.chunk", created, model, choices: [choice], ...(continuous && latest ? { usage: usageOf([latest], state.promptTokensDetails) } : {}) });
-    for (let i = 0; i < params.n; i++) chunk({ index: i, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null });
+    for (let i = 0; i < params.n; i++) {
+      const first = { index: i, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null };
+      if (i === 0 && body.return_token_ids) send({ id, object: "chat.completion.chunk", created, model, choices: [first], prompt_token_ids: params.truncatePrompt(ids, engine.maxModelLen) });
+      else chunk(first);
+    }
     await forEachOutput(submitted, (_, r) => {
       latest = r;
       for (const o of r.outputs) {
@@ -189,16 +197,19 @@ export async function chatCompletions(c: Context, state: ServerState): Promise<R
         const final = o.finishReason !== null;
         if (final) finishedSent.add(o.index);
         const d = shapers[o.index]!.push(o.textDelta, final);
+        // Reasoning left out (include_reasoning false): a delta that was only reasoning sends nothing (unless its tokens are asked for).
+        if (!showReasoning && d.reasoning && !d.content && d.toolCalls.length === 0 && !final && !body.logprobs && !body.return_token_ids) continue;
         const delta: Record<string, unknown> = {};
-        if (d.reasoning) delta.reasoning_content = d.reasoning;
-        if (d.content || (!d.reasoning && !final)) delta.content = d.content;
-        const logprobs = body.logprobs ? chatLogprobs(state, o.logprobsDelta!, o.tokenIdsDelta) : null;
+        const reasoning = showReasoning ? d.reasoning : "";
+        if (reasoning) delta.reasoning_content = reasoning;
+        if (d.content || (!reasoning && !final)) delta.content = d.content;
+        const logprobs = body.logprobs ? chatLogprobs(tokenName, o.logprobsDelta!, o.tokenIdsDelta) : null;
         if (d.toolCalls.length > 0) {
-          if (Object.keys(delta).length > 0) chunk({ index: o.index, delta, logprobs, finish_reason: null });
-          chunk({ index: o.index, delta: { tool_calls: d.toolCalls.map((t, k) => ({ index: k, ...t })) }, logprobs: null, finish_reason: o.finishReason === "length" ? "length" : calledReason, stop_reason: o.stopReason });
+          if (Object.keys(delta).length > 0) chunk({ index: o.index, delta, logprobs, finish_reason: null, ...(body.return_token_ids ? { token_ids: o.tokenIdsDelta } : {}) });
+          chunk({ index: o.index, delta: { tool_calls: d.toolCalls.map((t, k) => ({ index: k, ...t })) }, logprobs: null, finish_reason: o.finishReason === "length" ? "length" : calledReason, stop_reason: o.stopReason, ...(body.return_token_ids && Object.keys(delta).length === 0 ? { token_ids: o.tokenIdsDelta } : {}) });
           continue;
         }
-        chunk({ index: o.index, delta, logprobs, finish_reason: o.finishReason, stop_reason: o.stopReason });
+        chunk({ index: o.index, delta, logprobs, finish_reason: o.finishReason, stop_reason: o.stopReason, ...(body.return_token_ids ? { token_ids: o.tokenIdsDelta } : {}) });
       }
     });
     if (includeUsage && latest) send({ id, object: "chat.completion.chunk", created, model, choices: [], usage: usageOf([latest], state.promptTokensDetails) });

@@ -13,19 +13,22 @@ import type { ServerState } from "./state.ts";
 
 interface CompletionLogprobs { text_offset: number[]; token_logprobs: (number | null)[]; tokens: string[]; top_logprobs: (Record<string, number> | null)[] }
 
-/** OpenAI's completion logprobs for tokens `ids` starting at character `offset` (null entries: unscored, e.g. the first prompt token). */
-function completionLogprobs(state: ServerState, lps: (TokenLogprobs | null)[], ids: number[], offset: number): CompletionLogprobs {
+/**
+ * OpenAI's completion logprobs for tokens `ids` starting at character `offset` (null entries: unscored, e.g. the
+ * first prompt token); `name` shows a token (its text, or "token_id:N"), text_offset counts the tokens' text.
+ */
+function completionLogprobs(state: ServerState, lps: (TokenLogprobs | null)[], ids: number[], offset: number, name: (id: number) => string): CompletionLogprobs {
   const out: CompletionLogprobs = { text_offset: [], token_logprobs: [], tokens: [], top_logprobs: [] };
   let pos = offset;
   lps.forEach((lp, i) => {
-    const token = state.tokenText(ids[i]!);
+    const token = name(ids[i]!);
     out.tokens.push(token);
     out.token_logprobs.push(lp ? lp.logprob : null);
     out.text_offset.push(pos);
-    pos += token.length;
+    pos += state.tokenText(ids[i]!).length;
     if (!lp) { out.top_logprobs.push(null); return; }
     const top: Record<string, number> = { [token]: lp.logprob };
-    for (const t of lp.top) top[state.tokenText(t.tokenId)] = t.logprob;
+    for (const t of lp.top) top[name(t.tokenId)] = t.logprob;
     out.top_logprobs.push(top);
   });
   return out;
@@ -68,10 +71,11 @@ export async function completions(c: Context, state: ServerState): Promise<Respo
   const promptLogprobs = body.prompt_logprobs ?? (echoLogprobs ? body.logprobs! : null);
   const params = samplingParamsFrom(body, body.max_tokens === undefined ? 16 : body.max_tokens, body.logprobs ?? null, promptLogprobs, engine.samplingDefaults);
   params.structured_outputs = await structuredOutputsFrom(body);
+  const tokenName = state.logprobToken(body.return_tokens_as_token_ids);
   /** A choice's logprobs object, preceded by the echoed prompt's when asked. */
   const logprobsFor = (r: RequestOutput, i: number, lps: TokenLogprobs[], ids: number[], offset: number, withPrompt: boolean) => {
-    const own = completionLogprobs(state, lps, ids, offset);
-    return withPrompt && echoLogprobs && r.promptLogprobs ? joinLogprobs(completionLogprobs(state, r.promptLogprobs, prompts[i]!, 0), own) : own;
+    const own = completionLogprobs(state, lps, ids, offset, tokenName);
+    return withPrompt && echoLogprobs && r.promptLogprobs ? joinLogprobs(completionLogprobs(state, r.promptLogprobs, prompts[i]!, 0, tokenName), own) : own;
   };
   const id = `cmpl-${crypto.randomUUID().replaceAll("-", "")}`;
   const created = nowSeconds();

@@ -34,6 +34,8 @@ const sampling = {
   user: z.string().nullish(),
   use_beam_search: z.boolean().nullish(),
   length_penalty: z.number().nullish(),
+  /** vLLM's: logprobs name tokens "token_id:N" (RL trainers match them by id; some tokens are not valid text). */
+  return_tokens_as_token_ids: z.boolean().nullish(),
   ...structuredFields,
 };
 
@@ -76,6 +78,10 @@ export const ChatCompletionRequest = z.object({
   chat_template_kwargs: z.record(z.string(), z.unknown()).nullish(),
   echo: z.boolean().nullish(),
   add_special_tokens: z.boolean().nullish(),
+  /** vLLM's: false leaves the reasoning out of the answer (with --reasoning-parser). */
+  include_reasoning: z.boolean().nullish(),
+  /** vLLM's: the prompt's token ids (prompt_token_ids) and each choice's (token_ids) come with the answer. */
+  return_token_ids: z.boolean().nullish(),
 });
 export type ChatCompletionRequest = z.infer<typeof ChatCompletionRequest>;
 

@@ -35,6 +35,8 @@ server:
                                    pythonic = a [f(a=1), …] answer (Llama 3.2, Llama 4), qwen3_coder =
                                    <function=f><parameter=a> blocks (Qwen3-Coder) (default: off)
   --enable-prompt-tokens-details   usage.prompt_tokens_details.cached_tokens (prefix-cache hits) (default: off)
+  --return-tokens-as-token-ids     logprobs name tokens "token_id:N" unless a request's
+                                   return_tokens_as_token_ids says otherwise (default: off)
   --responses-store-size N         keep the N most recently used Responses (/v1/responses) in memory for
                                    previous_response_id and GET /v1/responses/{id} (default 0: none, as vLLM)
 
@@ -100,6 +102,7 @@ export async function serve(args: string[]): Promise<number> {
       "enable-auto-tool-choice": { type: "boolean" },
       "tool-call-parser": { type: "string" },
       "enable-prompt-tokens-details": { type: "boolean" },
+      "return-tokens-as-token-ids": { type: "boolean" },
       "responses-store-size": { type: "string", default: "0" },
       help: { type: "boolean", short: "h" },
     },
@@ -136,6 +139,7 @@ export async function serve(args: string[]): Promise<number> {
     values["enable-auto-tool-choice"] ? (tp as ToolCallParserName) : null, values["enable-prompt-tokens-details"] ?? false,
     storeSize > 0 ? new ResponseStore(storeSize) : null);
   state.runtimeLoraUpdating = opts.allowRuntimeLoraUpdating === true;
+  state.returnTokensAsTokenIds = values["return-tokens-as-token-ids"] === true;
   if (state.runtimeLoraUpdating) log("VLLM_ALLOW_RUNTIME_LORA_UPDATING is set: /v1/load_lora_adapter and /v1/unload_lora_adapter are served (anyone who can reach them can make the server read any directory)");
   const app = buildApp(state);
 

@@ -13,6 +13,8 @@ export class ServerState {
   /** Set when loading failed: /health answers 503 with it. */
   loadError: Error | null = null;
   readonly startedAt = Math.floor(Date.now() / 1000);
+  /** --return-tokens-as-token-ids: logprobs name tokens "token_id:N" unless a request says otherwise. */
+  returnTokensAsTokenIds = false;
   /** VLLM_ALLOW_RUNTIME_LORA_UPDATING: /v1/load_lora_adapter and /v1/unload_lora_adapter are served. */
   runtimeLoraUpdating = false;
   private readonly tokenTexts = new Map<number, string>();
@@ -73,6 +75,11 @@ export class ServerState {
   }
 
   /** The text of one token (special tokens included), cached. */
+  /** How a request's logprobs name a token: its text, or "token_id:N" (return_tokens_as_token_ids, or the server's default). */
+  logprobToken(asIds: boolean | null | undefined): (id: number) => string {
+    return (asIds ?? this.returnTokensAsTokenIds) ? (id) => `token_id:${id}` : (id) => this.tokenText(id);
+  }
+
   tokenText(id: number): string {
     let t = this.tokenTexts.get(id);
     if (t === undefined) {
