@@ -8,10 +8,18 @@ export type W = (name: string) => Float64Array;
 
 function refInvFreq(cfg: ModelConfig): number[] {
   const D = cfg.headDim;
+  const s = cfg.ropeScaling;
+  // YaRN, as HF's _compute_yarn_parameters writes it: a ramp over dimensions between the correction range's ends.
+  let yarnLow = 0, yarnHigh = 0;
+  if (s && s.type === "yarn") {
+    const corr = (rot: number) => (D * Math.log(s.originalMaxPositionEmbeddings / (rot * 2 * Math.PI))) / (2 * Math.log(cfg.ropeTheta));
+    yarnLow = Math.max(s.truncate ? Math.floor(corr(s.betaFast)) : corr(s.betaFast), 0);
+    yarnHigh = Math.min(s.truncate ? Math.ceil(corr(s.betaSlow)) : corr(s.betaSlow), D - 1);
+    if (yarnLow === yarnHigh) yarnHigh += 0.001;
+  }
   const out: number[] = [];
   for (let i = 0; i < D / 2; i++) {
     let f = Math.pow(cfg.ropeTheta, -(2 * i) / D);
-    const s = cfg.ropeScaling;
     if (s && s.type === "llama3") {
       const wl = (2 * Math.PI) / f;
       const lowWl = s.originalMaxPositionEmbeddings / s.lowFreqFactor;
@@ -21,10 +29,21 @@ function refInvFreq(cfg: ModelConfig): number[] {
         const t = (s.originalMaxPositionEmbeddings / wl - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
         f = (1 - t) * (f / s.factor) + t * f;
       }
+    } else if (s && s.type === "linear") f = f / s.factor;
+    else if (s && s.type === "yarn") {
+      const ramp = Math.min(Math.max((i - yarnLow) / (yarnHigh - yarnLow), 0), 1);
+      const extrapolation = 1 - ramp;
+      f = (f / s.factor) * (1 - extrapolation) + f * extrapolation;
     }
     out.push(Math.fround(f));
   }
   return out;
+}
+
+/** YaRN's multiplier of cos and sin: 0.1·ln(factor) + 1 unless the config gives attention_factor. */
+function refRopeScale(cfg: ModelConfig): number {
+  const s = cfg.ropeScaling;
+  return s && s.type === "yarn" ? s.attentionFactor : 1;
 }
 
 function rms(x: Float64Array, w: Float64Array, eps: number): Float64Array<ArrayBufferLike> {
@@ -50,13 +69,13 @@ export function referenceHidden(cfg: ModelConfig, w: W, tokens: number[]): Float
   const H = cfg.hiddenSize, D = cfg.headDim, nH = cfg.numHeads, nKv = cfg.numKvHeads, I = cfg.intermediateSize;
   const emb = w("model.embed_tokens.weight");
   let xs = tokens.map((t) => emb.slice(t * H, (t + 1) * H));
-  const inv = refInvFreq(cfg);
+  const inv = refInvFreq(cfg), m = refRopeScale(cfg);
   const rope = (v: Float64Array, pos: number) => {
     const half = D / 2, out = v.slice();
     for (let i = 0; i < half; i++) {
-      const a = Math.fround(pos * inv[i]!);
-      out[i] = v[i]! * Math.cos(a) - v[i + half]! * Math.sin(a);
-      out[i + half] = v[i + half]! * Math.cos(a) + v[i]! * Math.sin(a);
+      const a = Math.fround(pos * inv[i]!), c = m * Math.cos(a), sn = m * Math.sin(a);
+      out[i] = v[i]! * c - v[i + half]! * sn;
+      out[i + half] = v[i + half]! * c + v[i]! * sn;
     }
     return out;
   };

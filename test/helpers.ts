@@ -14,7 +14,9 @@ export function tempDir(name: string): string {
 
 /** A tiny checkpoint directory for these options (created on first request). */
 export function tinyModel(opts: TinyModelOptions): string {
-  const dir = join(root, "models", Buffer.from(JSON.stringify(opts)).toString("hex").slice(0, 120));
+  // Keyed by all of the options (a prefix of them could name two different models).
+  const key = JSON.stringify(opts);
+  const dir = join(root, "models", `${opts.arch ?? "qwen3"}-${Bun.hash(key).toString(16)}-${key.length}`);
   if (!existsSync(dir)) {
     const tmp = `${dir}.tmp`;
     writeTinyModel(tmp, opts);

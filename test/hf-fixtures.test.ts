@@ -18,14 +18,18 @@ import { loadModelConfig } from "../src/model/config.ts";
 import type { TinyArch } from "../src/model/tiny-model.ts";
 import { tempDir, tinyModel } from "./helpers.ts";
 
-for (const arch of ["qwen3", "llama", "qwen2"] as TinyArch[]) {
-  const dir = join(import.meta.dir, "fixtures", `hf-tiny-${arch}`);
+/** The tiny checkpoints scripts/gpu-check records transformers' outputs for: name → tinyModel's options (make-tiny-model's flags there). */
+const YARN = { rope_type: "yarn", factor: 4.0, original_max_position_embeddings: 1024 };
+const HF_TINY: [string, TinyArch, Record<string, unknown>][] = [["qwen3", "qwen3", {}], ["llama", "llama", {}], ["qwen2", "qwen2", {}], ["qwen3-yarn", "qwen3", { ropeScaling: YARN }]];
+
+for (const [name, arch, extra] of HF_TINY) {
+  const dir = join(import.meta.dir, "fixtures", `hf-tiny-${name}`);
   const present = existsSync(join(dir, "hf.json"));
-  if (!present) console.log(`skipping HF fixture comparison for ${arch}: ${dir}/hf.json not recorded yet (a device run of scripts/gpu-check writes it)`);
-  describe.skipIf(!present)(`CPU backend vs Hugging Face float32 (${arch})`, () => {
+  if (!present) console.log(`skipping HF fixture comparison for ${name}: ${dir}/hf.json not recorded yet (a device run of scripts/gpu-check writes it)`);
+  describe.skipIf(!present)(`CPU backend vs Hugging Face float32 (${name})`, () => {
     test("last-position logits (rel. error ≤ 1e-4) and greedy tokens", () => {
-      // The same options as `scripts/make-tiny-model DIR --arch ARCH --seed 3 --vocab 2048 --dtype F32`.
-      const model = tinyModel({ arch, seed: 3, vocabSize: 2048, dtype: "F32" });
+      // The same options as `scripts/make-tiny-model DIR --arch ARCH --seed 3 --vocab 2048 --dtype F32` (+ --rope-scaling).
+      const model = tinyModel({ arch, seed: 3, vocabSize: 2048, dtype: "F32", ...extra });
       expect(existsSync(model)).toBe(true);
       const hf = JSON.parse(readFileSync(join(dir, "hf.json"), "utf8")) as { results: { prompt: number[]; greedy: number[]; logits_file: string }[] };
       const cfg = loadModelConfig(model);

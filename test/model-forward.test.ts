@@ -52,6 +52,8 @@ const CASES: [string, TinyModelOptions][] = [
   ["llama (llama3 rope scaling, GQA, untied)", { arch: "llama", seed: 2, vocabSize: 2048 }],
   ["qwen2 (qkv bias)", { arch: "qwen2", seed: 3, vocabSize: 2048, dtype: "F16" }],
   ["qwen3 full vocabulary", { arch: "qwen3", seed: 4, numLayers: 1 }],
+  // Qwen's long-context recipe, scaled down: head_dim 16 and a 64-token original context put the ramp mid-way.
+  ["qwen3 with YaRN rope scaling", { arch: "qwen3", seed: 5, vocabSize: 2048, ropeScaling: { rope_type: "yarn", factor: 4, original_max_position_embeddings: 64 } }],
 ];
 
 describe("paged CPU forward matches a dense float64 reference", () => {

@@ -6,7 +6,8 @@ import { f32ToBf16Bits, f32ToF16Bits, fromFloat32, toFloat32, type DType } from 
 import { SafetensorsFile, writeSafetensors } from "../src/loader/safetensors.ts";
 import { CpuBackend } from "../src/backend/cpu/cpu-backend.ts";
 import { CausalLM } from "../src/model/causal-lm.ts";
-import { loadModelConfig, parseModelConfig } from "../src/model/config.ts";
+import { loadModelConfig, maxSupportedPositions, parseModelConfig, ropeAttentionFactor } from "../src/model/config.ts";
+import { LLM } from "../src/engine/llm.ts";
 import { tempDir, tinyModel } from "./helpers.ts";
 
 const values = Float32Array.from([0, 1, -2.5, 3.140625, 65504, 1e-7, -0.0001, 123456.789, Infinity, -Infinity]);
@@ -144,6 +145,28 @@ describe("checkpoints", () => {
     expect(() => parseModelConfig({ architectures: ["LlamaForCausalLM"], hidden_size: 64, num_attention_heads: 6, num_key_value_heads: 4, intermediate_size: 8, num_hidden_layers: 1, vocab_size: 10 })).toThrow(/num_attention_heads \(6\) must be a multiple of num_key_value_heads \(4\)/);
     expect(() => parseModelConfig({ architectures: ["LlamaForCausalLM"], hidden_size: "64" })).toThrow(/field 'hidden_size' must be a positive integer/);
   });
+  test("YaRN rope scaling (Qwen's long-context recipe): parsed with its defaults; the context may grow to original × factor", () => {
+    const qwen = { architectures: ["Qwen3ForCausalLM"], hidden_size: 8, num_attention_heads: 2, head_dim: 8, intermediate_size: 8, num_hidden_layers: 1, vocab_size: 10, max_position_embeddings: 40960 };
+    const yarn = (r: Record<string, unknown>) => parseModelConfig({ ...qwen, rope_scaling: { rope_type: "yarn", ...r } }, "x/config.json");
+    const c = yarn({ factor: 4, original_max_position_embeddings: 32768 });
+    expect(c.ropeScaling).toEqual({ type: "yarn", factor: 4, originalMaxPositionEmbeddings: 32768, betaFast: 32, betaSlow: 1, attentionFactor: 0.1 * Math.log(4) + 1, truncate: true });
+    expect(maxSupportedPositions(c)).toBe(131072);
+    expect(ropeAttentionFactor(c)).toBeCloseTo(1.138629, 6);
+    // attention_factor given; DeepSeek's mscale / mscale_all_dim ratio; no original length: max_position_embeddings.
+    expect(ropeAttentionFactor(yarn({ factor: 4, attention_factor: 1.5 }))).toBe(1.5);
+    expect(ropeAttentionFactor(yarn({ factor: 40, mscale: 1, mscale_all_dim: 1 }))).toBe(1);
+    expect((yarn({ factor: 2 }).ropeScaling as { originalMaxPositionEmbeddings: number }).originalMaxPositionEmbeddings).toBe(40960);
+    expect(maxSupportedPositions(yarn({ factor: 2 }))).toBe(81920);
+    expect(() => yarn({ factor: 4, beta_fast: "fast" })).toThrow('x/config.json: rope_scaling.beta_fast must be a number, got "fast"');
+    expect(() => parseModelConfig({ ...qwen, rope_scaling: { rope_type: "longrope", factor: 2 } }, "x/config.json")).toThrow("unsupported rope_scaling type 'longrope' (supported: default, linear, llama3, yarn)");
+    // The engine's context: by default the scaled length, and no more.
+    const dir = tinyModel({ arch: "qwen3", seed: 5, vocabSize: 2048, maxPositionEmbeddings: 128, ropeScaling: { rope_type: "yarn", factor: 4, original_max_position_embeddings: 64 } });
+    const llm = new LLM({ model: dir, log: () => {} });
+    expect(llm.engine.options.maxModelLen).toBe(256);
+    llm.close();
+    expect(() => new LLM({ model: dir, maxModelLen: 300, log: () => {} })).toThrow("--max-model-len: 300 exceeds the model's positions with its rope_scaling (original_max_position_embeddings × factor) (256)");
+  }, 60_000);
+
   test("llama3 rope scaling and Qwen2 bias flags are parsed", () => {
     const l = loadModelConfig(tinyModel({ arch: "llama", seed: 2, vocabSize: 2048 }));
     expect(l.ropeScaling).toEqual({ type: "llama3", factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 256 });

@@ -18,7 +18,7 @@ import { TensorParallelGroup } from "../parallel/tp-group.ts";
 import type { Tensor } from "../backend/backend.ts";
 import { Checkpoint } from "../loader/checkpoint.ts";
 import { CausalLM } from "../model/causal-lm.ts";
-import { loadModelConfig, type ModelConfig } from "../model/config.ts";
+import { loadModelConfig, maxSupportedPositions, type ModelConfig } from "../model/config.ts";
 import { ensureDefaultModel, SeededRandom } from "../model/tiny-model.ts";
 import { TextTokenizer } from "../tokenizer/tokenizer.ts";
 import { BlockManager } from "./block-manager.ts";
@@ -213,8 +213,9 @@ export class LLMEngine {
     const samplingDefaults = loadSamplingDefaults(opts.generationConfig ?? "auto", modelDir, opts.overrideGenerationConfig);
     if (Object.keys(samplingDefaults).length > 0) log(`default sampling parameters from the generation config: ${describeDefaults(samplingDefaults)} (requests that set a field keep theirs; --generation-config vllm ignores the file)`);
     const tokenizer = opts.skipTokenizerInit ? null : TextTokenizer.load(modelDir, opts.chatTemplate);
-    const maxModelLen = opts.maxModelLen === undefined ? cfg.maxPositionEmbeddings : checkPositiveInt("--max-model-len", opts.maxModelLen);
-    if (maxModelLen > cfg.maxPositionEmbeddings) throw new EngineConfigError("--max-model-len", `${maxModelLen} exceeds the model's max_position_embeddings (${cfg.maxPositionEmbeddings})`);
+    const maxPositions = maxSupportedPositions(cfg);
+    const maxModelLen = opts.maxModelLen === undefined ? maxPositions : checkPositiveInt("--max-model-len", opts.maxModelLen);
+    if (maxModelLen > maxPositions) throw new EngineConfigError("--max-model-len", `${maxModelLen} exceeds the model's ${maxPositions === cfg.maxPositionEmbeddings ? "max_position_embeddings" : "positions with its rope_scaling (original_max_position_embeddings × factor)"} (${maxPositions})`);
     if (cfg.slidingWindow !== null && maxModelLen > cfg.slidingWindow)
       throw new EngineConfigError("--max-model-len", `${maxModelLen} exceeds the model's sliding_window (${cfg.slidingWindow}): vbun has no sliding-window attention, so contexts are limited to the window (set --max-model-len ${cfg.slidingWindow} or less)`);
     const maxNumSeqs = checkPositiveInt("--max-num-seqs", opts.maxNumSeqs ?? ENGINE_DEFAULTS.maxNumSeqs);

@@ -9,7 +9,7 @@ import type { Checkpoint } from "../loader/checkpoint.ts";
 import type { TensorView } from "../loader/safetensors.ts";
 import { toFloat32 } from "../loader/dtype.ts";
 import { localDims, sliceCols, sliceRows, type ShardSpec } from "../parallel/shard.ts";
-import { ropeInvFreq, type ModelConfig } from "./config.ts";
+import { ropeAttentionFactor, ropeInvFreq, type ModelConfig } from "./config.ts";
 import { LORA_GROUPS, loraCoverageOf, loraUncovered, targetShape, type LoraAdapter, type LoraCoverage, type LoraGroup, type LoraTarget } from "../lora/lora-adapter.ts";
 
 /** A tensor's values as f32 on the host. */
@@ -241,15 +241,16 @@ export class CausalLM<T extends Tensor> {
 
   private buildRopeTables(): void {
     const half = this.cfg.headDim / 2;
-    const inv = ropeInvFreq(this.cfg);
+    const inv = ropeInvFreq(this.cfg), scale = ropeAttentionFactor(this.cfg);
     const cos = new Float32Array(this.maxModelLen * half);
     const sin = new Float32Array(this.maxModelLen * half);
     for (let p = 0; p < this.maxModelLen; p++)
       for (let i = 0; i < half; i++) {
         // HF computes the angle in f32 (inv_freq f32 × position f32) before cos/sin.
         const angle = Math.fround(p * Math.fround(inv[i]!));
-        cos[p * half + i] = Math.cos(angle);
-        sin[p * half + i] = Math.sin(angle);
+        // YaRN scales both (HF multiplies cos and sin by attention_scaling in f32).
+        cos[p * half + i] = Math.fround(Math.cos(angle)) * scale;
+        sin[p * half + i] = Math.fround(Math.sin(angle)) * scale;
       }
     this.cos = this.backend.fromHost(cos, [this.maxModelLen, half]);
     this.sin = this.backend.fromHost(sin, [this.maxModelLen, half]);

@@ -5,13 +5,17 @@ import { parseDTypeName, type DType } from "../loader/dtype.ts";
 
 export type Architecture = "qwen3" | "qwen2" | "llama";
 
-export interface RopeScaling {
-  type: "llama3" | "linear";
-  factor: number;
-  lowFreqFactor: number;
-  highFreqFactor: number;
-  originalMaxPositionEmbeddings: number;
-}
+/** rope_scaling: linear (positions / factor), Llama 3's smoothed per-frequency scaling, or YaRN (Qwen's long-context recipe). */
+export type RopeScaling =
+  | { type: "linear"; factor: number }
+  | { type: "llama3"; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositionEmbeddings: number }
+  | {
+    type: "yarn"; factor: number; originalMaxPositionEmbeddings: number; betaFast: number; betaSlow: number;
+    /** What cos and sin are multiplied by (attention_factor, or YaRN's mscale from the factor). */
+    attentionFactor: number;
+    /** Round the correction range to whole dimensions (HF's `truncate`, default true). */
+    truncate: boolean;
+  };
 
 export interface ModelConfig {
   architecture: Architecture;
@@ -148,7 +152,7 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
     maxPositionEmbeddings: int("max_position_embeddings", 2048),
     rmsNormEps: num("rms_norm_eps", 1e-6),
     ropeTheta: num("rope_theta", 10000),
-    ropeScaling: parseRopeScaling(raw.rope_scaling, file),
+    ropeScaling: parseRopeScaling(raw.rope_scaling, file, int("max_position_embeddings", 2048)),
     tieWordEmbeddings: raw.tie_word_embeddings === true,
     qkvBias: architecture === "qwen2" ? true : attentionBias,
     oBias: architecture === "qwen2" ? false : attentionBias,
@@ -187,7 +191,7 @@ function parseClassifier(raw: Record<string, unknown>, arch: string, file: strin
   return { numLabels, labels, problemType: pt, fromTokens };
 }
 
-function parseRopeScaling(v: unknown, file: string): RopeScaling | null {
+function parseRopeScaling(v: unknown, file: string, maxPositionEmbeddings: number): RopeScaling | null {
   if (v == null) return null;
   if (typeof v !== "object") throw new ConfigError(file, "field 'rope_scaling' must be an object or null");
   const r = v as Record<string, unknown>;
@@ -195,7 +199,7 @@ function parseRopeScaling(v: unknown, file: string): RopeScaling | null {
   if (type === undefined || type === "default") return null;
   const factor = Number(r.factor ?? 1);
   if (!(factor > 0)) throw new ConfigError(file, "rope_scaling.factor must be positive");
-  if (type === "linear") return { type, factor, lowFreqFactor: 1, highFreqFactor: 1, originalMaxPositionEmbeddings: 0 };
+  if (type === "linear") return { type, factor };
   if (type === "llama3") {
     const lowFreqFactor = Number(r.low_freq_factor);
     const highFreqFactor = Number(r.high_freq_factor);
@@ -204,17 +208,46 @@ function parseRopeScaling(v: unknown, file: string): RopeScaling | null {
       throw new ConfigError(file, "rope_scaling (llama3) needs low_freq_factor < high_freq_factor and original_max_position_embeddings");
     return { type, factor, lowFreqFactor, highFreqFactor, originalMaxPositionEmbeddings };
   }
-  throw new ConfigError(file, `unsupported rope_scaling type '${type}' (supported: default, linear, llama3)`);
+  if (type === "yarn") {
+    const num = (k: string, d: number) => {
+      const x = r[k] == null ? d : Number(r[k]);
+      if (!Number.isFinite(x)) throw new ConfigError(file, `rope_scaling.${k} must be a number, got ${JSON.stringify(r[k])}`);
+      return x;
+    };
+    const originalMaxPositionEmbeddings = num("original_max_position_embeddings", maxPositionEmbeddings);
+    const betaFast = num("beta_fast", 32), betaSlow = num("beta_slow", 1);
+    if (!(originalMaxPositionEmbeddings > 0)) throw new ConfigError(file, "rope_scaling.original_max_position_embeddings must be positive");
+    // YaRN's attention temperature: 0.1·ln(s)+1 (with DeepSeek's mscale / mscale_all_dim, their ratio), unless given.
+    const mscale = (m: number) => (factor <= 1 ? 1 : 0.1 * m * Math.log(factor) + 1);
+    const m = num("mscale", 0), mAll = num("mscale_all_dim", 0);
+    const attentionFactor = r.attention_factor != null ? num("attention_factor", 1) : m && mAll ? mscale(m) / mscale(mAll) : mscale(1);
+    return { type, factor, originalMaxPositionEmbeddings, betaFast, betaSlow, attentionFactor, truncate: r.truncate !== false };
+  }
+  throw new ConfigError(file, `unsupported rope_scaling type '${type}' (supported: default, linear, llama3, yarn)`);
 }
 
 /** Inverse RoPE frequencies (head_dim / 2 of them), with scaling applied. */
 export function ropeInvFreq(cfg: Pick<ModelConfig, "headDim" | "ropeTheta" | "ropeScaling">): Float64Array {
-  const half = cfg.headDim / 2;
+  const half = cfg.headDim / 2, D = cfg.headDim, base = cfg.ropeTheta;
   const inv = new Float64Array(half);
-  for (let i = 0; i < half; i++) inv[i] = 1 / cfg.ropeTheta ** ((2 * i) / cfg.headDim);
+  for (let i = 0; i < half; i++) inv[i] = 1 / base ** ((2 * i) / D);
   const s = cfg.ropeScaling;
   if (!s) return inv;
   if (s.type === "linear") return inv.map((f) => f / s.factor);
+  if (s.type === "yarn") {
+    // Dimensions that turn fewer than beta_slow times over the original context are interpolated (÷ factor),
+    // those that turn more than beta_fast times kept, with a linear ramp between.
+    const dimFor = (rotations: number) => (D * Math.log(s.originalMaxPositionEmbeddings / (rotations * 2 * Math.PI))) / (2 * Math.log(base));
+    let low = dimFor(s.betaFast), high = dimFor(s.betaSlow);
+    if (s.truncate) { low = Math.floor(low); high = Math.ceil(high); }
+    low = Math.max(low, 0);
+    high = Math.min(high, D - 1);
+    if (low === high) high += 0.001;
+    return inv.map((f, i) => {
+      const keep = 1 - Math.min(1, Math.max(0, (i - low) / (high - low)));
+      return (f / s.factor) * (1 - keep) + f * keep;
+    });
+  }
   const lowWavelen = s.originalMaxPositionEmbeddings / s.lowFreqFactor;
   const highWavelen = s.originalMaxPositionEmbeddings / s.highFreqFactor;
   return inv.map((f) => {
@@ -224,6 +257,20 @@ export function ropeInvFreq(cfg: Pick<ModelConfig, "headDim" | "ropeTheta" | "ro
     const smooth = (s.originalMaxPositionEmbeddings / wavelen - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
     return (1 - smooth) * (f / s.factor) + smooth * f;
   });
+}
+
+/** What RoPE's cos and sin are multiplied by (YaRN's attention factor; 1 otherwise). */
+export function ropeAttentionFactor(cfg: Pick<ModelConfig, "ropeScaling">): number {
+  return cfg.ropeScaling?.type === "yarn" ? cfg.ropeScaling.attentionFactor : 1;
+}
+
+/**
+ * The longest context the positions support: max_position_embeddings, or with YaRN (whose config keeps the
+ * pretrained length in original_max_position_embeddings, as Qwen's long-context recipe does) that times the factor — vLLM's rule.
+ */
+export function maxSupportedPositions(cfg: Pick<ModelConfig, "maxPositionEmbeddings" | "ropeScaling">): number {
+  const s = cfg.ropeScaling;
+  return s?.type === "yarn" ? Math.max(cfg.maxPositionEmbeddings, Math.floor(s.originalMaxPositionEmbeddings * s.factor)) : cfg.maxPositionEmbeddings;
 }
 
 /**

@@ -28,6 +28,8 @@ export interface TinyModelOptions {
   dtype?: "F32" | "F16" | "BF16";
   tieWordEmbeddings?: boolean;
   maxPositionEmbeddings?: number;
+  /** config.json's rope_scaling (qwen3 / qwen2; llama has Llama 3's own). */
+  ropeScaling?: Record<string, unknown>;
   /** A sequence classifier (…ForSequenceClassification) with this many labels: score.weight instead of an LM head. */
   numLabels?: number;
   /** Also write sentence-transformers files (modules.json: last-token pooling, then Normalize): an embedding model. */
@@ -107,9 +109,9 @@ function causalConfig(o: TinyModelOptions): Record<string, unknown> {
     initializer_range: 0.02,
   };
   if (o.arch === "qwen3")
-    return { architectures: ["Qwen3ForCausalLM"], model_type: "qwen3", ...base, attention_bias: false, rope_theta: 1000000, rope_scaling: null, tie_word_embeddings: o.tieWordEmbeddings ?? true, use_sliding_window: false, sliding_window: null };
+    return { architectures: ["Qwen3ForCausalLM"], model_type: "qwen3", ...base, attention_bias: false, rope_theta: 1000000, rope_scaling: o.ropeScaling ?? null, tie_word_embeddings: o.tieWordEmbeddings ?? true, use_sliding_window: false, sliding_window: null };
   if (o.arch === "qwen2")
-    return { architectures: ["Qwen2ForCausalLM"], model_type: "qwen2", ...base, rope_theta: 1000000, rope_scaling: null, tie_word_embeddings: o.tieWordEmbeddings ?? true, use_sliding_window: false, sliding_window: null };
+    return { architectures: ["Qwen2ForCausalLM"], model_type: "qwen2", ...base, rope_theta: 1000000, rope_scaling: o.ropeScaling ?? null, tie_word_embeddings: o.tieWordEmbeddings ?? true, use_sliding_window: false, sliding_window: null };
   return {
     architectures: ["LlamaForCausalLM"], model_type: "llama", ...base, attention_bias: false, mlp_bias: false,
     rope_theta: 500000, tie_word_embeddings: o.tieWordEmbeddings ?? false,

@@ -72,23 +72,16 @@ export class Cublas {
     this.check("cublasDestroy_v2", this.fn.cublasDestroy_v2(this.handle));
   }
 
-  /** y[n, out] (bf16 or f32) = x[n, in] (bf16) · w[out, in]ᵀ (bf16), f32 accumulation; `accumulate`: y += instead. */
-  linear(x: bigint, w: bigint, y: bigint, n: number, inF: number, outF: number, yType: number, accumulate = false): void {
+  /**
+   * y[n, out] (bf16 or f32) = x[n, in] (bf16) · w[out, in]ᵀ (bf16), f32 accumulation; `accumulate`: y += instead;
+   * `weightInOut`: w is stored [in, out] instead (not transposed: LoRA's Bᵀ).
+   */
+  linear(x: bigint, w: bigint, y: bigint, n: number, inF: number, outF: number, yType: number, accumulate = false, weightInOut = false): void {
     this.check("cublasGemmEx", this.fn.cublasGemmEx(
-      this.handle, CUBLAS_OP_T, CUBLAS_OP_N, outF, n, inF,
-      this.one, w, CUDA_R_16BF, inF,
+      this.handle, weightInOut ? CUBLAS_OP_N : CUBLAS_OP_T, CUBLAS_OP_N, outF, n, inF,
+      this.one, w, CUDA_R_16BF, weightInOut ? outF : inF,
       x, CUDA_R_16BF, inF,
       accumulate ? this.one : this.zero, y, yType, outF,
       CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
-  /** y[n, out] (bf16 or f32) = x[n, in] (bf16) · w[in, out] (bf16, not transposed), f32 accumulation; `accumulate`: y += instead. */
-  linearInOut(x: bigint, w: bigint, y: bigint, n: number, inF: number, outF: number, yType: number, accumulate = false): void {
-    this.check("cublasGemmEx", this.fn.cublasGemmEx(
-      this.handle, CUBLAS_OP_N, CUBLAS_OP_N, outF, n, inF,
-      this.one, w, CUDA_R_16BF, outF,
-      x, CUDA_R_16BF, inF,
-      accumulate ? this.one : this.zero, y, yType, outF,
-      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-  }
-
 }

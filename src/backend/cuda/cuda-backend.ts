@@ -472,7 +472,7 @@ export class CudaBackend implements Backend<CudaTensor> {
     this.k.launch("lora_mask_bf16", [Math.ceil(width / 256), n], 256, [P(u), P(slots), P(scales), I(width), I(width / numSlots)]);
     // out += u · bT: cuBLAS with beta = 1 (the GEMV kernels and cuBLASLt path overwrite), bT not transposed.
     const start = this.k.profiler?.begin(this.stream);
-    this.blas.linearInOut(u.ptr, bT.ptr, out.ptr, n, width, outF, out.dtype === "f32" ? CUDA_R_32F : CUDA_R_16BF, true);
+    this.blas.linear(u.ptr, bT.ptr, out.ptr, n, width, outF, out.dtype === "f32" ? CUDA_R_32F : CUDA_R_16BF, true, true);
     if (start !== undefined) this.k.profiler!.end(`gemm lora ${outF}x${width}`, start, this.stream);
   }
 
