@@ -65,10 +65,12 @@ function matvec(W: Float64Array, x: Float64Array, outF: number, bias?: Float64Ar
 }
 
 /** The final-norm hidden state at every position of `tokens`, computed densely in float64. */
-export function referenceHidden(cfg: ModelConfig, w: W, tokens: number[]): Float64Array[] {
+export function referenceHidden(cfg: ModelConfig, w: W, tokens: number[], raw: Record<string, unknown> = {}): Float64Array[] {
   const H = cfg.hiddenSize, D = cfg.headDim, nH = cfg.numHeads, nKv = cfg.numKvHeads, I = cfg.intermediateSize;
+  // Granite's multipliers, applied where HF's GraniteModel applies them (vbun folds them into weights).
+  const mult = { embedding: 1, residual: 1, attention: 1 / Math.sqrt(D), ...graniteMultipliers(raw) };
   const emb = w("model.embed_tokens.weight");
-  let xs = tokens.map((t) => emb.slice(t * H, (t + 1) * H));
+  let xs = tokens.map((t) => emb.slice(t * H, (t + 1) * H).map((v) => v * mult.embedding));
   const inv = refInvFreq(cfg), m = refRopeScale(cfg);
   const rope = (v: Float64Array, pos: number) => {
     const half = D / 2, out = v.slice();
@@ -92,8 +94,10 @@ export function referenceHidden(cfg: ModelConfig, w: W, tokens: number[]): Float
         if (norm) x = rms(x, w(norm), cfg.rmsNormEps);
         return x;
       };
-      qs.push(Array.from({ length: nH }, (_, i) => rope(head(q, i, cfg.qkNorm ? `${p}self_attn.q_norm.weight` : undefined), pos)));
-      ks.push(Array.from({ length: nKv }, (_, i) => rope(head(k, i, cfg.qkNorm ? `${p}self_attn.k_norm.weight` : undefined), pos)));
+      // SmolLM3 (HF's use_rope = no_rope_layers[layer]): 0 leaves q and k unrotated.
+      const rot = Array.isArray(raw.no_rope_layers) && raw.no_rope_layers[l] === 0 ? (x: Float64Array) => x : rope;
+      qs.push(Array.from({ length: nH }, (_, i) => rot(head(q, i, cfg.qkNorm ? `${p}self_attn.q_norm.weight` : undefined), pos)));
+      ks.push(Array.from({ length: nKv }, (_, i) => rot(head(k, i, cfg.qkNorm ? `${p}self_attn.k_norm.weight` : undefined), pos)));
       vs.push(Array.from({ length: nKv }, (_, i) => head(v, i)));
     });
     xs = xs.map((x, pos) => {
@@ -104,7 +108,7 @@ export function referenceHidden(cfg: ModelConfig, w: W, tokens: number[]): Float
         for (let j = 0; j <= pos; j++) {
           let s = 0;
           for (let d = 0; d < D; d++) s += qs[pos]![h]![d]! * ks[j]![kvh]![d]!;
-          scores.push(s / Math.sqrt(D));
+          scores.push(s * mult.attention);
         }
         const m = Math.max(...scores);
         const e = scores.map((s) => Math.exp(s - m));
@@ -112,20 +116,30 @@ export function referenceHidden(cfg: ModelConfig, w: W, tokens: number[]): Float
         for (let j = 0; j <= pos; j++) for (let d = 0; d < D; d++) attn[h * D + d] += (e[j]! / z) * vs[j]![kvh]![d]!;
       }
       const o = matvec(w(`${p}self_attn.o_proj.weight`), attn, H, cfg.oBias ? w(`${p}self_attn.o_proj.bias`) : undefined);
-      const x1 = x.map((v, i) => v + o[i]!);
+      const x1 = x.map((v, i) => v + o[i]! * mult.residual);
       const h2 = rms(x1, w(`${p}post_attention_layernorm.weight`), cfg.rmsNormEps);
       const g = matvec(w(`${p}mlp.gate_proj.weight`), h2, I);
       const u = matvec(w(`${p}mlp.up_proj.weight`), h2, I);
       const a = g.map((gv, i) => (gv / (1 + Math.exp(-gv))) * u[i]!);
       const d = matvec(w(`${p}mlp.down_proj.weight`), a, H);
-      return x1.map((v, i) => v + d[i]!);
+      return x1.map((v, i) => v + d[i]! * mult.residual);
     });
   }
   return xs.map((x) => rms(x, w("model.norm.weight"), cfg.rmsNormEps));
 }
 
 /** Logits at every position of `tokens`, computed densely in float64. */
-export function referenceLogits(cfg: ModelConfig, w: W, tokens: number[]): Float64Array[] {
+export function referenceLogits(cfg: ModelConfig, w: W, tokens: number[], raw: Record<string, unknown> = {}): Float64Array[] {
   const head = cfg.tieWordEmbeddings ? w("model.embed_tokens.weight") : w("lm_head.weight");
-  return referenceHidden(cfg, w, tokens).map((h) => matvec(head, h, cfg.vocabSize));
+  const logitsScaling = typeof raw.logits_scaling === "number" ? raw.logits_scaling : 1;
+  return referenceHidden(cfg, w, tokens, raw).map((h) => matvec(head, h, cfg.vocabSize).map((v) => v / logitsScaling));
+}
+
+/** Granite's multipliers as HF's config.json names them (`raw`: the file itself, not vbun's parse of it). */
+function graniteMultipliers(raw: Record<string, unknown>): { embedding?: number; residual?: number; attention?: number } {
+  const out: { embedding?: number; residual?: number; attention?: number } = {};
+  if (typeof raw.embedding_multiplier === "number") out.embedding = raw.embedding_multiplier;
+  if (typeof raw.residual_multiplier === "number") out.residual = raw.residual_multiplier;
+  if (typeof raw.attention_multiplier === "number") out.attention = raw.attention_multiplier;
+  return out;
 }

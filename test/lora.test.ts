@@ -209,6 +209,14 @@ describe("LoRA adapters", () => {
     plain.close();
   }, ENGINE_MS);
 
+  test("Granite: the residual multiplier scales the o_proj and down_proj adapters as it scales their weights", () => {
+    const granite = tinyModel({ ...FAST_MODEL, arch: "granite", seed: 9 });
+    const adapter = writeAdapter(granite, ALL, "granite-all"), merged = mergedModel(granite, adapter, ALL, "granite-all");
+    const want = generateOn(merged);
+    expect(want.map((o) => o.tokens)).not.toEqual(generateOn(granite).map((o) => o.tokens));
+    expectSame(generateOn(granite, { loraModules: { g: adapter } }, "g"), want);
+  }, ENGINE_MS);
+
   test("bad adapters and options are refused at start, naming the file or field", () => {
     const make = (mod: (dir: string) => void) => { const d = writeAdapter(base, { ...ATTN, seed: 9 }, `bad-${Math.random()}`); mod(d); return d; };
     const start = (dir: string, extra: Record<string, unknown> = {}) => () => new LLM({ model: base, loraModules: { x: dir }, ...quiet, ...extra });

@@ -9,6 +9,8 @@ import { Checkpoint } from "../src/loader/checkpoint.ts";
 import { toFloat32 } from "../src/loader/dtype.ts";
 import { CausalLM } from "../src/model/causal-lm.ts";
 import { loadModelConfig } from "../src/model/config.ts";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { tinyModel } from "./helpers.ts";
 import { referenceLogits, type W } from "./dense-reference.ts";
 import type { TinyModelOptions } from "../src/model/tiny-model.ts";
@@ -53,6 +55,8 @@ const CASES: [string, TinyModelOptions][] = [
   ["qwen2 (qkv bias)", { arch: "qwen2", seed: 3, vocabSize: 2048, dtype: "F16" }],
   ["qwen3 full vocabulary", { arch: "qwen3", seed: 4, numLayers: 1 }],
   // Qwen's long-context recipe, scaled down: head_dim 16 and a 64-token original context put the ramp mid-way.
+  ["granite (embedding, residual and attention multipliers, logits scaling; tied head)", { arch: "granite", seed: 6, vocabSize: 2048 }],
+  ["smollm3 (layers without RoPE)", { arch: "smollm3", seed: 7, vocabSize: 2048, numLayers: 3 }],
   ["qwen3 with YaRN rope scaling", { arch: "qwen3", seed: 5, vocabSize: 2048, ropeScaling: { rope_type: "yarn", factor: 4, original_max_position_embeddings: 64 } }],
 ];
 
@@ -61,6 +65,7 @@ describe("paged CPU forward matches a dense float64 reference", () => {
     test(name, () => {
       const dir = tinyModel(opts);
       const cfg = loadModelConfig(dir);
+      const rawConfig = JSON.parse(readFileSync(join(dir, "config.json"), "utf8")) as Record<string, unknown>;
       const ckpt = new Checkpoint(dir);
       const cache = new Map<string, Float64Array>();
       const w: W = (n) => {
@@ -91,7 +96,7 @@ describe("paged CPU forward matches a dense float64 reference", () => {
         const logits = backend.toHost(model.forward(step));
         let row = 0;
         for (const { seq, start, count } of parts) {
-          if (!refs.has(seq)) refs.set(seq, referenceLogits(cfg, w, seq.tokens));
+          if (!refs.has(seq)) refs.set(seq, referenceLogits(cfg, w, seq.tokens, rawConfig));
           for (let j = start; j < start + count; j++, row++) {
             const err = relError(logits.subarray(row * cfg.vocabSize, (row + 1) * cfg.vocabSize), refs.get(seq)![j]!);
             worst = Math.max(worst, err);

