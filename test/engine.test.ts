@@ -10,6 +10,7 @@ import { pack, packOutputs, PACK_MIN, unpackOutputs } from "../src/engine/output
 import type { RequestOutput } from "../src/engine/request.ts";
 import { FAST_MODEL, SERVER_MODEL, tinyModel } from "./helpers.ts";
 import { variant } from "./checkpoint-variant.ts";
+import { Checkpoint } from "../src/loader/checkpoint.ts";
 import { BlockManager } from "../src/engine/block-manager.ts";
 import { Scheduler } from "../src/engine/scheduler.ts";
 import { Sequence, SequenceStatus } from "../src/engine/sequence.ts";
@@ -202,6 +203,22 @@ test("engine options are checked", () => {
   expect(() => LLMEngine.create({ model: "/nonexistent", ...quiet })).toThrow(/config\.json: not found/);
 });
 
+test("Phi-3 / Phi-4 checkpoints (Phi3ForCausalLM: fused qkv_proj and gate_up_proj) give the Llama decoder's outputs for the same weights, also under TP = 2", () => {
+  // The same draws as a Llama checkpoint; Phi-3's config differs in rope_theta only (10000).
+  const fused = tinyModel({ ...FAST_MODEL, arch: "phi3" });
+  const split = variant(tinyModel({ ...FAST_MODEL, ropeScaling: null }), "llama-theta-1e4", { config: (c) => { c.rope_theta = 10000; } });
+  const greedy = (m: string, tp = 1) => {
+    const llm = new LLM({ model: m, maxModelLen: 64, tensorParallelSize: tp, ...quiet });
+    try { return llm.generate([[1, 2, 3, 4, 5], [9, 8, 7]], { max_tokens: 12, temperature: 0, logprobs: 0 }).map((o) => [o.outputs[0]!.tokenIds.join(), o.outputs[0]!.logprobs!.map((l) => l.logprob).join()]); } finally { llm.close(); }
+  };
+  expect(new Checkpoint(fused).has("model.layers.0.self_attn.qkv_proj.weight")).toBe(true);
+  expect(greedy(fused)).toEqual(greedy(split));
+  expect(greedy(fused, 2).map((o) => o[0])).toEqual(greedy(split).map((o) => o[0]));
+  // Phi-4-mini's partial rotary embedding is refused, naming the field.
+  const partial = variant(fused, "phi3-partial", { config: (c) => { c.partial_rotary_factor = 0.75; } });
+  expect(() => new LLM({ model: partial, ...quiet })).toThrow("partial_rotary_factor 0.75 is not supported");
+}, 60_000);
+
 test("Mistral checkpoints (MistralForCausalLM) run as the Llama decoder; a sliding window bounds the context", () => {
   const mistral = (window: number | null) => variant(model, `mistral-${window}`, { config: (c) => { c.architectures = ["MistralForCausalLM"]; c.model_type = "mistral"; c.sliding_window = window; } });
   const prompts = [[1, 2, 3, 4, 5], [9, 8, 7]];
@@ -212,7 +229,11 @@ test("Mistral checkpoints (MistralForCausalLM) run as the Llama decoder; a slidi
   const llama = greedy(model);
   expect(greedy(mistral(null))).toEqual(llama);
   expect(greedy(mistral(4096))).toEqual(llama); // a window as long as the context changes nothing
-  expect(() => new LLM({ model: mistral(64), ...quiet })).toThrow("--max-model-len: 4096 exceeds the model's sliding_window (64): vbun has no sliding-window attention");
+  // The window is the default context, and a longer one is refused.
+  const capped = new LLM({ model: mistral(64), ...quiet });
+  expect(capped.engine.options.maxModelLen).toBe(64);
+  capped.close();
+  expect(() => new LLM({ model: mistral(64), maxModelLen: 4096, ...quiet })).toThrow("--max-model-len: 4096 exceeds the model's sliding_window (64): vbun has no sliding-window attention");
   expect(greedy(mistral(64), 64)).toEqual(llama);
 }, 60_000);
 

@@ -214,7 +214,9 @@ export class LLMEngine {
     if (Object.keys(samplingDefaults).length > 0) log(`default sampling parameters from the generation config: ${describeDefaults(samplingDefaults)} (requests that set a field keep theirs; --generation-config vllm ignores the file)`);
     const tokenizer = opts.skipTokenizerInit ? null : TextTokenizer.load(modelDir, opts.chatTemplate);
     const maxPositions = maxSupportedPositions(cfg);
-    const maxModelLen = opts.maxModelLen === undefined ? maxPositions : checkPositiveInt("--max-model-len", opts.maxModelLen);
+    // Without sliding-window attention a windowed model's context is its window (by default, too).
+    const maxModelLen = opts.maxModelLen === undefined ? Math.min(maxPositions, cfg.slidingWindow ?? Infinity) : checkPositiveInt("--max-model-len", opts.maxModelLen);
+    if (opts.maxModelLen === undefined && cfg.slidingWindow !== null && cfg.slidingWindow < maxPositions) log(`max_model_len ${maxModelLen}: the model's sliding_window (vbun has no sliding-window attention, so contexts stay within the window)`);
     if (maxModelLen > maxPositions) throw new EngineConfigError("--max-model-len", `${maxModelLen} exceeds the model's ${maxPositions === cfg.maxPositionEmbeddings ? "max_position_embeddings" : "positions with its rope_scaling (original_max_position_embeddings × factor)"} (${maxPositions})`);
     if (cfg.slidingWindow !== null && maxModelLen > cfg.slidingWindow)
       throw new EngineConfigError("--max-model-len", `${maxModelLen} exceeds the model's sliding_window (${cfg.slidingWindow}): vbun has no sliding-window attention, so contexts are limited to the window (set --max-model-len ${cfg.slidingWindow} or less)`);

