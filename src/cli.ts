@@ -42,7 +42,12 @@ export const ENGINE_FLAGS = {
   "max-lora-rank": { type: "string" },
   "max-loras": { type: "string" },
   seed: { type: "string" },
+  tokenizer: { type: "string" },
+  quantization: { type: "string", short: "q" },
+  "kv-cache-dtype": { type: "string" },
   "chat-template": { type: "string" },
+  // Accepted so that `vllm serve` command lines work unchanged: vbun never runs code from a checkpoint.
+  "trust-remote-code": { type: "boolean" },
 } as const;
 
 export class UsageError extends Error {}
@@ -130,6 +135,9 @@ export function engineOptionsFromFlags(values: Record<string, string | string[] 
     maxLoras: numberFlag("max-loras", s("max-loras")),
     allowRuntimeLoraUpdating: runtimeLoraUpdating(process.env),
     seed: numberFlag("seed", s("seed")),
+    tokenizer: s("tokenizer"),
+    quantization: s("quantization"),
+    kvCacheDtype: s("kv-cache-dtype"),
     chatTemplate: s("chat-template"),
   };
 }

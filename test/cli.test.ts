@@ -1,6 +1,8 @@
 import { expect, test } from "bun:test";
+import { copyFileSync, mkdirSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import { FAST_MODEL, SERVER_MODEL, startServer, tinyModel } from "./helpers.ts";
+import { LLM } from "../src/engine/llm.ts";
+import { FAST_MODEL, SERVER_MODEL, startServer, tempDir, tinyModel } from "./helpers.ts";
 
 const cli = join(import.meta.dir, "..", "src", "cli.ts");
 const run = (args: string[]) => {
@@ -46,10 +48,38 @@ test("serve --help lists every flag with its default", () => {
   expect(h.code).toBe(0);
   for (const flag of ["--host", "--port", "--served-model-name", "--api-key", "--device", "--dtype", "--max-model-len", "--max-num-seqs",
     "--max-num-batched-tokens", "--block-size", "--gpu-memory-utilization", "--num-gpu-blocks-override", "--enable-prefix-caching",
-    "--no-enable-prefix-caching", "--enforce-eager", "--tensor-parallel-size", "--speculative-config", "--seed", "--chat-template", "--max-log-len", "--log-level"])
+    "--no-enable-prefix-caching", "--enforce-eager", "--tensor-parallel-size", "--speculative-config", "--seed", "--chat-template", "--max-log-len", "--log-level",
+    "--tokenizer", "--trust-remote-code", "--quantization", "--kv-cache-dtype", "--enable-log-requests", "--disable-log-requests", "--max-loras", "--disable-log-stats", "--return-tokens-as-token-ids"])
     expect(h.out).toContain(flag);
   expect(h.out).toContain("default 8000");
 });
+
+test("--tokenizer DIR: the tokenizer (and its chat template) from another directory; vllm serve's --trust-remote-code and --enable-log-requests are accepted", async () => {
+  // A checkpoint without tokenizer files, its tokenizer elsewhere.
+  const model = tinyModel(SERVER_MODEL);
+  const bare = join(tempDir("no-tokenizer"), "model"), tok = join(tempDir("no-tokenizer"), "tokenizer");
+  mkdirSync(bare, { recursive: true });
+  mkdirSync(tok, { recursive: true });
+  for (const f of readdirSync(model)) copyFileSync(join(model, f), join(f.startsWith("tokenizer") ? tok : bare, f));
+  expect(() => new LLM({ model: bare, log: () => {} })).toThrow("tokenizer.json: not found");
+  const greedy = (opts: Record<string, unknown>) => {
+    const llm = new LLM({ maxModelLen: 256, log: () => {}, ...opts });
+    try { return llm.generate(["Hello there"], { max_tokens: 6, temperature: 0 })[0]!.outputs[0]!.text; } finally { llm.close(); }
+  };
+  expect(greedy({ model: bare, tokenizer: tok })).toBe(greedy({ model }));
+  const s = await startServer([bare, "--tokenizer", tok, "--max-model-len", "256", "--trust-remote-code", "--enable-log-requests"]);
+  try {
+    const res: any = await (await fetch(`${s.url}/v1/chat/completions`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ messages: [{ role: "user", content: "Hi" }], max_tokens: 4, temperature: 0 }) })).json();
+    expect(res.choices[0].message.content.length).toBeGreaterThan(0);
+    // Structured outputs read the vocabulary from the tokenizer's directory too.
+    const guided: any = await (await fetch(`${s.url}/v1/completions`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ prompt: "x", max_tokens: 8, guided_choice: ["yes", "no"] }) })).json();
+    expect(["yes", "no"]).toContain(guided.choices[0].text);
+    expect(s.stderr()).toContain("--trust-remote-code has no effect");
+    expect(s.stderr()).toMatch(/request cmpl-\S+: prompts=/);
+  } finally {
+    expect(await s.stop()).toBe(0);
+  }
+}, 60_000);
 
 test("SIGTERM lets an in-flight request finish, then exits 0", async () => {
   const s = await startServer([tinyModel(SERVER_MODEL), "--max-model-len", "512"]);

@@ -109,7 +109,10 @@ describe("LoRA adapters", () => {
   }, ENGINE_MS);
 
   test("one batch mixes the base model and both adapters (--max-loras 2), or they take turns in one slot (1); prefix caching keeps their K/V apart; chunked prefill", () => {
-    for (const opts of [{ blockSize: 4, maxLoras: 2 }, { maxNumBatchedTokens: 8, blockSize: 4, maxLoras: 2 }, { blockSize: 4, maxLoras: 1 }]) {
+    const ngram = { method: "ngram", num_speculative_tokens: 3, prompt_lookup_max: 2 };
+    for (const opts of [{ blockSize: 4, maxLoras: 2 }, { maxNumBatchedTokens: 8, blockSize: 4, maxLoras: 2 }, { blockSize: 4, maxLoras: 1 },
+      // Slots change while the previous step is still running (async scheduling); drafts are verified through the adapter.
+      { blockSize: 4, maxLoras: 1, asyncScheduling: true }, { blockSize: 4, maxLoras: 2, speculativeConfig: ngram }]) {
       const llm = new LLM({ model: base, maxModelLen: 64, loraModules, ...quiet, ...opts });
       const reqs = [
         { prompt: PROMPTS[0]!, lora: null }, { prompt: PROMPTS[0]!, lora: "all" }, { prompt: PROMPTS[0]!, lora: "attn" },
@@ -118,6 +121,8 @@ describe("LoRA adapters", () => {
       const want = [expected.base[0]!, expected.all[0]!, expected.attn[0]!, expected.attn[1]!, expected.all[2]!, expected.base[2]!];
       expectSame(runMixed(llm.engine, reqs), want);
       expect(mostAdaptersInAStep).toBe(opts.maxLoras);
+      if ("asyncScheduling" in opts) expect(llm.engine.overlappedSteps).toBeGreaterThan(0);
+      if ("speculativeConfig" in opts) expect(llm.engine.metrics.specDraftTokens).toBeGreaterThan(0);
       // Again: the prompts' blocks are cached now, each under its own adapter.
       const hits = llm.engine.blockManager.prefixCacheHits;
       expectSame(runMixed(llm.engine, reqs), want);

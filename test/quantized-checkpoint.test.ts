@@ -106,6 +106,14 @@ describe("8-bit quantized checkpoints are dequantized as they load", () => {
     }, ENGINE_MS);
   }
 
+  test("vLLM's --quantization names the checkpoint's own method (checked), --kv-cache-dtype auto only", () => {
+    const { quantized } = quantizedPair(SCHEMES[0]!);
+    new LLM({ model: quantized, maxModelLen: 32, quantization: "fp8", kvCacheDtype: "auto", ...quiet }).close();
+    expect(() => new LLM({ model: quantized, quantization: "awq", ...quiet })).toThrow("--quantization: 'awq', but the checkpoint is quantized with fp8");
+    expect(() => new LLM({ model: base, quantization: "fp8", ...quiet })).toThrow("--quantization: 'fp8', but the checkpoint is not quantized: vbun reads");
+    expect(() => new LLM({ model: base, kvCacheDtype: "fp8", ...quiet })).toThrow("--kv-cache-dtype: 'fp8' is not supported");
+  }, ENGINE_MS);
+
   test("under tensor parallelism each rank dequantizes, then takes its shard", () => {
     const { quantized, reference } = quantizedPair(SCHEMES[0]!);
     expect(run(quantized, { tensorParallelSize: 2 }).map((o) => o.tokens)).toEqual(run(reference).map((o) => o.tokens));

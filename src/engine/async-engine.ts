@@ -156,7 +156,7 @@ export class AsyncEngine {
       worker.onmessage = (ev: MessageEvent<WorkerOut>) => {
         const m = ev.data;
         if (m.type === "log") say(m.message);
-        else if (m.type === "model-dir") loadTokenizer(m.modelDir);
+        else if (m.type === "model-dir") loadTokenizer(opts.tokenizer ?? m.modelDir);
         else if (m.type === "ready") resolve(m);
         else if (m.type === "failed") reject(new Error(m.message));
       };
@@ -166,7 +166,7 @@ export class AsyncEngine {
       worker.terminate();
       throw e;
     });
-    loadTokenizer(ready.info.modelDir);
+    loadTokenizer(ready.info.tokenizerDir);
     const loaded = tokenizer as { ok: TextTokenizer } | { error: unknown } | null;
     if (!loaded || "error" in loaded) {
       worker.terminate();

@@ -75,6 +75,15 @@ export interface EngineOptions {
    */
   allowRuntimeLoraUpdating?: boolean;
   seed?: number;
+  /**
+   * vLLM's --quantization: must name the checkpoint's own method (fp8, compressed-tensors), which is read
+   * anyway; vbun quantizes nothing itself (vLLM's online fp8 of a bf16 checkpoint is refused).
+   */
+  quantization?: string;
+  /** vLLM's --kv-cache-dtype: auto (the compute dtype) only; an fp8 KV cache is refused. */
+  kvCacheDtype?: string;
+  /** vLLM's --tokenizer: a directory with the tokenizer (tokenizer.json, tokenizer_config.json) when it is not the model's. */
+  tokenizer?: string;
   chatTemplate?: string;
   /** Receives start-up and warning messages (default: stderr). */
   log?: (msg: string) => void;

@@ -17,6 +17,7 @@ import { checkShardable } from "../parallel/shard.ts";
 import { TensorParallelGroup } from "../parallel/tp-group.ts";
 import type { Tensor } from "../backend/backend.ts";
 import { Checkpoint } from "../loader/checkpoint.ts";
+import { readQuantization } from "../loader/quantization.ts";
 import { CausalLM } from "../model/causal-lm.ts";
 import { loadModelConfig, maxSupportedPositions, type ModelConfig } from "../model/config.ts";
 import { ensureDefaultModel, SeededRandom } from "../model/tiny-model.ts";
@@ -125,6 +126,8 @@ function loraSettingsOf(opts: EngineOptions): LoraSettings | null {
 
 export interface EngineInfo {
   modelDir: string;
+  /** Where the tokenizer comes from: the model's directory, or --tokenizer's. */
+  tokenizerDir: string;
   isDefaultModel: boolean;
   device: "cpu" | "cuda";
   numBlocks: number;
@@ -178,7 +181,7 @@ export class LLMEngine {
     /** null with skipTokenizerInit: token ids in and out, no text (the server detokenizes). */
     readonly tokenizer: TextTokenizer | null,
     readonly runner: ModelRunner,
-    readonly options: Required<Omit<EngineOptions, "model" | "numGpuBlocksOverride" | "chatTemplate" | "log" | "onModelDir" | "maxModelLen" | "cuda" | "profileKernels" | "skipTokenizerInit" | "generationConfig" | "overrideGenerationConfig" | "speculativeConfig" | "runner" | "poolerConfig" | "hfOverrides" | "enableLora" | "loraModules" | "maxLoraRank" | "maxLoras" | "allowRuntimeLoraUpdating">> & { maxModelLen: number; numBlocks: number; speculative: SpeculativeConfig | null; classifier: SequenceClassifier | null },
+    readonly options: Required<Omit<EngineOptions, "model" | "numGpuBlocksOverride" | "chatTemplate" | "log" | "onModelDir" | "maxModelLen" | "cuda" | "profileKernels" | "skipTokenizerInit" | "tokenizer" | "quantization" | "kvCacheDtype" | "generationConfig" | "overrideGenerationConfig" | "speculativeConfig" | "runner" | "poolerConfig" | "hfOverrides" | "enableLora" | "loraModules" | "maxLoraRank" | "maxLoras" | "allowRuntimeLoraUpdating">> & { maxModelLen: number; numBlocks: number; speculative: SpeculativeConfig | null; classifier: SequenceClassifier | null },
     readonly info: EngineInfo,
     private readonly log: (m: string) => void = (m) => process.stderr.write(`[vbun] ${m}\n`),
     /** LoRA's adapters and model slots (null: LoRA is not enabled). */
@@ -212,7 +215,15 @@ export class LLMEngine {
     const cfg = loadModelConfig(modelDir, opts.hfOverrides);
     const samplingDefaults = loadSamplingDefaults(opts.generationConfig ?? "auto", modelDir, opts.overrideGenerationConfig);
     if (Object.keys(samplingDefaults).length > 0) log(`default sampling parameters from the generation config: ${describeDefaults(samplingDefaults)} (requests that set a field keep theirs; --generation-config vllm ignores the file)`);
-    const tokenizer = opts.skipTokenizerInit ? null : TextTokenizer.load(modelDir, opts.chatTemplate);
+    if (opts.quantization !== undefined) {
+      const method = readQuantization(modelDir)?.method ?? null;
+      if (opts.quantization !== method)
+        throw new EngineConfigError("--quantization", `'${opts.quantization}', but the checkpoint is ${method ? `quantized with ${method}` : "not quantized"}: vbun reads a quantized checkpoint's own method (fp8, 8-bit compressed-tensors) without the flag and quantizes nothing itself`);
+    }
+    if (opts.kvCacheDtype !== undefined && opts.kvCacheDtype !== "auto")
+      throw new EngineConfigError("--kv-cache-dtype", `'${opts.kvCacheDtype}' is not supported: the KV cache is kept in the compute dtype (auto)`);
+    const tokenizerDir = opts.tokenizer ?? modelDir;
+    const tokenizer = opts.skipTokenizerInit ? null : TextTokenizer.load(tokenizerDir, opts.chatTemplate);
     const maxPositions = maxSupportedPositions(cfg);
     // Without sliding-window attention a windowed model's context is its window (by default, too).
     const maxModelLen = opts.maxModelLen === undefined ? Math.min(maxPositions, cfg.slidingWindow ?? Infinity) : checkPositiveInt("--max-model-len", opts.maxModelLen);
@@ -279,7 +290,7 @@ export class LLMEngine {
       if (loraSettings) log(`LoRA: ${startAdapters.length > 0 ? startAdapters.map((a) => `${a.name} (rank ${a.rank}, ${a.weights.size} projections)`).join(", ") : "no adapters yet"}; up to ${loraSettings.maxLoras} in a batch (--max-loras), max rank ${loraSettings.maxRank}${loraSettings.runtimeUpdating ? ", every projection covered (adapters may be added at run time)" : ""}`);
       // classifier_from_token looks its tokens up in the vocabulary (the server's engine worker has no tokenizer of its own: it loads one, once, for that).
       let vocabulary = tokenizer;
-      const classifier = cfg.classifier ? SequenceClassifier.load(cfg, new Checkpoint(modelDir), (t) => (vocabulary ??= TextTokenizer.load(modelDir)).tokenId(t)) : null;
+      const classifier = cfg.classifier ? SequenceClassifier.load(cfg, new Checkpoint(modelDir), (t) => (vocabulary ??= TextTokenizer.load(tokenizerDir)).tokenId(t)) : null;
       // Activation buffers at their largest, before the KV cache takes what is left.
       if (tpGroup) tpGroup.reserve(maxNumBatchedTokens, maxLogitsRows);
       else model.reserve(maxNumBatchedTokens, maxLogitsRows);
@@ -326,7 +337,7 @@ export class LLMEngine {
       if (pooler?.task === "embed") log(`pooling model (embeddings): ${pooler.poolingType} token${pooler.normalize ? ", normalized" : ""}`);
       if (classifier) log(`pooling model (sequence classifier): ${pooler!.poolingType} token, ${classifier.numLabels} label${classifier.numLabels === 1 ? "" : "s"} (${cfg.classifier!.labels.join(", ")})${cfg.classifier!.fromTokens ? `, the LM head's rows of ${JSON.stringify(cfg.classifier!.fromTokens.tokens)} (${cfg.classifier!.fromTokens.method})` : ""}`);
       const info: EngineInfo = {
-        modelDir, isDefaultModel, device: kind, numBlocks, blockSize, maxModelLen,
+        modelDir, tokenizerDir, isDefaultModel, device: kind, numBlocks, blockSize, maxModelLen,
         kvCapacityTokens: numBlocks * blockSize, loadSeconds: (performance.now() - t0) / 1000, graphSeconds, samplingDefaults,
         runner: runnerKind, pooler, loraModules: loras?.modules ?? [],
         lora: loraSettings && { maxLoras: loraSettings.maxLoras, maxRank: loraSettings.maxRank, runtimeUpdating: loraSettings.runtimeUpdating },
@@ -425,7 +436,7 @@ export class LLMEngine {
     const waiting = this.grammarWaiting;
     this.grammarWaiting = [];
     if (waiting.length === 0) return [];
-    this.structured ??= new StructuredOutputManager(this.info.modelDir, this.modelConfig.vocabSize, () => this.eosTokenIds, this.log);
+    this.structured ??= new StructuredOutputManager(this.info.tokenizerDir, this.modelConfig.vocabSize, () => this.eosTokenIds, this.log);
     const manager = this.structured;
     const made = await Promise.allSettled(waiting.map(async (req) => {
       for (const seq of req.seqs) {

@@ -26,6 +26,8 @@ server:
   --shutdown-timeout SECONDS       grace period for in-flight requests on SIGTERM/SIGINT (default 30)
   --max-log-len N                  prompt characters (or token ids) shown per logged request (default: all)
   --log-level debug|info|warning|error   (default info; debug also logs every request)
+  --enable-log-requests            log every request (as --log-level debug does); --disable-log-requests:
+                                   the default, accepted as in vLLM
   --disable-log-stats              no periodic throughput / queue / KV-cache line (every
                                    VLLM_LOG_STATS_INTERVAL seconds, default 10, while requests run)
   --reasoning-parser qwen3|deepseek_r1   chat responses carry <think> blocks as reasoning_content (default: off)
@@ -79,6 +81,12 @@ engine:
                                    wait until a slot frees (default 1)
   --max-lora-rank N                the largest adapter rank (default 16)
   --seed N                         seed for requests without one (default ${d.seed})
+  --tokenizer DIR                  a tokenizer directory other than the model's (tokenizer.json,
+                                   tokenizer_config.json with its chat template)
+  --trust-remote-code              accepted for vllm serve command lines; vbun runs no checkpoint code
+  --quantization fp8|compressed-tensors  the checkpoint's own method (read without the flag too);
+                                   vbun quantizes nothing itself
+  --kv-cache-dtype auto            the KV cache in the compute dtype (fp8 is not supported)
   --chat-template FILE|TEXT        override the model's chat template
 `;
 
@@ -97,6 +105,8 @@ export async function serve(args: string[]): Promise<number> {
       "shutdown-timeout": { type: "string", default: "30" },
       "max-log-len": { type: "string" },
       "log-level": { type: "string", default: "info" },
+      "enable-log-requests": { type: "boolean" },
+      "disable-log-requests": { type: "boolean" },
       "disable-log-stats": { type: "boolean" },
       "reasoning-parser": { type: "string" },
       "enable-auto-tool-choice": { type: "boolean" },
@@ -135,7 +145,9 @@ export async function serve(args: string[]): Promise<number> {
   if (values["enable-auto-tool-choice"] && tp === undefined) throw new UsageError("--enable-auto-tool-choice needs --tool-call-parser");
   const storeSize = Number(values["responses-store-size"]);
   if (!Number.isInteger(storeSize) || storeSize < 0) throw new UsageError(`--responses-store-size: expected an integer >= 0, got '${values["responses-store-size"]}'`);
-  const state = new ServerState(served, apiKey || null, values["log-level"] === "debug", maxLogLen, (rp as ReasoningParserName | undefined) ?? null,
+  if (values["enable-log-requests"] && values["disable-log-requests"]) throw new UsageError("--enable-log-requests and --disable-log-requests are exclusive");
+  if (values["trust-remote-code"]) log("--trust-remote-code has no effect: vbun runs no code from a checkpoint (it reads config.json, safetensors and tokenizer files only)");
+  const state = new ServerState(served, apiKey || null, values["log-level"] === "debug" || values["enable-log-requests"] === true, maxLogLen, (rp as ReasoningParserName | undefined) ?? null,
     values["enable-auto-tool-choice"] ? (tp as ToolCallParserName) : null, values["enable-prompt-tokens-details"] ?? false,
     storeSize > 0 ? new ResponseStore(storeSize) : null);
   state.runtimeLoraUpdating = opts.allowRuntimeLoraUpdating === true;
