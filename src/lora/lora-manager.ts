@@ -29,6 +29,8 @@ interface Slot {
   lastUsed: number;
 }
 
+const NO_LOADS: readonly { slot: number; lora: LoraRequest }[] = [];
+
 export class LoraManager {
   private readonly byName = new Map<string, LoraRequest>();
   private readonly slots: Slot[];
@@ -114,7 +116,8 @@ export class LoraManager {
   }
 
   /** The slots whose adapter changed since the last call, with their new adapter: the model must load them before the next step. */
-  takeLoads(): { slot: number; lora: LoraRequest }[] {
+  takeLoads(): readonly { slot: number; lora: LoraRequest }[] {
+    if (this.changed.size === 0) return NO_LOADS; // every step asks: no allocation when nothing changed
     const out = [...this.changed].sort((a, b) => a - b).map((slot) => ({ slot, lora: this.slots[slot]!.lora! }));
     this.changed.clear();
     return out;
