@@ -184,12 +184,10 @@ export async function chatCompletions(c: Context, state: ServerState): Promise<R
     let latest: RequestOutput | null = null;
     const finishedSent = new Set<number>();
     const shapers = Array.from({ length: params.n }, shaper);
-    const chunk = (choice: object) => send({ id, object: "chat.completion.chunk", created, model, choices: [choice], ...(continuous && latest ? { usage: usageOf([latest], state.promptTokensDetails) } : {}) });
-    for (let i = 0; i < params.n; i++) {
-      const first = { index: i, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null };
-      if (i === 0 && body.return_token_ids) send({ id, object: "chat.completion.chunk", created, model, choices: [first], prompt_token_ids: params.truncatePrompt(ids, engine.maxModelLen) });
-      else chunk(first);
-    }
+    const chunk = (choice: object, extra: object = {}) => send({ id, object: "chat.completion.chunk", created, model, choices: [choice], ...(continuous && latest ? { usage: usageOf([latest], state.promptTokensDetails) } : {}), ...extra });
+    // return_token_ids: the prompt's ids come with the first chunk, each choice's new ids with its chunks.
+    for (let i = 0; i < params.n; i++)
+      chunk({ index: i, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }, i === 0 && body.return_token_ids ? { prompt_token_ids: params.truncatePrompt(ids, engine.maxModelLen) } : {});
     await forEachOutput(submitted, (_, r) => {
       latest = r;
       for (const o of r.outputs) {
@@ -204,12 +202,15 @@ export async function chatCompletions(c: Context, state: ServerState): Promise<R
         if (reasoning) delta.reasoning_content = reasoning;
         if (d.content || (!reasoning && !final)) delta.content = d.content;
         const logprobs = body.logprobs ? chatLogprobs(tokenName, o.logprobsDelta!, o.tokenIdsDelta) : null;
+        const tokenIds = body.return_token_ids ? { token_ids: o.tokenIdsDelta } : {};
         if (d.toolCalls.length > 0) {
-          if (Object.keys(delta).length > 0) chunk({ index: o.index, delta, logprobs, finish_reason: null, ...(body.return_token_ids ? { token_ids: o.tokenIdsDelta } : {}) });
-          chunk({ index: o.index, delta: { tool_calls: d.toolCalls.map((t, k) => ({ index: k, ...t })) }, logprobs: null, finish_reason: o.finishReason === "length" ? "length" : calledReason, stop_reason: o.stopReason, ...(body.return_token_ids && Object.keys(delta).length === 0 ? { token_ids: o.tokenIdsDelta } : {}) });
+          // The ids go with the text chunk before the calls, or with the calls when there is none.
+          const hasText = Object.keys(delta).length > 0;
+          if (hasText) chunk({ index: o.index, delta, logprobs, finish_reason: null, ...tokenIds });
+          chunk({ index: o.index, delta: { tool_calls: d.toolCalls.map((t, k) => ({ index: k, ...t })) }, logprobs: null, finish_reason: o.finishReason === "length" ? "length" : calledReason, stop_reason: o.stopReason, ...(hasText ? {} : tokenIds) });
           continue;
         }
-        chunk({ index: o.index, delta, logprobs, finish_reason: o.finishReason, stop_reason: o.stopReason, ...(body.return_token_ids ? { token_ids: o.tokenIdsDelta } : {}) });
+        chunk({ index: o.index, delta, logprobs, finish_reason: o.finishReason, stop_reason: o.stopReason, ...tokenIds });
       }
     });
     if (includeUsage && latest) send({ id, object: "chat.completion.chunk", created, model, choices: [], usage: usageOf([latest], state.promptTokensDetails) });
