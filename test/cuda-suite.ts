@@ -8,7 +8,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { CpuBackend, CpuIntTensor, CpuTensor } from "../src/backend/cpu/cpu-backend.ts";
 import type { CudaBackend, CudaTensor } from "../src/backend/cuda/cuda-backend.ts";
 import type { CudaProvider } from "../src/backend/cuda/provider.ts";
-import type { AttentionShape, StepInputs } from "../src/backend/backend.ts";
+import { moeRoutingInts, type AttentionShape, type StepInputs } from "../src/backend/backend.ts";
 import { emptySamplingBatch } from "../src/engine/sampling-batch.ts";
 import { fromFloat32, toFloat32 } from "../src/loader/dtype.ts";
 import { LLM } from "../src/engine/llm.ts";
@@ -51,6 +51,12 @@ export interface CudaTarget {
   memorySlackBytes: number;
 }
 
+/** Mixtures of experts for the engine tests: a dense layer between sparse ones; a gated shared expert. */
+const MOE_MODELS = [
+  { arch: "qwen3_moe" as const, seed: 7, vocabSize: 4096, numLayers: 3, numExperts: 8, topK: 2, mlpOnlyLayers: [1] },
+  { arch: "qwen2_moe" as const, seed: 8, vocabSize: 4096, numExperts: 6, topK: 4 },
+];
+
 const bf16Round = (v: Float32Array) => toFloat32(fromFloat32(v, "BF16"), "BF16");
 export function relErr(a: Float32Array, b: Float32Array): number {
   let num = 0, den = 0;
@@ -88,7 +94,7 @@ export function defineCudaSuites(target: CudaTarget): void {
     const cpu = new CpuBackend();
     const g = target.backend!;
     const up = (values: Float32Array, shape: number[]) => g.loadWeight([{ name: "t", file: "test", dtype: "F32", shape, bytes: new Uint8Array(values.buffer.slice(0)) }], shape);
-    const out = (shape: number[], dtype: "act" | "f32" = "act") => { const t = g.empty(shape, dtype); g.poison(t); return t; };
+    const out = (shape: number[], dtype: "act" | "f32" | "i32" = "act") => { const t = g.empty(shape, dtype); g.poison(t); return t; };
     const check = (gpuOut: CudaTensor, cpuOut: Float32Array, tol = 1e-2) => {
       const h = g.toHost(gpuOut);
       expect(noNaN(h)).toBe(true);
@@ -150,6 +156,33 @@ export function defineCudaSuites(target: CudaTarget): void {
       // Rows of the base model (slot −1) are left exactly as they were.
       const h = g.toHost(y);
       for (let r = 0; r < n; r++) if (slots[r] === -1) expect(Array.from(h.subarray(r * O, (r + 1) * O))).toEqual(Array.from(base.subarray(r * O, (r + 1) * O)));
+    }, timeoutMs);
+
+    test("mixture of experts: routing (softmax, top-k, renormalized or not), the grouped expert GEMMs and the weighted sum, and the gated shared-expert add match the CPU twin", () => {
+      // Every row favours expert 2 (more than a 16-row tile of it: two tiles), the other choice random.
+      const n = 2 * Z.rows + 3, H = Z.hidden, E = 6, K = 2, I = 48, entries = n * K;
+      const logits = bf16Round(randn(n * E).map((v, i) => (i % E === 2 ? v + 4 : v))), x = randn(n * H), w13 = randn(E * 2 * I * H, 1 / Math.sqrt(H)), w2 = randn(E * H * I, 1 / Math.sqrt(I));
+      for (const renormalize of [true, false]) {
+        const ids = out([n, K], "i32"), weights = out([n, K], "f32");
+        g.moeRoute(up(logits, [n, E]), K, renormalize, ids, weights);
+        const cIds = new CpuIntTensor(new Int32Array(n * K), [n, K]), cW = new CpuTensor(new Float32Array(n * K), [n, K]);
+        cpu.moeRoute(new CpuTensor(logits, [n, E]), K, renormalize, cIds, cW);
+        expect(Array.from(g.toHost(ids))).toEqual(Array.from(cIds.data));
+        check(weights, cW.data, 1e-5);
+        const y = out([n, H]);
+        const scratch = { gateUp: out([entries, 2 * I]), act: out([entries, I]), expertOut: out([entries, H]), routing: out([moeRoutingInts(entries, E)], "i32") };
+        g.moeExperts(up(x, [n, H]), ids, weights, up(w13, [E * 2 * I, H]), up(w2, [E * H, I]), E, scratch, y);
+        const cY = new CpuTensor(new Float32Array(n * H), [n, H]);
+        const cScratch = { gateUp: cpu.empty([entries, 2 * I]), act: cpu.empty([entries, I]), expertOut: cpu.empty([entries, H]), routing: cpu.empty([1], "i32") };
+        cpu.moeExperts(new CpuTensor(x, [n, H]), cIds, cW, new CpuTensor(w13, [E * 2 * I, H]), new CpuTensor(w2, [E * H, I]), E, cScratch, cY);
+        check(y, cY.data, 2e-2);
+      }
+      const shared = randn(n * H), gate = randn(n), base = randn(n * H);
+      const gOut = up(base, [n, H]);
+      g.sigmoidGatedAdd(up(shared, [n, H]), up(gate, [n, 1]), gOut);
+      const cOut = new CpuTensor(base.slice(), [n, H]);
+      cpu.sigmoidGatedAdd(new CpuTensor(shared, [n, H]), new CpuTensor(gate, [n, 1]), cOut);
+      check(gOut, cOut.data);
     }, timeoutMs);
 
     test("writeRows rewrites a weight's rows in place (bf16 and f32), after the queued work that reads them", () => {
@@ -543,7 +576,7 @@ export function defineCudaSuites(target: CudaTarget): void {
 
   describe.skipIf(skip)(`the engine on the ${label}`, () => {
     test("greedy tokens and logits match the CPU backend on tiny models", () => {
-      for (const opts of [FAST_MODEL, { arch: "qwen3" as const, seed: 5, vocabSize: 4096 }, { arch: "qwen2" as const, seed: 6, vocabSize: 4096 }]) {
+      for (const opts of [FAST_MODEL, { arch: "qwen3" as const, seed: 5, vocabSize: 4096 }, { arch: "qwen2" as const, seed: 6, vocabSize: 4096 }, ...MOE_MODELS]) {
         const model = tinyModel(opts);
         const prompts = [[1, 2, 3, 4, 5, 6, 7], [9, 8, 7], [100, 200, 300, 400, 250, 12]];
         const params = { temperature: 0, max_tokens: Z.engineTokens, ignore_eos: true, logprobs: 1 };

@@ -118,14 +118,54 @@ export function referenceHidden(cfg: ModelConfig, w: W, tokens: number[], raw: R
       const o = matvec(w(`${p}self_attn.o_proj.weight`), attn, H, cfg.oBias ? w(`${p}self_attn.o_proj.bias`) : undefined);
       const x1 = x.map((v, i) => v + o[i]! * mult.residual);
       const h2 = rms(x1, w(`${p}post_attention_layernorm.weight`), cfg.rmsNormEps);
-      const g = matvec(w(`${p}mlp.gate_proj.weight`), h2, I);
-      const u = matvec(w(`${p}mlp.up_proj.weight`), h2, I);
-      const a = g.map((gv, i) => (gv / (1 + Math.exp(-gv))) * u[i]!);
-      const d = matvec(w(`${p}mlp.down_proj.weight`), a, H);
+      const d = sparseLayer(raw, l) ? refSparseMlp(w, raw, p, h2, H) : refMlp(w, `${p}mlp.`, h2, I, H);
       return x1.map((v, i) => v + d[i]! * mult.residual);
     });
   }
   return xs.map((x) => rms(x, w("model.norm.weight"), cfg.rmsNormEps));
+}
+
+/** down(silu(gate · x) · (up · x)) with the projections under `prefix` (gate_proj, up_proj, down_proj). */
+function refMlp(w: W, prefix: string, x: Float64Array, I: number, H: number, names = ["gate_proj", "up_proj", "down_proj"]): Float64Array {
+  const g = matvec(w(`${prefix}${names[0]}.weight`), x, I);
+  const u = matvec(w(`${prefix}${names[1]}.weight`), x, I);
+  const a = g.map((gv, i) => (gv / (1 + Math.exp(-gv))) * u[i]!);
+  return matvec(w(`${prefix}${names[2]}.weight`), a, H);
+}
+
+/** Whether layer l of a mixture-of-experts config.json (`raw`) routes to experts (transformers' rule). */
+function sparseLayer(raw: Record<string, unknown>, l: number): boolean {
+  if (raw.num_local_experts) return true;
+  if (!raw.num_experts) return false;
+  const only = (raw.mlp_only_layers ?? []) as number[], step = (raw.decoder_sparse_step ?? 1) as number;
+  return !only.includes(l) && (l + 1) % step === 0;
+}
+
+/**
+ * A sparse MLP as transformers writes it, read from config.json's own fields: softmax over the router's
+ * logits, the top k, renormalized (Mixtral; Qwen when norm_topk_prob), the weighted sum of those experts'
+ * MLPs — plus Qwen2-MoE's shared expert times sigmoid(its gate).
+ */
+function refSparseMlp(w: W, raw: Record<string, unknown>, p: string, x: Float64Array, H: number): Float64Array {
+  const mixtral = raw.num_local_experts != null, m = mixtral ? `${p}block_sparse_moe.` : `${p}mlp.`;
+  const E = (mixtral ? raw.num_local_experts : raw.num_experts) as number, k = raw.num_experts_per_tok as number;
+  const I = (mixtral ? raw.intermediate_size : raw.moe_intermediate_size) as number;
+  const logits = matvec(w(`${m}gate.weight`), x, E);
+  const top = Math.max(...logits), ex = logits.map((v) => Math.exp(v - top)), z = ex.reduce((a, b) => a + b, 0);
+  const chosen = [...ex.keys()].sort((a, b) => ex[b]! - ex[a]! || a - b).slice(0, k);
+  const probs = chosen.map((e) => ex[e]! / z), sum = probs.reduce((a, b) => a + b, 0);
+  const scale = mixtral || raw.norm_topk_prob === true ? 1 / sum : 1;
+  const out = new Float64Array(H);
+  chosen.forEach((e, j) => {
+    const y = refMlp(w, `${m}experts.${e}.`, x, I, H, mixtral ? ["w1", "w3", "w2"] : undefined);
+    for (let i = 0; i < H; i++) out[i]! += probs[j]! * scale * y[i]!;
+  });
+  const S = raw.shared_expert_intermediate_size as number | undefined;
+  if (S) {
+    const y = refMlp(w, `${m}shared_expert.`, x, S, H), gate = matvec(w(`${m}shared_expert_gate.weight`), x, 1)[0]!;
+    for (let i = 0; i < H; i++) out[i]! += y[i]! / (1 + Math.exp(-gate));
+  }
+  return out;
 }
 
 /** Logits at every position of `tokens`, computed densely in float64. */

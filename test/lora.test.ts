@@ -222,6 +222,16 @@ describe("LoRA adapters", () => {
     expectSame(generateOn(granite, { loraModules: { g: adapter } }, "g"), want);
   }, ENGINE_MS);
 
+  test("a mixture of experts: attention adapters work (the merged model's tokens); one on a sparse layer's MLP is refused, naming it", () => {
+    const moe = tinyModel({ ...FAST_MODEL, arch: "qwen3_moe", seed: 13, numExperts: 4, topK: 2, moeIntermediateSize: 16 });
+    const adapter = writeAdapter(moe, ATTN, "moe-attn"), merged = mergedModel(moe, adapter, ATTN, "moe-attn");
+    const want = generateOn(merged);
+    expect(want.map((o) => o.tokens)).not.toEqual(generateOn(moe).map((o) => o.tokens));
+    expectSame(generateOn(moe, { loraModules: { a: adapter } }, "a"), want);
+    const all = writeAdapter(moe, { ...ALL, targets: ["q_proj", "gate_proj"] }, "moe-mlp");
+    expect(() => new LLM({ model: moe, loraModules: { m: all }, ...quiet })).toThrow(`LoRA adapter ${all}: layer 0's gate_proj is a mixture of experts, which LoRA does not adapt here (only attention projections, and dense MLP layers)`);
+  }, ENGINE_MS);
+
   test("bad adapters and options are refused at start, naming the file or field", () => {
     const make = (mod: (dir: string) => void) => { const d = writeAdapter(base, { ...ATTN, seed: 9 }, `bad-${Math.random()}`); mod(d); return d; };
     const start = (dir: string, extra: Record<string, unknown> = {}) => () => new LLM({ model: base, loraModules: { x: dir }, ...quiet, ...extra });

@@ -57,6 +57,11 @@ const CASES: [string, TinyModelOptions][] = [
   // Qwen's long-context recipe, scaled down: head_dim 16 and a 64-token original context put the ramp mid-way.
   ["granite (embedding, residual and attention multipliers, logits scaling; tied head)", { arch: "granite", seed: 6, vocabSize: 2048 }],
   ["smollm3 (layers without RoPE)", { arch: "smollm3", seed: 7, vocabSize: 2048, numLayers: 3 }],
+  // Mixtures of experts: a dense layer among sparse ones, 8 experts (top 2 renormalized), a shared expert, all-sparse Mixtral.
+  ["qwen3_moe (8 experts, top 2 renormalized; layer 1 dense)", { arch: "qwen3_moe", seed: 8, vocabSize: 2048, numLayers: 3, numExperts: 8, topK: 2, mlpOnlyLayers: [1] }],
+  ["qwen3_moe as transformers 5 stores it (experts fused per layer)", { arch: "qwen3_moe", seed: 8, vocabSize: 2048, numLayers: 3, numExperts: 8, topK: 2, mlpOnlyLayers: [1], fusedExperts: true }],
+  ["qwen2_moe (top 4 of 6 unnormalized, gated shared expert, qkv bias)", { arch: "qwen2_moe", seed: 9, vocabSize: 2048, numExperts: 6, topK: 4 }],
+  ["mixtral (every layer sparse, top 2 of 4)", { arch: "mixtral", seed: 10, vocabSize: 2048 }],
   ["qwen3 with YaRN rope scaling", { arch: "qwen3", seed: 5, vocabSize: 2048, ropeScaling: { rope_type: "yarn", factor: 4, original_max_position_embeddings: 64 } }],
 ];
 
@@ -66,7 +71,8 @@ describe("paged CPU forward matches a dense float64 reference", () => {
       const dir = tinyModel(opts);
       const cfg = loadModelConfig(dir);
       const rawConfig = JSON.parse(readFileSync(join(dir, "config.json"), "utf8")) as Record<string, unknown>;
-      const ckpt = new Checkpoint(dir);
+      // The fused-experts checkpoint holds the same draws as its per-expert twin, which the reference reads.
+      const ckpt = new Checkpoint(opts.fusedExperts ? tinyModel({ ...opts, fusedExperts: false }) : dir);
       const cache = new Map<string, Float64Array>();
       const w: W = (n) => {
         let v = cache.get(n);
@@ -75,7 +81,7 @@ describe("paged CPU forward matches a dense float64 reference", () => {
       };
       const backend = new CpuBackend();
       const model = new CausalLM(cfg, backend, 256);
-      model.load(ckpt);
+      model.load(new Checkpoint(dir));
       const blockSize = 4;
       model.allocKvCache(32, blockSize);
       const rnd = (n: number, seed: number) => Array.from({ length: n }, (_, i) => (seed * 7919 + i * 104729) % cfg.vocabSize);

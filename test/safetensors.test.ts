@@ -9,6 +9,7 @@ import { CausalLM } from "../src/model/causal-lm.ts";
 import { loadModelConfig, maxSupportedPositions, parseModelConfig, ropeAttentionFactor } from "../src/model/config.ts";
 import { LLM } from "../src/engine/llm.ts";
 import { tempDir, tinyModel } from "./helpers.ts";
+import { checkShardable } from "../src/parallel/shard.ts";
 
 const values = Float32Array.from([0, 1, -2.5, 3.140625, 65504, 1e-7, -0.0001, 123456.789, Infinity, -Infinity]);
 
@@ -173,5 +174,38 @@ describe("checkpoints", () => {
     expect(l.tieWordEmbeddings).toBe(false);
     const q2 = parseModelConfig({ architectures: ["Qwen2ForCausalLM"], hidden_size: 8, num_attention_heads: 2, intermediate_size: 8, num_hidden_layers: 1, vocab_size: 10 });
     expect([q2.qkvBias, q2.oBias, q2.qkNorm]).toEqual([true, false, false]);
+  });
+  test("mixtures of experts: Qwen3-MoE, Qwen2-MoE and Mixtral configs are parsed; bad MoE fields are named", () => {
+    // Qwen3-30B-A3B's MoE fields (a smaller body).
+    const base = { hidden_size: 64, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 16, intermediate_size: 96, num_hidden_layers: 4, vocab_size: 10 };
+    const q3 = { architectures: ["Qwen3MoeForCausalLM"], ...base, num_experts: 128, num_experts_per_tok: 8, moe_intermediate_size: 32, norm_topk_prob: true, decoder_sparse_step: 1, mlp_only_layers: [] };
+    const c = parseModelConfig(q3, "x/config.json");
+    expect(c.architecture).toBe("qwen3");
+    expect(c.moe).toEqual({ numExperts: 128, topK: 8, intermediateSize: 32, normTopK: true, sparseLayers: [true, true, true, true], sharedExpertIntermediateSize: 0, naming: "qwen" });
+    // Transformers' rule: sparse unless in mlp_only_layers, when (layer + 1) is a multiple of decoder_sparse_step.
+    expect(parseModelConfig({ ...q3, decoder_sparse_step: 2, mlp_only_layers: [3] }).moe!.sparseLayers).toEqual([false, true, false, false]);
+    const q2 = parseModelConfig({ architectures: ["Qwen2MoeForCausalLM"], ...base, num_experts: 60, num_experts_per_tok: 4, moe_intermediate_size: 16, shared_expert_intermediate_size: 48 });
+    expect([q2.qkvBias, q2.moe!.normTopK, q2.moe!.sharedExpertIntermediateSize]).toEqual([true, false, 48]);
+    const mx = parseModelConfig({ architectures: ["MixtralForCausalLM"], ...base, num_local_experts: 8, num_experts_per_tok: 2, sliding_window: null });
+    expect([mx.architecture, mx.moe!.intermediateSize, mx.moe!.normTopK, mx.moe!.naming, mx.slidingWindow]).toEqual(["llama", 96, true, "mixtral", null]);
+    expect(parseModelConfig({ architectures: ["LlamaForCausalLM"], ...base }).moe).toBeNull();
+    const bad = (fields: Record<string, unknown>, arch = "Qwen3MoeForCausalLM") => () => parseModelConfig({ ...q3, architectures: [arch], ...fields }, "x/config.json");
+    expect(bad({ num_experts_per_tok: 129 })).toThrow("x/config.json: num_experts_per_tok (129) exceeds the number of experts (128)");
+    expect(bad({ num_experts: 2048, num_experts_per_tok: 2 })).toThrow("x/config.json: num_experts 2048 exceeds the 1024 experts supported");
+    expect(bad({ mlp_only_layers: [4] })).toThrow("mlp_only_layers must list layer indices below num_hidden_layers (4), got [4]");
+    expect(bad({ norm_topk_prob: "yes" })).toThrow(`field 'norm_topk_prob' must be a boolean, got "yes"`);
+    expect(bad({ moe_intermediate_size: undefined })).toThrow("field 'moe_intermediate_size' must be a positive integer");
+    expect(bad({}, "Qwen3ForCausalLM")).toThrow("x/config.json: architecture 'Qwen3ForCausalLM' is dense, but the config names experts");
+  });
+  test("a mixture of experts: a missing expert tensor is named; tensor parallelism must divide the experts' intermediate size", () => {
+    const src = tinyModel({ arch: "mixtral", seed: 12, vocabSize: 256 });
+    const dir = tempDir("broken-moe");
+    for (const f of ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"]) copyFileSync(join(src, f), join(dir, f));
+    const st = SafetensorsFile.open(join(src, "model.safetensors"));
+    writeSafetensors(join(dir, "model.safetensors"), st.names().filter((n) => n !== "model.layers.1.block_sparse_moe.experts.3.w3.weight").map((n) => { const t = st.tensor(n); return { name: n, dtype: t.dtype, shape: t.shape, bytes: t.bytes.slice() }; }));
+    expect(() => new CausalLM(loadModelConfig(dir), new CpuBackend(), 64).load(new Checkpoint(dir))).toThrow(/missing tensor 'model\.layers\.1\.block_sparse_moe\.experts\.3\.w3\.weight'/);
+    const cfg = parseModelConfig({ architectures: ["Qwen2MoeForCausalLM"], hidden_size: 64, num_attention_heads: 4, intermediate_size: 96, num_hidden_layers: 1, vocab_size: 10, num_experts: 4, moe_intermediate_size: 18, shared_expert_intermediate_size: 42 });
+    expect(() => checkShardable(cfg, 4)).toThrow("--tensor-parallel-size 4 does not divide the experts' intermediate size (18)");
+    expect(() => checkShardable({ ...cfg, moe: { ...cfg.moe!, intermediateSize: 32 } }, 4)).toThrow("--tensor-parallel-size 4 does not divide shared_expert_intermediate_size (42)");
   });
 });

@@ -21,6 +21,9 @@ const MODELS: [string, TinyModelOptions][] = [
   ["qwen3 (q/k norm, tied, KV heads replicated at TP=4)", { arch: "qwen3", seed: 3, vocabSize: 2048 }],
   ["qwen2 (qkv bias, vocab not divisible by 4)", { arch: "qwen2", seed: 4, vocabSize: 1001 }],
   ["granite (multipliers folded into each rank's shards; tied head scaled apart)", { ...FAST_MODEL, arch: "granite", seed: 8, tieWordEmbeddings: true }],
+  // Every rank holds a slice of every expert (and of the shared expert); the router is replicated.
+  ["qwen3_moe (experts sliced per rank, a dense layer between sparse ones)", { arch: "qwen3_moe", seed: 5, vocabSize: 2048, numLayers: 3, numExperts: 8, mlpOnlyLayers: [1] }],
+  ["qwen2_moe (gated shared expert sliced per rank)", { arch: "qwen2_moe", seed: 6, vocabSize: 2048, numExperts: 6, topK: 4 }],
 ];
 
 describe("greedy outputs with TP = 2 and TP = 4 equal TP = 1 over 32 tokens", () => {

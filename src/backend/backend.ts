@@ -42,6 +42,30 @@ export interface StepTensors<T extends Tensor> {
   loraSlots: T | null;
 }
 
+/** The scratch of Backend.moeExperts. */
+export interface MoeScratch<T extends Tensor> {
+  gateUp: T;
+  act: T;
+  expertOut: T;
+  routing: T;
+}
+
+/** Rows of the tiles the CUDA expert GEMMs take: every tile holds rows of one expert only. */
+export const MOE_TILE_ROWS = 16;
+
+/** At most this many tiles cover `entries` (token, expert) pairs over E experts: Σ ⌈count_e / 16⌉ ≤ ⌈entries / 16⌉ + E. */
+export function moeMaxTiles(entries: number, numExperts: number): number {
+  return Math.ceil(entries / MOE_TILE_ROWS) + numExperts;
+}
+
+/**
+ * The i32s of the routing scratch: each expert's first sorted entry (E + 1), the entries sorted by expert,
+ * then per tile its expert and first sorted entry (−1: an unused tile).
+ */
+export function moeRoutingInts(entries: number, numExperts: number): number {
+  return numExperts + 1 + entries + 2 * moeMaxTiles(entries, numExperts);
+}
+
 /** Sampled tokens on their way to the host. */
 export interface PendingSample {
   wait(): SamplerOutput;
@@ -90,10 +114,12 @@ export interface Backend<T extends Tensor = Tensor> {
   loadWeight(parts: TensorView[], shape: number[]): T;
   /** Creates a weight from f32 host values (e.g. RoPE tables). */
   fromHost(values: Float32Array, shape: number[]): T;
-  /** An uninitialised tensor: activation dtype (bf16 on CUDA, f32 on CPU), or f32 (logits). */
-  empty(shape: number[], dtype?: "act" | "f32"): T;
+  /** An uninitialised tensor: activation dtype (bf16 on CUDA, f32 on CPU), f32 (logits), or i32 (indices). */
+  empty(shape: number[], dtype?: "act" | "f32" | "i32"): T;
   /** The first `rows` rows of `t` (no copy). */
   rows(t: T, rows: number): T;
+  /** Rows [start, start + rows) of `t` (no copy). */
+  rowRange(t: T, start: number, rows: number): T;
   /** Allocates the paged KV cache of one layer: [numBlocks, blockSize, numKvHeads, headDim] each for K and V. */
   allocKvCache(spec: KvCacheSpec): { k: T; v: T };
   /** Copies this step's host inputs into the backend's step buffers. */
@@ -122,6 +148,21 @@ export interface Backend<T extends Tensor = Tensor> {
    * where the backend does not fuse. Without it the model calls siluMul and linear.
    */
   siluMulLinear?(gateUp: T, weight: T, act: T, out: T): void;
+  /**
+   * Mixture-of-experts routing: per row of router logits [n, E], softmax in f32, the topK largest
+   * probabilities (ties: the lower expert id) in descending order, divided by their sum when `renormalize`:
+   * ids [n, topK] (i32) and weights [n, topK] (f32).
+   */
+  moeRoute(logits: T, topK: number, renormalize: boolean, ids: T, weights: T): void;
+  /**
+   * The experts of a sparse MLP: for each token t and j < topK, with e = ids[t, j],
+   * y = down_e(silu(gate_e · x_t) · (up_e · x_t)), and out[t] = Σ_j weights[t, j] · y (out is overwritten).
+   * w13 is [E·2I, H] (expert e's gate rows, then its up rows), w2 [E·H, I]. Scratch rows are n·topK:
+   * gateUp [·, 2I], act [·, I], expertOut [·, H]; `routing` holds moeRoutingInts(n·topK, E) i32s.
+   */
+  moeExperts(x: T, ids: T, weights: T, w13: T, w2: T, numExperts: number, scratch: MoeScratch<T>, out: T): void;
+  /** out[t] += sigmoid(gate[t]) · x[t], gate being [n, 1] (Qwen2-MoE's gated shared expert). */
+  sigmoidGatedAdd(x: T, gate: T, out: T): void;
   /** out[i] = x[rows[i]] */
   gatherRows(x: T, rows: T, numRows: number, out: T): void;
   /**

@@ -104,6 +104,9 @@ export function loadLoraAdapter(name: string, dir: string, cfg: ModelConfig, max
   if (parts.size === 0) fail("adapter_model.safetensors holds no LoRA weights");
   for (const [key, { a, b }] of parts) {
     if (!a || !b) fail(`${key.replace(".", " layer ")}: lora_${a ? "B" : "A"} is missing`);
+    const [layerNo, target] = key.split(".") as [string, LoraTarget];
+    if (cfg.moe?.sparseLayers[Number(layerNo)] && (target === "gate_proj" || target === "up_proj" || target === "down_proj"))
+      fail(`layer ${layerNo}'s ${target} is a mixture of experts, which LoRA does not adapt here (only attention projections, and dense MLP layers)`);
     const [inF, outF] = targetShape(cfg, key.split(".")[1] as LoraTarget);
     const same = (t: TensorView, shape: number[]) => t.shape.length === 2 && t.shape[0] === shape[0] && t.shape[1] === shape[1];
     if (!same(a!, [r, inF])) fail(`tensor '${a!.name}' has shape [${a!.shape}] but rank ${r} and the model imply [${r}, ${inF}]`);

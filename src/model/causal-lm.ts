@@ -4,7 +4,7 @@
  * residual add + RMSNorm → packed gate/up GEMM → SiLU·mul → down_proj. Then final norm and LM head on the
  * rows that sample — or, for a pooling model (embeddings), the final-norm hidden states of those rows.
  */
-import type { Backend, StepTensors, Tensor, AttentionShape } from "../backend/backend.ts";
+import { moeRoutingInts, type Backend, type StepTensors, type Tensor, type AttentionShape } from "../backend/backend.ts";
 import type { Checkpoint } from "../loader/checkpoint.ts";
 import type { TensorView } from "../loader/safetensors.ts";
 import { toFloat32 } from "../loader/dtype.ts";
@@ -43,9 +43,24 @@ interface LayerWeights<T> {
   o: T;
   oBias: T | null;
   postNorm: T;
-  gateUp: T;
-  down: T;
+  /** The dense MLP (null in a sparse layer). */
+  gateUp: T | null;
+  down: T | null;
+  /** A sparse layer's experts (null in a dense one). */
+  moe: MoeLayer<T> | null;
 }
+
+/** A sparse MLP's weights (see MoeConfig): router [E, H], experts' gate/up [E·2I, H] and down [E·H, I], this rank's slice of I. */
+interface MoeLayer<T> {
+  router: T;
+  w13: T;
+  w2: T;
+  /** Qwen2-MoE's shared expert: its gate/up and down, and the [1, H] gate of its output. */
+  shared: { gateUp: T; down: T; gate: T } | null;
+}
+
+/** Tokens a sparse MLP takes at a time: bounds its scratch (topK rows per token) on long prefills. */
+export const MOE_CHUNK_TOKENS = 2048;
 
 /**
  * One layer's LoRA weights, every slot stacked (see enableLora); per packed projection, null where the
@@ -74,6 +89,21 @@ interface Workspace<T> {
   logits: T;
   /** LoRA scratch (null without adapters): the packed qkv group's A products, o/down's, gate/up's. */
   lora: { qkv: T; rank: T; gateUp: T } | null;
+  /** Sparse-MLP scratch for min(capacity, MOE_CHUNK_TOKENS) tokens (null for a dense model). */
+  moe: MoeWorkspace<T> | null;
+}
+
+interface MoeWorkspace<T> {
+  tokens: number;
+  routerLogits: T;
+  ids: T;
+  weights: T;
+  gateUp: T;
+  act: T;
+  expertOut: T;
+  routing: T;
+  /** Qwen2-MoE's shared expert: gate/up, activation, output, gate logit (null without one). */
+  shared: { gateUp: T; act: T; out: T; gate: T } | null;
 }
 
 export class CausalLM<T extends Tensor> {
@@ -105,8 +135,12 @@ export class CausalLM<T extends Tensor> {
 
   /** Shapes of this rank's weights, by role (for checks and logs). */
   weightShapes(): Record<string, readonly number[]> {
-    const L = this.layers[0]!;
-    return { embed: this.embed.shape, lmHead: this.lmHead.shape, qkv: L.qkv.shape, o: L.o.shape, gateUp: L.gateUp.shape, down: L.down.shape };
+    const L = this.layers[0]!, dense = this.layers.find((l) => l.gateUp), sparse = this.layers.find((l) => l.moe)?.moe;
+    return {
+      embed: this.embed.shape, lmHead: this.lmHead.shape, qkv: L.qkv.shape, o: L.o.shape,
+      ...(dense ? { gateUp: dense.gateUp!.shape, down: dense.down!.shape } : {}),
+      ...(sparse ? { router: sparse.router.shape, expertsGateUp: sparse.w13.shape, expertsDown: sparse.w2.shape } : {}),
+    };
   }
 
   /** Local (this rank's) sizes: heads, KV heads, intermediate, vocabulary slice. */
@@ -155,8 +189,9 @@ export class CausalLM<T extends Tensor> {
       const q = fusedQkv ? sliceRows(fusedQkv, 0, qOut) : w(`${a}q_proj.weight`, [qOut, H]);
       const kw = fusedQkv ? sliceRows(fusedQkv, qOut, qOut + kvOut) : w(`${a}k_proj.weight`, [kvOut, H]);
       const vw = fusedQkv ? sliceRows(fusedQkv, qOut + kvOut, qOut + 2 * kvOut) : w(`${a}v_proj.weight`, [kvOut, H]);
-      const gate = fusedGateUp ? sliceRows(fusedGateUp, 0, I) : w(`${p}mlp.gate_proj.weight`, [I, H]);
-      const up = fusedGateUp ? sliceRows(fusedGateUp, I, 2 * I) : w(`${p}mlp.up_proj.weight`, [I, H]);
+      const sparse = c.moe?.sparseLayers[i] ?? false;
+      const gate = sparse ? null : fusedGateUp ? sliceRows(fusedGateUp, 0, I) : w(`${p}mlp.gate_proj.weight`, [I, H]);
+      const up = sparse ? null : fusedGateUp ? sliceRows(fusedGateUp, I, 2 * I) : w(`${p}mlp.up_proj.weight`, [I, H]);
       this.layers.push({
         inputNorm: one(`${p}input_layernorm.weight`, [H]),
         qkv: load([qRows(q), kvRows(kw), kvRows(vw)], [lq + 2 * lkv, H]),
@@ -167,11 +202,55 @@ export class CausalLM<T extends Tensor> {
         // A row-parallel bias is added once, by rank 0, before the all-reduce.
         oBias: c.oBias && r === 0 ? load([scaled(w(`${a}o_proj.bias`, [H]), k.residual)], [H]) : null,
         postNorm: one(`${p}post_attention_layernorm.weight`, [H]),
-        gateUp: load([iRows(gate), iRows(up)], [2 * li, H]),
-        down: load([scaled(N === 1 ? w(`${p}mlp.down_proj.weight`, [H, I]) : sliceCols(w(`${p}mlp.down_proj.weight`, [H, I]), r * li, (r + 1) * li), k.residual)], [H, li]),
+        gateUp: gate && up ? load([iRows(gate), iRows(up)], [2 * li, H]) : null,
+        down: sparse ? null : load([scaled(N === 1 ? w(`${p}mlp.down_proj.weight`, [H, I]) : sliceCols(w(`${p}mlp.down_proj.weight`, [H, I]), r * li, (r + 1) * li), k.residual)], [H, li]),
+        moe: sparse ? this.loadExperts(ckpt, p) : null,
       });
     }
     this.buildRopeTables();
+  }
+
+  /**
+   * A sparse layer's router and experts, this rank's slice of each expert's intermediate rows (gate and up
+   * rows, down columns), packed as MoeLayer says. Experts come one tensor per projection and expert (Qwen's
+   * mlp.experts.E.gate_proj…, Mixtral's block_sparse_moe.experts.E.w1/w3/w2) or, as transformers 5 saves
+   * Qwen3-MoE, fused per layer: experts.gate_up_proj [E, 2I, H] and experts.down_proj [E, H, I].
+   */
+  private loadExperts(ckpt: Checkpoint, p: string): MoeLayer<T> {
+    const c = this.cfg, moe = c.moe!, b = this.backend, r = this.shard.rank, N = this.shard.size, H = c.hiddenSize;
+    const E = moe.numExperts, I = moe.intermediateSize, li = this.dims.moeIntermediate, mixtral = moe.naming === "mixtral";
+    const m = mixtral ? `${p}block_sparse_moe.` : `${p}mlp.`;
+    const w = (name: string, shape: number[]) => ckpt.tensor(name, shape);
+    const mine = (t: TensorView, first: number) => sliceRows(t, first + r * li, first + (r + 1) * li);
+    const downCols = (t: TensorView) => (N === 1 ? t : sliceCols(t, r * li, (r + 1) * li));
+    const router = b.loadWeight([w(`${m}gate.weight`, [E, H])], [E, H]);
+    const parts13: TensorView[] = [], parts2: TensorView[] = [];
+    if (!mixtral && ckpt.has(`${m}experts.gate_up_proj`)) {
+      const gu = w(`${m}experts.gate_up_proj`, [E, 2 * I, H]), dn = w(`${m}experts.down_proj`, [E, H, I]);
+      const gu2 = { ...gu, shape: [E * 2 * I, H] }, dn2 = { ...dn, shape: [E * H, I] };
+      for (let e = 0; e < E; e++) {
+        parts13.push(mine(gu2, e * 2 * I), mine(gu2, e * 2 * I + I));
+        parts2.push(downCols(sliceRows(dn2, e * H, (e + 1) * H)));
+      }
+    } else {
+      const [g, u, d] = mixtral ? ["w1", "w3", "w2"] : ["gate_proj", "up_proj", "down_proj"];
+      for (let e = 0; e < E; e++) {
+        const x = `${m}experts.${e}.`;
+        parts13.push(mine(w(`${x}${g}.weight`, [I, H]), 0), mine(w(`${x}${u}.weight`, [I, H]), 0));
+        parts2.push(downCols(w(`${x}${d}.weight`, [H, I])));
+      }
+    }
+    let shared: MoeLayer<T>["shared"] = null;
+    const S = moe.sharedExpertIntermediateSize, ls = this.dims.sharedIntermediate;
+    if (S > 0) {
+      const x = `${m}shared_expert.`, rows = (t: TensorView) => sliceRows(t, r * ls, (r + 1) * ls);
+      shared = {
+        gateUp: b.loadWeight([rows(w(`${x}gate_proj.weight`, [S, H])), rows(w(`${x}up_proj.weight`, [S, H]))], [2 * ls, H]),
+        down: b.loadWeight([N === 1 ? w(`${x}down_proj.weight`, [H, S]) : sliceCols(w(`${x}down_proj.weight`, [H, S]), r * ls, (r + 1) * ls)], [H, ls]),
+        gate: b.loadWeight([w(`${m}shared_expert_gate.weight`, [1, H])], [1, H]),
+      };
+    }
+    return { router, w13: b.loadWeight(parts13, [E * 2 * li, H]), w2: b.loadWeight(parts2, [E * H, li]), shared };
   }
 
   /**
@@ -191,6 +270,8 @@ export class CausalLM<T extends Tensor> {
     for (let l = 0; l < c.numLayers; l++) {
       const group = (g: LoraGroup) => {
         if (coverage !== "all" && !coverage.has(`${l}.${g}`)) return null;
+        // A sparse layer has no dense MLP to adapt (setLoraSlot refuses adapters that target it).
+        if ((g === "gateUp" || g === "down") && this.layers[l]!.moe) return null;
         const rows = slots * LORA_GROUPS[g].length * R, { inF, outF } = this.loraGroupShape(g);
         return { a: zeros(rows, inF), b: zeros(rows, outF) };
       };
@@ -232,7 +313,11 @@ export class CausalLM<T extends Tensor> {
       const layer = lora.layers[l]!;
       for (const g of Object.keys(LORA_GROUPS) as LoraGroup[]) {
         const w = layer[g];
-        if (!w) continue;
+        if (!w) {
+          const sparseTarget = this.layers[l]!.moe && LORA_GROUPS[g].find((t) => adapter?.weights.has(`${l}.${t}`));
+          if (sparseTarget) throw new Error(`LoRA adapter ${adapter!.name}: layer ${l}'s ${sparseTarget} is a mixture of experts, which LoRA does not adapt here (only attention projections, and dense MLP layers)`);
+          continue;
+        }
         const targets = LORA_GROUPS[g], rows = targets.length * R, { inF, outF } = this.loraGroupShape(g);
         const a = new Float32Array(rows * inF), bT = new Float32Array(rows * outF);
         targets.forEach((t, j) => {
@@ -300,6 +385,7 @@ export class CausalLM<T extends Tensor> {
     if (!ws || ws.capacity < numTokens) {
       const n = Math.max(numTokens, ws ? ws.capacity * 2 : 16);
       const qkvWidth = (this.dims.numHeads + 2 * this.dims.numKvHeads) * c.headDim;
+      const denseI = c.moe?.sparseLayers.every((sparse) => sparse) ? 0 : this.dims.intermediate;
       ws = {
         capacity: n,
         hidden: b.empty([n, c.hiddenSize]),
@@ -307,13 +393,15 @@ export class CausalLM<T extends Tensor> {
         normed: b.empty([n, c.hiddenSize]),
         qkv: b.empty([n, qkvWidth]),
         attn: b.empty([n, this.dims.numHeads * c.headDim]),
-        gateUp: b.empty([n, 2 * this.dims.intermediate]),
-        act: b.empty([n, this.dims.intermediate]),
+        // A model whose every MLP is sparse (Mixtral) has no dense MLP scratch.
+        gateUp: b.empty([n, 2 * denseI]),
+        act: b.empty([n, denseI]),
         logitsCapacity: ws?.logitsCapacity ?? 0,
         last: ws?.last ?? b.empty([0, c.hiddenSize]),
         localLogits: ws?.localLogits ?? b.empty([0, this.dims.vocabRows], "f32"),
         logits: ws?.logits ?? b.empty([0, c.vocabSize], "f32"),
         lora: this.lora ? { qkv: b.empty([n, this.lora.slots * 3 * this.lora.rank]), rank: b.empty([n, this.lora.slots * this.lora.rank]), gateUp: b.empty([n, this.lora.slots * 2 * this.lora.rank]) } : null,
+        moe: this.moeWorkspace(Math.min(n, MOE_CHUNK_TOKENS), ws?.moe ?? null),
       };
     }
     if (ws.logitsCapacity < numLogitsRows) {
@@ -326,6 +414,39 @@ export class CausalLM<T extends Tensor> {
     }
     this.ws = ws;
     return ws;
+  }
+
+  /** The sparse MLP's scratch for `tokens` tokens at a time (kept when `prev` holds as many). */
+  private moeWorkspace(tokens: number, prev: MoeWorkspace<T> | null): MoeWorkspace<T> | null {
+    const moe = this.cfg.moe, b = this.backend, H = this.cfg.hiddenSize;
+    if (!moe) return null;
+    if (prev && prev.tokens >= tokens) return prev;
+    const K = moe.topK, li = this.dims.moeIntermediate, ls = this.dims.sharedIntermediate, entries = tokens * K;
+    return {
+      tokens, routerLogits: b.empty([tokens, moe.numExperts]), ids: b.empty([tokens, K], "i32"), weights: b.empty([tokens, K], "f32"),
+      gateUp: b.empty([entries, 2 * li]), act: b.empty([entries, li]), expertOut: b.empty([entries, H]), routing: b.empty([moeRoutingInts(entries, moe.numExperts)], "i32"),
+      shared: ls > 0 ? { gateUp: b.empty([tokens, 2 * ls]), act: b.empty([tokens, ls]), out: b.empty([tokens, H]), gate: b.empty([tokens, 1]) } : null,
+    };
+  }
+
+  /** A sparse MLP on `x` ([n, H], the post-attention norm), written to `out` — MOE_CHUNK_TOKENS tokens at a time. */
+  private sparseMlp(L: MoeLayer<T>, x: T, out: T, n: number, ws: MoeWorkspace<T>): void {
+    const b = this.backend, moe = this.cfg.moe!, K = moe.topK;
+    for (let s = 0; s < n; s += ws.tokens) {
+      const m = Math.min(ws.tokens, n - s), xs = b.rowRange(x, s, m), ys = b.rowRange(out, s, m);
+      const logits = b.rows(ws.routerLogits, m), ids = b.rows(ws.ids, m), weights = b.rows(ws.weights, m);
+      b.linear(xs, L.router, null, logits);
+      b.moeRoute(logits, K, moe.normTopK, ids, weights);
+      b.moeExperts(xs, ids, weights, L.w13, L.w2, moe.numExperts, { gateUp: b.rows(ws.gateUp, m * K), act: b.rows(ws.act, m * K), expertOut: b.rows(ws.expertOut, m * K), routing: ws.routing }, ys);
+      if (L.shared && ws.shared) {
+        const sh = ws.shared, gu = b.rows(sh.gateUp, m), act = b.rows(sh.act, m), so = b.rows(sh.out, m), gate = b.rows(sh.gate, m);
+        b.linear(xs, L.shared.gateUp, null, gu);
+        b.siluMul(gu, act);
+        b.linear(act, L.shared.down, null, so);
+        b.linear(xs, L.shared.gate, null, gate);
+        b.sigmoidGatedAdd(so, gate, ys);
+      }
+    }
   }
 
   /** Ensures buffers for steps of up to `numTokens` tokens and `numLogitsRows` sampled rows exist. */
@@ -361,13 +482,18 @@ export class CausalLM<T extends Tensor> {
       if (La?.o) loraAdd(attn, La.o, loraScratch!.rank, hidden);
       tp?.allReduce(hidden);
       b.addRmsNorm(hidden, residual, L.postNorm, eps, normed);
-      b.linear(normed, L.gateUp, null, gateUp);
+      if (L.moe) {
+        this.sparseMlp(L.moe, normed, hidden, n, ws.moe!);
+        tp?.allReduce(hidden);
+        continue;
+      }
+      b.linear(normed, L.gateUp!, null, gateUp);
       if (La?.gateUp) loraAdd(normed, La.gateUp, loraScratch!.gateUp, gateUp);
       // The fused down projection does not keep silu(gate)·up, which down's LoRA reads.
-      if (b.siluMulLinear && !La?.down) b.siluMulLinear(gateUp, L.down, act, hidden);
+      if (b.siluMulLinear && !La?.down) b.siluMulLinear(gateUp, L.down!, act, hidden);
       else {
         b.siluMul(gateUp, act);
-        b.linear(act, L.down, null, hidden);
+        b.linear(act, L.down!, null, hidden);
         if (La?.down) loraAdd(act, La.down, loraScratch!.rank, hidden);
       }
       tp?.allReduce(hidden);

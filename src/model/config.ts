@@ -55,11 +55,36 @@ export interface ModelConfig {
   scales: { embedding: number; residual: number; attention: number; logitsScaling: number };
   /** Which layers apply RoPE (SmolLM3's no_rope_layers: 0 = none, "NoPE"); null: all of them. */
   ropeLayers: boolean[] | null;
+  /** Mixture of experts (Qwen3-MoE, Qwen2-MoE, Mixtral): which layers route each token to experts, and how; null: every MLP is dense. */
+  moe: MoeConfig | null;
   /** Matryoshka embeddings (is_matryoshka / matryoshka_dimensions): sizes a request may cut them to; "any"; or null. */
   matryoshkaDimensions: number[] | "any" | null;
   bosTokenId: number | null;
   eosTokenIds: number[];
 }
+
+/**
+ * A sparse MLP: a router (gate, [numExperts, hidden]) scores the experts, softmax in f32, and each token goes
+ * through its topK best (ties: the lower expert id), their outputs weighted by those probabilities —
+ * renormalized to sum 1 when `normTopK` (Mixtral always; Qwen's norm_topk_prob). Each expert is a SiLU-gated
+ * MLP of `intermediateSize`. Qwen2-MoE adds a shared expert every token takes, its output times
+ * sigmoid(shared_expert_gate · x).
+ */
+export interface MoeConfig {
+  numExperts: number;
+  topK: number;
+  intermediateSize: number;
+  normTopK: boolean;
+  /** Per layer: experts (true) or the dense MLP of intermediate_size (Qwen's decoder_sparse_step, mlp_only_layers). */
+  sparseLayers: boolean[];
+  /** Qwen2-MoE's shared expert: its intermediate size; 0 where there is none. */
+  sharedExpertIntermediateSize: number;
+  /** Checkpoint names: Qwen's mlp.gate / mlp.experts.E.{gate,up,down}_proj, or Mixtral's block_sparse_moe.gate / experts.E.w1,w3,w2. */
+  naming: "qwen" | "mixtral";
+}
+
+/** The most experts a model may have (the CUDA routing kernels keep a counter per expert in shared memory). */
+export const MAX_EXPERTS = 1024;
 
 /**
  * What a sequence classifier's head is: `numLabels` rows applied to the last token's final-norm hidden state.
@@ -89,6 +114,11 @@ const ARCHITECTURES: Record<string, Architecture> = {
   SmolLM3ForCausalLM: "llama",
   // Mistral 7B / Mistral-Nemo: the Llama decoder (a sliding_window in its config limits the context: slidingWindow).
   MistralForCausalLM: "llama",
+  // Mixtures of experts: Qwen3-MoE (Qwen3's attention), Qwen2-MoE / Qwen1.5-MoE (Qwen2's, with a shared
+  // expert), Mixtral (Mistral's): ModelConfig.moe.
+  Qwen3MoeForCausalLM: "qwen3",
+  Qwen2MoeForCausalLM: "qwen2",
+  MixtralForCausalLM: "llama",
   // The bare decoders (no LM head), as sentence-transformers embedding models are saved.
   Qwen3Model: "qwen3",
   Qwen2Model: "qwen2",
@@ -157,6 +187,7 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
     classifier: parseClassifier(raw, String(archs[0]), file),
     slidingWindow,
     matryoshkaDimensions: matryoshka,
+    moe: parseMoe(raw, String(archs[0]), int("num_hidden_layers"), int, file),
     ropeLayers: parseRopeLayers(raw.no_rope_layers, int("num_hidden_layers"), file),
     scales: {
       embedding: num("embedding_multiplier", 1), residual: num("residual_multiplier", 1),
@@ -209,6 +240,31 @@ function parseClassifier(raw: Record<string, unknown>, arch: string, file: strin
   const pt = raw.problem_type ?? null;
   if (pt !== null && pt !== "regression" && pt !== "single_label_classification" && pt !== "multi_label_classification") throw new ConfigError(file, `unsupported problem_type ${JSON.stringify(pt)}`);
   return { numLabels, labels, problemType: pt, fromTokens };
+}
+
+function parseMoe(raw: Record<string, unknown>, arch: string, numLayers: number, int: (key: string, fallback?: number) => number, file: string): MoeConfig | null {
+  const mixtral = arch === "MixtralForCausalLM", qwen = arch === "Qwen3MoeForCausalLM" || arch === "Qwen2MoeForCausalLM";
+  if (!mixtral && !qwen) {
+    if (typeof raw.num_experts === "number" && raw.num_experts > 0 || typeof raw.num_local_experts === "number" && raw.num_local_experts > 0)
+      throw new ConfigError(file, `architecture '${arch}' is dense, but the config names experts (num_experts / num_local_experts): a mixture-of-experts checkpoint needs its MoE architecture`);
+    return null;
+  }
+  const numExperts = int(mixtral ? "num_local_experts" : "num_experts");
+  if (numExperts > MAX_EXPERTS) throw new ConfigError(file, `${mixtral ? "num_local_experts" : "num_experts"} ${numExperts} exceeds the ${MAX_EXPERTS} experts supported`);
+  const topK = int("num_experts_per_tok", 2);
+  if (topK > numExperts) throw new ConfigError(file, `num_experts_per_tok (${topK}) exceeds the number of experts (${numExperts})`);
+  const intermediateSize = int(mixtral ? "intermediate_size" : "moe_intermediate_size");
+  const step = qwen ? int("decoder_sparse_step", 1) : 1;
+  const mlpOnly = raw.mlp_only_layers ?? [];
+  if (!Array.isArray(mlpOnly) || !mlpOnly.every((l) => Number.isInteger(l) && l >= 0 && l < numLayers))
+    throw new ConfigError(file, `mlp_only_layers must list layer indices below num_hidden_layers (${numLayers}), got ${JSON.stringify(raw.mlp_only_layers)}`);
+  if (mixtral && mlpOnly.length > 0) throw new ConfigError(file, "mlp_only_layers is a Qwen MoE field; Mixtral's layers are all sparse");
+  // Transformers' rule: layer l is sparse unless listed in mlp_only_layers, when (l + 1) is a multiple of decoder_sparse_step.
+  const sparseLayers = Array.from({ length: numLayers }, (_, l) => !(mlpOnly as number[]).includes(l) && (l + 1) % step === 0);
+  const shared = arch === "Qwen2MoeForCausalLM" && raw.shared_expert_intermediate_size != null ? int("shared_expert_intermediate_size") : 0;
+  const norm = raw.norm_topk_prob;
+  if (norm != null && typeof norm !== "boolean") throw new ConfigError(file, `field 'norm_topk_prob' must be a boolean, got ${JSON.stringify(norm)}`);
+  return { numExperts, topK, intermediateSize, normTopK: mixtral ? true : norm === true, sparseLayers, sharedExpertIntermediateSize: shared, naming: mixtral ? "mixtral" : "qwen" };
 }
 
 /** SmolLM3's no_rope_layers: one 1 (RoPE) or 0 (no RoPE) per layer. */

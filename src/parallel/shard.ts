@@ -26,6 +26,10 @@ export function checkShardable(cfg: ModelConfig, size: number): void {
   if (cfg.numHeads % size !== 0) throw new ShardError(`--tensor-parallel-size ${size} does not divide num_attention_heads (${cfg.numHeads})`);
   if (cfg.numKvHeads % size !== 0 && size % cfg.numKvHeads !== 0) throw new ShardError(`--tensor-parallel-size ${size} and num_key_value_heads (${cfg.numKvHeads}): one must divide the other`);
   if (cfg.intermediateSize % size !== 0) throw new ShardError(`--tensor-parallel-size ${size} does not divide intermediate_size (${cfg.intermediateSize})`);
+  // Experts are split like the dense MLP: every rank holds a slice of each expert's intermediate rows.
+  const moe = cfg.moe;
+  if (moe && moe.intermediateSize % size !== 0) throw new ShardError(`--tensor-parallel-size ${size} does not divide the experts' intermediate size (${moe.intermediateSize})`);
+  if (moe && moe.sharedExpertIntermediateSize % size !== 0) throw new ShardError(`--tensor-parallel-size ${size} does not divide shared_expert_intermediate_size (${moe.sharedExpertIntermediateSize})`);
 }
 
 /** The dimensions one rank holds. */
@@ -37,7 +41,8 @@ export function localDims(cfg: ModelConfig, s: ShardSpec) {
   const vocabPerRank = Math.ceil(cfg.vocabSize / s.size);
   const vocabStart = Math.min(cfg.vocabSize, s.rank * vocabPerRank);
   const vocabRows = Math.min(cfg.vocabSize, vocabStart + vocabPerRank) - vocabStart;
-  return { numHeads, numKvHeads, kvHeadStart, intermediate: cfg.intermediateSize / s.size, vocabStart, vocabRows, vocabPerRank };
+  const moeIntermediate = cfg.moe ? cfg.moe.intermediateSize / s.size : 0, sharedIntermediate = cfg.moe ? cfg.moe.sharedExpertIntermediateSize / s.size : 0;
+  return { numHeads, numKvHeads, kvHeadStart, intermediate: cfg.intermediateSize / s.size, moeIntermediate, sharedIntermediate, vocabStart, vocabRows, vocabPerRank };
 }
 
 /** Rows [start, end) of a 1-D or 2-D tensor (no copy). */

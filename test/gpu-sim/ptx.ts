@@ -325,6 +325,8 @@ function translateKernel(name: string, params: KernelParam[], paramBytes: number
             if (!p || !isLoad) throw new TranslateError(`${where(ins)}: parameter access not supported`);
             const off = p.offset + (pm![2] ? Number(pm![2]) : 0);
             if (width === 64) code = `${dst64(a[0]!, ins)}=Number(C.prm.getBigUint64(${off},true));`;
+            // A 32-bit parameter loaded into a 64-bit register: sign- (.s32) or zero-extended (.u32).
+            else if (is64(a[0]!)) code = `${dst64(a[0]!, ins)}=C.prm.get${type === "s32" ? "Int32" : "Uint32"}(${off},true);`;
             else code = `${dst32(a[0]!, ins)}=C.prm.getInt32(${off},true);`;
             break;
           }

@@ -1,5 +1,5 @@
 /** The reference backend: f32 host arrays, weights converted at load. Runs the whole engine without a GPU. */
-import { stepExtents, type AttentionShape, type Backend, type KvCacheSpec, type PendingSample, type StepInputs, type StepTensors, type Tensor } from "../backend.ts";
+import { stepExtents, type MoeScratch, type AttentionShape, type Backend, type KvCacheSpec, type PendingSample, type StepInputs, type StepTensors, type Tensor } from "../backend.ts";
 import type { TensorView } from "../../loader/safetensors.ts";
 import { toFloat32 } from "../../loader/dtype.ts";
 import type { SamplingBatch, SamplerOutput } from "../../engine/sampling-batch.ts";
@@ -78,8 +78,16 @@ export class CpuBackend implements Backend<T> {
     return new CpuTensor(values, shape);
   }
 
-  empty(shape: number[]): CpuTensor {
+  empty(shape: number[], dtype: "act" | "f32" | "i32" = "act"): T {
+    if (dtype === "i32") return new CpuIntTensor(new Int32Array(numel(shape)), shape);
     return new CpuTensor(sharedF32(numel(shape)), shape);
+  }
+
+  rowRange(t: T, start: number, rows: number): T {
+    const width = numel(t.shape.slice(1)), shape = [rows, ...t.shape.slice(1)];
+    if ((start + rows) * width > t.data.length) throw new RangeError(`rowRange: rows ${start}…${start + rows} of a tensor of shape [${t.shape}]`);
+    const data = t.data.subarray(start * width, (start + rows) * width);
+    return t instanceof CpuTensor ? new CpuTensor(data as Float32Array, shape) : new CpuIntTensor(data as Int32Array, shape);
   }
 
   rows(t: T, rows: number): T {
@@ -183,6 +191,52 @@ export class CpuBackend implements Backend<T> {
   siluMul(x: T, out: T): void {
     const t = x as CpuTensor;
     k.siluMul(t.data, t.numRows, t.width / 2, f32(out));
+  }
+
+  moeRoute(logits: T, topK: number, renormalize: boolean, ids: T, weights: T): void {
+    const l = logits as CpuTensor;
+    k.moeRoute(l.data, l.numRows, l.width, topK, renormalize, i32(ids), f32(weights));
+  }
+
+  /**
+   * Hugging Face's order: the experts one after another (ascending id), each over its tokens (ascending),
+   * and every token's output summed in that order. One matrix product per expert and projection.
+   */
+  moeExperts(x: T, ids: T, weights: T, w13: T, w2: T, numExperts: number, scratch: MoeScratch<T>, out: T): void {
+    const xt = x as CpuTensor, n = xt.numRows, H = xt.width, id = i32(ids), wt = f32(weights), topK = ids.shape[1]!;
+    const w13t = w13 as CpuTensor, w2t = w2 as CpuTensor, I = w2t.width, entries = n * topK;
+    if (w13t.shape[0] !== numExperts * 2 * I || w13t.width !== H || w2t.shape[0] !== numExperts * H) throw new Error(`moeExperts: expert weights [${w13t.shape}] and [${w2t.shape}] do not fit ${numExperts} experts of hidden ${H}`);
+    // Entries (t·topK + j) grouped by expert, tokens ascending within each: a counting sort.
+    const start = new Int32Array(numExperts + 1);
+    for (let i = 0; i < entries; i++) start[id[i]! + 1]!++;
+    for (let e = 0; e < numExperts; e++) start[e + 1]! += start[e]!;
+    const sorted = new Int32Array(entries), fill = start.slice(0, numExperts);
+    for (let i = 0; i < entries; i++) sorted[fill[id[i]!]!++] = i;
+    const xs = f32(scratch.expertOut), gu = f32(scratch.gateUp), act = f32(scratch.act), o = f32(out);
+    for (let s = 0; s < entries; s++) { const t = Math.floor(sorted[s]! / topK); xs.set(xt.data.subarray(t * H, (t + 1) * H), s * H); }
+    const view = (a: Float32Array, row: number, rows: number, width: number) => new CpuTensor(a.subarray(row * width, (row + rows) * width), [rows, width]);
+    for (let e = 0; e < numExperts; e++) {
+      const m = start[e + 1]! - start[e]!;
+      if (m > 0) this.linear(view(xs, start[e]!, m, H), view(w13t.data, e * 2 * I, 2 * I, H), null, view(gu, start[e]!, m, 2 * I));
+    }
+    k.siluMul(gu, entries, I, act);
+    for (let e = 0; e < numExperts; e++) {
+      const m = start[e + 1]! - start[e]!;
+      if (m > 0) this.linear(view(act, start[e]!, m, I), view(w2t.data, e * H, H, I), null, view(xs, start[e]!, m, H));
+    }
+    o.fill(0, 0, n * H);
+    for (let s = 0; s < entries; s++) {
+      const i = sorted[s]!, t = Math.floor(i / topK), w = wt[i]!;
+      for (let c = 0; c < H; c++) o[t * H + c]! += w * xs[s * H + c]!;
+    }
+  }
+
+  sigmoidGatedAdd(x: T, gate: T, out: T): void {
+    const xt = x as CpuTensor, g = f32(gate), o = f32(out), H = xt.width;
+    for (let t = 0; t < xt.numRows; t++) {
+      const s = 1 / (1 + Math.exp(-g[t]!));
+      for (let c = 0; c < H; c++) o[t * H + c]! += s * xt.data[t * H + c]!;
+    }
   }
 
   gatherRows(x: T, rows: T, numRows: number, out: T): void {

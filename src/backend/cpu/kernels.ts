@@ -163,3 +163,28 @@ export function siluMul(x: Float32Array, n: number, inter: number, out: Float32A
     }
   }
 }
+
+/**
+ * Mixture-of-experts routing of `n` rows of router logits over E experts: softmax, the topK largest
+ * (descending; ties: the lower id), renormalized to sum 1 when asked. ids and weights are [n, topK].
+ */
+export function moeRoute(logits: Float32Array, n: number, E: number, topK: number, renormalize: boolean, ids: Int32Array, weights: Float32Array): void {
+  const p = new Float64Array(E), taken = new Uint8Array(E);
+  for (let t = 0; t < n; t++) {
+    let max = -Infinity;
+    for (let e = 0; e < E; e++) max = Math.max(max, logits[t * E + e]!);
+    let z = 0;
+    for (let e = 0; e < E; e++) z += p[e] = Math.exp(logits[t * E + e]! - max);
+    taken.fill(0);
+    let sum = 0;
+    for (let j = 0; j < topK; j++) {
+      let best = -1;
+      for (let e = 0; e < E; e++) if (!taken[e] && (best < 0 || p[e]! > p[best]!)) best = e;
+      taken[best] = 1;
+      ids[t * topK + j] = best;
+      weights[t * topK + j] = Math.fround(p[best]! / z);
+      sum += weights[t * topK + j]!;
+    }
+    if (renormalize) for (let j = 0; j < topK; j++) weights[t * topK + j] = weights[t * topK + j]! / sum;
+  }
+}

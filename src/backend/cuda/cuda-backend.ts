@@ -3,7 +3,7 @@
  * one stream, step inputs staged in page-locked memory and copied with one async copy.
  * Every op has its CPU twin in ../cpu (the reference it is tested against on a device).
  */
-import { stepExtents, type AttentionShape, type Backend, type KvCacheSpec, type PendingSample, type StepInputs, type StepTensors, type Tensor } from "../backend.ts";
+import { moeMaxTiles, moeRoutingInts, stepExtents, type MoeScratch, type AttentionShape, type Backend, type KvCacheSpec, type PendingSample, type StepInputs, type StepTensors, type Tensor } from "../backend.ts";
 import type { TensorView } from "../../loader/safetensors.ts";
 import { fromFloat32, toFloat32 } from "../../loader/dtype.ts";
 import type { SamplingBatch, SamplerOutput } from "../../engine/sampling-batch.ts";
@@ -315,12 +315,18 @@ export class CudaBackend implements Backend<CudaTensor> {
     return t;
   }
 
-  empty(shape: number[], dtype: "act" | "f32" = "act"): CudaTensor {
-    return this.alloc(shape, dtype === "f32" ? "f32" : "bf16");
+  empty(shape: number[], dtype: "act" | "f32" | "i32" = "act"): CudaTensor {
+    return this.alloc(shape, dtype === "act" ? "bf16" : dtype);
   }
 
   rows(t: CudaTensor, rows: number): CudaTensor {
     return new CudaTensor(t.ptr, [rows, ...t.shape.slice(1)], t.dtype);
+  }
+
+  rowRange(t: CudaTensor, start: number, rows: number): CudaTensor {
+    const width = numel(t.shape.slice(1));
+    if (start + rows > t.shape[0]!) throw new RangeError(`rowRange: rows ${start}…${start + rows} of a tensor of shape [${t.shape}]`);
+    return new CudaTensor(t.ptr + BigInt(start * width * BYTES[t.dtype]), [rows, ...t.shape.slice(1)], t.dtype);
   }
 
   allocKvCache(spec: KvCacheSpec): { k: CudaTensor; v: CudaTensor } {
@@ -563,6 +569,33 @@ export class CudaBackend implements Backend<CudaTensor> {
   siluMul(x: CudaTensor, out: CudaTensor): void {
     const inter = x.width / 2;
     this.k.launch("silu_mul_bf16", [Math.ceil(inter / 256), x.numRows], 256, [P(x), P(out), I(inter)]);
+  }
+
+  moeRoute(logits: CudaTensor, topK: number, renormalize: boolean, ids: CudaTensor, weights: CudaTensor): void {
+    if (logits.dtype !== "bf16" || ids.dtype !== "i32" || weights.dtype !== "f32") throw new Error(`moeRoute: logits bf16, ids i32 and weights f32 expected, got ${logits.dtype}, ${ids.dtype}, ${weights.dtype}`);
+    this.k.launch("moe_route_bf16", [logits.numRows], 32, [P(logits), P(ids), P(weights), I(logits.width), I(topK), I(renormalize ? 1 : 0)]);
+  }
+
+  /**
+   * The experts in five launches: group the entries by expert (moe_align), the gate/up GEMM over tiles of
+   * one expert, SiLU·mul, the down GEMM, and the weighted sum per token. No host sync: graph-capturable.
+   */
+  moeExperts(x: CudaTensor, ids: CudaTensor, weights: CudaTensor, w13: CudaTensor, w2: CudaTensor, numExperts: number, s: MoeScratch<CudaTensor>, out: CudaTensor): void {
+    const n = x.numRows, H = x.width, topK = ids.width, entries = n * topK, inter = w2.width;
+    if (n === 0) return;
+    if (w13.shape[0] !== numExperts * 2 * inter || w13.width !== H || w2.shape[0] !== numExperts * H) throw new Error(`moeExperts: expert weights [${w13.shape}] and [${w2.shape}] do not fit ${numExperts} experts of hidden ${H}`);
+    if (H % 16 !== 0 || inter % 16 !== 0) throw new Error(`moeExperts: the expert GEMM kernel needs hidden (${H}) and the experts' intermediate size per rank (${inter}) to be multiples of 16`);
+    if (s.gateUp.numRows < entries || s.act.numRows < entries || s.expertOut.numRows < entries || numel(s.routing.shape) < moeRoutingInts(entries, numExperts)) throw new Error(`moeExperts: scratch smaller than ${entries} entries`);
+    const tiles = moeMaxTiles(entries, numExperts);
+    this.k.launch("moe_align_i32", [1], 256, [P(ids), P(s.routing), I(entries), I(numExperts), I(tiles)]);
+    this.k.launch("moe_gemm_bf16", [tiles, Math.ceil((2 * inter) / 128)], 128, [P(x), P(w13), P(s.gateUp), P(s.routing), I(entries), I(numExperts), I(H), I(2 * inter), I(topK)]);
+    this.k.launch("silu_mul_bf16", [Math.ceil(inter / 256), entries], 256, [P(s.gateUp), P(s.act), I(inter)]);
+    this.k.launch("moe_gemm_bf16", [tiles, Math.ceil(H / 128)], 128, [P(s.act), P(w2), P(s.expertOut), P(s.routing), I(entries), I(numExperts), I(inter), I(H), I(1)]);
+    this.k.launch("moe_combine_bf16", [Math.ceil(H / 256), n], 256, [P(s.expertOut), P(weights), P(out), I(topK), I(H)]);
+  }
+
+  sigmoidGatedAdd(x: CudaTensor, gate: CudaTensor, out: CudaTensor): void {
+    this.k.launch("sigmoid_gated_add_bf16", [Math.ceil(x.width / 256), x.numRows], 256, [P(x), P(gate), P(out), I(x.width)]);
   }
 
   gatherRows(x: CudaTensor, rows: CudaTensor, numRows: number, out: CudaTensor): void {

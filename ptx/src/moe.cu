@@ -1,0 +1,188 @@
+// Mixture of experts: routing (softmax + top-k), grouping the (token, expert) entries by expert, the
+// experts' GEMMs over tiles of one expert each (tensor cores: mma.sync m16n8k16, bf16 in, f32 accumulate),
+// and the weighted sum back into one row per token. Every launch shape depends only on the number of
+// tokens, so a decode step with experts can be captured in a CUDA graph.
+//
+// The routing scratch (int32, see moeRoutingInts in src/backend/backend.ts) for `entries` = tokens·top_k:
+//   offsets[E + 1]      first sorted entry of each expert (offsets[E] = entries)
+//   sorted[entries]     entry indices (token·top_k + j), grouped by expert, ascending within an expert
+//   tiles[2·max_tiles]  per tile of ≤ 16 sorted entries of one expert: its expert (−1: unused) and first entry
+#include "common.cuh"
+
+#define TILE_ROWS 16    // MOE_TILE_ROWS
+#define MAX_EXPERTS 1024
+#define ALIGN_THREADS 256
+
+// One warp per token (lane l owns experts l, l + 32, …): p = softmax(logits[t]) in f32, the top_k largest (ties: the lower id), divided by
+// their sum when renormalize. grid = tokens, block = 32
+extern "C" __global__ void moe_route_bf16(const bf16* __restrict__ logits, int* __restrict__ ids, float* __restrict__ weights, int num_experts, int top_k, int renormalize) {
+  __shared__ float p[MAX_EXPERTS];
+  const int t = blockIdx.x, lane = threadIdx.x;
+  const bf16* row = logits + (size_t)t * num_experts;
+  float m = -INFINITY;
+  for (int e = lane; e < num_experts; e += 32) m = fmaxf(m, to_f(row[e]));
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+  float z = 0.f;
+  for (int e = lane; e < num_experts; e += 32) {
+    const float v = __expf(to_f(row[e]) - m);
+    p[e] = v;
+    z += v;
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) z += __shfl_xor_sync(0xffffffffu, z, o);
+  float sum = 0.f;
+  for (int j = 0; j < top_k; j++) {
+    float best = -1.f;
+    int best_id = num_experts;
+    for (int e = lane; e < num_experts; e += 32)
+      if (p[e] > best) { best = p[e]; best_id = e; }  // ascending e: the first of equals stays
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      const float ov = __shfl_xor_sync(0xffffffffu, best, o);
+      const int oi = __shfl_xor_sync(0xffffffffu, best_id, o);
+      if (ov > best || (ov == best && oi < best_id)) { best = ov; best_id = oi; }
+    }
+    const float w = best / z;
+    sum += w;
+    if (lane == 0) {
+      ids[t * top_k + j] = best_id;
+      weights[t * top_k + j] = w;
+    }
+    // Taken (probabilities are ≥ 0). Each lane reads and writes only its own experts' p: no warp sync needed.
+    if ((best_id & 31) == lane) p[best_id] = -1.f;
+  }
+  if (renormalize && lane == 0)
+    for (int j = 0; j < top_k; j++) weights[t * top_k + j] /= sum;
+}
+
+// Groups the entries by expert (a stable counting sort: thread i owns experts i, i + 256, …, and reads
+// every entry's expert from shared memory, in order) and lays out the tiles. grid = 1, block = 256
+extern "C" __global__ void moe_align_i32(const int* __restrict__ ids, int* __restrict__ routing, int entries, int num_experts, int max_tiles) {
+  __shared__ int count[MAX_EXPERTS], first[MAX_EXPERTS + 1], first_tile[MAX_EXPERTS + 1], chunk[ALIGN_THREADS];
+  int* offsets = routing;
+  int* sorted = routing + num_experts + 1;
+  int* tiles = sorted + entries;
+  const int tid = threadIdx.x;
+  for (int e = tid; e < num_experts; e += ALIGN_THREADS) count[e] = 0;
+  for (int base = 0; base < entries; base += ALIGN_THREADS) {
+    __syncthreads();
+    chunk[tid] = base + tid < entries ? ids[base + tid] : -1;
+    __syncthreads();
+    const int n = min(ALIGN_THREADS, entries - base);
+    for (int e = tid; e < num_experts; e += ALIGN_THREADS) {
+      int c = 0;
+      for (int i = 0; i < n; i++) c += chunk[i] == e;
+      count[e] += c;
+    }
+  }
+  __syncthreads();
+  if (tid == 0) {
+    int off = 0, tile = 0;
+    for (int e = 0; e < num_experts; e++) {
+      first[e] = off;
+      first_tile[e] = tile;
+      off += count[e];
+      tile += (count[e] + TILE_ROWS - 1) / TILE_ROWS;
+    }
+    first[num_experts] = off;
+    first_tile[num_experts] = tile;
+  }
+  __syncthreads();
+  for (int e = tid; e <= num_experts; e += ALIGN_THREADS) offsets[e] = first[e];
+  for (int t = first_tile[num_experts] + tid; t < max_tiles; t += ALIGN_THREADS) tiles[2 * t] = -1;
+  for (int e = tid; e < num_experts; e += ALIGN_THREADS) {
+    const int tiles_e = (count[e] + TILE_ROWS - 1) / TILE_ROWS;
+    for (int j = 0; j < tiles_e; j++) {
+      tiles[2 * (first_tile[e] + j)] = e;
+      tiles[2 * (first_tile[e] + j) + 1] = first[e] + j * TILE_ROWS;
+    }
+  }
+  for (int base = 0; base < entries; base += ALIGN_THREADS) {
+    __syncthreads();
+    chunk[tid] = base + tid < entries ? ids[base + tid] : -1;
+    __syncthreads();
+    const int n = min(ALIGN_THREADS, entries - base);
+    for (int e = tid; e < num_experts; e += ALIGN_THREADS) {
+      int pos = first[e];
+      for (int i = 0; i < n; i++)
+        if (chunk[i] == e) sorted[pos++] = base + i;
+      first[e] = pos;
+    }
+  }
+}
+
+__device__ __forceinline__ void mma_bf16(float (&c)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ unsigned ld_pair(const bf16* p) { return *reinterpret_cast<const unsigned*>(p); }
+
+// out[entry] = x[entry / row_div] · W_eᵀ for the entries of each tile, W_e = w + e·out_f·in_f ([out_f, in_f]
+// row-major, as the checkpoint's). row_div = top_k reads the token's row (gate/up), 1 the entry's (down).
+// in_f a multiple of 16, out_f of 8. grid = (max_tiles, ceil(out_f / 128)), block = 128: warp w computes
+// the tile's 16 rows × 32 columns [blockIdx.y·128 + 32w, +32), fragments read straight from global memory.
+extern "C" __global__ void moe_gemm_bf16(const bf16* __restrict__ x, const bf16* __restrict__ w, bf16* __restrict__ out, const int* __restrict__ routing,
+                                         int entries, int num_experts, int in_f, int out_f, int row_div) {
+  const int* offsets = routing;
+  const int* sorted = routing + num_experts + 1;
+  const int* tiles = sorted + entries;
+  const int e = tiles[2 * blockIdx.x];
+  if (e < 0) return;
+  const int first = tiles[2 * blockIdx.x + 1], rows = min(TILE_ROWS, offsets[e + 1] - first);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = (lane & 3) * 2;
+  const int col0 = blockIdx.y * 128 + warp * 32;
+  if (col0 >= out_f) return;  // the whole warp
+  const bool v0 = g < rows, v1 = g + 8 < rows;
+  const int entry0 = v0 ? sorted[first + g] : 0, entry1 = v1 ? sorted[first + g + 8] : 0;
+  const bf16* in0 = x + (size_t)(entry0 / row_div) * in_f;
+  const bf16* in1 = x + (size_t)(entry1 / row_div) * in_f;
+  const bf16* we = w + (size_t)e * out_f * in_f;
+  float acc[4][4];
+#pragma unroll
+  for (int n = 0; n < 4; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+  for (int k0 = 0; k0 < in_f; k0 += 16) {
+    unsigned a[4];
+    a[0] = v0 ? ld_pair(in0 + k0 + c) : 0u;
+    a[1] = v1 ? ld_pair(in1 + k0 + c) : 0u;
+    a[2] = v0 ? ld_pair(in0 + k0 + c + 8) : 0u;
+    a[3] = v1 ? ld_pair(in1 + k0 + c + 8) : 0u;
+#pragma unroll
+    for (int n = 0; n < 4; n++) {
+      const int col = col0 + n * 8 + g;
+      const bf16* wr = we + (size_t)col * in_f + k0 + c;
+      const unsigned b0 = col < out_f ? ld_pair(wr) : 0u, b1 = col < out_f ? ld_pair(wr + 8) : 0u;
+      mma_bf16(acc[n], a, b0, b1);
+    }
+  }
+#pragma unroll
+  for (int n = 0; n < 4; n++) {
+    const int col = col0 + n * 8 + c;
+    if (col >= out_f) continue;
+    if (v0) *reinterpret_cast<__nv_bfloat162*>(out + (size_t)entry0 * out_f + col) = __floats2bfloat162_rn(acc[n][0], acc[n][1]);
+    if (v1) *reinterpret_cast<__nv_bfloat162*>(out + (size_t)entry1 * out_f + col) = __floats2bfloat162_rn(acc[n][2], acc[n][3]);
+  }
+}
+
+// out[t, i] = Σ_j weights[t, j] · expert_out[t·top_k + j, i] (f32 sum, in top-k order). grid = (ceil(hidden / blockDim), tokens)
+extern "C" __global__ void moe_combine_bf16(const bf16* __restrict__ expert_out, const float* __restrict__ weights, bf16* __restrict__ out, int top_k, int hidden) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= hidden) return;
+  const size_t t = blockIdx.y;
+  float s = 0.f;
+  for (int j = 0; j < top_k; j++) s += weights[t * top_k + j] * to_f(expert_out[(t * top_k + j) * hidden + i]);
+  out[t * hidden + i] = to_bf(s);
+}
+
+// out[t, i] += sigmoid(gate[t]) · x[t, i], rounding to bf16 as Hugging Face's bf16 ops do (Qwen2-MoE's
+// shared expert). grid = (ceil(hidden / blockDim), tokens)
+extern "C" __global__ void sigmoid_gated_add_bf16(const bf16* __restrict__ x, const bf16* __restrict__ gate, bf16* __restrict__ out, int hidden) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= hidden) return;
+  const size_t t = blockIdx.y;
+  const float s = to_f(to_bf(1.f / (1.f + __expf(-to_f(gate[t])))));
+  bf16* o = out + t * hidden + i;
+  *o = to_bf(to_f(*o) + to_f(to_bf(s * to_f(x[t * hidden + i]))));
+}
