@@ -51,10 +51,14 @@ export interface CudaTarget {
   memorySlackBytes: number;
 }
 
-/** Mixtures of experts for the engine tests: a dense layer between sparse ones; a gated shared expert. */
-const MOE_MODELS = [
+/**
+ * More models for the engine tests: mixtures of experts (a dense layer between sparse ones; a gated shared
+ * expert) and sliding-window attention shorter than the prompts.
+ */
+const MORE_MODELS = [
   { arch: "qwen3_moe" as const, seed: 7, vocabSize: 4096, numLayers: 3, numExperts: 8, topK: 2, mlpOnlyLayers: [1] },
   { arch: "qwen2_moe" as const, seed: 8, vocabSize: 4096, numExperts: 6, topK: 4 },
+  { arch: "mistral" as const, seed: 9, vocabSize: 4096, slidingWindow: 4 },
 ];
 
 const bf16Round = (v: Float32Array) => toFloat32(fromFloat32(v, "BF16"), "BF16");
@@ -315,6 +319,9 @@ export function defineCudaSuites(target: CudaTarget): void {
       ["MHA 8/8 × 64", { numHeads: 8, numKvHeads: 8, headDim: 64 }, "simple"],
       ["Qwen3-0.6B heads, tensor-core prefill", { numHeads: 16, numKvHeads: 8, headDim: 128 }, "mma"],
       ["GQA 8/2 × 64, tensor-core prefill", { numHeads: 8, numKvHeads: 2, headDim: 64 }, "mma"],
+      // Sliding windows shorter than the prefill, the cached prefix and the decode's context.
+      ["tiny heads, sliding window 24", { numHeads: 4, numKvHeads: 2, headDim: 16, window: 24 }, "simple"],
+      ["GQA 8/2 × 64, tensor-core prefill, sliding window 20", { numHeads: 8, numKvHeads: 2, headDim: 64, window: 20 }, "mma"],
     ] as const;
     for (const [name, s, kernel] of attentionCases) {
       test(`fused q/k norm + RoPE + KV store, and paged attention: ${name}`, () => {
@@ -364,6 +371,9 @@ export function defineCudaSuites(target: CudaTarget): void {
       ["MHA 2/2 × 256, 16-thread groups", { numHeads: 2, numKvHeads: 2, headDim: 256 }, "groups"],
       ["Qwen3-0.6B heads, simple kernel", { numHeads: 16, numKvHeads: 8, headDim: 128 }, "simple"],
       ["GQA 6/2 × 128 (no group kernel: simple)", { numHeads: 6, numKvHeads: 2, headDim: 128 }, "groups"],
+      // A sliding window: the splits cover the window's keys (the longest contexts only their last 700 / 600).
+      ["GQA 8/2 × 64, 16-thread groups, sliding window 700", { numHeads: 8, numKvHeads: 2, headDim: 64, window: 700 }, "groups"],
+      ["Qwen3-0.6B heads, simple kernel, sliding window 600", { numHeads: 16, numKvHeads: 8, headDim: 128, window: 600 }, "simple"],
     ] as const;
     for (const [name, shape, kernel] of decodeCases) {
       test(`split-KV decode attention (long contexts, several splits): ${name}`, () => {
@@ -576,7 +586,7 @@ export function defineCudaSuites(target: CudaTarget): void {
 
   describe.skipIf(skip)(`the engine on the ${label}`, () => {
     test("greedy tokens and logits match the CPU backend on tiny models", () => {
-      for (const opts of [FAST_MODEL, { arch: "qwen3" as const, seed: 5, vocabSize: 4096 }, { arch: "qwen2" as const, seed: 6, vocabSize: 4096 }, ...MOE_MODELS]) {
+      for (const opts of [FAST_MODEL, { arch: "qwen3" as const, seed: 5, vocabSize: 4096 }, { arch: "qwen2" as const, seed: 6, vocabSize: 4096 }, ...MORE_MODELS]) {
         const model = tinyModel(opts);
         const prompts = [[1, 2, 3, 4, 5, 6, 7], [9, 8, 7], [100, 200, 300, 400, 250, 12]];
         const params = { temperature: 0, max_tokens: Z.engineTokens, ignore_eos: true, logprobs: 1 };

@@ -100,12 +100,16 @@ export function referenceHidden(cfg: ModelConfig, w: W, tokens: number[], raw: R
       ks.push(Array.from({ length: nKv }, (_, i) => rot(head(k, i, cfg.qkNorm ? `${p}self_attn.k_norm.weight` : undefined), pos)));
       vs.push(Array.from({ length: nKv }, (_, i) => head(v, i)));
     });
+    const window = refWindow(raw, l);
     xs = xs.map((x, pos) => {
       const attn = new Float64Array(nH * D);
       for (let h = 0; h < nH; h++) {
         const kvh = Math.floor(h / (nH / nKv));
-        const scores = [];
-        for (let j = 0; j <= pos; j++) {
+        const scores: number[] = [];
+        // A sliding window W: positions pos − W < j ≤ pos (their scores stay at the same index j).
+        const lo = window > 0 ? Math.max(0, pos - window + 1) : 0;
+        for (let j = 0; j < lo; j++) scores.push(-Infinity);
+        for (let j = lo; j <= pos; j++) {
           let s = 0;
           for (let d = 0; d < D; d++) s += qs[pos]![h]![d]! * ks[j]![kvh]![d]!;
           scores.push(s * mult.attention);
@@ -123,6 +127,18 @@ export function referenceHidden(cfg: ModelConfig, w: W, tokens: number[], raw: R
     });
   }
   return xs.map((x) => rms(x, w("model.norm.weight"), cfg.rmsNormEps));
+}
+
+/**
+ * Layer l's sliding window from config.json as transformers reads it (0: full attention): layer_types where
+ * given; Qwen's use_sliding_window from max_window_layers on; otherwise (Mistral) a non-null sliding_window.
+ */
+function refWindow(raw: Record<string, unknown>, l: number): number {
+  const w = raw.sliding_window as number | null | undefined;
+  if (!w || raw.use_sliding_window === false) return 0;
+  if (Array.isArray(raw.layer_types)) return raw.layer_types[l] === "sliding_attention" ? w : 0;
+  if (raw.use_sliding_window === true) return l >= ((raw.max_window_layers as number | undefined) ?? 0) ? w : 0;
+  return w;
 }
 
 /** down(silu(gate · x) · (up · x)) with the projections under `prefix` (gate_proj, up_proj, down_proj). */

@@ -219,22 +219,24 @@ test("Phi-3 / Phi-4 checkpoints (Phi3ForCausalLM: fused qkv_proj and gate_up_pro
   expect(() => new LLM({ model: partial, ...quiet })).toThrow("partial_rotary_factor 0.75 is not supported");
 }, 60_000);
 
-test("Mistral checkpoints (MistralForCausalLM) run as the Llama decoder; a sliding window bounds the context", () => {
+test("Mistral checkpoints (MistralForCausalLM) run as the Llama decoder, with sliding-window attention", () => {
   const mistral = (window: number | null) => variant(model, `mistral-${window}`, { config: (c) => { c.architectures = ["MistralForCausalLM"]; c.model_type = "mistral"; c.sliding_window = window; } });
-  const prompts = [[1, 2, 3, 4, 5], [9, 8, 7]];
-  const greedy = (m: string, maxModelLen?: number) => {
-    const llm = new LLM({ model: m, maxModelLen, ...quiet });
+  const prompts = [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], [9, 8, 7]];
+  const greedy = (m: string, opts: Record<string, unknown> = {}) => {
+    const llm = new LLM({ model: m, ...quiet, ...opts });
     try { return llm.generate(prompts, { max_tokens: 8, temperature: 0 }).map((o) => o.outputs[0]!.tokenIds); } finally { llm.close(); }
   };
   const llama = greedy(model);
   expect(greedy(mistral(null))).toEqual(llama);
   expect(greedy(mistral(4096))).toEqual(llama); // a window as long as the context changes nothing
-  // The window is the default context, and a longer one is refused.
-  const capped = new LLM({ model: mistral(64), ...quiet });
-  expect(capped.engine.options.maxModelLen).toBe(64);
-  capped.close();
-  expect(() => new LLM({ model: mistral(64), maxModelLen: 4096, ...quiet })).toThrow("--max-model-len: 4096 exceeds the model's sliding_window (64): vbun has no sliding-window attention");
-  expect(greedy(mistral(64), 64)).toEqual(llama);
+  // A window no longer bounds the context (it used to be the default --max-model-len).
+  const windowed = new LLM({ model: mistral(64), ...quiet });
+  expect(windowed.engine.options.maxModelLen).toBe(4096);
+  windowed.close();
+  // A 4-position window changes the tokens; prefilled in chunks of 3 (cached K/V beyond the window) the same.
+  const short = greedy(mistral(4));
+  expect(short[0]).not.toEqual(llama[0]);
+  expect(greedy(mistral(4), { maxNumBatchedTokens: 3, maxNumSeqs: 2, maxModelLen: 32 })).toEqual(short);
 }, 60_000);
 
 test("a bad CUDA switch is a start-up error naming it, not a silent fall back to the CPU", () => {

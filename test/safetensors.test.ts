@@ -175,6 +175,20 @@ describe("checkpoints", () => {
     const q2 = parseModelConfig({ architectures: ["Qwen2ForCausalLM"], hidden_size: 8, num_attention_heads: 2, intermediate_size: 8, num_hidden_layers: 1, vocab_size: 10 });
     expect([q2.qkvBias, q2.oBias, q2.qkNorm]).toEqual([true, false, false]);
   });
+  test("sliding windows per layer, as transformers reads them: Mistral every layer, Qwen's switch from max_window_layers, layer_types", () => {
+    const base = { hidden_size: 8, num_attention_heads: 2, head_dim: 8, intermediate_size: 8, num_hidden_layers: 4, vocab_size: 10 };
+    const windows = (arch: string, f: Record<string, unknown>) => parseModelConfig({ architectures: [arch], ...base, ...f }, "x/config.json").layerWindows;
+    expect(windows("MistralForCausalLM", { sliding_window: 4096 })).toEqual([4096, 4096, 4096, 4096]);
+    expect(windows("MistralForCausalLM", { sliding_window: null })).toEqual([0, 0, 0, 0]);
+    // Qwen2.5 / Qwen3 ship a window with the switch off.
+    expect(windows("Qwen2ForCausalLM", { use_sliding_window: false, sliding_window: 32768, max_window_layers: 2 })).toEqual([0, 0, 0, 0]);
+    expect(windows("Qwen2ForCausalLM", { use_sliding_window: true, sliding_window: 64, max_window_layers: 2 })).toEqual([0, 0, 64, 64]);
+    expect(windows("Qwen3ForCausalLM", { sliding_window: 64, layer_types: ["sliding_attention", "full_attention", "sliding_attention", "full_attention"] })).toEqual([64, 0, 64, 0]);
+    expect(windows("Qwen3ForCausalLM", { use_sliding_window: false, sliding_window: 64, layer_types: ["sliding_attention", "full_attention", "full_attention", "full_attention"] })).toEqual([0, 0, 0, 0]);
+    expect(parseModelConfig({ architectures: ["MistralForCausalLM"], ...base, sliding_window: 4096 }).slidingWindow).toBe(4096);
+    expect(() => windows("Qwen3ForCausalLM", { sliding_window: 64, layer_types: ["sliding_attention"] })).toThrow(`x/config.json: layer_types must list "sliding_attention" or "full_attention" for each of the 4 layers, got ["sliding_attention"]`);
+    expect(() => windows("MistralForCausalLM", { sliding_window: -1 })).toThrow("field 'sliding_window' must be a positive integer, got -1");
+  });
   test("mixtures of experts: Qwen3-MoE, Qwen2-MoE and Mixtral configs are parsed; bad MoE fields are named", () => {
     // Qwen3-30B-A3B's MoE fields (a smaller body).
     const base = { hidden_size: 64, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 16, intermediate_size: 96, num_hidden_layers: 4, vocab_size: 10 };

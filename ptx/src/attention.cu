@@ -1,6 +1,7 @@
 // Paged attention over the KV cache for every query token of a step (prefill chunks, prefixes served from
 // the cache, and decodes alike): token i of a sequence with context length L and q_len new tokens attends
-// causally to positions [0, L - q_len + i]. Online softmax over chunks of 128 keys, f32 accumulation.
+// causally to positions [0, L - q_len + i] — with a sliding window W > 0 only to the last W of them (window 0:
+// the whole context). Online softmax over chunks of 128 keys, f32 accumulation.
 //
 // Grid (tokens, Hkv), 128 threads. One block handles the G = H / Hkv query heads that share a KV head,
 // so each K/V row is read once per group. Limits (checked by the host): G ≤ 8, head_dim ≤ 256 and even.
@@ -74,7 +75,7 @@ __device__ __forceinline__ void attend_keys(const float (&q_s)[MAX_G][MAX_D], fl
 extern "C" __global__ void __launch_bounds__(CHUNK) paged_attention_bf16(
     const bf16* __restrict__ qkv, const bf16* __restrict__ k_cache, const bf16* __restrict__ v_cache, bf16* __restrict__ out,
     const int* __restrict__ query_start, const int* __restrict__ seq_lens, const int* __restrict__ block_tables,
-    int num_seqs, int max_blocks_per_seq, int block_size, int num_heads, int num_kv_heads, int head_dim, float scale) {
+    int num_seqs, int max_blocks_per_seq, int block_size, int num_heads, int num_kv_heads, int head_dim, float scale, int window) {
   __shared__ float q_s[MAX_G][MAX_D];
   __shared__ float p_s[MAX_G][CHUNK];
   __shared__ int slot_s[CHUNK];
@@ -102,7 +103,7 @@ extern "C" __global__ void __launch_bounds__(CHUNK) paged_attention_bf16(
   for (int g = 0; g < MAX_G; g++) { m[g] = -INFINITY; l[g] = 0.f; acc[g][0] = acc[g][1] = 0.f; }
   __syncthreads();
 
-  attend_keys(q_s, p_s, slot_s, scratch, k_cache, v_cache, table, block_size, kv_stride, kvh, G, D, scale, 0, ctx, m, l, acc);
+  attend_keys(q_s, p_s, slot_s, scratch, k_cache, v_cache, table, block_size, kv_stride, kvh, G, D, scale, window > 0 ? max(0, ctx - window) : 0, ctx, m, l, acc);
   bf16* o = out + (size_t)t * num_heads * D + (size_t)kvh * G * D;
 #pragma unroll
   for (int g = 0; g < MAX_G; g++) {
@@ -113,13 +114,13 @@ extern "C" __global__ void __launch_bounds__(CHUNK) paged_attention_bf16(
 }
 
 // Decode, split-KV: grid (tokens, Hkv, splits), 128 threads. Block z handles context positions
-// [z·SPLIT, min((z+1)·SPLIT, ctx)) of its token and writes, per query head g of the group, its running max,
+// [lo + z·SPLIT, min(lo + (z+1)·SPLIT, ctx)) of its token (lo = ctx − W with a sliding window W, else 0) and writes, per query head g of the group, its running max,
 // its softmax denominator and its unnormalised output to partial[((t·Hkv + kvh)·splits + z)·G + g] as
 // D + 2 floats: [m, l, acc_0 … acc_{D−1}]. Splits past the context write m = −inf, l = 0.
 extern "C" __global__ void __launch_bounds__(CHUNK) paged_attention_split_bf16(
     const bf16* __restrict__ qkv, const bf16* __restrict__ k_cache, const bf16* __restrict__ v_cache, float* __restrict__ partial,
     const int* __restrict__ seq_lens, const int* __restrict__ block_tables, int max_blocks_per_seq, int block_size,
-    int num_heads, int num_kv_heads, int head_dim, float scale) {
+    int num_heads, int num_kv_heads, int head_dim, float scale, int window) {
   __shared__ float q_s[MAX_G][MAX_D];
   __shared__ float p_s[MAX_G][CHUNK];
   __shared__ int slot_s[CHUNK];
@@ -128,7 +129,7 @@ extern "C" __global__ void __launch_bounds__(CHUNK) paged_attention_split_bf16(
   const int t = blockIdx.x, kvh = blockIdx.y, z = blockIdx.z, splits = gridDim.z, tid = threadIdx.x;
   const int G = num_heads / num_kv_heads, D = head_dim;
   const int ctx = seq_lens[t];  // decode: token t is sequence t, and its query is the last position
-  const int begin = z * SPLIT, end = min(ctx, begin + SPLIT);
+  const int begin = (window > 0 ? max(0, ctx - window) : 0) + z * SPLIT, end = min(ctx, begin + SPLIT);
   const int* table = block_tables + (size_t)t * max_blocks_per_seq;
   const size_t qkv_stride = (size_t)(num_heads + 2 * num_kv_heads) * D;
   const int kv_stride = num_kv_heads * D;

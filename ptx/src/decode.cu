@@ -2,7 +2,8 @@
 // query heads per KV head (compile-time, so the per-thread state stays in registers).
 //
 // Grid (seqs, Hkv, splits), 128 threads. Block (t, kvh, z) handles the G = H / Hkv query heads that share KV
-// head kvh, over context positions [z·K, min((z+1)·K, ctx)) with K = keys_per_split. With one split it
+// head kvh, over context positions [lo + z·K, min(lo + (z+1)·K, ctx)) with K = keys_per_split, lo = ctx − W
+// with a sliding window W (window > 0), else 0. With one split it
 // writes the normalised output (bf16, [seqs, H·D]) itself. With several it writes the same partial results
 // as paged_attention_split_bf16 (attention.cu), which paged_attention_combine_bf16 then merges:
 // partial[((t·Hkv + kvh)·splits + z)·G + g] = [m, l, acc_0 … acc_{D−1}] (m = −inf, l = 0 for an empty split).
@@ -46,7 +47,7 @@ template <int D, int G>
 __device__ __forceinline__ void paged_decode(const bf16* __restrict__ qkv, const bf16* __restrict__ k_cache, const bf16* __restrict__ v_cache,
                                              float* __restrict__ partial, bf16* __restrict__ final_out, const int* __restrict__ seq_lens,
                                              const int* __restrict__ block_tables, int max_blocks_per_seq, int block_size, int keys_per_split,
-                                             int num_heads, int num_kv_heads, float scale) {
+                                             int num_heads, int num_kv_heads, float scale, int window) {
   constexpr int E = D / 16;
   __shared__ __align__(16) float q_s[G * D];
   __shared__ __align__(16) float acc_s[GROUPS][G * D];
@@ -55,7 +56,7 @@ __device__ __forceinline__ void paged_decode(const bf16* __restrict__ qkv, const
   const int t = blockIdx.x, kvh = blockIdx.y, z = blockIdx.z, splits = gridDim.z, tid = threadIdx.x;
   const int group = tid >> 4, gl = tid & 15;
   const int ctx = seq_lens[t];
-  const int begin = z * keys_per_split, end = min(ctx, begin + keys_per_split);
+  const int begin = (window > 0 ? max(0, ctx - window) : 0) + z * keys_per_split, end = min(ctx, begin + keys_per_split);
   const int* table = block_tables + (size_t)t * max_blocks_per_seq;
   const size_t qkv_stride = (size_t)(num_heads + 2 * num_kv_heads) * D;
   const int kv_stride = num_kv_heads * D;
@@ -142,9 +143,9 @@ __device__ __forceinline__ void paged_decode(const bf16* __restrict__ qkv, const
   extern "C" __global__ void __launch_bounds__(128, 4) paged_decode_d##D##_g##G##_bf16(                                                      \
       const bf16* __restrict__ qkv, const bf16* __restrict__ k_cache, const bf16* __restrict__ v_cache, float* __restrict__ partial,      \
       bf16* __restrict__ final_out, const int* __restrict__ seq_lens, const int* __restrict__ block_tables, int max_blocks_per_seq,       \
-      int block_size, int keys_per_split, int num_heads, int num_kv_heads, float scale) {                                                \
+      int block_size, int keys_per_split, int num_heads, int num_kv_heads, float scale, int window) {                                    \
     paged_decode<D, G>(qkv, k_cache, v_cache, partial, final_out, seq_lens, block_tables, max_blocks_per_seq, block_size, keys_per_split, \
-                       num_heads, num_kv_heads, scale);                                                                                    \
+                       num_heads, num_kv_heads, scale, window);                                                                            \
   }
 
 DECODE_KERNEL(64, 1)

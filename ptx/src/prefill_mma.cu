@@ -25,7 +25,7 @@ template <int D>
 __device__ __forceinline__ void prefill_mma(const bf16* __restrict__ qkv, const bf16* __restrict__ k_cache, const bf16* __restrict__ v_cache,
                                             bf16* __restrict__ out, const int* __restrict__ query_start, const int* __restrict__ seq_lens,
                                             const int* __restrict__ block_tables, int max_blocks_per_seq, int block_size, int tiles_per_seq,
-                                            int num_heads, int num_kv_heads, float scale) {
+                                            int num_heads, int num_kv_heads, float scale, int window) {
   __shared__ __align__(16) bf16 k_s[KT][D + 8];   // +8: shift rows across banks
   __shared__ __align__(16) bf16 vt_s[D][KT + 8];
   const int s = blockIdx.x / tiles_per_seq, tile = blockIdx.x % tiles_per_seq, h = blockIdx.y;
@@ -59,10 +59,13 @@ __device__ __forceinline__ void prefill_mma(const bf16* __restrict__ qkv, const 
   for (int n = 0; n < D / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
   float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
   const int pos0 = base + row0 + g, pos1 = pos0 + 8;  // positions of this thread's two rows
-  // Keys needed by the block: up to the position of its last query row.
+  // Keys needed by the block: up to the position of its last query row, and with a sliding window W from
+  // the first key its first row sees (a key is visible to the row at position p when p − W < key ≤ p).
   const int last = base + min(q_len, (tile + 1) * QT) - 1;
+  const int first = window > 0 ? max(0, base + tile * QT - window + 1) : 0;
+  const int lo0 = window > 0 ? pos0 - window : -1, lo1 = window > 0 ? pos1 - window : -1;
 
-  for (int k0 = 0; k0 <= last; k0 += KT) {
+  for (int k0 = first - first % KT; k0 <= last; k0 += KT) {
     __syncthreads();
     // Load K (row-major) and V (transposed) for keys [k0, k0 + KT): 8 dims per access.
     for (int i = threadIdx.x; i < KT * (D / 8); i += blockDim.x) {
@@ -98,8 +101,8 @@ __device__ __forceinline__ void prefill_mma(const bf16* __restrict__ qkv, const 
 #pragma unroll
       for (int e = 0; e < 2; e++) {
         const int key = k0 + n * 8 + c + e;
-        sc[n][e] = key <= pos0 ? sc[n][e] * scale : -INFINITY;
-        sc[n][2 + e] = key <= pos1 ? sc[n][2 + e] * scale : -INFINITY;
+        sc[n][e] = key <= pos0 && key > lo0 ? sc[n][e] * scale : -INFINITY;
+        sc[n][2 + e] = key <= pos1 && key > lo1 ? sc[n][2 + e] * scale : -INFINITY;
         mx0 = fmaxf(mx0, sc[n][e]);
         mx1 = fmaxf(mx1, sc[n][2 + e]);
       }
@@ -160,9 +163,9 @@ __device__ __forceinline__ void prefill_mma(const bf16* __restrict__ qkv, const 
   extern "C" __global__ void __launch_bounds__(128) paged_prefill_mma_d##D##_bf16(                                                 \
       const bf16* __restrict__ qkv, const bf16* __restrict__ k_cache, const bf16* __restrict__ v_cache, bf16* __restrict__ out,    \
       const int* __restrict__ query_start, const int* __restrict__ seq_lens, const int* __restrict__ block_tables,                  \
-      int max_blocks_per_seq, int block_size, int tiles_per_seq, int num_heads, int num_kv_heads, float scale) {                   \
+      int max_blocks_per_seq, int block_size, int tiles_per_seq, int num_heads, int num_kv_heads, float scale, int window) {       \
     prefill_mma<D>(qkv, k_cache, v_cache, out, query_start, seq_lens, block_tables, max_blocks_per_seq, block_size, tiles_per_seq, \
-                   num_heads, num_kv_heads, scale);                                                                                  \
+                   num_heads, num_kv_heads, scale, window);                                                                          \
   }
 
 PREFILL_MMA(64)

@@ -106,6 +106,8 @@ export interface AttentionShape {
   numKvHeads: number;
   headDim: number;
   scale: number;
+  /** Sliding-window attention: a query at position p sees keys p − window < k ≤ p (the last `window`); 0 or absent: all of them. */
+  window?: number;
 }
 
 export interface Backend<T extends Tensor = Tensor> {

@@ -225,12 +225,8 @@ export class LLMEngine {
     const tokenizerDir = opts.tokenizer ?? modelDir;
     const tokenizer = opts.skipTokenizerInit ? null : TextTokenizer.load(tokenizerDir, opts.chatTemplate);
     const maxPositions = maxSupportedPositions(cfg);
-    // Without sliding-window attention a windowed model's context is its window (by default, too).
-    const maxModelLen = opts.maxModelLen === undefined ? Math.min(maxPositions, cfg.slidingWindow ?? Infinity) : checkPositiveInt("--max-model-len", opts.maxModelLen);
-    if (opts.maxModelLen === undefined && cfg.slidingWindow !== null && cfg.slidingWindow < maxPositions) log(`max_model_len ${maxModelLen}: the model's sliding_window (vbun has no sliding-window attention, so contexts stay within the window)`);
+    const maxModelLen = opts.maxModelLen === undefined ? maxPositions : checkPositiveInt("--max-model-len", opts.maxModelLen);
     if (maxModelLen > maxPositions) throw new EngineConfigError("--max-model-len", `${maxModelLen} exceeds the model's ${maxPositions === cfg.maxPositionEmbeddings ? "max_position_embeddings" : "positions with its rope_scaling (original_max_position_embeddings × factor)"} (${maxPositions})`);
-    if (cfg.slidingWindow !== null && maxModelLen > cfg.slidingWindow)
-      throw new EngineConfigError("--max-model-len", `${maxModelLen} exceeds the model's sliding_window (${cfg.slidingWindow}): vbun has no sliding-window attention, so contexts are limited to the window (set --max-model-len ${cfg.slidingWindow} or less)`);
     const maxNumSeqs = checkPositiveInt("--max-num-seqs", opts.maxNumSeqs ?? ENGINE_DEFAULTS.maxNumSeqs);
     const enableChunkedPrefill = opts.enableChunkedPrefill ?? ENGINE_DEFAULTS.enableChunkedPrefill;
     const maxNumBatchedTokens = checkPositiveInt("--max-num-batched-tokens", opts.maxNumBatchedTokens ?? (enableChunkedPrefill ? ENGINE_DEFAULTS.maxNumBatchedTokens : Math.max(maxModelLen, ENGINE_DEFAULTS.maxNumBatchedTokens)));

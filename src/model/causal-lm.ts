@@ -108,6 +108,8 @@ interface MoeWorkspace<T> {
 
 export class CausalLM<T extends Tensor> {
   readonly attention: AttentionShape;
+  /** Each layer's attention: `attention`, with its sliding window where the layer has one. */
+  private readonly layerAttention: AttentionShape[];
   private embed!: T;
   private lmHead!: T;
   private finalNorm!: T;
@@ -131,6 +133,7 @@ export class CausalLM<T extends Tensor> {
     this.shard = { rank: collective?.rank ?? 0, size: collective?.size ?? 1 };
     this.dims = localDims(cfg, this.shard);
     this.attention = { numHeads: this.dims.numHeads, numKvHeads: this.dims.numKvHeads, headDim: cfg.headDim, scale: cfg.scales.attention };
+    this.layerAttention = cfg.layerWindows.map((w) => (w > 0 ? { ...this.attention, window: w } : this.attention));
   }
 
   /** Shapes of this rank's weights, by role (for checks and logs). */
@@ -457,7 +460,7 @@ export class CausalLM<T extends Tensor> {
   /** Runs one step; returns logits [numLogitsRows, vocab] (a pooling model: final-norm hidden states [numLogitsRows, hidden]). */
   forward(step: StepTensors<T>): T {
     if (this.kv.length === 0) throw new Error("forward: KV cache not allocated");
-    const b = this.backend, c = this.cfg, n = step.numTokens, eps = c.rmsNormEps, at = this.attention;
+    const b = this.backend, c = this.cfg, n = step.numTokens, eps = c.rmsNormEps;
     const ws = this.workspace(n, step.numLogitsRows);
     const hidden = b.rows(ws.hidden, n), residual = b.rows(ws.residual, n), normed = b.rows(ws.normed, n);
     const qkv = b.rows(ws.qkv, n), attn = b.rows(ws.attn, n), gateUp = b.rows(ws.gateUp, n), act = b.rows(ws.act, n);
@@ -469,7 +472,7 @@ export class CausalLM<T extends Tensor> {
     b.embedding(step.tokenIds, this.embed, residual, this.dims.vocabStart);
     tp?.allReduce(residual);
     for (let i = 0; i < c.numLayers; i++) {
-      const L = this.layers[i]!, kv = this.kv[i]!;
+      const L = this.layers[i]!, kv = this.kv[i]!, at = this.layerAttention[i]!;
       if (i === 0) b.rmsNorm(residual, L.inputNorm, eps, normed);
       else b.addRmsNorm(hidden, residual, L.inputNorm, eps, normed);
       b.linear(normed, L.qkv, L.qkvBias, qkv);

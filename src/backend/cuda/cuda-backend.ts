@@ -510,9 +510,10 @@ export class CudaBackend implements Backend<CudaTensor> {
   pagedAttention(qkv: CudaTensor, kCache: CudaTensor, vCache: CudaTensor, step: StepTensors<CudaTensor>, blockSize: number, s: AttentionShape, out: CudaTensor): void {
     if (s.numHeads / s.numKvHeads > 8 || s.headDim > 256) throw new Error(`paged attention supports ≤ 8 query heads per KV head and head_dim ≤ 256 (got ${s.numHeads / s.numKvHeads}, ${s.headDim})`);
     if (step.maxQueryLen === 1 && step.numTokens === step.numSeqs) {
-      // Decode: split-KV over the widest context the block tables can address. The split count depends only
-      // on the batch size and the table width, never on the contexts, so a captured graph stays valid.
-      const G = s.numHeads / s.numKvHeads, maxKeys = step.maxBlocksPerSeq * blockSize;
+      // Decode: split-KV over the widest context the block tables can address (a sliding window's, if less).
+      // The split count depends only on the batch size and the table width, never on the contexts, so a
+      // captured graph stays valid.
+      const G = s.numHeads / s.numKvHeads, maxKeys = Math.min(step.maxBlocksPerSeq * blockSize, s.window || Infinity);
       const groups = this.decodeKernel === "groups" && DECODE_SHAPES.some(([d, g]) => d === s.headDim && g === G);
       let splits: number, keysPerSplit: number;
       if (groups) {
@@ -527,12 +528,12 @@ export class CudaBackend implements Backend<CudaTensor> {
       if (groups) {
         this.k.launch(`paged_decode_d${s.headDim}_g${G}_bf16` as KernelName, [step.numTokens, s.numKvHeads, splits], 128, [
           P(qkv), P(kCache), P(vCache), partial, P(out), P(step.seqLens), P(step.blockTables), I(step.maxBlocksPerSeq), I(blockSize), I(keysPerSplit),
-          I(s.numHeads), I(s.numKvHeads), F(s.scale)]);
+          I(s.numHeads), I(s.numKvHeads), F(s.scale), I(s.window ?? 0)]);
         if (splits === 1) return;
       } else {
         this.k.launch("paged_attention_split_bf16", [step.numTokens, s.numKvHeads, splits], 128, [
           P(qkv), P(kCache), P(vCache), partial, P(step.seqLens), P(step.blockTables), I(step.maxBlocksPerSeq), I(blockSize),
-          I(s.numHeads), I(s.numKvHeads), I(s.headDim), F(s.scale)]);
+          I(s.numHeads), I(s.numKvHeads), I(s.headDim), F(s.scale), I(s.window ?? 0)]);
       }
       this.k.launch("paged_attention_combine_bf16", [step.numTokens, s.numHeads], Math.ceil(s.headDim / 32) * 32, [partial, P(out), I(splits), I(s.numHeads), I(s.numKvHeads), I(s.headDim)]);
       return;
@@ -541,12 +542,12 @@ export class CudaBackend implements Backend<CudaTensor> {
       const tiles = Math.ceil(step.maxQueryLen / 64);
       this.k.launch(s.headDim === 64 ? "paged_prefill_mma_d64_bf16" : "paged_prefill_mma_d128_bf16", [step.numSeqs * tiles, s.numHeads], 128, [
         P(qkv), P(kCache), P(vCache), P(out), P(step.queryStart), P(step.seqLens), P(step.blockTables),
-        I(step.maxBlocksPerSeq), I(blockSize), I(tiles), I(s.numHeads), I(s.numKvHeads), F(s.scale)]);
+        I(step.maxBlocksPerSeq), I(blockSize), I(tiles), I(s.numHeads), I(s.numKvHeads), F(s.scale), I(s.window ?? 0)]);
       return;
     }
     this.k.launch("paged_attention_bf16", [step.numTokens, s.numKvHeads], 128, [
       P(qkv), P(kCache), P(vCache), P(out), P(step.queryStart), P(step.seqLens), P(step.blockTables),
-      I(step.numSeqs), I(step.maxBlocksPerSeq), I(blockSize), I(s.numHeads), I(s.numKvHeads), I(s.headDim), F(s.scale)]);
+      I(step.numSeqs), I(step.maxBlocksPerSeq), I(blockSize), I(s.numHeads), I(s.numKvHeads), I(s.headDim), F(s.scale), I(s.window ?? 0)]);
   }
 
   /**
