@@ -53,12 +53,13 @@ export interface CudaTarget {
 
 /**
  * More models for the engine tests: mixtures of experts (a dense layer between sparse ones; a gated shared
- * expert) and sliding-window attention shorter than the prompts.
+ * expert), sliding-window attention shorter than the prompts, and Gemma 3's norms, activation and RoPE.
  */
 const MORE_MODELS = [
   { arch: "qwen3_moe" as const, seed: 7, vocabSize: 4096, numLayers: 3, numExperts: 8, topK: 2, mlpOnlyLayers: [1] },
   { arch: "qwen2_moe" as const, seed: 8, vocabSize: 4096, numExperts: 6, topK: 4 },
   { arch: "mistral" as const, seed: 9, vocabSize: 4096, slidingWindow: 4 },
+  { arch: "gemma3" as const, seed: 10, vocabSize: 4096, numLayers: 3 },
 ];
 
 const bf16Round = (v: Float32Array) => toFloat32(fromFloat32(v, "BF16"), "BF16");
@@ -105,7 +106,7 @@ export function defineCudaSuites(target: CudaTarget): void {
       expect(relErr(h, cpuOut)).toBeLessThanOrEqual(tol);
     };
 
-    test("embedding, rmsnorm, add_rmsnorm, silu_mul, linear (+bias), gather", () => {
+    test("embedding, rmsnorm, add_rmsnorm, silu_mul, gelu_tanh_mul, linear (+bias), gather", () => {
       const n = Z.rows, H = Z.hidden, V = Z.vocab, I = Z.intermediate;
       const table = randn(V * H), w = randn(H, 0.1).map((x) => x + 1), ids = Int32Array.from({ length: n }, () => rng.int(0, V - 1));
       const step = g.uploadStep({ tokenIds: ids, positions: new Int32Array(n), slotMapping: new Int32Array(n), queryStart: Int32Array.from([0, n]), seqLens: Int32Array.from([n]), blockTables: new Int32Array(1), maxBlocksPerSeq: 1, logitsRows: Int32Array.from([3, 0, n - 1]) });
@@ -131,6 +132,11 @@ export function defineCudaSuites(target: CudaTarget): void {
       const cAct = new CpuTensor(new Float32Array(n * I), [n, I]);
       cpu.siluMul(new CpuTensor(gu, [n, 2 * I]), cAct);
       check(act, cAct.data);
+      const gelu = out([n, I]);
+      g.geluTanhMul(up(gu, [n, 2 * I]), gelu);
+      const cGelu = new CpuTensor(new Float32Array(n * I), [n, I]);
+      cpu.geluTanhMul(new CpuTensor(gu, [n, 2 * I]), cGelu);
+      check(gelu, cGelu.data);
       const W = randn(I * H, 1 / 32), b = randn(I, 0.1), y = out([n, I]);
       g.linear(normed, up(W, [I, H]), up(b, [I]), y);
       const cY = new CpuTensor(new Float32Array(n * I), [n, I]);
@@ -590,7 +596,10 @@ export function defineCudaSuites(target: CudaTarget): void {
         const model = tinyModel(opts);
         const prompts = [[1, 2, 3, 4, 5, 6, 7], [9, 8, 7], [100, 200, 300, 400, 250, 12]];
         const params = { temperature: 0, max_tokens: Z.engineTokens, ignore_eos: true, logprobs: 1 };
-        const onGpu = gpuLLM({ model, device: "cuda", maxModelLen: 256, maxNumSeqs: 8, cuda: target.provider, log: () => {} }).generate(prompts, params, { useTqdm: false });
+        // Each engine gives its GPU memory back before the next model's starts (afterEach closes it again: a no-op).
+        const gpu = gpuLLM({ model, device: "cuda", maxModelLen: 256, maxNumSeqs: 8, cuda: target.provider, log: () => {} });
+        const onGpu = gpu.generate(prompts, params, { useTqdm: false });
+        gpu.close();
         const onCpu = new LLM({ model, device: "cpu", maxModelLen: 256, log: () => {} }).generate(prompts, params, { useTqdm: false });
         let same = 0;
         onGpu.forEach((o, i) => {

@@ -67,12 +67,15 @@ function matvec(W: Float64Array, x: Float64Array, outF: number, bias?: Float64Ar
 /** The final-norm hidden state at every position of `tokens`, computed densely in float64. */
 export function referenceHidden(cfg: ModelConfig, w: W, tokens: number[], raw: Record<string, unknown> = {}): Float64Array[] {
   const H = cfg.hiddenSize, D = cfg.headDim, nH = cfg.numHeads, nKv = cfg.numKvHeads, I = cfg.intermediateSize;
+  // Gemma 3 (HF's Gemma3TextModel): (1 + w) norms, √H embeddings, query_pre_attn_scalar, sandwich norms,
+  // GELU-tanh, and rope_local_base_freq on its sliding layers.
+  const gemma = raw.model_type === "gemma3_text";
+  const norm = (x: Float64Array, name: string) => rms(x, gemma ? w(name).map((v) => 1 + v) : w(name), cfg.rmsNormEps);
   // Granite's multipliers, applied where HF's GraniteModel applies them (vbun folds them into weights).
-  const mult = { embedding: 1, residual: 1, attention: 1 / Math.sqrt(D), ...graniteMultipliers(raw) };
+  const mult = { embedding: 1, residual: 1, attention: 1 / Math.sqrt(D), ...graniteMultipliers(raw), ...(gemma ? { embedding: Math.sqrt(H), attention: 1 / Math.sqrt(raw.query_pre_attn_scalar as number) } : {}) };
   const emb = w("model.embed_tokens.weight");
   let xs = tokens.map((t) => emb.slice(t * H, (t + 1) * H).map((v) => v * mult.embedding));
-  const inv = refInvFreq(cfg), m = refRopeScale(cfg);
-  const rope = (v: Float64Array, pos: number) => {
+  const ropeWith = (inv: number[], m: number) => (v: Float64Array, pos: number) => {
     const half = D / 2, out = v.slice();
     for (let i = 0; i < half; i++) {
       const a = Math.fround(pos * inv[i]!), c = m * Math.cos(a), sn = m * Math.sin(a);
@@ -81,17 +84,21 @@ export function referenceHidden(cfg: ModelConfig, w: W, tokens: number[], raw: R
     }
     return out;
   };
+  const globalRope = ropeWith(refInvFreq(cfg), refRopeScale(cfg));
+  const localRope = gemma ? ropeWith(refInvFreq({ ...cfg, ropeTheta: raw.rope_local_base_freq as number, ropeScaling: null }), 1) : globalRope;
   for (let l = 0; l < cfg.numLayers; l++) {
     const p = `model.layers.${l}.`;
     const qs: Float64Array[][] = [], ks: Float64Array[][] = [], vs: Float64Array[][] = [];
+    const window = refWindow(raw, l);
+    const rope = window > 0 ? localRope : globalRope;
     xs.forEach((x, pos) => {
-      const h = rms(x, w(`${p}input_layernorm.weight`), cfg.rmsNormEps);
+      const h = norm(x, `${p}input_layernorm.weight`);
       const q = matvec(w(`${p}self_attn.q_proj.weight`), h, nH * D, cfg.qkvBias ? w(`${p}self_attn.q_proj.bias`) : undefined);
       const k = matvec(w(`${p}self_attn.k_proj.weight`), h, nKv * D, cfg.qkvBias ? w(`${p}self_attn.k_proj.bias`) : undefined);
       const v = matvec(w(`${p}self_attn.v_proj.weight`), h, nKv * D, cfg.qkvBias ? w(`${p}self_attn.v_proj.bias`) : undefined);
-      const head = (a: Float64Array, i: number, norm?: string) => {
+      const head = (a: Float64Array, i: number, normName?: string) => {
         let x: Float64Array = a.slice(i * D, (i + 1) * D);
-        if (norm) x = rms(x, w(norm), cfg.rmsNormEps);
+        if (normName) x = norm(x, normName);
         return x;
       };
       // SmolLM3 (HF's use_rope = no_rope_layers[layer]): 0 leaves q and k unrotated.
@@ -100,7 +107,6 @@ export function referenceHidden(cfg: ModelConfig, w: W, tokens: number[], raw: R
       ks.push(Array.from({ length: nKv }, (_, i) => rot(head(k, i, cfg.qkNorm ? `${p}self_attn.k_norm.weight` : undefined), pos)));
       vs.push(Array.from({ length: nKv }, (_, i) => head(v, i)));
     });
-    const window = refWindow(raw, l);
     xs = xs.map((x, pos) => {
       const attn = new Float64Array(nH * D);
       for (let h = 0; h < nH; h++) {
@@ -120,13 +126,18 @@ export function referenceHidden(cfg: ModelConfig, w: W, tokens: number[], raw: R
         for (let j = 0; j <= pos; j++) for (let d = 0; d < D; d++) attn[h * D + d] += (e[j]! / z) * vs[j]![kvh]![d]!;
       }
       const o = matvec(w(`${p}self_attn.o_proj.weight`), attn, H, cfg.oBias ? w(`${p}self_attn.o_proj.bias`) : undefined);
+      if (gemma) {
+        const x1 = x.map((v, i) => v + norm(o, `${p}post_attention_layernorm.weight`)[i]!);
+        const d = norm(refMlp(w, `${p}mlp.`, norm(x1, `${p}pre_feedforward_layernorm.weight`), I, H, undefined, geluTanh), `${p}post_feedforward_layernorm.weight`);
+        return x1.map((v, i) => v + d[i]!);
+      }
       const x1 = x.map((v, i) => v + o[i]! * mult.residual);
-      const h2 = rms(x1, w(`${p}post_attention_layernorm.weight`), cfg.rmsNormEps);
+      const h2 = norm(x1, `${p}post_attention_layernorm.weight`);
       const d = sparseLayer(raw, l) ? refSparseMlp(w, raw, p, h2, H) : refMlp(w, `${p}mlp.`, h2, I, H);
       return x1.map((v, i) => v + d[i]! * mult.residual);
     });
   }
-  return xs.map((x) => rms(x, w("model.norm.weight"), cfg.rmsNormEps));
+  return xs.map((x) => norm(x, "model.norm.weight"));
 }
 
 /**
@@ -142,10 +153,14 @@ function refWindow(raw: Record<string, unknown>, l: number): number {
 }
 
 /** down(silu(gate · x) · (up · x)) with the projections under `prefix` (gate_proj, up_proj, down_proj). */
-function refMlp(w: W, prefix: string, x: Float64Array, I: number, H: number, names = ["gate_proj", "up_proj", "down_proj"]): Float64Array {
+const silu = (x: number) => x / (1 + Math.exp(-x));
+/** PyTorch's gelu(approximate="tanh"). */
+const geluTanh = (x: number) => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
+
+function refMlp(w: W, prefix: string, x: Float64Array, I: number, H: number, names = ["gate_proj", "up_proj", "down_proj"], act = silu): Float64Array {
   const g = matvec(w(`${prefix}${names[0]}.weight`), x, I);
   const u = matvec(w(`${prefix}${names[1]}.weight`), x, I);
-  const a = g.map((gv, i) => (gv / (1 + Math.exp(-gv))) * u[i]!);
+  const a = g.map((gv, i) => act(gv) * u[i]!);
   return matvec(w(`${prefix}${names[2]}.weight`), a, H);
 }
 

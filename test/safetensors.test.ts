@@ -189,6 +189,22 @@ describe("checkpoints", () => {
     expect(() => windows("Qwen3ForCausalLM", { sliding_window: 64, layer_types: ["sliding_attention"] })).toThrow(`x/config.json: layer_types must list "sliding_attention" or "full_attention" for each of the 4 layers, got ["sliding_attention"]`);
     expect(() => windows("MistralForCausalLM", { sliding_window: -1 })).toThrow("field 'sliding_window' must be a positive integer, got -1");
   });
+  test("Gemma 3: sliding_window_pattern, the local RoPE base, query_pre_attn_scalar, √H embeddings in the checkpoint's dtype; soft-capping is refused", () => {
+    // Gemma-3-1B's fields (a smaller body), as its config.json has them before transformers wrote layer_types.
+    const g3 = { architectures: ["Gemma3ForCausalLM"], hidden_size: 1152, num_attention_heads: 4, num_key_value_heads: 1, head_dim: 256, intermediate_size: 64, num_hidden_layers: 7, vocab_size: 10,
+      hidden_activation: "gelu_pytorch_tanh", query_pre_attn_scalar: 256, rope_theta: 1000000, rope_local_base_freq: 10000, sliding_window: 512, sliding_window_pattern: 6,
+      final_logit_softcapping: null, attn_logit_softcapping: null, torch_dtype: "bfloat16" };
+    const c = parseModelConfig(g3, "x/config.json");
+    expect([c.architecture, c.activation, c.gemmaNorms, c.qkNorm, c.localRopeTheta, c.scales.attention]).toEqual(["gemma3", "gelu_tanh", true, true, 10000, 1 / 16]);
+    expect(c.layerWindows).toEqual([512, 512, 512, 512, 512, 0, 512]);
+    // √1152 = 33.941…, which bfloat16 holds as 34 (transformers multiplies by the embedding dtype's value).
+    expect(c.scales.embedding).toBe(34);
+    expect(parseModelConfig({ ...g3, torch_dtype: "float32" }).scales.embedding).toBe(Math.fround(Math.sqrt(1152)));
+    expect(() => parseModelConfig({ ...g3, final_logit_softcapping: 30 }, "x/config.json")).toThrow("x/config.json: final_logit_softcapping 30 is not supported (Gemma 2's logit soft-capping)");
+    expect(() => parseModelConfig({ ...g3, hidden_activation: "gelu" }, "x/config.json")).toThrow("unsupported hidden_act 'gelu' (silu, or gelu_pytorch_tanh)");
+    // The other architectures keep SiLU and plain norms.
+    expect(parseModelConfig({ ...g3, architectures: ["LlamaForCausalLM"], hidden_activation: undefined, sliding_window: null }).gemmaNorms).toBe(false);
+  });
   test("mixtures of experts: Qwen3-MoE, Qwen2-MoE and Mixtral configs are parsed; bad MoE fields are named", () => {
     // Qwen3-30B-A3B's MoE fields (a smaller body).
     const base = { hidden_size: 64, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 16, intermediate_size: 96, num_hidden_layers: 4, vocab_size: 10 };

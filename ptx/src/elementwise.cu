@@ -25,6 +25,19 @@ extern "C" __global__ void silu_mul_bf16(const bf16* __restrict__ x, bf16* __res
   out[row * inter + i] = to_bf(to_f(to_bf(g / (1.f + __expf(-g)))) * u);
 }
 
+// out[t, i] = gelu_tanh(x[t, i]) * x[t, I + i] (GELU's tanh approximation, Gemma's gelu_pytorch_tanh);
+// tanh(u) as 1 − 2 / (e^{2u} + 1). grid = (ceil(I / blockDim), tokens)
+extern "C" __global__ void gelu_tanh_mul_bf16(const bf16* __restrict__ x, bf16* __restrict__ out, int inter) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= inter) return;
+  const size_t row = blockIdx.y;
+  const float g = to_f(x[row * 2 * inter + i]), u = to_f(x[row * 2 * inter + inter + i]);
+  const float v = 0.7978845608f * (g + 0.044715f * g * g * g);
+  const float th = 1.f - 2.f / (__expf(2.f * v) + 1.f);
+  // Hugging Face: act_fn(gate) rounds to bf16 before the product.
+  out[row * inter + i] = to_bf(to_f(to_bf(0.5f * g * (1.f + th))) * u);
+}
+
 // out[r] = x[rows[r]]; grid = number of rows
 extern "C" __global__ void gather_rows_bf16(const bf16* __restrict__ x, const int* __restrict__ rows, bf16* __restrict__ out, int width) {
   const bf16* src = x + (size_t)rows[blockIdx.x] * width;

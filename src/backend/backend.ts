@@ -145,6 +145,8 @@ export interface Backend<T extends Tensor = Tensor> {
   pagedAttention(qkv: T, kCache: T, vCache: T, step: StepTensors<T>, blockSize: number, shape: AttentionShape, out: T): void;
   /** out = silu(x[:, :I]) * x[:, I:] for x of width 2I */
   siluMul(x: T, out: T): void;
+  /** out = gelu_tanh(x[:, :I]) * x[:, I:] for x of width 2I (GELU's tanh approximation: Gemma's gelu_pytorch_tanh) */
+  geluTanhMul(x: T, out: T): void;
   /**
    * Optional fusion: out = siluMul(gateUp) · weightᵀ (the MLP's down projection), using `act` as scratch
    * where the backend does not fuse. Without it the model calls siluMul and linear.

@@ -17,6 +17,12 @@ function floats(t: TensorView): Float32Array {
   return toFloat32(t.bytes, t.dtype);
 }
 
+/** 1 + `t` (as f32): Gemma's RMSNorm weights, which the norm multiplies by (1 + w). */
+function plusOne(t: TensorView): TensorView {
+  const v = floats(t).map((x) => 1 + x);
+  return { ...t, name: `1+${t.name}`, dtype: "F32", bytes: new Uint8Array(v.buffer) };
+}
+
 /** `t` times `k` (as f32; `t` itself when k is 1): how a model's constant multipliers are folded into weights. */
 function scaled(t: TensorView, k: number): TensorView {
   if (k === 1) return t;
@@ -43,6 +49,9 @@ interface LayerWeights<T> {
   o: T;
   oBias: T | null;
   postNorm: T;
+  /** Gemma's sandwich norms of the attention and MLP outputs (null elsewhere). */
+  attnOutNorm: T | null;
+  mlpOutNorm: T | null;
   /** The dense MLP (null in a sparse layer). */
   gateUp: T | null;
   down: T | null;
@@ -89,6 +98,8 @@ interface Workspace<T> {
   logits: T;
   /** LoRA scratch (null without adapters): the packed qkv group's A products, o/down's, gate/up's. */
   lora: { qkv: T; rank: T; gateUp: T } | null;
+  /** Gemma: the attention or MLP output after its sandwich norm (null elsewhere). */
+  sandwich: T | null;
   /** Sparse-MLP scratch for min(capacity, MOE_CHUNK_TOKENS) tokens (null for a dense model). */
   moe: MoeWorkspace<T> | null;
 }
@@ -163,6 +174,8 @@ export class CausalLM<T extends Tensor> {
     const w = (name: string, shape: number[]) => ckpt.tensor(name, shape);
     const load = (parts: TensorView[], shape: number[]) => b.loadWeight(parts, shape);
     const one = (name: string, shape: number[]) => load([w(name, shape)], shape);
+    // An RMSNorm weight (Gemma's stored as w for a norm that multiplies by 1 + w).
+    const norm = (name: string, shape: number[]) => load([c.gemmaNorms ? plusOne(w(name, shape)) : w(name, shape)], shape);
     // Slices of a full tensor for this rank.
     const qRows = (t: TensorView) => sliceRows(t, r * d.numHeads * D, (r + 1) * d.numHeads * D);
     const kvRows = (t: TensorView) => sliceRows(t, d.kvHeadStart * D, (d.kvHeadStart + d.numKvHeads) * D);
@@ -176,7 +189,7 @@ export class CausalLM<T extends Tensor> {
     const k = c.scales;
     const embedTable = vocabRows(w(`${m}embed_tokens.weight`, [c.vocabSize, H]));
     this.embed = load([scaled(embedTable, k.embedding)], [d.vocabRows, H]);
-    this.finalNorm = one(`${m}norm.weight`, [H]);
+    this.finalNorm = norm(`${m}norm.weight`, [H]);
     if (this.pooling) this.lmHead = this.embed; // never used: forward stops at the hidden states
     else if (c.headless) throw new Error(`${ckpt.dir}: the checkpoint is a bare decoder without an LM head (architecture ${c.architecture}…Model): serve it as an embedding model with --runner pooling`);
     else if (c.tieWordEmbeddings) this.lmHead = k.embedding === 1 && k.logitsScaling === 1 ? this.embed : load([scaled(embedTable, 1 / k.logitsScaling)], [d.vocabRows, H]);
@@ -196,15 +209,18 @@ export class CausalLM<T extends Tensor> {
       const gate = sparse ? null : fusedGateUp ? sliceRows(fusedGateUp, 0, I) : w(`${p}mlp.gate_proj.weight`, [I, H]);
       const up = sparse ? null : fusedGateUp ? sliceRows(fusedGateUp, I, 2 * I) : w(`${p}mlp.up_proj.weight`, [I, H]);
       this.layers.push({
-        inputNorm: one(`${p}input_layernorm.weight`, [H]),
+        inputNorm: norm(`${p}input_layernorm.weight`, [H]),
         qkv: load([qRows(q), kvRows(kw), kvRows(vw)], [lq + 2 * lkv, H]),
         qkvBias: c.qkvBias ? load([qRows(w(`${a}q_proj.bias`, [qOut])), kvRows(w(`${a}k_proj.bias`, [kvOut])), kvRows(w(`${a}v_proj.bias`, [kvOut]))], [lq + 2 * lkv]) : null,
-        qNorm: c.qkNorm ? one(`${a}q_norm.weight`, [D]) : null,
-        kNorm: c.qkNorm ? one(`${a}k_norm.weight`, [D]) : null,
+        qNorm: c.qkNorm ? norm(`${a}q_norm.weight`, [D]) : null,
+        kNorm: c.qkNorm ? norm(`${a}k_norm.weight`, [D]) : null,
         o: load([scaled(N === 1 ? w(`${a}o_proj.weight`, [H, qOut]) : sliceCols(w(`${a}o_proj.weight`, [H, qOut]), r * lq, (r + 1) * lq), k.residual)], [H, lq]),
         // A row-parallel bias is added once, by rank 0, before the all-reduce.
         oBias: c.oBias && r === 0 ? load([scaled(w(`${a}o_proj.bias`, [H]), k.residual)], [H]) : null,
-        postNorm: one(`${p}post_attention_layernorm.weight`, [H]),
+        // Gemma: post_attention_layernorm norms the attention output; pre_feedforward_layernorm is the MLP's input norm.
+        postNorm: norm(c.gemmaNorms ? `${p}pre_feedforward_layernorm.weight` : `${p}post_attention_layernorm.weight`, [H]),
+        attnOutNorm: c.gemmaNorms ? norm(`${p}post_attention_layernorm.weight`, [H]) : null,
+        mlpOutNorm: c.gemmaNorms ? norm(`${p}post_feedforward_layernorm.weight`, [H]) : null,
         gateUp: gate && up ? load([iRows(gate), iRows(up)], [2 * li, H]) : null,
         down: sparse ? null : load([scaled(N === 1 ? w(`${p}mlp.down_proj.weight`, [H, I]) : sliceCols(w(`${p}mlp.down_proj.weight`, [H, I]), r * li, (r + 1) * li), k.residual)], [H, li]),
         moe: sparse ? this.loadExperts(ckpt, p) : null,
@@ -348,9 +364,24 @@ export class CausalLM<T extends Tensor> {
     adapters.forEach((ad, s) => this.setLoraSlot(s, ad));
   }
 
+  /**
+   * Each layer's cos/sin tables: the model's RoPE; Gemma 3's sliding-window layers their own base
+   * (rope_local_base_freq, unscaled); SmolLM3's NoPE layers the identity (cos 1, sin 0).
+   */
   private buildRopeTables(): void {
-    const half = this.cfg.headDim / 2;
-    const inv = ropeInvFreq(this.cfg), scale = ropeAttentionFactor(this.cfg);
+    const c = this.cfg, global = this.ropeTables(c);
+    const local = c.localRopeTheta !== null ? this.ropeTables({ ...c, ropeTheta: c.localRopeTheta, ropeScaling: null }) : global;
+    const half = c.headDim / 2, layers = c.ropeLayers;
+    const identity = layers?.includes(false)
+      ? { cos: this.backend.fromHost(new Float32Array(this.maxModelLen * half).fill(1), [this.maxModelLen, half]), sin: this.backend.fromHost(new Float32Array(this.maxModelLen * half), [this.maxModelLen, half]) }
+      : global;
+    this.layerRope = Array.from({ length: c.numLayers }, (_, l) => (layers && !layers[l] ? identity : c.layerWindows[l]! > 0 ? local : global));
+  }
+
+  /** RoPE cos/sin tables [maxModelLen, headDim / 2] for a base and scaling. */
+  private ropeTables(cfg: Pick<ModelConfig, "headDim" | "ropeTheta" | "ropeScaling">): { cos: T; sin: T } {
+    const half = cfg.headDim / 2;
+    const inv = ropeInvFreq(cfg), scale = ropeAttentionFactor(cfg);
     const cos = new Float32Array(this.maxModelLen * half);
     const sin = new Float32Array(this.maxModelLen * half);
     for (let p = 0; p < this.maxModelLen; p++)
@@ -361,12 +392,7 @@ export class CausalLM<T extends Tensor> {
         cos[p * half + i] = Math.fround(Math.cos(angle)) * scale;
         sin[p * half + i] = Math.fround(Math.sin(angle)) * scale;
       }
-    const rotary = { cos: this.backend.fromHost(cos, [this.maxModelLen, half]), sin: this.backend.fromHost(sin, [this.maxModelLen, half]) };
-    const layers = this.cfg.ropeLayers;
-    const identity = layers?.includes(false)
-      ? { cos: this.backend.fromHost(new Float32Array(this.maxModelLen * half).fill(1), [this.maxModelLen, half]), sin: this.backend.fromHost(new Float32Array(this.maxModelLen * half), [this.maxModelLen, half]) }
-      : rotary;
-    this.layerRope = Array.from({ length: this.cfg.numLayers }, (_, l) => (layers && !layers[l] ? identity : rotary));
+    return { cos: this.backend.fromHost(cos, [this.maxModelLen, half]), sin: this.backend.fromHost(sin, [this.maxModelLen, half]) };
   }
 
   /** Bytes of KV cache one block takes across all layers (f32 on CPU: 4 bytes per element). */
@@ -405,6 +431,7 @@ export class CausalLM<T extends Tensor> {
         logits: ws?.logits ?? b.empty([0, c.vocabSize], "f32"),
         lora: this.lora ? { qkv: b.empty([n, this.lora.slots * 3 * this.lora.rank]), rank: b.empty([n, this.lora.slots * this.lora.rank]), gateUp: b.empty([n, this.lora.slots * 2 * this.lora.rank]) } : null,
         moe: this.moeWorkspace(Math.min(n, MOE_CHUNK_TOKENS), ws?.moe ?? null),
+        sandwich: c.gemmaNorms ? b.empty([n, c.hiddenSize]) : null,
       };
     }
     if (ws.logitsCapacity < numLogitsRows) {
@@ -467,6 +494,14 @@ export class CausalLM<T extends Tensor> {
     const tp = this.collective && this.collective.size > 1 ? this.collective : null;
     // LoRA: only steps that carry adapter slots (an engine with adapters always sends them).
     const lora = this.lora && step.loraSlots ? this.lora : null;
+    /** Gemma: `x` normed by `w` (into the sandwich buffer), which then joins the residual stream instead of x. */
+    const sandwich = ws.sandwich ? b.rows(ws.sandwich, n) : null;
+    const outNorm = (x: T, w: T | null): T => {
+      if (!w) return x;
+      b.rmsNorm(x, w, eps, sandwich!);
+      return sandwich!;
+    };
+    let toResidual = hidden;
     const loraScratch = lora ? { qkv: b.rows(ws.lora!.qkv, n), rank: b.rows(ws.lora!.rank, n), gateUp: b.rows(ws.lora!.gateUp, n) } : null;
     const loraAdd = (x: T, w: { a: T; b: T }, u: T, out: T) => b.loraAdd(x, w.a, w.b, step.loraSlots!, lora!.scales, lora!.slots, u, out);
     b.embedding(step.tokenIds, this.embed, residual, this.dims.vocabStart);
@@ -474,7 +509,7 @@ export class CausalLM<T extends Tensor> {
     for (let i = 0; i < c.numLayers; i++) {
       const L = this.layers[i]!, kv = this.kv[i]!, at = this.layerAttention[i]!;
       if (i === 0) b.rmsNorm(residual, L.inputNorm, eps, normed);
-      else b.addRmsNorm(hidden, residual, L.inputNorm, eps, normed);
+      else b.addRmsNorm(toResidual, residual, L.inputNorm, eps, normed);
       b.linear(normed, L.qkv, L.qkvBias, qkv);
       const La = lora?.layers[i];
       if (La?.qkv) loraAdd(normed, La.qkv, loraScratch!.qkv, qkv);
@@ -484,7 +519,8 @@ export class CausalLM<T extends Tensor> {
       b.linear(attn, L.o, L.oBias, hidden);
       if (La?.o) loraAdd(attn, La.o, loraScratch!.rank, hidden);
       tp?.allReduce(hidden);
-      b.addRmsNorm(hidden, residual, L.postNorm, eps, normed);
+      b.addRmsNorm(outNorm(hidden, L.attnOutNorm), residual, L.postNorm, eps, normed);
+      toResidual = hidden;
       if (L.moe) {
         this.sparseMlp(L.moe, normed, hidden, n, ws.moe!);
         tp?.allReduce(hidden);
@@ -493,18 +529,20 @@ export class CausalLM<T extends Tensor> {
       b.linear(normed, L.gateUp!, null, gateUp);
       if (La?.gateUp) loraAdd(normed, La.gateUp, loraScratch!.gateUp, gateUp);
       // The fused down projection does not keep silu(gate)·up, which down's LoRA reads.
-      if (b.siluMulLinear && !La?.down) b.siluMulLinear(gateUp, L.down!, act, hidden);
+      if (b.siluMulLinear && !La?.down && c.activation === "silu") b.siluMulLinear(gateUp, L.down!, act, hidden);
       else {
-        b.siluMul(gateUp, act);
+        if (c.activation === "silu") b.siluMul(gateUp, act);
+        else b.geluTanhMul(gateUp, act);
         b.linear(act, L.down!, null, hidden);
         if (La?.down) loraAdd(act, La.down, loraScratch!.rank, hidden);
       }
       tp?.allReduce(hidden);
+      toResidual = outNorm(hidden, L.mlpOutNorm);
     }
     const m = step.numLogitsRows;
     const last = b.rows(ws.last, m), logits = b.rows(ws.logits, m);
     // residual += hidden is folded into the final norm; only the sampled rows go through it.
-    b.addRmsNorm(hidden, residual, this.finalNorm, eps, normed);
+    b.addRmsNorm(toResidual, residual, this.finalNorm, eps, normed);
     b.gatherRows(normed, step.logitsRows, m, last);
     if (this.pooling) return last;
     if (!tp) {

@@ -1,9 +1,9 @@
 /** A Hugging Face config.json, validated and reduced to what the model code needs. */
 import { readFileSync, existsSync } from "node:fs";
 import { join } from "node:path";
-import { parseDTypeName, type DType } from "../loader/dtype.ts";
+import { fromFloat32, parseDTypeName, toFloat32, type DType } from "../loader/dtype.ts";
 
-export type Architecture = "qwen3" | "qwen2" | "llama";
+export type Architecture = "qwen3" | "qwen2" | "llama" | "gemma3";
 
 /** rope_scaling: linear (positions / factor), Llama 3's smoothed per-frequency scaling, or YaRN (Qwen's long-context recipe). */
 export type RopeScaling =
@@ -58,6 +58,17 @@ export interface ModelConfig {
   scales: { embedding: number; residual: number; attention: number; logitsScaling: number };
   /** Which layers apply RoPE (SmolLM3's no_rope_layers: 0 = none, "NoPE"); null: all of them. */
   ropeLayers: boolean[] | null;
+  /** The RoPE base of the sliding-window layers where it differs from ropeTheta (Gemma 3's rope_local_base_freq, unscaled); else null. */
+  localRopeTheta: number | null;
+  /** The MLP's gate activation: SiLU, or the tanh approximation of GELU (Gemma's gelu_pytorch_tanh). */
+  activation: "silu" | "gelu_tanh";
+  /**
+   * Gemma's norms: every RMSNorm weight is stored as w with the norm multiplying by (1 + w) (folded into the
+   * weight as it loads), and the attention and MLP outputs are themselves normed before they join the
+   * residual stream (post_attention_layernorm, post_feedforward_layernorm; pre_feedforward_layernorm
+   * before the MLP).
+   */
+  gemmaNorms: boolean;
   /** Mixture of experts (Qwen3-MoE, Qwen2-MoE, Mixtral): which layers route each token to experts, and how; null: every MLP is dense. */
   moe: MoeConfig | null;
   /** Matryoshka embeddings (is_matryoshka / matryoshka_dimensions): sizes a request may cut them to; "any"; or null. */
@@ -117,6 +128,8 @@ const ARCHITECTURES: Record<string, Architecture> = {
   SmolLM3ForCausalLM: "llama",
   // Mistral 7B / Mistral-Nemo: the Llama decoder (with sliding-window attention where its config sets sliding_window).
   MistralForCausalLM: "llama",
+  // Google's Gemma 3 (text: the 1B and 270M checkpoints): sandwich norms, GELU-tanh MLP, sliding-window layers with their own RoPE base.
+  Gemma3ForCausalLM: "gemma3",
   // Mixtures of experts: Qwen3-MoE (Qwen3's attention), Qwen2-MoE / Qwen1.5-MoE (Qwen2's, with a shared
   // expert), Mixtral (Mistral's): ModelConfig.moe.
   Qwen3MoeForCausalLM: "qwen3",
@@ -169,12 +182,19 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
   const headDim = raw.head_dim == null ? hiddenSize / numHeads : int("head_dim");
   if (!Number.isInteger(headDim) || headDim % 2 !== 0) throw new ConfigError(file, `head_dim must be an even integer, got ${headDim}`);
 
-  const act = raw.hidden_act ?? "silu";
-  if (act !== "silu") throw new ConfigError(file, `unsupported hidden_act '${act}' (only silu)`);
+  const gemma = architecture === "gemma3";
+  // Gemma names its activation hidden_activation (its hidden_act is a legacy field).
+  const act = (gemma ? raw.hidden_activation ?? raw.hidden_act : raw.hidden_act) ?? "silu";
+  if (act !== "silu" && act !== "gelu_pytorch_tanh") throw new ConfigError(file, `unsupported hidden_act '${act}' (silu, or gelu_pytorch_tanh)`);
+  for (const key of ["attn_logit_softcapping", "final_logit_softcapping"])
+    if (raw[key] != null) throw new ConfigError(file, `${key} ${JSON.stringify(raw[key])} is not supported (Gemma 2's logit soft-capping)`);
+  if (raw.use_bidirectional_attention === true) throw new ConfigError(file, "use_bidirectional_attention=true is not supported (causal attention only)");
   if (raw.mlp_bias === true) throw new ConfigError(file, "mlp_bias=true is not supported");
   if (raw.partial_rotary_factor != null && raw.partial_rotary_factor !== 1) throw new ConfigError(file, `partial_rotary_factor ${JSON.stringify(raw.partial_rotary_factor)} is not supported (RoPE over the whole head only)`);
   const numLayers = int("num_hidden_layers");
-  const layerWindows = parseLayerWindows(raw, numLayers, int, file);
+  // Gemma 3 without layer_types: every sliding_window_pattern-th layer is global, the others slide.
+  const pattern = gemma && raw.layer_types == null ? int("sliding_window_pattern", 6) : 0;
+  const layerWindows = parseLayerWindows(pattern ? { ...raw, layer_types: Array.from({ length: numLayers }, (_, l) => ((l + 1) % pattern ? "sliding_attention" : "full_attention")) } : raw, numLayers, int, file);
   const slidingWindow = layerWindows.some((w) => w > 0) ? int("sliding_window") : null;
 
   const attentionBias = raw.attention_bias === true;
@@ -194,9 +214,14 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
     moe: parseMoe(raw, String(archs[0]), int("num_hidden_layers"), int, file),
     ropeLayers: parseRopeLayers(raw.no_rope_layers, int("num_hidden_layers"), file),
     scales: {
-      embedding: num("embedding_multiplier", 1), residual: num("residual_multiplier", 1),
-      attention: raw.attention_multiplier == null ? 1 / Math.sqrt(headDim) : num("attention_multiplier", 1), logitsScaling: num("logits_scaling", 1),
+      // Gemma scales the embeddings by √hidden_size, rounded to the checkpoint's dtype as transformers does.
+      embedding: gemma ? roundTo(Math.sqrt(hiddenSize), torchDtype) : num("embedding_multiplier", 1), residual: num("residual_multiplier", 1),
+      attention: gemma ? 1 / Math.sqrt(num("query_pre_attn_scalar", headDim)) : raw.attention_multiplier == null ? 1 / Math.sqrt(headDim) : num("attention_multiplier", 1),
+      logitsScaling: num("logits_scaling", 1),
     },
+    localRopeTheta: gemma ? num("rope_local_base_freq", 10000) : null,
+    activation: act === "silu" ? "silu" : "gelu_tanh",
+    gemmaNorms: gemma,
     hiddenSize,
     intermediateSize: int("intermediate_size"),
     numLayers: int("num_hidden_layers"),
@@ -211,7 +236,7 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
     tieWordEmbeddings: raw.tie_word_embeddings === true,
     qkvBias: architecture === "qwen2" ? true : attentionBias,
     oBias: architecture === "qwen2" ? false : attentionBias,
-    qkNorm: architecture === "qwen3",
+    qkNorm: architecture === "qwen3" || gemma,
     torchDtype,
     bosTokenId: typeof raw.bos_token_id === "number" ? raw.bos_token_id : null,
     eosTokenIds: idList(raw.eos_token_id),
@@ -244,6 +269,12 @@ function parseClassifier(raw: Record<string, unknown>, arch: string, file: strin
   const pt = raw.problem_type ?? null;
   if (pt !== null && pt !== "regression" && pt !== "single_label_classification" && pt !== "multi_label_classification") throw new ConfigError(file, `unsupported problem_type ${JSON.stringify(pt)}`);
   return { numLabels, labels, problemType: pt, fromTokens };
+}
+
+/** `x` as the checkpoint's dtype holds it (bf16 / f16 rounding; f32 as is). */
+function roundTo(x: number, dtype: DType): number {
+  if (dtype === "BF16" || dtype === "F16") return toFloat32(fromFloat32(Float32Array.of(x), dtype), dtype)[0]!;
+  return Math.fround(x);
 }
 
 function parseMoe(raw: Record<string, unknown>, arch: string, numLayers: number, int: (key: string, fallback?: number) => number, file: string): MoeConfig | null {

@@ -239,6 +239,11 @@ export class CpuBackend implements Backend<T> {
     }
   }
 
+  geluTanhMul(x: T, out: T): void {
+    const t = x as CpuTensor;
+    k.geluTanhMul(t.data, t.numRows, t.width / 2, f32(out));
+  }
+
   gatherRows(x: T, rows: T, numRows: number, out: T): void {
     const src = x as CpuTensor, dst = f32(out), idx = i32(rows);
     const w = src.width;

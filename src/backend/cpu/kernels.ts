@@ -166,6 +166,18 @@ export function siluMul(x: Float32Array, n: number, inter: number, out: Float32A
   }
 }
 
+/** out = gelu_tanh(gate) · up for rows [gate | up] of width 2·inter: GELU's tanh approximation (PyTorch's approximate="tanh"). */
+export function geluTanhMul(x: Float32Array, n: number, inter: number, out: Float32Array): void {
+  const k = Math.sqrt(2 / Math.PI);
+  for (let t = 0; t < n; t++) {
+    const xo = t * 2 * inter, oo = t * inter;
+    for (let i = 0; i < inter; i++) {
+      const g = x[xo + i]!;
+      out[oo + i] = 0.5 * g * (1 + Math.tanh(k * (g + 0.044715 * g * g * g))) * x[xo + inter + i]!;
+    }
+  }
+}
+
 /**
  * Mixture-of-experts routing of `n` rows of router logits over E experts: softmax, the topK largest
  * (descending; ties: the lower id), renormalized to sum 1 when asked. ids and weights are [n, topK].

@@ -599,6 +599,11 @@ export class CudaBackend implements Backend<CudaTensor> {
     this.k.launch("sigmoid_gated_add_bf16", [Math.ceil(x.width / 256), x.numRows], 256, [P(x), P(gate), P(out), I(x.width)]);
   }
 
+  geluTanhMul(x: CudaTensor, out: CudaTensor): void {
+    const inter = x.width / 2;
+    this.k.launch("gelu_tanh_mul_bf16", [Math.ceil(inter / 256), x.numRows], 256, [P(x), P(out), I(inter)]);
+  }
+
   gatherRows(x: CudaTensor, rows: CudaTensor, numRows: number, out: CudaTensor): void {
     this.k.launch("gather_rows_bf16", [numRows], 256, [P(x), P(rows), P(out), I(x.width)]);
   }
