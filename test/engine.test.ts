@@ -10,6 +10,9 @@ import { pack, packOutputs, PACK_MIN, unpackOutputs } from "../src/engine/output
 import type { RequestOutput } from "../src/engine/request.ts";
 import { FAST_MODEL, SERVER_MODEL, tinyModel } from "./helpers.ts";
 import { variant } from "./checkpoint-variant.ts";
+import { parseModelConfig } from "../src/model/config.ts";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { Checkpoint } from "../src/loader/checkpoint.ts";
 import { BlockManager } from "../src/engine/block-manager.ts";
 import { Scheduler } from "../src/engine/scheduler.ts";
@@ -237,6 +240,23 @@ test("Mistral checkpoints (MistralForCausalLM) run as the Llama decoder, with sl
   const short = greedy(mistral(4));
   expect(short[0]).not.toEqual(llama[0]);
   expect(greedy(mistral(4), { maxNumBatchedTokens: 3, maxNumSeqs: 2, maxModelLen: 32 })).toEqual(short);
+}, 60_000);
+
+test("a multimodal Gemma 3 checkpoint (Gemma3ForConditionalGeneration) serves its language model: the text model's outputs", () => {
+  const opts = { arch: "gemma3" as const, seed: 14, vocabSize: 2048, numLayers: 3 };
+  const prompts = [[1, 2, 3, 4, 5, 6, 7], [9, 8, 7]];
+  const run = (m: string) => {
+    const llm = new LLM({ model: m, ...quiet });
+    try { return llm.generate(prompts, { max_tokens: 8, temperature: 0, logprobs: 0 }).map((o) => ({ tokens: o.outputs[0]!.tokenIds, logprobs: o.outputs[0]!.logprobs!.map((l) => l.logprob) })); } finally { llm.close(); }
+  };
+  const multimodal = tinyModel({ ...opts, multimodalLayout: true });
+  expect(JSON.parse(readFileSync(join(multimodal, "config.json"), "utf8")).text_config.num_hidden_layers).toBe(3);
+  expect(run(multimodal)).toEqual(run(tinyModel(opts)));
+  // A text_config-less config is named.
+  expect(() => parseModelConfig({ architectures: ["Gemma3ForConditionalGeneration"] }, "x/config.json")).toThrow("x/config.json: Gemma3ForConditionalGeneration needs a 'text_config' object");
+  // Transformers' defaults fill what text_config leaves out (Gemma-3-4B's lists no heads or vocabulary).
+  const g4 = parseModelConfig({ architectures: ["Gemma3ForConditionalGeneration"], torch_dtype: "bfloat16", text_config: { hidden_size: 2560, intermediate_size: 10240, num_hidden_layers: 34, rope_scaling: { factor: 8.0, rope_type: "linear" }, sliding_window: 1024 } });
+  expect([g4.numHeads, g4.numKvHeads, g4.headDim, g4.vocabSize, g4.localRopeTheta, g4.ropeTheta, g4.ropeScaling, g4.layerWindows.filter((w) => w === 0).length]).toEqual([8, 4, 256, 262208, 10000, 1000000, { type: "linear", factor: 8 }, 5]);
 }, 60_000);
 
 test("a bad CUDA switch is a start-up error naming it, not a silent fall back to the CPU", () => {

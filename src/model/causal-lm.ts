@@ -17,6 +17,15 @@ function floats(t: TensorView): Float32Array {
   return toFloat32(t.bytes, t.dtype);
 }
 
+/**
+ * Where the decoder's tensors live in a checkpoint: "model." (…ForCausalLM), "" (a bare decoder, as embedding
+ * models ship), or a multimodal checkpoint's language model ("language_model.model.", as Gemma 3's were
+ * first saved; "model.language_model.", as transformers saves them now).
+ */
+export function decoderPrefix(ckpt: Checkpoint): string {
+  return ["model.", "", "language_model.model.", "model.language_model."].find((p) => ckpt.has(`${p}embed_tokens.weight`)) ?? "model.";
+}
+
 /** 1 + `t` (as f32): Gemma's RMSNorm weights, which the norm multiplies by (1 + w). */
 function plusOne(t: TensorView): TensorView {
   const v = floats(t).map((x) => 1 + x);
@@ -183,7 +192,7 @@ export class CausalLM<T extends Tensor> {
     const vocabRows = (t: TensorView) => sliceRows(t, d.vocabStart, d.vocabStart + d.vocabRows);
     const lq = d.numHeads * D, lkv = d.numKvHeads * D, li = d.intermediate;
     // Bare decoders (embedding models) are often saved without the "model." prefix.
-    const m = !ckpt.has("model.embed_tokens.weight") && ckpt.has("embed_tokens.weight") ? "" : "model.";
+    const m = decoderPrefix(ckpt);
     // Granite's multipliers are folded into the weights they follow (ModelConfig.scales): the embedding
     // table, o_proj and down_proj (the residual multiplier) and the LM head (÷ logits_scaling).
     const k = c.scales;

@@ -8,6 +8,7 @@ import type { Checkpoint } from "../loader/checkpoint.ts";
 import { DTYPE_BYTES, toFloat32 } from "../loader/dtype.ts";
 import type { TensorView } from "../loader/safetensors.ts";
 import type { ClassifierConfig, ModelConfig } from "./config.ts";
+import { decoderPrefix } from "./causal-lm.ts";
 
 export class SequenceClassifier {
   private constructor(readonly numLabels: number, private readonly hiddenSize: number, private readonly weight: Float32Array) {}
@@ -26,7 +27,7 @@ export class SequenceClassifier {
       if (id >= cfg.vocabSize) throw new Error(`${ckpt.dir}: classifier_from_token: '${t}' is token ${id}, outside the LM head's ${cfg.vocabSize} rows`);
       return id;
     });
-    const m = !ckpt.has("model.embed_tokens.weight") && ckpt.has("embed_tokens.weight") ? "" : "model.";
+    const m = decoderPrefix(ckpt);
     const head = cfg.tieWordEmbeddings || !ckpt.has("lm_head.weight") ? ckpt.tensor(`${m}embed_tokens.weight`, [cfg.vocabSize, H]) : ckpt.tensor("lm_head.weight", [cfg.vocabSize, H]);
     const rows = ids.map((id) => row(head, id, H));
     if (c.fromTokens.method === "no_post_processing") {

@@ -130,6 +130,9 @@ const ARCHITECTURES: Record<string, Architecture> = {
   MistralForCausalLM: "llama",
   // Google's Gemma 3 (text: the 1B and 270M checkpoints): sandwich norms, GELU-tanh MLP, sliding-window layers with their own RoPE base.
   Gemma3ForCausalLM: "gemma3",
+  // Gemma 3 4B / 12B / 27B: the multimodal checkpoints, served as text models (their language model; the
+  // vision tower is not loaded).
+  Gemma3ForConditionalGeneration: "gemma3",
   // Mixtures of experts: Qwen3-MoE (Qwen3's attention), Qwen2-MoE / Qwen1.5-MoE (Qwen2's, with a shared
   // expert), Mixtral (Mistral's): ModelConfig.moe.
   Qwen3MoeForCausalLM: "qwen3",
@@ -159,6 +162,7 @@ function idList(v: unknown): number[] {
 }
 
 export function parseModelConfig(raw: Record<string, unknown>, file = "config.json"): ModelConfig {
+  if (Array.isArray(raw.architectures) && raw.architectures[0] === "Gemma3ForConditionalGeneration") raw = gemma3TextConfig(raw, file);
   const archs = raw.architectures;
   if (!Array.isArray(archs) || archs.length === 0) throw new ConfigError(file, "missing 'architectures'");
   const architecture = ARCHITECTURES[String(archs[0])];
@@ -269,6 +273,26 @@ function parseClassifier(raw: Record<string, unknown>, arch: string, file: strin
   const pt = raw.problem_type ?? null;
   if (pt !== null && pt !== "regression" && pt !== "single_label_classification" && pt !== "multi_label_classification") throw new ConfigError(file, `unsupported problem_type ${JSON.stringify(pt)}`);
   return { numLabels, labels, problemType: pt, fromTokens };
+}
+
+/**
+ * Transformers' Gemma3TextConfig defaults: a multimodal Gemma 3 checkpoint's text_config lists only the
+ * fields that differ from them (Gemma-3-4B's names no vocab_size, heads or RoPE bases).
+ */
+const GEMMA3_TEXT_DEFAULTS: Record<string, unknown> = {
+  vocab_size: 262208, hidden_size: 2304, intermediate_size: 9216, num_hidden_layers: 26, num_attention_heads: 8, num_key_value_heads: 4,
+  head_dim: 256, hidden_activation: "gelu_pytorch_tanh", max_position_embeddings: 131072, rms_norm_eps: 1e-6, rope_theta: 1000000,
+  attention_bias: false, query_pre_attn_scalar: 256, sliding_window: 4096, final_logit_softcapping: null, attn_logit_softcapping: null,
+  rope_scaling: null, rope_local_base_freq: 10000, sliding_window_pattern: 6, tie_word_embeddings: true,
+};
+
+/** A Gemma3ForConditionalGeneration config.json as its language model's: text_config over the defaults, the top level's dtype and token ids. */
+function gemma3TextConfig(raw: Record<string, unknown>, file: string): Record<string, unknown> {
+  const text = raw.text_config;
+  if (text == null || typeof text !== "object" || Array.isArray(text)) throw new ConfigError(file, "Gemma3ForConditionalGeneration needs a 'text_config' object (its language model's settings)");
+  const top: Record<string, unknown> = {};
+  for (const key of ["torch_dtype", "dtype", "bos_token_id", "eos_token_id", "tie_word_embeddings"]) if (raw[key] !== undefined) top[key] = raw[key];
+  return { ...GEMMA3_TEXT_DEFAULTS, ...top, ...(text as Record<string, unknown>), architectures: raw.architectures };
 }
 
 /** `x` as the checkpoint's dtype holds it (bf16 / f16 rounding; f32 as is). */

@@ -48,6 +48,8 @@ export interface TinyModelOptions {
    */
   slidingWindow?: number;
   maxWindowLayers?: number;
+  /** gemma3: laid out as the multimodal Gemma3ForConditionalGeneration checkpoints are (text_config; language_model.model.*; a vision tower's tensors). */
+  multimodalLayout?: boolean;
   /** Also write sentence-transformers files (modules.json: last-token pooling, then Normalize): an embedding model. */
   sentenceTransformers?: boolean;
 }
@@ -295,8 +297,17 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
   if (o.numLabels !== undefined) add("score.weight", [o.numLabels, H], 1 / Math.sqrt(H));
   else if (!(cfg.tie_word_embeddings as boolean)) add("lm_head.weight", [V, H], 1 / Math.sqrt(H));
 
+  let written = cfg;
+  if (o.multimodalLayout) {
+    // Gemma 3 4B+: the language model under language_model.model., beside tensors vbun does not read.
+    for (const t of tensors) t.name = t.name.replace(/^model\./, "language_model.model.");
+    tensors.push({ name: "vision_tower.vision_model.post_layernorm.weight", dtype, shape: [8], bytes: fromFloat32(new Float32Array(8).fill(1), dtype) });
+    tensors.push({ name: "multi_modal_projector.mm_soft_emb_norm.weight", dtype, shape: [8], bytes: fromFloat32(new Float32Array(8), dtype) });
+    const { architectures: _a, torch_dtype, bos_token_id, eos_token_id, ...text } = cfg;
+    written = { architectures: ["Gemma3ForConditionalGeneration"], model_type: "gemma3", torch_dtype, bos_token_id, eos_token_id, text_config: { ...text, model_type: "gemma3_text" }, vision_config: { model_type: "siglip_vision_model", hidden_size: 8 }, mm_tokens_per_image: 256 };
+  }
   mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, "config.json"), JSON.stringify(cfg, null, 2) + "\n");
+  writeFileSync(join(dir, "config.json"), JSON.stringify(written, null, 2) + "\n");
   writeFileSync(join(dir, "generation_config.json"), JSON.stringify({ bos_token_id: 151643, eos_token_id: [151645, 151643] }, null, 2) + "\n");
   writeSafetensors(join(dir, "model.safetensors"), tensors);
   for (const [name, path] of Object.entries(QWEN3_TOKENIZER_FILES)) writeFileSync(join(dir, name), readFileSync(path));
