@@ -60,6 +60,7 @@ const MORE_MODELS = [
   { arch: "qwen2_moe" as const, seed: 8, vocabSize: 4096, numExperts: 6, topK: 4 },
   { arch: "mistral" as const, seed: 9, vocabSize: 4096, slidingWindow: 4 },
   { arch: "gemma3" as const, seed: 10, vocabSize: 4096, numLayers: 3 },
+  { arch: "gemma2" as const, seed: 11, vocabSize: 4096, numLayers: 3 },
 ];
 
 const bf16Round = (v: Float32Array) => toFloat32(fromFloat32(v, "BF16"), "BF16");
@@ -132,6 +133,15 @@ export function defineCudaSuites(target: CudaTarget): void {
       const cAct = new CpuTensor(new Float32Array(n * I), [n, I]);
       cpu.siluMul(new CpuTensor(gu, [n, 2 * I]), cAct);
       check(act, cAct.data);
+      // Gemma 2's final logit soft-capping, in place on f32 logits.
+      const cappedF32 = out([n, 2 * I], "f32");
+      g.linear(normed, up(randn(2 * I * H, 1 / 4), [2 * I, H]), null, cappedF32);
+      const beforeCap = g.toHost(cappedF32);
+      g.softcap(cappedF32, 3);
+      const cCapped = new CpuTensor(beforeCap.slice(), [n, 2 * I]);
+      cpu.softcap(cCapped, 3);
+      check(cappedF32, cCapped.data, 1e-5);
+      expect(Math.max(...beforeCap.map(Math.abs))).toBeGreaterThan(3); // the cap binds
       const gelu = out([n, I]);
       g.geluTanhMul(up(gu, [n, 2 * I]), gelu);
       const cGelu = new CpuTensor(new Float32Array(n * I), [n, I]);
@@ -328,6 +338,9 @@ export function defineCudaSuites(target: CudaTarget): void {
       // Sliding windows shorter than the prefill, the cached prefix and the decode's context.
       ["tiny heads, sliding window 24", { numHeads: 4, numKvHeads: 2, headDim: 16, window: 24 }, "simple"],
       ["GQA 8/2 × 64, tensor-core prefill, sliding window 20", { numHeads: 8, numKvHeads: 2, headDim: 64, window: 20 }, "mma"],
+      // Gemma 2's soft-capped scores (a cap the random scores exceed).
+      ["tiny heads, soft-capped scores", { numHeads: 4, numKvHeads: 2, headDim: 16, softcap: 1.5 }, "simple"],
+      ["GQA 8/2 × 64, tensor-core prefill, soft-capped scores and a sliding window", { numHeads: 8, numKvHeads: 2, headDim: 64, softcap: 1.5, window: 20 }, "mma"],
     ] as const;
     for (const [name, s, kernel] of attentionCases) {
       test(`fused q/k norm + RoPE + KV store, and paged attention: ${name}`, () => {
@@ -380,6 +393,8 @@ export function defineCudaSuites(target: CudaTarget): void {
       // A sliding window: the splits cover the window's keys (the longest contexts only their last 700 / 600).
       ["GQA 8/2 × 64, 16-thread groups, sliding window 700", { numHeads: 8, numKvHeads: 2, headDim: 64, window: 700 }, "groups"],
       ["Qwen3-0.6B heads, simple kernel, sliding window 600", { numHeads: 16, numKvHeads: 8, headDim: 128, window: 600 }, "simple"],
+      ["GQA 8/2 × 64, 16-thread groups, soft-capped scores", { numHeads: 8, numKvHeads: 2, headDim: 64, softcap: 1.5 }, "groups"],
+      ["tiny heads, simple kernel, soft-capped scores", { numHeads: 4, numKvHeads: 2, headDim: 16, softcap: 1.5 }, "simple"],
     ] as const;
     for (const [name, shape, kernel] of decodeCases) {
       test(`split-KV decode attention (long contexts, several splits): ${name}`, () => {

@@ -69,7 +69,10 @@ export function referenceHidden(cfg: ModelConfig, w: W, tokens: number[], raw: R
   const H = cfg.hiddenSize, D = cfg.headDim, nH = cfg.numHeads, nKv = cfg.numKvHeads, I = cfg.intermediateSize;
   // Gemma 3 (HF's Gemma3TextModel): (1 + w) norms, √H embeddings, query_pre_attn_scalar, sandwich norms,
   // GELU-tanh, and rope_local_base_freq on its sliding layers.
-  const gemma = raw.model_type === "gemma3_text";
+  const gemma = raw.model_type === "gemma3_text" || raw.model_type === "gemma2";
+  // Gemma 2 soft-caps the scaled attention scores: cap · tanh(s / cap).
+  const cap = typeof raw.attn_logit_softcapping === "number" ? raw.attn_logit_softcapping : 0;
+  const softcap = (s: number) => (cap ? cap * Math.tanh(s / cap) : s);
   const norm = (x: Float64Array, name: string) => rms(x, gemma ? w(name).map((v) => 1 + v) : w(name), cfg.rmsNormEps);
   // Granite's multipliers, applied where HF's GraniteModel applies them (vbun folds them into weights).
   const mult = { embedding: 1, residual: 1, attention: 1 / Math.sqrt(D), ...graniteMultipliers(raw), ...(gemma ? { embedding: Math.sqrt(H), attention: 1 / Math.sqrt(raw.query_pre_attn_scalar as number) } : {}) };
@@ -85,7 +88,7 @@ export function referenceHidden(cfg: ModelConfig, w: W, tokens: number[], raw: R
     return out;
   };
   const globalRope = ropeWith(refInvFreq(cfg), refRopeScale(cfg));
-  const localRope = gemma ? ropeWith(refInvFreq({ ...cfg, ropeTheta: raw.rope_local_base_freq as number, ropeScaling: null }), 1) : globalRope;
+  const localRope = typeof raw.rope_local_base_freq === "number" ? ropeWith(refInvFreq({ ...cfg, ropeTheta: raw.rope_local_base_freq as number, ropeScaling: null }), 1) : globalRope;
   for (let l = 0; l < cfg.numLayers; l++) {
     const p = `model.layers.${l}.`;
     const qs: Float64Array[][] = [], ks: Float64Array[][] = [], vs: Float64Array[][] = [];
@@ -118,7 +121,7 @@ export function referenceHidden(cfg: ModelConfig, w: W, tokens: number[], raw: R
         for (let j = lo; j <= pos; j++) {
           let s = 0;
           for (let d = 0; d < D; d++) s += qs[pos]![h]![d]! * ks[j]![kvh]![d]!;
-          scores.push(s * mult.attention);
+          scores.push(softcap(s * mult.attention));
         }
         const m = Math.max(...scores);
         const e = scores.map((s) => Math.exp(s - m));
@@ -203,7 +206,8 @@ function refSparseMlp(w: W, raw: Record<string, unknown>, p: string, x: Float64A
 export function referenceLogits(cfg: ModelConfig, w: W, tokens: number[], raw: Record<string, unknown> = {}): Float64Array[] {
   const head = cfg.tieWordEmbeddings ? w("model.embed_tokens.weight") : w("lm_head.weight");
   const logitsScaling = typeof raw.logits_scaling === "number" ? raw.logits_scaling : 1;
-  return referenceHidden(cfg, w, tokens, raw).map((h) => matvec(head, h, cfg.vocabSize).map((v) => v / logitsScaling));
+  const cap = typeof raw.final_logit_softcapping === "number" ? raw.final_logit_softcapping : 0;
+  return referenceHidden(cfg, w, tokens, raw).map((h) => matvec(head, h, cfg.vocabSize).map((v) => (cap ? cap * Math.tanh(v / logitsScaling / cap) : v / logitsScaling)));
 }
 
 /** Granite's multipliers as HF's config.json names them (`raw`: the file itself, not vbun's parse of it). */

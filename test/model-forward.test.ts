@@ -66,6 +66,7 @@ const CASES: [string, TinyModelOptions][] = [
   ["mistral (sliding window 5 on every layer)", { arch: "mistral", seed: 11, vocabSize: 2048, slidingWindow: 5 }],
   ["qwen2 with use_sliding_window (window 3 from layer 1 on: max_window_layers)", { arch: "qwen2", seed: 12, vocabSize: 2048, slidingWindow: 3, maxWindowLayers: 1 }],
   ["gemma3 (sandwich norms, GELU-tanh, sliding layers with their own RoPE base, √H embeddings)", { arch: "gemma3", seed: 13, vocabSize: 2048, numLayers: 3 }],
+  ["gemma2 (soft-capped attention scores and logits, alternating sliding layers)", { arch: "gemma2", seed: 15, vocabSize: 2048, numLayers: 3 }],
   ["qwen3 with YaRN rope scaling", { arch: "qwen3", seed: 5, vocabSize: 2048, ropeScaling: { rope_type: "yarn", factor: 4, original_max_position_embeddings: 64 } }],
 ];
 

@@ -189,7 +189,7 @@ describe("checkpoints", () => {
     expect(() => windows("Qwen3ForCausalLM", { sliding_window: 64, layer_types: ["sliding_attention"] })).toThrow(`x/config.json: layer_types must list "sliding_attention" or "full_attention" for each of the 4 layers, got ["sliding_attention"]`);
     expect(() => windows("MistralForCausalLM", { sliding_window: -1 })).toThrow("field 'sliding_window' must be a positive integer, got -1");
   });
-  test("Gemma 3: sliding_window_pattern, the local RoPE base, query_pre_attn_scalar, √H embeddings in the checkpoint's dtype; soft-capping is refused", () => {
+  test("Gemma 3 and 2: sliding_window_pattern, the local RoPE base, query_pre_attn_scalar, √H embeddings in the checkpoint's dtype, Gemma 2's soft-capping", () => {
     // Gemma-3-1B's fields (a smaller body), as its config.json has them before transformers wrote layer_types.
     const g3 = { architectures: ["Gemma3ForCausalLM"], hidden_size: 1152, num_attention_heads: 4, num_key_value_heads: 1, head_dim: 256, intermediate_size: 64, num_hidden_layers: 7, vocab_size: 10,
       hidden_activation: "gelu_pytorch_tanh", query_pre_attn_scalar: 256, rope_theta: 1000000, rope_local_base_freq: 10000, sliding_window: 512, sliding_window_pattern: 6,
@@ -200,7 +200,11 @@ describe("checkpoints", () => {
     // √1152 = 33.941…, which bfloat16 holds as 34 (transformers multiplies by the embedding dtype's value).
     expect(c.scales.embedding).toBe(34);
     expect(parseModelConfig({ ...g3, torch_dtype: "float32" }).scales.embedding).toBe(Math.fround(Math.sqrt(1152)));
-    expect(() => parseModelConfig({ ...g3, final_logit_softcapping: 30 }, "x/config.json")).toThrow("x/config.json: final_logit_softcapping 30 is not supported (Gemma 2's logit soft-capping)");
+    // Gemma 2 (gemma-2-9b's fields): soft-capping, layers alternating from a sliding first, no q/k norms, one RoPE base.
+    const g2 = parseModelConfig({ ...g3, architectures: ["Gemma2ForCausalLM"], sliding_window_pattern: undefined, rope_local_base_freq: undefined, sliding_window: 4096, attn_logit_softcapping: 50, final_logit_softcapping: 30 });
+    expect([g2.architecture, g2.qkNorm, g2.gemmaNorms, g2.localRopeTheta, g2.attnLogitSoftcap, g2.finalLogitSoftcap]).toEqual(["gemma2", false, true, null, 50, 30]);
+    expect(g2.layerWindows).toEqual([4096, 0, 4096, 0, 4096, 0, 4096]);
+    expect(() => parseModelConfig({ ...g3, attn_logit_softcapping: -1 }, "x/config.json")).toThrow("field 'attn_logit_softcapping' must be a positive number, got -1");
     expect(() => parseModelConfig({ ...g3, hidden_activation: "gelu" }, "x/config.json")).toThrow("unsupported hidden_act 'gelu' (silu, or gelu_pytorch_tanh)");
     // The other architectures keep SiLU and plain norms.
     expect(parseModelConfig({ ...g3, architectures: ["LlamaForCausalLM"], hidden_activation: undefined, sliding_window: null }).gemmaNorms).toBe(false);

@@ -26,6 +26,7 @@ const MODELS: [string, TinyModelOptions][] = [
   ["qwen2_moe (gated shared expert sliced per rank)", { arch: "qwen2_moe", seed: 6, vocabSize: 2048, numExperts: 6, topK: 4 }],
   // Gemma's sandwich norms come after each all-reduce (they need the whole output).
   ["gemma3 (sandwich norms, sliding and global layers)", { arch: "gemma3", seed: 7, vocabSize: 2048, numLayers: 3 }],
+  ["gemma2 (soft-capped logits after the vocab-parallel gather)", { arch: "gemma2", seed: 8, vocabSize: 2048, numLayers: 3 }],
 ];
 
 describe("greedy outputs with TP = 2 and TP = 4 equal TP = 1 over 32 tokens", () => {

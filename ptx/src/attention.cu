@@ -15,12 +15,12 @@
 #define MAX_D 256
 #define SPLIT 512
 
-// Online-softmax attention of the block's G query heads (in q_s) over context positions [begin, end):
+// Online-softmax attention of the block's G query heads (in q_s, pre-scaled) over context positions [begin, end):
 // 128 keys at a time, each thread scoring one key, then all threads accumulating V over their dimensions
 // (d = tid and tid + 128). Updates the running max m, denominator l and unnormalised output acc.
 __device__ __forceinline__ void attend_keys(const float (&q_s)[MAX_G][MAX_D], float (&p_s)[MAX_G][CHUNK], int (&slot_s)[CHUNK], float* scratch,
                                             const bf16* __restrict__ k_cache, const bf16* __restrict__ v_cache, const int* __restrict__ table,
-                                            int block_size, int kv_stride, int kvh, int G, int D, float scale, int begin, int end,
+                                            int block_size, int kv_stride, int kvh, int G, int D, float softcap, int begin, int end,
                                             float (&m)[MAX_G], float (&l)[MAX_G], float (&acc)[MAX_G][2]) {
   const int tid = threadIdx.x;
   for (int c0 = begin; c0 < end; c0 += CHUNK) {
@@ -40,7 +40,7 @@ __device__ __forceinline__ void attend_keys(const float (&q_s)[MAX_G][MAX_D], fl
         for (int g = 0; g < MAX_G; g++) if (g < G) dot[g] += q_s[g][d] * k0 + q_s[g][d + 1] * k1;
       }
 #pragma unroll
-      for (int g = 0; g < MAX_G; g++) if (g < G) p_s[g][tid] = dot[g] * scale;
+      for (int g = 0; g < MAX_G; g++) if (g < G) p_s[g][tid] = soft_cap(dot[g], softcap);
     } else {
 #pragma unroll
       for (int g = 0; g < MAX_G; g++) if (g < G) p_s[g][tid] = -INFINITY;
@@ -75,7 +75,7 @@ __device__ __forceinline__ void attend_keys(const float (&q_s)[MAX_G][MAX_D], fl
 extern "C" __global__ void __launch_bounds__(CHUNK) paged_attention_bf16(
     const bf16* __restrict__ qkv, const bf16* __restrict__ k_cache, const bf16* __restrict__ v_cache, bf16* __restrict__ out,
     const int* __restrict__ query_start, const int* __restrict__ seq_lens, const int* __restrict__ block_tables,
-    int num_seqs, int max_blocks_per_seq, int block_size, int num_heads, int num_kv_heads, int head_dim, float scale, int window) {
+    int num_seqs, int max_blocks_per_seq, int block_size, int num_heads, int num_kv_heads, int head_dim, float scale, int window, float softcap) {
   __shared__ float q_s[MAX_G][MAX_D];
   __shared__ float p_s[MAX_G][CHUNK];
   __shared__ int slot_s[CHUNK];
@@ -96,14 +96,14 @@ extern "C" __global__ void __launch_bounds__(CHUNK) paged_attention_bf16(
   const size_t qkv_stride = (size_t)(num_heads + 2 * num_kv_heads) * D;
   const int kv_stride = num_kv_heads * D;
 
-  for (int i = tid; i < G * D; i += CHUNK) q_s[i / D][i % D] = to_f(qkv[t * qkv_stride + (size_t)(kvh * G) * D + i]);
+  for (int i = tid; i < G * D; i += CHUNK) q_s[i / D][i % D] = to_f(qkv[t * qkv_stride + (size_t)(kvh * G) * D + i]) * scale;
 
   float m[MAX_G], l[MAX_G], acc[MAX_G][2];
 #pragma unroll
   for (int g = 0; g < MAX_G; g++) { m[g] = -INFINITY; l[g] = 0.f; acc[g][0] = acc[g][1] = 0.f; }
   __syncthreads();
 
-  attend_keys(q_s, p_s, slot_s, scratch, k_cache, v_cache, table, block_size, kv_stride, kvh, G, D, scale, window > 0 ? max(0, ctx - window) : 0, ctx, m, l, acc);
+  attend_keys(q_s, p_s, slot_s, scratch, k_cache, v_cache, table, block_size, kv_stride, kvh, G, D, softcap, window > 0 ? max(0, ctx - window) : 0, ctx, m, l, acc);
   bf16* o = out + (size_t)t * num_heads * D + (size_t)kvh * G * D;
 #pragma unroll
   for (int g = 0; g < MAX_G; g++) {
@@ -120,7 +120,7 @@ extern "C" __global__ void __launch_bounds__(CHUNK) paged_attention_bf16(
 extern "C" __global__ void __launch_bounds__(CHUNK) paged_attention_split_bf16(
     const bf16* __restrict__ qkv, const bf16* __restrict__ k_cache, const bf16* __restrict__ v_cache, float* __restrict__ partial,
     const int* __restrict__ seq_lens, const int* __restrict__ block_tables, int max_blocks_per_seq, int block_size,
-    int num_heads, int num_kv_heads, int head_dim, float scale, int window) {
+    int num_heads, int num_kv_heads, int head_dim, float scale, int window, float softcap) {
   __shared__ float q_s[MAX_G][MAX_D];
   __shared__ float p_s[MAX_G][CHUNK];
   __shared__ int slot_s[CHUNK];
@@ -135,13 +135,13 @@ extern "C" __global__ void __launch_bounds__(CHUNK) paged_attention_split_bf16(
   const int kv_stride = num_kv_heads * D;
   float* out = partial + (((size_t)t * num_kv_heads + kvh) * splits + z) * G * (D + 2);
 
-  for (int i = tid; i < G * D; i += CHUNK) q_s[i / D][i % D] = to_f(qkv[t * qkv_stride + (size_t)(kvh * G) * D + i]);
+  for (int i = tid; i < G * D; i += CHUNK) q_s[i / D][i % D] = to_f(qkv[t * qkv_stride + (size_t)(kvh * G) * D + i]) * scale;
   float m[MAX_G], l[MAX_G], acc[MAX_G][2];
 #pragma unroll
   for (int g = 0; g < MAX_G; g++) { m[g] = -INFINITY; l[g] = 0.f; acc[g][0] = acc[g][1] = 0.f; }
   __syncthreads();
 
-  attend_keys(q_s, p_s, slot_s, scratch, k_cache, v_cache, table, block_size, kv_stride, kvh, G, D, scale, begin, end, m, l, acc);
+  attend_keys(q_s, p_s, slot_s, scratch, k_cache, v_cache, table, block_size, kv_stride, kvh, G, D, softcap, begin, end, m, l, acc);
 #pragma unroll
   for (int g = 0; g < MAX_G; g++) {
     if (g >= G) break;

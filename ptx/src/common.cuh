@@ -27,5 +27,11 @@ __device__ __forceinline__ float block_reduce(float v, float* scratch) {
   return v;
 }
 
+// Gemma 2's soft-capping: cap · tanh(s / cap), tanh(u) as 1 − 2 / (e^{2u} + 1); cap 0 leaves s as it is.
+// Fast divisions: an IEEE one calls a slow-path subroutine, whose stack frame spills registers.
+__device__ __forceinline__ float soft_cap(float s, float cap) {
+  return cap > 0.f ? cap * (1.f - __fdividef(2.f, __expf(__fdividef(2.f * s, cap)) + 1.f)) : s;
+}
+
 __device__ __forceinline__ float block_sum(float v, float* scratch) { return block_reduce<SumOp>(v, scratch); }
 __device__ __forceinline__ float block_max(float v, float* scratch) { return block_reduce<MaxOp>(v, scratch); }

@@ -47,7 +47,7 @@ template <int D, int G>
 __device__ __forceinline__ void paged_decode(const bf16* __restrict__ qkv, const bf16* __restrict__ k_cache, const bf16* __restrict__ v_cache,
                                              float* __restrict__ partial, bf16* __restrict__ final_out, const int* __restrict__ seq_lens,
                                              const int* __restrict__ block_tables, int max_blocks_per_seq, int block_size, int keys_per_split,
-                                             int num_heads, int num_kv_heads, float scale, int window) {
+                                             int num_heads, int num_kv_heads, float scale, int window, float softcap) {
   constexpr int E = D / 16;
   __shared__ __align__(16) float q_s[G * D];
   __shared__ __align__(16) float acc_s[GROUPS][G * D];
@@ -95,6 +95,7 @@ __device__ __forceinline__ void paged_decode(const bf16* __restrict__ qkv, const
       }
 #pragma unroll
       for (int o = 8; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+      s = soft_cap(s, softcap);
       if (valid) {
         const float m_new = fmaxf(m[g], s);
         const float f = __expf(m[g] - m_new), p = __expf(s - m_new);
@@ -143,9 +144,9 @@ __device__ __forceinline__ void paged_decode(const bf16* __restrict__ qkv, const
   extern "C" __global__ void __launch_bounds__(128, 4) paged_decode_d##D##_g##G##_bf16(                                                      \
       const bf16* __restrict__ qkv, const bf16* __restrict__ k_cache, const bf16* __restrict__ v_cache, float* __restrict__ partial,      \
       bf16* __restrict__ final_out, const int* __restrict__ seq_lens, const int* __restrict__ block_tables, int max_blocks_per_seq,       \
-      int block_size, int keys_per_split, int num_heads, int num_kv_heads, float scale, int window) {                                    \
+      int block_size, int keys_per_split, int num_heads, int num_kv_heads, float scale, int window, float softcap) {                      \
     paged_decode<D, G>(qkv, k_cache, v_cache, partial, final_out, seq_lens, block_tables, max_blocks_per_seq, block_size, keys_per_split, \
-                       num_heads, num_kv_heads, scale, window);                                                                            \
+                       num_heads, num_kv_heads, scale, window, softcap);                                                                   \
   }
 
 DECODE_KERNEL(64, 1)

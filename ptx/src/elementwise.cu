@@ -38,6 +38,12 @@ extern "C" __global__ void gelu_tanh_mul_bf16(const bf16* __restrict__ x, bf16* 
   out[row * inter + i] = to_bf(to_f(to_bf(0.5f * g * (1.f + th))) * u);
 }
 
+// x = cap · tanh(x / cap) in place (Gemma 2's final logit soft-capping); grid = ceil(n / blockDim)
+extern "C" __global__ void softcap_f32(float* __restrict__ x, float cap, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) x[i] = soft_cap(x[i], cap);
+}
+
 // out[r] = x[rows[r]]; grid = number of rows
 extern "C" __global__ void gather_rows_bf16(const bf16* __restrict__ x, const int* __restrict__ rows, bf16* __restrict__ out, int width) {
   const bf16* src = x + (size_t)rows[blockIdx.x] * width;

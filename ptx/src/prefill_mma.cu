@@ -25,7 +25,7 @@ template <int D>
 __device__ __forceinline__ void prefill_mma(const bf16* __restrict__ qkv, const bf16* __restrict__ k_cache, const bf16* __restrict__ v_cache,
                                             bf16* __restrict__ out, const int* __restrict__ query_start, const int* __restrict__ seq_lens,
                                             const int* __restrict__ block_tables, int max_blocks_per_seq, int block_size, int tiles_per_seq,
-                                            int num_heads, int num_kv_heads, float scale, int window) {
+                                            int num_heads, int num_kv_heads, float scale, int window, float softcap) {
   __shared__ __align__(16) bf16 k_s[KT][D + 8];   // +8: shift rows across banks
   __shared__ __align__(16) bf16 vt_s[D][KT + 8];
   const int s = blockIdx.x / tiles_per_seq, tile = blockIdx.x % tiles_per_seq, h = blockIdx.y;
@@ -101,8 +101,8 @@ __device__ __forceinline__ void prefill_mma(const bf16* __restrict__ qkv, const 
 #pragma unroll
       for (int e = 0; e < 2; e++) {
         const int key = k0 + n * 8 + c + e;
-        sc[n][e] = key <= pos0 && key > lo0 ? sc[n][e] * scale : -INFINITY;
-        sc[n][2 + e] = key <= pos1 && key > lo1 ? sc[n][2 + e] * scale : -INFINITY;
+        sc[n][e] = key <= pos0 && key > lo0 ? soft_cap(sc[n][e] * scale, softcap) : -INFINITY;
+        sc[n][2 + e] = key <= pos1 && key > lo1 ? soft_cap(sc[n][2 + e] * scale, softcap) : -INFINITY;
         mx0 = fmaxf(mx0, sc[n][e]);
         mx1 = fmaxf(mx1, sc[n][2 + e]);
       }
@@ -163,9 +163,10 @@ __device__ __forceinline__ void prefill_mma(const bf16* __restrict__ qkv, const 
   extern "C" __global__ void __launch_bounds__(128) paged_prefill_mma_d##D##_bf16(                                                 \
       const bf16* __restrict__ qkv, const bf16* __restrict__ k_cache, const bf16* __restrict__ v_cache, bf16* __restrict__ out,    \
       const int* __restrict__ query_start, const int* __restrict__ seq_lens, const int* __restrict__ block_tables,                  \
-      int max_blocks_per_seq, int block_size, int tiles_per_seq, int num_heads, int num_kv_heads, float scale, int window) {       \
+      int max_blocks_per_seq, int block_size, int tiles_per_seq, int num_heads, int num_kv_heads, float scale, int window,         \
+      float softcap) {                                                                                                              \
     prefill_mma<D>(qkv, k_cache, v_cache, out, query_start, seq_lens, block_tables, max_blocks_per_seq, block_size, tiles_per_seq, \
-                   num_heads, num_kv_heads, scale, window);                                                                          \
+                   num_heads, num_kv_heads, scale, window, softcap);                                                                 \
   }
 
 PREFILL_MMA(64)

@@ -108,6 +108,8 @@ export interface AttentionShape {
   scale: number;
   /** Sliding-window attention: a query at position p sees keys p − window < k ≤ p (the last `window`); 0 or absent: all of them. */
   window?: number;
+  /** Gemma 2: each (scaled) score s becomes softcap · tanh(s / softcap); 0 or absent: none. */
+  softcap?: number;
 }
 
 export interface Backend<T extends Tensor = Tensor> {
@@ -167,6 +169,8 @@ export interface Backend<T extends Tensor = Tensor> {
   moeExperts(x: T, ids: T, weights: T, w13: T, w2: T, numExperts: number, scratch: MoeScratch<T>, out: T): void;
   /** out[t] += sigmoid(gate[t]) · x[t], gate being [n, 1] (Qwen2-MoE's gated shared expert). */
   sigmoidGatedAdd(x: T, gate: T, out: T): void;
+  /** x = cap · tanh(x / cap), in place (Gemma 2's final logit soft-capping; f32 logits). */
+  softcap(x: T, cap: number): void;
   /** out[i] = x[rows[i]] */
   gatherRows(x: T, rows: T, numRows: number, out: T): void;
   /**

@@ -152,7 +152,7 @@ export class CausalLM<T extends Tensor> {
     this.pooling = opts.pooling ?? false;
     this.shard = { rank: collective?.rank ?? 0, size: collective?.size ?? 1 };
     this.dims = localDims(cfg, this.shard);
-    this.attention = { numHeads: this.dims.numHeads, numKvHeads: this.dims.numKvHeads, headDim: cfg.headDim, scale: cfg.scales.attention };
+    this.attention = { numHeads: this.dims.numHeads, numKvHeads: this.dims.numKvHeads, headDim: cfg.headDim, scale: cfg.scales.attention, ...(cfg.attnLogitSoftcap ? { softcap: cfg.attnLogitSoftcap } : {}) };
     this.layerAttention = cfg.layerWindows.map((w) => (w > 0 ? { ...this.attention, window: w } : this.attention));
   }
 
@@ -554,13 +554,13 @@ export class CausalLM<T extends Tensor> {
     b.addRmsNorm(toResidual, residual, this.finalNorm, eps, normed);
     b.gatherRows(normed, step.logitsRows, m, last);
     if (this.pooling) return last;
-    if (!tp) {
-      b.linear(last, this.lmHead, null, logits);
-      return logits;
+    if (!tp) b.linear(last, this.lmHead, null, logits);
+    else {
+      const local = b.rows(ws.localLogits, m);
+      b.linear(last, this.lmHead, null, local);
+      tp.gatherLogits(local, logits, m);
     }
-    const local = b.rows(ws.localLogits, m);
-    b.linear(last, this.lmHead, null, local);
-    tp.gatherLogits(local, logits, m);
+    if (c.finalLogitSoftcap) b.softcap(logits, c.finalLogitSoftcap);
     return logits;
   }
 }

@@ -3,7 +3,7 @@ import { readFileSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import { fromFloat32, parseDTypeName, toFloat32, type DType } from "../loader/dtype.ts";
 
-export type Architecture = "qwen3" | "qwen2" | "llama" | "gemma3";
+export type Architecture = "qwen3" | "qwen2" | "llama" | "gemma2" | "gemma3";
 
 /** rope_scaling: linear (positions / factor), Llama 3's smoothed per-frequency scaling, or YaRN (Qwen's long-context recipe). */
 export type RopeScaling =
@@ -69,6 +69,9 @@ export interface ModelConfig {
    * before the MLP).
    */
   gemmaNorms: boolean;
+  /** Gemma 2's soft-capping: attention scores become cap·tanh(score / cap), and so do the final logits; null: none. */
+  attnLogitSoftcap: number | null;
+  finalLogitSoftcap: number | null;
   /** Mixture of experts (Qwen3-MoE, Qwen2-MoE, Mixtral): which layers route each token to experts, and how; null: every MLP is dense. */
   moe: MoeConfig | null;
   /** Matryoshka embeddings (is_matryoshka / matryoshka_dimensions): sizes a request may cut them to; "any"; or null. */
@@ -130,6 +133,8 @@ const ARCHITECTURES: Record<string, Architecture> = {
   MistralForCausalLM: "llama",
   // Google's Gemma 3 (text: the 1B and 270M checkpoints): sandwich norms, GELU-tanh MLP, sliding-window layers with their own RoPE base.
   Gemma3ForCausalLM: "gemma3",
+  // Gemma 2: Gemma 3's layout without q/k norms, with soft-capped attention scores and logits; layers alternate sliding and global.
+  Gemma2ForCausalLM: "gemma2",
   // Gemma 3 4B / 12B / 27B: the multimodal checkpoints, served as text models (their language model; the
   // vision tower is not loaded).
   Gemma3ForConditionalGeneration: "gemma3",
@@ -186,18 +191,16 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
   const headDim = raw.head_dim == null ? hiddenSize / numHeads : int("head_dim");
   if (!Number.isInteger(headDim) || headDim % 2 !== 0) throw new ConfigError(file, `head_dim must be an even integer, got ${headDim}`);
 
-  const gemma = architecture === "gemma3";
+  const gemma = architecture === "gemma3" || architecture === "gemma2";
   // Gemma names its activation hidden_activation (its hidden_act is a legacy field).
   const act = (gemma ? raw.hidden_activation ?? raw.hidden_act : raw.hidden_act) ?? "silu";
   if (act !== "silu" && act !== "gelu_pytorch_tanh") throw new ConfigError(file, `unsupported hidden_act '${act}' (silu, or gelu_pytorch_tanh)`);
-  for (const key of ["attn_logit_softcapping", "final_logit_softcapping"])
-    if (raw[key] != null) throw new ConfigError(file, `${key} ${JSON.stringify(raw[key])} is not supported (Gemma 2's logit soft-capping)`);
   if (raw.use_bidirectional_attention === true) throw new ConfigError(file, "use_bidirectional_attention=true is not supported (causal attention only)");
   if (raw.mlp_bias === true) throw new ConfigError(file, "mlp_bias=true is not supported");
   if (raw.partial_rotary_factor != null && raw.partial_rotary_factor !== 1) throw new ConfigError(file, `partial_rotary_factor ${JSON.stringify(raw.partial_rotary_factor)} is not supported (RoPE over the whole head only)`);
   const numLayers = int("num_hidden_layers");
-  // Gemma 3 without layer_types: every sliding_window_pattern-th layer is global, the others slide.
-  const pattern = gemma && raw.layer_types == null ? int("sliding_window_pattern", 6) : 0;
+  // Gemma without layer_types: every sliding_window_pattern-th layer is global (Gemma 2: every second), the others slide.
+  const pattern = gemma && raw.layer_types == null ? (architecture === "gemma2" ? 2 : int("sliding_window_pattern", 6)) : 0;
   const layerWindows = parseLayerWindows(pattern ? { ...raw, layer_types: Array.from({ length: numLayers }, (_, l) => ((l + 1) % pattern ? "sliding_attention" : "full_attention")) } : raw, numLayers, int, file);
   const slidingWindow = layerWindows.some((w) => w > 0) ? int("sliding_window") : null;
 
@@ -223,7 +226,9 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
       attention: gemma ? 1 / Math.sqrt(num("query_pre_attn_scalar", headDim)) : raw.attention_multiplier == null ? 1 / Math.sqrt(headDim) : num("attention_multiplier", 1),
       logitsScaling: num("logits_scaling", 1),
     },
-    localRopeTheta: gemma ? num("rope_local_base_freq", 10000) : null,
+    localRopeTheta: architecture === "gemma3" ? num("rope_local_base_freq", 10000) : null,
+    attnLogitSoftcap: raw.attn_logit_softcapping == null ? null : num("attn_logit_softcapping", 1),
+    finalLogitSoftcap: raw.final_logit_softcapping == null ? null : num("final_logit_softcapping", 1),
     activation: act === "silu" ? "silu" : "gelu_tanh",
     gemmaNorms: gemma,
     hiddenSize,
@@ -240,7 +245,7 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
     tieWordEmbeddings: raw.tie_word_embeddings === true,
     qkvBias: architecture === "qwen2" ? true : attentionBias,
     oBias: architecture === "qwen2" ? false : attentionBias,
-    qkNorm: architecture === "qwen3" || gemma,
+    qkNorm: architecture === "qwen3" || architecture === "gemma3",
     torchDtype,
     bosTokenId: typeof raw.bos_token_id === "number" ? raw.bos_token_id : null,
     eosTokenIds: idList(raw.eos_token_id),

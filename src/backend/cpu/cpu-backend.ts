@@ -239,6 +239,11 @@ export class CpuBackend implements Backend<T> {
     }
   }
 
+  softcap(x: T, cap: number): void {
+    const d = f32(x);
+    for (let i = 0; i < d.length; i++) d[i] = cap * Math.tanh(d[i]! / cap);
+  }
+
   geluTanhMul(x: T, out: T): void {
     const t = x as CpuTensor;
     k.geluTanhMul(t.data, t.numRows, t.width / 2, f32(out));

@@ -136,7 +136,8 @@ export function pagedAttention(qkv: Float32Array, kCache: Float32Array, vCache: 
           const ko = slot * kvWidth + kvh * D;
           let dot = 0;
           for (let d = 0; d < D; d++) dot += qkv[qo + d]! * kCache[ko + d]!;
-          const sc = dot * s.scale;
+          // Gemma 2's soft-capping of the scaled score.
+          const sc = s.softcap ? s.softcap * Math.tanh((dot * s.scale) / s.softcap) : dot * s.scale;
           scores[j] = sc;
           if (sc > max) max = sc;
         }

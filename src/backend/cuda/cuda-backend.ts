@@ -528,12 +528,12 @@ export class CudaBackend implements Backend<CudaTensor> {
       if (groups) {
         this.k.launch(`paged_decode_d${s.headDim}_g${G}_bf16` as KernelName, [step.numTokens, s.numKvHeads, splits], 128, [
           P(qkv), P(kCache), P(vCache), partial, P(out), P(step.seqLens), P(step.blockTables), I(step.maxBlocksPerSeq), I(blockSize), I(keysPerSplit),
-          I(s.numHeads), I(s.numKvHeads), F(s.scale), I(s.window ?? 0)]);
+          I(s.numHeads), I(s.numKvHeads), F(s.scale), I(s.window ?? 0), F(s.softcap ?? 0)]);
         if (splits === 1) return;
       } else {
         this.k.launch("paged_attention_split_bf16", [step.numTokens, s.numKvHeads, splits], 128, [
           P(qkv), P(kCache), P(vCache), partial, P(step.seqLens), P(step.blockTables), I(step.maxBlocksPerSeq), I(blockSize),
-          I(s.numHeads), I(s.numKvHeads), I(s.headDim), F(s.scale), I(s.window ?? 0)]);
+          I(s.numHeads), I(s.numKvHeads), I(s.headDim), F(s.scale), I(s.window ?? 0), F(s.softcap ?? 0)]);
       }
       this.k.launch("paged_attention_combine_bf16", [step.numTokens, s.numHeads], Math.ceil(s.headDim / 32) * 32, [partial, P(out), I(splits), I(s.numHeads), I(s.numKvHeads), I(s.headDim)]);
       return;
@@ -542,12 +542,12 @@ export class CudaBackend implements Backend<CudaTensor> {
       const tiles = Math.ceil(step.maxQueryLen / 64);
       this.k.launch(s.headDim === 64 ? "paged_prefill_mma_d64_bf16" : "paged_prefill_mma_d128_bf16", [step.numSeqs * tiles, s.numHeads], 128, [
         P(qkv), P(kCache), P(vCache), P(out), P(step.queryStart), P(step.seqLens), P(step.blockTables),
-        I(step.maxBlocksPerSeq), I(blockSize), I(tiles), I(s.numHeads), I(s.numKvHeads), F(s.scale), I(s.window ?? 0)]);
+        I(step.maxBlocksPerSeq), I(blockSize), I(tiles), I(s.numHeads), I(s.numKvHeads), F(s.scale), I(s.window ?? 0), F(s.softcap ?? 0)]);
       return;
     }
     this.k.launch("paged_attention_bf16", [step.numTokens, s.numKvHeads], 128, [
       P(qkv), P(kCache), P(vCache), P(out), P(step.queryStart), P(step.seqLens), P(step.blockTables),
-      I(step.numSeqs), I(step.maxBlocksPerSeq), I(blockSize), I(s.numHeads), I(s.numKvHeads), I(s.headDim), F(s.scale), I(s.window ?? 0)]);
+      I(step.numSeqs), I(step.maxBlocksPerSeq), I(blockSize), I(s.numHeads), I(s.numKvHeads), I(s.headDim), F(s.scale), I(s.window ?? 0), F(s.softcap ?? 0)]);
   }
 
   /**
@@ -597,6 +597,12 @@ export class CudaBackend implements Backend<CudaTensor> {
 
   sigmoidGatedAdd(x: CudaTensor, gate: CudaTensor, out: CudaTensor): void {
     this.k.launch("sigmoid_gated_add_bf16", [Math.ceil(x.width / 256), x.numRows], 256, [P(x), P(gate), P(out), I(x.width)]);
+  }
+
+  softcap(x: CudaTensor, cap: number): void {
+    if (x.dtype !== "f32") throw new Error(`softcap: f32 logits expected, got ${x.dtype}`);
+    const n = numel(x.shape);
+    this.k.launch("softcap_f32", [Math.ceil(n / 256)], 256, [P(x), F(cap), I(n)]);
   }
 
   geluTanhMul(x: CudaTensor, out: CudaTensor): void {
