@@ -56,6 +56,14 @@ extern "C" __global__ void moe_route_bf16(const bf16* __restrict__ logits, int* 
     for (int j = 0; j < top_k; j++) weights[t * top_k + j] /= sum;
 }
 
+// Stages ids[base, base + 256) in shared memory (−1 past the end), between barriers; returns how many are entries.
+__device__ __forceinline__ int stage_ids(const int* __restrict__ ids, int* chunk, int base, int entries) {
+  __syncthreads();
+  chunk[threadIdx.x] = base + (int)threadIdx.x < entries ? ids[base + threadIdx.x] : -1;
+  __syncthreads();
+  return min(ALIGN_THREADS, entries - base);
+}
+
 // Groups the entries by expert (a stable counting sort: thread i owns experts i, i + 256, …, and reads
 // every entry's expert from shared memory, in order) and lays out the tiles. grid = 1, block = 256
 extern "C" __global__ void moe_align_i32(const int* __restrict__ ids, int* __restrict__ routing, int entries, int num_experts, int max_tiles) {
@@ -66,10 +74,7 @@ extern "C" __global__ void moe_align_i32(const int* __restrict__ ids, int* __res
   const int tid = threadIdx.x;
   for (int e = tid; e < num_experts; e += ALIGN_THREADS) count[e] = 0;
   for (int base = 0; base < entries; base += ALIGN_THREADS) {
-    __syncthreads();
-    chunk[tid] = base + tid < entries ? ids[base + tid] : -1;
-    __syncthreads();
-    const int n = min(ALIGN_THREADS, entries - base);
+    const int n = stage_ids(ids, chunk, base, entries);
     for (int e = tid; e < num_experts; e += ALIGN_THREADS) {
       int c = 0;
       for (int i = 0; i < n; i++) c += chunk[i] == e;
@@ -99,10 +104,7 @@ extern "C" __global__ void moe_align_i32(const int* __restrict__ ids, int* __res
     }
   }
   for (int base = 0; base < entries; base += ALIGN_THREADS) {
-    __syncthreads();
-    chunk[tid] = base + tid < entries ? ids[base + tid] : -1;
-    __syncthreads();
-    const int n = min(ALIGN_THREADS, entries - base);
+    const int n = stage_ids(ids, chunk, base, entries);
     for (int e = tid; e < num_experts; e += ALIGN_THREADS) {
       int pos = first[e];
       for (int i = 0; i < n; i++)
