@@ -182,7 +182,9 @@ export async function serve(args: string[]): Promise<number> {
     if (stopping) { await engine.shutdown(0); return 0; }
     state.asyncEngine = engine;
     const i = engine.info, c = engine.modelConfig;
-    log(`loaded ${i.modelDir}: ${c.architecture}, ${c.numLayers} layers, hidden ${c.hiddenSize}, vocab ${c.vocabSize} on ${i.device} in ${i.loadSeconds.toFixed(2)}s`);
+    const experts = c.moe ? `, ${c.moe.numExperts} experts (top ${c.moe.topK}) in ${c.moe.sparseLayers.filter(Boolean).length} layers` : "";
+    const windows = c.slidingWindow ? `, sliding window ${c.slidingWindow} in ${c.layerWindows.filter((w) => w > 0).length} layers` : "";
+    log(`loaded ${i.modelDir}: ${c.architecture}, ${c.numLayers} layers${experts}${windows}, hidden ${c.hiddenSize}, vocab ${c.vocabSize} on ${i.device} in ${i.loadSeconds.toFixed(2)}s`);
     log(`${i.kvCapacityTokens} tokens of KV cache; max_model_len ${i.maxModelLen}; prefix caching ${opts.enablePrefixCaching === false ? "off" : "on"}`);
     log(`ready in ${((performance.now() - t0) / 1000).toFixed(2)}s: serving '${served}' at http://${server.hostname}:${server.port}/v1`);
     if (!values["disable-log-stats"]) {
