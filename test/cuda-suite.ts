@@ -178,25 +178,33 @@ export function defineCudaSuites(target: CudaTarget): void {
       for (let r = 0; r < n; r++) if (slots[r] === -1) expect(Array.from(h.subarray(r * O, (r + 1) * O))).toEqual(Array.from(base.subarray(r * O, (r + 1) * O)));
     }, timeoutMs);
 
-    test("mixture of experts: routing (softmax, top-k, renormalized or not), the grouped expert GEMMs and the weighted sum, and the gated shared-expert add match the CPU twin", () => {
-      // Every row favours expert 2 (more than a 16-row tile of it: two tiles), the other choice random.
-      const n = 2 * Z.rows + 3, H = Z.hidden, E = 6, K = 2, I = 48, entries = n * K;
-      const logits = bf16Round(randn(n * E).map((v, i) => (i % E === 2 ? v + 4 : v))), x = randn(n * H), w13 = randn(E * 2 * I * H, 1 / Math.sqrt(H)), w2 = randn(E * H * I, 1 / Math.sqrt(I));
-      for (const renormalize of [true, false]) {
-        const ids = out([n, K], "i32"), weights = out([n, K], "f32");
-        g.moeRoute(up(logits, [n, E]), K, renormalize, ids, weights);
-        const cIds = new CpuIntTensor(new Int32Array(n * K), [n, K]), cW = new CpuTensor(new Float32Array(n * K), [n, K]);
-        cpu.moeRoute(new CpuTensor(logits, [n, E]), K, renormalize, cIds, cW);
-        expect(Array.from(g.toHost(ids))).toEqual(Array.from(cIds.data));
-        check(weights, cW.data, 1e-5);
-        const y = out([n, H]);
-        const scratch = { gateUp: out([entries, 2 * I]), act: out([entries, I]), expertOut: out([entries, H]), routing: out([moeRoutingInts(entries, E)], "i32") };
-        g.moeExperts(up(x, [n, H]), ids, weights, up(w13, [E * 2 * I, H]), up(w2, [E * H, I]), E, scratch, y);
-        const cY = new CpuTensor(new Float32Array(n * H), [n, H]);
-        const cScratch = { gateUp: cpu.empty([entries, 2 * I]), act: cpu.empty([entries, I]), expertOut: cpu.empty([entries, H]), routing: cpu.empty([1], "i32") };
-        cpu.moeExperts(new CpuTensor(x, [n, H]), cIds, cW, new CpuTensor(w13, [E * 2 * I, H]), new CpuTensor(w2, [E * H, I]), E, cScratch, cY);
-        check(y, cY.data, 2e-2);
-      }
+    // Expert counts past one per lane of the routing warp (40) and past one per thread of the grouping block (300).
+    for (const [E, K] of [[6, 2], [40, 8], [300, 4]] as const) {
+      test(`mixture of experts, ${E} experts, top ${K}: routing (softmax, top-k, renormalized or not), the grouped expert GEMMs and the weighted sum match the CPU twin`, () => {
+        // Every row favours expert 2 (more than a 16-row tile of it: two tiles), the other choices random.
+        const n = 2 * Z.rows + 3, H = Z.hidden, I = 48, entries = n * K;
+        const logits = bf16Round(randn(n * E).map((v, i) => (i % E === 2 ? v + 4 : v))), x = randn(n * H), w13 = randn(E * 2 * I * H, 1 / Math.sqrt(H)), w2 = randn(E * H * I, 1 / Math.sqrt(I));
+        const gw13 = up(w13, [E * 2 * I, H]), gw2 = up(w2, [E * H, I]);
+        for (const renormalize of [true, false]) {
+          const ids = out([n, K], "i32"), weights = out([n, K], "f32");
+          g.moeRoute(up(logits, [n, E]), K, renormalize, ids, weights);
+          const cIds = new CpuIntTensor(new Int32Array(n * K), [n, K]), cW = new CpuTensor(new Float32Array(n * K), [n, K]);
+          cpu.moeRoute(new CpuTensor(logits, [n, E]), K, renormalize, cIds, cW);
+          expect(Array.from(g.toHost(ids))).toEqual(Array.from(cIds.data));
+          check(weights, cW.data, 1e-5);
+          const y = out([n, H]);
+          const scratch = { gateUp: out([entries, 2 * I]), act: out([entries, I]), expertOut: out([entries, H]), routing: out([moeRoutingInts(entries, E)], "i32") };
+          g.moeExperts(up(x, [n, H]), ids, weights, gw13, gw2, E, scratch, y);
+          const cY = new CpuTensor(new Float32Array(n * H), [n, H]);
+          const cScratch = { gateUp: cpu.empty([entries, 2 * I]), act: cpu.empty([entries, I]), expertOut: cpu.empty([entries, H]), routing: cpu.empty([1], "i32") };
+          cpu.moeExperts(new CpuTensor(x, [n, H]), cIds, cW, new CpuTensor(w13, [E * 2 * I, H]), new CpuTensor(w2, [E * H, I]), E, cScratch, cY);
+          check(y, cY.data, 2e-2);
+        }
+      }, timeoutMs);
+    }
+
+    test("the gated shared-expert add (Qwen2-MoE) matches the CPU twin", () => {
+      const n = Z.rows, H = Z.hidden;
       const shared = randn(n * H), gate = randn(n), base = randn(n * H);
       const gOut = up(base, [n, H]);
       g.sigmoidGatedAdd(up(shared, [n, H]), up(gate, [n, 1]), gOut);
