@@ -259,6 +259,36 @@ test("a multimodal Gemma 3 checkpoint (Gemma3ForConditionalGeneration) serves it
   expect([g4.numHeads, g4.numKvHeads, g4.headDim, g4.vocabSize, g4.localRopeTheta, g4.ropeTheta, g4.ropeScaling, g4.layerWindows.filter((w) => w === 0).length]).toEqual([8, 4, 256, 262208, 10000, 1000000, { type: "linear", factor: 8 }, 5]);
 }, 60_000);
 
+test("Qwen vision-language checkpoints (Qwen2.5-VL, Qwen3-VL) serve their language model: the text model's outputs", () => {
+  const prompts = [[1, 2, 3, 4, 5, 6, 7], [9, 8, 7]];
+  const run = (m: string) => {
+    const llm = new LLM({ model: m, ...quiet });
+    try { return llm.generate(prompts, { max_tokens: 8, temperature: 0, logprobs: 0 }).map((o) => ({ tokens: o.outputs[0]!.tokenIds, logprobs: o.outputs[0]!.logprobs!.map((l) => l.logprob) })); } finally { llm.close(); }
+  };
+  const extra = (name: string) => ({ name, dtype: "BF16" as const, shape: [4], bytes: new Uint8Array(8) });
+  // Qwen2.5-VL as first saved: text fields at the top level, M-RoPE sections, the vision tower under visual.
+  const qwen2 = tinyModel({ arch: "qwen2", seed: 16, vocabSize: 2048 });
+  const vl25 = variant(qwen2, "qwen2.5-vl", {
+    config: (c) => { c.architectures = ["Qwen2_5_VLForConditionalGeneration"]; c.model_type = "qwen2_5_vl"; c.rope_scaling = { type: "mrope", mrope_section: [2, 3, 3] }; c.vision_config = { depth: 1 }; },
+    add: [extra("visual.blocks.0.norm1.weight")],
+  });
+  expect(run(vl25)).toEqual(run(qwen2));
+  // Qwen3-VL: the text model's fields in text_config, its tensors under model.language_model.
+  const qwen3 = tinyModel({ arch: "qwen3", seed: 17, vocabSize: 2048, tieWordEmbeddings: false });
+  const vl3 = variant(qwen3, "qwen3-vl", {
+    config: (c) => {
+      const { architectures: _a, model_type: _m, ...text } = c;
+      for (const k of Object.keys(c)) delete c[k];
+      Object.assign(c, { architectures: ["Qwen3VLForConditionalGeneration"], model_type: "qwen3_vl", text_config: { ...text, model_type: "qwen3_vl_text", rope_scaling: { rope_type: "default", mrope_section: [2, 3, 3], mrope_interleaved: true } }, vision_config: { depth: 1 } });
+    },
+    rename: (n) => n.replace(/^model\./, "model.language_model."),
+    add: [extra("model.visual.patch_embed.proj.weight")],
+  });
+  expect(run(vl3)).toEqual(run(qwen3));
+  expect(() => parseModelConfig({ architectures: ["Qwen2_5_VLForConditionalGeneration"], hidden_size: 8, num_attention_heads: 2, intermediate_size: 8, num_hidden_layers: 1, vocab_size: 10, rope_scaling: { rope_type: "yarn", factor: 4, mrope_section: [1, 1, 2] } }, "x/config.json"))
+    .toThrow(`x/config.json: rope_scaling "yarn" with mrope_section is not supported`);
+}, 60_000);
+
 test("a bad CUDA switch is a start-up error naming it, not a silent fall back to the CPU", () => {
   for (const [k, v, allowed] of [["VBUN_GEMM", "fast", "cublas or cublaslt"], ["VBUN_GEMV", "yes", "off or on"], ["VBUN_DECODE_KERNEL", "x", "groups or simple"], ["VBUN_PREFILL_KERNEL", "x", "mma or simple"]] as const) {
     process.env[k] = v;

@@ -138,6 +138,11 @@ const ARCHITECTURES: Record<string, Architecture> = {
   // Gemma 3 4B / 12B / 27B: the multimodal checkpoints, served as text models (their language model; the
   // vision tower is not loaded).
   Gemma3ForConditionalGeneration: "gemma3",
+  // Qwen's vision-language models, served as text models (their language model; no vision tower): Qwen2-VL and
+  // Qwen2.5-VL (Qwen2's decoder), Qwen3-VL (Qwen3's). For text, M-RoPE's three position sections are equal: plain RoPE.
+  Qwen2VLForConditionalGeneration: "qwen2",
+  Qwen2_5_VLForConditionalGeneration: "qwen2",
+  Qwen3VLForConditionalGeneration: "qwen3",
   // Mixtures of experts: Qwen3-MoE (Qwen3's attention), Qwen2-MoE / Qwen1.5-MoE (Qwen2's, with a shared
   // expert), Mixtral (Mistral's): ModelConfig.moe.
   Qwen3MoeForCausalLM: "qwen3",
@@ -168,6 +173,7 @@ function idList(v: unknown): number[] {
 
 export function parseModelConfig(raw: Record<string, unknown>, file = "config.json"): ModelConfig {
   if (Array.isArray(raw.architectures) && raw.architectures[0] === "Gemma3ForConditionalGeneration") raw = gemma3TextConfig(raw, file);
+  else if (Array.isArray(raw.architectures) && QWEN_VL.has(String(raw.architectures[0]))) raw = qwenVlTextConfig(raw, file);
   const archs = raw.architectures;
   if (!Array.isArray(archs) || archs.length === 0) throw new ConfigError(file, "missing 'architectures'");
   const architecture = ARCHITECTURES[String(archs[0])];
@@ -298,6 +304,27 @@ function gemma3TextConfig(raw: Record<string, unknown>, file: string): Record<st
   const top: Record<string, unknown> = {};
   for (const key of ["torch_dtype", "dtype", "bos_token_id", "eos_token_id", "tie_word_embeddings"]) if (raw[key] !== undefined) top[key] = raw[key];
   return { ...GEMMA3_TEXT_DEFAULTS, ...top, ...(text as Record<string, unknown>), architectures: raw.architectures };
+}
+
+const QWEN_VL = new Set(["Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration", "Qwen3VLForConditionalGeneration"]);
+
+/**
+ * A Qwen vision-language config.json as its language model's: the text fields at the top level (Qwen2-VL,
+ * Qwen2.5-VL as first saved) with text_config's over them (Qwen3-VL; newer saves). Their M-RoPE (mrope_section)
+ * rotates text tokens as plain RoPE does — a text token's temporal, height and width positions are equal —
+ * so it reads as no rope_scaling.
+ */
+function qwenVlTextConfig(raw: Record<string, unknown>, file: string): Record<string, unknown> {
+  const text = raw.text_config;
+  if (text != null && (typeof text !== "object" || Array.isArray(text))) throw new ConfigError(file, "field 'text_config' must be an object (the language model's settings)");
+  const merged: Record<string, unknown> = { ...raw, ...(text as Record<string, unknown> | undefined), architectures: raw.architectures };
+  const rs = merged.rope_scaling as Record<string, unknown> | null | undefined;
+  if (rs && typeof rs === "object" && rs.mrope_section !== undefined) {
+    const type = rs.rope_type ?? rs.type;
+    if (type !== undefined && type !== "default" && type !== "mrope") throw new ConfigError(file, `rope_scaling ${JSON.stringify(type)} with mrope_section is not supported`);
+    merged.rope_scaling = null;
+  }
+  return merged;
 }
 
 /** `x` as the checkpoint's dtype holds it (bf16 / f16 rounding; f32 as is). */
