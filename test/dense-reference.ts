@@ -184,14 +184,16 @@ function refSparseMlp(w: W, raw: Record<string, unknown>, p: string, x: Float64A
   const mixtral = raw.num_local_experts != null, m = mixtral ? `${p}block_sparse_moe.` : `${p}mlp.`;
   const E = (mixtral ? raw.num_local_experts : raw.num_experts) as number, k = raw.num_experts_per_tok as number;
   const I = (mixtral ? raw.intermediate_size : raw.moe_intermediate_size) as number;
-  const logits = matvec(w(`${m}gate.weight`), x, E);
+  // Granite: router.layer, experts fused as input_linear [E, 2I, H] and output_linear [E, H, I].
+  const granite = raw.model_type === "granitemoe";
+  const logits = matvec(w(granite ? `${m}router.layer.weight` : `${m}gate.weight`), x, E);
   const top = Math.max(...logits), ex = logits.map((v) => Math.exp(v - top)), z = ex.reduce((a, b) => a + b, 0);
   const chosen = [...ex.keys()].sort((a, b) => ex[b]! - ex[a]! || a - b).slice(0, k);
   const probs = chosen.map((e) => ex[e]! / z), sum = probs.reduce((a, b) => a + b, 0);
   const scale = mixtral || raw.norm_topk_prob === true ? 1 / sum : 1;
   const out = new Float64Array(H);
   chosen.forEach((e, j) => {
-    const y = refMlp(w, `${m}experts.${e}.`, x, I, H, mixtral ? ["w1", "w3", "w2"] : undefined);
+    const y = granite ? fusedExpert(w(`${m}input_linear.weight`), w(`${m}output_linear.weight`), e, x, I, H) : refMlp(w, `${m}experts.${e}.`, x, I, H, mixtral ? ["w1", "w3", "w2"] : undefined);
     for (let i = 0; i < H; i++) out[i]! += probs[j]! * scale * y[i]!;
   });
   const S = raw.shared_expert_intermediate_size as number | undefined;
@@ -200,6 +202,12 @@ function refSparseMlp(w: W, raw: Record<string, unknown>, p: string, x: Float64A
     for (let i = 0; i < H; i++) out[i]! += y[i]! / (1 + Math.exp(-gate));
   }
   return out;
+}
+
+/** Expert e of experts fused per layer: gate and up rows of gu [E, 2I, H], down of dn [E, H, I]. */
+function fusedExpert(gu: Float64Array, dn: Float64Array, e: number, x: Float64Array, I: number, H: number): Float64Array {
+  const g = matvec(gu.subarray(e * 2 * I * H, (e * 2 + 1) * I * H), x, I), u = matvec(gu.subarray((e * 2 + 1) * I * H, (e + 1) * 2 * I * H), x, I);
+  return matvec(dn.subarray(e * H * I, (e + 1) * H * I), g.map((gv, i) => silu(gv) * u[i]!), H);
 }
 
 /** Logits at every position of `tokens`, computed densely in float64. */

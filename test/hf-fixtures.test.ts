@@ -21,7 +21,7 @@ import { tempDir, tinyModel } from "./helpers.ts";
 /** The tiny checkpoints scripts/gpu-check records transformers' outputs for: name → tinyModel's options (make-tiny-model's flags there). */
 const YARN = { rope_type: "yarn", factor: 4.0, original_max_position_embeddings: 1024 };
 const HF_TINY: [string, TinyArch, Record<string, unknown>][] = [["qwen3", "qwen3", {}], ["llama", "llama", {}], ["qwen2", "qwen2", {}], ["granite", "granite", {}], ["smollm3", "smollm3", {}], ["phi3", "phi3", {}], ["qwen3-yarn", "qwen3", { ropeScaling: YARN }],
-  ["qwen3_moe", "qwen3_moe", {}], ["qwen2_moe", "qwen2_moe", {}], ["mixtral", "mixtral", {}], ["gemma3", "gemma3", {}], ["gemma2", "gemma2", {}]];
+  ["qwen3_moe", "qwen3_moe", {}], ["qwen2_moe", "qwen2_moe", {}], ["mixtral", "mixtral", {}], ["gemma3", "gemma3", {}], ["gemma2", "gemma2", {}], ["granitemoe", "granitemoe", {}]];
 
 for (const [name, arch, extra] of HF_TINY) {
   const dir = join(import.meta.dir, "fixtures", `hf-tiny-${name}`);

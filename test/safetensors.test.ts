@@ -223,6 +223,8 @@ describe("checkpoints", () => {
     const mx = parseModelConfig({ architectures: ["MixtralForCausalLM"], ...base, num_local_experts: 8, num_experts_per_tok: 2, sliding_window: null });
     expect([mx.architecture, mx.moe!.intermediateSize, mx.moe!.normTopK, mx.moe!.naming, mx.slidingWindow]).toEqual(["llama", 96, true, "mixtral", null]);
     expect(parseModelConfig({ architectures: ["LlamaForCausalLM"], ...base }).moe).toBeNull();
+    const gm = parseModelConfig({ architectures: ["GraniteMoeForCausalLM"], ...base, num_local_experts: 32, num_experts_per_tok: 8, residual_multiplier: 0.22 });
+    expect([gm.moe!.numExperts, gm.moe!.topK, gm.moe!.intermediateSize, gm.moe!.normTopK, gm.moe!.naming, gm.scales.residual]).toEqual([32, 8, 96, true, "granite", 0.22]);
     const bad = (fields: Record<string, unknown>, arch = "Qwen3MoeForCausalLM") => () => parseModelConfig({ ...q3, architectures: [arch], ...fields }, "x/config.json");
     expect(bad({ num_experts_per_tok: 129 })).toThrow("x/config.json: num_experts_per_tok (129) exceeds the number of experts (128)");
     expect(bad({ num_experts: 2048, num_experts_per_tok: 2 })).toThrow("x/config.json: num_experts 2048 exceeds the 1024 experts supported");

@@ -24,6 +24,7 @@ const MODELS: [string, TinyModelOptions][] = [
   // Every rank holds a slice of every expert (and of the shared expert); the router is replicated.
   ["qwen3_moe (experts sliced per rank, a dense layer between sparse ones)", { arch: "qwen3_moe", seed: 5, vocabSize: 2048, numLayers: 3, numExperts: 8, mlpOnlyLayers: [1] }],
   ["qwen2_moe (gated shared expert sliced per rank)", { arch: "qwen2_moe", seed: 6, vocabSize: 2048, numExperts: 6, topK: 4 }],
+  ["granitemoe (fused experts sliced per rank, the residual multiplier in each slice)", { arch: "granitemoe", seed: 9, vocabSize: 2048 }],
   // Gemma's sandwich norms come after each all-reduce (they need the whole output).
   ["gemma3 (sandwich norms, sliding and global layers)", { arch: "gemma3", seed: 7, vocabSize: 2048, numLayers: 3 }],
   ["gemma2 (soft-capped logits after the vocab-parallel gather)", { arch: "gemma2", seed: 8, vocabSize: 2048, numLayers: 3 }],

@@ -246,15 +246,18 @@ export class CausalLM<T extends Tensor> {
    */
   private loadExperts(ckpt: Checkpoint, p: string): MoeLayer<T> {
     const c = this.cfg, moe = c.moe!, b = this.backend, r = this.shard.rank, N = this.shard.size, H = c.hiddenSize;
-    const E = moe.numExperts, I = moe.intermediateSize, li = this.dims.moeIntermediate, mixtral = moe.naming === "mixtral";
-    const m = mixtral ? `${p}block_sparse_moe.` : `${p}mlp.`;
+    const E = moe.numExperts, I = moe.intermediateSize, li = this.dims.moeIntermediate, mixtral = moe.naming === "mixtral", granite = moe.naming === "granite";
+    const m = mixtral || granite ? `${p}block_sparse_moe.` : `${p}mlp.`;
     const w = (name: string, shape: number[]) => ckpt.tensor(name, shape);
     const mine = (t: TensorView, first: number) => sliceRows(t, first + r * li, first + (r + 1) * li);
-    const downCols = (t: TensorView) => (N === 1 ? t : sliceCols(t, r * li, (r + 1) * li));
-    const router = b.loadWeight([w(`${m}gate.weight`, [E, H])], [E, H]);
+    // Granite's residual multiplier follows the experts' down projections, as it follows down_proj.
+    const downCols = (t: TensorView) => scaled(N === 1 ? t : sliceCols(t, r * li, (r + 1) * li), c.scales.residual);
+    const router = b.loadWeight([w(granite ? `${m}router.layer.weight` : `${m}gate.weight`, [E, H])], [E, H]);
     const parts13: TensorView[] = [], parts2: TensorView[] = [];
-    if (!mixtral && ckpt.has(`${m}experts.gate_up_proj`)) {
-      const gu = w(`${m}experts.gate_up_proj`, [E, 2 * I, H]), dn = w(`${m}experts.down_proj`, [E, H, I]);
+    // Fused per layer: transformers 5's Qwen3-MoE (experts.gate_up_proj, experts.down_proj) and Granite (input_linear, output_linear).
+    const fused = granite ? [`${m}input_linear.weight`, `${m}output_linear.weight`] : [`${m}experts.gate_up_proj`, `${m}experts.down_proj`];
+    if (granite || (!mixtral && ckpt.has(fused[0]!))) {
+      const gu = w(fused[0]!, [E, 2 * I, H]), dn = w(fused[1]!, [E, H, I]);
       const gu2 = { ...gu, shape: [E * 2 * I, H] }, dn2 = { ...dn, shape: [E * H, I] };
       for (let e = 0; e < E; e++) {
         parts13.push(mine(gu2, e * 2 * I), mine(gu2, e * 2 * I + I));

@@ -96,8 +96,11 @@ export interface MoeConfig {
   sparseLayers: boolean[];
   /** Qwen2-MoE's shared expert: its intermediate size; 0 where there is none. */
   sharedExpertIntermediateSize: number;
-  /** Checkpoint names: Qwen's mlp.gate / mlp.experts.E.{gate,up,down}_proj, or Mixtral's block_sparse_moe.gate / experts.E.w1,w3,w2. */
-  naming: "qwen" | "mixtral";
+  /**
+   * Checkpoint names: Qwen's mlp.gate / mlp.experts.E.{gate,up,down}_proj, Mixtral's block_sparse_moe.gate /
+   * experts.E.w1,w3,w2, or Granite's block_sparse_moe.router.layer / input_linear [E, 2I, H] / output_linear [E, H, I].
+   */
+  naming: "qwen" | "mixtral" | "granite";
 }
 
 /** The most experts a model may have (the CUDA routing kernels keep a counter per expert in shared memory). */
@@ -148,6 +151,8 @@ const ARCHITECTURES: Record<string, Architecture> = {
   Qwen3MoeForCausalLM: "qwen3",
   Qwen2MoeForCausalLM: "qwen2",
   MixtralForCausalLM: "llama",
+  // IBM Granite 3.x MoE (granite-3.1-1b-a400m, 3b-a800m): Granite's multipliers with a sparse MLP (softmax over the top-k logits).
+  GraniteMoeForCausalLM: "llama",
   // The bare decoders (no LM head), as sentence-transformers embedding models are saved.
   Qwen3Model: "qwen3",
   Qwen2Model: "qwen2",
@@ -334,7 +339,9 @@ function roundTo(x: number, dtype: DType): number {
 }
 
 function parseMoe(raw: Record<string, unknown>, arch: string, numLayers: number, int: (key: string, fallback?: number) => number, file: string): MoeConfig | null {
-  const mixtral = arch === "MixtralForCausalLM", qwen = arch === "Qwen3MoeForCausalLM" || arch === "Qwen2MoeForCausalLM";
+  const granite = arch === "GraniteMoeForCausalLM";
+  // Granite names its experts as Mixtral does (num_local_experts; intermediate_size is an expert's).
+  const mixtral = arch === "MixtralForCausalLM" || granite, qwen = arch === "Qwen3MoeForCausalLM" || arch === "Qwen2MoeForCausalLM";
   if (!mixtral && !qwen) {
     if (typeof raw.num_experts === "number" && raw.num_experts > 0 || typeof raw.num_local_experts === "number" && raw.num_local_experts > 0)
       throw new ConfigError(file, `architecture '${arch}' is dense, but the config names experts (num_experts / num_local_experts): a mixture-of-experts checkpoint needs its MoE architecture`);
@@ -355,7 +362,8 @@ function parseMoe(raw: Record<string, unknown>, arch: string, numLayers: number,
   const shared = arch === "Qwen2MoeForCausalLM" && raw.shared_expert_intermediate_size != null ? int("shared_expert_intermediate_size") : 0;
   const norm = raw.norm_topk_prob;
   if (norm != null && typeof norm !== "boolean") throw new ConfigError(file, `field 'norm_topk_prob' must be a boolean, got ${JSON.stringify(norm)}`);
-  return { numExperts, topK, intermediateSize, normTopK: mixtral ? true : norm === true, sparseLayers, sharedExpertIntermediateSize: shared, naming: mixtral ? "mixtral" : "qwen" };
+  // Granite's softmax over the top-k logits is the top-k probabilities renormalized.
+  return { numExperts, topK, intermediateSize, normTopK: mixtral ? true : norm === true, sparseLayers, sharedExpertIntermediateSize: shared, naming: granite ? "granite" : mixtral ? "mixtral" : "qwen" };
 }
 
 /**

