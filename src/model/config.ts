@@ -72,7 +72,7 @@ export interface ModelConfig {
   /** Gemma 2's soft-capping: attention scores become cap·tanh(score / cap), and so do the final logits; null: none. */
   attnLogitSoftcap: number | null;
   finalLogitSoftcap: number | null;
-  /** Mixture of experts (Qwen3-MoE, Qwen2-MoE, Mixtral): which layers route each token to experts, and how; null: every MLP is dense. */
+  /** Mixture of experts (Qwen3-MoE, Qwen2-MoE, Mixtral, Granite MoE): which layers route each token to experts, and how; null: every MLP is dense. */
   moe: MoeConfig | null;
   /** Matryoshka embeddings (is_matryoshka / matryoshka_dimensions): sizes a request may cut them to; "any"; or null. */
   matryoshkaDimensions: number[] | "any" | null;
