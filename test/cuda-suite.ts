@@ -116,6 +116,12 @@ export function defineCudaSuites(target: CudaTarget): void {
       const cEmb = new CpuTensor(new Float32Array(n * H), [n, H]);
       cpu.embedding(new CpuIntTensor(ids, [n]), new CpuTensor(table, [V, H]), cEmb);
       check(emb, cEmb.data, 0);
+      // Scaled as the model's embedding multiplier asks (Gemma's √hidden): a bf16 product.
+      const scaledEmb = out([n, H]);
+      g.embedding(step.tokenIds, up(table, [V, H]), scaledEmb, 0, 33.75);
+      const cScaled = new CpuTensor(new Float32Array(n * H), [n, H]);
+      cpu.embedding(new CpuIntTensor(ids, [n]), new CpuTensor(table, [V, H]), cScaled, 0, 33.75);
+      check(scaledEmb, bf16Round(cScaled.data), 0);
       const normed = out([n, H]);
       g.rmsNorm(emb, up(w, [H]), 1e-6, normed);
       const cNormed = new CpuTensor(new Float32Array(n * H), [n, H]);

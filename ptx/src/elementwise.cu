@@ -2,9 +2,10 @@
 // pending token ids, the LoRA slot mask.
 #include "common.cuh"
 
-// out[t] = table[ids[t] - vocab_start], or zeros when the id is outside this shard's
-// [vocab_start, vocab_start + rows) (vocab-parallel embedding; the shards are then all-reduced). grid = tokens
-extern "C" __global__ void embedding_bf16(const int* __restrict__ ids, const bf16* __restrict__ table, bf16* __restrict__ out, int hidden, int vocab_start, int rows) {
+// out[t] = table[ids[t] - vocab_start] · scale (a bf16 product, as transformers scales Gemma's embeddings), or
+// zeros when the id is outside this shard's [vocab_start, vocab_start + rows) (vocab-parallel embedding; the
+// shards are then all-reduced). grid = tokens
+extern "C" __global__ void embedding_bf16(const int* __restrict__ ids, const bf16* __restrict__ table, bf16* __restrict__ out, int hidden, int vocab_start, int rows, float scale) {
   const int id = ids[blockIdx.x] - vocab_start;
   bf16* dst = out + (size_t)blockIdx.x * hidden;
   if (id < 0 || id >= rows) {
@@ -12,7 +13,10 @@ extern "C" __global__ void embedding_bf16(const int* __restrict__ ids, const bf1
     return;
   }
   const bf16* src = table + (size_t)id * hidden;
-  for (int i = threadIdx.x; i < hidden; i += blockDim.x) dst[i] = src[i];
+  if (scale == 1.f)
+    for (int i = threadIdx.x; i < hidden; i += blockDim.x) dst[i] = src[i];
+  else
+    for (int i = threadIdx.x; i < hidden; i += blockDim.x) dst[i] = to_bf(to_f(src[i]) * scale);
 }
 
 // out[t, i] = silu(x[t, i]) * x[t, I + i]; grid = (ceil(I / blockDim), tokens)

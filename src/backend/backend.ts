@@ -129,8 +129,12 @@ export interface Backend<T extends Tensor = Tensor> {
   /** Copies this step's host inputs into the backend's step buffers. */
   uploadStep(inputs: StepInputs): StepTensors<T>;
 
-  /** out[t] = table[id − vocabStart]; zeros for ids outside the table's rows (a vocab-parallel shard). */
-  embedding(tokenIds: T, table: T, out: T, vocabStart?: number): void;
+  /**
+   * out[t] = table[id − vocabStart] · scale (rounded to the activation dtype); zeros for ids outside the
+   * table's rows (a vocab-parallel shard). The scale is a model's embedding multiplier (Gemma's √hidden,
+   * Granite's), kept out of the table so that an LM head tied to it can share it.
+   */
+  embedding(tokenIds: T, table: T, out: T, vocabStart?: number, scale?: number): void;
   /** out = rmsnorm(x) * weight */
   rmsNorm(x: T, weight: T, eps: number, out: T): void;
   /** residual += x; out = rmsnorm(residual) * weight */

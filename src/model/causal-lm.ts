@@ -193,15 +193,16 @@ export class CausalLM<T extends Tensor> {
     const lq = d.numHeads * D, lkv = d.numKvHeads * D, li = d.intermediate;
     // Bare decoders (embedding models) are often saved without the "model." prefix.
     const m = decoderPrefix(ckpt);
-    // Granite's multipliers are folded into the weights they follow (ModelConfig.scales): the embedding
-    // table, o_proj and down_proj (the residual multiplier) and the LM head (÷ logits_scaling).
+    // Granite's multipliers are folded into the weights they follow (ModelConfig.scales): o_proj and down_proj
+    // (the residual multiplier) and the LM head (÷ logits_scaling). The embedding multiplier (Granite's, Gemma's
+    // √hidden) is applied by the embedding lookup instead, so that a tied LM head shares the table.
     const k = c.scales;
     const embedTable = vocabRows(w(`${m}embed_tokens.weight`, [c.vocabSize, H]));
-    this.embed = load([scaled(embedTable, k.embedding)], [d.vocabRows, H]);
+    this.embed = load([embedTable], [d.vocabRows, H]);
     this.finalNorm = norm(`${m}norm.weight`, [H]);
     if (this.pooling) this.lmHead = this.embed; // never used: forward stops at the hidden states
     else if (c.headless) throw new Error(`${ckpt.dir}: the checkpoint is a bare decoder without an LM head (architecture ${c.architecture}…Model): serve it as an embedding model with --runner pooling`);
-    else if (c.tieWordEmbeddings) this.lmHead = k.embedding === 1 && k.logitsScaling === 1 ? this.embed : load([scaled(embedTable, 1 / k.logitsScaling)], [d.vocabRows, H]);
+    else if (c.tieWordEmbeddings) this.lmHead = k.logitsScaling === 1 ? this.embed : load([scaled(embedTable, 1 / k.logitsScaling)], [d.vocabRows, H]);
     else if (ckpt.has("lm_head.weight")) this.lmHead = load([scaled(vocabRows(w("lm_head.weight", [c.vocabSize, H])), 1 / k.logitsScaling)], [d.vocabRows, H]);
     else throw new Error(`${ckpt.dir}: missing tensor 'lm_head.weight' (config says tie_word_embeddings=false)`);
     this.layers = [];
@@ -516,7 +517,7 @@ export class CausalLM<T extends Tensor> {
     let toResidual = hidden;
     const loraScratch = lora ? { qkv: b.rows(ws.lora!.qkv, n), rank: b.rows(ws.lora!.rank, n), gateUp: b.rows(ws.lora!.gateUp, n) } : null;
     const loraAdd = (x: T, w: { a: T; b: T }, u: T, out: T) => b.loraAdd(x, w.a, w.b, step.loraSlots!, lora!.scales, lora!.slots, u, out);
-    b.embedding(step.tokenIds, this.embed, residual, this.dims.vocabStart);
+    b.embedding(step.tokenIds, this.embed, residual, this.dims.vocabStart, this.cfg.scales.embedding);
     tp?.allReduce(residual);
     for (let i = 0; i < c.numLayers; i++) {
       const L = this.layers[i]!, kv = this.kv[i]!, at = this.layerAttention[i]!;

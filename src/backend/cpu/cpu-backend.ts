@@ -125,9 +125,9 @@ export class CpuBackend implements Backend<T> {
     };
   }
 
-  embedding(tokenIds: T, table: T, out: T, vocabStart = 0): void {
+  embedding(tokenIds: T, table: T, out: T, vocabStart = 0, scale = 1): void {
     const tab = table as CpuTensor;
-    k.embedding(i32(tokenIds), tokenIds.shape[0]!, f32(tab), tab.shape[1]!, tab.shape[0]!, f32(out), vocabStart);
+    k.embedding(i32(tokenIds), tokenIds.shape[0]!, f32(tab), tab.shape[1]!, tab.shape[0]!, f32(out), vocabStart, scale);
   }
 
   rmsNorm(x: T, weight: T, eps: number, out: T): void {

@@ -33,12 +33,13 @@ export function matmulTransposed(x: Float32Array, n: number, inF: number, w: Flo
   }
 }
 
-/** out[t] = table[ids[t] − vocabStart], zeros outside the table's `rows` (a vocab-parallel shard). */
-export function embedding(ids: Int32Array, n: number, table: Float32Array, hidden: number, rows: number, out: Float32Array, vocabStart = 0): void {
+/** out[t] = table[ids[t] − vocabStart] · scale, zeros outside the table's `rows` (a vocab-parallel shard). */
+export function embedding(ids: Int32Array, n: number, table: Float32Array, hidden: number, rows: number, out: Float32Array, vocabStart = 0, scale = 1): void {
   for (let t = 0; t < n; t++) {
     const id = ids[t]! - vocabStart;
     if (id < 0 || id >= rows) out.fill(0, t * hidden, (t + 1) * hidden);
-    else out.set(table.subarray(id * hidden, (id + 1) * hidden), t * hidden);
+    else if (scale === 1) out.set(table.subarray(id * hidden, (id + 1) * hidden), t * hidden);
+    else for (let i = 0; i < hidden; i++) out[t * hidden + i] = table[id * hidden + i]! * scale;
   }
 }
 

@@ -434,8 +434,8 @@ export class CudaBackend implements Backend<CudaTensor> {
     if (start !== undefined) this.profiler!.end(`decode graph (${key} seqs)`, start, this.stream);
   }
 
-  embedding(tokenIds: CudaTensor, table: CudaTensor, out: CudaTensor, vocabStart = 0): void {
-    this.k.launch("embedding_bf16", [tokenIds.shape[0]!], 256, [P(tokenIds), P(table), P(out), I(table.shape[1]!), I(vocabStart), I(table.shape[0]!)]);
+  embedding(tokenIds: CudaTensor, table: CudaTensor, out: CudaTensor, vocabStart = 0, scale = 1): void {
+    this.k.launch("embedding_bf16", [tokenIds.shape[0]!], 256, [P(tokenIds), P(table), P(out), I(table.shape[1]!), I(vocabStart), I(table.shape[0]!), F(scale)]);
   }
 
   rmsNorm(x: CudaTensor, weight: CudaTensor, eps: number, out: CudaTensor): void {
