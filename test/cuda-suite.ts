@@ -53,7 +53,8 @@ export interface CudaTarget {
 
 /**
  * More models for the engine tests: mixtures of experts (a dense layer between sparse ones; a gated shared
- * expert), sliding-window attention shorter than the prompts, and Gemma 3's norms, activation and RoPE.
+ * expert), sliding-window attention shorter than the prompts, Gemma 3's norms, activation and RoPE, and
+ * Phi-4-mini's partial LongRoPE.
  */
 const MORE_MODELS = [
   { arch: "qwen3_moe" as const, seed: 7, vocabSize: 4096, numLayers: 3, numExperts: 8, topK: 2, mlpOnlyLayers: [1] },
@@ -61,6 +62,8 @@ const MORE_MODELS = [
   { arch: "mistral" as const, seed: 9, vocabSize: 4096, slidingWindow: 4 },
   { arch: "gemma3" as const, seed: 10, vocabSize: 4096, numLayers: 3 },
   { arch: "gemma2" as const, seed: 11, vocabSize: 4096, numLayers: 3 },
+  // Phi-4-mini's rotary embedding: ¾ of each head, LongRoPE's long factors (max-model-len 256 > 64).
+  { arch: "phi3" as const, seed: 12, vocabSize: 4096, partialRotaryFactor: 0.75, originalMaxPositionEmbeddings: 64, ropeScaling: { type: "longrope", short_factor: [1, 1.25, 1.5, 2, 3, 5], long_factor: [1.1, 2, 4, 8, 16, 40] } },
 ];
 
 const bf16Round = (v: Float32Array) => toFloat32(fromFloat32(v, "BF16"), "BF16");
@@ -343,7 +346,8 @@ export function defineCudaSuites(target: CudaTarget): void {
       }
     }, timeoutMs);
 
-    const attentionCases = [
+    type AttentionCase = readonly [string, Omit<AttentionShape, "scale"> & { noQkNorm?: boolean }, "simple" | "mma"];
+    const attentionCases: readonly AttentionCase[] = [
       ["Qwen3-0.6B heads (16/8 × 128)", { numHeads: 16, numKvHeads: 8, headDim: 128 }, "simple"],
       ["tiny heads (4/2 × 16)", { numHeads: 4, numKvHeads: 2, headDim: 16 }, "simple"],
       ["MHA 8/8 × 64", { numHeads: 8, numKvHeads: 8, headDim: 64 }, "simple"],
@@ -355,8 +359,11 @@ export function defineCudaSuites(target: CudaTarget): void {
       // Gemma 2's soft-capped scores (a cap the random scores exceed).
       ["tiny heads, soft-capped scores", { numHeads: 4, numKvHeads: 2, headDim: 16, softcap: 1.5 }, "simple"],
       ["GQA 8/2 × 64, tensor-core prefill, soft-capped scores and a sliding window", { numHeads: 8, numKvHeads: 2, headDim: 64, softcap: 1.5, window: 20 }, "mma"],
-    ] as const;
-    for (const [name, s, kernel] of attentionCases) {
+      // Partial RoPE (Phi-4-mini's ¾ of each head), with q/k norms (their values go through memory) and without.
+      ["tiny heads, partial RoPE (12 of 16 dimensions)", { numHeads: 4, numKvHeads: 2, headDim: 16, rotaryDim: 12 }, "simple"],
+      ["Phi-4-mini heads (24/8 × 128), partial RoPE (96 of 128), no q/k norms, tensor-core prefill", { numHeads: 24, numKvHeads: 8, headDim: 128, rotaryDim: 96, noQkNorm: true }, "mma"],
+    ];
+    for (const [name, { noQkNorm, ...s }, kernel] of attentionCases) {
       test(`fused q/k norm + RoPE + KV store, and paged attention: ${name}`, () => {
         g.prefillKernel = kernel;
         const shape: AttentionShape = { ...s, scale: 1 / Math.sqrt(s.headDim) };
@@ -372,19 +379,19 @@ export function defineCudaSuites(target: CudaTarget): void {
         });
         const n = pos.length;
         const inputs: StepInputs = { tokenIds: Int32Array.from(ids), positions: Int32Array.from(pos), slotMapping: Int32Array.from(slots), queryStart: Int32Array.from(qs), seqLens: Int32Array.from(lens), blockTables: tables, maxBlocksPerSeq: width, logitsRows: new Int32Array(0) };
-        const cosT = new Float32Array(512 * D / 2), sinT = new Float32Array(512 * D / 2);
-        for (let p = 0; p < 512; p++) for (let i = 0; i < D / 2; i++) { const a = p / 10000 ** ((2 * i) / D); cosT[p * D / 2 + i] = Math.cos(a); sinT[p * D / 2 + i] = Math.sin(a); }
+        const R = s.rotaryDim ?? D, cosT = new Float32Array(512 * R / 2), sinT = new Float32Array(512 * R / 2);
+        for (let p = 0; p < 512; p++) for (let i = 0; i < R / 2; i++) { const a = p / 10000 ** ((2 * i) / R); cosT[p * R / 2 + i] = Math.cos(a); sinT[p * R / 2 + i] = Math.sin(a); }
         const qkv = randn(n * W), qn = randn(D, 0.1).map((v) => v + 1), kn = randn(D, 0.1).map((v) => v + 1);
         // The cache already holds the cached prefixes' K/V (random): same contents on both sides.
         const kc = randn(numBlocks * bs * s.numKvHeads * D), vc = randn(numBlocks * bs * s.numKvHeads * D);
         const step = g.uploadStep(inputs);
         const gq = up(qkv, [n, W]), gk = up(kc, [numBlocks, bs, s.numKvHeads, D]), gv = up(vc, [numBlocks, bs, s.numKvHeads, D]);
-        g.qkNormRopeStoreKv(gq, step.positions, step.slotMapping, g.fromHost(cosT, [512, D / 2]), g.fromHost(sinT, [512, D / 2]), up(qn, [D]), up(kn, [D]), 1e-6, shape, gk, gv);
+        g.qkNormRopeStoreKv(gq, step.positions, step.slotMapping, g.fromHost(cosT, [512, R / 2]), g.fromHost(sinT, [512, R / 2]), noQkNorm ? null : up(qn, [D]), noQkNorm ? null : up(kn, [D]), 1e-6, shape, gk, gv);
         const gOut = out([n, s.numHeads * D]);
         g.pagedAttention(gq, gk, gv, step, bs, shape, gOut);
         const cq = new CpuTensor(qkv.slice(), [n, W]), ck = new CpuTensor(kc.slice(), [numBlocks, bs, s.numKvHeads, D]), cv = new CpuTensor(vc.slice(), [numBlocks, bs, s.numKvHeads, D]);
         const cstep = cpu.uploadStep(inputs);
-        cpu.qkNormRopeStoreKv(cq, cstep.positions, cstep.slotMapping, new CpuTensor(cosT, [512, D / 2]), new CpuTensor(sinT, [512, D / 2]), new CpuTensor(qn, [D]), new CpuTensor(kn, [D]), 1e-6, shape, ck, cv);
+        cpu.qkNormRopeStoreKv(cq, cstep.positions, cstep.slotMapping, new CpuTensor(cosT, [512, R / 2]), new CpuTensor(sinT, [512, R / 2]), noQkNorm ? null : new CpuTensor(qn, [D]), noQkNorm ? null : new CpuTensor(kn, [D]), 1e-6, shape, ck, cv);
         check(gq, cq.data);
         // The whole caches: the slots written, and the cached prefixes' slots left as they were.
         check(gk, ck.data);

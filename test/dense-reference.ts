@@ -6,8 +6,26 @@ import type { ModelConfig } from "../src/model/config.ts";
 
 export type W = (name: string) => Float64Array;
 
-function refInvFreq(cfg: ModelConfig): number[] {
-  const D = cfg.headDim;
+/** Rotated dimensions per head: transformers' int(head_dim × partial_rotary_factor). */
+function refRotaryDim(cfg: ModelConfig, raw: Record<string, unknown>): number {
+  return Math.trunc(cfg.headDim * ((raw.partial_rotary_factor as number | undefined) ?? 1));
+}
+
+/**
+ * LongRoPE as transformers' _compute_longrope_parameters writes it, read from config.json itself: frequency
+ * 1 / (ext_i · θ^(2i/R)) with ext the long factors when the context passes the pretrained length (vLLM's
+ * choice by max-model-len), and cos/sin scaled by √(1 + ln(max / original) / ln(original)).
+ */
+function refLongRope(raw: Record<string, unknown>, R: number, theta: number, maxModelLen: number): { inv: number[]; scale: number } | null {
+  const rs = raw.rope_scaling as Record<string, unknown> | null | undefined;
+  if (!rs || (rs.type ?? rs.rope_type) !== "longrope") return null;
+  const original = raw.original_max_position_embeddings as number, max = raw.max_position_embeddings as number;
+  const ext = (maxModelLen > original ? rs.long_factor : rs.short_factor) as number[];
+  const inv = Array.from({ length: R / 2 }, (_, i) => Math.fround(1 / (ext[i]! * Math.pow(theta, (2 * i) / R))));
+  return { inv, scale: max / original <= 1 ? 1 : Math.sqrt(1 + Math.log(max / original) / Math.log(original)) };
+}
+
+function refInvFreq(cfg: ModelConfig, D = cfg.headDim): number[] {
   const s = cfg.ropeScaling;
   // YaRN, as HF's _compute_yarn_parameters writes it: a ramp over dimensions between the correction range's ends.
   let yarnLow = 0, yarnHigh = 0;
@@ -65,8 +83,16 @@ function matvec(W: Float64Array, x: Float64Array, outF: number, bias?: Float64Ar
 }
 
 /** The final-norm hidden state at every position of `tokens`, computed densely in float64. */
-export function referenceHidden(cfg: ModelConfig, w: W, tokens: number[], raw: Record<string, unknown> = {}): Float64Array[] {
+export function referenceHidden(cfg: ModelConfig, weights: W, tokens: number[], raw: Record<string, unknown> = {}, maxModelLen = 256): Float64Array[] {
   const H = cfg.hiddenSize, D = cfg.headDim, nH = cfg.numHeads, nKv = cfg.numKvHeads, I = cfg.intermediateSize;
+  // Phi-3 stores q/k/v as one qkv_proj and gate/up as one gate_up_proj: HF's Phi3 splits their outputs by rows.
+  const w: W = raw.model_type !== "phi3" ? weights : (name) => {
+    const m = /^(.*)\.(self_attn\.(q|k|v)_proj|mlp\.(gate|up)_proj)\.weight$/.exec(name);
+    if (!m) return weights(name);
+    const rows = m[3] ? { q: [0, nH * D], k: [nH * D, nKv * D], v: [(nH + nKv) * D, nKv * D] }[m[3]]! : m[4] === "gate" ? [0, I] : [I, I];
+    const fused = weights(`${m[1]}.${m[3] ? "self_attn.qkv_proj" : "mlp.gate_up_proj"}.weight`);
+    return fused.subarray(rows[0]! * H, (rows[0]! + rows[1]!) * H);
+  };
   // Gemma 3 (HF's Gemma3TextModel): (1 + w) norms, √H embeddings, query_pre_attn_scalar, sandwich norms,
   // GELU-tanh, and rope_local_base_freq on its sliding layers.
   const gemma = raw.model_type === "gemma3_text" || raw.model_type === "gemma2";
@@ -78,8 +104,10 @@ export function referenceHidden(cfg: ModelConfig, w: W, tokens: number[], raw: R
   const mult = { embedding: 1, residual: 1, attention: 1 / Math.sqrt(D), ...graniteMultipliers(raw), ...(gemma ? { embedding: Math.sqrt(H), attention: 1 / Math.sqrt(raw.query_pre_attn_scalar as number) } : {}) };
   const emb = w("model.embed_tokens.weight");
   let xs = tokens.map((t) => emb.slice(t * H, (t + 1) * H).map((v) => v * mult.embedding));
+  // Partial RoPE (Phi-4-mini): the first R dimensions rotate, i with i + R / 2; the rest pass through.
+  const R = refRotaryDim(cfg, raw);
   const ropeWith = (inv: number[], m: number) => (v: Float64Array, pos: number) => {
-    const half = D / 2, out = v.slice();
+    const half = R / 2, out = v.slice();
     for (let i = 0; i < half; i++) {
       const a = Math.fround(pos * inv[i]!), c = m * Math.cos(a), sn = m * Math.sin(a);
       out[i] = v[i]! * c - v[i + half]! * sn;
@@ -87,8 +115,9 @@ export function referenceHidden(cfg: ModelConfig, w: W, tokens: number[], raw: R
     }
     return out;
   };
-  const globalRope = ropeWith(refInvFreq(cfg), refRopeScale(cfg));
-  const localRope = typeof raw.rope_local_base_freq === "number" ? ropeWith(refInvFreq({ ...cfg, ropeTheta: raw.rope_local_base_freq as number, ropeScaling: null }), 1) : globalRope;
+  const longRope = refLongRope(raw, R, cfg.ropeTheta, maxModelLen);
+  const globalRope = longRope ? ropeWith(longRope.inv, longRope.scale) : ropeWith(refInvFreq(cfg, R), refRopeScale(cfg));
+  const localRope = typeof raw.rope_local_base_freq === "number" ? ropeWith(refInvFreq({ ...cfg, ropeTheta: raw.rope_local_base_freq as number, ropeScaling: null }, R), 1) : globalRope;
   for (let l = 0; l < cfg.numLayers; l++) {
     const p = `model.layers.${l}.`;
     const qs: Float64Array[][] = [], ks: Float64Array[][] = [], vs: Float64Array[][] = [];
@@ -211,11 +240,11 @@ function fusedExpert(gu: Float64Array, dn: Float64Array, e: number, x: Float64Ar
 }
 
 /** Logits at every position of `tokens`, computed densely in float64. */
-export function referenceLogits(cfg: ModelConfig, w: W, tokens: number[], raw: Record<string, unknown> = {}): Float64Array[] {
+export function referenceLogits(cfg: ModelConfig, w: W, tokens: number[], raw: Record<string, unknown> = {}, maxModelLen = 256): Float64Array[] {
   const head = cfg.tieWordEmbeddings ? w("model.embed_tokens.weight") : w("lm_head.weight");
   const logitsScaling = typeof raw.logits_scaling === "number" ? raw.logits_scaling : 1;
   const cap = typeof raw.final_logit_softcapping === "number" ? raw.final_logit_softcapping : 0;
-  return referenceHidden(cfg, w, tokens, raw).map((h) => matvec(head, h, cfg.vocabSize).map((v) => (cap ? cap * Math.tanh(v / logitsScaling / cap) : v / logitsScaling)));
+  return referenceHidden(cfg, w, tokens, raw, maxModelLen).map((h) => matvec(head, h, cfg.vocabSize).map((v) => (cap ? cap * Math.tanh(v / logitsScaling / cap) : v / logitsScaling)));
 }
 
 /** Granite's multipliers as HF's config.json names them (`raw`: the file itself, not vbun's parse of it). */

@@ -217,9 +217,44 @@ test("Phi-3 / Phi-4 checkpoints (Phi3ForCausalLM: fused qkv_proj and gate_up_pro
   expect(new Checkpoint(fused).has("model.layers.0.self_attn.qkv_proj.weight")).toBe(true);
   expect(greedy(fused)).toEqual(greedy(split));
   expect(greedy(fused, 2).map((o) => o[0])).toEqual(greedy(split).map((o) => o[0]));
-  // Phi-4-mini's partial rotary embedding is refused, naming the field.
-  const partial = variant(fused, "phi3-partial", { config: (c) => { c.partial_rotary_factor = 0.75; } });
-  expect(() => new LLM({ model: partial, ...quiet })).toThrow("partial_rotary_factor 0.75 is not supported");
+  // Phi-4-mini's partial rotary embedding (the dense reference checks its values: model-forward.test.ts) changes
+  // the tokens, and shards by heads as any model does.
+  const partial = variant(fused, "phi3-partial", { config: (c) => { c.partial_rotary_factor = 0.5; } });
+  expect(greedy(partial)).not.toEqual(greedy(fused));
+  expect(greedy(partial, 2).map((o) => o[0])).toEqual(greedy(partial).map((o) => o[0]));
+  // A factor that leaves an odd number of rotary dimensions (8 × 0.25 = 2 is fine; 8 × 0.375 = 3 is not) is refused, naming the field.
+  const odd = variant(fused, "phi3-odd-rotary", { config: (c) => { c.partial_rotary_factor = 0.375; } });
+  expect(() => new LLM({ model: odd, ...quiet })).toThrow("partial_rotary_factor 0.375 gives 3 rotary dimensions of head_dim 8: RoPE needs an even number");
+}, 60_000);
+
+test("checkpoints saved by transformers 5 (RoPE in rope_parameters, Gemma 3's per layer type) give the same outputs as their older saves", () => {
+  // transformers 5 moves rope_theta, rope_scaling (as rope_type + its fields), partial_rotary_factor and Gemma's
+  // rope_local_base_freq into rope_parameters and leaves none at the top level.
+  const toV5 = (c: Record<string, unknown>) => {
+    const scaling = (c.rope_scaling ?? {}) as Record<string, unknown>;
+    const { type, ...fields } = scaling;
+    const global = { rope_type: type ?? fields.rope_type ?? "default", ...fields, rope_theta: c.rope_theta, ...(c.partial_rotary_factor ? { partial_rotary_factor: c.partial_rotary_factor } : {}) };
+    c.rope_parameters = c.rope_local_base_freq ? { full_attention: global, sliding_attention: { rope_type: "default", rope_theta: c.rope_local_base_freq } } : global;
+    for (const key of ["rope_theta", "rope_scaling", "partial_rotary_factor", "rope_local_base_freq"]) delete c[key];
+  };
+  const longrope = { type: "longrope", short_factor: [1, 1.25, 1.5, 2, 3, 5], long_factor: [1.1, 2, 4, 8, 16, 40] };
+  const greedy = (m: string) => {
+    const llm = new LLM({ model: m, maxModelLen: 64, ...quiet });
+    try { return llm.generate([[1, 2, 3, 4, 5, 6, 7, 8, 9], [9, 8, 7]], { max_tokens: 6, temperature: 0, logprobs: 0 }).map((o) => [o.outputs[0]!.tokenIds.join(), o.outputs[0]!.logprobs!.map((l) => l.logprob).join()]); } finally { llm.close(); }
+  };
+  for (const [name, opts] of [
+    ["qwen3-yarn", { arch: "qwen3", seed: 5, vocabSize: 512, ropeScaling: { rope_type: "yarn", factor: 4, original_max_position_embeddings: 16 } }],
+    ["llama3", { arch: "llama", seed: 2, vocabSize: 512 }],
+    ["gemma3", { arch: "gemma3", seed: 13, vocabSize: 512, numLayers: 2 }],
+    ["phi3-longrope", { arch: "phi3", seed: 16, vocabSize: 512, partialRotaryFactor: 0.75, originalMaxPositionEmbeddings: 32, ropeScaling: longrope }],
+  ] as const) {
+    // Gemma's sliding layers on a base other than the default (10000) a reader might fall back to.
+    const old = name === "gemma3" ? variant(tinyModel(opts), "gemma3-local-base", { config: (c) => { c.rope_local_base_freq = 50000; } }) : tinyModel(opts);
+    const v5 = variant(old, `${name}-transformers5`, { config: toV5 });
+    const raw = JSON.parse(readFileSync(join(v5, "config.json"), "utf8"));
+    expect(raw.rope_theta).toBeUndefined();
+    expect(greedy(v5)).toEqual(greedy(old));
+  }
 }, 60_000);
 
 test("Mistral checkpoints (MistralForCausalLM) run as the Llama decoder, with sliding-window attention", () => {

@@ -20,7 +20,9 @@ import { tempDir, tinyModel } from "./helpers.ts";
 
 /** The tiny checkpoints scripts/gpu-check records transformers' outputs for: name → tinyModel's options (make-tiny-model's flags there). */
 const YARN = { rope_type: "yarn", factor: 4.0, original_max_position_embeddings: 1024 };
+const LONGROPE = { type: "longrope", short_factor: [1, 1.25, 1.5, 2, 3, 5], long_factor: [1.1, 2, 4, 8, 16, 40] };
 const HF_TINY: [string, TinyArch, Record<string, unknown>][] = [["qwen3", "qwen3", {}], ["llama", "llama", {}], ["qwen2", "qwen2", {}], ["granite", "granite", {}], ["smollm3", "smollm3", {}], ["phi3", "phi3", {}], ["qwen3-yarn", "qwen3", { ropeScaling: YARN }],
+  ["phi3-longrope", "phi3", { partialRotaryFactor: 0.75, originalMaxPositionEmbeddings: 3, ropeScaling: LONGROPE }],
   ["qwen3_moe", "qwen3_moe", {}], ["qwen2_moe", "qwen2_moe", {}], ["mixtral", "mixtral", {}], ["gemma3", "gemma3", {}], ["gemma2", "gemma2", {}], ["granitemoe", "granitemoe", {}]];
 
 for (const [name, arch, extra] of HF_TINY) {
@@ -29,7 +31,7 @@ for (const [name, arch, extra] of HF_TINY) {
   if (!present) console.log(`skipping HF fixture comparison for ${name}: ${dir}/hf.json not recorded yet (a device run of scripts/gpu-check writes it)`);
   describe.skipIf(!present)(`CPU backend vs Hugging Face float32 (${name})`, () => {
     test("last-position logits (rel. error ≤ 1e-4) and greedy tokens", () => {
-      // The same options as `scripts/make-tiny-model DIR --arch ARCH --seed 3 --vocab 2048 --dtype F32` (+ --rope-scaling).
+      // The same options as `scripts/make-tiny-model DIR --arch ARCH --seed 3 --vocab 2048 --dtype F32` (+ the RoPE flags).
       const model = tinyModel({ arch, seed: 3, vocabSize: 2048, dtype: "F32", ...extra });
       expect(existsSync(model)).toBe(true);
       const hf = JSON.parse(readFileSync(join(dir, "hf.json"), "utf8")) as { results: { prompt: number[]; greedy: number[]; logits_file: string }[] };

@@ -49,6 +49,8 @@ function stepInputs(parts: { seq: SeqPlan; start: number; count: number }[], blo
   };
 }
 
+const LONGROPE = { type: "longrope", short_factor: [1, 1.25, 1.5, 2, 3, 5], long_factor: [1.1, 2, 4, 8, 16, 40] };
+
 const CASES: [string, TinyModelOptions][] = [
   ["qwen3 (q/k norm, tied embeddings)", { arch: "qwen3", seed: 1, vocabSize: 2048 }],
   ["llama (llama3 rope scaling, GQA, untied)", { arch: "llama", seed: 2, vocabSize: 2048 }],
@@ -69,6 +71,10 @@ const CASES: [string, TinyModelOptions][] = [
   ["gemma3 (sandwich norms, GELU-tanh, sliding layers with their own RoPE base, √H embeddings)", { arch: "gemma3", seed: 13, vocabSize: 2048, numLayers: 3 }],
   ["gemma2 (soft-capped attention scores and logits, alternating sliding layers)", { arch: "gemma2", seed: 15, vocabSize: 2048, numLayers: 3 }],
   ["qwen3 with YaRN rope scaling", { arch: "qwen3", seed: 5, vocabSize: 2048, ropeScaling: { rope_type: "yarn", factor: 4, original_max_position_embeddings: 64 } }],
+  // Phi-4-mini's rotary embedding, scaled down: ¾ of each head rotates (12 of 16 dimensions), LongRoPE with a
+  // factor per rotated frequency — the long ones where max-model-len (256) passes the pretrained length, else the short.
+  ["phi3 with partial RoPE (¾) and LongRoPE, long factors", { arch: "phi3", seed: 16, vocabSize: 2048, partialRotaryFactor: 0.75, originalMaxPositionEmbeddings: 64, ropeScaling: LONGROPE }],
+  ["phi3 with partial RoPE (¾) and LongRoPE, short factors", { arch: "phi3", seed: 16, vocabSize: 2048, partialRotaryFactor: 0.75, originalMaxPositionEmbeddings: 1024, ropeScaling: LONGROPE }],
 ];
 
 describe("paged CPU forward matches a dense float64 reference", () => {

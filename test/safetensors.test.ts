@@ -6,7 +6,7 @@ import { f32ToBf16Bits, f32ToF16Bits, fromFloat32, toFloat32, type DType } from 
 import { SafetensorsFile, writeSafetensors } from "../src/loader/safetensors.ts";
 import { CpuBackend } from "../src/backend/cpu/cpu-backend.ts";
 import { CausalLM } from "../src/model/causal-lm.ts";
-import { loadModelConfig, maxSupportedPositions, parseModelConfig, ropeAttentionFactor } from "../src/model/config.ts";
+import { loadModelConfig, maxSupportedPositions, parseModelConfig, ropeAttentionFactor, ropeInvFreq } from "../src/model/config.ts";
 import { LLM } from "../src/engine/llm.ts";
 import { tempDir, tinyModel } from "./helpers.ts";
 import { checkShardable } from "../src/parallel/shard.ts";
@@ -152,14 +152,14 @@ describe("checkpoints", () => {
     const c = yarn({ factor: 4, original_max_position_embeddings: 32768 });
     expect(c.ropeScaling).toEqual({ type: "yarn", factor: 4, originalMaxPositionEmbeddings: 32768, betaFast: 32, betaSlow: 1, attentionFactor: 0.1 * Math.log(4) + 1, truncate: true });
     expect(maxSupportedPositions(c)).toBe(131072);
-    expect(ropeAttentionFactor(c)).toBeCloseTo(1.138629, 6);
+    expect(ropeAttentionFactor(c, 4096)).toBeCloseTo(1.138629, 6);
     // attention_factor given; DeepSeek's mscale / mscale_all_dim ratio; no original length: max_position_embeddings.
-    expect(ropeAttentionFactor(yarn({ factor: 4, attention_factor: 1.5 }))).toBe(1.5);
-    expect(ropeAttentionFactor(yarn({ factor: 40, mscale: 1, mscale_all_dim: 1 }))).toBe(1);
+    expect(ropeAttentionFactor(yarn({ factor: 4, attention_factor: 1.5 }), 4096)).toBe(1.5);
+    expect(ropeAttentionFactor(yarn({ factor: 40, mscale: 1, mscale_all_dim: 1 }), 4096)).toBe(1);
     expect((yarn({ factor: 2 }).ropeScaling as { originalMaxPositionEmbeddings: number }).originalMaxPositionEmbeddings).toBe(40960);
     expect(maxSupportedPositions(yarn({ factor: 2 }))).toBe(81920);
     expect(() => yarn({ factor: 4, beta_fast: "fast" })).toThrow('x/config.json: rope_scaling.beta_fast must be a number, got "fast"');
-    expect(() => parseModelConfig({ ...qwen, rope_scaling: { rope_type: "longrope", factor: 2 } }, "x/config.json")).toThrow("unsupported rope_scaling type 'longrope' (supported: default, linear, llama3, yarn)");
+    expect(() => parseModelConfig({ ...qwen, rope_scaling: { rope_type: "dynamic", factor: 2 } }, "x/config.json")).toThrow("unsupported rope_scaling type 'dynamic' (supported: default, linear, llama3, yarn, longrope)");
     // The engine's context: by default the scaled length, and no more.
     const dir = tinyModel({ arch: "qwen3", seed: 5, vocabSize: 2048, maxPositionEmbeddings: 128, ropeScaling: { rope_type: "yarn", factor: 4, original_max_position_embeddings: 64 } });
     const llm = new LLM({ model: dir, log: () => {} });
@@ -167,6 +167,67 @@ describe("checkpoints", () => {
     llm.close();
     expect(() => new LLM({ model: dir, maxModelLen: 300, log: () => {} })).toThrow("--max-model-len: 300 exceeds the model's positions with its rope_scaling (original_max_position_embeddings × factor) (256)");
   }, 60_000);
+
+  test("LongRoPE (Phi-3.5, Phi-4-mini) and partial rotary: factors per rotated frequency, the default mscale, the long factors past the pretrained length", () => {
+    // Phi-4-mini's shape: head_dim 128, ¾ rotary (48 frequencies), 4k pretrained, 128k positions.
+    const phi = { architectures: ["Phi3ForCausalLM"], hidden_size: 3072, num_attention_heads: 24, num_key_value_heads: 8, intermediate_size: 8, num_hidden_layers: 1, vocab_size: 10, max_position_embeddings: 131072, original_max_position_embeddings: 4096, partial_rotary_factor: 0.75 };
+    const short = Array.from({ length: 48 }, (_, i) => 1 + i / 10), long = short.map((f) => 2 * f);
+    const c = parseModelConfig({ ...phi, rope_scaling: { type: "longrope", short_factor: short, long_factor: long } }, "x/config.json");
+    const mscale = Math.sqrt(1 + Math.log(32) / Math.log(4096));
+    expect(c.rotaryDim).toBe(96);
+    expect(c.ropeScaling).toEqual({ type: "longrope", shortFactor: short, longFactor: long, originalMaxPositionEmbeddings: 4096, shortMscale: mscale, longMscale: mscale });
+    const base = (i: number) => 1 / 10000 ** ((2 * i) / 96);
+    expect(ropeInvFreq(c, 4096)[47]).toBeCloseTo(base(47) / short[47]!, 15);
+    expect(ropeInvFreq(c, 4097)[47]).toBeCloseTo(base(47) / long[47]!, 15);
+    expect(ropeInvFreq(c, 4096).length).toBe(48);
+    expect(ropeAttentionFactor(c, 131072)).toBeCloseTo(1.1902380714238083, 12);
+    // Phi-3's first name for it; the original length inside the scaling object; vLLM's mscales; attention_factor.
+    const su = parseModelConfig({ ...phi, original_max_position_embeddings: undefined, rope_scaling: { type: "su", short_factor: short, long_factor: long, original_max_position_embeddings: 8192, short_mscale: 1, long_mscale: 1.5 } });
+    expect(su.ropeScaling).toMatchObject({ type: "longrope", originalMaxPositionEmbeddings: 8192, shortMscale: 1, longMscale: 1.5 });
+    expect([ropeAttentionFactor(su, 8192), ropeAttentionFactor(su, 8193)]).toEqual([1, 1.5]);
+    expect(parseModelConfig({ ...phi, rope_scaling: { type: "longrope", short_factor: short, long_factor: long, attention_factor: 1.25 } }).ropeScaling).toMatchObject({ shortMscale: 1.25, longMscale: 1.25 });
+    // No longer than the pretrained length: mscale 1.
+    expect(parseModelConfig({ ...phi, max_position_embeddings: 4096, rope_scaling: { type: "longrope", short_factor: short, long_factor: long } }).ropeScaling).toMatchObject({ shortMscale: 1, longMscale: 1 });
+    // Factors must match the rotated frequencies: Phi-3.5's 48 for a full 96-wide head here would be 48 of 64.
+    expect(() => parseModelConfig({ ...phi, partial_rotary_factor: 1, rope_scaling: { type: "longrope", short_factor: short, long_factor: long } }, "x/config.json"))
+      .toThrow("x/config.json: rope_scaling.short_factor must list 64 positive numbers (one per rotated frequency: rotary dimensions / 2)");
+    expect(() => parseModelConfig({ ...phi, rope_scaling: { type: "longrope", short_factor: short, long_factor: [...long.slice(1), -1] } }, "x/config.json")).toThrow("rope_scaling.long_factor must list 48 positive numbers");
+    expect(() => parseModelConfig({ ...phi, original_max_position_embeddings: "4k", rope_scaling: { type: "longrope", short_factor: short, long_factor: long } }, "x/config.json")).toThrow("field 'original_max_position_embeddings' must be a positive integer, got \"4k\"");
+    expect(() => parseModelConfig({ ...phi, partial_rotary_factor: 0 }, "x/config.json")).toThrow("field 'partial_rotary_factor' must be a number in (0, 1], got 0");
+    expect(() => parseModelConfig({ ...phi, partial_rotary_factor: 1.5 }, "x/config.json")).toThrow("field 'partial_rotary_factor' must be a number in (0, 1], got 1.5");
+  });
+
+  test("transformers 5's rope_parameters (rope_theta, rope_type and the scaling's fields in one object; Gemma 3's per layer type) read as the older fields", () => {
+    const qwen = { architectures: ["Qwen3ForCausalLM"], hidden_size: 8, num_attention_heads: 2, head_dim: 8, intermediate_size: 8, num_hidden_layers: 1, vocab_size: 10, max_position_embeddings: 40960 };
+    const parse = (f: Record<string, unknown>) => parseModelConfig({ ...qwen, ...f }, "x/config.json");
+    // Without rope_theta at the top level a reader that missed rope_parameters would run with 10000.
+    expect(parse({ rope_parameters: { rope_theta: 1000000, rope_type: "default" } })).toMatchObject({ ropeTheta: 1000000, ropeScaling: null, rotaryDim: 8 });
+    const yarn = parse({ rope_parameters: { rope_theta: 5000000, rope_type: "yarn", factor: 4, original_max_position_embeddings: 32768 } });
+    expect(yarn).toMatchObject({ ropeTheta: 5000000, ropeScaling: { type: "yarn", factor: 4, originalMaxPositionEmbeddings: 32768 } });
+    expect(maxSupportedPositions(yarn)).toBe(131072);
+    expect(parse({ rope_parameters: { rope_theta: 1e6, partial_rotary_factor: 0.5 } }).rotaryDim).toBe(4);
+    // A field set at the top level (an older save, or --hf-overrides) wins.
+    expect(parse({ rope_theta: 10000, rope_parameters: { rope_theta: 1e6 } }).ropeTheta).toBe(10000);
+    expect(parse({ rope_scaling: { rope_type: "linear", factor: 2 }, rope_parameters: { rope_theta: 1e6, rope_type: "yarn", factor: 4 } })).toMatchObject({ ropeTheta: 1e6, ropeScaling: { type: "linear", factor: 2 } });
+    // Errors name the field as the file spells it.
+    expect(() => parse({ rope_parameters: "default" })).toThrow("x/config.json: field 'rope_parameters' must be an object, got \"default\"");
+    expect(() => parse({ rope_parameters: { rope_theta: -1 } })).toThrow("field 'rope_parameters.rope_theta' must be a positive number, got -1");
+    expect(() => parse({ rope_parameters: { rope_theta: 1e6, rope_type: "yarn", factor: 4, beta_fast: "x" } })).toThrow('rope_parameters.beta_fast must be a number, got "x"');
+    expect(() => parse({ rope_parameters: { rope_theta: 1e6, rope_type: "dynamic", factor: 4 } })).toThrow("unsupported rope_parameters type 'dynamic'");
+    // Gemma 3: one object per layer type; the sliding layers' base is their rope_theta.
+    const gemma = { ...qwen, architectures: ["Gemma3ForCausalLM"], model_type: "gemma3_text", num_hidden_layers: 2, sliding_window: 4, layer_types: ["sliding_attention", "full_attention"] };
+    const perType = (full: Record<string, unknown>, sliding: Record<string, unknown>) =>
+      parseModelConfig({ ...gemma, rope_parameters: { full_attention: full, sliding_attention: sliding } }, "x/config.json");
+    expect(perType({ rope_type: "linear", factor: 8, rope_theta: 1e6 }, { rope_type: "default", rope_theta: 10000 })).toMatchObject({ ropeTheta: 1e6, ropeScaling: { type: "linear", factor: 8 }, localRopeTheta: 10000 });
+    expect(() => perType({ rope_theta: 1e6 }, { rope_type: "yarn", factor: 2, rope_theta: 1e4 })).toThrow("rope_parameters.sliding_attention.rope_type 'yarn' is not supported (the sliding-window layers' RoPE is unscaled)");
+    expect(() => perType({ rope_theta: 1e6, partial_rotary_factor: 0.5 }, { rope_theta: 1e4 })).toThrow("rope_parameters.sliding_attention.partial_rotary_factor differs from the full-attention layers'");
+    // Gemma 3 4B+ (text_config over transformers' defaults) and Qwen3-VL (M-RoPE reads as plain RoPE for text) saved by transformers 5.
+    const mm = parseModelConfig({ architectures: ["Gemma3ForConditionalGeneration"], text_config: { rope_parameters: { full_attention: { rope_type: "linear", factor: 8, rope_theta: 2e6 }, sliding_attention: { rope_type: "default", rope_theta: 20000 } } } });
+    expect(mm).toMatchObject({ ropeTheta: 2e6, ropeScaling: { type: "linear", factor: 8 }, localRopeTheta: 20000 });
+    const vl = { ...qwen, architectures: ["Qwen3VLForConditionalGeneration"] };
+    expect(parseModelConfig({ ...vl, rope_parameters: { rope_type: "default", rope_theta: 5e6, mrope_section: [24, 20, 20], mrope_interleaved: true } })).toMatchObject({ ropeTheta: 5e6, ropeScaling: null });
+    expect(() => parseModelConfig({ ...vl, rope_parameters: { rope_type: "yarn", factor: 4, rope_theta: 5e6, mrope_section: [24, 20, 20] } }, "x/config.json")).toThrow('rope_parameters "yarn" with mrope_section is not supported');
+  });
 
   test("llama3 rope scaling and Qwen2 bias flags are parsed", () => {
     const l = loadModelConfig(tinyModel({ arch: "llama", seed: 2, vocabSize: 2048 }));

@@ -2,14 +2,16 @@
 // RoPE, in place on packed qkv rows [tokens, (H + 2·Hkv)·D], and the token's k and v written to the KV
 // cache at its slot (slot < 0 = skip: graph padding). Grid (tokens, H + 2·Hkv): blocks h < H are q heads,
 // then Hkv k heads, then Hkv v heads (copied only). Block: D/2 threads rounded up to a multiple of 32;
-// thread i < D/2 owns the pair (i, i + D/2). cos/sin: f32 [max_pos, D/2]; caches [slots, Hkv, D].
+// thread i < D/2 owns the pair (i, i + D/2). cos/sin: f32 [max_pos, R/2] for R = 2·rot_half rotary dimensions:
+// the whole head (rot_half = D/2), or partial RoPE (Phi-4-mini), where only the first R dimensions rotate,
+// i with i + R/2, and the rest pass through. Caches [slots, Hkv, D].
 #include "common.cuh"
 
 extern "C" __global__ void qk_norm_rope_store_bf16(bf16* __restrict__ qkv, const int* __restrict__ positions, const int* __restrict__ slots,
                                                    const float* __restrict__ cos_table, const float* __restrict__ sin_table,
                                                    const bf16* __restrict__ q_norm, const bf16* __restrict__ k_norm,
                                                    bf16* __restrict__ k_cache, bf16* __restrict__ v_cache,
-                                                   int num_heads, int num_kv_heads, int head_dim, float eps) {
+                                                   int num_heads, int num_kv_heads, int head_dim, int rot_half, float eps) {
   __shared__ float scratch[32];
   const int t = blockIdx.x, h = blockIdx.y, half = head_dim >> 1, i = threadIdx.x;
   const bool active = i < half;
@@ -34,17 +36,39 @@ extern "C" __global__ void qk_norm_rope_store_bf16(bf16* __restrict__ qkv, const
       x2 = to_f(to_bf(to_f(to_bf(x2 * inv)) * to_f(norm[i + half])));
     }
   }
-  if (!active) return;
   const int pos = positions[t];
-  // Rounded where Hugging Face's bf16 forward rounds (q·cos + rotate_half(q)·sin with cos/sin cast to the
-  // activation dtype: each product, then the sum), so vbun and HF agree bit for bit more often.
-  const float c = to_f(to_bf(cos_table[(size_t)pos * half + i])), s = to_f(to_bf(sin_table[(size_t)pos * half + i]));
-  const bf16 y1 = to_bf(to_f(to_bf(x1 * c)) - to_f(to_bf(x2 * s))), y2 = to_bf(to_f(to_bf(x2 * c)) + to_f(to_bf(x1 * s)));
-  head[i] = y1;
-  head[i + half] = y2;
-  if (kv_head >= 0 && slot >= 0) {
-    bf16* dst = k_cache + ((size_t)slot * num_kv_heads + kv_head) * head_dim;
-    dst[i] = y1;
-    dst[i + half] = y2;
+  bf16* k_dst = kv_head >= 0 && slot >= 0 ? k_cache + ((size_t)slot * num_kv_heads + kv_head) * head_dim : nullptr;
+  if (rot_half == half) {
+    if (!active) return;
+    // Rounded where Hugging Face's bf16 forward rounds (q·cos + rotate_half(q)·sin with cos/sin cast to the
+    // activation dtype: each product, then the sum), so vbun and HF agree bit for bit more often.
+    const float c = to_f(to_bf(cos_table[(size_t)pos * half + i])), s = to_f(to_bf(sin_table[(size_t)pos * half + i]));
+    const bf16 y1 = to_bf(to_f(to_bf(x1 * c)) - to_f(to_bf(x2 * s))), y2 = to_bf(to_f(to_bf(x2 * c)) + to_f(to_bf(x1 * s)));
+    head[i] = y1;
+    head[i + half] = y2;
+    if (k_dst != nullptr) {
+      k_dst[i] = y1;
+      k_dst[i + half] = y2;
+    }
+    return;
+  }
+  // Partial RoPE: the rotated pairs (j, j + rot_half) cross the threads' (i, i + half), so the (normed) head
+  // goes through memory: written back, then each thread j < rot_half rotates its own pair in place (pairs
+  // are disjoint), then the K head is copied once every pair is done.
+  if (active) {
+    head[i] = to_bf(x1);
+    head[i + half] = to_bf(x2);
+  }
+  __syncthreads();
+  if (i < rot_half) {
+    const float a = to_f(head[i]), b = to_f(head[i + rot_half]);
+    const float c = to_f(to_bf(cos_table[(size_t)pos * rot_half + i])), s = to_f(to_bf(sin_table[(size_t)pos * rot_half + i]));
+    head[i] = to_bf(to_f(to_bf(a * c)) - to_f(to_bf(b * s)));
+    head[i + rot_half] = to_bf(to_f(to_bf(b * c)) + to_f(to_bf(a * s)));
+  }
+  __syncthreads();
+  if (active && k_dst != nullptr) {
+    k_dst[i] = head[i];
+    k_dst[i + half] = head[i + half];
   }
 }

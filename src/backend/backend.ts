@@ -110,6 +110,11 @@ export interface AttentionShape {
   window?: number;
   /** Gemma 2: each (scaled) score s becomes softcap · tanh(s / softcap); 0 or absent: none. */
   softcap?: number;
+  /**
+   * Partial RoPE (Phi-4-mini): only each head's first rotaryDim dimensions rotate, dimension i with
+   * i + rotaryDim / 2, and the cos/sin tables are [maxPos, rotaryDim / 2]; absent: the whole head.
+   */
+  rotaryDim?: number;
 }
 
 export interface Backend<T extends Tensor = Tensor> {

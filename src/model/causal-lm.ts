@@ -152,7 +152,10 @@ export class CausalLM<T extends Tensor> {
     this.pooling = opts.pooling ?? false;
     this.shard = { rank: collective?.rank ?? 0, size: collective?.size ?? 1 };
     this.dims = localDims(cfg, this.shard);
-    this.attention = { numHeads: this.dims.numHeads, numKvHeads: this.dims.numKvHeads, headDim: cfg.headDim, scale: cfg.scales.attention, ...(cfg.attnLogitSoftcap ? { softcap: cfg.attnLogitSoftcap } : {}) };
+    this.attention = {
+      numHeads: this.dims.numHeads, numKvHeads: this.dims.numKvHeads, headDim: cfg.headDim, scale: cfg.scales.attention,
+      ...(cfg.attnLogitSoftcap ? { softcap: cfg.attnLogitSoftcap } : {}), ...(cfg.rotaryDim < cfg.headDim ? { rotaryDim: cfg.rotaryDim } : {}),
+    };
     this.layerAttention = cfg.layerWindows.map((w) => (w > 0 ? { ...this.attention, window: w } : this.attention));
   }
 
@@ -384,24 +387,24 @@ export class CausalLM<T extends Tensor> {
   private buildRopeTables(): void {
     const c = this.cfg, global = this.ropeTables(c);
     const local = c.localRopeTheta !== null ? this.ropeTables({ ...c, ropeTheta: c.localRopeTheta, ropeScaling: null }) : global;
-    const half = c.headDim / 2, layers = c.ropeLayers;
+    const half = c.rotaryDim / 2, layers = c.ropeLayers;
     const identity = layers?.includes(false)
       ? { cos: this.backend.fromHost(new Float32Array(this.maxModelLen * half).fill(1), [this.maxModelLen, half]), sin: this.backend.fromHost(new Float32Array(this.maxModelLen * half), [this.maxModelLen, half]) }
       : global;
     this.layerRope = Array.from({ length: c.numLayers }, (_, l) => (layers && !layers[l] ? identity : c.layerWindows[l]! > 0 ? local : global));
   }
 
-  /** RoPE cos/sin tables [maxModelLen, headDim / 2] for a base and scaling. */
-  private ropeTables(cfg: Pick<ModelConfig, "headDim" | "ropeTheta" | "ropeScaling">): { cos: T; sin: T } {
-    const half = cfg.headDim / 2;
-    const inv = ropeInvFreq(cfg), scale = ropeAttentionFactor(cfg);
+  /** RoPE cos/sin tables [maxModelLen, rotaryDim / 2] for a base and scaling. */
+  private ropeTables(cfg: Pick<ModelConfig, "rotaryDim" | "ropeTheta" | "ropeScaling">): { cos: T; sin: T } {
+    const half = cfg.rotaryDim / 2;
+    const inv = ropeInvFreq(cfg, this.maxModelLen), scale = ropeAttentionFactor(cfg, this.maxModelLen);
     const cos = new Float32Array(this.maxModelLen * half);
     const sin = new Float32Array(this.maxModelLen * half);
     for (let p = 0; p < this.maxModelLen; p++)
       for (let i = 0; i < half; i++) {
         // HF computes the angle in f32 (inv_freq f32 × position f32) before cos/sin.
         const angle = Math.fround(p * Math.fround(inv[i]!));
-        // YaRN scales both (HF multiplies cos and sin by attention_scaling in f32).
+        // YaRN's attention factor and LongRoPE's mscale scale both (HF multiplies cos and sin in f32).
         cos[p * half + i] = Math.fround(Math.cos(angle)) * scale;
         sin[p * half + i] = Math.fround(Math.sin(angle)) * scale;
       }

@@ -5,9 +5,20 @@ import { fromFloat32, parseDTypeName, toFloat32, type DType } from "../loader/dt
 
 export type Architecture = "qwen3" | "qwen2" | "llama" | "gemma2" | "gemma3";
 
-/** rope_scaling: linear (positions / factor), Llama 3's smoothed per-frequency scaling, or YaRN (Qwen's long-context recipe). */
+/**
+ * rope_scaling: linear (positions / factor), Llama 3's smoothed per-frequency scaling, YaRN (Qwen's
+ * long-context recipe), or LongRoPE (Phi-3.5 / Phi-4-mini: a factor per frequency).
+ */
 export type RopeScaling =
   | { type: "linear"; factor: number }
+  | {
+    /**
+     * LongRoPE: frequency i divided by shortFactor[i], or by longFactor[i] when the context may pass the
+     * pretrained length (max-model-len > originalMaxPositionEmbeddings: vLLM's rule; transformers switches per
+     * forward pass by its longest position), cos and sin then multiplied by that choice's mscale.
+     */
+    type: "longrope"; shortFactor: number[]; longFactor: number[]; originalMaxPositionEmbeddings: number; shortMscale: number; longMscale: number;
+  }
   | { type: "llama3"; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositionEmbeddings: number }
   | {
     type: "yarn"; factor: number; originalMaxPositionEmbeddings: number; betaFast: number; betaSlow: number;
@@ -30,6 +41,8 @@ export interface ModelConfig {
   rmsNormEps: number;
   ropeTheta: number;
   ropeScaling: RopeScaling | null;
+  /** The leading dimensions of each head that RoPE rotates (head_dim × partial_rotary_factor; Phi-4-mini: ¾); the rest pass through. */
+  rotaryDim: number;
   tieWordEmbeddings: boolean;
   /** Bias on q/k/v projections (Qwen2 always; others when attention_bias). */
   qkvBias: boolean;
@@ -194,6 +207,10 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
     if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) throw new ConfigError(file, `field '${key}' must be a positive number, got ${JSON.stringify(raw[key])}`);
     return v;
   };
+  const positive = (v: unknown, field: string): number => {
+    if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) throw new ConfigError(file, `field '${field}' must be a positive number, got ${JSON.stringify(v)}`);
+    return v;
+  };
 
   const hiddenSize = int("hidden_size");
   const numHeads = int("num_attention_heads");
@@ -208,7 +225,12 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
   if (act !== "silu" && act !== "gelu_pytorch_tanh") throw new ConfigError(file, `unsupported hidden_act '${act}' (silu, or gelu_pytorch_tanh)`);
   if (raw.use_bidirectional_attention === true) throw new ConfigError(file, "use_bidirectional_attention=true is not supported (causal attention only)");
   if (raw.mlp_bias === true) throw new ConfigError(file, "mlp_bias=true is not supported");
-  if (raw.partial_rotary_factor != null && raw.partial_rotary_factor !== 1) throw new ConfigError(file, `partial_rotary_factor ${JSON.stringify(raw.partial_rotary_factor)} is not supported (RoPE over the whole head only)`);
+  const rope = readRopeFields(raw, file);
+  const partial = rope.partialRotaryFactor ?? 1;
+  if (typeof partial !== "number" || !(partial > 0 && partial <= 1)) throw new ConfigError(file, `field 'partial_rotary_factor' must be a number in (0, 1], got ${JSON.stringify(partial)}`);
+  // Transformers' int(head_dim × partial_rotary_factor); rotate-half pairs dimension i with i + rotaryDim / 2.
+  const rotaryDim = Math.trunc(headDim * partial);
+  if (rotaryDim < 2 || rotaryDim % 2 !== 0) throw new ConfigError(file, `partial_rotary_factor ${partial} gives ${rotaryDim} rotary dimensions of head_dim ${headDim}: RoPE needs an even number`);
   const numLayers = int("num_hidden_layers");
   // Gemma without layer_types: every sliding_window_pattern-th layer is global (Gemma 2: every second), the others slide.
   const pattern = gemma && raw.layer_types == null ? (architecture === "gemma2" ? 2 : int("sliding_window_pattern", 6)) : 0;
@@ -237,7 +259,7 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
       attention: gemma ? 1 / Math.sqrt(num("query_pre_attn_scalar", headDim)) : raw.attention_multiplier == null ? 1 / Math.sqrt(headDim) : num("attention_multiplier", 1),
       logitsScaling: num("logits_scaling", 1),
     },
-    localRopeTheta: architecture === "gemma3" ? num("rope_local_base_freq", 10000) : null,
+    localRopeTheta: architecture === "gemma3" ? positive(rope.localTheta ?? 10000, rope.localThetaField) : null,
     attnLogitSoftcap: raw.attn_logit_softcapping == null ? null : num("attn_logit_softcapping", 1),
     finalLogitSoftcap: raw.final_logit_softcapping == null ? null : num("final_logit_softcapping", 1),
     activation: act === "silu" ? "silu" : "gelu_tanh",
@@ -251,8 +273,11 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
     vocabSize: int("vocab_size"),
     maxPositionEmbeddings: int("max_position_embeddings", 2048),
     rmsNormEps: num("rms_norm_eps", 1e-6),
-    ropeTheta: num("rope_theta", 10000),
-    ropeScaling: parseRopeScaling(raw.rope_scaling, file, int("max_position_embeddings", 2048)),
+    ropeTheta: positive(rope.theta ?? 10000, rope.thetaField),
+    ropeScaling: parseRopeScaling(rope.scaling, file, rope.scalingField, {
+      maxPositionEmbeddings: int("max_position_embeddings", 2048), originalMaxPositionEmbeddings: raw.original_max_position_embeddings, rotaryDim,
+    }),
+    rotaryDim,
     tieWordEmbeddings: raw.tie_word_embeddings === true,
     qkvBias: architecture === "qwen2" ? true : attentionBias,
     oBias: architecture === "qwen2" ? false : attentionBias,
@@ -308,7 +333,10 @@ function gemma3TextConfig(raw: Record<string, unknown>, file: string): Record<st
   if (text == null || typeof text !== "object" || Array.isArray(text)) throw new ConfigError(file, "Gemma3ForConditionalGeneration needs a 'text_config' object (its language model's settings)");
   const top: Record<string, unknown> = {};
   for (const key of ["torch_dtype", "dtype", "bos_token_id", "eos_token_id", "tie_word_embeddings"]) if (raw[key] !== undefined) top[key] = raw[key];
-  return { ...GEMMA3_TEXT_DEFAULTS, ...top, ...(text as Record<string, unknown>), architectures: raw.architectures };
+  // Transformers 5's text_config keeps RoPE in rope_parameters: the old defaults' top-level fields would win over it.
+  const defaults = { ...GEMMA3_TEXT_DEFAULTS };
+  if ((text as Record<string, unknown>).rope_parameters != null) for (const key of ["rope_theta", "rope_scaling", "rope_local_base_freq"]) delete defaults[key];
+  return { ...defaults, ...top, ...(text as Record<string, unknown>), architectures: raw.architectures };
 }
 
 const QWEN_VL = new Set(["Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration", "Qwen3VLForConditionalGeneration"]);
@@ -323,11 +351,12 @@ function qwenVlTextConfig(raw: Record<string, unknown>, file: string): Record<st
   const text = raw.text_config;
   if (text != null && (typeof text !== "object" || Array.isArray(text))) throw new ConfigError(file, "field 'text_config' must be an object (the language model's settings)");
   const merged: Record<string, unknown> = { ...raw, ...(text as Record<string, unknown> | undefined), architectures: raw.architectures };
-  const rs = merged.rope_scaling as Record<string, unknown> | null | undefined;
-  if (rs && typeof rs === "object" && rs.mrope_section !== undefined) {
-    const type = rs.rope_type ?? rs.type;
-    if (type !== undefined && type !== "default" && type !== "mrope") throw new ConfigError(file, `rope_scaling ${JSON.stringify(type)} with mrope_section is not supported`);
-    merged.rope_scaling = null;
+  const rope = readRopeFields(merged, file);
+  if (isObject(rope.scaling) && rope.scaling.mrope_section !== undefined) {
+    const type = rope.scaling.rope_type ?? rope.scaling.type;
+    if (type !== undefined && type !== "default" && type !== "mrope") throw new ConfigError(file, `${rope.scalingField} ${JSON.stringify(type)} with mrope_section is not supported`);
+    // Plain RoPE: a set rope_scaling wins over rope_parameters (whose rope_theta still counts).
+    merged.rope_scaling = { rope_type: "default" };
   }
   return merged;
 }
@@ -398,49 +427,140 @@ function parseRopeLayers(v: unknown, numLayers: number, file: string): boolean[]
   return v.map((x) => x === 1);
 }
 
-function parseRopeScaling(v: unknown, file: string, maxPositionEmbeddings: number): RopeScaling | null {
+/**
+ * RoPE's settings as transformers 4 writes them (rope_theta, rope_scaling, partial_rotary_factor,
+ * rope_local_base_freq at the top level) or transformers 5 (one `rope_parameters` object with rope_theta and
+ * rope_type beside the scaling's fields — or one per layer type, as Gemma 3's full_attention and
+ * sliding_attention). A top-level field that is set (e.g. by --hf-overrides) wins over rope_parameters; a
+ * reader that missed rope_parameters would silently run with the default base of 10000.
+ */
+interface RopeFields {
+  theta: unknown; thetaField: string;
+  scaling: unknown; scalingField: string;
+  partialRotaryFactor: unknown;
+  /** The sliding-window layers' base (Gemma 3). */
+  localTheta: unknown; localThetaField: string;
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === "object" && !Array.isArray(v);
+
+function readRopeFields(raw: Record<string, unknown>, file: string): RopeFields {
+  const rp = raw.rope_parameters;
+  const legacy: RopeFields = {
+    theta: raw.rope_theta, thetaField: "rope_theta", scaling: raw.rope_scaling, scalingField: "rope_scaling",
+    partialRotaryFactor: raw.partial_rotary_factor, localTheta: raw.rope_local_base_freq, localThetaField: "rope_local_base_freq",
+  };
+  if (rp == null) return legacy;
+  if (!isObject(rp)) throw new ConfigError(file, `field 'rope_parameters' must be an object, got ${JSON.stringify(rp)}`);
+  const perLayerType = "full_attention" in rp || "sliding_attention" in rp;
+  const globalName = perLayerType ? "rope_parameters.full_attention" : "rope_parameters", localName = "rope_parameters.sliding_attention";
+  const global = perLayerType ? rp.full_attention ?? {} : rp, local = perLayerType ? rp.sliding_attention : undefined;
+  if (!isObject(global)) throw new ConfigError(file, `field '${globalName}' must be an object, got ${JSON.stringify(global)}`);
+  if (local != null) {
+    if (!isObject(local)) throw new ConfigError(file, `field '${localName}' must be an object, got ${JSON.stringify(local)}`);
+    const type = local.rope_type ?? local.type;
+    if (type !== undefined && type !== "default") throw new ConfigError(file, `${localName}.rope_type '${type}' is not supported (the sliding-window layers' RoPE is unscaled)`);
+    if ((local.partial_rotary_factor ?? 1) !== (global.partial_rotary_factor ?? legacy.partialRotaryFactor ?? 1))
+      throw new ConfigError(file, `${localName}.partial_rotary_factor differs from the full-attention layers' (one rotary dimension for all layers)`);
+  }
+  const pick = (top: unknown, topName: string, nested: unknown, nestedName: string): [unknown, string] => (top != null ? [top, topName] : [nested, nestedName]);
+  const [theta, thetaField] = pick(raw.rope_theta, "rope_theta", global.rope_theta, `${globalName}.rope_theta`);
+  const [scaling, scalingField] = pick(raw.rope_scaling, "rope_scaling", global, globalName);
+  const [localTheta, localThetaField] = pick(raw.rope_local_base_freq, "rope_local_base_freq", isObject(local) ? local.rope_theta : undefined, `${localName}.rope_theta`);
+  return { theta, thetaField, scaling, scalingField, partialRotaryFactor: raw.partial_rotary_factor ?? global.partial_rotary_factor, localTheta, localThetaField };
+}
+
+/** What parseRopeScaling reads beside the scaling object: config.json's lengths and the rotary width. */
+interface RopeContext {
+  maxPositionEmbeddings: number;
+  /** config.json's top-level original_max_position_embeddings (Phi-3 keeps the pretrained length there). */
+  originalMaxPositionEmbeddings: unknown;
+  rotaryDim: number;
+}
+
+function parseRopeScaling(v: unknown, file: string, field: string, ctx: RopeContext): RopeScaling | null {
   if (v == null) return null;
-  if (typeof v !== "object") throw new ConfigError(file, "field 'rope_scaling' must be an object or null");
-  const r = v as Record<string, unknown>;
+  if (!isObject(v)) throw new ConfigError(file, `field '${field}' must be an object or null`);
+  const r = v;
   const type = (r.rope_type ?? r.type) as string | undefined;
   if (type === undefined || type === "default") return null;
+  const num = (k: string, d: number) => {
+    const x = r[k] == null ? d : Number(r[k]);
+    if (!Number.isFinite(x)) throw new ConfigError(file, `${field}.${k} must be a number, got ${JSON.stringify(r[k])}`);
+    return x;
+  };
+  if (type === "longrope" || type === "su") return parseLongRope(r, file, field, ctx, num);
   const factor = Number(r.factor ?? 1);
-  if (!(factor > 0)) throw new ConfigError(file, "rope_scaling.factor must be positive");
+  if (!(factor > 0)) throw new ConfigError(file, `${field}.factor must be positive`);
   if (type === "linear") return { type, factor };
   if (type === "llama3") {
     const lowFreqFactor = Number(r.low_freq_factor);
     const highFreqFactor = Number(r.high_freq_factor);
     const originalMaxPositionEmbeddings = Number(r.original_max_position_embeddings);
     if (!(lowFreqFactor > 0 && highFreqFactor > lowFreqFactor && originalMaxPositionEmbeddings > 0))
-      throw new ConfigError(file, "rope_scaling (llama3) needs low_freq_factor < high_freq_factor and original_max_position_embeddings");
+      throw new ConfigError(file, `${field} (llama3) needs low_freq_factor < high_freq_factor and original_max_position_embeddings`);
     return { type, factor, lowFreqFactor, highFreqFactor, originalMaxPositionEmbeddings };
   }
   if (type === "yarn") {
-    const num = (k: string, d: number) => {
-      const x = r[k] == null ? d : Number(r[k]);
-      if (!Number.isFinite(x)) throw new ConfigError(file, `rope_scaling.${k} must be a number, got ${JSON.stringify(r[k])}`);
-      return x;
-    };
-    const originalMaxPositionEmbeddings = num("original_max_position_embeddings", maxPositionEmbeddings);
+    const originalMaxPositionEmbeddings = num("original_max_position_embeddings", ctx.maxPositionEmbeddings);
     const betaFast = num("beta_fast", 32), betaSlow = num("beta_slow", 1);
-    if (!(originalMaxPositionEmbeddings > 0)) throw new ConfigError(file, "rope_scaling.original_max_position_embeddings must be positive");
+    if (!(originalMaxPositionEmbeddings > 0)) throw new ConfigError(file, `${field}.original_max_position_embeddings must be positive`);
     // YaRN's attention temperature: 0.1·ln(s)+1 (with DeepSeek's mscale / mscale_all_dim, their ratio), unless given.
     const mscale = (m: number) => (factor <= 1 ? 1 : 0.1 * m * Math.log(factor) + 1);
     const m = num("mscale", 0), mAll = num("mscale_all_dim", 0);
     const attentionFactor = r.attention_factor != null ? num("attention_factor", 1) : m && mAll ? mscale(m) / mscale(mAll) : mscale(1);
     return { type, factor, originalMaxPositionEmbeddings, betaFast, betaSlow, attentionFactor, truncate: r.truncate !== false };
   }
-  throw new ConfigError(file, `unsupported rope_scaling type '${type}' (supported: default, linear, llama3, yarn)`);
+  throw new ConfigError(file, `unsupported ${field} type '${type}' (supported: default, linear, llama3, yarn, longrope)`);
 }
 
-/** Inverse RoPE frequencies (head_dim / 2 of them), with scaling applied. */
-export function ropeInvFreq(cfg: Pick<ModelConfig, "headDim" | "ropeTheta" | "ropeScaling">): Float64Array {
-  const half = cfg.headDim / 2, D = cfg.headDim, base = cfg.ropeTheta;
+/**
+ * LongRoPE (Phi-3 / 3.5 / 4-mini): short_factor and long_factor, one per rotated frequency; the pretrained
+ * length from the scaling object or config.json's top level. The default mscale (transformers' and vLLM's):
+ * √(1 + ln(s) / ln(original)) for s = max_position_embeddings / original (or the factor, where the config
+ * names no original length), 1 when s ≤ 1; attention_factor, or vLLM's short_mscale / long_mscale, instead.
+ */
+function parseLongRope(r: Record<string, unknown>, file: string, field: string, ctx: RopeContext, num: (k: string, d: number) => number): RopeScaling {
+  const factors = (k: string): number[] => {
+    const f = r[k];
+    if (!Array.isArray(f) || f.length !== ctx.rotaryDim / 2 || !f.every((x) => typeof x === "number" && Number.isFinite(x) && x > 0))
+      throw new ConfigError(file, `${field}.${k} must list ${ctx.rotaryDim / 2} positive numbers (one per rotated frequency: rotary dimensions / 2), got ${JSON.stringify(f)?.slice(0, 120)}`);
+    return f as number[];
+  };
+  const shortFactor = factors("short_factor"), longFactor = factors("long_factor");
+  const top = ctx.originalMaxPositionEmbeddings;
+  if (top != null && !(typeof top === "number" && Number.isInteger(top) && top > 0)) throw new ConfigError(file, `field 'original_max_position_embeddings' must be a positive integer, got ${JSON.stringify(top)}`);
+  const given = r.original_max_position_embeddings != null ? num("original_max_position_embeddings", 0) : (top as number | undefined);
+  if (given !== undefined && !(Number.isInteger(given) && given > 0)) throw new ConfigError(file, `${field}.original_max_position_embeddings must be a positive integer`);
+  const originalMaxPositionEmbeddings = given ?? ctx.maxPositionEmbeddings;
+  const ratio = given !== undefined ? ctx.maxPositionEmbeddings / given : num("factor", 1);
+  const mscale = r.attention_factor != null ? num("attention_factor", 1) : ratio <= 1 ? 1 : Math.sqrt(1 + Math.log(ratio) / Math.log(originalMaxPositionEmbeddings));
+  return {
+    type: "longrope", shortFactor, longFactor, originalMaxPositionEmbeddings,
+    shortMscale: r.short_mscale != null ? num("short_mscale", 1) : mscale, longMscale: r.long_mscale != null ? num("long_mscale", 1) : mscale,
+  };
+}
+
+/** Whether LongRoPE takes its long factors: when the context may pass the pretrained length (vLLM's rule). */
+export function longRopeIsLong(s: Extract<RopeScaling, { type: "longrope" }>, maxModelLen: number): boolean {
+  return maxModelLen > s.originalMaxPositionEmbeddings;
+}
+
+/**
+ * Inverse RoPE frequencies (rotaryDim / 2 of them: the pairs (i, i + rotaryDim / 2) RoPE rotates), with
+ * scaling applied; `maxModelLen` decides LongRoPE's factors.
+ */
+export function ropeInvFreq(cfg: Pick<ModelConfig, "rotaryDim" | "ropeTheta" | "ropeScaling">, maxModelLen: number): Float64Array {
+  const half = cfg.rotaryDim / 2, D = cfg.rotaryDim, base = cfg.ropeTheta;
   const inv = new Float64Array(half);
   for (let i = 0; i < half; i++) inv[i] = 1 / base ** ((2 * i) / D);
   const s = cfg.ropeScaling;
   if (!s) return inv;
   if (s.type === "linear") return inv.map((f) => f / s.factor);
+  if (s.type === "longrope") {
+    const ext = longRopeIsLong(s, maxModelLen) ? s.longFactor : s.shortFactor;
+    return inv.map((f, i) => f / ext[i]!);
+  }
   if (s.type === "yarn") {
     // Dimensions that turn fewer than beta_slow times over the original context are interpolated (÷ factor),
     // those that turn more than beta_fast times kept, with a linear ramp between.
@@ -466,9 +586,12 @@ export function ropeInvFreq(cfg: Pick<ModelConfig, "headDim" | "ropeTheta" | "ro
   });
 }
 
-/** What RoPE's cos and sin are multiplied by (YaRN's attention factor; 1 otherwise). */
-export function ropeAttentionFactor(cfg: Pick<ModelConfig, "ropeScaling">): number {
-  return cfg.ropeScaling?.type === "yarn" ? cfg.ropeScaling.attentionFactor : 1;
+/** What RoPE's cos and sin are multiplied by (YaRN's attention factor, LongRoPE's mscale; 1 otherwise). */
+export function ropeAttentionFactor(cfg: Pick<ModelConfig, "ropeScaling">, maxModelLen: number): number {
+  const s = cfg.ropeScaling;
+  if (s?.type === "yarn") return s.attentionFactor;
+  if (s?.type === "longrope") return longRopeIsLong(s, maxModelLen) ? s.longMscale : s.shortMscale;
+  return 1;
 }
 
 /**

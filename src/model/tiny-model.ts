@@ -50,6 +50,9 @@ export interface TinyModelOptions {
   maxWindowLayers?: number;
   /** gemma3: laid out as the multimodal Gemma3ForConditionalGeneration checkpoints are (text_config; language_model.model.*; a vision tower's tensors). */
   multimodalLayout?: boolean;
+  /** phi3 (ignored elsewhere): partial_rotary_factor (Phi-4-mini: 0.75) and original_max_position_embeddings (LongRoPE's pretrained length; default max_position_embeddings). */
+  partialRotaryFactor?: number;
+  originalMaxPositionEmbeddings?: number;
   /** Also write sentence-transformers files (modules.json: last-token pooling, then Normalize): an embedding model. */
   sentenceTransformers?: boolean;
 }
@@ -184,7 +187,8 @@ function causalConfig(o: TinyModelOptions): Record<string, unknown> {
     // Phi-3 / Phi-4: the Llama decoder with q/k/v and gate/up stored fused (qkv_proj, gate_up_proj).
     return {
       architectures: ["Phi3ForCausalLM"], model_type: "phi3", ...base, attention_bias: false, rope_theta: 10000, rope_scaling: o.ropeScaling ?? null,
-      original_max_position_embeddings: base.max_position_embeddings, tie_word_embeddings: o.tieWordEmbeddings ?? false, sliding_window: o.slidingWindow ?? null,
+      original_max_position_embeddings: o.originalMaxPositionEmbeddings ?? base.max_position_embeddings, tie_word_embeddings: o.tieWordEmbeddings ?? false, sliding_window: o.slidingWindow ?? null,
+      ...(o.partialRotaryFactor !== undefined ? { partial_rotary_factor: o.partialRotaryFactor } : {}),
       resid_pdrop: 0, embd_pdrop: 0, attention_dropout: 0,
       // Phi3Config's default pad_token_id (32000) would lie outside a tiny vocabulary.
       pad_token_id: null,

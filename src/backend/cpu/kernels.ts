@@ -61,9 +61,12 @@ export function addRmsNorm(x: Float32Array, residual: Float32Array, rows: number
   rmsNorm(residual, rows, width, w, eps, out);
 }
 
-/** In-place per-head RMSNorm (optional) then rotate-half RoPE on the q and k heads of packed qkv rows. */
+/**
+ * In-place per-head RMSNorm (optional) then rotate-half RoPE on the q and k heads of packed qkv rows: over
+ * each head's first rotaryDim dimensions (the whole head unless the shape says otherwise).
+ */
 export function qkNormRope(qkv: Float32Array, n: number, positions: Int32Array, cos: Float32Array, sin: Float32Array, qNorm: Float32Array | null, kNorm: Float32Array | null, eps: number, s: AttentionShape): void {
-  const D = s.headDim, half = D / 2;
+  const D = s.headDim, half = (s.rotaryDim ?? D) / 2;
   const stride = (s.numHeads + 2 * s.numKvHeads) * D;
   const maxPos = cos.length / half;
   for (let t = 0; t < n; t++) {

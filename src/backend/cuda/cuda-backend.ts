@@ -504,7 +504,7 @@ export class CudaBackend implements Backend<CudaTensor> {
     eps: number, s: AttentionShape, kCache: CudaTensor, vCache: CudaTensor): void {
     const threads = Math.ceil(s.headDim / 2 / 32) * 32;
     this.k.launch("qk_norm_rope_store_bf16", [qkv.numRows, s.numHeads + 2 * s.numKvHeads], threads,
-      [P(qkv), P(positions), P(slotMapping), P(cos), P(sin), P(qNorm), P(kNorm), P(kCache), P(vCache), I(s.numHeads), I(s.numKvHeads), I(s.headDim), F(eps)]);
+      [P(qkv), P(positions), P(slotMapping), P(cos), P(sin), P(qNorm), P(kNorm), P(kCache), P(vCache), I(s.numHeads), I(s.numKvHeads), I(s.headDim), I((s.rotaryDim ?? s.headDim) / 2), F(eps)]);
   }
 
   pagedAttention(qkv: CudaTensor, kCache: CudaTensor, vCache: CudaTensor, step: StepTensors<CudaTensor>, blockSize: number, s: AttentionShape, out: CudaTensor): void {
