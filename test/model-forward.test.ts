@@ -64,6 +64,7 @@ const CASES: [string, TinyModelOptions][] = [
   ["qwen3_moe as transformers 5 stores it (experts fused per layer)", { arch: "qwen3_moe", seed: 8, vocabSize: 2048, numLayers: 3, numExperts: 8, topK: 2, mlpOnlyLayers: [1], fusedExperts: true }],
   ["qwen2_moe (top 4 of 6 unnormalized, gated shared expert, qkv bias)", { arch: "qwen2_moe", seed: 9, vocabSize: 2048, numExperts: 6, topK: 4 }],
   ["mixtral (every layer sparse, top 2 of 4)", { arch: "mixtral", seed: 10, vocabSize: 2048 }],
+  ["mixtral as transformers 5 stores it (mlp.gate, experts fused per layer)", { arch: "mixtral", seed: 10, vocabSize: 2048, fusedExperts: true }],
   ["granitemoe (Granite's multipliers; experts fused per layer, the residual multiplier folded into them)", { arch: "granitemoe", seed: 18, vocabSize: 2048 }],
   // Sliding windows shorter than the sequences (A and C reach 9 positions, B 10), across KV blocks of 4.
   ["mistral (sliding window 5 on every layer)", { arch: "mistral", seed: 11, vocabSize: 2048, slidingWindow: 5 }],

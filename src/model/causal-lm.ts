@@ -246,11 +246,13 @@ export class CausalLM<T extends Tensor> {
    * A sparse layer's router and experts, this rank's slice of each expert's intermediate rows (gate and up
    * rows, down columns), packed as MoeLayer says. Experts come one tensor per projection and expert (Qwen's
    * mlp.experts.E.gate_proj…, Mixtral's block_sparse_moe.experts.E.w1/w3/w2) or, as transformers 5 saves
-   * Qwen3-MoE, fused per layer: experts.gate_up_proj [E, 2I, H] and experts.down_proj [E, H, I].
+   * them, fused per layer: experts.gate_up_proj [E, 2I, H] and experts.down_proj [E, H, I] (Mixtral's, with
+   * its router, under mlp. there).
    */
   private loadExperts(ckpt: Checkpoint, p: string): MoeLayer<T> {
     const c = this.cfg, moe = c.moe!, b = this.backend, r = this.shard.rank, N = this.shard.size, H = c.hiddenSize;
-    const E = moe.numExperts, I = moe.intermediateSize, li = this.dims.moeIntermediate, mixtral = moe.naming === "mixtral", granite = moe.naming === "granite";
+    const E = moe.numExperts, I = moe.intermediateSize, li = this.dims.moeIntermediate, granite = moe.naming === "granite";
+    const mixtral = moe.naming === "mixtral" && !ckpt.has(`${p}mlp.experts.gate_up_proj`);
     const m = mixtral || granite ? `${p}block_sparse_moe.` : `${p}mlp.`;
     const w = (name: string, shape: number[]) => ckpt.tensor(name, shape);
     const mine = (t: TensorView, first: number) => sliceRows(t, first + r * li, first + (r + 1) * li);
@@ -258,7 +260,7 @@ export class CausalLM<T extends Tensor> {
     const downCols = (t: TensorView) => scaled(N === 1 ? t : sliceCols(t, r * li, (r + 1) * li), c.scales.residual);
     const router = b.loadWeight([w(granite ? `${m}router.layer.weight` : `${m}gate.weight`, [E, H])], [E, H]);
     const parts13: TensorView[] = [], parts2: TensorView[] = [];
-    // Fused per layer: transformers 5's Qwen3-MoE (experts.gate_up_proj, experts.down_proj) and Granite (input_linear, output_linear).
+    // Fused per layer: transformers 5's MoE layers (experts.gate_up_proj, experts.down_proj) and Granite's (input_linear, output_linear).
     const fused = granite ? [`${m}input_linear.weight`, `${m}output_linear.weight`] : [`${m}experts.gate_up_proj`, `${m}experts.down_proj`];
     if (granite || (!mixtral && ckpt.has(fused[0]!))) {
       const gu = w(fused[0]!, [E, 2 * I, H]), dn = w(fused[1]!, [E, H, I]);

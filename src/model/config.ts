@@ -111,7 +111,8 @@ export interface MoeConfig {
   sharedExpertIntermediateSize: number;
   /**
    * Checkpoint names: Qwen's mlp.gate / mlp.experts.E.{gate,up,down}_proj, Mixtral's block_sparse_moe.gate /
-   * experts.E.w1,w3,w2, or Granite's block_sparse_moe.router.layer / input_linear [E, 2I, H] / output_linear [E, H, I].
+   * experts.E.w1,w3,w2, or Granite's block_sparse_moe.router.layer / input_linear [E, 2I, H] / output_linear [E, H, I];
+   * transformers 5 saves Qwen's and Mixtral's experts fused too (mlp.experts.gate_up_proj, mlp.experts.down_proj).
    */
   naming: "qwen" | "mixtral" | "granite";
 }

@@ -40,7 +40,7 @@ export interface TinyModelOptions {
   mlpOnlyLayers?: number[];
   /** qwen3_moe / qwen2_moe: norm_topk_prob (default: qwen3_moe true, as Qwen3's checkpoints set it; qwen2_moe false). */
   normTopK?: boolean;
-  /** qwen3_moe: store the experts as transformers 5 does, one [E, 2I, H] gate_up_proj and one [E, H, I] down_proj per layer. */
+  /** qwen3_moe / qwen2_moe / mixtral: store the experts as transformers 5 does, one [E, 2I, H] gate_up_proj and one [E, H, I] down_proj per layer (Mixtral's under mlp.). */
   fusedExperts?: boolean;
   /**
    * Sliding-window attention over this many positions: mistral (and mixtral, phi3) on every layer; qwen3 /
@@ -268,10 +268,13 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
       fuse(tensors, Array.from({ length: E }, (_, e) => [`${m}experts.${e}.w1.weight`, `${m}experts.${e}.w3.weight`]).flat(), `${m}input_linear.weight`, [E, 2 * Ie, H]);
       fuse(tensors, Array.from({ length: E }, (_, e) => `${m}experts.${e}.w2.weight`), `${m}output_linear.weight`, [E, H, Ie]);
     }
-    if (o.fusedExperts) {
-      // transformers 5's layout: experts.gate_up_proj [E, 2I, H] (each expert's gate rows, then its up rows), experts.down_proj [E, H, I].
-      fuse(tensors, Array.from({ length: E }, (_, e) => [`${m}experts.${e}.gate_proj.weight`, `${m}experts.${e}.up_proj.weight`]).flat(), `${m}experts.gate_up_proj`, [E, 2 * Ie, H]);
-      fuse(tensors, Array.from({ length: E }, (_, e) => `${m}experts.${e}.down_proj.weight`), `${m}experts.down_proj`, [E, H, Ie]);
+    if (o.fusedExperts && !granite) {
+      // transformers 5's layout: experts.gate_up_proj [E, 2I, H] (each expert's gate rows, then its up rows), experts.down_proj
+      // [E, H, I] — Mixtral's under mlp. (its router mlp.gate) instead of block_sparse_moe.
+      const [g, u, d] = mixtral ? ["w1", "w3", "w2"] : ["gate_proj", "up_proj", "down_proj"], to = mixtral ? `${p}mlp.` : m;
+      fuse(tensors, Array.from({ length: E }, (_, e) => [`${m}experts.${e}.${g}.weight`, `${m}experts.${e}.${u}.weight`]).flat(), `${to}experts.gate_up_proj`, [E, 2 * Ie, H]);
+      fuse(tensors, Array.from({ length: E }, (_, e) => `${m}experts.${e}.${d}.weight`), `${to}experts.down_proj`, [E, H, Ie]);
+      tensors.find((t) => t.name === `${m}gate.weight`)!.name = `${to}gate.weight`;
     }
     const S = cfg.shared_expert_intermediate_size as number | undefined;
     if (S) {
