@@ -54,7 +54,7 @@ export interface CudaTarget {
 /**
  * More models for the engine tests: mixtures of experts (a dense layer between sparse ones; a gated shared
  * expert), sliding-window attention shorter than the prompts, Gemma 3's norms, activation and RoPE, and
- * Phi-4-mini's partial LongRoPE.
+ * Phi-4-mini's partial LongRoPE, GLM-4's interleaved one.
  */
 const MORE_MODELS = [
   { arch: "qwen3_moe" as const, seed: 7, vocabSize: 4096, numLayers: 3, numExperts: 8, topK: 2, mlpOnlyLayers: [1] },
@@ -63,6 +63,8 @@ const MORE_MODELS = [
   { arch: "gemma3" as const, seed: 10, vocabSize: 4096, numLayers: 3 },
   { arch: "gemma2" as const, seed: 11, vocabSize: 4096, numLayers: 3 },
   // Phi-4-mini's rotary embedding: ¾ of each head, LongRoPE's long factors (max-model-len 256 > 64).
+  // GLM-4-0414: interleaved RoPE over half of each head, norms of the attention and MLP outputs, q/k/v bias.
+  { arch: "glm4" as const, seed: 13, vocabSize: 4096 },
   { arch: "phi3" as const, seed: 12, vocabSize: 4096, partialRotaryFactor: 0.75, originalMaxPositionEmbeddings: 64, ropeScaling: { type: "longrope", short_factor: [1, 1.25, 1.5, 2, 3, 5], long_factor: [1.1, 2, 4, 8, 16, 40] } },
 ];
 

@@ -8,7 +8,8 @@ export type W = (name: string) => Float64Array;
 
 /** Rotated dimensions per head: transformers' int(head_dim × partial_rotary_factor). */
 function refRotaryDim(cfg: ModelConfig, raw: Record<string, unknown>): number {
-  return Math.trunc(cfg.headDim * ((raw.partial_rotary_factor as number | undefined) ?? 1));
+  const glm = raw.model_type === "glm" || raw.model_type === "glm4";
+  return Math.trunc(cfg.headDim * ((raw.partial_rotary_factor as number | undefined) ?? (glm ? 0.5 : 1)));
 }
 
 /**
@@ -85,10 +86,11 @@ function matvec(W: Float64Array, x: Float64Array, outF: number, bias?: Float64Ar
 /** The final-norm hidden state at every position of `tokens`, computed densely in float64. */
 export function referenceHidden(cfg: ModelConfig, weights: W, tokens: number[], raw: Record<string, unknown> = {}, maxModelLen = 256): Float64Array[] {
   const H = cfg.hiddenSize, D = cfg.headDim, nH = cfg.numHeads, nKv = cfg.numKvHeads, I = cfg.intermediateSize;
-  // Phi-3 stores q/k/v as one qkv_proj and gate/up as one gate_up_proj: HF's Phi3 splits their outputs by rows.
-  const w: W = raw.model_type !== "phi3" ? weights : (name) => {
+  // Phi-3 stores q/k/v as one qkv_proj and gate/up as one gate_up_proj (GLM: gate/up only): HF splits their outputs by rows.
+  const fusedGateUp = raw.model_type === "phi3" || raw.model_type === "glm" || raw.model_type === "glm4";
+  const w: W = !fusedGateUp ? weights : (name) => {
     const m = /^(.*)\.(self_attn\.(q|k|v)_proj|mlp\.(gate|up)_proj)\.weight$/.exec(name);
-    if (!m) return weights(name);
+    if (!m || (m[3] && raw.model_type !== "phi3")) return weights(name);
     const rows = m[3] ? { q: [0, nH * D], k: [nH * D, nKv * D], v: [(nH + nKv) * D, nKv * D] }[m[3]]! : m[4] === "gate" ? [0, I] : [I, I];
     const fused = weights(`${m[1]}.${m[3] ? "self_attn.qkv_proj" : "mlp.gate_up_proj"}.weight`);
     return fused.subarray(rows[0]! * H, (rows[0]! + rows[1]!) * H);
@@ -106,12 +108,15 @@ export function referenceHidden(cfg: ModelConfig, weights: W, tokens: number[], 
   let xs = tokens.map((t) => emb.slice(t * H, (t + 1) * H).map((v) => v * mult.embedding));
   // Partial RoPE (Phi-4-mini): the first R dimensions rotate, i with i + R / 2; the rest pass through.
   const R = refRotaryDim(cfg, raw);
+  // GLM (HF's rotate_half_llm): frequency i turns the pair (2i, 2i + 1) instead of (i, i + R / 2).
+  const interleaved = raw.model_type === "glm" || raw.model_type === "glm4";
   const ropeWith = (inv: number[], m: number) => (v: Float64Array, pos: number) => {
     const half = R / 2, out = v.slice();
     for (let i = 0; i < half; i++) {
       const a = Math.fround(pos * inv[i]!), c = m * Math.cos(a), sn = m * Math.sin(a);
-      out[i] = v[i]! * c - v[i + half]! * sn;
-      out[i + half] = v[i + half]! * c + v[i]! * sn;
+      const [x, y] = interleaved ? [2 * i, 2 * i + 1] : [i, i + half];
+      out[x] = v[x]! * c - v[y]! * sn;
+      out[y] = v[y]! * c + v[x]! * sn;
     }
     return out;
   };
@@ -161,6 +166,12 @@ export function referenceHidden(cfg: ModelConfig, weights: W, tokens: number[], 
       if (gemma) {
         const x1 = x.map((v, i) => v + norm(o, `${p}post_attention_layernorm.weight`)[i]!);
         const d = norm(refMlp(w, `${p}mlp.`, norm(x1, `${p}pre_feedforward_layernorm.weight`), I, H, undefined, geluTanh), `${p}post_feedforward_layernorm.weight`);
+        return x1.map((v, i) => v + d[i]!);
+      }
+      if (raw.model_type === "glm4") {
+        // HF's Glm4DecoderLayer: post_self_attn_layernorm on the attention output, post_attention_layernorm before the MLP, post_mlp_layernorm after it.
+        const x1 = x.map((v, i) => v + norm(o, `${p}post_self_attn_layernorm.weight`)[i]!);
+        const d = norm(refMlp(w, `${p}mlp.`, norm(x1, `${p}post_attention_layernorm.weight`), I, H), `${p}post_mlp_layernorm.weight`);
         return x1.map((v, i) => v + d[i]!);
       }
       const x1 = x.map((v, i) => v + o[i]! * mult.residual);

@@ -222,6 +222,16 @@ describe("LoRA adapters", () => {
     expectSame(generateOn(granite, { loraModules: { g: adapter } }, "g"), want);
   }, ENGINE_MS);
 
+  test("GLM: adapters of q_proj and k_proj are permuted as those weights are (interleaved RoPE pairs as halves): the merged model's tokens", () => {
+    const glm = tinyModel({ ...FAST_MODEL, arch: "glm4", seed: 11 });
+    const spec: AdapterSpec = { rank: 4, alpha: 8, targets: ["q_proj", "k_proj", "v_proj", "o_proj"], seed: 3 };
+    const adapter = writeAdapter(glm, spec, "glm-attn"), merged = mergedModel(glm, adapter, spec, "glm-attn");
+    const want = generateOn(merged);
+    expect(want.map((o) => o.tokens)).not.toEqual(generateOn(glm).map((o) => o.tokens));
+    expectSame(generateOn(glm, { loraModules: { a: adapter } }, "a"), want);
+    expectSame(generateOn(glm, { loraModules: { a: adapter }, tensorParallelSize: 2 }, "a"), want);
+  }, ENGINE_MS);
+
   test("a mixture of experts: attention adapters work (the merged model's tokens); one on a sparse layer's MLP is refused, naming it", () => {
     const moe = tinyModel({ ...FAST_MODEL, arch: "qwen3_moe", seed: 13, numExperts: 4, topK: 2, moeIntermediateSize: 16 });
     const adapter = writeAdapter(moe, ATTN, "moe-attn"), merged = mergedModel(moe, adapter, ATTN, "moe-attn");

@@ -75,6 +75,9 @@ const CASES: [string, TinyModelOptions][] = [
   // Phi-4-mini's rotary embedding, scaled down: ¾ of each head rotates (12 of 16 dimensions), LongRoPE with a
   // factor per rotated frequency — the long ones where max-model-len (256) passes the pretrained length, else the short.
   ["phi3 with partial RoPE (¾) and LongRoPE, long factors", { arch: "phi3", seed: 16, vocabSize: 2048, partialRotaryFactor: 0.75, originalMaxPositionEmbeddings: 64, ropeScaling: LONGROPE }],
+  // GLM: RoPE over half of each head, its pairs interleaved (loaded as rotate-half pairs); GLM-4-0414's output norms.
+  ["glm (interleaved partial RoPE, q/k/v bias, fused gate/up)", { arch: "glm", seed: 17, vocabSize: 2048 }],
+  ["glm4 (GLM-4-0414: norms of the attention and MLP outputs)", { arch: "glm4", seed: 19, vocabSize: 2048, numLayers: 3 }],
   ["phi3 with partial RoPE (¾) and LongRoPE, short factors", { arch: "phi3", seed: 16, vocabSize: 2048, partialRotaryFactor: 0.75, originalMaxPositionEmbeddings: 1024, ropeScaling: LONGROPE }],
 ];
 

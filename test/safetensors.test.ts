@@ -197,6 +197,15 @@ describe("checkpoints", () => {
     expect(() => parseModelConfig({ ...phi, partial_rotary_factor: 1.5 }, "x/config.json")).toThrow("field 'partial_rotary_factor' must be a number in (0, 1], got 1.5");
   });
 
+  test("GLM: RoPE over half of each head by default (GlmConfig's partial_rotary_factor), pairs interleaved; attention_bias covers q/k/v, not o_proj", () => {
+    const glm = { hidden_size: 64, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 16, intermediate_size: 8, num_hidden_layers: 1, vocab_size: 10, attention_bias: true };
+    const g = parseModelConfig({ architectures: ["GlmForCausalLM"], ...glm });
+    expect([g.rotaryDim, g.ropeInterleaved, g.qkvBias, g.oBias, g.outputNorms]).toEqual([8, true, true, false, null]);
+    const g4 = parseModelConfig({ architectures: ["Glm4ForCausalLM"], ...glm, partial_rotary_factor: 0.25 });
+    expect([g4.rotaryDim, g4.outputNorms]).toEqual([4, { attention: "post_self_attn_layernorm", mlpInput: "post_attention_layernorm", mlp: "post_mlp_layernorm" }]);
+    expect(parseModelConfig({ architectures: ["LlamaForCausalLM"], ...glm })).toMatchObject({ rotaryDim: 16, ropeInterleaved: false, oBias: true });
+  });
+
   test("transformers 5's rope_parameters (rope_theta, rope_type and the scaling's fields in one object; Gemma 3's per layer type) read as the older fields", () => {
     const qwen = { architectures: ["Qwen3ForCausalLM"], hidden_size: 8, num_attention_heads: 2, head_dim: 8, intermediate_size: 8, num_hidden_layers: 1, vocab_size: 10, max_position_embeddings: 40960 };
     const parse = (f: Record<string, unknown>) => parseModelConfig({ ...qwen, ...f }, "x/config.json");

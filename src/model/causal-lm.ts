@@ -32,6 +32,27 @@ function plusOne(t: TensorView): TensorView {
   return { ...t, name: `1+${t.name}`, dtype: "F32", bytes: new Uint8Array(v.buffer) };
 }
 
+/**
+ * Interleaved RoPE (GLM: pairs (2i, 2i + 1) of each head's first R dimensions) in the rotate-half form the
+ * kernels apply (pairs (i, i + R/2)): row j of a q or k projection (or its bias, or a LoRA B) takes the
+ * checkpoint's row interleavedRopeSource(j). q and k are permuted alike, so q·k — the attention — is unchanged;
+ * the dimensions past R stay in place.
+ */
+export function interleavedRopeSource(j: number, D: number, R: number): number {
+  const head = Math.floor(j / D), x = j % D, half = R / 2;
+  return head * D + (x < half ? 2 * x : x < R ? 2 * (x - half) + 1 : x);
+}
+
+/** `t`'s rows (whole heads of width D) in the order interleavedRopeSource says. */
+function rotateHalfRows(t: TensorView, D: number, R: number): TensorView {
+  const rows = t.shape[0]!, rowBytes = t.bytes.length / rows, out = new Uint8Array(t.bytes.length);
+  for (let j = 0; j < rows; j++) {
+    const src = interleavedRopeSource(j, D, R);
+    out.set(t.bytes.subarray(src * rowBytes, (src + 1) * rowBytes), j * rowBytes);
+  }
+  return { ...t, name: `${t.name} (RoPE pairs as halves)`, bytes: out };
+}
+
 /** `t` times `k` (as f32; `t` itself when k is 1): how a model's constant multipliers are folded into weights. */
 function scaled(t: TensorView, k: number): TensorView {
   if (k === 1) return t;
@@ -58,7 +79,7 @@ interface LayerWeights<T> {
   o: T;
   oBias: T | null;
   postNorm: T;
-  /** Gemma's sandwich norms of the attention and MLP outputs (null elsewhere). */
+  /** Norms of the attention and MLP outputs (ModelConfig.outputNorms: Gemma, GLM-4-0414; null elsewhere). */
   attnOutNorm: T | null;
   mlpOutNorm: T | null;
   /** The dense MLP (null in a sparse layer). */
@@ -107,7 +128,7 @@ interface Workspace<T> {
   logits: T;
   /** LoRA scratch (null without adapters): the packed qkv group's A products, o/down's, gate/up's. */
   lora: { qkv: T; rank: T; gateUp: T } | null;
-  /** Gemma: the attention or MLP output after its sandwich norm (null elsewhere). */
+  /** Gemma, GLM-4-0414: the attention or MLP output after its norm (null elsewhere). */
   sandwich: T | null;
   /** Sparse-MLP scratch for min(capacity, MOE_CHUNK_TOKENS) tokens (null for a dense model). */
   moe: MoeWorkspace<T> | null;
@@ -187,7 +208,10 @@ export class CausalLM<T extends Tensor> {
     const load = (parts: TensorView[], shape: number[]) => b.loadWeight(parts, shape);
     const one = (name: string, shape: number[]) => load([w(name, shape)], shape);
     // An RMSNorm weight (Gemma's stored as w for a norm that multiplies by 1 + w).
-    const norm = (name: string, shape: number[]) => load([c.gemmaNorms ? plusOne(w(name, shape)) : w(name, shape)], shape);
+    const normView = (name: string, shape: number[]) => (c.gemmaNorms ? plusOne(w(name, shape)) : w(name, shape));
+    const norm = (name: string, shape: number[]) => load([normView(name, shape)], shape);
+    // GLM's interleaved RoPE pairs, as rotate-half pairs (the q and k heads' rows, whole heads at a time).
+    const qk = (t: TensorView) => (c.ropeInterleaved ? rotateHalfRows(t, D, c.rotaryDim) : t);
     // Slices of a full tensor for this rank.
     const qRows = (t: TensorView) => sliceRows(t, r * d.numHeads * D, (r + 1) * d.numHeads * D);
     const kvRows = (t: TensorView) => sliceRows(t, d.kvHeadStart * D, (d.kvHeadStart + d.numKvHeads) * D);
@@ -215,8 +239,8 @@ export class CausalLM<T extends Tensor> {
       // Phi-3 / Phi-4 checkpoints store q/k/v and gate/up fused: the same rows, read in parts.
       const fusedQkv = ckpt.has(`${a}qkv_proj.weight`) ? w(`${a}qkv_proj.weight`, [qOut + 2 * kvOut, H]) : null;
       const fusedGateUp = ckpt.has(`${p}mlp.gate_up_proj.weight`) ? w(`${p}mlp.gate_up_proj.weight`, [2 * I, H]) : null;
-      const q = fusedQkv ? sliceRows(fusedQkv, 0, qOut) : w(`${a}q_proj.weight`, [qOut, H]);
-      const kw = fusedQkv ? sliceRows(fusedQkv, qOut, qOut + kvOut) : w(`${a}k_proj.weight`, [kvOut, H]);
+      const q = qk(fusedQkv ? sliceRows(fusedQkv, 0, qOut) : w(`${a}q_proj.weight`, [qOut, H]));
+      const kw = qk(fusedQkv ? sliceRows(fusedQkv, qOut, qOut + kvOut) : w(`${a}k_proj.weight`, [kvOut, H]));
       const vw = fusedQkv ? sliceRows(fusedQkv, qOut + kvOut, qOut + 2 * kvOut) : w(`${a}v_proj.weight`, [kvOut, H]);
       const sparse = c.moe?.sparseLayers[i] ?? false;
       const gate = sparse ? null : fusedGateUp ? sliceRows(fusedGateUp, 0, I) : w(`${p}mlp.gate_proj.weight`, [I, H]);
@@ -224,16 +248,16 @@ export class CausalLM<T extends Tensor> {
       this.layers.push({
         inputNorm: norm(`${p}input_layernorm.weight`, [H]),
         qkv: load([qRows(q), kvRows(kw), kvRows(vw)], [lq + 2 * lkv, H]),
-        qkvBias: c.qkvBias ? load([qRows(w(`${a}q_proj.bias`, [qOut])), kvRows(w(`${a}k_proj.bias`, [kvOut])), kvRows(w(`${a}v_proj.bias`, [kvOut]))], [lq + 2 * lkv]) : null,
-        qNorm: c.qkNorm ? norm(`${a}q_norm.weight`, [D]) : null,
-        kNorm: c.qkNorm ? norm(`${a}k_norm.weight`, [D]) : null,
+        qkvBias: c.qkvBias ? load([qRows(qk(w(`${a}q_proj.bias`, [qOut]))), kvRows(qk(w(`${a}k_proj.bias`, [kvOut]))), kvRows(w(`${a}v_proj.bias`, [kvOut]))], [lq + 2 * lkv]) : null,
+        qNorm: c.qkNorm ? load([qk(normView(`${a}q_norm.weight`, [D]))], [D]) : null,
+        kNorm: c.qkNorm ? load([qk(normView(`${a}k_norm.weight`, [D]))], [D]) : null,
         o: load([scaled(N === 1 ? w(`${a}o_proj.weight`, [H, qOut]) : sliceCols(w(`${a}o_proj.weight`, [H, qOut]), r * lq, (r + 1) * lq), k.residual)], [H, lq]),
         // A row-parallel bias is added once, by rank 0, before the all-reduce.
         oBias: c.oBias && r === 0 ? load([scaled(w(`${a}o_proj.bias`, [H]), k.residual)], [H]) : null,
-        // Gemma: post_attention_layernorm norms the attention output; pre_feedforward_layernorm is the MLP's input norm.
-        postNorm: norm(c.gemmaNorms ? `${p}pre_feedforward_layernorm.weight` : `${p}post_attention_layernorm.weight`, [H]),
-        attnOutNorm: c.gemmaNorms ? norm(`${p}post_attention_layernorm.weight`, [H]) : null,
-        mlpOutNorm: c.gemmaNorms ? norm(`${p}post_feedforward_layernorm.weight`, [H]) : null,
+        // Gemma / GLM-4-0414 (ModelConfig.outputNorms): the attention output and the MLP output are normed, and the MLP input norm is named anew.
+        postNorm: norm(`${p}${c.outputNorms?.mlpInput ?? "post_attention_layernorm"}.weight`, [H]),
+        attnOutNorm: c.outputNorms ? norm(`${p}${c.outputNorms.attention}.weight`, [H]) : null,
+        mlpOutNorm: c.outputNorms ? norm(`${p}${c.outputNorms.mlp}.weight`, [H]) : null,
         gateUp: gate && up ? load([iRows(gate), iRows(up)], [2 * li, H]) : null,
         down: sparse ? null : load([scaled(N === 1 ? w(`${p}mlp.down_proj.weight`, [H, I]) : sliceCols(w(`${p}mlp.down_proj.weight`, [H, I]), r * li, (r + 1) * li), k.residual)], [H, li]),
         moe: sparse ? this.loadExperts(ckpt, p) : null,
@@ -366,7 +390,9 @@ export class CausalLM<T extends Tensor> {
           for (let i = 0; i < r; i++) {
             const row = j * R + i;
             a.set(A.subarray(i * fullIn + inStart[g], i * fullIn + inStart[g] + inF), row * inF);
-            for (let o = 0; o < count; o++) bT[row * outF + col + o] = B[(o0 + o) * r + i]! * outScale;
+            // GLM: q and k rows as the weights hold them (interleaved RoPE pairs as halves).
+            const source = c.ropeInterleaved && (t === "q_proj" || t === "k_proj") ? (x: number) => interleavedRopeSource(x, D, c.rotaryDim) : (x: number) => x;
+            for (let o = 0; o < count; o++) bT[row * outF + col + o] = B[source(o0 + o) * r + i]! * outScale;
           }
         });
         b.writeRows(w.a, slot * rows, a);
@@ -449,7 +475,7 @@ export class CausalLM<T extends Tensor> {
         logits: ws?.logits ?? b.empty([0, c.vocabSize], "f32"),
         lora: this.lora ? { qkv: b.empty([n, this.lora.slots * 3 * this.lora.rank]), rank: b.empty([n, this.lora.slots * this.lora.rank]), gateUp: b.empty([n, this.lora.slots * 2 * this.lora.rank]) } : null,
         moe: this.moeWorkspace(Math.min(n, MOE_CHUNK_TOKENS), ws?.moe ?? null),
-        sandwich: c.gemmaNorms ? b.empty([n, c.hiddenSize]) : null,
+        sandwich: c.outputNorms ? b.empty([n, c.hiddenSize]) : null,
       };
     }
     if (ws.logitsCapacity < numLogitsRows) {
@@ -512,7 +538,7 @@ export class CausalLM<T extends Tensor> {
     const tp = this.collective && this.collective.size > 1 ? this.collective : null;
     // LoRA: only steps that carry adapter slots (an engine with adapters always sends them).
     const lora = this.lora && step.loraSlots ? this.lora : null;
-    /** Gemma: `x` normed by `w` (into the sandwich buffer), which then joins the residual stream instead of x. */
+    /** Gemma, GLM-4-0414: `x` normed by `w` (into the sandwich buffer), which then joins the residual stream instead of x. */
     const sandwich = ws.sandwich ? b.rows(ws.sandwich, n) : null;
     const outNorm = (x: T, w: T | null): T => {
       if (!w) return x;

