@@ -257,6 +257,29 @@ test("checkpoints saved by transformers 5 (RoPE in rope_parameters, Gemma 3's pe
   }
 }, 60_000);
 
+test("the stop token that ends a sequence (EOS, stop_token_ids) adds no text unless include_stop_str_in_output, special tokens kept or not (vLLM)", () => {
+  const llm = new LLM({ model, ...quiet });
+  try {
+    const base = { temperature: 0, max_tokens: 10, ignore_eos: true };
+    const free = llm.generate([[1, 2, 3]], base)[0]!.outputs[0]!;
+    const stopId = free.tokenIds[6]!, at = free.tokenIds.indexOf(stopId);
+    const run = (p: object) => llm.generate([[1, 2, 3]], { ...base, ...p })[0]!.outputs[0]!;
+    for (const skip of [true, false]) {
+      for (const include of [false, true]) {
+        const o = run({ stop_token_ids: [stopId], include_stop_str_in_output: include, skip_special_tokens: skip });
+        expect([o.tokenIds, o.finishReason, o.stopReason]).toEqual([free.tokenIds.slice(0, at + 1), "stop", stopId]);
+        expect(o.text).toBe(llm.tokenizer.decode(free.tokenIds.slice(0, include ? at + 1 : at), skip));
+      }
+    }
+    // The same token as an EOS id: the sequence ends there, its text left out.
+    llm.engine.addEosTokenIds([stopId]);
+    const eos = run({ ignore_eos: false, skip_special_tokens: false });
+    expect([eos.tokenIds.length, eos.stopReason, eos.text]).toEqual([at + 1, null, llm.tokenizer.decode(free.tokenIds.slice(0, at), false)]);
+  } finally {
+    llm.close();
+  }
+}, 60_000);
+
 test("Mistral checkpoints (MistralForCausalLM) run as the Llama decoder, with sliding-window attention", () => {
   const mistral = (window: number | null) => variant(model, `mistral-${window}`, { config: (c) => { c.architectures = ["MistralForCausalLM"]; c.model_type = "mistral"; c.sliding_window = window; } });
   const prompts = [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], [9, 8, 7]];

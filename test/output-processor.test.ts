@@ -80,7 +80,8 @@ describe("the server's split gives what an engine with a tokenizer gives", () =>
   // Stop strings made of text the model really produces: pieces across token boundaries.
   const probe = make();
   const prompts = Array.from({ length: 12 }, (_, i) => [5 + i, 40 + 3 * i, 300 - i, 7]);
-  const free = probe.generate(prompts, new SamplingParams({ temperature: 0, max_tokens: 30, ignore_eos: true }), { useTqdm: false }).map((o) => o.outputs[0]!.text);
+  const freeOutputs = probe.generate(prompts, new SamplingParams({ temperature: 0, max_tokens: 30, ignore_eos: true }), { useTqdm: false });
+  const free = freeOutputs.map((o) => o.outputs[0]!.text);
   const rng = new SeededRandom(17);
   const params: SamplingParamsInit[] = prompts.map((_, i) => {
     const text = free[i]!;
@@ -91,6 +92,8 @@ describe("the server's split gives what an engine with a tokenizer gives", () =>
     if (i % 5 === 3) p.min_tokens = 20;
     if (i % 6 === 4) Object.assign(p, { n: 3, temperature: 0.9, seed: 5 });
     if (i === 11) p.stop = [];
+    // A stop token the model produces: its text stays out unless include_stop_str_in_output (10), also where special tokens are kept (9).
+    if (i === 9 || i === 10) Object.assign(p, { stop: [], stop_token_ids: [freeOutputs[i]!.outputs[0]!.tokenIds[8]!], skip_special_tokens: i === 10 });
     return p;
   });
 

@@ -688,10 +688,15 @@ export class LLMEngine {
     const token = seq.lastTokenId;
     const text = req.texts[seq.index];
     const canStop = seq.numOutputTokens >= p.min_tokens;
-    const stopStr = text ? text.append(token, canStop ? p.stop : [], p.include_stop_str_in_output) : null;
+    const eos = canStop && !p.ignore_eos && this.eosTokenIds.includes(token);
+    const stopToken = canStop && !eos && p.stop_token_ids.includes(token);
+    // As vLLM: the text of the stop token that ends a sequence (EOS's "</s>" where special tokens are kept) stays out unless include_stop_str_in_output.
+    const textOf = !((eos || stopToken) && !p.include_stop_str_in_output);
+    const stopStr = text && textOf ? text.append(token, canStop ? p.stop : [], p.include_stop_str_in_output) : null;
     if (stopStr !== null) return this.finishSeq(seq, "stop", stopStr);
-    if (canStop && !p.ignore_eos && this.eosTokenIds.includes(token)) return this.finishSeq(seq, "stop", null, req);
-    if (canStop && p.stop_token_ids.includes(token)) return this.finishSeq(seq, "stop", token, req);
+    seq.stoppedOnToken = eos || stopToken;
+    if (eos) return this.finishSeq(seq, "stop", null, req);
+    if (stopToken) return this.finishSeq(seq, "stop", token, req);
     if (seq.numOutputTokens >= p.max_tokens! || seq.numTokens >= this.options.maxModelLen) return this.finishSeq(seq, "length", null, req);
   }
 

@@ -77,6 +77,8 @@ export class OutputProcessor {
         const lp = lps?.[k];
         if (lp && s.logprobs) { s.logprobs.push(lp); s.cumulativeLogprob += lp.logprob; }
         const canStop = s.tokenIds.length >= p.min_tokens;
+        // The stop token that ended the sequence (EOS, a stop_token_id) adds no text unless include_stop_str_in_output (vLLM).
+        if (c.stoppedOnToken && k === ids.length - 1 && !p.include_stop_str_in_output) continue;
         const matched = s.text.append(ids[k]!, canStop ? p.stop : [], p.include_stop_str_in_output);
         if (matched === null) continue;
         s.finishReason = "stop";

@@ -34,6 +34,8 @@ export interface CompletionOutput {
   logprobsDelta: TokenLogprobs[] | null;
   finishReason: FinishReason | null;
   stopReason: string | number | null;
+  /** Finished by its last token, a stop token (EOS or one of stop_token_ids), whose text is left out unless include_stop_str_in_output. */
+  stoppedOnToken?: boolean;
 }
 
 export interface RequestOutput {
@@ -181,6 +183,7 @@ export class Request {
         logprobsDelta,
         finishReason: seq.finishReason,
         stopReason: seq.stopReason,
+        ...(seq.stoppedOnToken ? { stoppedOnToken: true } : {}),
       };
     }
     if (anyTokens) this.sentAnyTokens = true;

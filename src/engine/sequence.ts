@@ -45,6 +45,8 @@ export class Sequence {
   finishReason: FinishReason | null = null;
   /** The stop string or stop token id that ended the sequence. */
   stopReason: string | number | null = null;
+  /** Its last token is the stop token (EOS, or one of stop_token_ids) that ended it: its text is left out (as vLLM) unless include_stop_str_in_output. */
+  stoppedOnToken = false;
   readonly logprobs: TokenLogprobs[] = [];
   /** With prompt_logprobs: entry i scores prompt token i given the tokens before it (entry 0 is null). */
   readonly promptLogprobs: (TokenLogprobs | null)[] | null;
