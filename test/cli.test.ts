@@ -217,6 +217,16 @@ test("--tool-call-parser pythonic: an answer that is a Python list of calls beco
   await checkToolCallParser("pythonic", { regex: `\\[get_weather\\(city='Paris', days=3\\)\\]` }, [["get_weather", { city: "Paris", days: 3 }]]);
 }, 60_000);
 
+test("--tool-call-parser mistral: [TOOL_CALLS] and a JSON list, or name[ARGS]{…}, become tool_calls with Mistral's 9-character ids", async () => {
+  await checkToolCallParser("mistral", { regex: '\\[TOOL_CALLS\\] \\[\\{"name": "get_weather", "arguments": \\{"city": "Paris", "days": 3\\}\\}\\]' }, [["get_weather", { city: "Paris", days: 3 }]], async (post, body) => {
+    const v11: any = await (await post({ ...body, structured_outputs: { regex: '\\[TOOL_CALLS\\]get_weather\\[ARGS\\]\\{"city": "Paris"\\}' } })).json();
+    expect(v11.choices[0].message.tool_calls.map((c: any) => [c.id.length, c.function.name, JSON.parse(c.function.arguments)])).toEqual([[9, "get_weather", { city: "Paris" }]]);
+    // A forced call under this parser carries the same kind of id (Mistral's templates refuse others).
+    const forced: any = await (await post({ ...body, structured_outputs: undefined, tool_choice: { type: "function", function: { name: "get_weather" } } })).json();
+    expect(forced.choices[0].message.tool_calls[0].id).toMatch(/^[A-Za-z0-9]{9}$/);
+  });
+}, 60_000);
+
 test("--tool-call-parser qwen3_coder: <function=…><parameter=…> blocks become tool_calls, typed by the request's tools", async () => {
   // days is "3" in the text; the tool's schema makes it the integer 3.
   const xml = "<function=get_weather>\\n<parameter=city>\\nParis\\n</parameter>\\n<parameter=days>\\n3\\n</parameter>\\n</function>";

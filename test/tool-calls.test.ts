@@ -134,6 +134,37 @@ test("qwen3_coder streaming: text flows until a call may begin, calls come whole
   expect(bare.finish().toolCalls.map((c) => c.function.name)).toEqual(["now"]);
 });
 
+const MISTRAL_V3 = 'Checking. [TOOL_CALLS] [{"name": "get_weather", "arguments": {"city": "Paris", "note": "a ] in [TOOL text"}}, {"name": "now", "arguments": {}}]';
+const MISTRAL_V11 = '[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}[TOOL_CALLS]now[CALL_ID]a1b2c3d4e[ARGS]{}';
+
+test("mistral: [TOOL_CALLS] then a JSON list (v3 tokenizers) or name[ARGS]{…} per call (v11+); 9-character alphanumeric ids; anything else is content", () => {
+  const v3 = parseToolCalls(MISTRAL_V3, "mistral");
+  expect(v3.content).toBe("Checking.");
+  expect(v3.toolCalls.map((c) => [c.function.name, JSON.parse(c.function.arguments)])).toEqual([["get_weather", { city: "Paris", note: "a ] in [TOOL text" }], ["now", {}]]);
+  const v11 = parseToolCalls(MISTRAL_V11, "mistral");
+  expect(v11.content).toBeNull();
+  expect(v11.toolCalls.map((c) => [c.function.name, JSON.parse(c.function.arguments)])).toEqual([["get_weather", { city: "Paris" }], ["now", {}]]);
+  for (const c of [...v3.toolCalls, ...v11.toolCalls]) expect(c.id).toMatch(/^[A-Za-z0-9]{9}$/);
+  // One object instead of a list.
+  expect(parseToolCalls('[TOOL_CALLS]{"name": "f", "arguments": {"a": 1}}', "mistral").toolCalls.map((c) => c.function.arguments)).toEqual(['{"a":1}']);
+  for (const text of ["No calls here.", '[TOOL_CALLS] [{"name": "f", "arguments": {', "[TOOL_CALLS]f[ARGS]{oops}", '[TOOL_CALLS][ARGS]{"a": 1}', '[TOOL_CALLS]f[ARGS]{"a": 1} trailing', '[TOOL_CALLS] [{"arguments": {}}]'])
+    expect(parseToolCalls(text, "mistral")).toEqual({ content: text, toolCalls: [] });
+});
+
+test("mistral streaming: text flows until [TOOL_CALLS] may begin, calls come whole at the end, for any cut", () => {
+  for (const [text, before, names] of [[MISTRAL_V3, "Checking. ", ["get_weather", "now"]], [MISTRAL_V11, "", ["get_weather", "now"]]] as const) {
+    for (let cut = 0; cut <= text.length; cut++) {
+      const s = toolCallStream("mistral");
+      const content = s.push(text.slice(0, cut)) + s.push(text.slice(cut));
+      const end = s.finish();
+      expect(content + end.content).toBe(before);
+      expect(end.toolCalls.map((c) => c.function.name)).toEqual([...names]);
+    }
+  }
+  const plain = toolCallStream("mistral");
+  expect(plain.push("a [TOOL") + plain.push("S] b") + plain.finish().content).toBe("a [TOOLS] b");
+});
+
 describe("forced tool choice (tool_choice 'required' or a named function)", () => {
   const tools = [
     { type: "function", function: { name: "add", parameters: { type: "object", properties: { a: { type: "integer" }, b: { type: "integer" } }, required: ["a", "b"] } } },

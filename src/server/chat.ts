@@ -11,7 +11,7 @@ import { collect, forEachOutput, nowSeconds, samplingParamsFrom, sseResponse, su
 import { beamSearchFor, beamUsage } from "./beam.ts";
 import { ChatCompletionRequest } from "./protocol.ts";
 import { reasoningBoundary, ReasoningSplitter } from "./reasoning.ts";
-import { forcedToolChoice, forcedToolSchema, ForcedToolCallStream, toolCallStream, type ForcedToolChoice, type ToolCall, type ToolCallStream } from "./tool-calls.ts";
+import { forcedToolChoice, forcedToolSchema, ForcedToolCallStream, parserNeedsSpecialTokens, toolCallIds, toolCallStream, type ForcedToolChoice, type ToolCall, type ToolCallStream } from "./tool-calls.ts";
 
 /** One choice's text on its way out: reasoning split off (--reasoning-parser), tool calls parsed (--tool-call-parser). */
 export class ChoiceShaper {
@@ -125,9 +125,11 @@ export async function prepareChat(state: ServerState, body: ChatCompletionReques
     if (boundary) params.structured_outputs.after_reasoning = boundary;
   }
   const parseTools = state.toolCallParser !== null && (body.tools?.length ?? 0) > 0 && tc !== "none";
+  // Mistral's [TOOL_CALLS] / [ARGS] are special tokens: the text keeps them (vLLM turns skip_special_tokens off too).
+  if (parseTools && parserNeedsSpecialTokens(state.toolCallParser!)) params.skip_special_tokens = false;
   // A forced call is the whole answer (after any reasoning).
   const shaper = () => new ChoiceShaper(reasoningParser ? new ReasoningSplitter(reasoningParser) : null,
-    forced ? new ForcedToolCallStream(forced) : parseTools ? toolCallStream(state.toolCallParser!, body.tools ?? []) : null);
+    forced ? new ForcedToolCallStream(forced, toolCallIds(state.toolCallParser)) : parseTools ? toolCallStream(state.toolCallParser!, body.tools ?? []) : null);
   return { text, ids, params, shaper, calledReason: forced && forced !== "required" ? "stop" : "tool_calls" };
 }
 

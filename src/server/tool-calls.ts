@@ -6,12 +6,16 @@
  * Llama 4): an answer that is a Python list of calls, [f(a=1), g()] (src/server/pythonic-calls.ts).
  * `qwen3_coder` (Qwen3-Coder): <tool_call><function=f><parameter=a>…</parameter></function></tool_call>
  * blocks after any text, their values typed by the request's tool schemas (src/server/qwen3-coder-calls.ts).
+ * `mistral` (Mistral 7B v0.3, Nemo, Small): after any text, [TOOL_CALLS] then a JSON list of
+ * {"name", "arguments"} — or, from Mistral's v11 tokenizers on, [TOOL_CALLS]name[ARGS]{…} per call; its
+ * special tokens are kept in the text (skip_special_tokens off, as vLLM), and call ids are the 9 letters and
+ * digits Mistral's chat templates insist on.
  * Streaming holds back text from where a call may begin and emits each call whole at the end.
  */
 import { parsePythonicCalls } from "./pythonic-calls.ts";
 import { parseQwen3CoderCalls, QWEN3_CODER_OPENERS } from "./qwen3-coder-calls.ts";
 
-export const TOOL_CALL_PARSERS = ["hermes", "llama3_json", "pythonic", "qwen3_coder"] as const;
+export const TOOL_CALL_PARSERS = ["hermes", "llama3_json", "pythonic", "qwen3_coder", "mistral"] as const;
 export type ToolCallParserName = (typeof TOOL_CALL_PARSERS)[number];
 
 const OPEN = "<tool_call>", CLOSE = "</tool_call>";
@@ -40,7 +44,18 @@ function parserFor(parser: ToolCallParserName, tools: readonly unknown[]): (text
       const { content, calls } = parseQwen3CoderCalls(text, tools);
       return { content, toolCalls: calls.map((c) => toolCall(c.name, c.args)) };
     };
+    case "mistral": return parseMistral;
   }
+}
+
+/** How a parser's calls are named: Mistral's 9 letters and digits, else vLLM's chatcmpl-tool-… ids. */
+export function toolCallIds(parser: ToolCallParserName | null): () => string {
+  return parser === "mistral" ? mistralCallId : callId;
+}
+
+/** Whether a parser reads special tokens (its markers are some): the request's skip_special_tokens is turned off. */
+export function parserNeedsSpecialTokens(parser: ToolCallParserName): boolean {
+  return parser === "mistral";
 }
 
 function toolCall(name: string, args: unknown): ToolCall {
@@ -62,6 +77,46 @@ function parseHermes(text: string): Parsed {
     }
   }
   if (toolCalls.length === 0) return { content: text, toolCalls: [] };
+  const before = text.slice(0, first).trim();
+  return { content: before.length > 0 ? before : null, toolCalls };
+}
+
+const TOOL_CALLS = "[TOOL_CALLS]", ARGS = "[ARGS]", CALL_ID = "[CALL_ID]";
+const ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+/** Mistral's chat templates refuse tool call ids other than 9 letters and digits. */
+const mistralCallId = () => Array.from(crypto.getRandomValues(new Uint8Array(9)), (b) => ALNUM[b % ALNUM.length]).join("");
+
+/**
+ * mistral: text, then [TOOL_CALLS] and the calls — a JSON list (or one object) of {"name", "arguments"}, or
+ * (v11 tokenizers) name[ARGS]{arguments} after each [TOOL_CALLS] ([CALL_ID]id may sit before [ARGS]). A call
+ * that does not parse leaves the whole answer as content.
+ */
+function parseMistral(text: string): Parsed {
+  const first = text.indexOf(TOOL_CALLS);
+  const plain = { content: text, toolCalls: [] };
+  if (first < 0) return plain;
+  const toolCalls: ToolCall[] = [];
+  const call = (name: unknown, args: unknown) => {
+    if (typeof name !== "string" || name.length === 0) throw new Error("no name");
+    toolCalls.push({ ...toolCall(name, args), id: mistralCallId() });
+  };
+  try {
+    for (const part of text.slice(first + TOOL_CALLS.length).split(TOOL_CALLS)) {
+      const body = part.trim();
+      const args = body.indexOf(ARGS);
+      if (args >= 0) {
+        const head = body.slice(0, args), json = body.slice(args + ARGS.length).trim();
+        const end = objectEnd(json, 0);
+        if (!json.startsWith("{") || end < 0 || json.slice(end).trim() !== "") throw new Error("bad arguments");
+        call((head.includes(CALL_ID) ? head.slice(0, head.indexOf(CALL_ID)) : head).trim(), JSON.parse(json.slice(0, end)));
+      } else {
+        const parsed = JSON.parse(body) as unknown;
+        for (const c of Array.isArray(parsed) ? parsed : [parsed]) call((c as { name?: unknown })?.name, (c as { arguments?: unknown }).arguments);
+      }
+    }
+  } catch {
+    return plain;
+  }
   const before = text.slice(0, first).trim();
   return { content: before.length > 0 ? before : null, toolCalls };
 }
@@ -134,11 +189,12 @@ export function toolCallStream(parser: ToolCallParserName, tools: readonly unkno
     case "qwen3_coder": return new TaggedCallsStream(QWEN3_CODER_OPENERS, parse);
     case "llama3_json": return new WholeAnswerStream(["{", PYTHON_TAG], parse);
     case "pythonic": return new WholeAnswerStream(["[", PYTHON_START], parse);
+    case "mistral": return new TaggedCallsStream([TOOL_CALLS], parse);
   }
 }
 
 /**
- * Formats whose calls follow any text (hermes, qwen3_coder): text flows until one of `openers` appears (the
+ * Formats whose calls follow any text (hermes, qwen3_coder, mistral): text flows until one of `openers` appears (the
  * end of the text that could still become one is held back); from there on everything is held and parsed at the end.
  */
 class TaggedCallsStream implements ToolCallStream {
@@ -245,7 +301,7 @@ export function forcedToolSchema(tools: readonly unknown[], choice: ForcedToolCh
 export class ForcedToolCallStream {
   private text = "";
 
-  constructor(private readonly choice: ForcedToolChoice) {}
+  constructor(private readonly choice: ForcedToolChoice, private readonly newId: () => string = callId) {}
 
   push(delta: string): string {
     this.text += delta;
@@ -256,10 +312,10 @@ export class ForcedToolCallStream {
   finish(): { content: string; toolCalls: ToolCall[] } {
     const text = this.text;
     this.text = "";
-    if (this.choice !== "required") return { content: "", toolCalls: [{ id: callId(), type: "function", function: { name: this.choice.name, arguments: text } }] };
+    if (this.choice !== "required") return { content: "", toolCalls: [{ id: this.newId(), type: "function", function: { name: this.choice.name, arguments: text } }] };
     try {
       const calls = JSON.parse(text) as { name: string; parameters: unknown }[];
-      return { content: "", toolCalls: calls.map((c) => ({ id: callId(), type: "function", function: { name: c.name, arguments: JSON.stringify(c.parameters) } })) };
+      return { content: "", toolCalls: calls.map((c) => ({ id: this.newId(), type: "function", function: { name: c.name, arguments: JSON.stringify(c.parameters) } })) };
     } catch {
       return { content: text, toolCalls: [] };
     }
