@@ -227,6 +227,14 @@ test("--tool-call-parser mistral: [TOOL_CALLS] and a JSON list, or name[ARGS]{�
   });
 }, 60_000);
 
+test("--tool-call-parser phi4_mini_json and granite: functools[…], and a JSON-list answer after <tool_call>, become tool_calls", async () => {
+  const list = '\\[\\{"name": "get_weather", "arguments": \\{"city": "Paris", "days": 3\\}\\}\\]';
+  await checkToolCallParser("phi4_mini_json", { regex: `Let me check\\. functools${list}` }, [["get_weather", { city: "Paris", days: 3 }]], async (post, body) => {
+    expect(((await (await post(body)).json()) as any).choices[0].message.content).toBe("Let me check.");
+  });
+  await checkToolCallParser("granite", { regex: `<tool_call>${list}` }, [["get_weather", { city: "Paris", days: 3 }]]);
+}, 60_000);
+
 test("--tool-call-parser qwen3_coder: <function=…><parameter=…> blocks become tool_calls, typed by the request's tools", async () => {
   // days is "3" in the text; the tool's schema makes it the integer 3.
   const xml = "<function=get_weather>\\n<parameter=city>\\nParis\\n</parameter>\\n<parameter=days>\\n3\\n</parameter>\\n</function>";

@@ -165,6 +165,40 @@ test("mistral streaming: text flows until [TOOL_CALLS] may begin, calls come who
   expect(plain.push("a [TOOL") + plain.push("S] b") + plain.finish().content).toBe("a [TOOLS] b");
 });
 
+const PHI4 = 'I will look that up. functools[{"name": "get_weather", "arguments": {"city": "Paris", "list": [1, "]"]}}, {"name": "now", "arguments": {}}]';
+const GRANITE = '<tool_call>[{"name": "get_weather", "arguments": {"city": "Paris"}}, {"name": "now", "arguments": {}}]';
+
+test("phi4_mini_json (functools[…] after any text) and granite (an answer that is a JSON list, after <|tool_call|> or <tool_call>)", () => {
+  const phi = parseToolCalls(PHI4, "phi4_mini_json");
+  expect(phi.content).toBe("I will look that up.");
+  expect(phi.toolCalls.map((c) => [c.function.name, JSON.parse(c.function.arguments)])).toEqual([["get_weather", { city: "Paris", list: [1, "]"] }], ["now", {}]]);
+  for (const text of ["No tools.", 'functools[{"name": "f", "arguments": {}}', "functools[not json]", 'functools[{"arguments": {}}]'])
+    expect(parseToolCalls(text, "phi4_mini_json")).toEqual({ content: text, toolCalls: [] });
+  for (const text of [GRANITE, GRANITE.replace("<tool_call>", "<|tool_call|>"), GRANITE.replace("<tool_call>", " ")]) {
+    const g = parseToolCalls(text, "granite");
+    expect([g.content, g.toolCalls.map((c) => [c.function.name, JSON.parse(c.function.arguments)])]).toEqual([null, [["get_weather", { city: "Paris" }], ["now", {}]]]);
+  }
+  for (const text of ["It is sunny.", 'Sure: [{"name": "f", "arguments": {}}]', '[{"name": "f", "arguments": {}}] and more', "[1, 2]", "[]"])
+    expect(parseToolCalls(text, "granite")).toEqual({ content: text, toolCalls: [] });
+});
+
+test("phi4_mini_json and granite streaming, for any cut", () => {
+  for (let cut = 0; cut <= PHI4.length; cut++) {
+    const s = toolCallStream("phi4_mini_json");
+    const content = s.push(PHI4.slice(0, cut)) + s.push(PHI4.slice(cut));
+    const end = s.finish();
+    expect([content + end.content, end.toolCalls.map((c) => c.function.name)]).toEqual(["I will look that up. ", ["get_weather", "now"]]);
+  }
+  for (let cut = 0; cut <= GRANITE.length; cut++) {
+    const s = toolCallStream("granite");
+    expect(s.push(GRANITE.slice(0, cut)) + s.push(GRANITE.slice(cut))).toBe("");
+    expect(s.finish().toolCalls.map((c) => c.function.name)).toEqual(["get_weather", "now"]);
+  }
+  const text = "Granite says hi [not a call].";
+  const s = toolCallStream("granite");
+  expect(s.push(text) + s.finish().content).toBe(text);
+});
+
 describe("forced tool choice (tool_choice 'required' or a named function)", () => {
   const tools = [
     { type: "function", function: { name: "add", parameters: { type: "object", properties: { a: { type: "integer" }, b: { type: "integer" } }, required: ["a", "b"] } } },

@@ -9,13 +9,15 @@
  * `mistral` (Mistral 7B v0.3, Nemo, Small): after any text, [TOOL_CALLS] then a JSON list of
  * {"name", "arguments"} — or, from Mistral's v11 tokenizers on, [TOOL_CALLS]name[ARGS]{…} per call; its
  * special tokens are kept in the text (skip_special_tokens off, as vLLM), and call ids are the 9 letters and
- * digits Mistral's chat templates insist on.
+ * digits Mistral's chat templates insist on. `phi4_mini_json` (Phi-4-mini): functools[{"name", "arguments"}, …]
+ * after any text. `granite` (IBM Granite 3.x): an answer that is a JSON list of {"name", "arguments"}, after
+ * <|tool_call|> (3.0) or <tool_call> (3.1 on) or not.
  * Streaming holds back text from where a call may begin and emits each call whole at the end.
  */
 import { parsePythonicCalls } from "./pythonic-calls.ts";
 import { parseQwen3CoderCalls, QWEN3_CODER_OPENERS } from "./qwen3-coder-calls.ts";
 
-export const TOOL_CALL_PARSERS = ["hermes", "llama3_json", "pythonic", "qwen3_coder", "mistral"] as const;
+export const TOOL_CALL_PARSERS = ["hermes", "llama3_json", "pythonic", "qwen3_coder", "mistral", "phi4_mini_json", "granite"] as const;
 export type ToolCallParserName = (typeof TOOL_CALL_PARSERS)[number];
 
 const OPEN = "<tool_call>", CLOSE = "</tool_call>";
@@ -45,6 +47,8 @@ function parserFor(parser: ToolCallParserName, tools: readonly unknown[]): (text
       return { content, toolCalls: calls.map((c) => toolCall(c.name, c.args)) };
     };
     case "mistral": return parseMistral;
+    case "phi4_mini_json": return parsePhi4Mini;
+    case "granite": return parseGranite;
   }
 }
 
@@ -123,7 +127,7 @@ function parseMistral(text: string): Parsed {
 
 const PYTHON_TAG = "<|python_tag|>";
 
-/** The end of the JSON object starting at text[start] ("{"), or -1 when it does not close. */
+/** The end of the JSON object or array starting at text[start] ("{" or "["), or -1 when it does not close. */
 function objectEnd(text: string, start: number): number {
   let depth = 0, inString = false;
   for (let i = start; i < text.length; i++) {
@@ -132,10 +136,43 @@ function objectEnd(text: string, start: number): number {
       if (ch === "\\") i++;
       else if (ch === '"') inString = false;
     } else if (ch === '"') inString = true;
-    else if (ch === "{") depth++;
-    else if (ch === "}" && --depth === 0) return i + 1;
+    else if (ch === "{" || ch === "[") depth++;
+    else if ((ch === "}" || ch === "]") && --depth === 0) return i + 1;
   }
   return -1;
+}
+
+/** Calls from a JSON list of {"name", "arguments"} (one object too); null when it is not one. */
+function jsonCallList(json: string): ToolCall[] | null {
+  let parsed: unknown;
+  try { parsed = JSON.parse(json); } catch { return null; }
+  const list = Array.isArray(parsed) ? parsed : [parsed];
+  if (list.length === 0 || !list.every((c) => typeof (c as { name?: unknown })?.name === "string")) return null;
+  return list.map((c) => toolCall((c as { name: string }).name, (c as { arguments?: unknown; parameters?: unknown }).arguments ?? (c as { parameters?: unknown }).parameters));
+}
+
+const FUNCTOOLS = "functools[";
+
+/** phi4_mini_json: text, then functools[…] — a JSON list of calls. */
+function parsePhi4Mini(text: string): Parsed {
+  const first = text.indexOf(FUNCTOOLS), plain = { content: text, toolCalls: [] };
+  if (first < 0) return plain;
+  const open = first + FUNCTOOLS.length - 1, end = objectEnd(text, open);
+  const toolCalls = end < 0 ? null : jsonCallList(text.slice(open, end));
+  if (!toolCalls) return plain;
+  const before = text.slice(0, first).trim();
+  return { content: before.length > 0 ? before : null, toolCalls };
+}
+
+const GRANITE_TAGS = ["<|tool_call|>", "<tool_call>"];
+
+/** granite: the whole answer is a JSON list of calls, after Granite 3.0's <|tool_call|> or 3.1's <tool_call> (or neither). */
+function parseGranite(text: string): Parsed {
+  let body = text.trim();
+  const tag = GRANITE_TAGS.find((t) => body.startsWith(t));
+  if (tag) body = body.slice(tag.length).trim();
+  const toolCalls = body.startsWith("[") && objectEnd(body, 0) === body.length ? jsonCallList(body) : null;
+  return toolCalls ? { content: null, toolCalls } : { content: text, toolCalls: [] };
 }
 
 /**
@@ -190,11 +227,13 @@ export function toolCallStream(parser: ToolCallParserName, tools: readonly unkno
     case "llama3_json": return new WholeAnswerStream(["{", PYTHON_TAG], parse);
     case "pythonic": return new WholeAnswerStream(["[", PYTHON_START], parse);
     case "mistral": return new TaggedCallsStream([TOOL_CALLS], parse);
+    case "phi4_mini_json": return new TaggedCallsStream([FUNCTOOLS], parse);
+    case "granite": return new WholeAnswerStream(["[", ...GRANITE_TAGS], parse);
   }
 }
 
 /**
- * Formats whose calls follow any text (hermes, qwen3_coder, mistral): text flows until one of `openers` appears (the
+ * Formats whose calls follow any text (hermes, qwen3_coder, mistral, phi4_mini_json): text flows until one of `openers` appears (the
  * end of the text that could still become one is held back); from there on everything is held and parsed at the end.
  */
 class TaggedCallsStream implements ToolCallStream {
@@ -230,7 +269,7 @@ class TaggedCallsStream implements ToolCallStream {
 }
 
 /**
- * Formats where calls are the whole answer (llama3_json, pythonic): an answer whose first non-blank text is one
+ * Formats where calls are the whole answer (llama3_json, pythonic, granite): an answer whose first non-blank text is one
  * of `openers` is held whole and parsed at the end; any other flows from its first character.
  */
 class WholeAnswerStream implements ToolCallStream {
