@@ -347,6 +347,36 @@ test("Qwen vision-language checkpoints (Qwen2.5-VL, Qwen3-VL) serve their langua
     .toThrow(`x/config.json: rope_scaling "yarn" with mrope_section is not supported`);
 }, 60_000);
 
+test("Mistral Small 3.1 checkpoints (Mistral3ForConditionalGeneration) serve their Mistral language model, as first saved and as transformers saves them now", () => {
+  const prompts = [[1, 2, 3, 4, 5, 6, 7], [9, 8, 7]];
+  const run = (m: string) => {
+    const llm = new LLM({ model: m, ...quiet });
+    try { return llm.generate(prompts, { max_tokens: 8, temperature: 0, logprobs: 0 }).map((o) => ({ tokens: o.outputs[0]!.tokenIds, logprobs: o.outputs[0]!.logprobs!.map((l) => l.logprob) })); } finally { llm.close(); }
+  };
+  const mistral = tinyModel({ arch: "mistral", seed: 18, vocabSize: 2048 });
+  const extra = (name: string) => ({ name, dtype: "BF16" as const, shape: [4], bytes: new Uint8Array(8) });
+  const mistral3 = (layout: "first" | "now") => variant(mistral, `mistral3-${layout}`, {
+    config: (c) => {
+      const { architectures: _a, model_type: _m, torch_dtype, ...text } = c;
+      for (const k of Object.keys(c)) delete c[k];
+      Object.assign(c, { architectures: ["Mistral3ForConditionalGeneration"], model_type: "mistral3", torch_dtype, image_token_index: 10, text_config: { ...text, model_type: "mistral" }, vision_config: { model_type: "pixtral" } });
+    },
+    // As first saved: language_model.model.* and language_model.lm_head; now: model.language_model.* and lm_head.
+    rename: (n) => (layout === "first" ? (n === "lm_head.weight" ? "language_model.lm_head.weight" : n.replace(/^model\./, "language_model.model.")) : n.replace(/^model\./, "model.language_model.")),
+    add: [extra(layout === "first" ? "vision_tower.transformer.layers.0.attention_norm.weight" : "model.vision_tower.transformer.layers.0.attention_norm.weight")],
+  });
+  const want = run(mistral);
+  expect(run(mistral3("first"))).toEqual(want);
+  expect(run(mistral3("now"))).toEqual(want);
+  // MistralConfig's defaults fill what text_config leaves out — its 4096-token sliding window too; other language models are refused.
+  const parsed = parseModelConfig({ architectures: ["Mistral3ForConditionalGeneration"], text_config: { hidden_size: 5120, intermediate_size: 32768, num_hidden_layers: 2, head_dim: 128, vocab_size: 131072, rope_theta: 1e9 } });
+  expect([parsed.numHeads, parsed.numKvHeads, parsed.headDim, parsed.ropeTheta, parsed.slidingWindow, parsed.tieWordEmbeddings]).toEqual([32, 8, 128, 1e9, 4096, false]);
+  expect(parseModelConfig({ architectures: ["Mistral3ForConditionalGeneration"], text_config: { sliding_window: null } }).slidingWindow).toBeNull();
+  expect(() => parseModelConfig({ architectures: ["Mistral3ForConditionalGeneration"], text_config: { model_type: "ministral3" } }, "x/config.json"))
+    .toThrow("x/config.json: text_config.model_type 'ministral3' is not supported (Mistral3ForConditionalGeneration is served as its Mistral language model)");
+  expect(() => parseModelConfig({ architectures: ["Mistral3ForConditionalGeneration"] }, "x/config.json")).toThrow("Mistral3ForConditionalGeneration needs a 'text_config' object");
+}, 60_000);
+
 test("a bad CUDA switch is a start-up error naming it, not a silent fall back to the CPU", () => {
   for (const [k, v, allowed] of [["VBUN_GEMM", "fast", "cublas or cublaslt"], ["VBUN_GEMV", "yes", "off or on"], ["VBUN_DECODE_KERNEL", "x", "groups or simple"], ["VBUN_PREFILL_KERNEL", "x", "mma or simple"]] as const) {
     process.env[k] = v;

@@ -220,6 +220,8 @@ export class CausalLM<T extends Tensor> {
     const lq = d.numHeads * D, lkv = d.numKvHeads * D, li = d.intermediate;
     // Bare decoders (embedding models) are often saved without the "model." prefix.
     const m = decoderPrefix(ckpt);
+    // A multimodal checkpoint as first saved keeps its LM head beside the decoder (language_model.lm_head).
+    const head = m === "language_model.model." ? "language_model.lm_head.weight" : "lm_head.weight";
     // Granite's multipliers are folded into the weights they follow (ModelConfig.scales): o_proj and down_proj
     // (the residual multiplier) and the LM head (÷ logits_scaling). The embedding multiplier (Granite's, Gemma's
     // √hidden) is applied by the embedding lookup instead, so that a tied LM head shares the table.
@@ -230,8 +232,8 @@ export class CausalLM<T extends Tensor> {
     if (this.pooling) this.lmHead = this.embed; // never used: forward stops at the hidden states
     else if (c.headless) throw new Error(`${ckpt.dir}: the checkpoint is a bare decoder without an LM head (architecture ${c.architecture}…Model): serve it as an embedding model with --runner pooling`);
     else if (c.tieWordEmbeddings) this.lmHead = k.logitsScaling === 1 ? this.embed : load([scaled(embedTable, 1 / k.logitsScaling)], [d.vocabRows, H]);
-    else if (ckpt.has("lm_head.weight")) this.lmHead = load([scaled(vocabRows(w("lm_head.weight", [c.vocabSize, H])), 1 / k.logitsScaling)], [d.vocabRows, H]);
-    else throw new Error(`${ckpt.dir}: missing tensor 'lm_head.weight' (config says tie_word_embeddings=false)`);
+    else if (ckpt.has(head)) this.lmHead = load([scaled(vocabRows(w(head, [c.vocabSize, H])), 1 / k.logitsScaling)], [d.vocabRows, H]);
+    else throw new Error(`${ckpt.dir}: missing tensor '${head}' (config says tie_word_embeddings=false)`);
     this.layers = [];
     for (let i = 0; i < c.numLayers; i++) {
       const p = `${m}layers.${i}.`;

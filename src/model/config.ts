@@ -165,6 +165,8 @@ const ARCHITECTURES: Record<string, Architecture> = {
   // Gemma 3 4B / 12B / 27B: the multimodal checkpoints, served as text models (their language model; the
   // vision tower is not loaded).
   Gemma3ForConditionalGeneration: "gemma3",
+  // Mistral Small 3.1 (and the checkpoints built on it): served as its Mistral language model, no vision tower.
+  Mistral3ForConditionalGeneration: "llama",
   // Qwen's vision-language models, served as text models (their language model; no vision tower): Qwen2-VL and
   // Qwen2.5-VL (Qwen2's decoder), Qwen3-VL (Qwen3's). For text, M-RoPE's three position sections are equal: plain RoPE.
   Qwen2VLForConditionalGeneration: "qwen2",
@@ -203,6 +205,7 @@ function idList(v: unknown): number[] {
 export function parseModelConfig(raw: Record<string, unknown>, file = "config.json"): ModelConfig {
   if (Array.isArray(raw.architectures) && raw.architectures[0] === "Gemma3ForConditionalGeneration") raw = gemma3TextConfig(raw, file);
   else if (Array.isArray(raw.architectures) && QWEN_VL.has(String(raw.architectures[0]))) raw = qwenVlTextConfig(raw, file);
+  else if (Array.isArray(raw.architectures) && raw.architectures[0] === "Mistral3ForConditionalGeneration") raw = mistral3TextConfig(raw, file);
   const archs = raw.architectures;
   if (!Array.isArray(archs) || archs.length === 0) throw new ConfigError(file, "missing 'architectures'");
   const architecture = ARCHITECTURES[String(archs[0])];
@@ -354,6 +357,25 @@ function gemma3TextConfig(raw: Record<string, unknown>, file: string): Record<st
   const defaults = { ...GEMMA3_TEXT_DEFAULTS };
   if ((text as Record<string, unknown>).rope_parameters != null) for (const key of ["rope_theta", "rope_scaling", "rope_local_base_freq"]) delete defaults[key];
   return { ...defaults, ...top, ...(text as Record<string, unknown>), architectures: raw.architectures };
+}
+
+/** Transformers' MistralConfig defaults (a Mistral3ForConditionalGeneration's text_config leaves out what equals them; note the 4096-token sliding window). */
+const MISTRAL_TEXT_DEFAULTS: Record<string, unknown> = {
+  vocab_size: 32000, hidden_size: 4096, intermediate_size: 14336, num_hidden_layers: 32, num_attention_heads: 32, num_key_value_heads: 8,
+  hidden_act: "silu", max_position_embeddings: 131072, rms_norm_eps: 1e-6, rope_theta: 10000, sliding_window: 4096, tie_word_embeddings: false,
+};
+
+/** A Mistral3ForConditionalGeneration config.json as its language model's: text_config (a Mistral one) over MistralConfig's defaults. */
+function mistral3TextConfig(raw: Record<string, unknown>, file: string): Record<string, unknown> {
+  const text = raw.text_config;
+  if (!isObject(text)) throw new ConfigError(file, "Mistral3ForConditionalGeneration needs a 'text_config' object (its language model's settings)");
+  const type = text.model_type ?? "mistral";
+  if (type !== "mistral") throw new ConfigError(file, `text_config.model_type '${type}' is not supported (Mistral3ForConditionalGeneration is served as its Mistral language model)`);
+  const top: Record<string, unknown> = {};
+  for (const key of ["torch_dtype", "dtype", "bos_token_id", "eos_token_id"]) if (raw[key] !== undefined) top[key] = raw[key];
+  const defaults = { ...MISTRAL_TEXT_DEFAULTS };
+  if (text.rope_parameters != null) delete defaults.rope_theta;
+  return { ...defaults, ...top, ...text, architectures: raw.architectures };
 }
 
 const QWEN_VL = new Set(["Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration", "Qwen3VLForConditionalGeneration"]);
