@@ -187,7 +187,7 @@ describe("stops and limits", () => {
 describe("SamplingParams validation names the field", () => {
   const bad: [object, string][] = [
     [{ temperature: -1 }, "temperature"], [{ top_p: 0 }, "top_p"], [{ top_p: 1.5 }, "top_p"], [{ top_k: -2 }, "top_k"],
-    [{ min_p: 2 }, "min_p"], [{ max_tokens: 0 }, "max_tokens"], [{ n: 0 }, "n"], [{ min_tokens: 5, max_tokens: 2 }, "min_tokens"],
+    [{ min_p: 2 }, "min_p"], [{ max_tokens: 0 }, "max_tokens"], [{ n: 0 }, "n"], [{ n: 2 ** 31 }, "n"], [{ min_tokens: 5, max_tokens: 2 }, "min_tokens"],
     [{ stop: [""] }, "stop"], [{ presence_penalty: 3 }, "presence_penalty"], [{ repetition_penalty: 0 }, "repetition_penalty"],
     [{ logprobs: 50 }, "logprobs"], [{ logit_bias: { x: 1 } }, "logit_bias"], [{ seed: 1.5 }, "seed"], [{ bogus: 1 }, "bogus"],
   ];

@@ -199,6 +199,7 @@ describe("bad inputs get their status and an OpenAI error body; the server keeps
     ["max_tokens = 0", "/v1/completions", { prompt: "a", max_tokens: 0 }, 400, "max_tokens"],
     ["max_tokens negative", "/v1/completions", { prompt: "a", max_tokens: -5 }, 400, "max_tokens"],
     ["n = 0", "/v1/completions", { prompt: "a", n: 0 }, 400, "n"],
+    ["n = 2^31 (the server's memory)", "/v1/chat/completions", { messages: [{ role: "user", content: "a" }], n: 2 ** 31 }, 400, "n"],
     ["logprobs > 20", "/v1/completions", { prompt: "a", logprobs: 50 }, 400, "logprobs"],
     ["prompt + max_tokens over the context", "/v1/completions", { prompt: "a", max_tokens: 100000 }, 400, "max_tokens"],
     ["prompt longer than the context", "/v1/completions", { prompt: long }, 400, null],

@@ -40,6 +40,8 @@ export interface SamplingParamsInit {
 
 /** Largest top-N logprobs a request may ask for (vLLM's default max_logprobs). */
 export const MAX_LOGPROBS = 20;
+/** Most sequences one request may ask for: a bound, so that n = 2³¹ is an error rather than the server's memory (OpenAI's is 128). */
+export const MAX_N = 1024;
 
 export class SamplingParams {
   n = 1;
@@ -106,6 +108,7 @@ export class SamplingParams {
         throw new SamplingParamsError(f, `must be a number in ${loOpen ? "(" : "["}${lo}, ${hi}], got ${JSON.stringify(v)}`);
     };
     int("n", this.n, 1);
+    if (this.n > MAX_N) throw new SamplingParamsError("n", `must be <= ${MAX_N}, got ${this.n}`);
     num("temperature", this.temperature, 0, 1e6);
     num("top_p", this.top_p, 0, 1, true);
     if (typeof this.top_k !== "number" || !Number.isInteger(this.top_k) || this.top_k < -1) throw new SamplingParamsError("top_k", `must be -1, 0 (disabled) or a positive integer, got ${JSON.stringify(this.top_k)}`);
