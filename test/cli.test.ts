@@ -145,6 +145,24 @@ test("--reasoning-parser and tool-call parsing: answers carry reasoning_content 
   }
 }, 60_000);
 
+test("--reasoning-parser mistral: Magistral's [THINK] … [/THINK] block becomes reasoning_content, whole and streamed", async () => {
+  const s = await startServer([tinyModel(SERVER_MODEL), "--max-model-len", "256", "--reasoning-parser", "mistral"]);
+  try {
+    const post = (b: object) => fetch(`${s.url}/v1/chat/completions`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(b) });
+    // This tokenizer spells the tags in several tokens, so the regex shapes the whole output (no reasoning boundary to skip).
+    const body = { messages: [{ role: "user", content: "Hi" }], max_tokens: 40, temperature: 0, structured_outputs: { regex: "\\[THINK\\]add 2 and 2\\[/THINK\\]It is 4\\." } };
+    const msg: any = (await (await post(body)).json() as any).choices[0].message;
+    // Special tokens are kept for this parser, the EOS that ended the answer not among them.
+    expect([msg.reasoning_content, msg.content]).toEqual(["add 2 and 2", "It is 4."]);
+    let reasoning = "", content = "";
+    for (const line of (await (await post({ ...body, stream: true })).text()).split("\n"))
+      if (line.startsWith("data: {")) for (const c of JSON.parse(line.slice(6)).choices) { reasoning += c.delta.reasoning_content ?? ""; content += c.delta.content ?? ""; }
+    expect([reasoning, content]).toEqual(["add 2 and 2", "It is 4."]);
+  } finally {
+    expect(await s.stop()).toBe(0);
+  }
+}, 60_000);
+
 test("when the engine fails mid-run the server answers 503 (health too) instead of crashing or hanging", async () => {
   // Rank 1 of a 2-rank CPU tensor-parallel engine throws at its third step (fault injection).
   const s = await startServer([tinyModel(SERVER_MODEL), "--max-model-len", "256", "--tensor-parallel-size", "2"], { VBUN_TP_FAIL_AT: "1:2" });

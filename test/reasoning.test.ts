@@ -14,9 +14,15 @@ describe("reasoning parser", () => {
     expect(splitReasoning("<think>plan</think>answer", "deepseek_r1")).toEqual({ reasoning: "plan", content: "answer" });
     expect(splitReasoning("no end", "deepseek_r1")).toEqual({ reasoning: "no end", content: "" });
   });
+  test("mistral (Magistral): a leading [THINK] block becomes reasoning_content", () => {
+    expect(splitReasoning("[THINK]add 2 and 2[/THINK]4", "mistral")).toEqual({ reasoning: "add 2 and 2", content: "4" });
+    expect(splitReasoning("4, [THINK] later is text", "mistral")).toEqual({ reasoning: null, content: "4, [THINK] later is text" });
+    expect(splitReasoning("<think>not these tags</think>", "mistral")).toEqual({ reasoning: null, content: "<think>not these tags</think>" });
+    expect(splitReasoning("[THINK]still", "mistral")).toEqual({ reasoning: "still", content: "" });
+  });
   test("streamed in pieces cut anywhere, the parts join to the whole-output split", () => {
-    for (const parser of ["qwen3", "deepseek_r1"] as const) {
-      for (const text of ["<think>a < b and </thi</think>c</think>d", "<think></think>", "x<think>y</think>z", "<think>abc</think>"]) {
+    for (const parser of ["qwen3", "deepseek_r1", "mistral"] as const) {
+      for (const text of ["<think>a < b and </thi</think>c</think>d", "<think></think>", "x<think>y</think>z", "<think>abc</think>", "[THINK]a [/THI[/THINK]b[/THINK]", "[THINK][/THINK]x"]) {
         const whole = splitReasoning(text, parser);
         for (let cut1 = 0; cut1 <= text.length; cut1++) for (let cut2 = cut1; cut2 <= text.length; cut2 += 3) {
           const s = new ReasoningSplitter(parser);

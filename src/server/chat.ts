@@ -10,7 +10,7 @@ import { hasNews } from "./completions.ts";
 import { collect, forEachOutput, nowSeconds, samplingParamsFrom, sseResponse, submit, usageOf } from "./generation.ts";
 import { beamSearchFor, beamUsage } from "./beam.ts";
 import { ChatCompletionRequest } from "./protocol.ts";
-import { reasoningBoundary, ReasoningSplitter } from "./reasoning.ts";
+import { reasoningBoundary, reasoningNeedsSpecialTokens, ReasoningSplitter } from "./reasoning.ts";
 import { forcedToolChoice, forcedToolSchema, ForcedToolCallStream, parserNeedsSpecialTokens, toolCallIds, toolCallStream, type ForcedToolChoice, type ToolCall, type ToolCallStream } from "./tool-calls.ts";
 
 /** One choice's text on its way out: reasoning split off (--reasoning-parser), tool calls parsed (--tool-call-parser). */
@@ -119,6 +119,8 @@ export async function prepareChat(state: ServerState, body: ChatCompletionReques
     params.structured_outputs = await structuredOutputsFrom({ structured_outputs: { json: forcedToolSchema(body.tools!, forced), disable_any_whitespace: true } }, "tools");
   }
   const reasoningParser = state.reasoningParser;
+  // Magistral's [THINK] / [/THINK] are special tokens: the text keeps them so that the block can be split off.
+  if (reasoningParser && reasoningNeedsSpecialTokens(reasoningParser)) params.skip_special_tokens = false;
   if (params.structured_outputs && reasoningParser) {
     // The answer after the reasoning block is constrained; the block itself is free (vLLM's behaviour).
     const boundary = reasoningBoundary(reasoningParser, (t) => engine.tokenizer.encode(t, false));

@@ -3,13 +3,24 @@
  * into `reasoning_content` and `content` (whole outputs, and streamed deltas whose tags may be cut anywhere).
  *   qwen3        reasoning only when the output starts with <think> (enable_thinking=false outputs have none)
  *   deepseek_r1  the output starts inside the reasoning (the prompt opened it); a leading <think> is skipped
+ *   mistral      Magistral: as qwen3 with [THINK] … [/THINK], special tokens the text keeps for such requests
  */
 import type { AfterReasoning } from "../structured/structured-outputs.ts";
 
-export const REASONING_PARSERS = ["qwen3", "deepseek_r1"] as const;
+export const REASONING_PARSERS = ["qwen3", "deepseek_r1", "mistral"] as const;
 export type ReasoningParserName = (typeof REASONING_PARSERS)[number];
 
-const OPEN = "<think>", CLOSE = "</think>";
+/** Each parser's tags, and whether the output begins inside the reasoning (the prompt opened the block). */
+const TAGS: Record<ReasoningParserName, { open: string; close: string; startsInside: boolean }> = {
+  qwen3: { open: "<think>", close: "</think>", startsInside: false },
+  deepseek_r1: { open: "<think>", close: "</think>", startsInside: true },
+  mistral: { open: "[THINK]", close: "[/THINK]", startsInside: false },
+};
+
+/** Whether the parser's tags are special tokens the text must keep (the request's skip_special_tokens is turned off, as vLLM does). */
+export function reasoningNeedsSpecialTokens(parser: ReasoningParserName): boolean {
+  return parser === "mistral";
+}
 
 export interface ReasoningDelta {
   reasoning: string;
@@ -26,28 +37,29 @@ export class ReasoningSplitter {
   }
 
   push(delta: string): ReasoningDelta {
+    const { open, close, startsInside } = TAGS[this.parser];
     const out: ReasoningDelta = { reasoning: "", content: "" };
     let text = this.held + delta;
     this.held = "";
     while (text.length > 0) {
       if (this.mode === "start") {
         // Decide once the output's first characters show whether it opens with <think>.
-        if (OPEN.startsWith(text)) { this.held = text; return out; }
-        if (text.startsWith(OPEN)) { text = text.slice(OPEN.length); this.mode = "reasoning"; continue; }
-        this.mode = this.parser === "deepseek_r1" ? "reasoning" : "content";
+        if (open.startsWith(text)) { this.held = text; return out; }
+        if (text.startsWith(open)) { text = text.slice(open.length); this.mode = "reasoning"; continue; }
+        this.mode = startsInside ? "reasoning" : "content";
         continue;
       }
       if (this.mode === "content") { out.content += text; break; }
-      const end = text.indexOf(CLOSE);
+      const end = text.indexOf(close);
       if (end >= 0) {
         out.reasoning += text.slice(0, end);
-        text = text.slice(end + CLOSE.length);
+        text = text.slice(end + close.length);
         this.mode = "content";
         continue;
       }
       // Hold back a tail that could be the start of </think>.
       let keep = 0;
-      for (let k = Math.min(CLOSE.length - 1, text.length); k > 0; k--) if (CLOSE.startsWith(text.slice(text.length - k))) { keep = k; break; }
+      for (let k = Math.min(close.length - 1, text.length); k > 0; k--) if (close.startsWith(text.slice(text.length - k))) { keep = k; break; }
       out.reasoning += text.slice(0, text.length - keep);
       this.held = text.slice(text.length - keep);
       break;
@@ -69,17 +81,17 @@ export function splitReasoning(text: string, parser: ReasoningParserName): { rea
   const s = new ReasoningSplitter(parser);
   const a = s.push(text), b = s.flush();
   const reasoning = a.reasoning + b.reasoning, content = a.content + b.content;
-  const hadReasoning = parser === "deepseek_r1" || text.startsWith(OPEN);
+  const hadReasoning = TAGS[parser].startsInside || text.startsWith(TAGS[parser].open);
   return { reasoning: hadReasoning ? reasoning : null, content };
 }
 
 /**
  * Structured outputs under a reasoning parser (as vLLM): the grammar applies after the reasoning block. Its
- * delimiters as token ids — qwen3: the output may open it with <think>; deepseek_r1: the output begins in
- * it. null when the tokenizer does not spell <think> and </think> as single tokens (no block to skip then).
+ * delimiters as token ids — qwen3 / mistral: the output may open it with <think> / [THINK]; deepseek_r1: the
+ * output begins in it. null when the tokenizer does not spell the tags as single tokens (no block to skip then).
  */
 export function reasoningBoundary(parser: ReasoningParserName, encode: (text: string) => number[]): AfterReasoning | null {
-  const open = encode(OPEN), close = encode(CLOSE);
+  const tags = TAGS[parser], open = encode(tags.open), close = encode(tags.close);
   if (open.length !== 1 || close.length !== 1) return null;
-  return { start_token_id: parser === "qwen3" ? open[0]! : null, end_token_id: close[0]! };
+  return { start_token_id: tags.startsInside ? null : open[0]!, end_token_id: close[0]! };
 }
