@@ -20,9 +20,15 @@ describe("reasoning parser", () => {
     expect(splitReasoning("<think>not these tags</think>", "mistral")).toEqual({ reasoning: null, content: "<think>not these tags</think>" });
     expect(splitReasoning("[THINK]still", "mistral")).toEqual({ reasoning: "still", content: "" });
   });
+  test("granite: \"Here is my thought process:\" … \"Here is my response:\" (or \"Here's\") in plain text", () => {
+    expect(splitReasoning("Here is my thought process:\nadd 2 and 2\nHere is my response:\n4", "granite")).toEqual({ reasoning: "\nadd 2 and 2\n", content: "\n4" });
+    expect(splitReasoning("Here's my thought process: a Here's my response: b", "granite")).toEqual({ reasoning: " a ", content: " b" });
+    expect(splitReasoning("Here is the answer: 4", "granite")).toEqual({ reasoning: null, content: "Here is the answer: 4" });
+  });
   test("streamed in pieces cut anywhere, the parts join to the whole-output split", () => {
-    for (const parser of ["qwen3", "deepseek_r1", "mistral"] as const) {
-      for (const text of ["<think>a < b and </thi</think>c</think>d", "<think></think>", "x<think>y</think>z", "<think>abc</think>", "[THINK]a [/THI[/THINK]b[/THINK]", "[THINK][/THINK]x"]) {
+    for (const parser of ["qwen3", "deepseek_r1", "mistral", "granite"] as const) {
+      for (const text of ["<think>a < b and </thi</think>c</think>d", "<think></think>", "x<think>y</think>z", "<think>abc</think>", "[THINK]a [/THI[/THINK]b[/THINK]", "[THINK][/THINK]x",
+        "Here's my thought process: Here is my Here's my response: done", "Here is my thought process:x", "Here is"]) {
         const whole = splitReasoning(text, parser);
         for (let cut1 = 0; cut1 <= text.length; cut1++) for (let cut2 = cut1; cut2 <= text.length; cut2 += 3) {
           const s = new ReasoningSplitter(parser);

@@ -4,17 +4,20 @@
  *   qwen3        reasoning only when the output starts with <think> (enable_thinking=false outputs have none)
  *   deepseek_r1  the output starts inside the reasoning (the prompt opened it); a leading <think> is skipped
  *   mistral      Magistral: as qwen3 with [THINK] … [/THINK], special tokens the text keeps for such requests
+ *   granite      Granite 3.2 / 3.3 (chat_template_kwargs thinking=true): "Here is my thought process:" … "Here is my
+ *                response:" (or "Here's …") in plain text
  */
 import type { AfterReasoning } from "../structured/structured-outputs.ts";
 
-export const REASONING_PARSERS = ["qwen3", "deepseek_r1", "mistral"] as const;
+export const REASONING_PARSERS = ["qwen3", "deepseek_r1", "mistral", "granite"] as const;
 export type ReasoningParserName = (typeof REASONING_PARSERS)[number];
 
-/** Each parser's tags, and whether the output begins inside the reasoning (the prompt opened the block). */
-const TAGS: Record<ReasoningParserName, { open: string; close: string; startsInside: boolean }> = {
-  qwen3: { open: "<think>", close: "</think>", startsInside: false },
-  deepseek_r1: { open: "<think>", close: "</think>", startsInside: true },
-  mistral: { open: "[THINK]", close: "[/THINK]", startsInside: false },
+/** Each parser's tags (any of them opens or closes the block), and whether the output begins inside the reasoning (the prompt opened it). */
+const TAGS: Record<ReasoningParserName, { open: string[]; close: string[]; startsInside: boolean }> = {
+  qwen3: { open: ["<think>"], close: ["</think>"], startsInside: false },
+  deepseek_r1: { open: ["<think>"], close: ["</think>"], startsInside: true },
+  mistral: { open: ["[THINK]"], close: ["[/THINK]"], startsInside: false },
+  granite: { open: ["Here is my thought process:", "Here's my thought process:"], close: ["Here is my response:", "Here's my response:"], startsInside: false },
 };
 
 /** Whether the parser's tags are special tokens the text must keep (the request's skip_special_tokens is turned off, as vLLM does). */
@@ -43,23 +46,29 @@ export class ReasoningSplitter {
     this.held = "";
     while (text.length > 0) {
       if (this.mode === "start") {
-        // Decide once the output's first characters show whether it opens with <think>.
-        if (open.startsWith(text)) { this.held = text; return out; }
-        if (text.startsWith(open)) { text = text.slice(open.length); this.mode = "reasoning"; continue; }
+        // Decide once the output's first characters show whether it opens the block.
+        if (open.some((o) => o.startsWith(text))) { this.held = text; return out; }
+        const opener = open.find((o) => text.startsWith(o));
+        if (opener) { text = text.slice(opener.length); this.mode = "reasoning"; continue; }
         this.mode = startsInside ? "reasoning" : "content";
         continue;
       }
       if (this.mode === "content") { out.content += text; break; }
-      const end = text.indexOf(close);
+      let end = -1, closer = "";
+      for (const c of close) {
+        const at = text.indexOf(c);
+        if (at >= 0 && (end < 0 || at < end)) { end = at; closer = c; }
+      }
       if (end >= 0) {
         out.reasoning += text.slice(0, end);
-        text = text.slice(end + close.length);
+        text = text.slice(end + closer.length);
         this.mode = "content";
         continue;
       }
-      // Hold back a tail that could be the start of </think>.
+      // Hold back a tail that could be the start of a closing tag.
       let keep = 0;
-      for (let k = Math.min(close.length - 1, text.length); k > 0; k--) if (close.startsWith(text.slice(text.length - k))) { keep = k; break; }
+      for (const c of close)
+        for (let k = Math.min(c.length - 1, text.length); k > keep; k--) if (c.startsWith(text.slice(text.length - k))) { keep = k; break; }
       out.reasoning += text.slice(0, text.length - keep);
       this.held = text.slice(text.length - keep);
       break;
@@ -81,7 +90,7 @@ export function splitReasoning(text: string, parser: ReasoningParserName): { rea
   const s = new ReasoningSplitter(parser);
   const a = s.push(text), b = s.flush();
   const reasoning = a.reasoning + b.reasoning, content = a.content + b.content;
-  const hadReasoning = TAGS[parser].startsInside || text.startsWith(TAGS[parser].open);
+  const hadReasoning = TAGS[parser].startsInside || TAGS[parser].open.some((o) => text.startsWith(o));
   return { reasoning: hadReasoning ? reasoning : null, content };
 }
 
@@ -91,7 +100,9 @@ export function splitReasoning(text: string, parser: ReasoningParserName): { rea
  * output begins in it. null when the tokenizer does not spell the tags as single tokens (no block to skip then).
  */
 export function reasoningBoundary(parser: ReasoningParserName, encode: (text: string) => number[]): AfterReasoning | null {
-  const tags = TAGS[parser], open = encode(tags.open), close = encode(tags.close);
+  const tags = TAGS[parser];
+  if (tags.open.length !== 1 || tags.close.length !== 1) return null;
+  const open = encode(tags.open[0]!), close = encode(tags.close[0]!);
   if (open.length !== 1 || close.length !== 1) return null;
   return { start_token_id: tags.startsInside ? null : open[0]!, end_token_id: close[0]! };
 }
