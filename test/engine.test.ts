@@ -300,13 +300,22 @@ test("Mistral checkpoints (MistralForCausalLM) run as the Llama decoder, with sl
   expect(greedy(mistral(4), { maxNumBatchedTokens: 3, maxNumSeqs: 2, maxModelLen: 32 })).toEqual(short);
 }, 60_000);
 
+/** Greedy tokens and logprobs of two prompts: a multimodal checkpoint's must equal its text model's. */
+function run(model: string): { tokens: number[]; logprobs: number[] }[] {
+  const llm = new LLM({ model, ...quiet });
+  try {
+    return llm.generate([[1, 2, 3, 4, 5, 6, 7], [9, 8, 7]], { max_tokens: 8, temperature: 0, logprobs: 0 })
+      .map((o) => ({ tokens: o.outputs[0]!.tokenIds, logprobs: o.outputs[0]!.logprobs!.map((l) => l.logprob) }));
+  } finally {
+    llm.close();
+  }
+}
+
+/** A small tensor standing for a vision tower's, which the text model never reads. */
+const extra = (name: string) => ({ name, dtype: "BF16" as const, shape: [4], bytes: new Uint8Array(8) });
+
 test("a multimodal Gemma 3 checkpoint (Gemma3ForConditionalGeneration) serves its language model: the text model's outputs", () => {
   const opts = { arch: "gemma3" as const, seed: 14, vocabSize: 2048, numLayers: 3 };
-  const prompts = [[1, 2, 3, 4, 5, 6, 7], [9, 8, 7]];
-  const run = (m: string) => {
-    const llm = new LLM({ model: m, ...quiet });
-    try { return llm.generate(prompts, { max_tokens: 8, temperature: 0, logprobs: 0 }).map((o) => ({ tokens: o.outputs[0]!.tokenIds, logprobs: o.outputs[0]!.logprobs!.map((l) => l.logprob) })); } finally { llm.close(); }
-  };
   const multimodal = tinyModel({ ...opts, multimodalLayout: true });
   expect(JSON.parse(readFileSync(join(multimodal, "config.json"), "utf8")).text_config.num_hidden_layers).toBe(3);
   expect(run(multimodal)).toEqual(run(tinyModel(opts)));
@@ -318,12 +327,6 @@ test("a multimodal Gemma 3 checkpoint (Gemma3ForConditionalGeneration) serves it
 }, 60_000);
 
 test("Qwen vision-language checkpoints (Qwen2.5-VL, Qwen3-VL) serve their language model: the text model's outputs", () => {
-  const prompts = [[1, 2, 3, 4, 5, 6, 7], [9, 8, 7]];
-  const run = (m: string) => {
-    const llm = new LLM({ model: m, ...quiet });
-    try { return llm.generate(prompts, { max_tokens: 8, temperature: 0, logprobs: 0 }).map((o) => ({ tokens: o.outputs[0]!.tokenIds, logprobs: o.outputs[0]!.logprobs!.map((l) => l.logprob) })); } finally { llm.close(); }
-  };
-  const extra = (name: string) => ({ name, dtype: "BF16" as const, shape: [4], bytes: new Uint8Array(8) });
   // Qwen2.5-VL as first saved: text fields at the top level, M-RoPE sections, the vision tower under visual.
   const qwen2 = tinyModel({ arch: "qwen2", seed: 16, vocabSize: 2048 });
   const vl25 = variant(qwen2, "qwen2.5-vl", {
@@ -348,13 +351,7 @@ test("Qwen vision-language checkpoints (Qwen2.5-VL, Qwen3-VL) serve their langua
 }, 60_000);
 
 test("Mistral Small 3.1 checkpoints (Mistral3ForConditionalGeneration) serve their Mistral language model, as first saved and as transformers saves them now", () => {
-  const prompts = [[1, 2, 3, 4, 5, 6, 7], [9, 8, 7]];
-  const run = (m: string) => {
-    const llm = new LLM({ model: m, ...quiet });
-    try { return llm.generate(prompts, { max_tokens: 8, temperature: 0, logprobs: 0 }).map((o) => ({ tokens: o.outputs[0]!.tokenIds, logprobs: o.outputs[0]!.logprobs!.map((l) => l.logprob) })); } finally { llm.close(); }
-  };
   const mistral = tinyModel({ arch: "mistral", seed: 18, vocabSize: 2048 });
-  const extra = (name: string) => ({ name, dtype: "BF16" as const, shape: [4], bytes: new Uint8Array(8) });
   const mistral3 = (layout: "first" | "now") => variant(mistral, `mistral3-${layout}`, {
     config: (c) => {
       const { architectures: _a, model_type: _m, torch_dtype, ...text } = c;
