@@ -216,15 +216,12 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
     if (typeof v !== "number" || !Number.isInteger(v) || v <= 0) throw new ConfigError(file, `field '${key}' must be a positive integer, got ${JSON.stringify(raw[key])}`);
     return v;
   };
-  const num = (key: string, fallback: number): number => {
-    const v = raw[key] ?? fallback;
-    if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) throw new ConfigError(file, `field '${key}' must be a positive number, got ${JSON.stringify(raw[key])}`);
-    return v;
-  };
+  /** `v`, a positive number read from `field` (named as the file spells it). */
   const positive = (v: unknown, field: string): number => {
     if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) throw new ConfigError(file, `field '${field}' must be a positive number, got ${JSON.stringify(v)}`);
     return v;
   };
+  const num = (key: string, fallback: number): number => positive(raw[key] ?? fallback, key);
 
   const hiddenSize = int("hidden_size");
   const numHeads = int("num_attention_heads");
