@@ -648,6 +648,34 @@ export function defineCudaSuites(target: CudaTarget): void {
       }
     }, timeoutMs);
 
+    test("sliding-window layers in KV groups of their own (the hybrid layout) give the tokens of one table for all layers, decode graphs on", () => {
+      // Gemma 2: alternating sliding (window 4) and global layers, so 2 groups; 4-token blocks leave the window quickly.
+      const model = tinyModel({ arch: "gemma2", seed: 11, vocabSize: 4096, numLayers: 4 });
+      const rng = new SeededRandom(8);
+      const shared = Array.from({ length: 40 }, () => rng.int(0, 4095));
+      const prompts = [[...shared, 1, 2], [...shared, 3], Array.from({ length: 30 }, () => rng.int(0, 4095))];
+      const params = { temperature: 0, max_tokens: Z.engineTokens, ignore_eos: true };
+      const run = (o: { disableHybridKvCacheManager?: boolean }) => {
+        const llm = gpuLLM({ model, device: "cuda", maxModelLen: 128, maxNumSeqs: 4, blockSize: 4, maxNumBatchedTokens: 32, cuda: target.provider, log: () => {}, ...o });
+        try {
+          // Twice: the second round takes the shared prefix from the cache (in both groups).
+          const out = [0, 1].map(() => llm.generate(prompts, params, { useTqdm: false }).map((r) => r.outputs[0]!.tokenIds.join()));
+          const bm = llm.engine.blockManager;
+          return { out, groups: bm.numGroups, hits: bm.prefixCacheHits, graphSteps: llm.engine.runner.graphSteps, free: bm.numFreeBlocks === bm.numUsableBlocks };
+        } finally {
+          llm.close();
+        }
+      };
+      const whole = run({ disableHybridKvCacheManager: true }), hybrid = run({});
+      expect([whole.groups, hybrid.groups]).toEqual([1, 2]);
+      expect(hybrid.graphSteps).toBeGreaterThan(0);
+      expect(hybrid.hits).toBeGreaterThan(0);
+      expect(hybrid.free).toBe(true);
+      // The same keys are read, from other blocks: the same arithmetic, so the same tokens (bf16 included).
+      expect(hybrid.out).toEqual(whole.out);
+      expect(hybrid.out[1]).toEqual(hybrid.out[0]!);
+    }, timeoutMs);
+
     // cuBLASLt: plans made by the warm-up before each graph capture. GEMV: the 1/2/4/8 buckets' graphs hold GEMV kernels.
     for (const [env, value, what, check] of [
       ["VBUN_GEMM", "cublaslt", "cuBLASLt", (b: CudaBackend) => b.info.gemm === "cublaslt"],

@@ -127,7 +127,7 @@ test("invalid sizes are clear start-up errors", () => {
 });
 
 test("a barrier with a time limit gives up on a rank that never comes (close() then aborts the group instead of hanging)", () => {
-  const sizes = { size: 2, maxReduce: 4, maxLogitsRows: 1, maxRows: 1, vocabSize: 4, vocabPerRank: 2, maxTokens: 4, maxSeqs: 1, maxBlocksPerSeq: 1 };
+  const sizes = { size: 2, maxReduce: 4, maxLogitsRows: 1, maxRows: 1, vocabSize: 4, vocabPerRank: 2, maxTokens: 4, maxSeqs: 1, maxBlocksPerSeq: 1, numKvGroups: 1 };
   const leader = new SharedCollective(0, sizes, createSharedBuffers(sizes));
   const t0 = performance.now();
   expect(() => leader.barrier(150)).toThrow(/tensor parallelism: a rank did not arrive within 0.15 s \(VBUN_TP_TIMEOUT\); the group is stopped/);
@@ -135,7 +135,7 @@ test("a barrier with a time limit gives up on a rank that never comes (close() t
 });
 
 test("a rank caught in the middle of recording its failure is reported with its own rank and message, not as rank 0's empty one", async () => {
-  const sizes = { size: 2, maxReduce: 4, maxLogitsRows: 1, maxRows: 1, vocabSize: 4, vocabPerRank: 2, maxTokens: 4, maxSeqs: 1, maxBlocksPerSeq: 1 };
+  const sizes = { size: 2, maxReduce: 4, maxLogitsRows: 1, maxRows: 1, vocabSize: 4, vocabPerRank: 2, maxTokens: 4, maxSeqs: 1, maxBlocksPerSeq: 1, numKvGroups: 1 };
   const buffers = createSharedBuffers(sizes);
   const leader = new SharedCollective(0, sizes, buffers);
   // Rank 1 has claimed the abort (ABORT = 2) but not yet written its rank and message: another thread

@@ -40,6 +40,8 @@ export interface StepTensors<T extends Tensor> {
   maxSeqLen: number;
   /** LoRA: each token's adapter slot (−1: the base model); null when the step has none. */
   loraSlots: T | null;
+  /** Hybrid KV cache layouts: the slot mapping and block tables of each group after the first (empty: one group). */
+  kvGroups: { slotMapping: T; blockTables: T }[];
 }
 
 /** The scratch of Backend.moeExperts. */
@@ -89,6 +91,8 @@ export interface StepInputs {
   tokensFromSampled?: Int32Array;
   /** LoRA (engines with adapters): each token's adapter slot, −1 for the base model. */
   loraSlots?: Int32Array;
+  /** Hybrid KV cache layouts: per group after the first, its slot per token and its block tables (same shapes as the first's). */
+  kvGroups?: { slotMapping: Int32Array; blockTables: Int32Array }[];
 }
 
 /** The longest query chunk and context of a step (kernel launch shapes); shared by every backend's uploadStep. */
@@ -129,7 +133,7 @@ export interface Backend<T extends Tensor = Tensor> {
   rows(t: T, rows: number): T;
   /** Rows [start, start + rows) of `t` (no copy). */
   rowRange(t: T, start: number, rows: number): T;
-  /** Allocates the paged KV cache of one layer: [numBlocks, blockSize, numKvHeads, headDim] each for K and V. */
+  /** Allocates one paged KV cache tensor pair (one layer's, or with a hybrid layout one per group's j-th layer): [numBlocks, blockSize, numKvHeads, headDim] each for K and V. */
   allocKvCache(spec: KvCacheSpec): { k: T; v: T };
   /** Copies this step's host inputs into the backend's step buffers. */
   uploadStep(inputs: StepInputs): StepTensors<T>;
@@ -207,7 +211,7 @@ export interface Backend<T extends Tensor = Tensor> {
   /** Releases threads or device resources the backend holds. */
   close?(): void;
   /** Fixes step-input buffers at their largest (graph-capable backends); logits rows default to one per sequence. */
-  reserveStep?(maxTokens: number, maxSeqs: number, maxBlocksPerSeq: number, maxLogitsRows?: number): void;
+  reserveStep?(maxTokens: number, maxSeqs: number, maxBlocksPerSeq: number, maxLogitsRows?: number, numKvGroups?: number): void;
   /** Records what `run` launches as a replayable graph under `key` (CUDA graphs). */
   captureGraph?(key: number, run: () => void): void;
   launchGraph?(key: number): void;
@@ -232,11 +236,12 @@ export function prefillInputs(prompt: readonly number[], width: number): StepInp
  * The inputs a decode graph is warmed up and captured with: `n` one-token sequences whose KV writes go to
  * slot −1 (nothing stored), with block tables `width` wide. Replays overwrite them in place.
  */
-export function decodeGraphInputs(n: number, width: number, lora = false): StepInputs {
+export function decodeGraphInputs(n: number, width: number, lora = false, numKvGroups = 1): StepInputs {
   const iota = Int32Array.from({ length: n + 1 }, (_, i) => i);
   return {
     tokenIds: new Int32Array(n), positions: new Int32Array(n), slotMapping: new Int32Array(n).fill(-1),
     queryStart: iota, seqLens: new Int32Array(n).fill(1), blockTables: new Int32Array(n * width), maxBlocksPerSeq: width,
     logitsRows: iota.subarray(0, n), ...(lora ? { loraSlots: new Int32Array(n).fill(-1) } : {}),
+    ...(numKvGroups > 1 ? { kvGroups: Array.from({ length: numKvGroups - 1 }, () => ({ slotMapping: new Int32Array(n).fill(-1), blockTables: new Int32Array(n * width) })) } : {}),
   };
 }

@@ -24,6 +24,12 @@ export interface EngineOptions {
   enableChunkedPrefill?: boolean;
   enforceEager?: boolean;
   /**
+   * vLLM's --disable-hybrid-kv-cache-manager: one block table for all layers, so sliding-window layers keep
+   * the whole context's KV like the others. By default (src/model/kv-cache-layout.ts) they keep only their
+   * window's, in block tables of their own.
+   */
+  disableHybridKvCacheManager?: boolean;
+  /**
    * vLLM's --async-scheduling: launch each step before the previous step's tokens reach the host, so the
    * host's work between steps (outputs, stop checks, scheduling, inputs) overlaps the GPU's. Steps that
    * score prompt tokens (prompt_logprobs) or combine a repetition penalty with a logit bias still wait;

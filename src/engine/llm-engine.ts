@@ -20,6 +20,7 @@ import { Checkpoint } from "../loader/checkpoint.ts";
 import { readQuantization } from "../loader/quantization.ts";
 import { CausalLM } from "../model/causal-lm.ts";
 import { loadModelConfig, maxSupportedPositions, type ModelConfig } from "../model/config.ts";
+import { blocksForSequence, describeKvCacheLayout, kvCacheLayout, kvCapacityTokens, layoutSlides, type KvCacheLayout } from "../model/kv-cache-layout.ts";
 import { ensureDefaultModel, SeededRandom } from "../model/tiny-model.ts";
 import { TextTokenizer } from "../tokenizer/tokenizer.ts";
 import { BlockManager } from "./block-manager.ts";
@@ -60,8 +61,12 @@ export function promptList(p: PromptInput | PromptInput[]): PromptInput[] {
 export interface RequestLimits {
   vocabSize: number;
   maxModelLen: number;
+  /** KV blocks that can be handed out, their size, and each KV cache group's window (0: full attention). */
   numBlocks: number;
   blockSize: number;
+  kvWindows: number[];
+  /** The most tokens one step computes (a sliding group holds a window plus one step's chunk). */
+  maxNumBatchedTokens: number;
   /** prompt_logprobs needs logits for whole prompts: not with tensor parallelism (bounded logits gather). */
   promptLogprobs: boolean;
   /** Requests may have a priority (--scheduling-policy priority). */
@@ -82,7 +87,7 @@ export function validateRequest(ids: readonly number[], params: SamplingParams, 
   if (params.priority !== 0 && !l.priorities) throw new InvalidRequestError(`priority ${params.priority} needs --scheduling-policy priority (this server admits requests in arrival order)`, "priority");
   if (l.pooling) {
     if (ids.length > l.maxModelLen) throw new InvalidRequestError(`This model's maximum context length is ${l.maxModelLen} tokens. However, you requested ${ids.length} tokens in the input for embedding generation. Please reduce the length of the input.`, "input");
-    if (Math.ceil(ids.length / l.blockSize) > l.numBlocks) throw new InvalidRequestError(`the input needs ${ids.length} tokens of KV cache but the whole cache holds ${l.numBlocks * l.blockSize}`, "input");
+    if (blocksForSequence(l.kvWindows, ids.length, l.blockSize, l.maxNumBatchedTokens) > l.numBlocks) throw new InvalidRequestError(`the input needs ${ids.length} tokens of KV cache but the whole cache holds ${kvCapacityTokens(l.kvWindows, l.numBlocks, l.blockSize)}`, "input");
     params.max_tokens = 1; // the sequence's one "sampling" step computes its pooled state instead
     return;
   }
@@ -90,8 +95,8 @@ export function validateRequest(ids: readonly number[], params: SamplingParams, 
   if (ids.length + maxTokens > l.maxModelLen || maxTokens < 1)
     throw new InvalidRequestError(`This model's maximum context length is ${l.maxModelLen} tokens. However, you requested ${ids.length + Math.max(maxTokens, 1)} tokens (${ids.length} in the prompt, ${Math.max(maxTokens, 1)} in the completion). Please reduce the length of the prompt or completion.`, params.max_tokens === null ? "prompt" : "max_tokens");
   const tokens = ids.length + maxTokens;
-  if (Math.ceil(tokens / l.blockSize) > l.numBlocks)
-    throw new InvalidRequestError(`the request needs ${tokens} tokens of KV cache but the whole cache holds ${l.numBlocks * l.blockSize}`, "max_tokens");
+  if (blocksForSequence(l.kvWindows, tokens, l.blockSize, l.maxNumBatchedTokens) > l.numBlocks)
+    throw new InvalidRequestError(`the request needs ${tokens} tokens of KV cache but the whole cache holds ${kvCapacityTokens(l.kvWindows, l.numBlocks, l.blockSize)}`, "max_tokens");
   if (params.max_tokens === null) params.max_tokens = maxTokens;
 }
 
@@ -181,14 +186,14 @@ export class LLMEngine {
     /** null with skipTokenizerInit: token ids in and out, no text (the server detokenizes). */
     readonly tokenizer: TextTokenizer | null,
     readonly runner: ModelRunner,
-    readonly options: Required<Omit<EngineOptions, "model" | "numGpuBlocksOverride" | "chatTemplate" | "log" | "onModelDir" | "maxModelLen" | "cuda" | "profileKernels" | "skipTokenizerInit" | "tokenizer" | "quantization" | "kvCacheDtype" | "generationConfig" | "overrideGenerationConfig" | "speculativeConfig" | "runner" | "poolerConfig" | "hfOverrides" | "enableLora" | "loraModules" | "maxLoraRank" | "maxLoras" | "allowRuntimeLoraUpdating">> & { maxModelLen: number; numBlocks: number; speculative: SpeculativeConfig | null; classifier: SequenceClassifier | null },
+    readonly options: Required<Omit<EngineOptions, "model" | "numGpuBlocksOverride" | "chatTemplate" | "log" | "onModelDir" | "maxModelLen" | "cuda" | "profileKernels" | "skipTokenizerInit" | "tokenizer" | "quantization" | "kvCacheDtype" | "generationConfig" | "overrideGenerationConfig" | "speculativeConfig" | "runner" | "poolerConfig" | "hfOverrides" | "enableLora" | "loraModules" | "maxLoraRank" | "maxLoras" | "allowRuntimeLoraUpdating">> & { maxModelLen: number; numBlocks: number; kvLayout: KvCacheLayout; speculative: SpeculativeConfig | null; classifier: SequenceClassifier | null },
     readonly info: EngineInfo,
     private readonly log: (m: string) => void = (m) => process.stderr.write(`[vbun] ${m}\n`),
     /** LoRA's adapters and model slots (null: LoRA is not enabled). */
     readonly loras: LoraManager | null = null,
   ) {
     this.eosTokenIds = runner.sampler.eosTokenIds as number[];
-    this.blockManager = new BlockManager(options.numBlocks, options.blockSize, options.enablePrefixCaching);
+    this.blockManager = new BlockManager(options.numBlocks, options.blockSize, options.enablePrefixCaching, options.kvLayout);
     this.scheduler = new Scheduler({
       maxNumSeqs: options.maxNumSeqs,
       maxNumBatchedTokens: options.maxNumBatchedTokens,
@@ -253,6 +258,8 @@ export class LLMEngine {
     // Sampled rows per step at most: one per sequence, and with drafts one per draft token too (never more than the step's tokens).
     const maxLogitsRows = speculative ? Math.max(maxNumSeqs, Math.min(maxNumBatchedTokens, maxNumSeqs * (1 + speculative.numSpeculativeTokens))) : maxNumSeqs;
 
+    const kvLayout = kvCacheLayout(cfg.layerWindows, !(opts.disableHybridKvCacheManager ?? false));
+    const numKvGroups = kvLayout.groups.length;
     const util = opts.gpuMemoryUtilization ?? ENGINE_DEFAULTS.gpuMemoryUtilization;
     if (!(util > 0 && util <= 1)) throw new EngineConfigError("--gpu-memory-utilization", `must be in (0, 1], got ${util}`);
     const { backend, kind, cuda } = selectBackend(device, log, opts.cuda);
@@ -271,7 +278,7 @@ export class LLMEngine {
           if (tp > visible) throw new EngineConfigError("--tensor-parallel-size", `${tp} ranks need ${tp} GPUs but only ${visible} ${visible === 1 ? "is" : "are"} visible`);
         }
         try { checkShardable(cfg, tp); } catch (e) { throw new EngineConfigError("--tensor-parallel-size", (e as Error).message); }
-        const limits = { maxTokens: maxNumBatchedTokens, maxSeqs: maxNumSeqs, maxBlocksPerSeq: Math.ceil(maxModelLen / blockSize), maxLogitsRows };
+        const limits = { maxTokens: maxNumBatchedTokens, maxSeqs: maxNumSeqs, maxBlocksPerSeq: Math.ceil(maxModelLen / blockSize), maxLogitsRows, numKvGroups };
         tpGroup = new TensorParallelGroup(cfg, modelDir, tp, maxModelLen, limits, cuda ? { kind: "cuda", leader: cuda, provider } : { kind: "cpu" }, pooler !== null, opts.hfOverrides ?? {}, loraSlots);
         model = tpGroup.model;
         if (!cuda) backend.close?.(); // the CPU ranks bring their own single-threaded backends
@@ -290,27 +297,33 @@ export class LLMEngine {
       // Activation buffers at their largest, before the KV cache takes what is left.
       if (tpGroup) tpGroup.reserve(maxNumBatchedTokens, maxLogitsRows);
       else model.reserve(maxNumBatchedTokens, maxLogitsRows);
-      const bytesPerBlock = model.kvBytesPerBlock(blockSize, kind === "cuda" ? 2 : 4);
-      const maxUsefulBlocks = maxNumSeqs * Math.ceil(maxModelLen / blockSize);
+      const bytesPerBlock = model.kvBytesPerBlock(blockSize, kind === "cuda" ? 2 : 4, kvLayout);
+      // With sliding-window groups block 0 is the null block, never handed out.
+      const reserved = layoutSlides(kvLayout) ? 1 : 0;
+      const windows = kvLayout.groups.map((g) => g.window);
+      const oneSequence = blocksForSequence(windows, maxModelLen, blockSize, maxNumBatchedTokens);
+      const maxUsefulBlocks = maxNumSeqs * oneSequence + reserved;
       let numBlocks: number;
-      if (opts.numGpuBlocksOverride !== undefined) numBlocks = checkPositiveInt("--num-gpu-blocks-override", opts.numGpuBlocksOverride);
-      else if (cuda) {
+      if (opts.numGpuBlocksOverride !== undefined) {
+        numBlocks = checkPositiveInt("--num-gpu-blocks-override", opts.numGpuBlocksOverride);
+        if (numBlocks <= reserved) throw new EngineConfigError("--num-gpu-blocks-override", `${numBlocks} block: a KV cache with sliding-window groups needs at least 2 (block 0 is the null block)`);
+      } else if (cuda) {
         const { free, total } = cuda.driver.memInfo();
         const budget = free - total * (1 - util);
         numBlocks = Math.floor(budget / bytesPerBlock);
-        if (numBlocks < Math.ceil(maxModelLen / blockSize)) throw new EngineConfigError("--gpu-memory-utilization", `only ${Math.max(0, numBlocks)} KV blocks fit (${(free / 2 ** 30).toFixed(1)} GiB free of ${(total / 2 ** 30).toFixed(1)}); one ${maxModelLen}-token sequence needs ${Math.ceil(maxModelLen / blockSize)}: raise it or lower --max-model-len`);
+        if (numBlocks - reserved < oneSequence) throw new EngineConfigError("--gpu-memory-utilization", `only ${Math.max(0, numBlocks)} KV blocks fit (${(free / 2 ** 30).toFixed(1)} GiB free of ${(total / 2 ** 30).toFixed(1)}); one ${maxModelLen}-token sequence needs ${oneSequence + reserved}: raise it or lower --max-model-len`);
         // Beyond 4× what max_num_seqs full-length sequences can use, more blocks only lengthen the prefix
         // cache's memory; for a small model they would run to tens of millions (and the block manager's
         // host arrays to gigabytes), so the cache stops there and the memory stays free.
         if (numBlocks > KV_CACHE_CAP * maxUsefulBlocks) numBlocks = KV_CACHE_CAP * maxUsefulBlocks;
-      } else numBlocks = Math.max(1, Math.min(maxUsefulBlocks, Math.floor((opts.cpuKvCacheBytes ?? ENGINE_DEFAULTS.cpuKvCacheBytes) / bytesPerBlock)));
-      log(`KV cache: ${numBlocks} blocks of ${blockSize} tokens (${((numBlocks * bytesPerBlock) / 2 ** 30).toFixed(2)} GiB)`);
-      if (tpGroup) tpGroup.allocKvCache(numBlocks, blockSize);
-      else model.allocKvCache(numBlocks, blockSize);
-      backend.reserveStep?.(maxNumBatchedTokens, maxNumSeqs, Math.ceil(maxModelLen / blockSize), maxLogitsRows);
+      } else numBlocks = Math.max(1 + reserved, Math.min(maxUsefulBlocks, Math.floor((opts.cpuKvCacheBytes ?? ENGINE_DEFAULTS.cpuKvCacheBytes) / bytesPerBlock)));
+      log(`KV cache: ${numBlocks} blocks of ${blockSize} tokens (${((numBlocks * bytesPerBlock) / 2 ** 30).toFixed(2)} GiB); ${describeKvCacheLayout(kvLayout)}`);
+      if (tpGroup) tpGroup.allocKvCache(numBlocks, blockSize, kvLayout);
+      else model.allocKvCache(numBlocks, blockSize, kvLayout);
+      backend.reserveStep?.(maxNumBatchedTokens, maxNumSeqs, Math.ceil(maxModelLen / blockSize), maxLogitsRows, numKvGroups);
       const eosTokenIds = [...new Set([...cfg.eosTokenIds, ...(tokenizer?.eosTokenIds ?? [])])];
       // model.backend: the selected backend, or with tensor parallelism rank 0's own.
-      const runner = new ModelRunner(model.backend, model, { maxNumBatchedTokens, maxNumSeqs, maxModelLen, blockSize, eosTokenIds }, tpGroup);
+      const runner = new ModelRunner(model.backend, model, { maxNumBatchedTokens, maxNumSeqs, maxModelLen, blockSize, eosTokenIds, numKvGroups }, tpGroup);
       const enforceEager = opts.enforceEager ?? ENGINE_DEFAULTS.enforceEager;
       let graphSeconds: number | null = null;
       // A pooling model runs prompts only: no decode steps to replay.
@@ -334,12 +347,13 @@ export class LLMEngine {
       if (classifier) log(`pooling model (sequence classifier): ${pooler!.poolingType} token, ${classifier.numLabels} label${classifier.numLabels === 1 ? "" : "s"} (${cfg.classifier!.labels.join(", ")})${cfg.classifier!.fromTokens ? `, the LM head's rows of ${JSON.stringify(cfg.classifier!.fromTokens.tokens)} (${cfg.classifier!.fromTokens.method})` : ""}`);
       const info: EngineInfo = {
         modelDir, tokenizerDir, isDefaultModel, device: kind, numBlocks, blockSize, maxModelLen,
-        kvCapacityTokens: numBlocks * blockSize, loadSeconds: (performance.now() - t0) / 1000, graphSeconds, samplingDefaults,
+        kvCapacityTokens: kvCapacityTokens(windows, numBlocks - reserved, blockSize), loadSeconds: (performance.now() - t0) / 1000, graphSeconds, samplingDefaults,
         runner: runnerKind, pooler, loraModules: loras?.modules ?? [],
         lora: loraSettings && { maxLoras: loraSettings.maxLoras, maxRank: loraSettings.maxRank, runtimeUpdating: loraSettings.runtimeUpdating },
       };
       return new LLMEngine(cfg, tokenizer, runner, {
-        device: kind, dtype, maxModelLen, maxNumSeqs, maxNumBatchedTokens, blockSize, numBlocks,
+        device: kind, dtype, maxModelLen, maxNumSeqs, maxNumBatchedTokens, blockSize, numBlocks, kvLayout,
+        disableHybridKvCacheManager: opts.disableHybridKvCacheManager ?? false,
         cpuKvCacheBytes: numBlocks * bytesPerBlock,
         gpuMemoryUtilization: util,
         enablePrefixCaching: opts.enablePrefixCaching ?? ENGINE_DEFAULTS.enablePrefixCaching,
@@ -357,7 +371,11 @@ export class LLMEngine {
 
   /** The limits a request is checked against (also used by the server thread, see AsyncEngine). */
   get limits(): RequestLimits {
-    return { vocabSize: this.modelConfig.vocabSize, maxModelLen: this.options.maxModelLen, numBlocks: this.blockManager.numBlocks, blockSize: this.blockManager.blockSize, promptLogprobs: this.runner.tpGroup === null, priorities: this.options.schedulingPolicy === "priority", pooling: this.info.pooler !== null };
+    const bm = this.blockManager;
+    return {
+      vocabSize: this.modelConfig.vocabSize, maxModelLen: this.options.maxModelLen, numBlocks: bm.numUsableBlocks, blockSize: bm.blockSize, kvWindows: bm.windows,
+      maxNumBatchedTokens: this.options.maxNumBatchedTokens, promptLogprobs: this.runner.tpGroup === null, priorities: this.options.schedulingPolicy === "priority", pooling: this.info.pooler !== null,
+    };
   }
 
   /**

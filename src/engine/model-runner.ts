@@ -40,18 +40,19 @@ export class ModelRunner<T extends Tensor = Tensor> {
   private readonly graphLogits = new Map<number, T>();
   /** Steps run by graph replay (tests check that graphs are used). */
   graphSteps = 0;
-  private readonly limits: { maxNumBatchedTokens: number; maxNumSeqs: number; maxModelLen: number; blockSize: number };
+  private readonly limits: { maxNumBatchedTokens: number; maxNumSeqs: number; maxModelLen: number; blockSize: number; numKvGroups: number };
 
   constructor(
     readonly backend: Backend<T>,
     readonly model: CausalLM<T>,
-    opts: { maxNumBatchedTokens: number; maxNumSeqs: number; maxModelLen: number; blockSize: number; eosTokenIds: number[] },
+    opts: { maxNumBatchedTokens: number; maxNumSeqs: number; maxModelLen: number; blockSize: number; eosTokenIds: number[]; numKvGroups?: number },
     /** With tensor parallelism: the group whose workers receive each step's inputs. */
     readonly tpGroup: TensorParallelGroup | null = null,
   ) {
-    this.inputs = new StepInputBuilder(opts.maxNumBatchedTokens, opts.maxNumSeqs, opts.maxModelLen, opts.blockSize, false, model.hasLora);
+    const numKvGroups = opts.numKvGroups ?? 1;
+    this.inputs = new StepInputBuilder(opts.maxNumBatchedTokens, opts.maxNumSeqs, opts.maxModelLen, opts.blockSize, false, model.hasLora, numKvGroups);
     this.sampler = new Sampler(opts.eosTokenIds);
-    this.limits = opts;
+    this.limits = { ...opts, numKvGroups };
   }
 
   /**
@@ -82,12 +83,12 @@ export class ModelRunner<T extends Tensor = Tensor> {
     if (!b.captureGraph || !b.launchGraph) throw new Error(`the ${b.name} backend has no graphs`);
     const t0 = performance.now();
     const L = this.limits;
-    this.graphInputs = new StepInputBuilder(Math.max(...buckets), L.maxNumSeqs, L.maxModelLen, L.blockSize, true, this.model.hasLora);
+    this.graphInputs = new StepInputBuilder(Math.max(...buckets), L.maxNumSeqs, L.maxModelLen, L.blockSize, true, this.model.hasLora, L.numKvGroups);
     const width = this.graphInputs.maxBlocksPerSeq;
     for (const n of [...buckets].sort((x, y) => y - x)) {
       // Tensor-parallel workers warm up and capture the same bucket alongside (their collectives meet ours).
       this.tpGroup?.captureGraph(n, width);
-      const step = b.uploadStep(decodeGraphInputs(n, width, this.model.hasLora));
+      const step = b.uploadStep(decodeGraphInputs(n, width, this.model.hasLora, L.numKvGroups));
       this.model.forward(step);
       let logits: T | null = null;
       b.captureGraph(n, () => { logits = this.model.forward(step); });

@@ -136,8 +136,8 @@ export class Scheduler {
         continue;
       }
       // A prompt_logprobs request needs logits for every prompt position: none may come from the cache.
-      const prefix = seq.params.prompt_logprobs === null ? bm.findCachedPrefix(seq) : { blocks: [], hashes: [] };
-      const cachedTokens = prefix.blocks.length * bm.blockSize;
+      const prefix = seq.params.prompt_logprobs === null ? bm.findCachedPrefix(seq) : bm.noCachedPrefix;
+      const cachedTokens = prefix.numBlocks * bm.blockSize;
       const remaining = seq.numTokens - cachedTokens;
       if (!cfg.enableChunkedPrefill && remaining > budget) break;
       const num = Math.min(remaining, budget);

@@ -38,8 +38,13 @@ export class Sequence {
   numComputedTokens = 0;
   /** Prompt tokens served from the prefix cache at the last (re)admission. */
   numCachedTokens = 0;
-  /** KV block ids, in order. */
-  readonly blockTable: number[] = [];
+  /**
+   * KV block ids, in order: one table per group of layers (kv-cache-layout.ts), all of the same length;
+   * the block manager adds the tables of groups after the first.
+   */
+  readonly blockTables: number[][] = [[]];
+  /** Per group: leading entries of its table that a sliding window gave back (NULL_BLOCK now). */
+  readonly blocksOutsideWindow: number[] = [0];
   /** Chained hash of each full block that is registered in the prefix cache (parallel to blockTable). */
   readonly blockHashes: number[] = [];
   finishReason: FinishReason | null = null;
@@ -81,6 +86,11 @@ export class Sequence {
     this.buf.set(promptTokenIds);
     this.promptLogprobs = params.prompt_logprobs === null ? null : new Array(promptTokenIds.length).fill(null);
     this.arrivalTime = arrivalTime;
+  }
+
+  /** The block table of the first group (the only one, unless the KV cache layout is hybrid). */
+  get blockTable(): number[] {
+    return this.blockTables[0]!;
   }
 
   /** The token buffer; entries past numTokens are unused. Read-only for callers. */

@@ -24,13 +24,16 @@ export class StepInputBuilder {
   private readonly rowSeq: Int32Array;
   private readonly rowEpoch: Int32Array;
   private readonly rowBlocks: Int32Array;
+  /** KV groups after the first (hybrid layouts): their slot mappings, block tables and rows' progress. */
+  private readonly groups: { slotMapping: Int32Array; blockTables: Int32Array; rowBlocks: Int32Array; rowOutside: Int32Array }[];
+  private readonly rowOutside: Int32Array;
   private rowWidth = 0;
   /** For the last build: index (into scheduled) and position of the token each prompt-logprob row predicts from. */
   readonly promptRowSeq: Int32Array;
   readonly promptRowPos: Int32Array;
   numPromptRows = 0;
 
-  constructor(maxNumBatchedTokens: number, maxNumSeqs: number, maxModelLen: number, readonly blockSize: number, readonly fullWidthBlockTables = false, lora = false) {
+  constructor(maxNumBatchedTokens: number, maxNumSeqs: number, maxModelLen: number, readonly blockSize: number, readonly fullWidthBlockTables = false, lora = false, readonly numKvGroups = 1) {
     this.maxBlocksPerSeq = Math.ceil(maxModelLen / blockSize);
     this.tokenIds = new Int32Array(maxNumBatchedTokens);
     this.positions = new Int32Array(maxNumBatchedTokens);
@@ -47,6 +50,11 @@ export class StepInputBuilder {
     this.rowSeq = new Int32Array(maxNumSeqs).fill(-1);
     this.rowEpoch = new Int32Array(maxNumSeqs);
     this.rowBlocks = new Int32Array(maxNumSeqs);
+    this.rowOutside = new Int32Array(maxNumSeqs);
+    this.groups = Array.from({ length: numKvGroups - 1 }, () => ({
+      slotMapping: new Int32Array(maxNumBatchedTokens), blockTables: new Int32Array(maxNumSeqs * this.maxBlocksPerSeq),
+      rowBlocks: new Int32Array(maxNumSeqs), rowOutside: new Int32Array(maxNumSeqs),
+    }));
   }
 
   /**
@@ -67,6 +75,10 @@ export class StepInputBuilder {
       this.queryStart[i + 1] = i + 1;
       this.seqLens[i] = 1;
       this.blockTables[i * this.maxBlocksPerSeq] = 0;
+      for (const g of this.groups) {
+        g.slotMapping[i] = -1;
+        g.blockTables[i * this.maxBlocksPerSeq] = 0;
+      }
       this.logitsRows[i] = i;
       this.rowSeq[i] = -1;
       if (this.loraSlots) this.loraSlots[i] = -1;
@@ -77,6 +89,7 @@ export class StepInputBuilder {
       blockTables: this.blockTables.subarray(0, slots * this.maxBlocksPerSeq), maxBlocksPerSeq: this.maxBlocksPerSeq,
       logitsRows: this.logitsRows.subarray(0, slots), tokensFromSampled: real.tokensFromSampled,
       ...(this.loraSlots ? { loraSlots: this.loraSlots.subarray(0, slots) } : {}),
+      ...(this.groups.length > 0 ? { kvGroups: this.groups.map((g) => ({ slotMapping: g.slotMapping.subarray(0, slots), blockTables: g.blockTables.subarray(0, slots * this.maxBlocksPerSeq) })) } : {}),
     };
   }
 
@@ -114,17 +127,21 @@ export class StepInputBuilder {
           pending++;
         }
         this.positions[t] = pos;
-        this.slotMapping[t] = table[(pos / bs) | 0]! * bs + (pos % bs);
+        const block = (pos / bs) | 0, offset = pos % bs;
+        this.slotMapping[t] = table[block]! * bs + offset;
+        for (let g = 0; g < this.groups.length; g++) this.groups[g]!.slotMapping[t] = seq.blockTables[g + 1]![block]! * bs + offset;
         if (this.loraSlots) this.loraSlots[t] = seq.loraSlot;
       }
       this.seqLens[i] = start + numNewTokens;
       const row = i * width;
-      let from = 0;
-      if (this.rowSeq[i] === seq.seqId && this.rowEpoch[i] === seq.numPreemptions && this.rowBlocks[i]! <= table.length) from = this.rowBlocks[i]!;
-      for (let b = from; b < table.length; b++) this.blockTables[row + b] = table[b]!;
+      const same = this.rowSeq[i] === seq.seqId && this.rowEpoch[i] === seq.numPreemptions;
+      writeRow(this.blockTables, row, table, same, this.rowBlocks, this.rowOutside, i, seq.blocksOutsideWindow[0] ?? 0);
+      for (let g = 0; g < this.groups.length; g++) {
+        const G = this.groups[g]!;
+        writeRow(G.blockTables, row, seq.blockTables[g + 1]!, same, G.rowBlocks, G.rowOutside, i, seq.blocksOutsideWindow[g + 1]!);
+      }
       this.rowSeq[i] = seq.seqId;
       this.rowEpoch[i] = seq.numPreemptions;
-      this.rowBlocks[i] = table.length;
       // The last token's logits sample the next one; with drafts, each draft's previous token's logits check it.
       if (samples) for (let d = seq.numDrafts; d >= 0; d--) this.logitsRows[rows++] = t - 1 - d;
     }
@@ -153,6 +170,22 @@ export class StepInputBuilder {
       logitsRows: this.logitsRows.subarray(0, rows),
       tokensFromSampled: this.fromSampled.subarray(0, 2 * pending),
       ...(this.loraSlots ? { loraSlots: this.loraSlots.subarray(0, t) } : {}),
+      ...(this.groups.length > 0 ? { kvGroups: this.groups.map((g) => ({ slotMapping: g.slotMapping.subarray(0, t), blockTables: g.blockTables.subarray(0, sched.length * width) })) } : {}),
     };
   }
+}
+
+/**
+ * Writes a sequence's block table into its row: only what changed since the row was last written for the
+ * same sequence (`same`) — blocks added since, and entries a sliding window has given back since.
+ */
+function writeRow(dst: Int32Array, row: number, table: readonly number[], same: boolean, rowBlocks: Int32Array, rowOutside: Int32Array, i: number, outside: number): void {
+  let from = 0;
+  if (same && rowBlocks[i]! <= table.length) {
+    from = rowBlocks[i]!;
+    for (let b = rowOutside[i]!; b < Math.min(outside, from); b++) dst[row + b] = table[b]!;
+  }
+  for (let b = from; b < table.length; b++) dst[row + b] = table[b]!;
+  rowBlocks[i] = table.length;
+  rowOutside[i] = outside;
 }

@@ -11,6 +11,7 @@ import { toFloat32 } from "../loader/dtype.ts";
 import { localDims, sliceCols, sliceRows, type ShardSpec } from "../parallel/shard.ts";
 import { ropeAttentionFactor, ropeInvFreq, type ModelConfig } from "./config.ts";
 import { LORA_GROUPS, loraCoverageOf, loraUncovered, targetShape, type LoraAdapter, type LoraCoverage, type LoraGroup, type LoraTarget } from "../lora/lora-adapter.ts";
+import { kvCacheLayout } from "./kv-cache-layout.ts";
 
 /** A tensor's values as f32 on the host. */
 function floats(t: TensorView): Float32Array {
@@ -158,6 +159,8 @@ export class CausalLM<T extends Tensor> {
   /** Each layer's RoPE tables: cos and sin, or for a layer without RoPE (SmolLM3's NoPE layers) cos = 1, sin = 0. */
   private layerRope: { cos: T; sin: T }[] = [];
   private kv: { k: T; v: T }[] = [];
+  /** Each layer's KV cache group (which of a step's slot mappings and block tables it uses). */
+  private kvGroupOf: number[] = [];
   private blockSize = 0;
   private ws: Workspace<T> | null = null;
   /** LoRA (enableLora): per-layer stacked adapter weights, each slot's scale, slot count, max rank, covered groups. */
@@ -441,16 +444,18 @@ export class CausalLM<T extends Tensor> {
     return { cos: this.backend.fromHost(cos, [this.maxModelLen, half]), sin: this.backend.fromHost(sin, [this.maxModelLen, half]) };
   }
 
-  /** Bytes of KV cache one block takes across all layers (f32 on CPU: 4 bytes per element). */
-  kvBytesPerBlock(blockSize: number, bytesPerElement: number): number {
-    return 2 * this.cfg.numLayers * blockSize * this.dims.numKvHeads * this.cfg.headDim * bytesPerElement;
+  /** Bytes of KV cache one block (a page of the layout's tensors) takes (f32 on CPU: 4 bytes per element). */
+  kvBytesPerBlock(blockSize: number, bytesPerElement: number, layout = kvCacheLayout(this.cfg.layerWindows, false)): number {
+    return 2 * layout.numTensors * blockSize * this.dims.numKvHeads * this.cfg.headDim * bytesPerElement;
   }
 
-  allocKvCache(numBlocks: number, blockSize: number): void {
+  /** Allocates the KV cache: the layout's tensors (by default one per layer, one group), each layer pointed at its own. */
+  allocKvCache(numBlocks: number, blockSize: number, layout = kvCacheLayout(this.cfg.layerWindows, false)): void {
+    if (layout.groupOf.length !== this.cfg.numLayers) throw new Error(`allocKvCache: a layout of ${layout.groupOf.length} layers for a model of ${this.cfg.numLayers}`);
     this.blockSize = blockSize;
-    this.kv = [];
-    for (let i = 0; i < this.cfg.numLayers; i++)
-      this.kv.push(this.backend.allocKvCache({ numBlocks, blockSize, numKvHeads: this.dims.numKvHeads, headDim: this.cfg.headDim }));
+    const tensors = Array.from({ length: layout.numTensors }, () => this.backend.allocKvCache({ numBlocks, blockSize, numKvHeads: this.dims.numKvHeads, headDim: this.cfg.headDim }));
+    this.kv = layout.tensorOf.map((j) => tensors[j]!);
+    this.kvGroupOf = layout.groupOf;
   }
 
   /** Activation buffers, grown (never shrunk) to the largest step seen. */
@@ -552,16 +557,20 @@ export class CausalLM<T extends Tensor> {
     const loraAdd = (x: T, w: { a: T; b: T }, u: T, out: T) => b.loraAdd(x, w.a, w.b, step.loraSlots!, lora!.scales, lora!.slots, u, out);
     b.embedding(step.tokenIds, this.embed, residual, this.dims.vocabStart, this.cfg.scales.embedding);
     tp?.allReduce(residual);
+    // Hybrid KV cache layouts: each group's view of the step (its slot mapping and block tables).
+    const groupSteps = [step, ...step.kvGroups.map((g) => ({ ...step, slotMapping: g.slotMapping, blockTables: g.blockTables }))];
     for (let i = 0; i < c.numLayers; i++) {
       const L = this.layers[i]!, kv = this.kv[i]!, at = this.layerAttention[i]!;
+      const gs = groupSteps[this.kvGroupOf[i]!];
+      if (!gs) throw new Error(`forward: layer ${i} is in KV cache group ${this.kvGroupOf[i]}, but the step has ${groupSteps.length} groups`);
       if (i === 0) b.rmsNorm(residual, L.inputNorm, eps, normed);
       else b.addRmsNorm(toResidual, residual, L.inputNorm, eps, normed);
       b.linear(normed, L.qkv, L.qkvBias, qkv);
       const La = lora?.layers[i];
       if (La?.qkv) loraAdd(normed, La.qkv, loraScratch!.qkv, qkv);
       const rope = this.layerRope[i]!;
-      b.qkNormRopeStoreKv(qkv, step.positions, step.slotMapping, rope.cos, rope.sin, L.qNorm, L.kNorm, eps, at, kv.k, kv.v);
-      b.pagedAttention(qkv, kv.k, kv.v, step, this.blockSize, at, attn);
+      b.qkNormRopeStoreKv(qkv, step.positions, gs.slotMapping, rope.cos, rope.sin, L.qNorm, L.kNorm, eps, at, kv.k, kv.v);
+      b.pagedAttention(qkv, kv.k, kv.v, gs, this.blockSize, at, attn);
       b.linear(attn, L.o, L.oBias, hidden);
       if (La?.o) loraAdd(attn, La.o, loraScratch!.rank, hidden);
       tp?.allReduce(hidden);

@@ -41,10 +41,12 @@ export interface SharedSizes {
   maxTokens: number;
   maxSeqs: number;
   maxBlocksPerSeq: number;
+  /** KV cache groups (hybrid layouts: a slot mapping and block tables each). */
+  numKvGroups: number;
 }
 
 export function createSharedBuffers(s: SharedSizes): SharedBuffers {
-  const inputWords = 4 * s.maxTokens + (s.maxSeqs + 1) + s.maxSeqs + s.maxSeqs * s.maxBlocksPerSeq + s.maxRows;
+  const inputWords = (4 + s.numKvGroups - 1) * s.maxTokens + (s.maxSeqs + 1) + s.maxSeqs + s.numKvGroups * s.maxSeqs * s.maxBlocksPerSeq + s.maxRows;
   return {
     ctl: new SharedArrayBuffer(CTL_WORDS * 4),
     err: new SharedArrayBuffer(ERR_BYTES),
@@ -172,5 +174,6 @@ export function inputViews(buffers: SharedBuffers, s: SharedSizes) {
     tokenIds: take(s.maxTokens), positions: take(s.maxTokens), slotMapping: take(s.maxTokens),
     queryStart: take(s.maxSeqs + 1), seqLens: take(s.maxSeqs), blockTables: take(s.maxSeqs * s.maxBlocksPerSeq), logitsRows: take(s.maxRows),
     loraSlots: take(s.maxTokens),
+    kvGroups: Array.from({ length: s.numKvGroups - 1 }, () => ({ slotMapping: take(s.maxTokens), blockTables: take(s.maxSeqs * s.maxBlocksPerSeq) })),
   };
 }

@@ -17,6 +17,7 @@ import { Checkpoint } from "../loader/checkpoint.ts";
 import type { LoraCoverage } from "../lora/lora-adapter.ts";
 import { CausalLM, type Collective } from "../model/causal-lm.ts";
 import type { ModelConfig } from "../model/config.ts";
+import type { KvCacheLayout } from "../model/kv-cache-layout.ts";
 import { TP_WORKER_URL, workerOptions } from "../worker-url.ts";
 import { NcclCollective } from "./nccl-collective.ts";
 import { localDims } from "./shard.ts";
@@ -81,13 +82,13 @@ export class TensorParallelGroup {
   /** Resolves once every worker thread has exited (after close()). */
   readonly exited: Promise<void>;
 
-  constructor(cfg: ModelConfig, modelDir: string, size: number, maxModelLen: number, limits: { maxTokens: number; maxSeqs: number; maxBlocksPerSeq: number; maxLogitsRows: number }, device: TpDevice = { kind: "cpu" }, pooling = false, hfOverrides: Record<string, unknown> = {}, lora: LoraSlots | null = null) {
+  constructor(cfg: ModelConfig, modelDir: string, size: number, maxModelLen: number, limits: { maxTokens: number; maxSeqs: number; maxBlocksPerSeq: number; maxLogitsRows: number; numKvGroups?: number }, device: TpDevice = { kind: "cpu" }, pooling = false, hfOverrides: Record<string, unknown> = {}, lora: LoraSlots | null = null) {
     const onGpu = device.kind === "cuda";
     const vocabPerRank = localDims(cfg, { rank: 0, size }).vocabPerRank;
     const sizes: SharedSizes = {
       // The shared-memory reduce and gather buffers serve CPU ranks only.
       size, maxReduce: onGpu ? 0 : limits.maxTokens * cfg.hiddenSize, maxLogitsRows: onGpu ? 0 : limits.maxLogitsRows, maxRows: limits.maxLogitsRows, vocabSize: cfg.vocabSize, vocabPerRank,
-      maxTokens: limits.maxTokens, maxSeqs: limits.maxSeqs, maxBlocksPerSeq: limits.maxBlocksPerSeq,
+      maxTokens: limits.maxTokens, maxSeqs: limits.maxSeqs, maxBlocksPerSeq: limits.maxBlocksPerSeq, numKvGroups: limits.numKvGroups ?? 1,
     };
     const buffers = createSharedBuffers(sizes);
     this.control = new SharedCollective(0, sizes, buffers);
@@ -180,14 +181,17 @@ export class TensorParallelGroup {
 
   /** Activation buffers on every rank (and fixed step buffers on GPU ranks). */
   reserve(tokens: number, rows: number): void {
-    this.command(CMD_RESERVE, [tokens, rows, this.control.sizes.maxBlocksPerSeq, this.control.sizes.maxSeqs]);
+    this.command(CMD_RESERVE, [tokens, rows, this.control.sizes.maxBlocksPerSeq, this.control.sizes.maxSeqs, this.control.sizes.numKvGroups]);
     this.model.reserve(tokens, rows);
     this.endCommand();
   }
 
-  allocKvCache(numBlocks: number, blockSize: number): void {
-    this.command(CMD_ALLOC_KV, [numBlocks, blockSize]);
-    this.model.allocKvCache(numBlocks, blockSize);
+  /** Allocates every rank's KV cache; the workers derive the same layout from the config (hybrid or not). */
+  allocKvCache(numBlocks: number, blockSize: number, layout: KvCacheLayout): void {
+    if (layout.groups.length !== this.control.sizes.numKvGroups) throw new Error(`tensor parallelism: a KV cache layout of ${layout.groups.length} groups, but the step buffers were made for ${this.control.sizes.numKvGroups}`);
+    const hybrid = layout.groups.length > 1 || layout.groups[0]!.window > 0;
+    this.command(CMD_ALLOC_KV, [numBlocks, blockSize, hybrid ? 1 : 0]);
+    this.model.allocKvCache(numBlocks, blockSize, layout);
     this.endCommand();
   }
 
@@ -205,6 +209,12 @@ export class TensorParallelGroup {
     v.blockTables.set(s.blockTables);
     v.logitsRows.set(s.logitsRows);
     if (s.loraSlots) v.loraSlots.set(s.loraSlots);
+    const groups = s.kvGroups ?? [];
+    if (groups.length !== v.kvGroups.length) throw new Error(`tensor parallelism: a step with ${groups.length + 1} KV cache groups, the shared buffers hold ${v.kvGroups.length + 1}`);
+    groups.forEach((g, i) => {
+      v.kvGroups[i]!.slotMapping.set(g.slotMapping);
+      v.kvGroups[i]!.blockTables.set(g.blockTables);
+    });
     this.command(CMD_STEP, [s.tokenIds.length, s.seqLens.length, s.maxBlocksPerSeq, s.logitsRows.length, graph, s.loraSlots ? 1 : 0]);
   }
 

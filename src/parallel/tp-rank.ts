@@ -13,6 +13,7 @@ import type { NcclApi } from "../backend/cuda/nccl.ts";
 import { Checkpoint } from "../loader/checkpoint.ts";
 import { CausalLM, type Collective } from "../model/causal-lm.ts";
 import { loadModelConfig } from "../model/config.ts";
+import { kvCacheLayout } from "../model/kv-cache-layout.ts";
 import { loadLoraAdapter } from "../lora/lora-adapter.ts";
 import { NcclCollective } from "./nccl-collective.ts";
 import { ARG0, CMD, CMD_ALLOC_KV, CMD_CAPTURE, CMD_LORA_SLOT, CMD_RESERVE, CMD_SEQ, CMD_SHUTDOWN, CMD_STEP, inputViews, READY, SharedCollective, STARTED } from "./shared-collective.ts";
@@ -72,14 +73,14 @@ export function runTpRank(init: TpWorkerInit, devices: TpRankDevices | null): vo
       }
       if (cmd === CMD_RESERVE) {
         model.reserve(a(0), a(1));
-        backend.reserveStep?.(a(0), a(3), a(2), a(1));
-      } else if (cmd === CMD_ALLOC_KV) model.allocKvCache(a(0), a(1));
+        backend.reserveStep?.(a(0), a(3), a(2), a(1), a(4));
+      } else if (cmd === CMD_ALLOC_KV) model.allocKvCache(a(0), a(1), kvCacheLayout(cfg.layerWindows, a(2) === 1));
       else if (cmd === CMD_LORA_SLOT) {
         const { name, dir } = JSON.parse(new TextDecoder().decode(new Uint8Array(init.buffers.text, 0, a(1)))) as { name: string; dir: string };
         model.setLoraSlot(a(0), loadLoraAdapter(name, dir, cfg, init.lora!.maxRank));
       }
       else if (cmd === CMD_CAPTURE) {
-        const step = backend.uploadStep(decodeGraphInputs(a(0), a(1), init.lora !== null));
+        const step = backend.uploadStep(decodeGraphInputs(a(0), a(1), init.lora !== null, v.kvGroups.length + 1));
         model.forward(step);
         backend.captureGraph!(a(0), () => model.forward(step));
       } else if (cmd === CMD_STEP) {
@@ -91,6 +92,7 @@ export function runTpRank(init: TpWorkerInit, devices: TpRankDevices | null): vo
           tokenIds: v.tokenIds.subarray(0, numTokens), positions: v.positions.subarray(0, numTokens), slotMapping: v.slotMapping.subarray(0, numTokens),
           queryStart: v.queryStart.subarray(0, numSeqs + 1), seqLens: v.seqLens.subarray(0, numSeqs), blockTables: v.blockTables.subarray(0, numSeqs * width),
           maxBlocksPerSeq: width, logitsRows: v.logitsRows.subarray(0, numRows), ...(lora ? { loraSlots: v.loraSlots.subarray(0, numTokens) } : {}),
+          kvGroups: v.kvGroups.map((g) => ({ slotMapping: g.slotMapping.subarray(0, numTokens), blockTables: g.blockTables.subarray(0, numSeqs * width) })),
         });
         if (graph >= 0) backend.launchGraph!(graph);
         else model.forward(step);

@@ -58,6 +58,7 @@ engine:
   --num-gpu-blocks-override N      exact number of KV blocks (on CPU too; default: from memory)
   --enable-prefix-caching / --no-enable-prefix-caching   (default on)
   --enforce-eager                  disable CUDA graphs
+  --disable-hybrid-kv-cache-manager  sliding-window layers keep the whole context's KV (one block table for all layers)
   --async-scheduling               launch each step before the previous one's tokens reach the host
   --scheduling-policy fcfs|priority  admit requests by arrival, or by their priority (default ${d.schedulingPolicy})
   --generation-config auto|vllm|DIR  sampling defaults for omitted fields: the model's generation_config.json

@@ -122,6 +122,7 @@ export class CpuBackend implements Backend<T> {
       blockTables: t(s.blockTables, [numSeqs, s.maxBlocksPerSeq]), maxBlocksPerSeq: s.maxBlocksPerSeq,
       logitsRows: t(s.logitsRows), numLogitsRows: s.logitsRows.length,
       maxQueryLen, maxSeqLen, loraSlots: s.loraSlots ? t(s.loraSlots) : null,
+      kvGroups: (s.kvGroups ?? []).map((g) => ({ slotMapping: t(g.slotMapping), blockTables: t(g.blockTables, [numSeqs, s.maxBlocksPerSeq]) })),
     };
   }
 

@@ -329,9 +329,15 @@ export class CudaBackend implements Backend<CudaTensor> {
     return new CudaTensor(t.ptr + BigInt(start * width * BYTES[t.dtype]), [rows, ...t.shape.slice(1)], t.dtype);
   }
 
+  /**
+   * Zero-filled: a block nobody wrote (the null block that stands for blocks a sliding window gave back, the
+   * padding rows' block) is read by attention only under a mask, where a zero weight must meet a finite value.
+   */
   allocKvCache(spec: KvCacheSpec): { k: CudaTensor; v: CudaTensor } {
     const shape = [spec.numBlocks, spec.blockSize, spec.numKvHeads, spec.headDim];
-    return { k: this.alloc(shape, "bf16"), v: this.alloc(shape, "bf16") };
+    const kv = { k: this.alloc(shape, "bf16"), v: this.alloc(shape, "bf16") };
+    for (const t of [kv.k, kv.v]) this.driver.memsetAsync(t.ptr, 0, numel(shape) * 2, this.stream);
+    return kv;
   }
 
   /**
@@ -339,8 +345,9 @@ export class CudaBackend implements Backend<CudaTensor> {
    * need (they bake pointers in). A step's arrays are laid out compactly, so their offsets depend only on
    * the array lengths: every replay of a decode bucket finds its inputs where the captured graph looks.
    */
-  reserveStep(maxTokens: number, maxSeqs: number, maxBlocksPerSeq: number, maxLogitsRows = maxSeqs): void {
-    const bytes = [maxTokens, maxTokens, maxTokens, maxSeqs + 1, maxSeqs, maxSeqs * maxBlocksPerSeq, maxLogitsRows, 2 * maxSeqs].reduce((a, n) => a + Math.ceil((n * 4) / 16) * 16, 0);
+  reserveStep(maxTokens: number, maxSeqs: number, maxBlocksPerSeq: number, maxLogitsRows = maxSeqs, numKvGroups = 1): void {
+    const groups = Array.from({ length: numKvGroups - 1 }, () => [maxTokens, maxSeqs * maxBlocksPerSeq]).flat();
+    const bytes = [maxTokens, maxTokens, maxTokens, maxSeqs + 1, maxSeqs, maxSeqs * maxBlocksPerSeq, maxLogitsRows, maxTokens, ...groups, 2 * maxSeqs].reduce((a, n) => a + Math.ceil((n * 4) / 16) * 16, 0);
     this.synchronize();
     this.allocStepBuffers(bytes);
     this.stepReserved = true;
@@ -363,7 +370,8 @@ export class CudaBackend implements Backend<CudaTensor> {
   uploadStep(s: StepInputs): StepTensors<CudaTensor> {
     const fromSampled = s.tokensFromSampled ?? NO_INTS;
     // fromSampled last: the other arrays' offsets (which captured graphs read) do not depend on it.
-    const parts = [s.tokenIds, s.positions, s.slotMapping, s.queryStart, s.seqLens, s.blockTables, s.logitsRows, s.loraSlots ?? NO_INTS, fromSampled];
+    const groups = s.kvGroups ?? [];
+    const parts = [s.tokenIds, s.positions, s.slotMapping, s.queryStart, s.seqLens, s.blockTables, s.logitsRows, s.loraSlots ?? NO_INTS, ...groups.flatMap((g) => [g.slotMapping, g.blockTables]), fromSampled];
     const offsets: number[] = [];
     let bytes = 0;
     for (const a of parts) {
@@ -392,7 +400,7 @@ export class CudaBackend implements Backend<CudaTensor> {
     if (pending > 0) {
       const sampled = this.sampler.lastSampledIds;
       if (sampled === 0n) throw new Error("uploadStep: tokens from sampled ids, but nothing was sampled yet");
-      this.k.launch("take_sampled_tokens_i32", [Math.ceil(pending / 256)], 256, [P(t(0, [])), P(t(8, [])), { p: sampled }, I(pending)]);
+      this.k.launch("take_sampled_tokens_i32", [Math.ceil(pending / 256)], 256, [P(t(0, [])), P(t(parts.length - 1, [])), { p: sampled }, I(pending)]);
     }
     const numSeqs = s.seqLens.length;
     const { maxQueryLen, maxSeqLen } = stepExtents(s);
@@ -402,6 +410,7 @@ export class CudaBackend implements Backend<CudaTensor> {
       queryStart: t(3, [numSeqs + 1]), seqLens: t(4, [numSeqs]), blockTables: t(5, [numSeqs, s.maxBlocksPerSeq]), maxBlocksPerSeq: s.maxBlocksPerSeq,
       logitsRows: t(6, [s.logitsRows.length]), numLogitsRows: s.logitsRows.length, maxQueryLen, maxSeqLen,
       loraSlots: s.loraSlots ? t(7, [s.loraSlots.length]) : null,
+      kvGroups: groups.map((g, i) => ({ slotMapping: t(8 + 2 * i, [g.slotMapping.length]), blockTables: t(9 + 2 * i, [numSeqs, s.maxBlocksPerSeq]) })),
     };
   }
 
