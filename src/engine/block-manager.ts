@@ -37,6 +37,8 @@ export class BlockManager {
   /** Blocks that are never handed out: the null block when a group slides. */
   readonly numReserved: number;
   private readonly slides: boolean;
+  /** The groups with a sliding window. */
+  private readonly slidingGroups: number[];
   /** Prefix found for no block (prompt_logprobs requests, or prefix caching off). */
   readonly noCachedPrefix: CachedPrefix;
   // Free list: doubly linked, head is evicted first.
@@ -53,7 +55,8 @@ export class BlockManager {
     if (!Number.isInteger(numBlocks) || numBlocks < 1) throw new Error(`number of KV blocks must be a positive integer, got ${numBlocks}`);
     if (!Number.isInteger(blockSize) || blockSize < 1) throw new Error(`block size must be a positive integer, got ${blockSize}`);
     this.windows = layout ? layout.groups.map((g) => g.window) : [0];
-    this.slides = this.windows.some((w) => w > 0);
+    this.slidingGroups = this.windows.flatMap((w, g) => (w > 0 ? [g] : []));
+    this.slides = this.slidingGroups.length > 0;
     this.numReserved = this.slides ? 1 : 0;
     if (numBlocks <= this.numReserved) throw new Error(`a KV cache with sliding-window groups needs at least 2 blocks (one is the null block), got ${numBlocks}`);
     this.cached = this.windows.map(() => new Map());
@@ -259,16 +262,16 @@ export class BlockManager {
    * is at least a window behind); their table entries become NULL_BLOCK.
    */
   private freeOutsideWindow(seq: Sequence, computed: number): void {
-    for (let g = 0; g < this.windows.length; g++) {
-      const w = this.windows[g]!;
-      if (w === 0) continue;
+    const outside = seq.blocksOutsideWindow;
+    for (const g of this.slidingGroups) {
       const table = seq.blockTables[g]!;
-      const end = Math.min(this.firstInWindow(computed, w), table.length);
-      for (let i = seq.blocksOutsideWindow[g]!; i < end; i++) {
+      const end = Math.min(this.firstInWindow(computed, this.windows[g]!), table.length);
+      if (end <= outside[g]!) continue; // the usual decode step: no block left the window
+      for (let i = outside[g]!; i < end; i++) {
         this.release(table[i]!);
         table[i] = NULL_BLOCK;
       }
-      if (end > seq.blocksOutsideWindow[g]!) seq.blocksOutsideWindow[g] = end;
+      outside[g] = end;
     }
   }
 

@@ -108,10 +108,11 @@ export class StepInputBuilder {
       this.rowWidth = width;
     }
     let t = 0, rows = 0, pending = 0, anyPromptLogprobs = false;
+    const groups = this.groups;
     for (let i = 0; i < sched.length; i++) {
       const { seq, start, numNewTokens, samples } = sched[i]!;
       if (seq.params.prompt_logprobs !== null && start < seq.numPromptTokens - 1) anyPromptLogprobs = true;
-      const table = seq.blockTable, ids = seq.tokens;
+      const table = seq.blockTable, ids = seq.tokens, tables = seq.blockTables;
       // Known tokens, then draft tokens (speculative decoding), which the sequence keeps after its known ones.
       const stored = seq.numTokens + seq.numDrafts;
       this.queryStart[i] = t;
@@ -129,7 +130,7 @@ export class StepInputBuilder {
         this.positions[t] = pos;
         const block = (pos / bs) | 0, offset = pos % bs;
         this.slotMapping[t] = table[block]! * bs + offset;
-        for (let g = 0; g < this.groups.length; g++) this.groups[g]!.slotMapping[t] = seq.blockTables[g + 1]![block]! * bs + offset;
+        for (let g = 0; g < groups.length; g++) groups[g]!.slotMapping[t] = tables[g + 1]![block]! * bs + offset;
         if (this.loraSlots) this.loraSlots[t] = seq.loraSlot;
       }
       this.seqLens[i] = start + numNewTokens;
