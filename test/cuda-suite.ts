@@ -54,7 +54,7 @@ export interface CudaTarget {
 /**
  * More models for the engine tests: mixtures of experts (a dense layer between sparse ones; a gated shared
  * expert), sliding-window attention shorter than the prompts, Gemma 3's norms, activation and RoPE, and
- * Phi-4-mini's partial LongRoPE, GLM-4's interleaved one.
+ * Phi-4-mini's partial LongRoPE, GLM-4's interleaved one, OLMo 3's norms.
  */
 const MORE_MODELS = [
   { arch: "qwen3_moe" as const, seed: 7, vocabSize: 4096, numLayers: 3, numExperts: 8, topK: 2, mlpOnlyLayers: [1] },
@@ -65,6 +65,8 @@ const MORE_MODELS = [
   // Phi-4-mini's rotary embedding: ¾ of each head, LongRoPE's long factors (max-model-len 256 > 64).
   // GLM-4-0414: interleaved RoPE over half of each head, norms of the attention and MLP outputs, q/k/v bias.
   { arch: "glm4" as const, seed: 13, vocabSize: 4096 },
+  // OLMo 3: norms after each sublayer only (rmsnorm_add), q/k norms across heads, three sliding layers of four.
+  { arch: "olmo3" as const, seed: 14, vocabSize: 4096, numLayers: 4 },
   { arch: "phi3" as const, seed: 12, vocabSize: 4096, partialRotaryFactor: 0.75, originalMaxPositionEmbeddings: 64, ropeScaling: { type: "longrope", short_factor: [1, 1.25, 1.5, 2, 3, 5], long_factor: [1.1, 2, 4, 8, 16, 40] } },
 ];
 
@@ -112,7 +114,7 @@ export function defineCudaSuites(target: CudaTarget): void {
       expect(relErr(h, cpuOut)).toBeLessThanOrEqual(tol);
     };
 
-    test("embedding, rmsnorm, add_rmsnorm, silu_mul, gelu_tanh_mul, linear (+bias), gather", () => {
+    test("embedding, rmsnorm, add_rmsnorm, rmsnorm_add, qk_norm_across_heads, silu_mul, gelu_tanh_mul, linear (+bias), gather", () => {
       const n = Z.rows, H = Z.hidden, V = Z.vocab, I = Z.intermediate;
       const table = randn(V * H), w = randn(H, 0.1).map((x) => x + 1), ids = Int32Array.from({ length: n }, () => rng.int(0, V - 1));
       const step = g.uploadStep({ tokenIds: ids, positions: new Int32Array(n), slotMapping: new Int32Array(n), queryStart: Int32Array.from([0, n]), seqLens: Int32Array.from([n]), blockTables: new Int32Array(1), maxBlocksPerSeq: 1, logitsRows: Int32Array.from([3, 0, n - 1]) });
@@ -139,6 +141,33 @@ export function defineCudaSuites(target: CudaTarget): void {
       cpu.addRmsNorm(new CpuTensor(x, [n, H]), cRes, new CpuTensor(w, [H]), 1e-6, cOut);
       check(gOut, cOut.data);
       check(gRes, cRes.data);
+      // OLMo 2 / 3: the norm of a sublayer's output added to the residual stream.
+      const gRes2 = up(resid, [n, H]), cRes2 = new CpuTensor(resid.slice(), [n, H]);
+      g.rmsNormAdd(up(x, [n, H]), up(w, [H]), 1e-6, gRes2);
+      cpu.rmsNormAdd(new CpuTensor(x, [n, H]), new CpuTensor(w, [H]), 1e-6, cRes2);
+      check(gRes2, cRes2.data);
+      expect(relErr(g.toHost(gRes2), resid)).toBeGreaterThan(0.1); // it did add something
+      // OLMo 2 / 3's q/k norms over whole projections, in place; v passes through. Heads as Qwen3-0.6B's, and odd ones.
+      for (const [Hq, Hk, D] of [[16, 8, 128], [3, 1, 16]] as const) {
+        const W = (Hq + 2 * Hk) * D, qkv = randn(n * W), qw = randn(Hq * D, 0.1).map((v) => v + 1), kw = randn(Hk * D, 0.1).map((v) => v + 1);
+        const shape = { numHeads: Hq, numKvHeads: Hk, headDim: D, scale: 1 };
+        const gq = up(qkv, [n, W]), cq = new CpuTensor(qkv.slice(), [n, W]);
+        g.qkNormAcrossHeads(gq, up(qw, [Hq * D]), up(kw, [Hk * D]), 1e-6, shape);
+        cpu.qkNormAcrossHeads(cq, new CpuTensor(qw, [Hq * D]), new CpuTensor(kw, [Hk * D]), 1e-6, shape);
+        check(gq, cq.data);
+        const h = g.toHost(gq);
+        for (let r = 0; r < n; r++) for (let i = (Hq + Hk) * D; i < W; i++) expect(h[r * W + i]).toBe(qkv[r * W + i]!);
+        // Tensor parallelism's path: the sums of squares (as if added up over 2 ranks: doubled), then the norm from them.
+        const gSums = out([n, 2], "f32"), cSums = new CpuTensor(new Float32Array(2 * n), [n, 2]);
+        g.qkSquareSums(up(qkv, [n, W]), shape, gSums);
+        cpu.qkSquareSums(new CpuTensor(qkv.slice(), [n, W]), shape, cSums);
+        check(gSums, cSums.data, 1e-5);
+        const doubled = cSums.data.map((v) => 2 * v), gq2 = up(qkv, [n, W]), cq2 = new CpuTensor(qkv.slice(), [n, W]);
+        g.qkNormAcrossHeads(gq2, up(qw, [Hq * D]), up(kw, [Hk * D]), 1e-6, shape, g.fromHost(doubled, [n, 2]), 2);
+        cpu.qkNormAcrossHeads(cq2, new CpuTensor(qw, [Hq * D]), new CpuTensor(kw, [Hk * D]), 1e-6, shape, new CpuTensor(doubled, [n, 2]), 2);
+        check(gq2, cq2.data);
+        check(gq2, cq.data); // the same means as one rank's own
+      }
       const gu = randn(n * 2 * I), act = out([n, I]);
       g.siluMul(up(gu, [n, 2 * I]), act);
       const cAct = new CpuTensor(new Float32Array(n * I), [n, I]);
@@ -776,6 +805,26 @@ export function defineCudaSuites(target: CudaTarget): void {
       }
       // A clean shutdown destroys both ranks' communicators.
       if (target.ncclCommsClosed) expect(target.ncclCommsClosed()).toBe(2);
+    }, timeoutMs);
+
+    test("TP = 2 gives TP = 1's tokens for OLMo 3 (q/k sums of squares all-reduced in f32) and Gemma 2 (hybrid KV cache groups on every rank)", () => {
+      const rng = new SeededRandom(13);
+      const prompts = [[1, 2, 3, 4, 5, 6, 7], Array.from({ length: 40 }, () => rng.int(0, 4095)), [300, 200, 100, 7, 7]];
+      const params = { temperature: 0, max_tokens: Z.engineTokens, ignore_eos: true };
+      for (const opts of [{ arch: "olmo3" as const, seed: 14, vocabSize: 4096, numLayers: 4 }, { arch: "gemma2" as const, seed: 11, vocabSize: 4096, numLayers: 4 }]) {
+        const common = { model: tinyModel(opts), device: "cuda" as const, maxModelLen: 128, maxNumSeqs: 4, maxNumBatchedTokens: 32, blockSize: 4, cuda: target.provider, log: () => {} };
+        const one = gpuLLM(common), two = gpuLLM({ ...common, tensorParallelSize: 2 });
+        try {
+          const a = one.generate(prompts, params, { useTqdm: false }).map((o) => o.outputs[0]!.tokenIds.join());
+          const b = two.generate(prompts, params, { useTqdm: false }).map((o) => o.outputs[0]!.tokenIds.join());
+          console.log(`${opts.arch}: TP = 1 vs TP = 2 on the ${label}: ${a.filter((x, i) => x === b[i]).length} of ${prompts.length} prompts token-identical over ${Z.engineTokens} tokens`);
+          expect(two.engine.runner.graphSteps).toBeGreaterThan(0);
+          expect(a.filter((x, i) => x === b[i]).length).toBeGreaterThanOrEqual(prompts.length - 1);
+        } finally {
+          one.engine.close();
+          two.engine.close();
+        }
+      }
     }, timeoutMs);
 
     // "1:2": rank 1 throws before issuing step 2. "1:2:late": it throws after step 2's barrier, so its

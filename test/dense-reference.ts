@@ -122,16 +122,24 @@ export function referenceHidden(cfg: ModelConfig, weights: W, tokens: number[], 
   };
   const longRope = refLongRope(raw, R, cfg.ropeTheta, maxModelLen);
   const globalRope = longRope ? ropeWith(longRope.inv, longRope.scale) : ropeWith(refInvFreq(cfg, R), refRopeScale(cfg));
-  const localRope = typeof raw.rope_local_base_freq === "number" ? ropeWith(refInvFreq({ ...cfg, ropeTheta: raw.rope_local_base_freq as number, ropeScaling: null }, R), 1) : globalRope;
+  // OLMo 2 / 3 (HF's Olmo2DecoderLayer): no norm before the attention or the MLP, their outputs normed instead;
+  // q_norm / k_norm over the whole q and k projections. OLMo 3's sliding layers rotate unscaled (vLLM's reading).
+  const olmo = raw.model_type === "olmo2" || raw.model_type === "olmo3";
+  const localRope = typeof raw.rope_local_base_freq === "number" ? ropeWith(refInvFreq({ ...cfg, ropeTheta: raw.rope_local_base_freq as number, ropeScaling: null }, R), 1)
+    : raw.model_type === "olmo3" ? ropeWith(refInvFreq({ ...cfg, ropeScaling: null }, R), 1) : globalRope;
   for (let l = 0; l < cfg.numLayers; l++) {
     const p = `model.layers.${l}.`;
     const qs: Float64Array[][] = [], ks: Float64Array[][] = [], vs: Float64Array[][] = [];
     const window = refWindow(raw, l);
     const rope = window > 0 ? localRope : globalRope;
     xs.forEach((x, pos) => {
-      const h = norm(x, `${p}input_layernorm.weight`);
-      const q = matvec(w(`${p}self_attn.q_proj.weight`), h, nH * D, cfg.qkvBias ? w(`${p}self_attn.q_proj.bias`) : undefined);
-      const k = matvec(w(`${p}self_attn.k_proj.weight`), h, nKv * D, cfg.qkvBias ? w(`${p}self_attn.k_proj.bias`) : undefined);
+      const h = olmo ? x : norm(x, `${p}input_layernorm.weight`);
+      let q = matvec(w(`${p}self_attn.q_proj.weight`), h, nH * D, cfg.qkvBias ? w(`${p}self_attn.q_proj.bias`) : undefined);
+      let k = matvec(w(`${p}self_attn.k_proj.weight`), h, nKv * D, cfg.qkvBias ? w(`${p}self_attn.k_proj.bias`) : undefined);
+      if (olmo) {
+        q = norm(q, `${p}self_attn.q_norm.weight`);
+        k = norm(k, `${p}self_attn.k_norm.weight`);
+      }
       const v = matvec(w(`${p}self_attn.v_proj.weight`), h, nKv * D, cfg.qkvBias ? w(`${p}self_attn.v_proj.bias`) : undefined);
       const head = (a: Float64Array, i: number, normName?: string) => {
         let x: Float64Array = a.slice(i * D, (i + 1) * D);
@@ -140,8 +148,9 @@ export function referenceHidden(cfg: ModelConfig, weights: W, tokens: number[], 
       };
       // SmolLM3 (HF's use_rope = no_rope_layers[layer]): 0 leaves q and k unrotated.
       const rot = Array.isArray(raw.no_rope_layers) && raw.no_rope_layers[l] === 0 ? (x: Float64Array) => x : rope;
-      qs.push(Array.from({ length: nH }, (_, i) => rot(head(q, i, cfg.qkNorm ? `${p}self_attn.q_norm.weight` : undefined), pos)));
-      ks.push(Array.from({ length: nKv }, (_, i) => rot(head(k, i, cfg.qkNorm ? `${p}self_attn.k_norm.weight` : undefined), pos)));
+      const perHead = cfg.qkNorm && !olmo;
+      qs.push(Array.from({ length: nH }, (_, i) => rot(head(q, i, perHead ? `${p}self_attn.q_norm.weight` : undefined), pos)));
+      ks.push(Array.from({ length: nKv }, (_, i) => rot(head(k, i, perHead ? `${p}self_attn.k_norm.weight` : undefined), pos)));
       vs.push(Array.from({ length: nKv }, (_, i) => head(v, i)));
     });
     xs = xs.map((x, pos) => {
@@ -166,6 +175,11 @@ export function referenceHidden(cfg: ModelConfig, weights: W, tokens: number[], 
       if (gemma) {
         const x1 = x.map((v, i) => v + norm(o, `${p}post_attention_layernorm.weight`)[i]!);
         const d = norm(refMlp(w, `${p}mlp.`, norm(x1, `${p}pre_feedforward_layernorm.weight`), I, H, undefined, geluTanh), `${p}post_feedforward_layernorm.weight`);
+        return x1.map((v, i) => v + d[i]!);
+      }
+      if (olmo) {
+        const x1 = x.map((v, i) => v + norm(o, `${p}post_attention_layernorm.weight`)[i]!);
+        const d = norm(refMlp(w, `${p}mlp.`, x1, I, H), `${p}post_feedforward_layernorm.weight`);
         return x1.map((v, i) => v + d[i]!);
       }
       if (raw.model_type === "glm4") {

@@ -78,6 +78,10 @@ const CASES: [string, TinyModelOptions][] = [
   // GLM: RoPE over half of each head, its pairs interleaved (loaded as rotate-half pairs); GLM-4-0414's output norms.
   ["glm (interleaved partial RoPE, q/k/v bias, fused gate/up)", { arch: "glm", seed: 17, vocabSize: 2048 }],
   ["glm4 (GLM-4-0414: norms of the attention and MLP outputs)", { arch: "glm4", seed: 19, vocabSize: 2048, numLayers: 3 }],
+  // OLMo 2: norms after the attention and the MLP only, q/k norms over all heads; OLMo 3: three sliding layers of
+  // four (window 5), YaRN on the global layer only.
+  ["olmo2 (post-norms, q/k norms across heads)", { arch: "olmo2", seed: 20, vocabSize: 2048, numLayers: 3 }],
+  ["olmo3 (sliding layers, YaRN on the global one)", { arch: "olmo3", seed: 21, vocabSize: 2048, numLayers: 4, slidingWindow: 5, ropeScaling: { rope_type: "yarn", factor: 4, original_max_position_embeddings: 64 } }],
   ["phi3 with partial RoPE (¾) and LongRoPE, short factors", { arch: "phi3", seed: 16, vocabSize: 2048, partialRotaryFactor: 0.75, originalMaxPositionEmbeddings: 1024, ropeScaling: LONGROPE }],
 ];
 

@@ -28,6 +28,9 @@ const MODELS: [string, TinyModelOptions][] = [
   // Gemma's sandwich norms come after each all-reduce (they need the whole output).
   ["gemma3 (sandwich norms, sliding and global layers)", { arch: "gemma3", seed: 7, vocabSize: 2048, numLayers: 3 }],
   ["gemma2 (soft-capped logits after the vocab-parallel gather)", { arch: "gemma2", seed: 8, vocabSize: 2048, numLayers: 3 }],
+  // OLMo's q/k norms span all heads: each rank's sums of squares are all-reduced (the KV heads replicated at TP=4).
+  ["olmo2 (q/k norms across heads; post-norms after each all-reduce)", { arch: "olmo2", seed: 10, vocabSize: 2048 }],
+  ["olmo3 (sliding layers, q/k norms across heads)", { arch: "olmo3", seed: 11, vocabSize: 2048, numLayers: 4 }],
 ];
 
 describe("greedy outputs with TP = 2 and TP = 4 equal TP = 1 over 32 tokens", () => {

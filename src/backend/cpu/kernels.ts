@@ -55,6 +55,46 @@ export function rmsNorm(x: Float32Array, rows: number, width: number, w: Float32
   for (let r = 0; r < rows; r++) rmsNormRow(x, r * width, out, r * width, width, w, eps);
 }
 
+/** residual += rmsnorm(x) · w, row by row (OLMo 2 / 3's norm after a sublayer). */
+export function rmsNormAdd(x: Float32Array, rows: number, width: number, w: Float32Array, eps: number, residual: Float32Array): void {
+  for (let r = 0; r < rows; r++) {
+    const o = r * width;
+    let ss = 0;
+    for (let i = 0; i < width; i++) { const v = x[o + i]!; ss += v * v; }
+    const inv = 1 / Math.sqrt(ss / width + eps);
+    for (let i = 0; i < width; i++) residual[o + i] = residual[o + i]! + Math.fround(x[o + i]! * inv) * w[i]!;
+  }
+}
+
+/**
+ * OLMo 2 / 3: in place, each row's q part (its first qWidth values) and k part (the kWidth after) RMS-normed as
+ * wholes; with `sums` (tensor parallelism) their means of squares are sums[2r], sums[2r + 1] over ranks × width.
+ */
+export function qkNormAcrossHeads(qkv: Float32Array, rows: number, qWidth: number, kWidth: number, qw: Float32Array, kw: Float32Array, eps: number, sums: Float32Array | null = null, ranks = 1): void {
+  const row = qWidth + 2 * kWidth;
+  const part = (o: number, width: number, w: Float32Array, ss: number | null) => {
+    if (ss === null) return rmsNormRow(qkv, o, qkv, o, width, w, eps);
+    const inv = 1 / Math.sqrt(ss / (width * ranks) + eps);
+    for (let i = 0; i < width; i++) qkv[o + i] = Math.fround(qkv[o + i]! * inv) * w[i]!;
+  };
+  for (let r = 0; r < rows; r++) {
+    part(r * row, qWidth, qw, sums ? sums[2 * r]! : null);
+    part(r * row + qWidth, kWidth, kw, sums ? sums[2 * r + 1]! : null);
+  }
+}
+
+/** Each row's sums of squares of its q part and its k part: sums[2r], sums[2r + 1]. */
+export function qkSquareSums(qkv: Float32Array, rows: number, qWidth: number, kWidth: number, sums: Float32Array): void {
+  const row = qWidth + 2 * kWidth;
+  for (let r = 0; r < rows; r++) {
+    let q = 0, k = 0;
+    for (let i = 0; i < qWidth; i++) { const v = qkv[r * row + i]!; q += v * v; }
+    for (let i = 0; i < kWidth; i++) { const v = qkv[r * row + qWidth + i]!; k += v * v; }
+    sums[2 * r] = q;
+    sums[2 * r + 1] = k;
+  }
+}
+
 export function addRmsNorm(x: Float32Array, residual: Float32Array, rows: number, width: number, w: Float32Array, eps: number, out: Float32Array): void {
   const n = rows * width;
   for (let i = 0; i < n; i++) residual[i] = residual[i]! + x[i]!;

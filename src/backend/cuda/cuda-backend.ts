@@ -455,6 +455,20 @@ export class CudaBackend implements Backend<CudaTensor> {
     this.k.launch("add_rmsnorm_bf16", [x.numRows], 256, [P(x), P(residual), P(weight), P(out), I(x.width), F(eps)]);
   }
 
+  rmsNormAdd(x: CudaTensor, weight: CudaTensor, eps: number, residual: CudaTensor): void {
+    this.k.launch("rmsnorm_add_bf16", [x.numRows], 256, [P(x), P(weight), P(residual), I(x.width), F(eps)]);
+  }
+
+  qkNormAcrossHeads(qkv: CudaTensor, qNorm: CudaTensor, kNorm: CudaTensor, eps: number, s: AttentionShape, sums: CudaTensor | null = null, ranks = 1): void {
+    if (qkv.numRows === 0) return;
+    this.k.launch("qk_norm_across_heads_bf16", [qkv.numRows, 2], 256, [P(qkv), P(qNorm), P(kNorm), I(s.numHeads), I(s.numKvHeads), I(s.headDim), F(eps), P(sums), I(ranks)]);
+  }
+
+  qkSquareSums(qkv: CudaTensor, s: AttentionShape, sums: CudaTensor): void {
+    if (qkv.numRows === 0) return;
+    this.k.launch("qk_square_sums_f32", [qkv.numRows, 2], 256, [P(qkv), P(sums), I(s.numHeads), I(s.numKvHeads), I(s.headDim)]);
+  }
+
   linear(x: CudaTensor, weight: CudaTensor, bias: CudaTensor | null, out: CudaTensor): void {
     const [outF, inF] = weight.shape as [number, number];
     if (x.width !== inF) throw new Error(`linear: input width ${x.width} != weight in-features ${inF}`);
