@@ -508,6 +508,36 @@ describe("server start-up", () => {
     }
   });
 
+  test("no bound on waiting requests by default (as vLLM); --max-waiting-requests counts each prompt, freed as outputs arrive or requests end", async () => {
+    const unbounded = await AsyncEngine.start({ model: tinyModel(SERVER_MODEL), device: "cpu", maxModelLen: 128, log: () => {} });
+    try {
+      expect(unbounded.maxWaitingRequests).toBe(Infinity);
+      // 1,500 prompts queued at once (one batch request's worth): all accepted, all served.
+      const params = () => new SamplingParams({ max_tokens: 1, ignore_eos: true, temperature: 0 });
+      const streams = Array.from({ length: 1500 }, (_, i) => unbounded.generate(`b${i}`, [1, 2, 3, (i % 50) + 4], params()));
+      let done = 0;
+      await Promise.all(streams.map(async (st) => { for await (const o of st) if (o.finished) done++; }));
+      expect(done).toBe(1500);
+    } finally {
+      await unbounded.shutdown(1000);
+    }
+    const bounded = await AsyncEngine.start({ model: tinyModel(SERVER_MODEL), device: "cpu", maxModelLen: 128, maxWaitingRequests: 3, log: () => {} });
+    try {
+      const long = () => new SamplingParams({ max_tokens: 100, ignore_eos: true });
+      const first = [0, 1, 2].map((i) => bounded.generate(`w${i}`, [1, 2, 3], long()));
+      expect(() => bounded.generate("w3", [1, 2, 3], long())).toThrow(/overloaded: 3 requests are already waiting/);
+      bounded.abort("w0"); // an aborted request no longer waits
+      const again = bounded.generate("w4", [1, 2, 3], long());
+      // Once the queued ones have their first outputs, they no longer count.
+      await Promise.all([...first.slice(1), again].map((st) => st.next()));
+      const more = [5, 6, 7].map((i) => bounded.generate(`w${i}`, [1, 2, 3], long()));
+      for (const id of ["w1", "w2", "w4", "w5", "w6", "w7"]) bounded.abort(id);
+      expect(more.length).toBe(3);
+    } finally {
+      await bounded.shutdown(1000);
+    }
+  }, 120_000);
+
   test("a tokenizer that cannot be loaded fails the start with its error and ends the worker", async () => {
     const { cpSync, mkdtempSync, writeFileSync } = await import("node:fs");
     const { join } = await import("node:path");

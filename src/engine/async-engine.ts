@@ -42,9 +42,18 @@ class OutputStream implements AsyncIterableIterator<RequestOutput> {
   /** Whether any output arrived (a request without one is still waiting). */
   started = false;
 
+  /** `onLeaveWaiting` runs once, when the first output arrives or the stream ends without one. */
+  constructor(private readonly onLeaveWaiting: () => void = () => {}) {}
+
+  private leaveWaiting(): void {
+    if (this.started) return;
+    this.started = true;
+    this.onLeaveWaiting();
+  }
+
   push(o: RequestOutput): void {
     if (this.done) return;
-    this.started = true;
+    this.leaveWaiting();
     if (o.finished) this.done = true;
     if (this.waiter) {
       const w = this.waiter;
@@ -56,6 +65,7 @@ class OutputStream implements AsyncIterableIterator<RequestOutput> {
   /** Ends the stream without a final output (the consumer has gone). */
   end(): void {
     if (this.done) return;
+    this.leaveWaiting();
     this.done = true;
     if (this.waiter && this.items.length === 0) {
       const w = this.waiter;
@@ -66,6 +76,7 @@ class OutputStream implements AsyncIterableIterator<RequestOutput> {
 
   fail(e: unknown): void {
     if (this.done) return;
+    this.leaveWaiting();
     this.done = true;
     this.error = e;
     if (this.waiter) {
@@ -89,7 +100,10 @@ class OutputStream implements AsyncIterableIterator<RequestOutput> {
 }
 
 export interface AsyncEngineOptions extends Omit<EngineOptions, "onModelDir"> {
-  /** Most requests allowed to wait for their first output; more → EngineOverloadedError. */
+  /**
+   * Most requests (prompts: a batch request counts each) allowed to wait for their first output; more →
+   * EngineOverloadedError. Default: no bound (vLLM queues every request).
+   */
   maxWaitingRequests?: number;
 }
 
@@ -106,6 +120,8 @@ export class AsyncEngine {
   private nextCallId = 1;
   private onClosed: (() => void) | null = null;
   readonly maxWaitingRequests: number;
+  /** Requests queued that have had no output yet. */
+  private numQueued = 0;
   readonly info: EngineInfo;
   readonly modelConfig: ModelConfig;
   readonly limits: RequestLimits;
@@ -118,7 +134,7 @@ export class AsyncEngine {
   readonly eosTokenIds: number[];
 
   private constructor(private readonly worker: Worker, ready: Ready, readonly tokenizer: TextTokenizer, opts: AsyncEngineOptions) {
-    this.maxWaitingRequests = opts.maxWaitingRequests ?? 1024;
+    this.maxWaitingRequests = opts.maxWaitingRequests ?? Infinity;
     this.info = ready.info;
     this.modelConfig = ready.modelConfig;
     this.limits = ready.limits;
@@ -201,10 +217,9 @@ export class AsyncEngine {
     params.tokenizeBadWords((t) => this.tokenizer.encode(t, false));
     validateRequest(promptTokenIds, params, this.limits);
     checkLoraModule(this.info.loraModules, lora);
-    let waiting = 0;
-    for (const s of this.streams.values()) if (!s.started) waiting++;
-    if (waiting >= this.maxWaitingRequests) throw new EngineOverloadedError(`the server is overloaded: ${waiting} requests are already waiting`);
-    const stream = new OutputStream();
+    if (this.numQueued >= this.maxWaitingRequests) throw new EngineOverloadedError(`the server is overloaded: ${this.numQueued} requests are already waiting (--max-waiting-requests ${this.maxWaitingRequests})`);
+    const stream = new OutputStream(() => this.numQueued--);
+    this.numQueued++;
     this.streams.set(requestId, stream);
     this.processor.add(requestId, promptTokenIds, params);
     this.post({ type: "add", requestId, promptTokenIds, params: params.toInit(), arrivalTime: performance.now(), outputKind: "delta", lora });

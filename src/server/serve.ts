@@ -22,7 +22,8 @@ server:
   --port PORT                      port (default 8000, or env VBUN_PORT; 0 = any free port)
   --served-model-name NAME         model name in the API (default: MODEL, or "vbun-tiny-qwen3")
   --api-key KEY                    require "Authorization: Bearer KEY" (also env VBUN_API_KEY)
-  --max-waiting-requests N         queue bound; beyond it requests get 503 (default 1024)
+  --max-waiting-requests N         bound on requests waiting for their first token (each prompt of a batch counts);
+                                   beyond it requests get 503 (default: none, as vLLM)
   --shutdown-timeout SECONDS       grace period for in-flight requests on SIGTERM/SIGINT (default 30)
   --max-log-len N                  prompt characters (or token ids) shown per logged request (default: all)
   --log-level debug|info|warning|error   (default info; debug also logs every request)
@@ -107,7 +108,7 @@ export async function serve(args: string[]): Promise<number> {
       port: { type: "string", default: process.env.VBUN_PORT ?? "8000" },
       "served-model-name": { type: "string" },
       "api-key": { type: "string" },
-      "max-waiting-requests": { type: "string", default: "1024" },
+      "max-waiting-requests": { type: "string" },
       "shutdown-timeout": { type: "string", default: "30" },
       "max-log-len": { type: "string" },
       "log-level": { type: "string", default: "info" },
@@ -127,8 +128,8 @@ export async function serve(args: string[]): Promise<number> {
   if (positionals.length > 1) throw new UsageError(`serve takes at most one MODEL, got ${positionals.join(" ")}`);
   const port = Number(values.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port: expected 0-65535, got '${values.port}'`);
-  const maxWaiting = Number(values["max-waiting-requests"]);
-  if (!Number.isInteger(maxWaiting) || maxWaiting < 1) throw new UsageError(`--max-waiting-requests: expected a positive integer`);
+  const maxWaiting = values["max-waiting-requests"] === undefined ? Infinity : Number(values["max-waiting-requests"]);
+  if (maxWaiting !== Infinity && (!Number.isInteger(maxWaiting) || maxWaiting < 1)) throw new UsageError(`--max-waiting-requests: expected a positive integer`);
   const grace = Number(values["shutdown-timeout"]);
   if (!(grace >= 0)) throw new UsageError(`--shutdown-timeout: expected seconds >= 0`);
   if (!LEVELS.includes(values["log-level"]!)) throw new UsageError(`--log-level: expected one of ${LEVELS.join(", ")}`);
