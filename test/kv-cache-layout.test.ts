@@ -267,6 +267,11 @@ describe("the engine with a hybrid KV cache: the same tokens and logprobs as wit
       expect(hybrid.rounds[1]).toEqual(hybrid.rounds[0]!);
       // Few blocks: sequences are preempted and recomputed, with the sliding groups' blocks given back in between.
       expect(generate({ numGpuBlocksOverride: 24 }).rounds).toEqual(whole.rounds);
+      // Async scheduling (steps scheduled before the previous one's tokens are known) and n-gram speculative decoding
+      // (draft tokens computed, then rolled back where rejected): the same tokens.
+      expect(generate({ asyncScheduling: true }).rounds).toEqual(whole.rounds);
+      const spec = { speculativeConfig: { method: "ngram", num_speculative_tokens: 3, prompt_lookup_max: 3 } };
+      expect(generate(spec).rounds.map((r) => r.map((o) => o.tokens))).toEqual(generate({ ...spec, disableHybridKvCacheManager: true }).rounds.map((r) => r.map((o) => o.tokens)));
     }, 60_000);
 
   test("a request is measured by what its groups hold: a sliding-only model serves contexts longer than the cache", () => {
