@@ -947,19 +947,24 @@ export function defineCudaSuites(target: CudaTarget): void {
       expect(specLLM.engine.metrics.specAcceptedTokens).toBeGreaterThan(0);
     }, timeoutMs);
 
-    test("a pooling model (embeddings): each prompt's embedding matches the CPU backend's (cosine ≥ 0.999: a whole bf16 forward pass)", () => {
+    test("a pooling model (embeddings, LAST and MEAN): each prompt's embedding matches the CPU backend's (cosine ≥ 0.999: a whole bf16 forward pass)", () => {
       const model = tinyModel({ arch: "qwen3", seed: 5, vocabSize: 4096 });
       const prompts = [[1, 2, 3, 4, 5, 6, 7], [9, 8, 7], Array.from({ length: 40 }, (_, i) => (i * 37) % 4096), [42]];
-      const opts = { model, runner: "pooling" as const, maxModelLen: 128, maxNumSeqs: 8, maxNumBatchedTokens: 32, log: () => {} };
-      const onGpu = gpuLLM({ ...opts, device: "cuda", cuda: target.provider }).embed(prompts);
-      const onCpu = new LLM({ ...opts, device: "cpu" }).embed(prompts);
-      onGpu.forEach((o, i) => {
-        const g = Float32Array.from(o.outputs.embedding), c = Float32Array.from(onCpu[i]!.outputs.embedding);
-        expect(noNaN(g)).toBe(true);
-        // Both are unit vectors: their dot product is the cosine similarity (how embeddings are compared).
-        expect(g.reduce((a, x, k) => a + x * c[k]!, 0)).toBeGreaterThanOrEqual(0.999);
-        expect(relErr(g, c)).toBeLessThanOrEqual(3e-2);
-      });
+      // The last token's hidden state, and MEAN pooling's mean over every prompt token (in chunks of up to 32 rows read back).
+      for (const poolerConfig of [{}, { pooling_type: "MEAN" }]) {
+        const opts = { model, runner: "pooling" as const, poolerConfig, maxModelLen: 128, maxNumSeqs: 8, maxNumBatchedTokens: 32, log: () => {} };
+        const gpu = gpuLLM({ ...opts, device: "cuda", cuda: target.provider });
+        const onGpu = gpu.embed(prompts);
+        gpu.close();
+        const onCpu = new LLM({ ...opts, device: "cpu" }).embed(prompts);
+        onGpu.forEach((o, i) => {
+          const g = Float32Array.from(o.outputs.embedding), c = Float32Array.from(onCpu[i]!.outputs.embedding);
+          expect(noNaN(g)).toBe(true);
+          // Both are unit vectors: their dot product is the cosine similarity (how embeddings are compared).
+          expect(g.reduce((a, x, k) => a + x * c[k]!, 0)).toBeGreaterThanOrEqual(0.999);
+          expect(relErr(g, c)).toBeLessThanOrEqual(3e-2);
+        });
+      }
     }, timeoutMs);
 
     test("LoRA adapters: a batch mixing the base model and two adapters (--max-loras 2), or taking turns in one slot (1), gives the CPU backend's greedy tokens (decode graphs on)", () => {

@@ -9,7 +9,9 @@ import { LLM } from "../src/engine/llm.ts";
 import { Checkpoint } from "../src/loader/checkpoint.ts";
 import { toFloat32 } from "../src/loader/dtype.ts";
 import { loadModelConfig } from "../src/model/config.ts";
-import { loadPoolerConfig } from "../src/model/pooling.ts";
+import { embedding, loadPoolerConfig } from "../src/model/pooling.ts";
+import { SamplingParams } from "../src/engine/sampling-params.ts";
+import type { RequestOutput } from "../src/engine/request.ts";
 import { referenceHidden, type W } from "./dense-reference.ts";
 import { FAST_MODEL, SERVER_MODEL, startServer, tinyModel, type RunningServer } from "./helpers.ts";
 import { variant } from "./checkpoint-variant.ts";
@@ -46,6 +48,45 @@ describe("the engine as a pooling model", () => {
     expect(llm.engine.blockManager.numFreeBlocks).toBe(llm.engine.blockManager.numBlocks);
     llm.close();
     chunked.close();
+  }, ENGINE_MS);
+
+  test("MEAN and CLS pooling: the mean of the dense reference's hidden states over the prompt, or its first token's; in chunks, batched and after preemption alike", () => {
+    const cfg = loadModelConfig(model);
+    const ckpt = new Checkpoint(model);
+    const w: W = (n) => Float64Array.from(toFloat32(ckpt.tensor(n).bytes, ckpt.tensor(n).dtype));
+    const shared = Array.from({ length: 9 }, (_, i) => 20 + i);
+    const prompts = [[1, 2, 3, 4, 5, 6, 7], [9, 8, 7], [...shared, 100, 101], [...shared, 200], [42]];
+    for (const type of ["MEAN", "CLS"] as const) {
+      const want = prompts.map((p) => {
+        const hs = referenceHidden(cfg, w, p);
+        const v = type === "CLS" ? Array.from(hs[0]!) : Array.from({ length: cfg.hiddenSize }, (_, i) => hs.reduce((a, h) => a + h[i]!, 0) / hs.length);
+        const r = norm(v);
+        return v.map((x) => x / r);
+      });
+      const logs: string[] = [];
+      const make = (o: Record<string, unknown> = {}) => new LLM({ model, runner: "pooling", poolerConfig: { pooling_type: type }, blockSize: 4, maxModelLen: 64, log: (m: string) => logs.push(m), ...o });
+      for (const llm of [make(), make({ maxNumBatchedTokens: 4 }), make({ maxNumBatchedTokens: 8, numGpuBlocksOverride: 4 })]) {
+        const got = llm.embed(prompts).map((o) => o.outputs.embedding);
+        got.forEach((g, i) => expect(maxDiff(g, want[i]!)).toBeLessThan(1e-5));
+        // Every prompt token computed: nothing from the prefix cache (the shared prefix repeats).
+        expect(llm.engine.blockManager.prefixCacheHits).toBe(0);
+        expect(llm.engine.blockManager.numFreeBlocks).toBe(llm.engine.blockManager.numUsableBlocks);
+        llm.close();
+      }
+      // Preempted after its first chunk (as when the KV cache runs out), a prompt starts over: its state too.
+      const llm = make({ maxNumBatchedTokens: 4 });
+      const e = llm.engine;
+      e.addRequest("p", prompts[2]!, new SamplingParams({ max_tokens: 1 }), 0, "final_only");
+      e.step();
+      const seq = e.scheduler.running[0]!;
+      expect(seq.numComputedTokens).toBe(4);
+      (e.scheduler as unknown as { preempt(s: unknown): void }).preempt(seq);
+      let out: RequestOutput[] = [];
+      while (e.hasUnfinishedRequests()) out = out.concat(e.step());
+      expect(maxDiff(embedding(out.at(-1)!.pooled!, true), want[2]!)).toBeLessThan(1e-5);
+      llm.close();
+      expect(logs.some((m) => m.includes("prefix caching off"))).toBe(true);
+    }
   }, ENGINE_MS);
 
   test("a prompt may fill the whole context; longer ones and generation calls are clear errors", () => {
@@ -109,8 +150,11 @@ describe("the engine as a pooling model", () => {
     const raw = st("pooling_mode_lasttoken", false);
     expect(loadPoolerConfig(raw)).toEqual({ task: "embed", poolingType: "LAST", normalize: false, useActivation: true });
     expect(loadPoolerConfig(raw, { normalize: true })).toEqual({ task: "embed", poolingType: "LAST", normalize: true, useActivation: true });
-    expect(() => loadPoolerConfig(st("pooling_mode_mean_tokens", true))).toThrow(`--runner pooling: "MEAN" pooling is not supported`);
-    expect(() => loadPoolerConfig(model, { pooling_type: "CLS" })).toThrow(`--pooler-config: "CLS" pooling is not supported`);
+    expect(loadPoolerConfig(st("pooling_mode_mean_tokens", true))).toEqual({ task: "embed", poolingType: "MEAN", normalize: true, useActivation: true });
+    expect(loadPoolerConfig(model, { pooling_type: "cls" }).poolingType).toBe("CLS");
+    expect(() => loadPoolerConfig(st("pooling_mode_max_tokens", true))).toThrow(`--runner pooling: "MAX" pooling is not supported (LAST, MEAN or CLS)`);
+    expect(() => loadPoolerConfig(model, { pooling_type: "STEP" })).toThrow(`--pooler-config: "STEP" pooling is not supported (LAST, MEAN or CLS)`);
+    expect(() => loadPoolerConfig(model, { pooling_type: "MEAN" }, true)).toThrow("a sequence classifier's score head reads the last token: pooling_type must be LAST");
     expect(() => loadPoolerConfig(model, { normalise: true })).toThrow("--pooler-config: unknown field 'normalise'");
     // Without Normalize the vector is the hidden state itself; with it, the same direction at length 1.
     const a = new LLM({ model: raw, runner: "pooling", ...quiet }), b = new LLM({ model, runner: "pooling", ...quiet });

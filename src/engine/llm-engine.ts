@@ -256,7 +256,9 @@ export class LLMEngine {
     };
     if (pooler && speculative) throw new EngineConfigError("--speculative-config", "a pooling model generates no tokens to speculate on");
     // Sampled rows per step at most: one per sequence, and with drafts one per draft token too (never more than the step's tokens).
-    const maxLogitsRows = speculative ? Math.max(maxNumSeqs, Math.min(maxNumBatchedTokens, maxNumSeqs * (1 + speculative.numSpeculativeTokens))) : maxNumSeqs;
+    // MEAN / CLS pooling reads every token's hidden state.
+    const allRows = pooler !== null && pooler.poolingType !== "LAST";
+    const maxLogitsRows = speculative ? Math.max(maxNumSeqs, Math.min(maxNumBatchedTokens, maxNumSeqs * (1 + speculative.numSpeculativeTokens))) : allRows ? Math.max(maxNumSeqs, maxNumBatchedTokens) : maxNumSeqs;
 
     const kvLayout = kvCacheLayout(cfg.layerWindows, !(opts.disableHybridKvCacheManager ?? false));
     const numKvGroups = kvLayout.groups.length;
@@ -323,7 +325,7 @@ export class LLMEngine {
       backend.reserveStep?.(maxNumBatchedTokens, maxNumSeqs, Math.ceil(maxModelLen / blockSize), maxLogitsRows, numKvGroups);
       const eosTokenIds = [...new Set([...cfg.eosTokenIds, ...(tokenizer?.eosTokenIds ?? [])])];
       // model.backend: the selected backend, or with tensor parallelism rank 0's own.
-      const runner = new ModelRunner(model.backend, model, { maxNumBatchedTokens, maxNumSeqs, maxModelLen, blockSize, eosTokenIds, numKvGroups }, tpGroup);
+      const runner = new ModelRunner(model.backend, model, { maxNumBatchedTokens, maxNumSeqs, maxModelLen, blockSize, eosTokenIds, numKvGroups, pooling: pooler?.poolingType }, tpGroup);
       const enforceEager = opts.enforceEager ?? ENGINE_DEFAULTS.enforceEager;
       let graphSeconds: number | null = null;
       // A pooling model runs prompts only: no decode steps to replay.
@@ -343,7 +345,7 @@ export class LLMEngine {
       }
       if (asyncScheduling) log("async scheduling: on (each step is launched before the previous step's tokens are read)");
       if (speculative) log(`speculative decoding: ${describeSpeculativeConfig(speculative)}`);
-      if (pooler?.task === "embed") log(`pooling model (embeddings): ${pooler.poolingType} token${pooler.normalize ? ", normalized" : ""}`);
+      if (pooler?.task === "embed") log(`pooling model (embeddings): ${{ LAST: "the last token", MEAN: "the mean of the prompt's tokens", CLS: "the first token" }[pooler.poolingType]}${pooler.normalize ? ", normalized" : ""}${allRows && (opts.enablePrefixCaching ?? true) ? "; prefix caching off (every prompt token's hidden state is needed)" : ""}`);
       if (classifier) log(`pooling model (sequence classifier): ${pooler!.poolingType} token, ${classifier.numLabels} label${classifier.numLabels === 1 ? "" : "s"} (${cfg.classifier!.labels.join(", ")})${cfg.classifier!.fromTokens ? `, the LM head's rows of ${JSON.stringify(cfg.classifier!.fromTokens.tokens)} (${cfg.classifier!.fromTokens.method})` : ""}`);
       const info: EngineInfo = {
         modelDir, tokenizerDir, isDefaultModel, device: kind, numBlocks, blockSize, maxModelLen,
@@ -356,7 +358,8 @@ export class LLMEngine {
         disableHybridKvCacheManager: opts.disableHybridKvCacheManager ?? false,
         cpuKvCacheBytes: numBlocks * bytesPerBlock,
         gpuMemoryUtilization: util,
-        enablePrefixCaching: opts.enablePrefixCaching ?? ENGINE_DEFAULTS.enablePrefixCaching,
+        // MEAN / CLS pooling needs every prompt token's hidden state: none may come from the cache.
+        enablePrefixCaching: (opts.enablePrefixCaching ?? ENGINE_DEFAULTS.enablePrefixCaching) && !allRows,
         enableChunkedPrefill, enforceEager, asyncScheduling, schedulingPolicy,
         tensorParallelSize: tp, seed: opts.seed ?? ENGINE_DEFAULTS.seed, speculative, classifier,
       }, info, log, loras);

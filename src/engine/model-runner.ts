@@ -1,6 +1,7 @@
 /** Runs scheduled steps on a backend: builds inputs, runs the model, samples. Same for CPU and CUDA. */
 import { decodeGraphInputs, type Backend, type PendingSample, type StepInputs, type Tensor } from "../backend/backend.ts";
 import type { CausalLM } from "../model/causal-lm.ts";
+import type { PoolingType } from "../model/pooling.ts";
 import type { SamplerOutput } from "./sampling-batch.ts";
 import { Sampler } from "./sampler.ts";
 import { tokenLogprobs } from "./logprobs.ts";
@@ -40,17 +41,20 @@ export class ModelRunner<T extends Tensor = Tensor> {
   private readonly graphLogits = new Map<number, T>();
   /** Steps run by graph replay (tests check that graphs are used). */
   graphSteps = 0;
+  /** A pooling model's pooling (LAST: the sampling rows' hidden states; MEAN / CLS: every prompt token's, reduced here). */
+  private readonly poolingType: PoolingType;
   private readonly limits: { maxNumBatchedTokens: number; maxNumSeqs: number; maxModelLen: number; blockSize: number; numKvGroups: number };
 
   constructor(
     readonly backend: Backend<T>,
     readonly model: CausalLM<T>,
-    opts: { maxNumBatchedTokens: number; maxNumSeqs: number; maxModelLen: number; blockSize: number; eosTokenIds: number[]; numKvGroups?: number },
+    opts: { maxNumBatchedTokens: number; maxNumSeqs: number; maxModelLen: number; blockSize: number; eosTokenIds: number[]; numKvGroups?: number; pooling?: PoolingType },
     /** With tensor parallelism: the group whose workers receive each step's inputs. */
     readonly tpGroup: TensorParallelGroup | null = null,
   ) {
     const numKvGroups = opts.numKvGroups ?? 1;
-    this.inputs = new StepInputBuilder(opts.maxNumBatchedTokens, opts.maxNumSeqs, opts.maxModelLen, opts.blockSize, false, model.hasLora, numKvGroups);
+    this.poolingType = opts.pooling ?? "LAST";
+    this.inputs = new StepInputBuilder(opts.maxNumBatchedTokens, opts.maxNumSeqs, opts.maxModelLen, opts.blockSize, false, model.hasLora, numKvGroups, this.poolingType !== "LAST");
     this.sampler = new Sampler(opts.eosTokenIds);
     this.limits = { ...opts, numKvGroups };
   }
@@ -143,7 +147,7 @@ export class ModelRunner<T extends Tensor = Tensor> {
       return { sample: this.backend.sampleAsync(this.graphLogits.get(bucket)!, this.sampler.build(out.scheduled)), overlappable: this.overlappable(out, 0) };
     }
     const host = this.inputs.build(out);
-    if (this.model.pooling) return this.pool(host);
+    if (this.model.pooling) return this.pool(host, out);
     this.tpGroup?.broadcastStep(host);
     const step = this.backend.uploadStep(host);
     const batch = this.sampler.build(out.scheduled);
@@ -155,14 +159,45 @@ export class ModelRunner<T extends Tensor = Tensor> {
     return { sample, overlappable: this.overlappable(out, promptRows) };
   }
 
-  /** A pooling model's step: the hidden states of the rows that would sample, read back (no tokens). */
-  private pool(host: StepInputs): LaunchedStep {
+  /**
+   * A pooling model's step: the hidden states of the rows that would sample, read back (no tokens). MEAN / CLS:
+   * every token's row comes back, each sequence adds its rows to its running sum (or keeps its first token's),
+   * and a sequence whose prompt this step completes gets its pooled state as its row.
+   */
+  private pool(host: StepInputs, out: SchedulerOutput): LaunchedStep {
     this.tpGroup?.broadcastStep(host);
     const hidden = this.model.forward(this.backend.uploadStep(host));
     this.tpGroup?.endCommand();
     const rows = host.logitsRows.length;
-    const read = rows > 0 ? this.backend.toHost(hidden) : new Float32Array(0);
-    return { sample: { wait: () => ({ tokenIds: new Int32Array(rows), logprobs: [], hidden: read }) }, overlappable: false };
+    let read = rows > 0 ? this.backend.toHost(hidden) : new Float32Array(0);
+    if (this.poolingType !== "LAST") read = this.reducePooled(read, out);
+    const n = read.length / this.model.cfg.hiddenSize;
+    return { sample: { wait: () => ({ tokenIds: new Int32Array(n), logprobs: [], hidden: read }) }, overlappable: false };
+  }
+
+  /** MEAN / CLS: from every scheduled token's hidden state (in token order) to one pooled row per sequence that completes its prompt. */
+  private reducePooled(rows: Float32Array, out: SchedulerOutput): Float32Array {
+    const H = this.model.cfg.hiddenSize, mean = this.poolingType === "MEAN";
+    const done: Float32Array[] = [];
+    let r = 0;
+    for (const s of out.scheduled) {
+      const seq = s.seq;
+      // From the first token (a preempted sequence starts over: no prefix caching with these poolings).
+      if (s.start === 0) seq.poolState = new Float64Array(H);
+      const state = seq.poolState!;
+      for (let j = 0; j < s.numNewTokens; j++, r++) {
+        if (mean) for (let i = 0; i < H; i++) state[i]! += rows[r * H + i]!;
+        else if (s.start + j === 0) for (let i = 0; i < H; i++) state[i] = rows[r * H + i]!;
+      }
+      if (!s.samples) continue;
+      const pooled = new Float32Array(H);
+      for (let i = 0; i < H; i++) pooled[i] = mean ? state[i]! / seq.numPromptTokens : state[i]!;
+      seq.poolState = null;
+      done.push(pooled);
+    }
+    const result = new Float32Array(done.length * H);
+    done.forEach((v, k) => result.set(v, k * H));
+    return result;
   }
 
   private overlappable(out: SchedulerOutput, promptRows: number): boolean {

@@ -59,6 +59,8 @@ export class Sequence {
   numPreemptions = 0;
   /** A pooling model: the prompt's pooled hidden state, once computed. */
   pooled: Float32Array | null = null;
+  /** MEAN / CLS pooling while the prompt is computed: the running sum of its tokens' hidden states, or its first token's. */
+  poolState: Float64Array | null = null;
   /** Structured outputs: where the sequence is in its grammar (null: free text, or not compiled yet). */
   grammar: SequenceGrammar | null = null;
   /** Monotonic times (ms). */

@@ -33,7 +33,11 @@ export class StepInputBuilder {
   readonly promptRowPos: Int32Array;
   numPromptRows = 0;
 
-  constructor(maxNumBatchedTokens: number, maxNumSeqs: number, maxModelLen: number, readonly blockSize: number, readonly fullWidthBlockTables = false, lora = false, readonly numKvGroups = 1) {
+  /**
+   * `allRows`: every token's row is an output row (MEAN / CLS pooling, which read each prompt token's hidden
+   * state), in token order, instead of one sampling row per sequence.
+   */
+  constructor(maxNumBatchedTokens: number, maxNumSeqs: number, maxModelLen: number, readonly blockSize: number, readonly fullWidthBlockTables = false, lora = false, readonly numKvGroups = 1, readonly allRows = false) {
     this.maxBlocksPerSeq = Math.ceil(maxModelLen / blockSize);
     this.tokenIds = new Int32Array(maxNumBatchedTokens);
     this.positions = new Int32Array(maxNumBatchedTokens);
@@ -128,6 +132,7 @@ export class StepInputBuilder {
           pending++;
         }
         this.positions[t] = pos;
+        if (this.allRows) this.logitsRows[rows++] = t;
         const block = (pos / bs) | 0, offset = pos % bs;
         this.slotMapping[t] = table[block]! * bs + offset;
         for (let g = 0; g < groups.length; g++) groups[g]!.slotMapping[t] = tables[g + 1]![block]! * bs + offset;
@@ -144,7 +149,7 @@ export class StepInputBuilder {
       this.rowSeq[i] = seq.seqId;
       this.rowEpoch[i] = seq.numPreemptions;
       // The last token's logits sample the next one; with drafts, each draft's previous token's logits check it.
-      if (samples) for (let d = seq.numDrafts; d >= 0; d--) this.logitsRows[rows++] = t - 1 - d;
+      if (samples && !this.allRows) for (let d = seq.numDrafts; d >= 0; d--) this.logitsRows[rows++] = t - 1 - d;
     }
     this.queryStart[sched.length] = t;
     // prompt_logprobs: every computed prompt position except the last predicts the next prompt token.

@@ -1,6 +1,7 @@
 /**
  * Pooling (vLLM's --runner pooling, for embedding models such as Qwen3-Embedding): a prompt's embedding is
- * the final-norm hidden state of its last token, L2-normalised unless the model says otherwise. The
+ * the final-norm hidden state of its last token (LAST), the mean of all its tokens' (MEAN: stella, gte-style
+ * models) or its first token's (CLS), L2-normalised unless the model says otherwise. The
  * settings come from the sentence-transformers files an embedding checkpoint ships (modules.json and the
  * Pooling module's config.json), then vLLM's --pooler-config on top.
  */
@@ -9,11 +10,17 @@ import { join } from "node:path";
 import { EngineConfigError } from "../engine/engine-config.ts";
 import type { ModelConfig } from "./config.ts";
 
+export type PoolingType = "LAST" | "MEAN" | "CLS";
+const POOLING_TYPES: readonly string[] = ["LAST", "MEAN", "CLS"];
+
 export interface PoolerConfig {
   /** What the pooled state is for: an embedding, or a sequence classifier's scores (its score head on top). */
   task: "embed" | "classify";
-  /** Only the last token's hidden state (decoder embedding models and classifiers pool that way). */
-  poolingType: "LAST";
+  /**
+   * Which tokens' hidden states make the embedding: the last (decoder embedding models; classifiers always),
+   * the mean over the prompt, or the first. MEAN and CLS need every prompt token computed: no prefix caching.
+   */
+  poolingType: PoolingType;
   /** embed: L2-normalise the embeddings. */
   normalize: boolean;
   /** classify: turn logits into probabilities (softmax / sigmoid, see classifierScores) unless a request says not to. */
@@ -62,14 +69,16 @@ export function loadPoolerConfig(modelDir: string, override: Record<string, unkn
     if (!fields.includes(key)) throw new EngineConfigError("--pooler-config", `unknown field '${key}' (for ${classify ? "a classifier" : "an embedding model"} vbun has ${fields.join(" and ")})`);
   // A classifier's head sits on the last token (HF's …ForSequenceClassification); sentence-transformers files describe embeddings.
   const base = classify ? { poolingType: "LAST", normalize: false } : fromSentenceTransformers(modelDir);
-  const poolingType = override.pooling_type ?? base.poolingType;
-  if (typeof poolingType !== "string" || poolingType.toUpperCase() !== "LAST")
-    throw new EngineConfigError(override.pooling_type !== undefined ? "--pooler-config" : "--runner pooling", `${JSON.stringify(poolingType)} pooling is not supported: vbun pools the last token (LAST), as decoder embedding models do`);
+  const requested = override.pooling_type ?? base.poolingType;
+  const poolingType = typeof requested === "string" ? requested.toUpperCase() : "";
+  const where = override.pooling_type !== undefined ? "--pooler-config" : "--runner pooling";
+  if (!POOLING_TYPES.includes(poolingType)) throw new EngineConfigError(where, `${JSON.stringify(requested)} pooling is not supported (LAST, MEAN or CLS)`);
+  if (classify && poolingType !== "LAST") throw new EngineConfigError(where, `a sequence classifier's score head reads the last token: pooling_type must be LAST, got ${JSON.stringify(requested)}`);
   const normalize = override.normalize ?? base.normalize;
   if (typeof normalize !== "boolean") throw new EngineConfigError("--pooler-config", `normalize must be true or false, got ${JSON.stringify(normalize)}`);
   const useActivation = override.use_activation ?? true;
   if (typeof useActivation !== "boolean") throw new EngineConfigError("--pooler-config", `use_activation must be true or false, got ${JSON.stringify(useActivation)}`);
-  return { task: classify ? "classify" : "embed", poolingType: "LAST", normalize, useActivation };
+  return { task: classify ? "classify" : "embed", poolingType: poolingType as PoolingType, normalize, useActivation };
 }
 
 /** The embedding of one pooled hidden state: L2-normalised when asked, then cut to `dimensions` (Matryoshka: cut, then normalised). */
