@@ -245,6 +245,29 @@ export function defineCudaSuites(target: CudaTarget): void {
       }, timeoutMs);
     }
 
+    // GLM-4.5 / DeepSeek-V3 routing: one group (GLM-4.5's), 8 groups keeping 4 (DeepSeek-V3's), groups past one per lane (40 of 5).
+    for (const [E, K, G, TG, S] of [[16, 4, 1, 1, 1], [64, 6, 8, 4, 2], [200, 8, 40, 5, 1]] as const) {
+      test(`grouped sigmoid routing, ${E} experts in ${G} groups keeping ${TG}, top ${K}, ${S} shared: ids and weights match the CPU twin`, () => {
+        const n = 2 * Z.rows + 3, W = K + S;
+        const logits = rng.normal(new Float32Array(n * E), 2), bias = rng.normal(new Float32Array(E), 0.5);
+        for (const renormalize of [true, false]) {
+          const ids = out([n, W], "i32"), weights = out([n, W], "f32");
+          const grouping = { numGroups: G, topKGroups: TG, scale: 2.5 };
+          g.moeRouteGrouped(g.fromHost(logits, [n, E]), g.fromHost(bias, [E]), K, grouping, renormalize, S, ids, weights);
+          const cIds = new CpuIntTensor(new Int32Array(n * W), [n, W]), cW = new CpuTensor(new Float32Array(n * W), [n, W]);
+          cpu.moeRouteGrouped(new CpuTensor(logits, [n, E]), new CpuTensor(bias, [E]), K, grouping, renormalize, S, cIds, cW);
+          expect(Array.from(g.toHost(ids))).toEqual(Array.from(cIds.data));
+          check(weights, cW.data, 1e-5);
+          // The chosen experts lie in kept groups only, and the shared ones come last with weight 1.
+          const h = g.toHost(ids), hw = g.toHost(weights);
+          for (let t = 0; t < n; t++) {
+            expect(new Set(Array.from(h.subarray(t * W, t * W + K), (e) => Math.floor(e / (E / G)))).size).toBeLessThanOrEqual(TG);
+            for (let j = 0; j < S; j++) expect([h[t * W + K + j], hw[t * W + K + j]]).toEqual([E + j, 1]);
+          }
+        }
+      }, timeoutMs);
+    }
+
     test("the gated shared-expert add (Qwen2-MoE) matches the CPU twin", () => {
       const n = Z.rows, H = Z.hidden;
       const shared = randn(n * H), gate = randn(n), base = randn(n * H);

@@ -56,6 +56,87 @@ extern "C" __global__ void moe_route_bf16(const bf16* __restrict__ logits, int* 
     for (int j = 0; j < top_k; j++) weights[t * top_k + j] /= sum;
 }
 
+// GLM-4.5 / DeepSeek-V3 routing, one warp per token (grid = tokens, block = 32), from f32 router logits: s = sigmoid(logit);
+// experts are chosen by c = s + bias (e_score_correction_bias) among the top_k_groups of num_groups equal groups (a
+// group's score: the sum of its two best c; experts of the other groups count as 0, as transformers masks them);
+// their weights are s, divided by their sum (+1e-20) when renormalize, times scale (routed_scaling_factor). Then
+// num_shared entries for the shared experts (ids num_experts …, weight 1). ids / weights are [tokens, top_k + num_shared].
+// The block is one warp: its barriers (lanes read other lanes' shared values) are plain __syncthreads.
+extern "C" __global__ void moe_route_grouped_f32(const float* __restrict__ logits, const float* __restrict__ bias, int* __restrict__ ids, float* __restrict__ weights,
+                                                 int num_experts, int top_k, int num_groups, int top_k_groups, int renormalize, float scale, int num_shared) {
+  __shared__ float s[MAX_EXPERTS], c[MAX_EXPERTS], group_score[MAX_EXPERTS];
+  __shared__ int keep[MAX_EXPERTS];
+  const int t = blockIdx.x, lane = threadIdx.x, width = top_k + num_shared, per_group = num_experts / num_groups;
+  const float* row = logits + (size_t)t * num_experts;
+  for (int e = lane; e < num_experts; e += 32) {
+    const float v = 1.f / (1.f + expf(-row[e]));  // accurate expf: routing follows near-ties as transformers does
+    s[e] = v;
+    c[e] = v + bias[e];
+  }
+  __syncthreads();
+  // Each lane scores its groups: the sum of their two best choice values.
+  for (int g = lane; g < num_groups; g += 32) {
+    float a = -INFINITY, b = -INFINITY;
+    for (int e = g * per_group; e < (g + 1) * per_group; e++) {
+      const float v = c[e];
+      if (v > a) { b = a; a = v; } else if (v > b) b = v;
+    }
+    group_score[g] = per_group > 1 ? a + b : a;
+    keep[g] = 0;
+  }
+  __syncthreads();
+  for (int j = 0; j < top_k_groups && top_k_groups < num_groups; j++) {
+    float best = -INFINITY;
+    int best_g = num_groups;
+    for (int g = lane; g < num_groups; g += 32)
+      if (!keep[g] && (group_score[g] > best || best_g == num_groups)) { best = group_score[g]; best_g = g; }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      const float ov = __shfl_xor_sync(0xffffffffu, best, o);
+      const int og = __shfl_xor_sync(0xffffffffu, best_g, o);
+      if (og < num_groups && (best_g == num_groups || ov > best || (ov == best && og < best_g))) { best = ov; best_g = og; }
+    }
+    __syncthreads();  // every lane has read its keep[] before lane 0 marks the chosen group
+    if (lane == 0) keep[best_g] = 1;
+    __syncthreads();
+  }
+  if (top_k_groups < num_groups) {
+    for (int e = lane; e < num_experts; e += 32)
+      if (!keep[e / per_group]) c[e] = 0.f;
+    __syncthreads();
+  }
+  float sum = 0.f;
+  for (int j = 0; j < top_k; j++) {
+    float best = -INFINITY;
+    int best_id = num_experts;
+    for (int e = lane; e < num_experts; e += 32)
+      if (c[e] > best || (best_id == num_experts && c[e] == -INFINITY)) { best = c[e]; best_id = e; }  // ascending e: the first of equals stays
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      const float ov = __shfl_xor_sync(0xffffffffu, best, o);
+      const int oi = __shfl_xor_sync(0xffffffffu, best_id, o);
+      if (oi < num_experts && (best_id == num_experts || ov > best || (ov == best && oi < best_id))) { best = ov; best_id = oi; }
+    }
+    const float w = s[best_id];
+    sum += w;
+    if (lane == 0) {
+      ids[t * width + j] = best_id;
+      weights[t * width + j] = w;
+    }
+    // Taken: out of the running. Each lane reads and writes only its own experts' c.
+    if ((best_id & 31) == lane) c[best_id] = -INFINITY;
+    __syncthreads();
+  }
+  if (lane == 0) {
+    const float k = renormalize ? scale / (sum + 1e-20f) : scale;
+    for (int j = 0; j < top_k; j++) weights[t * width + j] *= k;
+    for (int j = 0; j < num_shared; j++) {
+      ids[t * width + top_k + j] = num_experts + j;
+      weights[t * width + top_k + j] = 1.f;
+    }
+  }
+}
+
 // Stages ids[base, base + 256) in shared memory (−1 past the end), between barriers; returns how many are entries.
 __device__ __forceinline__ int stage_ids(const int* __restrict__ ids, int* chunk, int base, int entries) {
   __syncthreads();

@@ -44,6 +44,13 @@ export interface StepTensors<T extends Tensor> {
   kvGroups: { slotMapping: T; blockTables: T }[];
 }
 
+/** Group-limited routing (GLM-4.5, DeepSeek-V3): numGroups equal groups of experts, the topKGroups best kept; weights × scale. */
+export interface MoeGrouping {
+  numGroups: number;
+  topKGroups: number;
+  scale: number;
+}
+
 /** The scratch of Backend.moeExperts. */
 export interface MoeScratch<T extends Tensor> {
   gateUp: T;
@@ -184,6 +191,13 @@ export interface Backend<T extends Tensor = Tensor> {
    * ids [n, topK] (i32) and weights [n, topK] (f32).
    */
   moeRoute(logits: T, topK: number, renormalize: boolean, ids: T, weights: T): void;
+  /**
+   * GLM-4.5 / DeepSeek-V3 routing from f32 router logits [n, E] and the f32 e_score_correction_bias [E]: sigmoid
+   * scores, experts chosen by score + bias within the best groups (see MoeGrouping), weighted by their scores
+   * (renormalized, × scale), then `numShared` entries of weight 1 for the shared experts run as experts E ….
+   * ids [n, topK + numShared] (i32), weights likewise (f32).
+   */
+  moeRouteGrouped(logits: T, bias: T, topK: number, grouping: MoeGrouping, renormalize: boolean, numShared: number, ids: T, weights: T): void;
   /**
    * The experts of a sparse MLP: for each token t and j < topK, with e = ids[t, j],
    * y = down_e(silu(gate_e · x_t) · (up_e · x_t)), and out[t] = Σ_j weights[t, j] · y (out is overwritten).

@@ -94,7 +94,7 @@ function roundEven(x: number): number {
   const r = Math.round(x);
   return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
-const HELPERS = { mulhiU32, fmax, fmin, f2i, f32ToBf16: f32ToBf16Bits };
+const HELPERS = { mulhiU32, fmax, fmin, f2i, roundEven, f32ToBf16: f32ToBf16Bits };
 
 interface Operand {
   kind: "reg" | "imm" | "vec" | "mem" | "sym" | "special" | "label";
@@ -456,6 +456,13 @@ function translateKernel(name: string, params: KernelParam[], paramBytes: number
           if (dt === "bf16" && st === "f32") { code = `${dst32(d, ins)}=H.f32ToBf16(${f32v(s, ins)});`; break; }
           if (dt === "f32" && st === "bf16") { code = `${dst32(d, ins)}=${bits32(s, ins)}<<16;`; break; }
           if (dt === "f32" && /^[su](32|16|64)$/.test(st)) { code = `${dstF(d, ins)}=${src(s, st, ins)};`; break; }
+          if (dt === "f32" && st === "f32") {
+            // Rounding to an integer value (rni: to nearest, ties to even), and .sat: clamped to [0, 1], NaN to 0.
+            const round = { rni: "H.roundEven", rzi: "Math.trunc", rmi: "Math.floor", rpi: "Math.ceil" }[rnd ?? ""] ?? "";
+            const v = `${round}(${f32v(s, ins)})`;
+            code = `${dstF(d, ins)}=${parts.includes("sat") ? `((x)=>x!==x?0:Math.min(1,Math.max(0,x)))(${v})` : v};`;
+            break;
+          }
           if (/^[su]32$/.test(dt) && st === "f32") { code = `${dst32(d, ins)}=H.f2i(${f32v(s, ins)},"${rnd ?? "rzi"}");`; break; }
           if (/^[su]64$/.test(dt) && /^[su](32|16)$/.test(st)) { code = `${dst64(d, ins)}=${src(s, st, ins)};`; break; }
           if (/^[su](32|16)$/.test(dt) && /^[su]64$/.test(st)) { code = dst(d, dt, v64(s, ins), ins); break; }

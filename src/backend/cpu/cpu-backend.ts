@@ -1,5 +1,5 @@
 /** The reference backend: f32 host arrays, weights converted at load. Runs the whole engine without a GPU. */
-import { stepExtents, type MoeScratch, type AttentionShape, type Backend, type KvCacheSpec, type PendingSample, type StepInputs, type StepTensors, type Tensor } from "../backend.ts";
+import { stepExtents, type MoeScratch, type MoeGrouping, type AttentionShape, type Backend, type KvCacheSpec, type PendingSample, type StepInputs, type StepTensors, type Tensor } from "../backend.ts";
 import type { TensorView } from "../../loader/safetensors.ts";
 import { toFloat32 } from "../../loader/dtype.ts";
 import type { SamplingBatch, SamplerOutput } from "../../engine/sampling-batch.ts";
@@ -218,6 +218,11 @@ export class CpuBackend implements Backend<T> {
    * Hugging Face's order: the experts one after another (ascending id), each over its tokens (ascending),
    * and every token's output summed in that order. One matrix product per expert and projection.
    */
+  moeRouteGrouped(logits: T, bias: T, topK: number, g: MoeGrouping, renormalize: boolean, numShared: number, ids: T, weights: T): void {
+    const l = logits as CpuTensor;
+    k.moeRouteGrouped(l.data, f32(bias), l.numRows, l.width, topK, g.numGroups, g.topKGroups, renormalize, g.scale, numShared, i32(ids), f32(weights));
+  }
+
   moeExperts(x: T, ids: T, weights: T, w13: T, w2: T, numExperts: number, scratch: MoeScratch<T>, out: T): void {
     const xt = x as CpuTensor, n = xt.numRows, H = xt.width, id = i32(ids), wt = f32(weights), topK = ids.shape[1]!;
     const w13t = w13 as CpuTensor, w2t = w2 as CpuTensor, I = w2t.width, entries = n * topK;

@@ -227,6 +227,51 @@ export function geluTanhMul(x: Float32Array, n: number, inter: number, out: Floa
  * Mixture-of-experts routing of `n` rows of router logits over E experts: softmax, the topK largest
  * (descending; ties: the lower id), renormalized to sum 1 when asked. ids and weights are [n, topK].
  */
+/**
+ * GLM-4.5 / DeepSeek-V3 routing of `n` rows of f32 router logits over E experts: s = sigmoid(logit); the topK
+ * experts by s + bias among the topKGroups best of numGroups equal groups (a group's score: its two best; other
+ * groups' experts count as 0, as transformers masks them; ties: the lower id); weights s, over their sum (+1e-20)
+ * when renormalize, × scale; then numShared entries for the shared experts (ids E …, weight 1). ids / weights are
+ * [n, topK + numShared].
+ */
+export function moeRouteGrouped(logits: Float32Array, bias: Float32Array, n: number, E: number, topK: number, numGroups: number, topKGroups: number, renormalize: boolean, scale: number, numShared: number, ids: Int32Array, weights: Float32Array): void {
+  const s = new Float32Array(E), c = new Float32Array(E), perGroup = E / numGroups, width = topK + numShared;
+  for (let t = 0; t < n; t++) {
+    for (let e = 0; e < E; e++) {
+      s[e] = Math.fround(1 / (1 + Math.exp(-logits[t * E + e]!)));
+      c[e] = Math.fround(s[e]! + bias[e]!);
+    }
+    if (topKGroups < numGroups) {
+      const score = Array.from({ length: numGroups }, (_, g) => {
+        const v = Array.from(c.subarray(g * perGroup, (g + 1) * perGroup)).sort((a, b) => b - a);
+        return perGroup > 1 ? v[0]! + v[1]! : v[0]!;
+      });
+      const keep = new Uint8Array(numGroups);
+      for (let j = 0; j < topKGroups; j++) {
+        let best = -1;
+        for (let g = 0; g < numGroups; g++) if (!keep[g] && (best < 0 || score[g]! > score[best]!)) best = g;
+        keep[best] = 1;
+      }
+      for (let e = 0; e < E; e++) if (!keep[Math.floor(e / perGroup)]) c[e] = 0;
+    }
+    let sum = 0;
+    for (let j = 0; j < topK; j++) {
+      let best = -1;
+      for (let e = 0; e < E; e++) if (c[e] !== -Infinity && (best < 0 || c[e]! > c[best]!)) best = e;
+      c[best] = -Infinity;
+      ids[t * width + j] = best;
+      weights[t * width + j] = s[best]!;
+      sum += s[best]!;
+    }
+    const k = renormalize ? scale / (sum + 1e-20) : scale;
+    for (let j = 0; j < topK; j++) weights[t * width + j] = weights[t * width + j]! * k;
+    for (let j = 0; j < numShared; j++) {
+      ids[t * width + topK + j] = E + j;
+      weights[t * width + topK + j] = 1;
+    }
+  }
+}
+
 export function moeRoute(logits: Float32Array, n: number, E: number, topK: number, renormalize: boolean, ids: Int32Array, weights: Float32Array): void {
   const p = new Float64Array(E), taken = new Uint8Array(E);
   for (let t = 0; t < n; t++) {

@@ -3,7 +3,7 @@
  * one stream, step inputs staged in page-locked memory and copied with one async copy.
  * Every op has its CPU twin in ../cpu (the reference it is tested against on a device).
  */
-import { moeMaxTiles, moeRoutingInts, stepExtents, type MoeScratch, type AttentionShape, type Backend, type KvCacheSpec, type PendingSample, type StepInputs, type StepTensors, type Tensor } from "../backend.ts";
+import { moeMaxTiles, moeRoutingInts, stepExtents, type MoeScratch, type MoeGrouping, type AttentionShape, type Backend, type KvCacheSpec, type PendingSample, type StepInputs, type StepTensors, type Tensor } from "../backend.ts";
 import type { TensorView } from "../../loader/safetensors.ts";
 import { fromFloat32, toFloat32 } from "../../loader/dtype.ts";
 import type { SamplingBatch, SamplerOutput } from "../../engine/sampling-batch.ts";
@@ -598,6 +598,12 @@ export class CudaBackend implements Backend<CudaTensor> {
   moeRoute(logits: CudaTensor, topK: number, renormalize: boolean, ids: CudaTensor, weights: CudaTensor): void {
     if (logits.dtype !== "bf16" || ids.dtype !== "i32" || weights.dtype !== "f32") throw new Error(`moeRoute: logits bf16, ids i32 and weights f32 expected, got ${logits.dtype}, ${ids.dtype}, ${weights.dtype}`);
     this.k.launch("moe_route_bf16", [logits.numRows], 32, [P(logits), P(ids), P(weights), I(logits.width), I(topK), I(renormalize ? 1 : 0)]);
+  }
+
+  moeRouteGrouped(logits: CudaTensor, bias: CudaTensor, topK: number, g: MoeGrouping, renormalize: boolean, numShared: number, ids: CudaTensor, weights: CudaTensor): void {
+    if (logits.dtype !== "f32" || bias.dtype !== "f32" || ids.dtype !== "i32" || weights.dtype !== "f32") throw new Error(`moeRouteGrouped: logits and bias f32, ids i32, weights f32 expected, got ${logits.dtype}, ${bias.dtype}, ${ids.dtype}, ${weights.dtype}`);
+    if (logits.numRows === 0) return;
+    this.k.launch("moe_route_grouped_f32", [logits.numRows], 32, [P(logits), P(bias), P(ids), P(weights), I(logits.width), I(topK), I(g.numGroups), I(g.topKGroups), I(renormalize ? 1 : 0), F(g.scale), I(numShared)]);
   }
 
   /**
