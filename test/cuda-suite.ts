@@ -67,6 +67,8 @@ const MORE_MODELS = [
   { arch: "glm4" as const, seed: 13, vocabSize: 4096 },
   // OLMo 3: norms after each sublayer only (rmsnorm_add), q/k norms across heads, three sliding layers of four.
   { arch: "olmo3" as const, seed: 14, vocabSize: 4096, numLayers: 4 },
+  // GLM-4.5: f32 router logits, grouped sigmoid routing with a correction bias, a shared expert run as an extra expert.
+  { arch: "glm4_moe" as const, seed: 16, vocabSize: 4096, numLayers: 3 },
   // EXAONE 4.0: the same norms with per-head q/k norms; the global layer without RoPE.
   { arch: "exaone4" as const, seed: 15, vocabSize: 4096, numLayers: 4 },
   { arch: "phi3" as const, seed: 12, vocabSize: 4096, partialRotaryFactor: 0.75, originalMaxPositionEmbeddings: 64, ropeScaling: { type: "longrope", short_factor: [1, 1.25, 1.5, 2, 3, 5], long_factor: [1.1, 2, 4, 8, 16, 40] } },

@@ -227,6 +227,7 @@ function refMlp(w: W, prefix: string, x: Float64Array, I: number, H: number, nam
 
 /** Whether layer l of a mixture-of-experts config.json (`raw`) routes to experts (transformers' rule). */
 function sparseLayer(raw: Record<string, unknown>, l: number): boolean {
+  if (raw.model_type === "glm4_moe") return l >= ((raw.first_k_dense_replace ?? 1) as number);
   if (raw.num_local_experts) return true;
   if (!raw.num_experts) return false;
   const only = (raw.mlp_only_layers ?? []) as number[], step = (raw.decoder_sparse_step ?? 1) as number;
@@ -239,6 +240,7 @@ function sparseLayer(raw: Record<string, unknown>, l: number): boolean {
  * MLPs — plus Qwen2-MoE's shared expert times sigmoid(its gate).
  */
 function refSparseMlp(w: W, raw: Record<string, unknown>, p: string, x: Float64Array, H: number): Float64Array {
+  if (raw.model_type === "glm4_moe") return refGlm4MoeMlp(w, raw, `${p}mlp.`, x, H);
   const mixtral = raw.num_local_experts != null, m = mixtral ? `${p}block_sparse_moe.` : `${p}mlp.`;
   const E = (mixtral ? raw.num_local_experts : raw.num_experts) as number, k = raw.num_experts_per_tok as number;
   const I = (mixtral ? raw.intermediate_size : raw.moe_intermediate_size) as number;
@@ -258,6 +260,35 @@ function refSparseMlp(w: W, raw: Record<string, unknown>, p: string, x: Float64A
   if (S) {
     const y = refMlp(w, `${m}shared_expert.`, x, S, H), gate = matvec(w(`${m}shared_expert_gate.weight`), x, 1)[0]!;
     for (let i = 0; i < H; i++) out[i]! += y[i]! / (1 + Math.exp(-gate));
+  }
+  return out;
+}
+
+/**
+ * GLM-4.5's sparse MLP as HF's Glm4MoeMoE writes it: sigmoid scores of the router's logits; experts chosen by score +
+ * e_score_correction_bias among the topk_group groups whose two best choices sum highest (the others' experts count
+ * as 0); their scores, renormalized (+1e-20) when norm_topk_prob, × routed_scaling_factor, weigh their MLPs; the
+ * shared experts' MLP (n_shared_experts × moe_intermediate_size rows) is added.
+ */
+function refGlm4MoeMlp(w: W, raw: Record<string, unknown>, m: string, x: Float64Array, H: number): Float64Array {
+  const E = raw.n_routed_experts as number, k = raw.num_experts_per_tok as number, I = raw.moe_intermediate_size as number;
+  const G = (raw.n_group ?? 1) as number, TG = (raw.topk_group ?? 1) as number, per = E / G;
+  const score = matvec(w(`${m}gate.weight`), x, E).map((v) => 1 / (1 + Math.exp(-v)));
+  const bias = w(`${m}gate.e_score_correction_bias`);
+  const choice = score.map((v, e) => v + bias[e]!);
+  const groupScore = Array.from({ length: G }, (_, g) => {
+    const best = Array.from(choice.subarray(g * per, (g + 1) * per)).sort((a, b) => b - a);
+    return best[0]! + (per > 1 ? best[1]! : 0);
+  });
+  const kept = new Set([...groupScore.keys()].sort((a, b) => groupScore[b]! - groupScore[a]! || a - b).slice(0, TG));
+  const masked = choice.map((v, e) => (kept.has(Math.floor(e / per)) ? v : 0));
+  const chosen = [...masked.keys()].sort((a, b) => masked[b]! - masked[a]! || a - b).slice(0, k);
+  const sum = chosen.reduce((a, e) => a + score[e]!, 0);
+  const factor = ((raw.norm_topk_prob ?? true) ? 1 / (sum + 1e-20) : 1) * ((raw.routed_scaling_factor ?? 1) as number);
+  const out = refMlp(w, `${m}shared_experts.`, x, I * ((raw.n_shared_experts ?? 1) as number), H);
+  for (const e of chosen) {
+    const y = refMlp(w, `${m}experts.${e}.`, x, I, H);
+    for (let i = 0; i < H; i++) out[i]! += score[e]! * factor * y[i]!;
   }
   return out;
 }

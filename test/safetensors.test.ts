@@ -298,13 +298,31 @@ describe("checkpoints", () => {
     // The other architectures keep SiLU and plain norms.
     expect(parseModelConfig({ ...g3, architectures: ["LlamaForCausalLM"], hidden_activation: undefined, sliding_window: null }).gemmaNorms).toBe(false);
   });
+  test("GLM-4.5 (Glm4MoeForCausalLM): grouped sigmoid routing, shared experts, dense first layers, rotate-half RoPE over half of each head; bad fields named", () => {
+    // GLM-4.5-Air's fields on a smaller body.
+    const air = { architectures: ["Glm4MoeForCausalLM"], hidden_size: 64, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 16, intermediate_size: 96, num_hidden_layers: 4, vocab_size: 10,
+      attention_bias: true, partial_rotary_factor: 0.5, n_routed_experts: 128, num_experts_per_tok: 8, n_shared_experts: 1, moe_intermediate_size: 32, first_k_dense_replace: 1,
+      n_group: 1, topk_group: 1, norm_topk_prob: true, routed_scaling_factor: 1.0, use_qk_norm: false };
+    const c = parseModelConfig(air, "x/config.json");
+    expect([c.rotaryDim, c.ropeInterleaved, c.qkvBias, c.oBias, c.qkNorm]).toEqual([8, false, true, false, false]);
+    expect(c.moe).toEqual({ numExperts: 128, topK: 8, intermediateSize: 32, normTopK: true, sparseLayers: [false, true, true, true], sharedExpertIntermediateSize: 0,
+      grouped: { numGroups: 1, topKGroups: 1, routedScalingFactor: 1 }, numSharedExperts: 1, naming: "glm4_moe" });
+    expect(parseModelConfig({ ...air, use_qk_norm: true }).qkNorm).toBe(true);
+    const bad = (extra: Record<string, unknown>) => () => parseModelConfig({ ...air, ...extra }, "x/config.json");
+    expect(bad({ n_group: 3 })).toThrow("x/config.json: n_group (3) must divide n_routed_experts (128)");
+    expect(bad({ n_group: 8, topk_group: 9 })).toThrow("topk_group (9) exceeds n_group (8)");
+    expect(bad({ n_group: 64, topk_group: 2 })).toThrow("num_experts_per_tok (8) exceeds the experts of topk_group (2) groups");
+    expect(bad({ routed_scaling_factor: 0 })).toThrow("field 'routed_scaling_factor' must be a positive number, got 0");
+    expect(bad({ n_shared_experts: -1 })).toThrow("n_shared_experts (-1): non-negative integers");
+  });
+
   test("mixtures of experts: Qwen3-MoE, Qwen2-MoE and Mixtral configs are parsed; bad MoE fields are named", () => {
     // Qwen3-30B-A3B's MoE fields (a smaller body).
     const base = { hidden_size: 64, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 16, intermediate_size: 96, num_hidden_layers: 4, vocab_size: 10 };
     const q3 = { architectures: ["Qwen3MoeForCausalLM"], ...base, num_experts: 128, num_experts_per_tok: 8, moe_intermediate_size: 32, norm_topk_prob: true, decoder_sparse_step: 1, mlp_only_layers: [] };
     const c = parseModelConfig(q3, "x/config.json");
     expect(c.architecture).toBe("qwen3");
-    expect(c.moe).toEqual({ numExperts: 128, topK: 8, intermediateSize: 32, normTopK: true, sparseLayers: [true, true, true, true], sharedExpertIntermediateSize: 0, naming: "qwen" });
+    expect(c.moe).toEqual({ numExperts: 128, topK: 8, intermediateSize: 32, normTopK: true, sparseLayers: [true, true, true, true], sharedExpertIntermediateSize: 0, grouped: null, numSharedExperts: 0, naming: "qwen" });
     // Transformers' rule: sparse unless in mlp_only_layers, when (layer + 1) is a multiple of decoder_sparse_step.
     expect(parseModelConfig({ ...q3, decoder_sparse_step: 2, mlp_only_layers: [3] }).moe!.sparseLayers).toEqual([false, true, false, false]);
     const q2 = parseModelConfig({ architectures: ["Qwen2MoeForCausalLM"], ...base, num_experts: 60, num_experts_per_tok: 4, moe_intermediate_size: 16, shared_expert_intermediate_size: 48 });

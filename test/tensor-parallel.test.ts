@@ -28,6 +28,8 @@ const MODELS: [string, TinyModelOptions][] = [
   // Gemma's sandwich norms come after each all-reduce (they need the whole output).
   ["gemma3 (sandwich norms, sliding and global layers)", { arch: "gemma3", seed: 7, vocabSize: 2048, numLayers: 3 }],
   ["gemma2 (soft-capped logits after the vocab-parallel gather)", { arch: "gemma2", seed: 8, vocabSize: 2048, numLayers: 3 }],
+  // GLM-4.5: the router (and its correction bias) replicated, every routed and shared expert sliced per rank.
+  ["glm4_moe (grouped sigmoid routing; shared expert sliced per rank)", { arch: "glm4_moe", seed: 12, vocabSize: 2048, numLayers: 3 }],
   // OLMo's q/k norms span all heads: each rank's sums of squares are all-reduced (the KV heads replicated at TP=4).
   ["olmo2 (q/k norms across heads; post-norms after each all-reduce)", { arch: "olmo2", seed: 10, vocabSize: 2048 }],
   ["olmo3 (sliding layers, q/k norms across heads)", { arch: "olmo3", seed: 11, vocabSize: 2048, numLayers: 4 }],

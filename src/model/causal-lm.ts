@@ -94,6 +94,8 @@ interface LayerWeights<T> {
 /** A sparse MLP's weights (see MoeConfig): router [E, H], experts' gate/up [E·2I, H] and down [E·H, I], this rank's slice of I. */
 interface MoeLayer<T> {
   router: T;
+  /** GLM-4.5's e_score_correction_bias [E] (f32; MoeConfig.grouped), else null. */
+  routerBias: T | null;
   w13: T;
   w2: T;
   /** Qwen2-MoE's shared expert: its gate/up and down, and the [1, H] gate of its output. */
@@ -310,6 +312,15 @@ export class CausalLM<T extends Tensor> {
         parts2.push(downCols(w(`${x}${d}.weight`, [H, I])));
       }
     }
+    // GLM-4.5's shared experts: n_shared_experts × I rows in one MLP, which is the sum of n MLPs of I rows each (its
+    // gate/up rows and down columns cut in n): appended as experts E, E + 1, … that every token takes with weight 1.
+    for (let j = 0; j < moe.numSharedExperts; j++) {
+      const x = `${m}shared_experts.`, SI = moe.numSharedExperts * I;
+      parts13.push(mine(w(`${x}gate_proj.weight`, [SI, H]), j * I), mine(w(`${x}up_proj.weight`, [SI, H]), j * I));
+      parts2.push(downCols(sliceCols(w(`${x}down_proj.weight`, [H, SI]), j * I, (j + 1) * I)));
+    }
+    const bias = moe.grouped ? w(`${m}gate.e_score_correction_bias`, [E]) : null;
+    const routerBias = bias ? b.fromHost(toFloat32(bias.bytes, bias.dtype), [E]) : null;
     let shared: MoeLayer<T>["shared"] = null;
     const S = moe.sharedExpertIntermediateSize, ls = this.dims.sharedIntermediate;
     if (S > 0) {
@@ -320,7 +331,8 @@ export class CausalLM<T extends Tensor> {
         gate: b.loadWeight([w(`${m}shared_expert_gate.weight`, [1, H])], [1, H]),
       };
     }
-    return { router, w13: b.loadWeight(parts13, [E * 2 * li, H]), w2: b.loadWeight(parts2, [E * H, li]), shared };
+    const all = E + moe.numSharedExperts;
+    return { router, routerBias, w13: b.loadWeight(parts13, [all * 2 * li, H]), w2: b.loadWeight(parts2, [all * H, li]), shared };
   }
 
   /**
@@ -507,23 +519,25 @@ export class CausalLM<T extends Tensor> {
     const moe = this.cfg.moe, b = this.backend, H = this.cfg.hiddenSize;
     if (!moe) return null;
     if (prev && prev.tokens >= tokens) return prev;
-    const K = moe.topK, li = this.dims.moeIntermediate, ls = this.dims.sharedIntermediate, entries = tokens * K;
+    // GLM-4.5: each token's entries are its topK routed experts and the shared ones; its router logits are f32.
+    const K = moe.topK + moe.numSharedExperts, li = this.dims.moeIntermediate, ls = this.dims.sharedIntermediate, entries = tokens * K;
     return {
-      tokens, routerLogits: b.empty([tokens, moe.numExperts]), ids: b.empty([tokens, K], "i32"), weights: b.empty([tokens, K], "f32"),
-      gateUp: b.empty([entries, 2 * li]), act: b.empty([entries, li]), expertOut: b.empty([entries, H]), routing: b.empty([moeRoutingInts(entries, moe.numExperts)], "i32"),
+      tokens, routerLogits: b.empty([tokens, moe.numExperts], moe.grouped ? "f32" : "act"), ids: b.empty([tokens, K], "i32"), weights: b.empty([tokens, K], "f32"),
+      gateUp: b.empty([entries, 2 * li]), act: b.empty([entries, li]), expertOut: b.empty([entries, H]), routing: b.empty([moeRoutingInts(entries, moe.numExperts + moe.numSharedExperts)], "i32"),
       shared: ls > 0 ? { gateUp: b.empty([tokens, 2 * ls]), act: b.empty([tokens, ls]), out: b.empty([tokens, H]), gate: b.empty([tokens, 1]) } : null,
     };
   }
 
   /** A sparse MLP on `x` ([n, H], the post-attention norm), written to `out` — MOE_CHUNK_TOKENS tokens at a time. */
   private sparseMlp(L: MoeLayer<T>, x: T, out: T, n: number, ws: MoeWorkspace<T>): void {
-    const b = this.backend, moe = this.cfg.moe!, K = moe.topK;
+    const b = this.backend, moe = this.cfg.moe!, S = moe.numSharedExperts, K = moe.topK + S, g = moe.grouped;
     for (let s = 0; s < n; s += ws.tokens) {
       const m = Math.min(ws.tokens, n - s), xs = b.rowRange(x, s, m), ys = b.rowRange(out, s, m);
       const logits = b.rows(ws.routerLogits, m), ids = b.rows(ws.ids, m), weights = b.rows(ws.weights, m);
       b.linear(xs, L.router, null, logits);
-      b.moeRoute(logits, K, moe.normTopK, ids, weights);
-      b.moeExperts(xs, ids, weights, L.w13, L.w2, moe.numExperts, { gateUp: b.rows(ws.gateUp, m * K), act: b.rows(ws.act, m * K), expertOut: b.rows(ws.expertOut, m * K), routing: ws.routing }, ys);
+      if (g) b.moeRouteGrouped(logits, L.routerBias!, moe.topK, { numGroups: g.numGroups, topKGroups: g.topKGroups, scale: g.routedScalingFactor }, moe.normTopK, S, ids, weights);
+      else b.moeRoute(logits, K, moe.normTopK, ids, weights);
+      b.moeExperts(xs, ids, weights, L.w13, L.w2, moe.numExperts + S, { gateUp: b.rows(ws.gateUp, m * K), act: b.rows(ws.act, m * K), expertOut: b.rows(ws.expertOut, m * K), routing: ws.routing }, ys);
       if (L.shared && ws.shared) {
         const sh = ws.shared, gu = b.rows(sh.gateUp, m), act = b.rows(sh.act, m), so = b.rows(sh.out, m), gate = b.rows(sh.gate, m);
         b.linear(xs, L.shared.gateUp, null, gu);

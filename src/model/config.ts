@@ -125,11 +125,19 @@ export interface MoeConfig {
   /** Qwen2-MoE's shared expert: its intermediate size; 0 where there is none. */
   sharedExpertIntermediateSize: number;
   /**
+   * GLM-4.5 / DeepSeek-V3 routing instead of the softmax: sigmoid scores, the topK experts by score +
+   * e_score_correction_bias among the topKGroups best of numGroups groups, weighted by their scores (renormalized
+   * when normTopK) × routedScalingFactor; router logits in f32. null: softmax routing.
+   */
+  grouped: { numGroups: number; topKGroups: number; routedScalingFactor: number } | null;
+  /** GLM-4.5's shared experts (n_shared_experts MLPs of intermediateSize every token takes, weight 1): run as that many extra experts. */
+  numSharedExperts: number;
+  /**
    * Checkpoint names: Qwen's mlp.gate / mlp.experts.E.{gate,up,down}_proj, Mixtral's block_sparse_moe.gate /
    * experts.E.w1,w3,w2, or Granite's block_sparse_moe.router.layer / input_linear [E, 2I, H] / output_linear [E, H, I];
    * transformers 5 saves Qwen's and Mixtral's experts fused too (mlp.experts.gate_up_proj, mlp.experts.down_proj).
    */
-  naming: "qwen" | "mixtral" | "granite";
+  naming: "qwen" | "mixtral" | "granite" | "glm4_moe";
 }
 
 /** The most experts a model may have (the CUDA routing kernels keep a counter per expert in shared memory). */
@@ -171,6 +179,10 @@ const ARCHITECTURES: Record<string, Architecture> = {
   // Llama decoder with q/k/v bias, fused gate/up, and RoPE over half of each head, its pairs interleaved.
   GlmForCausalLM: "llama",
   Glm4ForCausalLM: "llama",
+  // Zhipu's GLM-4.5 / 4.6 (and -Air): GQA attention with q/k/v bias over half of each head (rotate-half pairs, unlike
+  // GLM-4's), then DeepSeek-V3-style experts: sigmoid routing with a correction bias within groups, shared experts,
+  // the first first_k_dense_replace layers dense (ModelConfig.moe.grouped).
+  Glm4MoeForCausalLM: "llama",
   // AllenAI's OLMo 2 and OLMo 3: the Llama decoder with its norms after the attention and the MLP instead of
   // before (ModelConfig.inputNorms), and q/k norms over whole projections (qkNormAcrossHeads); OLMo 3 slides
   // three layers of four (window 4096) and scales RoPE on the global layers only, as vLLM does.
@@ -254,13 +266,13 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
   if (raw.use_bidirectional_attention === true) throw new ConfigError(file, "use_bidirectional_attention=true is not supported (causal attention only)");
   if (raw.mlp_bias === true) throw new ConfigError(file, "mlp_bias=true is not supported");
   const rope = readRopeFields(raw, file);
-  const glm = archs[0] === "GlmForCausalLM" || archs[0] === "Glm4ForCausalLM";
+  const glm = archs[0] === "GlmForCausalLM" || archs[0] === "Glm4ForCausalLM", glm4moe = archs[0] === "Glm4MoeForCausalLM";
   const olmo = archs[0] === "Olmo2ForCausalLM" || archs[0] === "Olmo3ForCausalLM", olmo3 = archs[0] === "Olmo3ForCausalLM";
   const exaone4 = archs[0] === "Exaone4ForCausalLM";
   // Olmo3Config's and Exaone4Config's sliding_window is 4096 where the file leaves it out (null: none).
   if ((olmo3 || exaone4) && raw.sliding_window === undefined) raw = { ...raw, sliding_window: 4096 };
-  // GlmConfig's default partial_rotary_factor is 0.5.
-  const partial = rope.partialRotaryFactor ?? (glm ? 0.5 : 1);
+  // GlmConfig's and Glm4MoeConfig's default partial_rotary_factor is 0.5.
+  const partial = rope.partialRotaryFactor ?? (glm || glm4moe ? 0.5 : 1);
   if (typeof partial !== "number" || !(partial > 0 && partial <= 1)) throw new ConfigError(file, `field 'partial_rotary_factor' must be a number in (0, 1], got ${JSON.stringify(partial)}`);
   // Transformers' int(head_dim × partial_rotary_factor); rotate-half pairs dimension i with i + rotaryDim / 2.
   const rotaryDim = Math.trunc(headDim * partial);
@@ -326,8 +338,8 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
     tieWordEmbeddings: raw.tie_word_embeddings === true,
     qkvBias: architecture === "qwen2" ? true : attentionBias,
     // GLM's attention_bias covers q/k/v only.
-    oBias: architecture === "qwen2" || glm ? false : attentionBias,
-    qkNorm: architecture === "qwen3" || architecture === "gemma3" || olmo || exaone4,
+    oBias: architecture === "qwen2" || glm || glm4moe ? false : attentionBias,
+    qkNorm: architecture === "qwen3" || architecture === "gemma3" || olmo || exaone4 || (glm4moe && raw.use_qk_norm === true),
     torchDtype,
     bosTokenId: typeof raw.bos_token_id === "number" ? raw.bos_token_id : null,
     eosTokenIds: idList(raw.eos_token_id),
@@ -433,6 +445,7 @@ function roundTo(x: number, dtype: DType): number {
 }
 
 function parseMoe(raw: Record<string, unknown>, arch: string, numLayers: number, int: (key: string, fallback?: number) => number, file: string): MoeConfig | null {
+  if (arch === "Glm4MoeForCausalLM") return parseGlm4Moe(raw, numLayers, int, file);
   const granite = arch === "GraniteMoeForCausalLM";
   // Granite names its experts as Mixtral does (num_local_experts; intermediate_size is an expert's).
   const mixtral = arch === "MixtralForCausalLM" || granite, qwen = arch === "Qwen3MoeForCausalLM" || arch === "Qwen2MoeForCausalLM";
@@ -457,7 +470,31 @@ function parseMoe(raw: Record<string, unknown>, arch: string, numLayers: number,
   const norm = raw.norm_topk_prob;
   if (norm != null && typeof norm !== "boolean") throw new ConfigError(file, `field 'norm_topk_prob' must be a boolean, got ${JSON.stringify(norm)}`);
   // Granite's softmax over the top-k logits is the top-k probabilities renormalized.
-  return { numExperts, topK, intermediateSize, normTopK: mixtral ? true : norm === true, sparseLayers, sharedExpertIntermediateSize: shared, naming: granite ? "granite" : mixtral ? "mixtral" : "qwen" };
+  return { numExperts, topK, intermediateSize, normTopK: mixtral ? true : norm === true, sparseLayers, sharedExpertIntermediateSize: shared, grouped: null, numSharedExperts: 0, naming: granite ? "granite" : mixtral ? "mixtral" : "qwen" };
+}
+
+/** GLM-4.5's experts, with Glm4MoeConfig's defaults for what the file leaves out. */
+function parseGlm4Moe(raw: Record<string, unknown>, numLayers: number, int: (key: string, fallback?: number) => number, file: string): MoeConfig {
+  const numExperts = int("n_routed_experts", 128);
+  const topK = int("num_experts_per_tok", 8);
+  if (topK > numExperts) throw new ConfigError(file, `num_experts_per_tok (${topK}) exceeds n_routed_experts (${numExperts})`);
+  const numGroups = int("n_group", 1), topKGroups = int("topk_group", 1);
+  if (numExperts % numGroups !== 0) throw new ConfigError(file, `n_group (${numGroups}) must divide n_routed_experts (${numExperts})`);
+  if (topKGroups > numGroups) throw new ConfigError(file, `topk_group (${topKGroups}) exceeds n_group (${numGroups})`);
+  if (topK > topKGroups * (numExperts / numGroups)) throw new ConfigError(file, `num_experts_per_tok (${topK}) exceeds the experts of topk_group (${topKGroups}) groups`);
+  const scale = raw.routed_scaling_factor ?? 1;
+  if (typeof scale !== "number" || !Number.isFinite(scale) || scale <= 0) throw new ConfigError(file, `field 'routed_scaling_factor' must be a positive number, got ${JSON.stringify(raw.routed_scaling_factor)}`);
+  const norm = raw.norm_topk_prob ?? true;
+  if (typeof norm !== "boolean") throw new ConfigError(file, `field 'norm_topk_prob' must be a boolean, got ${JSON.stringify(norm)}`);
+  const shared = raw.n_shared_experts == null ? 1 : raw.n_shared_experts;
+  if (typeof shared !== "number" || !Number.isInteger(shared) || shared < 0 || numExperts + shared > MAX_EXPERTS)
+    throw new ConfigError(file, `n_routed_experts (${numExperts}) and n_shared_experts (${JSON.stringify(raw.n_shared_experts)}): non-negative integers, at most ${MAX_EXPERTS} experts together`);
+  const firstSparse = raw.first_k_dense_replace == null ? 1 : raw.first_k_dense_replace;
+  if (typeof firstSparse !== "number" || !Number.isInteger(firstSparse) || firstSparse < 0) throw new ConfigError(file, `field 'first_k_dense_replace' must be a non-negative integer, got ${JSON.stringify(raw.first_k_dense_replace)}`);
+  return {
+    numExperts, topK, intermediateSize: int("moe_intermediate_size", 1408), normTopK: norm, sparseLayers: Array.from({ length: numLayers }, (_, l) => l >= firstSparse),
+    sharedExpertIntermediateSize: 0, grouped: { numGroups, topKGroups, routedScalingFactor: scale }, numSharedExperts: shared, naming: "glm4_moe",
+  };
 }
 
 /**

