@@ -231,6 +231,11 @@ test("--tool-call-parser llama3_json: an answer of JSON calls becomes tool_calls
   });
 }, 60_000);
 
+test("--tool-call-parser glm45: <tool_call>name with <arg_key>/<arg_value> pairs becomes tool_calls, typed by the request's tools", async () => {
+  // The tool's schema makes days an integer: its text "3" becomes 3.
+  await checkToolCallParser("glm45", { regex: "<tool_call>get_weather<arg_key>days</arg_key><arg_value>3</arg_value></tool_call>" }, [["get_weather", { days: 3 }]]);
+}, 60_000);
+
 test("--tool-call-parser pythonic: an answer that is a Python list of calls becomes tool_calls", async () => {
   await checkToolCallParser("pythonic", { regex: `\\[get_weather\\(city='Paris', days=3\\)\\]` }, [["get_weather", { city: "Paris", days: 3 }]]);
 }, 60_000);

@@ -9,6 +9,10 @@ describe("reasoning parser", () => {
     expect(splitReasoning("<think>still thinking", "qwen3")).toEqual({ reasoning: "still thinking", content: "" });
     expect(splitReasoning("<thi", "qwen3")).toEqual({ reasoning: null, content: "<thi" });
   });
+  test("glm45 (GLM-4.5 / 4.6): a leading <think> block; an answer without one (enable_thinking off) is all content", () => {
+    expect(splitReasoning("<think>plan</think>answer", "glm45")).toEqual({ reasoning: "plan", content: "answer" });
+    expect(splitReasoning("answer</think>", "glm45")).toEqual({ reasoning: null, content: "answer</think>" });
+  });
   test("deepseek_r1: the output starts inside the reasoning", () => {
     expect(splitReasoning("plan</think>answer", "deepseek_r1")).toEqual({ reasoning: "plan", content: "answer" });
     expect(splitReasoning("<think>plan</think>answer", "deepseek_r1")).toEqual({ reasoning: "plan", content: "answer" });
@@ -26,7 +30,7 @@ describe("reasoning parser", () => {
     expect(splitReasoning("Here is the answer: 4", "granite")).toEqual({ reasoning: null, content: "Here is the answer: 4" });
   });
   test("streamed in pieces cut anywhere, the parts join to the whole-output split", () => {
-    for (const parser of ["qwen3", "deepseek_r1", "mistral", "granite"] as const) {
+    for (const parser of ["qwen3", "deepseek_r1", "mistral", "granite", "glm45"] as const) {
       for (const text of ["<think>a < b and </thi</think>c</think>d", "<think></think>", "x<think>y</think>z", "<think>abc</think>", "[THINK]a [/THI[/THINK]b[/THINK]", "[THINK][/THINK]x",
         "Here's my thought process: Here is my Here's my response: done", "Here is my thought process:x", "Here is"]) {
         const whole = splitReasoning(text, parser);

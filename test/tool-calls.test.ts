@@ -118,6 +118,30 @@ test("qwen3_coder: <function=…><parameter=…> blocks after any text; values t
     expect(parseToolCalls(text, "qwen3_coder", CODER_TOOLS)).toEqual({ content: text, toolCalls: [] });
 });
 
+const GLM = "Let me check.\n<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value>San Francisco, CA</arg_value>\n<arg_key>days</arg_key>\n<arg_value>3</arg_value>\n" +
+  "<arg_key>hours</arg_key>\n<arg_value>[1, 2]</arg_value>\n<arg_key>opts</arg_key>\n<arg_value>{'wind': True}</arg_value>\n<arg_key>note</arg_key>\n<arg_value> 42 </arg_value>\n</tool_call>" +
+  "<tool_call>now<arg_key>tz</arg_key><arg_value>\"UTC\"</arg_value></tool_call>";
+
+test("glm45: <tool_call>name and <arg_key>/<arg_value> pairs after any text; string arguments as text, others JSON or Python literals", () => {
+  const tools = [{ type: "function", function: { name: "get_weather", parameters: { type: "object", properties: { city: { type: "string" }, days: { type: "integer" }, note: { type: "string" } } } } }];
+  const r = parseToolCalls(GLM, "glm45", tools);
+  expect(r.content).toBe("Let me check.");
+  expect(r.toolCalls.map((c) => [c.function.name, JSON.parse(c.function.arguments)])).toEqual([
+    ["get_weather", { city: "San Francisco, CA", days: 3, hours: [1, 2], opts: { wind: true }, note: "42" }],
+    // GLM-4.7's form: the first <arg_key> right after the name; without a schema a JSON string is decoded.
+    ["now", { tz: "UTC" }],
+  ]);
+  // Unclosed or nameless blocks are no calls: the text stays content.
+  for (const text of ["plain", "<tool_call>f\n<arg_key>a</arg_key><arg_value>1</arg_value>", "<tool_call>\n</tool_call>"]) expect(parseToolCalls(text, "glm45", tools)).toEqual({ content: text, toolCalls: [] });
+  for (let cut = 0; cut <= GLM.length; cut += 5) {
+    const st = toolCallStream("glm45", tools);
+    const content = st.push(GLM.slice(0, cut)) + st.push(GLM.slice(cut));
+    const end = st.finish();
+    expect(content + end.content).toBe("Let me check.\n");
+    expect(end.toolCalls.map((c) => c.function.name)).toEqual(["get_weather", "now"]);
+  }
+});
+
 test("qwen3_coder streaming: text flows until a call may begin, calls come whole at the end, for any cut", () => {
   for (let cut = 0; cut <= CODER.length; cut += 3) {
     const s = toolCallStream("qwen3_coder", CODER_TOOLS);

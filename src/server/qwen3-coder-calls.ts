@@ -59,7 +59,7 @@ function trimOneNewline(v: string): string {
 }
 
 /** The JSON-schema type of each parameter of the tool called `name` (null: no such tool). */
-function parameterTypes(tools: readonly unknown[], name: string): Record<string, string> | null {
+export function parameterTypes(tools: readonly unknown[], name: string): Record<string, string> | null {
   const tool = (tools as ToolSpec[]).find((t) => t?.function?.name === name);
   if (!tool) return null;
   const out: Record<string, string> = {};

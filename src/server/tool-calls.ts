@@ -11,13 +11,15 @@
  * special tokens are kept in the text (skip_special_tokens off, as vLLM), and call ids are the 9 letters and
  * digits Mistral's chat templates insist on. `phi4_mini_json` (Phi-4-mini): functools[{"name", "arguments"}, …]
  * after any text. `granite` (IBM Granite 3.x): an answer that is a JSON list of {"name", "arguments"}, after
- * <|tool_call|> (3.0) or <tool_call> (3.1 on) or not.
+ * <|tool_call|> (3.0) or <tool_call> (3.1 on) or not. `glm45` (GLM-4.5 / 4.6 / 4.7): after any text,
+ * <tool_call>name then <arg_key>k</arg_key><arg_value>v</arg_value> pairs (src/server/glm45-calls.ts).
  * Streaming holds back text from where a call may begin and emits each call whole at the end.
  */
 import { parsePythonicCalls } from "./pythonic-calls.ts";
 import { parseQwen3CoderCalls, QWEN3_CODER_OPENERS } from "./qwen3-coder-calls.ts";
+import { GLM45_OPEN, parseGlm45Calls } from "./glm45-calls.ts";
 
-export const TOOL_CALL_PARSERS = ["hermes", "llama3_json", "pythonic", "qwen3_coder", "mistral", "phi4_mini_json", "granite"] as const;
+export const TOOL_CALL_PARSERS = ["hermes", "llama3_json", "pythonic", "qwen3_coder", "mistral", "phi4_mini_json", "granite", "glm45"] as const;
 export type ToolCallParserName = (typeof TOOL_CALL_PARSERS)[number];
 
 const OPEN = "<tool_call>", CLOSE = "</tool_call>";
@@ -49,6 +51,10 @@ function parserFor(parser: ToolCallParserName, tools: readonly unknown[]): (text
     case "mistral": return parseMistral;
     case "phi4_mini_json": return parsePhi4Mini;
     case "granite": return parseGranite;
+    case "glm45": return (text) => {
+      const { content, calls } = parseGlm45Calls(text, tools);
+      return { content, toolCalls: calls.map((c) => toolCall(c.name, c.args)) };
+    };
   }
 }
 
@@ -229,6 +235,7 @@ export function toolCallStream(parser: ToolCallParserName, tools: readonly unkno
     case "mistral": return new TaggedCallsStream([TOOL_CALLS], parse);
     case "phi4_mini_json": return new TaggedCallsStream([FUNCTOOLS], parse);
     case "granite": return new WholeAnswerStream(["[", ...GRANITE_TAGS], parse);
+    case "glm45": return new TaggedCallsStream([GLM45_OPEN], parse);
   }
 }
 
