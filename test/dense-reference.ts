@@ -109,7 +109,8 @@ export function referenceHidden(cfg: ModelConfig, weights: W, tokens: number[], 
   // Partial RoPE (Phi-4-mini): the first R dimensions rotate, i with i + R / 2; the rest pass through.
   const R = refRotaryDim(cfg, raw);
   // GLM (HF's rotate_half_llm): frequency i turns the pair (2i, 2i + 1) instead of (i, i + R / 2).
-  const interleaved = raw.model_type === "glm" || raw.model_type === "glm4";
+  // ERNIE 4.5 too (HF's Ernie4_5 apply_rotary_pos_emb: GLM's rotate_half with cos/sin repeated pairwise), over the whole head.
+  const interleaved = raw.model_type === "glm" || raw.model_type === "glm4" || raw.model_type === "ernie4_5";
   const ropeWith = (inv: number[], m: number) => (v: Float64Array, pos: number) => {
     const half = R / 2, out = v.slice();
     for (let i = 0; i < half; i++) {

@@ -204,6 +204,9 @@ describe("checkpoints", () => {
     const g4 = parseModelConfig({ architectures: ["Glm4ForCausalLM"], ...glm, partial_rotary_factor: 0.25 });
     expect([g4.rotaryDim, g4.outputNorms]).toEqual([4, { attention: "post_self_attn_layernorm", mlpInput: "post_attention_layernorm", mlp: "post_mlp_layernorm" }]);
     expect(parseModelConfig({ architectures: ["LlamaForCausalLM"], ...glm })).toMatchObject({ rotaryDim: 16, ropeInterleaved: false, oBias: true });
+    // ERNIE 4.5: interleaved pairs over the whole head; its use_bias (every projection, the MLP's too) is refused.
+    expect(parseModelConfig({ ...glm, architectures: ["Ernie4_5ForCausalLM"], attention_bias: false, use_bias: false })).toMatchObject({ rotaryDim: 16, ropeInterleaved: true, qkvBias: false, oBias: false });
+    expect(() => parseModelConfig({ ...glm, architectures: ["Ernie4_5ForCausalLM"], use_bias: true }, "x/config.json")).toThrow("x/config.json: use_bias=true (biases on every projection, the MLP's too) is not supported");
   });
 
   test("OLMo 2 / 3 and EXAONE 4.0: norms after each sublayer only; OLMo 3's and EXAONE's default layer types; EXAONE's global layers without RoPE", () => {

