@@ -5,6 +5,7 @@ import { SamplingParams } from "../src/engine/sampling-params.ts";
 import { Scheduler } from "../src/engine/scheduler.ts";
 import { Sequence } from "../src/engine/sequence.ts";
 import { StepInputBuilder } from "../src/engine/step-inputs.ts";
+import { RandomArrivals } from "./random-arrivals.ts";
 import { SeededRandom } from "../src/model/tiny-model.ts";
 
 interface Workload { seed: number; numBlocks: number; blockSize: number; maxNumSeqs: number; budget: number; prefixCaching: boolean }
@@ -15,23 +16,11 @@ function run(w: Workload) {
   const maxModelLen = Math.min(256, w.numBlocks * w.blockSize);
   const sched = new Scheduler({ maxNumSeqs: w.maxNumSeqs, maxNumBatchedTokens: w.budget, maxModelLen, enableChunkedPrefill: true }, bm);
   const inputs = new StepInputBuilder(w.budget, w.maxNumSeqs, maxModelLen, w.blockSize);
-  const prefixes = Array.from({ length: 4 }, () => Array.from({ length: rng.int(1, 60) }, () => rng.int(0, 50)));
-  const live = new Set<Sequence>();
-  const maxTokens = new Map<Sequence, number>();
-  let id = 0, steps = 0, finished = 0, aborted = 0;
-  const total = 60;
-  while (id < total || live.size > 0) {
-    // Arrivals
-    for (let k = rng.int(0, 3); k > 0 && id < total; k--) {
-      const pre = rng.next() < 0.7 ? prefixes[rng.int(0, 3)]! : [];
-      const prompt = [...pre, ...Array.from({ length: rng.int(1, 40) }, () => rng.int(0, 50))].slice(0, maxModelLen - 8);
-      const mt = rng.int(1, Math.min(40, maxModelLen - prompt.length));
-      const seq = new Sequence(id, `r${id}`, 0, prompt, new SamplingParams({ max_tokens: mt }), 0, 0);
-      id++;
-      live.add(seq);
-      maxTokens.set(seq, mt);
-      sched.add(seq);
-    }
+  const arrivals = new RandomArrivals(rng, 60, { prefixes: 4, prefixLen: [1, 60], suffixLen: 40, vocab: 51, maxOutput: 40, maxModelLen, perStep: 3 });
+  const { live, maxTokens } = arrivals;
+  let steps = 0, finished = 0, aborted = 0;
+  while (arrivals.pending) {
+    arrivals.arrive(sched);
     const out = sched.schedule();
     bm.checkInvariants(live);
     expect(out.numBatchedTokens).toBeLessThanOrEqual(w.budget);

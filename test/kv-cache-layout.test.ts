@@ -12,6 +12,7 @@ import { Sequence } from "../src/engine/sequence.ts";
 import { StepInputBuilder } from "../src/engine/step-inputs.ts";
 import { blocksForSequence, kvCacheLayout, type KvCacheLayout } from "../src/model/kv-cache-layout.ts";
 import { SeededRandom, tinyModelConfig, type TinyModelOptions } from "../src/model/tiny-model.ts";
+import { RandomArrivals } from "./random-arrivals.ts";
 import { parseModelConfig } from "../src/model/config.ts";
 import { LLM } from "../src/engine/llm.ts";
 import { tinyModel } from "./helpers.ts";
@@ -76,22 +77,11 @@ function run(w: Workload) {
   // The cache tensors: tensor j, slot → fingerprint of the key stored there (−1: never written).
   const memory = Array.from({ length: layout.numTensors }, () => new Float64Array(w.numBlocks * bs).fill(-1));
   const memo = new Map<Sequence, number[]>();
-  const prefixes = Array.from({ length: 3 }, () => Array.from({ length: rng.int(10, 50) }, () => rng.int(0, 20)));
-  const live = new Set<Sequence>();
-  const maxTokens = new Map<Sequence, number>();
-  let id = 0, steps = 0, peakUsed = 0, keysChecked = 0;
-  const total = 40;
-  while (id < total || live.size > 0) {
-    for (let k = rng.int(0, 2); k > 0 && id < total; k--) {
-      const pre = rng.next() < 0.7 ? prefixes[rng.int(0, 2)]! : [];
-      const prompt = [...pre, ...Array.from({ length: rng.int(1, 30) }, () => rng.int(0, 20))].slice(0, maxModelLen - 8);
-      const mt = rng.int(1, Math.min(30, maxModelLen - prompt.length));
-      const seq = new Sequence(id, `r${id}`, 0, prompt, new SamplingParams({ max_tokens: mt }), 0, 0);
-      id++;
-      live.add(seq);
-      maxTokens.set(seq, mt);
-      sched.add(seq);
-    }
+  const arrivals = new RandomArrivals(rng, 40, { prefixes: 3, prefixLen: [10, 50], suffixLen: 30, vocab: 21, maxOutput: 30, maxModelLen, perStep: 2 });
+  const { live, maxTokens } = arrivals;
+  let steps = 0, peakUsed = 0, keysChecked = 0;
+  while (arrivals.pending) {
+    arrivals.arrive(sched);
     const out = sched.schedule();
     bm.checkInvariants(live);
     peakUsed = Math.max(peakUsed, bm.numUsedBlocks);
