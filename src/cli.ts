@@ -20,6 +20,7 @@ export const ENGINE_FLAGS = {
   device: { type: "string" },
   dtype: { type: "string" },
   "max-model-len": { type: "string" },
+  "kv-cache-memory-bytes": { type: "string" },
   "max-num-seqs": { type: "string" },
   "max-num-batched-tokens": { type: "string" },
   "block-size": { type: "string" },
@@ -57,6 +58,31 @@ function numberFlag(name: string, v: string | undefined, integer = true): number
   if (v === undefined) return undefined;
   const n = Number(v);
   if (v.trim() === "" || !Number.isFinite(n) || (integer && !Number.isInteger(n))) throw new UsageError(`--${name}: expected ${integer ? "an integer" : "a number"}, got '${v}'`);
+  return n;
+}
+
+/**
+ * An integer as vLLM's human_readable_int reads it: plain digits, or with a multiplier — lowercase k / m / g / t
+ * decimal (1000ⁿ, decimals allowed: "2.5k" is 2500), uppercase K / M / G / T binary (1024ⁿ, whole numbers only:
+ * "1K" is 1024).
+ */
+export function humanIntFlag(name: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const m = /^\s*(\d+(?:\.\d+)?)([kmgtKMGT]?)\s*$/.exec(v);
+  const bad = () => new UsageError(`--${name}: expected an integer, optionally with k / m / g / t (×1000ⁿ) or K / M / G / T (×1024ⁿ), got '${v}'`);
+  if (!m) throw bad();
+  const [, digits, unit] = m as unknown as [string, string, string];
+  if (unit === "") {
+    if (digits.includes(".")) throw bad();
+    return Number(digits);
+  }
+  const power = "kmgt".indexOf(unit.toLowerCase()) + 1;
+  if (unit === unit.toUpperCase()) {
+    if (digits.includes(".")) throw bad();
+    return Number(digits) * 1024 ** power;
+  }
+  const n = Number(digits) * 1000 ** power;
+  if (!Number.isInteger(n)) throw bad();
   return n;
 }
 
@@ -113,12 +139,13 @@ export function engineOptionsFromFlags(values: Record<string, string | string[] 
     model,
     device: s("device") as Device | undefined,
     dtype: s("dtype"),
-    maxModelLen: numberFlag("max-model-len", s("max-model-len")),
+    maxModelLen: humanIntFlag("max-model-len", s("max-model-len")),
     maxNumSeqs: numberFlag("max-num-seqs", s("max-num-seqs")),
     maxNumBatchedTokens: numberFlag("max-num-batched-tokens", s("max-num-batched-tokens")),
     blockSize: numberFlag("block-size", s("block-size")),
     numGpuBlocksOverride: numberFlag("num-gpu-blocks-override", s("num-gpu-blocks-override")),
     gpuMemoryUtilization: numberFlag("gpu-memory-utilization", s("gpu-memory-utilization"), false),
+    kvCacheMemoryBytes: humanIntFlag("kv-cache-memory-bytes", s("kv-cache-memory-bytes")),
     enablePrefixCaching: values["no-enable-prefix-caching"] ? false : values["enable-prefix-caching"] ? true : undefined,
     enforceEager: values["enforce-eager"] as boolean | undefined,
     disableHybridKvCacheManager: values["disable-hybrid-kv-cache-manager"] as boolean | undefined,

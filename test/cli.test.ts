@@ -2,6 +2,7 @@ import { expect, test } from "bun:test";
 import { copyFileSync, mkdirSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { LLM } from "../src/engine/llm.ts";
+import { engineOptionsFromFlags, humanIntFlag } from "../src/cli.ts";
 import { FAST_MODEL, SERVER_MODEL, startServer, tempDir, tinyModel } from "./helpers.ts";
 
 const cli = join(import.meta.dir, "..", "src", "cli.ts");
@@ -43,13 +44,31 @@ test("usage errors exit 2 with a message; engine errors exit 1", () => {
   expect({ code: method.code, said: method.err.includes(`--speculative-config: method "eagle" is not supported`) }).toEqual({ code: 1, said: true });
 }, 30_000);
 
+test("--kv-cache-memory-bytes and --max-model-len take vLLM's human-readable integers; the KV cache is then that size", () => {
+  expect([humanIntFlag("x", "4096"), humanIntFlag("x", "32k"), humanIntFlag("x", "32K"), humanIntFlag("x", "2.5k"), humanIntFlag("x", "1G"), humanIntFlag("x", "1g")])
+    .toEqual([4096, 32000, 32768, 2500, 2 ** 30, 1e9]);
+  for (const bad of ["1.5K", "2.0001k", "-5", "12x", ""]) expect(() => humanIntFlag("kv-cache-memory-bytes", bad)).toThrow("--kv-cache-memory-bytes: expected an integer");
+  const opts = engineOptionsFromFlags({ "kv-cache-memory-bytes": "3M", "max-model-len": "1K" }, undefined);
+  expect([opts.kvCacheMemoryBytes, opts.maxModelLen]).toEqual([3 * 2 ** 20, 1024]);
+  // A block: layers × (K and V) × KV heads × head_dim × 4 bytes (CPU f32) × 16 tokens.
+  const llm = new LLM({ model: tinyModel(FAST_MODEL), maxModelLen: 256, kvCacheMemoryBytes: 3 * 2 ** 20, log: () => {} });
+  try {
+    expect(llm.engine.info.numBlocks * llm.engine.modelConfig.numLayers * 2 * llm.engine.modelConfig.numKvHeads * llm.engine.modelConfig.headDim * 4 * 16).toBeLessThanOrEqual(3 * 2 ** 20);
+    expect(llm.engine.info.numBlocks).toBe(Math.floor((3 * 2 ** 20) / (llm.engine.modelConfig.numLayers * 2 * llm.engine.modelConfig.numKvHeads * llm.engine.modelConfig.headDim * 4 * 16)));
+  } finally {
+    llm.close();
+  }
+  expect(() => new LLM({ model: tinyModel(FAST_MODEL), maxModelLen: 256, kvCacheMemoryBytes: 20_000, log: () => {} })).toThrow(/--kv-cache-memory-bytes: 20000 bytes hold 4 KV blocks of 4096 bytes; one 256-token sequence needs 16 \(65536 bytes\)/);
+}, 30_000);
+
 test("serve --help lists every flag with its default", () => {
   const h = run(["serve", "--help"]);
   expect(h.code).toBe(0);
   for (const flag of ["--host", "--port", "--served-model-name", "--api-key", "--device", "--dtype", "--max-model-len", "--max-num-seqs",
     "--max-num-batched-tokens", "--block-size", "--gpu-memory-utilization", "--num-gpu-blocks-override", "--enable-prefix-caching",
     "--no-enable-prefix-caching", "--enforce-eager", "--tensor-parallel-size", "--speculative-config", "--seed", "--chat-template", "--max-log-len", "--log-level",
-    "--tokenizer", "--trust-remote-code", "--quantization", "--kv-cache-dtype", "--enable-log-requests", "--disable-log-requests", "--max-loras", "--disable-log-stats", "--return-tokens-as-token-ids"])
+    "--tokenizer", "--trust-remote-code", "--quantization", "--kv-cache-dtype", "--enable-log-requests", "--disable-log-requests", "--max-loras", "--disable-log-stats", "--return-tokens-as-token-ids",
+    "--kv-cache-memory-bytes", "--disable-hybrid-kv-cache-manager", "--max-waiting-requests"])
     expect(h.out).toContain(flag);
   expect(h.out).toContain("default 8000");
 });

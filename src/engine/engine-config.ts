@@ -19,6 +19,11 @@ export interface EngineOptions {
   numGpuBlocksOverride?: number;
   /** CPU KV-cache budget in bytes when no block count is given. */
   cpuKvCacheBytes?: number;
+  /**
+   * vLLM's --kv-cache-memory-bytes: the KV cache's size in bytes, on either device — instead of what
+   * --gpu-memory-utilization leaves (GPU) or cpuKvCacheBytes (CPU).
+   */
+  kvCacheMemoryBytes?: number;
   gpuMemoryUtilization?: number;
   enablePrefixCaching?: boolean;
   enableChunkedPrefill?: boolean;

@@ -186,7 +186,7 @@ export class LLMEngine {
     /** null with skipTokenizerInit: token ids in and out, no text (the server detokenizes). */
     readonly tokenizer: TextTokenizer | null,
     readonly runner: ModelRunner,
-    readonly options: Required<Omit<EngineOptions, "model" | "numGpuBlocksOverride" | "chatTemplate" | "log" | "onModelDir" | "maxModelLen" | "cuda" | "profileKernels" | "skipTokenizerInit" | "tokenizer" | "quantization" | "kvCacheDtype" | "generationConfig" | "overrideGenerationConfig" | "speculativeConfig" | "runner" | "poolerConfig" | "hfOverrides" | "enableLora" | "loraModules" | "maxLoraRank" | "maxLoras" | "allowRuntimeLoraUpdating">> & { maxModelLen: number; numBlocks: number; kvLayout: KvCacheLayout; speculative: SpeculativeConfig | null; classifier: SequenceClassifier | null },
+    readonly options: Required<Omit<EngineOptions, "model" | "numGpuBlocksOverride" | "kvCacheMemoryBytes" | "chatTemplate" | "log" | "onModelDir" | "maxModelLen" | "cuda" | "profileKernels" | "skipTokenizerInit" | "tokenizer" | "quantization" | "kvCacheDtype" | "generationConfig" | "overrideGenerationConfig" | "speculativeConfig" | "runner" | "poolerConfig" | "hfOverrides" | "enableLora" | "loraModules" | "maxLoraRank" | "maxLoras" | "allowRuntimeLoraUpdating">> & { maxModelLen: number; numBlocks: number; kvLayout: KvCacheLayout; speculative: SpeculativeConfig | null; classifier: SequenceClassifier | null },
     readonly info: EngineInfo,
     private readonly log: (m: string) => void = (m) => process.stderr.write(`[vbun] ${m}\n`),
     /** LoRA's adapters and model slots (null: LoRA is not enabled). */
@@ -309,6 +309,15 @@ export class LLMEngine {
       if (opts.numGpuBlocksOverride !== undefined) {
         numBlocks = checkPositiveInt("--num-gpu-blocks-override", opts.numGpuBlocksOverride);
         if (numBlocks <= reserved) throw new EngineConfigError("--num-gpu-blocks-override", `${numBlocks} block: a KV cache with sliding-window groups needs at least 2 (block 0 is the null block)`);
+      } else if (opts.kvCacheMemoryBytes !== undefined) {
+        const bytes = checkPositiveInt("--kv-cache-memory-bytes", opts.kvCacheMemoryBytes);
+        numBlocks = Math.floor(bytes / bytesPerBlock);
+        const need = oneSequence + reserved;
+        if (numBlocks < need) throw new EngineConfigError("--kv-cache-memory-bytes", `${bytes} bytes hold ${numBlocks} KV blocks of ${bytesPerBlock} bytes; one ${maxModelLen}-token sequence needs ${need} (${need * bytesPerBlock} bytes): raise it or lower --max-model-len`);
+        if (cuda) {
+          const { free } = cuda.driver.memInfo();
+          if (numBlocks * bytesPerBlock > free) throw new EngineConfigError("--kv-cache-memory-bytes", `${bytes} bytes, but the GPU has ${free} bytes free after the weights and activations`);
+        }
       } else if (cuda) {
         const { free, total } = cuda.driver.memInfo();
         const budget = free - total * (1 - util);

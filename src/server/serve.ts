@@ -58,6 +58,8 @@ engine:
   --block-size N                   KV-cache block size in tokens (default ${d.blockSize})
   --gpu-memory-utilization F       fraction of GPU memory to use (default ${d.gpuMemoryUtilization})
   --num-gpu-blocks-override N      exact number of KV blocks (on CPU too; default: from memory)
+  --kv-cache-memory-bytes N        the KV cache's size in bytes (e.g. 8G, 500m), instead of what
+                                   --gpu-memory-utilization leaves (on CPU too; default: from memory)
   --enable-prefix-caching / --no-enable-prefix-caching   (default on)
   --enforce-eager                  disable CUDA graphs
   --disable-hybrid-kv-cache-manager  sliding-window layers keep the whole context's KV (one block table for all layers)
