@@ -125,6 +125,8 @@ export function referenceHidden(cfg: ModelConfig, weights: W, tokens: number[], 
   const globalRope = longRope ? ropeWith(longRope.inv, longRope.scale) : ropeWith(refInvFreq(cfg, R), refRopeScale(cfg));
   // OLMo 2 / 3 (HF's Olmo2DecoderLayer): no norm before the attention or the MLP, their outputs normed instead;
   // q_norm / k_norm over the whole q and k projections. OLMo 3's sliding layers rotate unscaled (vLLM's reading).
+  // Seed-OSS (HF's SeedOssAttention): o_proj's bias by attention_out_bias, apart from q/k/v's attention_bias.
+  const oBias = raw.model_type === "seed_oss" ? raw.attention_out_bias === true : cfg.oBias;
   const olmo = raw.model_type === "olmo2" || raw.model_type === "olmo3";
   // EXAONE 4.0 (HF's Exaone4Attention / Olmo2DecoderLayer): OLMo 2's norms after each sublayer, per-head q/k norms,
   // RoPE only on the sliding layers when there are any ("global NoPE").
@@ -176,7 +178,7 @@ export function referenceHidden(cfg: ModelConfig, weights: W, tokens: number[], 
         const z = e.reduce((a, b) => a + b, 0);
         for (let j = 0; j <= pos; j++) for (let d = 0; d < D; d++) attn[h * D + d] += (e[j]! / z) * vs[j]![kvh]![d]!;
       }
-      const o = matvec(w(`${p}self_attn.o_proj.weight`), attn, H, cfg.oBias ? w(`${p}self_attn.o_proj.bias`) : undefined);
+      const o = matvec(w(`${p}self_attn.o_proj.weight`), attn, H, oBias ? w(`${p}self_attn.o_proj.bias`) : undefined);
       if (gemma) {
         const x1 = x.map((v, i) => v + norm(o, `${p}post_attention_layernorm.weight`)[i]!);
         const d = norm(refMlp(w, `${p}mlp.`, norm(x1, `${p}pre_feedforward_layernorm.weight`), I, H, undefined, geluTanh), `${p}post_feedforward_layernorm.weight`);

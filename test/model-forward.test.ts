@@ -81,6 +81,7 @@ const CASES: [string, TinyModelOptions][] = [
   // OLMo 2: norms after the attention and the MLP only, q/k norms over all heads; OLMo 3: three sliding layers of
   // four (window 5), YaRN on the global layer only.
   ["olmo2 (post-norms, q/k norms across heads)", { arch: "olmo2", seed: 20, vocabSize: 2048, numLayers: 3 }],
+  ["seed_oss (q/k/v bias, o_proj bias by attention_out_bias)", { arch: "seed_oss", seed: 25, vocabSize: 2048 }],
   ["ernie4_5 (interleaved RoPE pairs over the whole head, tied embeddings)", { arch: "ernie4_5", seed: 24, vocabSize: 2048 }],
   // GLM-4.5: sigmoid routing with a correction bias, one of two groups of 4 experts kept, top 2 × 2.5, a shared expert; layer 0 dense.
   ["glm4_moe (GLM-4.5: grouped sigmoid routing, shared expert, dense first layer, half-head rotate-half RoPE)", { arch: "glm4_moe", seed: 23, vocabSize: 2048, numLayers: 3 }],

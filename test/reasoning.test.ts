@@ -13,6 +13,10 @@ describe("reasoning parser", () => {
     expect(splitReasoning("<think>plan</think>answer", "glm45")).toEqual({ reasoning: "plan", content: "answer" });
     expect(splitReasoning("answer</think>", "glm45")).toEqual({ reasoning: null, content: "answer</think>" });
   });
+  test("seed_oss: a leading <seed:think> block", () => {
+    expect(splitReasoning("<seed:think>budget: 100</seed:think>answer", "seed_oss")).toEqual({ reasoning: "budget: 100", content: "answer" });
+    expect(splitReasoning("<think>other tags</think>", "seed_oss")).toEqual({ reasoning: null, content: "<think>other tags</think>" });
+  });
   test("deepseek_r1: the output starts inside the reasoning", () => {
     expect(splitReasoning("plan</think>answer", "deepseek_r1")).toEqual({ reasoning: "plan", content: "answer" });
     expect(splitReasoning("<think>plan</think>answer", "deepseek_r1")).toEqual({ reasoning: "plan", content: "answer" });
@@ -30,7 +34,7 @@ describe("reasoning parser", () => {
     expect(splitReasoning("Here is the answer: 4", "granite")).toEqual({ reasoning: null, content: "Here is the answer: 4" });
   });
   test("streamed in pieces cut anywhere, the parts join to the whole-output split", () => {
-    for (const parser of ["qwen3", "deepseek_r1", "mistral", "granite", "glm45"] as const) {
+    for (const parser of ["qwen3", "deepseek_r1", "mistral", "granite", "glm45", "seed_oss"] as const) {
       for (const text of ["<think>a < b and </thi</think>c</think>d", "<think></think>", "x<think>y</think>z", "<think>abc</think>", "[THINK]a [/THI[/THINK]b[/THINK]", "[THINK][/THINK]x",
         "Here's my thought process: Here is my Here's my response: done", "Here is my thought process:x", "Here is"]) {
         const whole = splitReasoning(text, parser);

@@ -179,6 +179,8 @@ const ARCHITECTURES: Record<string, Architecture> = {
   // Llama decoder with q/k/v bias, fused gate/up, and RoPE over half of each head, its pairs interleaved.
   GlmForCausalLM: "llama",
   Glm4ForCausalLM: "llama",
+  // ByteDance's Seed-OSS: the Llama decoder with q/k/v bias (attention_bias) and o_proj's own switch (attention_out_bias).
+  SeedOssForCausalLM: "llama",
   // Baidu's ERNIE 4.5 (the dense ones, e.g. ERNIE-4.5-0.3B): the Llama decoder with GLM's interleaved RoPE pairs over
   // the whole head.
   Ernie4_5ForCausalLM: "llama",
@@ -342,7 +344,7 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
     tieWordEmbeddings: raw.tie_word_embeddings === true,
     qkvBias: architecture === "qwen2" ? true : attentionBias,
     // GLM's attention_bias covers q/k/v only.
-    oBias: architecture === "qwen2" || glm || glm4moe ? false : attentionBias,
+    oBias: architecture === "qwen2" || glm || glm4moe ? false : archs[0] === "SeedOssForCausalLM" ? raw.attention_out_bias === true : attentionBias,
     qkNorm: architecture === "qwen3" || architecture === "gemma3" || olmo || exaone4 || (glm4moe && raw.use_qk_norm === true),
     torchDtype,
     bosTokenId: typeof raw.bos_token_id === "number" ? raw.bos_token_id : null,

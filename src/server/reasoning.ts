@@ -3,6 +3,7 @@
  * into `reasoning_content` and `content` (whole outputs, and streamed deltas whose tags may be cut anywhere).
  *   qwen3        reasoning only when the output starts with <think> (enable_thinking=false outputs have none)
  *   glm45        GLM-4.5 / 4.6: the same reading of its <think> … </think>
+ *   seed_oss     Seed-OSS: as qwen3 with <seed:think> … </seed:think>
  *   deepseek_r1  the output starts inside the reasoning (the prompt opened it); a leading <think> is skipped
  *   mistral      Magistral: as qwen3 with [THINK] … [/THINK], special tokens the text keeps for such requests
  *   granite      Granite 3.2 / 3.3 (chat_template_kwargs thinking=true): "Here is my thought process:" … "Here is my
@@ -10,13 +11,14 @@
  */
 import type { AfterReasoning } from "../structured/structured-outputs.ts";
 
-export const REASONING_PARSERS = ["qwen3", "deepseek_r1", "mistral", "granite", "glm45"] as const;
+export const REASONING_PARSERS = ["qwen3", "deepseek_r1", "mistral", "granite", "glm45", "seed_oss"] as const;
 export type ReasoningParserName = (typeof REASONING_PARSERS)[number];
 
 /** Each parser's tags (any of them opens or closes the block), and whether the output begins inside the reasoning (the prompt opened it). */
 const TAGS: Record<ReasoningParserName, { open: string[]; close: string[]; startsInside: boolean }> = {
   qwen3: { open: ["<think>"], close: ["</think>"], startsInside: false },
   glm45: { open: ["<think>"], close: ["</think>"], startsInside: false },
+  seed_oss: { open: ["<seed:think>"], close: ["</seed:think>"], startsInside: false },
   deepseek_r1: { open: ["<think>"], close: ["</think>"], startsInside: true },
   mistral: { open: ["[THINK]"], close: ["[/THINK]"], startsInside: false },
   granite: { open: ["Here is my thought process:", "Here's my thought process:"], close: ["Here is my response:", "Here's my response:"], startsInside: false },

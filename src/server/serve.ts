@@ -31,7 +31,7 @@ server:
                                    the default, accepted as in vLLM
   --disable-log-stats              no periodic throughput / queue / KV-cache line (every
                                    VLLM_LOG_STATS_INTERVAL seconds, default 10, while requests run)
-  --reasoning-parser qwen3|deepseek_r1|mistral|granite|glm45   chat responses carry <think> blocks (mistral:
+  --reasoning-parser qwen3|deepseek_r1|mistral|granite|glm45|seed_oss   chat responses carry <think> blocks (mistral:
                                    Magistral's [THINK] ones; granite: "Here is my thought process: … Here is
                                    my response:") as reasoning_content (default: off)
   --enable-auto-tool-choice --tool-call-parser hermes|llama3_json|pythonic|qwen3_coder|mistral|phi4_mini_json|granite|glm45
