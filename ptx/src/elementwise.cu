@@ -82,6 +82,13 @@ extern "C" __global__ void take_sampled_tokens_i32(int* __restrict__ ids, const 
   if (i < count) ids[pairs[2 * i]] = sampled[pairs[2 * i + 1]];
 }
 
+// Block tables kept on the device between steps (full-width ones, which decode graphs read): each step uploads
+// only the entries that changed. pairs = count × (index, value); grid = ceil(count / blockDim)
+extern "C" __global__ void scatter_i32(int* __restrict__ dst, const int* __restrict__ pairs, int count) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < count) dst[pairs[2 * i]] = pairs[2 * i + 1];
+}
+
 // LoRA with adapters stacked in slots of slot_width columns: u[t, c] = u[t, c] · scales[s] where c lies in
 // row t's slot s = slots[t], else 0 (slot −1: the base model, no columns). grid = (ceil(width / blockDim), tokens)
 extern "C" __global__ void lora_mask_bf16(bf16* __restrict__ u, const int* __restrict__ slots, const float* __restrict__ scales, int width, int slot_width) {

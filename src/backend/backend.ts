@@ -236,7 +236,8 @@ export interface Backend<T extends Tensor = Tensor> {
   /** Releases threads or device resources the backend holds. */
   close?(): void;
   /** Fixes step-input buffers at their largest (graph-capable backends); logits rows default to one per sequence. */
-  reserveStep?(maxTokens: number, maxSeqs: number, maxBlocksPerSeq: number, maxLogitsRows?: number, numKvGroups?: number): void;
+  /** blockSize > 0: full-width block tables stay on the device between steps, changed entries uploaded (CUDA). */
+  reserveStep?(maxTokens: number, maxSeqs: number, maxBlocksPerSeq: number, maxLogitsRows?: number, numKvGroups?: number, blockSize?: number): void;
   /** Records what `run` launches as a replayable graph under `key` (CUDA graphs). */
   captureGraph?(key: number, run: () => void): void;
   launchGraph?(key: number): void;

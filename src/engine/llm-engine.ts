@@ -297,7 +297,7 @@ export class LLMEngine {
       let vocabulary = tokenizer;
       const classifier = cfg.classifier ? SequenceClassifier.load(cfg, new Checkpoint(modelDir), (t) => (vocabulary ??= TextTokenizer.load(tokenizerDir)).tokenId(t)) : null;
       // Activation buffers at their largest, before the KV cache takes what is left.
-      if (tpGroup) tpGroup.reserve(maxNumBatchedTokens, maxLogitsRows);
+      if (tpGroup) tpGroup.reserve(maxNumBatchedTokens, maxLogitsRows, blockSize);
       else model.reserve(maxNumBatchedTokens, maxLogitsRows);
       const bytesPerBlock = model.kvBytesPerBlock(blockSize, kind === "cuda" ? 2 : 4, kvLayout);
       // With sliding-window groups block 0 is the null block, never handed out.
@@ -331,7 +331,7 @@ export class LLMEngine {
       log(`KV cache: ${numBlocks} blocks of ${blockSize} tokens (${((numBlocks * bytesPerBlock) / 2 ** 30).toFixed(2)} GiB); ${describeKvCacheLayout(kvLayout)}`);
       if (tpGroup) tpGroup.allocKvCache(numBlocks, blockSize, kvLayout);
       else model.allocKvCache(numBlocks, blockSize, kvLayout);
-      backend.reserveStep?.(maxNumBatchedTokens, maxNumSeqs, Math.ceil(maxModelLen / blockSize), maxLogitsRows, numKvGroups);
+      backend.reserveStep?.(maxNumBatchedTokens, maxNumSeqs, Math.ceil(maxModelLen / blockSize), maxLogitsRows, numKvGroups, blockSize);
       const eosTokenIds = [...new Set([...cfg.eosTokenIds, ...(tokenizer?.eosTokenIds ?? [])])];
       // model.backend: the selected backend, or with tensor parallelism rank 0's own.
       const runner = new ModelRunner(model.backend, model, { maxNumBatchedTokens, maxNumSeqs, maxModelLen, blockSize, eosTokenIds, numKvGroups, pooling: pooler?.poolingType }, tpGroup);

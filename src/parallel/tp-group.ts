@@ -180,8 +180,8 @@ export class TensorParallelGroup {
   }
 
   /** Activation buffers on every rank (and fixed step buffers on GPU ranks). */
-  reserve(tokens: number, rows: number): void {
-    this.command(CMD_RESERVE, [tokens, rows, this.control.sizes.maxBlocksPerSeq, this.control.sizes.maxSeqs, this.control.sizes.numKvGroups]);
+  reserve(tokens: number, rows: number, blockSize = 0): void {
+    this.command(CMD_RESERVE, [tokens, rows, this.control.sizes.maxBlocksPerSeq, this.control.sizes.maxSeqs, this.control.sizes.numKvGroups, blockSize]);
     this.model.reserve(tokens, rows);
     this.endCommand();
   }

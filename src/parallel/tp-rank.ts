@@ -73,7 +73,7 @@ export function runTpRank(init: TpWorkerInit, devices: TpRankDevices | null): vo
       }
       if (cmd === CMD_RESERVE) {
         model.reserve(a(0), a(1));
-        backend.reserveStep?.(a(0), a(3), a(2), a(1), a(4));
+        backend.reserveStep?.(a(0), a(3), a(2), a(1), a(4), a(5));
       } else if (cmd === CMD_ALLOC_KV) model.allocKvCache(a(0), a(1), kvCacheLayout(cfg.layerWindows, a(2) === 1));
       else if (cmd === CMD_LORA_SLOT) {
         const { name, dir } = JSON.parse(new TextDecoder().decode(new Uint8Array(init.buffers.text, 0, a(1)))) as { name: string; dir: string };

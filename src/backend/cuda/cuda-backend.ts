@@ -85,6 +85,13 @@ export class CudaBackend implements Backend<CudaTensor> {
   private waitCheck: ((waitedMs: number) => void) | null = null;
   /** Set by reserveStep: the step buffer must not move any more (graphs point into it). */
   private stepReserved = false;
+  /**
+   * Full-width block tables (one per KV cache group: what decode graphs read) kept on the device between steps,
+   * with a host mirror of what they hold: each step uploads only the entries its sequences read that changed
+   * (set by reserveStep; null before). The width is max_model_len's blocks, so re-sending whole tables would
+   * move megabytes per step at long contexts.
+   */
+  private resident: { width: number; blockSize: number; tables: { dev: bigint; mirror: Int32Array; deltas: Int32Array }[] } | null = null;
   private readonly graphs = new Map<number, bigint>();
   /**
    * Attention for steps that are not pure decode: "mma" (tensor-core flash attention, head_dim 64/128) or
@@ -345,12 +352,45 @@ export class CudaBackend implements Backend<CudaTensor> {
    * need (they bake pointers in). A step's arrays are laid out compactly, so their offsets depend only on
    * the array lengths: every replay of a decode bucket finds its inputs where the captured graph looks.
    */
-  reserveStep(maxTokens: number, maxSeqs: number, maxBlocksPerSeq: number, maxLogitsRows = maxSeqs, numKvGroups = 1): void {
-    const groups = Array.from({ length: numKvGroups - 1 }, () => [maxTokens, maxSeqs * maxBlocksPerSeq]).flat();
-    const bytes = [maxTokens, maxTokens, maxTokens, maxSeqs + 1, maxSeqs, maxSeqs * maxBlocksPerSeq, maxLogitsRows, maxTokens, ...groups, 2 * maxSeqs].reduce((a, n) => a + Math.ceil((n * 4) / 16) * 16, 0);
+  reserveStep(maxTokens: number, maxSeqs: number, maxBlocksPerSeq: number, maxLogitsRows = maxSeqs, numKvGroups = 1, blockSize = 0): void {
+    const table = maxSeqs * maxBlocksPerSeq;
+    // Per group: its slot mapping, its table (narrower steps send theirs whole) and its changes (index, value) to a resident table.
+    const groups = Array.from({ length: numKvGroups - 1 }, () => [maxTokens, table]).flat();
+    const deltas = blockSize > 0 ? Array.from({ length: numKvGroups }, () => 2 * table) : [];
+    const bytes = [maxTokens, maxTokens, maxTokens, maxSeqs + 1, maxSeqs, table, maxLogitsRows, maxTokens, ...groups, 2 * maxSeqs, ...deltas].reduce((a, n) => a + Math.ceil((n * 4) / 16) * 16, 0);
     this.synchronize();
     this.allocStepBuffers(bytes);
     this.stepReserved = true;
+    if (blockSize > 0) {
+      const tables = Array.from({ length: numKvGroups }, () => {
+        const dev = this.deviceAlloc(table * 4);
+        this.driver.memsetAsync(dev, 0, table * 4, this.stream);
+        return { dev, mirror: new Int32Array(table), deltas: new Int32Array(2 * table) };
+      });
+      this.resident = { width: maxBlocksPerSeq, blockSize, tables };
+    }
+  }
+
+  /**
+   * The entries of a full-width `table` that the step's sequences read (each row's first ⌈seqLen / blockSize⌉)
+   * and that differ from what the resident table holds, as (index, value) pairs; the mirror takes them at once
+   * (the device does when the step's scatter_i32 runs, before anything reads the table).
+   */
+  private tableChanges(g: number, table: Int32Array, seqLens: Int32Array): Int32Array {
+    const { width, blockSize, tables } = this.resident!, { mirror, deltas } = tables[g]!;
+    let n = 0;
+    for (let i = 0; i < seqLens.length; i++) {
+      const row = i * width, used = Math.min(width, Math.ceil(seqLens[i]! / blockSize));
+      for (let j = row; j < row + used; j++) {
+        const v = table[j]!;
+        if (mirror[j] !== v) {
+          mirror[j] = v;
+          deltas[n++] = j;
+          deltas[n++] = v;
+        }
+      }
+    }
+    return deltas.subarray(0, n);
   }
 
   /** (Re)allocates the step inputs' device buffer and its two staging buffers; the stream must be idle. */
@@ -369,9 +409,13 @@ export class CudaBackend implements Backend<CudaTensor> {
    */
   uploadStep(s: StepInputs): StepTensors<CudaTensor> {
     const fromSampled = s.tokensFromSampled ?? NO_INTS;
-    // fromSampled last: the other arrays' offsets (which captured graphs read) do not depend on it.
     const groups = s.kvGroups ?? [];
-    const parts = [s.tokenIds, s.positions, s.slotMapping, s.queryStart, s.seqLens, s.blockTables, s.logitsRows, s.loraSlots ?? NO_INTS, ...groups.flatMap((g) => [g.slotMapping, g.blockTables]), fromSampled];
+    // Full-width tables (decode graphs' steps) go to the resident tables as changes; narrower ones travel whole.
+    const resident = this.resident !== null && s.maxBlocksPerSeq === this.resident.width ? this.resident : null;
+    const changes = resident ? [s.blockTables, ...groups.map((g) => g.blockTables)].map((table, g) => this.tableChanges(g, table, s.seqLens)) : [];
+    // fromSampled and the table changes last: the other arrays' offsets (which captured graphs read) do not depend on them.
+    const parts = [s.tokenIds, s.positions, s.slotMapping, s.queryStart, s.seqLens, resident ? NO_INTS : s.blockTables, s.logitsRows, s.loraSlots ?? NO_INTS,
+      ...groups.flatMap((g) => [g.slotMapping, resident ? NO_INTS : g.blockTables]), fromSampled, ...changes];
     const offsets: number[] = [];
     let bytes = 0;
     for (const a of parts) {
@@ -396,21 +440,25 @@ export class CudaBackend implements Backend<CudaTensor> {
       this.stagingPending[turn] = true;
     }
     const t = (i: number, shape: number[]) => new CudaTensor(this.stepDevice + BigInt(offsets[i]!), shape, "i32");
-    const pending = fromSampled.length / 2;
+    const numSeqs = s.seqLens.length, pending = fromSampled.length / 2;
     if (pending > 0) {
       const sampled = this.sampler.lastSampledIds;
       if (sampled === 0n) throw new Error("uploadStep: tokens from sampled ids, but nothing was sampled yet");
-      this.k.launch("take_sampled_tokens_i32", [Math.ceil(pending / 256)], 256, [P(t(0, [])), P(t(parts.length - 1, [])), { p: sampled }, I(pending)]);
+      this.k.launch("take_sampled_tokens_i32", [Math.ceil(pending / 256)], 256, [P(t(0, [])), P(t(parts.length - 1 - changes.length, [])), { p: sampled }, I(pending)]);
     }
-    const numSeqs = s.seqLens.length;
+    changes.forEach((c, g) => {
+      const count = c.length / 2;
+      if (count > 0) this.k.launch("scatter_i32", [Math.ceil(count / 256)], 256, [{ p: resident!.tables[g]!.dev }, P(t(parts.length - changes.length + g, [])), I(count)]);
+    });
+    const table = (g: number, part: number) => (resident ? new CudaTensor(resident.tables[g]!.dev, [numSeqs, s.maxBlocksPerSeq], "i32") : t(part, [numSeqs, s.maxBlocksPerSeq]));
     const { maxQueryLen, maxSeqLen } = stepExtents(s);
     return {
       numTokens: s.tokenIds.length, numSeqs,
       tokenIds: t(0, [s.tokenIds.length]), positions: t(1, [s.positions.length]), slotMapping: t(2, [s.slotMapping.length]),
-      queryStart: t(3, [numSeqs + 1]), seqLens: t(4, [numSeqs]), blockTables: t(5, [numSeqs, s.maxBlocksPerSeq]), maxBlocksPerSeq: s.maxBlocksPerSeq,
+      queryStart: t(3, [numSeqs + 1]), seqLens: t(4, [numSeqs]), blockTables: table(0, 5), maxBlocksPerSeq: s.maxBlocksPerSeq,
       logitsRows: t(6, [s.logitsRows.length]), numLogitsRows: s.logitsRows.length, maxQueryLen, maxSeqLen,
       loraSlots: s.loraSlots ? t(7, [s.loraSlots.length]) : null,
-      kvGroups: groups.map((g, i) => ({ slotMapping: t(8 + 2 * i, [g.slotMapping.length]), blockTables: t(9 + 2 * i, [numSeqs, s.maxBlocksPerSeq]) })),
+      kvGroups: groups.map((g, i) => ({ slotMapping: t(8 + 2 * i, [g.slotMapping.length]), blockTables: table(i + 1, 9 + 2 * i) })),
     };
   }
 
