@@ -102,6 +102,11 @@ export function expandListFlags(args: string[]): string[] {
   const out: string[] = [];
   for (let i = 0; i < args.length; i++) {
     out.push(args[i]!);
+    if (args[i] === "--served-model-name") {
+      // vLLM's nargs: every name up to the next flag.
+      out.push(args[++i] ?? "");
+      while (i + 1 < args.length && !args[i + 1]!.startsWith("-")) out.push("--served-model-name", args[++i]!);
+    }
     if (args[i] !== "--lora-modules") continue;
     out.push(args[++i] ?? "");
     while (i + 1 < args.length && !args[i + 1]!.startsWith("-") && (args[i + 1]!.includes("=") || args[i + 1]!.startsWith("{"))) out.push("--lora-modules", args[++i]!);

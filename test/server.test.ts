@@ -6,10 +6,11 @@ import { SERVER_MODEL, startServer, tinyModel, type RunningServer } from "./help
 let srv: RunningServer;
 let client: OpenAI;
 const model = tinyModel(SERVER_MODEL);
-const NAME = "test-model";
+const NAME = "test-model", ALIAS = "test-alias";
 
 beforeAll(async () => {
-  srv = await startServer([model, "--served-model-name", NAME, "--max-model-len", "512", "--block-size", "8", "--max-num-seqs", "64"]);
+  // Two names (vLLM's --served-model-name a b): requests may use either, responses carry the first.
+  srv = await startServer([model, "--served-model-name", NAME, ALIAS, "--max-model-len", "512", "--block-size", "8", "--max-num-seqs", "64"]);
   client = new OpenAI({ baseURL: `${srv.url}/v1`, apiKey: "unused", maxRetries: 0 });
 });
 afterAll(async () => {
@@ -170,7 +171,11 @@ describe("chat through the openai SDK", () => {
 describe("other endpoints", () => {
   test("models, version, health, detokenize", async () => {
     const models = await client.models.list();
-    expect(models.data[0]!.id).toBe(NAME);
+    expect(models.data.map((m) => m.id)).toEqual([NAME, ALIAS]);
+    const viaAlias = await client.completions.create({ model: ALIAS, prompt: "hi", max_tokens: 2 });
+    expect(viaAlias.model).toBe(NAME);
+    const unknown = await post("/v1/completions", { model: "other", prompt: "hi", max_tokens: 2 });
+    expect([unknown.status, ((await unknown.json()) as any).error.message]).toEqual([404, "The model `other` does not exist."]);
     expect((await fetch(`${srv.url}/health`)).status).toBe(200);
     expect((await (await fetch(`${srv.url}/version`)).json() as any).version).toMatch(/^\d+\.\d+\.\d+/);
     const ids = (await (await post("/tokenize", { prompt: "héllo 🎉" })).json() as any).tokens;

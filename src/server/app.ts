@@ -45,7 +45,8 @@ export function buildApp(state: ServerState): Hono {
     return c.json({
       object: "list",
       data: [
-        { id: state.servedModelName, object: "model", created: state.startedAt, owned_by: "vbun", root: e.info.modelDir, parent: null, max_model_len: e.maxModelLen },
+        // One card per served name (vLLM's --served-model-name a b …).
+        ...state.servedModelNames.map((id) => ({ id, object: "model", created: state.startedAt, owned_by: "vbun", root: e.info.modelDir, parent: null, max_model_len: e.maxModelLen })),
         // LoRA adapters, as vLLM lists them: their own ids, the base model as parent.
         ...e.info.loraModules.map((m) => ({ id: m.name, object: "model", created: state.startedAt, owned_by: "vbun", root: m.dir, parent: state.servedModelName, max_model_len: e.maxModelLen })),
       ],
@@ -112,7 +113,7 @@ export function buildApp(state: ServerState): Hono {
       const body = LoadLoraAdapterRequest.parse(await state.readJson(c));
       const e = state.engine();
       if (!e.info.lora) throw new ApiError(400, "LoRA is not enabled on this server (start it with --enable-lora)", "lora_name");
-      if (body.lora_name === state.servedModelName) throw new ApiError(400, `'${body.lora_name}' is the served model's name`, "lora_name");
+      if (state.servedModelNames.includes(body.lora_name)) throw new ApiError(400, `'${body.lora_name}' is the served model's name`, "lora_name");
       if (e.info.loraModules.some((m) => m.name === body.lora_name)) throw new ApiError(400, `The lora adapter '${body.lora_name}' has already been loaded.`, "lora_name");
       await e.addLora(body.lora_name, body.lora_path);
       return c.text(`Success: LoRA adapter '${body.lora_name}' added successfully.`);

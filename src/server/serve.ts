@@ -20,7 +20,8 @@ MODEL: a local Hugging Face model directory, or a hub id (org/name) downloaded i
 server:
   --host HOST                      address to bind (default 127.0.0.1, or env VBUN_HOST)
   --port PORT                      port (default 8000, or env VBUN_PORT; 0 = any free port)
-  --served-model-name NAME         model name in the API (default: MODEL, or "vbun-tiny-qwen3")
+  --served-model-name NAME…       model name(s) in the API: requests may use any, responses carry the first
+                                   (default: MODEL, or "vbun-tiny-qwen3")
   --api-key KEY                    require "Authorization: Bearer KEY" (also env VBUN_API_KEY)
   --max-waiting-requests N         bound on requests waiting for their first token (each prompt of a batch counts);
                                    beyond it requests get 503 (default: none, as vLLM)
@@ -109,7 +110,7 @@ export async function serve(args: string[]): Promise<number> {
       ...ENGINE_FLAGS,
       host: { type: "string", default: process.env.VBUN_HOST ?? "127.0.0.1" },
       port: { type: "string", default: process.env.VBUN_PORT ?? "8000" },
-      "served-model-name": { type: "string" },
+      "served-model-name": { type: "string", multiple: true },
       "api-key": { type: "string" },
       "max-waiting-requests": { type: "string" },
       "shutdown-timeout": { type: "string", default: "30" },
@@ -145,7 +146,9 @@ export async function serve(args: string[]): Promise<number> {
   const t0 = performance.now();
   let modelSpec = positionals[0];
   const opts = engineOptionsFromFlags(values, modelSpec);
-  const served = values["served-model-name"] ?? modelSpec ?? "vbun-tiny-qwen3";
+  // vLLM's --served-model-name NAME…: requests may name any of them; responses carry the first.
+  const served = (values["served-model-name"] as string[] | undefined) ?? [modelSpec ?? "vbun-tiny-qwen3"];
+  if (served.some((n) => n.trim() === "")) throw new UsageError("--served-model-name: a name may not be empty");
   const apiKey = values["api-key"] ?? process.env.VBUN_API_KEY ?? null;
   if (maxLogLen !== null && !(Number.isInteger(maxLogLen) && maxLogLen >= 0)) throw new UsageError("--max-log-len: expected an integer >= 0");
   const rp = values["reasoning-parser"];

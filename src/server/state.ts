@@ -19,8 +19,15 @@ export class ServerState {
   runtimeLoraUpdating = false;
   private readonly tokenTexts = new Map<number, string>();
 
+  /** The names requests may give as `model` (--served-model-name); responses carry the first. */
+  readonly servedModelNames: readonly string[];
+
+  get servedModelName(): string {
+    return this.servedModelNames[0]!;
+  }
+
   constructor(
-    readonly servedModelName: string,
+    servedModelNames: string | readonly string[],
     readonly apiKey: string | null,
     /** Log each request (at --log-level debug), showing at most maxLogLen prompt characters or ids. */
     readonly logRequests = false,
@@ -33,7 +40,10 @@ export class ServerState {
     readonly promptTokensDetails = false,
     /** --responses-store-size N: stored Responses (previous_response_id, GET /v1/responses/{id}); null: none. */
     readonly responseStore: ResponseStore | null = null,
-  ) {}
+  ) {
+    this.servedModelNames = typeof servedModelNames === "string" ? [servedModelNames] : [...servedModelNames];
+    if (this.servedModelNames.length === 0) throw new Error("ServerState: no served model name");
+  }
 
   logRequest(id: string, prompts: (string | number[])[], params: object): void {
     if (!this.logRequests) return;
@@ -55,7 +65,7 @@ export class ServerState {
    * Adapters are known once the engine is up: before that, any other name gets the engine's 503.
    */
   checkModel(model: string | null | undefined): string | null {
-    if (model == null || model === this.servedModelName) return null;
+    if (model == null || this.servedModelNames.includes(model)) return null;
     if (this.engine().info.loraModules.some((m) => m.name === model)) return model;
     throw new ApiError(404, `The model \`${model}\` does not exist.`, "model");
   }
