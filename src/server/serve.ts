@@ -53,7 +53,8 @@ server:
 engine:
   --device auto|cpu|cuda           backend (default ${d.device})
   --dtype auto|bfloat16|float16|float32  weight dtype (default ${d.dtype}; the CPU backend computes in f32)
-  --max-model-len N                context length (default: the model's max_position_embeddings)
+  --max-model-len N                context length, e.g. 32768, 32k (×1000) or 32K (×1024) (default: the model's
+                                   max_position_embeddings)
   --max-num-seqs N                 most sequences per step (default ${d.maxNumSeqs})
   --max-num-batched-tokens N       token budget per step (default ${d.maxNumBatchedTokens})
   --block-size N                   KV-cache block size in tokens (default ${d.blockSize})
