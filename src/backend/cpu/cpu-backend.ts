@@ -214,15 +214,15 @@ export class CpuBackend implements Backend<T> {
     k.moeRoute(l.data, l.numRows, l.width, topK, renormalize, i32(ids), f32(weights));
   }
 
-  /**
-   * Hugging Face's order: the experts one after another (ascending id), each over its tokens (ascending),
-   * and every token's output summed in that order. One matrix product per expert and projection.
-   */
   moeRouteGrouped(logits: T, bias: T, topK: number, g: MoeGrouping, renormalize: boolean, numShared: number, ids: T, weights: T): void {
     const l = logits as CpuTensor;
     k.moeRouteGrouped(l.data, f32(bias), l.numRows, l.width, topK, g.numGroups, g.topKGroups, renormalize, g.scale, numShared, i32(ids), f32(weights));
   }
 
+  /**
+   * Hugging Face's order: the experts one after another (ascending id), each over its tokens (ascending),
+   * and every token's output summed in that order. One matrix product per expert and projection.
+   */
   moeExperts(x: T, ids: T, weights: T, w13: T, w2: T, numExperts: number, scratch: MoeScratch<T>, out: T): void {
     const xt = x as CpuTensor, n = xt.numRows, H = xt.width, id = i32(ids), wt = f32(weights), topK = ids.shape[1]!;
     const w13t = w13 as CpuTensor, w2t = w2 as CpuTensor, I = w2t.width, entries = n * topK;

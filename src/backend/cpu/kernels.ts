@@ -43,12 +43,21 @@ export function embedding(ids: Int32Array, n: number, table: Float32Array, hidde
   }
 }
 
+/** The sum of squares of a[off … off + width). */
+function sumOfSquares(a: Float32Array, off: number, width: number): number {
+  let ss = 0;
+  for (let i = 0; i < width; i++) { const v = a[off + i]!; ss += v * v; }
+  return ss;
+}
+
+/** dst[dstOff + i] = src[srcOff + i] · inv (rounded to f32) · w[i]: a row scaled by its 1/rms (src may equal dst). */
+function scaleRow(src: Float32Array, srcOff: number, dst: Float32Array, dstOff: number, width: number, w: Float32Array, inv: number): void {
+  for (let i = 0; i < width; i++) dst[dstOff + i] = Math.fround(src[srcOff + i]! * inv) * w[i]!;
+}
+
 /** dst[dstOff + i] = src[srcOff + i] / rms(src row) * w[i] for one row of `width` (src may equal dst). */
 export function rmsNormRow(src: Float32Array, srcOff: number, dst: Float32Array, dstOff: number, width: number, w: Float32Array, eps: number): void {
-  let ss = 0;
-  for (let i = 0; i < width; i++) { const v = src[srcOff + i]!; ss += v * v; }
-  const inv = 1 / Math.sqrt(ss / width + eps);
-  for (let i = 0; i < width; i++) dst[dstOff + i] = Math.fround(src[srcOff + i]! * inv) * w[i]!;
+  scaleRow(src, srcOff, dst, dstOff, width, w, 1 / Math.sqrt(sumOfSquares(src, srcOff, width) / width + eps));
 }
 
 export function rmsNorm(x: Float32Array, rows: number, width: number, w: Float32Array, eps: number, out: Float32Array): void {
@@ -58,10 +67,7 @@ export function rmsNorm(x: Float32Array, rows: number, width: number, w: Float32
 /** residual += rmsnorm(x) · w, row by row (OLMo 2 / 3's norm after a sublayer). */
 export function rmsNormAdd(x: Float32Array, rows: number, width: number, w: Float32Array, eps: number, residual: Float32Array): void {
   for (let r = 0; r < rows; r++) {
-    const o = r * width;
-    let ss = 0;
-    for (let i = 0; i < width; i++) { const v = x[o + i]!; ss += v * v; }
-    const inv = 1 / Math.sqrt(ss / width + eps);
+    const o = r * width, inv = 1 / Math.sqrt(sumOfSquares(x, o, width) / width + eps);
     for (let i = 0; i < width; i++) residual[o + i] = residual[o + i]! + Math.fround(x[o + i]! * inv) * w[i]!;
   }
 }
@@ -74,8 +80,7 @@ export function qkNormAcrossHeads(qkv: Float32Array, rows: number, qWidth: numbe
   const row = qWidth + 2 * kWidth;
   const part = (o: number, width: number, w: Float32Array, ss: number | null) => {
     if (ss === null) return rmsNormRow(qkv, o, qkv, o, width, w, eps);
-    const inv = 1 / Math.sqrt(ss / (width * ranks) + eps);
-    for (let i = 0; i < width; i++) qkv[o + i] = Math.fround(qkv[o + i]! * inv) * w[i]!;
+    scaleRow(qkv, o, qkv, o, width, w, 1 / Math.sqrt(ss / (width * ranks) + eps));
   };
   for (let r = 0; r < rows; r++) {
     part(r * row, qWidth, qw, sums ? sums[2 * r]! : null);
@@ -87,11 +92,8 @@ export function qkNormAcrossHeads(qkv: Float32Array, rows: number, qWidth: numbe
 export function qkSquareSums(qkv: Float32Array, rows: number, qWidth: number, kWidth: number, sums: Float32Array): void {
   const row = qWidth + 2 * kWidth;
   for (let r = 0; r < rows; r++) {
-    let q = 0, k = 0;
-    for (let i = 0; i < qWidth; i++) { const v = qkv[r * row + i]!; q += v * v; }
-    for (let i = 0; i < kWidth; i++) { const v = qkv[r * row + qWidth + i]!; k += v * v; }
-    sums[2 * r] = q;
-    sums[2 * r + 1] = k;
+    sums[2 * r] = sumOfSquares(qkv, r * row, qWidth);
+    sums[2 * r + 1] = sumOfSquares(qkv, r * row + qWidth, kWidth);
   }
 }
 
@@ -224,10 +226,6 @@ export function geluTanhMul(x: Float32Array, n: number, inter: number, out: Floa
 }
 
 /**
- * Mixture-of-experts routing of `n` rows of router logits over E experts: softmax, the topK largest
- * (descending; ties: the lower id), renormalized to sum 1 when asked. ids and weights are [n, topK].
- */
-/**
  * GLM-4.5 / DeepSeek-V3 routing of `n` rows of f32 router logits over E experts: s = sigmoid(logit); the topK
  * experts by s + bias among the topKGroups best of numGroups equal groups (a group's score: its two best; other
  * groups' experts count as 0, as transformers masks them; ties: the lower id); weights s, over their sum (+1e-20)
@@ -272,6 +270,10 @@ export function moeRouteGrouped(logits: Float32Array, bias: Float32Array, n: num
   }
 }
 
+/**
+ * Mixture-of-experts routing of `n` rows of router logits over E experts: softmax, the topK largest
+ * (descending; ties: the lower id), renormalized to sum 1 when asked. ids and weights are [n, topK].
+ */
 export function moeRoute(logits: Float32Array, n: number, E: number, topK: number, renormalize: boolean, ids: Int32Array, weights: Float32Array): void {
   const p = new Float64Array(E), taken = new Uint8Array(E);
   for (let t = 0; t < n; t++) {
