@@ -8,10 +8,8 @@ import type { SchedulerOutput } from "./scheduler.ts";
 export class StepInputBuilder {
   private readonly tokenIds: Int32Array;
   private readonly positions: Int32Array;
-  private readonly slotMapping: Int32Array;
   private readonly queryStart: Int32Array;
   private readonly seqLens: Int32Array;
-  private readonly blockTables: Int32Array;
   private readonly logitsRows: Int32Array;
   /** (token index, previous step's sampled row) of tokens still pending on the device (async scheduling). */
   private readonly fromSampled: Int32Array;
@@ -19,14 +17,15 @@ export class StepInputBuilder {
   private readonly loraSlots: Int32Array | null;
   /** Block-table row width: the max for the model length (static shapes, for CUDA graphs) or per step. */
   readonly maxBlocksPerSeq: number;
-  // Which sequence (id, preemption count) each block-table row holds and how many of its blocks are
-  // written, so a decode step only writes the blocks that are new since the previous step.
+  // Which sequence (id, preemption count) each block-table row holds, so a decode step only writes what
+  // changed in it since the previous step.
   private readonly rowSeq: Int32Array;
   private readonly rowEpoch: Int32Array;
-  private readonly rowBlocks: Int32Array;
-  /** KV groups after the first (hybrid layouts): their slot mappings, block tables and rows' progress. */
+  /**
+   * Per KV cache group (one, unless the layout is hybrid): each token's slot, the block tables, and per row how
+   * many blocks are written and how many leading entries a sliding window had given back when it was written.
+   */
   private readonly groups: { slotMapping: Int32Array; blockTables: Int32Array; rowBlocks: Int32Array; rowOutside: Int32Array }[];
-  private readonly rowOutside: Int32Array;
   private rowWidth = 0;
   /** For the last build: index (into scheduled) and position of the token each prompt-logprob row predicts from. */
   readonly promptRowSeq: Int32Array;
@@ -41,10 +40,8 @@ export class StepInputBuilder {
     this.maxBlocksPerSeq = Math.ceil(maxModelLen / blockSize);
     this.tokenIds = new Int32Array(maxNumBatchedTokens);
     this.positions = new Int32Array(maxNumBatchedTokens);
-    this.slotMapping = new Int32Array(maxNumBatchedTokens);
     this.queryStart = new Int32Array(maxNumSeqs + 1);
     this.seqLens = new Int32Array(maxNumSeqs);
-    this.blockTables = new Int32Array(maxNumSeqs * this.maxBlocksPerSeq);
     // Sampling rows first, then rows whose logits score prompt tokens (prompt_logprobs).
     this.logitsRows = new Int32Array(maxNumSeqs + maxNumBatchedTokens);
     this.fromSampled = new Int32Array(2 * maxNumSeqs);
@@ -53,9 +50,7 @@ export class StepInputBuilder {
     this.promptRowPos = new Int32Array(maxNumBatchedTokens);
     this.rowSeq = new Int32Array(maxNumSeqs).fill(-1);
     this.rowEpoch = new Int32Array(maxNumSeqs);
-    this.rowBlocks = new Int32Array(maxNumSeqs);
-    this.rowOutside = new Int32Array(maxNumSeqs);
-    this.groups = Array.from({ length: numKvGroups - 1 }, () => ({
+    this.groups = Array.from({ length: numKvGroups }, () => ({
       slotMapping: new Int32Array(maxNumBatchedTokens), blockTables: new Int32Array(maxNumSeqs * this.maxBlocksPerSeq),
       rowBlocks: new Int32Array(maxNumSeqs), rowOutside: new Int32Array(maxNumSeqs),
     }));
@@ -75,10 +70,8 @@ export class StepInputBuilder {
     for (let i = b; i < slots; i++) {
       this.tokenIds[i] = 0;
       this.positions[i] = 0;
-      this.slotMapping[i] = -1;
       this.queryStart[i + 1] = i + 1;
       this.seqLens[i] = 1;
-      this.blockTables[i * this.maxBlocksPerSeq] = 0;
       for (const g of this.groups) {
         g.slotMapping[i] = -1;
         g.blockTables[i * this.maxBlocksPerSeq] = 0;
@@ -88,13 +81,18 @@ export class StepInputBuilder {
       if (this.loraSlots) this.loraSlots[i] = -1;
     }
     return {
-      tokenIds: this.tokenIds.subarray(0, slots), positions: this.positions.subarray(0, slots), slotMapping: this.slotMapping.subarray(0, slots),
+      tokenIds: this.tokenIds.subarray(0, slots), positions: this.positions.subarray(0, slots),
       queryStart: this.queryStart.subarray(0, slots + 1), seqLens: this.seqLens.subarray(0, slots),
-      blockTables: this.blockTables.subarray(0, slots * this.maxBlocksPerSeq), maxBlocksPerSeq: this.maxBlocksPerSeq,
+      ...this.groupInputs(slots, slots, this.maxBlocksPerSeq),
       logitsRows: this.logitsRows.subarray(0, slots), tokensFromSampled: real.tokensFromSampled,
       ...(this.loraSlots ? { loraSlots: this.loraSlots.subarray(0, slots) } : {}),
-      ...(this.groups.length > 0 ? { kvGroups: this.groups.map((g) => ({ slotMapping: g.slotMapping.subarray(0, slots), blockTables: g.blockTables.subarray(0, slots * this.maxBlocksPerSeq) })) } : {}),
     };
+  }
+
+  /** The groups' slot mappings (`tokens`) and block tables (`rows` of `width`): the first group's as the step's own, the others as kvGroups. */
+  private groupInputs(tokens: number, rows: number, width: number): Pick<StepInputs, "slotMapping" | "blockTables" | "maxBlocksPerSeq" | "kvGroups"> {
+    const [first, ...rest] = this.groups.map((g) => ({ slotMapping: g.slotMapping.subarray(0, tokens), blockTables: g.blockTables.subarray(0, rows * width) }));
+    return { ...first!, maxBlocksPerSeq: width, ...(rest.length > 0 ? { kvGroups: rest } : {}) };
   }
 
   build(out: SchedulerOutput): StepInputs {
@@ -116,7 +114,7 @@ export class StepInputBuilder {
     for (let i = 0; i < sched.length; i++) {
       const { seq, start, numNewTokens, samples } = sched[i]!;
       if (seq.params.prompt_logprobs !== null && start < seq.numPromptTokens - 1) anyPromptLogprobs = true;
-      const table = seq.blockTable, ids = seq.tokens, tables = seq.blockTables;
+      const ids = seq.tokens, tables = seq.blockTables;
       // Known tokens, then draft tokens (speculative decoding), which the sequence keeps after its known ones.
       const stored = seq.numTokens + seq.numDrafts;
       this.queryStart[i] = t;
@@ -134,17 +132,15 @@ export class StepInputBuilder {
         this.positions[t] = pos;
         if (this.allRows) this.logitsRows[rows++] = t;
         const block = (pos / bs) | 0, offset = pos % bs;
-        this.slotMapping[t] = table[block]! * bs + offset;
-        for (let g = 0; g < groups.length; g++) groups[g]!.slotMapping[t] = tables[g + 1]![block]! * bs + offset;
+        for (let g = 0; g < groups.length; g++) groups[g]!.slotMapping[t] = tables[g]![block]! * bs + offset;
         if (this.loraSlots) this.loraSlots[t] = seq.loraSlot;
       }
       this.seqLens[i] = start + numNewTokens;
       const row = i * width;
       const same = this.rowSeq[i] === seq.seqId && this.rowEpoch[i] === seq.numPreemptions;
-      writeRow(this.blockTables, row, table, same, this.rowBlocks, this.rowOutside, i, seq.blocksOutsideWindow[0] ?? 0);
-      for (let g = 0; g < this.groups.length; g++) {
-        const G = this.groups[g]!;
-        writeRow(G.blockTables, row, seq.blockTables[g + 1]!, same, G.rowBlocks, G.rowOutside, i, seq.blocksOutsideWindow[g + 1]!);
+      for (let g = 0; g < groups.length; g++) {
+        const G = groups[g]!;
+        writeRow(G.blockTables, row, tables[g]!, same, G.rowBlocks, G.rowOutside, i, seq.blocksOutsideWindow[g] ?? 0);
       }
       this.rowSeq[i] = seq.seqId;
       this.rowEpoch[i] = seq.numPreemptions;
@@ -168,15 +164,12 @@ export class StepInputBuilder {
     return {
       tokenIds: this.tokenIds.subarray(0, t),
       positions: this.positions.subarray(0, t),
-      slotMapping: this.slotMapping.subarray(0, t),
       queryStart: this.queryStart.subarray(0, sched.length + 1),
       seqLens: this.seqLens.subarray(0, sched.length),
-      blockTables: this.blockTables.subarray(0, sched.length * width),
-      maxBlocksPerSeq: width,
+      ...this.groupInputs(t, sched.length, width),
       logitsRows: this.logitsRows.subarray(0, rows),
       tokensFromSampled: this.fromSampled.subarray(0, 2 * pending),
       ...(this.loraSlots ? { loraSlots: this.loraSlots.subarray(0, t) } : {}),
-      ...(this.groups.length > 0 ? { kvGroups: this.groups.map((g) => ({ slotMapping: g.slotMapping.subarray(0, t), blockTables: g.blockTables.subarray(0, sched.length * width) })) } : {}),
     };
   }
 }
