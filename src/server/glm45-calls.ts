@@ -10,8 +10,7 @@
  * it). A value is its trimmed text when the request's tool schema makes the argument a string; otherwise JSON, else
  * a Python literal, else the text.
  */
-import { parsePythonLiteral } from "./pythonic-calls.ts";
-import { parameterTypes, type XmlCall } from "./qwen3-coder-calls.ts";
+import { jsonOrPythonLiteral, parameterTypes, type XmlCall } from "./qwen3-coder-calls.ts";
 
 export const GLM45_OPEN = "<tool_call>";
 const CLOSE = "</tool_call>";
@@ -32,20 +31,12 @@ export function parseGlm45Calls(text: string, tools: readonly unknown[] = []): {
     const args: Record<string, unknown> = {};
     for (const m of body.matchAll(/<arg_key>([\s\S]*?)<\/arg_key>\s*<arg_value>([\s\S]*?)<\/arg_value>/g)) {
       const key = m[1]!.trim(), value = m[2]!.trim();
-      args[key] = types?.[key] === "string" ? value : jsonOrLiteral(value);
+      const parsed = types?.[key] === "string" ? undefined : jsonOrPythonLiteral(value);
+      args[key] = parsed === undefined ? value : parsed;
     }
     calls.push({ name, args });
   }
   if (calls.length === 0) return { content: text, calls: [] };
   const before = text.slice(0, first).trim();
   return { content: before.length > 0 ? before : null, calls };
-}
-
-function jsonOrLiteral(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    const v = parsePythonLiteral(text);
-    return v === undefined ? text : v;
-  }
 }

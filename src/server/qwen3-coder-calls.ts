@@ -81,10 +81,15 @@ function typedValue(text: string, type: string | undefined): unknown {
     return t !== "" && Number.isFinite(n) ? n : text;
   }
   if (["boolean", "bool", "binary"].includes(type)) return t.toLowerCase() === "true";
+  const v = jsonOrPythonLiteral(t);
+  return v === undefined ? text : v;
+}
+
+/** `text` read as JSON, else as a Python literal; undefined when it is neither. */
+export function jsonOrPythonLiteral(text: string): unknown {
   try {
-    return JSON.parse(t);
+    return JSON.parse(text);
   } catch {
-    const v = parsePythonLiteral(t);
-    return v === undefined ? text : v;
+    return parsePythonLiteral(text);
   }
 }
