@@ -595,12 +595,14 @@ export class CausalLM<T extends Tensor> {
       const rope = this.layerRope[i]!;
       // OLMo 2 / 3's q/k norms span all heads: applied here, so the fused kernel only rotates and stores.
       // With tensor parallelism a rank holds some of the heads: the rows' sums of squares are added up over the ranks first.
-      if (c.qkNormAcrossHeads && tp) {
-        const sums = b.rows(ws.qkSums!, n);
-        b.qkSquareSums(qkv, at, sums);
-        tp.allReduce(sums);
-        b.qkNormAcrossHeads(qkv, L.qNorm!, L.kNorm!, eps, at, sums, tp.size);
-      } else if (c.qkNormAcrossHeads) b.qkNormAcrossHeads(qkv, L.qNorm!, L.kNorm!, eps, at);
+      if (c.qkNormAcrossHeads) {
+        const sums = tp ? b.rows(ws.qkSums!, n) : null;
+        if (sums) {
+          b.qkSquareSums(qkv, at, sums);
+          tp!.allReduce(sums);
+        }
+        b.qkNormAcrossHeads(qkv, L.qNorm!, L.kNorm!, eps, at, sums, tp?.size ?? 1);
+      }
       const perHead = !c.qkNormAcrossHeads;
       b.qkNormRopeStoreKv(qkv, step.positions, gs.slotMapping, rope.cos, rope.sin, perHead ? L.qNorm : null, perHead ? L.kNorm : null, eps, at, kv.k, kv.v);
       b.pagedAttention(qkv, kv.k, kv.v, gs, this.blockSize, at, attn);

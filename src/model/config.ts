@@ -275,6 +275,8 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
   if (ernie && raw.use_bias === true) throw new ConfigError(file, "use_bias=true (biases on every projection, the MLP's too) is not supported");
   const olmo = archs[0] === "Olmo2ForCausalLM" || archs[0] === "Olmo3ForCausalLM", olmo3 = archs[0] === "Olmo3ForCausalLM";
   const exaone4 = archs[0] === "Exaone4ForCausalLM";
+  // OLMo 2's layer (EXAONE 4.0's too): norms after the attention and the MLP, none before.
+  const postNorms = olmo || exaone4;
   // Olmo3Config's and Exaone4Config's sliding_window is 4096 where the file leaves it out (null: none).
   if ((olmo3 || exaone4) && raw.sliding_window === undefined) raw = { ...raw, sliding_window: 4096 };
   // GlmConfig's and Glm4MoeConfig's default partial_rotary_factor is 0.5.
@@ -322,8 +324,8 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
     gemmaNorms: gemma,
     outputNorms: gemma ? { attention: "post_attention_layernorm", mlpInput: "pre_feedforward_layernorm", mlp: "post_feedforward_layernorm" }
       : archs[0] === "Glm4ForCausalLM" ? { attention: "post_self_attn_layernorm", mlpInput: "post_attention_layernorm", mlp: "post_mlp_layernorm" }
-      : olmo || exaone4 ? { attention: "post_attention_layernorm", mlpInput: null, mlp: "post_feedforward_layernorm" } : null,
-    inputNorms: !(olmo || exaone4),
+      : postNorms ? { attention: "post_attention_layernorm", mlpInput: null, mlp: "post_feedforward_layernorm" } : null,
+    inputNorms: !postNorms,
     qkNormAcrossHeads: olmo,
     ropeInterleaved: glm || ernie,
     hiddenSize,
@@ -335,7 +337,7 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
     vocabSize: int("vocab_size"),
     maxPositionEmbeddings: int("max_position_embeddings", 2048),
     // Olmo2Config's default is 1e-5.
-    rmsNormEps: num("rms_norm_eps", olmo || exaone4 ? 1e-5 : 1e-6),
+    rmsNormEps: num("rms_norm_eps", postNorms ? 1e-5 : 1e-6),
     ropeTheta: positive(rope.theta ?? 10000, rope.thetaField),
     ropeScaling: parseRopeScaling(rope.scaling, file, rope.scalingField, {
       maxPositionEmbeddings: int("max_position_embeddings", 2048), originalMaxPositionEmbeddings: raw.original_max_position_embeddings, rotaryDim,
@@ -345,7 +347,7 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
     qkvBias: architecture === "qwen2" ? true : attentionBias,
     // GLM's attention_bias covers q/k/v only.
     oBias: architecture === "qwen2" || glm || glm4moe ? false : archs[0] === "SeedOssForCausalLM" ? raw.attention_out_bias === true : attentionBias,
-    qkNorm: architecture === "qwen3" || architecture === "gemma3" || olmo || exaone4 || (glm4moe && raw.use_qk_norm === true),
+    qkNorm: architecture === "qwen3" || architecture === "gemma3" || postNorms || (glm4moe && raw.use_qk_norm === true),
     torchDtype,
     bosTokenId: typeof raw.bos_token_id === "number" ? raw.bos_token_id : null,
     eosTokenIds: idList(raw.eos_token_id),
