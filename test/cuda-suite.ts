@@ -404,7 +404,7 @@ export function defineCudaSuites(target: CudaTarget): void {
       }
     }, timeoutMs);
 
-    type AttentionCase = readonly [string, Omit<AttentionShape, "scale"> & { noQkNorm?: boolean }, "simple" | "mma"];
+    type AttentionCase = readonly [string, Omit<AttentionShape, "scale"> & { noQkNorm?: boolean; sinks?: boolean }, "simple" | "mma"];
     const attentionCases: readonly AttentionCase[] = [
       ["Qwen3-0.6B heads (16/8 × 128)", { numHeads: 16, numKvHeads: 8, headDim: 128 }, "simple"],
       ["tiny heads (4/2 × 16)", { numHeads: 4, numKvHeads: 2, headDim: 16 }, "simple"],
@@ -420,8 +420,14 @@ export function defineCudaSuites(target: CudaTarget): void {
       // Partial RoPE (Phi-4-mini's ¾ of each head), with q/k norms (their values go through memory) and without.
       ["tiny heads, partial RoPE (12 of 16 dimensions)", { numHeads: 4, numKvHeads: 2, headDim: 16, rotaryDim: 12 }, "simple"],
       ["Phi-4-mini heads (24/8 × 128), partial RoPE (96 of 128), no q/k norms, tensor-core prefill", { numHeads: 24, numKvHeads: 8, headDim: 128, rotaryDim: 96, noQkNorm: true }, "mma"],
+      // GPT-OSS's attention sinks (a logit per query head), on its sliding layers' window and without one.
+      ["GPT-OSS heads (8/1 × 64), attention sinks, sliding window 20", { numHeads: 8, numKvHeads: 1, headDim: 64, window: 20, noQkNorm: true, sinks: true }, "simple"],
+      ["GPT-OSS heads (8/1 × 64), attention sinks, tensor-core prefill", { numHeads: 8, numKvHeads: 1, headDim: 64, noQkNorm: true, sinks: true }, "mma"],
+      ["GQA 8/2 × 64, attention sinks, tensor-core prefill, sliding window 20", { numHeads: 8, numKvHeads: 2, headDim: 64, window: 20, noQkNorm: true, sinks: true }, "mma"],
     ];
-    for (const [name, { noQkNorm, ...s }, kernel] of attentionCases) {
+    /** Attention sinks for H query heads: logits around the scores' own scale, so they take a real share of the weight. */
+    const randomSinks = (H: number) => rng.normal(new Float32Array(H), 1.5);
+    for (const [name, { noQkNorm, sinks: withSinks, ...s }, kernel] of attentionCases) {
       test(`fused q/k norm + RoPE + KV store, and paged attention: ${name}`, () => {
         g.prefillKernel = kernel;
         const shape: AttentionShape = { ...s, scale: 1 / Math.sqrt(s.headDim) };
@@ -446,7 +452,8 @@ export function defineCudaSuites(target: CudaTarget): void {
         const gq = up(qkv, [n, W]), gk = up(kc, [numBlocks, bs, s.numKvHeads, D]), gv = up(vc, [numBlocks, bs, s.numKvHeads, D]);
         g.qkNormRopeStoreKv(gq, step.positions, step.slotMapping, g.fromHost(cosT, [512, R / 2]), g.fromHost(sinT, [512, R / 2]), noQkNorm ? null : up(qn, [D]), noQkNorm ? null : up(kn, [D]), 1e-6, shape, gk, gv);
         const gOut = out([n, s.numHeads * D]);
-        g.pagedAttention(gq, gk, gv, step, bs, shape, gOut);
+        const sinks = withSinks ? randomSinks(s.numHeads) : null;
+        g.pagedAttention(gq, gk, gv, step, bs, shape, gOut, sinks && g.fromHost(sinks, [s.numHeads]));
         const cq = new CpuTensor(qkv.slice(), [n, W]), ck = new CpuTensor(kc.slice(), [numBlocks, bs, s.numKvHeads, D]), cv = new CpuTensor(vc.slice(), [numBlocks, bs, s.numKvHeads, D]);
         const cstep = cpu.uploadStep(inputs);
         cpu.qkNormRopeStoreKv(cq, cstep.positions, cstep.slotMapping, new CpuTensor(cosT, [512, R / 2]), new CpuTensor(sinT, [512, R / 2]), noQkNorm ? null : new CpuTensor(qn, [D]), noQkNorm ? null : new CpuTensor(kn, [D]), 1e-6, shape, ck, cv);
@@ -456,7 +463,7 @@ export function defineCudaSuites(target: CudaTarget): void {
         check(gv, cv.data, 0);
         const cOut = new CpuTensor(new Float32Array(n * s.numHeads * D), [n, s.numHeads * D]);
         // The CPU attends with the GPU's q/k/v, so the check isolates the attention kernel.
-        cpu.pagedAttention(new CpuTensor(g.toHost(gq), [n, W]), new CpuTensor(g.toHost(gk), ck.shape), new CpuTensor(g.toHost(gv), cv.shape), cstep, bs, shape, cOut);
+        cpu.pagedAttention(new CpuTensor(g.toHost(gq), [n, W]), new CpuTensor(g.toHost(gk), ck.shape), new CpuTensor(g.toHost(gv), cv.shape), cstep, bs, shape, cOut, sinks && new CpuTensor(sinks, [s.numHeads]));
         g.prefillKernel = "simple";
         check(gOut, cOut.data);
       }, timeoutMs);
@@ -474,8 +481,11 @@ export function defineCudaSuites(target: CudaTarget): void {
       ["Qwen3-0.6B heads, simple kernel, sliding window 600", { numHeads: 16, numKvHeads: 8, headDim: 128, window: 600 }, "simple"],
       ["GQA 8/2 × 64, 16-thread groups, soft-capped scores", { numHeads: 8, numKvHeads: 2, headDim: 64, softcap: 1.5 }, "groups"],
       ["tiny heads, simple kernel, soft-capped scores", { numHeads: 4, numKvHeads: 2, headDim: 16, softcap: 1.5 }, "simple"],
+      // Attention sinks, added once over all splits by the combine.
+      ["GPT-OSS heads (8/1 × 64), 16-thread groups, attention sinks", { numHeads: 8, numKvHeads: 1, headDim: 64, sinks: true }, "groups"],
+      ["GQA 8/2 × 64, simple kernel, attention sinks, sliding window 700", { numHeads: 8, numKvHeads: 2, headDim: 64, window: 700, sinks: true }, "simple"],
     ] as const;
-    for (const [name, shape, kernel] of decodeCases) {
+    for (const [name, { sinks: withSinks, ...shape }, kernel] of decodeCases as readonly (readonly [string, Omit<AttentionShape, "scale"> & { sinks?: boolean }, "groups" | "simple"])[]) {
       test(`split-KV decode attention (long contexts, several splits): ${name}`, () => {
         g.decodeKernel = kernel;
         const s: AttentionShape = { ...shape, scale: 1 / Math.sqrt(shape.headDim) };
@@ -490,10 +500,11 @@ export function defineCudaSuites(target: CudaTarget): void {
         const qkv = randn(n * W), kc = randn(numBlocks * bs * Hkv * D), vc = randn(numBlocks * bs * Hkv * D);
         const step = g.uploadStep(inputs);
         const gOut = out([n, Hq * D]);
-        g.pagedAttention(up(qkv, [n, W]), up(kc, [numBlocks, bs, Hkv, D]), up(vc, [numBlocks, bs, Hkv, D]), step, bs, s, gOut);
+        const sinks = withSinks ? randomSinks(Hq) : null;
+        g.pagedAttention(up(qkv, [n, W]), up(kc, [numBlocks, bs, Hkv, D]), up(vc, [numBlocks, bs, Hkv, D]), step, bs, s, gOut, sinks && g.fromHost(sinks, [Hq]));
         g.decodeKernel = "groups";
         const cOut = new CpuTensor(new Float32Array(n * Hq * D), [n, Hq * D]);
-        cpu.pagedAttention(new CpuTensor(qkv, [n, W]), new CpuTensor(kc, [numBlocks, bs, Hkv, D]), new CpuTensor(vc, [numBlocks, bs, Hkv, D]), cpu.uploadStep(inputs), bs, s, cOut);
+        cpu.pagedAttention(new CpuTensor(qkv, [n, W]), new CpuTensor(kc, [numBlocks, bs, Hkv, D]), new CpuTensor(vc, [numBlocks, bs, Hkv, D]), cpu.uploadStep(inputs), bs, s, cOut, sinks && new CpuTensor(sinks, [Hq]));
         check(gOut, cOut.data);
       }, timeoutMs);
     }
@@ -643,8 +654,10 @@ export function defineCudaSuites(target: CudaTarget): void {
       }, timeoutMs);
     }
 
-    test("decode of a full batch (one split per sequence: the group kernel writes the output itself)", () => {
+    for (const withSinks of [false, true])
+    test(`decode of a full batch (one split per sequence: the group kernel writes the output itself)${withSinks ? ", attention sinks" : ""}`, () => {
       const s: AttentionShape = { numHeads: 16, numKvHeads: 8, headDim: 128, scale: 1 / Math.sqrt(128) };
+      const sinks = withSinks ? randomSinks(16) : null;
       const D = 128, W = 32 * D, bs = 16, width = 20, n = 48;
       const lens = Array.from({ length: n }, () => rng.int(1, width * bs));
       const numBlocks = n * width;
@@ -655,12 +668,12 @@ export function defineCudaSuites(target: CudaTarget): void {
       const step = g.uploadStep(inputs);
       g.enableProfiling();
       g.kernelTimes(true);
-      g.pagedAttention(gq, gk, gv, step, bs, s, gOut);
+      g.pagedAttention(gq, gk, gv, step, bs, s, gOut, sinks && g.fromHost(sinks, [16]));
       const launched = g.kernelTimes(true).map((k) => k.name);
       g.enableProfiling(false);
       expect(launched).toEqual(["paged_decode_d128_g2_bf16"]);
       const cOut = new CpuTensor(new Float32Array(n * 16 * D), [n, 16 * D]);
-      cpu.pagedAttention(new CpuTensor(qkv, [n, W]), new CpuTensor(kc, [numBlocks, bs, 8, D]), new CpuTensor(vc, [numBlocks, bs, 8, D]), cpu.uploadStep(inputs), bs, s, cOut);
+      cpu.pagedAttention(new CpuTensor(qkv, [n, W]), new CpuTensor(kc, [numBlocks, bs, 8, D]), new CpuTensor(vc, [numBlocks, bs, 8, D]), cpu.uploadStep(inputs), bs, s, cOut, sinks && new CpuTensor(sinks, [16]));
       check(gOut, cOut.data);
     }, timeoutMs);
 

@@ -8,6 +8,10 @@
 // paged_attention_bf16 serves every step; decode steps (one query token per sequence) use the split-KV
 // pair below (flash-decoding): the context is cut into splits of SPLIT keys worked on by separate
 // blocks, then combined. prefill_mma.cu holds the tensor-core prefill (opt-in until verified).
+//
+// sinks (GPT-OSS's attention sinks; nullptr: none): per query head an f32 logit that joins the softmax as
+// one more score with a zero value row — the running max starts at it and the denominator at 1 (the
+// combine, for split-KV decode, adds it once over all splits).
 #include "common.cuh"
 
 #define CHUNK 128
@@ -75,7 +79,8 @@ __device__ __forceinline__ void attend_keys(const float (&q_s)[MAX_G][MAX_D], fl
 extern "C" __global__ void __launch_bounds__(CHUNK) paged_attention_bf16(
     const bf16* __restrict__ qkv, const bf16* __restrict__ k_cache, const bf16* __restrict__ v_cache, bf16* __restrict__ out,
     const int* __restrict__ query_start, const int* __restrict__ seq_lens, const int* __restrict__ block_tables,
-    int num_seqs, int max_blocks_per_seq, int block_size, int num_heads, int num_kv_heads, int head_dim, float scale, int window, float softcap) {
+    int num_seqs, int max_blocks_per_seq, int block_size, int num_heads, int num_kv_heads, int head_dim, float scale, int window, float softcap,
+    const float* __restrict__ sinks) {
   __shared__ float q_s[MAX_G][MAX_D];
   __shared__ float p_s[MAX_G][CHUNK];
   __shared__ int slot_s[CHUNK];
@@ -100,7 +105,12 @@ extern "C" __global__ void __launch_bounds__(CHUNK) paged_attention_bf16(
 
   float m[MAX_G], l[MAX_G], acc[MAX_G][2];
 #pragma unroll
-  for (int g = 0; g < MAX_G; g++) { m[g] = -INFINITY; l[g] = 0.f; acc[g][0] = acc[g][1] = 0.f; }
+  for (int g = 0; g < MAX_G; g++) {
+    const bool sink = sinks != nullptr && g < G;
+    m[g] = sink ? sinks[kvh * G + g] : -INFINITY;
+    l[g] = sink ? 1.f : 0.f;
+    acc[g][0] = acc[g][1] = 0.f;
+  }
   __syncthreads();
 
   attend_keys(q_s, p_s, slot_s, scratch, k_cache, v_cache, table, block_size, kv_stride, kvh, G, D, softcap, window > 0 ? max(0, ctx - window) : 0, ctx, m, l, acc);
@@ -152,17 +162,18 @@ extern "C" __global__ void __launch_bounds__(CHUNK) paged_attention_split_bf16(
   }
 }
 
-// Combines the splits: out = Σ_z e^{m_z − M} acc_z / Σ_z e^{m_z − M} l_z. Grid (tokens, H), block D threads
-// (rounded up to 32).
+// Combines the splits: out = Σ_z e^{m_z − M} acc_z / (Σ_z e^{m_z − M} l_z + e^{sink − M}), the sink's term only
+// with sinks. Grid (tokens, H), block D threads (rounded up to 32).
 extern "C" __global__ void paged_attention_combine_bf16(const float* __restrict__ partial, bf16* __restrict__ out, int splits,
-                                                        int num_heads, int num_kv_heads, int head_dim) {
+                                                        int num_heads, int num_kv_heads, int head_dim, const float* __restrict__ sinks) {
   const int t = blockIdx.x, h = blockIdx.y, d = threadIdx.x;
   const int G = num_heads / num_kv_heads, kvh = h / G, g = h % G, D = head_dim;
   const float* base = partial + ((size_t)t * num_kv_heads + kvh) * splits * G * (D + 2) + (size_t)g * (D + 2);
   const size_t zstride = (size_t)G * (D + 2);
-  float M = -INFINITY;
+  const float sink = sinks != nullptr ? sinks[h] : -INFINITY;
+  float M = sink;
   for (int z = 0; z < splits; z++) M = fmaxf(M, base[z * zstride]);
-  float num = 0.f, den = 0.f;
+  float num = 0.f, den = sinks != nullptr ? __expf(sink - M) : 0.f;
   for (int z = 0; z < splits; z++) {
     const float mz = base[z * zstride];
     if (mz == -INFINITY) continue;

@@ -7,6 +7,8 @@
 // writes the normalised output (bf16, [seqs, H·D]) itself. With several it writes the same partial results
 // as paged_attention_split_bf16 (attention.cu), which paged_attention_combine_bf16 then merges:
 // partial[((t·Hkv + kvh)·splits + z)·G + g] = [m, l, acc_0 … acc_{D−1}] (m = −inf, l = 0 for an empty split).
+// Attention sinks (sinks non-null, GPT-OSS) join the merge when this block writes the output itself; with
+// several splits the combine adds them.
 // The host picks the split count per batch size so that the grid fills the GPU (many sequences: one split).
 //
 // The 128 threads form 8 groups of 16 (two per warp). Group h takes keys begin + h, begin + h + 8, …: its 16
@@ -47,7 +49,7 @@ template <int D, int G>
 __device__ __forceinline__ void paged_decode(const bf16* __restrict__ qkv, const bf16* __restrict__ k_cache, const bf16* __restrict__ v_cache,
                                              float* __restrict__ partial, bf16* __restrict__ final_out, const int* __restrict__ seq_lens,
                                              const int* __restrict__ block_tables, int max_blocks_per_seq, int block_size, int keys_per_split,
-                                             int num_heads, int num_kv_heads, float scale, int window, float softcap) {
+                                             int num_heads, int num_kv_heads, float scale, int window, float softcap, const float* __restrict__ sinks) {
   constexpr int E = D / 16;
   __shared__ __align__(16) float q_s[G * D];
   __shared__ __align__(16) float acc_s[GROUPS][G * D];
@@ -118,10 +120,12 @@ __device__ __forceinline__ void paged_decode(const bf16* __restrict__ qkv, const
   __syncthreads();
   for (int i = tid; i < G * D; i += blockDim.x) {
     const int g = i / D, d = i % D;
-    float M = -INFINITY;
+    const bool sink = sinks != nullptr && splits == 1;
+    const float s_logit = sink ? sinks[kvh * G + g] : -INFINITY;
+    float M = s_logit;
 #pragma unroll
     for (int h = 0; h < GROUPS; h++) M = fmaxf(M, m_s[h][g]);
-    float num = 0.f, den = 0.f;
+    float num = 0.f, den = sink ? __expf(s_logit - M) : 0.f;
     if (M != -INFINITY) {
 #pragma unroll
       for (int h = 0; h < GROUPS; h++) {
@@ -144,9 +148,10 @@ __device__ __forceinline__ void paged_decode(const bf16* __restrict__ qkv, const
   extern "C" __global__ void __launch_bounds__(128, 4) paged_decode_d##D##_g##G##_bf16(                                                      \
       const bf16* __restrict__ qkv, const bf16* __restrict__ k_cache, const bf16* __restrict__ v_cache, float* __restrict__ partial,      \
       bf16* __restrict__ final_out, const int* __restrict__ seq_lens, const int* __restrict__ block_tables, int max_blocks_per_seq,       \
-      int block_size, int keys_per_split, int num_heads, int num_kv_heads, float scale, int window, float softcap) {                      \
+      int block_size, int keys_per_split, int num_heads, int num_kv_heads, float scale, int window, float softcap,                        \
+      const float* __restrict__ sinks) {                                                                                                  \
     paged_decode<D, G>(qkv, k_cache, v_cache, partial, final_out, seq_lens, block_tables, max_blocks_per_seq, block_size, keys_per_split, \
-                       num_heads, num_kv_heads, scale, window, softcap);                                                                   \
+                       num_heads, num_kv_heads, scale, window, softcap, sinks);                                                            \
   }
 
 DECODE_KERNEL(64, 1)

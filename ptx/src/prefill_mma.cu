@@ -25,7 +25,7 @@ template <int D>
 __device__ __forceinline__ void prefill_mma(const bf16* __restrict__ qkv, const bf16* __restrict__ k_cache, const bf16* __restrict__ v_cache,
                                             bf16* __restrict__ out, const int* __restrict__ query_start, const int* __restrict__ seq_lens,
                                             const int* __restrict__ block_tables, int max_blocks_per_seq, int block_size, int tiles_per_seq,
-                                            int num_heads, int num_kv_heads, float scale, int window, float softcap) {
+                                            int num_heads, int num_kv_heads, float scale, int window, float softcap, const float* __restrict__ sinks) {
   __shared__ __align__(16) bf16 k_s[KT][D + 8];   // +8: shift rows across banks
   __shared__ __align__(16) bf16 vt_s[D][KT + 8];
   const int s = blockIdx.x / tiles_per_seq, tile = blockIdx.x % tiles_per_seq, h = blockIdx.y;
@@ -57,7 +57,9 @@ __device__ __forceinline__ void prefill_mma(const bf16* __restrict__ qkv, const 
   float o[D / 8][4];
 #pragma unroll
   for (int n = 0; n < D / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
-  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+  // An attention sink (GPT-OSS) starts each row's softmax: one more score, with a zero value row.
+  const float sink = sinks != nullptr ? sinks[h] : -INFINITY;
+  float m0 = sink, m1 = sink, l0 = sinks != nullptr ? 1.f : 0.f, l1 = l0;
   const int pos0 = base + row0 + g, pos1 = pos0 + 8;  // positions of this thread's two rows
   // Keys needed by the block: up to the position of its last query row, and with a sliding window W from
   // the first key its first row sees (a key is visible to the row at position p when p − W < key ≤ p).
@@ -164,9 +166,9 @@ __device__ __forceinline__ void prefill_mma(const bf16* __restrict__ qkv, const 
       const bf16* __restrict__ qkv, const bf16* __restrict__ k_cache, const bf16* __restrict__ v_cache, bf16* __restrict__ out,    \
       const int* __restrict__ query_start, const int* __restrict__ seq_lens, const int* __restrict__ block_tables,                  \
       int max_blocks_per_seq, int block_size, int tiles_per_seq, int num_heads, int num_kv_heads, float scale, int window,         \
-      float softcap) {                                                                                                              \
+      float softcap, const float* __restrict__ sinks) {                                                                             \
     prefill_mma<D>(qkv, k_cache, v_cache, out, query_start, seq_lens, block_tables, max_blocks_per_seq, block_size, tiles_per_seq, \
-                   num_heads, num_kv_heads, scale, window, softcap);                                                                 \
+                   num_heads, num_kv_heads, scale, window, softcap, sinks);                                                          \
   }
 
 PREFILL_MMA(64)

@@ -174,8 +174,11 @@ export interface Backend<T extends Tensor = Tensor> {
    * token's (normed, rotated) k and its v go into the caches at its slot (slot −1 = skip). One kernel on GPUs.
    */
   qkNormRopeStoreKv(qkv: T, positions: T, slotMapping: T, cos: T, sin: T, qNorm: T | null, kNorm: T | null, eps: number, shape: AttentionShape, kCache: T, vCache: T): void;
-  /** Causal attention of each query token over its sequence's cached context; out is [tokens, H·D]. */
-  pagedAttention(qkv: T, kCache: T, vCache: T, step: StepTensors<T>, blockSize: number, shape: AttentionShape, out: T): void;
+  /**
+   * Causal attention of each query token over its sequence's cached context; out is [tokens, H·D]. `sinks`
+   * (f32 [H], GPT-OSS): per query head a logit that joins the softmax with a value of zero (an attention sink).
+   */
+  pagedAttention(qkv: T, kCache: T, vCache: T, step: StepTensors<T>, blockSize: number, shape: AttentionShape, out: T, sinks?: T | null): void;
   /** out = silu(x[:, :I]) * x[:, I:] for x of width 2I */
   siluMul(x: T, out: T): void;
   /** out = gelu_tanh(x[:, :I]) * x[:, I:] for x of width 2I (GELU's tanh approximation: Gemma's gelu_pytorch_tanh) */

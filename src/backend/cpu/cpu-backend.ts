@@ -197,11 +197,11 @@ export class CpuBackend implements Backend<T> {
     k.storeKv(q.data, q.numRows, i32(slotMapping), f32(kCache), f32(vCache), shape);
   }
 
-  pagedAttention(qkv: T, kCache: T, vCache: T, step: StepTensors<T>, blockSize: number, shape: AttentionShape, out: T): void {
+  pagedAttention(qkv: T, kCache: T, vCache: T, step: StepTensors<T>, blockSize: number, shape: AttentionShape, out: T, sinks: T | null = null): void {
     k.pagedAttention(f32(qkv), f32(kCache), f32(vCache), {
       numSeqs: step.numSeqs, queryStart: i32(step.queryStart), seqLens: i32(step.seqLens),
       blockTables: i32(step.blockTables), maxBlocksPerSeq: step.maxBlocksPerSeq, blockSize,
-    }, shape, f32(out));
+    }, shape, f32(out), 0, step.numSeqs, sinks ? f32(sinks) : null);
   }
 
   siluMul(x: T, out: T): void {

@@ -155,9 +155,10 @@ export interface PagedAttentionArgs {
 /**
  * For each sequence, its query tokens are the last qLen positions of its seqLen context; token i attends
  * causally to context positions [0, seqLen − qLen + i] (with a sliding window W: the last W of them), read
- * from the paged cache through the block table.
+ * from the paged cache through the block table. `sinks` (GPT-OSS's attention sinks: a logit per query head)
+ * join each head's softmax as one more score whose value is zero: they only take a share of the weight.
  */
-export function pagedAttention(qkv: Float32Array, kCache: Float32Array, vCache: Float32Array, a: PagedAttentionArgs, s: AttentionShape, out: Float32Array, seqStart = 0, seqEnd = a.numSeqs): void {
+export function pagedAttention(qkv: Float32Array, kCache: Float32Array, vCache: Float32Array, a: PagedAttentionArgs, s: AttentionShape, out: Float32Array, seqStart = 0, seqEnd = a.numSeqs, sinks: Float32Array | null = null): void {
   const D = s.headDim, H = s.numHeads, Hkv = s.numKvHeads, group = H / Hkv;
   const stride = (H + 2 * Hkv) * D;
   const kvWidth = Hkv * D;
@@ -176,7 +177,8 @@ export function pagedAttention(qkv: Float32Array, kCache: Float32Array, vCache: 
       for (let h = 0; h < H; h++) {
         const qo = qRow + h * D;
         const kvh = Math.floor(h / group);
-        let max = -Infinity;
+        const sink = sinks ? sinks[h]! : -Infinity;
+        let max = sink;
         for (let j = lo; j < ctx; j++) {
           const slot = a.blockTables[table + Math.floor(j / a.blockSize)]! * a.blockSize + (j % a.blockSize);
           const ko = slot * kvWidth + kvh * D;
@@ -188,7 +190,7 @@ export function pagedAttention(qkv: Float32Array, kCache: Float32Array, vCache: 
           if (sc > max) max = sc;
         }
         acc.fill(0);
-        let sum = 0;
+        let sum = sinks ? Math.exp(sink - max) : 0;
         for (let j = lo; j < ctx; j++) {
           const p = Math.exp(scores[j]! - max);
           sum += p;

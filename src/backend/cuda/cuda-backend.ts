@@ -578,7 +578,8 @@ export class CudaBackend implements Backend<CudaTensor> {
       [P(qkv), P(positions), P(slotMapping), P(cos), P(sin), P(qNorm), P(kNorm), P(kCache), P(vCache), I(s.numHeads), I(s.numKvHeads), I(s.headDim), I((s.rotaryDim ?? s.headDim) / 2), F(eps)]);
   }
 
-  pagedAttention(qkv: CudaTensor, kCache: CudaTensor, vCache: CudaTensor, step: StepTensors<CudaTensor>, blockSize: number, s: AttentionShape, out: CudaTensor): void {
+  pagedAttention(qkv: CudaTensor, kCache: CudaTensor, vCache: CudaTensor, step: StepTensors<CudaTensor>, blockSize: number, s: AttentionShape, out: CudaTensor, sinks: CudaTensor | null = null): void {
+    if (sinks && (sinks.dtype !== "f32" || numel(sinks.shape) !== s.numHeads)) throw new Error(`pagedAttention: attention sinks must be f32 [${s.numHeads}], got ${sinks.dtype} [${sinks.shape}]`);
     if (s.numHeads / s.numKvHeads > 8 || s.headDim > 256) throw new Error(`paged attention supports ≤ 8 query heads per KV head and head_dim ≤ 256 (got ${s.numHeads / s.numKvHeads}, ${s.headDim})`);
     if (step.maxQueryLen === 1 && step.numTokens === step.numSeqs) {
       // Decode: split-KV over the widest context the block tables can address (a sliding window's, if less).
@@ -599,26 +600,26 @@ export class CudaBackend implements Backend<CudaTensor> {
       if (groups) {
         this.k.launch(`paged_decode_d${s.headDim}_g${G}_bf16` as KernelName, [step.numTokens, s.numKvHeads, splits], 128, [
           P(qkv), P(kCache), P(vCache), partial, P(out), P(step.seqLens), P(step.blockTables), I(step.maxBlocksPerSeq), I(blockSize), I(keysPerSplit),
-          I(s.numHeads), I(s.numKvHeads), F(s.scale), I(s.window ?? 0), F(s.softcap ?? 0)]);
+          I(s.numHeads), I(s.numKvHeads), F(s.scale), I(s.window ?? 0), F(s.softcap ?? 0), P(sinks)]);
         if (splits === 1) return;
       } else {
         this.k.launch("paged_attention_split_bf16", [step.numTokens, s.numKvHeads, splits], 128, [
           P(qkv), P(kCache), P(vCache), partial, P(step.seqLens), P(step.blockTables), I(step.maxBlocksPerSeq), I(blockSize),
           I(s.numHeads), I(s.numKvHeads), I(s.headDim), F(s.scale), I(s.window ?? 0), F(s.softcap ?? 0)]);
       }
-      this.k.launch("paged_attention_combine_bf16", [step.numTokens, s.numHeads], Math.ceil(s.headDim / 32) * 32, [partial, P(out), I(splits), I(s.numHeads), I(s.numKvHeads), I(s.headDim)]);
+      this.k.launch("paged_attention_combine_bf16", [step.numTokens, s.numHeads], Math.ceil(s.headDim / 32) * 32, [partial, P(out), I(splits), I(s.numHeads), I(s.numKvHeads), I(s.headDim), P(sinks)]);
       return;
     }
     if (this.prefillKernel === "mma" && (s.headDim === 64 || s.headDim === 128)) {
       const tiles = Math.ceil(step.maxQueryLen / 64);
       this.k.launch(s.headDim === 64 ? "paged_prefill_mma_d64_bf16" : "paged_prefill_mma_d128_bf16", [step.numSeqs * tiles, s.numHeads], 128, [
         P(qkv), P(kCache), P(vCache), P(out), P(step.queryStart), P(step.seqLens), P(step.blockTables),
-        I(step.maxBlocksPerSeq), I(blockSize), I(tiles), I(s.numHeads), I(s.numKvHeads), F(s.scale), I(s.window ?? 0), F(s.softcap ?? 0)]);
+        I(step.maxBlocksPerSeq), I(blockSize), I(tiles), I(s.numHeads), I(s.numKvHeads), F(s.scale), I(s.window ?? 0), F(s.softcap ?? 0), P(sinks)]);
       return;
     }
     this.k.launch("paged_attention_bf16", [step.numTokens, s.numKvHeads], 128, [
       P(qkv), P(kCache), P(vCache), P(out), P(step.queryStart), P(step.seqLens), P(step.blockTables),
-      I(step.numSeqs), I(step.maxBlocksPerSeq), I(blockSize), I(s.numHeads), I(s.numKvHeads), I(s.headDim), F(s.scale), I(s.window ?? 0), F(s.softcap ?? 0)]);
+      I(step.numSeqs), I(step.maxBlocksPerSeq), I(blockSize), I(s.numHeads), I(s.numKvHeads), I(s.headDim), F(s.scale), I(s.window ?? 0), F(s.softcap ?? 0), P(sinks)]);
   }
 
   /**
