@@ -137,6 +137,8 @@ export function referenceHidden(cfg: ModelConfig, weights: W, tokens: number[], 
   for (let l = 0; l < cfg.numLayers; l++) {
     const p = `model.layers.${l}.`;
     const qs: Float64Array[][] = [], ks: Float64Array[][] = [], vs: Float64Array[][] = [];
+    // GPT-OSS (HF's eager_attention_forward with s_aux): each head's sink joins its softmax as one more logit, then is dropped.
+    const sinks = raw.model_type === "gpt_oss" ? w(`${p}self_attn.sinks`) : null;
     const window = refWindow(raw, l);
     const rope = window > 0 ? localRope : globalRope;
     xs.forEach((x, pos) => {
@@ -173,9 +175,10 @@ export function referenceHidden(cfg: ModelConfig, weights: W, tokens: number[], 
           for (let d = 0; d < D; d++) s += qs[pos]![h]![d]! * ks[j]![kvh]![d]!;
           scores.push(softcap(s * mult.attention));
         }
-        const m = Math.max(...scores);
+        const sink = sinks ? sinks[h]! : -Infinity;
+        const m = Math.max(...scores, sink);
         const e = scores.map((s) => Math.exp(s - m));
-        const z = e.reduce((a, b) => a + b, 0);
+        const z = e.reduce((a, b) => a + b, 0) + Math.exp(sink - m);
         for (let j = 0; j <= pos; j++) for (let d = 0; d < D; d++) attn[h * D + d] += (e[j]! / z) * vs[j]![kvh]![d]!;
       }
       const o = matvec(w(`${p}self_attn.o_proj.weight`), attn, H, oBias ? w(`${p}self_attn.o_proj.bias`) : undefined);
@@ -244,6 +247,7 @@ function sparseLayer(raw: Record<string, unknown>, l: number): boolean {
  */
 function refSparseMlp(w: W, raw: Record<string, unknown>, p: string, x: Float64Array, H: number): Float64Array {
   if (raw.model_type === "glm4_moe") return refGlm4MoeMlp(w, raw, `${p}mlp.`, x, H);
+  if (raw.model_type === "gpt_oss") return refGptOssMlp(w, raw, `${p}mlp.`, x, H);
   const mixtral = raw.num_local_experts != null, m = mixtral ? `${p}block_sparse_moe.` : `${p}mlp.`;
   const E = (mixtral ? raw.num_local_experts : raw.num_experts) as number, k = raw.num_experts_per_tok as number;
   const I = (mixtral ? raw.intermediate_size : raw.moe_intermediate_size) as number;
@@ -293,6 +297,40 @@ function refGlm4MoeMlp(w: W, raw: Record<string, unknown>, m: string, x: Float64
     const y = refMlp(w, `${m}experts.${e}.`, x, I, H);
     for (let i = 0; i < H; i++) out[i]! += score[e]! * factor * y[i]!;
   }
+  return out;
+}
+
+/**
+ * GPT-OSS's MLP as HF's GptOssMLP writes it, on transformers' bf16 parameters: router logits W·x + b, the top k of
+ * them, softmax over those; each expert's x · gate_up_proj[e] + bias (gate and up interleaved), the gate capped at
+ * swiglu_limit and up clamped to ±limit, (up + 1) · gate · sigmoid(1.702 · gate), then · down_proj[e] + bias.
+ */
+function refGptOssMlp(w: W, raw: Record<string, unknown>, m: string, x: Float64Array, H: number): Float64Array {
+  const E = raw.num_local_experts as number, k = raw.num_experts_per_tok as number, I = raw.intermediate_size as number;
+  const limit = (raw.swiglu_limit ?? 7) as number, alpha = (raw.swiglu_alpha ?? 1.702) as number;
+  const logits = matvec(w(`${m}router.weight`), x, E, w(`${m}router.bias`));
+  const chosen = [...logits.keys()].sort((a, b) => logits[b]! - logits[a]! || a - b).slice(0, k);
+  const top = logits[chosen[0]!]!, ex = chosen.map((e) => Math.exp(logits[e]! - top)), z = ex.reduce((a, b) => a + b, 0);
+  const gu = w(`${m}experts.gate_up_proj`), gb = w(`${m}experts.gate_up_proj_bias`), dn = w(`${m}experts.down_proj`), db = w(`${m}experts.down_proj_bias`);
+  const out = new Float64Array(H);
+  chosen.forEach((e, j) => {
+    const a = new Float64Array(I);
+    for (let i = 0; i < I; i++) {
+      let gate = gb[e * 2 * I + 2 * i]!, up = gb[e * 2 * I + 2 * i + 1]!;
+      for (let h = 0; h < H; h++) {
+        gate += x[h]! * gu[(e * H + h) * 2 * I + 2 * i]!;
+        up += x[h]! * gu[(e * H + h) * 2 * I + 2 * i + 1]!;
+      }
+      gate = Math.min(gate, limit);
+      up = Math.min(Math.max(up, -limit), limit);
+      a[i] = (up + 1) * gate / (1 + Math.exp(-alpha * gate));
+    }
+    for (let o = 0; o < H; o++) {
+      let y = db[e * H + o]!;
+      for (let i = 0; i < I; i++) y += a[i]! * dn[(e * I + i) * H + o]!;
+      out[o]! += (ex[j]! / z) * y;
+    }
+  });
   return out;
 }
 

@@ -88,6 +88,10 @@ const CASES: [string, TinyModelOptions][] = [
   // EXAONE 4.0: OLMo 2's norms, per-head q/k norms, three sliding layers of four and RoPE on them only.
   ["exaone4 (post-norms, per-head q/k norms, global layers without RoPE)", { arch: "exaone4", seed: 22, vocabSize: 2048, numLayers: 4 }],
   ["olmo3 (sliding layers, YaRN on the global one)", { arch: "olmo3", seed: 21, vocabSize: 2048, numLayers: 4, slidingWindow: 5, ropeScaling: { rope_type: "yarn", factor: 4, original_max_position_embeddings: 64 } }],
+  // GPT-OSS: sinks, q/k/v/o biases, sliding (window 5) and global layers alternating, YaRN unrounded; 8 experts with a
+  // router bias, top 2, expert biases and the clamped SwiGLU — as bf16 parameters and as MXFP4 blocks of the same values.
+  ["gpt_oss (attention sinks, alternating sliding layers, experts with biases and a clamped SwiGLU)", { arch: "gpt_oss", seed: 26, vocabSize: 2048, numLayers: 4, slidingWindow: 5 }],
+  ["gpt_oss with MXFP4 experts (the same values as blocks and scales)", { arch: "gpt_oss", seed: 26, vocabSize: 2048, numLayers: 4, slidingWindow: 5, mxfp4: true }],
   ["phi3 with partial RoPE (¾) and LongRoPE, short factors", { arch: "phi3", seed: 16, vocabSize: 2048, partialRotaryFactor: 0.75, originalMaxPositionEmbeddings: 1024, ropeScaling: LONGROPE }],
 ];
 
@@ -97,8 +101,8 @@ describe("paged CPU forward matches a dense float64 reference", () => {
       const dir = tinyModel(opts);
       const cfg = loadModelConfig(dir);
       const rawConfig = JSON.parse(readFileSync(join(dir, "config.json"), "utf8")) as Record<string, unknown>;
-      // The fused-experts checkpoint holds the same draws as its per-expert twin, which the reference reads.
-      const ckpt = new Checkpoint(opts.fusedExperts ? tinyModel({ ...opts, fusedExperts: false }) : dir);
+      // The fused-experts (or MXFP4) checkpoint holds the same draws as its per-expert (bf16) twin, which the reference reads.
+      const ckpt = new Checkpoint(opts.fusedExperts || opts.mxfp4 ? tinyModel({ ...opts, fusedExperts: false, mxfp4: false }) : dir);
       const cache = new Map<string, Float64Array>();
       const w: W = (n) => {
         let v = cache.get(n);

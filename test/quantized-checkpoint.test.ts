@@ -12,6 +12,8 @@ import { Checkpoint } from "../src/loader/checkpoint.ts";
 import { fromFloat32, toFloat32, type QuantizedDType } from "../src/loader/dtype.ts";
 import { SafetensorsFile, writeSafetensors, type TensorToWrite } from "../src/loader/safetensors.ts";
 import { FAST_MODEL, tempDir, tinyModel } from "./helpers.ts";
+import { dequantizeMxfp4, FP4_VALUES } from "../src/loader/quantization.ts";
+import { snapToMxfp4 } from "../src/model/tiny-model.ts";
 
 const ENGINE_MS = 60_000;
 const quiet = { log: () => {} };
@@ -150,3 +152,55 @@ describe("8-bit quantized checkpoints are dequantized as they load", () => {
     expect(() => new LLM({ model: noScale, maxModelLen: 64, ...quiet })).toThrow("tensor 'model.layers.0.mlp.down_proj.weight' is F8_E4M3, a quantized weight, but no scale for it (model.layers.0.mlp.down_proj.weight_scale_inv or model.layers.0.mlp.down_proj.weight_scale) is in the checkpoint");
   }, ENGINE_MS);
 });
+
+describe("MXFP4 (GPT-OSS's experts): packed FP4 pairs with a power-of-two scale per 32 values", () => {
+  const view = (name: string, dtype: "U8", shape: number[], bytes: Uint8Array) => ({ name, file: "x.safetensors", dtype, shape, bytes });
+  test("dequantized exactly to bf16: the low nibble first, sign in bit 3, scale 2^(s − 127)", () => {
+    expect(Array.from(FP4_VALUES)).toEqual([0, 0.5, 1, 1.5, 2, 3, 4, 6, -0, -0.5, -1, -1.5, -2, -3, -4, -6]);
+    // Two groups of one row: bytes 0x21 (0.5, then 1) and 0xF7 (6, then −6); scales 2¹ and 2⁻¹²⁷ (a bf16 subnormal).
+    const blocks = new Uint8Array(32), scales = Uint8Array.of(128, 0);
+    blocks[0] = 0x21; blocks[1] = 0xf7; blocks[16] = 0x07;
+    const t = dequantizeMxfp4(view("w_blocks", "U8", [1, 2, 16], blocks), view("w_scales", "U8", [1, 2], scales), "w");
+    expect([t.dtype, t.shape]).toEqual(["BF16", [1, 64]]);
+    const v = toFloat32(t.bytes, "BF16");
+    expect(Array.from(v.subarray(0, 5))).toEqual([1, 2, 12, -12, 0]);
+    expect(v[32]).toBe(6 * 2 ** -127);
+    expect(v.subarray(34).every((x) => x === 0)).toBe(true);
+    expect(() => dequantizeMxfp4(view("w_blocks", "U8", [1, 2, 16], blocks), view("w_scales", "U8", [2], scales), "w")).toThrow("MXFP4 weight 'w' needs U8 blocks [..., G, 16] and U8 scales [..., G], got U8 [1,2,16] and U8 [2]");
+  });
+
+  test("the tiny model's values snap onto the grid: quantizing them again changes nothing, and their blocks decode to them", () => {
+    const v = new Float32Array(128).map((_, i) => Math.sin(i * 1.7) * (i % 32 === 5 ? 40 : 3));
+    const q = snapToMxfp4(v);
+    const back = toFloat32(dequantizeMxfp4(view("b", "U8", [4, 16], q.blocks), view("s", "U8", [4], q.scales), "w").bytes, "BF16");
+    expect(Array.from(back)).toEqual(Array.from(q.values));
+    expect(Array.from(snapToMxfp4(q.values).values)).toEqual(Array.from(q.values));
+    // Each value moved by at most half the grid's widest step (4 → 6) times its group's scale, which keeps the group within ±6 of it.
+    for (let i = 0; i < v.length; i++) {
+      const k = 2 ** (q.scales[i >> 5]! - 127);
+      expect(Math.abs(q.values[i]! - v[i]!)).toBeLessThanOrEqual(k);
+      expect(Math.abs(v[i]!)).toBeLessThanOrEqual(6 * k);
+    }
+  });
+
+  test("a checkpoint's MXFP4 experts need quant_method mxfp4; its packed bytes are never read as a plain weight", () => {
+    const oss = tinyModel({ arch: "gpt_oss", seed: 26, vocabSize: 2048, numLayers: 4, slidingWindow: 5, mxfp4: true });
+    const name = "model.layers.0.mlp.experts.gate_up_proj";
+    const ck = new Checkpoint(oss);
+    expect(ck.quantization?.method).toBe("mxfp4");
+    expect(ck.hasMxfp4(name)).toBe(true);
+    expect(ck.mxfp4(name, [8, 64, 64]).shape).toEqual([8, 64, 64]);
+    expect(() => ck.mxfp4(name, [8, 64, 32])).toThrow(`MXFP4 weight '${name}' has shape [8,64,64] but the config implies [8,64,32]`);
+    expect(() => ck.tensor(`${name}_blocks`)).toThrow(`tensor '${name}_blocks' is U8 (packed bytes, such as MXFP4 blocks): it is read only as part of its quantized weight`);
+    const d = join(tempDir("mxfp4-noconfig"), "m");
+    cpSync(oss, d, { recursive: true });
+    const { quantization_config: _, ...cfg } = JSON.parse(readFileSync(join(d, "config.json"), "utf8"));
+    writeFileSync(join(d, "config.json"), JSON.stringify(cfg));
+    expect(() => new LLM({ model: d, maxModelLen: 32, ...quiet })).toThrow(`'${name}' is stored as MXFP4 (${name}_blocks, ${name}_scales), but config.json's quantization_config does not say quant_method "mxfp4"`);
+    // vLLM's --quantization names the method (checked), and the engine generates.
+    const llm = new LLM({ model: oss, maxModelLen: 32, quantization: "mxfp4", ...quiet });
+    expect(llm.generate([[1, 2, 3]], { temperature: 0, max_tokens: 4, ignore_eos: true }, { useTqdm: false })[0]!.outputs[0]!.tokenIds.length).toBe(4);
+    llm.close();
+  }, ENGINE_MS);
+});
+

@@ -309,7 +309,7 @@ describe("checkpoints", () => {
     const c = parseModelConfig(air, "x/config.json");
     expect([c.rotaryDim, c.ropeInterleaved, c.qkvBias, c.oBias, c.qkNorm]).toEqual([8, false, true, false, false]);
     expect(c.moe).toEqual({ numExperts: 128, topK: 8, intermediateSize: 32, normTopK: true, sparseLayers: [false, true, true, true], sharedExpertIntermediateSize: 0,
-      grouped: { numGroups: 1, topKGroups: 1, routedScalingFactor: 1 }, numSharedExperts: 1, naming: "glm4_moe" });
+      grouped: { numGroups: 1, topKGroups: 1, routedScalingFactor: 1 }, numSharedExperts: 1, naming: "glm4_moe", routerBias: false, expertBiases: false, swiglu: null });
     expect(parseModelConfig({ ...air, use_qk_norm: true }).qkNorm).toBe(true);
     const bad = (extra: Record<string, unknown>) => () => parseModelConfig({ ...air, ...extra }, "x/config.json");
     expect(bad({ n_group: 3 })).toThrow("x/config.json: n_group (3) must divide n_routed_experts (128)");
@@ -319,13 +319,35 @@ describe("checkpoints", () => {
     expect(bad({ n_shared_experts: -1 })).toThrow("n_shared_experts (-1): non-negative integers");
   });
 
+  test("GPT-OSS (GptOssForCausalLM): alternating sliding and global layers, YaRN without rounding, biases and sinks, experts with a clamped SwiGLU; GptOssConfig's defaults", () => {
+    // gpt-oss-20b's fields on a smaller body.
+    const oss = { architectures: ["GptOssForCausalLM"], hidden_size: 64, num_attention_heads: 8, num_key_value_heads: 2, head_dim: 16, intermediate_size: 32, num_hidden_layers: 4, vocab_size: 10,
+      num_local_experts: 32, num_experts_per_tok: 4, experts_per_token: 4, attention_bias: true, sliding_window: 128, rope_theta: 150000, swiglu_limit: 7.0, max_position_embeddings: 131072,
+      layer_types: ["sliding_attention", "full_attention", "sliding_attention", "full_attention"], quantization_config: { quant_method: "mxfp4" },
+      rope_scaling: { beta_fast: 32.0, beta_slow: 1.0, factor: 32.0, original_max_position_embeddings: 4096, rope_type: "yarn", truncate: false } };
+    const c = parseModelConfig(oss, "x/config.json");
+    expect([c.architecture, c.qkvBias, c.oBias, c.qkNorm, c.attentionSinks, c.layerWindows, c.ropeTheta, c.rmsNormEps, c.tieWordEmbeddings]).toEqual(["llama", true, true, false, true, [128, 0, 128, 0], 150000, 1e-5, false]);
+    expect(c.ropeScaling).toEqual({ type: "yarn", factor: 32, originalMaxPositionEmbeddings: 4096, betaFast: 32, betaSlow: 1, attentionFactor: 0.1 * Math.log(32) + 1, truncate: false });
+    expect(c.moe).toEqual({ numExperts: 32, topK: 4, intermediateSize: 32, normTopK: true, sparseLayers: [true, true, true, true], sharedExpertIntermediateSize: 0, grouped: null, numSharedExperts: 0,
+      naming: "gpt_oss", routerBias: true, expertBiases: true, swiglu: { alpha: 1.702, limit: 7 } });
+    // What GptOssConfig fills in: layer types from the first layer sliding, window 128, base 150000 and the YaRN above, biases on.
+    const { layer_types, sliding_window, rope_theta, rope_scaling, attention_bias, ...bare } = oss;
+    const d = parseModelConfig({ ...bare, num_hidden_layers: 3 }, "x/config.json");
+    expect([d.layerWindows, d.ropeTheta, d.qkvBias, d.oBias, d.ropeScaling?.type, d.ropeScaling?.type === "yarn" && d.ropeScaling.truncate]).toEqual([[128, 0, 128], 150000, true, true, "yarn", false]);
+    // transformers 5's rope_parameters are read instead of the defaults.
+    const t5 = parseModelConfig({ ...bare, rope_parameters: { rope_type: "yarn", rope_theta: 5000, factor: 8, original_max_position_embeddings: 1024, truncate: false } });
+    expect([t5.ropeTheta, t5.ropeScaling?.type === "yarn" && t5.ropeScaling.factor]).toEqual([5000, 8]);
+    expect(() => parseModelConfig({ ...oss, swiglu_limit: 0 }, "x/config.json")).toThrow("x/config.json: field 'swiglu_limit' must be a positive number, got 0");
+    expect(() => parseModelConfig({ ...oss, num_experts_per_tok: 33 }, "x/config.json")).toThrow("num_experts_per_tok (33) exceeds num_local_experts (32)");
+  });
+
   test("mixtures of experts: Qwen3-MoE, Qwen2-MoE and Mixtral configs are parsed; bad MoE fields are named", () => {
     // Qwen3-30B-A3B's MoE fields (a smaller body).
     const base = { hidden_size: 64, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 16, intermediate_size: 96, num_hidden_layers: 4, vocab_size: 10 };
     const q3 = { architectures: ["Qwen3MoeForCausalLM"], ...base, num_experts: 128, num_experts_per_tok: 8, moe_intermediate_size: 32, norm_topk_prob: true, decoder_sparse_step: 1, mlp_only_layers: [] };
     const c = parseModelConfig(q3, "x/config.json");
     expect(c.architecture).toBe("qwen3");
-    expect(c.moe).toEqual({ numExperts: 128, topK: 8, intermediateSize: 32, normTopK: true, sparseLayers: [true, true, true, true], sharedExpertIntermediateSize: 0, grouped: null, numSharedExperts: 0, naming: "qwen" });
+    expect(c.moe).toEqual({ numExperts: 128, topK: 8, intermediateSize: 32, normTopK: true, sparseLayers: [true, true, true, true], sharedExpertIntermediateSize: 0, grouped: null, numSharedExperts: 0, naming: "qwen", routerBias: false, expertBiases: false, swiglu: null });
     // Transformers' rule: sparse unless in mlp_only_layers, when (layer + 1) is a multiple of decoder_sparse_step.
     expect(parseModelConfig({ ...q3, decoder_sparse_step: 2, mlp_only_layers: [3] }).moe!.sparseLayers).toEqual([false, true, false, false]);
     const q2 = parseModelConfig({ architectures: ["Qwen2MoeForCausalLM"], ...base, num_experts: 60, num_experts_per_tok: 4, moe_intermediate_size: 16, shared_expert_intermediate_size: 48 });

@@ -33,6 +33,8 @@ const MODELS: [string, TinyModelOptions][] = [
   // OLMo's q/k norms span all heads: each rank's sums of squares are all-reduced (the KV heads replicated at TP=4).
   ["olmo2 (q/k norms across heads; post-norms after each all-reduce)", { arch: "olmo2", seed: 10, vocabSize: 2048 }],
   ["olmo3 (sliding layers, q/k norms across heads)", { arch: "olmo3", seed: 11, vocabSize: 2048, numLayers: 4 }],
+  // GPT-OSS: each rank's heads' sinks; expert biases sliced with their rows (gate/up) or added by rank 0 only (down).
+  ["gpt_oss (sinks per rank's heads; expert biases sliced, the down bias added once)", { arch: "gpt_oss", seed: 13, vocabSize: 2048, numLayers: 4 }],
 ];
 
 describe("greedy outputs with TP = 2 and TP = 4 equal TP = 1 over 32 tokens", () => {

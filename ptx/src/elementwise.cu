@@ -1,4 +1,4 @@
-// Memory-bound gathers and element-wise ops: embedding, SiLU·mul, row gather, bias, vocab unsharding,
+// Memory-bound gathers and element-wise ops: embedding, SiLU·mul (and GELU's, GPT-OSS's clamped SwiGLU), row gather, bias, vocab unsharding,
 // pending token ids, the LoRA slot mask.
 #include "common.cuh"
 
@@ -40,6 +40,18 @@ extern "C" __global__ void gelu_tanh_mul_bf16(const bf16* __restrict__ x, bf16* 
   const float th = 1.f - 2.f / (__expf(2.f * v) + 1.f);
   // Hugging Face: act_fn(gate) rounds to bf16 before the product.
   out[row * inter + i] = to_bf(to_f(to_bf(0.5f * g * (1.f + th))) * u);
+}
+
+// out[t, i] = (clamp(up, −limit, limit) + 1) · g · sigmoid(alpha · g) with g = min(gate, limit), gate = x[t, i] and
+// up = x[t, I + i]: GPT-OSS's clamped SwiGLU (its experts), rounding to bf16 where transformers' bf16 ops do (the
+// gated gate, up + 1, their product). grid = (ceil(I / blockDim), tokens)
+extern "C" __global__ void swiglu_clamp_mul_bf16(const bf16* __restrict__ x, bf16* __restrict__ out, int inter, float alpha, float limit) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= inter) return;
+  const size_t row = blockIdx.y;
+  const float g = fminf(to_f(x[row * 2 * inter + i]), limit), u = fminf(fmaxf(to_f(x[row * 2 * inter + inter + i]), -limit), limit);
+  const float glu = to_f(to_bf(g / (1.f + __expf(-alpha * g))));
+  out[row * inter + i] = to_bf(to_f(to_bf(u + 1.f)) * glu);
 }
 
 // x = cap · tanh(x / cap) in place (Gemma 2's final logit soft-capping); grid = ceil(n / blockDim)

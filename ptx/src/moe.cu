@@ -203,12 +203,13 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], const unsigned (&a)[4], 
 
 __device__ __forceinline__ unsigned ld_pair(const bf16* p) { return *reinterpret_cast<const unsigned*>(p); }
 
-// out[entry] = x[entry / row_div] · W_eᵀ for the entries of each tile, W_e = w + e·out_f·in_f ([out_f, in_f]
-// row-major, as the checkpoint's). row_div = top_k reads the token's row (gate/up), 1 the entry's (down).
+// out[entry] = x[entry / row_div] · W_eᵀ (+ b_e) for the entries of each tile, W_e = w + e·out_f·in_f ([out_f, in_f]
+// row-major, as the checkpoint's), b_e = bias + e·out_f (GPT-OSS's expert biases; nullptr: none, added in f32 before
+// the one rounding). row_div = top_k reads the token's row (gate/up), 1 the entry's (down).
 // in_f a multiple of 16, out_f of 8. grid = (max_tiles, ceil(out_f / 128)), block = 128: warp w computes
 // the tile's 16 rows × 32 columns [blockIdx.y·128 + 32w, +32), fragments read straight from global memory.
 extern "C" __global__ void moe_gemm_bf16(const bf16* __restrict__ x, const bf16* __restrict__ w, bf16* __restrict__ out, const int* __restrict__ routing,
-                                         int entries, int num_experts, int in_f, int out_f, int row_div) {
+                                         int entries, int num_experts, int in_f, int out_f, int row_div, const bf16* __restrict__ bias) {
   const int* offsets = routing;
   const int* sorted = routing + num_experts + 1;
   const int* tiles = sorted + entries;
@@ -244,8 +245,13 @@ extern "C" __global__ void moe_gemm_bf16(const bf16* __restrict__ x, const bf16*
   for (int n = 0; n < 4; n++) {
     const int col = col0 + n * 8 + c;
     if (col >= out_f) continue;
-    if (v0) *reinterpret_cast<__nv_bfloat162*>(out + (size_t)entry0 * out_f + col) = __floats2bfloat162_rn(acc[n][0], acc[n][1]);
-    if (v1) *reinterpret_cast<__nv_bfloat162*>(out + (size_t)entry1 * out_f + col) = __floats2bfloat162_rn(acc[n][2], acc[n][3]);
+    float b0 = 0.f, b1 = 0.f;
+    if (bias != nullptr) {
+      b0 = to_f(bias[(size_t)e * out_f + col]);
+      b1 = to_f(bias[(size_t)e * out_f + col + 1]);
+    }
+    if (v0) *reinterpret_cast<__nv_bfloat162*>(out + (size_t)entry0 * out_f + col) = __floats2bfloat162_rn(acc[n][0] + b0, acc[n][1] + b1);
+    if (v1) *reinterpret_cast<__nv_bfloat162*>(out + (size_t)entry1 * out_f + col) = __floats2bfloat162_rn(acc[n][2] + b0, acc[n][3] + b1);
   }
 }
 

@@ -51,6 +51,25 @@ export interface MoeGrouping {
   scale: number;
 }
 
+/** GPT-OSS's clamped SwiGLU: g = min(gate, limit), u = clamp(up, −limit, limit), (u + 1) · g · sigmoid(alpha · g). */
+export interface SwigluClamp {
+  alpha: number;
+  limit: number;
+}
+
+/** The experts of a sparse MLP (Backend.moeExperts). */
+export interface ExpertWeights<T extends Tensor> {
+  /** [E·2I, H]: expert e's gate rows, then its up rows. */
+  w13: T;
+  /** [E·H, I]: expert e's down projection. */
+  w2: T;
+  /** GPT-OSS's expert biases (null: none): [E·2I] beside w13's rows, [E·H] beside w2's. */
+  b13: T | null;
+  b2: T | null;
+  /** The activation of gate and up: SiLU(gate) · up (null), or GPT-OSS's clamped SwiGLU. */
+  swiglu: SwigluClamp | null;
+}
+
 /** The scratch of Backend.moeExperts. */
 export interface MoeScratch<T extends Tensor> {
   gateUp: T;
@@ -203,11 +222,11 @@ export interface Backend<T extends Tensor = Tensor> {
   moeRouteGrouped(logits: T, bias: T, topK: number, grouping: MoeGrouping, renormalize: boolean, numShared: number, ids: T, weights: T): void;
   /**
    * The experts of a sparse MLP: for each token t and j < topK, with e = ids[t, j],
-   * y = down_e(silu(gate_e · x_t) · (up_e · x_t)), and out[t] = Σ_j weights[t, j] · y (out is overwritten).
-   * w13 is [E·2I, H] (expert e's gate rows, then its up rows), w2 [E·H, I]. Scratch rows are n·topK:
-   * gateUp [·, 2I], act [·, I], expertOut [·, H]; `routing` holds moeRoutingInts(n·topK, E) i32s.
+   * y = down_e(silu(gate_e · x_t) · (up_e · x_t)) — each projection plus its bias, and GPT-OSS's clamped SwiGLU in
+   * place of SiLU·up, where `experts` has them — and out[t] = Σ_j weights[t, j] · y (out is overwritten).
+   * Scratch rows are n·topK: gateUp [·, 2I], act [·, I], expertOut [·, H]; `routing` holds moeRoutingInts(n·topK, E) i32s.
    */
-  moeExperts(x: T, ids: T, weights: T, w13: T, w2: T, numExperts: number, scratch: MoeScratch<T>, out: T): void;
+  moeExperts(x: T, ids: T, weights: T, experts: ExpertWeights<T>, numExperts: number, scratch: MoeScratch<T>, out: T): void;
   /** out[t] += sigmoid(gate[t]) · x[t], gate being [n, 1] (Qwen2-MoE's gated shared expert). */
   sigmoidGatedAdd(x: T, gate: T, out: T): void;
   /** x = cap · tanh(x / cap), in place (Gemma 2's final logit soft-capping; f32 logits). */

@@ -223,7 +223,7 @@ export class LLMEngine {
     if (opts.quantization !== undefined) {
       const method = readQuantization(modelDir)?.method ?? null;
       if (opts.quantization !== method)
-        throw new EngineConfigError("--quantization", `'${opts.quantization}', but the checkpoint is ${method ? `quantized with ${method}` : "not quantized"}: vbun reads a quantized checkpoint's own method (fp8, 8-bit compressed-tensors) without the flag and quantizes nothing itself`);
+        throw new EngineConfigError("--quantization", `'${opts.quantization}', but the checkpoint is ${method ? `quantized with ${method}` : "not quantized"}: vbun reads a quantized checkpoint's own method (fp8, 8-bit compressed-tensors, mxfp4) without the flag and quantizes nothing itself`);
     }
     if (opts.kvCacheDtype !== undefined && opts.kvCacheDtype !== "auto")
       throw new EngineConfigError("--kv-cache-dtype", `'${opts.kvCacheDtype}' is not supported: the KV cache is kept in the compute dtype (auto)`);

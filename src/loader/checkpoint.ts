@@ -3,7 +3,7 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { SafetensorsFile, SafetensorsError, type TensorView } from "./safetensors.ts";
 import { isQuantizedDType } from "./dtype.ts";
-import { dequantize, readQuantization, scaleNames, type WeightQuantization } from "./quantization.ts";
+import { dequantize, dequantizeMxfp4, readQuantization, scaleNames, type WeightQuantization } from "./quantization.ts";
 
 export class Checkpoint {
   readonly dir: string;
@@ -63,10 +63,28 @@ export class Checkpoint {
     if (shape && (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])))
       throw new SafetensorsError(t.file, `tensor '${name}' has shape [${t.shape}] but the config implies [${shape}]`);
     if (!isQuantizedDType(t.dtype)) return t;
+    if (t.dtype === "U8") throw new SafetensorsError(t.file, `tensor '${name}' is U8 (packed bytes, such as MXFP4 blocks): it is read only as part of its quantized weight`);
     const scale = scaleNames(name).find((n) => this.index.has(n));
     if (!this.quantization || scale === undefined)
       throw new SafetensorsError(t.file, `tensor '${name}' is ${t.dtype}, a quantized weight, but ${!this.quantization ? `${this.dir}/config.json has no quantization_config` : `no scale for it (${scaleNames(name).join(" or ")}) is in the checkpoint`}`);
     return dequantize(t, this.raw(scale!), this.quantization!.blockSize);
+  }
+
+  /** Whether `name` is an MXFP4 weight here (its _blocks and _scales tensors). */
+  hasMxfp4(name: string): boolean {
+    return this.index.has(`${name}_blocks`) && this.index.has(`${name}_scales`);
+  }
+
+  /**
+   * An MXFP4 weight (GPT-OSS's experts: `name`_blocks and `name`_scales) as bf16 of `shape`, the blocks' layout
+   * with the last two dimensions joined ([E, rows, G·32]); config.json's quantization_config must say mxfp4.
+   */
+  mxfp4(name: string, shape: number[]): TensorView {
+    if (this.quantization?.method !== "mxfp4") throw new Error(`${this.dir}: '${name}' is stored as MXFP4 (${name}_blocks, ${name}_scales), but config.json's quantization_config does not say quant_method "mxfp4"`);
+    const t = dequantizeMxfp4(this.raw(`${name}_blocks`), this.raw(`${name}_scales`), name);
+    if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i]))
+      throw new SafetensorsError(t.file, `MXFP4 weight '${name}' has shape [${t.shape}] but the config implies [${shape}]`);
+    return t;
   }
 
   private raw(name: string): TensorView {

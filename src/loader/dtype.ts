@@ -1,22 +1,25 @@
 /** Element types a checkpoint may hold, and conversions between them and f32. */
 
 export type DType = "F32" | "F16" | "BF16" | QuantizedDType;
-/** 8-bit weight types of quantized checkpoints: read only together with their scales (src/loader/quantization.ts). */
-export type QuantizedDType = "F8_E4M3" | "F8_E5M2" | "I8";
+/**
+ * 8-bit types of quantized checkpoints, read only together with their scales (src/loader/quantization.ts): FP8 and
+ * INT8 weights, and U8 bytes (MXFP4's packed 4-bit blocks and their power-of-two scales).
+ */
+export type QuantizedDType = "F8_E4M3" | "F8_E5M2" | "I8" | "U8";
 
-export const DTYPE_BYTES: Record<DType, number> = { F32: 4, F16: 2, BF16: 2, F8_E4M3: 1, F8_E5M2: 1, I8: 1 };
+export const DTYPE_BYTES: Record<DType, number> = { F32: 4, F16: 2, BF16: 2, F8_E4M3: 1, F8_E5M2: 1, I8: 1, U8: 1 };
 
 export function isSupportedDType(s: string): s is DType {
   return s in DTYPE_BYTES;
 }
 
 export function isQuantizedDType(d: DType): d is QuantizedDType {
-  return d === "F8_E4M3" || d === "F8_E5M2" || d === "I8";
+  return d === "F8_E4M3" || d === "F8_E5M2" || d === "I8" || d === "U8";
 }
 
 const byteTables = new Map<QuantizedDType, Float32Array>();
 
-/** Every byte's value as `dtype` (OCP FP8: E4M3 "fn", no infinities, max 448; E5M2 IEEE-like; I8 two's complement). */
+/** Every byte's value as `dtype` (OCP FP8: E4M3 "fn", no infinities, max 448; E5M2 IEEE-like; I8 two's complement; U8 unsigned). */
 function byteTable(dtype: QuantizedDType): Float32Array {
   let t = byteTables.get(dtype);
   if (t) return t;
@@ -24,6 +27,7 @@ function byteTable(dtype: QuantizedDType): Float32Array {
   for (let b = 0; b < 256; b++) {
     const sign = b & 0x80 ? -1 : 1;
     if (dtype === "I8") t[b] = b < 128 ? b : b - 256;
+    else if (dtype === "U8") t[b] = b;
     else if (dtype === "F8_E4M3") {
       const e = (b >> 3) & 15, m = b & 7;
       t[b] = e === 15 && m === 7 ? NaN : e === 0 ? sign * (m / 8) * 2 ** -6 : sign * (1 + m / 8) * 2 ** (e - 7);
@@ -39,6 +43,7 @@ function byteTable(dtype: QuantizedDType): Float32Array {
 /** f32 → the nearest `dtype` byte (ties to the even pattern; E4M3 and I8 saturate) — for writing test checkpoints. */
 function toByte(x: number, dtype: QuantizedDType): number {
   if (dtype === "I8") return Math.max(-128, Math.min(127, Math.round(x))) & 0xff;
+  if (dtype === "U8") return Math.max(0, Math.min(255, Math.round(x)));
   const t = byteTable(dtype);
   let best = 0, bestErr = Infinity;
   for (let b = 0; b < 256; b++) {

@@ -9,7 +9,9 @@
  *     weight_block_size block (or one per tensor);
  *   - quant_method "compressed-tensors" with 8-bit weights (llm-compressor's FP8 / INT8 W8A8 and W8A16):
  *     `X.weight` with `X.weight_scale` per tensor, per channel ([out, 1]) or per block_structure block.
- * 4-bit schemes (AWQ, GPTQ, packed compressed-tensors, bitsandbytes …) are refused, naming the file.
+ *   - quant_method "mxfp4" (GPT-OSS's experts): `X_blocks` [..., G, 16] of packed FP4 (E2M1) pairs and
+ *     `X_scales` [..., G] of E8M0 exponents, one per 32 values — read with Checkpoint.mxfp4, as bf16 (exact).
+ * Other 4-bit schemes (AWQ, GPTQ, packed compressed-tensors, bitsandbytes …) are refused, naming the file.
  */
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -17,7 +19,7 @@ import { toFloat32 } from "./dtype.ts";
 import type { TensorView } from "./safetensors.ts";
 
 export interface WeightQuantization {
-  method: "fp8" | "compressed-tensors";
+  method: "fp8" | "compressed-tensors" | "mxfp4";
   /** [rows, columns] of a scale block, when scales are per block. */
   blockSize: [number, number] | null;
 }
@@ -52,7 +54,8 @@ export function readQuantization(dir: string): WeightQuantization | null {
     if (q!.format === "pack-quantized") fail("format pack-quantized is not supported");
     return { method, blockSize };
   }
-  return fail(`quant_method ${JSON.stringify(method)} is not supported: vbun reads fp8 and 8-bit compressed-tensors checkpoints (dequantized when loaded); use an unquantized or 8-bit checkpoint`);
+  if (method === "mxfp4") return { method, blockSize: null };
+  return fail(`quant_method ${JSON.stringify(method)} is not supported: vbun reads fp8, 8-bit compressed-tensors and mxfp4 (GPT-OSS) checkpoints (dequantized when loaded); use an unquantized or 8-bit checkpoint`);
 }
 
 /** The names a quantized weight's scale may have (fp8: weight_scale_inv; compressed-tensors: weight_scale). */
@@ -84,4 +87,29 @@ export function dequantize(w: TensorView, s: TensorView, blockSize: [number, num
     }
   } else fail();
   return { name: w.name, file: w.file, dtype: "F32", shape: w.shape, bytes: new Uint8Array(out.buffer) };
+}
+
+/** The 16 values of an FP4 (E2M1) nibble: sign bit 3, then 0, 0.5, 1, 1.5, 2, 3, 4, 6. */
+export const FP4_VALUES = Float32Array.from({ length: 16 }, (_, n) => (n & 8 ? -1 : 1) * [0, 0.5, 1, 1.5, 2, 3, 4, 6][n & 7]!);
+
+/**
+ * MXFP4 → bf16: `blocks` [..., G, 16] (U8, two FP4 values a byte: the low nibble first) and `scales` [..., G] (U8,
+ * E8M0: 2^(s − 127) for the block's 32 values) become [..., G·32]. Exact: an FP4 value times a power of two is a
+ * bf16 (the scales' range is f32's).
+ */
+export function dequantizeMxfp4(blocks: TensorView, scales: TensorView, name: string): TensorView {
+  const lead = blocks.shape.slice(0, -1);
+  if (blocks.dtype !== "U8" || scales.dtype !== "U8" || blocks.shape.at(-1) !== 16 || scales.shape.length !== lead.length || lead.some((d, i) => d !== scales.shape[i]))
+    throw new Error(`${blocks.file}: MXFP4 weight '${name}' needs U8 blocks [..., G, 16] and U8 scales [..., G], got ${blocks.dtype} [${blocks.shape}] and ${scales.dtype} [${scales.shape}]`);
+  const groups = scales.bytes.length, out = new Uint16Array(groups * 32), f = new Float32Array(32), bits = new Uint32Array(f.buffer);
+  for (let g = 0; g < groups; g++) {
+    const k = 2 ** (scales.bytes[g]! - 127), b = blocks.bytes.subarray(g * 16, g * 16 + 16);
+    for (let i = 0; i < 16; i++) {
+      f[2 * i] = FP4_VALUES[b[i]! & 15]! * k;
+      f[2 * i + 1] = FP4_VALUES[b[i]! >> 4]! * k;
+    }
+    for (let i = 0; i < 32; i++) out[g * 32 + i] = bits[i]! >>> 16;
+  }
+  const shape = [...lead.slice(0, -1), lead.at(-1)! * 32];
+  return { name, file: blocks.file, dtype: "BF16", shape, bytes: new Uint8Array(out.buffer) };
 }

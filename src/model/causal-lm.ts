@@ -4,7 +4,7 @@
  * residual add + RMSNorm → packed gate/up GEMM → SiLU·mul → down_proj. Then final norm and LM head on the
  * rows that sample — or, for a pooling model (embeddings), the final-norm hidden states of those rows.
  */
-import { moeRoutingInts, type Backend, type StepTensors, type Tensor, type AttentionShape } from "../backend/backend.ts";
+import { moeRoutingInts, type Backend, type ExpertWeights, type StepTensors, type Tensor, type AttentionShape } from "../backend/backend.ts";
 import type { Checkpoint } from "../loader/checkpoint.ts";
 import type { TensorView } from "../loader/safetensors.ts";
 import { toFloat32 } from "../loader/dtype.ts";
@@ -12,6 +12,7 @@ import { localDims, sliceCols, sliceRows, type ShardSpec } from "../parallel/sha
 import { ropeAttentionFactor, ropeInvFreq, type ModelConfig } from "./config.ts";
 import { LORA_GROUPS, loraCoverageOf, loraUncovered, targetShape, type LoraAdapter, type LoraCoverage, type LoraGroup, type LoraTarget } from "../lora/lora-adapter.ts";
 import { kvCacheLayout } from "./kv-cache-layout.ts";
+import { gptOssExpertParts } from "./gpt-oss-experts.ts";
 
 /** A tensor's values as f32 on the host. */
 function floats(t: TensorView): Float32Array {
@@ -71,7 +72,7 @@ export interface Collective<T> {
   gatherLogits(local: T, full: T, numRows: number): void;
 }
 
-interface LayerWeights<T> {
+interface LayerWeights<T extends Tensor> {
   /** The attention's and the MLP's input norms (null where ModelConfig.inputNorms is false: OLMo 2 / 3). */
   inputNorm: T | null;
   qkv: T;
@@ -80,6 +81,8 @@ interface LayerWeights<T> {
   kNorm: T | null;
   o: T;
   oBias: T | null;
+  /** GPT-OSS's attention sinks of this rank's query heads (f32 [H]), else null. */
+  sinks: T | null;
   postNorm: T | null;
   /** Norms of the attention and MLP outputs (ModelConfig.outputNorms: Gemma, GLM-4-0414; null elsewhere). */
   attnOutNorm: T | null;
@@ -92,12 +95,13 @@ interface LayerWeights<T> {
 }
 
 /** A sparse MLP's weights (see MoeConfig): router [E, H], experts' gate/up [E·2I, H] and down [E·H, I], this rank's slice of I. */
-interface MoeLayer<T> {
+interface MoeLayer<T extends Tensor> {
   router: T;
-  /** GLM-4.5's e_score_correction_bias [E] (f32; MoeConfig.grouped), else null. */
+  /** GPT-OSS's router bias [E] (MoeConfig.routerBias), else null. */
   routerBias: T | null;
-  w13: T;
-  w2: T;
+  /** GLM-4.5's e_score_correction_bias [E] (f32; MoeConfig.grouped), else null. */
+  scoreBias: T | null;
+  experts: ExpertWeights<T>;
   /** Qwen2-MoE's shared expert: its gate/up and down, and the [1, H] gate of its output. */
   shared: { gateUp: T; down: T; gate: T } | null;
 }
@@ -194,7 +198,7 @@ export class CausalLM<T extends Tensor> {
     return {
       embed: this.embed.shape, lmHead: this.lmHead.shape, qkv: L.qkv.shape, o: L.o.shape,
       ...(dense ? { gateUp: dense.gateUp!.shape, down: dense.down!.shape } : {}),
-      ...(sparse ? { router: sparse.router.shape, expertsGateUp: sparse.w13.shape, expertsDown: sparse.w2.shape } : {}),
+      ...(sparse ? { router: sparse.router.shape, expertsGateUp: sparse.experts.w13.shape, expertsDown: sparse.experts.w2.shape } : {}),
     };
   }
 
@@ -265,6 +269,7 @@ export class CausalLM<T extends Tensor> {
         o: load([scaled(N === 1 ? w(`${a}o_proj.weight`, [H, qOut]) : sliceCols(w(`${a}o_proj.weight`, [H, qOut]), r * lq, (r + 1) * lq), k.residual)], [H, lq]),
         // A row-parallel bias is added once, by rank 0, before the all-reduce.
         oBias: c.oBias && r === 0 ? load([scaled(w(`${a}o_proj.bias`, [H]), k.residual)], [H]) : null,
+        sinks: c.attentionSinks ? b.fromHost(floats(sliceRows(w(`${a}sinks`, [c.numHeads]), r * d.numHeads, (r + 1) * d.numHeads)), [d.numHeads]) : null,
         // Gemma / GLM-4-0414 (ModelConfig.outputNorms): the attention output and the MLP output are normed, and the MLP input norm is named anew.
         postNorm: c.inputNorms ? norm(`${p}${c.outputNorms?.mlpInput ?? "post_attention_layernorm"}.weight`, [H]) : null,
         attnOutNorm: c.outputNorms ? norm(`${p}${c.outputNorms.attention}.weight`, [H]) : null,
@@ -287,6 +292,7 @@ export class CausalLM<T extends Tensor> {
   private loadExperts(ckpt: Checkpoint, p: string): MoeLayer<T> {
     const c = this.cfg, moe = c.moe!, b = this.backend, r = this.shard.rank, N = this.shard.size, H = c.hiddenSize;
     const E = moe.numExperts, I = moe.intermediateSize, li = this.dims.moeIntermediate, granite = moe.naming === "granite";
+    if (moe.naming === "gpt_oss") return this.loadGptOssExperts(ckpt, `${p}mlp.`);
     const mixtral = moe.naming === "mixtral" && !ckpt.has(`${p}mlp.experts.gate_up_proj`);
     const m = mixtral || granite ? `${p}block_sparse_moe.` : `${p}mlp.`;
     const w = (name: string, shape: number[]) => ckpt.tensor(name, shape);
@@ -320,7 +326,7 @@ export class CausalLM<T extends Tensor> {
       parts2.push(downCols(sliceCols(w(`${x}down_proj.weight`, [H, SI]), j * I, (j + 1) * I)));
     }
     const bias = moe.grouped ? w(`${m}gate.e_score_correction_bias`, [E]) : null;
-    const routerBias = bias ? b.fromHost(toFloat32(bias.bytes, bias.dtype), [E]) : null;
+    const scoreBias = bias ? b.fromHost(toFloat32(bias.bytes, bias.dtype), [E]) : null;
     let shared: MoeLayer<T>["shared"] = null;
     const S = moe.sharedExpertIntermediateSize, ls = this.dims.sharedIntermediate;
     if (S > 0) {
@@ -332,7 +338,21 @@ export class CausalLM<T extends Tensor> {
       };
     }
     const all = E + moe.numSharedExperts;
-    return { router, routerBias, w13: b.loadWeight(parts13, [all * 2 * li, H]), w2: b.loadWeight(parts2, [all * H, li]), shared };
+    const experts = { w13: b.loadWeight(parts13, [all * 2 * li, H]), w2: b.loadWeight(parts2, [all * H, li]), b13: null, b2: null, swiglu: null };
+    return { router, routerBias: null, scoreBias, experts, shared };
+  }
+
+  /** GPT-OSS's router (with its bias) and experts (with theirs, bf16 or MXFP4: gpt-oss-experts.ts), this rank's slice of each. */
+  private loadGptOssExperts(ckpt: Checkpoint, m: string): MoeLayer<T> {
+    const c = this.cfg, moe = c.moe!, b = this.backend, H = c.hiddenSize, E = moe.numExperts, li = this.dims.moeIntermediate;
+    const parts = gptOssExpertParts(ckpt, m, E, H, moe.intermediateSize, this.shard.rank, this.shard.size, li);
+    return {
+      router: b.loadWeight([ckpt.tensor(`${m}router.weight`, [E, H])], [E, H]), routerBias: b.loadWeight([ckpt.tensor(`${m}router.bias`, [E])], [E]), scoreBias: null, shared: null,
+      experts: {
+        w13: b.loadWeight(parts.w13, [E * 2 * li, H]), w2: b.loadWeight(parts.w2, [E * H, li]),
+        b13: b.loadWeight(parts.b13, [E * 2 * li]), b2: parts.b2 && b.loadWeight([parts.b2], [E * H]), swiglu: moe.swiglu,
+      },
+    };
   }
 
   /**
@@ -534,10 +554,10 @@ export class CausalLM<T extends Tensor> {
     for (let s = 0; s < n; s += ws.tokens) {
       const m = Math.min(ws.tokens, n - s), xs = b.rowRange(x, s, m), ys = b.rowRange(out, s, m);
       const logits = b.rows(ws.routerLogits, m), ids = b.rows(ws.ids, m), weights = b.rows(ws.weights, m);
-      b.linear(xs, L.router, null, logits);
-      if (g) b.moeRouteGrouped(logits, L.routerBias!, moe.topK, { numGroups: g.numGroups, topKGroups: g.topKGroups, scale: g.routedScalingFactor }, moe.normTopK, S, ids, weights);
+      b.linear(xs, L.router, L.routerBias, logits);
+      if (g) b.moeRouteGrouped(logits, L.scoreBias!, moe.topK, { numGroups: g.numGroups, topKGroups: g.topKGroups, scale: g.routedScalingFactor }, moe.normTopK, S, ids, weights);
       else b.moeRoute(logits, K, moe.normTopK, ids, weights);
-      b.moeExperts(xs, ids, weights, L.w13, L.w2, moe.numExperts + S, { gateUp: b.rows(ws.gateUp, m * K), act: b.rows(ws.act, m * K), expertOut: b.rows(ws.expertOut, m * K), routing: ws.routing }, ys);
+      b.moeExperts(xs, ids, weights, L.experts, moe.numExperts + S, { gateUp: b.rows(ws.gateUp, m * K), act: b.rows(ws.act, m * K), expertOut: b.rows(ws.expertOut, m * K), routing: ws.routing }, ys);
       if (L.shared && ws.shared) {
         const sh = ws.shared, gu = b.rows(sh.gateUp, m), act = b.rows(sh.act, m), so = b.rows(sh.out, m), gate = b.rows(sh.gate, m);
         b.linear(xs, L.shared.gateUp, null, gu);
@@ -605,7 +625,7 @@ export class CausalLM<T extends Tensor> {
       }
       const perHead = !c.qkNormAcrossHeads;
       b.qkNormRopeStoreKv(qkv, step.positions, gs.slotMapping, rope.cos, rope.sin, perHead ? L.qNorm : null, perHead ? L.kNorm : null, eps, at, kv.k, kv.v);
-      b.pagedAttention(qkv, kv.k, kv.v, gs, this.blockSize, at, attn);
+      b.pagedAttention(qkv, kv.k, kv.v, gs, this.blockSize, at, attn, L.sinks);
       b.linear(attn, L.o, L.oBias, hidden);
       if (La?.o) loraAdd(attn, La.o, loraScratch!.rank, hidden);
       tp?.allReduce(hidden);

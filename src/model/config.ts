@@ -102,6 +102,8 @@ export interface ModelConfig {
   finalLogitSoftcap: number | null;
   /** Mixture of experts (Qwen3-MoE, Qwen2-MoE, Mixtral, Granite MoE): which layers route each token to experts, and how; null: every MLP is dense. */
   moe: MoeConfig | null;
+  /** GPT-OSS's attention sinks: each layer's self_attn.sinks, a logit per query head that joins its softmax (Backend.pagedAttention). */
+  attentionSinks: boolean;
   /** Matryoshka embeddings (is_matryoshka / matryoshka_dimensions): sizes a request may cut them to; "any"; or null. */
   matryoshkaDimensions: number[] | "any" | null;
   bosTokenId: number | null;
@@ -132,12 +134,20 @@ export interface MoeConfig {
   grouped: { numGroups: number; topKGroups: number; routedScalingFactor: number } | null;
   /** GLM-4.5's shared experts (n_shared_experts MLPs of intermediateSize every token takes, weight 1): run as that many extra experts. */
   numSharedExperts: number;
+  /** GPT-OSS: the router is a linear layer with a bias (mlp.router.bias). */
+  routerBias: boolean;
+  /** GPT-OSS: each expert's gate/up and down projections have biases. */
+  expertBiases: boolean;
+  /** GPT-OSS's clamped SwiGLU (swiglu_alpha, swiglu_limit) in place of SiLU(gate) · up; null: SiLU. */
+  swiglu: { alpha: number; limit: number } | null;
   /**
    * Checkpoint names: Qwen's mlp.gate / mlp.experts.E.{gate,up,down}_proj, Mixtral's block_sparse_moe.gate /
    * experts.E.w1,w3,w2, or Granite's block_sparse_moe.router.layer / input_linear [E, 2I, H] / output_linear [E, H, I];
    * transformers 5 saves Qwen's and Mixtral's experts fused too (mlp.experts.gate_up_proj, mlp.experts.down_proj).
+   * GPT-OSS: mlp.router, and mlp.experts.gate_up_proj [E, H, 2I] (gate and up columns interleaved) / down_proj
+   * [E, I, H] stored input-major, or as MXFP4 blocks output-major (src/model/gpt-oss-experts.ts).
    */
-  naming: "qwen" | "mixtral" | "granite" | "glm4_moe";
+  naming: "qwen" | "mixtral" | "granite" | "glm4_moe" | "gpt_oss";
 }
 
 /** The most experts a model may have (the CUDA routing kernels keep a counter per expert in shared memory). */
@@ -196,6 +206,10 @@ const ARCHITECTURES: Record<string, Architecture> = {
   // LG's EXAONE 4.0: OLMo 2's layer (norms after the attention and the MLP), per-head q/k norms, three sliding layers
   // of four whose RoPE is the only one (the global layers use none, "NoPE") when the model slides at all.
   Exaone4ForCausalLM: "llama",
+  // OpenAI's gpt-oss-20b / 120b: GQA attention with q/k/v/o biases and a learnt sink per head, sliding (128) and
+  // global layers alternating, YaRN; every MLP a mixture of experts (a router with a bias, softmax over the top-k
+  // logits, experts with biases and a clamped SwiGLU), stored as MXFP4 or bf16.
+  GptOssForCausalLM: "llama",
   // Gemma 3 4B / 12B / 27B: the multimodal checkpoints, served as text models (their language model; the
   // vision tower is not loaded).
   Gemma3ForConditionalGeneration: "gemma3",
@@ -240,6 +254,7 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
   if (Array.isArray(raw.architectures) && raw.architectures[0] === "Gemma3ForConditionalGeneration") raw = gemma3TextConfig(raw, file);
   else if (Array.isArray(raw.architectures) && QWEN_VL.has(String(raw.architectures[0]))) raw = qwenVlTextConfig(raw, file);
   else if (Array.isArray(raw.architectures) && raw.architectures[0] === "Mistral3ForConditionalGeneration") raw = mistral3TextConfig(raw, file);
+  else if (Array.isArray(raw.architectures) && raw.architectures[0] === "GptOssForCausalLM") raw = gptOssDefaults(raw);
   const archs = raw.architectures;
   if (!Array.isArray(archs) || archs.length === 0) throw new ConfigError(file, "missing 'architectures'");
   const architecture = ARCHITECTURES[String(archs[0])];
@@ -294,6 +309,7 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
   const slidingWindow = layerWindows.some((w) => w > 0) ? int("sliding_window") : null;
 
   const attentionBias = raw.attention_bias === true;
+  const gptOss = archs[0] === "GptOssForCausalLM";
   const torchDtypeName = (raw.torch_dtype ?? raw.dtype ?? "bfloat16") as string;
   let torchDtype: DType;
   try { torchDtype = parseDTypeName(String(torchDtypeName)); } catch (e) { throw new ConfigError(file, `field 'torch_dtype': ${(e as Error).message}`); }
@@ -308,6 +324,7 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
     layerWindows,
     matryoshkaDimensions: matryoshka,
     moe: parseMoe(raw, String(archs[0]), int("num_hidden_layers"), int, file),
+    attentionSinks: gptOss,
     // EXAONE 4.0 with sliding layers: only they rotate.
     ropeLayers: exaone4 && layerWindows.some((w) => w > 0) ? layerWindows.map((w) => w > 0) : parseRopeLayers(raw.no_rope_layers, int("num_hidden_layers"), file),
     scales: {
@@ -336,8 +353,8 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
     headDim,
     vocabSize: int("vocab_size"),
     maxPositionEmbeddings: int("max_position_embeddings", 2048),
-    // Olmo2Config's default is 1e-5.
-    rmsNormEps: num("rms_norm_eps", postNorms ? 1e-5 : 1e-6),
+    // Olmo2Config's and GptOssConfig's default is 1e-5.
+    rmsNormEps: num("rms_norm_eps", postNorms || gptOss ? 1e-5 : 1e-6),
     ropeTheta: positive(rope.theta ?? 10000, rope.thetaField),
     ropeScaling: parseRopeScaling(rope.scaling, file, rope.scalingField, {
       maxPositionEmbeddings: int("max_position_embeddings", 2048), originalMaxPositionEmbeddings: raw.original_max_position_embeddings, rotaryDim,
@@ -454,6 +471,7 @@ function roundTo(x: number, dtype: DType): number {
 
 function parseMoe(raw: Record<string, unknown>, arch: string, numLayers: number, int: (key: string, fallback?: number) => number, file: string): MoeConfig | null {
   if (arch === "Glm4MoeForCausalLM") return parseGlm4Moe(raw, numLayers, int, file);
+  if (arch === "GptOssForCausalLM") return parseGptOssMoe(raw, numLayers, int, file);
   const granite = arch === "GraniteMoeForCausalLM";
   // Granite names its experts as Mixtral does (num_local_experts; intermediate_size is an expert's).
   const mixtral = arch === "MixtralForCausalLM" || granite, qwen = arch === "Qwen3MoeForCausalLM" || arch === "Qwen2MoeForCausalLM";
@@ -478,7 +496,47 @@ function parseMoe(raw: Record<string, unknown>, arch: string, numLayers: number,
   const norm = raw.norm_topk_prob;
   if (norm != null && typeof norm !== "boolean") throw new ConfigError(file, `field 'norm_topk_prob' must be a boolean, got ${JSON.stringify(norm)}`);
   // Granite's softmax over the top-k logits is the top-k probabilities renormalized.
-  return { numExperts, topK, intermediateSize, normTopK: mixtral ? true : norm === true, sparseLayers, sharedExpertIntermediateSize: shared, grouped: null, numSharedExperts: 0, naming: granite ? "granite" : mixtral ? "mixtral" : "qwen" };
+  return {
+    numExperts, topK, intermediateSize, normTopK: mixtral ? true : norm === true, sparseLayers, sharedExpertIntermediateSize: shared, grouped: null, numSharedExperts: 0,
+    naming: granite ? "granite" : mixtral ? "mixtral" : "qwen", routerBias: false, expertBiases: false, swiglu: null,
+  };
+}
+
+/**
+ * GptOssConfig's defaults for what a config.json leaves out: a window of 128 on every other layer from the first,
+ * RoPE base 150000 with YaRN ×32 over 4096 positions (unrounded correction range), q/k/v/o biases.
+ */
+function gptOssDefaults(raw: Record<string, unknown>): Record<string, unknown> {
+  const rp = isObject(raw.rope_parameters) ? raw.rope_parameters : null;
+  const layers = typeof raw.num_hidden_layers === "number" ? raw.num_hidden_layers : 36;
+  return {
+    ...raw,
+    sliding_window: raw.sliding_window === undefined ? 128 : raw.sliding_window,
+    layer_types: raw.layer_types ?? Array.from({ length: layers }, (_, l) => (l % 2 === 0 ? "sliding_attention" : "full_attention")),
+    attention_bias: raw.attention_bias ?? true,
+    ...(raw.rope_theta == null && rp?.rope_theta == null ? { rope_theta: 150000 } : {}),
+    ...(raw.rope_scaling == null && rp?.rope_type == null
+      ? { rope_scaling: { rope_type: "yarn", factor: 32, beta_fast: 32, beta_slow: 1, truncate: false, original_max_position_embeddings: 4096 } } : {}),
+  };
+}
+
+/** GPT-OSS's experts: every layer's MLP; num_local_experts, top num_experts_per_tok (softmax over their logits). */
+function parseGptOssMoe(raw: Record<string, unknown>, numLayers: number, int: (key: string, fallback?: number) => number, file: string): MoeConfig {
+  const numExperts = int("num_local_experts", 128);
+  if (numExperts > MAX_EXPERTS) throw new ConfigError(file, `num_local_experts ${numExperts} exceeds the ${MAX_EXPERTS} experts supported`);
+  const topK = int("num_experts_per_tok", typeof raw.experts_per_token === "number" ? raw.experts_per_token : 4);
+  if (topK > numExperts) throw new ConfigError(file, `num_experts_per_tok (${topK}) exceeds num_local_experts (${numExperts})`);
+  const positive = (key: string, fallback: number) => {
+    const v = raw[key] ?? fallback;
+    if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) throw new ConfigError(file, `field '${key}' must be a positive number, got ${JSON.stringify(raw[key])}`);
+    return v;
+  };
+  return {
+    // Softmax over the top-k logits: the top-k probabilities renormalized.
+    numExperts, topK, intermediateSize: int("intermediate_size", 2880), normTopK: true, sparseLayers: new Array(numLayers).fill(true),
+    sharedExpertIntermediateSize: 0, grouped: null, numSharedExperts: 0, naming: "gpt_oss",
+    routerBias: true, expertBiases: true, swiglu: { alpha: positive("swiglu_alpha", 1.702), limit: positive("swiglu_limit", 7) },
+  };
 }
 
 /** GLM-4.5's experts, with Glm4MoeConfig's defaults for what the file leaves out. */
@@ -502,6 +560,7 @@ function parseGlm4Moe(raw: Record<string, unknown>, numLayers: number, int: (key
   return {
     numExperts, topK, intermediateSize: int("moe_intermediate_size", 1408), normTopK: norm, sparseLayers: Array.from({ length: numLayers }, (_, l) => l >= firstSparse),
     sharedExpertIntermediateSize: 0, grouped: { numGroups, topKGroups, routedScalingFactor: scale }, numSharedExperts: shared, naming: "glm4_moe",
+    routerBias: false, expertBiases: false, swiglu: null,
   };
 }
 

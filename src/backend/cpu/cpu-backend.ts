@@ -1,5 +1,5 @@
 /** The reference backend: f32 host arrays, weights converted at load. Runs the whole engine without a GPU. */
-import { stepExtents, type MoeScratch, type MoeGrouping, type AttentionShape, type Backend, type KvCacheSpec, type PendingSample, type StepInputs, type StepTensors, type Tensor } from "../backend.ts";
+import { stepExtents, type MoeScratch, type ExpertWeights, type MoeGrouping, type AttentionShape, type Backend, type KvCacheSpec, type PendingSample, type StepInputs, type StepTensors, type Tensor } from "../backend.ts";
 import type { TensorView } from "../../loader/safetensors.ts";
 import { toFloat32 } from "../../loader/dtype.ts";
 import type { SamplingBatch, SamplerOutput } from "../../engine/sampling-batch.ts";
@@ -198,6 +198,7 @@ export class CpuBackend implements Backend<T> {
   }
 
   pagedAttention(qkv: T, kCache: T, vCache: T, step: StepTensors<T>, blockSize: number, shape: AttentionShape, out: T, sinks: T | null = null): void {
+    if (sinks && f32(sinks).length !== shape.numHeads) throw new Error(`pagedAttention: attention sinks must be [${shape.numHeads}] (one per query head), got [${sinks.shape}]`);
     k.pagedAttention(f32(qkv), f32(kCache), f32(vCache), {
       numSeqs: step.numSeqs, queryStart: i32(step.queryStart), seqLens: i32(step.seqLens),
       blockTables: i32(step.blockTables), maxBlocksPerSeq: step.maxBlocksPerSeq, blockSize,
@@ -223,9 +224,11 @@ export class CpuBackend implements Backend<T> {
    * Hugging Face's order: the experts one after another (ascending id), each over its tokens (ascending),
    * and every token's output summed in that order. One matrix product per expert and projection.
    */
-  moeExperts(x: T, ids: T, weights: T, w13: T, w2: T, numExperts: number, scratch: MoeScratch<T>, out: T): void {
+  moeExperts(x: T, ids: T, weights: T, experts: ExpertWeights<T>, numExperts: number, scratch: MoeScratch<T>, out: T): void {
     const xt = x as CpuTensor, n = xt.numRows, H = xt.width, id = i32(ids), wt = f32(weights), topK = ids.shape[1]!;
-    const w13t = w13 as CpuTensor, w2t = w2 as CpuTensor, I = w2t.width, entries = n * topK;
+    const w13t = experts.w13 as CpuTensor, w2t = experts.w2 as CpuTensor, I = w2t.width, entries = n * topK;
+    const b13 = experts.b13 ? f32(experts.b13) : null, b2 = experts.b2 ? f32(experts.b2) : null;
+    if ((b13 && b13.length !== numExperts * 2 * I) || (b2 && b2.length !== numExperts * H)) throw new Error(`moeExperts: expert biases of ${b13?.length ?? "-"} and ${b2?.length ?? "-"} values do not fit ${numExperts} experts of [${2 * I}, ${H}]`);
     if (w13t.shape[0] !== numExperts * 2 * I || w13t.width !== H || w2t.shape[0] !== numExperts * H) throw new Error(`moeExperts: expert weights [${w13t.shape}] and [${w2t.shape}] do not fit ${numExperts} experts of hidden ${H}`);
     // Entries (t·topK + j) grouped by expert, tokens ascending within each: a counting sort.
     const start = new Int32Array(numExperts + 1);
@@ -238,12 +241,13 @@ export class CpuBackend implements Backend<T> {
     const view = (a: Float32Array, row: number, rows: number, width: number) => new CpuTensor(a.subarray(row * width, (row + rows) * width), [rows, width]);
     for (let e = 0; e < numExperts; e++) {
       const m = start[e + 1]! - start[e]!;
-      if (m > 0) this.linear(view(xs, start[e]!, m, H), view(w13t.data, e * 2 * I, 2 * I, H), null, view(gu, start[e]!, m, 2 * I));
+      if (m > 0) this.linear(view(xs, start[e]!, m, H), view(w13t.data, e * 2 * I, 2 * I, H), b13 && view(b13, e, 1, 2 * I), view(gu, start[e]!, m, 2 * I));
     }
-    k.siluMul(gu, entries, I, act);
+    if (experts.swiglu) k.swigluClampMul(gu, entries, I, experts.swiglu.alpha, experts.swiglu.limit, act);
+    else k.siluMul(gu, entries, I, act);
     for (let e = 0; e < numExperts; e++) {
       const m = start[e + 1]! - start[e]!;
-      if (m > 0) this.linear(view(act, start[e]!, m, I), view(w2t.data, e * H, H, I), null, view(xs, start[e]!, m, H));
+      if (m > 0) this.linear(view(act, start[e]!, m, I), view(w2t.data, e * H, H, I), b2 && view(b2, e, 1, H), view(xs, start[e]!, m, H));
     }
     o.fill(0, 0, n * H);
     for (let s = 0; s < entries; s++) {

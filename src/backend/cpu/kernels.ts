@@ -215,6 +215,20 @@ export function siluMul(x: Float32Array, n: number, inter: number, out: Float32A
   }
 }
 
+/**
+ * GPT-OSS's clamped SwiGLU for rows [gate | up] of width 2·inter: g = min(gate, limit), u = clamp(up, −limit, limit),
+ * out = (u + 1) · g · sigmoid(alpha · g).
+ */
+export function swigluClampMul(x: Float32Array, n: number, inter: number, alpha: number, limit: number, out: Float32Array): void {
+  for (let t = 0; t < n; t++) {
+    const xo = t * 2 * inter, oo = t * inter;
+    for (let i = 0; i < inter; i++) {
+      const g = Math.min(x[xo + i]!, limit), u = Math.min(Math.max(x[xo + inter + i]!, -limit), limit);
+      out[oo + i] = (u + 1) * (g / (1 + Math.exp(-alpha * g)));
+    }
+  }
+}
+
 /** out = gelu_tanh(gate) · up for rows [gate | up] of width 2·inter: GELU's tanh approximation (PyTorch's approximate="tanh"). */
 export function geluTanhMul(x: Float32Array, n: number, inter: number, out: Float32Array): void {
   const k = Math.sqrt(2 / Math.PI);

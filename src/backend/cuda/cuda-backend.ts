@@ -3,7 +3,7 @@
  * one stream, step inputs staged in page-locked memory and copied with one async copy.
  * Every op has its CPU twin in ../cpu (the reference it is tested against on a device).
  */
-import { moeMaxTiles, moeRoutingInts, stepExtents, type MoeScratch, type MoeGrouping, type AttentionShape, type Backend, type KvCacheSpec, type PendingSample, type StepInputs, type StepTensors, type Tensor } from "../backend.ts";
+import { moeMaxTiles, moeRoutingInts, stepExtents, type MoeScratch, type ExpertWeights, type MoeGrouping, type AttentionShape, type Backend, type KvCacheSpec, type PendingSample, type StepInputs, type StepTensors, type Tensor } from "../backend.ts";
 import type { TensorView } from "../../loader/safetensors.ts";
 import { fromFloat32, toFloat32 } from "../../loader/dtype.ts";
 import type { SamplingBatch, SamplerOutput } from "../../engine/sampling-batch.ts";
@@ -657,19 +657,22 @@ export class CudaBackend implements Backend<CudaTensor> {
 
   /**
    * The experts in five launches: group the entries by expert (moe_align), the gate/up GEMM over tiles of
-   * one expert, SiLU·mul, the down GEMM, and the weighted sum per token. No host sync: graph-capturable.
+   * one expert (biases added in its epilogue), SiLU·mul (or the clamped SwiGLU), the down GEMM, and the weighted sum per token. No host sync: graph-capturable.
    */
-  moeExperts(x: CudaTensor, ids: CudaTensor, weights: CudaTensor, w13: CudaTensor, w2: CudaTensor, numExperts: number, s: MoeScratch<CudaTensor>, out: CudaTensor): void {
+  moeExperts(x: CudaTensor, ids: CudaTensor, weights: CudaTensor, experts: ExpertWeights<CudaTensor>, numExperts: number, s: MoeScratch<CudaTensor>, out: CudaTensor): void {
+    const { w13, w2, b13, b2, swiglu } = experts;
     const n = x.numRows, H = x.width, topK = ids.width, entries = n * topK, inter = w2.width;
     if (n === 0) return;
     if (w13.shape[0] !== numExperts * 2 * inter || w13.width !== H || w2.shape[0] !== numExperts * H) throw new Error(`moeExperts: expert weights [${w13.shape}] and [${w2.shape}] do not fit ${numExperts} experts of hidden ${H}`);
+    if ((b13 && (b13.dtype !== "bf16" || numel(b13.shape) !== numExperts * 2 * inter)) || (b2 && (b2.dtype !== "bf16" || numel(b2.shape) !== numExperts * H))) throw new Error(`moeExperts: expert biases must be bf16 [${numExperts * 2 * inter}] and [${numExperts * H}]`);
     if (H % 16 !== 0 || inter % 16 !== 0) throw new Error(`moeExperts: the expert GEMM kernel needs hidden (${H}) and the experts' intermediate size per rank (${inter}) to be multiples of 16`);
     if (s.gateUp.numRows < entries || s.act.numRows < entries || s.expertOut.numRows < entries || numel(s.routing.shape) < moeRoutingInts(entries, numExperts)) throw new Error(`moeExperts: scratch smaller than ${entries} entries`);
     const tiles = moeMaxTiles(entries, numExperts);
     this.k.launch("moe_align_i32", [1], 256, [P(ids), P(s.routing), I(entries), I(numExperts), I(tiles)]);
-    this.k.launch("moe_gemm_bf16", [tiles, Math.ceil((2 * inter) / 128)], 128, [P(x), P(w13), P(s.gateUp), P(s.routing), I(entries), I(numExperts), I(H), I(2 * inter), I(topK)]);
-    this.k.launch("silu_mul_bf16", [Math.ceil(inter / 256), entries], 256, [P(s.gateUp), P(s.act), I(inter)]);
-    this.k.launch("moe_gemm_bf16", [tiles, Math.ceil(H / 128)], 128, [P(s.act), P(w2), P(s.expertOut), P(s.routing), I(entries), I(numExperts), I(inter), I(H), I(1)]);
+    this.k.launch("moe_gemm_bf16", [tiles, Math.ceil((2 * inter) / 128)], 128, [P(x), P(w13), P(s.gateUp), P(s.routing), I(entries), I(numExperts), I(H), I(2 * inter), I(topK), P(b13)]);
+    if (swiglu) this.k.launch("swiglu_clamp_mul_bf16", [Math.ceil(inter / 256), entries], 256, [P(s.gateUp), P(s.act), I(inter), F(swiglu.alpha), F(swiglu.limit)]);
+    else this.k.launch("silu_mul_bf16", [Math.ceil(inter / 256), entries], 256, [P(s.gateUp), P(s.act), I(inter)]);
+    this.k.launch("moe_gemm_bf16", [tiles, Math.ceil(H / 128)], 128, [P(s.act), P(w2), P(s.expertOut), P(s.routing), I(entries), I(numExperts), I(inter), I(H), I(1), P(b2)]);
     this.k.launch("moe_combine_bf16", [Math.ceil(H / 256), n], 256, [P(s.expertOut), P(weights), P(out), I(topK), I(H)]);
   }
 
