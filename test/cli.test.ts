@@ -182,6 +182,33 @@ test("--reasoning-parser mistral: Magistral's [THINK] … [/THINK] block becomes
   }
 }, 60_000);
 
+test("GPT-OSS answers in Harmony channels: analysis → reasoning_content (openai_gptoss, the default for it), commentary to=functions.NAME → tool_calls (--tool-call-parser openai)", async () => {
+  // A tiny GPT-OSS with the Qwen3 tokenizer: the markers are plain text there, so a regex shapes the whole answer.
+  const s = await startServer([tinyModel({ arch: "gpt_oss", seed: 21, hiddenSize: 32, numHeads: 2, numKvHeads: 1, headDim: 16, numLayers: 2 }), "--max-model-len", "1024",
+    "--enable-auto-tool-choice", "--tool-call-parser", "openai"]);
+  try {
+    const post = (b: object) => fetch(`${s.url}/v1/chat/completions`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(b) });
+    const esc = (t: string) => t.replace(/[|.{}()[\]]/g, (c) => `\\${c}`);
+    const answer = "<|channel|>analysis<|message|>add 2 and 2<|end|><|start|>assistant<|channel|>final<|message|>It is 4.";
+    const body = { messages: [{ role: "user", content: "Hi" }], max_tokens: 80, temperature: 0, structured_outputs: { regex: esc(answer) } };
+    const msg: any = (await (await post(body)).json() as any).choices[0].message;
+    expect([msg.reasoning_content, msg.content]).toEqual(["add 2 and 2", "It is 4."]);
+    let reasoning = "", content = "";
+    for (const line of (await (await post({ ...body, stream: true })).text()).split("\n"))
+      if (line.startsWith("data: {")) for (const c of JSON.parse(line.slice(6)).choices) { reasoning += c.delta.reasoning_content ?? ""; content += c.delta.content ?? ""; }
+    expect([reasoning, content]).toEqual(["add 2 and 2", "It is 4."]);
+    const call = "<|channel|>analysis<|message|>weather<|end|><|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{\"city\":\"Paris\"}<|call|>";
+    const tools = [{ type: "function", function: { name: "get_weather", parameters: { type: "object", properties: { city: { type: "string" } } } } }];
+    const r: any = await (await post({ ...body, max_tokens: 200, tools, structured_outputs: { regex: esc(call) } })).json();
+    expect(r.error).toBeUndefined();
+    expect(r.choices[0].finish_reason).toBe("tool_calls");
+    expect([r.choices[0].message.reasoning_content, r.choices[0].message.content]).toEqual(["weather", null]);
+    expect(r.choices[0].message.tool_calls.map((t: any) => t.function)).toEqual([{ name: "get_weather", arguments: "{\"city\":\"Paris\"}" }]);
+  } finally {
+    expect(await s.stop()).toBe(0);
+  }
+}, 60_000);
+
 test("when the engine fails mid-run the server answers 503 (health too) instead of crashing or hanging", async () => {
   // Rank 1 of a 2-rank CPU tensor-parallel engine throws at its third step (fault injection).
   const s = await startServer([tinyModel(SERVER_MODEL), "--max-model-len", "256", "--tensor-parallel-size", "2"], { VBUN_TP_FAIL_AT: "1:2" });

@@ -104,6 +104,8 @@ export interface ModelConfig {
   moe: MoeConfig | null;
   /** GPT-OSS's attention sinks: each layer's self_attn.sinks, a logit per query head that joins its softmax (Backend.pagedAttention). */
   attentionSinks: boolean;
+  /** GPT-OSS: its answers are OpenAI Harmony messages (channels; src/server/harmony.ts), read so by default. */
+  harmony: boolean;
   /** Matryoshka embeddings (is_matryoshka / matryoshka_dimensions): sizes a request may cut them to; "any"; or null. */
   matryoshkaDimensions: number[] | "any" | null;
   bosTokenId: number | null;
@@ -325,6 +327,7 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
     matryoshkaDimensions: matryoshka,
     moe: parseMoe(raw, String(archs[0]), int("num_hidden_layers"), int, file),
     attentionSinks: gptOss,
+    harmony: gptOss,
     // EXAONE 4.0 with sliding layers: only they rotate.
     ropeLayers: exaone4 && layerWindows.some((w) => w > 0) ? layerWindows.map((w) => w > 0) : parseRopeLayers(raw.no_rope_layers, int("num_hidden_layers"), file),
     scales: {

@@ -10,12 +10,12 @@ import { hasNews } from "./completions.ts";
 import { collect, forEachOutput, nowSeconds, samplingParamsFrom, sseResponse, submit, usageOf } from "./generation.ts";
 import { beamSearchFor, beamUsage } from "./beam.ts";
 import { ChatCompletionRequest } from "./protocol.ts";
-import { reasoningBoundary, reasoningNeedsSpecialTokens, ReasoningSplitter } from "./reasoning.ts";
+import { reasoningBoundary, reasoningNeedsSpecialTokens, reasoningSplitter, type ReasoningStream } from "./reasoning.ts";
 import { forcedToolChoice, forcedToolSchema, ForcedToolCallStream, parserNeedsSpecialTokens, toolCallIds, toolCallStream, type ForcedToolChoice, type ToolCall, type ToolCallStream } from "./tool-calls.ts";
 
 /** One choice's text on its way out: reasoning split off (--reasoning-parser), tool calls parsed (--tool-call-parser). */
 export class ChoiceShaper {
-  constructor(private readonly reasoning: ReasoningSplitter | null, private readonly tools: ToolCallStream | ForcedToolCallStream | null) {}
+  constructor(private readonly reasoning: ReasoningStream | null, private readonly tools: ToolCallStream | ForcedToolCallStream | null) {}
 
   push(delta: string, final: boolean): { reasoning: string; content: string; toolCalls: ToolCall[] } {
     const d = this.reasoning ? this.reasoning.push(delta) : { reasoning: "", content: delta };
@@ -118,8 +118,8 @@ export async function prepareChat(state: ServerState, body: ChatCompletionReques
     // Compact JSON: arguments are read by programs, and a weak model cannot pad them with whitespace until max_tokens.
     params.structured_outputs = await structuredOutputsFrom({ structured_outputs: { json: forcedToolSchema(body.tools!, forced), disable_any_whitespace: true } }, "tools");
   }
-  const reasoningParser = state.reasoningParser;
-  // Magistral's [THINK] / [/THINK] are special tokens: the text keeps them so that the block can be split off.
+  const reasoningParser = state.reasoningParserFor(engine.modelConfig);
+  // Magistral's [THINK] / [/THINK] and Harmony's channel markers are special tokens: the text keeps them so that the block can be split off.
   if (reasoningParser && reasoningNeedsSpecialTokens(reasoningParser)) params.skip_special_tokens = false;
   if (params.structured_outputs && reasoningParser) {
     // The answer after the reasoning block is constrained; the block itself is free (vLLM's behaviour).
@@ -130,7 +130,7 @@ export async function prepareChat(state: ServerState, body: ChatCompletionReques
   // Mistral's [TOOL_CALLS] / [ARGS] are special tokens: the text keeps them (vLLM turns skip_special_tokens off too).
   if (parseTools && parserNeedsSpecialTokens(state.toolCallParser!)) params.skip_special_tokens = false;
   // A forced call is the whole answer (after any reasoning).
-  const shaper = () => new ChoiceShaper(reasoningParser ? new ReasoningSplitter(reasoningParser) : null,
+  const shaper = () => new ChoiceShaper(reasoningParser ? reasoningSplitter(reasoningParser) : null,
     forced ? new ForcedToolCallStream(forced, toolCallIds(state.toolCallParser)) : parseTools ? toolCallStream(state.toolCallParser!, body.tools ?? []) : null);
   return { text, ids, params, shaper, calledReason: forced && forced !== "required" ? "stop" : "tool_calls" };
 }
@@ -155,7 +155,7 @@ export async function chatCompletions(c: Context, state: ServerState): Promise<R
     return c.json({ id, object: "chat.completion", created, model, choices, usage: beamUsage(prompts, results) });
   }
   const submitted = submit(engine, id, [ids], params, c.req.raw.signal, lora);
-  const reasoningParser = state.reasoningParser;
+  const reasoningParser = state.reasoningParserFor(engine.modelConfig);
   const tokenName = state.logprobToken(body.return_tokens_as_token_ids);
   // include_reasoning false: the reasoning is parsed off as usual, then left out.
   const showReasoning = body.include_reasoning !== false;

@@ -8,14 +8,17 @@
  *   mistral      Magistral: as qwen3 with [THINK] … [/THINK], special tokens the text keeps for such requests
  *   granite      Granite 3.2 / 3.3 (chat_template_kwargs thinking=true): "Here is my thought process:" … "Here is my
  *                response:" (or "Here's …") in plain text
+ *   openai_gptoss GPT-OSS's Harmony channels (src/server/harmony.ts): analysis is reasoning, final the answer
  */
 import type { AfterReasoning } from "../structured/structured-outputs.ts";
+import { HARMONY_CHANNEL, HARMONY_MESSAGE, HarmonySplitter } from "./harmony.ts";
 
-export const REASONING_PARSERS = ["qwen3", "deepseek_r1", "mistral", "granite", "glm45", "seed_oss"] as const;
+export const REASONING_PARSERS = ["qwen3", "deepseek_r1", "mistral", "granite", "glm45", "seed_oss", "openai_gptoss"] as const;
 export type ReasoningParserName = (typeof REASONING_PARSERS)[number];
+type TaggedParserName = Exclude<ReasoningParserName, "openai_gptoss">;
 
 /** Each parser's tags (any of them opens or closes the block), and whether the output begins inside the reasoning (the prompt opened it). */
-const TAGS: Record<ReasoningParserName, { open: string[]; close: string[]; startsInside: boolean }> = {
+const TAGS: Record<TaggedParserName, { open: string[]; close: string[]; startsInside: boolean }> = {
   qwen3: { open: ["<think>"], close: ["</think>"], startsInside: false },
   glm45: { open: ["<think>"], close: ["</think>"], startsInside: false },
   seed_oss: { open: ["<seed:think>"], close: ["</seed:think>"], startsInside: false },
@@ -26,7 +29,18 @@ const TAGS: Record<ReasoningParserName, { open: string[]; close: string[]; start
 
 /** Whether the parser's tags are special tokens the text must keep (the request's skip_special_tokens is turned off, as vLLM does). */
 export function reasoningNeedsSpecialTokens(parser: ReasoningParserName): boolean {
-  return parser === "mistral";
+  return parser === "mistral" || parser === "openai_gptoss";
+}
+
+/** What splits a streamed answer into reasoning and content. */
+export interface ReasoningStream {
+  push(delta: string): ReasoningDelta;
+  flush(): ReasoningDelta;
+}
+
+/** The parser's streaming splitter. */
+export function reasoningSplitter(parser: ReasoningParserName): ReasoningStream {
+  return parser === "openai_gptoss" ? new HarmonySplitter() : new ReasoningSplitter(parser);
 }
 
 export interface ReasoningDelta {
@@ -39,7 +53,7 @@ export class ReasoningSplitter {
   private mode: "start" | "reasoning" | "content";
   private held = "";
 
-  constructor(readonly parser: ReasoningParserName) {
+  constructor(readonly parser: TaggedParserName) {
     this.mode = "start";
   }
 
@@ -91,6 +105,10 @@ export class ReasoningSplitter {
 
 /** Splits a whole output. reasoning is null when the output had no reasoning part. */
 export function splitReasoning(text: string, parser: ReasoningParserName): { reasoning: string | null; content: string } {
+  if (parser === "openai_gptoss") {
+    const h = new HarmonySplitter(), a = h.push(text), b = h.flush();
+    return { reasoning: h.hadReasoning ? a.reasoning + b.reasoning : null, content: a.content + b.content };
+  }
   const s = new ReasoningSplitter(parser);
   const a = s.push(text), b = s.flush();
   const reasoning = a.reasoning + b.reasoning, content = a.content + b.content;
@@ -104,6 +122,11 @@ export function splitReasoning(text: string, parser: ReasoningParserName): { rea
  * output begins in it. null when the tokenizer does not spell the tags as single tokens (no block to skip then).
  */
 export function reasoningBoundary(parser: ReasoningParserName, encode: (text: string) => number[]): AfterReasoning | null {
+  if (parser === "openai_gptoss") {
+    // Harmony: the answer is the final channel's body, after <|channel|>final<|message|>; all before it is free.
+    const seq = [...encode(HARMONY_CHANNEL), ...encode("final"), ...encode(HARMONY_MESSAGE)];
+    return seq.length === 3 ? { start_token_id: null, end_token_id: seq[2]!, end_sequence: seq } : null;
+  }
   const tags = TAGS[parser];
   if (tags.open.length !== 1 || tags.close.length !== 1) return null;
   const open = encode(tags.open[0]!), close = encode(tags.close[0]!);

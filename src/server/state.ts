@@ -3,6 +3,7 @@ import type { Context } from "hono";
 import type { AsyncEngine } from "../engine/async-engine.ts";
 import { ApiError } from "./errors.ts";
 import type { ReasoningParserName } from "./reasoning.ts";
+import type { ModelConfig } from "../model/config.ts";
 import type { ToolCallParserName } from "./tool-calls.ts";
 import type { ResponseStore } from "./response-store.ts";
 
@@ -43,6 +44,11 @@ export class ServerState {
   ) {
     this.servedModelNames = typeof servedModelNames === "string" ? [servedModelNames] : [...servedModelNames];
     if (this.servedModelNames.length === 0) throw new Error("ServerState: no served model name");
+  }
+
+  /** --reasoning-parser, or for a model that answers in Harmony's channels (GPT-OSS) openai_gptoss — vLLM reads those answers so without a flag. */
+  reasoningParserFor(model: Pick<ModelConfig, "harmony">): ReasoningParserName | null {
+    return this.reasoningParser ?? (model.harmony ? "openai_gptoss" : null);
   }
 
   logRequest(id: string, prompts: (string | number[])[], params: object): void {

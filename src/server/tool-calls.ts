@@ -12,14 +12,17 @@
  * digits Mistral's chat templates insist on. `phi4_mini_json` (Phi-4-mini): functools[{"name", "arguments"}, …]
  * after any text. `granite` (IBM Granite 3.x): an answer that is a JSON list of {"name", "arguments"}, after
  * <|tool_call|> (3.0) or <tool_call> (3.1 on) or not. `glm45` (GLM-4.5 / 4.6 / 4.7): after any text,
- * <tool_call>name then <arg_key>k</arg_key><arg_value>v</arg_value> pairs (src/server/glm45-calls.ts).
+ * <tool_call>name then <arg_key>k</arg_key><arg_value>v</arg_value> pairs (src/server/glm45-calls.ts). `openai`
+ * (GPT-OSS): Harmony's commentary messages to=functions.NAME, their bodies the arguments (src/server/harmony.ts;
+ * special tokens kept).
  * Streaming holds back text from where a call may begin and emits each call whole at the end.
  */
 import { parsePythonicCalls } from "./pythonic-calls.ts";
 import { parseQwen3CoderCalls, QWEN3_CODER_OPENERS } from "./qwen3-coder-calls.ts";
 import { GLM45_OPEN, parseGlm45Calls } from "./glm45-calls.ts";
+import { HARMONY_CALL_OPENERS, parseHarmonyCalls } from "./harmony.ts";
 
-export const TOOL_CALL_PARSERS = ["hermes", "llama3_json", "pythonic", "qwen3_coder", "mistral", "phi4_mini_json", "granite", "glm45"] as const;
+export const TOOL_CALL_PARSERS = ["hermes", "llama3_json", "pythonic", "qwen3_coder", "mistral", "phi4_mini_json", "granite", "glm45", "openai"] as const;
 export type ToolCallParserName = (typeof TOOL_CALL_PARSERS)[number];
 
 const OPEN = "<tool_call>", CLOSE = "</tool_call>";
@@ -55,6 +58,10 @@ function parserFor(parser: ToolCallParserName, tools: readonly unknown[]): (text
       const { content, calls } = parseGlm45Calls(text, tools);
       return { content, toolCalls: calls.map((c) => toolCall(c.name, c.args)) };
     };
+    case "openai": return (text) => {
+      const { content, calls } = parseHarmonyCalls(text);
+      return { content, toolCalls: calls.map((c) => toolCall(c.name, c.args)) };
+    };
   }
 }
 
@@ -65,7 +72,7 @@ export function toolCallIds(parser: ToolCallParserName | null): () => string {
 
 /** Whether a parser reads special tokens (its markers are some): the request's skip_special_tokens is turned off. */
 export function parserNeedsSpecialTokens(parser: ToolCallParserName): boolean {
-  return parser === "mistral";
+  return parser === "mistral" || parser === "openai";
 }
 
 function toolCall(name: string, args: unknown): ToolCall {
@@ -236,6 +243,7 @@ export function toolCallStream(parser: ToolCallParserName, tools: readonly unkno
     case "phi4_mini_json": return new TaggedCallsStream([FUNCTOOLS], parse);
     case "granite": return new WholeAnswerStream(["[", ...GRANITE_TAGS], parse);
     case "glm45": return new TaggedCallsStream([GLM45_OPEN], parse);
+    case "openai": return new TaggedCallsStream(HARMONY_CALL_OPENERS, parse);
   }
 }
 

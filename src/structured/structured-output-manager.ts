@@ -31,6 +31,8 @@ export class SequenceGrammar {
   private openingMask: Int32Array | null = null;
   private phase: "start" | "reasoning" | "grammar";
   private disposed = false;
+  /** The reasoning block's last tokens, to spot its end_sequence. */
+  private recent: number[] = [];
 
   constructor(private readonly matcher: GrammarMatcher, private readonly afterReasoning: AfterReasoning | null = null) {
     this.phase = !afterReasoning ? "grammar" : afterReasoning.start_token_id === null ? "reasoning" : "start";
@@ -59,7 +61,12 @@ export class SequenceGrammar {
   /** Takes a sampled token. "advanced": the matcher moved (refresh() is due); "rejected": the grammar refuses it. */
   accept(token: number): GrammarStep {
     if (this.phase === "reasoning") {
-      if (token === this.afterReasoning!.end_token_id) this.phase = "grammar";
+      const seq = this.afterReasoning!.end_sequence;
+      if (seq) {
+        this.recent.push(token);
+        if (this.recent.length > seq.length) this.recent.shift();
+        if (this.recent.length === seq.length && this.recent.every((t, i) => t === seq[i])) this.phase = "grammar";
+      } else if (token === this.afterReasoning!.end_token_id) this.phase = "grammar";
       return "unchanged";
     }
     if (this.phase === "start") {

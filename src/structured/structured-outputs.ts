@@ -30,6 +30,8 @@ export interface StructuredOutputsInit {
 export interface AfterReasoning {
   start_token_id: number | null;
   end_token_id: number;
+  /** The block ends with these tokens in a row (the last being end_token_id), e.g. Harmony's <|channel|>final<|message|>; absent: end_token_id alone. */
+  end_sequence?: number[];
 }
 
 /** Normalised: exactly one constraint, JSON given as text; plain data (crosses to the engine worker). */
@@ -82,7 +84,10 @@ function afterReasoning(a: AfterReasoning, field: string): AfterReasoning {
   const id = (v: unknown) => typeof v === "number" && Number.isInteger(v) && v >= 0;
   if (typeof a !== "object" || !id(a.end_token_id) || !(a.start_token_id === null || id(a.start_token_id)))
     throw new StructuredOutputsError(field, "must be {start_token_id: a token id or null, end_token_id: a token id}");
-  return { start_token_id: a.start_token_id, end_token_id: a.end_token_id };
+  const seq = a.end_sequence;
+  if (seq !== undefined && !(Array.isArray(seq) && seq.length > 0 && seq.every(id) && seq[seq.length - 1] === a.end_token_id))
+    throw new StructuredOutputsError(field, "end_sequence must be token ids ending with end_token_id");
+  return { start_token_id: a.start_token_id, end_token_id: a.end_token_id, ...(seq ? { end_sequence: [...seq] } : {}) };
 }
 
 function constraint(init: StructuredOutputsInit, kind: (typeof KINDS)[number], field: string, compact: boolean): StructuredOutputs {
