@@ -1,5 +1,5 @@
 import { expect, test } from "bun:test";
-import { copyFileSync, mkdirSync, readdirSync } from "node:fs";
+import { copyFileSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { LLM } from "../src/engine/llm.ts";
 import { engineOptionsFromFlags, humanIntFlag } from "../src/cli.ts";
@@ -204,6 +204,34 @@ test("GPT-OSS answers in Harmony channels: analysis → reasoning_content (opena
     expect(r.choices[0].finish_reason).toBe("tool_calls");
     expect([r.choices[0].message.reasoning_content, r.choices[0].message.content]).toEqual(["weather", null]);
     expect(r.choices[0].message.tool_calls.map((t: any) => t.function)).toEqual([{ name: "get_weather", arguments: "{\"city\":\"Paris\"}" }]);
+  } finally {
+    expect(await s.stop()).toBe(0);
+  }
+}, 60_000);
+
+test("reasoning_effort (chat) and reasoning.effort (responses) reach the chat template, and earlier reasoning as `thinking`, as GPT-OSS's reads them", async () => {
+  const template = join(tempDir("effort"), "template.jinja");
+  writeFileSync(template, "<|start|>system<|message|>Reasoning: {% if reasoning_effort is defined %}{{ reasoning_effort }}{% else %}medium{% endif %}<|end|>"
+    + "{% for m in messages %}{% if m.thinking is defined %}<|start|>{{ m.role }}<|channel|>analysis<|message|>{{ m.thinking }}<|end|>{% endif %}"
+    + "<|start|>{{ m.role }}<|message|>{{ m.content }}<|end|>{% endfor %}{% if add_generation_prompt %}<|start|>assistant{% endif %}");
+  const s = await startServer([tinyModel(SERVER_MODEL), "--max-model-len", "256", "--chat-template", template]);
+  try {
+    const post = (path: string, b: object) => fetch(`${s.url}${path}`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(b) });
+    const promptOf = async (extra: object) => {
+      const r: any = await (await post("/v1/chat/completions", { messages: [{ role: "user", content: "Hi" }], max_tokens: 1, return_token_ids: true, ...extra })).json();
+      return (await (await post("/detokenize", { tokens: r.prompt_token_ids })).json() as any).prompt as string;
+    };
+    expect(await promptOf({})).toContain("Reasoning: medium<|end|>");
+    expect(await promptOf({ reasoning_effort: "high" })).toContain("Reasoning: high<|end|>");
+    // chat_template_kwargs win, as a more specific setting.
+    expect(await promptOf({ reasoning_effort: "high", chat_template_kwargs: { reasoning_effort: "low" } })).toContain("Reasoning: low<|end|>");
+    // An earlier answer's reasoning_content is the template's `thinking` too (GPT-OSS's name for it).
+    const turns = [{ role: "user", content: "2+2?" }, { role: "assistant", content: "4", reasoning_content: "add them" }, { role: "user", content: "and 3+3?" }];
+    expect(await promptOf({ messages: turns })).toContain("<|start|>assistant<|channel|>analysis<|message|>add them<|end|><|start|>assistant<|message|>4<|end|>");
+    const bad = await post("/v1/chat/completions", { messages: [{ role: "user", content: "Hi" }], reasoning_effort: "extreme" });
+    expect([bad.status, ((await bad.json()) as any).error.param]).toEqual([400, "reasoning_effort"]);
+    const resp = await post("/v1/responses", { input: "Hi", max_output_tokens: 1, reasoning: { effort: "low" } });
+    expect(resp.status).toBe(200);
   } finally {
     expect(await s.stop()).toBe(0);
   }

@@ -48,12 +48,14 @@ export function toTemplateMessages(messages: Body["messages"]): ChatMessage[] {
         return part.text;
       }).join("\n");
     } else content = m.content ?? null;
-    return { ...m, content: content ?? "" };
+    // An earlier answer's reasoning (vLLM's reasoning_content) is also `thinking`, the name GPT-OSS's template reads.
+    const thinking = m.reasoning_content != null && (m as Record<string, unknown>).thinking === undefined ? { thinking: m.reasoning_content } : {};
+    return { ...m, ...thinking, content: content ?? "" };
   });
 }
 
 /** Renders the chat template and tokenizes the result. */
-export function chatPromptIds(state: ServerState, body: Pick<Body, "messages" | "add_generation_prompt" | "continue_final_message" | "chat_template_kwargs" | "tools" | "add_special_tokens">): { text: string; ids: number[] } {
+export function chatPromptIds(state: ServerState, body: Pick<Body, "messages" | "add_generation_prompt" | "continue_final_message" | "chat_template_kwargs" | "tools" | "add_special_tokens"> & { reasoning_effort?: Body["reasoning_effort"] }): { text: string; ids: number[] } {
   const tok = state.engine().tokenizer;
   const cont = body.continue_final_message ?? false;
   const addGen = body.add_generation_prompt ?? !cont;
@@ -61,7 +63,9 @@ export function chatPromptIds(state: ServerState, body: Pick<Body, "messages" | 
   const messages = toTemplateMessages(body.messages);
   let text: string;
   try {
-    text = tok.applyChatTemplate(messages, { addGenerationPrompt: addGen, kwargs: body.chat_template_kwargs ?? {}, tools: body.tools ?? undefined });
+    // reasoning_effort reaches the template as a variable (chat_template_kwargs may set it too, and win).
+    const kwargs = { ...(body.reasoning_effort ? { reasoning_effort: body.reasoning_effort } : {}), ...(body.chat_template_kwargs ?? {}) };
+    text = tok.applyChatTemplate(messages, { addGenerationPrompt: addGen, kwargs, tools: body.tools ?? undefined });
   } catch (e) {
     throw new ApiError(400, `chat template error: ${(e as Error).message}`, "messages");
   }

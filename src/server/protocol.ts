@@ -76,6 +76,8 @@ export const ChatCompletionRequest = z.object({
   add_generation_prompt: z.boolean().nullish(),
   continue_final_message: z.boolean().nullish(),
   chat_template_kwargs: z.record(z.string(), z.unknown()).nullish(),
+  /** OpenAI's: how hard a reasoning model thinks; the chat template reads it (GPT-OSS's says "Reasoning: high"). */
+  reasoning_effort: z.enum(["minimal", "low", "medium", "high"]).nullish(),
   echo: z.boolean().nullish(),
   add_special_tokens: z.boolean().nullish(),
   /** vLLM's: false leaves the reasoning out of the answer (with --reasoning-parser). */
@@ -121,7 +123,7 @@ export const ResponsesRequest = z.object({
   background: z.boolean().nullish(),
   metadata: z.record(z.string(), z.string()).nullish(),
   parallel_tool_calls: z.boolean().nullish(),
-  reasoning: z.object({ effort: z.string().nullish(), summary: z.string().nullish() }).passthrough().nullish(),
+  reasoning: z.object({ effort: z.enum(["minimal", "low", "medium", "high"]).nullish(), summary: z.string().nullish() }).passthrough().nullish(),
   truncation: z.string().nullish(),
   include: z.array(z.string()).nullish(),
 });

@@ -63,7 +63,7 @@ export function toChatRequest(b: Body): ChatBody {
   const { input: _, instructions: _i, max_output_tokens, text: _t, tools: _tools, tool_choice: _tc, previous_response_id: _p, store: _s, background: _b,
     metadata: _m, parallel_tool_calls: _ptc, reasoning: _r, truncation: _tr, include: _inc, ...sampling } = b;
   if (sampling.n != null && sampling.n !== 1) throw new ApiError(400, "n must be 1 for responses", "n");
-  return ChatCompletionRequest.parse({ ...sampling, messages, max_tokens: max_output_tokens, tools, tool_choice: toolChoice, response_format: responseFormat });
+  return ChatCompletionRequest.parse({ ...sampling, messages, max_tokens: max_output_tokens, tools, tool_choice: toolChoice, response_format: responseFormat, reasoning_effort: b.reasoning?.effort });
 }
 
 type ItemContent = Extract<Body["input"], unknown[]>[number]["content"];
