@@ -76,6 +76,8 @@ const MORE_MODELS = [
   // flip a greedy token or an expert choice more often than the others' (16 of 24 sequences of seeds 30–37 stay
   // equal over 8 tokens, each difference at a near-tie): a seed whose sequences have no such tie.
   { arch: "gpt_oss" as const, seed: 30, vocabSize: 4096, numLayers: 4 },
+  // DeepSeek-V3: multi-head latent attention (mla_assemble, heads of 24 with 8 rotary dimensions), then GLM-4.5's experts.
+  { arch: "deepseek_v3" as const, seed: 18, vocabSize: 4096, numLayers: 3 },
   { arch: "phi3" as const, seed: 12, vocabSize: 4096, partialRotaryFactor: 0.75, originalMaxPositionEmbeddings: 64, ropeScaling: { type: "longrope", short_factor: [1, 1.25, 1.5, 2, 3, 5], long_factor: [1.1, 2, 4, 8, 16, 40] } },
 ];
 
@@ -277,6 +279,16 @@ export function defineCudaSuites(target: CudaTarget): void {
         }
       }, timeoutMs);
     }
+
+    test("multi-head latent attention's packed rows (mla_assemble) equal the CPU twin's exactly, value padding zeroed", () => {
+      const n = Z.rows, s = { numHeads: 3, nope: 48, rope: 16, v: 40 }, D = s.nope + s.rope;
+      const q = bf16Round(randn(n * s.numHeads * D)), kv = bf16Round(randn(n * s.numHeads * (s.nope + s.v))), kpe = bf16Round(randn(n * s.rope));
+      const qkv = out([n, 3 * s.numHeads * D]);
+      g.mlaAssemble(up(q, [n, s.numHeads * D]), up(kv, [n, s.numHeads * (s.nope + s.v)]), up(kpe, [n, s.rope]), qkv, s);
+      const c = new CpuTensor(new Float32Array(n * 3 * s.numHeads * D).fill(NaN), [n, 3 * s.numHeads * D]);
+      cpu.mlaAssemble(new CpuTensor(q, [n, s.numHeads * D]), new CpuTensor(kv, [n, s.numHeads * (s.nope + s.v)]), new CpuTensor(kpe, [n, s.rope]), c, s);
+      check(qkv, c.data, 0);
+    }, timeoutMs);
 
     test("the gated shared-expert add (Qwen2-MoE) matches the CPU twin", () => {
       const n = Z.rows, H = Z.hidden;

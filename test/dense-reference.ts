@@ -143,6 +143,11 @@ export function referenceHidden(cfg: ModelConfig, weights: W, tokens: number[], 
     const rope = window > 0 ? localRope : globalRope;
     xs.forEach((x, pos) => {
       const h = postNorms ? x : norm(x, `${p}input_layernorm.weight`);
+      if (raw.model_type === "deepseek_v3") {
+        const r = refMlaHeads(w, raw, p, h, H, nH, pos, cfg);
+        qs.push(r.q); ks.push(r.k); vs.push(r.v);
+        return;
+      }
       let q = matvec(w(`${p}self_attn.q_proj.weight`), h, nH * D, cfg.qkvBias ? w(`${p}self_attn.q_proj.bias`) : undefined);
       let k = matvec(w(`${p}self_attn.k_proj.weight`), h, nKv * D, cfg.qkvBias ? w(`${p}self_attn.k_proj.bias`) : undefined);
       if (olmo) {
@@ -162,8 +167,11 @@ export function referenceHidden(cfg: ModelConfig, weights: W, tokens: number[], 
       ks.push(Array.from({ length: nKv }, (_, i) => rot(head(k, i, perHead ? `${p}self_attn.k_norm.weight` : undefined), pos)));
       vs.push(Array.from({ length: nKv }, (_, i) => head(v, i)));
     });
+    // MLA: query / key heads of qk_nope + qk_rope, values of v_head_dim (HF's own widths).
+    const Dq = qs[0]![0]!.length, Dv = vs[0]![0]!.length;
+    const scaling = raw.model_type === "deepseek_v3" ? refMlaScaling(raw, Dq) : mult.attention;
     xs = xs.map((x, pos) => {
-      const attn = new Float64Array(nH * D);
+      const attn = new Float64Array(nH * Dv);
       for (let h = 0; h < nH; h++) {
         const kvh = Math.floor(h / (nH / nKv));
         const scores: number[] = [];
@@ -172,14 +180,14 @@ export function referenceHidden(cfg: ModelConfig, weights: W, tokens: number[], 
         for (let j = 0; j < lo; j++) scores.push(-Infinity);
         for (let j = lo; j <= pos; j++) {
           let s = 0;
-          for (let d = 0; d < D; d++) s += qs[pos]![h]![d]! * ks[j]![kvh]![d]!;
-          scores.push(softcap(s * mult.attention));
+          for (let d = 0; d < Dq; d++) s += qs[pos]![h]![d]! * ks[j]![kvh]![d]!;
+          scores.push(softcap(s * scaling));
         }
         const sink = sinks ? sinks[h]! : -Infinity;
         const m = Math.max(...scores, sink);
         const e = scores.map((s) => Math.exp(s - m));
         const z = e.reduce((a, b) => a + b, 0) + Math.exp(sink - m);
-        for (let j = 0; j <= pos; j++) for (let d = 0; d < D; d++) attn[h * D + d] += (e[j]! / z) * vs[j]![kvh]![d]!;
+        for (let j = 0; j <= pos; j++) for (let d = 0; d < Dv; d++) attn[h * Dv + d] += (e[j]! / z) * vs[j]![kvh]![d]!;
       }
       const o = matvec(w(`${p}self_attn.o_proj.weight`), attn, H, oBias ? w(`${p}self_attn.o_proj.bias`) : undefined);
       if (gemma) {
@@ -205,6 +213,52 @@ export function referenceHidden(cfg: ModelConfig, weights: W, tokens: number[], 
     });
   }
   return xs.map((x) => norm(x, "model.norm.weight"));
+}
+
+/** YaRN's mscale as HF's yarn_get_mscale. */
+const yarnMscale = (factor: number, m: number) => (factor <= 1 ? 1 : 0.1 * m * Math.log(factor) + 1);
+
+/** HF's DeepseekV3Attention.scaling: 1/√(qk head dim), × yarn_get_mscale(factor, mscale_all_dim)² when rope_scaling sets mscale_all_dim. */
+function refMlaScaling(raw: Record<string, unknown>, qkHeadDim: number): number {
+  const rs = raw.rope_scaling as Record<string, number> | null | undefined;
+  const m = rs?.mscale_all_dim ? yarnMscale(rs.factor!, rs.mscale_all_dim) : 1;
+  return qkHeadDim ** -0.5 * m * m;
+}
+
+/**
+ * DeepSeek-V3's attention inputs at one position, as HF's DeepseekV3Attention computes them from config.json: q from
+ * q_proj, or q_b_proj(q_a_layernorm(q_a_proj(h))) (norms of eps 1e-6); the latent and the shared rotary key from
+ * kv_a_proj_with_mqa, each head's nope key and value from kv_b_proj(kv_a_layernorm(latent)); RoPE on the rotary parts
+ * with interleaved pairs (apply_rotary_pos_emb_interleave) and cos/sin × mscale(factor, mscale) / mscale(factor,
+ * mscale_all_dim). Heads are [nope | rope] (HF's concatenation), values v_head_dim wide.
+ */
+function refMlaHeads(w: W, raw: Record<string, unknown>, p: string, h: Float64Array, H: number, nH: number, pos: number, cfg: ModelConfig) {
+  const a = `${p}self_attn.`, qL = raw.q_lora_rank as number | null, kvL = raw.kv_lora_rank as number, R = raw.qk_rope_head_dim as number;
+  const N = raw.qk_nope_head_dim as number, V = raw.v_head_dim as number, Dq = N + R;
+  const norm6 = (x: Float64Array, name: string) => rms(x, w(name), 1e-6);
+  const q = qL == null ? matvec(w(`${a}q_proj.weight`), h, nH * Dq) : matvec(w(`${a}q_b_proj.weight`), norm6(matvec(w(`${a}q_a_proj.weight`), h, qL), `${a}q_a_layernorm.weight`), nH * Dq);
+  const ckv = matvec(w(`${a}kv_a_proj_with_mqa.weight`), h, kvL + R);
+  const kv = matvec(w(`${a}kv_b_proj.weight`), norm6(ckv.slice(0, kvL), `${a}kv_a_layernorm.weight`), nH * (N + V));
+  const rs = raw.rope_scaling as Record<string, number> | null | undefined;
+  const attnFactor = rs?.mscale && rs.mscale_all_dim ? yarnMscale(rs.factor!, rs.mscale) / yarnMscale(rs.factor!, rs.mscale_all_dim) : rs ? yarnMscale(rs.factor!, 1) : 1;
+  const inv = refInvFreq(cfg, R);
+  // Interleaved pairs (2i, 2i + 1) turn by frequency i.
+  const rope = (x: Float64Array) => {
+    const out = new Float64Array(R);
+    for (let i = 0; i < R / 2; i++) {
+      const ang = Math.fround(pos * inv[i]!), c = attnFactor * Math.cos(ang), sn = attnFactor * Math.sin(ang);
+      out[i] = x[2 * i]! * c - x[2 * i + 1]! * sn;
+      out[i + R / 2] = x[2 * i + 1]! * c + x[2 * i]! * sn;
+    }
+    return out;
+  };
+  const kRot = rope(ckv.slice(kvL, kvL + R));
+  const cat = (x: Float64Array, y: Float64Array) => { const o = new Float64Array(x.length + y.length); o.set(x); o.set(y, x.length); return o; };
+  return {
+    q: Array.from({ length: nH }, (_, i) => cat(q.slice(i * Dq, i * Dq + N), rope(q.slice(i * Dq + N, (i + 1) * Dq)))),
+    k: Array.from({ length: nH }, (_, i) => cat(kv.slice(i * (N + V), i * (N + V) + N), kRot)),
+    v: Array.from({ length: nH }, (_, i) => kv.slice(i * (N + V) + N, (i + 1) * (N + V))),
+  };
 }
 
 /**
@@ -233,7 +287,7 @@ function refMlp(w: W, prefix: string, x: Float64Array, I: number, H: number, nam
 
 /** Whether layer l of a mixture-of-experts config.json (`raw`) routes to experts (transformers' rule). */
 function sparseLayer(raw: Record<string, unknown>, l: number): boolean {
-  if (raw.model_type === "glm4_moe") return l >= ((raw.first_k_dense_replace ?? 1) as number);
+  if (raw.model_type === "glm4_moe" || raw.model_type === "deepseek_v3") return l >= ((raw.first_k_dense_replace ?? 1) as number);
   if (raw.num_local_experts) return true;
   if (!raw.num_experts) return false;
   const only = (raw.mlp_only_layers ?? []) as number[], step = (raw.decoder_sparse_step ?? 1) as number;
@@ -246,7 +300,8 @@ function sparseLayer(raw: Record<string, unknown>, l: number): boolean {
  * MLPs — plus Qwen2-MoE's shared expert times sigmoid(its gate).
  */
 function refSparseMlp(w: W, raw: Record<string, unknown>, p: string, x: Float64Array, H: number): Float64Array {
-  if (raw.model_type === "glm4_moe") return refGlm4MoeMlp(w, raw, `${p}mlp.`, x, H);
+  // DeepSeek-V3's DeepseekV3MoE is GLM-4.5's (GLM's was written after it).
+  if (raw.model_type === "glm4_moe" || raw.model_type === "deepseek_v3") return refGlm4MoeMlp(w, raw, `${p}mlp.`, x, H);
   if (raw.model_type === "gpt_oss") return refGptOssMlp(w, raw, `${p}mlp.`, x, H);
   const mixtral = raw.num_local_experts != null, m = mixtral ? `${p}block_sparse_moe.` : `${p}mlp.`;
   const E = (mixtral ? raw.num_local_experts : raw.num_experts) as number, k = raw.num_experts_per_tok as number;

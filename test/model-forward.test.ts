@@ -92,6 +92,10 @@ const CASES: [string, TinyModelOptions][] = [
   // router bias, top 2, expert biases and the clamped SwiGLU — as bf16 parameters and as MXFP4 blocks of the same values.
   ["gpt_oss (attention sinks, alternating sliding layers, experts with biases and a clamped SwiGLU)", { arch: "gpt_oss", seed: 26, vocabSize: 2048, numLayers: 4, slidingWindow: 5 }],
   ["gpt_oss with MXFP4 experts (the same values as blocks and scales)", { arch: "gpt_oss", seed: 26, vocabSize: 2048, numLayers: 4, slidingWindow: 5, mxfp4: true }],
+  // DeepSeek-V3: multi-head latent attention (q through a q_lora, or one q_proj), interleaved RoPE on the rotary parts,
+  // YaRN with both mscales (cos/sin and the scores' scale); layer 0 dense, then grouped sigmoid routing with a shared expert.
+  ["deepseek_v3 (multi-head latent attention with a q_lora; YaRN mscales; GLM-4.5-style experts)", { arch: "deepseek_v3", seed: 27, vocabSize: 2048, numLayers: 3 }],
+  ["deepseek_v3 without a q_lora (DeepSeek-V2-Lite's q_proj)", { arch: "deepseek_v3", seed: 28, vocabSize: 2048, numLayers: 3, qLoraRank: null }],
   ["phi3 with partial RoPE (¾) and LongRoPE, short factors", { arch: "phi3", seed: 16, vocabSize: 2048, partialRotaryFactor: 0.75, originalMaxPositionEmbeddings: 1024, ropeScaling: LONGROPE }],
 ];
 
@@ -142,4 +146,11 @@ describe("paged CPU forward matches a dense float64 reference", () => {
       expect(worst).toBeLessThanOrEqual(1e-4);
     }, 60_000); // the full-vocabulary float64 reference takes seconds on a busy 2-core machine
   }
+});
+
+test("LoRA adapters are refused on multi-head latent attention (its projections are not q_proj / k_proj / v_proj), naming why", () => {
+  const dir = tinyModel({ arch: "deepseek_v3", seed: 27, vocabSize: 2048, numLayers: 3 });
+  const model = new CausalLM(loadModelConfig(dir), new CpuBackend(), 64);
+  model.load(new Checkpoint(dir));
+  expect(() => model.enableLora(1, 8, "all")).toThrow("LoRA adapters are not supported with multi-head latent attention (DeepSeek)");
 });

@@ -341,6 +341,33 @@ describe("checkpoints", () => {
     expect(() => parseModelConfig({ ...oss, num_experts_per_tok: 33 }, "x/config.json")).toThrow("num_experts_per_tok (33) exceeds num_local_experts (32)");
   });
 
+  test("DeepSeek-V3 (DeepseekV3ForCausalLM): multi-head latent attention's shapes and scale, GLM-4.5-style experts with V3's defaults; what is not supported is named", () => {
+    // DeepSeek-V3's fields on a smaller body.
+    const v3 = { architectures: ["DeepseekV3ForCausalLM"], hidden_size: 64, num_attention_heads: 4, num_key_value_heads: 4, intermediate_size: 96, num_hidden_layers: 5, vocab_size: 10,
+      q_lora_rank: 24, kv_lora_rank: 32, qk_nope_head_dim: 16, qk_rope_head_dim: 8, v_head_dim: 16, n_routed_experts: 16, num_experts_per_tok: 4, n_shared_experts: 1,
+      moe_intermediate_size: 32, first_k_dense_replace: 3, n_group: 4, topk_group: 2, norm_topk_prob: true, routed_scaling_factor: 2.5, topk_method: "noaux_tc", scoring_func: "sigmoid",
+      rope_theta: 10000, max_position_embeddings: 163840, rope_scaling: { type: "yarn", factor: 40, original_max_position_embeddings: 4096, beta_fast: 32, beta_slow: 1, mscale: 1.0, mscale_all_dim: 1.0 } };
+    const c = parseModelConfig(v3, "x/config.json");
+    const ms = 0.1 * Math.log(40) + 1;
+    expect(c.mla).toEqual({ qLoraRank: 24, kvLoraRank: 32, qkNopeHeadDim: 16, qkRopeHeadDim: 8, vHeadDim: 16, scale: ms * ms });
+    expect([c.headDim, c.rotaryDim, c.numKvHeads, c.scales.attention, c.qkvBias, c.qkNorm]).toEqual([24, 8, 4, (ms * ms) / Math.sqrt(24), false, false]);
+    // Both mscales 1: cos and sin unscaled (their ratio).
+    expect(c.ropeScaling?.type === "yarn" && c.ropeScaling.attentionFactor).toBe(1);
+    expect(c.moe).toEqual({ numExperts: 16, topK: 4, intermediateSize: 32, normTopK: true, sparseLayers: [false, false, false, true, true], sharedExpertIntermediateSize: 0,
+      grouped: { numGroups: 4, topKGroups: 2, routedScalingFactor: 2.5 }, numSharedExperts: 1, naming: "glm4_moe", routerBias: false, expertBiases: false, swiglu: null });
+    // DeepseekV3Config's defaults for what the file leaves out.
+    const { n_group, topk_group, first_k_dense_replace, routed_scaling_factor, ...bare } = v3;
+    const d = parseModelConfig({ ...bare, n_routed_experts: 64 }, "x/config.json");
+    expect([d.moe!.grouped, d.moe!.sparseLayers]).toEqual([{ numGroups: 8, topKGroups: 4, routedScalingFactor: 2.5 }, [false, false, false, true, true]]);
+    expect(parseModelConfig({ ...v3, q_lora_rank: null }).mla!.qLoraRank).toBeNull();
+    const bad = (extra: Record<string, unknown>) => () => parseModelConfig({ ...v3, ...extra }, "x/config.json");
+    expect(bad({ topk_method: "group_limited_greedy" })).toThrow("x/config.json: topk_method 'group_limited_greedy' is not supported (noaux_tc: DeepSeek-V3's)");
+    expect(bad({ scoring_func: "softmax" })).toThrow("scoring_func 'softmax' is not supported");
+    expect(bad({ rope_interleave: false })).toThrow("rope_interleave=false is not supported");
+    expect(bad({ v_head_dim: 32 })).toThrow("v_head_dim (32) exceeds qk_nope_head_dim + qk_rope_head_dim (24)");
+    expect(bad({ moe_layer_freq: 2 })).toThrow("moe_layer_freq 2 is not supported");
+  });
+
   test("mixtures of experts: Qwen3-MoE, Qwen2-MoE and Mixtral configs are parsed; bad MoE fields are named", () => {
     // Qwen3-30B-A3B's MoE fields (a smaller body).
     const base = { hidden_size: 64, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 16, intermediate_size: 96, num_hidden_layers: 4, vocab_size: 10 };

@@ -35,6 +35,8 @@ const MODELS: [string, TinyModelOptions][] = [
   ["olmo3 (sliding layers, q/k norms across heads)", { arch: "olmo3", seed: 11, vocabSize: 2048, numLayers: 4 }],
   // GPT-OSS: each rank's heads' sinks; expert biases sliced with their rows (gate/up) or added by rank 0 only (down).
   ["gpt_oss (sinks per rank's heads; expert biases sliced, the down bias added once)", { arch: "gpt_oss", seed: 13, vocabSize: 2048, numLayers: 4 }],
+  // MLA: q and kv_b split by heads, the latent projections replicated, o_proj's widened columns by heads.
+  ["deepseek_v3 (multi-head latent attention split by heads)", { arch: "deepseek_v3", seed: 14, vocabSize: 2048, numLayers: 3 }],
 ];
 
 describe("greedy outputs with TP = 2 and TP = 4 equal TP = 1 over 32 tokens", () => {

@@ -54,6 +54,21 @@ extern "C" __global__ void swiglu_clamp_mul_bf16(const bf16* __restrict__ x, bf1
   out[row * inter + i] = to_bf(to_f(to_bf(u + 1.f)) * glu);
 }
 
+// Multi-head latent attention's packed rows (src/model/mla.ts), D = rope + nope per head: qkv[t] = [q[t] | per head
+// [kpe[t] | kv nope part] | per head [kv value part | zeros]]. q is [tokens, H·D], kv [tokens, H·(nope + v)], kpe
+// [tokens, rope]. grid = (tokens, H), block ≥ 32 threads striding over the head's D dimensions
+extern "C" __global__ void mla_assemble_bf16(const bf16* __restrict__ q, const bf16* __restrict__ kv, const bf16* __restrict__ kpe, bf16* __restrict__ qkv,
+                                             int num_heads, int nope, int rope, int v_dim) {
+  const int t = blockIdx.x, h = blockIdx.y, D = nope + rope, kv_w = nope + v_dim;
+  const size_t row = (size_t)t * 3 * num_heads * D;
+  const bf16* src = kv + ((size_t)t * num_heads + h) * kv_w;
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    qkv[row + (size_t)h * D + d] = q[((size_t)t * num_heads + h) * D + d];
+    qkv[row + (size_t)(num_heads + h) * D + d] = d < rope ? kpe[(size_t)t * rope + d] : src[d - rope];
+    qkv[row + (size_t)(2 * num_heads + h) * D + d] = d < v_dim ? src[nope + d] : to_bf(0.f);
+  }
+}
+
 // x = cap · tanh(x / cap) in place (Gemma 2's final logit soft-capping); grid = ceil(n / blockDim)
 extern "C" __global__ void softcap_f32(float* __restrict__ x, float cap, int n) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;

@@ -131,6 +131,14 @@ export function stepExtents(s: StepInputs): { maxQueryLen: number; maxSeqLen: nu
   return { maxQueryLen, maxSeqLen };
 }
 
+/** The per-head widths of multi-head latent attention's packed rows (Backend.mlaAssemble). */
+export interface MlaShape {
+  numHeads: number;
+  nope: number;
+  rope: number;
+  v: number;
+}
+
 export interface AttentionShape {
   numHeads: number;
   numKvHeads: number;
@@ -198,6 +206,13 @@ export interface Backend<T extends Tensor = Tensor> {
    * (f32 [H], GPT-OSS): per query head a logit that joins the softmax with a value of zero (an attention sink).
    */
   pagedAttention(qkv: T, kCache: T, vCache: T, step: StepTensors<T>, blockSize: number, shape: AttentionShape, out: T, sinks?: T | null): void;
+  /**
+   * Multi-head latent attention's packed rows (src/model/mla.ts): from q [tokens, H·D] (each head's rope part, then its
+   * nope part), kv [tokens, H·(nope + v)] (kv_b_proj's: each head's nope key, then its value) and kpe [tokens, rope]
+   * (the rotary key all heads share), writes qkv [tokens, 3·H·D]: q as it is; each head's key [kpe | nope key]; each
+   * head's value [value | zeros] (D = rope + nope ≥ v).
+   */
+  mlaAssemble(q: T, kv: T, kpe: T, qkv: T, s: MlaShape): void;
   /** out = silu(x[:, :I]) * x[:, I:] for x of width 2I */
   siluMul(x: T, out: T): void;
   /** out = gelu_tanh(x[:, :I]) * x[:, I:] for x of width 2I (GELU's tanh approximation: Gemma's gelu_pytorch_tanh) */

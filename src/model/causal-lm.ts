@@ -13,6 +13,7 @@ import { ropeAttentionFactor, ropeInvFreq, type ModelConfig } from "./config.ts"
 import { LORA_GROUPS, loraCoverageOf, loraUncovered, targetShape, type LoraAdapter, type LoraCoverage, type LoraGroup, type LoraTarget } from "../lora/lora-adapter.ts";
 import { kvCacheLayout } from "./kv-cache-layout.ts";
 import { gptOssExpertParts } from "./gpt-oss-experts.ts";
+import { loadMlaWeights, mlaOutputProjection, mlaQkv, mlaScratch, type MlaScratch, type MlaWeights } from "./mla.ts";
 
 /** A tensor's values as f32 on the host. */
 function floats(t: TensorView): Float32Array {
@@ -75,7 +76,9 @@ export interface Collective<T> {
 interface LayerWeights<T extends Tensor> {
   /** The attention's and the MLP's input norms (null where ModelConfig.inputNorms is false: OLMo 2 / 3). */
   inputNorm: T | null;
-  qkv: T;
+  /** The packed q/k/v projection (null with MLA, whose projections are in `mla`). */
+  qkv: T | null;
+  mla: MlaWeights<T> | null;
   qkvBias: T | null;
   qNorm: T | null;
   kNorm: T | null;
@@ -142,6 +145,8 @@ interface Workspace<T> {
   qkSums: T | null;
   /** Sparse-MLP scratch for min(capacity, MOE_CHUNK_TOKENS) tokens (null for a dense model). */
   moe: MoeWorkspace<T> | null;
+  /** Multi-head latent attention's projections (null without MLA). */
+  mla: MlaScratch<T> | null;
 }
 
 interface MoeWorkspace<T> {
@@ -196,7 +201,7 @@ export class CausalLM<T extends Tensor> {
   weightShapes(): Record<string, readonly number[]> {
     const L = this.layers[0]!, dense = this.layers.find((l) => l.gateUp), sparse = this.layers.find((l) => l.moe)?.moe;
     return {
-      embed: this.embed.shape, lmHead: this.lmHead.shape, qkv: L.qkv.shape, o: L.o.shape,
+      embed: this.embed.shape, lmHead: this.lmHead.shape, qkv: L.qkv?.shape ?? L.mla!.q.shape, o: L.o.shape,
       ...(dense ? { gateUp: dense.gateUp!.shape, down: dense.down!.shape } : {}),
       ...(sparse ? { router: sparse.router.shape, expertsGateUp: sparse.experts.w13.shape, expertsDown: sparse.experts.w2.shape } : {}),
     };
@@ -253,20 +258,25 @@ export class CausalLM<T extends Tensor> {
       // Phi-3 / Phi-4 checkpoints store q/k/v and gate/up fused: the same rows, read in parts.
       const fusedQkv = ckpt.has(`${a}qkv_proj.weight`) ? w(`${a}qkv_proj.weight`, [qOut + 2 * kvOut, H]) : null;
       const fusedGateUp = ckpt.has(`${p}mlp.gate_up_proj.weight`) ? w(`${p}mlp.gate_up_proj.weight`, [2 * I, H]) : null;
-      const q = qk(fusedQkv ? sliceRows(fusedQkv, 0, qOut) : w(`${a}q_proj.weight`, [qOut, H]));
-      const kw = qk(fusedQkv ? sliceRows(fusedQkv, qOut, qOut + kvOut) : w(`${a}k_proj.weight`, [kvOut, H]));
-      const vw = fusedQkv ? sliceRows(fusedQkv, qOut + kvOut, qOut + 2 * kvOut) : w(`${a}v_proj.weight`, [kvOut, H]);
+      // Multi-head latent attention (DeepSeek): its own projections (src/model/mla.ts) make the qkv rows.
+      const mla = c.mla ? loadMlaWeights(b, ckpt, a, c.mla, H, c.numHeads, r * d.numHeads, d.numHeads) : null;
+      const q = mla ? null : qk(fusedQkv ? sliceRows(fusedQkv, 0, qOut) : w(`${a}q_proj.weight`, [qOut, H]));
+      const kw = mla ? null : qk(fusedQkv ? sliceRows(fusedQkv, qOut, qOut + kvOut) : w(`${a}k_proj.weight`, [kvOut, H]));
+      const vw = mla ? null : fusedQkv ? sliceRows(fusedQkv, qOut + kvOut, qOut + 2 * kvOut) : w(`${a}v_proj.weight`, [kvOut, H]);
+      const oWeight = c.mla ? mlaOutputProjection(w(`${a}o_proj.weight`, [H, c.numHeads * c.mla.vHeadDim]), c.mla, c.numHeads, r * d.numHeads, d.numHeads)
+        : N === 1 ? w(`${a}o_proj.weight`, [H, qOut]) : sliceCols(w(`${a}o_proj.weight`, [H, qOut]), r * lq, (r + 1) * lq);
       const sparse = c.moe?.sparseLayers[i] ?? false;
       const gate = sparse ? null : fusedGateUp ? sliceRows(fusedGateUp, 0, I) : w(`${p}mlp.gate_proj.weight`, [I, H]);
       const up = sparse ? null : fusedGateUp ? sliceRows(fusedGateUp, I, 2 * I) : w(`${p}mlp.up_proj.weight`, [I, H]);
       this.layers.push({
         inputNorm: c.inputNorms ? norm(`${p}input_layernorm.weight`, [H]) : null,
-        qkv: load([qRows(q), kvRows(kw), kvRows(vw)], [lq + 2 * lkv, H]),
+        qkv: q && kw && vw ? load([qRows(q), kvRows(kw), kvRows(vw)], [lq + 2 * lkv, H]) : null,
+        mla,
         qkvBias: c.qkvBias ? load([qRows(qk(w(`${a}q_proj.bias`, [qOut]))), kvRows(qk(w(`${a}k_proj.bias`, [kvOut]))), kvRows(w(`${a}v_proj.bias`, [kvOut]))], [lq + 2 * lkv]) : null,
         // Per head [D], or (OLMo 2 / 3) over the whole q and k projections: this rank's heads' part of them.
         qNorm: !c.qkNorm ? null : c.qkNormAcrossHeads ? load([qRows(w(`${a}q_norm.weight`, [qOut]))], [lq]) : load([qk(normView(`${a}q_norm.weight`, [D]))], [D]),
         kNorm: !c.qkNorm ? null : c.qkNormAcrossHeads ? load([kvRows(w(`${a}k_norm.weight`, [kvOut]))], [lkv]) : load([qk(normView(`${a}k_norm.weight`, [D]))], [D]),
-        o: load([scaled(N === 1 ? w(`${a}o_proj.weight`, [H, qOut]) : sliceCols(w(`${a}o_proj.weight`, [H, qOut]), r * lq, (r + 1) * lq), k.residual)], [H, lq]),
+        o: load([scaled(oWeight, k.residual)], [H, lq]),
         // A row-parallel bias is added once, by rank 0, before the all-reduce.
         oBias: c.oBias && r === 0 ? load([scaled(w(`${a}o_proj.bias`, [H]), k.residual)], [H]) : null,
         sinks: c.attentionSinks ? b.fromHost(floats(sliceRows(w(`${a}sinks`, [c.numHeads]), r * d.numHeads, (r + 1) * d.numHeads)), [d.numHeads]) : null,
@@ -367,6 +377,7 @@ export class CausalLM<T extends Tensor> {
    */
   enableLora(slots: number, maxRank: number, coverage: LoraCoverage): void {
     const c = this.cfg, b = this.backend, R = maxRank;
+    if (c.mla) throw new Error("LoRA adapters are not supported with multi-head latent attention (DeepSeek): its projections are not q_proj / k_proj / v_proj");
     const zeros = (rows: number, cols: number) => b.loadWeight([{ name: "(LoRA slots)", file: "(LoRA slots)", dtype: "F32", shape: [rows, cols], bytes: new Uint8Array(rows * cols * 4) }], [rows, cols]);
     const layers: LoraLayer<T>[] = [];
     for (let l = 0; l < c.numLayers; l++) {
@@ -520,6 +531,7 @@ export class CausalLM<T extends Tensor> {
         moe: this.moeWorkspace(Math.min(n, MOE_CHUNK_TOKENS), ws?.moe ?? null),
         sandwich: c.outputNorms && c.inputNorms ? b.empty([n, c.hiddenSize]) : null,
         qkSums: c.qkNormAcrossHeads && this.collective && this.collective.size > 1 ? b.empty([n, 2], "f32") : null,
+        mla: c.mla ? mlaScratch(b, c.mla, this.dims.numHeads, n) : null,
       };
     }
     if (ws.logitsCapacity < numLogitsRows) {
@@ -609,7 +621,8 @@ export class CausalLM<T extends Tensor> {
         else b.addRmsNorm(toResidual, residual, L.inputNorm, eps, normed);
         x = normed;
       }
-      b.linear(x, L.qkv, L.qkvBias, qkv);
+      if (L.mla) mlaQkv(b, L.mla, c.mla!, this.dims.numHeads, x, n, ws.mla!, qkv);
+      else b.linear(x, L.qkv!, L.qkvBias, qkv);
       const La = lora?.layers[i];
       if (La?.qkv) loraAdd(x, La.qkv, loraScratch!.qkv, qkv);
       const rope = this.layerRope[i]!;

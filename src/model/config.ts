@@ -102,6 +102,8 @@ export interface ModelConfig {
   finalLogitSoftcap: number | null;
   /** Mixture of experts (Qwen3-MoE, Qwen2-MoE, Mixtral, Granite MoE): which layers route each token to experts, and how; null: every MLP is dense. */
   moe: MoeConfig | null;
+  /** DeepSeek-V2 / V3's multi-head latent attention (MLA); null elsewhere. headDim is then qk_nope + qk_rope, rotaryDim qk_rope. */
+  mla: MlaConfig | null;
   /** GPT-OSS's attention sinks: each layer's self_attn.sinks, a logit per query head that joins its softmax (Backend.pagedAttention). */
   attentionSinks: boolean;
   /** GPT-OSS: its answers are OpenAI Harmony messages (channels; src/server/harmony.ts), read so by default. */
@@ -152,6 +154,22 @@ export interface MoeConfig {
   naming: "qwen" | "mixtral" | "granite" | "glm4_moe" | "gpt_oss";
 }
 
+/**
+ * Multi-head latent attention (DeepSeek-V2 / V3, Kimi K2): q from x (q_proj, or q_a_proj → q_a_layernorm → q_b_proj
+ * with a q_lora_rank); kv_a_proj_with_mqa gives a latent of kv_lora_rank (normed by kv_a_layernorm) and one
+ * rotary key part shared by all heads; kv_b_proj turns the latent into each head's key (qk_nope_head_dim) and
+ * value (v_head_dim). RoPE covers qk_rope_head_dim, its pairs interleaved (rope_interleave). Scores are scaled by
+ * 1/√(qk_nope + qk_rope) × `scale` (YaRN's mscale(factor, mscale_all_dim)², 1 without it).
+ */
+export interface MlaConfig {
+  qLoraRank: number | null;
+  kvLoraRank: number;
+  qkNopeHeadDim: number;
+  qkRopeHeadDim: number;
+  vHeadDim: number;
+  scale: number;
+}
+
 /** The most experts a model may have (the CUDA routing kernels keep a counter per expert in shared memory). */
 export const MAX_EXPERTS = 1024;
 
@@ -196,6 +214,9 @@ const ARCHITECTURES: Record<string, Architecture> = {
   // Baidu's ERNIE 4.5 (the dense ones, e.g. ERNIE-4.5-0.3B): the Llama decoder with GLM's interleaved RoPE pairs over
   // the whole head.
   Ernie4_5ForCausalLM: "llama",
+  // DeepSeek-V3 / R1 and Kimi K2: multi-head latent attention (ModelConfig.mla) and GLM-4.5's experts (sigmoid routing with a
+  // correction bias within groups, shared experts, first_k_dense_replace dense layers).
+  DeepseekV3ForCausalLM: "llama",
   // Zhipu's GLM-4.5 / 4.6 (and -Air): GQA attention with q/k/v bias over half of each head (rotate-half pairs, unlike
   // GLM-4's), then DeepSeek-V3-style experts: sigmoid routing with a correction bias within groups, shared experts,
   // the first first_k_dense_replace layers dense (ModelConfig.moe.grouped).
@@ -276,9 +297,11 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
 
   const hiddenSize = int("hidden_size");
   const numHeads = int("num_attention_heads");
-  const numKvHeads = int("num_key_value_heads", numHeads);
+  // DeepSeek's multi-head latent attention: every head gets its own K and V back from the latent (numKvHeads = heads).
+  const mla = parseMla(raw, String(archs[0]), int, file);
+  const numKvHeads = mla ? numHeads : int("num_key_value_heads", numHeads);
   if (numHeads % numKvHeads !== 0) throw new ConfigError(file, `num_attention_heads (${numHeads}) must be a multiple of num_key_value_heads (${numKvHeads})`);
-  const headDim = raw.head_dim == null ? hiddenSize / numHeads : int("head_dim");
+  const headDim = mla ? mla.qkNopeHeadDim + mla.qkRopeHeadDim : raw.head_dim == null ? hiddenSize / numHeads : int("head_dim");
   if (!Number.isInteger(headDim) || headDim % 2 !== 0) throw new ConfigError(file, `head_dim must be an even integer, got ${headDim}`);
 
   const gemma = architecture === "gemma3" || architecture === "gemma2";
@@ -297,10 +320,11 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
   // Olmo3Config's and Exaone4Config's sliding_window is 4096 where the file leaves it out (null: none).
   if ((olmo3 || exaone4) && raw.sliding_window === undefined) raw = { ...raw, sliding_window: 4096 };
   // GlmConfig's and Glm4MoeConfig's default partial_rotary_factor is 0.5.
-  const partial = rope.partialRotaryFactor ?? (glm || glm4moe ? 0.5 : 1);
+  const partial = mla ? 1 : rope.partialRotaryFactor ?? (glm || glm4moe ? 0.5 : 1);
   if (typeof partial !== "number" || !(partial > 0 && partial <= 1)) throw new ConfigError(file, `field 'partial_rotary_factor' must be a number in (0, 1], got ${JSON.stringify(partial)}`);
-  // Transformers' int(head_dim × partial_rotary_factor); rotate-half pairs dimension i with i + rotaryDim / 2.
-  const rotaryDim = Math.trunc(headDim * partial);
+  // Transformers' int(head_dim × partial_rotary_factor); rotate-half pairs dimension i with i + rotaryDim / 2. MLA: the
+  // heads' qk_rope_head_dim part (laid out first in each head, see src/model/mla.ts).
+  const rotaryDim = mla ? mla.qkRopeHeadDim : Math.trunc(headDim * partial);
   if (rotaryDim < 2 || rotaryDim % 2 !== 0) throw new ConfigError(file, `partial_rotary_factor ${partial} gives ${rotaryDim} rotary dimensions of head_dim ${headDim}: RoPE needs an even number`);
   const numLayers = int("num_hidden_layers");
   // Gemma without layer_types: every sliding_window_pattern-th layer is global (Gemma 2: every second), the others slide.
@@ -326,6 +350,7 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
     layerWindows,
     matryoshkaDimensions: matryoshka,
     moe: parseMoe(raw, String(archs[0]), int("num_hidden_layers"), int, file),
+    mla,
     attentionSinks: gptOss,
     harmony: gptOss,
     // EXAONE 4.0 with sliding layers: only they rotate.
@@ -333,7 +358,8 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
     scales: {
       // Gemma scales the embeddings by √hidden_size, rounded to the checkpoint's dtype as transformers does.
       embedding: gemma ? roundTo(Math.sqrt(hiddenSize), torchDtype) : num("embedding_multiplier", 1), residual: num("residual_multiplier", 1),
-      attention: gemma ? 1 / Math.sqrt(num("query_pre_attn_scalar", headDim)) : raw.attention_multiplier == null ? 1 / Math.sqrt(headDim) : num("attention_multiplier", 1),
+      attention: gemma ? 1 / Math.sqrt(num("query_pre_attn_scalar", headDim)) : mla ? mla.scale / Math.sqrt(headDim)
+        : raw.attention_multiplier == null ? 1 / Math.sqrt(headDim) : num("attention_multiplier", 1),
       logitsScaling: num("logits_scaling", 1),
     },
     // OLMo 3: the sliding layers rotate without the rope_scaling of the global ones (vLLM's reading).
@@ -474,6 +500,7 @@ function roundTo(x: number, dtype: DType): number {
 
 function parseMoe(raw: Record<string, unknown>, arch: string, numLayers: number, int: (key: string, fallback?: number) => number, file: string): MoeConfig | null {
   if (arch === "Glm4MoeForCausalLM") return parseGlm4Moe(raw, numLayers, int, file);
+  if (arch === "DeepseekV3ForCausalLM") return parseDeepseekMoe(raw, numLayers, int, file);
   if (arch === "GptOssForCausalLM") return parseGptOssMoe(raw, numLayers, int, file);
   const granite = arch === "GraniteMoeForCausalLM";
   // Granite names its experts as Mixtral does (num_local_experts; intermediate_size is an expert's).
@@ -503,6 +530,22 @@ function parseMoe(raw: Record<string, unknown>, arch: string, numLayers: number,
     numExperts, topK, intermediateSize, normTopK: mixtral ? true : norm === true, sparseLayers, sharedExpertIntermediateSize: shared, grouped: null, numSharedExperts: 0,
     naming: granite ? "granite" : mixtral ? "mixtral" : "qwen", routerBias: false, expertBiases: false, swiglu: null,
   };
+}
+
+/** DeepseekV2/V3Config's attention fields (their defaults where the file leaves them out); null for other architectures. */
+function parseMla(raw: Record<string, unknown>, arch: string, int: (key: string, fallback?: number) => number, file: string): MlaConfig | null {
+  if (arch !== "DeepseekV3ForCausalLM" && arch !== "DeepseekV2ForCausalLM") return null;
+  const qLoraRank = raw.q_lora_rank == null ? null : int("q_lora_rank");
+  const qkNopeHeadDim = int("qk_nope_head_dim", 128), qkRopeHeadDim = int("qk_rope_head_dim", 64), vHeadDim = int("v_head_dim", 128);
+  if (qkRopeHeadDim % 2 !== 0) throw new ConfigError(file, `qk_rope_head_dim must be even, got ${qkRopeHeadDim}`);
+  if (vHeadDim > qkNopeHeadDim + qkRopeHeadDim) throw new ConfigError(file, `v_head_dim (${vHeadDim}) exceeds qk_nope_head_dim + qk_rope_head_dim (${qkNopeHeadDim + qkRopeHeadDim}): values are kept in key-sized slots`);
+  if (raw.rope_interleave === false) throw new ConfigError(file, "rope_interleave=false is not supported (DeepSeek's checkpoints rotate interleaved pairs)");
+  if (raw.attention_bias === true) throw new ConfigError(file, "attention_bias=true is not supported for MLA");
+  // HF's DeepseekV3Attention: × yarn_get_mscale(factor, mscale_all_dim)² when rope_scaling sets mscale_all_dim.
+  const rs = isObject(raw.rope_scaling) ? raw.rope_scaling : isObject(raw.rope_parameters) ? raw.rope_parameters : null;
+  const mAll = rs && typeof rs.mscale_all_dim === "number" ? rs.mscale_all_dim : 0, factor = rs && typeof rs.factor === "number" ? rs.factor : 1;
+  const m = mAll && factor > 1 ? 0.1 * mAll * Math.log(factor) + 1 : 1;
+  return { qLoraRank, kvLoraRank: int("kv_lora_rank", 512), qkNopeHeadDim, qkRopeHeadDim, vHeadDim, scale: m * m };
 }
 
 /**
@@ -540,6 +583,18 @@ function parseGptOssMoe(raw: Record<string, unknown>, numLayers: number, int: (k
     sharedExpertIntermediateSize: 0, grouped: null, numSharedExperts: 0, naming: "gpt_oss",
     routerBias: true, expertBiases: true, swiglu: { alpha: positive("swiglu_alpha", 1.702), limit: positive("swiglu_limit", 7) },
   };
+}
+
+/**
+ * DeepSeek-V3's experts (Kimi K2's too): GLM-4.5's routing and names (noaux_tc: sigmoid scores, the correction bias,
+ * group-limited top-k; shared experts), DeepseekV3Config's defaults; other scoring or top-k methods are refused.
+ */
+function parseDeepseekMoe(raw: Record<string, unknown>, numLayers: number, int: (key: string, fallback?: number) => number, file: string): MoeConfig {
+  if (raw.topk_method != null && raw.topk_method !== "noaux_tc") throw new ConfigError(file, `topk_method '${raw.topk_method}' is not supported (noaux_tc: DeepSeek-V3's)`);
+  if (raw.scoring_func != null && raw.scoring_func !== "sigmoid") throw new ConfigError(file, `scoring_func '${raw.scoring_func}' is not supported (sigmoid: DeepSeek-V3's)`);
+  if (raw.moe_layer_freq != null && raw.moe_layer_freq !== 1) throw new ConfigError(file, `moe_layer_freq ${JSON.stringify(raw.moe_layer_freq)} is not supported (1: every layer from first_k_dense_replace on)`);
+  const defaults = { n_routed_experts: 256, num_experts_per_tok: 8, n_group: 8, topk_group: 4, routed_scaling_factor: 2.5, first_k_dense_replace: 3, moe_intermediate_size: 2048 };
+  return parseGlm4Moe({ ...defaults, ...Object.fromEntries(Object.entries(raw).filter(([, v]) => v != null)) }, numLayers, (key, fallback) => int(key, (defaults as Record<string, number>)[key] ?? fallback), file);
 }
 
 /** GLM-4.5's experts, with Glm4MoeConfig's defaults for what the file leaves out. */

@@ -13,7 +13,7 @@ import { fromFloat32 } from "../loader/dtype.ts";
 import { FP4_VALUES } from "../loader/quantization.ts";
 import { writeSafetensors, type TensorToWrite } from "../loader/safetensors.ts";
 
-export type TinyArch = "qwen3" | "qwen2" | "llama" | "granite" | "smollm3" | "phi3" | "qwen3_moe" | "qwen2_moe" | "mixtral" | "mistral" | "gemma3" | "gemma2" | "granitemoe" | "glm" | "glm4" | "olmo2" | "olmo3" | "exaone4" | "glm4_moe" | "ernie4_5" | "seed_oss" | "gpt_oss";
+export type TinyArch = "qwen3" | "qwen2" | "llama" | "granite" | "smollm3" | "phi3" | "qwen3_moe" | "qwen2_moe" | "mixtral" | "mistral" | "gemma3" | "gemma2" | "granitemoe" | "glm" | "glm4" | "olmo2" | "olmo3" | "exaone4" | "glm4_moe" | "ernie4_5" | "seed_oss" | "gpt_oss" | "deepseek_v3";
 
 export interface TinyModelOptions {
   arch: TinyArch;
@@ -61,6 +61,8 @@ export interface TinyModelOptions {
    * instead of bf16 parameters. The values are the same either way (the generator draws them on MXFP4's grid).
    */
   mxfp4?: boolean;
+  /** deepseek_v3: q_lora_rank (default 32: q through q_a_proj / q_b_proj; null: one q_proj). */
+  qLoraRank?: number | null;
 }
 
 /** Bumped whenever the generator's output changes, so cached copies are regenerated. */
@@ -205,6 +207,20 @@ function causalConfig(o: TinyModelOptions): Record<string, unknown> {
       attention_dropout: 0, pad_token_id: null, sliding_window: o.slidingWindow ?? 4, sliding_window_pattern: 4,
       layer_types: Array.from({ length: o.numLayers ?? 2 }, (_, l) => ((l + 1) % 4 ? "sliding_attention" : "full_attention")),
     };
+  if (o.arch === "deepseek_v3") {
+    // DeepSeek-V3: multi-head latent attention (a latent of 32, keys of 16 nope + 8 rope dimensions, values of 16, q
+    // through a rank-32 q_lora unless qLoraRank says null), YaRN with both mscales; layer 0 dense, then GLM-4.5's experts.
+    const numHeads = o.numHeads ?? 4;
+    return {
+      architectures: ["DeepseekV3ForCausalLM"], model_type: "deepseek_v3", ...base, num_key_value_heads: numHeads, head_dim: 8,
+      q_lora_rank: o.qLoraRank === undefined ? 32 : o.qLoraRank, kv_lora_rank: 32, qk_nope_head_dim: 16, qk_rope_head_dim: 8, v_head_dim: 16, rope_interleave: true,
+      attention_bias: false, rope_theta: 10000, max_position_embeddings: 4096,
+      rope_scaling: o.ropeScaling ?? { type: "yarn", factor: 4, original_max_position_embeddings: 1024, beta_fast: 32, beta_slow: 1, mscale: 0.707, mscale_all_dim: 1.0 },
+      n_routed_experts: o.numExperts ?? 8, num_experts_per_tok: o.topK ?? 2, n_shared_experts: 1, moe_intermediate_size: o.moeIntermediateSize ?? 32,
+      first_k_dense_replace: 1, moe_layer_freq: 1, n_group: 2, topk_group: 1, norm_topk_prob: true, routed_scaling_factor: 2.5, topk_method: "noaux_tc", scoring_func: "sigmoid",
+      tie_word_embeddings: o.tieWordEmbeddings ?? false, attention_dropout: 0, pad_token_id: null,
+    };
+  }
   if (o.arch === "gpt_oss") {
     // GPT-OSS: q/k/v/o biases and a sink per head, layers alternating sliding (here by 4 positions) and global from the
     // first, YaRN without rounding; 8 experts, top 2, with biases and the clamped SwiGLU (transformers' own limit, 7:
@@ -365,7 +381,7 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
       fuse(tensors, Array.from({ length: E }, (_, e) => `${m}experts.${e}.${d}.weight`), `${to}experts.down_proj`, [E, H, Ie]);
       tensors.find((t) => t.name === `${m}gate.weight`)!.name = `${to}gate.weight`;
     }
-    if (o.arch === "glm4_moe") {
+    if (o.arch === "glm4_moe" || o.arch === "deepseek_v3") {
       // Its router's correction bias (f32, as GLM-4.5 stores it: it decides which experts win), then the shared expert.
       const bias = rng.normal(new Float32Array(E), 0.5);
       tensors.push({ name: `${m}gate.e_score_correction_bias`, dtype: "F32", shape: [E], bytes: new Uint8Array(bias.buffer) });
@@ -413,23 +429,39 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
     const normMean = o.arch === "gemma3" || o.arch === "gemma2" ? 0 : 1;
     const olmo = o.arch === "olmo2" || o.arch === "olmo3", postNorms = olmo || o.arch === "exaone4";
     if (!postNorms) add(`${p}input_layernorm.weight`, [H], 0.1, normMean);
-    add(`${p}self_attn.q_proj.weight`, [nH * D, H], 1 / Math.sqrt(H));
-    add(`${p}self_attn.k_proj.weight`, [nKv * D, H], 1 / Math.sqrt(H));
-    add(`${p}self_attn.v_proj.weight`, [nKv * D, H], 1 / Math.sqrt(H));
-    if (o.arch === "qwen2" || o.arch === "qwen2_moe" || o.arch === "glm" || o.arch === "glm4" || o.arch === "glm4_moe" || o.arch === "seed_oss" || o.arch === "gpt_oss") {
-      add(`${p}self_attn.q_proj.bias`, [nH * D], 0.1);
-      add(`${p}self_attn.k_proj.bias`, [nKv * D], 0.1);
-      add(`${p}self_attn.v_proj.bias`, [nKv * D], 0.1);
+    if (o.arch === "deepseek_v3") {
+      // MLA: q (through q_lora or not), the latent with the shared rotary key, its norm, and each head's key and value from it.
+      const a = `${p}self_attn.`, qL = cfg.q_lora_rank as number | null, kvL = cfg.kv_lora_rank as number, R = cfg.qk_rope_head_dim as number;
+      const Dq = (cfg.qk_nope_head_dim as number) + R, V = cfg.v_head_dim as number;
+      if (qL === null) add(`${a}q_proj.weight`, [nH * Dq, H], 1 / Math.sqrt(H));
+      else {
+        add(`${a}q_a_proj.weight`, [qL, H], 1 / Math.sqrt(H));
+        add(`${a}q_a_layernorm.weight`, [qL], 0.1, 1);
+        add(`${a}q_b_proj.weight`, [nH * Dq, qL], 1 / Math.sqrt(qL));
+      }
+      add(`${a}kv_a_proj_with_mqa.weight`, [kvL + R, H], 1 / Math.sqrt(H));
+      add(`${a}kv_a_layernorm.weight`, [kvL], 0.1, 1);
+      add(`${a}kv_b_proj.weight`, [nH * ((cfg.qk_nope_head_dim as number) + V), kvL], 1 / Math.sqrt(kvL));
+      add(`${a}o_proj.weight`, [H, nH * V], 4 / Math.sqrt(nH * V));
+    } else {
+      add(`${p}self_attn.q_proj.weight`, [nH * D, H], 1 / Math.sqrt(H));
+      add(`${p}self_attn.k_proj.weight`, [nKv * D, H], 1 / Math.sqrt(H));
+      add(`${p}self_attn.v_proj.weight`, [nKv * D, H], 1 / Math.sqrt(H));
+      if (o.arch === "qwen2" || o.arch === "qwen2_moe" || o.arch === "glm" || o.arch === "glm4" || o.arch === "glm4_moe" || o.arch === "seed_oss" || o.arch === "gpt_oss") {
+        add(`${p}self_attn.q_proj.bias`, [nH * D], 0.1);
+        add(`${p}self_attn.k_proj.bias`, [nKv * D], 0.1);
+        add(`${p}self_attn.v_proj.bias`, [nKv * D], 0.1);
+      }
+      if (o.arch === "qwen3" || o.arch === "qwen3_moe" || o.arch === "gemma3" || o.arch === "exaone4") {
+        add(`${p}self_attn.q_norm.weight`, [D], 0.1, normMean);
+        add(`${p}self_attn.k_norm.weight`, [D], 0.1, normMean);
+      }
+      if (olmo) {
+        add(`${p}self_attn.q_norm.weight`, [nH * D], 0.1, 1);
+        add(`${p}self_attn.k_norm.weight`, [nKv * D], 0.1, 1);
+      }
+      add(`${p}self_attn.o_proj.weight`, [H, nH * D], 4 / Math.sqrt(nH * D));
     }
-    if (o.arch === "qwen3" || o.arch === "qwen3_moe" || o.arch === "gemma3" || o.arch === "exaone4") {
-      add(`${p}self_attn.q_norm.weight`, [D], 0.1, normMean);
-      add(`${p}self_attn.k_norm.weight`, [D], 0.1, normMean);
-    }
-    if (olmo) {
-      add(`${p}self_attn.q_norm.weight`, [nH * D], 0.1, 1);
-      add(`${p}self_attn.k_norm.weight`, [nKv * D], 0.1, 1);
-    }
-    add(`${p}self_attn.o_proj.weight`, [H, nH * D], 4 / Math.sqrt(nH * D));
     if (o.arch === "seed_oss" || o.arch === "gpt_oss") add(`${p}self_attn.o_proj.bias`, [H], 0.1);
     // GPT-OSS's sinks: logits of the scores' scale, so they take a real share of each head's attention.
     if (o.arch === "gpt_oss") add(`${p}self_attn.sinks`, [nH], 1);
@@ -444,7 +476,7 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
     }
     if (postNorms) add(`${p}post_feedforward_layernorm.weight`, [H], 0.1, 1);
     const sparse = o.arch === "mixtral" || o.arch === "granitemoe" || ((o.arch === "qwen3_moe" || o.arch === "qwen2_moe") && !(cfg.mlp_only_layers as number[]).includes(i))
-      || (o.arch === "glm4_moe" && i >= (cfg.first_k_dense_replace as number));
+      || ((o.arch === "glm4_moe" || o.arch === "deepseek_v3") && i >= (cfg.first_k_dense_replace as number));
     if (o.arch === "gpt_oss") addGptOssExperts(p);
     else if (sparse) addExperts(p);
     else {

@@ -1,5 +1,5 @@
 /** The reference backend: f32 host arrays, weights converted at load. Runs the whole engine without a GPU. */
-import { stepExtents, type MoeScratch, type ExpertWeights, type MoeGrouping, type AttentionShape, type Backend, type KvCacheSpec, type PendingSample, type StepInputs, type StepTensors, type Tensor } from "../backend.ts";
+import { stepExtents, type MoeScratch, type ExpertWeights, type MlaShape, type MoeGrouping, type AttentionShape, type Backend, type KvCacheSpec, type PendingSample, type StepInputs, type StepTensors, type Tensor } from "../backend.ts";
 import type { TensorView } from "../../loader/safetensors.ts";
 import { toFloat32 } from "../../loader/dtype.ts";
 import type { SamplingBatch, SamplerOutput } from "../../engine/sampling-batch.ts";
@@ -203,6 +203,13 @@ export class CpuBackend implements Backend<T> {
       numSeqs: step.numSeqs, queryStart: i32(step.queryStart), seqLens: i32(step.seqLens),
       blockTables: i32(step.blockTables), maxBlocksPerSeq: step.maxBlocksPerSeq, blockSize,
     }, shape, f32(out), 0, step.numSeqs, sinks ? f32(sinks) : null);
+  }
+
+  mlaAssemble(q: T, kv: T, kpe: T, qkv: T, s: MlaShape): void {
+    const n = (q as CpuTensor).numRows, D = s.nope + s.rope;
+    if ((q as CpuTensor).width !== s.numHeads * D || (kv as CpuTensor).width !== s.numHeads * (s.nope + s.v) || (kpe as CpuTensor).width !== s.rope || (qkv as CpuTensor).width !== 3 * s.numHeads * D)
+      throw new Error(`mlaAssemble: widths q ${(q as CpuTensor).width}, kv ${(kv as CpuTensor).width}, kpe ${(kpe as CpuTensor).width}, qkv ${(qkv as CpuTensor).width} do not fit ${s.numHeads} heads of ${s.rope} + ${s.nope} (v ${s.v})`);
+    k.mlaAssemble(f32(q), f32(kv), f32(kpe), n, s, f32(qkv));
   }
 
   siluMul(x: T, out: T): void {

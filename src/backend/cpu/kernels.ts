@@ -310,3 +310,19 @@ export function moeRoute(logits: Float32Array, n: number, E: number, topK: numbe
     if (renormalize) for (let j = 0; j < topK; j++) weights[t * topK + j] = weights[t * topK + j]! / sum;
   }
 }
+
+/** Multi-head latent attention's packed rows (Backend.mlaAssemble): q copied, keys [kpe | nope key], values [value | 0]. */
+export function mlaAssemble(q: Float32Array, kv: Float32Array, kpe: Float32Array, n: number, s: { numHeads: number; nope: number; rope: number; v: number }, qkv: Float32Array): void {
+  const H = s.numHeads, D = s.nope + s.rope, kvW = s.nope + s.v, row = 3 * H * D;
+  for (let t = 0; t < n; t++) {
+    const o = t * row;
+    qkv.set(q.subarray(t * H * D, (t + 1) * H * D), o);
+    for (let h = 0; h < H; h++) {
+      const k = o + H * D + h * D, v = o + 2 * H * D + h * D, src = t * H * kvW + h * kvW;
+      qkv.set(kpe.subarray(t * s.rope, (t + 1) * s.rope), k);
+      qkv.set(kv.subarray(src, src + s.nope), k + s.rope);
+      qkv.set(kv.subarray(src + s.nope, src + kvW), v);
+      qkv.fill(0, v + s.v, v + D);
+    }
+  }
+}

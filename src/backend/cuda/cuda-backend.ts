@@ -3,7 +3,7 @@
  * one stream, step inputs staged in page-locked memory and copied with one async copy.
  * Every op has its CPU twin in ../cpu (the reference it is tested against on a device).
  */
-import { moeMaxTiles, moeRoutingInts, stepExtents, type MoeScratch, type ExpertWeights, type MoeGrouping, type AttentionShape, type Backend, type KvCacheSpec, type PendingSample, type StepInputs, type StepTensors, type Tensor } from "../backend.ts";
+import { moeMaxTiles, moeRoutingInts, stepExtents, type MoeScratch, type ExpertWeights, type MlaShape, type MoeGrouping, type AttentionShape, type Backend, type KvCacheSpec, type PendingSample, type StepInputs, type StepTensors, type Tensor } from "../backend.ts";
 import type { TensorView } from "../../loader/safetensors.ts";
 import { fromFloat32, toFloat32 } from "../../loader/dtype.ts";
 import type { SamplingBatch, SamplerOutput } from "../../engine/sampling-batch.ts";
@@ -637,6 +637,13 @@ export class CudaBackend implements Backend<CudaTensor> {
       this.partial = this.deviceAlloc(floats * 4);
     }
     return this.partial;
+  }
+
+  mlaAssemble(q: CudaTensor, kv: CudaTensor, kpe: CudaTensor, qkv: CudaTensor, s: MlaShape): void {
+    const D = s.nope + s.rope;
+    if (q.width !== s.numHeads * D || kv.width !== s.numHeads * (s.nope + s.v) || kpe.width !== s.rope || qkv.width !== 3 * s.numHeads * D)
+      throw new Error(`mlaAssemble: widths q ${q.width}, kv ${kv.width}, kpe ${kpe.width}, qkv ${qkv.width} do not fit ${s.numHeads} heads of ${s.rope} + ${s.nope} (v ${s.v})`);
+    this.k.launch("mla_assemble_bf16", [q.numRows, s.numHeads], Math.min(256, Math.ceil(D / 32) * 32), [P(q), P(kv), P(kpe), P(qkv), I(s.numHeads), I(s.nope), I(s.rope), I(s.v)]);
   }
 
   siluMul(x: CudaTensor, out: CudaTensor): void {
