@@ -78,6 +78,8 @@ const MORE_MODELS = [
   { arch: "gpt_oss" as const, seed: 30, vocabSize: 4096, numLayers: 4 },
   // DeepSeek-V3: multi-head latent attention (mla_assemble, heads of 24 with 8 rotary dimensions), then GLM-4.5's experts.
   { arch: "deepseek_v3" as const, seed: 18, vocabSize: 4096, numLayers: 3 },
+  // DeepSeek-V2: softmax routing with two shared experts appended by the routing kernel.
+  { arch: "deepseek_v2" as const, seed: 19, vocabSize: 4096, numLayers: 3 },
   { arch: "phi3" as const, seed: 12, vocabSize: 4096, partialRotaryFactor: 0.75, originalMaxPositionEmbeddings: 64, ropeScaling: { type: "longrope", short_factor: [1, 1.25, 1.5, 2, 3, 5], long_factor: [1.1, 2, 4, 8, 16, 40] } },
 ];
 
@@ -232,13 +234,21 @@ export function defineCudaSuites(target: CudaTarget): void {
     // Expert counts past one per lane of the routing warp (40) and past one per thread of the grouping block (300).
     // GPT-OSS's experts (32, top 4): biases on both projections and the clamped SwiGLU, its limit low enough to clamp often.
     for (const [E, K, gptOss] of [[6, 2, false], [40, 8, false], [300, 4, false], [32, 4, true]] as const) {
-      test(`mixture of experts, ${E} experts, top ${K}${gptOss ? ", expert biases and clamped SwiGLU" : ""}: routing (softmax, top-k, renormalized or not), the grouped expert GEMMs and the weighted sum match the CPU twin`, () => {
+      test(`mixture of experts, ${E} experts, top ${K}${gptOss ? ", expert biases and clamped SwiGLU" : ""}: routing (softmax, top-k, renormalized or not, shared entries after), the grouped expert GEMMs and the weighted sum match the CPU twin`, () => {
         // Every row favours expert 2 (more than a 16-row tile of it: two tiles), the other choices random.
         const n = 2 * Z.rows + 3, H = Z.hidden, I = 48, entries = n * K;
         const logits = bf16Round(randn(n * E).map((v, i) => (i % E === 2 ? v + 4 : v))), x = randn(n * H), w13 = randn(E * 2 * I * H, 1 / Math.sqrt(H)), w2 = randn(E * H * I, 1 / Math.sqrt(I));
         const b13 = gptOss ? randn(E * 2 * I, 0.5) : null, b2 = gptOss ? randn(E * H, 0.5) : null, swiglu = gptOss ? { alpha: 1.702, limit: 1.25 } : null;
         const gExperts = { w13: up(w13, [E * 2 * I, H]), w2: up(w2, [E * H, I]), b13: b13 && up(b13, [E * 2 * I]), b2: b2 && up(b2, [E * H]), swiglu };
         const cExperts = { w13: new CpuTensor(w13, [E * 2 * I, H]), w2: new CpuTensor(w2, [E * H, I]), b13: b13 && new CpuTensor(b13, [E * 2 * I]), b2: b2 && new CpuTensor(b2, [E * H]), swiglu };
+        // DeepSeek-V2's shared experts: two entries of weight 1 (experts E, E + 1) after each row's routed ones.
+        const W = K + 2, sIds = out([n, W], "i32"), sWeights = out([n, W], "f32");
+        g.moeRoute(up(logits, [n, E]), K, false, sIds, sWeights, 2);
+        const cSIds = new CpuIntTensor(new Int32Array(n * W), [n, W]), cSW = new CpuTensor(new Float32Array(n * W), [n, W]);
+        cpu.moeRoute(new CpuTensor(logits, [n, E]), K, false, cSIds, cSW, 2);
+        expect(Array.from(g.toHost(sIds))).toEqual(Array.from(cSIds.data));
+        check(sWeights, cSW.data, 1e-5);
+        for (let t = 0; t < n; t++) expect([...cSIds.data.subarray(t * W + K, (t + 1) * W), ...cSW.data.subarray(t * W + K, (t + 1) * W)]).toEqual([E, E + 1, 1, 1]);
         for (const renormalize of [true, false]) {
           const ids = out([n, K], "i32"), weights = out([n, K], "f32");
           g.moeRoute(up(logits, [n, E]), K, renormalize, ids, weights);

@@ -143,7 +143,7 @@ export function referenceHidden(cfg: ModelConfig, weights: W, tokens: number[], 
     const rope = window > 0 ? localRope : globalRope;
     xs.forEach((x, pos) => {
       const h = postNorms ? x : norm(x, `${p}input_layernorm.weight`);
-      if (raw.model_type === "deepseek_v3") {
+      if (raw.model_type === "deepseek_v3" || raw.model_type === "deepseek_v2") {
         const r = refMlaHeads(w, raw, p, h, H, nH, pos, cfg);
         qs.push(r.q); ks.push(r.k); vs.push(r.v);
         return;
@@ -169,7 +169,7 @@ export function referenceHidden(cfg: ModelConfig, weights: W, tokens: number[], 
     });
     // MLA: query / key heads of qk_nope + qk_rope, values of v_head_dim (HF's own widths).
     const Dq = qs[0]![0]!.length, Dv = vs[0]![0]!.length;
-    const scaling = raw.model_type === "deepseek_v3" ? refMlaScaling(raw, Dq) : mult.attention;
+    const scaling = raw.model_type === "deepseek_v3" || raw.model_type === "deepseek_v2" ? refMlaScaling(raw, Dq) : mult.attention;
     xs = xs.map((x, pos) => {
       const attn = new Float64Array(nH * Dv);
       for (let h = 0; h < nH; h++) {
@@ -287,7 +287,7 @@ function refMlp(w: W, prefix: string, x: Float64Array, I: number, H: number, nam
 
 /** Whether layer l of a mixture-of-experts config.json (`raw`) routes to experts (transformers' rule). */
 function sparseLayer(raw: Record<string, unknown>, l: number): boolean {
-  if (raw.model_type === "glm4_moe" || raw.model_type === "deepseek_v3") return l >= ((raw.first_k_dense_replace ?? 1) as number);
+  if (raw.model_type === "glm4_moe" || raw.model_type === "deepseek_v3" || raw.model_type === "deepseek_v2") return l >= ((raw.first_k_dense_replace ?? 1) as number);
   if (raw.num_local_experts) return true;
   if (!raw.num_experts) return false;
   const only = (raw.mlp_only_layers ?? []) as number[], step = (raw.decoder_sparse_step ?? 1) as number;
@@ -303,6 +303,7 @@ function refSparseMlp(w: W, raw: Record<string, unknown>, p: string, x: Float64A
   // DeepSeek-V3's DeepseekV3MoE is GLM-4.5's (GLM's was written after it).
   if (raw.model_type === "glm4_moe" || raw.model_type === "deepseek_v3") return refGlm4MoeMlp(w, raw, `${p}mlp.`, x, H);
   if (raw.model_type === "gpt_oss") return refGptOssMlp(w, raw, `${p}mlp.`, x, H);
+  if (raw.model_type === "deepseek_v2") return refDeepseekV2Mlp(w, raw, `${p}mlp.`, x, H);
   const mixtral = raw.num_local_experts != null, m = mixtral ? `${p}block_sparse_moe.` : `${p}mlp.`;
   const E = (mixtral ? raw.num_local_experts : raw.num_experts) as number, k = raw.num_experts_per_tok as number;
   const I = (mixtral ? raw.intermediate_size : raw.moe_intermediate_size) as number;
@@ -386,6 +387,26 @@ function refGptOssMlp(w: W, raw: Record<string, unknown>, m: string, x: Float64A
       out[o]! += (ex[j]! / z) * y;
     }
   });
+  return out;
+}
+
+/**
+ * DeepSeek-V2's MLP as HF's DeepseekV2Moe writes it: softmax of the f32 router logits, the top k ("greedy"), their
+ * probabilities × routed_scaling_factor (renormalized first where norm_topk_prob says so, as vLLM reads it) weigh
+ * their MLPs, and the shared experts' MLP (n_shared_experts × moe_intermediate_size rows) is added.
+ */
+function refDeepseekV2Mlp(w: W, raw: Record<string, unknown>, m: string, x: Float64Array, H: number): Float64Array {
+  const E = raw.n_routed_experts as number, k = raw.num_experts_per_tok as number, I = raw.moe_intermediate_size as number;
+  const logits = matvec(w(`${m}gate.weight`), x, E), top = Math.max(...logits);
+  const ex = logits.map((v) => Math.exp(v - top)), z = ex.reduce((a, b) => a + b, 0);
+  const chosen = [...ex.keys()].sort((a, b) => ex[b]! - ex[a]! || a - b).slice(0, k);
+  const sum = chosen.reduce((a, e) => a + ex[e]! / z, 0);
+  const factor = (raw.norm_topk_prob === true ? 1 / sum : 1) * ((raw.routed_scaling_factor ?? 1) as number);
+  const out = refMlp(w, `${m}shared_experts.`, x, I * ((raw.n_shared_experts ?? 1) as number), H);
+  for (const e of chosen) {
+    const y = refMlp(w, `${m}experts.${e}.`, x, I, H);
+    for (let i = 0; i < H; i++) out[i]! += (ex[e]! / z) * factor * y[i]!;
+  }
   return out;
 }
 

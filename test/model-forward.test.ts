@@ -96,6 +96,8 @@ const CASES: [string, TinyModelOptions][] = [
   // YaRN with both mscales (cos/sin and the scores' scale); layer 0 dense, then grouped sigmoid routing with a shared expert.
   ["deepseek_v3 (multi-head latent attention with a q_lora; YaRN mscales; GLM-4.5-style experts)", { arch: "deepseek_v3", seed: 27, vocabSize: 2048, numLayers: 3 }],
   ["deepseek_v3 without a q_lora (DeepSeek-V2-Lite's q_proj)", { arch: "deepseek_v3", seed: 28, vocabSize: 2048, numLayers: 3, qLoraRank: null }],
+  // DeepSeek-V2: the same attention, softmax routing (top 2 of 8, × 2.0 folded into the routed experts), two shared experts.
+  ["deepseek_v2 (MLA; softmax top-k × routed_scaling_factor beside two shared experts)", { arch: "deepseek_v2", seed: 29, vocabSize: 2048, numLayers: 3 }],
   ["phi3 with partial RoPE (¾) and LongRoPE, short factors", { arch: "phi3", seed: 16, vocabSize: 2048, partialRotaryFactor: 0.75, originalMaxPositionEmbeddings: 1024, ropeScaling: LONGROPE }],
 ];
 

@@ -309,7 +309,7 @@ describe("checkpoints", () => {
     const c = parseModelConfig(air, "x/config.json");
     expect([c.rotaryDim, c.ropeInterleaved, c.qkvBias, c.oBias, c.qkNorm]).toEqual([8, false, true, false, false]);
     expect(c.moe).toEqual({ numExperts: 128, topK: 8, intermediateSize: 32, normTopK: true, sparseLayers: [false, true, true, true], sharedExpertIntermediateSize: 0,
-      grouped: { numGroups: 1, topKGroups: 1, routedScalingFactor: 1 }, numSharedExperts: 1, naming: "glm4_moe", routerBias: false, expertBiases: false, swiglu: null });
+      grouped: { numGroups: 1, topKGroups: 1, routedScalingFactor: 1 }, numSharedExperts: 1, naming: "glm4_moe", routedOutputScale: 1, routerBias: false, expertBiases: false, swiglu: null });
     expect(parseModelConfig({ ...air, use_qk_norm: true }).qkNorm).toBe(true);
     const bad = (extra: Record<string, unknown>) => () => parseModelConfig({ ...air, ...extra }, "x/config.json");
     expect(bad({ n_group: 3 })).toThrow("x/config.json: n_group (3) must divide n_routed_experts (128)");
@@ -329,7 +329,7 @@ describe("checkpoints", () => {
     expect([c.architecture, c.qkvBias, c.oBias, c.qkNorm, c.attentionSinks, c.layerWindows, c.ropeTheta, c.rmsNormEps, c.tieWordEmbeddings]).toEqual(["llama", true, true, false, true, [128, 0, 128, 0], 150000, 1e-5, false]);
     expect(c.ropeScaling).toEqual({ type: "yarn", factor: 32, originalMaxPositionEmbeddings: 4096, betaFast: 32, betaSlow: 1, attentionFactor: 0.1 * Math.log(32) + 1, truncate: false });
     expect(c.moe).toEqual({ numExperts: 32, topK: 4, intermediateSize: 32, normTopK: true, sparseLayers: [true, true, true, true], sharedExpertIntermediateSize: 0, grouped: null, numSharedExperts: 0,
-      naming: "gpt_oss", routerBias: true, expertBiases: true, swiglu: { alpha: 1.702, limit: 7 } });
+      naming: "gpt_oss", routedOutputScale: 1, routerBias: true, expertBiases: true, swiglu: { alpha: 1.702, limit: 7 } });
     // What GptOssConfig fills in: layer types from the first layer sliding, window 128, base 150000 and the YaRN above, biases on.
     const { layer_types, sliding_window, rope_theta, rope_scaling, attention_bias, ...bare } = oss;
     const d = parseModelConfig({ ...bare, num_hidden_layers: 3 }, "x/config.json");
@@ -341,7 +341,7 @@ describe("checkpoints", () => {
     expect(() => parseModelConfig({ ...oss, num_experts_per_tok: 33 }, "x/config.json")).toThrow("num_experts_per_tok (33) exceeds num_local_experts (32)");
   });
 
-  test("DeepSeek-V3 (DeepseekV3ForCausalLM): multi-head latent attention's shapes and scale, GLM-4.5-style experts with V3's defaults; what is not supported is named", () => {
+  test("DeepSeek-V3 / V2 (DeepseekV3ForCausalLM, DeepseekV2ForCausalLM): multi-head latent attention's shapes and scale, V3's GLM-4.5-style experts with its defaults, V2's softmax ones; what is not supported is named", () => {
     // DeepSeek-V3's fields on a smaller body.
     const v3 = { architectures: ["DeepseekV3ForCausalLM"], hidden_size: 64, num_attention_heads: 4, num_key_value_heads: 4, intermediate_size: 96, num_hidden_layers: 5, vocab_size: 10,
       q_lora_rank: 24, kv_lora_rank: 32, qk_nope_head_dim: 16, qk_rope_head_dim: 8, v_head_dim: 16, n_routed_experts: 16, num_experts_per_tok: 4, n_shared_experts: 1,
@@ -354,7 +354,7 @@ describe("checkpoints", () => {
     // Both mscales 1: cos and sin unscaled (their ratio).
     expect(c.ropeScaling?.type === "yarn" && c.ropeScaling.attentionFactor).toBe(1);
     expect(c.moe).toEqual({ numExperts: 16, topK: 4, intermediateSize: 32, normTopK: true, sparseLayers: [false, false, false, true, true], sharedExpertIntermediateSize: 0,
-      grouped: { numGroups: 4, topKGroups: 2, routedScalingFactor: 2.5 }, numSharedExperts: 1, naming: "glm4_moe", routerBias: false, expertBiases: false, swiglu: null });
+      grouped: { numGroups: 4, topKGroups: 2, routedScalingFactor: 2.5 }, numSharedExperts: 1, naming: "glm4_moe", routedOutputScale: 1, routerBias: false, expertBiases: false, swiglu: null });
     // DeepseekV3Config's defaults for what the file leaves out.
     const { n_group, topk_group, first_k_dense_replace, routed_scaling_factor, ...bare } = v3;
     const d = parseModelConfig({ ...bare, n_routed_experts: 64 }, "x/config.json");
@@ -366,6 +366,14 @@ describe("checkpoints", () => {
     expect(bad({ rope_interleave: false })).toThrow("rope_interleave=false is not supported");
     expect(bad({ v_head_dim: 32 })).toThrow("v_head_dim (32) exceeds qk_nope_head_dim + qk_rope_head_dim (24)");
     expect(bad({ moe_layer_freq: 2 })).toThrow("moe_layer_freq 2 is not supported");
+    // DeepSeek-V2 (V2-Lite's fields): the same attention, softmax ("greedy") routing, shared experts, the routed scale folded.
+    const v2 = parseModelConfig({ ...v3, architectures: ["DeepseekV2ForCausalLM"], q_lora_rank: null, topk_method: "greedy", scoring_func: undefined, n_group: 1, topk_group: 1,
+      n_shared_experts: 2, first_k_dense_replace: 1, norm_topk_prob: false, routed_scaling_factor: 1.0, rope_scaling: null }, "x/config.json");
+    expect([v2.mla!.qLoraRank, v2.mla!.scale, v2.headDim, v2.scales.attention]).toEqual([null, 1, 24, 1 / Math.sqrt(24)]);
+    expect(v2.moe).toEqual({ numExperts: 16, topK: 4, intermediateSize: 32, normTopK: false, sparseLayers: [false, true, true, true, true], sharedExpertIntermediateSize: 0,
+      grouped: null, numSharedExperts: 2, naming: "glm4_moe", routedOutputScale: 1, routerBias: false, expertBiases: false, swiglu: null });
+    expect(() => parseModelConfig({ ...v3, architectures: ["DeepseekV2ForCausalLM"], topk_method: "group_limited_greedy" }, "x/config.json"))
+      .toThrow("topk_method 'group_limited_greedy' is not supported for DeepSeek-V2 (greedy: softmax top-k, as DeepSeek-V2-Lite's)");
   });
 
   test("mixtures of experts: Qwen3-MoE, Qwen2-MoE and Mixtral configs are parsed; bad MoE fields are named", () => {
@@ -374,7 +382,7 @@ describe("checkpoints", () => {
     const q3 = { architectures: ["Qwen3MoeForCausalLM"], ...base, num_experts: 128, num_experts_per_tok: 8, moe_intermediate_size: 32, norm_topk_prob: true, decoder_sparse_step: 1, mlp_only_layers: [] };
     const c = parseModelConfig(q3, "x/config.json");
     expect(c.architecture).toBe("qwen3");
-    expect(c.moe).toEqual({ numExperts: 128, topK: 8, intermediateSize: 32, normTopK: true, sparseLayers: [true, true, true, true], sharedExpertIntermediateSize: 0, grouped: null, numSharedExperts: 0, naming: "qwen", routerBias: false, expertBiases: false, swiglu: null });
+    expect(c.moe).toEqual({ numExperts: 128, topK: 8, intermediateSize: 32, normTopK: true, sparseLayers: [true, true, true, true], sharedExpertIntermediateSize: 0, grouped: null, numSharedExperts: 0, naming: "qwen", routedOutputScale: 1, routerBias: false, expertBiases: false, swiglu: null });
     // Transformers' rule: sparse unless in mlp_only_layers, when (layer + 1) is a multiple of decoder_sparse_step.
     expect(parseModelConfig({ ...q3, decoder_sparse_step: 2, mlp_only_layers: [3] }).moe!.sparseLayers).toEqual([false, true, false, false]);
     const q2 = parseModelConfig({ architectures: ["Qwen2MoeForCausalLM"], ...base, num_experts: 60, num_experts_per_tok: 4, moe_intermediate_size: 16, shared_expert_intermediate_size: 48 });

@@ -14,10 +14,12 @@
 #define ALIGN_THREADS 256
 
 // One warp per token (lane l owns experts l, l + 32, …): p = softmax(logits[t]) in f32, the top_k largest (ties: the lower id), divided by
-// their sum when renormalize. grid = tokens, block = 32
-extern "C" __global__ void moe_route_bf16(const bf16* __restrict__ logits, int* __restrict__ ids, float* __restrict__ weights, int num_experts, int top_k, int renormalize) {
+// their sum when renormalize; then num_shared entries of weight 1 for shared experts run as experts num_experts … (DeepSeek-V2's).
+// ids / weights are [tokens, top_k + num_shared]. grid = tokens, block = 32
+extern "C" __global__ void moe_route_bf16(const bf16* __restrict__ logits, int* __restrict__ ids, float* __restrict__ weights, int num_experts, int top_k, int renormalize,
+                                          int num_shared) {
   __shared__ float p[MAX_EXPERTS];
-  const int t = blockIdx.x, lane = threadIdx.x;
+  const int t = blockIdx.x, lane = threadIdx.x, width = top_k + num_shared;
   const bf16* row = logits + (size_t)t * num_experts;
   float m = -INFINITY;
   for (int e = lane; e < num_experts; e += 32) m = fmaxf(m, to_f(row[e]));
@@ -46,14 +48,20 @@ extern "C" __global__ void moe_route_bf16(const bf16* __restrict__ logits, int* 
     const float w = best / z;
     sum += w;
     if (lane == 0) {
-      ids[t * top_k + j] = best_id;
-      weights[t * top_k + j] = w;
+      ids[t * width + j] = best_id;
+      weights[t * width + j] = w;
     }
     // Taken (probabilities are ≥ 0). Each lane reads and writes only its own experts' p: no warp sync needed.
     if ((best_id & 31) == lane) p[best_id] = -1.f;
   }
-  if (renormalize && lane == 0)
-    for (int j = 0; j < top_k; j++) weights[t * top_k + j] /= sum;
+  if (lane == 0) {
+    if (renormalize)
+      for (int j = 0; j < top_k; j++) weights[t * width + j] /= sum;
+    for (int j = 0; j < num_shared; j++) {
+      ids[t * width + top_k + j] = num_experts + j;
+      weights[t * width + top_k + j] = 1.f;
+    }
+  }
 }
 
 // GLM-4.5 / DeepSeek-V3 routing, one warp per token (grid = tokens, block = 32), from f32 router logits: s = sigmoid(logit);

@@ -224,10 +224,11 @@ export interface Backend<T extends Tensor = Tensor> {
   siluMulLinear?(gateUp: T, weight: T, act: T, out: T): void;
   /**
    * Mixture-of-experts routing: per row of router logits [n, E], softmax in f32, the topK largest
-   * probabilities (ties: the lower expert id) in descending order, divided by their sum when `renormalize`:
-   * ids [n, topK] (i32) and weights [n, topK] (f32).
+   * probabilities (ties: the lower expert id) in descending order, divided by their sum when `renormalize`;
+   * then `numShared` entries of weight 1 for shared experts run as experts E … (DeepSeek-V2's):
+   * ids [n, topK + numShared] (i32) and weights likewise (f32).
    */
-  moeRoute(logits: T, topK: number, renormalize: boolean, ids: T, weights: T): void;
+  moeRoute(logits: T, topK: number, renormalize: boolean, ids: T, weights: T, numShared?: number): void;
   /**
    * GLM-4.5 / DeepSeek-V3 routing from f32 router logits [n, E] and the f32 e_score_correction_bias [E]: sigmoid
    * scores, experts chosen by score + bias within the best groups (see MoeGrouping), weighted by their scores

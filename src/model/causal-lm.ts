@@ -309,6 +309,8 @@ export class CausalLM<T extends Tensor> {
     const mine = (t: TensorView, first: number) => sliceRows(t, first + r * li, first + (r + 1) * li);
     // Granite's residual multiplier follows the experts' down projections, as it follows down_proj.
     const downCols = (t: TensorView) => scaled(N === 1 ? t : sliceCols(t, r * li, (r + 1) * li), c.scales.residual);
+    // DeepSeek-V2's routed_scaling_factor scales the routed experts' outputs (not the shared ones'): folded into their down projections.
+    const routedDown = (t: TensorView) => scaled(downCols(t), moe.routedOutputScale);
     const router = b.loadWeight([w(granite ? `${m}router.layer.weight` : `${m}gate.weight`, [E, H])], [E, H]);
     const parts13: TensorView[] = [], parts2: TensorView[] = [];
     // Fused per layer: transformers 5's MoE layers (experts.gate_up_proj, experts.down_proj) and Granite's (input_linear, output_linear).
@@ -318,14 +320,14 @@ export class CausalLM<T extends Tensor> {
       const gu2 = { ...gu, shape: [E * 2 * I, H] }, dn2 = { ...dn, shape: [E * H, I] };
       for (let e = 0; e < E; e++) {
         parts13.push(mine(gu2, e * 2 * I), mine(gu2, e * 2 * I + I));
-        parts2.push(downCols(sliceRows(dn2, e * H, (e + 1) * H)));
+        parts2.push(routedDown(sliceRows(dn2, e * H, (e + 1) * H)));
       }
     } else {
       const [g, u, d] = mixtral ? ["w1", "w3", "w2"] : ["gate_proj", "up_proj", "down_proj"];
       for (let e = 0; e < E; e++) {
         const x = `${m}experts.${e}.`;
         parts13.push(mine(w(`${x}${g}.weight`, [I, H]), 0), mine(w(`${x}${u}.weight`, [I, H]), 0));
-        parts2.push(downCols(w(`${x}${d}.weight`, [H, I])));
+        parts2.push(routedDown(w(`${x}${d}.weight`, [H, I])));
       }
     }
     // GLM-4.5's shared experts: n_shared_experts × I rows in one MLP, which is the sum of n MLPs of I rows each (its
@@ -568,7 +570,7 @@ export class CausalLM<T extends Tensor> {
       const logits = b.rows(ws.routerLogits, m), ids = b.rows(ws.ids, m), weights = b.rows(ws.weights, m);
       b.linear(xs, L.router, L.routerBias, logits);
       if (g) b.moeRouteGrouped(logits, L.scoreBias!, moe.topK, { numGroups: g.numGroups, topKGroups: g.topKGroups, scale: g.routedScalingFactor }, moe.normTopK, S, ids, weights);
-      else b.moeRoute(logits, K, moe.normTopK, ids, weights);
+      else b.moeRoute(logits, moe.topK, moe.normTopK, ids, weights, S);
       b.moeExperts(xs, ids, weights, L.experts, moe.numExperts + S, { gateUp: b.rows(ws.gateUp, m * K), act: b.rows(ws.act, m * K), expertOut: b.rows(ws.expertOut, m * K), routing: ws.routing }, ys);
       if (L.shared && ws.shared) {
         const sh = ws.shared, gu = b.rows(sh.gateUp, m), act = b.rows(sh.act, m), so = b.rows(sh.out, m), gate = b.rows(sh.gate, m);

@@ -138,6 +138,11 @@ export interface MoeConfig {
   grouped: { numGroups: number; topKGroups: number; routedScalingFactor: number } | null;
   /** GLM-4.5's shared experts (n_shared_experts MLPs of intermediateSize every token takes, weight 1): run as that many extra experts. */
   numSharedExperts: number;
+  /**
+   * DeepSeek-V2's routed_scaling_factor under softmax routing: the routed experts' weighted sum × it (folded into their
+   * down projections as they load; the shared experts keep theirs); 1 elsewhere (grouped routing scales its weights).
+   */
+  routedOutputScale: number;
   /** GPT-OSS: the router is a linear layer with a bias (mlp.router.bias). */
   routerBias: boolean;
   /** GPT-OSS: each expert's gate/up and down projections have biases. */
@@ -217,6 +222,8 @@ const ARCHITECTURES: Record<string, Architecture> = {
   // DeepSeek-V3 / R1 and Kimi K2: multi-head latent attention (ModelConfig.mla) and GLM-4.5's experts (sigmoid routing with a
   // correction bias within groups, shared experts, first_k_dense_replace dense layers).
   DeepseekV3ForCausalLM: "llama",
+  // DeepSeek-V2 / V2-Lite / V2.5: the same attention, experts chosen by softmax (top-k, × routed_scaling_factor) beside shared ones.
+  DeepseekV2ForCausalLM: "llama",
   // Zhipu's GLM-4.5 / 4.6 (and -Air): GQA attention with q/k/v bias over half of each head (rotate-half pairs, unlike
   // GLM-4's), then DeepSeek-V3-style experts: sigmoid routing with a correction bias within groups, shared experts,
   // the first first_k_dense_replace layers dense (ModelConfig.moe.grouped).
@@ -501,6 +508,7 @@ function roundTo(x: number, dtype: DType): number {
 function parseMoe(raw: Record<string, unknown>, arch: string, numLayers: number, int: (key: string, fallback?: number) => number, file: string): MoeConfig | null {
   if (arch === "Glm4MoeForCausalLM") return parseGlm4Moe(raw, numLayers, int, file);
   if (arch === "DeepseekV3ForCausalLM") return parseDeepseekMoe(raw, numLayers, int, file);
+  if (arch === "DeepseekV2ForCausalLM") return parseDeepseekV2Moe(raw, numLayers, int, file);
   if (arch === "GptOssForCausalLM") return parseGptOssMoe(raw, numLayers, int, file);
   const granite = arch === "GraniteMoeForCausalLM";
   // Granite names its experts as Mixtral does (num_local_experts; intermediate_size is an expert's).
@@ -528,7 +536,7 @@ function parseMoe(raw: Record<string, unknown>, arch: string, numLayers: number,
   // Granite's softmax over the top-k logits is the top-k probabilities renormalized.
   return {
     numExperts, topK, intermediateSize, normTopK: mixtral ? true : norm === true, sparseLayers, sharedExpertIntermediateSize: shared, grouped: null, numSharedExperts: 0,
-    naming: granite ? "granite" : mixtral ? "mixtral" : "qwen", routerBias: false, expertBiases: false, swiglu: null,
+    naming: granite ? "granite" : mixtral ? "mixtral" : "qwen", routedOutputScale: 1, routerBias: false, expertBiases: false, swiglu: null,
   };
 }
 
@@ -581,7 +589,7 @@ function parseGptOssMoe(raw: Record<string, unknown>, numLayers: number, int: (k
     // Softmax over the top-k logits: the top-k probabilities renormalized.
     numExperts, topK, intermediateSize: int("intermediate_size", 2880), normTopK: true, sparseLayers: new Array(numLayers).fill(true),
     sharedExpertIntermediateSize: 0, grouped: null, numSharedExperts: 0, naming: "gpt_oss",
-    routerBias: true, expertBiases: true, swiglu: { alpha: positive("swiglu_alpha", 1.702), limit: positive("swiglu_limit", 7) },
+    routedOutputScale: 1, routerBias: true, expertBiases: true, swiglu: { alpha: positive("swiglu_alpha", 1.702), limit: positive("swiglu_limit", 7) },
   };
 }
 
@@ -595,6 +603,34 @@ function parseDeepseekMoe(raw: Record<string, unknown>, numLayers: number, int: 
   if (raw.moe_layer_freq != null && raw.moe_layer_freq !== 1) throw new ConfigError(file, `moe_layer_freq ${JSON.stringify(raw.moe_layer_freq)} is not supported (1: every layer from first_k_dense_replace on)`);
   const defaults = { n_routed_experts: 256, num_experts_per_tok: 8, n_group: 8, topk_group: 4, routed_scaling_factor: 2.5, first_k_dense_replace: 3, moe_intermediate_size: 2048 };
   return parseGlm4Moe({ ...defaults, ...Object.fromEntries(Object.entries(raw).filter(([, v]) => v != null)) }, numLayers, (key, fallback) => int(key, (defaults as Record<string, number>)[key] ?? fallback), file);
+}
+
+/**
+ * DeepSeek-V2's experts (V2-Lite's, V2.5's): softmax over the router's logits, the top num_experts_per_tok ("greedy";
+ * renormalized when norm_topk_prob, as vLLM reads it), × routed_scaling_factor; the shared experts (n_shared_experts
+ * MLPs of moe_intermediate_size, weight 1) run as extra experts; layers from first_k_dense_replace on. V2's
+ * group_limited_greedy is refused.
+ */
+function parseDeepseekV2Moe(raw: Record<string, unknown>, numLayers: number, int: (key: string, fallback?: number) => number, file: string): MoeConfig {
+  const method = raw.topk_method ?? "greedy";
+  if (method !== "greedy") throw new ConfigError(file, `topk_method '${method}' is not supported for DeepSeek-V2 (greedy: softmax top-k, as DeepSeek-V2-Lite's)`);
+  if (raw.scoring_func != null && raw.scoring_func !== "softmax") throw new ConfigError(file, `scoring_func '${raw.scoring_func}' is not supported for DeepSeek-V2 (softmax)`);
+  if (raw.moe_layer_freq != null && raw.moe_layer_freq !== 1) throw new ConfigError(file, `moe_layer_freq ${JSON.stringify(raw.moe_layer_freq)} is not supported (1: every layer from first_k_dense_replace on)`);
+  const numExperts = int("n_routed_experts"), topK = int("num_experts_per_tok");
+  if (topK > numExperts) throw new ConfigError(file, `num_experts_per_tok (${topK}) exceeds n_routed_experts (${numExperts})`);
+  const shared = raw.n_shared_experts == null ? 0 : raw.n_shared_experts;
+  if (typeof shared !== "number" || !Number.isInteger(shared) || shared < 0 || numExperts + shared > MAX_EXPERTS)
+    throw new ConfigError(file, `n_routed_experts (${numExperts}) and n_shared_experts (${JSON.stringify(raw.n_shared_experts)}): non-negative integers, at most ${MAX_EXPERTS} experts together`);
+  const scale = raw.routed_scaling_factor ?? 1;
+  if (typeof scale !== "number" || !Number.isFinite(scale) || scale <= 0) throw new ConfigError(file, `field 'routed_scaling_factor' must be a positive number, got ${JSON.stringify(raw.routed_scaling_factor)}`);
+  const norm = raw.norm_topk_prob ?? false;
+  if (typeof norm !== "boolean") throw new ConfigError(file, `field 'norm_topk_prob' must be a boolean, got ${JSON.stringify(raw.norm_topk_prob)}`);
+  const firstSparse = raw.first_k_dense_replace == null ? 0 : raw.first_k_dense_replace;
+  if (typeof firstSparse !== "number" || !Number.isInteger(firstSparse) || firstSparse < 0) throw new ConfigError(file, `field 'first_k_dense_replace' must be a non-negative integer, got ${JSON.stringify(raw.first_k_dense_replace)}`);
+  return {
+    numExperts, topK, intermediateSize: int("moe_intermediate_size", 1407), normTopK: norm, sparseLayers: Array.from({ length: numLayers }, (_, l) => l >= firstSparse),
+    sharedExpertIntermediateSize: 0, grouped: null, numSharedExperts: shared, naming: "glm4_moe", routedOutputScale: scale, routerBias: false, expertBiases: false, swiglu: null,
+  };
 }
 
 /** GLM-4.5's experts, with Glm4MoeConfig's defaults for what the file leaves out. */
@@ -618,7 +654,7 @@ function parseGlm4Moe(raw: Record<string, unknown>, numLayers: number, int: (key
   return {
     numExperts, topK, intermediateSize: int("moe_intermediate_size", 1408), normTopK: norm, sparseLayers: Array.from({ length: numLayers }, (_, l) => l >= firstSparse),
     sharedExpertIntermediateSize: 0, grouped: { numGroups, topKGroups, routedScalingFactor: scale }, numSharedExperts: shared, naming: "glm4_moe",
-    routerBias: false, expertBiases: false, swiglu: null,
+    routedOutputScale: 1, routerBias: false, expertBiases: false, swiglu: null,
   };
 }
 

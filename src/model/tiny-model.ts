@@ -13,7 +13,7 @@ import { fromFloat32 } from "../loader/dtype.ts";
 import { FP4_VALUES } from "../loader/quantization.ts";
 import { writeSafetensors, type TensorToWrite } from "../loader/safetensors.ts";
 
-export type TinyArch = "qwen3" | "qwen2" | "llama" | "granite" | "smollm3" | "phi3" | "qwen3_moe" | "qwen2_moe" | "mixtral" | "mistral" | "gemma3" | "gemma2" | "granitemoe" | "glm" | "glm4" | "olmo2" | "olmo3" | "exaone4" | "glm4_moe" | "ernie4_5" | "seed_oss" | "gpt_oss" | "deepseek_v3";
+export type TinyArch = "qwen3" | "qwen2" | "llama" | "granite" | "smollm3" | "phi3" | "qwen3_moe" | "qwen2_moe" | "mixtral" | "mistral" | "gemma3" | "gemma2" | "granitemoe" | "glm" | "glm4" | "olmo2" | "olmo3" | "exaone4" | "glm4_moe" | "ernie4_5" | "seed_oss" | "gpt_oss" | "deepseek_v3" | "deepseek_v2";
 
 export interface TinyModelOptions {
   arch: TinyArch;
@@ -61,7 +61,7 @@ export interface TinyModelOptions {
    * instead of bf16 parameters. The values are the same either way (the generator draws them on MXFP4's grid).
    */
   mxfp4?: boolean;
-  /** deepseek_v3: q_lora_rank (default 32: q through q_a_proj / q_b_proj; null: one q_proj). */
+  /** deepseek_v3 / deepseek_v2: q_lora_rank (default v3 32: q through q_a_proj / q_b_proj; v2 null: one q_proj, as V2-Lite's). */
   qLoraRank?: number | null;
 }
 
@@ -207,6 +207,19 @@ function causalConfig(o: TinyModelOptions): Record<string, unknown> {
       attention_dropout: 0, pad_token_id: null, sliding_window: o.slidingWindow ?? 4, sliding_window_pattern: 4,
       layer_types: Array.from({ length: o.numLayers ?? 2 }, (_, l) => ((l + 1) % 4 ? "sliding_attention" : "full_attention")),
     };
+  if (o.arch === "deepseek_v2") {
+    // DeepSeek-V2-Lite's layout on a tiny body: V3's attention with one q_proj and no rope_scaling (transformers' V2 leaves
+    // YaRN's mscale out of the scores where vLLM puts it in: without it both agree); layer 0 dense, then 8 experts by
+    // softmax, top 2 (not renormalized) × 2.0, and two shared experts.
+    const numHeads = o.numHeads ?? 4;
+    return {
+      architectures: ["DeepseekV2ForCausalLM"], model_type: "deepseek_v2", ...base, num_key_value_heads: numHeads, head_dim: 8,
+      q_lora_rank: o.qLoraRank === undefined ? null : o.qLoraRank, kv_lora_rank: 32, qk_nope_head_dim: 16, qk_rope_head_dim: 8, v_head_dim: 16,
+      attention_bias: false, rope_theta: 10000, rope_scaling: o.ropeScaling ?? null, n_routed_experts: o.numExperts ?? 8, num_experts_per_tok: o.topK ?? 2,
+      n_shared_experts: 2, moe_intermediate_size: o.moeIntermediateSize ?? 32, first_k_dense_replace: 1, moe_layer_freq: 1, topk_method: "greedy",
+      n_group: null, topk_group: null, norm_topk_prob: false, routed_scaling_factor: 2.0, tie_word_embeddings: o.tieWordEmbeddings ?? false, attention_dropout: 0, pad_token_id: null,
+    };
+  }
   if (o.arch === "deepseek_v3") {
     // DeepSeek-V3: multi-head latent attention (a latent of 32, keys of 16 nope + 8 rope dimensions, values of 16, q
     // through a rank-32 q_lora unless qLoraRank says null), YaRN with both mscales; layer 0 dense, then GLM-4.5's experts.
@@ -381,13 +394,17 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
       fuse(tensors, Array.from({ length: E }, (_, e) => `${m}experts.${e}.${d}.weight`), `${to}experts.down_proj`, [E, H, Ie]);
       tensors.find((t) => t.name === `${m}gate.weight`)!.name = `${to}gate.weight`;
     }
-    if (o.arch === "glm4_moe" || o.arch === "deepseek_v3") {
-      // Its router's correction bias (f32, as GLM-4.5 stores it: it decides which experts win), then the shared expert.
-      const bias = rng.normal(new Float32Array(E), 0.5);
-      tensors.push({ name: `${m}gate.e_score_correction_bias`, dtype: "F32", shape: [E], bytes: new Uint8Array(bias.buffer) });
-      add(`${m}shared_experts.gate_proj.weight`, [Ie, H], 1 / Math.sqrt(H));
-      add(`${m}shared_experts.up_proj.weight`, [Ie, H], 1 / Math.sqrt(H));
-      add(`${m}shared_experts.down_proj.weight`, [H, Ie], 4 / Math.sqrt(Ie));
+    if (o.arch === "glm4_moe" || o.arch === "deepseek_v3" || o.arch === "deepseek_v2") {
+      // Its router's correction bias (f32, as GLM-4.5 stores it: it decides which experts win; not DeepSeek-V2's, which
+      // routes by softmax), then the shared experts as one MLP of n_shared_experts × the experts' size.
+      if (o.arch !== "deepseek_v2") {
+        const bias = rng.normal(new Float32Array(E), 0.5);
+        tensors.push({ name: `${m}gate.e_score_correction_bias`, dtype: "F32", shape: [E], bytes: new Uint8Array(bias.buffer) });
+      }
+      const S = (cfg.n_shared_experts as number) * Ie;
+      add(`${m}shared_experts.gate_proj.weight`, [S, H], 1 / Math.sqrt(H));
+      add(`${m}shared_experts.up_proj.weight`, [S, H], 1 / Math.sqrt(H));
+      add(`${m}shared_experts.down_proj.weight`, [H, S], 4 / Math.sqrt(S));
     }
     const S = cfg.shared_expert_intermediate_size as number | undefined;
     if (S) {
@@ -429,7 +446,7 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
     const normMean = o.arch === "gemma3" || o.arch === "gemma2" ? 0 : 1;
     const olmo = o.arch === "olmo2" || o.arch === "olmo3", postNorms = olmo || o.arch === "exaone4";
     if (!postNorms) add(`${p}input_layernorm.weight`, [H], 0.1, normMean);
-    if (o.arch === "deepseek_v3") {
+    if (o.arch === "deepseek_v3" || o.arch === "deepseek_v2") {
       // MLA: q (through q_lora or not), the latent with the shared rotary key, its norm, and each head's key and value from it.
       const a = `${p}self_attn.`, qL = cfg.q_lora_rank as number | null, kvL = cfg.kv_lora_rank as number, R = cfg.qk_rope_head_dim as number;
       const Dq = (cfg.qk_nope_head_dim as number) + R, V = cfg.v_head_dim as number;
@@ -476,7 +493,7 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
     }
     if (postNorms) add(`${p}post_feedforward_layernorm.weight`, [H], 0.1, 1);
     const sparse = o.arch === "mixtral" || o.arch === "granitemoe" || ((o.arch === "qwen3_moe" || o.arch === "qwen2_moe") && !(cfg.mlp_only_layers as number[]).includes(i))
-      || ((o.arch === "glm4_moe" || o.arch === "deepseek_v3") && i >= (cfg.first_k_dense_replace as number));
+      || ((o.arch === "glm4_moe" || o.arch === "deepseek_v3" || o.arch === "deepseek_v2") && i >= (cfg.first_k_dense_replace as number));
     if (o.arch === "gpt_oss") addGptOssExperts(p);
     else if (sparse) addExperts(p);
     else {

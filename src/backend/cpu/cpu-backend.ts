@@ -217,9 +217,9 @@ export class CpuBackend implements Backend<T> {
     k.siluMul(t.data, t.numRows, t.width / 2, f32(out));
   }
 
-  moeRoute(logits: T, topK: number, renormalize: boolean, ids: T, weights: T): void {
+  moeRoute(logits: T, topK: number, renormalize: boolean, ids: T, weights: T, numShared = 0): void {
     const l = logits as CpuTensor;
-    k.moeRoute(l.data, l.numRows, l.width, topK, renormalize, i32(ids), f32(weights));
+    k.moeRoute(l.data, l.numRows, l.width, topK, renormalize, i32(ids), f32(weights), numShared);
   }
 
   moeRouteGrouped(logits: T, bias: T, topK: number, g: MoeGrouping, renormalize: boolean, numShared: number, ids: T, weights: T): void {

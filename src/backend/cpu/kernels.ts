@@ -288,10 +288,11 @@ export function moeRouteGrouped(logits: Float32Array, bias: Float32Array, n: num
 
 /**
  * Mixture-of-experts routing of `n` rows of router logits over E experts: softmax, the topK largest
- * (descending; ties: the lower id), renormalized to sum 1 when asked. ids and weights are [n, topK].
+ * (descending; ties: the lower id), renormalized to sum 1 when asked; then numShared entries for shared experts
+ * (ids E …, weight 1). ids and weights are [n, topK + numShared].
  */
-export function moeRoute(logits: Float32Array, n: number, E: number, topK: number, renormalize: boolean, ids: Int32Array, weights: Float32Array): void {
-  const p = new Float64Array(E), taken = new Uint8Array(E);
+export function moeRoute(logits: Float32Array, n: number, E: number, topK: number, renormalize: boolean, ids: Int32Array, weights: Float32Array, numShared = 0): void {
+  const p = new Float64Array(E), taken = new Uint8Array(E), width = topK + numShared;
   for (let t = 0; t < n; t++) {
     let max = -Infinity;
     for (let e = 0; e < E; e++) max = Math.max(max, logits[t * E + e]!);
@@ -303,11 +304,15 @@ export function moeRoute(logits: Float32Array, n: number, E: number, topK: numbe
       let best = -1;
       for (let e = 0; e < E; e++) if (!taken[e] && (best < 0 || p[e]! > p[best]!)) best = e;
       taken[best] = 1;
-      ids[t * topK + j] = best;
-      weights[t * topK + j] = Math.fround(p[best]! / z);
-      sum += weights[t * topK + j]!;
+      ids[t * width + j] = best;
+      weights[t * width + j] = Math.fround(p[best]! / z);
+      sum += weights[t * width + j]!;
     }
-    if (renormalize) for (let j = 0; j < topK; j++) weights[t * topK + j] = weights[t * topK + j]! / sum;
+    if (renormalize) for (let j = 0; j < topK; j++) weights[t * width + j] = weights[t * width + j]! / sum;
+    for (let j = 0; j < numShared; j++) {
+      ids[t * width + topK + j] = E + j;
+      weights[t * width + topK + j] = 1;
+    }
   }
 }
 

@@ -651,9 +651,10 @@ export class CudaBackend implements Backend<CudaTensor> {
     this.k.launch("silu_mul_bf16", [Math.ceil(inter / 256), x.numRows], 256, [P(x), P(out), I(inter)]);
   }
 
-  moeRoute(logits: CudaTensor, topK: number, renormalize: boolean, ids: CudaTensor, weights: CudaTensor): void {
+  moeRoute(logits: CudaTensor, topK: number, renormalize: boolean, ids: CudaTensor, weights: CudaTensor, numShared = 0): void {
     if (logits.dtype !== "bf16" || ids.dtype !== "i32" || weights.dtype !== "f32") throw new Error(`moeRoute: logits bf16, ids i32 and weights f32 expected, got ${logits.dtype}, ${ids.dtype}, ${weights.dtype}`);
-    this.k.launch("moe_route_bf16", [logits.numRows], 32, [P(logits), P(ids), P(weights), I(logits.width), I(topK), I(renormalize ? 1 : 0)]);
+    if (ids.width !== topK + numShared) throw new Error(`moeRoute: ids of width ${ids.width} for top ${topK} and ${numShared} shared experts`);
+    this.k.launch("moe_route_bf16", [logits.numRows], 32, [P(logits), P(ids), P(weights), I(logits.width), I(topK), I(renormalize ? 1 : 0), I(numShared)]);
   }
 
   moeRouteGrouped(logits: CudaTensor, bias: CudaTensor, topK: number, g: MoeGrouping, renormalize: boolean, numShared: number, ids: CudaTensor, weights: CudaTensor): void {
