@@ -164,19 +164,23 @@ test("--reasoning-parser and tool-call parsing: answers carry reasoning_content 
   }
 }, 60_000);
 
+/** A chat completion's [reasoning_content, content]: the whole answer's, and its stream's deltas joined. */
+async function reasoningAndContent(url: string, body: object): Promise<{ whole: unknown[]; streamed: string[] }> {
+  const post = (b: object) => fetch(`${url}/v1/chat/completions`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(b) });
+  const msg: any = (await (await post(body)).json() as any).choices[0].message;
+  let reasoning = "", content = "";
+  for (const line of (await (await post({ ...body, stream: true })).text()).split("\n"))
+    if (line.startsWith("data: {")) for (const c of JSON.parse(line.slice(6)).choices) { reasoning += c.delta.reasoning_content ?? ""; content += c.delta.content ?? ""; }
+  return { whole: [msg.reasoning_content, msg.content], streamed: [reasoning, content] };
+}
+
 test("--reasoning-parser mistral: Magistral's [THINK] … [/THINK] block becomes reasoning_content, whole and streamed", async () => {
   const s = await startServer([tinyModel(SERVER_MODEL), "--max-model-len", "256", "--reasoning-parser", "mistral"]);
   try {
-    const post = (b: object) => fetch(`${s.url}/v1/chat/completions`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(b) });
     // This tokenizer spells the tags in several tokens, so the regex shapes the whole output (no reasoning boundary to skip).
     const body = { messages: [{ role: "user", content: "Hi" }], max_tokens: 40, temperature: 0, structured_outputs: { regex: "\\[THINK\\]add 2 and 2\\[/THINK\\]It is 4\\." } };
-    const msg: any = (await (await post(body)).json() as any).choices[0].message;
     // Special tokens are kept for this parser, the EOS that ended the answer not among them.
-    expect([msg.reasoning_content, msg.content]).toEqual(["add 2 and 2", "It is 4."]);
-    let reasoning = "", content = "";
-    for (const line of (await (await post({ ...body, stream: true })).text()).split("\n"))
-      if (line.startsWith("data: {")) for (const c of JSON.parse(line.slice(6)).choices) { reasoning += c.delta.reasoning_content ?? ""; content += c.delta.content ?? ""; }
-    expect([reasoning, content]).toEqual(["add 2 and 2", "It is 4."]);
+    expect(await reasoningAndContent(s.url, body)).toEqual({ whole: ["add 2 and 2", "It is 4."], streamed: ["add 2 and 2", "It is 4."] });
   } finally {
     expect(await s.stop()).toBe(0);
   }
@@ -191,12 +195,7 @@ test("GPT-OSS answers in Harmony channels: analysis → reasoning_content (opena
     const esc = (t: string) => t.replace(/[|.{}()[\]]/g, (c) => `\\${c}`);
     const answer = "<|channel|>analysis<|message|>add 2 and 2<|end|><|start|>assistant<|channel|>final<|message|>It is 4.";
     const body = { messages: [{ role: "user", content: "Hi" }], max_tokens: 80, temperature: 0, structured_outputs: { regex: esc(answer) } };
-    const msg: any = (await (await post(body)).json() as any).choices[0].message;
-    expect([msg.reasoning_content, msg.content]).toEqual(["add 2 and 2", "It is 4."]);
-    let reasoning = "", content = "";
-    for (const line of (await (await post({ ...body, stream: true })).text()).split("\n"))
-      if (line.startsWith("data: {")) for (const c of JSON.parse(line.slice(6)).choices) { reasoning += c.delta.reasoning_content ?? ""; content += c.delta.content ?? ""; }
-    expect([reasoning, content]).toEqual(["add 2 and 2", "It is 4."]);
+    expect(await reasoningAndContent(s.url, body)).toEqual({ whole: ["add 2 and 2", "It is 4."], streamed: ["add 2 and 2", "It is 4."] });
     const call = "<|channel|>analysis<|message|>weather<|end|><|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{\"city\":\"Paris\"}<|call|>";
     const tools = [{ type: "function", function: { name: "get_weather", parameters: { type: "object", properties: { city: { type: "string" } } } } }];
     const r: any = await (await post({ ...body, max_tokens: 200, tools, structured_outputs: { regex: esc(call) } })).json();

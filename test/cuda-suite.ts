@@ -921,8 +921,11 @@ export function defineCudaSuites(target: CudaTarget): void {
           // rank cannot abort its own: only the leader's then).
           if (target.ncclCommsClosed) expect(target.ncclCommsClosed()).toBe(failAt.endsWith("hang") ? 1 : 2);
           llm.close();
-          // Generous: a simulated rank's thread frees half a GiB of simulated device memory on its way out.
-          expect(await exitsWithin(group, 30_000)).toBe(true);
+          // Generous: a simulated rank's thread frees half a GiB of simulated device memory on its way out, and the
+          // first failing group's threads take long to stop on a loaded 2-core machine (17–24 s measured for "1:2"
+          // in the whole gpu-sim file, before and after 2026-11-29's kernels; under 1 s for the later cases; past
+          // 30 s in the whole suite) — not understood yet. A hang never ends: this still catches one.
+          expect(await exitsWithin(group, 90_000)).toBe(true);
         } finally {
           delete process.env.VBUN_TP_FAIL_AT;
           delete process.env.VBUN_TP_TIMEOUT;
