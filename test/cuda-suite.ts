@@ -78,6 +78,8 @@ const MORE_MODELS = [
   { arch: "gpt_oss" as const, seed: 30, vocabSize: 4096, numLayers: 4 },
   // DeepSeek-V3: multi-head latent attention (mla_assemble, heads of 24 with 8 rotary dimensions), then GLM-4.5's experts.
   { arch: "deepseek_v3" as const, seed: 18, vocabSize: 4096, numLayers: 3 },
+  // MiniMax-M2: q/k norms across heads, RoPE over half of each head, one-group sigmoid routing with a correction bias.
+  { arch: "minimax_m2" as const, seed: 20, vocabSize: 4096 },
   // DeepSeek-V2: softmax routing with two shared experts appended by the routing kernel.
   { arch: "deepseek_v2" as const, seed: 19, vocabSize: 4096, numLayers: 3 },
   { arch: "phi3" as const, seed: 12, vocabSize: 4096, partialRotaryFactor: 0.75, originalMaxPositionEmbeddings: 64, ropeScaling: { type: "longrope", short_factor: [1, 1.25, 1.5, 2, 3, 5], long_factor: [1.1, 2, 4, 8, 16, 40] } },

@@ -150,7 +150,8 @@ export function referenceHidden(cfg: ModelConfig, weights: W, tokens: number[], 
       }
       let q = matvec(w(`${p}self_attn.q_proj.weight`), h, nH * D, cfg.qkvBias ? w(`${p}self_attn.q_proj.bias`) : undefined);
       let k = matvec(w(`${p}self_attn.k_proj.weight`), h, nKv * D, cfg.qkvBias ? w(`${p}self_attn.k_proj.bias`) : undefined);
-      if (olmo) {
+      // OLMo 2 / 3's and MiniMax-M2's q/k norms span the whole projections.
+      if (olmo || raw.model_type === "minimax_m2") {
         q = norm(q, `${p}self_attn.q_norm.weight`);
         k = norm(k, `${p}self_attn.k_norm.weight`);
       }
@@ -162,7 +163,7 @@ export function referenceHidden(cfg: ModelConfig, weights: W, tokens: number[], 
       };
       // SmolLM3 (HF's use_rope = no_rope_layers[layer]): 0 leaves q and k unrotated.
       const rot = (Array.isArray(raw.no_rope_layers) && raw.no_rope_layers[l] === 0) || (exaoneHybrid && window === 0) ? (x: Float64Array) => x : rope;
-      const perHead = cfg.qkNorm && !olmo;
+      const perHead = cfg.qkNorm && !olmo && raw.model_type !== "minimax_m2";
       qs.push(Array.from({ length: nH }, (_, i) => rot(head(q, i, perHead ? `${p}self_attn.q_norm.weight` : undefined), pos)));
       ks.push(Array.from({ length: nKv }, (_, i) => rot(head(k, i, perHead ? `${p}self_attn.k_norm.weight` : undefined), pos)));
       vs.push(Array.from({ length: nKv }, (_, i) => head(v, i)));
@@ -304,6 +305,7 @@ function refSparseMlp(w: W, raw: Record<string, unknown>, p: string, x: Float64A
   if (raw.model_type === "glm4_moe" || raw.model_type === "deepseek_v3") return refGlm4MoeMlp(w, raw, `${p}mlp.`, x, H);
   if (raw.model_type === "gpt_oss") return refGptOssMlp(w, raw, `${p}mlp.`, x, H);
   if (raw.model_type === "deepseek_v2") return refDeepseekV2Mlp(w, raw, `${p}mlp.`, x, H);
+  if (raw.model_type === "minimax_m2") return refMinimaxM2Mlp(w, raw, `${p}block_sparse_moe.`, x, H);
   const mixtral = raw.num_local_experts != null, m = mixtral ? `${p}block_sparse_moe.` : `${p}mlp.`;
   const E = (mixtral ? raw.num_local_experts : raw.num_experts) as number, k = raw.num_experts_per_tok as number;
   const I = (mixtral ? raw.intermediate_size : raw.moe_intermediate_size) as number;
@@ -406,6 +408,23 @@ function refDeepseekV2Mlp(w: W, raw: Record<string, unknown>, m: string, x: Floa
   for (const e of chosen) {
     const y = refMlp(w, `${m}experts.${e}.`, x, I, H);
     for (let i = 0; i < H; i++) out[i]! += (ex[e]! / z) * factor * y[i]!;
+  }
+  return out;
+}
+
+/**
+ * MiniMax-M2's MLP as HF's MiniMaxM2SparseMoeBlock writes it: sigmoid of the router's logits, the top k by score +
+ * e_score_correction_bias, weighted by their scores over their sum; experts in Mixtral's names (w1, w3, w2).
+ */
+function refMinimaxM2Mlp(w: W, raw: Record<string, unknown>, m: string, x: Float64Array, H: number): Float64Array {
+  const E = raw.num_local_experts as number, k = raw.num_experts_per_tok as number, I = raw.intermediate_size as number;
+  const score = matvec(w(`${m}gate.weight`), x, E).map((v) => 1 / (1 + Math.exp(-v))), bias = w(`${m}e_score_correction_bias`);
+  const chosen = [...score.keys()].sort((a, b) => score[b]! + bias[b]! - (score[a]! + bias[a]!) || a - b).slice(0, k);
+  const sum = chosen.reduce((a, e) => a + score[e]!, 0);
+  const out = new Float64Array(H);
+  for (const e of chosen) {
+    const y = refMlp(w, `${m}experts.${e}.`, x, I, H, ["w1", "w3", "w2"]);
+    for (let i = 0; i < H; i++) out[i]! += (score[e]! / sum) * y[i]!;
   }
   return out;
 }

@@ -376,6 +376,20 @@ describe("checkpoints", () => {
       .toThrow("topk_method 'group_limited_greedy' is not supported for DeepSeek-V2 (greedy: softmax top-k, as DeepSeek-V2-Lite's)");
   });
 
+  test("MiniMax-M2 (MiniMaxM2ForCausalLM): q/k norms across heads, rotary_dim, one-group sigmoid routing; what is not supported is named", () => {
+    // MiniMax-M2's fields on a smaller body.
+    const m2 = { architectures: ["MiniMaxM2ForCausalLM"], hidden_size: 64, num_attention_heads: 8, num_key_value_heads: 2, head_dim: 16, intermediate_size: 32, num_hidden_layers: 2, vocab_size: 10,
+      rotary_dim: 8, use_qk_norm: true, qk_norm_type: "per_layer", num_local_experts: 16, num_experts_per_tok: 4, scoring_func: "sigmoid", use_routing_bias: true };
+    const c = parseModelConfig(m2, "x/config.json");
+    expect([c.rotaryDim, c.qkNorm, c.qkNormAcrossHeads, c.inputNorms, c.ropeTheta, c.qkvBias, c.oBias]).toEqual([8, true, true, true, 5e6, false, false]);
+    expect(c.moe).toEqual({ numExperts: 16, topK: 4, intermediateSize: 32, normTopK: true, sparseLayers: [true, true], sharedExpertIntermediateSize: 0,
+      grouped: { numGroups: 1, topKGroups: 1, routedScalingFactor: 1 }, numSharedExperts: 0, naming: "minimax", routedOutputScale: 1, routerBias: false, expertBiases: false, swiglu: null });
+    const bad = (extra: Record<string, unknown>) => () => parseModelConfig({ ...m2, ...extra }, "x/config.json");
+    expect(bad({ scoring_func: "softmax" })).toThrow("x/config.json: scoring_func 'softmax' is not supported (sigmoid: MiniMax-M2's)");
+    expect(bad({ use_routing_bias: false })).toThrow("use_routing_bias=false is not supported");
+    expect(bad({ use_qk_norm: false })).toThrow("use_qk_norm=false is not supported for MiniMax-M2");
+  });
+
   test("mixtures of experts: Qwen3-MoE, Qwen2-MoE and Mixtral configs are parsed; bad MoE fields are named", () => {
     // Qwen3-30B-A3B's MoE fields (a smaller body).
     const base = { hidden_size: 64, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 16, intermediate_size: 96, num_hidden_layers: 4, vocab_size: 10 };

@@ -37,6 +37,8 @@ const MODELS: [string, TinyModelOptions][] = [
   ["gpt_oss (sinks per rank's heads; expert biases sliced, the down bias added once)", { arch: "gpt_oss", seed: 13, vocabSize: 2048, numLayers: 4 }],
   // MLA: q and kv_b split by heads, the latent projections replicated, o_proj's widened columns by heads.
   ["deepseek_v3 (multi-head latent attention split by heads)", { arch: "deepseek_v3", seed: 14, vocabSize: 2048, numLayers: 3 }],
+  // MiniMax-M2: q/k norms across heads (sums of squares all-reduced), the correction bias replicated.
+  ["minimax_m2 (q/k norms across heads, partial RoPE, sigmoid routing)", { arch: "minimax_m2", seed: 16, vocabSize: 2048 }],
   ["deepseek_v2 (softmax routing with shared experts, the routed scale folded into each slice)", { arch: "deepseek_v2", seed: 15, vocabSize: 2048, numLayers: 3 }],
 ];
 

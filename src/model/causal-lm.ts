@@ -303,7 +303,7 @@ export class CausalLM<T extends Tensor> {
     const c = this.cfg, moe = c.moe!, b = this.backend, r = this.shard.rank, N = this.shard.size, H = c.hiddenSize;
     const E = moe.numExperts, I = moe.intermediateSize, li = this.dims.moeIntermediate, granite = moe.naming === "granite";
     if (moe.naming === "gpt_oss") return this.loadGptOssExperts(ckpt, `${p}mlp.`);
-    const mixtral = moe.naming === "mixtral" && !ckpt.has(`${p}mlp.experts.gate_up_proj`);
+    const mixtral = (moe.naming === "mixtral" || moe.naming === "minimax") && !ckpt.has(`${p}mlp.experts.gate_up_proj`);
     const m = mixtral || granite ? `${p}block_sparse_moe.` : `${p}mlp.`;
     const w = (name: string, shape: number[]) => ckpt.tensor(name, shape);
     const mine = (t: TensorView, first: number) => sliceRows(t, first + r * li, first + (r + 1) * li);
@@ -337,7 +337,7 @@ export class CausalLM<T extends Tensor> {
       parts13.push(mine(w(`${x}gate_proj.weight`, [SI, H]), j * I), mine(w(`${x}up_proj.weight`, [SI, H]), j * I));
       parts2.push(downCols(sliceCols(w(`${x}down_proj.weight`, [H, SI]), j * I, (j + 1) * I)));
     }
-    const bias = moe.grouped ? w(`${m}gate.e_score_correction_bias`, [E]) : null;
+    const bias = moe.grouped ? w(moe.naming === "minimax" ? `${m}e_score_correction_bias` : `${m}gate.e_score_correction_bias`, [E]) : null;
     const scoreBias = bias ? b.fromHost(toFloat32(bias.bytes, bias.dtype), [E]) : null;
     let shared: MoeLayer<T>["shared"] = null;
     const S = moe.sharedExpertIntermediateSize, ls = this.dims.sharedIntermediate;

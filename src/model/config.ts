@@ -154,9 +154,11 @@ export interface MoeConfig {
    * experts.E.w1,w3,w2, or Granite's block_sparse_moe.router.layer / input_linear [E, 2I, H] / output_linear [E, H, I];
    * transformers 5 saves Qwen's and Mixtral's experts fused too (mlp.experts.gate_up_proj, mlp.experts.down_proj).
    * GPT-OSS: mlp.router, and mlp.experts.gate_up_proj [E, H, 2I] (gate and up columns interleaved) / down_proj
-   * [E, I, H] stored input-major, or as MXFP4 blocks output-major (src/model/gpt-oss-experts.ts).
+   * [E, I, H] stored input-major, or as MXFP4 blocks output-major (src/model/gpt-oss-experts.ts). MiniMax-M2: Mixtral's
+   * names (block_sparse_moe.gate, experts.E.w1/w3/w2, or transformers 5's mlp. and fused experts), its correction bias
+   * beside the gate (e_score_correction_bias).
    */
-  naming: "qwen" | "mixtral" | "granite" | "glm4_moe" | "gpt_oss";
+  naming: "qwen" | "mixtral" | "granite" | "glm4_moe" | "gpt_oss" | "minimax";
 }
 
 /**
@@ -222,6 +224,9 @@ const ARCHITECTURES: Record<string, Architecture> = {
   // DeepSeek-V3 / R1 and Kimi K2: multi-head latent attention (ModelConfig.mla) and GLM-4.5's experts (sigmoid routing with a
   // correction bias within groups, shared experts, first_k_dense_replace dense layers).
   DeepseekV3ForCausalLM: "llama",
+  // MiniMax-M2: GQA attention with q/k norms over whole projections (as OLMo's) and RoPE over rotary_dim of each head;
+  // every MLP GLM-4.5-style experts in one group (sigmoid scores, correction bias, renormalized).
+  MiniMaxM2ForCausalLM: "llama",
   // DeepSeek-V2 / V2-Lite / V2.5: the same attention, experts chosen by softmax (top-k, × routed_scaling_factor) beside shared ones.
   DeepseekV2ForCausalLM: "llama",
   // Zhipu's GLM-4.5 / 4.6 (and -Air): GQA attention with q/k/v bias over half of each head (rotate-half pairs, unlike
@@ -331,7 +336,10 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
   if (typeof partial !== "number" || !(partial > 0 && partial <= 1)) throw new ConfigError(file, `field 'partial_rotary_factor' must be a number in (0, 1], got ${JSON.stringify(partial)}`);
   // Transformers' int(head_dim × partial_rotary_factor); rotate-half pairs dimension i with i + rotaryDim / 2. MLA: the
   // heads' qk_rope_head_dim part (laid out first in each head, see src/model/mla.ts).
-  const rotaryDim = mla ? mla.qkRopeHeadDim : Math.trunc(headDim * partial);
+  const minimax = archs[0] === "MiniMaxM2ForCausalLM";
+  // MiniMax-M2's config.json names the rotated width itself (rotary_dim).
+  const rotaryDim = mla ? mla.qkRopeHeadDim : minimax && raw.rotary_dim != null ? int("rotary_dim") : Math.trunc(headDim * partial);
+  if (minimax && raw.use_qk_norm === false) throw new ConfigError(file, "use_qk_norm=false is not supported for MiniMax-M2 (its q/k norms span the whole projections)");
   if (rotaryDim < 2 || rotaryDim % 2 !== 0) throw new ConfigError(file, `partial_rotary_factor ${partial} gives ${rotaryDim} rotary dimensions of head_dim ${headDim}: RoPE needs an even number`);
   const numLayers = int("num_hidden_layers");
   // Gemma without layer_types: every sliding_window_pattern-th layer is global (Gemma 2: every second), the others slide.
@@ -379,7 +387,7 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
       : archs[0] === "Glm4ForCausalLM" ? { attention: "post_self_attn_layernorm", mlpInput: "post_attention_layernorm", mlp: "post_mlp_layernorm" }
       : postNorms ? { attention: "post_attention_layernorm", mlpInput: null, mlp: "post_feedforward_layernorm" } : null,
     inputNorms: !postNorms,
-    qkNormAcrossHeads: olmo,
+    qkNormAcrossHeads: olmo || minimax,
     ropeInterleaved: glm || ernie,
     hiddenSize,
     intermediateSize: int("intermediate_size"),
@@ -391,7 +399,8 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
     maxPositionEmbeddings: int("max_position_embeddings", 2048),
     // Olmo2Config's and GptOssConfig's default is 1e-5.
     rmsNormEps: num("rms_norm_eps", postNorms || gptOss ? 1e-5 : 1e-6),
-    ropeTheta: positive(rope.theta ?? 10000, rope.thetaField),
+    // MiniMaxM2Config's default base is 5e6.
+    ropeTheta: positive(rope.theta ?? (minimax ? 5e6 : 10000), rope.thetaField),
     ropeScaling: parseRopeScaling(rope.scaling, file, rope.scalingField, {
       maxPositionEmbeddings: int("max_position_embeddings", 2048), originalMaxPositionEmbeddings: raw.original_max_position_embeddings, rotaryDim,
     }),
@@ -400,7 +409,7 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
     qkvBias: architecture === "qwen2" ? true : attentionBias,
     // GLM's attention_bias covers q/k/v only.
     oBias: architecture === "qwen2" || glm || glm4moe ? false : archs[0] === "SeedOssForCausalLM" ? raw.attention_out_bias === true : attentionBias,
-    qkNorm: architecture === "qwen3" || architecture === "gemma3" || postNorms || (glm4moe && raw.use_qk_norm === true),
+    qkNorm: architecture === "qwen3" || architecture === "gemma3" || postNorms || minimax || (glm4moe && raw.use_qk_norm === true),
     torchDtype,
     bosTokenId: typeof raw.bos_token_id === "number" ? raw.bos_token_id : null,
     eosTokenIds: idList(raw.eos_token_id),
@@ -509,6 +518,7 @@ function parseMoe(raw: Record<string, unknown>, arch: string, numLayers: number,
   if (arch === "Glm4MoeForCausalLM") return parseGlm4Moe(raw, numLayers, int, file);
   if (arch === "DeepseekV3ForCausalLM") return parseDeepseekMoe(raw, numLayers, int, file);
   if (arch === "DeepseekV2ForCausalLM") return parseDeepseekV2Moe(raw, numLayers, int, file);
+  if (arch === "MiniMaxM2ForCausalLM") return parseMinimaxM2Moe(raw, numLayers, int, file);
   if (arch === "GptOssForCausalLM") return parseGptOssMoe(raw, numLayers, int, file);
   const granite = arch === "GraniteMoeForCausalLM";
   // Granite names its experts as Mixtral does (num_local_experts; intermediate_size is an expert's).
@@ -630,6 +640,22 @@ function parseDeepseekV2Moe(raw: Record<string, unknown>, numLayers: number, int
   return {
     numExperts, topK, intermediateSize: int("moe_intermediate_size", 1407), normTopK: norm, sparseLayers: Array.from({ length: numLayers }, (_, l) => l >= firstSparse),
     sharedExpertIntermediateSize: 0, grouped: null, numSharedExperts: shared, naming: "glm4_moe", routedOutputScale: scale, routerBias: false, expertBiases: false, swiglu: null,
+  };
+}
+
+/**
+ * MiniMax-M2's experts, on every layer: sigmoid scores of the router's logits, the top num_experts_per_tok by score +
+ * e_score_correction_bias, weighted by their scores over their sum — GLM-4.5's routing with one group and no scale.
+ */
+function parseMinimaxM2Moe(raw: Record<string, unknown>, numLayers: number, int: (key: string, fallback?: number) => number, file: string): MoeConfig {
+  if (raw.scoring_func != null && raw.scoring_func !== "sigmoid") throw new ConfigError(file, `scoring_func '${raw.scoring_func}' is not supported (sigmoid: MiniMax-M2's)`);
+  if (raw.use_routing_bias === false) throw new ConfigError(file, "use_routing_bias=false is not supported (MiniMax-M2 routes with e_score_correction_bias)");
+  const numExperts = int("num_local_experts"), topK = int("num_experts_per_tok");
+  if (numExperts > MAX_EXPERTS) throw new ConfigError(file, `num_local_experts ${numExperts} exceeds the ${MAX_EXPERTS} experts supported`);
+  if (topK > numExperts) throw new ConfigError(file, `num_experts_per_tok (${topK}) exceeds num_local_experts (${numExperts})`);
+  return {
+    numExperts, topK, intermediateSize: int("intermediate_size"), normTopK: true, sparseLayers: new Array(numLayers).fill(true), sharedExpertIntermediateSize: 0,
+    grouped: { numGroups: 1, topKGroups: 1, routedScalingFactor: 1 }, numSharedExperts: 0, naming: "minimax", routedOutputScale: 1, routerBias: false, expertBiases: false, swiglu: null,
   };
 }
 

@@ -13,7 +13,7 @@ import { fromFloat32 } from "../loader/dtype.ts";
 import { FP4_VALUES } from "../loader/quantization.ts";
 import { writeSafetensors, type TensorToWrite } from "../loader/safetensors.ts";
 
-export type TinyArch = "qwen3" | "qwen2" | "llama" | "granite" | "smollm3" | "phi3" | "qwen3_moe" | "qwen2_moe" | "mixtral" | "mistral" | "gemma3" | "gemma2" | "granitemoe" | "glm" | "glm4" | "olmo2" | "olmo3" | "exaone4" | "glm4_moe" | "ernie4_5" | "seed_oss" | "gpt_oss" | "deepseek_v3" | "deepseek_v2";
+export type TinyArch = "qwen3" | "qwen2" | "llama" | "granite" | "smollm3" | "phi3" | "qwen3_moe" | "qwen2_moe" | "mixtral" | "mistral" | "gemma3" | "gemma2" | "granitemoe" | "glm" | "glm4" | "olmo2" | "olmo3" | "exaone4" | "glm4_moe" | "ernie4_5" | "seed_oss" | "gpt_oss" | "deepseek_v3" | "deepseek_v2" | "minimax_m2";
 
 export interface TinyModelOptions {
   arch: TinyArch;
@@ -207,6 +207,15 @@ function causalConfig(o: TinyModelOptions): Record<string, unknown> {
       attention_dropout: 0, pad_token_id: null, sliding_window: o.slidingWindow ?? 4, sliding_window_pattern: 4,
       layer_types: Array.from({ length: o.numLayers ?? 2 }, (_, l) => ((l + 1) % 4 ? "sliding_attention" : "full_attention")),
     };
+  if (o.arch === "minimax_m2")
+    // MiniMax-M2: q/k norms over whole projections, RoPE over half of each head (rotary_dim, and the factor transformers
+    // reads), 8 experts in Mixtral's names, top 2 by sigmoid score + correction bias, renormalized.
+    return {
+      architectures: ["MiniMaxM2ForCausalLM"], model_type: "minimax_m2", ...base, rotary_dim: (o.headDim ?? 16) / 2, partial_rotary_factor: 0.5, use_qk_norm: true,
+      qk_norm_type: "per_layer", num_local_experts: o.numExperts ?? 8, num_experts_per_tok: o.topK ?? 2, intermediate_size: o.moeIntermediateSize ?? 32, scoring_func: "sigmoid",
+      use_routing_bias: true, rope_theta: 5000000, rope_scaling: o.ropeScaling ?? null, tie_word_embeddings: o.tieWordEmbeddings ?? false, attention_dropout: 0,
+      router_jitter_noise: 0, output_router_logits: false, pad_token_id: null,
+    };
   if (o.arch === "deepseek_v2") {
     // DeepSeek-V2-Lite's layout on a tiny body: V3's attention with one q_proj and no rope_scaling (transformers' V2 leaves
     // YaRN's mscale out of the scores where vLLM puts it in: without it both agree); layer 0 dense, then 8 experts by
@@ -372,7 +381,7 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
   };
   /** A sparse MLP: the router, then each expert's gate, up and down projections (and Qwen2-MoE's shared expert). */
   const addExperts = (p: string) => {
-    const granite = o.arch === "granitemoe", mixtral = o.arch === "mixtral" || granite, E = (cfg.num_experts ?? cfg.num_local_experts ?? cfg.n_routed_experts) as number;
+    const granite = o.arch === "granitemoe", mixtral = o.arch === "mixtral" || o.arch === "minimax_m2" || granite, E = (cfg.num_experts ?? cfg.num_local_experts ?? cfg.n_routed_experts) as number;
     const Ie = (mixtral ? cfg.intermediate_size : cfg.moe_intermediate_size) as number, m = mixtral ? `${p}block_sparse_moe.` : `${p}mlp.`;
     add(granite ? `${m}router.layer.weight` : `${m}gate.weight`, [E, H], 1 / Math.sqrt(H));
     for (let e = 0; e < E; e++) {
@@ -393,6 +402,11 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
       fuse(tensors, Array.from({ length: E }, (_, e) => [`${m}experts.${e}.${g}.weight`, `${m}experts.${e}.${u}.weight`]).flat(), `${to}experts.gate_up_proj`, [E, 2 * Ie, H]);
       fuse(tensors, Array.from({ length: E }, (_, e) => `${m}experts.${e}.${d}.weight`), `${to}experts.down_proj`, [E, H, Ie]);
       tensors.find((t) => t.name === `${m}gate.weight`)!.name = `${to}gate.weight`;
+    }
+    if (o.arch === "minimax_m2") {
+      // Its correction bias (f32), beside the gate.
+      const bias = rng.normal(new Float32Array(E), 0.5);
+      tensors.push({ name: `${m}e_score_correction_bias`, dtype: "F32", shape: [E], bytes: new Uint8Array(bias.buffer) });
     }
     if (o.arch === "glm4_moe" || o.arch === "deepseek_v3" || o.arch === "deepseek_v2") {
       // Its router's correction bias (f32, as GLM-4.5 stores it: it decides which experts win; not DeepSeek-V2's, which
@@ -473,7 +487,7 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
         add(`${p}self_attn.q_norm.weight`, [D], 0.1, normMean);
         add(`${p}self_attn.k_norm.weight`, [D], 0.1, normMean);
       }
-      if (olmo) {
+      if (olmo || o.arch === "minimax_m2") {
         add(`${p}self_attn.q_norm.weight`, [nH * D], 0.1, 1);
         add(`${p}self_attn.k_norm.weight`, [nKv * D], 0.1, 1);
       }
@@ -492,7 +506,7 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
       add(`${p}post_feedforward_layernorm.weight`, [H], 0.1, 0);
     }
     if (postNorms) add(`${p}post_feedforward_layernorm.weight`, [H], 0.1, 1);
-    const sparse = o.arch === "mixtral" || o.arch === "granitemoe" || ((o.arch === "qwen3_moe" || o.arch === "qwen2_moe") && !(cfg.mlp_only_layers as number[]).includes(i))
+    const sparse = o.arch === "mixtral" || o.arch === "granitemoe" || o.arch === "minimax_m2" || ((o.arch === "qwen3_moe" || o.arch === "qwen2_moe") && !(cfg.mlp_only_layers as number[]).includes(i))
       || ((o.arch === "glm4_moe" || o.arch === "deepseek_v3" || o.arch === "deepseek_v2") && i >= (cfg.first_k_dense_replace as number));
     if (o.arch === "gpt_oss") addGptOssExperts(p);
     else if (sparse) addExperts(p);
