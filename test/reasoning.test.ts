@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
-import { ReasoningSplitter, splitReasoning } from "../src/server/reasoning.ts";
+import { ReasoningSplitter, resolveReasoningParser, splitReasoning } from "../src/server/reasoning.ts";
+import { ServerState } from "../src/server/state.ts";
 import { OutputItems } from "../src/server/responses.ts";
 
 describe("reasoning parser", () => {
@@ -32,6 +33,15 @@ describe("reasoning parser", () => {
     expect(splitReasoning("Here is my thought process:\nadd 2 and 2\nHere is my response:\n4", "granite")).toEqual({ reasoning: "\nadd 2 and 2\n", content: "\n4" });
     expect(splitReasoning("Here's my thought process: a Here's my response: b", "granite")).toEqual({ reasoning: " a ", content: " b" });
     expect(splitReasoning("Here is the answer: 4", "granite")).toEqual({ reasoning: null, content: "Here is the answer: 4" });
+  });
+  test("deepseek_v3 (DeepSeek-V3.1): deepseek_r1's reading when the request asks the template to think, none otherwise", () => {
+    expect(resolveReasoningParser("deepseek_v3", { thinking: true })).toBe("deepseek_r1");
+    expect([resolveReasoningParser("deepseek_v3", { thinking: false }), resolveReasoningParser("deepseek_v3", null), resolveReasoningParser("qwen3", null)]).toEqual([null, null, "qwen3"]);
+    const state = new ServerState("m", null, false, null, "deepseek_v3");
+    expect([state.reasoningParserFor({ harmony: false }, { thinking: true }), state.reasoningParserFor({ harmony: false }, {})]).toEqual(["deepseek_r1", null]);
+    // No flag: a Harmony model's answers are read as such; others not at all.
+    const plain = new ServerState("m", null);
+    expect([plain.reasoningParserFor({ harmony: true }), plain.reasoningParserFor({ harmony: false })]).toEqual(["openai_gptoss", null]);
   });
   test("streamed in pieces cut anywhere, the parts join to the whole-output split", () => {
     for (const parser of ["qwen3", "deepseek_r1", "mistral", "granite", "glm45", "seed_oss"] as const) {

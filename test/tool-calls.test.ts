@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { forcedToolChoice, forcedToolSchema, ForcedToolCallStream, parseToolCalls, toolCallStream } from "../src/server/tool-calls.ts";
+import { forcedToolChoice, forcedToolSchema, ForcedToolCallStream, parseToolCalls, parserNeedsSpecialTokens, toolCallStream } from "../src/server/tool-calls.ts";
 import { loadXGrammar } from "../src/structured/xgrammar.ts";
 
 const TEXT = 'Let me check.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n<tool_call>\n{"name": "now", "arguments": {}}\n</tool_call>';
@@ -139,6 +139,33 @@ test("glm45: <tool_call>name and <arg_key>/<arg_value> pairs after any text; str
     const end = st.finish();
     expect(content + end.content).toBe("Let me check.\n");
     expect(end.toolCalls.map((c) => c.function.name)).toEqual(["get_weather", "now"]);
+  }
+});
+
+// DeepSeek-V3 / R1's form (the type, then the name before a fenced JSON block), and V3.1's (name, then the JSON).
+const DS_V3 = "Let me check.<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n{\"city\": \"Paris\"}\n```<｜tool▁call▁end｜>"
+  + "<｜tool▁call▁begin｜>function<｜tool▁sep｜>now\n```json\n{}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>";
+const DS_V31 = "Let me check.<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>{\"city\": \"Paris\"}<｜tool▁call▁end｜>"
+  + "<｜tool▁call▁begin｜>now<｜tool▁sep｜>{}<｜tool▁call▁end｜><｜tool▁calls▁end｜>";
+
+test("deepseek_v3 / deepseek_v31: <｜tool▁call▁begin｜> calls after any text, in either form; arguments as written; any cut streams the same", () => {
+  for (const parser of ["deepseek_v3", "deepseek_v31"] as const) {
+    expect(parserNeedsSpecialTokens(parser)).toBe(true);
+    for (const text of [DS_V3, DS_V31]) {
+      const r = parseToolCalls(text, parser);
+      expect(r.content).toBe("Let me check.");
+      expect(r.toolCalls.map((c) => c.function)).toEqual([{ name: "get_weather", arguments: "{\"city\": \"Paris\"}" }, { name: "now", arguments: "{}" }]);
+      for (let cut = 0; cut <= text.length; cut += 7) {
+        const st = toolCallStream(parser, []);
+        const content = st.push(text.slice(0, cut)) + st.push(text.slice(cut));
+        const end = st.finish();
+        expect(content + end.content).toBe("Let me check.");
+        expect(end.toolCalls.map((c) => c.function.name)).toEqual(["get_weather", "now"]);
+      }
+    }
+    // A call cut off by max_tokens keeps its arguments as far as they came; text without calls stays content.
+    expect(parseToolCalls("<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>f<｜tool▁sep｜>{\"a\": ", parser).toolCalls.map((c) => c.function)).toEqual([{ name: "f", arguments: "{\"a\":" }]);
+    expect(parseToolCalls("no calls here", parser)).toEqual({ content: "no calls here", toolCalls: [] });
   }
 });
 

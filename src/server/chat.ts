@@ -122,7 +122,7 @@ export async function prepareChat(state: ServerState, body: ChatCompletionReques
     // Compact JSON: arguments are read by programs, and a weak model cannot pad them with whitespace until max_tokens.
     params.structured_outputs = await structuredOutputsFrom({ structured_outputs: { json: forcedToolSchema(body.tools!, forced), disable_any_whitespace: true } }, "tools");
   }
-  const reasoningParser = state.reasoningParserFor(engine.modelConfig);
+  const reasoningParser = state.reasoningParserFor(engine.modelConfig, body.chat_template_kwargs);
   // Magistral's [THINK] / [/THINK] and Harmony's channel markers are special tokens: the text keeps them so that the block can be split off.
   if (reasoningParser && reasoningNeedsSpecialTokens(reasoningParser)) params.skip_special_tokens = false;
   if (params.structured_outputs && reasoningParser) {
@@ -159,7 +159,7 @@ export async function chatCompletions(c: Context, state: ServerState): Promise<R
     return c.json({ id, object: "chat.completion", created, model, choices, usage: beamUsage(prompts, results) });
   }
   const submitted = submit(engine, id, [ids], params, c.req.raw.signal, lora);
-  const reasoningParser = state.reasoningParserFor(engine.modelConfig);
+  const reasoningParser = state.reasoningParserFor(engine.modelConfig, body.chat_template_kwargs);
   const tokenName = state.logprobToken(body.return_tokens_as_token_ids);
   // include_reasoning false: the reasoning is parsed off as usual, then left out.
   const showReasoning = body.include_reasoning !== false;

@@ -9,13 +9,23 @@
  *   granite      Granite 3.2 / 3.3 (chat_template_kwargs thinking=true): "Here is my thought process:" … "Here is my
  *                response:" (or "Here's …") in plain text
  *   openai_gptoss GPT-OSS's Harmony channels (src/server/harmony.ts): analysis is reasoning, final the answer
+ *   deepseek_v3  DeepSeek-V3.1 on: deepseek_r1's reading for a request that asks its template to think
+ *                (chat_template_kwargs thinking=true), no reasoning otherwise (vLLM's rule)
  */
 import type { AfterReasoning } from "../structured/structured-outputs.ts";
 import { HARMONY_CHANNEL, HARMONY_MESSAGE, HarmonySplitter } from "./harmony.ts";
 
-export const REASONING_PARSERS = ["qwen3", "deepseek_r1", "mistral", "granite", "glm45", "seed_oss", "openai_gptoss"] as const;
+export const REASONING_PARSERS = ["qwen3", "deepseek_r1", "mistral", "granite", "glm45", "seed_oss", "openai_gptoss", "deepseek_v3"] as const;
 export type ReasoningParserName = (typeof REASONING_PARSERS)[number];
-type TaggedParserName = Exclude<ReasoningParserName, "openai_gptoss">;
+/** A parser a request's answer is read with (deepseek_v3 resolves to one per request: resolveReasoningParser). */
+export type AnswerParserName = Exclude<ReasoningParserName, "deepseek_v3">;
+type TaggedParserName = Exclude<AnswerParserName, "openai_gptoss">;
+
+/** The parser for one request: deepseek_v3 is deepseek_r1's when chat_template_kwargs.thinking is true, else none. */
+export function resolveReasoningParser(parser: ReasoningParserName | null, kwargs: Record<string, unknown> | null | undefined): AnswerParserName | null {
+  if (parser !== "deepseek_v3") return parser;
+  return kwargs?.thinking === true ? "deepseek_r1" : null;
+}
 
 /** Each parser's tags (any of them opens or closes the block), and whether the output begins inside the reasoning (the prompt opened it). */
 const TAGS: Record<TaggedParserName, { open: string[]; close: string[]; startsInside: boolean }> = {
@@ -28,7 +38,7 @@ const TAGS: Record<TaggedParserName, { open: string[]; close: string[]; startsIn
 };
 
 /** Whether the parser's tags are special tokens the text must keep (the request's skip_special_tokens is turned off, as vLLM does). */
-export function reasoningNeedsSpecialTokens(parser: ReasoningParserName): boolean {
+export function reasoningNeedsSpecialTokens(parser: AnswerParserName): boolean {
   return parser === "mistral" || parser === "openai_gptoss";
 }
 
@@ -39,7 +49,7 @@ export interface ReasoningStream {
 }
 
 /** The parser's streaming splitter. */
-export function reasoningSplitter(parser: ReasoningParserName): ReasoningStream {
+export function reasoningSplitter(parser: AnswerParserName): ReasoningStream {
   return parser === "openai_gptoss" ? new HarmonySplitter() : new ReasoningSplitter(parser);
 }
 
@@ -104,7 +114,7 @@ export class ReasoningSplitter {
 }
 
 /** Splits a whole output. reasoning is null when the output had no reasoning part. */
-export function splitReasoning(text: string, parser: ReasoningParserName): { reasoning: string | null; content: string } {
+export function splitReasoning(text: string, parser: AnswerParserName): { reasoning: string | null; content: string } {
   if (parser === "openai_gptoss") {
     const h = new HarmonySplitter(), a = h.push(text), b = h.flush();
     return { reasoning: h.hadReasoning ? a.reasoning + b.reasoning : null, content: a.content + b.content };
@@ -121,7 +131,7 @@ export function splitReasoning(text: string, parser: ReasoningParserName): { rea
  * delimiters as token ids — qwen3 / mistral: the output may open it with <think> / [THINK]; deepseek_r1: the
  * output begins in it. null when the tokenizer does not spell the tags as single tokens (no block to skip then).
  */
-export function reasoningBoundary(parser: ReasoningParserName, encode: (text: string) => number[]): AfterReasoning | null {
+export function reasoningBoundary(parser: AnswerParserName, encode: (text: string) => number[]): AfterReasoning | null {
   if (parser === "openai_gptoss") {
     // Harmony: the answer is the final channel's body, after <|channel|>final<|message|>; all before it is free.
     const seq = [...encode(HARMONY_CHANNEL), ...encode("final"), ...encode(HARMONY_MESSAGE)];

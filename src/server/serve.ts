@@ -32,11 +32,12 @@ server:
                                    the default, accepted as in vLLM
   --disable-log-stats              no periodic throughput / queue / KV-cache line (every
                                    VLLM_LOG_STATS_INTERVAL seconds, default 10, while requests run)
-  --reasoning-parser qwen3|deepseek_r1|mistral|granite|glm45|seed_oss|openai_gptoss   chat responses carry <think> blocks (mistral:
+  --reasoning-parser qwen3|deepseek_r1|mistral|granite|glm45|seed_oss|openai_gptoss|deepseek_v3   chat responses carry <think> blocks (mistral:
                                    Magistral's [THINK] ones; granite: "Here is my thought process: … Here is
-                                   my response:"; openai_gptoss: GPT-OSS's analysis channel) as reasoning_content
-                                   (default: off; openai_gptoss for GPT-OSS checkpoints)
-  --enable-auto-tool-choice --tool-call-parser hermes|llama3_json|pythonic|qwen3_coder|mistral|phi4_mini_json|granite|glm45|openai
+                                   my response:"; openai_gptoss: GPT-OSS's analysis channel; deepseek_v3:
+                                   deepseek_r1's when a request's chat_template_kwargs say thinking=true)
+                                   as reasoning_content (default: off; openai_gptoss for GPT-OSS checkpoints)
+  --enable-auto-tool-choice --tool-call-parser hermes|llama3_json|pythonic|qwen3_coder|mistral|phi4_mini_json|granite|glm45|openai|deepseek_v3|deepseek_v31
                                    parse tool calls into tool_calls when a request has tools: hermes =
                                    <tool_call> blocks (Qwen), llama3_json = a JSON-calls answer (Llama 3.x),
                                    pythonic = a [f(a=1), …] answer (Llama 3.2, Llama 4), qwen3_coder =
@@ -45,7 +46,8 @@ server:
                                    functools[…] (Phi-4-mini), granite = a JSON-list answer, after
                                    <|tool_call|> or <tool_call> (Granite 3.x), glm45 = <tool_call>name with
                                    <arg_key>/<arg_value> pairs (GLM-4.5 / 4.6), openai = Harmony's
-                                   commentary to=functions.NAME messages (GPT-OSS) (default: off)
+                                   commentary to=functions.NAME messages (GPT-OSS), deepseek_v3 /
+                                   deepseek_v31 = <｜tool▁call▁begin｜> blocks (DeepSeek-V3 / R1, V3.1) (default: off)
   --enable-prompt-tokens-details   usage.prompt_tokens_details.cached_tokens (prefix-cache hits) (default: off)
   --return-tokens-as-token-ids     logprobs name tokens "token_id:N" unless a request's
                                    return_tokens_as_token_ids says otherwise (default: off)

@@ -2,7 +2,7 @@
 import type { Context } from "hono";
 import type { AsyncEngine } from "../engine/async-engine.ts";
 import { ApiError } from "./errors.ts";
-import type { ReasoningParserName } from "./reasoning.ts";
+import { resolveReasoningParser, type AnswerParserName, type ReasoningParserName } from "./reasoning.ts";
 import type { ModelConfig } from "../model/config.ts";
 import type { ToolCallParserName } from "./tool-calls.ts";
 import type { ResponseStore } from "./response-store.ts";
@@ -46,9 +46,13 @@ export class ServerState {
     if (this.servedModelNames.length === 0) throw new Error("ServerState: no served model name");
   }
 
-  /** --reasoning-parser, or for a model that answers in Harmony's channels (GPT-OSS) openai_gptoss — vLLM reads those answers so without a flag. */
-  reasoningParserFor(model: Pick<ModelConfig, "harmony">): ReasoningParserName | null {
-    return this.reasoningParser ?? (model.harmony ? "openai_gptoss" : null);
+  /**
+   * The reasoning parser for a request: --reasoning-parser (deepseek_v3 resolved by the request's
+   * chat_template_kwargs), or for a model that answers in Harmony's channels (GPT-OSS) openai_gptoss — vLLM reads
+   * those answers so without a flag.
+   */
+  reasoningParserFor(model: Pick<ModelConfig, "harmony">, kwargs?: Record<string, unknown> | null): AnswerParserName | null {
+    return this.reasoningParser ? resolveReasoningParser(this.reasoningParser, kwargs) : model.harmony ? "openai_gptoss" : null;
   }
 
   logRequest(id: string, prompts: (string | number[])[], params: object): void {

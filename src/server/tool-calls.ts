@@ -14,15 +14,17 @@
  * <|tool_call|> (3.0) or <tool_call> (3.1 on) or not. `glm45` (GLM-4.5 / 4.6 / 4.7): after any text,
  * <tool_call>name then <arg_key>k</arg_key><arg_value>v</arg_value> pairs (src/server/glm45-calls.ts). `openai`
  * (GPT-OSS): Harmony's commentary messages to=functions.NAME, their bodies the arguments (src/server/harmony.ts;
- * special tokens kept).
+ * special tokens kept). `deepseek_v3` / `deepseek_v31` (DeepSeek-V3 / R1, V3.1 on): <｜tool▁calls▁begin｜> blocks of
+ * <｜tool▁call▁begin｜>…<｜tool▁call▁end｜> calls after any text (src/server/deepseek-calls.ts; special tokens kept).
  * Streaming holds back text from where a call may begin and emits each call whole at the end.
  */
 import { parsePythonicCalls } from "./pythonic-calls.ts";
 import { parseQwen3CoderCalls, QWEN3_CODER_OPENERS } from "./qwen3-coder-calls.ts";
 import { GLM45_OPEN, parseGlm45Calls } from "./glm45-calls.ts";
 import { HARMONY_CALL_OPENERS, parseHarmonyCalls } from "./harmony.ts";
+import { DEEPSEEK_CALL_BEGIN, DEEPSEEK_CALLS_BEGIN, parseDeepseekCalls } from "./deepseek-calls.ts";
 
-export const TOOL_CALL_PARSERS = ["hermes", "llama3_json", "pythonic", "qwen3_coder", "mistral", "phi4_mini_json", "granite", "glm45", "openai"] as const;
+export const TOOL_CALL_PARSERS = ["hermes", "llama3_json", "pythonic", "qwen3_coder", "mistral", "phi4_mini_json", "granite", "glm45", "openai", "deepseek_v3", "deepseek_v31"] as const;
 export type ToolCallParserName = (typeof TOOL_CALL_PARSERS)[number];
 
 const OPEN = "<tool_call>", CLOSE = "</tool_call>";
@@ -62,6 +64,10 @@ function parserFor(parser: ToolCallParserName, tools: readonly unknown[]): (text
       const { content, calls } = parseHarmonyCalls(text);
       return { content, toolCalls: calls.map((c) => toolCall(c.name, c.args)) };
     };
+    case "deepseek_v3": case "deepseek_v31": return (text) => {
+      const { content, calls } = parseDeepseekCalls(text);
+      return { content, toolCalls: calls.map((c) => toolCall(c.name, c.args)) };
+    };
   }
 }
 
@@ -72,7 +78,7 @@ export function toolCallIds(parser: ToolCallParserName | null): () => string {
 
 /** Whether a parser reads special tokens (its markers are some): the request's skip_special_tokens is turned off. */
 export function parserNeedsSpecialTokens(parser: ToolCallParserName): boolean {
-  return parser === "mistral" || parser === "openai";
+  return parser === "mistral" || parser === "openai" || parser === "deepseek_v3" || parser === "deepseek_v31";
 }
 
 function toolCall(name: string, args: unknown): ToolCall {
@@ -244,6 +250,7 @@ export function toolCallStream(parser: ToolCallParserName, tools: readonly unkno
     case "granite": return new WholeAnswerStream(["[", ...GRANITE_TAGS], parse);
     case "glm45": return new TaggedCallsStream([GLM45_OPEN], parse);
     case "openai": return new TaggedCallsStream(HARMONY_CALL_OPENERS, parse);
+    case "deepseek_v3": case "deepseek_v31": return new TaggedCallsStream([DEEPSEEK_CALLS_BEGIN, DEEPSEEK_CALL_BEGIN], parse);
   }
 }
 
