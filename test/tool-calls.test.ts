@@ -1,6 +1,24 @@
 import { describe, expect, test } from "bun:test";
 import { forcedToolChoice, forcedToolSchema, ForcedToolCallStream, parseToolCalls, parserNeedsSpecialTokens, toolCallStream } from "../src/server/tool-calls.ts";
 import { loadXGrammar } from "../src/structured/xgrammar.ts";
+import type { ToolCallParserName } from "../src/server/tool-calls.ts";
+
+/**
+ * `text` streamed in two pieces, cut every `step` characters: the content streamed plus the rest at the end is
+ * `content` and the calls are `names`, for every cut. Returns each cut's end (for more checks).
+ */
+function expectStreamedCalls(parser: ToolCallParserName, tools: readonly unknown[], text: string, step: number, content: string, names: string[]) {
+  const ends = [];
+  for (let cut = 0; cut <= text.length; cut += step) {
+    const s = toolCallStream(parser, tools);
+    const streamed = s.push(text.slice(0, cut)) + s.push(text.slice(cut));
+    const end = s.finish();
+    expect(streamed + end.content).toBe(content);
+    expect(end.toolCalls.map((c) => c.function.name)).toEqual(names);
+    ends.push(end);
+  }
+  return ends;
+}
 
 const TEXT = 'Let me check.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n<tool_call>\n{"name": "now", "arguments": {}}\n</tool_call>';
 
@@ -16,13 +34,7 @@ test("hermes tool calls are parsed; surrounding text stays content", () => {
 });
 
 test("streaming: content before the call passes through, calls come whole at the end, for any cut", () => {
-  for (let cut = 0; cut <= TEXT.length; cut++) {
-    const s = toolCallStream("hermes");
-    const content = s.push(TEXT.slice(0, cut)) + s.push(TEXT.slice(cut));
-    const end = s.finish();
-    expect(content + end.content).toBe("Let me check.\n");
-    expect(end.toolCalls.map((c) => c.function.name)).toEqual(["get_weather", "now"]);
-  }
+  expectStreamedCalls("hermes", [], TEXT, 1, "Let me check.\n", ["get_weather", "now"]);
   const plain = toolCallStream("hermes");
   expect(plain.push("a <tool") + plain.push("box> b") + plain.finish().content).toBe("a <toolbox> b");
 });
@@ -133,13 +145,7 @@ test("glm45: <tool_call>name and <arg_key>/<arg_value> pairs after any text; str
   ]);
   // Unclosed or nameless blocks are no calls: the text stays content.
   for (const text of ["plain", "<tool_call>f\n<arg_key>a</arg_key><arg_value>1</arg_value>", "<tool_call>\n</tool_call>"]) expect(parseToolCalls(text, "glm45", tools)).toEqual({ content: text, toolCalls: [] });
-  for (let cut = 0; cut <= GLM.length; cut += 5) {
-    const st = toolCallStream("glm45", tools);
-    const content = st.push(GLM.slice(0, cut)) + st.push(GLM.slice(cut));
-    const end = st.finish();
-    expect(content + end.content).toBe("Let me check.\n");
-    expect(end.toolCalls.map((c) => c.function.name)).toEqual(["get_weather", "now"]);
-  }
+  expectStreamedCalls("glm45", tools, GLM, 5, "Let me check.\n", ["get_weather", "now"]);
 });
 
 // DeepSeek-V3 / R1's form (the type, then the name before a fenced JSON block), and V3.1's (name, then the JSON).
@@ -155,13 +161,7 @@ test("deepseek_v3 / deepseek_v31: <｜tool▁call▁begin｜> calls after any te
       const r = parseToolCalls(text, parser);
       expect(r.content).toBe("Let me check.");
       expect(r.toolCalls.map((c) => c.function)).toEqual([{ name: "get_weather", arguments: "{\"city\": \"Paris\"}" }, { name: "now", arguments: "{}" }]);
-      for (let cut = 0; cut <= text.length; cut += 7) {
-        const st = toolCallStream(parser, []);
-        const content = st.push(text.slice(0, cut)) + st.push(text.slice(cut));
-        const end = st.finish();
-        expect(content + end.content).toBe("Let me check.");
-        expect(end.toolCalls.map((c) => c.function.name)).toEqual(["get_weather", "now"]);
-      }
+      expectStreamedCalls(parser, [], text, 7, "Let me check.", ["get_weather", "now"]);
     }
     // A call cut off by max_tokens keeps its arguments as far as they came; text without calls stays content.
     expect(parseToolCalls("<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>f<｜tool▁sep｜>{\"a\": ", parser).toolCalls.map((c) => c.function)).toEqual([{ name: "f", arguments: "{\"a\":" }]);
@@ -170,14 +170,8 @@ test("deepseek_v3 / deepseek_v31: <｜tool▁call▁begin｜> calls after any te
 });
 
 test("qwen3_coder streaming: text flows until a call may begin, calls come whole at the end, for any cut", () => {
-  for (let cut = 0; cut <= CODER.length; cut += 3) {
-    const s = toolCallStream("qwen3_coder", CODER_TOOLS);
-    const content = s.push(CODER.slice(0, cut)) + s.push(CODER.slice(cut));
-    const end = s.finish();
-    expect(content + end.content).toBe("I'll look that up.\n");
-    expect(end.toolCalls.map((c) => c.function.name)).toEqual(["get_weather", "now"]);
+  for (const end of expectStreamedCalls("qwen3_coder", CODER_TOOLS, CODER, 3, "I'll look that up.\n", ["get_weather", "now"]))
     expect(JSON.parse(end.toolCalls[0]!.function.arguments).days).toBe(3);
-  }
   const plain = toolCallStream("qwen3_coder");
   expect(plain.push("a <func") + plain.push("tional> b <tool") + plain.push("s>") + plain.finish().content).toBe("a <functional> b <tools>");
   const bare = toolCallStream("qwen3_coder");
@@ -204,13 +198,7 @@ test("mistral: [TOOL_CALLS] then a JSON list (v3 tokenizers) or name[ARGS]{…} 
 
 test("mistral streaming: text flows until [TOOL_CALLS] may begin, calls come whole at the end, for any cut", () => {
   for (const [text, before, names] of [[MISTRAL_V3, "Checking. ", ["get_weather", "now"]], [MISTRAL_V11, "", ["get_weather", "now"]]] as const) {
-    for (let cut = 0; cut <= text.length; cut++) {
-      const s = toolCallStream("mistral");
-      const content = s.push(text.slice(0, cut)) + s.push(text.slice(cut));
-      const end = s.finish();
-      expect(content + end.content).toBe(before);
-      expect(end.toolCalls.map((c) => c.function.name)).toEqual([...names]);
-    }
+    expectStreamedCalls("mistral", [], text, 1, before, [...names]);
   }
   const plain = toolCallStream("mistral");
   expect(plain.push("a [TOOL") + plain.push("S] b") + plain.finish().content).toBe("a [TOOLS] b");
@@ -234,12 +222,7 @@ test("phi4_mini_json (functools[…] after any text) and granite (an answer that
 });
 
 test("phi4_mini_json and granite streaming, for any cut", () => {
-  for (let cut = 0; cut <= PHI4.length; cut++) {
-    const s = toolCallStream("phi4_mini_json");
-    const content = s.push(PHI4.slice(0, cut)) + s.push(PHI4.slice(cut));
-    const end = s.finish();
-    expect([content + end.content, end.toolCalls.map((c) => c.function.name)]).toEqual(["I will look that up. ", ["get_weather", "now"]]);
-  }
+  expectStreamedCalls("phi4_mini_json", [], PHI4, 1, "I will look that up. ", ["get_weather", "now"]);
   for (let cut = 0; cut <= GRANITE.length; cut++) {
     const s = toolCallStream("granite");
     expect(s.push(GRANITE.slice(0, cut)) + s.push(GRANITE.slice(cut))).toBe("");

@@ -12,6 +12,7 @@ import { localDims, sliceCols, sliceRows, type ShardSpec } from "../parallel/sha
 import { ropeAttentionFactor, ropeInvFreq, type ModelConfig } from "./config.ts";
 import { LORA_GROUPS, loraCoverageOf, loraUncovered, targetShape, type LoraAdapter, type LoraCoverage, type LoraGroup, type LoraTarget } from "../lora/lora-adapter.ts";
 import { kvCacheLayout } from "./kv-cache-layout.ts";
+import { interleavedRopeSource, permuteRows } from "./weight-rows.ts";
 import { gptOssExpertParts } from "./gpt-oss-experts.ts";
 import { loadMlaWeights, mlaOutputProjection, mlaQkv, mlaScratch, type MlaScratch, type MlaWeights } from "./mla.ts";
 
@@ -35,25 +36,9 @@ function plusOne(t: TensorView): TensorView {
   return { ...t, name: `1+${t.name}`, dtype: "F32", bytes: new Uint8Array(v.buffer) };
 }
 
-/**
- * Interleaved RoPE (GLM: pairs (2i, 2i + 1) of each head's first R dimensions) in the rotate-half form the
- * kernels apply (pairs (i, i + R/2)): row j of a q or k projection (or its bias, or a LoRA B) takes the
- * checkpoint's row interleavedRopeSource(j). q and k are permuted alike, so q·k — the attention — is unchanged;
- * the dimensions past R stay in place.
- */
-export function interleavedRopeSource(j: number, D: number, R: number): number {
-  const head = Math.floor(j / D), x = j % D, half = R / 2;
-  return head * D + (x < half ? 2 * x : x < R ? 2 * (x - half) + 1 : x);
-}
-
 /** `t`'s rows (whole heads of width D) in the order interleavedRopeSource says. */
 function rotateHalfRows(t: TensorView, D: number, R: number): TensorView {
-  const rows = t.shape[0]!, rowBytes = t.bytes.length / rows, out = new Uint8Array(t.bytes.length);
-  for (let j = 0; j < rows; j++) {
-    const src = interleavedRopeSource(j, D, R);
-    out.set(t.bytes.subarray(src * rowBytes, (src + 1) * rowBytes), j * rowBytes);
-  }
-  return { ...t, name: `${t.name} (RoPE pairs as halves)`, bytes: out };
+  return permuteRows(t, t.shape[0]!, (j) => interleavedRopeSource(j, D, R), "RoPE pairs as halves");
 }
 
 /** `t` times `k` (as f32; `t` itself when k is 1): how a model's constant multipliers are folded into weights. */

@@ -628,15 +628,7 @@ function parseDeepseekV2Moe(raw: Record<string, unknown>, numLayers: number, int
   if (raw.moe_layer_freq != null && raw.moe_layer_freq !== 1) throw new ConfigError(file, `moe_layer_freq ${JSON.stringify(raw.moe_layer_freq)} is not supported (1: every layer from first_k_dense_replace on)`);
   const numExperts = int("n_routed_experts"), topK = int("num_experts_per_tok");
   if (topK > numExperts) throw new ConfigError(file, `num_experts_per_tok (${topK}) exceeds n_routed_experts (${numExperts})`);
-  const shared = raw.n_shared_experts == null ? 0 : raw.n_shared_experts;
-  if (typeof shared !== "number" || !Number.isInteger(shared) || shared < 0 || numExperts + shared > MAX_EXPERTS)
-    throw new ConfigError(file, `n_routed_experts (${numExperts}) and n_shared_experts (${JSON.stringify(raw.n_shared_experts)}): non-negative integers, at most ${MAX_EXPERTS} experts together`);
-  const scale = raw.routed_scaling_factor ?? 1;
-  if (typeof scale !== "number" || !Number.isFinite(scale) || scale <= 0) throw new ConfigError(file, `field 'routed_scaling_factor' must be a positive number, got ${JSON.stringify(raw.routed_scaling_factor)}`);
-  const norm = raw.norm_topk_prob ?? false;
-  if (typeof norm !== "boolean") throw new ConfigError(file, `field 'norm_topk_prob' must be a boolean, got ${JSON.stringify(raw.norm_topk_prob)}`);
-  const firstSparse = raw.first_k_dense_replace == null ? 0 : raw.first_k_dense_replace;
-  if (typeof firstSparse !== "number" || !Number.isInteger(firstSparse) || firstSparse < 0) throw new ConfigError(file, `field 'first_k_dense_replace' must be a non-negative integer, got ${JSON.stringify(raw.first_k_dense_replace)}`);
+  const { scale, norm, shared, firstSparse } = deepseekStyleMoeFields(raw, numExperts, file, { normTopK: false, sharedExperts: 0, firstSparse: 0 });
   return {
     numExperts, topK, intermediateSize: int("moe_intermediate_size", 1407), normTopK: norm, sparseLayers: Array.from({ length: numLayers }, (_, l) => l >= firstSparse),
     sharedExpertIntermediateSize: 0, grouped: null, numSharedExperts: shared, naming: "glm4_moe", routedOutputScale: scale, routerBias: false, expertBiases: false, swiglu: null,
@@ -659,6 +651,23 @@ function parseMinimaxM2Moe(raw: Record<string, unknown>, numLayers: number, int:
   };
 }
 
+/**
+ * The fields DeepSeek's experts and their descendants (GLM-4.5's) share, checked, with the family's defaults for
+ * what the file leaves out: routed_scaling_factor (1), norm_topk_prob, n_shared_experts, first_k_dense_replace.
+ */
+function deepseekStyleMoeFields(raw: Record<string, unknown>, numExperts: number, file: string, defaults: { normTopK: boolean; sharedExperts: number; firstSparse: number }) {
+  const scale = raw.routed_scaling_factor ?? 1;
+  if (typeof scale !== "number" || !Number.isFinite(scale) || scale <= 0) throw new ConfigError(file, `field 'routed_scaling_factor' must be a positive number, got ${JSON.stringify(raw.routed_scaling_factor)}`);
+  const norm = raw.norm_topk_prob ?? defaults.normTopK;
+  if (typeof norm !== "boolean") throw new ConfigError(file, `field 'norm_topk_prob' must be a boolean, got ${JSON.stringify(raw.norm_topk_prob)}`);
+  const shared = raw.n_shared_experts == null ? defaults.sharedExperts : raw.n_shared_experts;
+  if (typeof shared !== "number" || !Number.isInteger(shared) || shared < 0 || numExperts + shared > MAX_EXPERTS)
+    throw new ConfigError(file, `n_routed_experts (${numExperts}) and n_shared_experts (${JSON.stringify(raw.n_shared_experts)}): non-negative integers, at most ${MAX_EXPERTS} experts together`);
+  const firstSparse = raw.first_k_dense_replace == null ? defaults.firstSparse : raw.first_k_dense_replace;
+  if (typeof firstSparse !== "number" || !Number.isInteger(firstSparse) || firstSparse < 0) throw new ConfigError(file, `field 'first_k_dense_replace' must be a non-negative integer, got ${JSON.stringify(raw.first_k_dense_replace)}`);
+  return { scale, norm, shared, firstSparse };
+}
+
 /** GLM-4.5's experts, with Glm4MoeConfig's defaults for what the file leaves out. */
 function parseGlm4Moe(raw: Record<string, unknown>, numLayers: number, int: (key: string, fallback?: number) => number, file: string): MoeConfig {
   const numExperts = int("n_routed_experts", 128);
@@ -668,15 +677,7 @@ function parseGlm4Moe(raw: Record<string, unknown>, numLayers: number, int: (key
   if (numExperts % numGroups !== 0) throw new ConfigError(file, `n_group (${numGroups}) must divide n_routed_experts (${numExperts})`);
   if (topKGroups > numGroups) throw new ConfigError(file, `topk_group (${topKGroups}) exceeds n_group (${numGroups})`);
   if (topK > topKGroups * (numExperts / numGroups)) throw new ConfigError(file, `num_experts_per_tok (${topK}) exceeds the experts of topk_group (${topKGroups}) groups`);
-  const scale = raw.routed_scaling_factor ?? 1;
-  if (typeof scale !== "number" || !Number.isFinite(scale) || scale <= 0) throw new ConfigError(file, `field 'routed_scaling_factor' must be a positive number, got ${JSON.stringify(raw.routed_scaling_factor)}`);
-  const norm = raw.norm_topk_prob ?? true;
-  if (typeof norm !== "boolean") throw new ConfigError(file, `field 'norm_topk_prob' must be a boolean, got ${JSON.stringify(norm)}`);
-  const shared = raw.n_shared_experts == null ? 1 : raw.n_shared_experts;
-  if (typeof shared !== "number" || !Number.isInteger(shared) || shared < 0 || numExperts + shared > MAX_EXPERTS)
-    throw new ConfigError(file, `n_routed_experts (${numExperts}) and n_shared_experts (${JSON.stringify(raw.n_shared_experts)}): non-negative integers, at most ${MAX_EXPERTS} experts together`);
-  const firstSparse = raw.first_k_dense_replace == null ? 1 : raw.first_k_dense_replace;
-  if (typeof firstSparse !== "number" || !Number.isInteger(firstSparse) || firstSparse < 0) throw new ConfigError(file, `field 'first_k_dense_replace' must be a non-negative integer, got ${JSON.stringify(raw.first_k_dense_replace)}`);
+  const { scale, norm, shared, firstSparse } = deepseekStyleMoeFields(raw, numExperts, file, { normTopK: true, sharedExperts: 1, firstSparse: 1 });
   return {
     numExperts, topK, intermediateSize: int("moe_intermediate_size", 1408), normTopK: norm, sparseLayers: Array.from({ length: numLayers }, (_, l) => l >= firstSparse),
     sharedExpertIntermediateSize: 0, grouped: { numGroups, topKGroups, routedScalingFactor: scale }, numSharedExperts: shared, naming: "glm4_moe",

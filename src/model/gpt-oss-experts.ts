@@ -11,6 +11,7 @@ import type { Checkpoint } from "../loader/checkpoint.ts";
 import { DTYPE_BYTES } from "../loader/dtype.ts";
 import type { TensorView } from "../loader/safetensors.ts";
 import { sliceCols, sliceRows } from "../parallel/shard.ts";
+import { permuteRows } from "./weight-rows.ts";
 
 /** [E, A, B] → [E, B, A] (a copy): each expert's matrix transposed. */
 export function transposeExperts(t: TensorView): TensorView {
@@ -31,12 +32,7 @@ export function transposeExperts(t: TensorView): TensorView {
 
 /** Rows first, first + step, … (count of them) of a 1-D or 2-D tensor (a copy). */
 export function strideRows(t: TensorView, first: number, step: number, count: number): TensorView {
-  const rowBytes = t.shape.slice(1).reduce((a, b) => a * b, 1) * DTYPE_BYTES[t.dtype], out = new Uint8Array(count * rowBytes);
-  for (let i = 0; i < count; i++) {
-    const r = first + i * step;
-    out.set(t.bytes.subarray(r * rowBytes, (r + 1) * rowBytes), i * rowBytes);
-  }
-  return { ...t, name: `${t.name}[${first}::${step}]`, shape: [count, ...t.shape.slice(1)], bytes: out };
+  return permuteRows(t, count, (i) => first + i * step, `rows ${first}::${step}`);
 }
 
 /** One layer's experts as loadWeight parts: this rank's slice of each expert's intermediate rows, and the biases to match. */

@@ -14,6 +14,7 @@ import { DTYPE_BYTES } from "../loader/dtype.ts";
 import type { TensorView } from "../loader/safetensors.ts";
 import { sliceCols, sliceRows } from "../parallel/shard.ts";
 import type { MlaConfig } from "./config.ts";
+import { interleavedRopeSource, permuteRows } from "./weight-rows.ts";
 
 /** One layer's MLA weights, this rank's heads. */
 export interface MlaWeights<T extends Tensor> {
@@ -30,16 +31,6 @@ export interface MlaWeights<T extends Tensor> {
   kvB: T;
 }
 
-/** Rows of `t` in the order `source` gives (row j takes row source(j)); a copy. */
-function permuteRows(t: TensorView, count: number, source: (j: number) => number): TensorView {
-  const rowBytes = t.bytes.length / t.shape[0]!, out = new Uint8Array(count * rowBytes);
-  for (let j = 0; j < count; j++) out.set(t.bytes.subarray(source(j) * rowBytes, (source(j) + 1) * rowBytes), j * rowBytes);
-  return { ...t, name: `${t.name} (MLA layout)`, shape: [count, ...t.shape.slice(1)], bytes: out };
-}
-
-/** Position j of a rotate-half rope part takes interleaved position: (2j) for the first half, (2(j − R/2) + 1) for the second. */
-const interleavedSource = (j: number, R: number) => (j < R / 2 ? 2 * j : 2 * (j - R / 2) + 1);
-
 /** Loads layer `a` ("model.layers.N.self_attn.")'s MLA weights for heads [firstHead, firstHead + heads). */
 export function loadMlaWeights<T extends Tensor>(b: Backend<T>, ckpt: Checkpoint, a: string, m: MlaConfig, hidden: number, totalHeads: number, firstHead: number, heads: number): MlaWeights<T> {
   const R = m.qkRopeHeadDim, N = m.qkNopeHeadDim, D = R + N, kvW = N + m.vHeadDim;
@@ -50,8 +41,8 @@ export function loadMlaWeights<T extends Tensor>(b: Backend<T>, ckpt: Checkpoint
   const qFull = w(m.qLoraRank === null ? `${a}q_proj.weight` : `${a}q_b_proj.weight`, [totalHeads * D, qIn]);
   const q = permuteRows(qFull, heads * D, (j) => {
     const h = firstHead + Math.floor(j / D), x = j % D;
-    return h * D + (x < R ? N + interleavedSource(x, R) : x - R);
-  });
+    return h * D + (x < R ? N + interleavedRopeSource(x, R, R) : x - R);
+  }, "MLA layout");
   const kvA = w(`${a}kv_a_proj_with_mqa.weight`, [m.kvLoraRank + R, hidden]);
   const kvB = w(`${a}kv_b_proj.weight`, [totalHeads * kvW, m.kvLoraRank]);
   return {
@@ -59,7 +50,7 @@ export function loadMlaWeights<T extends Tensor>(b: Backend<T>, ckpt: Checkpoint
     qANorm: m.qLoraRank === null ? null : load(w(`${a}q_a_layernorm.weight`, [m.qLoraRank]), [m.qLoraRank]),
     q: load(q, [heads * D, qIn]),
     kvA: load(sliceRows(kvA, 0, m.kvLoraRank), [m.kvLoraRank, hidden]),
-    kpe: load(permuteRows(kvA, R, (j) => m.kvLoraRank + interleavedSource(j, R)), [R, hidden]),
+    kpe: load(permuteRows(kvA, R, (j) => m.kvLoraRank + interleavedRopeSource(j, R, R), "MLA layout"), [R, hidden]),
     kvANorm: load(w(`${a}kv_a_layernorm.weight`, [m.kvLoraRank]), [m.kvLoraRank]),
     kvB: load(sliceRows(kvB, firstHead * kvW, (firstHead + heads) * kvW), [heads * kvW, m.kvLoraRank]),
   };

@@ -10,7 +10,7 @@ import { hasNews } from "./completions.ts";
 import { collect, forEachOutput, nowSeconds, samplingParamsFrom, sseResponse, submit, usageOf } from "./generation.ts";
 import { beamSearchFor, beamUsage } from "./beam.ts";
 import { ChatCompletionRequest } from "./protocol.ts";
-import { reasoningBoundary, reasoningNeedsSpecialTokens, reasoningSplitter, type ReasoningStream } from "./reasoning.ts";
+import { reasoningBoundary, reasoningNeedsSpecialTokens, reasoningSplitter, type AnswerParserName, type ReasoningStream } from "./reasoning.ts";
 import { forcedToolChoice, forcedToolSchema, ForcedToolCallStream, parserNeedsSpecialTokens, toolCallIds, toolCallStream, type ForcedToolChoice, type ToolCall, type ToolCallStream } from "./tool-calls.ts";
 
 /** One choice's text on its way out: reasoning split off (--reasoning-parser), tool calls parsed (--tool-call-parser). */
@@ -95,6 +95,8 @@ export interface PreparedChat {
   shaper: () => ChoiceShaper;
   /** The finish reason of a choice that called tools (a named tool choice: "stop", as OpenAI). */
   calledReason: "stop" | "tool_calls";
+  /** The reasoning parser its answers are read with (null: none; a chat answer then carries no reasoning_content). */
+  reasoningParser: AnswerParserName | null;
 }
 
 /**
@@ -136,7 +138,7 @@ export async function prepareChat(state: ServerState, body: ChatCompletionReques
   // A forced call is the whole answer (after any reasoning).
   const shaper = () => new ChoiceShaper(reasoningParser ? reasoningSplitter(reasoningParser) : null,
     forced ? new ForcedToolCallStream(forced, toolCallIds(state.toolCallParser)) : parseTools ? toolCallStream(state.toolCallParser!, body.tools ?? []) : null);
-  return { text, ids, params, shaper, calledReason: forced && forced !== "required" ? "stop" : "tool_calls" };
+  return { text, ids, params, shaper, calledReason: forced && forced !== "required" ? "stop" : "tool_calls", reasoningParser };
 }
 
 export async function chatCompletions(c: Context, state: ServerState): Promise<Response> {
@@ -145,7 +147,7 @@ export async function chatCompletions(c: Context, state: ServerState): Promise<R
   if (body.stream_options && !body.stream) throw new ApiError(400, "stream_options is only allowed with stream=true", "stream_options");
   if (body.top_logprobs != null && !body.logprobs) throw new ApiError(400, "top_logprobs requires logprobs=true", "top_logprobs");
   if (body.top_logprobs != null && (body.top_logprobs < 0 || body.top_logprobs > MAX_LOGPROBS)) throw new ApiError(400, `top_logprobs must be in [0, ${MAX_LOGPROBS}], got ${body.top_logprobs}`, "top_logprobs");
-  const { text, ids, params, shaper, calledReason } = await prepareChat(state, body);
+  const { text, ids, params, shaper, calledReason, reasoningParser } = await prepareChat(state, body);
   const engine = state.engine();
   const id = `chatcmpl-${crypto.randomUUID().replaceAll("-", "")}`;
   const created = nowSeconds();
@@ -159,7 +161,6 @@ export async function chatCompletions(c: Context, state: ServerState): Promise<R
     return c.json({ id, object: "chat.completion", created, model, choices, usage: beamUsage(prompts, results) });
   }
   const submitted = submit(engine, id, [ids], params, c.req.raw.signal, lora);
-  const reasoningParser = state.reasoningParserFor(engine.modelConfig, body.chat_template_kwargs);
   const tokenName = state.logprobToken(body.return_tokens_as_token_ids);
   // include_reasoning false: the reasoning is parsed off as usual, then left out.
   const showReasoning = body.include_reasoning !== false;

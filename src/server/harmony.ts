@@ -13,6 +13,7 @@
  * any model's call markup does).
  */
 import type { ReasoningDelta } from "./reasoning.ts";
+import { partialTagLength } from "./text-tags.ts";
 
 export const HARMONY_START = "<|start|>", HARMONY_END = "<|end|>", HARMONY_MESSAGE = "<|message|>", HARMONY_CHANNEL = "<|channel|>";
 export const HARMONY_CONSTRAIN = "<|constrain|>", HARMONY_RETURN = "<|return|>", HARMONY_CALL = "<|call|>";
@@ -40,14 +41,6 @@ function route(header: string): Route {
 /** The canonical text of a tool call message (what the openai tool parser reads). */
 export function harmonyCallText(name: string, constrain: string | null, args: string, closed: boolean): string {
   return `${HARMONY_CHANNEL}commentary to=functions.${name}${constrain ? ` ${HARMONY_CONSTRAIN}${constrain}` : ""}${HARMONY_MESSAGE}${args}${closed ? HARMONY_CALL : ""}`;
-}
-
-/** The longest end of `text` that begins one of `tags` (held back while streaming). */
-function partialTag(text: string, tags: string[]): number {
-  let keep = 0;
-  for (const t of tags)
-    for (let k = Math.min(t.length - 1, text.length); k > keep; k--) if (t.startsWith(text.slice(text.length - k))) { keep = k; break; }
-  return keep;
 }
 
 /** Streaming reader of a Harmony answer into reasoning and content deltas (the ReasoningSplitter interface). */
@@ -94,7 +87,7 @@ export class HarmonySplitter {
         const i = text.indexOf(t);
         if (i >= 0 && (end < 0 || i < end)) { end = i; term = t; }
       }
-      const body = end >= 0 ? text.slice(0, end) : text.slice(0, text.length - partialTag(text, TERMINATORS));
+      const body = end >= 0 ? text.slice(0, end) : text.slice(0, text.length - partialTagLength(text, TERMINATORS));
       this.emit(out, body);
       if (end < 0) { this.held = text.slice(body.length); break; }
       if (this.route.kind === "call") out.content += HARMONY_CALL;

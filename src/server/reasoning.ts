@@ -14,6 +14,7 @@
  */
 import type { AfterReasoning } from "../structured/structured-outputs.ts";
 import { HARMONY_CHANNEL, HARMONY_MESSAGE, HarmonySplitter } from "./harmony.ts";
+import { partialTagLength } from "./text-tags.ts";
 
 export const REASONING_PARSERS = ["qwen3", "deepseek_r1", "mistral", "granite", "glm45", "seed_oss", "openai_gptoss", "deepseek_v3"] as const;
 export type ReasoningParserName = (typeof REASONING_PARSERS)[number];
@@ -94,9 +95,7 @@ export class ReasoningSplitter {
         continue;
       }
       // Hold back a tail that could be the start of a closing tag.
-      let keep = 0;
-      for (const c of close)
-        for (let k = Math.min(c.length - 1, text.length); k > keep; k--) if (c.startsWith(text.slice(text.length - k))) { keep = k; break; }
+      const keep = partialTagLength(text, close);
       out.reasoning += text.slice(0, text.length - keep);
       this.held = text.slice(text.length - keep);
       break;

@@ -23,6 +23,7 @@ import { parseQwen3CoderCalls, QWEN3_CODER_OPENERS } from "./qwen3-coder-calls.t
 import { GLM45_OPEN, parseGlm45Calls } from "./glm45-calls.ts";
 import { HARMONY_CALL_OPENERS, parseHarmonyCalls } from "./harmony.ts";
 import { DEEPSEEK_CALL_BEGIN, DEEPSEEK_CALLS_BEGIN, parseDeepseekCalls } from "./deepseek-calls.ts";
+import { partialTagLength } from "./text-tags.ts";
 
 export const TOOL_CALL_PARSERS = ["hermes", "llama3_json", "pythonic", "qwen3_coder", "mistral", "phi4_mini_json", "granite", "glm45", "openai", "deepseek_v3", "deepseek_v31"] as const;
 export type ToolCallParserName = (typeof TOOL_CALL_PARSERS)[number];
@@ -274,9 +275,7 @@ class TaggedCallsStream implements ToolCallStream {
       this.held = text.slice(at);
       return text.slice(0, at);
     }
-    let keep = 0;
-    for (const o of this.openers)
-      for (let k = Math.min(o.length - 1, text.length); k > keep; k--) if (o.startsWith(text.slice(text.length - k))) { keep = k; break; }
+    const keep = partialTagLength(text, this.openers);
     this.held = text.slice(text.length - keep);
     return text.slice(0, text.length - keep);
   }
