@@ -1,8 +1,8 @@
 /**
  * 8-bit quantized checkpoints (config.json quantization_config: fp8, compressed-tensors): each quantized weight
  * is read as W · S, so a quantized tiny model gives exactly what the same model with those products as its
- * float32 weights gives — per-tensor, per-row and per-block scales, FP8 (E4M3) and INT8 — and 4-bit schemes or
- * weights without scales are refused, naming the file.
+ * float32 weights gives — per-tensor, per-row and per-block scales, FP8 (E4M3) and INT8 — and unknown schemes or
+ * weights without scales are refused, naming the file. (Packed 4-bit integers: test/packed-checkpoint.test.ts.)
  */
 import { describe, expect, test } from "bun:test";
 import { cpSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -121,7 +121,7 @@ describe("8-bit quantized checkpoints are dequantized as they load", () => {
     expect(run(quantized, { tensorParallelSize: 2 }).map((o) => o.tokens)).toEqual(run(reference).map((o) => o.tokens));
   }, ENGINE_MS);
 
-  test("4-bit schemes, unknown methods, weights without a scale or with a scale of the wrong shape are refused, naming the file", () => {
+  test("unknown methods, 4-bit compressed-tensors bytes, weights without a scale or with a scale of the wrong shape are refused, naming the file", () => {
     const { quantized } = quantizedPair(SCHEMES[0]!);
     const withConfig = (qc: unknown) => {
       const d = join(tempDir("quantized-bad"), `m${Math.random()}`);
@@ -131,9 +131,10 @@ describe("8-bit quantized checkpoints are dequantized as they load", () => {
       return d;
     };
     const load = (d: string) => () => new Checkpoint(d);
-    const awq = withConfig({ quant_method: "awq", bits: 4, group_size: 128 });
-    expect(load(awq)).toThrow(`${awq}/config.json: quantization_config: quant_method "awq" is not supported`);
-    expect(load(withConfig(ct("int", "group", { num_bits: 4 })))).toThrow("config_groups.group_0: 4-bit weights are not supported");
+    const gguf = withConfig({ quant_method: "gguf" });
+    expect(load(gguf)).toThrow(`${gguf}/config.json: quantization_config: quant_method "gguf" is not supported`);
+    // 4-bit compressed-tensors only packed into words (test/packed-checkpoint.test.ts), not as int-quantized bytes.
+    expect(load(withConfig(ct("int", "group", { num_bits: 4 })))).toThrow('config_groups.group_0: 4-bit weights are supported in format pack-quantized only, not "int-quantized"');
     expect(load(withConfig({ quant_method: "fp8", fmt: "e5m2" }))).toThrow('fmt "e5m2" is not supported');
     expect(load(withConfig({ quant_method: "fp8", weight_block_size: [0, 128] }))).toThrow("weight_block_size must be [rows, columns]");
     // No quantization_config: an 8-bit tensor cannot be read.

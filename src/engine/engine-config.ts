@@ -87,7 +87,7 @@ export interface EngineOptions {
   allowRuntimeLoraUpdating?: boolean;
   seed?: number;
   /**
-   * vLLM's --quantization: must name the checkpoint's own method (fp8, compressed-tensors), which is read
+   * vLLM's --quantization: must name the checkpoint's own method (fp8, compressed-tensors, gptq, awq, mxfp4), which is read
    * anyway; vbun quantizes nothing itself (vLLM's online fp8 of a bf16 checkpoint is refused).
    */
   quantization?: string;

@@ -222,8 +222,9 @@ export class LLMEngine {
     if (Object.keys(samplingDefaults).length > 0) log(`default sampling parameters from the generation config: ${describeDefaults(samplingDefaults)} (requests that set a field keep theirs; --generation-config vllm ignores the file)`);
     if (opts.quantization !== undefined) {
       const method = readQuantization(modelDir)?.method ?? null;
-      if (opts.quantization !== method)
-        throw new EngineConfigError("--quantization", `'${opts.quantization}', but the checkpoint is ${method ? `quantized with ${method}` : "not quantized"}: vbun reads a quantized checkpoint's own method (fp8, 8-bit compressed-tensors, mxfp4) without the flag and quantizes nothing itself`);
+      // vLLM's names for its Marlin kernels over the same checkpoints are accepted too.
+      if (opts.quantization !== method && !(method && opts.quantization === `${method}_marlin` && (method === "gptq" || method === "awq")))
+        throw new EngineConfigError("--quantization", `'${opts.quantization}', but the checkpoint is ${method ? `quantized with ${method}` : "not quantized"}: vbun reads a quantized checkpoint's own method (fp8, compressed-tensors, gptq, awq, mxfp4) without the flag and quantizes nothing itself`);
     }
     if (opts.kvCacheDtype !== undefined && opts.kvCacheDtype !== "auto")
       throw new EngineConfigError("--kv-cache-dtype", `'${opts.kvCacheDtype}' is not supported: the KV cache is kept in the compute dtype (auto)`);

@@ -4,13 +4,14 @@ import { join } from "node:path";
 import { SafetensorsFile, SafetensorsError, type TensorView } from "./safetensors.ts";
 import { isQuantizedDType } from "./dtype.ts";
 import { dequantize, dequantizeMxfp4, readQuantization, scaleNames, type WeightQuantization } from "./quantization.ts";
+import { dequantizePacked, packedParts } from "./packed-weights.ts";
 
 export class Checkpoint {
   readonly dir: string;
   private readonly files = new Map<string, SafetensorsFile>();
   /** tensor name → file name (relative to dir) */
   private readonly index = new Map<string, string>();
-  /** config.json's quantization_config (8-bit weights, dequantized as they are read; null: none). */
+  /** config.json's quantization_config (quantized weights, dequantized as they are read; null: none). */
   readonly quantization: WeightQuantization | null;
 
   constructor(dir: string) {
@@ -46,12 +47,17 @@ export class Checkpoint {
     return st;
   }
 
+  /** Whether the checkpoint holds `name` — stored, or packed (a GPTQ / AWQ / pack-quantized `X.weight`). */
   has(name: string): boolean {
-    return this.index.has(name);
+    return this.index.has(name) || this.packedName(name) !== null;
   }
 
-  names(): string[] {
-    return [...this.index.keys()];
+  /** The packed parts' first tensor, when `name` is a weight stored packed here; else null. */
+  private packedName(name: string): string | null {
+    const p = this.quantization?.packed;
+    if (!p || !name.endsWith(".weight")) return null;
+    const values = packedParts(p.format, name).values;
+    return this.index.has(values) ? values : null;
   }
 
   /**
@@ -59,9 +65,10 @@ export class Checkpoint {
    * scale beside it) comes back dequantized, as float32 (src/loader/quantization.ts).
    */
   tensor(name: string, shape?: number[]): TensorView {
-    const t = this.raw(name);
+    const t = this.index.has(name) || this.packedName(name) === null ? this.raw(name) : this.unpack(name);
     if (shape && (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])))
       throw new SafetensorsError(t.file, `tensor '${name}' has shape [${t.shape}] but the config implies [${shape}]`);
+    if (t.dtype === "I32" || t.dtype === "I64") throw new SafetensorsError(t.file, `tensor '${name}' is ${t.dtype} (packed integers, such as GPTQ's qweight): it is read only as part of its quantized weight${this.quantization?.packed ? "" : `, and ${this.dir}/config.json's quantization_config does not say gptq, awq or pack-quantized`}`);
     if (!isQuantizedDType(t.dtype)) return t;
     if (t.dtype === "U8") throw new SafetensorsError(t.file, `tensor '${name}' is U8 (packed bytes, such as MXFP4 blocks): it is read only as part of its quantized weight`);
     const scale = scaleNames(name).find((n) => this.index.has(n));
@@ -87,9 +94,21 @@ export class Checkpoint {
     return t;
   }
 
+  /** A packed weight `name`, dequantized from its parts (src/loader/packed-weights.ts). */
+  private unpack(name: string): TensorView {
+    const p = this.quantization!.packed!, parts = packedParts(p.format, name);
+    const optional = (n: string | null) => (n !== null && this.index.has(n) ? this.raw(n) : null);
+    if (!this.index.has(parts.scales)) throw new Error(`${this.dir}: ${p.format} weight '${name}' has no scales '${parts.scales}' in the checkpoint`);
+    if (p.format === "compressed-tensors" && this.index.has(parts.zeros!)) throw new Error(`${this.dir}: '${parts.zeros}': asymmetric pack-quantized weights (zero points) are not supported`);
+    return dequantizePacked(p, name, { values: this.raw(parts.values), scales: this.raw(parts.scales), zeros: optional(parts.zeros), groups: optional(parts.groups), shape: optional(parts.shape) });
+  }
+
   private raw(name: string): TensorView {
     const file = this.index.get(name);
-    if (file === undefined) throw new Error(`${this.dir}: missing tensor '${name}' (in none of ${[...new Set(this.index.values())].join(", ")})`);
+    if (file === undefined) {
+      const packed = name.endsWith(".weight") ? (["gptq", "compressed-tensors"] as const).map((f) => packedParts(f, name).values).find((n) => this.index.has(n)) : undefined;
+      throw new Error(`${this.dir}: missing tensor '${name}' (in none of ${[...new Set(this.index.values())].join(", ")})${packed ? `; '${packed}' is there, packed, but the quantization config does not say gptq, awq or pack-quantized` : ""}`);
+    }
     return this.open(file).tensor(name);
   }
 }

@@ -1,13 +1,17 @@
 /** Element types a checkpoint may hold, and conversions between them and f32. */
 
-export type DType = "F32" | "F16" | "BF16" | QuantizedDType;
+export type DType = "F32" | "F16" | "BF16" | QuantizedDType | "I32" | "I64";
 /**
  * 8-bit types of quantized checkpoints, read only together with their scales (src/loader/quantization.ts): FP8 and
  * INT8 weights, and U8 bytes (MXFP4's packed 4-bit blocks and their power-of-two scales).
  */
 export type QuantizedDType = "F8_E4M3" | "F8_E5M2" | "I8" | "U8";
 
-export const DTYPE_BYTES: Record<DType, number> = { F32: 4, F16: 2, BF16: 2, F8_E4M3: 1, F8_E5M2: 1, I8: 1, U8: 1 };
+/**
+ * I32: 4-bit (or 2- or 8-bit) integers packed into 32-bit words (GPTQ, AWQ, compressed-tensors' pack-quantized) and
+ * GPTQ's g_idx; I64: compressed-tensors' weight_shape. Read only as parts of their packed weight (src/loader/packed-weights.ts).
+ */
+export const DTYPE_BYTES: Record<DType, number> = { F32: 4, F16: 2, BF16: 2, F8_E4M3: 1, F8_E5M2: 1, I8: 1, U8: 1, I32: 4, I64: 8 };
 
 export function isSupportedDType(s: string): s is DType {
   return s in DTYPE_BYTES;
@@ -96,6 +100,11 @@ export function toFloat32(bytes: Uint8Array, dtype: DType, out?: Float32Array): 
     new Uint8Array(dst.buffer, dst.byteOffset, n * 4).set(bytes);
     return dst;
   }
+  if (dtype === "I32" || dtype === "I64") {
+    const words = integers(bytes, dtype);
+    for (let i = 0; i < n; i++) dst[i] = Number(words[i]!);
+    return dst;
+  }
   const u16 = halfWords(bytes);
   if (dtype === "BF16") {
     const bits = new Uint32Array(dst.buffer, dst.byteOffset, n);
@@ -105,6 +114,12 @@ export function toFloat32(bytes: Uint8Array, dtype: DType, out?: Float32Array): 
     for (let i = 0; i < n; i++) dst[i] = table[u16[i]!]!;
   }
   return dst;
+}
+
+/** Little-endian I32 / I64 elements (copied when `bytes` is not aligned to them). */
+export function integers(bytes: Uint8Array, dtype: "I32" | "I64"): Int32Array | BigInt64Array {
+  const size = DTYPE_BYTES[dtype], src = bytes.byteOffset % size === 0 ? bytes : bytes.slice();
+  return dtype === "I32" ? new Int32Array(src.buffer, src.byteOffset, src.byteLength / 4) : new BigInt64Array(src.buffer, src.byteOffset, src.byteLength / 8);
 }
 
 function halfWords(bytes: Uint8Array): Uint16Array {
@@ -156,6 +171,8 @@ export function f32ToF16Bits(x: number): number {
 export function fromFloat32(values: Float32Array, dtype: DType): Uint8Array {
   if (isQuantizedDType(dtype)) return Uint8Array.from(values, (x) => toByte(x, dtype));
   if (dtype === "F32") return new Uint8Array(values.buffer.slice(values.byteOffset, values.byteOffset + values.byteLength));
+  if (dtype === "I32") return new Uint8Array(Int32Array.from(values, (x) => Math.round(x)).buffer);
+  if (dtype === "I64") return new Uint8Array(BigInt64Array.from(values, (x) => BigInt(Math.round(x))).buffer);
   const out = new Uint16Array(values.length);
   const conv = dtype === "BF16" ? f32ToBf16Bits : f32ToF16Bits;
   for (let i = 0; i < values.length; i++) out[i] = conv(values[i]!);

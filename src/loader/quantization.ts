@@ -11,25 +11,35 @@
  *     `X.weight` with `X.weight_scale` per tensor, per channel ([out, 1]) or per block_structure block.
  *   - quant_method "mxfp4" (GPT-OSS's experts): `X_blocks` [..., G, 16] of packed FP4 (E2M1) pairs and
  *     `X_scales` [..., G] of E8M0 exponents, one per 32 values — read with Checkpoint.mxfp4, as bf16 (exact).
- * Other 4-bit schemes (AWQ, GPTQ, packed compressed-tensors, bitsandbytes …) are refused, naming the file.
+ *   - integers packed into I32 words with a scale (and zero point) per group of inputs: quant_method "gptq"
+ *     (2/4/8-bit, desc_act, symmetric or not; also from AutoGPTQ's quantize_config.json), "awq" (4-bit, version
+ *     gemm) and compressed-tensors' format "pack-quantized" (symmetric 4/8-bit) — src/loader/packed-weights.ts.
+ * Other schemes (bitsandbytes, GGUF, NVFP4, AWQ's gemv layouts, Marlin-repacked checkpoints …) are refused, naming the file.
  */
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { toFloat32 } from "./dtype.ts";
 import type { TensorView } from "./safetensors.ts";
+import type { PackedIntegers } from "./packed-weights.ts";
 
 export interface WeightQuantization {
-  method: "fp8" | "compressed-tensors" | "mxfp4";
+  method: "fp8" | "compressed-tensors" | "mxfp4" | "gptq" | "awq";
   /** [rows, columns] of a scale block, when scales are per block. */
   blockSize: [number, number] | null;
+  /** The layout of integer weights packed into I32 words (gptq, awq, compressed-tensors pack-quantized); null: none. */
+  packed: PackedIntegers | null;
 }
 
-/** The checkpoint's weight quantization from `dir`/config.json (null: none, or no config.json). */
+/** The checkpoint's weight quantization from `dir`/config.json, or AutoGPTQ's quantize_config.json (null: none). */
 export function readQuantization(dir: string): WeightQuantization | null {
-  const file = join(dir, "config.json");
+  let file = join(dir, "config.json");
   if (!existsSync(file)) return null;
   let q: Record<string, unknown> | undefined;
   try { q = JSON.parse(readFileSync(file, "utf8")).quantization_config; } catch { return null; } // loadModelConfig reports a bad config.json
+  if (q == null && existsSync(join(dir, "quantize_config.json"))) {
+    file = join(dir, "quantize_config.json");
+    try { q = { quant_method: "gptq", ...JSON.parse(readFileSync(file, "utf8")) }; } catch (e) { throw new Error(`${file}: not valid JSON (${(e as Error).message})`); }
+  }
   if (q == null) return null;
   const fail = (m: string): never => { throw new Error(`${file}: quantization_config: ${m}`); };
   if (typeof q !== "object") fail("must be an object");
@@ -41,21 +51,57 @@ export function readQuantization(dir: string): WeightQuantization | null {
   };
   if (method === "fp8") {
     if (q!.fmt !== undefined && q!.fmt !== "e4m3") fail(`fmt ${JSON.stringify(q!.fmt)} is not supported (e4m3 only)`);
-    return { method, blockSize: block(q!.weight_block_size, "weight_block_size") };
+    return { method, blockSize: block(q!.weight_block_size, "weight_block_size"), packed: null };
+  }
+  const bits = (v: unknown, allowed: number[], field: string): 2 | 4 | 8 => {
+    if (!allowed.includes(v as number)) fail(`${field} ${JSON.stringify(v)} is not supported (${allowed.join(", ")})`);
+    return v as 2 | 4 | 8;
+  };
+  const groupSize = (v: unknown, field: string): number | null => {
+    if (v === -1 || v == null) return null;
+    if (!Number.isInteger(v) || (v as number) <= 0) fail(`${field} must be a positive integer or -1, got ${JSON.stringify(v)}`);
+    return v as number;
+  };
+  if (method === "gptq") {
+    const format = q!.checkpoint_format ?? "gptq";
+    if (format !== "gptq" && format !== "gptq_v2") fail(`checkpoint_format ${JSON.stringify(format)} is not supported (gptq, gptq_v2): vbun reads GPTQ's own packing, not a kernel's repacked one`);
+    if (q!.dynamic != null && typeof q!.dynamic === "object" && Object.keys(q!.dynamic as object).length > 0) fail("per-module overrides ('dynamic') are not supported");
+    return { method, blockSize: null, packed: { format: "gptq", bits: bits(q!.bits, [2, 4, 8], "bits"), groupSize: groupSize(q!.group_size, "group_size"), zeroOffset: format === "gptq" ? 1 : 0 } };
+  }
+  if (method === "awq") {
+    const version = String(q!.version ?? "gemm").toLowerCase();
+    if (version !== "gemm") fail(`version ${JSON.stringify(q!.version)} is not supported (gemm only: other versions pack weights for one kernel)`);
+    if (q!.zero_point === false) fail("zero_point false is not supported");
+    return { method, blockSize: null, packed: { format: "awq", bits: bits(q!.bits ?? q!.w_bit, [4], "bits"), groupSize: groupSize(q!.group_size ?? q!.q_group_size, "group_size"), zeroOffset: 0 } };
   }
   if (method === "compressed-tensors") {
-    const groups = Object.entries((q!.config_groups ?? {}) as Record<string, { weights?: { num_bits?: unknown; block_structure?: unknown } }>);
+    type Weights = { num_bits?: unknown; block_structure?: unknown; type?: unknown; symmetric?: unknown; strategy?: unknown; group_size?: unknown };
+    const groups = Object.entries((q!.config_groups ?? {}) as Record<string, { weights?: Weights; format?: unknown }>);
     if (groups.length === 0) fail("compressed-tensors without config_groups");
+    const formats = new Set(groups.map(([, g]) => g?.format ?? q!.format));
+    if (formats.has("pack-quantized")) {
+      if (formats.size > 1) fail(`config_groups mix formats (${[...formats].join(", ")}): one format for all groups only`);
+      let packed: PackedIntegers | null = null;
+      for (const [name, g] of groups) {
+        const w = g?.weights ?? {}, field = `config_groups.${name}.weights`;
+        if (w?.type !== "int") fail(`${field}.type ${JSON.stringify(w?.type)} is not supported in pack-quantized (int only)`);
+        if (w.symmetric !== true) fail(`${field}: asymmetric pack-quantized weights (zero points) are not supported`);
+        if (w.strategy !== "group" && w.strategy !== "channel") fail(`${field}.strategy ${JSON.stringify(w.strategy)} is not supported (group, channel)`);
+        const mine: PackedIntegers = { format: "compressed-tensors", bits: bits(w.num_bits, [4, 8], `${field}.num_bits`), groupSize: w.strategy === "group" ? groupSize(w.group_size, `${field}.group_size`) : null, zeroOffset: 0 };
+        if (packed && (packed.bits !== mine.bits || packed.groupSize !== mine.groupSize)) fail("config_groups with different bits or group sizes are not supported");
+        packed = mine;
+      }
+      return { method, blockSize: null, packed };
+    }
     let blockSize: [number, number] | null = null;
     for (const [name, g] of groups) {
-      if (g?.weights?.num_bits !== 8) fail(`config_groups.${name}: ${JSON.stringify(g?.weights?.num_bits)}-bit weights are not supported (8-bit FP8 or INT8 only)`);
+      if (g?.weights?.num_bits !== 8) fail(`config_groups.${name}: ${JSON.stringify(g?.weights?.num_bits)}-bit weights are supported in format pack-quantized only, not ${JSON.stringify(g?.format ?? q!.format)}`);
       blockSize ??= block(g.weights!.block_structure, `config_groups.${name}.weights.block_structure`);
     }
-    if (q!.format === "pack-quantized") fail("format pack-quantized is not supported");
-    return { method, blockSize };
+    return { method, blockSize, packed: null };
   }
-  if (method === "mxfp4") return { method, blockSize: null };
-  return fail(`quant_method ${JSON.stringify(method)} is not supported: vbun reads fp8, 8-bit compressed-tensors and mxfp4 (GPT-OSS) checkpoints (dequantized when loaded); use an unquantized or 8-bit checkpoint`);
+  if (method === "mxfp4") return { method, blockSize: null, packed: null };
+  return fail(`quant_method ${JSON.stringify(method)} is not supported: vbun reads fp8, compressed-tensors (8-bit, and 4/8-bit pack-quantized), gptq, awq and mxfp4 (GPT-OSS) checkpoints (dequantized when loaded)`);
 }
 
 /** The names a quantized weight's scale may have (fp8: weight_scale_inv; compressed-tensors: weight_scale). */

@@ -75,7 +75,7 @@ export class SafetensorsFile {
       const e = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
       if (typeof e !== "object" || e === null) throw new SafetensorsError(path, `tensor '${name}': header entry is not an object`);
       if (typeof e.dtype !== "string") throw new SafetensorsError(path, `tensor '${name}': missing dtype`);
-      if (!isSupportedDType(e.dtype)) throw new SafetensorsError(path, `tensor '${name}': unsupported dtype ${e.dtype} (supported: BF16, F16, F32, and F8_E4M3, F8_E5M2, I8 with their scales, U8 as MXFP4 blocks and scales)`);
+      if (!isSupportedDType(e.dtype)) throw new SafetensorsError(path, `tensor '${name}': unsupported dtype ${e.dtype} (supported: BF16, F16, F32, and F8_E4M3, F8_E5M2, I8 with their scales, U8 as MXFP4 blocks and scales, I32 / I64 as parts of packed 4-bit weights)`);
       if (!Array.isArray(e.shape) || !e.shape.every((d) => Number.isInteger(d) && d >= 0)) throw new SafetensorsError(path, `tensor '${name}': bad shape ${JSON.stringify(e.shape)}`);
       const off = e.data_offsets;
       if (!Array.isArray(off) || off.length !== 2 || !off.every((d) => Number.isInteger(d) && d >= 0)) throw new SafetensorsError(path, `tensor '${name}': bad data_offsets ${JSON.stringify(off)}`);

@@ -100,7 +100,7 @@ engine:
   --tokenizer DIR                  a tokenizer directory other than the model's (tokenizer.json,
                                    tokenizer_config.json with its chat template)
   --trust-remote-code              accepted for vllm serve command lines; vbun runs no checkpoint code
-  --quantization fp8|compressed-tensors  the checkpoint's own method (read without the flag too);
+  --quantization fp8|compressed-tensors|gptq|awq|mxfp4  the checkpoint's own method (read without it too);
                                    vbun quantizes nothing itself
   --kv-cache-dtype auto            the KV cache in the compute dtype (fp8 is not supported)
   --chat-template FILE|TEXT        override the model's chat template
