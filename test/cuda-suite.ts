@@ -82,6 +82,8 @@ const MORE_MODELS = [
   { arch: "minimax_m2" as const, seed: 20, vocabSize: 4096 },
   // DeepSeek-V2: softmax routing with two shared experts appended by the routing kernel.
   { arch: "deepseek_v2" as const, seed: 19, vocabSize: 4096, numLayers: 3 },
+  // ERNIE 4.5 MoE: softmax scores with a correction bias (the grouped routing kernel's softmax), two shared experts.
+  { arch: "ernie4_5_moe" as const, seed: 21, vocabSize: 4096, numLayers: 3 },
   { arch: "phi3" as const, seed: 12, vocabSize: 4096, partialRotaryFactor: 0.75, originalMaxPositionEmbeddings: 64, ropeScaling: { type: "longrope", short_factor: [1, 1.25, 1.5, 2, 3, 5], long_factor: [1.1, 2, 4, 8, 16, 40] } },
 ];
 
@@ -269,14 +271,15 @@ export function defineCudaSuites(target: CudaTarget): void {
       }, timeoutMs);
     }
 
-    // GLM-4.5 / DeepSeek-V3 routing: one group (GLM-4.5's), 8 groups keeping 4 (DeepSeek-V3's), groups past one per lane (40 of 5).
-    for (const [E, K, G, TG, S] of [[16, 4, 1, 1, 1], [64, 6, 8, 4, 2], [200, 8, 40, 5, 1]] as const) {
-      test(`grouped sigmoid routing, ${E} experts in ${G} groups keeping ${TG}, top ${K}, ${S} shared: ids and weights match the CPU twin`, () => {
+    // GLM-4.5 / DeepSeek-V3 routing: one group (GLM-4.5's), 8 groups keeping 4 (DeepSeek-V3's), groups past one per lane
+    // (40 of 5); ERNIE 4.5's softmax scores (64 experts, top 6, 2 shared; its bias is on the scale of the probabilities).
+    for (const [E, K, G, TG, S, scoring] of [[16, 4, 1, 1, 1, "sigmoid"], [64, 6, 8, 4, 2, "sigmoid"], [200, 8, 40, 5, 1, "sigmoid"], [64, 6, 1, 1, 2, "softmax"], [200, 8, 40, 5, 1, "softmax"]] as const) {
+      test(`grouped ${scoring} routing, ${E} experts in ${G} groups keeping ${TG}, top ${K}, ${S} shared: ids and weights match the CPU twin`, () => {
         const n = 2 * Z.rows + 3, W = K + S;
-        const logits = rng.normal(new Float32Array(n * E), 2), bias = rng.normal(new Float32Array(E), 0.5);
+        const logits = rng.normal(new Float32Array(n * E), 2), bias = rng.normal(new Float32Array(E), scoring === "softmax" ? 0.02 : 0.5);
         for (const renormalize of [true, false]) {
           const ids = out([n, W], "i32"), weights = out([n, W], "f32");
-          const grouping = { numGroups: G, topKGroups: TG, scale: 2.5 };
+          const grouping = { numGroups: G, topKGroups: TG, scale: 2.5, scoring };
           g.moeRouteGrouped(g.fromHost(logits, [n, E]), g.fromHost(bias, [E]), K, grouping, renormalize, S, ids, weights);
           const cIds = new CpuIntTensor(new Int32Array(n * W), [n, W]), cW = new CpuTensor(new Float32Array(n * W), [n, W]);
           cpu.moeRouteGrouped(new CpuTensor(logits, [n, E]), new CpuTensor(bias, [E]), K, grouping, renormalize, S, cIds, cW);

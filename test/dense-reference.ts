@@ -110,7 +110,7 @@ export function referenceHidden(cfg: ModelConfig, weights: W, tokens: number[], 
   const R = refRotaryDim(cfg, raw);
   // GLM (HF's rotate_half_llm): frequency i turns the pair (2i, 2i + 1) instead of (i, i + R / 2).
   // ERNIE 4.5 too (HF's Ernie4_5 apply_rotary_pos_emb: GLM's rotate_half with cos/sin repeated pairwise), over the whole head.
-  const interleaved = raw.model_type === "glm" || raw.model_type === "glm4" || raw.model_type === "ernie4_5";
+  const interleaved = raw.model_type === "glm" || raw.model_type === "glm4" || raw.model_type === "ernie4_5" || raw.model_type === "ernie4_5_moe";
   const ropeWith = (inv: number[], m: number) => (v: Float64Array, pos: number) => {
     const half = R / 2, out = v.slice();
     for (let i = 0; i < half; i++) {
@@ -289,6 +289,10 @@ function refMlp(w: W, prefix: string, x: Float64Array, I: number, H: number, nam
 /** Whether layer l of a mixture-of-experts config.json (`raw`) routes to experts (transformers' rule). */
 function sparseLayer(raw: Record<string, unknown>, l: number): boolean {
   if (raw.model_type === "glm4_moe" || raw.model_type === "deepseek_v3" || raw.model_type === "deepseek_v2") return l >= ((raw.first_k_dense_replace ?? 1) as number);
+  if (raw.model_type === "ernie4_5_moe") {
+    const end = (raw.moe_layer_end_index ?? -1) === -1 ? Infinity : (raw.moe_layer_end_index as number);
+    return (l + 1) % ((raw.moe_layer_interval ?? 1) as number) === 0 && l >= ((raw.moe_layer_start_index ?? 1) as number) && l <= end;
+  }
   if (raw.num_local_experts) return true;
   if (!raw.num_experts) return false;
   const only = (raw.mlp_only_layers ?? []) as number[], step = (raw.decoder_sparse_step ?? 1) as number;
@@ -306,6 +310,7 @@ function refSparseMlp(w: W, raw: Record<string, unknown>, p: string, x: Float64A
   if (raw.model_type === "gpt_oss") return refGptOssMlp(w, raw, `${p}mlp.`, x, H);
   if (raw.model_type === "deepseek_v2") return refDeepseekV2Mlp(w, raw, `${p}mlp.`, x, H);
   if (raw.model_type === "minimax_m2") return refMinimaxM2Mlp(w, raw, `${p}block_sparse_moe.`, x, H);
+  if (raw.model_type === "ernie4_5_moe") return refErnieMoeMlp(w, raw, `${p}mlp.`, x, H);
   const mixtral = raw.num_local_experts != null, m = mixtral ? `${p}block_sparse_moe.` : `${p}mlp.`;
   const E = (mixtral ? raw.num_local_experts : raw.num_experts) as number, k = raw.num_experts_per_tok as number;
   const I = (mixtral ? raw.intermediate_size : raw.moe_intermediate_size) as number;
@@ -425,6 +430,26 @@ function refMinimaxM2Mlp(w: W, raw: Record<string, unknown>, m: string, x: Float
   for (const e of chosen) {
     const y = refMlp(w, `${m}experts.${e}.`, x, I, H, ["w1", "w3", "w2"]);
     for (let i = 0; i < H; i++) out[i]! += (score[e]! / sum) * y[i]!;
+  }
+  return out;
+}
+
+/**
+ * ERNIE 4.5's MLP as HF's Ernie4_5_MoeSparseMoeBlock writes it: softmax of the router's logits; the top moe_k by
+ * probability + moe_statics.e_score_correction_bias; their probabilities over max(their sum, moe_norm_min) weigh their
+ * MLPs; the shared experts' MLP (moe_num_shared_experts × moe_intermediate_size rows) is added.
+ */
+function refErnieMoeMlp(w: W, raw: Record<string, unknown>, m: string, x: Float64Array, H: number): Float64Array {
+  const E = raw.moe_num_experts as number, k = raw.moe_k as number, I = raw.moe_intermediate_size as number;
+  const logits = matvec(w(`${m}gate.weight`), x, E), top = Math.max(...logits);
+  const ex = logits.map((v) => Math.exp(v - top)), z = ex.reduce((a, b) => a + b, 0), prob = ex.map((v) => v / z);
+  const bias = w(`${m}moe_statics.e_score_correction_bias`);
+  const chosen = [...prob.keys()].sort((a, b) => prob[b]! + bias[b]! - (prob[a]! + bias[a]!) || a - b).slice(0, k);
+  const sum = Math.max(chosen.reduce((a, e) => a + prob[e]!, 0), (raw.moe_norm_min ?? 1e-12) as number);
+  const out = refMlp(w, `${m}shared_experts.`, x, I * ((raw.moe_num_shared_experts ?? 2) as number), H);
+  for (const e of chosen) {
+    const y = refMlp(w, `${m}experts.${e}.`, x, I, H);
+    for (let i = 0; i < H; i++) out[i]! += (prob[e]! / sum) * y[i]!;
   }
   return out;
 }

@@ -390,6 +390,23 @@ describe("checkpoints", () => {
     expect(bad({ use_qk_norm: false })).toThrow("use_qk_norm=false is not supported for MiniMax-M2");
   });
 
+  test("ERNIE 4.5 MoE (Ernie4_5_MoeForCausalLM): its MoE layers' range and interval, softmax scores with a correction bias, shared experts; defaults; what is not supported is named", () => {
+    // ERNIE-4.5-21B-A3B's fields on a smaller body (6 layers; MoE layers 1 … 4 at interval 1, then 2).
+    const e = { architectures: ["Ernie4_5_MoeForCausalLM"], hidden_size: 64, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 16, intermediate_size: 96, num_hidden_layers: 6, vocab_size: 10,
+      moe_num_experts: 64, moe_k: 6, moe_intermediate_size: 32, moe_num_shared_experts: 2, moe_layer_start_index: 1, moe_layer_end_index: 4, moe_layer_interval: 1, use_bias: false };
+    const c = parseModelConfig(e, "x/config.json");
+    expect([c.ropeInterleaved, c.ropeTheta, c.tieWordEmbeddings]).toEqual([true, 500000, true]);
+    expect(c.moe).toEqual({ numExperts: 64, topK: 6, intermediateSize: 32, normTopK: true, sparseLayers: [false, true, true, true, true, false], sharedExpertIntermediateSize: 0,
+      grouped: { numGroups: 1, topKGroups: 1, routedScalingFactor: 1, scoring: "softmax" }, numSharedExperts: 2, naming: "ernie", routedOutputScale: 1, routerBias: false, expertBiases: false, swiglu: null });
+    expect(parseModelConfig({ ...e, moe_layer_end_index: -1, moe_layer_interval: 2, tie_word_embeddings: false }, "x/config.json").moe!.sparseLayers).toEqual([false, true, false, true, false, true]);
+    const bad = (extra: Record<string, unknown>) => () => parseModelConfig({ ...e, ...extra }, "x/config.json");
+    expect(bad({ moe_k: 65 })).toThrow("x/config.json: moe_k (65) must be between 1 and moe_num_experts (64)");
+    expect(bad({ moe_num_experts: [64, 64], moe_k: [6, 6] })).toThrow("multimodal expert groups");
+    expect(bad({ moe_use_aux_free: false })).toThrow("moe_use_aux_free=false is not supported");
+    expect(bad({ moe_layer_start_index: -2 })).toThrow("field 'moe_layer_start_index' must be a layer index (or -1), got -2");
+    expect(bad({ use_bias: true })).toThrow("use_bias=true (biases on every projection, the MLP's too) is not supported");
+  });
+
   test("mixtures of experts: Qwen3-MoE, Qwen2-MoE and Mixtral configs are parsed; bad MoE fields are named", () => {
     // Qwen3-30B-A3B's MoE fields (a smaller body).
     const base = { hidden_size: 64, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 16, intermediate_size: 96, num_hidden_layers: 4, vocab_size: 10 };

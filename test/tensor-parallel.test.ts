@@ -40,6 +40,7 @@ const MODELS: [string, TinyModelOptions][] = [
   // MiniMax-M2: q/k norms across heads (sums of squares all-reduced), the correction bias replicated.
   ["minimax_m2 (q/k norms across heads, partial RoPE, sigmoid routing)", { arch: "minimax_m2", seed: 16, vocabSize: 2048 }],
   ["deepseek_v2 (softmax routing with shared experts, the routed scale folded into each slice)", { arch: "deepseek_v2", seed: 15, vocabSize: 2048, numLayers: 3 }],
+  ["ernie4_5_moe (softmax routing with a correction bias, shared experts sliced like the routed ones)", { arch: "ernie4_5_moe", seed: 17, vocabSize: 2048, numLayers: 3 }],
 ];
 
 describe("greedy outputs with TP = 2 and TP = 4 equal TP = 1 over 32 tokens", () => {

@@ -64,20 +64,32 @@ extern "C" __global__ void moe_route_bf16(const bf16* __restrict__ logits, int* 
   }
 }
 
-// GLM-4.5 / DeepSeek-V3 routing, one warp per token (grid = tokens, block = 32), from f32 router logits: s = sigmoid(logit);
+// GLM-4.5 / DeepSeek-V3 routing, one warp per token (grid = tokens, block = 32), from f32 router logits: s = sigmoid(logit)
+// (softmax_scores: the row's softmax, ERNIE 4.5's);
 // experts are chosen by c = s + bias (e_score_correction_bias) among the top_k_groups of num_groups equal groups (a
 // group's score: the sum of its two best c; experts of the other groups count as 0, as transformers masks them);
 // their weights are s, divided by their sum (+1e-20) when renormalize, times scale (routed_scaling_factor). Then
 // num_shared entries for the shared experts (ids num_experts …, weight 1). ids / weights are [tokens, top_k + num_shared].
 // The block is one warp: its barriers (lanes read other lanes' shared values) are plain __syncthreads.
 extern "C" __global__ void moe_route_grouped_f32(const float* __restrict__ logits, const float* __restrict__ bias, int* __restrict__ ids, float* __restrict__ weights,
-                                                 int num_experts, int top_k, int num_groups, int top_k_groups, int renormalize, float scale, int num_shared) {
+                                                 int num_experts, int top_k, int num_groups, int top_k_groups, int renormalize, float scale, int num_shared,
+                                                 int softmax_scores) {
   __shared__ float s[MAX_EXPERTS], c[MAX_EXPERTS], group_score[MAX_EXPERTS];
   __shared__ int keep[MAX_EXPERTS];
   const int t = blockIdx.x, lane = threadIdx.x, width = top_k + num_shared, per_group = num_experts / num_groups;
   const float* row = logits + (size_t)t * num_experts;
+  float max = -INFINITY, z = 0.f;
+  if (softmax_scores) {
+    for (int e = lane; e < num_experts; e += 32) max = fmaxf(max, row[e]);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) max = fmaxf(max, __shfl_xor_sync(0xffffffffu, max, o));
+    for (int e = lane; e < num_experts; e += 32) z += expf(row[e] - max);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) z += __shfl_xor_sync(0xffffffffu, z, o);
+  }
   for (int e = lane; e < num_experts; e += 32) {
-    const float v = 1.f / (1.f + expf(-row[e]));  // accurate expf: routing follows near-ties as transformers does
+    // accurate expf: routing follows near-ties as transformers does
+    const float v = softmax_scores ? expf(row[e] - max) / z : 1.f / (1.f + expf(-row[e]));
     s[e] = v;
     c[e] = v + bias[e];
   }

@@ -49,6 +49,8 @@ export interface MoeGrouping {
   numGroups: number;
   topKGroups: number;
   scale: number;
+  /** The scores: sigmoid of each logit (GLM-4.5, DeepSeek-V3; the default) or the row's softmax (ERNIE 4.5). */
+  scoring?: "sigmoid" | "softmax";
 }
 
 /** GPT-OSS's clamped SwiGLU: g = min(gate, limit), u = clamp(up, −limit, limit), (u + 1) · g · sigmoid(alpha · g). */
@@ -231,7 +233,7 @@ export interface Backend<T extends Tensor = Tensor> {
   moeRoute(logits: T, topK: number, renormalize: boolean, ids: T, weights: T, numShared?: number): void;
   /**
    * GLM-4.5 / DeepSeek-V3 routing from f32 router logits [n, E] and the f32 e_score_correction_bias [E]: sigmoid
-   * scores, experts chosen by score + bias within the best groups (see MoeGrouping), weighted by their scores
+   * scores (ERNIE 4.5: softmax), experts chosen by score + bias within the best groups (see MoeGrouping), weighted by their scores
    * (renormalized, × scale), then `numShared` entries of weight 1 for the shared experts run as experts E ….
    * ids [n, topK + numShared] (i32), weights likewise (f32).
    */

@@ -131,11 +131,11 @@ export interface MoeConfig {
   /** Qwen2-MoE's shared expert: its intermediate size; 0 where there is none. */
   sharedExpertIntermediateSize: number;
   /**
-   * GLM-4.5 / DeepSeek-V3 routing instead of the softmax: sigmoid scores, the topK experts by score +
+   * GLM-4.5 / DeepSeek-V3 routing instead of the softmax: sigmoid scores (ERNIE 4.5: softmax ones), the topK experts by score +
    * e_score_correction_bias among the topKGroups best of numGroups groups, weighted by their scores (renormalized
    * when normTopK) × routedScalingFactor; router logits in f32. null: softmax routing.
    */
-  grouped: { numGroups: number; topKGroups: number; routedScalingFactor: number } | null;
+  grouped: { numGroups: number; topKGroups: number; routedScalingFactor: number; scoring?: "sigmoid" | "softmax" } | null;
   /** GLM-4.5's shared experts (n_shared_experts MLPs of intermediateSize every token takes, weight 1): run as that many extra experts. */
   numSharedExperts: number;
   /**
@@ -156,9 +156,10 @@ export interface MoeConfig {
    * GPT-OSS: mlp.router, and mlp.experts.gate_up_proj [E, H, 2I] (gate and up columns interleaved) / down_proj
    * [E, I, H] stored input-major, or as MXFP4 blocks output-major (src/model/gpt-oss-experts.ts). MiniMax-M2: Mixtral's
    * names (block_sparse_moe.gate, experts.E.w1/w3/w2, or transformers 5's mlp. and fused experts), its correction bias
-   * beside the gate (e_score_correction_bias).
+   * beside the gate (e_score_correction_bias). ERNIE 4.5: Qwen's names, mlp.shared_experts, and the correction bias as
+   * mlp.moe_statics.e_score_correction_bias [1, E].
    */
-  naming: "qwen" | "mixtral" | "granite" | "glm4_moe" | "gpt_oss" | "minimax";
+  naming: "qwen" | "mixtral" | "granite" | "glm4_moe" | "gpt_oss" | "minimax" | "ernie";
 }
 
 /**
@@ -221,6 +222,9 @@ const ARCHITECTURES: Record<string, Architecture> = {
   // Baidu's ERNIE 4.5 (the dense ones, e.g. ERNIE-4.5-0.3B): the Llama decoder with GLM's interleaved RoPE pairs over
   // the whole head.
   Ernie4_5ForCausalLM: "llama",
+  // ERNIE 4.5's MoE models (ERNIE-4.5-21B-A3B, -300B-A47B): that decoder, its MLPs from moe_layer_start_index on
+  // experts chosen by softmax score + a correction bias (moe_statics), renormalized, beside shared experts.
+  Ernie4_5_MoeForCausalLM: "llama",
   // DeepSeek-V3 / R1 and Kimi K2: multi-head latent attention (ModelConfig.mla) and GLM-4.5's experts (sigmoid routing with a
   // correction bias within groups, shared experts, first_k_dense_replace dense layers).
   DeepseekV3ForCausalLM: "llama",
@@ -323,7 +327,7 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
   if (raw.use_bidirectional_attention === true) throw new ConfigError(file, "use_bidirectional_attention=true is not supported (causal attention only)");
   if (raw.mlp_bias === true) throw new ConfigError(file, "mlp_bias=true is not supported");
   const rope = readRopeFields(raw, file);
-  const glm = archs[0] === "GlmForCausalLM" || archs[0] === "Glm4ForCausalLM", glm4moe = archs[0] === "Glm4MoeForCausalLM", ernie = archs[0] === "Ernie4_5ForCausalLM";
+  const glm = archs[0] === "GlmForCausalLM" || archs[0] === "Glm4ForCausalLM", glm4moe = archs[0] === "Glm4MoeForCausalLM", ernie = archs[0] === "Ernie4_5ForCausalLM" || archs[0] === "Ernie4_5_MoeForCausalLM";
   if (ernie && raw.use_bias === true) throw new ConfigError(file, "use_bias=true (biases on every projection, the MLP's too) is not supported");
   const olmo = archs[0] === "Olmo2ForCausalLM" || archs[0] === "Olmo3ForCausalLM", olmo3 = archs[0] === "Olmo3ForCausalLM";
   const exaone4 = archs[0] === "Exaone4ForCausalLM";
@@ -400,12 +404,13 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
     // Olmo2Config's and GptOssConfig's default is 1e-5.
     rmsNormEps: num("rms_norm_eps", postNorms || gptOss ? 1e-5 : 1e-6),
     // MiniMaxM2Config's default base is 5e6.
-    ropeTheta: positive(rope.theta ?? (minimax ? 5e6 : 10000), rope.thetaField),
+    ropeTheta: positive(rope.theta ?? (minimax ? 5e6 : ernie ? 500000 : 10000), rope.thetaField),
     ropeScaling: parseRopeScaling(rope.scaling, file, rope.scalingField, {
       maxPositionEmbeddings: int("max_position_embeddings", 2048), originalMaxPositionEmbeddings: raw.original_max_position_embeddings, rotaryDim,
     }),
     rotaryDim,
-    tieWordEmbeddings: raw.tie_word_embeddings === true,
+    // Ernie4_5Config's and Ernie4_5_MoeConfig's tie_word_embeddings is true where the file leaves it out.
+    tieWordEmbeddings: ernie ? raw.tie_word_embeddings !== false : raw.tie_word_embeddings === true,
     qkvBias: architecture === "qwen2" ? true : attentionBias,
     // GLM's attention_bias covers q/k/v only.
     oBias: architecture === "qwen2" || glm || glm4moe ? false : archs[0] === "SeedOssForCausalLM" ? raw.attention_out_bias === true : attentionBias,
@@ -520,6 +525,7 @@ function parseMoe(raw: Record<string, unknown>, arch: string, numLayers: number,
   if (arch === "DeepseekV2ForCausalLM") return parseDeepseekV2Moe(raw, numLayers, int, file);
   if (arch === "MiniMaxM2ForCausalLM") return parseMinimaxM2Moe(raw, numLayers, int, file);
   if (arch === "GptOssForCausalLM") return parseGptOssMoe(raw, numLayers, int, file);
+  if (arch === "Ernie4_5_MoeForCausalLM") return parseErnieMoe(raw, numLayers, int, file);
   const granite = arch === "GraniteMoeForCausalLM";
   // Granite names its experts as Mixtral does (num_local_experts; intermediate_size is an expert's).
   const mixtral = arch === "MixtralForCausalLM" || granite, qwen = arch === "Qwen3MoeForCausalLM" || arch === "Qwen2MoeForCausalLM";
@@ -648,6 +654,33 @@ function parseMinimaxM2Moe(raw: Record<string, unknown>, numLayers: number, int:
   return {
     numExperts, topK, intermediateSize: int("intermediate_size"), normTopK: true, sparseLayers: new Array(numLayers).fill(true), sharedExpertIntermediateSize: 0,
     grouped: { numGroups: 1, topKGroups: 1, routedScalingFactor: 1 }, numSharedExperts: 0, naming: "minimax", routedOutputScale: 1, routerBias: false, expertBiases: false, swiglu: null,
+  };
+}
+
+/**
+ * ERNIE 4.5's experts, with Ernie4_5_MoeConfig's defaults for what the file leaves out: layers l with (l + 1) %
+ * moe_layer_interval = 0 in [moe_layer_start_index, moe_layer_end_index] sparse; softmax scores of the router's f32
+ * logits, the top moe_k by score + e_score_correction_bias, weighted by their scores over their sum (moe_norm_min is
+ * 1e-12: a sum of softmax scores never comes near it) — GLM-4.5's routing with softmax scores in one group; the
+ * moe_num_shared_experts shared experts as one MLP of that many × moe_intermediate_size rows.
+ */
+function parseErnieMoe(raw: Record<string, unknown>, numLayers: number, int: (key: string, fallback?: number) => number, file: string): MoeConfig {
+  if (Array.isArray(raw.moe_num_experts) || Array.isArray(raw.moe_k)) throw new ConfigError(file, "multimodal expert groups (lists in moe_num_experts / moe_k: ERNIE-4.5-VL) are not supported");
+  const numExperts = int("moe_num_experts", 64), topK = int("moe_k", 6), shared = int("moe_num_shared_experts", 2);
+  if (numExperts + shared > MAX_EXPERTS) throw new ConfigError(file, `moe_num_experts (${numExperts}) and moe_num_shared_experts (${shared}) exceed the ${MAX_EXPERTS} experts supported together`);
+  if (topK < 1 || topK > numExperts) throw new ConfigError(file, `moe_k (${topK}) must be between 1 and moe_num_experts (${numExperts})`);
+  if (raw.moe_use_aux_free === false) throw new ConfigError(file, "moe_use_aux_free=false is not supported (ERNIE 4.5 routes with its correction bias)");
+  const index = (key: string, fallback: number): number => {
+    const v = raw[key] ?? fallback;
+    if (typeof v !== "number" || !Number.isInteger(v) || v < -1) throw new ConfigError(file, `field '${key}' must be a layer index (or -1), got ${JSON.stringify(raw[key])}`);
+    return v;
+  };
+  const start = index("moe_layer_start_index", 1), end = index("moe_layer_end_index", -1) === -1 ? numLayers - 1 : index("moe_layer_end_index", -1), interval = int("moe_layer_interval", 1);
+  return {
+    numExperts, topK, intermediateSize: int("moe_intermediate_size", 1536), normTopK: true,
+    sparseLayers: Array.from({ length: numLayers }, (_, l) => (l + 1) % interval === 0 && l >= start && l <= end), sharedExpertIntermediateSize: 0,
+    grouped: { numGroups: 1, topKGroups: 1, routedScalingFactor: 1, scoring: "softmax" }, numSharedExperts: shared, naming: "ernie", routedOutputScale: 1,
+    routerBias: false, expertBiases: false, swiglu: null,
   };
 }
 

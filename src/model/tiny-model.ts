@@ -13,7 +13,7 @@ import { fromFloat32 } from "../loader/dtype.ts";
 import { FP4_VALUES } from "../loader/quantization.ts";
 import { writeSafetensors, type TensorToWrite } from "../loader/safetensors.ts";
 
-export type TinyArch = "qwen3" | "qwen2" | "llama" | "granite" | "smollm3" | "phi3" | "qwen3_moe" | "qwen2_moe" | "mixtral" | "mistral" | "gemma3" | "gemma2" | "granitemoe" | "glm" | "glm4" | "olmo2" | "olmo3" | "exaone4" | "glm4_moe" | "ernie4_5" | "seed_oss" | "gpt_oss" | "deepseek_v3" | "deepseek_v2" | "minimax_m2";
+export type TinyArch = "qwen3" | "qwen2" | "llama" | "granite" | "smollm3" | "phi3" | "qwen3_moe" | "qwen2_moe" | "mixtral" | "mistral" | "gemma3" | "gemma2" | "granitemoe" | "glm" | "glm4" | "olmo2" | "olmo3" | "exaone4" | "glm4_moe" | "ernie4_5" | "seed_oss" | "gpt_oss" | "deepseek_v3" | "deepseek_v2" | "minimax_m2" | "ernie4_5_moe";
 
 export interface TinyModelOptions {
   arch: TinyArch;
@@ -189,6 +189,14 @@ function causalConfig(o: TinyModelOptions): Record<string, unknown> {
     return {
       architectures: ["Ernie4_5ForCausalLM"], model_type: "ernie4_5", ...base, use_bias: false, rope_theta: 500000, rope_scaling: o.ropeScaling ?? null,
       tie_word_embeddings: o.tieWordEmbeddings ?? true, pad_token_id: null,
+    };
+  if (o.arch === "ernie4_5_moe")
+    // ERNIE 4.5 MoE: ERNIE 4.5's decoder; from layer 1 on (to moe_layer_end_index, the last by default) 8 experts, the top
+    // 2 by softmax score + correction bias, renormalized, and 2 shared experts in one MLP; tied embeddings.
+    return {
+      architectures: ["Ernie4_5_MoeForCausalLM"], model_type: "ernie4_5_moe", ...base, use_bias: false, rope_theta: 500000, rope_scaling: o.ropeScaling ?? null,
+      tie_word_embeddings: o.tieWordEmbeddings ?? true, moe_num_experts: o.numExperts ?? 8, moe_k: o.topK ?? 2, moe_intermediate_size: o.moeIntermediateSize ?? 32,
+      moe_num_shared_experts: 2, moe_layer_start_index: 1, moe_layer_end_index: -1, moe_layer_interval: 1, moe_norm_min: 1e-12, moe_use_aux_free: true, pad_token_id: null,
     };
   if (o.arch === "glm4_moe")
     // GLM-4.5: q/k/v bias, rotate-half RoPE over half of each head; layer 0 dense, then 8 experts in 2 groups (one kept
@@ -381,7 +389,7 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
   };
   /** A sparse MLP: the router, then each expert's gate, up and down projections (and Qwen2-MoE's shared expert). */
   const addExperts = (p: string) => {
-    const granite = o.arch === "granitemoe", mixtral = o.arch === "mixtral" || o.arch === "minimax_m2" || granite, E = (cfg.num_experts ?? cfg.num_local_experts ?? cfg.n_routed_experts) as number;
+    const granite = o.arch === "granitemoe", mixtral = o.arch === "mixtral" || o.arch === "minimax_m2" || granite, E = (cfg.num_experts ?? cfg.num_local_experts ?? cfg.n_routed_experts ?? cfg.moe_num_experts) as number;
     const Ie = (mixtral ? cfg.intermediate_size : cfg.moe_intermediate_size) as number, m = mixtral ? `${p}block_sparse_moe.` : `${p}mlp.`;
     add(granite ? `${m}router.layer.weight` : `${m}gate.weight`, [E, H], 1 / Math.sqrt(H));
     for (let e = 0; e < E; e++) {
@@ -407,6 +415,15 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
       // Its correction bias (f32), beside the gate.
       const bias = rng.normal(new Float32Array(E), 0.5);
       tensors.push({ name: `${m}e_score_correction_bias`, dtype: "F32", shape: [E], bytes: new Uint8Array(bias.buffer) });
+    }
+    if (o.arch === "ernie4_5_moe") {
+      // Its correction bias [1, E] (f32, on the scale of the softmax scores it is added to), then the shared experts as one MLP.
+      const bias = rng.normal(new Float32Array(E), 0.05);
+      tensors.push({ name: `${m}moe_statics.e_score_correction_bias`, dtype: "F32", shape: [1, E], bytes: new Uint8Array(bias.buffer) });
+      const S = (cfg.moe_num_shared_experts as number) * Ie;
+      add(`${m}shared_experts.gate_proj.weight`, [S, H], 1 / Math.sqrt(H));
+      add(`${m}shared_experts.up_proj.weight`, [S, H], 1 / Math.sqrt(H));
+      add(`${m}shared_experts.down_proj.weight`, [H, S], 4 / Math.sqrt(S));
     }
     if (o.arch === "glm4_moe" || o.arch === "deepseek_v3" || o.arch === "deepseek_v2") {
       // Its router's correction bias (f32, as GLM-4.5 stores it: it decides which experts win; not DeepSeek-V2's, which
@@ -507,7 +524,8 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
     }
     if (postNorms) add(`${p}post_feedforward_layernorm.weight`, [H], 0.1, 1);
     const sparse = o.arch === "mixtral" || o.arch === "granitemoe" || o.arch === "minimax_m2" || ((o.arch === "qwen3_moe" || o.arch === "qwen2_moe") && !(cfg.mlp_only_layers as number[]).includes(i))
-      || ((o.arch === "glm4_moe" || o.arch === "deepseek_v3" || o.arch === "deepseek_v2") && i >= (cfg.first_k_dense_replace as number));
+      || ((o.arch === "glm4_moe" || o.arch === "deepseek_v3" || o.arch === "deepseek_v2") && i >= (cfg.first_k_dense_replace as number))
+      || (o.arch === "ernie4_5_moe" && i >= (cfg.moe_layer_start_index as number));
     if (o.arch === "gpt_oss") addGptOssExperts(p);
     else if (sparse) addExperts(p);
     else {

@@ -242,17 +242,23 @@ export function geluTanhMul(x: Float32Array, n: number, inter: number, out: Floa
 }
 
 /**
- * GLM-4.5 / DeepSeek-V3 routing of `n` rows of f32 router logits over E experts: s = sigmoid(logit); the topK
+ * GLM-4.5 / DeepSeek-V3 routing of `n` rows of f32 router logits over E experts: s = sigmoid(logit) (ERNIE 4.5, with
+ * `softmax`: the row's softmax, in f64 rounded to f32); the topK
  * experts by s + bias among the topKGroups best of numGroups equal groups (a group's score: its two best; other
  * groups' experts count as 0, as transformers masks them; ties: the lower id); weights s, over their sum (+1e-20)
  * when renormalize, × scale; then numShared entries for the shared experts (ids E …, weight 1). ids / weights are
  * [n, topK + numShared].
  */
-export function moeRouteGrouped(logits: Float32Array, bias: Float32Array, n: number, E: number, topK: number, numGroups: number, topKGroups: number, renormalize: boolean, scale: number, numShared: number, ids: Int32Array, weights: Float32Array): void {
+export function moeRouteGrouped(logits: Float32Array, bias: Float32Array, n: number, E: number, topK: number, numGroups: number, topKGroups: number, renormalize: boolean, scale: number, numShared: number, ids: Int32Array, weights: Float32Array, softmax = false): void {
   const s = new Float32Array(E), c = new Float32Array(E), perGroup = E / numGroups, width = topK + numShared;
   for (let t = 0; t < n; t++) {
+    let max = -Infinity, z = 0;
+    if (softmax) {
+      for (let e = 0; e < E; e++) max = Math.max(max, logits[t * E + e]!);
+      for (let e = 0; e < E; e++) z += Math.exp(logits[t * E + e]! - max);
+    }
     for (let e = 0; e < E; e++) {
-      s[e] = Math.fround(1 / (1 + Math.exp(-logits[t * E + e]!)));
+      s[e] = Math.fround(softmax ? Math.exp(logits[t * E + e]! - max) / z : 1 / (1 + Math.exp(-logits[t * E + e]!)));
       c[e] = Math.fround(s[e]! + bias[e]!);
     }
     if (topKGroups < numGroups) {
