@@ -115,21 +115,18 @@ export function scaleNames(weightName: string): string[] {
  */
 export function dequantize(w: TensorView, s: TensorView, blockSize: [number, number] | null): TensorView {
   const rows = w.shape[0] ?? 1, cols = w.shape.slice(1).reduce((a, b) => a * b, 1);
-  const q = toFloat32(w.bytes, w.dtype), scale = toFloat32(s.bytes, s.dtype), out = new Float32Array(q.length);
+  // The values are decoded into `out` and scaled there, one scale per run of columns (start-up time for large checkpoints).
+  const out = toFloat32(w.bytes, w.dtype), scale = toFloat32(s.bytes, s.dtype);
   const fail = (): never => { throw new Error(`${w.file}: tensor '${w.name}' [${w.shape}] has a scale '${s.name}' of shape [${s.shape}], which is neither one value, one per row, nor one per ${blockSize ? `${blockSize[0]}×${blockSize[1]} block` : "block (the config gives no block size)"}`); };
-  if (scale.length === 1) {
-    const k = scale[0]!;
-    for (let i = 0; i < q.length; i++) out[i] = q[i]! * k;
-  } else if (scale.length === rows && (s.shape.length === 1 || (s.shape.length === 2 && s.shape[1] === 1))) {
-    for (let r = 0; r < rows; r++) {
-      const k = scale[r]!;
-      for (let c = 0; c < cols; c++) out[r * cols + c] = q[r * cols + c]! * k;
-    }
+  const scaleRun = (from: number, to: number, k: number) => { for (let i = from; i < to; i++) out[i] = out[i]! * k; };
+  if (scale.length === 1) scaleRun(0, out.length, scale[0]!);
+  else if (scale.length === rows && (s.shape.length === 1 || (s.shape.length === 2 && s.shape[1] === 1))) {
+    for (let r = 0; r < rows; r++) scaleRun(r * cols, (r + 1) * cols, scale[r]!);
   } else if (blockSize && w.shape.length === 2 && s.shape.length === 2 && s.shape[0] === Math.ceil(rows / blockSize[0]) && s.shape[1] === Math.ceil(cols / blockSize[1])) {
     const [br, bc] = blockSize, sCols = s.shape[1]!;
     for (let r = 0; r < rows; r++) {
       const srow = Math.floor(r / br) * sCols;
-      for (let c = 0; c < cols; c++) out[r * cols + c] = q[r * cols + c]! * scale[srow + Math.floor(c / bc)]!;
+      for (let b = 0; b < sCols; b++) scaleRun(r * cols + b * bc, r * cols + Math.min(cols, (b + 1) * bc), scale[srow + b]!);
     }
   } else fail();
   return { name: w.name, file: w.file, dtype: "F32", shape: w.shape, bytes: new Uint8Array(out.buffer) };
