@@ -273,13 +273,15 @@ export function defineCudaSuites(target: CudaTarget): void {
 
     // GLM-4.5 / DeepSeek-V3 routing: one group (GLM-4.5's), 8 groups keeping 4 (DeepSeek-V3's), groups past one per lane
     // (40 of 5); ERNIE 4.5's softmax scores (64 experts, top 6, 2 shared; its bias is on the scale of the probabilities).
-    for (const [E, K, G, TG, S, scoring] of [[16, 4, 1, 1, 1, "sigmoid"], [64, 6, 8, 4, 2, "sigmoid"], [200, 8, 40, 5, 1, "sigmoid"], [64, 6, 1, 1, 2, "softmax"], [200, 8, 40, 5, 1, "softmax"]] as const) {
-      test(`grouped ${scoring} routing, ${E} experts in ${G} groups keeping ${TG}, top ${K}, ${S} shared: ids and weights match the CPU twin`, () => {
+    // DeepSeek-V2's group_limited_greedy: softmax scores, a group's score its best one, no bias (160 experts in 8 groups keeping 3).
+    for (const [E, K, G, TG, S, scoring, groupScore] of [[16, 4, 1, 1, 1, "sigmoid", "top2"], [64, 6, 8, 4, 2, "sigmoid", "top2"], [200, 8, 40, 5, 1, "sigmoid", "top2"], [64, 6, 1, 1, 2, "softmax", "top2"],
+      [200, 8, 40, 5, 1, "softmax", "top2"], [160, 6, 8, 3, 2, "softmax", "max"]] as const) {
+      test(`grouped ${scoring} routing, ${E} experts in ${G} groups keeping ${TG} (group score: ${groupScore}), top ${K}, ${S} shared: ids and weights match the CPU twin`, () => {
         const n = 2 * Z.rows + 3, W = K + S;
-        const logits = rng.normal(new Float32Array(n * E), 2), bias = rng.normal(new Float32Array(E), scoring === "softmax" ? 0.02 : 0.5);
+        const logits = rng.normal(new Float32Array(n * E), 2), bias = groupScore === "max" ? new Float32Array(E) : rng.normal(new Float32Array(E), scoring === "softmax" ? 0.02 : 0.5);
         for (const renormalize of [true, false]) {
           const ids = out([n, W], "i32"), weights = out([n, W], "f32");
-          const grouping = { numGroups: G, topKGroups: TG, scale: 2.5, scoring };
+          const grouping = { numGroups: G, topKGroups: TG, scale: 2.5, scoring, groupScore };
           g.moeRouteGrouped(g.fromHost(logits, [n, E]), g.fromHost(bias, [E]), K, grouping, renormalize, S, ids, weights);
           const cIds = new CpuIntTensor(new Int32Array(n * W), [n, W]), cW = new CpuTensor(new Float32Array(n * W), [n, W]);
           cpu.moeRouteGrouped(new CpuTensor(logits, [n, E]), new CpuTensor(bias, [E]), K, grouping, renormalize, S, cIds, cW);

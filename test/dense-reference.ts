@@ -398,7 +398,8 @@ function refGptOssMlp(w: W, raw: Record<string, unknown>, m: string, x: Float64A
 }
 
 /**
- * DeepSeek-V2's MLP as HF's DeepseekV2Moe writes it: softmax of the f32 router logits, the top k ("greedy"), their
+ * DeepSeek-V2's MLP as HF's DeepseekV2Moe writes it: softmax of the f32 router logits, the top k ("greedy"; with
+ * "group_limited_greedy" among the topk_group groups whose best probability is highest, the others counted as 0), their
  * probabilities × routed_scaling_factor (renormalized first where norm_topk_prob says so, as vLLM reads it) weigh
  * their MLPs, and the shared experts' MLP (n_shared_experts × moe_intermediate_size rows) is added.
  */
@@ -406,7 +407,12 @@ function refDeepseekV2Mlp(w: W, raw: Record<string, unknown>, m: string, x: Floa
   const E = raw.n_routed_experts as number, k = raw.num_experts_per_tok as number, I = raw.moe_intermediate_size as number;
   const logits = matvec(w(`${m}gate.weight`), x, E), top = Math.max(...logits);
   const ex = logits.map((v) => Math.exp(v - top)), z = ex.reduce((a, b) => a + b, 0);
-  const chosen = [...ex.keys()].sort((a, b) => ex[b]! - ex[a]! || a - b).slice(0, k);
+  // group_limited_greedy: only the topk_group groups with the best single probability compete (the rest count as 0).
+  const G = (raw.n_group ?? 1) as number, per = E / G;
+  const groupBest = Array.from({ length: G }, (_, g) => Math.max(...ex.subarray(g * per, (g + 1) * per)));
+  const kept = new Set([...groupBest.keys()].sort((a, b) => groupBest[b]! - groupBest[a]! || a - b).slice(0, raw.topk_method === "group_limited_greedy" ? (raw.topk_group as number) : G));
+  const competing = ex.map((v, e) => (kept.has(Math.floor(e / per)) ? v : 0));
+  const chosen = [...competing.keys()].sort((a, b) => competing[b]! - competing[a]! || a - b).slice(0, k);
   const sum = chosen.reduce((a, e) => a + ex[e]! / z, 0);
   const factor = (raw.norm_topk_prob === true ? 1 / sum : 1) * ((raw.routed_scaling_factor ?? 1) as number);
   const out = refMlp(w, `${m}shared_experts.`, x, I * ((raw.n_shared_experts ?? 1) as number), H);

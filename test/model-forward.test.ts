@@ -100,6 +100,8 @@ const CASES: [string, TinyModelOptions][] = [
   ["deepseek_v2 (MLA; softmax top-k × routed_scaling_factor beside two shared experts)", { arch: "deepseek_v2", seed: 29, vocabSize: 2048, numLayers: 3 }],
   // MiniMax-M2: q/k norms over whole projections, RoPE over half of each head, sigmoid routing with a correction bias.
   ["minimax_m2 (q/k norms across heads, partial RoPE, sigmoid routing with a correction bias)", { arch: "minimax_m2", seed: 30, vocabSize: 2048, numLayers: 2 }],
+  // One group kept of four: both experts come from the group of the most probable one (keeping two groups could not differ from greedy top-2).
+  ["deepseek_v2 with group_limited_greedy (8 experts in 4 groups, the one with the best single probability kept)", { arch: "deepseek_v2", seed: 32, vocabSize: 2048, numLayers: 3, groupLimited: { numGroups: 4, topKGroups: 1 } }],
   ["ernie4_5_moe (softmax routing with a correction bias, shared experts; layer 0 dense)", { arch: "ernie4_5_moe", seed: 31, vocabSize: 2048, numLayers: 3 }],
   ["phi3 with partial RoPE (¾) and LongRoPE, short factors", { arch: "phi3", seed: 16, vocabSize: 2048, partialRotaryFactor: 0.75, originalMaxPositionEmbeddings: 1024, ropeScaling: LONGROPE }],
 ];

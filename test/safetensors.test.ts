@@ -372,8 +372,14 @@ describe("checkpoints", () => {
     expect([v2.mla!.qLoraRank, v2.mla!.scale, v2.headDim, v2.scales.attention]).toEqual([null, 1, 24, 1 / Math.sqrt(24)]);
     expect(v2.moe).toEqual({ numExperts: 16, topK: 4, intermediateSize: 32, normTopK: false, sparseLayers: [false, true, true, true, true], sharedExpertIntermediateSize: 0,
       grouped: null, numSharedExperts: 2, naming: "glm4_moe", routedOutputScale: 1, routerBias: false, expertBiases: false, swiglu: null });
-    expect(() => parseModelConfig({ ...v3, architectures: ["DeepseekV2ForCausalLM"], topk_method: "group_limited_greedy" }, "x/config.json"))
-      .toThrow("topk_method 'group_limited_greedy' is not supported for DeepSeek-V2 (greedy: softmax top-k, as DeepSeek-V2-Lite's)");
+    // DeepSeek-V2 / V2.5 / Coder-V2: group_limited_greedy (16 experts in 4 groups, 2 kept) through the grouped routing kernel, its scale there.
+    const limited = parseModelConfig({ ...v3, architectures: ["DeepseekV2ForCausalLM"], q_lora_rank: null, topk_method: "group_limited_greedy", scoring_func: undefined, n_group: 4, topk_group: 2,
+      n_shared_experts: 2, first_k_dense_replace: 1, norm_topk_prob: false, routed_scaling_factor: 16.0, rope_scaling: null }, "x/config.json");
+    expect([limited.moe!.grouped, limited.moe!.routedOutputScale]).toEqual([{ numGroups: 4, topKGroups: 2, routedScalingFactor: 16, scoring: "softmax", groupScore: "max", correctionBias: false }, 1]);
+    expect(() => parseModelConfig({ ...v3, architectures: ["DeepseekV2ForCausalLM"], topk_method: "noaux_tc" }, "x/config.json"))
+      .toThrow("topk_method 'noaux_tc' is not supported for DeepSeek-V2 (greedy, or group_limited_greedy)");
+    expect(() => parseModelConfig({ ...v3, architectures: ["DeepseekV2ForCausalLM"], topk_method: "group_limited_greedy", scoring_func: undefined, n_group: 3, topk_group: 1 }, "x/config.json"))
+      .toThrow("n_group (3) must divide n_routed_experts (16)");
   });
 
   test("MiniMax-M2 (MiniMaxM2ForCausalLM): q/k norms across heads, rotary_dim, one-group sigmoid routing; what is not supported is named", () => {

@@ -40,6 +40,7 @@ const MODELS: [string, TinyModelOptions][] = [
   // MiniMax-M2: q/k norms across heads (sums of squares all-reduced), the correction bias replicated.
   ["minimax_m2 (q/k norms across heads, partial RoPE, sigmoid routing)", { arch: "minimax_m2", seed: 16, vocabSize: 2048 }],
   ["deepseek_v2 (softmax routing with shared experts, the routed scale folded into each slice)", { arch: "deepseek_v2", seed: 15, vocabSize: 2048, numLayers: 3 }],
+  ["deepseek_v2 with group_limited_greedy (the grouped routing kernel, replicated; its scale there, not in the slices)", { arch: "deepseek_v2", seed: 18, vocabSize: 2048, numLayers: 3, groupLimited: { numGroups: 4, topKGroups: 1 } }],
   ["ernie4_5_moe (softmax routing with a correction bias, shared experts sliced like the routed ones)", { arch: "ernie4_5_moe", seed: 17, vocabSize: 2048, numLayers: 3 }],
 ];
 

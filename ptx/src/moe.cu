@@ -65,7 +65,7 @@ extern "C" __global__ void moe_route_bf16(const bf16* __restrict__ logits, int* 
 }
 
 // GLM-4.5 / DeepSeek-V3 routing, one warp per token (grid = tokens, block = 32), from f32 router logits: s = sigmoid(logit)
-// (softmax_scores: the row's softmax, ERNIE 4.5's);
+// (softmax_scores: the row's softmax, ERNIE 4.5's and DeepSeek-V2's; group_max: a group's score is its best, DeepSeek-V2's);
 // experts are chosen by c = s + bias (e_score_correction_bias) among the top_k_groups of num_groups equal groups (a
 // group's score: the sum of its two best c; experts of the other groups count as 0, as transformers masks them);
 // their weights are s, divided by their sum (+1e-20) when renormalize, times scale (routed_scaling_factor). Then
@@ -73,7 +73,7 @@ extern "C" __global__ void moe_route_bf16(const bf16* __restrict__ logits, int* 
 // The block is one warp: its barriers (lanes read other lanes' shared values) are plain __syncthreads.
 extern "C" __global__ void moe_route_grouped_f32(const float* __restrict__ logits, const float* __restrict__ bias, int* __restrict__ ids, float* __restrict__ weights,
                                                  int num_experts, int top_k, int num_groups, int top_k_groups, int renormalize, float scale, int num_shared,
-                                                 int softmax_scores) {
+                                                 int softmax_scores, int group_max) {
   __shared__ float s[MAX_EXPERTS], c[MAX_EXPERTS], group_score[MAX_EXPERTS];
   __shared__ int keep[MAX_EXPERTS];
   const int t = blockIdx.x, lane = threadIdx.x, width = top_k + num_shared, per_group = num_experts / num_groups;
@@ -101,7 +101,7 @@ extern "C" __global__ void moe_route_grouped_f32(const float* __restrict__ logit
       const float v = c[e];
       if (v > a) { b = a; a = v; } else if (v > b) b = v;
     }
-    group_score[g] = per_group > 1 ? a + b : a;
+    group_score[g] = per_group > 1 && !group_max ? a + b : a;
     keep[g] = 0;
   }
   __syncthreads();

@@ -49,8 +49,10 @@ export interface MoeGrouping {
   numGroups: number;
   topKGroups: number;
   scale: number;
-  /** The scores: sigmoid of each logit (GLM-4.5, DeepSeek-V3; the default) or the row's softmax (ERNIE 4.5). */
+  /** The scores: sigmoid of each logit (GLM-4.5, DeepSeek-V3; the default) or the row's softmax (ERNIE 4.5, DeepSeek-V2). */
   scoring?: "sigmoid" | "softmax";
+  /** A group's score: the sum of its two best choice values (the default) or its best one (DeepSeek-V2's group_limited_greedy). */
+  groupScore?: "top2" | "max";
 }
 
 /** GPT-OSS's clamped SwiGLU: g = min(gate, limit), u = clamp(up, −limit, limit), (u + 1) · g · sigmoid(alpha · g). */

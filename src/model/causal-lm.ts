@@ -322,10 +322,11 @@ export class CausalLM<T extends Tensor> {
       parts13.push(mine(w(`${x}gate_proj.weight`, [SI, H]), j * I), mine(w(`${x}up_proj.weight`, [SI, H]), j * I));
       parts2.push(downCols(sliceCols(w(`${x}down_proj.weight`, [H, SI]), j * I, (j + 1) * I)));
     }
-    const bias = !moe.grouped ? null
+    // Grouped routing's correction bias (DeepSeek-V2's group_limited_greedy has none: zeros).
+    const bias = !moe.grouped || moe.grouped.correctionBias === false ? null
       : moe.naming === "ernie" ? { ...w(`${m}moe_statics.e_score_correction_bias`, [1, E]), shape: [E] }
       : w(moe.naming === "minimax" ? `${m}e_score_correction_bias` : `${m}gate.e_score_correction_bias`, [E]);
-    const scoreBias = bias ? b.fromHost(toFloat32(bias.bytes, bias.dtype), [E]) : null;
+    const scoreBias = !moe.grouped ? null : b.fromHost(bias ? toFloat32(bias.bytes, bias.dtype) : new Float32Array(E), [E]);
     let shared: MoeLayer<T>["shared"] = null;
     const S = moe.sharedExpertIntermediateSize, ls = this.dims.sharedIntermediate;
     if (S > 0) {
@@ -556,7 +557,7 @@ export class CausalLM<T extends Tensor> {
       const m = Math.min(ws.tokens, n - s), xs = b.rowRange(x, s, m), ys = b.rowRange(out, s, m);
       const logits = b.rows(ws.routerLogits, m), ids = b.rows(ws.ids, m), weights = b.rows(ws.weights, m);
       b.linear(xs, L.router, L.routerBias, logits);
-      if (g) b.moeRouteGrouped(logits, L.scoreBias!, moe.topK, { numGroups: g.numGroups, topKGroups: g.topKGroups, scale: g.routedScalingFactor, scoring: g.scoring }, moe.normTopK, S, ids, weights);
+      if (g) b.moeRouteGrouped(logits, L.scoreBias!, moe.topK, { numGroups: g.numGroups, topKGroups: g.topKGroups, scale: g.routedScalingFactor, scoring: g.scoring, groupScore: g.groupScore }, moe.normTopK, S, ids, weights);
       else b.moeRoute(logits, moe.topK, moe.normTopK, ids, weights, S);
       b.moeExperts(xs, ids, weights, L.experts, moe.numExperts + S, { gateUp: b.rows(ws.gateUp, m * K), act: b.rows(ws.act, m * K), expertOut: b.rows(ws.expertOut, m * K), routing: ws.routing }, ys);
       if (L.shared && ws.shared) {

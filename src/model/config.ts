@@ -135,7 +135,13 @@ export interface MoeConfig {
    * e_score_correction_bias among the topKGroups best of numGroups groups, weighted by their scores (renormalized
    * when normTopK) × routedScalingFactor; router logits in f32. null: softmax routing.
    */
-  grouped: { numGroups: number; topKGroups: number; routedScalingFactor: number; scoring?: "sigmoid" | "softmax" } | null;
+  grouped: {
+    numGroups: number; topKGroups: number; routedScalingFactor: number; scoring?: "sigmoid" | "softmax";
+    /** A group's score: its two best (the default) or its best (DeepSeek-V2's group_limited_greedy). */
+    groupScore?: "top2" | "max";
+    /** false: no e_score_correction_bias (DeepSeek-V2): experts are chosen by score alone. */
+    correctionBias?: boolean;
+  } | null;
   /** GLM-4.5's shared experts (n_shared_experts MLPs of intermediateSize every token takes, weight 1): run as that many extra experts. */
   numSharedExperts: number;
   /**
@@ -624,20 +630,30 @@ function parseDeepseekMoe(raw: Record<string, unknown>, numLayers: number, int: 
 /**
  * DeepSeek-V2's experts (V2-Lite's, V2.5's): softmax over the router's logits, the top num_experts_per_tok ("greedy";
  * renormalized when norm_topk_prob, as vLLM reads it), × routed_scaling_factor; the shared experts (n_shared_experts
- * MLPs of moe_intermediate_size, weight 1) run as extra experts; layers from first_k_dense_replace on. V2's
- * group_limited_greedy is refused.
+ * MLPs of moe_intermediate_size, weight 1) run as extra experts; layers from first_k_dense_replace on. V2's and V2.5's
+ * group_limited_greedy picks among the topk_group groups whose best probability is highest.
  */
 function parseDeepseekV2Moe(raw: Record<string, unknown>, numLayers: number, int: (key: string, fallback?: number) => number, file: string): MoeConfig {
   const method = raw.topk_method ?? "greedy";
-  if (method !== "greedy") throw new ConfigError(file, `topk_method '${method}' is not supported for DeepSeek-V2 (greedy: softmax top-k, as DeepSeek-V2-Lite's)`);
+  if (method !== "greedy" && method !== "group_limited_greedy") throw new ConfigError(file, `topk_method '${method}' is not supported for DeepSeek-V2 (greedy, or group_limited_greedy)`);
   if (raw.scoring_func != null && raw.scoring_func !== "softmax") throw new ConfigError(file, `scoring_func '${raw.scoring_func}' is not supported for DeepSeek-V2 (softmax)`);
   if (raw.moe_layer_freq != null && raw.moe_layer_freq !== 1) throw new ConfigError(file, `moe_layer_freq ${JSON.stringify(raw.moe_layer_freq)} is not supported (1: every layer from first_k_dense_replace on)`);
   const numExperts = int("n_routed_experts"), topK = int("num_experts_per_tok");
   if (topK > numExperts) throw new ConfigError(file, `num_experts_per_tok (${topK}) exceeds n_routed_experts (${numExperts})`);
   const { scale, norm, shared, firstSparse } = deepseekStyleMoeFields(raw, numExperts, file, { normTopK: false, sharedExperts: 0, firstSparse: 0 });
+  // group_limited_greedy (DeepSeek-V2, V2.5, Coder-V2): the topk_group groups with the best single score kept, the
+  // others' experts counted as 0 — the grouped routing kernel with softmax scores, no bias, and its scale.
+  let grouped: MoeConfig["grouped"] = null;
+  if (method === "group_limited_greedy") {
+    const numGroups = int("n_group"), topKGroups = int("topk_group");
+    if (numExperts % numGroups !== 0) throw new ConfigError(file, `n_group (${numGroups}) must divide n_routed_experts (${numExperts})`);
+    if (topKGroups > numGroups) throw new ConfigError(file, `topk_group (${topKGroups}) exceeds n_group (${numGroups})`);
+    if (topK > topKGroups * (numExperts / numGroups)) throw new ConfigError(file, `num_experts_per_tok (${topK}) exceeds the experts of topk_group (${topKGroups}) groups`);
+    grouped = { numGroups, topKGroups, routedScalingFactor: scale, scoring: "softmax", groupScore: "max", correctionBias: false };
+  }
   return {
     numExperts, topK, intermediateSize: int("moe_intermediate_size", 1407), normTopK: norm, sparseLayers: Array.from({ length: numLayers }, (_, l) => l >= firstSparse),
-    sharedExpertIntermediateSize: 0, grouped: null, numSharedExperts: shared, naming: "glm4_moe", routedOutputScale: scale, routerBias: false, expertBiases: false, swiglu: null,
+    sharedExpertIntermediateSize: 0, grouped, numSharedExperts: shared, naming: "glm4_moe", routedOutputScale: grouped ? 1 : scale, routerBias: false, expertBiases: false, swiglu: null,
   };
 }
 

@@ -63,6 +63,8 @@ export interface TinyModelOptions {
   mxfp4?: boolean;
   /** deepseek_v3 / deepseek_v2: q_lora_rank (default v3 32: q through q_a_proj / q_b_proj; v2 null: one q_proj, as V2-Lite's). */
   qLoraRank?: number | null;
+  /** DeepSeek-V2: topk_method group_limited_greedy over this many groups, keeping topKGroups (absent: greedy). */
+  groupLimited?: { numGroups: number; topKGroups: number };
 }
 
 /** Bumped whenever the generator's output changes, so cached copies are regenerated. */
@@ -233,8 +235,8 @@ function causalConfig(o: TinyModelOptions): Record<string, unknown> {
       architectures: ["DeepseekV2ForCausalLM"], model_type: "deepseek_v2", ...base, num_key_value_heads: numHeads, head_dim: 8,
       q_lora_rank: o.qLoraRank === undefined ? null : o.qLoraRank, kv_lora_rank: 32, qk_nope_head_dim: 16, qk_rope_head_dim: 8, v_head_dim: 16,
       attention_bias: false, rope_theta: 10000, rope_scaling: o.ropeScaling ?? null, n_routed_experts: o.numExperts ?? 8, num_experts_per_tok: o.topK ?? 2,
-      n_shared_experts: 2, moe_intermediate_size: o.moeIntermediateSize ?? 32, first_k_dense_replace: 1, moe_layer_freq: 1, topk_method: "greedy",
-      n_group: null, topk_group: null, norm_topk_prob: false, routed_scaling_factor: 2.0, tie_word_embeddings: o.tieWordEmbeddings ?? false, attention_dropout: 0, pad_token_id: null,
+      n_shared_experts: 2, moe_intermediate_size: o.moeIntermediateSize ?? 32, first_k_dense_replace: 1, moe_layer_freq: 1,
+      topk_method: o.groupLimited ? "group_limited_greedy" : "greedy", n_group: o.groupLimited?.numGroups ?? null, topk_group: o.groupLimited?.topKGroups ?? null, norm_topk_prob: false, routed_scaling_factor: 2.0, tie_word_embeddings: o.tieWordEmbeddings ?? false, attention_dropout: 0, pad_token_id: null,
     };
   }
   if (o.arch === "deepseek_v3") {

@@ -224,7 +224,7 @@ export class CpuBackend implements Backend<T> {
 
   moeRouteGrouped(logits: T, bias: T, topK: number, g: MoeGrouping, renormalize: boolean, numShared: number, ids: T, weights: T): void {
     const l = logits as CpuTensor;
-    k.moeRouteGrouped(l.data, f32(bias), l.numRows, l.width, topK, g.numGroups, g.topKGroups, renormalize, g.scale, numShared, i32(ids), f32(weights), g.scoring === "softmax");
+    k.moeRouteGrouped(l.data, f32(bias), l.numRows, l.width, topK, g.numGroups, g.topKGroups, renormalize, g.scale, numShared, i32(ids), f32(weights), g.scoring === "softmax", g.groupScore === "max");
   }
 
   /**

@@ -243,13 +243,13 @@ export function geluTanhMul(x: Float32Array, n: number, inter: number, out: Floa
 
 /**
  * GLM-4.5 / DeepSeek-V3 routing of `n` rows of f32 router logits over E experts: s = sigmoid(logit) (ERNIE 4.5, with
- * `softmax`: the row's softmax, in f64 rounded to f32); the topK
+ * `softmax`: the row's softmax, in f64 rounded to f32); with `groupMax` a group's score is its best (DeepSeek-V2's); the topK
  * experts by s + bias among the topKGroups best of numGroups equal groups (a group's score: its two best; other
  * groups' experts count as 0, as transformers masks them; ties: the lower id); weights s, over their sum (+1e-20)
  * when renormalize, × scale; then numShared entries for the shared experts (ids E …, weight 1). ids / weights are
  * [n, topK + numShared].
  */
-export function moeRouteGrouped(logits: Float32Array, bias: Float32Array, n: number, E: number, topK: number, numGroups: number, topKGroups: number, renormalize: boolean, scale: number, numShared: number, ids: Int32Array, weights: Float32Array, softmax = false): void {
+export function moeRouteGrouped(logits: Float32Array, bias: Float32Array, n: number, E: number, topK: number, numGroups: number, topKGroups: number, renormalize: boolean, scale: number, numShared: number, ids: Int32Array, weights: Float32Array, softmax = false, groupMax = false): void {
   const s = new Float32Array(E), c = new Float32Array(E), perGroup = E / numGroups, width = topK + numShared;
   for (let t = 0; t < n; t++) {
     let max = -Infinity, z = 0;
@@ -264,7 +264,7 @@ export function moeRouteGrouped(logits: Float32Array, bias: Float32Array, n: num
     if (topKGroups < numGroups) {
       const score = Array.from({ length: numGroups }, (_, g) => {
         const v = Array.from(c.subarray(g * perGroup, (g + 1) * perGroup)).sort((a, b) => b - a);
-        return perGroup > 1 ? v[0]! + v[1]! : v[0]!;
+        return perGroup > 1 && !groupMax ? v[0]! + v[1]! : v[0]!;
       });
       const keep = new Uint8Array(numGroups);
       for (let j = 0; j < topKGroups; j++) {

@@ -660,7 +660,7 @@ export class CudaBackend implements Backend<CudaTensor> {
   moeRouteGrouped(logits: CudaTensor, bias: CudaTensor, topK: number, g: MoeGrouping, renormalize: boolean, numShared: number, ids: CudaTensor, weights: CudaTensor): void {
     if (logits.dtype !== "f32" || bias.dtype !== "f32" || ids.dtype !== "i32" || weights.dtype !== "f32") throw new Error(`moeRouteGrouped: logits and bias f32, ids i32, weights f32 expected, got ${logits.dtype}, ${bias.dtype}, ${ids.dtype}, ${weights.dtype}`);
     if (logits.numRows === 0) return;
-    this.k.launch("moe_route_grouped_f32", [logits.numRows], 32, [P(logits), P(bias), P(ids), P(weights), I(logits.width), I(topK), I(g.numGroups), I(g.topKGroups), I(renormalize ? 1 : 0), F(g.scale), I(numShared), I(g.scoring === "softmax" ? 1 : 0)]);
+    this.k.launch("moe_route_grouped_f32", [logits.numRows], 32, [P(logits), P(bias), P(ids), P(weights), I(logits.width), I(topK), I(g.numGroups), I(g.topKGroups), I(renormalize ? 1 : 0), F(g.scale), I(numShared), I(g.scoring === "softmax" ? 1 : 0), I(g.groupScore === "max" ? 1 : 0)]);
   }
 
   /**
