@@ -120,6 +120,96 @@ export function defineCudaSuites(target: CudaTarget): void {
   const rng = new SeededRandom(42);
   const randn = (n: number, std = 1) => bf16Round(rng.normal(new Float32Array(n), std));
 
+  // Tensor parallelism first: a worker thread that ends waits for the JIT compilations of its code still in flight, and
+  // later in a long test process (after the kernel and engine tests) JavaScriptCore's compiler threads are far behind —
+  // a first group's exit took 13–58 s there, under 0.5 s with concurrent JIT off (BUN_JSC_useConcurrentJIT=0; slower overall).
+  const gpus = skip ? 0 : target.provider.deviceCount(target.backend!);
+  if (!skip && gpus < 2) console.log(`skipping GPU tensor-parallel tests: ${gpus} GPU visible, 2 needed`);
+  describe.skipIf(gpus < 2)(`tensor parallelism over NCCL on the ${label}`, () => {
+    test("TP = 2 gives TP = 1's greedy tokens, with decode graphs and with chunked prefill", () => {
+      const model = tinyModel({ arch: "qwen3", seed: 11, vocabSize: 4096 });
+      const rng = new SeededRandom(12);
+      const prompts = [[1, 2, 3, 4, 5, 6, 7], [9, 8, 7], Array.from({ length: 60 }, () => rng.int(0, 4095)), [300, 200, 100, 7, 7]];
+      const params = { temperature: 0, max_tokens: Z.engineTokens, ignore_eos: true };
+      const common = { model, device: "cuda" as const, maxModelLen: 256, maxNumSeqs: 4, maxNumBatchedTokens: 32, cuda: target.provider, log: () => {} };
+      const one = gpuLLM(common);
+      const two = gpuLLM({ ...common, tensorParallelSize: 2 });
+      try {
+        const a = one.generate(prompts, params, { useTqdm: false }).map((o) => o.outputs[0]!.tokenIds.join());
+        const b = two.generate(prompts, params, { useTqdm: false }).map((o) => o.outputs[0]!.tokenIds.join());
+        console.log(`TP = 1 vs TP = 2 on the ${label}: ${a.filter((x, i) => x === b[i]).length} of ${prompts.length} prompts token-identical over ${Z.engineTokens} tokens`);
+        expect(two.engine.runner.graphSteps).toBeGreaterThan(0);
+        // bf16 all-reduces round partial sums once more than TP = 1 does: a near-tie may flip one prompt.
+        expect(a.filter((x, i) => x === b[i]).length).toBeGreaterThanOrEqual(prompts.length - 1);
+      } finally {
+        one.engine.close();
+        two.engine.close();
+      }
+      // A clean shutdown destroys both ranks' communicators.
+      if (target.ncclCommsClosed) expect(target.ncclCommsClosed()).toBe(2);
+    }, timeoutMs);
+
+    test("TP = 2 gives TP = 1's tokens for OLMo 3 (q/k sums of squares all-reduced in f32) and Gemma 2 (hybrid KV cache groups on every rank)", () => {
+      const rng = new SeededRandom(13);
+      const prompts = [[1, 2, 3, 4, 5, 6, 7], Array.from({ length: 40 }, () => rng.int(0, 4095)), [300, 200, 100, 7, 7]];
+      const params = { temperature: 0, max_tokens: Z.engineTokens, ignore_eos: true };
+      for (const opts of [{ arch: "olmo3" as const, seed: 14, vocabSize: 4096, numLayers: 4 }, { arch: "gemma2" as const, seed: 11, vocabSize: 4096, numLayers: 4 }]) {
+        const common = { model: tinyModel(opts), device: "cuda" as const, maxModelLen: 128, maxNumSeqs: 4, maxNumBatchedTokens: 32, blockSize: 4, cuda: target.provider, log: () => {} };
+        const one = gpuLLM(common), two = gpuLLM({ ...common, tensorParallelSize: 2 });
+        try {
+          const a = one.generate(prompts, params, { useTqdm: false }).map((o) => o.outputs[0]!.tokenIds.join());
+          const b = two.generate(prompts, params, { useTqdm: false }).map((o) => o.outputs[0]!.tokenIds.join());
+          console.log(`${opts.arch}: TP = 1 vs TP = 2 on the ${label}: ${a.filter((x, i) => x === b[i]).length} of ${prompts.length} prompts token-identical over ${Z.engineTokens} tokens`);
+          expect(two.engine.runner.graphSteps).toBeGreaterThan(0);
+          expect(a.filter((x, i) => x === b[i]).length).toBeGreaterThanOrEqual(prompts.length - 1);
+        } finally {
+          one.engine.close();
+          two.engine.close();
+        }
+      }
+    }, timeoutMs);
+
+    // "1:2": rank 1 throws before issuing step 2. "1:2:late": it throws after step 2's barrier, so its
+    // collectives never run while the leader's wait for them on its stream (as after a kernel fault).
+    // "1:2:hang": rank 1 stops responding; the leader gives up after VBUN_TP_TIMEOUT (3 s here: it also bounds
+    // each rank's load of its shard, which on a loaded 2-core machine can pass 1 s on the simulator).
+    for (const [failAt, message] of [
+      ["1:2", "tensor-parallel rank 1 failed: injected failure at step 2"],
+      ["1:2:late", "tensor-parallel rank 1 failed: injected failure after step 2's barrier"],
+      ["1:2:hang", "tensor parallelism: a rank did not arrive within 3 s \\(VBUN_TP_TIMEOUT\\); the group is stopped"],
+      // Hangs after its barrier: the leader's stream waits for rank 1's collectives, polled, until the timeout.
+      ["1:2:late-hang", "tensor parallelism: a step's GPU work \\(its collectives wait for the other ranks'\\) did not finish within 3 s"],
+    ] as const) {
+      test(`a failing GPU rank (VBUN_TP_FAIL_AT=${failAt}) makes the engine fail with that rank's error, without hanging; close() ends the workers`, async () => {
+        process.env.VBUN_TP_FAIL_AT = failAt;
+        if (failAt.endsWith("hang")) process.env.VBUN_TP_TIMEOUT = "3";
+        let llm: LLM | null = null;
+        try {
+          llm = gpuLLM({ model: tinyModel(FAST_MODEL), device: "cuda", tensorParallelSize: 2, maxModelLen: 64, maxNumSeqs: 4, cuda: target.provider, log: () => {} });
+          const group = llm.engine.runner.tpGroup!;
+          expect(() => llm!.generate([[1, 2, 3], [4, 5]], { temperature: 0, max_tokens: 8 }, { useTqdm: false })).toThrow(new RegExp(message));
+          // The communicators were aborted, which is what lets collectives waiting for rank 1 give up (a hung
+          // rank cannot abort its own: only the leader's then).
+          if (target.ncclCommsClosed) expect(target.ncclCommsClosed()).toBe(failAt.endsWith("hang") ? 1 : 2);
+          llm.close();
+          // Generous: a simulated rank's thread frees half a GiB of simulated device memory on its way out, and the
+          // first failing group's threads take long to stop on a loaded 2-core machine (17–24 s measured for "1:2"
+          // in the whole gpu-sim file, before and after 2026-11-29's kernels; under 1 s for the later cases; past
+          // 30 s in the whole suite) — not understood yet. A hang never ends: this still catches one.
+          expect(await exitsWithin(group, 90_000)).toBe(true);
+        } finally {
+          delete process.env.VBUN_TP_FAIL_AT;
+          delete process.env.VBUN_TP_TIMEOUT;
+        }
+      }, timeoutMs);
+    }
+
+    test("more ranks than GPUs is a clear start-up error", () => {
+      const model = tinyModel(FAST_MODEL);
+      expect(() => new LLM({ model, device: "cuda", tensorParallelSize: 2 * gpus, cuda: target.provider, log: () => {} })).toThrow(new RegExp(`--tensor-parallel-size: ${2 * gpus} ranks need ${2 * gpus} GPUs but only ${gpus} are visible`));
+    }, timeoutMs);
+  });
+
   describe.skipIf(skip)(`CUDA kernels on the ${label} match their CPU twins (bf16 rel. error ≤ 1e-2, every output written)`, () => {
     const cpu = new CpuBackend();
     const g = target.backend!;
@@ -859,92 +949,6 @@ export function defineCudaSuites(target: CudaTarget): void {
     }, timeoutMs);
   });
 
-  const gpus = skip ? 0 : target.provider.deviceCount(target.backend!);
-  if (!skip && gpus < 2) console.log(`skipping GPU tensor-parallel tests: ${gpus} GPU visible, 2 needed`);
-  describe.skipIf(gpus < 2)(`tensor parallelism over NCCL on the ${label}`, () => {
-    test("TP = 2 gives TP = 1's greedy tokens, with decode graphs and with chunked prefill", () => {
-      const model = tinyModel({ arch: "qwen3", seed: 11, vocabSize: 4096 });
-      const rng = new SeededRandom(12);
-      const prompts = [[1, 2, 3, 4, 5, 6, 7], [9, 8, 7], Array.from({ length: 60 }, () => rng.int(0, 4095)), [300, 200, 100, 7, 7]];
-      const params = { temperature: 0, max_tokens: Z.engineTokens, ignore_eos: true };
-      const common = { model, device: "cuda" as const, maxModelLen: 256, maxNumSeqs: 4, maxNumBatchedTokens: 32, cuda: target.provider, log: () => {} };
-      const one = gpuLLM(common);
-      const two = gpuLLM({ ...common, tensorParallelSize: 2 });
-      try {
-        const a = one.generate(prompts, params, { useTqdm: false }).map((o) => o.outputs[0]!.tokenIds.join());
-        const b = two.generate(prompts, params, { useTqdm: false }).map((o) => o.outputs[0]!.tokenIds.join());
-        console.log(`TP = 1 vs TP = 2 on the ${label}: ${a.filter((x, i) => x === b[i]).length} of ${prompts.length} prompts token-identical over ${Z.engineTokens} tokens`);
-        expect(two.engine.runner.graphSteps).toBeGreaterThan(0);
-        // bf16 all-reduces round partial sums once more than TP = 1 does: a near-tie may flip one prompt.
-        expect(a.filter((x, i) => x === b[i]).length).toBeGreaterThanOrEqual(prompts.length - 1);
-      } finally {
-        one.engine.close();
-        two.engine.close();
-      }
-      // A clean shutdown destroys both ranks' communicators.
-      if (target.ncclCommsClosed) expect(target.ncclCommsClosed()).toBe(2);
-    }, timeoutMs);
-
-    test("TP = 2 gives TP = 1's tokens for OLMo 3 (q/k sums of squares all-reduced in f32) and Gemma 2 (hybrid KV cache groups on every rank)", () => {
-      const rng = new SeededRandom(13);
-      const prompts = [[1, 2, 3, 4, 5, 6, 7], Array.from({ length: 40 }, () => rng.int(0, 4095)), [300, 200, 100, 7, 7]];
-      const params = { temperature: 0, max_tokens: Z.engineTokens, ignore_eos: true };
-      for (const opts of [{ arch: "olmo3" as const, seed: 14, vocabSize: 4096, numLayers: 4 }, { arch: "gemma2" as const, seed: 11, vocabSize: 4096, numLayers: 4 }]) {
-        const common = { model: tinyModel(opts), device: "cuda" as const, maxModelLen: 128, maxNumSeqs: 4, maxNumBatchedTokens: 32, blockSize: 4, cuda: target.provider, log: () => {} };
-        const one = gpuLLM(common), two = gpuLLM({ ...common, tensorParallelSize: 2 });
-        try {
-          const a = one.generate(prompts, params, { useTqdm: false }).map((o) => o.outputs[0]!.tokenIds.join());
-          const b = two.generate(prompts, params, { useTqdm: false }).map((o) => o.outputs[0]!.tokenIds.join());
-          console.log(`${opts.arch}: TP = 1 vs TP = 2 on the ${label}: ${a.filter((x, i) => x === b[i]).length} of ${prompts.length} prompts token-identical over ${Z.engineTokens} tokens`);
-          expect(two.engine.runner.graphSteps).toBeGreaterThan(0);
-          expect(a.filter((x, i) => x === b[i]).length).toBeGreaterThanOrEqual(prompts.length - 1);
-        } finally {
-          one.engine.close();
-          two.engine.close();
-        }
-      }
-    }, timeoutMs);
-
-    // "1:2": rank 1 throws before issuing step 2. "1:2:late": it throws after step 2's barrier, so its
-    // collectives never run while the leader's wait for them on its stream (as after a kernel fault).
-    // "1:2:hang": rank 1 stops responding; the leader gives up after VBUN_TP_TIMEOUT (3 s here: it also bounds
-    // each rank's load of its shard, which on a loaded 2-core machine can pass 1 s on the simulator).
-    for (const [failAt, message] of [
-      ["1:2", "tensor-parallel rank 1 failed: injected failure at step 2"],
-      ["1:2:late", "tensor-parallel rank 1 failed: injected failure after step 2's barrier"],
-      ["1:2:hang", "tensor parallelism: a rank did not arrive within 3 s \\(VBUN_TP_TIMEOUT\\); the group is stopped"],
-      // Hangs after its barrier: the leader's stream waits for rank 1's collectives, polled, until the timeout.
-      ["1:2:late-hang", "tensor parallelism: a step's GPU work \\(its collectives wait for the other ranks'\\) did not finish within 3 s"],
-    ] as const) {
-      test(`a failing GPU rank (VBUN_TP_FAIL_AT=${failAt}) makes the engine fail with that rank's error, without hanging; close() ends the workers`, async () => {
-        process.env.VBUN_TP_FAIL_AT = failAt;
-        if (failAt.endsWith("hang")) process.env.VBUN_TP_TIMEOUT = "3";
-        let llm: LLM | null = null;
-        try {
-          llm = gpuLLM({ model: tinyModel(FAST_MODEL), device: "cuda", tensorParallelSize: 2, maxModelLen: 64, maxNumSeqs: 4, cuda: target.provider, log: () => {} });
-          const group = llm.engine.runner.tpGroup!;
-          expect(() => llm!.generate([[1, 2, 3], [4, 5]], { temperature: 0, max_tokens: 8 }, { useTqdm: false })).toThrow(new RegExp(message));
-          // The communicators were aborted, which is what lets collectives waiting for rank 1 give up (a hung
-          // rank cannot abort its own: only the leader's then).
-          if (target.ncclCommsClosed) expect(target.ncclCommsClosed()).toBe(failAt.endsWith("hang") ? 1 : 2);
-          llm.close();
-          // Generous: a simulated rank's thread frees half a GiB of simulated device memory on its way out, and the
-          // first failing group's threads take long to stop on a loaded 2-core machine (17–24 s measured for "1:2"
-          // in the whole gpu-sim file, before and after 2026-11-29's kernels; under 1 s for the later cases; past
-          // 30 s in the whole suite) — not understood yet. A hang never ends: this still catches one.
-          expect(await exitsWithin(group, 90_000)).toBe(true);
-        } finally {
-          delete process.env.VBUN_TP_FAIL_AT;
-          delete process.env.VBUN_TP_TIMEOUT;
-        }
-      }, timeoutMs);
-    }
-
-    test("more ranks than GPUs is a clear start-up error", () => {
-      const model = tinyModel(FAST_MODEL);
-      expect(() => new LLM({ model, device: "cuda", tensorParallelSize: 2 * gpus, cuda: target.provider, log: () => {} })).toThrow(new RegExp(`--tensor-parallel-size: ${2 * gpus} ranks need ${2 * gpus} GPUs but only ${gpus} are visible`));
-    }, timeoutMs);
-  });
 
   describe.skipIf(skip)(`decode CUDA graphs on the ${label}`, () => {
     test(`graph replay gives exactly the eager outputs (greedy, ${Z.graphSeqs} sequences, ${Z.graphSteps} steps)`, () => {
