@@ -1,15 +1,34 @@
 /** Shared test fixtures: tiny random-weight checkpoints written once per test run into a temp folder. */
 import { serveCommand, spawnServer, type RunningServer } from "../src/server/spawn-server.ts";
-import { existsSync, mkdtempSync, renameSync, rmSync } from "node:fs";
+import { cpSync, existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { writeTinyModel, type TinyModelOptions } from "../src/model/tiny-model.ts";
+import { SafetensorsFile, writeSafetensors } from "../src/loader/safetensors.ts";
 
 const root = mkdtempSync(join(tmpdir(), "vbun-test-"));
 process.on("exit", () => rmSync(root, { recursive: true, force: true }));
 
 export function tempDir(name: string): string {
   return mkdtempSync(join(root, `${name}-`));
+}
+
+/** A copy of checkpoint `dir` (in a fresh folder under tempDir(`tag`)) whose config.json says `qc` as its quantization_config (undefined: none). */
+export function withQuantizationConfig(dir: string, qc: unknown, tag: string): string {
+  const d = join(tempDir(tag), `m${Math.random()}`);
+  cpSync(dir, d, { recursive: true });
+  const cfg = JSON.parse(readFileSync(join(d, "config.json"), "utf8"));
+  writeFileSync(join(d, "config.json"), JSON.stringify({ ...cfg, quantization_config: qc }));
+  return d;
+}
+
+/** Rewrites `dir`/model.safetensors without the tensors whose names match `drop`; returns `dir`. */
+export function withoutTensors(dir: string, drop: RegExp): string {
+  const st = SafetensorsFile.open(join(dir, "model.safetensors"));
+  const kept = st.names().filter((n) => !drop.test(n)).map((n) => { const t = st.tensor(n); return { name: n, dtype: t.dtype, shape: [...t.shape], bytes: Uint8Array.from(t.bytes) }; });
+  rmSync(join(dir, "model.safetensors"));
+  writeSafetensors(join(dir, "model.safetensors"), kept);
+  return dir;
 }
 
 /** A tiny checkpoint directory for these options (created on first request). */

@@ -13,7 +13,7 @@ import { fromFloat32, toFloat32 } from "../src/loader/dtype.ts";
 import { dequantizePacked, type PackedIntegers } from "../src/loader/packed-weights.ts";
 import { SafetensorsFile, writeSafetensors, type TensorToWrite } from "../src/loader/safetensors.ts";
 import { SeededRandom } from "../src/model/tiny-model.ts";
-import { FAST_MODEL, tempDir, tinyModel } from "./helpers.ts";
+import { FAST_MODEL, tempDir, tinyModel, withoutTensors, withQuantizationConfig } from "./helpers.ts";
 
 const ENGINE_MS = 60_000;
 const quiet = { log: () => {} };
@@ -191,13 +191,7 @@ describe("packed integer checkpoints (GPTQ, AWQ, pack-quantized) are dequantized
 
   test("unsupported variants and broken parts are refused, naming the file and tensor", () => {
     const { quantized } = quantizedPair(SCHEMES[0]!);
-    const withConfig = (qc: unknown) => {
-      const d = join(tempDir("packed-bad"), `m${Math.random()}`);
-      cpSync(quantized, d, { recursive: true });
-      const cfg = JSON.parse(readFileSync(join(d, "config.json"), "utf8"));
-      writeFileSync(join(d, "config.json"), JSON.stringify({ ...cfg, quantization_config: qc }));
-      return d;
-    };
+    const withConfig = (qc: unknown) => withQuantizationConfig(quantized, qc, "packed-bad");
     const load = (d: string) => () => new Checkpoint(d);
     expect(load(withConfig({ quant_method: "gptq", bits: 3, group_size: 128 }))).toThrow("quantization_config: bits 3 is not supported (2, 4, 8)");
     expect(load(withConfig({ quant_method: "gptq", bits: 4, checkpoint_format: "marlin" }))).toThrow('checkpoint_format "marlin" is not supported');
@@ -211,16 +205,9 @@ describe("packed integer checkpoints (GPTQ, AWQ, pack-quantized) are dequantized
     expect(() => ck.tensor(`${q}.qweight`)).toThrow(`tensor '${q}.qweight' is I32 (packed integers, such as GPTQ's qweight): it is read only as part of its quantized weight`);
     // Groups that do not fit: a group size that disagrees with the scales, a g_idx pointing past them.
     const badGroups = withConfig({ quant_method: "gptq", bits: 4, group_size: 8, checkpoint_format: "gptq" });
-    const strip = (d: string, drop: RegExp) => {
-      const st = SafetensorsFile.open(join(d, "model.safetensors"));
-      const kept = st.names().filter((n) => !drop.test(n)).map((n) => { const t = st.tensor(n); return { name: n, dtype: t.dtype, shape: [...t.shape], bytes: Uint8Array.from(t.bytes) }; });
-      rmSync(join(d, "model.safetensors"));
-      writeSafetensors(join(d, "model.safetensors"), kept);
-      return d;
-    };
-    strip(badGroups, /\.g_idx$/);
+    withoutTensors(badGroups, /\.g_idx$/);
     expect(() => new Checkpoint(badGroups).tensor(`${q}.weight`)).toThrow(`gptq weight '${q}.weight': '${q}.scales' [2,32] has 2 groups, but 32 inputs in groups of 8 need 4`);
-    const noZeros = strip(withConfig(SCHEMES[0]!.config), new RegExp(`^${q.replace(/\./g, "\\.")}\\.qzeros$`));
+    const noZeros = withoutTensors(withConfig(SCHEMES[0]!.config), new RegExp(`^${q.replace(/\./g, "\\.")}\\.qzeros$`));
     expect(() => new LLM({ model: noZeros, maxModelLen: 32, ...quiet })).toThrow(`gptq weight '${q}.weight': no zero points '${q}.qzeros' in the checkpoint`);
     // Packed words without a config that says how they are packed.
     const bare = withConfig(undefined);

@@ -11,7 +11,7 @@ import { LLM } from "../src/engine/llm.ts";
 import { Checkpoint } from "../src/loader/checkpoint.ts";
 import { fromFloat32, toFloat32, type QuantizedDType } from "../src/loader/dtype.ts";
 import { SafetensorsFile, writeSafetensors, type TensorToWrite } from "../src/loader/safetensors.ts";
-import { FAST_MODEL, tempDir, tinyModel } from "./helpers.ts";
+import { FAST_MODEL, tempDir, tinyModel, withoutTensors, withQuantizationConfig } from "./helpers.ts";
 import { dequantizeMxfp4, FP4_VALUES } from "../src/loader/quantization.ts";
 import { snapToMxfp4 } from "../src/model/tiny-model.ts";
 
@@ -123,13 +123,7 @@ describe("8-bit quantized checkpoints are dequantized as they load", () => {
 
   test("unknown methods, 4-bit compressed-tensors bytes, weights without a scale or with a scale of the wrong shape are refused, naming the file", () => {
     const { quantized } = quantizedPair(SCHEMES[0]!);
-    const withConfig = (qc: unknown) => {
-      const d = join(tempDir("quantized-bad"), `m${Math.random()}`);
-      cpSync(quantized, d, { recursive: true });
-      const cfg = JSON.parse(readFileSync(join(d, "config.json"), "utf8"));
-      writeFileSync(join(d, "config.json"), JSON.stringify({ ...cfg, quantization_config: qc }));
-      return d;
-    };
+    const withConfig = (qc: unknown) => withQuantizationConfig(quantized, qc, "quantized-bad");
     const load = (d: string) => () => new Checkpoint(d);
     const gguf = withConfig({ quant_method: "gguf" });
     expect(load(gguf)).toThrow(`${gguf}/config.json: quantization_config: quant_method "gguf" is not supported`);
@@ -144,12 +138,7 @@ describe("8-bit quantized checkpoints are dequantized as they load", () => {
     expect(() => new Checkpoint(withConfig({ quant_method: "fp8", weight_block_size: [128, 128] })).tensor("model.layers.0.self_attn.q_proj.weight"))
       .toThrow("has a scale 'model.layers.0.self_attn.q_proj.weight_scale_inv' of shape [3,2], which is neither one value, one per row, nor one per 128×128 block");
     // The scale missing.
-    const noScale = join(tempDir("quantized-bad"), "noscale");
-    cpSync(quantized, noScale, { recursive: true });
-    const st = SafetensorsFile.open(join(quantized, "model.safetensors"));
-    const kept = st.names().filter((n) => n !== "model.layers.0.mlp.down_proj.weight_scale_inv").map((n) => { const t = st.tensor(n); return { name: n, dtype: t.dtype, shape: [...t.shape], bytes: Uint8Array.from(t.bytes) }; });
-    rmSync(join(noScale, "model.safetensors"));
-    writeSafetensors(join(noScale, "model.safetensors"), kept);
+    const noScale = withoutTensors(withConfig(SCHEMES[0]!.config), /^model\.layers\.0\.mlp\.down_proj\.weight_scale_inv$/);
     expect(() => new LLM({ model: noScale, maxModelLen: 64, ...quiet })).toThrow("tensor 'model.layers.0.mlp.down_proj.weight' is F8_E4M3, a quantized weight, but no scale for it (model.layers.0.mlp.down_proj.weight_scale_inv or model.layers.0.mlp.down_proj.weight_scale) is in the checkpoint");
   }, ENGINE_MS);
 });
