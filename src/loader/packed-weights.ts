@@ -63,18 +63,19 @@ export function dequantizePacked(p: PackedIntegers, name: string, t: PackedTenso
   // Scales: [groups, out] (GPTQ, AWQ) or [out, groups] (compressed-tensors).
   const numGroups = p.format === "compressed-tensors" ? t.scales.shape[1]! : t.scales.shape[0]!;
   if ((p.format === "compressed-tensors" ? t.scales.shape[0] : t.scales.shape[1]) !== out) fail(`'${t.scales.name}' [${t.scales.shape}] does not have one scale per output (${out})`);
-  const groupOf = new Int32Array(inputs);
+  // Each input's group: told by g_idx (desc_act, actorder), else runs of groupSize inputs (all of them per channel).
+  const groupSize = p.groupSize ?? inputs;
+  let groupOf: Int32Array | null = null;
   if (t.groups) {
     const g = t.groups.dtype === "I32" || t.groups.dtype === "I64" ? Array.from(integers(t.groups.bytes, t.groups.dtype), Number) : null;
     if (!g || g.length !== inputs) fail(`'${t.groups.name}' must hold one I32 group index per input (${inputs}), got ${t.groups.dtype} [${t.groups.shape}]`);
+    groupOf = new Int32Array(inputs);
     for (let i = 0; i < inputs; i++) {
       if (!(g![i]! >= 0 && g![i]! < numGroups)) fail(`'${t.groups.name}'[${i}] = ${g![i]} is not a group of '${t.scales.name}' (${numGroups} groups)`);
       groupOf[i] = g![i]!;
     }
-  } else {
-    const size = p.groupSize ?? inputs;
-    if (Math.ceil(inputs / size) !== numGroups) fail(`'${t.scales.name}' [${t.scales.shape}] has ${numGroups} groups, but ${inputs} inputs in groups of ${size} need ${Math.ceil(inputs / size)}`);
-    for (let i = 0; i < inputs; i++) groupOf[i] = Math.floor(i / size);
+  } else if (Math.ceil(inputs / groupSize) !== numGroups) {
+    fail(`'${t.scales.name}' [${t.scales.shape}] has ${numGroups} groups, but ${inputs} inputs in groups of ${groupSize} need ${Math.ceil(inputs / groupSize)}`);
   }
   // Zero points, unpacked to [groups, out]: stored ones (GPTQ: along the output, AWQ: interleaved) or the midpoint.
   const zero = new Float32Array(numGroups * out).fill(1 << (p.bits - 1));
@@ -98,7 +99,6 @@ export function dequantizePacked(p: PackedIntegers, name: string, t: PackedTenso
     scale = new Float32Array(numGroups * out);
     for (let o = 0; o < out; o++) for (let g = 0; g < numGroups; g++) scale[g * out + o] = scales[o * numGroups + g]!;
   }
-  if (p.format === "gptq" && r0 * pack !== inputs) fail(`'${t.values.name}' [${t.values.shape}] is not [inputs / ${pack}, outputs]`);
   // First the integers, unpacked to q [out, inputs] with loops over tiles of words that keep reads and writes within
   // cache lines; then one pass in the result's order. Start-up time for a large checkpoint: 2–5× faster than unpacking
   // word by word into the result (a 4096 × 4096 4-bit weight in 120–180 ms instead of 260–800 ms, on this 2-core machine).
@@ -134,17 +134,16 @@ export function dequantizePacked(p: PackedIntegers, name: string, t: PackedTenso
   const result = new Float32Array(out * inputs);
   for (let o = 0; o < out; o++) {
     const row = o * inputs;
-    if (t.groups) {
+    if (groupOf) {
       for (let i = 0; i < inputs; i++) {
         const gi = groupOf[i]! * out + o;
         result[row + i] = scale[gi]! * (q[row + i]! - zero[gi]!);
       }
       continue;
     }
-    const size = p.groupSize ?? inputs;
     for (let g = 0, i = 0; i < inputs; g++) {
       const sc = scale[g * out + o]!, z = zero[g * out + o]!;
-      for (const last = Math.min(inputs, i + size); i < last; i++) result[row + i] = sc * (q[row + i]! - z);
+      for (const last = Math.min(inputs, i + groupSize); i < last; i++) result[row + i] = sc * (q[row + i]! - z);
     }
   }
   return { name, file: t.values.file, dtype: "F32", shape: [out, inputs], bytes: new Uint8Array(result.buffer) };

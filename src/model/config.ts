@@ -645,10 +645,7 @@ function parseDeepseekV2Moe(raw: Record<string, unknown>, numLayers: number, int
   // others' experts counted as 0 — the grouped routing kernel with softmax scores, no bias, and its scale.
   let grouped: MoeConfig["grouped"] = null;
   if (method === "group_limited_greedy") {
-    const numGroups = int("n_group"), topKGroups = int("topk_group");
-    if (numExperts % numGroups !== 0) throw new ConfigError(file, `n_group (${numGroups}) must divide n_routed_experts (${numExperts})`);
-    if (topKGroups > numGroups) throw new ConfigError(file, `topk_group (${topKGroups}) exceeds n_group (${numGroups})`);
-    if (topK > topKGroups * (numExperts / numGroups)) throw new ConfigError(file, `num_experts_per_tok (${topK}) exceeds the experts of topk_group (${topKGroups}) groups`);
+    const { numGroups, topKGroups } = expertGroups(raw, numExperts, topK, file, null);
     grouped = { numGroups, topKGroups, routedScalingFactor: scale, scoring: "softmax", groupScore: "max", correctionBias: false };
   }
   return {
@@ -691,7 +688,8 @@ function parseErnieMoe(raw: Record<string, unknown>, numLayers: number, int: (ke
     if (typeof v !== "number" || !Number.isInteger(v) || v < -1) throw new ConfigError(file, `field '${key}' must be a layer index (or -1), got ${JSON.stringify(raw[key])}`);
     return v;
   };
-  const start = index("moe_layer_start_index", 1), end = index("moe_layer_end_index", -1) === -1 ? numLayers - 1 : index("moe_layer_end_index", -1), interval = int("moe_layer_interval", 1);
+  const start = index("moe_layer_start_index", 1), endField = index("moe_layer_end_index", -1), interval = int("moe_layer_interval", 1);
+  const end = endField === -1 ? numLayers - 1 : endField;
   return {
     numExperts, topK, intermediateSize: int("moe_intermediate_size", 1536), normTopK: true,
     sparseLayers: Array.from({ length: numLayers }, (_, l) => (l + 1) % interval === 0 && l >= start && l <= end), sharedExpertIntermediateSize: 0,
@@ -717,15 +715,29 @@ function deepseekStyleMoeFields(raw: Record<string, unknown>, numExperts: number
   return { scale, norm, shared, firstSparse };
 }
 
+/**
+ * DeepSeek-style expert groups (n_group, topk_group; `fallback` where the file leaves them out, null: required),
+ * checked: the groups split the experts evenly, and the kept ones hold num_experts_per_tok of them.
+ */
+function expertGroups(raw: Record<string, unknown>, numExperts: number, topK: number, file: string, fallback: number | null): { numGroups: number; topKGroups: number } {
+  const field = (key: string): number => {
+    const v = raw[key] ?? fallback;
+    if (typeof v !== "number" || !Number.isInteger(v) || v <= 0) throw new ConfigError(file, `field '${key}' must be a positive integer, got ${JSON.stringify(raw[key])}`);
+    return v;
+  };
+  const numGroups = field("n_group"), topKGroups = field("topk_group");
+  if (numExperts % numGroups !== 0) throw new ConfigError(file, `n_group (${numGroups}) must divide n_routed_experts (${numExperts})`);
+  if (topKGroups > numGroups) throw new ConfigError(file, `topk_group (${topKGroups}) exceeds n_group (${numGroups})`);
+  if (topK > topKGroups * (numExperts / numGroups)) throw new ConfigError(file, `num_experts_per_tok (${topK}) exceeds the experts of topk_group (${topKGroups}) groups`);
+  return { numGroups, topKGroups };
+}
+
 /** GLM-4.5's experts, with Glm4MoeConfig's defaults for what the file leaves out. */
 function parseGlm4Moe(raw: Record<string, unknown>, numLayers: number, int: (key: string, fallback?: number) => number, file: string): MoeConfig {
   const numExperts = int("n_routed_experts", 128);
   const topK = int("num_experts_per_tok", 8);
   if (topK > numExperts) throw new ConfigError(file, `num_experts_per_tok (${topK}) exceeds n_routed_experts (${numExperts})`);
-  const numGroups = int("n_group", 1), topKGroups = int("topk_group", 1);
-  if (numExperts % numGroups !== 0) throw new ConfigError(file, `n_group (${numGroups}) must divide n_routed_experts (${numExperts})`);
-  if (topKGroups > numGroups) throw new ConfigError(file, `topk_group (${topKGroups}) exceeds n_group (${numGroups})`);
-  if (topK > topKGroups * (numExperts / numGroups)) throw new ConfigError(file, `num_experts_per_tok (${topK}) exceeds the experts of topk_group (${topKGroups}) groups`);
+  const { numGroups, topKGroups } = expertGroups(raw, numExperts, topK, file, 1);
   const { scale, norm, shared, firstSparse } = deepseekStyleMoeFields(raw, numExperts, file, { normTopK: true, sharedExperts: 1, firstSparse: 1 });
   return {
     numExperts, topK, intermediateSize: int("moe_intermediate_size", 1408), normTopK: norm, sparseLayers: Array.from({ length: numLayers }, (_, l) => l >= firstSparse),

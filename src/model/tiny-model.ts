@@ -419,22 +419,18 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
       tensors.push({ name: `${m}e_score_correction_bias`, dtype: "F32", shape: [E], bytes: new Uint8Array(bias.buffer) });
     }
     if (o.arch === "ernie4_5_moe") {
-      // Its correction bias [1, E] (f32, on the scale of the softmax scores it is added to), then the shared experts as one MLP.
+      // Its correction bias [1, E] (f32, on the scale of the softmax scores it is added to).
       const bias = rng.normal(new Float32Array(E), 0.05);
       tensors.push({ name: `${m}moe_statics.e_score_correction_bias`, dtype: "F32", shape: [1, E], bytes: new Uint8Array(bias.buffer) });
-      const S = (cfg.moe_num_shared_experts as number) * Ie;
-      add(`${m}shared_experts.gate_proj.weight`, [S, H], 1 / Math.sqrt(H));
-      add(`${m}shared_experts.up_proj.weight`, [S, H], 1 / Math.sqrt(H));
-      add(`${m}shared_experts.down_proj.weight`, [H, S], 4 / Math.sqrt(S));
     }
-    if (o.arch === "glm4_moe" || o.arch === "deepseek_v3" || o.arch === "deepseek_v2") {
-      // Its router's correction bias (f32, as GLM-4.5 stores it: it decides which experts win; not DeepSeek-V2's, which
-      // routes by softmax), then the shared experts as one MLP of n_shared_experts × the experts' size.
-      if (o.arch !== "deepseek_v2") {
-        const bias = rng.normal(new Float32Array(E), 0.5);
-        tensors.push({ name: `${m}gate.e_score_correction_bias`, dtype: "F32", shape: [E], bytes: new Uint8Array(bias.buffer) });
-      }
-      const S = (cfg.n_shared_experts as number) * Ie;
+    if (o.arch === "glm4_moe" || o.arch === "deepseek_v3") {
+      // Its router's correction bias (f32, as GLM-4.5 stores it: it decides which experts win; DeepSeek-V2 has none).
+      const bias = rng.normal(new Float32Array(E), 0.5);
+      tensors.push({ name: `${m}gate.e_score_correction_bias`, dtype: "F32", shape: [E], bytes: new Uint8Array(bias.buffer) });
+    }
+    if (o.arch === "glm4_moe" || o.arch === "deepseek_v3" || o.arch === "deepseek_v2" || o.arch === "ernie4_5_moe") {
+      // The shared experts as one MLP of n_shared_experts (ERNIE: moe_num_shared_experts) × the experts' size.
+      const S = ((cfg.n_shared_experts ?? cfg.moe_num_shared_experts) as number) * Ie;
       add(`${m}shared_experts.gate_proj.weight`, [S, H], 1 / Math.sqrt(H));
       add(`${m}shared_experts.up_proj.weight`, [S, H], 1 / Math.sqrt(H));
       add(`${m}shared_experts.down_proj.weight`, [H, S], 4 / Math.sqrt(S));
