@@ -3,7 +3,7 @@
  * implements the kernels. `T` is the backend's tensor handle (host arrays on CPU, device pointers on CUDA).
  * Every op writes into a caller-provided output so the model runner can use static buffers (CUDA graphs).
  */
-import type { TensorView } from "../loader/safetensors.ts";
+import type { LinearWeight } from "../loader/packed-matrix.ts";
 import type { SamplingBatch, SamplerOutput } from "../engine/sampling-batch.ts";
 
 export interface Tensor {
@@ -161,8 +161,11 @@ export interface AttentionShape {
 
 export interface Backend<T extends Tensor = Tensor> {
   readonly name: "cpu" | "cuda";
-  /** Creates a weight tensor from checkpoint tensors concatenated along dim 0. */
-  loadWeight(parts: TensorView[], shape: number[]): T;
+  /**
+   * Creates a weight tensor from checkpoint tensors concatenated along dim 0. Packed integer parts (src/loader/
+   * packed-matrix.ts) may stay packed, for linear() only (the CUDA backend's); the CPU backend dequantizes them.
+   */
+  loadWeight(parts: LinearWeight[], shape: number[]): T;
   /** Creates a weight from f32 host values (e.g. RoPE tables). */
   fromHost(values: Float32Array, shape: number[]): T;
   /** An uninitialised tensor: activation dtype (bf16 on CUDA, f32 on CPU), f32 (logits), or i32 (indices). */

@@ -4,7 +4,8 @@ import { join } from "node:path";
 import { SafetensorsFile, SafetensorsError, type TensorView } from "./safetensors.ts";
 import { isQuantizedDType } from "./dtype.ts";
 import { dequantize, dequantizeMxfp4, readQuantization, scaleNames, type WeightQuantization } from "./quantization.ts";
-import { dequantizePacked, packedParts } from "./packed-weights.ts";
+import { packedParts, readPacked } from "./packed-weights.ts";
+import { dequantizeMatrix, type LinearWeight, type PackedMatrix } from "./packed-matrix.ts";
 
 export class Checkpoint {
   readonly dir: string;
@@ -65,9 +66,8 @@ export class Checkpoint {
    * scale beside it) comes back dequantized, as float32 (src/loader/quantization.ts).
    */
   tensor(name: string, shape?: number[]): TensorView {
-    const t = this.index.has(name) || this.packedName(name) === null ? this.raw(name) : this.unpack(name);
-    if (shape && (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])))
-      throw new SafetensorsError(t.file, `tensor '${name}' has shape [${t.shape}] but the config implies [${shape}]`);
+    const t = this.index.has(name) || this.packedName(name) === null ? this.raw(name) : dequantizeMatrix(this.packed(name));
+    checkShape(t, name, shape);
     if (t.dtype === "I32" || t.dtype === "I64") throw new SafetensorsError(t.file, `tensor '${name}' is ${t.dtype} (packed integers, such as GPTQ's qweight): it is read only as part of its quantized weight${this.quantization?.packed ? "" : `, and ${this.dir}/config.json's quantization_config does not say gptq, awq or pack-quantized`}`);
     if (!isQuantizedDType(t.dtype)) return t;
     if (t.dtype === "U8") throw new SafetensorsError(t.file, `tensor '${name}' is U8 (packed bytes, such as MXFP4 blocks): it is read only as part of its quantized weight`);
@@ -75,6 +75,17 @@ export class Checkpoint {
     if (!this.quantization || scale === undefined)
       throw new SafetensorsError(t.file, `tensor '${name}' is ${t.dtype}, a quantized weight, but ${!this.quantization ? `${this.dir}/config.json has no quantization_config` : `no scale for it (${scaleNames(name).join(" or ")}) is in the checkpoint`}`);
     return dequantize(t, this.raw(scale!), this.quantization!.blockSize);
+  }
+
+  /**
+   * A linear layer's weight: packed integers as they are (GPTQ, AWQ, pack-quantized: src/loader/packed-matrix.ts),
+   * anything else as tensor() returns it.
+   */
+  linearWeight(name: string, shape: number[]): LinearWeight {
+    if (this.index.has(name) || this.packedName(name) === null) return this.tensor(name, shape);
+    const m = this.packed(name);
+    checkShape(m, name, shape);
+    return m;
   }
 
   /** Whether `name` is an MXFP4 weight here (its _blocks and _scales tensors). */
@@ -94,13 +105,13 @@ export class Checkpoint {
     return t;
   }
 
-  /** A packed weight `name`, dequantized from its parts (src/loader/packed-weights.ts). */
-  private unpack(name: string): TensorView {
+  /** A packed weight `name`, read from its parts (src/loader/packed-weights.ts). */
+  private packed(name: string): PackedMatrix {
     const p = this.quantization!.packed!, parts = packedParts(p.format, name);
     const optional = (n: string | null) => (n !== null && this.index.has(n) ? this.raw(n) : null);
     if (!this.index.has(parts.scales)) throw new Error(`${this.dir}: ${p.format} weight '${name}' has no scales '${parts.scales}' in the checkpoint`);
     if (p.format === "compressed-tensors" && this.index.has(parts.zeros!)) throw new Error(`${this.dir}: '${parts.zeros}': asymmetric pack-quantized weights (zero points) are not supported`);
-    return dequantizePacked(p, name, { values: this.raw(parts.values), scales: this.raw(parts.scales), zeros: optional(parts.zeros), groups: optional(parts.groups), shape: optional(parts.shape) });
+    return readPacked(p, name, { values: this.raw(parts.values), scales: this.raw(parts.scales), zeros: optional(parts.zeros), groups: optional(parts.groups), shape: optional(parts.shape) });
   }
 
   private raw(name: string): TensorView {
@@ -111,4 +122,9 @@ export class Checkpoint {
     }
     return this.open(file).tensor(name);
   }
+}
+
+function checkShape(t: { shape: readonly number[]; file: string }, name: string, shape: number[] | undefined): void {
+  if (shape && (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])))
+    throw new SafetensorsError(t.file, `tensor '${name}' has shape [${t.shape}] but the config implies [${shape}]`);
 }

@@ -1,9 +1,9 @@
 /**
  * Weight-only integer quantization with 2-, 4- or 8-bit values packed into I32 words — GPTQ, AWQ and
- * compressed-tensors' pack-quantized (llm-compressor's W4A16 / W8A16) — dequantized as they are read:
+ * compressed-tensors' pack-quantized (llm-compressor's W4A16 / W8A16):
  * W[o, i] = scale[g, o] · (q[o, i] − zero[g, o]), g the group of input column i. vLLM runs such weights in
- * Marlin/Machete kernels; vbun computes in its usual dtype, so a 4-bit checkpoint loads and runs with the
- * memory of an unquantized one.
+ * Marlin/Machete kernels; vbun reads them into one packed layout (src/loader/packed-matrix.ts) that the CUDA backend
+ * keeps packed on the GPU (ptx/src/quant.cu) and the CPU backend dequantizes.
  *
  * The three layouts of linear layer X (weight [out, in]), 32 / bits values a word, the lowest bits first:
  *   - GPTQ: X.qweight [in / pack, out] (packed along the input), X.qzeros [groups, out / pack] (along the output;
@@ -15,6 +15,7 @@
  *     stored + 2^(bits−1)), X.weight_scale [out, groups] ([out, 1] per channel), X.weight_shape [2], X.weight_g_idx.
  */
 import { integers, toFloat32 } from "./dtype.ts";
+import { dequantizeMatrix, type PackedMatrix } from "./packed-matrix.ts";
 import type { TensorView } from "./safetensors.ts";
 
 export type PackedFormat = "gptq" | "awq" | "compressed-tensors";
@@ -43,11 +44,19 @@ export interface PackedTensors { values: TensorView; scales: TensorView; zeros: 
 
 /** `X.weight` [out, in] as float32 from its packed parts; throws naming the file and tensor when a part's shape or dtype is off. */
 export function dequantizePacked(p: PackedIntegers, name: string, t: PackedTensors): TensorView {
+  return dequantizeMatrix(readPacked(p, name, t));
+}
+
+/**
+ * `X.weight` from its packed parts in vbun's one packed layout (src/loader/packed-matrix.ts); throws naming the file
+ * and tensor when a part's shape or dtype is off.
+ */
+export function readPacked(p: PackedIntegers, name: string, t: PackedTensors): PackedMatrix {
   const fail = (m: string): never => { throw new Error(`${t.values.file}: ${p.format} weight '${name}': ${m}`); };
   const pack = 32 / p.bits, mask = (1 << p.bits) - 1;
   for (const part of [t.values, t.zeros]) if (part && (part.dtype !== "I32" || part.shape.length !== 2)) fail(`'${part.name}' must be a 2-D I32 tensor of packed ${p.bits}-bit values, got ${part.dtype} [${part.shape}]`);
   if (t.scales.shape.length !== 2 || !["F16", "BF16", "F32"].includes(t.scales.dtype)) fail(`'${t.scales.name}' must be a 2-D float tensor, got ${t.scales.dtype} [${t.scales.shape}]`);
-  const words = integers(t.values.bytes, "I32") as Int32Array, scales = toFloat32(t.scales.bytes, t.scales.dtype);
+  const stored = integers(t.values.bytes, "I32") as Int32Array, scales = toFloat32(t.scales.bytes, t.scales.dtype);
   const [r0, c0] = t.values.shape as [number, number];
   let out: number, inputs: number;
   if (p.format === "gptq") [inputs, out] = [r0 * pack, c0];
@@ -70,15 +79,19 @@ export function dequantizePacked(p: PackedIntegers, name: string, t: PackedTenso
     const g = t.groups.dtype === "I32" || t.groups.dtype === "I64" ? Array.from(integers(t.groups.bytes, t.groups.dtype), Number) : null;
     if (!g || g.length !== inputs) fail(`'${t.groups.name}' must hold one I32 group index per input (${inputs}), got ${t.groups.dtype} [${t.groups.shape}]`);
     groupOf = new Int32Array(inputs);
+    let byPosition = true;
     for (let i = 0; i < inputs; i++) {
       if (!(g![i]! >= 0 && g![i]! < numGroups)) fail(`'${t.groups.name}'[${i}] = ${g![i]} is not a group of '${t.scales.name}' (${numGroups} groups)`);
       groupOf[i] = g![i]!;
+      byPosition &&= g![i] === Math.floor(i / groupSize);
     }
+    // GPTQ writes g_idx without desc_act too (i / group_size): then it says nothing position does not.
+    if (byPosition && Math.ceil(inputs / groupSize) === numGroups) groupOf = null;
   } else if (Math.ceil(inputs / groupSize) !== numGroups) {
     fail(`'${t.scales.name}' [${t.scales.shape}] has ${numGroups} groups, but ${inputs} inputs in groups of ${groupSize} need ${Math.ceil(inputs / groupSize)}`);
   }
-  // Zero points, unpacked to [groups, out]: stored ones (GPTQ: along the output, AWQ: interleaved) or the midpoint.
-  const zero = new Float32Array(numGroups * out).fill(1 << (p.bits - 1));
+  // Zero points as [out, groups]: stored ones (GPTQ: along the output, AWQ: interleaved) or the midpoint.
+  const zeros = new Float32Array(out * numGroups).fill(1 << (p.bits - 1));
   if (p.format !== "compressed-tensors") {
     if (!t.zeros) fail(`no zero points '${packedParts(p.format, name).zeros}' in the checkpoint`);
     const z = integers(t.zeros!.bytes, "I32") as Int32Array, zc = t.zeros!.shape[1]!;
@@ -88,63 +101,36 @@ export function dequantizePacked(p: PackedIntegers, name: string, t: PackedTenso
         const word = z[g * zc + w]!;
         for (let k = 0; k < pack; k++) {
           const o = w * pack + (p.format === "awq" ? AWQ_ORDER[k]! : k);
-          if (o < out) zero[g * out + o] = ((word >>> (k * p.bits)) & mask) + p.zeroOffset;
+          if (o < out) zeros[o * numGroups + g] = ((word >>> (k * p.bits)) & mask) + p.zeroOffset;
         }
       }
     }
   }
-  // Scales as [groups, out] too (compressed-tensors stores [out, groups]).
-  let scale = scales;
-  if (p.format === "compressed-tensors") {
-    scale = new Float32Array(numGroups * out);
-    for (let o = 0; o < out; o++) for (let g = 0; g < numGroups; g++) scale[g * out + o] = scales[o * numGroups + g]!;
+  // Scales as [out, groups] too (GPTQ and AWQ store [groups, out]).
+  let byOutput = scales;
+  if (p.format !== "compressed-tensors") {
+    byOutput = new Float32Array(numGroups * out);
+    for (let g = 0; g < numGroups; g++) for (let o = 0; o < out; o++) byOutput[o * numGroups + g] = scales[g * out + o]!;
   }
-  // First the integers, unpacked to q [out, inputs] with loops over tiles of words that keep reads and writes within
-  // cache lines; then one pass in the result's order. Start-up time for a large checkpoint: 2–5× faster than unpacking
-  // word by word into the result (a 4096 × 4096 4-bit weight in 120–180 ms instead of 260–800 ms, on this 2-core machine).
-  const q = new Uint8Array(out * inputs), bits = p.bits, T = 16;
-  if (p.format === "compressed-tensors") {
-    for (let o = 0; o < out; o++) {
-      for (let w = 0; w < c0; w++) {
-        let word = words[o * c0 + w]!;
-        for (let i = w * pack, last = Math.min(inputs, i + pack); i < last; i++, word >>>= bits) q[o * inputs + i] = word & mask;
-      }
-    }
-  } else if (p.format === "gptq") {
+  // The words, packed along each output's inputs: compressed-tensors' as stored; GPTQ's transposed (each of its words
+  // already holds `pack` consecutive inputs of one output), in tiles that keep reads and writes within cache lines;
+  // AWQ's (packed along the outputs) unpacked and packed again.
+  const wpr = Math.ceil(inputs / pack), words = new Uint32Array(out * wpr), T = 16;
+  if (p.format === "compressed-tensors") words.set(new Uint32Array(stored.buffer, stored.byteOffset, stored.length));
+  else if (p.format === "gptq") {
     for (let w0 = 0; w0 < r0; w0 += T) {
       for (let o0 = 0; o0 < out; o0 += T) {
-        for (let o = o0, o1 = Math.min(out, o0 + T); o < o1; o++) {
-          for (let w = w0, w1 = Math.min(r0, w0 + T); w < w1; w++) {
-            let word = words[w * out + o]!;
-            for (let i = o * inputs + w * pack, last = i + pack; i < last; i++, word >>>= bits) q[i] = word & mask;
-          }
-        }
+        for (let o = o0, o1 = Math.min(out, o0 + T); o < o1; o++) for (let w = w0, w1 = Math.min(r0, w0 + T); w < w1; w++) words[o * wpr + w] = stored[w * out + o]!;
       }
     }
   } else {
-    for (let i0 = 0; i0 < inputs; i0 += 4 * T) {
+    for (let i = 0; i < inputs; i++) {
+      const shift = (i % pack) * p.bits, column = Math.floor(i / pack);
       for (let w = 0; w < c0; w++) {
-        for (let i = i0, i1 = Math.min(inputs, i0 + 4 * T); i < i1; i++) {
-          let word = words[i * c0 + w]!;
-          for (let k = 0; k < pack; k++, word >>>= bits) q[(w * pack + AWQ_ORDER[k]!) * inputs + i] = word & mask;
-        }
+        let word = stored[i * c0 + w]!;
+        for (let k = 0; k < pack; k++, word >>>= p.bits) words[(w * pack + AWQ_ORDER[k]!) * wpr + column]! |= (word & mask) << shift;
       }
     }
   }
-  const result = new Float32Array(out * inputs);
-  for (let o = 0; o < out; o++) {
-    const row = o * inputs;
-    if (groupOf) {
-      for (let i = 0; i < inputs; i++) {
-        const gi = groupOf[i]! * out + o;
-        result[row + i] = scale[gi]! * (q[row + i]! - zero[gi]!);
-      }
-      continue;
-    }
-    for (let g = 0, i = 0; i < inputs; g++) {
-      const sc = scale[g * out + o]!, z = zero[g * out + o]!;
-      for (const last = Math.min(inputs, i + groupSize); i < last; i++) result[row + i] = sc * (q[row + i]! - z);
-    }
-  }
-  return { name, file: t.values.file, dtype: "F32", shape: [out, inputs], bytes: new Uint8Array(result.buffer) };
+  return { packed: true, name, file: t.values.file, bits: p.bits, shape: [out, inputs], words, numGroups, scales: byOutput, zeros, groupOf, groupSize };
 }

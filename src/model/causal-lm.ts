@@ -7,6 +7,7 @@
 import { moeRoutingInts, type Backend, type ExpertWeights, type StepTensors, type Tensor, type AttentionShape } from "../backend/backend.ts";
 import type { Checkpoint } from "../loader/checkpoint.ts";
 import type { TensorView } from "../loader/safetensors.ts";
+import { isPacked, packedScaled, type LinearWeight } from "../loader/packed-matrix.ts";
 import { toFloat32 } from "../loader/dtype.ts";
 import { localDims, sliceCols, sliceRows, type ShardSpec } from "../parallel/shard.ts";
 import { ropeAttentionFactor, ropeInvFreq, type ModelConfig } from "./config.ts";
@@ -37,13 +38,18 @@ function plusOne(t: TensorView): TensorView {
 }
 
 /** `t`'s rows (whole heads of width D) in the order interleavedRopeSource says. */
-function rotateHalfRows(t: TensorView, D: number, R: number): TensorView {
+function rotateHalfRows(t: TensorView, D: number, R: number): TensorView;
+function rotateHalfRows(t: LinearWeight, D: number, R: number): LinearWeight;
+function rotateHalfRows(t: LinearWeight, D: number, R: number): LinearWeight {
   return permuteRows(t, t.shape[0]!, (j) => interleavedRopeSource(j, D, R), "RoPE pairs as halves");
 }
 
 /** `t` times `k` (as f32; `t` itself when k is 1): how a model's constant multipliers are folded into weights. */
-function scaled(t: TensorView, k: number): TensorView {
+function scaled(t: TensorView, k: number): TensorView;
+function scaled(t: LinearWeight, k: number): LinearWeight;
+function scaled(t: LinearWeight, k: number): LinearWeight {
   if (k === 1) return t;
+  if (isPacked(t)) return packedScaled(t, k);
   const v = floats(t).map((x) => x * k);
   return { ...t, name: `${t.name}×${k}`, dtype: "F32", bytes: new Uint8Array(v.buffer) };
 }
@@ -207,17 +213,19 @@ export class CausalLM<T extends Tensor> {
     const c = this.cfg, b = this.backend, d = this.dims, r = this.shard.rank, N = this.shard.size;
     const H = c.hiddenSize, D = c.headDim, qOut = c.numHeads * D, kvOut = c.numKvHeads * D, I = c.intermediateSize;
     const w = (name: string, shape: number[]) => ckpt.tensor(name, shape);
-    const load = (parts: TensorView[], shape: number[]) => b.loadWeight(parts, shape);
+    // The dense layers' projections: packed integers stay packed (GPTQ, AWQ, pack-quantized) where the backend keeps them so.
+    const lw = (name: string, shape: number[]) => ckpt.linearWeight(name, shape);
+    const load = (parts: LinearWeight[], shape: number[]) => b.loadWeight(parts, shape);
     const one = (name: string, shape: number[]) => load([w(name, shape)], shape);
     // An RMSNorm weight (Gemma's stored as w for a norm that multiplies by 1 + w).
     const normView = (name: string, shape: number[]) => (c.gemmaNorms ? plusOne(w(name, shape)) : w(name, shape));
     const norm = (name: string, shape: number[]) => load([normView(name, shape)], shape);
     // GLM's interleaved RoPE pairs, as rotate-half pairs (the q and k heads' rows, whole heads at a time).
-    const qk = (t: TensorView) => (c.ropeInterleaved ? rotateHalfRows(t, D, c.rotaryDim) : t);
+    const qk = (t: LinearWeight) => (c.ropeInterleaved ? rotateHalfRows(t, D, c.rotaryDim) : t);
     // Slices of a full tensor for this rank.
-    const qRows = (t: TensorView) => sliceRows(t, r * d.numHeads * D, (r + 1) * d.numHeads * D);
-    const kvRows = (t: TensorView) => sliceRows(t, d.kvHeadStart * D, (d.kvHeadStart + d.numKvHeads) * D);
-    const iRows = (t: TensorView) => sliceRows(t, r * d.intermediate, (r + 1) * d.intermediate);
+    const qRows = (t: LinearWeight) => sliceRows(t, r * d.numHeads * D, (r + 1) * d.numHeads * D);
+    const kvRows = (t: LinearWeight) => sliceRows(t, d.kvHeadStart * D, (d.kvHeadStart + d.numKvHeads) * D);
+    const iRows = (t: LinearWeight) => sliceRows(t, r * d.intermediate, (r + 1) * d.intermediate);
     const vocabRows = (t: TensorView) => sliceRows(t, d.vocabStart, d.vocabStart + d.vocabRows);
     const lq = d.numHeads * D, lkv = d.numKvHeads * D, li = d.intermediate;
     // Bare decoders (embedding models) are often saved without the "model." prefix.
@@ -241,18 +249,18 @@ export class CausalLM<T extends Tensor> {
       const p = `${m}layers.${i}.`;
       const a = `${p}self_attn.`;
       // Phi-3 / Phi-4 checkpoints store q/k/v and gate/up fused: the same rows, read in parts.
-      const fusedQkv = ckpt.has(`${a}qkv_proj.weight`) ? w(`${a}qkv_proj.weight`, [qOut + 2 * kvOut, H]) : null;
-      const fusedGateUp = ckpt.has(`${p}mlp.gate_up_proj.weight`) ? w(`${p}mlp.gate_up_proj.weight`, [2 * I, H]) : null;
+      const fusedQkv = ckpt.has(`${a}qkv_proj.weight`) ? lw(`${a}qkv_proj.weight`, [qOut + 2 * kvOut, H]) : null;
+      const fusedGateUp = ckpt.has(`${p}mlp.gate_up_proj.weight`) ? lw(`${p}mlp.gate_up_proj.weight`, [2 * I, H]) : null;
       // Multi-head latent attention (DeepSeek): its own projections (src/model/mla.ts) make the qkv rows.
       const mla = c.mla ? loadMlaWeights(b, ckpt, a, c.mla, H, c.numHeads, r * d.numHeads, d.numHeads) : null;
-      const q = mla ? null : qk(fusedQkv ? sliceRows(fusedQkv, 0, qOut) : w(`${a}q_proj.weight`, [qOut, H]));
-      const kw = mla ? null : qk(fusedQkv ? sliceRows(fusedQkv, qOut, qOut + kvOut) : w(`${a}k_proj.weight`, [kvOut, H]));
-      const vw = mla ? null : fusedQkv ? sliceRows(fusedQkv, qOut + kvOut, qOut + 2 * kvOut) : w(`${a}v_proj.weight`, [kvOut, H]);
+      const q = mla ? null : qk(fusedQkv ? sliceRows(fusedQkv, 0, qOut) : lw(`${a}q_proj.weight`, [qOut, H]));
+      const kw = mla ? null : qk(fusedQkv ? sliceRows(fusedQkv, qOut, qOut + kvOut) : lw(`${a}k_proj.weight`, [kvOut, H]));
+      const vw = mla ? null : fusedQkv ? sliceRows(fusedQkv, qOut + kvOut, qOut + 2 * kvOut) : lw(`${a}v_proj.weight`, [kvOut, H]);
       const oWeight = c.mla ? mlaOutputProjection(w(`${a}o_proj.weight`, [H, c.numHeads * c.mla.vHeadDim]), c.mla, c.numHeads, r * d.numHeads, d.numHeads)
-        : N === 1 ? w(`${a}o_proj.weight`, [H, qOut]) : sliceCols(w(`${a}o_proj.weight`, [H, qOut]), r * lq, (r + 1) * lq);
+        : N === 1 ? lw(`${a}o_proj.weight`, [H, qOut]) : sliceCols(lw(`${a}o_proj.weight`, [H, qOut]), r * lq, (r + 1) * lq);
       const sparse = c.moe?.sparseLayers[i] ?? false;
-      const gate = sparse ? null : fusedGateUp ? sliceRows(fusedGateUp, 0, I) : w(`${p}mlp.gate_proj.weight`, [I, H]);
-      const up = sparse ? null : fusedGateUp ? sliceRows(fusedGateUp, I, 2 * I) : w(`${p}mlp.up_proj.weight`, [I, H]);
+      const gate = sparse ? null : fusedGateUp ? sliceRows(fusedGateUp, 0, I) : lw(`${p}mlp.gate_proj.weight`, [I, H]);
+      const up = sparse ? null : fusedGateUp ? sliceRows(fusedGateUp, I, 2 * I) : lw(`${p}mlp.up_proj.weight`, [I, H]);
       this.layers.push({
         inputNorm: c.inputNorms ? norm(`${p}input_layernorm.weight`, [H]) : null,
         qkv: q && kw && vw ? load([qRows(q), kvRows(kw), kvRows(vw)], [lq + 2 * lkv, H]) : null,
@@ -270,7 +278,7 @@ export class CausalLM<T extends Tensor> {
         attnOutNorm: c.outputNorms ? norm(`${p}${c.outputNorms.attention}.weight`, [H]) : null,
         mlpOutNorm: c.outputNorms ? norm(`${p}${c.outputNorms.mlp}.weight`, [H]) : null,
         gateUp: gate && up ? load([iRows(gate), iRows(up)], [2 * li, H]) : null,
-        down: sparse ? null : load([scaled(N === 1 ? w(`${p}mlp.down_proj.weight`, [H, I]) : sliceCols(w(`${p}mlp.down_proj.weight`, [H, I]), r * li, (r + 1) * li), k.residual)], [H, li]),
+        down: sparse ? null : load([scaled(N === 1 ? lw(`${p}mlp.down_proj.weight`, [H, I]) : sliceCols(lw(`${p}mlp.down_proj.weight`, [H, I]), r * li, (r + 1) * li), k.residual)], [H, li]),
         moe: sparse ? this.loadExperts(ckpt, p) : null,
       });
     }

@@ -1,5 +1,6 @@
 /** Checkpoint tensors with their rows reordered as they load (RoPE layouts, interleaved projections). */
 import type { TensorView } from "../loader/safetensors.ts";
+import { isPacked, packedPermuteRows, type LinearWeight } from "../loader/packed-matrix.ts";
 
 /**
  * Interleaved RoPE (GLM, DeepSeek: pairs (2i, 2i + 1) of each head's first R dimensions) in the rotate-half form the
@@ -13,7 +14,10 @@ export function interleavedRopeSource(j: number, D: number, R: number): number {
 }
 
 /** `count` rows of a 1-D or 2-D tensor, row j being `t`'s row source(j) (a copy); `what` names the order in the result's name. */
-export function permuteRows(t: TensorView, count: number, source: (j: number) => number, what: string): TensorView {
+export function permuteRows(t: TensorView, count: number, source: (j: number) => number, what: string): TensorView;
+export function permuteRows(t: LinearWeight, count: number, source: (j: number) => number, what: string): LinearWeight;
+export function permuteRows(t: LinearWeight, count: number, source: (j: number) => number, what: string): LinearWeight {
+  if (isPacked(t)) return packedPermuteRows(t, count, source, `${t.name} (${what})`);
   const rowBytes = t.bytes.length / t.shape[0]!, out = new Uint8Array(count * rowBytes);
   for (let j = 0; j < count; j++) out.set(t.bytes.subarray(source(j) * rowBytes, (source(j) + 1) * rowBytes), j * rowBytes);
   return { ...t, name: `${t.name} (${what})`, shape: [count, ...t.shape.slice(1)], bytes: out };

@@ -7,6 +7,7 @@
 import { DTYPE_BYTES } from "../loader/dtype.ts";
 import type { TensorView } from "../loader/safetensors.ts";
 import type { ModelConfig } from "../model/config.ts";
+import { dequantizeMatrix, isPacked, packedCols, packedRows, type LinearWeight } from "../loader/packed-matrix.ts";
 
 export interface ShardSpec {
   rank: number;
@@ -45,15 +46,21 @@ export function localDims(cfg: ModelConfig, s: ShardSpec) {
   return { numHeads, numKvHeads, kvHeadStart, intermediate: cfg.intermediateSize / s.size, moeIntermediate, sharedIntermediate, vocabStart, vocabRows, vocabPerRank };
 }
 
-/** Rows [start, end) of a 1-D or 2-D tensor (no copy). */
-export function sliceRows(t: TensorView, start: number, end: number): TensorView {
+/** Rows [start, end) of a 1-D or 2-D tensor (no copy; a packed weight's rows are copied). */
+export function sliceRows(t: TensorView, start: number, end: number): TensorView;
+export function sliceRows(t: LinearWeight, start: number, end: number): LinearWeight;
+export function sliceRows(t: LinearWeight, start: number, end: number): LinearWeight {
+  if (isPacked(t)) return packedRows(t, start, end);
   const rowElems = t.shape.slice(1).reduce((a, b) => a * b, 1);
   const rowBytes = rowElems * DTYPE_BYTES[t.dtype];
   return { ...t, name: `${t.name}[${start}:${end}]`, shape: [end - start, ...t.shape.slice(1)], bytes: t.bytes.subarray(start * rowBytes, end * rowBytes) };
 }
 
-/** Columns [start, end) of a 2-D tensor (a strided copy). */
-export function sliceCols(t: TensorView, start: number, end: number): TensorView {
+/** Columns [start, end) of a 2-D tensor (a strided copy); of a packed weight, dequantized where they split its words or groups. */
+export function sliceCols(t: TensorView, start: number, end: number): TensorView;
+export function sliceCols(t: LinearWeight, start: number, end: number): LinearWeight;
+export function sliceCols(t: LinearWeight, start: number, end: number): LinearWeight {
+  if (isPacked(t)) return packedCols(t, start, end) ?? sliceCols(dequantizeMatrix(t), start, end);
   const [rows, cols] = t.shape as [number, number];
   const e = DTYPE_BYTES[t.dtype], w = (end - start) * e;
   const out = new Uint8Array(rows * w);

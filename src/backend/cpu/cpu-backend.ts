@@ -1,6 +1,6 @@
 /** The reference backend: f32 host arrays, weights converted at load. Runs the whole engine without a GPU. */
 import { stepExtents, type MoeScratch, type ExpertWeights, type MlaShape, type MoeGrouping, type AttentionShape, type Backend, type KvCacheSpec, type PendingSample, type StepInputs, type StepTensors, type Tensor } from "../backend.ts";
-import type { TensorView } from "../../loader/safetensors.ts";
+import { plainWeight, type LinearWeight } from "../../loader/packed-matrix.ts";
 import { toFloat32 } from "../../loader/dtype.ts";
 import type { SamplingBatch, SamplerOutput } from "../../engine/sampling-batch.ts";
 import * as k from "./kernels.ts";
@@ -61,10 +61,10 @@ export class CpuBackend implements Backend<T> {
     this.pool?.close();
   }
 
-  loadWeight(parts: TensorView[], shape: number[]): CpuTensor {
+  loadWeight(parts: LinearWeight[], shape: number[]): CpuTensor {
     const out = sharedF32(numel(shape));
     let off = 0;
-    for (const p of parts) {
+    for (const p of parts.map(plainWeight)) {
       const n = numel(p.shape);
       if (off + n > out.length) throw new Error(`${p.file}: tensor '${p.name}' does not fit the packed weight of shape [${shape}]`);
       toFloat32(p.bytes, p.dtype, out.subarray(off, off + n));

@@ -4,7 +4,7 @@
  * Every op has its CPU twin in ../cpu (the reference it is tested against on a device).
  */
 import { moeMaxTiles, moeRoutingInts, stepExtents, type MoeScratch, type ExpertWeights, type MlaShape, type MoeGrouping, type AttentionShape, type Backend, type KvCacheSpec, type PendingSample, type StepInputs, type StepTensors, type Tensor } from "../backend.ts";
-import type { TensorView } from "../../loader/safetensors.ts";
+import { concatPacked, isPacked, plainWeight, valuesPerWord, type LinearWeight, type PackedMatrix } from "../../loader/packed-matrix.ts";
 import { fromFloat32, toFloat32 } from "../../loader/dtype.ts";
 import type { SamplingBatch, SamplerOutput } from "../../engine/sampling-batch.ts";
 import { CudaSampler } from "./cuda-sampler.ts";
@@ -20,8 +20,21 @@ import { ModuleCache, type ModuleLoadStats } from "./module-cache.ts";
 export type CudaDType = "bf16" | "f32" | "i32";
 const BYTES: Record<CudaDType, number> = { bf16: 2, f32: 4, i32: 4 };
 
+/** A weight kept packed (GPTQ, AWQ, pack-quantized; src/loader/packed-matrix.ts): its parts' device addresses. */
+export interface PackedOnDevice {
+  bits: 2 | 4 | 8;
+  /** [out, in / (32 / bits)] u32 words; scales and zeros [out, numGroups] f32; groupOf [in] i32 (null: i / groupSize). */
+  words: bigint;
+  scales: bigint;
+  zeros: bigint;
+  groupOf: bigint | null;
+  numGroups: number;
+  groupSize: number;
+}
+
 export class CudaTensor implements Tensor {
-  constructor(readonly ptr: bigint, readonly shape: readonly number[], readonly dtype: CudaDType) {}
+  /** `packed`: a packed weight [out, in] (ptr is its words), which only linear() takes. */
+  constructor(readonly ptr: bigint, readonly shape: readonly number[], readonly dtype: CudaDType, readonly packed: PackedOnDevice | null = null) {}
   get width(): number {
     return this.shape.length > 1 ? this.shape[this.shape.length - 1]! : 1;
   }
@@ -40,8 +53,8 @@ const POLL_SLEEP = new Int32Array(new SharedArrayBuffer(4));
 /** How long close() waits for queued GPU work to finish before it gives up freeing (a hung kernel). */
 const CLOSE_DRAIN_MS = 10_000;
 
-/** Row limits of the GEMV kernels (ptx/src/gemv.cu: MAX_ROWS, MAX_ROWS_SILU). */
-const GEMV_MAX_ROWS = 8, GEMV_SILU_MAX_ROWS = 2;
+/** Row limits of the GEMV kernels (ptx/src/gemv.cu: MAX_ROWS, MAX_ROWS_SILU; ptx/src/quant.cu: MAX_ROWS). */
+const GEMV_MAX_ROWS = 8, GEMV_SILU_MAX_ROWS = 2, PACKED_GEMV_MAX_ROWS = 8;
 /** Keys per split of the simple split-KV decode kernel (SPLIT in ptx/src/attention.cu). */
 const SPLIT_KEYS = 512;
 
@@ -93,6 +106,13 @@ export class CudaBackend implements Backend<CudaTensor> {
    */
   private resident: { width: number; blockSize: number; tables: { dev: bigint; mirror: Int32Array; deltas: Int32Array }[] } | null = null;
   private readonly graphs = new Map<number, bigint>();
+  /**
+   * Where packed weights are dequantized for linear layers of more rows than the packed GEMV takes (then a cuBLAS
+   * GEMM): bf16 of the largest packed weight, allocated as they load (before any graph capture).
+   */
+  private dequantScratch: { ptr: bigint; elems: number } | null = null;
+  /** Packed weights loaded: how many, their device bytes, the bytes they would take as bf16, and the dequantization scratch's. */
+  readonly packedWeights = { count: 0, bytes: 0, bf16Bytes: 0, scratchBytes: 0 };
   /**
    * Attention for steps that are not pure decode: "mma" (tensor-core flash attention, head_dim 64/128) or
    * "simple" (paged_attention_bf16, f32 FMA, any head_dim; VBUN_PREFILL_KERNEL=simple forces it).
@@ -304,16 +324,53 @@ export class CudaBackend implements Backend<CudaTensor> {
     this.sampler.reset();
   }
 
-  loadWeight(parts: TensorView[], shape: number[]): CudaTensor {
+  loadWeight(parts: LinearWeight[], shape: number[]): CudaTensor {
+    // Packed parts stay packed when they stack into one weight (same bits and groups) of whole words per row.
+    const packed = parts.every(isPacked) ? concatPacked(parts as PackedMatrix[]) : null;
+    if (packed && packed.shape[1] % valuesPerWord(packed) === 0) {
+      if (packed.shape[0] !== shape[0] || packed.shape[1] !== shape[1] || shape.length !== 2) throw new Error(`packed weight [${shape}] got [${packed.shape}] from ${packed.name}`);
+      return this.uploadPacked(packed);
+    }
     const t = this.alloc(shape, "bf16");
     let off = 0n;
-    for (const part of parts) {
+    for (const part of parts.map(plainWeight)) {
       const bytes = part.dtype === "BF16" ? part.bytes : fromFloat32(toFloat32(part.bytes, part.dtype), "BF16");
       this.driver.copyToDevice(t.ptr + off, bytes.byteOffset % 2 === 0 ? bytes : bytes.slice());
       off += BigInt(bytes.byteLength);
     }
     if (off !== BigInt(numel(shape) * 2)) throw new Error(`packed weight [${shape}] got ${off} of ${numel(shape) * 2} bytes from ${parts.map((p) => p.name).join(", ")}`);
     return t;
+  }
+
+  private uploadPacked(m: PackedMatrix): CudaTensor {
+    const upload = (a: Uint32Array | Float32Array | Int32Array) => {
+      const p = this.deviceAlloc(a.byteLength);
+      this.packedWeights.bytes += a.byteLength;
+      this.driver.copyToDevice(p, new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
+      return p;
+    };
+    const elems = m.shape[0] * m.shape[1];
+    if (!this.dequantScratch || this.dequantScratch.elems < elems) {
+      if (this.graphs.size > 0) throw new Error("loadWeight: decode graphs are already captured (a larger packed weight needs more dequantization scratch)");
+      if (this.dequantScratch) this.deviceFree(this.dequantScratch.ptr);
+      this.dequantScratch = { ptr: this.deviceAlloc(elems * 2), elems };
+      this.packedWeights.scratchBytes = elems * 2;
+    }
+    this.packedWeights.count++;
+    this.packedWeights.bf16Bytes += elems * 2;
+    const packed: PackedOnDevice = {
+      bits: m.bits, words: upload(m.words), scales: upload(m.scales), zeros: upload(m.zeros), groupOf: m.groupOf ? upload(m.groupOf) : null,
+      numGroups: m.numGroups, groupSize: m.groupOf ? 1 : m.groupSize,
+    };
+    return new CudaTensor(packed.words, m.shape, "bf16", packed);
+  }
+
+  /** A packed weight as bf16 [out, in] in the dequantization scratch (valid until the next dequantization). */
+  private dequantize(w: CudaTensor): CudaTensor {
+    const q = w.packed!, [outF, inF] = w.shape as [number, number];
+    const scratch = new CudaTensor(this.dequantScratch!.ptr, w.shape, "bf16");
+    this.k.launch("dequant_int_bf16", [outF, Math.ceil(inF / valuesPerWord(q) / 256)], 256, [{ p: q.words }, { p: q.scales }, { p: q.zeros }, { p: q.groupOf }, P(scratch), I(inF), I(q.numGroups), I(q.groupSize), I(q.bits)]);
+    return scratch;
   }
 
   fromHost(values: Float32Array, shape: number[]): CudaTensor {
@@ -522,7 +579,14 @@ export class CudaBackend implements Backend<CudaTensor> {
     if (x.width !== inF) throw new Error(`linear: input width ${x.width} != weight in-features ${inF}`);
     const n = x.numRows;
     if (n === 0) return;
-    if (this.info.smallBatchGemv && n <= GEMV_MAX_ROWS && out.dtype === "bf16" && inF % 8 === 0) {
+    const q = weight.packed;
+    if (q) {
+      // Packed: the packed GEMV (chunks of 4 words, each in one group) for a few rows; else dequantized, then cuBLAS.
+      const chunk = 4 * valuesPerWord(q);
+      if (n <= PACKED_GEMV_MAX_ROWS && (q.bits === 4 || q.bits === 8) && out.dtype === "bf16" && inF % chunk === 0 && (q.groupOf !== null || q.numGroups === 1 || q.groupSize % chunk === 0)) {
+        this.k.launch(q.bits === 4 ? "gemv_int4_bf16" : "gemv_int8_bf16", [Math.ceil(outF / 8)], 256, [P(x), { p: q.words }, { p: q.scales }, { p: q.zeros }, { p: q.groupOf }, P(out), I(n), I(inF), I(outF), I(q.numGroups), I(q.groupSize)]);
+      } else this.gemm(x, this.dequantize(weight), out, n, inF, outF);
+    } else if (this.info.smallBatchGemv && n <= GEMV_MAX_ROWS && out.dtype === "bf16" && inF % 8 === 0) {
       this.k.launch("gemv_bf16", [Math.ceil(outF / 8)], 256, [P(x), P(weight), P(out), I(n), I(inF), I(outF)]);
     } else this.gemm(x, weight, out, n, inF, outF);
     if (bias) this.k.launch("add_bias_bf16", [Math.ceil(outF / 256), n], 256, [P(out), P(bias), I(outF)]);
@@ -533,7 +597,7 @@ export class CudaBackend implements Backend<CudaTensor> {
     const [outF, inF] = weight.shape as [number, number];
     const n = gateUp.numRows;
     if (gateUp.width !== 2 * inF) throw new Error(`siluMulLinear: gate/up width ${gateUp.width} != 2 × weight in-features ${inF}`);
-    if (this.info.smallBatchGemv && n > 0 && n <= GEMV_SILU_MAX_ROWS && inF % 8 === 0) {
+    if (this.info.smallBatchGemv && !weight.packed && n > 0 && n <= GEMV_SILU_MAX_ROWS && inF % 8 === 0) {
       this.k.launch("gemv_silu_mul_bf16", [Math.ceil(outF / 8)], 256, [P(gateUp), P(weight), P(out), I(n), I(inF), I(outF)]);
       return;
     }
@@ -555,6 +619,7 @@ export class CudaBackend implements Backend<CudaTensor> {
 
   writeRows(t: CudaTensor, firstRow: number, values: Float32Array): void {
     if (t.dtype === "i32") throw new Error("writeRows: integer tensors are step inputs, not weights");
+    if (t.packed) throw new Error("writeRows: a packed weight is written only as it loads");
     const offset = firstRow * t.width;
     if (offset + values.length > numel(t.shape)) throw new Error(`writeRows: rows ${firstRow}… of ${values.length / t.width} overrun a tensor of shape [${t.shape}]`);
     // Queued (or captured-and-replayed) work may still read the old rows.
@@ -741,6 +806,7 @@ export class CudaBackend implements Backend<CudaTensor> {
   }
 
   toHost(t: CudaTensor): Float32Array {
+    if (t.packed) t = this.dequantize(t);
     this.synchronize();
     const n = numel(t.shape);
     const bytes = new Uint8Array(n * BYTES[t.dtype]);

@@ -1,0 +1,150 @@
+// Linear layers whose weights stay packed on the GPU: GPTQ, AWQ and pack-quantized checkpoints, read into one layout
+// (src/loader/packed-matrix.ts): words [out, in / PER] u32, each holding PER = 32 / BITS consecutive inputs of one
+// output, the lowest bits first; scales and zeros [out, groups] f32; W[o, i] = scale[o, g] · (q − zero[o, g]), g being
+// group_of[i] (GPTQ's desc_act; a null group_of: i / group_size). Requires in % PER == 0.
+//
+// gemv_int{4,8}_bf16: y[r, o] = Σ_i x[r, i] · W[o, i] for r < n ≤ 8 (decode at small batches), bf16 in and out, f32
+// sums, each packed weight read once for all rows — 4 or 2 bytes of weights per 8 inputs where a bf16 GEMV reads 16.
+// One warp per output feature, 8 features a block (as gemv.cu); a lane's 16-byte chunk is 4 words (32 inputs at 4 bits,
+// 16 at 8), UNROLL chunks in flight per lane. With groups by position (group_size % chunk inputs == 0) a chunk lies
+// in one group: the sum per row is scale · (Σ q·x − zero · Σ x), two FMAs an input; with group_of each value is
+// dequantized on its own. Requires in % (4 · PER) == 0.
+//
+// dequant_int_bf16: W as bf16 [out, in], for the larger batches' cuBLAS GEMM (a scratch the backend reuses per layer).
+// Thread per word, grid (out, ⌈words per row / 256⌉); each value is f32 scale · (q − zero) rounded once to bf16, what
+// the CPU backend's dequantization rounds to bf16.
+#include "common.cuh"
+
+#define WARPS 8
+#define UNROLL 4
+#define MAX_ROWS 8
+
+__device__ __forceinline__ void unpack8_bf16(const uint4 u, float (&v)[8]) {
+  const unsigned w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    v[2 * i] = __uint_as_float(w[i] << 16);
+    v[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+  }
+}
+
+template <int BITS>
+__device__ __forceinline__ void gemv_int(const bf16* __restrict__ x, const unsigned* __restrict__ words, const float* __restrict__ scales,
+                                         const float* __restrict__ zeros, const int* __restrict__ group_of, bf16* __restrict__ y, int n, int in,
+                                         int out, int num_groups, int group_size) {
+  constexpr int PER = 32 / BITS, CHUNK = 4 * PER;
+  constexpr unsigned MASK = (1u << BITS) - 1u;
+  const int lane = threadIdx.x & 31;
+  const int o = blockIdx.x * WARPS + (threadIdx.x >> 5);
+  if (o >= out) return;  // whole warps leave together: the shuffles below stay converged
+  const int chunks = in / CHUNK;
+  const uint4* wrow = reinterpret_cast<const uint4*>(words + (size_t)o * (in / PER));
+  const float* srow = scales + (size_t)o * num_groups;
+  const float* zrow = zeros + (size_t)o * num_groups;
+  float acc[MAX_ROWS];
+#pragma unroll
+  for (int r = 0; r < MAX_ROWS; r++) acc[r] = 0.f;
+  for (int base = lane; base < chunks; base += 32 * UNROLL) {
+    uint4 wv[UNROLL];
+#pragma unroll
+    for (int u = 0; u < UNROLL; u++) {
+      const int c = base + u * 32;
+      wv[u] = c < chunks ? wrow[c] : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < UNROLL; u++) {
+      const int c = base + u * 32;
+      if (c < chunks) {
+        const unsigned wd[4] = {wv[u].x, wv[u].y, wv[u].z, wv[u].w};
+        const int i0 = c * CHUNK;
+        float q[CHUNK];
+#pragma unroll
+        for (int j = 0; j < CHUNK; j++) q[j] = (float)((wd[j / PER] >> (BITS * (j % PER))) & MASK);
+        if (group_of == nullptr) {
+          const int g = i0 / group_size;
+          const float s = srow[g], z = zrow[g];
+#pragma unroll
+          for (int r = 0; r < MAX_ROWS; r++) {
+            if (r < n) {
+              float dot = 0.f, sum = 0.f;
+#pragma unroll
+              for (int k = 0; k < CHUNK / 8; k++) {
+                float xf[8];
+                unpack8_bf16(*reinterpret_cast<const uint4*>(x + (size_t)r * in + i0 + 8 * k), xf);
+#pragma unroll
+                for (int i = 0; i < 8; i++) {
+                  dot = fmaf(q[8 * k + i], xf[i], dot);
+                  sum += xf[i];
+                }
+              }
+              acc[r] = fmaf(s, fmaf(-z, sum, dot), acc[r]);
+            }
+          }
+        } else {
+#pragma unroll
+          for (int j = 0; j < CHUNK; j++) {
+            const int g = group_of[i0 + j];
+            q[j] = srow[g] * (q[j] - zrow[g]);
+          }
+#pragma unroll
+          for (int r = 0; r < MAX_ROWS; r++) {
+            if (r < n) {
+              float s = acc[r];
+#pragma unroll
+              for (int k = 0; k < CHUNK / 8; k++) {
+                float xf[8];
+                unpack8_bf16(*reinterpret_cast<const uint4*>(x + (size_t)r * in + i0 + 8 * k), xf);
+#pragma unroll
+                for (int i = 0; i < 8; i++) s = fmaf(q[8 * k + i], xf[i], s);
+              }
+              acc[r] = s;
+            }
+          }
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < MAX_ROWS; r++) {
+    if (r < n) {
+      float s = acc[r];
+#pragma unroll
+      for (int m = 16; m > 0; m >>= 1) s += __shfl_xor_sync(0xffffffffu, s, m);
+      if (lane == 0) y[(size_t)r * out + o] = to_bf(s);
+    }
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(256) gemv_int4_bf16(const bf16* __restrict__ x, const unsigned* __restrict__ words, const float* __restrict__ scales,
+                                                                 const float* __restrict__ zeros, const int* __restrict__ group_of, bf16* __restrict__ y, int n,
+                                                                 int in, int out, int num_groups, int group_size) {
+  gemv_int<4>(x, words, scales, zeros, group_of, y, n, in, out, num_groups, group_size);
+}
+
+extern "C" __global__ void __launch_bounds__(256) gemv_int8_bf16(const bf16* __restrict__ x, const unsigned* __restrict__ words, const float* __restrict__ scales,
+                                                                 const float* __restrict__ zeros, const int* __restrict__ group_of, bf16* __restrict__ y, int n,
+                                                                 int in, int out, int num_groups, int group_size) {
+  gemv_int<8>(x, words, scales, zeros, group_of, y, n, in, out, num_groups, group_size);
+}
+
+extern "C" __global__ void __launch_bounds__(256) dequant_int_bf16(const unsigned* __restrict__ words, const float* __restrict__ scales, const float* __restrict__ zeros,
+                                                                   const int* __restrict__ group_of, bf16* __restrict__ w, int in, int num_groups, int group_size,
+                                                                   int bits) {
+  const int per = 32 / bits, wpr = in / per;
+  const int o = blockIdx.x, c = blockIdx.y * blockDim.x + threadIdx.x;
+  if (c >= wpr) return;
+  const unsigned mask = (1u << bits) - 1u;
+  unsigned word = words[(size_t)o * wpr + c];
+  const float* srow = scales + (size_t)o * num_groups;
+  const float* zrow = zeros + (size_t)o * num_groups;
+  bf16* dst = w + (size_t)o * in + (size_t)c * per;
+  // Pairs of values as one 4-byte store (per is even, and so is in: every pair is 4-byte aligned).
+  for (int j = 0; j < per; j += 2) {
+    const int i = c * per + j;
+    const int g0 = group_of ? group_of[i] : i / group_size, g1 = group_of ? group_of[i + 1] : (i + 1) / group_size;
+    const float v0 = srow[g0] * ((float)(word & mask) - zrow[g0]);
+    const float v1 = srow[g1] * ((float)((word >> bits) & mask) - zrow[g1]);
+    word >>= 2 * bits;
+    *reinterpret_cast<__nv_bfloat162*>(dst + j) = __floats2bfloat162_rn(v0, v1);
+  }
+}

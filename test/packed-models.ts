@@ -1,0 +1,161 @@
+/**
+ * Tiny models quantized the ways GPTQ, AWQ and compressed-tensors' pack-quantized store weights, with the same
+ * model holding scale · (q − zero) as float32 weights beside each. The packing is written from the formats'
+ * descriptions, independently of src/loader/packed-weights.ts.
+ */
+import { cpSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { fromFloat32, toFloat32 } from "../src/loader/dtype.ts";
+import { SafetensorsFile, writeSafetensors, type TensorToWrite } from "../src/loader/safetensors.ts";
+import { SeededRandom } from "../src/model/tiny-model.ts";
+import { tempDir } from "./helpers.ts";
+import type { PackedMatrix } from "../src/loader/packed-matrix.ts";
+
+const PROJECTION = /^model\.layers\.\d+\.(self_attn|mlp)\.\w+_proj\.weight$/;
+
+export interface Scheme {
+  name: string;
+  format: "gptq" | "awq" | "compressed-tensors";
+  bits: 4 | 8;
+  /** Inputs per group (null: one group, per channel). */
+  group: number | null;
+  /** GPTQ's desc_act: inputs assigned to groups in a shuffled order, told by g_idx. */
+  actOrder?: boolean;
+  /** desc_act's order drawn for each projection (else one per input: q, k, v share one, and gate and up). */
+  orderPerProjection?: boolean;
+  /** GPTQ's first format: zeros stored minus one. */
+  zerosMinusOne?: boolean;
+  config: Record<string, unknown>;
+  /** Where the config lives (AutoGPTQ's quantize_config.json instead of config.json's quantization_config). */
+  configFile?: "quantize_config.json";
+}
+
+
+export function ct(bits: number, strategy: string, group: number | null) {
+  return { quant_method: "compressed-tensors", format: "pack-quantized", ignore: ["lm_head"], config_groups: { group_0: { targets: ["Linear"], weights: { num_bits: bits, type: "int", symmetric: true, strategy, group_size: group, actorder: group ? "group" : null } } } };
+}
+
+const AWQ_COLUMN_OF_NIBBLE = [0, 2, 4, 6, 1, 3, 5, 7];
+const f16 = (x: Float32Array) => toFloat32(fromFloat32(x, "F16"), "F16");
+const i32 = (name: string, shape: number[], words: Int32Array): TensorToWrite => ({ name, dtype: "I32", shape, bytes: new Uint8Array(words.buffer) });
+
+/** Packs v[r][c] (rows × cols, values < 2^bits) into words along `dim` (0: rows, 1: columns), lowest bits first. */
+function pack(v: Int32Array, rows: number, cols: number, bits: number, dim: 0 | 1, columnOfNibble?: number[]): Int32Array {
+  const per = 32 / bits;
+  const out = new Int32Array(dim === 0 ? Math.ceil(rows / per) * cols : rows * Math.ceil(cols / per));
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c++) {
+      if (dim === 0) { out[Math.floor(r / per) * cols + c]! |= v[r * cols + c]! << (bits * (r % per)); continue; }
+      const nibble = columnOfNibble ? columnOfNibble.indexOf(c % per) : c % per;
+      out[r * Math.ceil(cols / per) + Math.floor(c / per)]! |= v[r * cols + c]! << (bits * nibble);
+    }
+  }
+  return out;
+}
+
+/**
+ * Quantizes W [out, in] by `s` (asymmetric min/max for GPTQ and AWQ, symmetric for compressed-tensors) and returns
+ * the checkpoint's tensors for it and the float32 weight they stand for.
+ */
+function quantize(s: Scheme, name: string, w: Float32Array, out: number, inputs: number, order: number[]): { tensors: TensorToWrite[]; product: Float32Array } {
+  const levels = 2 ** s.bits, size = s.group ?? inputs, groups = Math.ceil(inputs / size);
+  // desc_act: input i belongs to the group of its place in a shuffled order.
+  const groupOf = new Int32Array(inputs);
+  order.forEach((input, place) => { groupOf[input] = Math.floor(place / size); });
+  const scale = new Float32Array(groups * out), zero = new Int32Array(groups * out);
+  for (let g = 0; g < groups; g++) {
+    for (let o = 0; o < out; o++) {
+      let lo = 0, hi = 0;
+      for (let i = 0; i < inputs; i++) if (groupOf[i] === g) { lo = Math.min(lo, w[o * inputs + i]!); hi = Math.max(hi, w[o * inputs + i]!); }
+      if (s.format === "compressed-tensors") { scale[g * out + o] = Math.max(-lo, hi) / (levels / 2 - 1) || 1; zero[g * out + o] = levels / 2; }
+      else { scale[g * out + o] = (hi - lo) / (levels - 1) || 1; zero[g * out + o] = Math.min(levels - 1, Math.max(0, Math.round(-lo / scale[g * out + o]!))); }
+    }
+  }
+  const scales = f16(scale);
+  const q = new Int32Array(out * inputs), product = new Float32Array(out * inputs);
+  for (let o = 0; o < out; o++) {
+    for (let i = 0; i < inputs; i++) {
+      const k = groupOf[i]! * out + o;
+      q[o * inputs + i] = Math.min(levels - 1, Math.max(0, Math.round(w[o * inputs + i]! / scales[k]!) + zero[k]!));
+      product[o * inputs + i] = scales[k]! * (q[o * inputs + i]! - zero[k]!);
+    }
+  }
+  const x = name.replace(/\.weight$/, "");
+  const transposed = new Int32Array(inputs * out);
+  for (let o = 0; o < out; o++) for (let i = 0; i < inputs; i++) transposed[i * out + o] = q[o * inputs + i]!;
+  const per = 32 / s.bits, tensors: TensorToWrite[] = [];
+  if (s.format === "compressed-tensors") {
+    const byOutput = new Float32Array(out * groups);
+    for (let g = 0; g < groups; g++) for (let o = 0; o < out; o++) byOutput[o * groups + g] = scales[g * out + o]!;
+    tensors.push(i32(`${x}.weight_packed`, [out, inputs / per], pack(q, out, inputs, s.bits, 1)), { name: `${x}.weight_scale`, dtype: "BF16", shape: [out, groups], bytes: fromFloat32(byOutput, "BF16") },
+      { name: `${x}.weight_shape`, dtype: "I64", shape: [2], bytes: fromFloat32(Float32Array.of(out, inputs), "I64") });
+    // bf16 scales: the product must use them as stored.
+    const stored = toFloat32(fromFloat32(byOutput, "BF16"), "BF16");
+    for (let o = 0; o < out; o++) for (let i = 0; i < inputs; i++) product[o * inputs + i] = stored[o * groups + groupOf[i]!]! * (q[o * inputs + i]! - levels / 2);
+    if (s.actOrder) tensors.push(i32(`${x}.weight_g_idx`, [inputs], groupOf));
+    return { tensors, product };
+  }
+  const storedZero = zero.map((z) => z - (s.zerosMinusOne ? 1 : 0));
+  const qweight = s.format === "gptq" ? pack(transposed, inputs, out, s.bits, 0) : pack(transposed, inputs, out, s.bits, 1, AWQ_COLUMN_OF_NIBBLE);
+  tensors.push(i32(`${x}.qweight`, s.format === "gptq" ? [inputs / per, out] : [inputs, out / per], qweight), i32(`${x}.qzeros`, [groups, out / per], pack(storedZero, groups, out, s.bits, 1, s.format === "awq" ? AWQ_COLUMN_OF_NIBBLE : undefined)),
+    { name: `${x}.scales`, dtype: "F16", shape: [groups, out], bytes: fromFloat32(scales, "F16") });
+  if (s.format === "gptq") tensors.push(i32(`${x}.g_idx`, [inputs], groupOf));
+  return { tensors, product };
+}
+
+/** 0 … n − 1, shuffled by `rng` (null: in order). */
+function shuffled(n: number, rng: SeededRandom | null): number[] {
+  const order = Array.from({ length: n }, (_, i) => i);
+  if (rng) for (let i = n - 1; i > 0; i--) { const j = rng.int(0, i); [order[i], order[j]] = [order[j]!, order[i]!]; }
+  return order;
+}
+
+/**
+ * `base` quantized by `s`, and the same model with the dequantized products as float32 weights. */
+export function quantizedPair(base: string, s: Scheme): { quantized: string; reference: string } {
+  const dir = tempDir(`packed-${s.format}-${s.bits}`), quantized = join(dir, "q"), reference = join(dir, "ref");
+  for (const d of [quantized, reference]) cpSync(base, d, { recursive: true });
+  const st = SafetensorsFile.open(join(base, "model.safetensors")), rng = new SeededRandom(5);
+  const q: TensorToWrite[] = [], ref: TensorToWrite[] = [], orders = new Map<string, number[]>();
+  for (const name of st.names()) {
+    const t = st.tensor(name), copy = { name, dtype: t.dtype, shape: [...t.shape], bytes: Uint8Array.from(t.bytes) };
+    if (!PROJECTION.test(name)) { q.push(copy); ref.push(copy); continue; }
+    const [out, inputs] = t.shape as [number, number];
+    // desc_act's order comes from the layer's inputs, so projections of the same input share it (GPTQ's q, k and v; gate
+    // and up), unless `s.orderPerProjection`.
+    const input = s.orderPerProjection ? name : name.replace(/self_attn\.[qkv]_proj/, "qkv").replace(/mlp\.(gate|up)_proj/, "gate_up");
+    const order = orders.get(input) ?? shuffled(inputs, s.actOrder ? rng : null);
+    orders.set(input, order);
+    const { tensors, product } = quantize(s, name, toFloat32(t.bytes, t.dtype), out, inputs, order);
+    q.push(...tensors);
+    ref.push({ name, dtype: "F32", shape: [out, inputs], bytes: fromFloat32(product, "F32") });
+  }
+  for (const [d, tensors] of [[quantized, q], [reference, ref]] as const) {
+    rmSync(join(d, "model.safetensors"));
+    writeSafetensors(join(d, "model.safetensors"), tensors);
+  }
+  if (s.configFile) writeFileSync(join(quantized, s.configFile), JSON.stringify(s.config));
+  else {
+    const cfg = JSON.parse(readFileSync(join(quantized, "config.json"), "utf8"));
+    writeFileSync(join(quantized, "config.json"), JSON.stringify({ ...cfg, quantization_config: s.config }));
+  }
+  return { quantized, reference };
+}
+
+/**
+ * A random packed weight [out, inputs]: random words, scales of about 1/64, zero points anywhere in the range; groups of
+ * `group` inputs by position, or (actOrder) by a shuffled order as GPTQ's desc_act assigns them.
+ */
+export function randomPacked(rng: SeededRandom, bits: 2 | 4 | 8, out: number, inputs: number, group: number, actOrder: boolean): PackedMatrix {
+  const numGroups = Math.ceil(inputs / group), cells = out * numGroups, levels = 2 ** bits;
+  const words = Uint32Array.from({ length: out * inputs * bits / 32 }, () => rng.nextU32());
+  const scales = Float32Array.from({ length: cells }, () => (0.5 + rng.next()) / 64), zeros = Float32Array.from({ length: cells }, () => rng.int(0, levels - 1));
+  let groupOf: Int32Array | null = null;
+  if (actOrder) {
+    const order = Array.from({ length: inputs }, (_, i) => i);
+    for (let i = inputs - 1; i > 0; i--) { const j = rng.int(0, i); [order[i], order[j]] = [order[j]!, order[i]!]; }
+    groupOf = new Int32Array(inputs);
+    order.forEach((input, place) => { groupOf![input] = Math.floor(place / group); });
+  }
+  return { packed: true, name: "w", file: "test", bits, shape: [out, inputs], words, numGroups, scales, zeros, groupOf, groupSize: group };
+}
