@@ -1,11 +1,11 @@
 /**
- * Tiny models quantized the ways GPTQ, AWQ and compressed-tensors' pack-quantized store weights, with the same
- * model holding scale · (q − zero) as float32 weights beside each. The packing is written from the formats'
+ * Tiny models quantized the ways GPTQ, AWQ and compressed-tensors' pack-quantized store weights, and the 8-bit ways
+ * (FP8, INT8 with scales), with the same model holding the dequantized values as float32 weights beside each. The packing is written from the formats'
  * descriptions, independently of src/loader/packed-weights.ts.
  */
 import { cpSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { fromFloat32, toFloat32 } from "../src/loader/dtype.ts";
+import { fromFloat32, toFloat32, type QuantizedDType } from "../src/loader/dtype.ts";
 import { SafetensorsFile, writeSafetensors, type TensorToWrite } from "../src/loader/safetensors.ts";
 import { SeededRandom } from "../src/model/tiny-model.ts";
 import { tempDir } from "./helpers.ts";
@@ -144,12 +144,18 @@ export function quantizedPair(base: string, s: Scheme): { quantized: string; ref
 
 /**
  * A random packed weight [out, inputs]: random words, scales of about 1/64, zero points anywhere in the range; groups of
- * `group` inputs by position, or (actOrder) by a shuffled order as GPTQ's desc_act assigns them.
+ * `group` inputs by position, or (actOrder) by a shuffled order as GPTQ's desc_act assigns them. E4M3 (8 bits): every
+ * byte pattern but NaN's, zeros 0, scales of about 1/1024 (E4M3 values reach 448).
  */
-export function randomPacked(rng: SeededRandom, bits: 2 | 4 | 8, out: number, inputs: number, group: number, actOrder: boolean): PackedMatrix {
-  const numGroups = Math.ceil(inputs / group), cells = out * numGroups, levels = 2 ** bits;
+export function randomPacked(rng: SeededRandom, bits: 2 | 4 | 8, out: number, inputs: number, group: number, actOrder: boolean, code: "uint" | "e4m3" = "uint"): PackedMatrix {
+  const numGroups = Math.ceil(inputs / group), cells = out * numGroups, levels = 2 ** bits, fp8 = code === "e4m3";
   const words = Uint32Array.from({ length: out * inputs * bits / 32 }, () => rng.nextU32());
-  const scales = Float32Array.from({ length: cells }, () => (0.5 + rng.next()) / 64), zeros = Float32Array.from({ length: cells }, () => rng.int(0, levels - 1));
+  if (fp8) {
+    const bytes = new Uint8Array(words.buffer);
+    for (let i = 0; i < bytes.length; i++) if ((bytes[i]! & 0x7f) === 0x7f) bytes[i] = bytes[i]! ^ 1;
+  }
+  const scales = Float32Array.from({ length: cells }, () => (0.5 + rng.next()) / (fp8 ? 1024 : 64));
+  const zeros = Float32Array.from({ length: cells }, () => (fp8 ? 0 : rng.int(0, levels - 1)));
   let groupOf: Int32Array | null = null;
   if (actOrder) {
     const order = Array.from({ length: inputs }, (_, i) => i);
@@ -157,5 +163,54 @@ export function randomPacked(rng: SeededRandom, bits: 2 | 4 | 8, out: number, in
     groupOf = new Int32Array(inputs);
     order.forEach((input, place) => { groupOf![input] = Math.floor(place / group); });
   }
-  return { packed: true, name: "w", file: "test", bits, shape: [out, inputs], words, numGroups, scales, zeros, groupOf, groupSize: group };
+  return { packed: true, name: "w", file: "test", bits, code, shape: [out, inputs], words, numGroups, scales, zeros, groupOf, groupSize: group };
+}
+
+export type Layout = { kind: "tensor" } | { kind: "row" } | { kind: "block"; rows: number; cols: number };
+export interface ScaledScheme { name: string; dtype: QuantizedDType; layout: Layout; scaleSuffix: "_scale_inv" | "_scale"; config: Record<string, unknown> }
+
+const FP8_MAX = 448, I8_MAX = 127;
+
+/** The scale index of element (r, c) of a rows × cols weight, for the layout. */
+function scaleIndex(layout: Layout, r: number, c: number, cols: number): number {
+  if (layout.kind === "tensor") return 0;
+  if (layout.kind === "row") return r;
+  return Math.floor(r / layout.rows) * Math.ceil(cols / layout.cols) + Math.floor(c / layout.cols);
+}
+
+/**
+ * 8-bit checkpoints (FP8 E4M3 or INT8 values with per-tensor, per-row or per-block scales, as quant_method fp8 and
+ * compressed-tensors store them): writes `base` quantized by `scheme` (each projection weight as its 8-bit values and scales), and the same
+ * model whose projection weights are those values times their scales in float32: what loading must give.
+ */
+export function scaledPair(base: string, scheme: ScaledScheme): { quantized: string; reference: string } {
+  const dir = tempDir(`quantized-${scheme.name}`), quantized = join(dir, "q"), reference = join(dir, "ref");
+  for (const d of [quantized, reference]) cpSync(base, d, { recursive: true });
+  const st = SafetensorsFile.open(join(base, "model.safetensors"));
+  const q: TensorToWrite[] = [], ref: TensorToWrite[] = [];
+  const max = scheme.dtype === "I8" ? I8_MAX : FP8_MAX;
+  for (const name of st.names()) {
+    const t = st.tensor(name), copy = { name, dtype: t.dtype, shape: [...t.shape], bytes: Uint8Array.from(t.bytes) };
+    if (!PROJECTION.test(name)) { q.push(copy); ref.push(copy); continue; }
+    const w = toFloat32(t.bytes, t.dtype), [rows, cols] = t.shape as [number, number], L = scheme.layout;
+    // One value is a 0-dimensional tensor, as PyTorch saves a scalar.
+    const scaleShape = L.kind === "tensor" ? [] : L.kind === "row" ? [rows, 1] : [Math.ceil(rows / L.rows), Math.ceil(cols / L.cols)];
+    const amax = new Float32Array(scaleShape.reduce((a, b) => a * b, 1));
+    for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) { const k = scaleIndex(L, r, c, cols); amax[k] = Math.max(amax[k]!, Math.abs(w[r * cols + c]!)); }
+    const scale = amax.map((a) => (a > 0 ? a / max : 1));
+    const scaled = w.map((x, i) => x / scale[scaleIndex(L, Math.floor(i / cols), i % cols, cols)]!);
+    const bytes = fromFloat32(scaled, scheme.dtype);
+    const values = toFloat32(bytes, scheme.dtype);
+    q.push({ name, dtype: scheme.dtype, shape: [rows, cols], bytes }, { name: name + scheme.scaleSuffix, dtype: "F32", shape: scaleShape, bytes: fromFloat32(scale, "F32") });
+    if (scheme.scaleSuffix === "_scale") q.push({ name: name.replace(/weight$/, "input_scale"), dtype: "F32", shape: [1], bytes: fromFloat32(Float32Array.of(1), "F32") });
+    const product = values.map((v, i) => v * scale[scaleIndex(L, Math.floor(i / cols), i % cols, cols)]!);
+    ref.push({ name, dtype: "F32", shape: [rows, cols], bytes: fromFloat32(product, "F32") });
+  }
+  for (const [d, tensors] of [[quantized, q], [reference, ref]] as const) {
+    rmSync(join(d, "model.safetensors"));
+    writeSafetensors(join(d, "model.safetensors"), tensors);
+  }
+  const cfg = JSON.parse(readFileSync(join(quantized, "config.json"), "utf8"));
+  writeFileSync(join(quantized, "config.json"), JSON.stringify({ ...cfg, quantization_config: scheme.config }));
+  return { quantized, reference };
 }

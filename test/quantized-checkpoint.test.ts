@@ -5,74 +5,25 @@
  * weights without scales are refused, naming the file. (Packed 4-bit integers: test/packed-checkpoint.test.ts.)
  */
 import { describe, expect, test } from "bun:test";
-import { cpSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { LLM } from "../src/engine/llm.ts";
 import { Checkpoint } from "../src/loader/checkpoint.ts";
 import { fromFloat32, toFloat32, type QuantizedDType } from "../src/loader/dtype.ts";
-import { SafetensorsFile, writeSafetensors, type TensorToWrite } from "../src/loader/safetensors.ts";
 import { FAST_MODEL, tempDir, tinyModel, withoutTensors, withQuantizationConfig } from "./helpers.ts";
+import { scaledPair, type ScaledScheme } from "./packed-models.ts";
 import { dequantizeMxfp4, FP4_VALUES } from "../src/loader/quantization.ts";
 import { snapToMxfp4 } from "../src/model/tiny-model.ts";
 
 const ENGINE_MS = 60_000;
 const quiet = { log: () => {} };
 const base = tinyModel(FAST_MODEL);
-const PROJECTION = /^model\.layers\.\d+\.(self_attn|mlp)\.\w+_proj\.weight$/;
-
-type Layout = { kind: "tensor" } | { kind: "row" } | { kind: "block"; rows: number; cols: number };
-interface Scheme { name: string; dtype: QuantizedDType; layout: Layout; scaleSuffix: "_scale_inv" | "_scale"; config: Record<string, unknown> }
-
-const FP8_MAX = 448, I8_MAX = 127;
-
-/** The scale index of element (r, c) of a rows × cols weight, for the layout. */
-function scaleIndex(layout: Layout, r: number, c: number, cols: number): number {
-  if (layout.kind === "tensor") return 0;
-  if (layout.kind === "row") return r;
-  return Math.floor(r / layout.rows) * Math.ceil(cols / layout.cols) + Math.floor(c / layout.cols);
-}
-
-/**
- * Writes `base` quantized by `scheme` (each projection weight as its 8-bit values and scales), and the same
- * model whose projection weights are those values times their scales in float32: what loading must give.
- */
-function quantizedPair(scheme: Scheme): { quantized: string; reference: string } {
-  const dir = tempDir(`quantized-${scheme.name}`), quantized = join(dir, "q"), reference = join(dir, "ref");
-  for (const d of [quantized, reference]) cpSync(base, d, { recursive: true });
-  const st = SafetensorsFile.open(join(base, "model.safetensors"));
-  const q: TensorToWrite[] = [], ref: TensorToWrite[] = [];
-  const max = scheme.dtype === "I8" ? I8_MAX : FP8_MAX;
-  for (const name of st.names()) {
-    const t = st.tensor(name), copy = { name, dtype: t.dtype, shape: [...t.shape], bytes: Uint8Array.from(t.bytes) };
-    if (!PROJECTION.test(name)) { q.push(copy); ref.push(copy); continue; }
-    const w = toFloat32(t.bytes, t.dtype), [rows, cols] = t.shape as [number, number], L = scheme.layout;
-    // One value is a 0-dimensional tensor, as PyTorch saves a scalar.
-    const scaleShape = L.kind === "tensor" ? [] : L.kind === "row" ? [rows, 1] : [Math.ceil(rows / L.rows), Math.ceil(cols / L.cols)];
-    const amax = new Float32Array(scaleShape.reduce((a, b) => a * b, 1));
-    for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) { const k = scaleIndex(L, r, c, cols); amax[k] = Math.max(amax[k]!, Math.abs(w[r * cols + c]!)); }
-    const scale = amax.map((a) => (a > 0 ? a / max : 1));
-    const scaled = w.map((x, i) => x / scale[scaleIndex(L, Math.floor(i / cols), i % cols, cols)]!);
-    const bytes = fromFloat32(scaled, scheme.dtype);
-    const values = toFloat32(bytes, scheme.dtype);
-    q.push({ name, dtype: scheme.dtype, shape: [rows, cols], bytes }, { name: name + scheme.scaleSuffix, dtype: "F32", shape: scaleShape, bytes: fromFloat32(scale, "F32") });
-    if (scheme.scaleSuffix === "_scale") q.push({ name: name.replace(/weight$/, "input_scale"), dtype: "F32", shape: [1], bytes: fromFloat32(Float32Array.of(1), "F32") });
-    const product = values.map((v, i) => v * scale[scaleIndex(L, Math.floor(i / cols), i % cols, cols)]!);
-    ref.push({ name, dtype: "F32", shape: [rows, cols], bytes: fromFloat32(product, "F32") });
-  }
-  for (const [d, tensors] of [[quantized, q], [reference, ref]] as const) {
-    rmSync(join(d, "model.safetensors"));
-    writeSafetensors(join(d, "model.safetensors"), tensors);
-  }
-  const cfg = JSON.parse(readFileSync(join(quantized, "config.json"), "utf8"));
-  writeFileSync(join(quantized, "config.json"), JSON.stringify({ ...cfg, quantization_config: scheme.config }));
-  return { quantized, reference };
-}
 
 const ct = (type: "float" | "int", strategy: string, extra: Record<string, unknown> = {}) => ({
   quant_method: "compressed-tensors", format: type === "float" ? "float-quantized" : "int-quantized",
   config_groups: { group_0: { targets: ["Linear"], weights: { num_bits: 8, type, strategy, symmetric: true, ...extra }, input_activations: { num_bits: 8, type, dynamic: true } } },
 });
-const SCHEMES: Scheme[] = [
+const SCHEMES: ScaledScheme[] = [
   { name: "fp8 blocks (weight_block_size, 128×128 in Qwen3-FP8), partial edge blocks", dtype: "F8_E4M3", layout: { kind: "block", rows: 12, cols: 24 }, scaleSuffix: "_scale_inv", config: { quant_method: "fp8", fmt: "e4m3", activation_scheme: "dynamic", weight_block_size: [12, 24] } },
   { name: "fp8, one scale per tensor", dtype: "F8_E4M3", layout: { kind: "tensor" }, scaleSuffix: "_scale_inv", config: { quant_method: "fp8", activation_scheme: "dynamic" } },
   { name: "compressed-tensors FP8, per channel", dtype: "F8_E4M3", layout: { kind: "row" }, scaleSuffix: "_scale", config: ct("float", "channel") },
@@ -99,7 +50,7 @@ describe("8-bit quantized checkpoints are dequantized as they load", () => {
 
   for (const scheme of SCHEMES) {
     test(`${scheme.name}: the same outputs as the model with W · S as its weights`, () => {
-      const { quantized, reference } = quantizedPair(scheme);
+      const { quantized, reference } = scaledPair(base, scheme);
       const want = run(reference), got = run(quantized);
       expect(got).toEqual(want);
       // Quantization changed the model a little (else this would prove little): the float weights' outputs differ in logprobs.
@@ -109,7 +60,7 @@ describe("8-bit quantized checkpoints are dequantized as they load", () => {
   }
 
   test("vLLM's --quantization names the checkpoint's own method (checked), --kv-cache-dtype auto only", () => {
-    const { quantized } = quantizedPair(SCHEMES[0]!);
+    const { quantized } = scaledPair(base, SCHEMES[0]!);
     new LLM({ model: quantized, maxModelLen: 32, quantization: "fp8", kvCacheDtype: "auto", ...quiet }).close();
     expect(() => new LLM({ model: quantized, quantization: "awq", ...quiet })).toThrow("--quantization: 'awq', but the checkpoint is quantized with fp8");
     expect(() => new LLM({ model: base, quantization: "fp8", ...quiet })).toThrow("--quantization: 'fp8', but the checkpoint is not quantized: vbun reads");
@@ -117,12 +68,12 @@ describe("8-bit quantized checkpoints are dequantized as they load", () => {
   }, ENGINE_MS);
 
   test("under tensor parallelism each rank dequantizes, then takes its shard", () => {
-    const { quantized, reference } = quantizedPair(SCHEMES[0]!);
+    const { quantized, reference } = scaledPair(base, SCHEMES[0]!);
     expect(run(quantized, { tensorParallelSize: 2 }).map((o) => o.tokens)).toEqual(run(reference).map((o) => o.tokens));
   }, ENGINE_MS);
 
   test("unknown methods, 4-bit compressed-tensors bytes, weights without a scale or with a scale of the wrong shape are refused, naming the file", () => {
-    const { quantized } = quantizedPair(SCHEMES[0]!);
+    const { quantized } = scaledPair(base, SCHEMES[0]!);
     const withConfig = (qc: unknown) => withQuantizationConfig(quantized, qc, "quantized-bad");
     const load = (d: string) => () => new Checkpoint(d);
     const gguf = withConfig({ quant_method: "gguf" });

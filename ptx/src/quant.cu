@@ -1,16 +1,17 @@
-// Linear layers whose weights stay packed on the GPU: GPTQ, AWQ and pack-quantized checkpoints, read into one layout
-// (src/loader/packed-matrix.ts): words [out, in / PER] u32, each holding PER = 32 / BITS consecutive inputs of one
-// output, the lowest bits first; scales and zeros [out, groups] f32; W[o, i] = scale[o, g] · (q − zero[o, g]), g being
-// group_of[i] (GPTQ's desc_act; a null group_of: i / group_size). Requires in % PER == 0.
+// Linear layers whose weights stay packed on the GPU: GPTQ, AWQ and pack-quantized checkpoints, and FP8 (E4M3) / INT8
+// ones, read into one layout (src/loader/packed-matrix.ts): words [out, in / PER] u32, each holding PER = 32 / BITS
+// consecutive inputs of one output, the lowest bits first; scales and zeros [out, groups] f32 (zeros null: all 0);
+// W[o, i] = scale[o, g] · (q − zero[o, g]), g being group_of[i] (GPTQ's desc_act; a null group_of: i / group_size), q
+// the value's bits as an unsigned integer or (fp8) the E4M3 number they encode. Requires in % PER == 0.
 //
-// gemv_int{4,8}_bf16: y[r, o] = Σ_i x[r, i] · W[o, i] for r < n ≤ 8 (decode at small batches), bf16 in and out, f32
-// sums, each packed weight read once for all rows — 4 or 2 bytes of weights per 8 inputs where a bf16 GEMV reads 16.
+// gemv_{int4,int8,fp8}_bf16: y[r, o] = Σ_i x[r, i] · W[o, i] for r < n ≤ 8 (decode at small batches), bf16 in and out,
+// f32 sums, each packed weight read once for all rows — 4 or 8 bytes of weights per 8 inputs where a bf16 GEMV reads 16.
 // One warp per output feature, 8 features a block (as gemv.cu); a lane's 16-byte chunk is 4 words (32 inputs at 4 bits,
 // 16 at 8), UNROLL chunks in flight per lane. With groups by position (group_size % chunk inputs == 0) a chunk lies
 // in one group: the sum per row is scale · (Σ q·x − zero · Σ x), two FMAs an input; with group_of each value is
 // dequantized on its own. Requires in % (4 · PER) == 0.
 //
-// dequant_int_bf16: W as bf16 [out, in], for the larger batches' cuBLAS GEMM (a scratch the backend reuses per layer).
+// dequant_packed_bf16: W as bf16 [out, in], for the larger batches' cuBLAS GEMM (a scratch the backend reuses per layer).
 // Thread per word, grid (out, ⌈words per row / 256⌉); each value is f32 scale · (q − zero) rounded once to bf16, what
 // the CPU backend's dequantization rounds to bf16.
 #include "common.cuh"
@@ -18,6 +19,22 @@
 #define WARPS 8
 #define UNROLL 4
 #define MAX_ROWS 8
+
+// An E4M3 byte's value (OCP "fn": no infinities; S.1111.111 is NaN), exact in f32.
+__device__ __forceinline__ float e4m3_to_f32(unsigned b) {
+  const unsigned e = (b >> 3) & 15u, m = b & 7u;
+  float v = e ? __uint_as_float(((e + 120u) << 23) | (m << 20)) : (float)m * 0.001953125f;  // subnormal: m · 2^-9
+  if ((b & 127u) == 127u) v = __int_as_float(0x7fc00000);
+  return (b & 128u) ? -v : v;
+}
+
+// Value j (of PER) of a word: its bits as an unsigned integer, or the E4M3 number they encode.
+template <int BITS, bool FP8>
+__device__ __forceinline__ float word_value(unsigned word, int j) {
+  const unsigned bits = (word >> (BITS * j)) & ((1u << BITS) - 1u);
+  if constexpr (FP8) return e4m3_to_f32(bits);
+  else return (float)bits;
+}
 
 __device__ __forceinline__ void unpack8_bf16(const uint4 u, float (&v)[8]) {
   const unsigned w[4] = {u.x, u.y, u.z, u.w};
@@ -28,19 +45,18 @@ __device__ __forceinline__ void unpack8_bf16(const uint4 u, float (&v)[8]) {
   }
 }
 
-template <int BITS>
-__device__ __forceinline__ void gemv_int(const bf16* __restrict__ x, const unsigned* __restrict__ words, const float* __restrict__ scales,
+template <int BITS, bool FP8>
+__device__ __forceinline__ void gemv_packed(const bf16* __restrict__ x, const unsigned* __restrict__ words, const float* __restrict__ scales,
                                          const float* __restrict__ zeros, const int* __restrict__ group_of, bf16* __restrict__ y, int n, int in,
                                          int out, int num_groups, int group_size) {
   constexpr int PER = 32 / BITS, CHUNK = 4 * PER;
-  constexpr unsigned MASK = (1u << BITS) - 1u;
   const int lane = threadIdx.x & 31;
   const int o = blockIdx.x * WARPS + (threadIdx.x >> 5);
   if (o >= out) return;  // whole warps leave together: the shuffles below stay converged
   const int chunks = in / CHUNK;
   const uint4* wrow = reinterpret_cast<const uint4*>(words + (size_t)o * (in / PER));
   const float* srow = scales + (size_t)o * num_groups;
-  const float* zrow = zeros + (size_t)o * num_groups;
+  const float* zrow = zeros ? zeros + (size_t)o * num_groups : nullptr;
   float acc[MAX_ROWS];
 #pragma unroll
   for (int r = 0; r < MAX_ROWS; r++) acc[r] = 0.f;
@@ -59,10 +75,10 @@ __device__ __forceinline__ void gemv_int(const bf16* __restrict__ x, const unsig
         const int i0 = c * CHUNK;
         float q[CHUNK];
 #pragma unroll
-        for (int j = 0; j < CHUNK; j++) q[j] = (float)((wd[j / PER] >> (BITS * (j % PER))) & MASK);
+        for (int j = 0; j < CHUNK; j++) q[j] = word_value<BITS, FP8>(wd[j / PER], j % PER);
         if (group_of == nullptr) {
           const int g = i0 / group_size;
-          const float s = srow[g], z = zrow[g];
+          const float s = srow[g], z = zrow ? zrow[g] : 0.f;
 #pragma unroll
           for (int r = 0; r < MAX_ROWS; r++) {
             if (r < n) {
@@ -84,7 +100,7 @@ __device__ __forceinline__ void gemv_int(const bf16* __restrict__ x, const unsig
 #pragma unroll
           for (int j = 0; j < CHUNK; j++) {
             const int g = group_of[i0 + j];
-            q[j] = srow[g] * (q[j] - zrow[g]);
+            q[j] = srow[g] * (q[j] - (zrow ? zrow[g] : 0.f));
           }
 #pragma unroll
           for (int r = 0; r < MAX_ROWS; r++) {
@@ -115,35 +131,44 @@ __device__ __forceinline__ void gemv_int(const bf16* __restrict__ x, const unsig
   }
 }
 
+// The 8-bit kernels say 2 blocks an SM: without it ptxas capped them at 64 registers and spilled.
 extern "C" __global__ void __launch_bounds__(256) gemv_int4_bf16(const bf16* __restrict__ x, const unsigned* __restrict__ words, const float* __restrict__ scales,
                                                                  const float* __restrict__ zeros, const int* __restrict__ group_of, bf16* __restrict__ y, int n,
                                                                  int in, int out, int num_groups, int group_size) {
-  gemv_int<4>(x, words, scales, zeros, group_of, y, n, in, out, num_groups, group_size);
+  gemv_packed<4, false>(x, words, scales, zeros, group_of, y, n, in, out, num_groups, group_size);
 }
 
-extern "C" __global__ void __launch_bounds__(256) gemv_int8_bf16(const bf16* __restrict__ x, const unsigned* __restrict__ words, const float* __restrict__ scales,
+extern "C" __global__ void __launch_bounds__(256, 2) gemv_int8_bf16(const bf16* __restrict__ x, const unsigned* __restrict__ words, const float* __restrict__ scales,
                                                                  const float* __restrict__ zeros, const int* __restrict__ group_of, bf16* __restrict__ y, int n,
                                                                  int in, int out, int num_groups, int group_size) {
-  gemv_int<8>(x, words, scales, zeros, group_of, y, n, in, out, num_groups, group_size);
+  gemv_packed<8, false>(x, words, scales, zeros, group_of, y, n, in, out, num_groups, group_size);
 }
 
-extern "C" __global__ void __launch_bounds__(256) dequant_int_bf16(const unsigned* __restrict__ words, const float* __restrict__ scales, const float* __restrict__ zeros,
-                                                                   const int* __restrict__ group_of, bf16* __restrict__ w, int in, int num_groups, int group_size,
-                                                                   int bits) {
+extern "C" __global__ void __launch_bounds__(256, 2) gemv_fp8_bf16(const bf16* __restrict__ x, const unsigned* __restrict__ words, const float* __restrict__ scales,
+                                                                const float* __restrict__ zeros, const int* __restrict__ group_of, bf16* __restrict__ y, int n,
+                                                                int in, int out, int num_groups, int group_size) {
+  gemv_packed<8, true>(x, words, scales, zeros, group_of, y, n, in, out, num_groups, group_size);
+}
+
+// fp8 != 0: the values are E4M3 (8 bits).
+extern "C" __global__ void __launch_bounds__(256) dequant_packed_bf16(const unsigned* __restrict__ words, const float* __restrict__ scales, const float* __restrict__ zeros,
+                                                                      const int* __restrict__ group_of, bf16* __restrict__ w, int in, int num_groups, int group_size,
+                                                                      int bits, int fp8) {
   const int per = 32 / bits, wpr = in / per;
   const int o = blockIdx.x, c = blockIdx.y * blockDim.x + threadIdx.x;
   if (c >= wpr) return;
   const unsigned mask = (1u << bits) - 1u;
   unsigned word = words[(size_t)o * wpr + c];
   const float* srow = scales + (size_t)o * num_groups;
-  const float* zrow = zeros + (size_t)o * num_groups;
+  const float* zrow = zeros ? zeros + (size_t)o * num_groups : nullptr;
   bf16* dst = w + (size_t)o * in + (size_t)c * per;
   // Pairs of values as one 4-byte store (per is even, and so is in: every pair is 4-byte aligned).
   for (int j = 0; j < per; j += 2) {
     const int i = c * per + j;
     const int g0 = group_of ? group_of[i] : i / group_size, g1 = group_of ? group_of[i + 1] : (i + 1) / group_size;
-    const float v0 = srow[g0] * ((float)(word & mask) - zrow[g0]);
-    const float v1 = srow[g1] * ((float)((word >> bits) & mask) - zrow[g1]);
+    const unsigned b0 = word & mask, b1 = (word >> bits) & mask;
+    const float v0 = srow[g0] * ((fp8 ? e4m3_to_f32(b0) : (float)b0) - (zrow ? zrow[g0] : 0.f));
+    const float v1 = srow[g1] * ((fp8 ? e4m3_to_f32(b1) : (float)b1) - (zrow ? zrow[g1] : 0.f));
     word >>= 2 * bits;
     *reinterpret_cast<__nv_bfloat162*>(dst + j) = __floats2bfloat162_rn(v0, v1);
   }

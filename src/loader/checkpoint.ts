@@ -3,7 +3,7 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { SafetensorsFile, SafetensorsError, type TensorView } from "./safetensors.ts";
 import { isQuantizedDType } from "./dtype.ts";
-import { dequantize, dequantizeMxfp4, readQuantization, scaleNames, type WeightQuantization } from "./quantization.ts";
+import { dequantize, dequantizeMxfp4, readQuantization, scaledMatrix, scaleNames, type WeightQuantization } from "./quantization.ts";
 import { packedParts, readPacked } from "./packed-weights.ts";
 import { dequantizeMatrix, type LinearWeight, type PackedMatrix } from "./packed-matrix.ts";
 
@@ -78,12 +78,18 @@ export class Checkpoint {
   }
 
   /**
-   * A linear layer's weight: packed integers as they are (GPTQ, AWQ, pack-quantized: src/loader/packed-matrix.ts),
-   * anything else as tensor() returns it.
+   * A linear layer's weight: packed integers (GPTQ, AWQ, pack-quantized) and FP8 / INT8 weights with their scales as a
+   * packed matrix (src/loader/packed-matrix.ts), anything else as tensor() returns it.
    */
   linearWeight(name: string, shape: number[]): LinearWeight {
-    if (this.index.has(name) || this.packedName(name) === null) return this.tensor(name, shape);
-    const m = this.packed(name);
+    let m: PackedMatrix | null = null;
+    if (!this.index.has(name)) m = this.packedName(name) === null ? null : this.packed(name);
+    else if (this.quantization) {
+      // FP8 (E4M3) and INT8 weights with a scale beside them, as one byte a weight.
+      const t = this.raw(name), scale = scaleNames(name).find((n) => this.index.has(n));
+      if (scale !== undefined) m = scaledMatrix(t, this.raw(scale), this.quantization.blockSize);
+    }
+    if (m === null) return this.tensor(name, shape);
     checkShape(m, name, shape);
     return m;
   }

@@ -1,7 +1,9 @@
 /**
- * A linear layer's integer-quantized weight in the one layout GPTQ, AWQ and pack-quantized checkpoints are read into
- * (src/loader/packed-weights.ts), which a backend may keep as it is: the CUDA backend runs it packed (ptx/src/quant.cu),
- * the CPU backend dequantizes it. W[o, i] = scale[o, g] · (q[o, i] − zero[o, g]), g being input i's group.
+ * A linear layer's quantized weight in the one layout GPTQ, AWQ and pack-quantized checkpoints (src/loader/packed-weights.ts)
+ * and 8-bit ones — FP8 E4M3 and INT8 with per-tensor, per-row or per-block scales (src/loader/quantization.ts) — are
+ * read into, which a backend may keep as it is: the CUDA backend runs it packed (ptx/src/quant.cu), the CPU backend
+ * dequantizes it. W[o, i] = scale[o, g] · (q[o, i] − zero[o, g]), g being input i's group, q the unsigned integer a
+ * value's bits are, or (E4M3) the FP8 number they encode (zeros 0). INT8 is stored as q = value + 128, zero 128.
  *
  * The operations a model applies to weights as they load — rows of a tensor-parallel shard, columns of a row-parallel
  * one, rows reordered (interleaved RoPE), a constant multiplier folded in, parts concatenated into one GEMM (q/k/v,
@@ -9,12 +11,18 @@
  * caller goes on with the dequantized weight.
  */
 import type { TensorView } from "./safetensors.ts";
+import { toFloat32 } from "./dtype.ts";
+
+/** What each byte pattern of an E4M3 value is. */
+const E4M3_VALUES = toFloat32(Uint8Array.from({ length: 256 }, (_, b) => b), "F8_E4M3");
 
 export interface PackedMatrix {
   readonly packed: true;
   name: string;
   file: string;
   bits: 2 | 4 | 8;
+  /** What a value's bits mean: an unsigned integer, or (8 bits) an FP8 E4M3 number. */
+  code: "uint" | "e4m3";
   /** [out, inputs]. */
   shape: [number, number];
   /** [out, ⌈inputs / (32 / bits)⌉]: row o's values along the inputs, 32 / bits a word, the lowest bits first. */
@@ -47,14 +55,14 @@ export function wordsPerRow(m: PackedMatrix): number {
 /** The weight as float32 [out, inputs]. */
 export function dequantizeMatrix(m: PackedMatrix): TensorView {
   const [out, inputs] = m.shape, pack = valuesPerWord(m), mask = (1 << m.bits) - 1, wpr = wordsPerRow(m), G = m.numGroups;
-  const result = new Float32Array(out * inputs), groupOf = m.groupOf;
+  const result = new Float32Array(out * inputs), groupOf = m.groupOf, fp8 = m.code === "e4m3";
   for (let o = 0; o < out; o++) {
     const row = o * inputs, words = o * wpr, sg = o * G;
     for (let w = 0; w < wpr; w++) {
       let word = m.words[words + w]!;
       for (let i = w * pack, last = Math.min(inputs, i + pack); i < last; i++, word >>>= m.bits) {
         const g = sg + (groupOf ? groupOf[i]! : Math.floor(i / m.groupSize));
-        result[row + i] = m.scales[g]! * ((word & mask) - m.zeros[g]!);
+        result[row + i] = m.scales[g]! * ((fp8 ? E4M3_VALUES[word & mask]! : word & mask) - m.zeros[g]!);
       }
     }
   }
@@ -118,7 +126,7 @@ export function packedScaled(m: PackedMatrix, k: number): PackedMatrix {
 export function concatPacked(parts: PackedMatrix[]): PackedMatrix | null {
   const first = parts[0]!;
   const same = (a: Int32Array | null, b: Int32Array | null) => (a === null || b === null ? a === b : a.length === b.length && a.every((v, i) => v === b[i]));
-  if (parts.some((p) => p.bits !== first.bits || p.shape[1] !== first.shape[1] || p.numGroups !== first.numGroups || p.groupSize !== first.groupSize || !same(p.groupOf, first.groupOf))) return null;
+  if (parts.some((p) => p.bits !== first.bits || p.code !== first.code || p.shape[1] !== first.shape[1] || p.numGroups !== first.numGroups || p.groupSize !== first.groupSize || !same(p.groupOf, first.groupOf))) return null;
   if (parts.length === 1) return first;
   const cat = <A extends Uint32Array | Float32Array>(make: (n: number) => A, pick: (p: PackedMatrix) => A): A => {
     const out = make(parts.reduce((n, p) => n + pick(p).length, 0));

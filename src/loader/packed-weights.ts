@@ -132,5 +132,5 @@ export function readPacked(p: PackedIntegers, name: string, t: PackedTensors): P
       }
     }
   }
-  return { packed: true, name, file: t.values.file, bits: p.bits, shape: [out, inputs], words, numGroups, scales: byOutput, zeros, groupOf, groupSize };
+  return { packed: true, name, file: t.values.file, bits: p.bits, code: "uint", shape: [out, inputs], words, numGroups, scales: byOutput, zeros, groupOf, groupSize };
 }

@@ -1,8 +1,9 @@
 /**
  * 8-bit quantized checkpoints, dequantized as they are read: each quantized weight W (F8_E4M3, F8_E5M2 or I8)
  * comes with a scale S, and the weight is W · S — S one number, one per output row, or one per block of
- * rows × columns. vLLM runs such weights in FP8/INT8 GEMMs; vbun so far computes in its usual dtype
- * (bf16 on GPUs), so a quantized checkpoint loads and runs but takes the memory of an unquantized one.
+ * rows × columns. vLLM runs such weights in FP8/INT8 GEMMs; vbun computes in its usual dtype (bf16 on GPUs): the
+ * dense layers' projections stay 8-bit on the GPU (scaledMatrix: dequantized per layer, or read by a GEMV, there),
+ * everything else is dequantized as it loads.
  *
  * Read from config.json's quantization_config:
  *   - quant_method "fp8" (Qwen3-…-FP8, DeepSeek style): `X.weight` with `X.weight_scale_inv` per
@@ -21,6 +22,7 @@ import { join } from "node:path";
 import { toFloat32 } from "./dtype.ts";
 import type { TensorView } from "./safetensors.ts";
 import type { PackedIntegers } from "./packed-weights.ts";
+import type { PackedMatrix } from "./packed-matrix.ts";
 
 export interface WeightQuantization {
   method: "fp8" | "compressed-tensors" | "mxfp4" | "gptq" | "awq";
@@ -110,26 +112,53 @@ export function scaleNames(weightName: string): string[] {
 }
 
 /**
- * W · S as float32, S's layout told by its shape: one value; one per row ([rows] or [rows, 1]); or one per
- * block ([⌈rows / br⌉, ⌈cols / bc⌉] with `blockSize` [br, bc]). Throws naming both tensors when it is none of these.
+ * How S covers W's rows × cols (the columns: all dimensions after the first): each scale value covers `rowsPer` rows
+ * and `colsPer` columns, S being [⌈rows / rowsPer⌉, sCols] — one value (per tensor), one per row ([rows] or [rows, 1]),
+ * or one per block ([⌈rows / br⌉, ⌈cols / bc⌉] with `blockSize` [br, bc]). Throws naming both tensors when it is none of these.
  */
+function scaleLayout(w: TensorView, s: TensorView, blockSize: [number, number] | null): { rowsPer: number; colsPer: number; sCols: number } {
+  const rows = w.shape[0] ?? 1, cols = w.shape.slice(1).reduce((a, b) => a * b, 1), count = s.shape.reduce((a, b) => a * b, 1);
+  if (count === 1) return { rowsPer: rows, colsPer: cols, sCols: 1 };
+  if (count === rows && (s.shape.length === 1 || (s.shape.length === 2 && s.shape[1] === 1))) return { rowsPer: 1, colsPer: cols, sCols: 1 };
+  if (blockSize && w.shape.length === 2 && s.shape.length === 2 && s.shape[0] === Math.ceil(rows / blockSize[0]) && s.shape[1] === Math.ceil(cols / blockSize[1])) {
+    return { rowsPer: blockSize[0], colsPer: blockSize[1], sCols: s.shape[1]! };
+  }
+  throw new Error(`${w.file}: tensor '${w.name}' [${w.shape}] has a scale '${s.name}' of shape [${s.shape}], which is neither one value, one per row, nor one per ${blockSize ? `${blockSize[0]}×${blockSize[1]} block` : "block (the config gives no block size)"}`);
+}
+
+/** W · S as float32, S's layout told by its shape (scaleLayout). */
 export function dequantize(w: TensorView, s: TensorView, blockSize: [number, number] | null): TensorView {
   const rows = w.shape[0] ?? 1, cols = w.shape.slice(1).reduce((a, b) => a * b, 1);
+  const { rowsPer, colsPer, sCols } = scaleLayout(w, s, blockSize);
   // The values are decoded into `out` and scaled there, one scale per run of columns (start-up time for large checkpoints).
   const out = toFloat32(w.bytes, w.dtype), scale = toFloat32(s.bytes, s.dtype);
-  const fail = (): never => { throw new Error(`${w.file}: tensor '${w.name}' [${w.shape}] has a scale '${s.name}' of shape [${s.shape}], which is neither one value, one per row, nor one per ${blockSize ? `${blockSize[0]}×${blockSize[1]} block` : "block (the config gives no block size)"}`); };
-  const scaleRun = (from: number, to: number, k: number) => { for (let i = from; i < to; i++) out[i] = out[i]! * k; };
-  if (scale.length === 1) scaleRun(0, out.length, scale[0]!);
-  else if (scale.length === rows && (s.shape.length === 1 || (s.shape.length === 2 && s.shape[1] === 1))) {
-    for (let r = 0; r < rows; r++) scaleRun(r * cols, (r + 1) * cols, scale[r]!);
-  } else if (blockSize && w.shape.length === 2 && s.shape.length === 2 && s.shape[0] === Math.ceil(rows / blockSize[0]) && s.shape[1] === Math.ceil(cols / blockSize[1])) {
-    const [br, bc] = blockSize, sCols = s.shape[1]!;
-    for (let r = 0; r < rows; r++) {
-      const srow = Math.floor(r / br) * sCols;
-      for (let b = 0; b < sCols; b++) scaleRun(r * cols + b * bc, r * cols + Math.min(cols, (b + 1) * bc), scale[srow + b]!);
+  for (let r = 0; r < rows; r++) {
+    const srow = Math.floor(r / rowsPer) * sCols;
+    for (let b = 0; b < sCols; b++) {
+      const k = scale[srow + b]!;
+      for (let i = r * cols + b * colsPer, last = r * cols + Math.min(cols, (b + 1) * colsPer); i < last; i++) out[i] = out[i]! * k;
     }
-  } else fail();
+  }
   return { name: w.name, file: w.file, dtype: "F32", shape: w.shape, bytes: new Uint8Array(out.buffer) };
+}
+
+/**
+ * An FP8 (E4M3) or INT8 linear weight [out, in] with its scale S, as a packed matrix (src/loader/packed-matrix.ts) that
+ * a GPU keeps at one byte a weight: its bytes as they are (INT8's + 128, zero 128), each row's scales per group of
+ * `colsPer` inputs. null for what does not fit that: other dtypes (E5M2), rows of a length that is not whole words.
+ */
+export function scaledMatrix(w: TensorView, s: TensorView, blockSize: [number, number] | null): PackedMatrix | null {
+  if ((w.dtype !== "F8_E4M3" && w.dtype !== "I8") || w.shape.length !== 2 || w.shape[1]! % 4 !== 0) return null;
+  const [rows, cols] = w.shape as [number, number], { rowsPer, colsPer, sCols } = scaleLayout(w, s, blockSize), scale = toFloat32(s.bytes, s.dtype);
+  const words = new Uint32Array(rows * cols / 4), int8 = w.dtype === "I8";
+  new Uint8Array(words.buffer).set(w.bytes);
+  if (int8) for (let i = 0; i < words.length; i++) words[i] = (words[i]! ^ 0x80808080) >>> 0;
+  const scales = new Float32Array(rows * sCols);
+  for (let r = 0; r < rows; r++) scales.set(scale.subarray(Math.floor(r / rowsPer) * sCols, Math.floor(r / rowsPer) * sCols + sCols), r * sCols);
+  return {
+    packed: true, name: w.name, file: w.file, bits: 8, code: int8 ? "uint" : "e4m3", shape: [rows, cols], words, numGroups: sCols, scales,
+    zeros: new Float32Array(rows * sCols).fill(int8 ? 128 : 0), groupOf: null, groupSize: colsPer,
+  };
 }
 
 /** The 16 values of an FP4 (E2M1) nibble: sign bit 3, then 0, 0.5, 1, 1.5, 2, 3, 4, 6. */

@@ -20,13 +20,14 @@ import { ModuleCache, type ModuleLoadStats } from "./module-cache.ts";
 export type CudaDType = "bf16" | "f32" | "i32";
 const BYTES: Record<CudaDType, number> = { bf16: 2, f32: 4, i32: 4 };
 
-/** A weight kept packed (GPTQ, AWQ, pack-quantized; src/loader/packed-matrix.ts): its parts' device addresses. */
+/** A weight kept packed (GPTQ, AWQ, pack-quantized, FP8, INT8; src/loader/packed-matrix.ts): its parts' device addresses. */
 export interface PackedOnDevice {
   bits: 2 | 4 | 8;
-  /** [out, in / (32 / bits)] u32 words; scales and zeros [out, numGroups] f32; groupOf [in] i32 (null: i / groupSize). */
+  code: "uint" | "e4m3";
+  /** [out, in / (32 / bits)] u32 words; scales and zeros [out, numGroups] f32 (zeros null: all 0); groupOf [in] i32 (null: i / groupSize). */
   words: bigint;
   scales: bigint;
-  zeros: bigint;
+  zeros: bigint | null;
   groupOf: bigint | null;
   numGroups: number;
   groupSize: number;
@@ -359,7 +360,7 @@ export class CudaBackend implements Backend<CudaTensor> {
     this.packedWeights.count++;
     this.packedWeights.bf16Bytes += elems * 2;
     const packed: PackedOnDevice = {
-      bits: m.bits, words: upload(m.words), scales: upload(m.scales), zeros: upload(m.zeros), groupOf: m.groupOf ? upload(m.groupOf) : null,
+      bits: m.bits, code: m.code, words: upload(m.words), scales: upload(m.scales), zeros: m.zeros.some((z) => z !== 0) ? upload(m.zeros) : null, groupOf: m.groupOf ? upload(m.groupOf) : null,
       numGroups: m.numGroups, groupSize: m.groupOf ? 1 : m.groupSize,
     };
     return new CudaTensor(packed.words, m.shape, "bf16", packed);
@@ -369,7 +370,8 @@ export class CudaBackend implements Backend<CudaTensor> {
   private dequantize(w: CudaTensor): CudaTensor {
     const q = w.packed!, [outF, inF] = w.shape as [number, number];
     const scratch = new CudaTensor(this.dequantScratch!.ptr, w.shape, "bf16");
-    this.k.launch("dequant_int_bf16", [outF, Math.ceil(inF / valuesPerWord(q) / 256)], 256, [{ p: q.words }, { p: q.scales }, { p: q.zeros }, { p: q.groupOf }, P(scratch), I(inF), I(q.numGroups), I(q.groupSize), I(q.bits)]);
+    this.k.launch("dequant_packed_bf16", [outF, Math.ceil(inF / valuesPerWord(q) / 256)], 256,
+      [{ p: q.words }, { p: q.scales }, { p: q.zeros }, { p: q.groupOf }, P(scratch), I(inF), I(q.numGroups), I(q.groupSize), I(q.bits), I(q.code === "e4m3" ? 1 : 0)]);
     return scratch;
   }
 
@@ -584,7 +586,7 @@ export class CudaBackend implements Backend<CudaTensor> {
       // Packed: the packed GEMV (chunks of 4 words, each in one group) for a few rows; else dequantized, then cuBLAS.
       const chunk = 4 * valuesPerWord(q);
       if (n <= PACKED_GEMV_MAX_ROWS && (q.bits === 4 || q.bits === 8) && out.dtype === "bf16" && inF % chunk === 0 && (q.groupOf !== null || q.numGroups === 1 || q.groupSize % chunk === 0)) {
-        this.k.launch(q.bits === 4 ? "gemv_int4_bf16" : "gemv_int8_bf16", [Math.ceil(outF / 8)], 256, [P(x), { p: q.words }, { p: q.scales }, { p: q.zeros }, { p: q.groupOf }, P(out), I(n), I(inF), I(outF), I(q.numGroups), I(q.groupSize)]);
+        this.k.launch(q.code === "e4m3" ? "gemv_fp8_bf16" : q.bits === 4 ? "gemv_int4_bf16" : "gemv_int8_bf16", [Math.ceil(outF / 8)], 256, [P(x), { p: q.words }, { p: q.scales }, { p: q.zeros }, { p: q.groupOf }, P(out), I(n), I(inF), I(outF), I(q.numGroups), I(q.groupSize)]);
       } else this.gemm(x, this.dequantize(weight), out, n, inF, outF);
     } else if (this.info.smallBatchGemv && n <= GEMV_MAX_ROWS && out.dtype === "bf16" && inF % 8 === 0) {
       this.k.launch("gemv_bf16", [Math.ceil(outF / 8)], 256, [P(x), P(weight), P(out), I(n), I(inF), I(outF)]);
