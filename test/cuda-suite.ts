@@ -363,6 +363,30 @@ export function defineCudaSuites(target: CudaTarget): void {
       }, timeoutMs);
     }
 
+    test("packed experts (4-bit and 8-bit integers by groups, FP8 by blocks) give exactly what their dequantized bf16 experts give", () => {
+      const n = 2 * Z.rows + 3, E = 6, K = 2, H = Z.hidden, I = 64, entries = n * K;
+      const logits = randn(n * E), x = up(randn(n * H), [n, H]), ids = out([n, K], "i32"), weights = out([n, K], "f32");
+      g.moeRoute(up(logits, [n, E]), K, true, ids, weights);
+      const scratch = () => ({ gateUp: out([entries, 2 * I]), act: out([entries, I]), expertOut: out([entries, H]), routing: out([moeRoutingInts(entries, E)], "i32") });
+      for (const [bits, group, code] of [[4, 32, "uint"], [8, 16, "uint"], [8, 64, "e4m3"], [4, 0, "uint"]] as const) {
+        // The experts one by one, as the checkpoint has them, then stacked: packed (the model's loadWeight "experts") or dequantized.
+        const w13 = Array.from({ length: E }, () => randomPacked(rng, bits, 2 * I, H, group || H, false, code));
+        const w2 = Array.from({ length: E }, () => randomPacked(rng, bits, H, I, group || I, false, code));
+        const packed = { w13: g.loadWeight(w13, [E * 2 * I, H], "experts"), w2: g.loadWeight(w2, [E * H, I], "experts"), b13: null, b2: null, swiglu: null };
+        expect([packed.w13.packed !== null, packed.w2.packed !== null]).toEqual([true, true]);
+        const plain = { w13: g.loadWeight(w13.map(dequantizeMatrix), [E * 2 * I, H]), w2: g.loadWeight(w2.map(dequantizeMatrix), [E * H, I]), b13: null, b2: null, swiglu: null };
+        const y = out([n, H]), want = out([n, H]);
+        g.moeExperts(x, ids, weights, packed, E, scratch(), y);
+        g.moeExperts(x, ids, weights, plain, E, scratch(), want);
+        const got = g.toHost(y);
+        expect(noNaN(got)).toBe(true);
+        expect(Array.from(got)).toEqual(Array.from(g.toHost(want)));
+      }
+      // desc_act's groups (g_idx) are not read by the expert GEMM: such experts load dequantized.
+      const actOrder = Array.from({ length: E }, () => randomPacked(rng, 4, 2 * I, H, 32, true));
+      expect(g.loadWeight(actOrder, [E * 2 * I, H], "experts").packed).toBeNull();
+    }, timeoutMs);
+
     // GLM-4.5 / DeepSeek-V3 routing: one group (GLM-4.5's), 8 groups keeping 4 (DeepSeek-V3's), groups past one per lane
     // (40 of 5); ERNIE 4.5's softmax scores (64 experts, top 6, 2 shared; its bias is on the scale of the probabilities).
     // DeepSeek-V2's group_limited_greedy: softmax scores, a group's score its best one, no bias (160 experts in 8 groups keeping 3).
@@ -885,13 +909,18 @@ export function defineCudaSuites(target: CudaTarget): void {
 
     // The loaders' layouts (AWQ's, pack-quantized's, INT8's …) are checked exactly on the CPU (test/packed-checkpoint.test.ts,
     // test/quantized-checkpoint.test.ts), which reads them into the same packed layout; here two of them run end to end.
-    test("packed checkpoints (GPTQ 4-bit with desc_act, FP8 blocks) run packed: the tokens of their dequantized weights, decode graphs on", () => {
+    test("packed checkpoints (GPTQ 4-bit with desc_act, FP8 blocks, GPTQ experts) run packed: the tokens of their dequantized weights, decode graphs on", () => {
       const base = tinyModel({ arch: "qwen3", seed: 5, vocabSize: 4096 });
       const gptq: Scheme = { name: "gptq", format: "gptq", bits: 4, group: 32, actOrder: true, config: { quant_method: "gptq", bits: 4, group_size: 32, desc_act: true, checkpoint_format: "gptq" }, zerosMinusOne: true };
+      // A mixture of experts (3 layers, the middle one dense): experts in groups of 16 by position, read by moe_gemm_packed_bf16.
+      const moe = tinyModel({ arch: "qwen3_moe", seed: 7, vocabSize: 4096, numLayers: 3, numExperts: 8, topK: 2, mlpOnlyLayers: [1] });
+      const gptqExperts: Scheme = { name: "gptq-moe", format: "gptq", bits: 4, group: 16, experts: true, config: { quant_method: "gptq", bits: 4, group_size: 16, desc_act: false, checkpoint_format: "gptq_v2" } };
       const schemes = [
-        { name: "gptq", bits: 4, pair: () => quantizedPair(base, gptq) },
+        { name: "gptq", packed: 8, smaller: 2.5, pair: () => quantizedPair(base, gptq) },
+        // attention (qkv, o) × 3, the dense layer's gate/up and down, each sparse layer's w13 and w2.
+        { name: "gptq-moe", packed: 12, smaller: 1.9, pair: () => quantizedPair(moe, gptqExperts) },
         // Qwen3-FP8's layout: E4M3 with a scale per block (32 × 32 here, 128 × 128 there).
-        { name: "fp8", bits: 8, pair: () => scaledPair(base, { name: "fp8-blocks", dtype: "F8_E4M3", layout: { kind: "block", rows: 32, cols: 32 }, scaleSuffix: "_scale_inv", config: { quant_method: "fp8", fmt: "e4m3", weight_block_size: [32, 32] } }) },
+        { name: "fp8", packed: 8, smaller: 1.7, pair: () => scaledPair(base, { name: "fp8-blocks", dtype: "F8_E4M3", layout: { kind: "block", rows: 32, cols: 32 }, scaleSuffix: "_scale_inv", config: { quant_method: "fp8", fmt: "e4m3", weight_block_size: [32, 32] } }) },
       ];
       const rng = new SeededRandom(9);
       // Twelve sequences: a decode step of 12 (dequantization + cuBLAS), then two of 8 (the packed GEMV), all from graphs.
@@ -901,10 +930,11 @@ export function defineCudaSuites(target: CudaTarget): void {
         const { quantized, reference } = scheme.pair();
         const gpu = gpuLLM({ model: quantized, device: "cuda", maxModelLen: 128, maxNumSeqs: 16, maxNumBatchedTokens: 256, cuda: target.provider, log: () => {} });
         const backend = gpu.engine.runner.backend as unknown as CudaBackend;
-        // Every projection of the two layers (qkv, o, gate/up, down) stays packed.
-        expect(backend.packedWeights.count).toBe(8);
-        // Words plus f32 scales and zeros per group of 32 (FP8: no zeros): 2.67× (4 bits) and 1.78× (FP8) less than bf16 here.
-        expect(backend.packedWeights.bytes).toBeLessThan(backend.packedWeights.bf16Bytes / (scheme.bits === 4 ? 2.5 : 1.7));
+        // Every projection (qkv, o, gate/up, down) and expert stack stays packed.
+        expect(backend.packedWeights.count).toBe(scheme.packed);
+        // Words plus f32 scales and zeros per group (FP8: no zeros): 2.67× (4 bits, groups of 32), 2× (groups of 16) and
+        // 1.78× (FP8, blocks of 32) less than bf16 here.
+        expect(backend.packedWeights.bytes).toBeLessThan(backend.packedWeights.bf16Bytes / scheme.smaller);
         const packed = gpu.generate(prompts, params, { useTqdm: false });
         expect(gpu.engine.runner.graphSteps).toBeGreaterThan(0);
         gpu.close();

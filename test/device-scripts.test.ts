@@ -91,17 +91,19 @@ describe.skipIf(!!why)("device-only scripts, through vbun's FFI layer on a simul
     expect(kernels.filter((k) => k.startsWith("gemm ")).length).toBe(5);
   }, 130_000);
 
-  test("scripts/make-gptq-model, then scripts/bench on it: the projections run packed (the packed GEMV at batch 2; only the LM head on cuBLAS)", () => {
-    const dir = join(mkdtempSync(join(tmpdir(), "vbun-gptq-")), "gptq");
-    runScript(["scripts/make-gptq-model", tinyModel(MODEL), dir, "--bits", "4", "--group-size", "32"], 60_000, true);
-    const r = runScript(["scripts/bench", "--model", dir, "--device", "cuda", "--only", "decode,profile", "--batches", "1", "--decode-steps", "2", "--profile-batch", "2"], 120_000) as {
-      decode: Record<string, number>; profile: { decode: { kernels: { name: string }[] } };
-    };
-    expect(Object.keys(r.decode)).toEqual(["batch_1_ms_per_step"]);
-    const kernels = r.profile.decode.kernels.map((k) => k.name);
-    expect(kernels).toContain("gemv_int4_bf16");
-    expect(kernels.filter((k) => k.startsWith("gemm "))).toEqual([`gemm ${MODEL.vocabSize}x${MODEL.hiddenSize}`]);
-  }, 190_000);
+  for (const [method, kernel] of [["gptq", "gemv_int4_bf16"], ["fp8", "gemv_fp8_bf16"]] as const) {
+    test(`scripts/make-quantized-model --method ${method}, then scripts/bench on it: the projections run packed (${kernel} at batch 2; only the LM head on cuBLAS)`, () => {
+      const dir = join(mkdtempSync(join(tmpdir(), "vbun-quantized-")), method);
+      runScript(["scripts/make-quantized-model", tinyModel(MODEL), dir, "--method", method, "--group-size", "32"], 60_000, true);
+      const r = runScript(["scripts/bench", "--model", dir, "--device", "cuda", "--only", "decode,profile", "--batches", "1", "--decode-steps", "2", "--profile-batch", "2"], 120_000) as {
+        decode: Record<string, number>; profile: { decode: { kernels: { name: string }[] } };
+      };
+      expect(Object.keys(r.decode)).toEqual(["batch_1_ms_per_step"]);
+      const kernels = r.profile.decode.kernels.map((k) => k.name);
+      expect(kernels).toContain(kernel);
+      expect(kernels.filter((k) => k.startsWith("gemm "))).toEqual([`gemm ${MODEL.vocabSize}x${MODEL.hiddenSize}`]);
+    }, 190_000);
+  }
 
   test("vbun generate and scripts/bench-serve on the GPU: their engines run in the engine worker thread", () => {
     const small = ["--device", "cuda", "--max-model-len", "64", "--max-num-seqs", "4", "--async-scheduling"];

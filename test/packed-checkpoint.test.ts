@@ -93,6 +93,15 @@ describe("packed integer checkpoints (GPTQ, AWQ, pack-quantized) load into one p
     }, ENGINE_MS);
   }
 
+  test("a mixture of experts' experts (one tensor each) load packed too: the outputs of the dequantized model, also under tensor parallelism", () => {
+    const moe = tinyModel({ arch: "qwen3_moe", seed: 7, vocabSize: 512, numLayers: 3, numExperts: 8, topK: 2, mlpOnlyLayers: [1] });
+    const { quantized, reference } = quantizedPair(moe, { name: "gptq-moe", format: "gptq", bits: 4, group: 16, experts: true, config: { quant_method: "gptq", bits: 4, group_size: 16, desc_act: false, checkpoint_format: "gptq_v2" } });
+    expect(new Checkpoint(quantized).has("model.layers.0.mlp.experts.3.down_proj.weight")).toBe(true);
+    const want = run(reference);
+    expect(run(quantized)).toEqual(want);
+    expect(run(quantized, { tensorParallelSize: 2 }).map((o) => o.tokens)).toEqual(want.map((o) => o.tokens));
+  }, ENGINE_MS);
+
   test("under tensor parallelism each rank takes its shard of the packed weights (dequantized where a shard splits a group); --quantization names the method", () => {
     const { quantized, reference } = quantizedPair(base, SCHEMES[0]!);
     expect(run(quantized, { tensorParallelSize: 2, quantization: "gptq" }).map((o) => o.tokens)).toEqual(run(reference).map((o) => o.tokens));

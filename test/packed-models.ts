@@ -12,6 +12,8 @@ import { tempDir } from "./helpers.ts";
 import type { PackedMatrix } from "../src/loader/packed-matrix.ts";
 
 const PROJECTION = /^model\.layers\.\d+\.(self_attn|mlp)\.\w+_proj\.weight$/;
+/** Mixtures of experts' experts, one tensor each (Qwen's names). */
+const EXPERT = /^model\.layers\.\d+\.mlp\.experts\.\d+\.\w+_proj\.weight$/;
 
 export interface Scheme {
   name: string;
@@ -23,6 +25,8 @@ export interface Scheme {
   actOrder?: boolean;
   /** desc_act's order drawn for each projection (else one per input: q, k, v share one, and gate and up). */
   orderPerProjection?: boolean;
+  /** Quantize a mixture of experts' experts too (else only the attention and dense MLP projections). */
+  experts?: boolean;
   /** GPTQ's first format: zeros stored minus one. */
   zerosMinusOne?: boolean;
   config: Record<string, unknown>;
@@ -119,7 +123,7 @@ export function quantizedPair(base: string, s: Scheme): { quantized: string; ref
   const q: TensorToWrite[] = [], ref: TensorToWrite[] = [], orders = new Map<string, number[]>();
   for (const name of st.names()) {
     const t = st.tensor(name), copy = { name, dtype: t.dtype, shape: [...t.shape], bytes: Uint8Array.from(t.bytes) };
-    if (!PROJECTION.test(name)) { q.push(copy); ref.push(copy); continue; }
+    if (!PROJECTION.test(name) && !(s.experts && EXPERT.test(name))) { q.push(copy); ref.push(copy); continue; }
     const [out, inputs] = t.shape as [number, number];
     // desc_act's order comes from the layer's inputs, so projections of the same input share it (GPTQ's q, k and v; gate
     // and up), unless `s.orderPerProjection`.

@@ -8,6 +8,7 @@
 //   sorted[entries]     entry indices (token·top_k + j), grouped by expert, ascending within an expert
 //   tiles[2·max_tiles]  per tile of ≤ 16 sorted entries of one expert: its expert (−1: unused) and first entry
 #include "common.cuh"
+#include "packed.cuh"
 
 #define TILE_ROWS 16    // MOE_TILE_ROWS
 #define MAX_EXPERTS 1024
@@ -223,12 +224,38 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], const unsigned (&a)[4], 
 
 __device__ __forceinline__ unsigned ld_pair(const bf16* p) { return *reinterpret_cast<const unsigned*>(p); }
 
-// out[entry] = x[entry / row_div] · W_eᵀ (+ b_e) for the entries of each tile, W_e = w + e·out_f·in_f ([out_f, in_f]
-// row-major, as the checkpoint's), b_e = bias + e·out_f (GPT-OSS's expert biases; nullptr: none, added in f32 before
+// The B fragments' weights: pairs (k, k + 1) of row `row` (= e·out_f + column) as two bf16 in one register.
+struct Bf16Weights {
+  const bf16* w;
+  int in_f;
+  __device__ __forceinline__ unsigned pair(size_t row, int k) const { return ld_pair(w + row * in_f + k); }
+};
+
+// Packed experts (quant.cu's layout, stacked: rows e·out_f + column): each value dequantized in f32 and rounded to bf16
+// once, what the dequantized bf16 experts hold — the same products, bit for bit. Groups by position, of an even size.
+template <int BITS, bool FP8>
+struct PackedWeights {
+  const unsigned* words;
+  const float* scales;
+  const float* zeros;
+  int in_f, num_groups, group_size;
+  __device__ __forceinline__ unsigned pair(size_t row, int k) const {
+    constexpr int PER = 32 / BITS;
+    const unsigned word = words[row * (in_f / PER) + k / PER];
+    const size_t g = row * num_groups + k / group_size;
+    const float s = scales[g], z = zeros ? zeros[g] : 0.f;
+    const __nv_bfloat162 p = __floats2bfloat162_rn(s * (word_value<BITS, FP8>(word, k % PER) - z), s * (word_value<BITS, FP8>(word, k % PER + 1) - z));
+    return *reinterpret_cast<const unsigned*>(&p);
+  }
+};
+
+// out[entry] = x[entry / row_div] · W_eᵀ (+ b_e) for the entries of each tile, W_e rows e·out_f … of `wt` ([out_f, in_f]
+// per expert, as the checkpoint's), b_e = bias + e·out_f (GPT-OSS's expert biases; nullptr: none, added in f32 before
 // the one rounding). row_div = top_k reads the token's row (gate/up), 1 the entry's (down).
 // in_f a multiple of 16, out_f of 8. grid = (max_tiles, ceil(out_f / 128)), block = 128: warp w computes
 // the tile's 16 rows × 32 columns [blockIdx.y·128 + 32w, +32), fragments read straight from global memory.
-extern "C" __global__ void moe_gemm_bf16(const bf16* __restrict__ x, const bf16* __restrict__ w, bf16* __restrict__ out, const int* __restrict__ routing,
+template <typename W>
+__device__ __forceinline__ void moe_gemm(const bf16* __restrict__ x, const W wt, bf16* __restrict__ out, const int* __restrict__ routing,
                                          int entries, int num_experts, int in_f, int out_f, int row_div, const bf16* __restrict__ bias) {
   const int* offsets = routing;
   const int* sorted = routing + num_experts + 1;
@@ -243,7 +270,7 @@ extern "C" __global__ void moe_gemm_bf16(const bf16* __restrict__ x, const bf16*
   const int entry0 = v0 ? sorted[first + g] : 0, entry1 = v1 ? sorted[first + g + 8] : 0;
   const bf16* in0 = x + (size_t)(entry0 / row_div) * in_f;
   const bf16* in1 = x + (size_t)(entry1 / row_div) * in_f;
-  const bf16* we = w + (size_t)e * out_f * in_f;
+  const size_t row0 = (size_t)e * out_f;
   float acc[4][4];
 #pragma unroll
   for (int n = 0; n < 4; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
@@ -256,8 +283,7 @@ extern "C" __global__ void moe_gemm_bf16(const bf16* __restrict__ x, const bf16*
 #pragma unroll
     for (int n = 0; n < 4; n++) {
       const int col = col0 + n * 8 + g;
-      const bf16* wr = we + (size_t)col * in_f + k0 + c;
-      const unsigned b0 = col < out_f ? ld_pair(wr) : 0u, b1 = col < out_f ? ld_pair(wr + 8) : 0u;
+      const unsigned b0 = col < out_f ? wt.pair(row0 + col, k0 + c) : 0u, b1 = col < out_f ? wt.pair(row0 + col, k0 + c + 8) : 0u;
       mma_bf16(acc[n], a, b0, b1);
     }
   }
@@ -273,6 +299,21 @@ extern "C" __global__ void moe_gemm_bf16(const bf16* __restrict__ x, const bf16*
     if (v0) *reinterpret_cast<__nv_bfloat162*>(out + (size_t)entry0 * out_f + col) = __floats2bfloat162_rn(acc[n][0] + b0, acc[n][1] + b1);
     if (v1) *reinterpret_cast<__nv_bfloat162*>(out + (size_t)entry1 * out_f + col) = __floats2bfloat162_rn(acc[n][2] + b0, acc[n][3] + b1);
   }
+}
+
+extern "C" __global__ void moe_gemm_bf16(const bf16* __restrict__ x, const bf16* __restrict__ w, bf16* __restrict__ out, const int* __restrict__ routing,
+                                         int entries, int num_experts, int in_f, int out_f, int row_div, const bf16* __restrict__ bias) {
+  moe_gemm(x, Bf16Weights{w, in_f}, out, routing, entries, num_experts, in_f, out_f, row_div, bias);
+}
+
+// Packed experts: 4- or 8-bit integers, or (fp8 != 0) E4M3; zeros null: all 0.
+extern "C" __global__ void moe_gemm_packed_bf16(const bf16* __restrict__ x, const unsigned* __restrict__ words, const float* __restrict__ scales,
+                                                const float* __restrict__ zeros, bf16* __restrict__ out, const int* __restrict__ routing, int entries,
+                                                int num_experts, int in_f, int out_f, int row_div, const bf16* __restrict__ bias, int num_groups,
+                                                int group_size, int bits, int fp8) {
+  if (fp8) moe_gemm(x, PackedWeights<8, true>{words, scales, zeros, in_f, num_groups, group_size}, out, routing, entries, num_experts, in_f, out_f, row_div, bias);
+  else if (bits == 4) moe_gemm(x, PackedWeights<4, false>{words, scales, zeros, in_f, num_groups, group_size}, out, routing, entries, num_experts, in_f, out_f, row_div, bias);
+  else moe_gemm(x, PackedWeights<8, false>{words, scales, zeros, in_f, num_groups, group_size}, out, routing, entries, num_experts, in_f, out_f, row_div, bias);
 }
 
 // out[t, i] = Σ_j weights[t, j] · expert_out[t·top_k + j, i] (f32 sum, in top-k order). grid = (ceil(hidden / blockDim), tokens)

@@ -162,10 +162,11 @@ export interface AttentionShape {
 export interface Backend<T extends Tensor = Tensor> {
   readonly name: "cpu" | "cuda";
   /**
-   * Creates a weight tensor from checkpoint tensors concatenated along dim 0. Packed integer parts (src/loader/
-   * packed-matrix.ts) may stay packed, for linear() only (the CUDA backend's); the CPU backend dequantizes them.
+   * Creates a weight tensor from checkpoint tensors concatenated along dim 0. Packed parts (src/loader/packed-matrix.ts)
+   * may stay packed (the CUDA backend's), for linear() — or, `use` "experts", for moeExperts' w13 / w2 only; the CPU
+   * backend dequantizes them.
    */
-  loadWeight(parts: LinearWeight[], shape: number[]): T;
+  loadWeight(parts: LinearWeight[], shape: number[], use?: "linear" | "experts"): T;
   /** Creates a weight from f32 host values (e.g. RoPE tables). */
   fromHost(values: Float32Array, shape: number[]): T;
   /** An uninitialised tensor: activation dtype (bf16 on CUDA, f32 on CPU), f32 (logits), or i32 (indices). */

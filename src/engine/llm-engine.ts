@@ -294,7 +294,7 @@ export class LLMEngine {
       const packed = cuda?.packedWeights;
       if (packed && packed.count > 0) {
         const size = (b: number) => (b >= 2 ** 30 ? `${(b / 2 ** 30).toFixed(2)} GiB` : `${(b / 2 ** 20).toFixed(1)} MiB`);
-        log(`packed integer weights: ${packed.count} linear layers stay packed on the GPU${tp > 1 ? " (rank 0)" : ""}, ${size(packed.bytes)} (as bf16: ${size(packed.bf16Bytes)}); batches of over 8 rows dequantize one layer at a time into a ${size(packed.scratchBytes)} scratch`);
+        log(`quantized weights: ${packed.count} projections${cfg.moe ? " and expert stacks" : ""} stay packed on the GPU${tp > 1 ? " (rank 0)" : ""}, ${size(packed.bytes)} (as bf16: ${size(packed.bf16Bytes)}); linear layers of over 8 rows dequantize one layer at a time into a ${size(packed.scratchBytes)} scratch`);
       }
       const loras = loraSettings && loraSlots && new LoraManager(cfg, loraSlots.slots, loraSlots.maxRank, loraSlots.coverage);
       for (const [name, dir] of loraSettings?.modules ?? []) loras!.add(name, dir);

@@ -299,13 +299,15 @@ export class CausalLM<T extends Tensor> {
     const mixtral = (moe.naming === "mixtral" || moe.naming === "minimax") && !ckpt.has(`${p}mlp.experts.gate_up_proj`);
     const m = mixtral || granite ? `${p}block_sparse_moe.` : `${p}mlp.`;
     const w = (name: string, shape: number[]) => ckpt.tensor(name, shape);
-    const mine = (t: TensorView, first: number) => sliceRows(t, first + r * li, first + (r + 1) * li);
+    // Experts one tensor each: packed ones (GPTQ, FP8 …) may stay packed (the CUDA backend's packed expert GEMM).
+    const lw = (name: string, shape: number[]) => ckpt.linearWeight(name, shape);
+    const mine = (t: LinearWeight, first: number) => sliceRows(t, first + r * li, first + (r + 1) * li);
     // Granite's residual multiplier follows the experts' down projections, as it follows down_proj.
-    const downCols = (t: TensorView) => scaled(N === 1 ? t : sliceCols(t, r * li, (r + 1) * li), c.scales.residual);
+    const downCols = (t: LinearWeight) => scaled(N === 1 ? t : sliceCols(t, r * li, (r + 1) * li), c.scales.residual);
     // DeepSeek-V2's routed_scaling_factor scales the routed experts' outputs (not the shared ones'): folded into their down projections.
-    const routedDown = (t: TensorView) => scaled(downCols(t), moe.routedOutputScale);
+    const routedDown = (t: LinearWeight) => scaled(downCols(t), moe.routedOutputScale);
     const router = b.loadWeight([w(granite ? `${m}router.layer.weight` : `${m}gate.weight`, [E, H])], [E, H]);
-    const parts13: TensorView[] = [], parts2: TensorView[] = [];
+    const parts13: LinearWeight[] = [], parts2: LinearWeight[] = [];
     // Fused per layer: transformers 5's MoE layers (experts.gate_up_proj, experts.down_proj) and Granite's (input_linear, output_linear).
     const fused = granite ? [`${m}input_linear.weight`, `${m}output_linear.weight`] : [`${m}experts.gate_up_proj`, `${m}experts.down_proj`];
     if (granite || (!mixtral && ckpt.has(fused[0]!))) {
@@ -319,16 +321,16 @@ export class CausalLM<T extends Tensor> {
       const [g, u, d] = mixtral ? ["w1", "w3", "w2"] : ["gate_proj", "up_proj", "down_proj"];
       for (let e = 0; e < E; e++) {
         const x = `${m}experts.${e}.`;
-        parts13.push(mine(w(`${x}${g}.weight`, [I, H]), 0), mine(w(`${x}${u}.weight`, [I, H]), 0));
-        parts2.push(routedDown(w(`${x}${d}.weight`, [H, I])));
+        parts13.push(mine(lw(`${x}${g}.weight`, [I, H]), 0), mine(lw(`${x}${u}.weight`, [I, H]), 0));
+        parts2.push(routedDown(lw(`${x}${d}.weight`, [H, I])));
       }
     }
     // GLM-4.5's shared experts: n_shared_experts × I rows in one MLP, which is the sum of n MLPs of I rows each (its
     // gate/up rows and down columns cut in n): appended as experts E, E + 1, … that every token takes with weight 1.
     for (let j = 0; j < moe.numSharedExperts; j++) {
       const x = `${m}shared_experts.`, SI = moe.numSharedExperts * I;
-      parts13.push(mine(w(`${x}gate_proj.weight`, [SI, H]), j * I), mine(w(`${x}up_proj.weight`, [SI, H]), j * I));
-      parts2.push(downCols(sliceCols(w(`${x}down_proj.weight`, [H, SI]), j * I, (j + 1) * I)));
+      parts13.push(mine(lw(`${x}gate_proj.weight`, [SI, H]), j * I), mine(lw(`${x}up_proj.weight`, [SI, H]), j * I));
+      parts2.push(downCols(sliceCols(lw(`${x}down_proj.weight`, [H, SI]), j * I, (j + 1) * I)));
     }
     // Grouped routing's correction bias (DeepSeek-V2's group_limited_greedy has none: zeros).
     const bias = !moe.grouped || moe.grouped.correctionBias === false ? null
@@ -346,7 +348,7 @@ export class CausalLM<T extends Tensor> {
       };
     }
     const all = E + moe.numSharedExperts;
-    const experts = { w13: b.loadWeight(parts13, [all * 2 * li, H]), w2: b.loadWeight(parts2, [all * H, li]), b13: null, b2: null, swiglu: null };
+    const experts = { w13: b.loadWeight(parts13, [all * 2 * li, H], "experts"), w2: b.loadWeight(parts2, [all * H, li], "experts"), b13: null, b2: null, swiglu: null };
     return { router, routerBias: null, scoreBias, experts, shared };
   }
 

@@ -325,12 +325,15 @@ export class CudaBackend implements Backend<CudaTensor> {
     this.sampler.reset();
   }
 
-  loadWeight(parts: LinearWeight[], shape: number[]): CudaTensor {
-    // Packed parts stay packed when they stack into one weight (same bits and groups) of whole words per row.
+  loadWeight(parts: LinearWeight[], shape: number[], use: "linear" | "experts" = "linear"): CudaTensor {
+    // Packed parts stay packed when they stack into one weight (same bits and groups) of whole words per row; experts
+    // when moe_gemm_packed_bf16 reads them too (4 or 8 bits, groups by position of an even size).
     const packed = parts.every(isPacked) ? concatPacked(parts as PackedMatrix[]) : null;
-    if (packed && packed.shape[1] % valuesPerWord(packed) === 0) {
+    const fits = packed !== null && packed.shape[1] % valuesPerWord(packed) === 0
+      && (use === "linear" || ((packed.bits === 4 || packed.bits === 8) && packed.groupOf === null && packed.groupSize % 2 === 0));
+    if (fits) {
       if (packed.shape[0] !== shape[0] || packed.shape[1] !== shape[1] || shape.length !== 2) throw new Error(`packed weight [${shape}] got [${packed.shape}] from ${packed.name}`);
-      return this.uploadPacked(packed);
+      return this.uploadPacked(packed, use === "linear");
     }
     const t = this.alloc(shape, "bf16");
     let off = 0n;
@@ -343,7 +346,8 @@ export class CudaBackend implements Backend<CudaTensor> {
     return t;
   }
 
-  private uploadPacked(m: PackedMatrix): CudaTensor {
+  /** `linear`: linear() may dequantize it (into the scratch, sized here); experts never are. */
+  private uploadPacked(m: PackedMatrix, linear: boolean): CudaTensor {
     const upload = (a: Uint32Array | Float32Array | Int32Array) => {
       const p = this.deviceAlloc(a.byteLength);
       this.packedWeights.bytes += a.byteLength;
@@ -351,7 +355,7 @@ export class CudaBackend implements Backend<CudaTensor> {
       return p;
     };
     const elems = m.shape[0] * m.shape[1];
-    if (!this.dequantScratch || this.dequantScratch.elems < elems) {
+    if (linear && (!this.dequantScratch || this.dequantScratch.elems < elems)) {
       if (this.graphs.size > 0) throw new Error("loadWeight: decode graphs are already captured (a larger packed weight needs more dequantization scratch)");
       if (this.dequantScratch) this.deviceFree(this.dequantScratch.ptr);
       this.dequantScratch = { ptr: this.deviceAlloc(elems * 2), elems };
@@ -369,6 +373,7 @@ export class CudaBackend implements Backend<CudaTensor> {
   /** A packed weight as bf16 [out, in] in the dequantization scratch (valid until the next dequantization). */
   private dequantize(w: CudaTensor): CudaTensor {
     const q = w.packed!, [outF, inF] = w.shape as [number, number];
+    if (!this.dequantScratch || this.dequantScratch.elems < outF * inF) throw new Error(`dequantize: packed experts [${w.shape}] are read by moeExperts only`);
     const scratch = new CudaTensor(this.dequantScratch!.ptr, w.shape, "bf16");
     this.k.launch("dequant_packed_bf16", [outF, Math.ceil(inF / valuesPerWord(q) / 256)], 256,
       [{ p: q.words }, { p: q.scales }, { p: q.zeros }, { p: q.groupOf }, P(scratch), I(inF), I(q.numGroups), I(q.groupSize), I(q.bits), I(q.code === "e4m3" ? 1 : 0)]);
@@ -744,11 +749,21 @@ export class CudaBackend implements Backend<CudaTensor> {
     if (s.gateUp.numRows < entries || s.act.numRows < entries || s.expertOut.numRows < entries || numel(s.routing.shape) < moeRoutingInts(entries, numExperts)) throw new Error(`moeExperts: scratch smaller than ${entries} entries`);
     const tiles = moeMaxTiles(entries, numExperts);
     this.k.launch("moe_align_i32", [1], 256, [P(ids), P(s.routing), I(entries), I(numExperts), I(tiles)]);
-    this.k.launch("moe_gemm_bf16", [tiles, Math.ceil((2 * inter) / 128)], 128, [P(x), P(w13), P(s.gateUp), P(s.routing), I(entries), I(numExperts), I(H), I(2 * inter), I(topK), P(b13)]);
+    this.moeGemm([tiles, Math.ceil((2 * inter) / 128)], x, w13, s.gateUp, s.routing, entries, numExperts, H, 2 * inter, topK, b13);
     if (swiglu) this.k.launch("swiglu_clamp_mul_bf16", [Math.ceil(inter / 256), entries], 256, [P(s.gateUp), P(s.act), I(inter), F(swiglu.alpha), F(swiglu.limit)]);
     else this.k.launch("silu_mul_bf16", [Math.ceil(inter / 256), entries], 256, [P(s.gateUp), P(s.act), I(inter)]);
-    this.k.launch("moe_gemm_bf16", [tiles, Math.ceil(H / 128)], 128, [P(s.act), P(w2), P(s.expertOut), P(s.routing), I(entries), I(numExperts), I(inter), I(H), I(1), P(b2)]);
+    this.moeGemm([tiles, Math.ceil(H / 128)], s.act, w2, s.expertOut, s.routing, entries, numExperts, inter, H, 1, b2);
     this.k.launch("moe_combine_bf16", [Math.ceil(H / 256), n], 256, [P(s.expertOut), P(weights), P(out), I(topK), I(H)]);
+  }
+
+  /** One expert GEMM (moe.cu): bf16 experts, or packed ones (loadWeight's "experts"). */
+  private moeGemm(grid: [number, number], x: CudaTensor, w: CudaTensor, out: CudaTensor, routing: CudaTensor, entries: number, numExperts: number, inF: number, outF: number, rowDiv: number, bias: CudaTensor | null): void {
+    const q = w.packed;
+    if (!q) this.k.launch("moe_gemm_bf16", grid, 128, [P(x), P(w), P(out), P(routing), I(entries), I(numExperts), I(inF), I(outF), I(rowDiv), P(bias)]);
+    else {
+      this.k.launch("moe_gemm_packed_bf16", grid, 128, [P(x), { p: q.words }, { p: q.scales }, { p: q.zeros }, P(out), P(routing), I(entries), I(numExperts), I(inF), I(outF), I(rowDiv), P(bias),
+        I(q.numGroups), I(q.groupSize), I(q.bits), I(q.code === "e4m3" ? 1 : 0)]);
+    }
   }
 
   sigmoidGatedAdd(x: CudaTensor, gate: CudaTensor, out: CudaTensor): void {
