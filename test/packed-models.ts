@@ -11,7 +11,7 @@ import { SeededRandom } from "../src/model/tiny-model.ts";
 import { tempDir } from "./helpers.ts";
 import type { PackedMatrix } from "../src/loader/packed-matrix.ts";
 
-const PROJECTION = /^model\.layers\.\d+\.(self_attn|mlp)\.\w+_proj\.weight$/;
+const PROJECTION = /^model\.layers\.\d+\.(self_attn|mlp)\.(\w+_proj|kv_a_proj_with_mqa)\.weight$/;
 /** Mixtures of experts' experts, one tensor each (Qwen's names). */
 const EXPERT = /^model\.layers\.\d+\.mlp\.experts\.\d+\.\w+_proj\.weight$/;
 
@@ -171,7 +171,11 @@ export function randomPacked(rng: SeededRandom, bits: 2 | 4 | 8, out: number, in
 }
 
 export type Layout = { kind: "tensor" } | { kind: "row" } | { kind: "block"; rows: number; cols: number };
-export interface ScaledScheme { name: string; dtype: QuantizedDType; layout: Layout; scaleSuffix: "_scale_inv" | "_scale"; config: Record<string, unknown> }
+export interface ScaledScheme {
+  name: string; dtype: QuantizedDType; layout: Layout; scaleSuffix: "_scale_inv" | "_scale"; config: Record<string, unknown>;
+  /** Quantize a mixture of experts' experts too. */
+  experts?: boolean;
+}
 
 const FP8_MAX = 448, I8_MAX = 127;
 
@@ -195,7 +199,7 @@ export function scaledPair(base: string, scheme: ScaledScheme): { quantized: str
   const max = scheme.dtype === "I8" ? I8_MAX : FP8_MAX;
   for (const name of st.names()) {
     const t = st.tensor(name), copy = { name, dtype: t.dtype, shape: [...t.shape], bytes: Uint8Array.from(t.bytes) };
-    if (!PROJECTION.test(name)) { q.push(copy); ref.push(copy); continue; }
+    if (!PROJECTION.test(name) && !(scheme.experts && EXPERT.test(name))) { q.push(copy); ref.push(copy); continue; }
     const w = toFloat32(t.bytes, t.dtype), [rows, cols] = t.shape as [number, number], L = scheme.layout;
     // One value is a 0-dimensional tensor, as PyTorch saves a scalar.
     const scaleShape = L.kind === "tensor" ? [] : L.kind === "row" ? [rows, 1] : [Math.ceil(rows / L.rows), Math.ceil(cols / L.cols)];

@@ -11,6 +11,7 @@ import { LLM } from "../src/engine/llm.ts";
 import { Checkpoint } from "../src/loader/checkpoint.ts";
 import { fromFloat32, toFloat32, type QuantizedDType } from "../src/loader/dtype.ts";
 import { FAST_MODEL, tempDir, tinyModel, withoutTensors, withQuantizationConfig } from "./helpers.ts";
+import { SafetensorsFile } from "../src/loader/safetensors.ts";
 import { scaledPair, type ScaledScheme } from "./packed-models.ts";
 import { dequantizeMxfp4, FP4_VALUES } from "../src/loader/quantization.ts";
 import { snapToMxfp4 } from "../src/model/tiny-model.ts";
@@ -58,6 +59,17 @@ describe("8-bit quantized checkpoints are dequantized as they load", () => {
       expect(original.flatMap((o) => o.logprobs)).not.toEqual(want.flatMap((o) => o.logprobs));
     }, ENGINE_MS);
   }
+
+  test("DeepSeek-V3 in FP8 blocks (MLA's projections reordered and sliced packed, the experts packed): the outputs of W · S, also under tensor parallelism", () => {
+    const ds = tinyModel({ arch: "deepseek_v3", seed: 18, vocabSize: 512, numLayers: 3 });
+    const { quantized, reference } = scaledPair(ds, { name: "deepseek-fp8", dtype: "F8_E4M3", layout: { kind: "block", rows: 16, cols: 16 }, scaleSuffix: "_scale_inv", experts: true, config: { quant_method: "fp8", fmt: "e4m3", weight_block_size: [16, 16] } });
+    const ck = new Checkpoint(quantized);
+    for (const n of ["model.layers.0.self_attn.kv_a_proj_with_mqa.weight", "model.layers.1.mlp.experts.2.up_proj.weight"]) expect(SafetensorsFile.open(join(quantized, "model.safetensors")).tensor(n).dtype).toBe("F8_E4M3");
+    expect(ck.linearWeight("model.layers.1.mlp.experts.2.up_proj.weight", ck.tensor("model.layers.1.mlp.experts.2.up_proj.weight").shape as number[])).toHaveProperty("packed", true);
+    const want = run(reference);
+    expect(run(quantized)).toEqual(want);
+    expect(run(quantized, { tensorParallelSize: 2 }).map((o) => o.tokens)).toEqual(want.map((o) => o.tokens));
+  }, ENGINE_MS);
 
   test("vLLM's --quantization names the checkpoint's own method (checked), --kv-cache-dtype auto only", () => {
     const { quantized } = scaledPair(base, SCHEMES[0]!);

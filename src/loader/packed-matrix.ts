@@ -36,7 +36,7 @@ export interface PackedMatrix {
   groupSize: number;
 }
 
-/** A linear layer's weight as it loads: plain, or packed integers. */
+/** A linear layer's weight as it loads: plain, or packed (integers, FP8). */
 export type LinearWeight = TensorView | PackedMatrix;
 
 export function isPacked(t: LinearWeight): t is PackedMatrix {
@@ -135,7 +135,7 @@ export function concatPacked(parts: PackedMatrix[]): PackedMatrix | null {
     return out;
   };
   return {
-    ...first, name: parts.map((p) => p.name).join(" + "), shape: [parts.reduce((n, p) => n + p.shape[0], 0), first.shape[1]],
+    ...first, name: parts.length <= 3 ? parts.map((p) => p.name).join(" + ") : `${first.name} and ${parts.length - 1} more`, shape: [parts.reduce((n, p) => n + p.shape[0], 0), first.shape[1]],
     words: cat((n) => new Uint32Array(n), (p) => p.words), scales: cat((n) => new Float32Array(n), (p) => p.scales), zeros: cat((n) => new Float32Array(n), (p) => p.zeros),
   };
 }

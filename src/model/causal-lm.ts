@@ -340,10 +340,10 @@ export class CausalLM<T extends Tensor> {
     let shared: MoeLayer<T>["shared"] = null;
     const S = moe.sharedExpertIntermediateSize, ls = this.dims.sharedIntermediate;
     if (S > 0) {
-      const x = `${m}shared_expert.`, rows = (t: TensorView) => sliceRows(t, r * ls, (r + 1) * ls);
+      const x = `${m}shared_expert.`, rows = (t: LinearWeight) => sliceRows(t, r * ls, (r + 1) * ls);
       shared = {
-        gateUp: b.loadWeight([rows(w(`${x}gate_proj.weight`, [S, H])), rows(w(`${x}up_proj.weight`, [S, H]))], [2 * ls, H]),
-        down: b.loadWeight([N === 1 ? w(`${x}down_proj.weight`, [H, S]) : sliceCols(w(`${x}down_proj.weight`, [H, S]), r * ls, (r + 1) * ls)], [H, ls]),
+        gateUp: b.loadWeight([rows(lw(`${x}gate_proj.weight`, [S, H])), rows(lw(`${x}up_proj.weight`, [S, H]))], [2 * ls, H]),
+        down: b.loadWeight([N === 1 ? lw(`${x}down_proj.weight`, [H, S]) : sliceCols(lw(`${x}down_proj.weight`, [H, S]), r * ls, (r + 1) * ls)], [H, ls]),
         gate: b.loadWeight([w(`${m}shared_expert_gate.weight`, [1, H])], [1, H]),
       };
     }

@@ -12,6 +12,7 @@ import type { Backend, MlaShape, Tensor } from "../backend/backend.ts";
 import type { Checkpoint } from "../loader/checkpoint.ts";
 import { DTYPE_BYTES } from "../loader/dtype.ts";
 import type { TensorView } from "../loader/safetensors.ts";
+import type { LinearWeight } from "../loader/packed-matrix.ts";
 import { sliceCols, sliceRows } from "../parallel/shard.ts";
 import type { MlaConfig } from "./config.ts";
 import { interleavedRopeSource, permuteRows } from "./weight-rows.ts";
@@ -35,18 +36,20 @@ export interface MlaWeights<T extends Tensor> {
 export function loadMlaWeights<T extends Tensor>(b: Backend<T>, ckpt: Checkpoint, a: string, m: MlaConfig, hidden: number, totalHeads: number, firstHead: number, heads: number): MlaWeights<T> {
   const R = m.qkRopeHeadDim, N = m.qkNopeHeadDim, D = R + N, kvW = N + m.vHeadDim;
   const w = (name: string, shape: number[]) => ckpt.tensor(name, shape);
-  const load = (t: TensorView, shape: number[]) => b.loadWeight([t], shape);
+  // The projections: packed ones (FP8 blocks, GPTQ …) may stay packed; rows reordered and sliced as they are.
+  const lw = (name: string, shape: number[]) => ckpt.linearWeight(name, shape);
+  const load = (t: LinearWeight, shape: number[]) => b.loadWeight([t], shape);
   const qIn = m.qLoraRank ?? hidden;
   // The checkpoint's head rows are [nope | rope (interleaved)]; ours [rope (rotate-half) | nope].
-  const qFull = w(m.qLoraRank === null ? `${a}q_proj.weight` : `${a}q_b_proj.weight`, [totalHeads * D, qIn]);
+  const qFull = lw(m.qLoraRank === null ? `${a}q_proj.weight` : `${a}q_b_proj.weight`, [totalHeads * D, qIn]);
   const q = permuteRows(qFull, heads * D, (j) => {
     const h = firstHead + Math.floor(j / D), x = j % D;
     return h * D + (x < R ? N + interleavedRopeSource(x, R, R) : x - R);
   }, "MLA layout");
-  const kvA = w(`${a}kv_a_proj_with_mqa.weight`, [m.kvLoraRank + R, hidden]);
-  const kvB = w(`${a}kv_b_proj.weight`, [totalHeads * kvW, m.kvLoraRank]);
+  const kvA = lw(`${a}kv_a_proj_with_mqa.weight`, [m.kvLoraRank + R, hidden]);
+  const kvB = lw(`${a}kv_b_proj.weight`, [totalHeads * kvW, m.kvLoraRank]);
   return {
-    qA: m.qLoraRank === null ? null : load(w(`${a}q_a_proj.weight`, [m.qLoraRank, hidden]), [m.qLoraRank, hidden]),
+    qA: m.qLoraRank === null ? null : load(lw(`${a}q_a_proj.weight`, [m.qLoraRank, hidden]), [m.qLoraRank, hidden]),
     qANorm: m.qLoraRank === null ? null : load(w(`${a}q_a_layernorm.weight`, [m.qLoraRank]), [m.qLoraRank]),
     q: load(q, [heads * D, qIn]),
     kvA: load(sliceRows(kvA, 0, m.kvLoraRank), [m.kvLoraRank, hidden]),
