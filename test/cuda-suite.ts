@@ -18,7 +18,7 @@ import { SamplingParams } from "../src/engine/sampling-params.ts";
 import { writeAdapter } from "./lora-adapters.ts";
 import { LORA_TARGETS } from "../src/lora/lora-adapter.ts";
 import { dequantizeMatrix } from "../src/loader/packed-matrix.ts";
-import { quantizedPair, randomPacked, scaledPair, type Scheme } from "./packed-models.ts";
+import { onlineFp8Reference, quantizedPair, randomPacked, scaledPair, type Scheme } from "./packed-models.ts";
 
 export interface CudaSuiteSizes {
   /** Rows, hidden size, vocabulary and MLP width of the elementwise/GEMM test. */
@@ -909,14 +909,16 @@ export function defineCudaSuites(target: CudaTarget): void {
 
     // The loaders' layouts (AWQ's, pack-quantized's, INT8's …) are checked exactly on the CPU (test/packed-checkpoint.test.ts,
     // test/quantized-checkpoint.test.ts), which reads them into the same packed layout; here two of them run end to end.
-    test("packed checkpoints (GPTQ 4-bit with desc_act, FP8 blocks, GPTQ experts) run packed: the tokens of their dequantized weights, decode graphs on", () => {
+    test("packed checkpoints (GPTQ 4-bit with desc_act, FP8 blocks, GPTQ experts, --quantization fp8) run packed: the tokens of their dequantized weights, decode graphs on", () => {
       const base = tinyModel({ arch: "qwen3", seed: 5, vocabSize: 4096 });
       const gptq: Scheme = { name: "gptq", format: "gptq", bits: 4, group: 32, actOrder: true, config: { quant_method: "gptq", bits: 4, group_size: 32, desc_act: true, checkpoint_format: "gptq" }, zerosMinusOne: true };
       // A mixture of experts (3 layers, the middle one dense): experts in groups of 16 by position, read by moe_gemm_packed_bf16.
       const moe = tinyModel({ arch: "qwen3_moe", seed: 7, vocabSize: 4096, numLayers: 3, numExperts: 8, topK: 2, mlpOnlyLayers: [1] });
       const gptqExperts: Scheme = { name: "gptq-moe", format: "gptq", bits: 4, group: 16, experts: true, config: { quant_method: "gptq", bits: 4, group_size: 16, desc_act: false, checkpoint_format: "gptq_v2" } };
-      const schemes = [
+      const schemes: { name: string; packed: number; smaller: number; pair: () => { quantized: string; reference: string }; options?: { quantization: string } }[] = [
         { name: "gptq", packed: 8, smaller: 2.5, pair: () => quantizedPair(base, gptq) },
+        // vLLM's online FP8: the bf16 checkpoint's projections quantized as they load (E4M3, a scale per row).
+        { name: "online-fp8", packed: 8, smaller: 1.8, pair: () => ({ quantized: base, reference: onlineFp8Reference(base) }), options: { quantization: "fp8" } },
         // attention (qkv, o) × 3, the dense layer's gate/up and down, each sparse layer's w13 and w2.
         { name: "gptq-moe", packed: 12, smaller: 1.9, pair: () => quantizedPair(moe, gptqExperts) },
         // Qwen3-FP8's layout: E4M3 with a scale per block (32 × 32 here, 128 × 128 there).
@@ -928,7 +930,7 @@ export function defineCudaSuites(target: CudaTarget): void {
       const params = prompts.map((_, i) => ({ temperature: 0, max_tokens: i < 4 ? 2 : 4, ignore_eos: true, logprobs: 2 }));
       for (const scheme of schemes) {
         const { quantized, reference } = scheme.pair();
-        const gpu = gpuLLM({ model: quantized, device: "cuda", maxModelLen: 128, maxNumSeqs: 16, maxNumBatchedTokens: 256, cuda: target.provider, log: () => {} });
+        const gpu = gpuLLM({ model: quantized, device: "cuda", maxModelLen: 128, maxNumSeqs: 16, maxNumBatchedTokens: 256, cuda: target.provider, log: () => {}, ...scheme.options });
         const backend = gpu.engine.runner.backend as unknown as CudaBackend;
         // Every projection (qkv, o, gate/up, down) and expert stack stays packed.
         expect(backend.packedWeights.count).toBe(scheme.packed);

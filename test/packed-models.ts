@@ -222,3 +222,29 @@ export function scaledPair(base: string, scheme: ScaledScheme): { quantized: str
   writeFileSync(join(quantized, "config.json"), JSON.stringify({ ...cfg, quantization_config: scheme.config }));
   return { quantized, reference };
 }
+
+/**
+ * What `--quantization fp8` must make of `base`: the same model with each projection (and expert) replaced by its FP8
+ * rounding — per row, scale = amax / 448, values x / scale to the nearest E4M3 (dtype.ts's search over all 256
+ * patterns), times the scale — as float32 weights.
+ */
+export function onlineFp8Reference(base: string): string {
+  const dir = join(tempDir("online-fp8"), "ref");
+  cpSync(base, dir, { recursive: true });
+  const st = SafetensorsFile.open(join(base, "model.safetensors")), tensors: TensorToWrite[] = [];
+  for (const name of st.names()) {
+    const t = st.tensor(name);
+    if (!PROJECTION.test(name) && !EXPERT.test(name)) { tensors.push({ name, dtype: t.dtype, shape: [...t.shape], bytes: Uint8Array.from(t.bytes) }); continue; }
+    const [rows, cols] = t.shape as [number, number], w = toFloat32(t.bytes, t.dtype), product = new Float32Array(rows * cols);
+    for (let r = 0; r < rows; r++) {
+      const row = w.subarray(r * cols, (r + 1) * cols), amax = row.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+      const scale = amax > 0 ? Math.fround(amax / 448) : 1;
+      const values = toFloat32(fromFloat32(row.map((v) => v / scale), "F8_E4M3"), "F8_E4M3");
+      for (let i = 0; i < cols; i++) product[r * cols + i] = values[i]! * scale;
+    }
+    tensors.push({ name, dtype: "F32", shape: [rows, cols], bytes: fromFloat32(product, "F32") });
+  }
+  rmSync(join(dir, "model.safetensors"));
+  writeSafetensors(join(dir, "model.safetensors"), tensors);
+  return dir;
+}

@@ -12,8 +12,8 @@ import { Checkpoint } from "../src/loader/checkpoint.ts";
 import { fromFloat32, toFloat32, type QuantizedDType } from "../src/loader/dtype.ts";
 import { FAST_MODEL, tempDir, tinyModel, withoutTensors, withQuantizationConfig } from "./helpers.ts";
 import { SafetensorsFile } from "../src/loader/safetensors.ts";
-import { scaledPair, type ScaledScheme } from "./packed-models.ts";
-import { dequantizeMxfp4, FP4_VALUES } from "../src/loader/quantization.ts";
+import { onlineFp8Reference, scaledPair, type ScaledScheme } from "./packed-models.ts";
+import { dequantizeMxfp4, FP4_VALUES, quantizeFp8Rows } from "../src/loader/quantization.ts";
 import { snapToMxfp4 } from "../src/model/tiny-model.ts";
 
 const ENGINE_MS = 60_000;
@@ -60,6 +60,22 @@ describe("8-bit quantized checkpoints are dequantized as they load", () => {
     }, ENGINE_MS);
   }
 
+  test("--quantization fp8 on an unquantized checkpoint: E4M3 per row as the weights load — the outputs of the FP8-rounded model, also under tensor parallelism", () => {
+    // The fast encoder (quantizeFp8Rows) against dtype.ts's search over all 256 patterns: every magnitude, ties, subnormals, saturation.
+    // amax 448: scale 1, so that the ties below stay ties (1.0625 → 1, 1.1875 → 1.25, 2^-9 · 2.5 → 2^-9 · 2).
+    const x = Float32Array.from({ length: 4096 }, (_, i) => (i % 2 ? -1 : 1) * (i < 64 ? i * 2 ** -10 : i < 128 ? (i - 64) * 2 ** -4 + 2 ** -7 : Math.min(440, Math.exp((i - 3000) / 170))));
+    x[0] = 448; x[1] = -447.5; x[2] = 1.0625; x[3] = 1.1875; x[4] = 5 * 2 ** -10; x[5] = -447.75;
+    const m = quantizeFp8Rows({ name: "w", file: "test", dtype: "F32", shape: [1, 4096], bytes: new Uint8Array(x.buffer) });
+    expect(m.scales[0]).toBe(Math.fround(Math.max(...x.map(Math.abs)) / 448));
+    // (The same values; a negative one that rounds to zero keeps its sign here, as the hardware's conversion does: −0 == 0.)
+    const values = (b: Uint8Array) => Array.from(toFloat32(b, "F8_E4M3"), (v) => v + 0);
+    expect(values(new Uint8Array(m.words.buffer))).toEqual(values(fromFloat32(x.map((v) => Math.fround(v / m.scales[0]!)), "F8_E4M3")));
+    const want = run(onlineFp8Reference(base));
+    expect(run(base, { quantization: "fp8" })).toEqual(want);
+    expect(run(base, { quantization: "fp8", tensorParallelSize: 2 }).map((o) => o.tokens)).toEqual(want.map((o) => o.tokens));
+    expect(run(base).flatMap((o) => o.logprobs)).not.toEqual(want.flatMap((o) => o.logprobs)); // FP8 changed the model
+  }, ENGINE_MS);
+
   test("DeepSeek-V3 in FP8 blocks (MLA's projections reordered and sliced packed, the experts packed): the outputs of W · S, also under tensor parallelism", () => {
     const ds = tinyModel({ arch: "deepseek_v3", seed: 18, vocabSize: 512, numLayers: 3 });
     const { quantized, reference } = scaledPair(ds, { name: "deepseek-fp8", dtype: "F8_E4M3", layout: { kind: "block", rows: 16, cols: 16 }, scaleSuffix: "_scale_inv", experts: true, config: { quant_method: "fp8", fmt: "e4m3", weight_block_size: [16, 16] } });
@@ -75,7 +91,7 @@ describe("8-bit quantized checkpoints are dequantized as they load", () => {
     const { quantized } = scaledPair(base, SCHEMES[0]!);
     new LLM({ model: quantized, maxModelLen: 32, quantization: "fp8", kvCacheDtype: "auto", ...quiet }).close();
     expect(() => new LLM({ model: quantized, quantization: "awq", ...quiet })).toThrow("--quantization: 'awq', but the checkpoint is quantized with fp8");
-    expect(() => new LLM({ model: base, quantization: "fp8", ...quiet })).toThrow("--quantization: 'fp8', but the checkpoint is not quantized: vbun reads");
+    expect(() => new LLM({ model: base, quantization: "awq", ...quiet })).toThrow("--quantization: 'awq', but the checkpoint is not quantized: vbun reads");
     expect(() => new LLM({ model: base, kvCacheDtype: "fp8", ...quiet })).toThrow("--kv-cache-dtype: 'fp8' is not supported");
   }, ENGINE_MS);
 

@@ -87,8 +87,8 @@ export interface EngineOptions {
   allowRuntimeLoraUpdating?: boolean;
   seed?: number;
   /**
-   * vLLM's --quantization: must name the checkpoint's own method (fp8, compressed-tensors, gptq, awq, mxfp4), which is read
-   * anyway; vbun quantizes nothing itself (vLLM's online fp8 of a bf16 checkpoint is refused).
+   * vLLM's --quantization: the checkpoint's own method (fp8, compressed-tensors, gptq, awq, mxfp4), which is read anyway;
+   * or, on an unquantized checkpoint, fp8: its linear weights quantized to E4M3 as they load (one scale per output row).
    */
   quantization?: string;
   /** vLLM's --kv-cache-dtype: auto (the compute dtype) only; an fp8 KV cache is refused. */

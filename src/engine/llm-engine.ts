@@ -220,11 +220,14 @@ export class LLMEngine {
     const cfg = loadModelConfig(modelDir, opts.hfOverrides);
     const samplingDefaults = loadSamplingDefaults(opts.generationConfig ?? "auto", modelDir, opts.overrideGenerationConfig);
     if (Object.keys(samplingDefaults).length > 0) log(`default sampling parameters from the generation config: ${describeDefaults(samplingDefaults)} (requests that set a field keep theirs; --generation-config vllm ignores the file)`);
+    // vLLM's --quantization fp8 on an unquantized checkpoint: its linear weights quantized to FP8 as they load.
+    let onlineQuantization: "fp8" | null = null;
     if (opts.quantization !== undefined) {
       const method = readQuantization(modelDir)?.method ?? null;
+      if (method === null && opts.quantization === "fp8") onlineQuantization = "fp8";
       // vLLM's names for its Marlin kernels over the same checkpoints are accepted too.
-      if (opts.quantization !== method && !(method && opts.quantization === `${method}_marlin` && (method === "gptq" || method === "awq")))
-        throw new EngineConfigError("--quantization", `'${opts.quantization}', but the checkpoint is ${method ? `quantized with ${method}` : "not quantized"}: vbun reads a quantized checkpoint's own method (fp8, compressed-tensors, gptq, awq, mxfp4) without the flag and quantizes nothing itself`);
+      else if (opts.quantization !== method && !(method && opts.quantization === `${method}_marlin` && (method === "gptq" || method === "awq")))
+        throw new EngineConfigError("--quantization", `'${opts.quantization}', but the checkpoint is ${method ? `quantized with ${method}` : "not quantized"}: vbun reads a quantized checkpoint's own method (fp8, compressed-tensors, gptq, awq, mxfp4) without the flag, and quantizes an unquantized one only to fp8`);
     }
     if (opts.kvCacheDtype !== undefined && opts.kvCacheDtype !== "auto")
       throw new EngineConfigError("--kv-cache-dtype", `'${opts.kvCacheDtype}' is not supported: the KV cache is kept in the compute dtype (auto)`);
@@ -282,15 +285,16 @@ export class LLMEngine {
         }
         try { checkShardable(cfg, tp); } catch (e) { throw new EngineConfigError("--tensor-parallel-size", (e as Error).message); }
         const limits = { maxTokens: maxNumBatchedTokens, maxSeqs: maxNumSeqs, maxBlocksPerSeq: Math.ceil(maxModelLen / blockSize), maxLogitsRows, numKvGroups };
-        tpGroup = new TensorParallelGroup(cfg, modelDir, tp, maxModelLen, limits, cuda ? { kind: "cuda", leader: cuda, provider } : { kind: "cpu" }, pooler !== null, opts.hfOverrides ?? {}, loraSlots);
+        tpGroup = new TensorParallelGroup(cfg, modelDir, tp, maxModelLen, limits, cuda ? { kind: "cuda", leader: cuda, provider } : { kind: "cpu" }, pooler !== null, opts.hfOverrides ?? {}, loraSlots, onlineQuantization);
         model = tpGroup.model;
         if (!cuda) backend.close?.(); // the CPU ranks bring their own single-threaded backends
         log(`tensor parallel: ${tp} ${cuda ? "GPU ranks over NCCL" : "CPU ranks"} (rank 0 here, ${tp - 1} workers), ${model.localDims.numHeads} query / ${model.localDims.numKvHeads} KV heads and ${model.localDims.intermediate} MLP rows per rank`);
       } else {
         model = new CausalLM<Tensor>(cfg, backend, maxModelLen, null, { pooling: pooler !== null });
-        model.load(new Checkpoint(modelDir));
+        model.load(new Checkpoint(modelDir, { onlineQuantization }));
         if (loraSlots) model.enableLora(loraSlots.slots, loraSlots.maxRank, loraSlots.coverage);
       }
+      if (onlineQuantization) log("--quantization fp8: linear weights (projections, experts) quantized to FP8 (E4M3) as they load, one scale per output row (vLLM's one per tensor is coarser); embeddings, the LM head and norms keep the checkpoint's dtype");
       const packed = cuda?.packedWeights;
       if (packed && packed.count > 0) {
         const size = (b: number) => (b >= 2 ** 30 ? `${(b / 2 ** 30).toFixed(2)} GiB` : `${(b / 2 ** 20).toFixed(1)} MiB`);

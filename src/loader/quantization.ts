@@ -161,6 +161,46 @@ export function scaledMatrix(w: TensorView, s: TensorView, blockSize: [number, n
   };
 }
 
+const F32 = new Float32Array(1), F32_BITS = new Uint32Array(F32.buffer);
+
+/**
+ * The E4M3 byte nearest |x| (ties to the even pattern), saturating at 448 (x a finite f32, x ≥ 0): from x's f32 bits,
+ * a 3-bit mantissa rounded half to even — normal values by adding the rounding bias below bit 20, subnormals (under
+ * 2^-6) as multiples of 2^-9.
+ */
+function e4m3Magnitude(x: number): number {
+  if (x < 2 ** -6) {
+    const m = x / 2 ** -9, r = Math.round(m);
+    return r - m === 0.5 && r % 2 === 1 ? r - 1 : r; // Math.round rounds halves up: back to even
+  }
+  F32[0] = x;
+  const bits = F32_BITS[0]!, rounded = (bits + 0x7ffff + ((bits >>> 20) & 1)) >>> 20;
+  const code = rounded - ((127 - 7) << 3);
+  return code > 0x7e ? 0x7e : code;
+}
+
+/**
+ * vLLM's `--quantization fp8` on an unquantized checkpoint: a linear weight [out, in] (any float dtype) as E4M3 with
+ * one scale per row (amax / 448; vLLM takes one per tensor — per row loses less), packed (src/loader/packed-matrix.ts):
+ * one byte a weight on the GPU. Rows whose values are all zero get scale 1.
+ */
+export function quantizeFp8Rows(t: TensorView): PackedMatrix {
+  const [rows, cols] = t.shape as [number, number], x = toFloat32(t.bytes, t.dtype);
+  if (t.shape.length !== 2 || cols % 4 !== 0) throw new Error(`${t.file}: '${t.name}' [${t.shape}]: FP8 rows need a multiple of 4 columns`);
+  const words = new Uint32Array((rows * cols) / 4), bytes = new Uint8Array(words.buffer), scales = new Float32Array(rows);
+  for (let r = 0; r < rows; r++) {
+    let amax = 0;
+    for (let i = r * cols; i < (r + 1) * cols; i++) amax = Math.max(amax, Math.abs(x[i]!));
+    const scale = amax > 0 ? Math.fround(amax / 448) : 1;
+    scales[r] = scale;
+    for (let i = r * cols; i < (r + 1) * cols; i++) {
+      const v = Math.fround(x[i]! / scale);
+      bytes[i] = (v < 0 ? 0x80 : 0) | e4m3Magnitude(Math.abs(v));
+    }
+  }
+  return { packed: true, name: `${t.name} (FP8)`, file: t.file, bits: 8, code: "e4m3", shape: [rows, cols], words, numGroups: 1, scales, zeros: new Float32Array(rows), groupOf: null, groupSize: cols };
+}
+
 /** The 16 values of an FP4 (E2M1) nibble: sign bit 3, then 0, 0.5, 1, 1.5, 2, 3, 4, 6. */
 export const FP4_VALUES = Float32Array.from({ length: 16 }, (_, n) => (n & 8 ? -1 : 1) * [0, 0.5, 1, 1.5, 2, 3, 4, 6][n & 7]!);
 

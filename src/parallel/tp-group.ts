@@ -55,6 +55,8 @@ export interface TpWorkerInit {
   hfOverrides: Record<string, unknown>;
   /** LoRA's model slots (CausalLM.enableLora), filled by CMD_LORA_SLOT; null without LoRA. */
   lora: LoraSlots | null;
+  /** --quantization fp8 on an unquantized checkpoint (Checkpoint's onlineQuantization). */
+  onlineQuantization: "fp8" | null;
 }
 
 /** The LoRA slots every rank makes: how many, the rank they are padded to (--max-lora-rank), the projections covered. */
@@ -82,7 +84,7 @@ export class TensorParallelGroup {
   /** Resolves once every worker thread has exited (after close()). */
   readonly exited: Promise<void>;
 
-  constructor(cfg: ModelConfig, modelDir: string, size: number, maxModelLen: number, limits: { maxTokens: number; maxSeqs: number; maxBlocksPerSeq: number; maxLogitsRows: number; numKvGroups?: number }, device: TpDevice = { kind: "cpu" }, pooling = false, hfOverrides: Record<string, unknown> = {}, lora: LoraSlots | null = null) {
+  constructor(cfg: ModelConfig, modelDir: string, size: number, maxModelLen: number, limits: { maxTokens: number; maxSeqs: number; maxBlocksPerSeq: number; maxLogitsRows: number; numKvGroups?: number }, device: TpDevice = { kind: "cpu" }, pooling = false, hfOverrides: Record<string, unknown> = {}, lora: LoraSlots | null = null, onlineQuantization: "fp8" | null = null) {
     const onGpu = device.kind === "cuda";
     const vocabPerRank = localDims(cfg, { rank: 0, size }).vocabPerRank;
     const sizes: SharedSizes = {
@@ -122,7 +124,7 @@ export class TensorParallelGroup {
       w.addEventListener("error", (e) => this.control.abort(new Error(`worker for rank ${rank} crashed: ${(e as ErrorEvent).message}`)));
       w.postMessage({
         rank, modelDir, maxModelLen, sizes, buffers, failAt: process.env.VBUN_TP_FAIL_AT ?? null,
-        cuda: onGpu ? { comm: comms[rank]!, ncclData, maxRows: limits.maxLogitsRows } : null, pooling, hfOverrides, lora,
+        cuda: onGpu ? { comm: comms[rank]!, ncclData, maxRows: limits.maxLogitsRows } : null, pooling, hfOverrides, lora, onlineQuantization,
       } satisfies TpWorkerInit);
       this.workers.push(w);
     }
@@ -131,7 +133,7 @@ export class TensorParallelGroup {
       // CPU: one thread per rank (the ranks already use the cores).
       const backend = device.kind === "cuda" ? device.leader : new CpuBackend({ threads: 1 });
       this.model = new CausalLM<Tensor>(cfg, backend as unknown as Backend<Tensor>, maxModelLen, collective, { pooling });
-      this.model.load(new Checkpoint(modelDir));
+      this.model.load(new Checkpoint(modelDir, { onlineQuantization }));
       if (lora) this.model.enableLora(lora.slots, lora.maxRank, lora.coverage);
       // Wait for every worker to start — one whose module fails to load never does, and its error event
       // cannot reach this blocked thread: give up after VBUN_TP_START_TIMEOUT (60 s) — then to load its

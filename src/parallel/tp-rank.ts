@@ -54,7 +54,7 @@ export function runTpRank(init: TpWorkerInit, devices: TpRankDevices | null): vo
       collective = control as unknown as Collective<Tensor>;
     }
     const model = new CausalLM<Tensor>(cfg, backend, init.maxModelLen, collective, { pooling: init.pooling });
-    model.load(new Checkpoint(init.modelDir));
+    model.load(new Checkpoint(init.modelDir, { onlineQuantization: init.onlineQuantization }));
     if (init.lora) model.enableLora(init.lora.slots, init.lora.maxRank, init.lora.coverage);
     const v = inputViews(init.buffers, init.sizes);
     Atomics.add(ctl, READY, 1);

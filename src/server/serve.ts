@@ -101,7 +101,8 @@ engine:
                                    tokenizer_config.json with its chat template)
   --trust-remote-code              accepted for vllm serve command lines; vbun runs no checkpoint code
   --quantization fp8|compressed-tensors|gptq|awq|mxfp4  the checkpoint's own method (read without it too);
-                                   vbun quantizes nothing itself
+                                   fp8 on an unquantized checkpoint quantizes its linear weights to FP8
+                                   as they load (one scale per row; one byte a weight on GPUs)
   --kv-cache-dtype auto            the KV cache in the compute dtype (fp8 is not supported)
   --chat-template FILE|TEXT        override the model's chat template
 `;
