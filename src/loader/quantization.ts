@@ -161,22 +161,22 @@ export function scaledMatrix(w: TensorView, s: TensorView, blockSize: [number, n
   };
 }
 
-const F32 = new Float32Array(1), F32_BITS = new Uint32Array(F32.buffer);
+/** f32 bit patterns at and above 2^-6, E4M3's smallest normal value. */
+const E4M3_MIN_NORMAL_BITS = 0x3c800000;
 
 /**
- * The E4M3 byte nearest |x| (ties to the even pattern), saturating at 448 (x a finite f32, x ≥ 0): from x's f32 bits,
- * a 3-bit mantissa rounded half to even — normal values by adding the rounding bias below bit 20, subnormals (under
- * 2^-6) as multiples of 2^-9.
+ * The E4M3 byte nearest the f32 `v` whose bits are `bits` (ties to the even pattern), saturating at ±448 (v finite):
+ * normal magnitudes keep a 3-bit mantissa rounded half to even by adding the rounding bias below bit 20; subnormal
+ * ones (under 2^-6) are multiples of 2^-9. A negative value that rounds to zero stays −0, as the hardware's conversion.
  */
-function e4m3Magnitude(x: number): number {
-  if (x < 2 ** -6) {
-    const m = x / 2 ** -9, r = Math.round(m);
-    return r - m === 0.5 && r % 2 === 1 ? r - 1 : r; // Math.round rounds halves up: back to even
+function e4m3Byte(v: number, bits: number): number {
+  const sign = (bits >>> 31) << 7, a = bits & 0x7fffffff;
+  if (a < E4M3_MIN_NORMAL_BITS) {
+    const m = Math.abs(v) * 512, r = Math.round(m);
+    return sign | (r - m === 0.5 && r % 2 === 1 ? r - 1 : r); // Math.round rounds halves up: back to even
   }
-  F32[0] = x;
-  const bits = F32_BITS[0]!, rounded = (bits + 0x7ffff + ((bits >>> 20) & 1)) >>> 20;
-  const code = rounded - ((127 - 7) << 3);
-  return code > 0x7e ? 0x7e : code;
+  const code = ((a + 0x7ffff + ((a >>> 20) & 1)) >>> 20) - ((127 - 7) << 3);
+  return sign | (code > 0x7e ? 0x7e : code);
 }
 
 /**
@@ -188,15 +188,18 @@ export function quantizeFp8Rows(t: TensorView): PackedMatrix {
   const [rows, cols] = t.shape as [number, number], x = toFloat32(t.bytes, t.dtype);
   if (t.shape.length !== 2 || cols % 4 !== 0) throw new Error(`${t.file}: '${t.name}' [${t.shape}]: FP8 rows need a multiple of 4 columns`);
   const words = new Uint32Array((rows * cols) / 4), bytes = new Uint8Array(words.buffer), scales = new Float32Array(rows);
+  const row = new Float32Array(cols), rowBits = new Uint32Array(row.buffer);
   for (let r = 0; r < rows; r++) {
     let amax = 0;
-    for (let i = r * cols; i < (r + 1) * cols; i++) amax = Math.max(amax, Math.abs(x[i]!));
+    for (let i = r * cols; i < (r + 1) * cols; i++) {
+      const v = x[i]!, m = v < 0 ? -v : v;
+      if (m > amax) amax = m;
+    }
     const scale = amax > 0 ? Math.fround(amax / 448) : 1;
     scales[r] = scale;
-    for (let i = r * cols; i < (r + 1) * cols; i++) {
-      const v = Math.fround(x[i]! / scale);
-      bytes[i] = (v < 0 ? 0x80 : 0) | e4m3Magnitude(Math.abs(v));
-    }
+    // x / scale rounded to f32 as it is stored, then encoded from its bits.
+    for (let i = 0; i < cols; i++) row[i] = x[r * cols + i]! / scale;
+    for (let i = 0; i < cols; i++) bytes[r * cols + i] = e4m3Byte(row[i]!, rowBits[i]!);
   }
   return { packed: true, name: `${t.name} (FP8)`, file: t.file, bits: 8, code: "e4m3", shape: [rows, cols], words, numGroups: 1, scales, zeros: new Float32Array(rows), groupOf: null, groupSize: cols };
 }
