@@ -7,6 +7,16 @@ typedef __nv_bfloat16 bf16;
 __device__ __forceinline__ float to_f(bf16 x) { return __bfloat162float(x); }
 __device__ __forceinline__ bf16 to_bf(float x) { return __float2bfloat16_rn(x); }
 
+// The 8 bf16 of a 16-byte chunk as f32 (the GEMV kernels' loads).
+__device__ __forceinline__ void unpack8(const uint4 u, float (&v)[8]) {
+  const unsigned w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    v[2 * i] = __uint_as_float(w[i] << 16);
+    v[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+  }
+}
+
 struct SumOp { __device__ float operator()(float a, float b) const { return a + b; } static constexpr float identity = 0.f; };
 struct MaxOp { __device__ float operator()(float a, float b) const { return fmaxf(a, b); } static constexpr float identity = -INFINITY; };
 

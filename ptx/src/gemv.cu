@@ -20,15 +20,6 @@
 #define MAX_ROWS 8
 #define MAX_ROWS_SILU 2
 
-__device__ __forceinline__ void unpack8(const uint4 u, float (&v)[8]) {
-  const unsigned w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-  for (int i = 0; i < 4; i++) {
-    v[2 * i] = __uint_as_float(w[i] << 16);
-    v[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
-  }
-}
-
 // The 8 inputs of chunk c of row r: plain, or silu(gate) · up rounded as silu_mul_bf16 rounds.
 template <bool ACT>
 __device__ __forceinline__ void load_input(const bf16* __restrict__ x, int r, int c, int in, float (&v)[8]) {

@@ -21,15 +21,6 @@
 #define UNROLL 4
 #define MAX_ROWS 8
 
-__device__ __forceinline__ void unpack8_bf16(const uint4 u, float (&v)[8]) {
-  const unsigned w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-  for (int i = 0; i < 4; i++) {
-    v[2 * i] = __uint_as_float(w[i] << 16);
-    v[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
-  }
-}
-
 template <int BITS, bool FP8>
 __device__ __forceinline__ void gemv_packed(const bf16* __restrict__ x, const unsigned* __restrict__ words, const float* __restrict__ scales,
                                          const float* __restrict__ zeros, const int* __restrict__ group_of, bf16* __restrict__ y, int n, int in,
@@ -71,7 +62,7 @@ __device__ __forceinline__ void gemv_packed(const bf16* __restrict__ x, const un
 #pragma unroll
               for (int k = 0; k < CHUNK / 8; k++) {
                 float xf[8];
-                unpack8_bf16(*reinterpret_cast<const uint4*>(x + (size_t)r * in + i0 + 8 * k), xf);
+                unpack8(*reinterpret_cast<const uint4*>(x + (size_t)r * in + i0 + 8 * k), xf);
 #pragma unroll
                 for (int i = 0; i < 8; i++) {
                   dot = fmaf(q[8 * k + i], xf[i], dot);
@@ -94,7 +85,7 @@ __device__ __forceinline__ void gemv_packed(const bf16* __restrict__ x, const un
 #pragma unroll
               for (int k = 0; k < CHUNK / 8; k++) {
                 float xf[8];
-                unpack8_bf16(*reinterpret_cast<const uint4*>(x + (size_t)r * in + i0 + 8 * k), xf);
+                unpack8(*reinterpret_cast<const uint4*>(x + (size_t)r * in + i0 + 8 * k), xf);
 #pragma unroll
                 for (int i = 0; i < 8; i++) s = fmaf(q[8 * k + i], xf[i], s);
               }
