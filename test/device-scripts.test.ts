@@ -91,11 +91,13 @@ describe.skipIf(!!why)("device-only scripts, through vbun's FFI layer on a simul
     expect(kernels.filter((k) => k.startsWith("gemm ")).length).toBe(5);
   }, 130_000);
 
-  for (const [method, kernel] of [["gptq", "gemv_int4_bf16"], ["fp8", "gemv_fp8_bf16"]] as const) {
-    test(`scripts/make-quantized-model --method ${method}, then scripts/bench on it: the projections run packed (${kernel} at batch 2; only the LM head on cuBLAS)`, () => {
-      const dir = join(mkdtempSync(join(tmpdir(), "vbun-quantized-")), method);
-      runScript(["scripts/make-quantized-model", tinyModel(MODEL), dir, "--method", method, "--group-size", "32"], 60_000, true);
-      const r = runScript(["scripts/bench", "--model", dir, "--device", "cuda", "--only", "decode,profile", "--batches", "1", "--decode-steps", "2", "--profile-batch", "2"], 120_000) as {
+  // GPTQ and FP8 copies (scripts/make-quantized-model), and the bf16 model with --quantization fp8 (online).
+  for (const [method, kernel] of [["gptq", "gemv_int4_bf16"], ["fp8", "gemv_fp8_bf16"], ["online-fp8", "gemv_fp8_bf16"]] as const) {
+    test(`${method === "online-fp8" ? "scripts/bench --quantization fp8" : `scripts/make-quantized-model --method ${method}, then scripts/bench on it`}: the projections run packed (${kernel} at batch 2; only the LM head on cuBLAS)`, () => {
+      const dir = method === "online-fp8" ? tinyModel(MODEL) : join(mkdtempSync(join(tmpdir(), "vbun-quantized-")), method);
+      if (method !== "online-fp8") runScript(["scripts/make-quantized-model", tinyModel(MODEL), dir, "--method", method, "--group-size", "32"], 60_000, true);
+      const online = method === "online-fp8" ? ["--quantization", "fp8"] : [];
+      const r = runScript(["scripts/bench", "--model", dir, "--device", "cuda", ...online, "--only", "decode,profile", "--batches", "1", "--decode-steps", "2", "--profile-batch", "2"], 120_000) as {
         decode: Record<string, number>; profile: { decode: { kernels: { name: string }[] } };
       };
       expect(Object.keys(r.decode)).toEqual(["batch_1_ms_per_step"]);
