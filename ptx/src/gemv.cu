@@ -2,10 +2,9 @@
 // and out, f32 sums — a GEMV that reads each weight once for all n rows. An alternative to cuBLAS for
 // these shapes, chosen with VBUN_GEMV (the CUDA backend); whether it is faster is for a device to tell.
 //
-// One warp per output feature o; the 8 warps of a block take 8 consecutive features. A warp's 32 lanes
-// stride over w's row in 16-byte chunks (8 bf16), UNROLL chunks in flight per lane before any is used
-// (a row of 1,024 is exactly one round), and multiply each chunk into the n rows of x, which every warp
-// reads (a few KiB: L1/L2 hits). Lane partial sums meet with 5 xor shuffles per row.
+// One warp per output feature o (warp_gemv.cuh): the 8 warps of a block take 8 consecutive features; a warp's
+// lanes stride over w's row in 16-byte chunks (8 bf16), 4 in flight per lane (a row of 1,024 is exactly one
+// round), and multiply each chunk into the n rows of x, which every warp reads (a few KiB: L1/L2 hits).
 //
 // gemv_silu_mul_bf16 fuses SiLU-and-mul into the MLP's down projection, for n ≤ 2: x is the [n, 2·in]
 // gate/up output and each input element is bf16(bf16(silu(g)) · u), exactly what silu_mul_bf16 would have
@@ -13,10 +12,8 @@
 //
 // Grid ceil(out / 8) blocks of 256 threads. Requires in % 8 == 0 (16-byte chunks; rows are then 16-byte
 // aligned, as the backend's allocations are).
-#include "common.cuh"
+#include "warp_gemv.cuh"
 
-#define WARPS 8
-#define UNROLL 4
 #define MAX_ROWS 8
 #define MAX_ROWS_SILU 2
 
@@ -38,51 +35,23 @@ __device__ __forceinline__ void load_input(const bf16* __restrict__ x, int r, in
 template <bool ACT>
 __device__ __forceinline__ void gemv(const bf16* __restrict__ x, const bf16* __restrict__ w, bf16* __restrict__ y, int n, int in, int out) {
   constexpr int R = ACT ? MAX_ROWS_SILU : MAX_ROWS;
-  const int lane = threadIdx.x & 31;
-  const int o = blockIdx.x * WARPS + (threadIdx.x >> 5);
-  if (o >= out) return;  // whole warps leave together: the shuffles below stay converged
-  const int chunks = in >> 3;
-  const uint4* wrow = reinterpret_cast<const uint4*>(w + (size_t)o * in);
-  float acc[R];
+  const int o = gemv_feature();
+  if (o >= out) return;  // whole warps leave together
+  warp_gemv<R>(reinterpret_cast<const uint4*>(w + (size_t)o * in), in >> 3, y, n, out, o, [&](float (&acc)[R], const uint4 wv, int c) {
+    float wf[8];
+    unpack8(wv, wf);
 #pragma unroll
-  for (int r = 0; r < R; r++) acc[r] = 0.f;
-  for (int base = lane; base < chunks; base += 32 * UNROLL) {
-    uint4 wv[UNROLL];
+    for (int r = 0; r < R; r++) {
+      if (r < n) {
+        float xf[8];
+        load_input<ACT>(x, r, c, in, xf);
+        float s = acc[r];
 #pragma unroll
-    for (int u = 0; u < UNROLL; u++) {
-      const int c = base + u * 32;
-      wv[u] = c < chunks ? wrow[c] : make_uint4(0, 0, 0, 0);
-    }
-    // Fully unrolled with guards (no break), so wv and acc stay in registers.
-#pragma unroll
-    for (int u = 0; u < UNROLL; u++) {
-      const int c = base + u * 32;
-      if (c < chunks) {
-        float wf[8];
-        unpack8(wv[u], wf);
-#pragma unroll
-        for (int r = 0; r < R; r++) {
-          if (r < n) {
-            float xf[8];
-            load_input<ACT>(x, r, c, in, xf);
-            float s = acc[r];
-#pragma unroll
-            for (int i = 0; i < 8; i++) s = fmaf(wf[i], xf[i], s);
-            acc[r] = s;
-          }
-        }
+        for (int i = 0; i < 8; i++) s = fmaf(wf[i], xf[i], s);
+        acc[r] = s;
       }
     }
-  }
-#pragma unroll
-  for (int r = 0; r < R; r++) {
-    if (r < n) {
-      float s = acc[r];
-#pragma unroll
-      for (int m = 16; m > 0; m >>= 1) s += __shfl_xor_sync(0xffffffffu, s, m);
-      if (lane == 0) y[(size_t)r * out + o] = to_bf(s);
-    }
-  }
+  });
 }
 
 extern "C" __global__ void __launch_bounds__(256) gemv_bf16(const bf16* __restrict__ x, const bf16* __restrict__ w, bf16* __restrict__ y, int n, int in, int out) {

@@ -6,19 +6,17 @@
 //
 // gemv_{int4,int8,fp8}_bf16: y[r, o] = Σ_i x[r, i] · W[o, i] for r < n ≤ 8 (decode at small batches), bf16 in and out,
 // f32 sums, each packed weight read once for all rows — 4 or 8 bytes of weights per 8 inputs where a bf16 GEMV reads 16.
-// One warp per output feature, 8 features a block (as gemv.cu); a lane's 16-byte chunk is 4 words (32 inputs at 4 bits,
-// 16 at 8), UNROLL chunks in flight per lane. With groups by position (group_size % chunk inputs == 0) a chunk lies
+// One warp per output feature, 8 features a block (warp_gemv.cuh, as gemv.cu); a lane's 16-byte chunk is 4 words (32
+// inputs at 4 bits, 16 at 8), 4 chunks in flight per lane. With groups by position (group_size % chunk inputs == 0) a chunk lies
 // in one group: the sum per row is scale · (Σ q·x − zero · Σ x), two FMAs an input; with group_of each value is
 // dequantized on its own. Requires in % (4 · PER) == 0.
 //
 // dequant_packed_bf16: W as bf16 [out, in], for the larger batches' cuBLAS GEMM (a scratch the backend reuses per layer).
 // Thread per word, grid (out, ⌈words per row / 256⌉); each value is f32 scale · (q − zero) rounded once to bf16, what
 // the CPU backend's dequantization rounds to bf16.
-#include "common.cuh"
+#include "warp_gemv.cuh"
 #include "packed.cuh"
 
-#define WARPS 8
-#define UNROLL 4
 #define MAX_ROWS 8
 
 template <int BITS, bool FP8>
@@ -26,85 +24,59 @@ __device__ __forceinline__ void gemv_packed(const bf16* __restrict__ x, const un
                                          const float* __restrict__ zeros, const int* __restrict__ group_of, bf16* __restrict__ y, int n, int in,
                                          int out, int num_groups, int group_size) {
   constexpr int PER = 32 / BITS, CHUNK = 4 * PER;
-  const int lane = threadIdx.x & 31;
-  const int o = blockIdx.x * WARPS + (threadIdx.x >> 5);
-  if (o >= out) return;  // whole warps leave together: the shuffles below stay converged
-  const int chunks = in / CHUNK;
-  const uint4* wrow = reinterpret_cast<const uint4*>(words + (size_t)o * (in / PER));
+  const int o = gemv_feature();
+  if (o >= out) return;  // whole warps leave together
   const float* srow = scales + (size_t)o * num_groups;
   const float* zrow = zeros ? zeros + (size_t)o * num_groups : nullptr;
-  float acc[MAX_ROWS];
+  const uint4* wrow = reinterpret_cast<const uint4*>(words + (size_t)o * (in / PER));
+  warp_gemv<MAX_ROWS>(wrow, in / CHUNK, y, n, out, o, [&](float (&acc)[MAX_ROWS], const uint4 wv, int c) {
+    const unsigned wd[4] = {wv.x, wv.y, wv.z, wv.w};
+    const int i0 = c * CHUNK;
+    float q[CHUNK];
 #pragma unroll
-  for (int r = 0; r < MAX_ROWS; r++) acc[r] = 0.f;
-  for (int base = lane; base < chunks; base += 32 * UNROLL) {
-    uint4 wv[UNROLL];
+    for (int j = 0; j < CHUNK; j++) q[j] = word_value<BITS, FP8>(wd[j / PER], j % PER);
+    if (group_of == nullptr) {
+      const int g = i0 / group_size;
+      const float s = srow[g], z = zrow ? zrow[g] : 0.f;
 #pragma unroll
-    for (int u = 0; u < UNROLL; u++) {
-      const int c = base + u * 32;
-      wv[u] = c < chunks ? wrow[c] : make_uint4(0, 0, 0, 0);
-    }
+      for (int r = 0; r < MAX_ROWS; r++) {
+        if (r < n) {
+          float dot = 0.f, sum = 0.f;
 #pragma unroll
-    for (int u = 0; u < UNROLL; u++) {
-      const int c = base + u * 32;
-      if (c < chunks) {
-        const unsigned wd[4] = {wv[u].x, wv[u].y, wv[u].z, wv[u].w};
-        const int i0 = c * CHUNK;
-        float q[CHUNK];
+          for (int k = 0; k < CHUNK / 8; k++) {
+            float xf[8];
+            unpack8(*reinterpret_cast<const uint4*>(x + (size_t)r * in + i0 + 8 * k), xf);
 #pragma unroll
-        for (int j = 0; j < CHUNK; j++) q[j] = word_value<BITS, FP8>(wd[j / PER], j % PER);
-        if (group_of == nullptr) {
-          const int g = i0 / group_size;
-          const float s = srow[g], z = zrow ? zrow[g] : 0.f;
-#pragma unroll
-          for (int r = 0; r < MAX_ROWS; r++) {
-            if (r < n) {
-              float dot = 0.f, sum = 0.f;
-#pragma unroll
-              for (int k = 0; k < CHUNK / 8; k++) {
-                float xf[8];
-                unpack8(*reinterpret_cast<const uint4*>(x + (size_t)r * in + i0 + 8 * k), xf);
-#pragma unroll
-                for (int i = 0; i < 8; i++) {
-                  dot = fmaf(q[8 * k + i], xf[i], dot);
-                  sum += xf[i];
-                }
-              }
-              acc[r] = fmaf(s, fmaf(-z, sum, dot), acc[r]);
+            for (int i = 0; i < 8; i++) {
+              dot = fmaf(q[8 * k + i], xf[i], dot);
+              sum += xf[i];
             }
           }
-        } else {
+          acc[r] = fmaf(s, fmaf(-z, sum, dot), acc[r]);
+        }
+      }
+    } else {
 #pragma unroll
-          for (int j = 0; j < CHUNK; j++) {
-            const int g = group_of[i0 + j];
-            q[j] = srow[g] * (q[j] - (zrow ? zrow[g] : 0.f));
+      for (int j = 0; j < CHUNK; j++) {
+        const int g = group_of[i0 + j];
+        q[j] = srow[g] * (q[j] - (zrow ? zrow[g] : 0.f));
+      }
+#pragma unroll
+      for (int r = 0; r < MAX_ROWS; r++) {
+        if (r < n) {
+          float s = acc[r];
+#pragma unroll
+          for (int k = 0; k < CHUNK / 8; k++) {
+            float xf[8];
+            unpack8(*reinterpret_cast<const uint4*>(x + (size_t)r * in + i0 + 8 * k), xf);
+#pragma unroll
+            for (int i = 0; i < 8; i++) s = fmaf(q[8 * k + i], xf[i], s);
           }
-#pragma unroll
-          for (int r = 0; r < MAX_ROWS; r++) {
-            if (r < n) {
-              float s = acc[r];
-#pragma unroll
-              for (int k = 0; k < CHUNK / 8; k++) {
-                float xf[8];
-                unpack8(*reinterpret_cast<const uint4*>(x + (size_t)r * in + i0 + 8 * k), xf);
-#pragma unroll
-                for (int i = 0; i < 8; i++) s = fmaf(q[8 * k + i], xf[i], s);
-              }
-              acc[r] = s;
-            }
-          }
+          acc[r] = s;
         }
       }
     }
-  }
-#pragma unroll
-  for (int r = 0; r < MAX_ROWS; r++) {
-    if (r < n) {
-      float s = acc[r];
-#pragma unroll
-      for (int m = 16; m > 0; m >>= 1) s += __shfl_xor_sync(0xffffffffu, s, m);
-      if (lane == 0) y[(size_t)r * out + o] = to_bf(s);
-    }
-  }
+  });
 }
 
 // The 8-bit kernels say 2 blocks an SM: without it ptxas capped them at 64 registers and spilled.
