@@ -114,36 +114,52 @@ function shuffled(n: number, rng: SeededRandom | null): number[] {
   return order;
 }
 
+/** What derivedPair makes of one weight [out, in]: the tensors that store it quantized, and the float32 weight they stand for. */
+type Quantized = { tensors: TensorToWrite[]; product: Float32Array };
+
 /**
- * `base` quantized by `s`, and the same model with the dequantized products as float32 weights. */
-export function quantizedPair(base: string, s: Scheme): { quantized: string; reference: string } {
-  const dir = tempDir(`packed-${s.format}-${s.bits}`), quantized = join(dir, "q"), reference = join(dir, "ref");
-  for (const d of [quantized, reference]) cpSync(base, d, { recursive: true });
-  const st = SafetensorsFile.open(join(base, "model.safetensors")), rng = new SeededRandom(5);
-  const q: TensorToWrite[] = [], ref: TensorToWrite[] = [], orders = new Map<string, number[]>();
+ * Two copies of `base` in a new temporary directory: `reference`, whose projections (and, with `experts`, experts) are
+ * replaced by what `convert` says they quantize to, as float32; and, unless `quantized` is null, the quantized model
+ * itself — those weights stored as `convert`'s tensors, and `quantized.config` as its quantization config (in
+ * config.json, or in a file of its own).
+ */
+function derivedPair(base: string, dirName: string, experts: boolean, convert: (name: string, w: Float32Array, out: number, inputs: number) => Quantized,
+  quantized: { config: Record<string, unknown>; file?: string } | null): { quantized: string; reference: string } {
+  const dir = tempDir(dirName), qDir = join(dir, "q"), reference = join(dir, "ref");
+  for (const d of quantized ? [qDir, reference] : [reference]) cpSync(base, d, { recursive: true });
+  const st = SafetensorsFile.open(join(base, "model.safetensors"));
+  const q: TensorToWrite[] = [], ref: TensorToWrite[] = [];
   for (const name of st.names()) {
     const t = st.tensor(name), copy = { name, dtype: t.dtype, shape: [...t.shape], bytes: Uint8Array.from(t.bytes) };
-    if (!PROJECTION.test(name) && !(s.experts && EXPERT.test(name))) { q.push(copy); ref.push(copy); continue; }
+    if (!PROJECTION.test(name) && !(experts && EXPERT.test(name))) { q.push(copy); ref.push(copy); continue; }
     const [out, inputs] = t.shape as [number, number];
+    const { tensors, product } = convert(name, toFloat32(t.bytes, t.dtype), out, inputs);
+    q.push(...tensors);
+    ref.push({ name, dtype: "F32", shape: [out, inputs], bytes: fromFloat32(product, "F32") });
+  }
+  for (const [d, tensors] of quantized ? [[qDir, q], [reference, ref]] as const : [[reference, ref]] as const) {
+    rmSync(join(d, "model.safetensors"));
+    writeSafetensors(join(d, "model.safetensors"), tensors);
+  }
+  if (quantized?.file) writeFileSync(join(qDir, quantized.file), JSON.stringify(quantized.config));
+  else if (quantized) {
+    const cfg = JSON.parse(readFileSync(join(qDir, "config.json"), "utf8"));
+    writeFileSync(join(qDir, "config.json"), JSON.stringify({ ...cfg, quantization_config: quantized.config }));
+  }
+  return { quantized: quantized ? qDir : base, reference };
+}
+
+/** `base` quantized by `s`, and the same model with the dequantized products as float32 weights. */
+export function quantizedPair(base: string, s: Scheme): { quantized: string; reference: string } {
+  const rng = new SeededRandom(5), orders = new Map<string, number[]>();
+  return derivedPair(base, `packed-${s.format}-${s.bits}`, s.experts ?? false, (name, w, out, inputs) => {
     // desc_act's order comes from the layer's inputs, so projections of the same input share it (GPTQ's q, k and v; gate
     // and up), unless `s.orderPerProjection`.
     const input = s.orderPerProjection ? name : name.replace(/self_attn\.[qkv]_proj/, "qkv").replace(/mlp\.(gate|up)_proj/, "gate_up");
     const order = orders.get(input) ?? shuffled(inputs, s.actOrder ? rng : null);
     orders.set(input, order);
-    const { tensors, product } = quantize(s, name, toFloat32(t.bytes, t.dtype), out, inputs, order);
-    q.push(...tensors);
-    ref.push({ name, dtype: "F32", shape: [out, inputs], bytes: fromFloat32(product, "F32") });
-  }
-  for (const [d, tensors] of [[quantized, q], [reference, ref]] as const) {
-    rmSync(join(d, "model.safetensors"));
-    writeSafetensors(join(d, "model.safetensors"), tensors);
-  }
-  if (s.configFile) writeFileSync(join(quantized, s.configFile), JSON.stringify(s.config));
-  else {
-    const cfg = JSON.parse(readFileSync(join(quantized, "config.json"), "utf8"));
-    writeFileSync(join(quantized, "config.json"), JSON.stringify({ ...cfg, quantization_config: s.config }));
-  }
-  return { quantized, reference };
+    return quantize(s, name, w, out, inputs, order);
+  }, { config: s.config, file: s.configFile });
 }
 
 /**
@@ -162,10 +178,8 @@ export function randomPacked(rng: SeededRandom, bits: 2 | 4 | 8, out: number, in
   const zeros = Float32Array.from({ length: cells }, () => (fp8 ? 0 : rng.int(0, levels - 1)));
   let groupOf: Int32Array | null = null;
   if (actOrder) {
-    const order = Array.from({ length: inputs }, (_, i) => i);
-    for (let i = inputs - 1; i > 0; i--) { const j = rng.int(0, i); [order[i], order[j]] = [order[j]!, order[i]!]; }
     groupOf = new Int32Array(inputs);
-    order.forEach((input, place) => { groupOf![input] = Math.floor(place / group); });
+    shuffled(inputs, rng).forEach((input, place) => { groupOf![input] = Math.floor(place / group); });
   }
   return { packed: true, name: "w", file: "test", bits, code, shape: [out, inputs], words, numGroups, scales, zeros, groupOf, groupSize: group };
 }
@@ -192,15 +206,8 @@ function scaleIndex(layout: Layout, r: number, c: number, cols: number): number 
  * model whose projection weights are those values times their scales in float32: what loading must give.
  */
 export function scaledPair(base: string, scheme: ScaledScheme): { quantized: string; reference: string } {
-  const dir = tempDir(`quantized-${scheme.name}`), quantized = join(dir, "q"), reference = join(dir, "ref");
-  for (const d of [quantized, reference]) cpSync(base, d, { recursive: true });
-  const st = SafetensorsFile.open(join(base, "model.safetensors"));
-  const q: TensorToWrite[] = [], ref: TensorToWrite[] = [];
-  const max = scheme.dtype === "I8" ? I8_MAX : FP8_MAX;
-  for (const name of st.names()) {
-    const t = st.tensor(name), copy = { name, dtype: t.dtype, shape: [...t.shape], bytes: Uint8Array.from(t.bytes) };
-    if (!PROJECTION.test(name) && !(scheme.experts && EXPERT.test(name))) { q.push(copy); ref.push(copy); continue; }
-    const w = toFloat32(t.bytes, t.dtype), [rows, cols] = t.shape as [number, number], L = scheme.layout;
+  const max = scheme.dtype === "I8" ? I8_MAX : FP8_MAX, L = scheme.layout;
+  return derivedPair(base, `quantized-${scheme.name}`, scheme.experts ?? false, (name, w, rows, cols) => {
     // One value is a 0-dimensional tensor, as PyTorch saves a scalar.
     const scaleShape = L.kind === "tensor" ? [] : L.kind === "row" ? [rows, 1] : [Math.ceil(rows / L.rows), Math.ceil(cols / L.cols)];
     const amax = new Float32Array(scaleShape.reduce((a, b) => a * b, 1));
@@ -209,18 +216,10 @@ export function scaledPair(base: string, scheme: ScaledScheme): { quantized: str
     const scaled = w.map((x, i) => x / scale[scaleIndex(L, Math.floor(i / cols), i % cols, cols)]!);
     const bytes = fromFloat32(scaled, scheme.dtype);
     const values = toFloat32(bytes, scheme.dtype);
-    q.push({ name, dtype: scheme.dtype, shape: [rows, cols], bytes }, { name: name + scheme.scaleSuffix, dtype: "F32", shape: scaleShape, bytes: fromFloat32(scale, "F32") });
-    if (scheme.scaleSuffix === "_scale") q.push({ name: name.replace(/weight$/, "input_scale"), dtype: "F32", shape: [1], bytes: fromFloat32(Float32Array.of(1), "F32") });
-    const product = values.map((v, i) => v * scale[scaleIndex(L, Math.floor(i / cols), i % cols, cols)]!);
-    ref.push({ name, dtype: "F32", shape: [rows, cols], bytes: fromFloat32(product, "F32") });
-  }
-  for (const [d, tensors] of [[quantized, q], [reference, ref]] as const) {
-    rmSync(join(d, "model.safetensors"));
-    writeSafetensors(join(d, "model.safetensors"), tensors);
-  }
-  const cfg = JSON.parse(readFileSync(join(quantized, "config.json"), "utf8"));
-  writeFileSync(join(quantized, "config.json"), JSON.stringify({ ...cfg, quantization_config: scheme.config }));
-  return { quantized, reference };
+    const tensors: TensorToWrite[] = [{ name, dtype: scheme.dtype, shape: [rows, cols], bytes }, { name: name + scheme.scaleSuffix, dtype: "F32", shape: scaleShape, bytes: fromFloat32(scale, "F32") }];
+    if (scheme.scaleSuffix === "_scale") tensors.push({ name: name.replace(/weight$/, "input_scale"), dtype: "F32", shape: [1], bytes: fromFloat32(Float32Array.of(1), "F32") });
+    return { tensors, product: values.map((v, i) => v * scale[scaleIndex(L, Math.floor(i / cols), i % cols, cols)]!) };
+  }, { config: scheme.config });
 }
 
 /**
@@ -229,22 +228,14 @@ export function scaledPair(base: string, scheme: ScaledScheme): { quantized: str
  * patterns), times the scale — as float32 weights.
  */
 export function onlineFp8Reference(base: string): string {
-  const dir = join(tempDir("online-fp8"), "ref");
-  cpSync(base, dir, { recursive: true });
-  const st = SafetensorsFile.open(join(base, "model.safetensors")), tensors: TensorToWrite[] = [];
-  for (const name of st.names()) {
-    const t = st.tensor(name);
-    if (!PROJECTION.test(name) && !EXPERT.test(name)) { tensors.push({ name, dtype: t.dtype, shape: [...t.shape], bytes: Uint8Array.from(t.bytes) }); continue; }
-    const [rows, cols] = t.shape as [number, number], w = toFloat32(t.bytes, t.dtype), product = new Float32Array(rows * cols);
+  return derivedPair(base, "online-fp8", true, (_name, w, rows, cols) => {
+    const product = new Float32Array(rows * cols);
     for (let r = 0; r < rows; r++) {
       const row = w.subarray(r * cols, (r + 1) * cols), amax = row.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
       const scale = amax > 0 ? Math.fround(amax / 448) : 1;
       const values = toFloat32(fromFloat32(row.map((v) => v / scale), "F8_E4M3"), "F8_E4M3");
       for (let i = 0; i < cols; i++) product[r * cols + i] = values[i]! * scale;
     }
-    tensors.push({ name, dtype: "F32", shape: [rows, cols], bytes: fromFloat32(product, "F32") });
-  }
-  rmSync(join(dir, "model.safetensors"));
-  writeSafetensors(join(dir, "model.safetensors"), tensors);
-  return dir;
+    return { tensors: [], product };
+  }, null).reference;
 }
