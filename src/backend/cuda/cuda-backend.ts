@@ -47,6 +47,9 @@ export class CudaTensor implements Tensor {
 const numel = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
 const P = (t: CudaTensor | null) => ({ p: t ? t.ptr : null });
 const I = (i: number) => ({ i });
+/** A packed weight's words, scales and zeros (null: all 0) as launch arguments, and whether its values are E4M3. */
+const packedArgs = (q: PackedOnDevice) => [{ p: q.words }, { p: q.scales }, { p: q.zeros }];
+const isFp8 = (q: PackedOnDevice) => I(q.code === "e4m3" ? 1 : 0);
 const F = (f: number) => ({ f });
 const WORKSPACE_BYTES = 32 * 1024 * 1024;
 const NO_INTS = new Int32Array(0);
@@ -112,8 +115,7 @@ export class CudaBackend implements Backend<CudaTensor> {
    * GEMM): bf16 of the largest packed weight, allocated as they load (before any graph capture).
    */
   private dequantScratch: { ptr: bigint; elems: number } | null = null;
-  /** Packed weights loaded: how many, their device bytes, the bytes they would take as bf16, and the dequantization scratch's. */
-  readonly packedWeights = { count: 0, bytes: 0, bf16Bytes: 0, scratchBytes: 0 };
+  private readonly packedLoaded = { count: 0, bytes: 0, bf16Bytes: 0 };
   /**
    * Attention for steps that are not pure decode: "mma" (tensor-core flash attention, head_dim 64/128) or
    * "simple" (paged_attention_bf16, f32 FMA, any head_dim; VBUN_PREFILL_KERNEL=simple forces it).
@@ -350,7 +352,7 @@ export class CudaBackend implements Backend<CudaTensor> {
   private uploadPacked(m: PackedMatrix, linear: boolean): CudaTensor {
     const upload = (a: Uint32Array | Float32Array | Int32Array) => {
       const p = this.deviceAlloc(a.byteLength);
-      this.packedWeights.bytes += a.byteLength;
+      this.packedLoaded.bytes += a.byteLength;
       this.driver.copyToDevice(p, new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
       return p;
     };
@@ -359,10 +361,9 @@ export class CudaBackend implements Backend<CudaTensor> {
       if (this.graphs.size > 0) throw new Error("loadWeight: decode graphs are already captured (a larger packed weight needs more dequantization scratch)");
       if (this.dequantScratch) this.deviceFree(this.dequantScratch.ptr);
       this.dequantScratch = { ptr: this.deviceAlloc(elems * 2), elems };
-      this.packedWeights.scratchBytes = elems * 2;
     }
-    this.packedWeights.count++;
-    this.packedWeights.bf16Bytes += elems * 2;
+    this.packedLoaded.count++;
+    this.packedLoaded.bf16Bytes += elems * 2;
     const packed: PackedOnDevice = {
       bits: m.bits, code: m.code, words: upload(m.words), scales: upload(m.scales), zeros: m.zeros.some((z) => z !== 0) ? upload(m.zeros) : null, groupOf: m.groupOf ? upload(m.groupOf) : null,
       numGroups: m.numGroups, groupSize: m.groupOf ? 1 : m.groupSize,
@@ -370,13 +371,18 @@ export class CudaBackend implements Backend<CudaTensor> {
     return new CudaTensor(packed.words, m.shape, "bf16", packed);
   }
 
+  /** Packed weights loaded: how many, their device bytes, the bytes they would take as bf16, and the dequantization scratch's. */
+  get packedWeights(): { count: number; bytes: number; bf16Bytes: number; scratchBytes: number } {
+    return { ...this.packedLoaded, scratchBytes: (this.dequantScratch?.elems ?? 0) * 2 };
+  }
+
   /** A packed weight as bf16 [out, in] in the dequantization scratch (valid until the next dequantization). */
   private dequantize(w: CudaTensor): CudaTensor {
     const q = w.packed!, [outF, inF] = w.shape as [number, number];
     if (!this.dequantScratch || this.dequantScratch.elems < outF * inF) throw new Error(`dequantize: packed experts [${w.shape}] are read by moeExperts only`);
-    const scratch = new CudaTensor(this.dequantScratch!.ptr, w.shape, "bf16");
+    const scratch = new CudaTensor(this.dequantScratch.ptr, w.shape, "bf16");
     this.k.launch("dequant_packed_bf16", [outF, Math.ceil(inF / valuesPerWord(q) / 256)], 256,
-      [{ p: q.words }, { p: q.scales }, { p: q.zeros }, { p: q.groupOf }, P(scratch), I(inF), I(q.numGroups), I(q.groupSize), I(q.bits), I(q.code === "e4m3" ? 1 : 0)]);
+      [...packedArgs(q), { p: q.groupOf }, P(scratch), I(inF), I(q.numGroups), I(q.groupSize), I(q.bits), isFp8(q)]);
     return scratch;
   }
 
@@ -591,7 +597,7 @@ export class CudaBackend implements Backend<CudaTensor> {
       // Packed: the packed GEMV (chunks of 4 words, each in one group) for a few rows; else dequantized, then cuBLAS.
       const chunk = 4 * valuesPerWord(q);
       if (n <= PACKED_GEMV_MAX_ROWS && (q.bits === 4 || q.bits === 8) && out.dtype === "bf16" && inF % chunk === 0 && (q.groupOf !== null || q.numGroups === 1 || q.groupSize % chunk === 0)) {
-        this.k.launch(q.code === "e4m3" ? "gemv_fp8_bf16" : q.bits === 4 ? "gemv_int4_bf16" : "gemv_int8_bf16", [Math.ceil(outF / 8)], 256, [P(x), { p: q.words }, { p: q.scales }, { p: q.zeros }, { p: q.groupOf }, P(out), I(n), I(inF), I(outF), I(q.numGroups), I(q.groupSize)]);
+        this.k.launch(q.code === "e4m3" ? "gemv_fp8_bf16" : q.bits === 4 ? "gemv_int4_bf16" : "gemv_int8_bf16", [Math.ceil(outF / 8)], 256, [P(x), ...packedArgs(q), { p: q.groupOf }, P(out), I(n), I(inF), I(outF), I(q.numGroups), I(q.groupSize)]);
       } else this.gemm(x, this.dequantize(weight), out, n, inF, outF);
     } else if (this.info.smallBatchGemv && n <= GEMV_MAX_ROWS && out.dtype === "bf16" && inF % 8 === 0) {
       this.k.launch("gemv_bf16", [Math.ceil(outF / 8)], 256, [P(x), P(weight), P(out), I(n), I(inF), I(outF)]);
@@ -761,8 +767,8 @@ export class CudaBackend implements Backend<CudaTensor> {
     const q = w.packed;
     if (!q) this.k.launch("moe_gemm_bf16", grid, 128, [P(x), P(w), P(out), P(routing), I(entries), I(numExperts), I(inF), I(outF), I(rowDiv), P(bias)]);
     else {
-      this.k.launch("moe_gemm_packed_bf16", grid, 128, [P(x), { p: q.words }, { p: q.scales }, { p: q.zeros }, P(out), P(routing), I(entries), I(numExperts), I(inF), I(outF), I(rowDiv), P(bias),
-        I(q.numGroups), I(q.groupSize), I(q.bits), I(q.code === "e4m3" ? 1 : 0)]);
+      this.k.launch("moe_gemm_packed_bf16", grid, 128, [P(x), ...packedArgs(q), P(out), P(routing), I(entries), I(numExperts), I(inF), I(outF), I(rowDiv), P(bias),
+        I(q.numGroups), I(q.groupSize), I(q.bits), isFp8(q)]);
     }
   }
 
