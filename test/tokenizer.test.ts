@@ -2,8 +2,9 @@ import { describe, expect, test } from "bun:test";
 import { IncrementalDetokenizer } from "../src/tokenizer/detokenizer.ts";
 import { TextTokenizer } from "../src/tokenizer/tokenizer.ts";
 import { qwen3TokenizerDir } from "../src/model/tiny-model.ts";
-import { existsSync } from "node:fs";
-import { STORIES_DIR } from "./helpers.ts";
+import { copyFileSync, existsSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { STORIES_DIR, tempDir } from "./helpers.ts";
 
 const tok = TextTokenizer.load(qwen3TokenizerDir());
 const TEXTS = [
@@ -112,5 +113,39 @@ describe("Qwen3 chat template", () => {
 
   test("no generation prompt", () => {
     expect(tok.applyChatTemplate([{ role: "user", content: "x" }], { addGenerationPrompt: false })).toBe("<|im_start|>user\nx<|im_end|>\n");
+  });
+});
+
+describe("building a tokenizer once", () => {
+  // A copy of Qwen3's tokenizer files in a fresh folder.
+  const copy = () => {
+    const dir = tempDir("tokenizer");
+    for (const f of ["tokenizer.json", "tokenizer_config.json"]) copyFileSync(join(qwen3TokenizerDir(), f), join(dir, f));
+    return dir;
+  };
+  const inner = (t: TextTokenizer) => (t as unknown as { tok: object }).tok;
+
+  test("the same files (in any folder) share the tokenizer built first; edited ones are built afresh", () => {
+    const a = copy(), b = copy();
+    const first = TextTokenizer.load(a), again = TextTokenizer.load(b);
+    expect(inner(again)).toBe(inner(first));
+    expect(again.encode("Hello world")).toEqual([9707, 1879]);
+
+    // One more special token in tokenizer.json: the next load sees it.
+    const json = JSON.parse(readFileSync(join(b, "tokenizer.json"), "utf8"));
+    json.added_tokens.push({ id: 151669, content: "<|vbun|>", single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+    writeFileSync(join(b, "tokenizer.json"), JSON.stringify(json));
+    const edited = TextTokenizer.load(b);
+    expect(inner(edited)).not.toBe(inner(first));
+    expect(edited.encode("<|vbun|>")).toEqual([151669]);
+    expect(first.encode("<|vbun|>").length).toBeGreaterThan(1);
+    expect(TextTokenizer.load(a).encode("<|vbun|>").length).toBeGreaterThan(1);
+
+    // A different tokenizer_config.json (what the tokenizer is built with too) is another tokenizer.
+    const config = JSON.parse(readFileSync(join(a, "tokenizer_config.json"), "utf8"));
+    writeFileSync(join(a, "tokenizer_config.json"), JSON.stringify({ ...config, eos_token: "<|endoftext|>" }));
+    const otherConfig = TextTokenizer.load(a);
+    expect(otherConfig.eosTokenIds).toEqual([151643]);
+    expect(inner(otherConfig)).not.toBe(inner(TextTokenizer.load(copy())));
   });
 });

@@ -24,6 +24,8 @@ import type { CublasLtLibrary } from "../../src/backend/cuda/cublaslt.ts";
 import { f32ToBf16Bits } from "../../src/loader/dtype.ts";
 
 const BASE = 2 ** 32;
+/** Translated modules by PTX text (SimDevice.loadModule). */
+const TRANSLATED = new Map<string, Map<string, Kernel>>();
 const ALIGN = 256;
 
 /**
@@ -281,8 +283,14 @@ export class SimDevice {
   }
 
   // ---- kernels ----
+  /**
+   * The module's kernels, translated once per PTX text in this thread (the translated code keeps no state between
+   * calls, so every simulated GPU can share it: each engine a test starts opens a fresh one).
+   */
   loadModule(ptx: string): Map<string, Kernel> {
-    return translateModule(ptx);
+    let kernels = TRANSLATED.get(ptx);
+    if (!kernels) TRANSLATED.set(ptx, (kernels = translateModule(ptx)));
+    return kernels;
   }
   registerKernel(k: Kernel): bigint {
     const h = this.handle();

@@ -527,12 +527,13 @@ function translateKernel(name: string, params: KernelParam[], paramBytes: number
     const at = where(ins);
     const vals = new Int32Array(32);
     return (lanes) => {
-      for (let l = 0; l < 32; l++) { const t = lanes[l]; if (t) vals[l] = val(t); }
+      let present = 0;
+      for (let l = 0; l < 32; l++) { const t = lanes[l]; if (t) { vals[l] = val(t); present |= 1 << l; } }
       for (let l = 0; l < 32; l++) {
         const t = lanes[l];
         if (!t) continue;
-        const mask = maskArg(t) >>> 0;
-        for (let k = 0; k < 32; k++) if ((mask >>> k) & 1 && !lanes[k]) throw new Error(`${at}: lane ${k} is named in the mask but has exited or diverged`);
+        const missing = maskArg(t) & ~present;
+        if (missing !== 0) throw new Error(`${at}: lane ${31 - Math.clz32(missing & -missing)} is named in the mask but has exited or diverged`);
         const b = bArg(t) & 31, c = cArg(t);
         const cval = c & 31, seg = (c >>> 8) & 31;
         const maxLane = (l & seg) | (cval & ~seg), minLane = l & seg;
