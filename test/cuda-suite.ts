@@ -18,6 +18,7 @@ import { SamplingParams } from "../src/engine/sampling-params.ts";
 import { writeAdapter } from "./lora-adapters.ts";
 import { LORA_TARGETS } from "../src/lora/lora-adapter.ts";
 import { dequantizeMatrix } from "../src/loader/packed-matrix.ts";
+import { quantizeFp8Rows } from "../src/loader/quantization.ts";
 import { onlineFp8Reference, quantizedPair, randomPacked, scaledPair, type Scheme } from "./packed-models.ts";
 
 export interface CudaSuiteSizes {
@@ -565,6 +566,51 @@ export function defineCudaSuites(target: CudaTarget): void {
         cpu.linear(new CpuTensor(xh, [n, H]), new CpuTensor(stacked, [160, H]), null, cY);
         check(y, cY.data);
       }
+    }, timeoutMs);
+
+    test("online FP8: loadWeight's quantize 'fp8' writes, on the GPU, exactly quantizeFp8Rows' E4M3 bytes and row scales (bf16, f16 and f32 parts, rows staged in chunks)", () => {
+      const cols = Z.hidden;
+      // Rows of zeros, with a NaN (skipped by amax, saturating), of powers of two from 1 down to 2^-29 (E4M3's subnormals
+      // and zero after scaling), of ties between E4M3 values, and random rows of magnitudes from 10^-3 to 10^2.
+      const row = (r: number, i: number) => r % 6 === 0 ? 0 : r % 6 === 1 ? (i === 3 ? NaN : (rng.next() - 0.5) * 6) : r % 6 === 2 ? (i % 2 ? -1 : 1) * 2 ** -(i % 30)
+        : r % 6 === 3 ? (i === 0 ? 448 : (i % 2 ? -1 : 1) * (1 + (2 * (i % 8) + 1) / 16) * 2 ** ((i % 10) - 5)) : (rng.next() - 0.5) * 10 ** ((r % 6) - 3);
+      const values = (rows: number) => Float32Array.from({ length: rows * cols }, (_, k) => row(Math.floor(k / cols), k % cols));
+      const parts = ([[7, "BF16"], [5, "F16"], [9, "F32"]] as const).map(([rows, dtype], j) =>
+        ({ name: `part${j}`, file: "test", dtype, shape: [rows, cols], bytes: fromFloat32(values(rows), dtype) }));
+      const rows = 21, want = parts.map(quantizeFp8Rows);
+      const bytesOf = (w: CudaTensor) => {
+        const words = new Uint8Array(rows * cols), scales = new Float32Array(rows);
+        g.driver.copyToHost(words, w.packed!.words);
+        g.driver.copyToHost(scales, w.packed!.scales);
+        return { words, scales };
+      };
+      const staging = g.fp8StagingBytes;
+      try {
+        // Two f32 rows (four bf16 ones) a chunk, then the whole weight at once.
+        for (const bytes of [2 * 4 * cols, staging]) {
+          g.fp8StagingBytes = bytes;
+          const w = g.loadWeight(parts, [rows, cols], "linear", "fp8");
+          expect(w.packed).toMatchObject({ bits: 8, code: "e4m3", zeros: null, groupOf: null, numGroups: 1, groupSize: cols });
+          const got = bytesOf(w);
+          let r = 0;
+          for (const m of want) {
+            expect([...got.words.subarray(r * cols, (r + m.shape[0]) * cols)]).toEqual([...new Uint8Array(m.words.buffer)]);
+            expect([...got.scales.subarray(r, r + m.shape[0])]).toEqual([...m.scales]);
+            r += m.shape[0];
+          }
+          // And the weight computes: linear() with it matches the CPU backend's own FP8 rounding of the same parts.
+          const n = 3, xh = randn(n * cols), y = out([n, rows]), cY = new CpuTensor(new Float32Array(n * rows), [n, rows]);
+          g.linear(up(xh, [n, cols]), w, null, y);
+          // (check() also finds no NaN: the NaN weight became 448, as on the CPU.)
+          cpu.linear(new CpuTensor(xh, [n, cols]), cpu.loadWeight(parts, [rows, cols], "linear", "fp8"), null, cY);
+          check(y, cY.data);
+        }
+      } finally {
+        g.fp8StagingBytes = staging;
+      }
+      // A weight it cannot take by rows (a width not a multiple of 4) loads as bf16.
+      const odd = g.loadWeight([{ name: "odd", file: "test", dtype: "BF16", shape: [2, 6], bytes: fromFloat32(randn(12), "BF16") }], [2, 6], "linear", "fp8");
+      expect(odd.packed).toBeNull();
     }, timeoutMs);
 
     test("with a wait check (tensor-parallel ranks), synchronize polls the stream (cuStreamQuery) and sees the same results", () => {

@@ -225,16 +225,17 @@ export function scaledPair(base: string, scheme: ScaledScheme): { quantized: str
 /**
  * What `--quantization fp8` must make of `base`: the same model with each projection (and expert) replaced by its FP8
  * rounding — per row, scale = amax / 448, values x / scale to the nearest E4M3 (dtype.ts's search over all 256
- * patterns), times the scale — as float32 weights.
+ * patterns), times the scale — as float32 weights. Each rank of `tensorParallel` quantizes the rows it keeps: of the
+ * row-parallel projections (o_proj, down_proj), a slice of each row's inputs, with a scale of its own.
  */
-export function onlineFp8Reference(base: string): string {
-  return derivedPair(base, "online-fp8", true, (_name, w, rows, cols) => {
-    const product = new Float32Array(rows * cols);
-    for (let r = 0; r < rows; r++) {
-      const row = w.subarray(r * cols, (r + 1) * cols), amax = row.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+export function onlineFp8Reference(base: string, tensorParallel = 1): string {
+  return derivedPair(base, `online-fp8-tp${tensorParallel}`, true, (name, w, rows, cols) => {
+    const product = new Float32Array(rows * cols), slices = /\.(o_proj|down_proj)\.weight$/.test(name) ? tensorParallel : 1, width = cols / slices;
+    for (let r = 0; r < rows; r++) for (let s = 0; s < slices; s++) {
+      const start = r * cols + s * width, row = w.subarray(start, start + width), amax = row.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
       const scale = amax > 0 ? Math.fround(amax / 448) : 1;
       const values = toFloat32(fromFloat32(row.map((v) => v / scale), "F8_E4M3"), "F8_E4M3");
-      for (let i = 0; i < cols; i++) product[r * cols + i] = values[i]! * scale;
+      for (let i = 0; i < width; i++) product[start + i] = values[i]! * scale;
     }
     return { tensors: [], product };
   }, null).reference;

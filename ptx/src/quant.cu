@@ -14,6 +14,7 @@
 // dequant_packed_bf16: W as bf16 [out, in], for the larger batches' cuBLAS GEMM (a scratch the backend reuses per layer).
 // Thread per word, grid (out, ⌈words per row / 256⌉); each value is f32 scale · (q − zero) rounded once to bf16, what
 // the CPU backend's dequantization rounds to bf16.
+#include <cuda_fp16.h>
 #include "warp_gemv.cuh"
 #include "packed.cuh"
 
@@ -120,4 +121,49 @@ extern "C" __global__ void __launch_bounds__(256) dequant_packed_bf16(const unsi
     word >>= 2 * bits;
     *reinterpret_cast<__nv_bfloat162*>(dst + j) = __floats2bfloat162_rn(v0, v1);
   }
+}
+
+// quantize_fp8_rows_{bf16,f16,f32}: vLLM's online FP8 (--quantization fp8 on an unquantized checkpoint), done where the
+// weights land: x [rows, cols] (cols % 4 == 0) as E4M3 bytes [rows, cols] (the packed layout's words at 8 bits) and one
+// scale a row, amax / 448 (1 for a row of zeros); each value x / scale (IEEE division) to the nearest E4M3, ties to the
+// even pattern, saturating at ±448 (NaN too), a negative that rounds to zero kept as −0 — bit for bit what the CPU's
+// quantizeFp8Rows (src/loader/quantization.ts) writes. A block a row, 4 values a thread at a time (one u32 store).
+__device__ __forceinline__ float value_f32(const bf16* x, size_t i) { return __bfloat162float(x[i]); }
+__device__ __forceinline__ float value_f32(const __half* x, size_t i) { return __half2float(x[i]); }
+__device__ __forceinline__ float value_f32(const float* x, size_t i) { return x[i]; }
+
+// The E4M3 byte nearest v (see quantizeFp8Rows' e4m3Byte): a normal magnitude keeps 3 mantissa bits, rounded half to
+// even by adding the bias below bit 20; one under 2^-6 is a multiple of 2^-9.
+__device__ __forceinline__ unsigned e4m3_byte(float v) {
+  const unsigned bits = __float_as_uint(v), sign = (bits >> 31) << 7, a = bits & 0x7fffffffu;
+  if (a < 0x3c800000u) return sign | (unsigned)rintf(fabsf(v) * 512.f);
+  const int code = (int)((a + 0x7ffffu + ((a >> 20) & 1u)) >> 20) - ((127 - 7) << 3);
+  return sign | (unsigned)(code > 0x7e ? 0x7e : code);
+}
+
+template <typename T>
+__device__ __forceinline__ void quantize_fp8_row(const T* __restrict__ x, int cols, unsigned* __restrict__ words, float* __restrict__ scales) {
+  __shared__ float scratch[32];
+  const size_t row = blockIdx.x, base = row * (size_t)cols;
+  float amax = 0.f;
+  for (int i = threadIdx.x; i < cols; i += blockDim.x) amax = fmaxf(amax, fabsf(value_f32(x, base + i)));  // fmaxf skips NaN
+  amax = block_max(amax, scratch);
+  const float scale = amax > 0.f ? __fdiv_rn(amax, 448.f) : 1.f;
+  if (threadIdx.x == 0) scales[row] = scale;
+  for (int c = threadIdx.x; c < cols / 4; c += blockDim.x) {
+    unsigned word = 0;
+#pragma unroll
+    for (int j = 0; j < 4; j++) word |= e4m3_byte(__fdiv_rn(value_f32(x, base + 4 * c + j), scale)) << (8 * j);
+    words[base / 4 + c] = word;
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(256) quantize_fp8_rows_bf16(const bf16* __restrict__ x, int cols, unsigned* __restrict__ words, float* __restrict__ scales) {
+  quantize_fp8_row(x, cols, words, scales);
+}
+extern "C" __global__ void __launch_bounds__(256) quantize_fp8_rows_f16(const __half* __restrict__ x, int cols, unsigned* __restrict__ words, float* __restrict__ scales) {
+  quantize_fp8_row(x, cols, words, scales);
+}
+extern "C" __global__ void __launch_bounds__(256) quantize_fp8_rows_f32(const float* __restrict__ x, int cols, unsigned* __restrict__ words, float* __restrict__ scales) {
+  quantize_fp8_row(x, cols, words, scales);
 }

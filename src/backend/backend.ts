@@ -164,9 +164,12 @@ export interface Backend<T extends Tensor = Tensor> {
   /**
    * Creates a weight tensor from checkpoint tensors concatenated along dim 0. Packed parts (src/loader/packed-matrix.ts)
    * may stay packed (the CUDA backend's), for linear() — or, `use` "experts", for moeExperts' w13 / w2 only; the CPU
-   * backend dequantizes them.
+   * backend dequantizes them. `quantize` "fp8" (vLLM's online FP8, `--quantization fp8` on an unquantized checkpoint):
+   * float parts of a 2-D weight whose rows are a multiple of 4 wide become E4M3 with a scale per row, as
+   * quantizeFp8Rows (src/loader/quantization.ts) makes them — on the GPU where the CUDA backend loads them, bit for
+   * bit the same; other weights load as they are.
    */
-  loadWeight(parts: LinearWeight[], shape: number[], use?: "linear" | "experts"): T;
+  loadWeight(parts: LinearWeight[], shape: number[], use?: "linear" | "experts", quantize?: "fp8" | null): T;
   /** Creates a weight from f32 host values (e.g. RoPE tables). */
   fromHost(values: Float32Array, shape: number[]): T;
   /** An uninitialised tensor: activation dtype (bf16 on CUDA, f32 on CPU), f32 (logits), or i32 (indices). */

@@ -294,7 +294,7 @@ export class LLMEngine {
         model.load(new Checkpoint(modelDir, { onlineQuantization }));
         if (loraSlots) model.enableLora(loraSlots.slots, loraSlots.maxRank, loraSlots.coverage);
       }
-      if (onlineQuantization) log("--quantization fp8: linear weights (projections, experts) quantized to FP8 (E4M3) as they load, one scale per output row (vLLM's one per tensor is coarser); embeddings, the LM head and norms keep the checkpoint's dtype");
+      if (onlineQuantization) log(`--quantization fp8: linear weights (projections, experts) quantized to FP8 (E4M3) as they load${cuda ? ", on the GPU" : ""}, one scale per output row of each rank's shard (vLLM's one per tensor is coarser); embeddings, the LM head and norms keep the checkpoint's dtype`);
       const packed = cuda?.packedWeights;
       if (packed && packed.count > 0) {
         const size = (b: number) => (b >= 2 ** 30 ? `${(b / 2 ** 30).toFixed(2)} GiB` : `${(b / 2 ** 20).toFixed(1)} MiB`);

@@ -3,7 +3,7 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { SafetensorsFile, SafetensorsError, type TensorView } from "./safetensors.ts";
 import { isQuantizedDType } from "./dtype.ts";
-import { dequantize, dequantizeMxfp4, quantizeFp8Rows, readQuantization, scaledMatrix, scaleNames, type WeightQuantization } from "./quantization.ts";
+import { dequantize, dequantizeMxfp4, readQuantization, scaledMatrix, scaleNames, type WeightQuantization } from "./quantization.ts";
 import { packedParts, readPacked } from "./packed-weights.ts";
 import { dequantizeMatrix, type LinearWeight, type PackedMatrix } from "./packed-matrix.ts";
 
@@ -14,7 +14,10 @@ export class Checkpoint {
   private readonly index = new Map<string, string>();
   /** config.json's quantization_config (quantized weights, dequantized as they are read; null: none). */
   readonly quantization: WeightQuantization | null;
-  /** vLLM's `--quantization fp8` on an unquantized checkpoint: linearWeight() quantizes float weights to E4M3 (per-row scales). */
+  /**
+   * vLLM's `--quantization fp8` on an unquantized checkpoint: the model loads its projections' float weights with
+   * Backend.loadWeight's quantize "fp8" (E4M3, a scale per row of what each rank keeps).
+   */
   readonly onlineQuantization: "fp8" | null;
 
   constructor(dir: string, options: { onlineQuantization?: "fp8" | null } = {}) {
@@ -82,8 +85,7 @@ export class Checkpoint {
 
   /**
    * A linear layer's weight: packed integers (GPTQ, AWQ, pack-quantized) and FP8 / INT8 weights with their scales as a
-   * packed matrix (src/loader/packed-matrix.ts) — float ones too, quantized to FP8 here, with onlineQuantization "fp8" —
-   * anything else as tensor() returns it.
+   * packed matrix (src/loader/packed-matrix.ts); anything else as tensor() returns it.
    */
   linearWeight(name: string, shape: number[]): LinearWeight {
     let m: PackedMatrix | null = null;
@@ -93,11 +95,7 @@ export class Checkpoint {
       const t = this.raw(name), scale = scaleNames(name).find((n) => this.index.has(n));
       if (scale !== undefined) m = scaledMatrix(t, this.raw(scale), this.quantization.blockSize);
     }
-    if (m === null) {
-      const t = this.tensor(name, shape);
-      const float = t.dtype === "BF16" || t.dtype === "F16" || t.dtype === "F32";
-      return this.onlineQuantization === "fp8" && float && t.shape.length === 2 && t.shape[1]! % 4 === 0 ? quantizeFp8Rows(t) : t;
-    }
+    if (m === null) return this.tensor(name, shape);
     checkShape(m, name, shape);
     return m;
   }

@@ -22,7 +22,7 @@ import { join } from "node:path";
 import { toFloat32 } from "./dtype.ts";
 import type { TensorView } from "./safetensors.ts";
 import type { PackedIntegers } from "./packed-weights.ts";
-import type { PackedMatrix } from "./packed-matrix.ts";
+import { isPacked, type LinearWeight, type PackedMatrix } from "./packed-matrix.ts";
 
 export interface WeightQuantization {
   method: "fp8" | "compressed-tensors" | "mxfp4" | "gptq" | "awq";
@@ -177,6 +177,15 @@ function e4m3Byte(v: number, bits: number): number {
   }
   const code = ((a + 0x7ffff + ((a >>> 20) & 1)) >>> 20) - ((127 - 7) << 3);
   return sign | (code > 0x7e ? 0x7e : code);
+}
+
+/**
+ * Whether `parts` (a weight of `shape`, stacked along rows) can be quantized to FP8 by rows (Backend.loadWeight's
+ * quantize "fp8"): float tensors (bf16, f16, f32) of a 2-D weight whose rows are whole multiples of 4 wide.
+ */
+export function fp8Quantizable(parts: LinearWeight[], shape: number[]): parts is TensorView[] {
+  return shape.length === 2 && shape[1]! % 4 === 0
+    && parts.every((p) => !isPacked(p) && (p.dtype === "BF16" || p.dtype === "F16" || p.dtype === "F32") && p.shape.length === 2 && p.shape[1] === shape[1]);
 }
 
 /**

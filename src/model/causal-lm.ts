@@ -216,6 +216,8 @@ export class CausalLM<T extends Tensor> {
     // The dense layers' projections: packed integers stay packed (GPTQ, AWQ, pack-quantized) where the backend keeps them so.
     const lw = (name: string, shape: number[]) => ckpt.linearWeight(name, shape);
     const load = (parts: LinearWeight[], shape: number[]) => b.loadWeight(parts, shape);
+    // A projection: with --quantization fp8 (online), its float rows become FP8 as the backend loads them.
+    const linear = (parts: LinearWeight[], shape: number[]) => b.loadWeight(parts, shape, "linear", ckpt.onlineQuantization);
     const one = (name: string, shape: number[]) => load([w(name, shape)], shape);
     // An RMSNorm weight (Gemma's stored as w for a norm that multiplies by 1 + w).
     const normView = (name: string, shape: number[]) => (c.gemmaNorms ? plusOne(w(name, shape)) : w(name, shape));
@@ -263,13 +265,13 @@ export class CausalLM<T extends Tensor> {
       const up = sparse ? null : fusedGateUp ? sliceRows(fusedGateUp, I, 2 * I) : lw(`${p}mlp.up_proj.weight`, [I, H]);
       this.layers.push({
         inputNorm: c.inputNorms ? norm(`${p}input_layernorm.weight`, [H]) : null,
-        qkv: q && kw && vw ? load([qRows(q), kvRows(kw), kvRows(vw)], [lq + 2 * lkv, H]) : null,
+        qkv: q && kw && vw ? linear([qRows(q), kvRows(kw), kvRows(vw)], [lq + 2 * lkv, H]) : null,
         mla,
         qkvBias: c.qkvBias ? load([qRows(qk(w(`${a}q_proj.bias`, [qOut]))), kvRows(qk(w(`${a}k_proj.bias`, [kvOut]))), kvRows(w(`${a}v_proj.bias`, [kvOut]))], [lq + 2 * lkv]) : null,
         // Per head [D], or (OLMo 2 / 3) over the whole q and k projections: this rank's heads' part of them.
         qNorm: !c.qkNorm ? null : c.qkNormAcrossHeads ? load([qRows(w(`${a}q_norm.weight`, [qOut]))], [lq]) : load([qk(normView(`${a}q_norm.weight`, [D]))], [D]),
         kNorm: !c.qkNorm ? null : c.qkNormAcrossHeads ? load([kvRows(w(`${a}k_norm.weight`, [kvOut]))], [lkv]) : load([qk(normView(`${a}k_norm.weight`, [D]))], [D]),
-        o: load([scaled(oWeight, k.residual)], [H, lq]),
+        o: linear([scaled(oWeight, k.residual)], [H, lq]),
         // A row-parallel bias is added once, by rank 0, before the all-reduce.
         oBias: c.oBias && r === 0 ? load([scaled(w(`${a}o_proj.bias`, [H]), k.residual)], [H]) : null,
         sinks: c.attentionSinks ? b.fromHost(floats(sliceRows(w(`${a}sinks`, [c.numHeads]), r * d.numHeads, (r + 1) * d.numHeads)), [d.numHeads]) : null,
@@ -277,8 +279,8 @@ export class CausalLM<T extends Tensor> {
         postNorm: c.inputNorms ? norm(`${p}${c.outputNorms?.mlpInput ?? "post_attention_layernorm"}.weight`, [H]) : null,
         attnOutNorm: c.outputNorms ? norm(`${p}${c.outputNorms.attention}.weight`, [H]) : null,
         mlpOutNorm: c.outputNorms ? norm(`${p}${c.outputNorms.mlp}.weight`, [H]) : null,
-        gateUp: gate && up ? load([iRows(gate), iRows(up)], [2 * li, H]) : null,
-        down: sparse ? null : load([scaled(N === 1 ? lw(`${p}mlp.down_proj.weight`, [H, I]) : sliceCols(lw(`${p}mlp.down_proj.weight`, [H, I]), r * li, (r + 1) * li), k.residual)], [H, li]),
+        gateUp: gate && up ? linear([iRows(gate), iRows(up)], [2 * li, H]) : null,
+        down: sparse ? null : linear([scaled(N === 1 ? lw(`${p}mlp.down_proj.weight`, [H, I]) : sliceCols(lw(`${p}mlp.down_proj.weight`, [H, I]), r * li, (r + 1) * li), k.residual)], [H, li]),
         moe: sparse ? this.loadExperts(ckpt, p) : null,
       });
     }
@@ -301,6 +303,7 @@ export class CausalLM<T extends Tensor> {
     const w = (name: string, shape: number[]) => ckpt.tensor(name, shape);
     // Experts one tensor each: packed ones (GPTQ, FP8 …) may stay packed (the CUDA backend's packed expert GEMM).
     const lw = (name: string, shape: number[]) => ckpt.linearWeight(name, shape);
+    const q8 = ckpt.onlineQuantization;
     const mine = (t: LinearWeight, first: number) => sliceRows(t, first + r * li, first + (r + 1) * li);
     // Granite's residual multiplier follows the experts' down projections, as it follows down_proj.
     const downCols = (t: LinearWeight) => scaled(N === 1 ? t : sliceCols(t, r * li, (r + 1) * li), c.scales.residual);
@@ -342,13 +345,13 @@ export class CausalLM<T extends Tensor> {
     if (S > 0) {
       const x = `${m}shared_expert.`, rows = (t: LinearWeight) => sliceRows(t, r * ls, (r + 1) * ls);
       shared = {
-        gateUp: b.loadWeight([rows(lw(`${x}gate_proj.weight`, [S, H])), rows(lw(`${x}up_proj.weight`, [S, H]))], [2 * ls, H]),
-        down: b.loadWeight([N === 1 ? lw(`${x}down_proj.weight`, [H, S]) : sliceCols(lw(`${x}down_proj.weight`, [H, S]), r * ls, (r + 1) * ls)], [H, ls]),
+        gateUp: b.loadWeight([rows(lw(`${x}gate_proj.weight`, [S, H])), rows(lw(`${x}up_proj.weight`, [S, H]))], [2 * ls, H], "linear", q8),
+        down: b.loadWeight([N === 1 ? lw(`${x}down_proj.weight`, [H, S]) : sliceCols(lw(`${x}down_proj.weight`, [H, S]), r * ls, (r + 1) * ls)], [H, ls], "linear", q8),
         gate: b.loadWeight([w(`${m}shared_expert_gate.weight`, [1, H])], [1, H]),
       };
     }
     const all = E + moe.numSharedExperts;
-    const experts = { w13: b.loadWeight(parts13, [all * 2 * li, H], "experts"), w2: b.loadWeight(parts2, [all * H, li], "experts"), b13: null, b2: null, swiglu: null };
+    const experts = { w13: b.loadWeight(parts13, [all * 2 * li, H], "experts", q8), w2: b.loadWeight(parts2, [all * H, li], "experts", q8), b13: null, b2: null, swiglu: null };
     return { router, routerBias: null, scoreBias, experts, shared };
   }
 

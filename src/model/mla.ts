@@ -39,6 +39,7 @@ export function loadMlaWeights<T extends Tensor>(b: Backend<T>, ckpt: Checkpoint
   // The projections: packed ones (FP8 blocks, GPTQ …) may stay packed; rows reordered and sliced as they are.
   const lw = (name: string, shape: number[]) => ckpt.linearWeight(name, shape);
   const load = (t: LinearWeight, shape: number[]) => b.loadWeight([t], shape);
+  const linear = (t: LinearWeight, shape: number[]) => b.loadWeight([t], shape, "linear", ckpt.onlineQuantization);
   const qIn = m.qLoraRank ?? hidden;
   // The checkpoint's head rows are [nope | rope (interleaved)]; ours [rope (rotate-half) | nope].
   const qFull = lw(m.qLoraRank === null ? `${a}q_proj.weight` : `${a}q_b_proj.weight`, [totalHeads * D, qIn]);
@@ -49,13 +50,13 @@ export function loadMlaWeights<T extends Tensor>(b: Backend<T>, ckpt: Checkpoint
   const kvA = lw(`${a}kv_a_proj_with_mqa.weight`, [m.kvLoraRank + R, hidden]);
   const kvB = lw(`${a}kv_b_proj.weight`, [totalHeads * kvW, m.kvLoraRank]);
   return {
-    qA: m.qLoraRank === null ? null : load(lw(`${a}q_a_proj.weight`, [m.qLoraRank, hidden]), [m.qLoraRank, hidden]),
+    qA: m.qLoraRank === null ? null : linear(lw(`${a}q_a_proj.weight`, [m.qLoraRank, hidden]), [m.qLoraRank, hidden]),
     qANorm: m.qLoraRank === null ? null : load(w(`${a}q_a_layernorm.weight`, [m.qLoraRank]), [m.qLoraRank]),
-    q: load(q, [heads * D, qIn]),
-    kvA: load(sliceRows(kvA, 0, m.kvLoraRank), [m.kvLoraRank, hidden]),
-    kpe: load(permuteRows(kvA, R, (j) => m.kvLoraRank + interleavedRopeSource(j, R, R), "MLA layout"), [R, hidden]),
+    q: linear(q, [heads * D, qIn]),
+    kvA: linear(sliceRows(kvA, 0, m.kvLoraRank), [m.kvLoraRank, hidden]),
+    kpe: linear(permuteRows(kvA, R, (j) => m.kvLoraRank + interleavedRopeSource(j, R, R), "MLA layout"), [R, hidden]),
     kvANorm: load(w(`${a}kv_a_layernorm.weight`, [m.kvLoraRank]), [m.kvLoraRank]),
-    kvB: load(sliceRows(kvB, firstHead * kvW, (firstHead + heads) * kvW), [heads * kvW, m.kvLoraRank]),
+    kvB: linear(sliceRows(kvB, firstHead * kvW, (firstHead + heads) * kvW), [heads * kvW, m.kvLoraRank]),
   };
 }
 

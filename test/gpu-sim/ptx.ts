@@ -94,7 +94,14 @@ function roundEven(x: number): number {
   const r = Math.round(x);
   return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
-const HELPERS = { mulhiU32, fmax, fmin, f2i, roundEven, f32ToBf16: f32ToBf16Bits };
+/** An IEEE half's value (the low 16 bits of `h`): exact in f32. */
+function f16ToF32(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1, e = (h >> 10) & 31, m = h & 1023;
+  if (e === 0) return sign * m * 2 ** -24;
+  if (e === 31) return m ? NaN : sign * Infinity;
+  return sign * (1024 + m) * 2 ** (e - 25);
+}
+const HELPERS = { mulhiU32, fmax, fmin, f2i, roundEven, f32ToBf16: f32ToBf16Bits, f16ToF32 };
 
 interface Operand {
   kind: "reg" | "imm" | "vec" | "mem" | "sym" | "special" | "label";
@@ -455,6 +462,7 @@ function translateKernel(name: string, params: KernelParam[], paramBytes: number
           if (dt === "bf16x2" && st === "f32") { code = `${dst32(d, ins)}=(H.f32ToBf16(${f32v(a[1]!, ins)})<<16)|H.f32ToBf16(${f32v(a[2]!, ins)});`; break; }
           if (dt === "bf16" && st === "f32") { code = `${dst32(d, ins)}=H.f32ToBf16(${f32v(s, ins)});`; break; }
           if (dt === "f32" && st === "bf16") { code = `${dst32(d, ins)}=${bits32(s, ins)}<<16;`; break; }
+          if (dt === "f32" && st === "f16") { code = `${dstF(d, ins)}=H.f16ToF32(${bits32(s, ins)});`; break; }
           if (dt === "f32" && /^[su](32|16|64)$/.test(st)) { code = `${dstF(d, ins)}=${src(s, st, ins)};`; break; }
           if (dt === "f32" && st === "f32") {
             // Rounding to an integer value (rni: to nearest, ties to even), and .sat: clamped to [0, 1], NaN to 0.

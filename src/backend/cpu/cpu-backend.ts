@@ -2,6 +2,8 @@
 import { stepExtents, type MoeScratch, type ExpertWeights, type MlaShape, type MoeGrouping, type AttentionShape, type Backend, type KvCacheSpec, type PendingSample, type StepInputs, type StepTensors, type Tensor } from "../backend.ts";
 import { plainWeight, type LinearWeight } from "../../loader/packed-matrix.ts";
 import { toFloat32 } from "../../loader/dtype.ts";
+import { fp8Quantizable, quantizeFp8Rows } from "../../loader/quantization.ts";
+import type { TensorView } from "../../loader/safetensors.ts";
 import type { SamplingBatch, SamplerOutput } from "../../engine/sampling-batch.ts";
 import * as k from "./kernels.ts";
 import { sampleRows } from "./sampling.ts";
@@ -61,10 +63,12 @@ export class CpuBackend implements Backend<T> {
     this.pool?.close();
   }
 
-  loadWeight(parts: LinearWeight[], shape: number[]): CpuTensor {
+  loadWeight(parts: LinearWeight[], shape: number[], _use?: "linear" | "experts", quantize: "fp8" | null = null): CpuTensor {
     const out = sharedF32(numel(shape));
     let off = 0;
-    for (const p of parts.map(plainWeight)) {
+    // Online FP8: each part's rows rounded to E4M3 with their own scale (by rows, as the whole weight would be).
+    const fp8 = quantize === "fp8" && fp8Quantizable(parts, shape);
+    for (const p of parts.map((t) => plainWeight(fp8 ? quantizeFp8Rows(t as TensorView) : t))) {
       const n = numel(p.shape);
       if (off + n > out.length) throw new Error(`${p.file}: tensor '${p.name}' does not fit the packed weight of shape [${shape}]`);
       toFloat32(p.bytes, p.dtype, out.subarray(off, off + n));

@@ -5,7 +5,9 @@
  */
 import { moeMaxTiles, moeRoutingInts, stepExtents, type MoeScratch, type ExpertWeights, type MlaShape, type MoeGrouping, type AttentionShape, type Backend, type KvCacheSpec, type PendingSample, type StepInputs, type StepTensors, type Tensor } from "../backend.ts";
 import { concatPacked, isPacked, plainWeight, valuesPerWord, type LinearWeight, type PackedMatrix } from "../../loader/packed-matrix.ts";
-import { fromFloat32, toFloat32 } from "../../loader/dtype.ts";
+import { DTYPE_BYTES, fromFloat32, toFloat32 } from "../../loader/dtype.ts";
+import { fp8Quantizable } from "../../loader/quantization.ts";
+import type { TensorView } from "../../loader/safetensors.ts";
 import type { SamplingBatch, SamplerOutput } from "../../engine/sampling-batch.ts";
 import { CudaSampler } from "./cuda-sampler.ts";
 import { PinnedBuffer } from "./pinned-buffer.ts";
@@ -52,6 +54,8 @@ const packedArgs = (q: PackedOnDevice) => [{ p: q.words }, { p: q.scales }, { p:
 const isFp8 = (q: PackedOnDevice) => I(q.code === "e4m3" ? 1 : 0);
 const F = (f: number) => ({ f });
 const WORKSPACE_BYTES = 32 * 1024 * 1024;
+/** Online FP8 quantization's staging buffer for float rows on their way to quantize_fp8_rows_* (at least one row). */
+const FP8_STAGING_BYTES = 64 * 1024 * 1024;
 const NO_INTS = new Int32Array(0);
 const POLL_SLEEP = new Int32Array(new SharedArrayBuffer(4));
 /** How long close() waits for queued GPU work to finish before it gives up freeing (a hung kernel). */
@@ -116,6 +120,8 @@ export class CudaBackend implements Backend<CudaTensor> {
    */
   private dequantScratch: { ptr: bigint; elems: number } | null = null;
   private readonly packedLoaded = { count: 0, bytes: 0, bf16Bytes: 0 };
+  /** The most bytes of float rows online FP8 quantization stages at a time (at least a row); tests shrink it. */
+  fp8StagingBytes = FP8_STAGING_BYTES;
   /**
    * Attention for steps that are not pure decode: "mma" (tensor-core flash attention, head_dim 64/128) or
    * "simple" (paged_attention_bf16, f32 FMA, any head_dim; VBUN_PREFILL_KERNEL=simple forces it).
@@ -327,7 +333,8 @@ export class CudaBackend implements Backend<CudaTensor> {
     this.sampler.reset();
   }
 
-  loadWeight(parts: LinearWeight[], shape: number[], use: "linear" | "experts" = "linear"): CudaTensor {
+  loadWeight(parts: LinearWeight[], shape: number[], use: "linear" | "experts" = "linear", quantize: "fp8" | null = null): CudaTensor {
+    if (quantize === "fp8" && fp8Quantizable(parts, shape)) return this.quantizeFp8(parts, shape as [number, number], use === "linear");
     // Packed parts stay packed when they stack into one weight (same bits and groups) of whole words per row; experts
     // when moe_gemm_packed_bf16 reads them too (4 or 8 bits, groups by position of an even size).
     const packed = parts.every(isPacked) ? concatPacked(parts as PackedMatrix[]) : null;
@@ -350,25 +357,64 @@ export class CudaBackend implements Backend<CudaTensor> {
 
   /** `linear`: linear() may dequantize it (into the scratch, sized here); experts never are. */
   private uploadPacked(m: PackedMatrix, linear: boolean): CudaTensor {
+    let bytes = 0;
     const upload = (a: Uint32Array | Float32Array | Int32Array) => {
       const p = this.deviceAlloc(a.byteLength);
-      this.packedLoaded.bytes += a.byteLength;
+      bytes += a.byteLength;
       this.driver.copyToDevice(p, new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
       return p;
     };
-    const elems = m.shape[0] * m.shape[1];
+    const packed: PackedOnDevice = {
+      bits: m.bits, code: m.code, words: upload(m.words), scales: upload(m.scales), zeros: m.zeros.some((z) => z !== 0) ? upload(m.zeros) : null, groupOf: m.groupOf ? upload(m.groupOf) : null,
+      numGroups: m.numGroups, groupSize: m.groupOf ? 1 : m.groupSize,
+    };
+    return this.packedWeight(packed, m.shape, bytes, linear);
+  }
+
+  /**
+   * Online FP8 (loadWeight's quantize "fp8"): the float parts go up a chunk of rows at a time through a staging buffer,
+   * and quantize_fp8_rows_* writes their E4M3 bytes and row scales straight into the packed weight — the host only
+   * copies (quantizing a large model on one CPU thread took ~13 ns a weight: over a minute for 8B parameters).
+   */
+  private quantizeFp8(parts: TensorView[], shape: [number, number], linear: boolean): CudaTensor {
+    const [rows, cols] = shape;
+    const got = parts.reduce((n, p) => n + p.shape[0]!, 0);
+    if (got !== rows) throw new Error(`packed weight [${shape}] got ${got} rows from ${parts.map((p) => p.name).join(", ")}`);
+    const words = this.deviceAlloc(rows * cols), scales = this.deviceAlloc(rows * 4);
+    const widest = Math.max(...parts.map((p) => DTYPE_BYTES[p.dtype]));
+    const chunkRows = Math.max(1, Math.min(rows, Math.floor(this.fp8StagingBytes / (cols * widest))));
+    const staging = this.deviceAlloc(chunkRows * cols * widest);
+    try {
+      let row = 0;
+      for (const p of parts) {
+        const e = DTYPE_BYTES[p.dtype], kernel: KernelName = p.dtype === "BF16" ? "quantize_fp8_rows_bf16" : p.dtype === "F16" ? "quantize_fp8_rows_f16" : "quantize_fp8_rows_f32";
+        for (let r = 0; r < p.shape[0]!; r += chunkRows) {
+          const n = Math.min(chunkRows, p.shape[0]! - r), chunk = p.bytes.subarray(r * cols * e, (r + n) * cols * e);
+          this.driver.copyToDevice(staging, chunk.byteOffset % 4 === 0 ? chunk : chunk.slice());
+          this.k.launch(kernel, [n], 256, [{ p: staging }, I(cols), { p: words + BigInt((row + r) * cols) }, { p: scales + BigInt((row + r) * 4) }]);
+          this.synchronize(); // before the next chunk overwrites the staging buffer
+        }
+        row += p.shape[0]!;
+      }
+    } finally {
+      this.deviceFree(staging);
+    }
+    const packed: PackedOnDevice = { bits: 8, code: "e4m3", words, scales, zeros: null, groupOf: null, numGroups: 1, groupSize: cols };
+    return this.packedWeight(packed, shape, rows * cols + rows * 4, linear);
+  }
+
+  /** A packed weight of `bytes` on the device, counted in packedWeights; `linear` ones size the dequantization scratch. */
+  private packedWeight(packed: PackedOnDevice, shape: readonly number[], bytes: number, linear: boolean): CudaTensor {
+    const elems = shape[0]! * shape[1]!;
     if (linear && (!this.dequantScratch || this.dequantScratch.elems < elems)) {
       if (this.graphs.size > 0) throw new Error("loadWeight: decode graphs are already captured (a larger packed weight needs more dequantization scratch)");
       if (this.dequantScratch) this.deviceFree(this.dequantScratch.ptr);
       this.dequantScratch = { ptr: this.deviceAlloc(elems * 2), elems };
     }
     this.packedLoaded.count++;
+    this.packedLoaded.bytes += bytes;
     this.packedLoaded.bf16Bytes += elems * 2;
-    const packed: PackedOnDevice = {
-      bits: m.bits, code: m.code, words: upload(m.words), scales: upload(m.scales), zeros: m.zeros.some((z) => z !== 0) ? upload(m.zeros) : null, groupOf: m.groupOf ? upload(m.groupOf) : null,
-      numGroups: m.numGroups, groupSize: m.groupOf ? 1 : m.groupSize,
-    };
-    return new CudaTensor(packed.words, m.shape, "bf16", packed);
+    return new CudaTensor(packed.words, shape, "bf16", packed);
   }
 
   /** Packed weights loaded: how many, their device bytes, the bytes they would take as bf16, and the dequantization scratch's. */

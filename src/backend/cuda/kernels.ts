@@ -24,7 +24,7 @@ const MODULES: Record<string, { ptx: string; kernels: string[] }> = {
   prefill_mma: { ptx: prefillMmaPtx, kernels: ["paged_prefill_mma_d64_bf16", "paged_prefill_mma_d128_bf16"] },
   decode: { ptx: decodePtx, kernels: DECODE_SHAPES.map(([d, g]) => `paged_decode_d${d}_g${g}_bf16`) },
   gemv: { ptx: gemvPtx, kernels: ["gemv_bf16", "gemv_silu_mul_bf16"] },
-  quant: { ptx: quantPtx, kernels: ["gemv_int4_bf16", "gemv_int8_bf16", "gemv_fp8_bf16", "dequant_packed_bf16"] },
+  quant: { ptx: quantPtx, kernels: ["gemv_int4_bf16", "gemv_int8_bf16", "gemv_fp8_bf16", "dequant_packed_bf16", "quantize_fp8_rows_bf16", "quantize_fp8_rows_f16", "quantize_fp8_rows_f32"] },
   moe: { ptx: moePtx, kernels: ["moe_route_bf16", "moe_route_grouped_f32", "moe_align_i32", "moe_gemm_bf16", "moe_gemm_packed_bf16", "moe_combine_bf16", "sigmoid_gated_add_bf16"] },
 };
 
@@ -33,7 +33,7 @@ export type KernelName = "rmsnorm_bf16" | "add_rmsnorm_bf16" | "rmsnorm_add_bf16
   | "paged_prefill_mma_d64_bf16" | "paged_prefill_mma_d128_bf16" | `paged_decode_d${64 | 128 | 256}_g${1 | 2 | 4 | 8}_bf16` | "logprobs_f32" | "mask_tokens_f32" | "apply_edits_f32" | "sample_f32" | "sampled_logit_f32" | "pending_penalty_f32"
   | "gemv_bf16" | "gemv_silu_mul_bf16" | "take_sampled_tokens_i32" | "scatter_i32" | "lora_mask_bf16"
   | "gelu_tanh_mul_bf16" | "swiglu_clamp_mul_bf16" | "mla_assemble_bf16" | "softcap_f32" | "moe_route_bf16" | "moe_route_grouped_f32" | "moe_align_i32" | "moe_gemm_bf16" | "moe_gemm_packed_bf16" | "moe_combine_bf16" | "sigmoid_gated_add_bf16"
-  | "gemv_int4_bf16" | "gemv_int8_bf16" | "gemv_fp8_bf16" | "dequant_packed_bf16";
+  | "gemv_int4_bf16" | "gemv_int8_bf16" | "gemv_fp8_bf16" | "dequant_packed_bf16" | "quantize_fp8_rows_bf16" | "quantize_fp8_rows_f16" | "quantize_fp8_rows_f32";
 
 /** A kernel argument: a device pointer (bigint, or null), an i32, or an f32. */
 export type Arg = { p: bigint | null } | { i: number } | { f: number };
