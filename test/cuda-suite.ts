@@ -87,6 +87,10 @@ const MORE_MODELS = [
   { arch: "deepseek_v2" as const, seed: 19, vocabSize: 4096, numLayers: 3 },
   // ERNIE 4.5 MoE: softmax scores with a correction bias (the grouped routing kernel's softmax), two shared experts.
   { arch: "ernie4_5_moe" as const, seed: 21, vocabSize: 4096, numLayers: 3 },
+  // Cohere's Command R and R7B: the parallel block (add_bf16), LayerNorms (the norm kernels centered), interleaved RoPE;
+  // R7B's global layer without RoPE.
+  { arch: "cohere" as const, seed: 22, vocabSize: 4096 },
+  { arch: "cohere2" as const, seed: 23, vocabSize: 4096, numLayers: 4 },
   { arch: "phi3" as const, seed: 12, vocabSize: 4096, partialRotaryFactor: 0.75, originalMaxPositionEmbeddings: 64, ropeScaling: { type: "longrope", short_factor: [1, 1.25, 1.5, 2, 3, 5], long_factor: [1.1, 2, 4, 8, 16, 40] } },
 ];
 
@@ -224,7 +228,7 @@ export function defineCudaSuites(target: CudaTarget): void {
       expect(relErr(h, cpuOut)).toBeLessThanOrEqual(tol);
     };
 
-    test("embedding, rmsnorm, add_rmsnorm, rmsnorm_add, qk_norm_across_heads, silu_mul, gelu_tanh_mul, linear (+bias), gather", () => {
+    test("embedding, rmsnorm, add_rmsnorm, rmsnorm_add (and centered: LayerNorm), add, qk_norm_across_heads, silu_mul, gelu_tanh_mul, linear (+bias), gather", () => {
       const n = Z.rows, H = Z.hidden, V = Z.vocab, I = Z.intermediate;
       const table = randn(V * H), w = randn(H, 0.1).map((x) => x + 1), ids = Int32Array.from({ length: n }, () => rng.int(0, V - 1));
       const step = g.uploadStep({ tokenIds: ids, positions: new Int32Array(n), slotMapping: new Int32Array(n), queryStart: Int32Array.from([0, n]), seqLens: Int32Array.from([n]), blockTables: new Int32Array(1), maxBlocksPerSeq: 1, logitsRows: Int32Array.from([3, 0, n - 1]) });
@@ -257,6 +261,23 @@ export function defineCudaSuites(target: CudaTarget): void {
       cpu.rmsNormAdd(new CpuTensor(x, [n, H]), new CpuTensor(w, [H]), 1e-6, cRes2);
       check(gRes2, cRes2.data);
       expect(relErr(g.toHost(gRes2), resid)).toBeGreaterThan(0.1); // it did add something
+      // Cohere's LayerNorm without bias (centered), alone and after the residual add, on rows of mean ≈ 3 (which an RMSNorm
+      // would keep); then the parallel block's add.
+      const shifted = bf16Round(randn(n * H).map((v) => v + 3)), cShifted = new CpuTensor(shifted, [n, H]);
+      const lnOut = out([n, H]), cLn = new CpuTensor(new Float32Array(n * H), [n, H]), cRmsOfShifted = new CpuTensor(new Float32Array(n * H), [n, H]);
+      g.rmsNorm(up(shifted, [n, H]), up(w, [H]), 1e-5, lnOut, true);
+      cpu.rmsNorm(cShifted, new CpuTensor(w, [H]), 1e-5, cLn, true);
+      check(lnOut, cLn.data);
+      cpu.rmsNorm(cShifted, new CpuTensor(w, [H]), 1e-5, cRmsOfShifted);
+      expect(relErr(g.toHost(lnOut), cRmsOfShifted.data)).toBeGreaterThan(0.5);
+      const gRes3 = up(resid, [n, H]), gOut3 = out([n, H]), cRes3 = new CpuTensor(resid.slice(), [n, H]), cOut3 = new CpuTensor(new Float32Array(n * H), [n, H]);
+      g.addRmsNorm(up(shifted, [n, H]), gRes3, up(w, [H]), 1e-5, gOut3, true);
+      cpu.addRmsNorm(cShifted, cRes3, new CpuTensor(w, [H]), 1e-5, cOut3, true);
+      check(gOut3, cOut3.data);
+      check(gRes3, bf16Round(cRes3.data), 0);
+      const gSum = up(resid, [n, H]);
+      g.add(up(x, [n, H]), gSum);
+      check(gSum, bf16Round(resid.map((v, i) => v + x[i]!)), 0); // one bf16 rounding of the f32 sum
       // OLMo 2 / 3's q/k norms over whole projections, in place; v passes through. Heads as Qwen3-0.6B's, and odd ones.
       for (const [Hq, Hk, D] of [[16, 8, 128], [3, 1, 16]] as const) {
         const W = (Hq + 2 * Hk) * D, qkv = randn(n * W), qw = randn(Hq * D, 0.1).map((v) => v + 1), kw = randn(Hk * D, 0.1).map((v) => v + 1);

@@ -72,6 +72,13 @@ function rms(x: Float64Array, w: Float64Array, eps: number): Float64Array<ArrayB
   return x.map((v, i) => v * inv * w[i]!);
 }
 
+/** LayerNorm without a bias (HF's CohereLayerNorm): (x − mean) / √(mean of (x − mean)² + eps) · w. */
+function layerNorm(x: Float64Array, w: Float64Array, eps: number): Float64Array<ArrayBufferLike> {
+  const mean = x.reduce((a, v) => a + v, 0) / x.length;
+  const variance = x.reduce((a, v) => a + (v - mean) ** 2, 0) / x.length;
+  return x.map((v, i) => ((v - mean) / Math.sqrt(variance + eps)) * w[i]!);
+}
+
 function matvec(W: Float64Array, x: Float64Array, outF: number, bias?: Float64Array): Float64Array {
   const inF = x.length;
   const y = new Float64Array(outF);
@@ -101,7 +108,11 @@ export function referenceHidden(cfg: ModelConfig, weights: W, tokens: number[], 
   // Gemma 2 soft-caps the scaled attention scores: cap · tanh(s / cap).
   const cap = typeof raw.attn_logit_softcapping === "number" ? raw.attn_logit_softcapping : 0;
   const softcap = (s: number) => (cap ? cap * Math.tanh(s / cap) : s);
-  const norm = (x: Float64Array, name: string) => rms(x, gemma ? w(name).map((v) => 1 + v) : w(name), cfg.rmsNormEps);
+  // Cohere (HF's CohereDecoderLayer / Cohere2DecoderLayer): LayerNorms without bias of layer_norm_eps; the attention and
+  // the MLP both on the layer's one normed input, their outputs added to the stream together.
+  const cohere = raw.model_type === "cohere" || raw.model_type === "cohere2";
+  const norm = (x: Float64Array, name: string) => cohere ? layerNorm(x, w(name), (raw.layer_norm_eps ?? 1e-5) as number)
+    : rms(x, gemma ? w(name).map((v) => 1 + v) : w(name), cfg.rmsNormEps);
   // Granite's multipliers, applied where HF's GraniteModel applies them (vbun folds them into weights).
   const mult = { embedding: 1, residual: 1, attention: 1 / Math.sqrt(D), ...graniteMultipliers(raw), ...(gemma ? { embedding: Math.sqrt(H), attention: 1 / Math.sqrt(raw.query_pre_attn_scalar as number) } : {}) };
   const emb = w("model.embed_tokens.weight");
@@ -110,7 +121,8 @@ export function referenceHidden(cfg: ModelConfig, weights: W, tokens: number[], 
   const R = refRotaryDim(cfg, raw);
   // GLM (HF's rotate_half_llm): frequency i turns the pair (2i, 2i + 1) instead of (i, i + R / 2).
   // ERNIE 4.5 too (HF's Ernie4_5 apply_rotary_pos_emb: GLM's rotate_half with cos/sin repeated pairwise), over the whole head.
-  const interleaved = raw.model_type === "glm" || raw.model_type === "glm4" || raw.model_type === "ernie4_5" || raw.model_type === "ernie4_5_moe";
+  // Cohere too (its rotate_half and repeat_interleave'd cos/sin).
+  const interleaved = raw.model_type === "glm" || raw.model_type === "glm4" || raw.model_type === "ernie4_5" || raw.model_type === "ernie4_5_moe" || cohere;
   const ropeWith = (inv: number[], m: number) => (v: Float64Array, pos: number) => {
     const half = R / 2, out = v.slice();
     for (let i = 0; i < half; i++) {
@@ -136,13 +148,14 @@ export function referenceHidden(cfg: ModelConfig, weights: W, tokens: number[], 
     : raw.model_type === "olmo3" ? ropeWith(refInvFreq({ ...cfg, ropeScaling: null }, R), 1) : globalRope;
   for (let l = 0; l < cfg.numLayers; l++) {
     const p = `model.layers.${l}.`;
-    const qs: Float64Array[][] = [], ks: Float64Array[][] = [], vs: Float64Array[][] = [];
+    const qs: Float64Array[][] = [], ks: Float64Array[][] = [], vs: Float64Array[][] = [], hs: Float64Array[] = [];
     // GPT-OSS (HF's eager_attention_forward with s_aux): each head's sink joins its softmax as one more logit, then is dropped.
     const sinks = raw.model_type === "gpt_oss" ? w(`${p}self_attn.sinks`) : null;
     const window = refWindow(raw, l);
     const rope = window > 0 ? localRope : globalRope;
     xs.forEach((x, pos) => {
       const h = postNorms ? x : norm(x, `${p}input_layernorm.weight`);
+      hs.push(h);
       if (raw.model_type === "deepseek_v3" || raw.model_type === "deepseek_v2") {
         const r = refMlaHeads(w, raw, p, h, H, nH, pos, cfg);
         qs.push(r.q); ks.push(r.k); vs.push(r.v);
@@ -162,7 +175,8 @@ export function referenceHidden(cfg: ModelConfig, weights: W, tokens: number[], 
         return x;
       };
       // SmolLM3 (HF's use_rope = no_rope_layers[layer]): 0 leaves q and k unrotated.
-      const rot = (Array.isArray(raw.no_rope_layers) && raw.no_rope_layers[l] === 0) || (exaoneHybrid && window === 0) ? (x: Float64Array) => x : rope;
+      // Cohere 2 (HF's Cohere2Attention): RoPE only where the layer has a sliding window.
+      const rot = (Array.isArray(raw.no_rope_layers) && raw.no_rope_layers[l] === 0) || (exaoneHybrid && window === 0) || (raw.model_type === "cohere2" && window === 0) ? (x: Float64Array) => x : rope;
       const perHead = cfg.qkNorm && !olmo && raw.model_type !== "minimax_m2";
       qs.push(Array.from({ length: nH }, (_, i) => rot(head(q, i, perHead ? `${p}self_attn.q_norm.weight` : undefined), pos)));
       ks.push(Array.from({ length: nKv }, (_, i) => rot(head(k, i, perHead ? `${p}self_attn.k_norm.weight` : undefined), pos)));
@@ -191,6 +205,10 @@ export function referenceHidden(cfg: ModelConfig, weights: W, tokens: number[], 
         for (let j = 0; j <= pos; j++) for (let d = 0; d < Dv; d++) attn[h * Dv + d] += (e[j]! / z) * vs[j]![kvh]![d]!;
       }
       const o = matvec(w(`${p}self_attn.o_proj.weight`), attn, H, oBias ? w(`${p}self_attn.o_proj.bias`) : undefined);
+      if (cohere) {
+        const d = refMlp(w, `${p}mlp.`, hs[pos]!, I, H);
+        return x.map((v, i) => v + o[i]! + d[i]!);
+      }
       if (gemma) {
         const x1 = x.map((v, i) => v + norm(o, `${p}post_attention_layernorm.weight`)[i]!);
         const d = norm(refMlp(w, `${p}mlp.`, norm(x1, `${p}pre_feedforward_layernorm.weight`), I, H, undefined, geluTanh), `${p}post_feedforward_layernorm.weight`);
@@ -270,6 +288,8 @@ function refWindow(raw: Record<string, unknown>, l: number): number {
   const w = raw.sliding_window as number | null | undefined;
   if (!w || raw.use_sliding_window === false) return 0;
   if (Array.isArray(raw.layer_types)) return raw.layer_types[l] === "sliding_attention" ? w : 0;
+  // Cohere 2 as its checkpoints were first saved: every sliding_window_pattern-th layer global.
+  if (raw.model_type === "cohere2") return (l + 1) % ((raw.sliding_window_pattern ?? 4) as number) !== 0 ? w : 0;
   if (raw.use_sliding_window === true) return l >= ((raw.max_window_layers as number | undefined) ?? 0) ? w : 0;
   return w;
 }
@@ -469,7 +489,8 @@ function fusedExpert(gu: Float64Array, dn: Float64Array, e: number, x: Float64Ar
 /** Logits at every position of `tokens`, computed densely in float64. */
 export function referenceLogits(cfg: ModelConfig, w: W, tokens: number[], raw: Record<string, unknown> = {}, maxModelLen = 256): Float64Array[] {
   const head = cfg.tieWordEmbeddings ? w("model.embed_tokens.weight") : w("lm_head.weight");
-  const logitsScaling = typeof raw.logits_scaling === "number" ? raw.logits_scaling : 1;
+  // Granite divides the logits by logits_scaling; Cohere multiplies them by logit_scale.
+  const logitsScaling = typeof raw.logits_scaling === "number" ? raw.logits_scaling : typeof raw.logit_scale === "number" ? 1 / raw.logit_scale : 1;
   const cap = typeof raw.final_logit_softcapping === "number" ? raw.final_logit_softcapping : 0;
   return referenceHidden(cfg, w, tokens, raw, maxModelLen).map((h) => matvec(head, h, cfg.vocabSize).map((v) => (cap ? cap * Math.tanh(v / logitsScaling / cap) : v / logitsScaling)));
 }

@@ -216,8 +216,8 @@ describe("the GPU simulator itself", () => {
   test("the backend refuses a launch whose arguments disagree with the kernel's PTX signature", () => {
     const g = openSim();
     const k = (g as unknown as { k: { launch: (n: string, grid: number[], block: number, args: object[]) => void } }).k;
-    expect(() => k.launch("rmsnorm_bf16", [1], 32, [{ p: null }, { p: null }])).toThrow(/rmsnorm_bf16: 2 launch arguments for 5 kernel parameters/);
-    expect(() => k.launch("rmsnorm_bf16", [1], 32, [{ p: null }, { p: null }, { p: null }, { f: 1 }, { f: 1e-6 }])).toThrow(/argument 3 is f, the kernel declares i/);
+    expect(() => k.launch("rmsnorm_bf16", [1], 32, [{ p: null }, { p: null }])).toThrow(/rmsnorm_bf16: 2 launch arguments for 6 kernel parameters/);
+    expect(() => k.launch("rmsnorm_bf16", [1], 32, [{ p: null }, { p: null }, { p: null }, { f: 1 }, { f: 1e-6 }, { i: 0 }])).toThrow(/argument 3 is f, the kernel declares i/);
   });
 });
 

@@ -103,6 +103,9 @@ const CASES: [string, TinyModelOptions][] = [
   // One group kept of four: both experts come from the group of the most probable one (keeping two groups could not differ from greedy top-2).
   ["deepseek_v2 with group_limited_greedy (8 experts in 4 groups, the one with the best single probability kept)", { arch: "deepseek_v2", seed: 32, vocabSize: 2048, numLayers: 3, groupLimited: { numGroups: 4, topKGroups: 1 } }],
   ["ernie4_5_moe (softmax routing with a correction bias, shared experts; layer 0 dense)", { arch: "ernie4_5_moe", seed: 31, vocabSize: 2048, numLayers: 3 }],
+  // Cohere: the parallel block (attention and MLP on one LayerNorm's output), interleaved RoPE, logits × logit_scale.
+  ["cohere (Command R: parallel block, LayerNorms without bias, interleaved RoPE, logit_scale; tied head)", { arch: "cohere", seed: 33, vocabSize: 2048 }],
+  ["cohere2 (Command R7B: three sliding layers of four with RoPE, the global one without)", { arch: "cohere2", seed: 34, vocabSize: 2048, numLayers: 4, slidingWindow: 5 }],
   ["phi3 with partial RoPE (¾) and LongRoPE, short factors", { arch: "phi3", seed: 16, vocabSize: 2048, partialRotaryFactor: 0.75, originalMaxPositionEmbeddings: 1024, ropeScaling: LONGROPE }],
 ];
 

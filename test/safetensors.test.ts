@@ -228,6 +228,25 @@ describe("checkpoints", () => {
     expect(() => ex({ sliding_window: 16, sliding_window_pattern: "LXG" })).toThrow("x/config.json: field 'sliding_window_pattern' must be a positive integer or a string of L and G, got \"LXG\"");
   });
 
+  test("Cohere (Command R, Aya) and Cohere 2 (Command R7B, Command A): LayerNorms, the parallel block, interleaved RoPE, logit_scale; R7B's sliding layers the only rotating ones", () => {
+    const shape = { hidden_size: 64, num_attention_heads: 4, num_key_value_heads: 2, intermediate_size: 8, num_hidden_layers: 8, vocab_size: 10 };
+    const c = parseModelConfig({ architectures: ["CohereForCausalLM"], ...shape, layer_norm_eps: 1e-5, logit_scale: 0.125, use_qk_norm: false });
+    expect(c).toMatchObject({ layerNorm: true, parallelBlock: true, ropeInterleaved: true, rotaryDim: 16, rmsNormEps: 1e-5, tieWordEmbeddings: true, qkNorm: false, slidingWindow: null, ropeLayers: null });
+    expect(c.scales.logitsScaling).toBe(8); // logits × 0.125
+    // CohereConfig's defaults: logit_scale 0.0625, layer_norm_eps 1e-5, tied embeddings.
+    expect(parseModelConfig({ architectures: ["CohereForCausalLM"], ...shape })).toMatchObject({ rmsNormEps: 1e-5, tieWordEmbeddings: true, scales: { logitsScaling: 16 } });
+    expect(parseModelConfig({ architectures: ["CohereForCausalLM"], ...shape, tie_word_embeddings: false }).tieWordEmbeddings).toBe(false);
+    expect(() => parseModelConfig({ architectures: ["CohereForCausalLM"], ...shape, use_qk_norm: true }, "x/config.json")).toThrow("x/config.json: use_qk_norm=true (Command R+'s LayerNorms of q and k, a weight per head) is not supported");
+    // Command R7B's config.json: sliding_window_pattern 4 (every fourth layer global), no layer_types; Cohere2Config's window 4096.
+    const c2 = parseModelConfig({ architectures: ["Cohere2ForCausalLM"], ...shape, sliding_window_pattern: 4 });
+    expect(c2).toMatchObject({ layerNorm: true, parallelBlock: true, slidingWindow: 4096, layerWindows: [4096, 4096, 4096, 0, 4096, 4096, 4096, 0], ropeLayers: [true, true, true, false, true, true, true, false] });
+    // layer_types as newer saves write them.
+    const typed = parseModelConfig({ architectures: ["Cohere2ForCausalLM"], ...shape, sliding_window: 32, layer_types: ["sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention", "sliding_attention", "sliding_attention", "full_attention"] });
+    expect([typed.layerWindows, typed.ropeLayers]).toEqual([[32, 0, 32, 0, 32, 32, 32, 0], [true, false, true, false, true, true, true, false]]);
+    // The other architectures keep RMSNorm and the sequential block.
+    expect(parseModelConfig({ architectures: ["LlamaForCausalLM"], ...shape })).toMatchObject({ layerNorm: false, parallelBlock: false });
+  });
+
   test("transformers 5's rope_parameters (rope_theta, rope_type and the scaling's fields in one object; Gemma 3's per layer type) read as the older fields", () => {
     const qwen = { architectures: ["Qwen3ForCausalLM"], hidden_size: 8, num_attention_heads: 2, head_dim: 8, intermediate_size: 8, num_hidden_layers: 1, vocab_size: 10, max_position_embeddings: 40960 };
     const parse = (f: Record<string, unknown>) => parseModelConfig({ ...qwen, ...f }, "x/config.json");

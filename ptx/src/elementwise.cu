@@ -90,6 +90,13 @@ extern "C" __global__ void add_bias_bf16(bf16* __restrict__ x, const bf16* __res
   *p = to_bf(to_f(*p) + to_f(bias[i]));
 }
 
+// out[i] += x[i] over n values (bf16, rounding like a bf16 addition): Cohere's parallel block adds the MLP's output to
+// the attention's. grid = ceil(n / blockDim)
+extern "C" __global__ void add_bf16(const bf16* __restrict__ x, bf16* __restrict__ out, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) out[i] = to_bf(to_f(out[i]) + to_f(x[i]));
+}
+
 // Vocab-parallel logits back in vocabulary order: gathered is [ranks][slot_rows][per_rank] (an all-gather of
 // each rank's [rows, width_r] block, width_r = min(per_rank, vocab − r·per_rank), stored densely at the start
 // of its slot); out is [rows, vocab]. grid = (ceil(vocab / blockDim), rows)

@@ -1,31 +1,55 @@
 // RMSNorm, with and without the fused residual add. One block per row.
 // Rounding follows Hugging Face's bf16 path: residual add in bf16, normalised value rounded to bf16,
 // then multiplied by the bf16 weight.
+// centered != 0: Cohere's LayerNorm without a bias instead — (x − mean) / √(mean of (x − mean)² + eps), times the
+// weight in f32 and rounded once (CohereLayerNorm computes it all in f32).
 #include "common.cuh"
 
-extern "C" __global__ void rmsnorm_bf16(const bf16* __restrict__ x, const bf16* __restrict__ w, bf16* __restrict__ out, int hidden, float eps) {
+// The row's normalisation of value v: inv = 1/√(…), mean 0 unless centered.
+__device__ __forceinline__ bf16 normed(float v, float mean, float inv, float w, int centered) {
+  return centered ? to_bf((v - mean) * inv * w) : to_bf(to_f(to_bf(v * inv)) * w);
+}
+
+// The mean (0 unless centered) and 1/√(mean square about it + eps) of row[0 … hidden), given the plain sum of squares
+// `ss` (read with the row by the caller): a centered row takes two more passes, the mean's and the deviations'.
+__device__ __forceinline__ float2 row_stats(const bf16* __restrict__ row, float ss, int hidden, float eps, int centered, float* scratch) {
+  float mean = 0.f;
+  if (centered) {
+    float s = 0.f;
+    for (int i = threadIdx.x; i < hidden; i += blockDim.x) s += to_f(row[i]);
+    mean = block_sum(s, scratch) / hidden;
+    ss = 0.f;
+    for (int i = threadIdx.x; i < hidden; i += blockDim.x) { const float d = to_f(row[i]) - mean; ss += d * d; }
+  }
+  return make_float2(mean, rsqrtf(block_sum(ss, scratch) / hidden + eps));
+}
+
+extern "C" __global__ void rmsnorm_bf16(const bf16* __restrict__ x, const bf16* __restrict__ w, bf16* __restrict__ out, int hidden, float eps, int centered) {
   __shared__ float scratch[32];
   const bf16* row = x + (size_t)blockIdx.x * hidden;
   bf16* orow = out + (size_t)blockIdx.x * hidden;
   float ss = 0.f;
-  for (int i = threadIdx.x; i < hidden; i += blockDim.x) { float v = to_f(row[i]); ss += v * v; }
-  const float inv = rsqrtf(block_sum(ss, scratch) / hidden + eps);
-  for (int i = threadIdx.x; i < hidden; i += blockDim.x) orow[i] = to_bf(to_f(to_bf(to_f(row[i]) * inv)) * to_f(w[i]));
+  if (!centered)
+    for (int i = threadIdx.x; i < hidden; i += blockDim.x) { const float v = to_f(row[i]); ss += v * v; }
+  const float2 st = row_stats(row, ss, hidden, eps, centered, scratch);
+  for (int i = threadIdx.x; i < hidden; i += blockDim.x) orow[i] = normed(to_f(row[i]), st.x, st.y, to_f(w[i]), centered);
 }
 
-// residual = residual + x (bf16); out = rmsnorm(residual) * w
-extern "C" __global__ void add_rmsnorm_bf16(const bf16* __restrict__ x, bf16* __restrict__ residual, const bf16* __restrict__ w, bf16* __restrict__ out, int hidden, float eps) {
+// residual = residual + x (bf16); out = rmsnorm(residual) * w (or centered: LayerNorm)
+extern "C" __global__ void add_rmsnorm_bf16(const bf16* __restrict__ x, bf16* __restrict__ residual, const bf16* __restrict__ w, bf16* __restrict__ out, int hidden, float eps,
+                                            int centered) {
   __shared__ float scratch[32];
   const size_t base = (size_t)blockIdx.x * hidden;
   float ss = 0.f;
   for (int i = threadIdx.x; i < hidden; i += blockDim.x) {
-    bf16 r = to_bf(to_f(residual[base + i]) + to_f(x[base + i]));
+    const bf16 r = to_bf(to_f(residual[base + i]) + to_f(x[base + i]));
     residual[base + i] = r;
-    float v = to_f(r);
+    const float v = to_f(r);
     ss += v * v;
   }
-  const float inv = rsqrtf(block_sum(ss, scratch) / hidden + eps);
-  for (int i = threadIdx.x; i < hidden; i += blockDim.x) out[base + i] = to_bf(to_f(to_bf(to_f(residual[base + i]) * inv)) * to_f(w[i]));
+  // (A centered row is read back by the threads that wrote each value.)
+  const float2 st = row_stats(residual + base, ss, hidden, eps, centered, scratch);
+  for (int i = threadIdx.x; i < hidden; i += blockDim.x) out[base + i] = normed(to_f(residual[base + i]), st.x, st.y, to_f(w[i]), centered);
 }
 
 // OLMo 2 / 3 (norms after each sublayer, none before): residual = residual + rmsnorm(x) * w. As Olmo2RMSNorm

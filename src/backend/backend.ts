@@ -189,10 +189,15 @@ export interface Backend<T extends Tensor = Tensor> {
    * Granite's), kept out of the table so that an LM head tied to it can share it.
    */
   embedding(tokenIds: T, table: T, out: T, vocabStart?: number, scale?: number): void;
-  /** out = rmsnorm(x) * weight */
-  rmsNorm(x: T, weight: T, eps: number, out: T): void;
-  /** residual += x; out = rmsnorm(residual) * weight */
-  addRmsNorm(x: T, residual: T, weight: T, eps: number, out: T): void;
+  /**
+   * out = rmsnorm(x) * weight; `centered`: Cohere's LayerNorm without a bias instead, (x − mean) / √(mean of
+   * (x − mean)² + eps) · weight (ModelConfig.layerNorm).
+   */
+  rmsNorm(x: T, weight: T, eps: number, out: T, centered?: boolean): void;
+  /** residual += x; out = rmsnorm(residual) * weight (`centered`: as rmsNorm's) */
+  addRmsNorm(x: T, residual: T, weight: T, eps: number, out: T, centered?: boolean): void;
+  /** out += x, elementwise (Cohere's parallel block: the MLP's output joins the attention's). */
+  add(x: T, out: T): void;
   /** residual += rmsnorm(x) * weight (OLMo 2 / 3's norm after a sublayer; none before the next). */
   rmsNormAdd(x: T, weight: T, eps: number, residual: T): void;
   /**

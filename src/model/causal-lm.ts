@@ -132,6 +132,8 @@ interface Workspace<T> {
   lora: { qkv: T; rank: T; gateUp: T } | null;
   /** Gemma, GLM-4-0414: the attention or MLP output after its norm (null elsewhere). */
   sandwich: T | null;
+  /** Cohere's parallel block: the MLP's output, added to the attention's (null elsewhere). */
+  mlpOut: T | null;
   /** OLMo 2 / 3 under tensor parallelism: each row's sums of squares of q and k, all-reduced (f32 [capacity, 2]). */
   qkSums: T | null;
   /** Sparse-MLP scratch for min(capacity, MOE_CHUNK_TOKENS) tokens (null for a dense model). */
@@ -276,7 +278,8 @@ export class CausalLM<T extends Tensor> {
         oBias: c.oBias && r === 0 ? load([scaled(w(`${a}o_proj.bias`, [H]), k.residual)], [H]) : null,
         sinks: c.attentionSinks ? b.fromHost(floats(sliceRows(w(`${a}sinks`, [c.numHeads]), r * d.numHeads, (r + 1) * d.numHeads)), [d.numHeads]) : null,
         // Gemma / GLM-4-0414 (ModelConfig.outputNorms): the attention output and the MLP output are normed, and the MLP input norm is named anew.
-        postNorm: c.inputNorms ? norm(`${p}${c.outputNorms?.mlpInput ?? "post_attention_layernorm"}.weight`, [H]) : null,
+        // (Cohere's parallel block: the MLP reads the attention's input, normed once.)
+        postNorm: c.inputNorms && !c.parallelBlock ? norm(`${p}${c.outputNorms?.mlpInput ?? "post_attention_layernorm"}.weight`, [H]) : null,
         attnOutNorm: c.outputNorms ? norm(`${p}${c.outputNorms.attention}.weight`, [H]) : null,
         mlpOutNorm: c.outputNorms ? norm(`${p}${c.outputNorms.mlp}.weight`, [H]) : null,
         gateUp: gate && up ? linear([iRows(gate), iRows(up)], [2 * li, H]) : null,
@@ -533,6 +536,7 @@ export class CausalLM<T extends Tensor> {
         lora: this.lora ? { qkv: b.empty([n, this.lora.slots * 3 * this.lora.rank]), rank: b.empty([n, this.lora.slots * this.lora.rank]), gateUp: b.empty([n, this.lora.slots * 2 * this.lora.rank]) } : null,
         moe: this.moeWorkspace(Math.min(n, MOE_CHUNK_TOKENS), ws?.moe ?? null),
         sandwich: c.outputNorms && c.inputNorms ? b.empty([n, c.hiddenSize]) : null,
+        mlpOut: c.parallelBlock ? b.empty([n, c.hiddenSize]) : null,
         qkSums: c.qkNormAcrossHeads && this.collective && this.collective.size > 1 ? b.empty([n, 2], "f32") : null,
         mla: c.mla ? mlaScratch(b, c.mla, this.dims.numHeads, n) : null,
       };
@@ -561,6 +565,25 @@ export class CausalLM<T extends Tensor> {
       gateUp: b.empty([entries, 2 * li]), act: b.empty([entries, li]), expertOut: b.empty([entries, H]), routing: b.empty([moeRoutingInts(entries, moe.numExperts + moe.numSharedExperts)], "i32"),
       shared: ls > 0 ? { gateUp: b.empty([tokens, 2 * ls]), act: b.empty([tokens, ls]), out: b.empty([tokens, H]), gate: b.empty([tokens, 1]) } : null,
     };
+  }
+
+  /**
+   * A dense MLP on `x` ([n, H]) written to `out`: gate/up, the activation, down — with the layer's LoRA adapters
+   * (`La`) where it has them. `s` holds the gate/up and activation rows and the LoRA scratch.
+   */
+  private denseMlp(L: LayerWeights<T>, La: LoraLayer<T> | undefined, x: T, out: T,
+    s: { gateUp: T; act: T; lora: { gateUp: T; rank: T } | null; loraAdd: (x: T, w: { a: T; b: T }, u: T, out: T) => void }): void {
+    const b = this.backend, c = this.cfg;
+    b.linear(x, L.gateUp!, null, s.gateUp);
+    if (La?.gateUp) s.loraAdd(x, La.gateUp, s.lora!.gateUp, s.gateUp);
+    // The fused down projection does not keep silu(gate)·up, which down's LoRA reads.
+    if (b.siluMulLinear && !La?.down && c.activation === "silu") b.siluMulLinear(s.gateUp, L.down!, s.act, out);
+    else {
+      if (c.activation === "silu") b.siluMul(s.gateUp, s.act);
+      else b.geluTanhMul(s.gateUp, s.act);
+      b.linear(s.act, L.down!, null, out);
+      if (La?.down) s.loraAdd(s.act, La.down, s.lora!.rank, out);
+    }
   }
 
   /** A sparse MLP on `x` ([n, H], the post-attention norm), written to `out` — MOE_CHUNK_TOKENS tokens at a time. */
@@ -592,7 +615,7 @@ export class CausalLM<T extends Tensor> {
   /** Runs one step; returns logits [numLogitsRows, vocab] (a pooling model: final-norm hidden states [numLogitsRows, hidden]). */
   forward(step: StepTensors<T>): T {
     if (this.kv.length === 0) throw new Error("forward: KV cache not allocated");
-    const b = this.backend, c = this.cfg, n = step.numTokens, eps = c.rmsNormEps;
+    const b = this.backend, c = this.cfg, n = step.numTokens, eps = c.rmsNormEps, centered = c.layerNorm;
     const ws = this.workspace(n, step.numLogitsRows);
     const hidden = b.rows(ws.hidden, n), residual = b.rows(ws.residual, n), normed = b.rows(ws.normed, n);
     const qkv = b.rows(ws.qkv, n), attn = b.rows(ws.attn, n), gateUp = b.rows(ws.gateUp, n), act = b.rows(ws.act, n);
@@ -620,8 +643,8 @@ export class CausalLM<T extends Tensor> {
       // The attention's input: the normed residual stream, or (OLMo 2 / 3, no input norms) the stream itself.
       let x = residual;
       if (L.inputNorm) {
-        if (i === 0) b.rmsNorm(residual, L.inputNorm, eps, normed);
-        else b.addRmsNorm(toResidual, residual, L.inputNorm, eps, normed);
+        if (i === 0) b.rmsNorm(residual, L.inputNorm, eps, normed, centered);
+        else b.addRmsNorm(toResidual, residual, L.inputNorm, eps, normed, centered);
         x = normed;
       }
       if (L.mla) mlaQkv(b, L.mla, c.mla!, this.dims.numHeads, x, n, ws.mla!, qkv);
@@ -644,6 +667,16 @@ export class CausalLM<T extends Tensor> {
       b.pagedAttention(qkv, kv.k, kv.v, gs, this.blockSize, at, attn, L.sinks);
       b.linear(attn, L.o, L.oBias, hidden);
       if (La?.o) loraAdd(attn, La.o, loraScratch!.rank, hidden);
+      // Cohere's parallel block: the MLP reads the same normed input; its output is added to the attention's, and the
+      // sum (one all-reduce) joins the stream at the next norm.
+      if (c.parallelBlock) {
+        const mlpOut = b.rows(ws.mlpOut!, n);
+        this.denseMlp(L, La, x, mlpOut, { gateUp, act, lora: loraScratch, loraAdd });
+        b.add(mlpOut, hidden);
+        tp?.allReduce(hidden);
+        toResidual = hidden;
+        continue;
+      }
       tp?.allReduce(hidden);
       // The MLP's input, likewise.
       if (L.postNorm) {
@@ -652,18 +685,7 @@ export class CausalLM<T extends Tensor> {
       } else b.rmsNormAdd(hidden, L.attnOutNorm!, eps, residual);
       toResidual = hidden;
       if (L.moe) this.sparseMlp(L.moe, x, hidden, n, ws.moe!);
-      else {
-        b.linear(x, L.gateUp!, null, gateUp);
-        if (La?.gateUp) loraAdd(x, La.gateUp, loraScratch!.gateUp, gateUp);
-        // The fused down projection does not keep silu(gate)·up, which down's LoRA reads.
-        if (b.siluMulLinear && !La?.down && c.activation === "silu") b.siluMulLinear(gateUp, L.down!, act, hidden);
-        else {
-          if (c.activation === "silu") b.siluMul(gateUp, act);
-          else b.geluTanhMul(gateUp, act);
-          b.linear(act, L.down!, null, hidden);
-          if (La?.down) loraAdd(act, La.down, loraScratch!.rank, hidden);
-        }
-      }
+      else this.denseMlp(L, La, x, hidden, { gateUp, act, lora: loraScratch, loraAdd });
       tp?.allReduce(hidden);
       // OLMo 2 / 3: the MLP's normed output joins the stream now; elsewhere the next norm adds it (fused).
       if (c.inputNorms) toResidual = outNorm(hidden, L.mlpOutNorm);
@@ -672,7 +694,7 @@ export class CausalLM<T extends Tensor> {
     const m = step.numLogitsRows;
     const last = b.rows(ws.last, m), logits = b.rows(ws.logits, m);
     // residual += hidden is folded into the final norm (OLMo 2 / 3 added it already); only the sampled rows go on from it.
-    if (c.inputNorms) b.addRmsNorm(toResidual, residual, this.finalNorm, eps, normed);
+    if (c.inputNorms) b.addRmsNorm(toResidual, residual, this.finalNorm, eps, normed, centered);
     else b.rmsNorm(residual, this.finalNorm, eps, normed);
     b.gatherRows(normed, step.logitsRows, m, last);
     if (this.pooling) return last;

@@ -93,6 +93,16 @@ export interface ModelConfig {
   /** OLMo 2 / 3: q_norm and k_norm span the whole q and k projections (all heads at once) instead of each head. */
   qkNormAcrossHeads: boolean;
   /**
+   * Cohere's norms are LayerNorms without a bias: the mean is subtracted before the root mean square is taken, and
+   * the weight multiplies in f32 (one rounding). rmsNormEps is their layer_norm_eps.
+   */
+  layerNorm: boolean;
+  /**
+   * Cohere's parallel block: the attention and the MLP both read the layer's one normed input, and both outputs join
+   * the residual stream together (no post_attention_layernorm).
+   */
+  parallelBlock: boolean;
+  /**
    * GLM's RoPE pairs dimensions (2i, 2i + 1) of the rotated ones instead of (i, i + R/2): q and k rows are
    * permuted as they load so that the kernels' rotate-half form applies (interleavedRopeSource).
    */
@@ -258,6 +268,13 @@ const ARCHITECTURES: Record<string, Architecture> = {
   // Gemma 3 4B / 12B / 27B: the multimodal checkpoints, served as text models (their language model; the
   // vision tower is not loaded).
   Gemma3ForConditionalGeneration: "gemma3",
+  // Cohere's Command R (v01, 08-2024) and Aya Expanse / Aya 23: a parallel block (the attention and the MLP on one
+  // LayerNorm's output, added to the stream together), LayerNorms without bias, RoPE with interleaved pairs over the
+  // whole head, logits × logit_scale, tied embeddings. Command R+'s per-head q/k LayerNorms (use_qk_norm) are not read.
+  CohereForCausalLM: "llama",
+  // Cohere's Command R7B and Command A: that block, three sliding layers of four (window 4096) whose RoPE is the only
+  // one — the global layers use none.
+  Cohere2ForCausalLM: "llama",
   // Mistral Small 3.1 (and the checkpoints built on it): served as its Mistral language model, no vision tower.
   Mistral3ForConditionalGeneration: "llama",
   // Qwen's vision-language models, served as text models (their language model; no vision tower): Qwen2-VL and
@@ -337,6 +354,10 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
   if (ernie && raw.use_bias === true) throw new ConfigError(file, "use_bias=true (biases on every projection, the MLP's too) is not supported");
   const olmo = archs[0] === "Olmo2ForCausalLM" || archs[0] === "Olmo3ForCausalLM", olmo3 = archs[0] === "Olmo3ForCausalLM";
   const exaone4 = archs[0] === "Exaone4ForCausalLM";
+  const cohere2 = archs[0] === "Cohere2ForCausalLM", cohere = archs[0] === "CohereForCausalLM" || cohere2;
+  if (cohere && raw.use_qk_norm === true) throw new ConfigError(file, "use_qk_norm=true (Command R+'s LayerNorms of q and k, a weight per head) is not supported");
+  // Cohere2Config's sliding_window is 4096 where the file leaves it out.
+  if (cohere2 && raw.sliding_window === undefined) raw = { ...raw, sliding_window: 4096 };
   // OLMo 2's layer (EXAONE 4.0's too): norms after the attention and the MLP, none before.
   const postNorms = olmo || exaone4;
   // Olmo3Config's and Exaone4Config's sliding_window is 4096 where the file leaves it out (null: none).
@@ -354,7 +375,8 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
   const numLayers = int("num_hidden_layers");
   // Gemma without layer_types: every sliding_window_pattern-th layer is global (Gemma 2: every second), the others slide.
   // OLMo 3 without layer_types: every fourth layer global, the others sliding (Olmo3Config's default).
-  const pattern = raw.layer_types == null ? (gemma ? (architecture === "gemma2" ? 2 : int("sliding_window_pattern", 6)) : olmo3 ? 4 : 0) : 0;
+  // Cohere 2 without layer_types: every sliding_window_pattern-th layer (default 4) global.
+  const pattern = raw.layer_types == null ? (gemma ? (architecture === "gemma2" ? 2 : int("sliding_window_pattern", 6)) : olmo3 ? 4 : cohere2 ? int("sliding_window_pattern", 4) : 0) : 0;
   const layerWindows = parseLayerWindows(pattern ? { ...raw, layer_types: Array.from({ length: numLayers }, (_, l) => ((l + 1) % pattern ? "sliding_attention" : "full_attention")) }
     : exaone4 && raw.layer_types == null ? { ...raw, layer_types: exaone4LayerTypes(raw, numLayers, file) } : raw, numLayers, int, file);
   const slidingWindow = layerWindows.some((w) => w > 0) ? int("sliding_window") : null;
@@ -379,13 +401,15 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
     attentionSinks: gptOss,
     harmony: gptOss,
     // EXAONE 4.0 with sliding layers: only they rotate.
-    ropeLayers: exaone4 && layerWindows.some((w) => w > 0) ? layerWindows.map((w) => w > 0) : parseRopeLayers(raw.no_rope_layers, int("num_hidden_layers"), file),
+    // Cohere 2: only the sliding layers rotate (Cohere2Attention applies RoPE where it has a sliding window).
+    ropeLayers: (exaone4 && layerWindows.some((w) => w > 0)) || cohere2 ? layerWindows.map((w) => w > 0) : parseRopeLayers(raw.no_rope_layers, int("num_hidden_layers"), file),
     scales: {
       // Gemma scales the embeddings by √hidden_size, rounded to the checkpoint's dtype as transformers does.
       embedding: gemma ? roundTo(Math.sqrt(hiddenSize), torchDtype) : num("embedding_multiplier", 1), residual: num("residual_multiplier", 1),
       attention: gemma ? 1 / Math.sqrt(num("query_pre_attn_scalar", headDim)) : mla ? mla.scale / Math.sqrt(headDim)
         : raw.attention_multiplier == null ? 1 / Math.sqrt(headDim) : num("attention_multiplier", 1),
-      logitsScaling: num("logits_scaling", 1),
+      // Cohere multiplies the logits by logit_scale (0.0625 by default): a divisor here, as Granite's logits_scaling.
+      logitsScaling: cohere ? 1 / num("logit_scale", 0.0625) : num("logits_scaling", 1),
     },
     // OLMo 3: the sliding layers rotate without the rope_scaling of the global ones (vLLM's reading).
     localRopeTheta: architecture === "gemma3" ? positive(rope.localTheta ?? 10000, rope.localThetaField) : olmo3 && rope.scaling != null ? positive(rope.theta ?? 10000, rope.thetaField) : null,
@@ -398,7 +422,9 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
       : postNorms ? { attention: "post_attention_layernorm", mlpInput: null, mlp: "post_feedforward_layernorm" } : null,
     inputNorms: !postNorms,
     qkNormAcrossHeads: olmo || minimax,
-    ropeInterleaved: glm || ernie,
+    layerNorm: cohere,
+    parallelBlock: cohere,
+    ropeInterleaved: glm || ernie || cohere,
     hiddenSize,
     intermediateSize: int("intermediate_size"),
     numLayers: int("num_hidden_layers"),
@@ -408,7 +434,7 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
     vocabSize: int("vocab_size"),
     maxPositionEmbeddings: int("max_position_embeddings", 2048),
     // Olmo2Config's and GptOssConfig's default is 1e-5.
-    rmsNormEps: num("rms_norm_eps", postNorms || gptOss ? 1e-5 : 1e-6),
+    rmsNormEps: cohere ? num("layer_norm_eps", 1e-5) : num("rms_norm_eps", postNorms || gptOss ? 1e-5 : 1e-6),
     // MiniMaxM2Config's default base is 5e6.
     ropeTheta: positive(rope.theta ?? (minimax ? 5e6 : ernie ? 500000 : 10000), rope.thetaField),
     ropeScaling: parseRopeScaling(rope.scaling, file, rope.scalingField, {
@@ -416,7 +442,8 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
     }),
     rotaryDim,
     // Ernie4_5Config's and Ernie4_5_MoeConfig's tie_word_embeddings is true where the file leaves it out.
-    tieWordEmbeddings: ernie ? raw.tie_word_embeddings !== false : raw.tie_word_embeddings === true,
+    // So is CohereConfig's and Cohere2Config's.
+    tieWordEmbeddings: ernie || cohere ? raw.tie_word_embeddings !== false : raw.tie_word_embeddings === true,
     qkvBias: architecture === "qwen2" ? true : attentionBias,
     // GLM's attention_bias covers q/k/v only.
     oBias: architecture === "qwen2" || glm || glm4moe ? false : archs[0] === "SeedOssForCausalLM" ? raw.attention_out_bias === true : attentionBias,

@@ -13,7 +13,7 @@ import { fromFloat32 } from "../loader/dtype.ts";
 import { FP4_VALUES } from "../loader/quantization.ts";
 import { writeSafetensors, type TensorToWrite } from "../loader/safetensors.ts";
 
-export type TinyArch = "qwen3" | "qwen2" | "llama" | "granite" | "smollm3" | "phi3" | "qwen3_moe" | "qwen2_moe" | "mixtral" | "mistral" | "gemma3" | "gemma2" | "granitemoe" | "glm" | "glm4" | "olmo2" | "olmo3" | "exaone4" | "glm4_moe" | "ernie4_5" | "seed_oss" | "gpt_oss" | "deepseek_v3" | "deepseek_v2" | "minimax_m2" | "ernie4_5_moe";
+export type TinyArch = "qwen3" | "qwen2" | "llama" | "granite" | "smollm3" | "phi3" | "qwen3_moe" | "qwen2_moe" | "mixtral" | "mistral" | "gemma3" | "gemma2" | "granitemoe" | "glm" | "glm4" | "olmo2" | "olmo3" | "exaone4" | "glm4_moe" | "ernie4_5" | "seed_oss" | "gpt_oss" | "deepseek_v3" | "deepseek_v2" | "minimax_m2" | "ernie4_5_moe" | "cohere" | "cohere2";
 
 export interface TinyModelOptions {
   arch: TinyArch;
@@ -217,6 +217,19 @@ function causalConfig(o: TinyModelOptions): Record<string, unknown> {
       attention_dropout: 0, pad_token_id: null, sliding_window: o.slidingWindow ?? 4, sliding_window_pattern: 4,
       layer_types: Array.from({ length: o.numLayers ?? 2 }, (_, l) => ((l + 1) % 4 ? "sliding_attention" : "full_attention")),
     };
+  if (o.arch === "cohere" || o.arch === "cohere2") {
+    // Cohere's Command R (cohere) and R7B (cohere2): the parallel block, LayerNorms without bias (layer_norm_eps), RoPE
+    // with interleaved pairs, logits × logit_scale, tied embeddings; cohere2's layers slide three of four (here by 4
+    // positions, or slidingWindow), written as its checkpoints do (sliding_window_pattern, no layer_types), and only
+    // they rotate.
+    const { rms_norm_eps: _eps, ...rest } = base;
+    return {
+      architectures: [o.arch === "cohere" ? "CohereForCausalLM" : "Cohere2ForCausalLM"], model_type: o.arch, ...rest, layer_norm_eps: 1e-5, logit_scale: 0.25,
+      use_qk_norm: false, attention_bias: false, rope_theta: o.arch === "cohere" ? 8000000 : 50000, rope_scaling: o.ropeScaling ?? null,
+      tie_word_embeddings: o.tieWordEmbeddings ?? true, attention_dropout: 0, pad_token_id: null,
+      ...(o.arch === "cohere2" ? { sliding_window: o.slidingWindow ?? 4, sliding_window_pattern: 4 } : {}),
+    };
+  }
   if (o.arch === "minimax_m2")
     // MiniMax-M2: q/k norms over whole projections, RoPE over half of each head (rotary_dim, and the factor transformers
     // reads), 8 experts in Mixtral's names, top 2 by sigmoid score + correction bias, renormalized.
@@ -511,7 +524,8 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
     if (o.arch === "seed_oss" || o.arch === "gpt_oss") add(`${p}self_attn.o_proj.bias`, [H], 0.1);
     // GPT-OSS's sinks: logits of the scores' scale, so they take a real share of each head's attention.
     if (o.arch === "gpt_oss") add(`${p}self_attn.sinks`, [nH], 1);
-    add(`${p}post_attention_layernorm.weight`, [H], 0.1, normMean);
+    // (Cohere's parallel block has no norm between the attention and the MLP.)
+    if (o.arch !== "cohere" && o.arch !== "cohere2") add(`${p}post_attention_layernorm.weight`, [H], 0.1, normMean);
     if (o.arch === "glm4") {
       add(`${p}post_self_attn_layernorm.weight`, [H], 0.1, 1);
       add(`${p}post_mlp_layernorm.weight`, [H], 0.1, 1);

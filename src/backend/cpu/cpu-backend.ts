@@ -135,9 +135,14 @@ export class CpuBackend implements Backend<T> {
     k.embedding(i32(tokenIds), tokenIds.shape[0]!, f32(tab), tab.shape[1]!, tab.shape[0]!, f32(out), vocabStart, scale);
   }
 
-  rmsNorm(x: T, weight: T, eps: number, out: T): void {
+  rmsNorm(x: T, weight: T, eps: number, out: T, centered = false): void {
     const t = x as CpuTensor;
-    k.rmsNorm(t.data, t.numRows, t.width, f32(weight), eps, f32(out));
+    k.rmsNorm(t.data, t.numRows, t.width, f32(weight), eps, f32(out), centered);
+  }
+
+  add(x: T, out: T): void {
+    const a = f32(x), o = f32(out);
+    for (let i = 0; i < o.length; i++) o[i] = o[i]! + a[i]!;
   }
 
   rmsNormAdd(x: T, weight: T, eps: number, residual: T): void {
@@ -155,9 +160,9 @@ export class CpuBackend implements Backend<T> {
     k.qkSquareSums(q.data, q.numRows, shape.numHeads * shape.headDim, shape.numKvHeads * shape.headDim, f32(sums));
   }
 
-  addRmsNorm(x: T, residual: T, weight: T, eps: number, out: T): void {
+  addRmsNorm(x: T, residual: T, weight: T, eps: number, out: T, centered = false): void {
     const t = x as CpuTensor;
-    k.addRmsNorm(t.data, f32(residual), t.numRows, t.width, f32(weight), eps, f32(out));
+    k.addRmsNorm(t.data, f32(residual), t.numRows, t.width, f32(weight), eps, f32(out), centered);
   }
 
   linear(x: T, weight: T, bias: T | null, out: T): void {

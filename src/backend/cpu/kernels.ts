@@ -60,8 +60,21 @@ export function rmsNormRow(src: Float32Array, srcOff: number, dst: Float32Array,
   scaleRow(src, srcOff, dst, dstOff, width, w, 1 / Math.sqrt(sumOfSquares(src, srcOff, width) / width + eps));
 }
 
-export function rmsNorm(x: Float32Array, rows: number, width: number, w: Float32Array, eps: number, out: Float32Array): void {
-  for (let r = 0; r < rows; r++) rmsNormRow(x, r * width, out, r * width, width, w, eps);
+/** Cohere's LayerNorm without a bias, one row: dst = (src − mean) / √(mean of (src − mean)² + eps) · w (src may equal dst). */
+export function layerNormRow(src: Float32Array, srcOff: number, dst: Float32Array, dstOff: number, width: number, w: Float32Array, eps: number): void {
+  let sum = 0;
+  for (let i = 0; i < width; i++) sum += src[srcOff + i]!;
+  const mean = sum / width;
+  let ss = 0;
+  for (let i = 0; i < width; i++) { const d = src[srcOff + i]! - mean; ss += d * d; }
+  const inv = 1 / Math.sqrt(ss / width + eps);
+  for (let i = 0; i < width; i++) dst[dstOff + i] = (src[srcOff + i]! - mean) * inv * w[i]!;
+}
+
+/** Row by row: rmsNormRow, or `centered` layerNormRow. */
+export function rmsNorm(x: Float32Array, rows: number, width: number, w: Float32Array, eps: number, out: Float32Array, centered = false): void {
+  const row = centered ? layerNormRow : rmsNormRow;
+  for (let r = 0; r < rows; r++) row(x, r * width, out, r * width, width, w, eps);
 }
 
 /** residual += rmsnorm(x) · w, row by row (OLMo 2 / 3's norm after a sublayer). */
@@ -97,10 +110,10 @@ export function qkSquareSums(qkv: Float32Array, rows: number, qWidth: number, kW
   }
 }
 
-export function addRmsNorm(x: Float32Array, residual: Float32Array, rows: number, width: number, w: Float32Array, eps: number, out: Float32Array): void {
+export function addRmsNorm(x: Float32Array, residual: Float32Array, rows: number, width: number, w: Float32Array, eps: number, out: Float32Array, centered = false): void {
   const n = rows * width;
   for (let i = 0; i < n; i++) residual[i] = residual[i]! + x[i]!;
-  rmsNorm(residual, rows, width, w, eps, out);
+  rmsNorm(residual, rows, width, w, eps, out, centered);
 }
 
 /**

@@ -611,12 +611,17 @@ export class CudaBackend implements Backend<CudaTensor> {
     this.k.launch("embedding_bf16", [tokenIds.shape[0]!], 256, [P(tokenIds), P(table), P(out), I(table.shape[1]!), I(vocabStart), I(table.shape[0]!), F(scale)]);
   }
 
-  rmsNorm(x: CudaTensor, weight: CudaTensor, eps: number, out: CudaTensor): void {
-    this.k.launch("rmsnorm_bf16", [x.numRows], 256, [P(x), P(weight), P(out), I(x.width), F(eps)]);
+  rmsNorm(x: CudaTensor, weight: CudaTensor, eps: number, out: CudaTensor, centered = false): void {
+    this.k.launch("rmsnorm_bf16", [x.numRows], 256, [P(x), P(weight), P(out), I(x.width), F(eps), I(centered ? 1 : 0)]);
   }
 
-  addRmsNorm(x: CudaTensor, residual: CudaTensor, weight: CudaTensor, eps: number, out: CudaTensor): void {
-    this.k.launch("add_rmsnorm_bf16", [x.numRows], 256, [P(x), P(residual), P(weight), P(out), I(x.width), F(eps)]);
+  addRmsNorm(x: CudaTensor, residual: CudaTensor, weight: CudaTensor, eps: number, out: CudaTensor, centered = false): void {
+    this.k.launch("add_rmsnorm_bf16", [x.numRows], 256, [P(x), P(residual), P(weight), P(out), I(x.width), F(eps), I(centered ? 1 : 0)]);
+  }
+
+  add(x: CudaTensor, out: CudaTensor): void {
+    const n = numel(out.shape);
+    if (n > 0) this.k.launch("add_bf16", [Math.ceil(n / 256)], 256, [P(x), P(out), I(n)]);
   }
 
   rmsNormAdd(x: CudaTensor, weight: CudaTensor, eps: number, residual: CudaTensor): void {

@@ -18,7 +18,7 @@ export const DECODE_SHAPES: readonly (readonly [number, number])[] = [[64, 1], [
 const MODULES: Record<string, { ptx: string; kernels: string[] }> = {
   norm: { ptx: normPtx, kernels: ["rmsnorm_bf16", "add_rmsnorm_bf16", "rmsnorm_add_bf16", "qk_norm_across_heads_bf16", "qk_square_sums_f32"] },
   rope: { ptx: ropePtx, kernels: ["qk_norm_rope_store_bf16"] },
-  elementwise: { ptx: elementwisePtx, kernels: ["embedding_bf16", "silu_mul_bf16", "gelu_tanh_mul_bf16", "swiglu_clamp_mul_bf16", "mla_assemble_bf16", "softcap_f32", "gather_rows_bf16", "add_bias_bf16", "unshard_vocab_f32", "take_sampled_tokens_i32", "scatter_i32", "lora_mask_bf16"] },
+  elementwise: { ptx: elementwisePtx, kernels: ["embedding_bf16", "silu_mul_bf16", "gelu_tanh_mul_bf16", "swiglu_clamp_mul_bf16", "mla_assemble_bf16", "softcap_f32", "gather_rows_bf16", "add_bias_bf16", "add_bf16", "unshard_vocab_f32", "take_sampled_tokens_i32", "scatter_i32", "lora_mask_bf16"] },
   attention: { ptx: attentionPtx, kernels: ["paged_attention_bf16", "paged_attention_split_bf16", "paged_attention_combine_bf16"] },
   sampling: { ptx: samplingPtx, kernels: ["logprobs_f32", "mask_tokens_f32", "apply_edits_f32", "pending_penalty_f32", "sample_f32", "sampled_logit_f32"] },
   prefill_mma: { ptx: prefillMmaPtx, kernels: ["paged_prefill_mma_d64_bf16", "paged_prefill_mma_d128_bf16"] },
@@ -29,7 +29,7 @@ const MODULES: Record<string, { ptx: string; kernels: string[] }> = {
 };
 
 export type KernelName = "rmsnorm_bf16" | "add_rmsnorm_bf16" | "rmsnorm_add_bf16" | "qk_norm_across_heads_bf16" | "qk_square_sums_f32" | "qk_norm_rope_store_bf16" | "embedding_bf16" | "silu_mul_bf16"
-  | "gather_rows_bf16" | "add_bias_bf16" | "unshard_vocab_f32" | "paged_attention_bf16" | "paged_attention_split_bf16" | "paged_attention_combine_bf16"
+  | "gather_rows_bf16" | "add_bias_bf16" | "add_bf16" | "unshard_vocab_f32" | "paged_attention_bf16" | "paged_attention_split_bf16" | "paged_attention_combine_bf16"
   | "paged_prefill_mma_d64_bf16" | "paged_prefill_mma_d128_bf16" | `paged_decode_d${64 | 128 | 256}_g${1 | 2 | 4 | 8}_bf16` | "logprobs_f32" | "mask_tokens_f32" | "apply_edits_f32" | "sample_f32" | "sampled_logit_f32" | "pending_penalty_f32"
   | "gemv_bf16" | "gemv_silu_mul_bf16" | "take_sampled_tokens_i32" | "scatter_i32" | "lora_mask_bf16"
   | "gelu_tanh_mul_bf16" | "swiglu_clamp_mul_bf16" | "mla_assemble_bf16" | "softcap_f32" | "moe_route_bf16" | "moe_route_grouped_f32" | "moe_align_i32" | "moe_gemm_bf16" | "moe_gemm_packed_bf16" | "moe_combine_bf16" | "sigmoid_gated_add_bf16"
