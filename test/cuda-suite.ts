@@ -90,6 +90,8 @@ const MORE_MODELS = [
   // Cohere's Command R and R7B: the parallel block (add_bf16), LayerNorms (the norm kernels centered), interleaved RoPE;
   // R7B's global layer without RoPE.
   { arch: "cohere" as const, seed: 22, vocabSize: 4096 },
+  // OLMoE: q/k norms across heads, then experts on every layer.
+  { arch: "olmoe" as const, seed: 24, vocabSize: 4096 },
   { arch: "cohere2" as const, seed: 23, vocabSize: 4096, numLayers: 4 },
   { arch: "phi3" as const, seed: 12, vocabSize: 4096, partialRotaryFactor: 0.75, originalMaxPositionEmbeddings: 64, ropeScaling: { type: "longrope", short_factor: [1, 1.25, 1.5, 2, 3, 5], long_factor: [1.1, 2, 4, 8, 16, 40] } },
 ];

@@ -164,7 +164,8 @@ export function referenceHidden(cfg: ModelConfig, weights: W, tokens: number[], 
       let q = matvec(w(`${p}self_attn.q_proj.weight`), h, nH * D, cfg.qkvBias ? w(`${p}self_attn.q_proj.bias`) : undefined);
       let k = matvec(w(`${p}self_attn.k_proj.weight`), h, nKv * D, cfg.qkvBias ? w(`${p}self_attn.k_proj.bias`) : undefined);
       // OLMo 2 / 3's and MiniMax-M2's q/k norms span the whole projections.
-      if (olmo || raw.model_type === "minimax_m2") {
+      // OLMoE's too (HF's OlmoeAttention), after pre-norms.
+      if (olmo || raw.model_type === "minimax_m2" || raw.model_type === "olmoe") {
         q = norm(q, `${p}self_attn.q_norm.weight`);
         k = norm(k, `${p}self_attn.k_norm.weight`);
       }
@@ -177,7 +178,7 @@ export function referenceHidden(cfg: ModelConfig, weights: W, tokens: number[], 
       // SmolLM3 (HF's use_rope = no_rope_layers[layer]): 0 leaves q and k unrotated.
       // Cohere 2 (HF's Cohere2Attention): RoPE only where the layer has a sliding window.
       const rot = (Array.isArray(raw.no_rope_layers) && raw.no_rope_layers[l] === 0) || (exaoneHybrid && window === 0) || (raw.model_type === "cohere2" && window === 0) ? (x: Float64Array) => x : rope;
-      const perHead = cfg.qkNorm && !olmo && raw.model_type !== "minimax_m2";
+      const perHead = cfg.qkNorm && !olmo && raw.model_type !== "minimax_m2" && raw.model_type !== "olmoe";
       qs.push(Array.from({ length: nH }, (_, i) => rot(head(q, i, perHead ? `${p}self_attn.q_norm.weight` : undefined), pos)));
       ks.push(Array.from({ length: nKv }, (_, i) => rot(head(k, i, perHead ? `${p}self_attn.k_norm.weight` : undefined), pos)));
       vs.push(Array.from({ length: nKv }, (_, i) => head(v, i)));
@@ -333,7 +334,8 @@ function refSparseMlp(w: W, raw: Record<string, unknown>, p: string, x: Float64A
   if (raw.model_type === "ernie4_5_moe") return refErnieMoeMlp(w, raw, `${p}mlp.`, x, H);
   const mixtral = raw.num_local_experts != null, m = mixtral ? `${p}block_sparse_moe.` : `${p}mlp.`;
   const E = (mixtral ? raw.num_local_experts : raw.num_experts) as number, k = raw.num_experts_per_tok as number;
-  const I = (mixtral ? raw.intermediate_size : raw.moe_intermediate_size) as number;
+  // (OLMoE's intermediate_size is an expert's, as Mixtral's.)
+  const I = (mixtral || raw.model_type === "olmoe" ? raw.intermediate_size : raw.moe_intermediate_size) as number;
   // Granite: router.layer, experts fused as input_linear [E, 2I, H] and output_linear [E, H, I].
   const granite = raw.model_type === "granitemoe";
   const logits = matvec(w(granite ? `${m}router.layer.weight` : `${m}gate.weight`), x, E);

@@ -228,6 +228,15 @@ describe("checkpoints", () => {
     expect(() => ex({ sliding_window: 16, sliding_window_pattern: "LXG" })).toThrow("x/config.json: field 'sliding_window_pattern' must be a positive integer or a string of L and G, got \"LXG\"");
   });
 
+  test("OLMoE: pre-norms with q/k norms over whole projections, every layer experts (intermediate_size an expert's, not renormalized by default); clip_qkv refused", () => {
+    const shape = { hidden_size: 64, num_attention_heads: 4, intermediate_size: 32, num_hidden_layers: 3, vocab_size: 10, num_experts: 8, num_experts_per_tok: 2 };
+    const o = parseModelConfig({ architectures: ["OlmoeForCausalLM"], ...shape, clip_qkv: null });
+    expect(o).toMatchObject({ inputNorms: true, qkNorm: true, qkNormAcrossHeads: true, rmsNormEps: 1e-5, numKvHeads: 4, tieWordEmbeddings: false });
+    expect(o.moe).toMatchObject({ numExperts: 8, topK: 2, intermediateSize: 32, normTopK: false, sparseLayers: [true, true, true], naming: "qwen" });
+    expect(parseModelConfig({ architectures: ["OlmoeForCausalLM"], ...shape, norm_topk_prob: true }).moe!.normTopK).toBe(true);
+    expect(() => parseModelConfig({ architectures: ["OlmoeForCausalLM"], ...shape, clip_qkv: 8 }, "x/config.json")).toThrow("x/config.json: clip_qkv=8 is not supported (q, k and v clamped before the norms)");
+  });
+
   test("Cohere (Command R, Aya) and Cohere 2 (Command R7B, Command A): LayerNorms, the parallel block, interleaved RoPE, logit_scale; R7B's sliding layers the only rotating ones", () => {
     const shape = { hidden_size: 64, num_attention_heads: 4, num_key_value_heads: 2, intermediate_size: 8, num_hidden_layers: 8, vocab_size: 10 };
     const c = parseModelConfig({ architectures: ["CohereForCausalLM"], ...shape, layer_norm_eps: 1e-5, logit_scale: 0.125, use_qk_norm: false });

@@ -42,6 +42,8 @@ const MODELS: [string, TinyModelOptions][] = [
   ["deepseek_v2 (softmax routing with shared experts, the routed scale folded into each slice)", { arch: "deepseek_v2", seed: 15, vocabSize: 2048, numLayers: 3 }],
   ["deepseek_v2 with group_limited_greedy (the grouped routing kernel, replicated; its scale there, not in the slices)", { arch: "deepseek_v2", seed: 18, vocabSize: 2048, numLayers: 3, groupLimited: { numGroups: 4, topKGroups: 1 } }],
   ["ernie4_5_moe (softmax routing with a correction bias, shared experts sliced like the routed ones)", { arch: "ernie4_5_moe", seed: 17, vocabSize: 2048, numLayers: 3 }],
+  // OLMoE: q/k norms across heads (sums of squares all-reduced) before every layer's experts (sliced per rank).
+  ["olmoe (q/k norms across heads; every layer 8 experts, top 2 unnormalized)", { arch: "olmoe", seed: 20, vocabSize: 2048 }],
   // Cohere's parallel block: each rank adds its MLP slice's output to its attention slice's, and one all-reduce sums both.
   ["cohere2 (parallel block: one all-reduce for attention + MLP; sliding layers with RoPE, the global one without)", { arch: "cohere2", seed: 19, vocabSize: 2048, numLayers: 4 }],
 ];

@@ -258,6 +258,9 @@ const ARCHITECTURES: Record<string, Architecture> = {
   // three layers of four (window 4096) and scales RoPE on the global layers only, as vLLM does.
   Olmo2ForCausalLM: "llama",
   Olmo3ForCausalLM: "llama",
+  // AllenAI's OLMoE (OLMoE-1B-7B): the Llama decoder's pre-norms with OLMo 2's q/k norms over whole projections; every
+  // MLP experts chosen by softmax, top k, renormalized only where norm_topk_prob says (not by default).
+  OlmoeForCausalLM: "llama",
   // LG's EXAONE 4.0: OLMo 2's layer (norms after the attention and the MLP), per-head q/k norms, three sliding layers
   // of four whose RoPE is the only one (the global layers use none, "NoPE") when the model slides at all.
   Exaone4ForCausalLM: "llama",
@@ -354,6 +357,8 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
   if (ernie && raw.use_bias === true) throw new ConfigError(file, "use_bias=true (biases on every projection, the MLP's too) is not supported");
   const olmo = archs[0] === "Olmo2ForCausalLM" || archs[0] === "Olmo3ForCausalLM", olmo3 = archs[0] === "Olmo3ForCausalLM";
   const exaone4 = archs[0] === "Exaone4ForCausalLM";
+  const olmoe = archs[0] === "OlmoeForCausalLM";
+  if (olmoe && raw.clip_qkv != null) throw new ConfigError(file, `clip_qkv=${JSON.stringify(raw.clip_qkv)} is not supported (q, k and v clamped before the norms)`);
   const cohere2 = archs[0] === "Cohere2ForCausalLM", cohere = archs[0] === "CohereForCausalLM" || cohere2;
   if (cohere && raw.use_qk_norm === true) throw new ConfigError(file, "use_qk_norm=true (Command R+'s LayerNorms of q and k, a weight per head) is not supported");
   // Cohere2Config's sliding_window is 4096 where the file leaves it out.
@@ -421,7 +426,7 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
       : archs[0] === "Glm4ForCausalLM" ? { attention: "post_self_attn_layernorm", mlpInput: "post_attention_layernorm", mlp: "post_mlp_layernorm" }
       : postNorms ? { attention: "post_attention_layernorm", mlpInput: null, mlp: "post_feedforward_layernorm" } : null,
     inputNorms: !postNorms,
-    qkNormAcrossHeads: olmo || minimax,
+    qkNormAcrossHeads: olmo || minimax || olmoe,
     layerNorm: cohere,
     parallelBlock: cohere,
     ropeInterleaved: glm || ernie || cohere,
@@ -434,7 +439,7 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
     vocabSize: int("vocab_size"),
     maxPositionEmbeddings: int("max_position_embeddings", 2048),
     // Olmo2Config's and GptOssConfig's default is 1e-5.
-    rmsNormEps: cohere ? num("layer_norm_eps", 1e-5) : num("rms_norm_eps", postNorms || gptOss ? 1e-5 : 1e-6),
+    rmsNormEps: cohere ? num("layer_norm_eps", 1e-5) : num("rms_norm_eps", postNorms || gptOss || olmoe ? 1e-5 : 1e-6),
     // MiniMaxM2Config's default base is 5e6.
     ropeTheta: positive(rope.theta ?? (minimax ? 5e6 : ernie ? 500000 : 10000), rope.thetaField),
     ropeScaling: parseRopeScaling(rope.scaling, file, rope.scalingField, {
@@ -447,7 +452,7 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
     qkvBias: architecture === "qwen2" ? true : attentionBias,
     // GLM's attention_bias covers q/k/v only.
     oBias: architecture === "qwen2" || glm || glm4moe ? false : archs[0] === "SeedOssForCausalLM" ? raw.attention_out_bias === true : attentionBias,
-    qkNorm: architecture === "qwen3" || architecture === "gemma3" || postNorms || minimax || (glm4moe && raw.use_qk_norm === true),
+    qkNorm: architecture === "qwen3" || architecture === "gemma3" || postNorms || minimax || olmoe || (glm4moe && raw.use_qk_norm === true),
     torchDtype,
     bosTokenId: typeof raw.bos_token_id === "number" ? raw.bos_token_id : null,
     eosTokenIds: idList(raw.eos_token_id),
@@ -561,7 +566,9 @@ function parseMoe(raw: Record<string, unknown>, arch: string, numLayers: number,
   if (arch === "Ernie4_5_MoeForCausalLM") return parseErnieMoe(raw, numLayers, int, file);
   const granite = arch === "GraniteMoeForCausalLM";
   // Granite names its experts as Mixtral does (num_local_experts; intermediate_size is an expert's).
-  const mixtral = arch === "MixtralForCausalLM" || granite, qwen = arch === "Qwen3MoeForCausalLM" || arch === "Qwen2MoeForCausalLM";
+  // OLMoE names its experts as Qwen does, but its intermediate_size is an expert's (every layer sparse).
+  const olmoe = arch === "OlmoeForCausalLM";
+  const mixtral = arch === "MixtralForCausalLM" || granite, qwen = arch === "Qwen3MoeForCausalLM" || arch === "Qwen2MoeForCausalLM" || olmoe;
   if (!mixtral && !qwen) {
     if (typeof raw.num_experts === "number" && raw.num_experts > 0 || typeof raw.num_local_experts === "number" && raw.num_local_experts > 0)
       throw new ConfigError(file, `architecture '${arch}' is dense, but the config names experts (num_experts / num_local_experts): a mixture-of-experts checkpoint needs its MoE architecture`);
@@ -571,7 +578,7 @@ function parseMoe(raw: Record<string, unknown>, arch: string, numLayers: number,
   if (numExperts > MAX_EXPERTS) throw new ConfigError(file, `${mixtral ? "num_local_experts" : "num_experts"} ${numExperts} exceeds the ${MAX_EXPERTS} experts supported`);
   const topK = int("num_experts_per_tok", 2);
   if (topK > numExperts) throw new ConfigError(file, `num_experts_per_tok (${topK}) exceeds the number of experts (${numExperts})`);
-  const intermediateSize = int(mixtral ? "intermediate_size" : "moe_intermediate_size");
+  const intermediateSize = int(mixtral || olmoe ? "intermediate_size" : "moe_intermediate_size");
   const step = qwen ? int("decoder_sparse_step", 1) : 1;
   const mlpOnly = raw.mlp_only_layers ?? [];
   if (!Array.isArray(mlpOnly) || !mlpOnly.every((l) => Number.isInteger(l) && l >= 0 && l < numLayers))

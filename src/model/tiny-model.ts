@@ -13,7 +13,7 @@ import { fromFloat32 } from "../loader/dtype.ts";
 import { FP4_VALUES } from "../loader/quantization.ts";
 import { writeSafetensors, type TensorToWrite } from "../loader/safetensors.ts";
 
-export type TinyArch = "qwen3" | "qwen2" | "llama" | "granite" | "smollm3" | "phi3" | "qwen3_moe" | "qwen2_moe" | "mixtral" | "mistral" | "gemma3" | "gemma2" | "granitemoe" | "glm" | "glm4" | "olmo2" | "olmo3" | "exaone4" | "glm4_moe" | "ernie4_5" | "seed_oss" | "gpt_oss" | "deepseek_v3" | "deepseek_v2" | "minimax_m2" | "ernie4_5_moe" | "cohere" | "cohere2";
+export type TinyArch = "qwen3" | "qwen2" | "llama" | "granite" | "smollm3" | "phi3" | "qwen3_moe" | "qwen2_moe" | "mixtral" | "mistral" | "gemma3" | "gemma2" | "granitemoe" | "glm" | "glm4" | "olmo2" | "olmo3" | "exaone4" | "glm4_moe" | "ernie4_5" | "seed_oss" | "gpt_oss" | "deepseek_v3" | "deepseek_v2" | "minimax_m2" | "ernie4_5_moe" | "cohere" | "cohere2" | "olmoe";
 
 export interface TinyModelOptions {
   arch: TinyArch;
@@ -217,6 +217,14 @@ function causalConfig(o: TinyModelOptions): Record<string, unknown> {
       attention_dropout: 0, pad_token_id: null, sliding_window: o.slidingWindow ?? 4, sliding_window_pattern: 4,
       layer_types: Array.from({ length: o.numLayers ?? 2 }, (_, l) => ((l + 1) % 4 ? "sliding_attention" : "full_attention")),
     };
+  if (o.arch === "olmoe")
+    // OLMoE: pre-norms, q/k norms over whole projections, every layer 8 experts (Qwen's names; intermediate_size is an
+    // expert's), the top 2 of a softmax, not renormalized (norm_topk_prob false, as OLMoE-1B-7B).
+    return {
+      architectures: ["OlmoeForCausalLM"], model_type: "olmoe", ...base, rms_norm_eps: 1e-5, attention_bias: false, clip_qkv: null, rope_theta: 10000,
+      rope_scaling: o.ropeScaling ?? null, tie_word_embeddings: o.tieWordEmbeddings ?? false, num_experts: o.numExperts ?? 8, num_experts_per_tok: o.topK ?? 2,
+      intermediate_size: o.moeIntermediateSize ?? 32, norm_topk_prob: o.normTopK ?? false, router_aux_loss_coef: 0.01, output_router_logits: false, attention_dropout: 0, pad_token_id: null,
+    };
   if (o.arch === "cohere" || o.arch === "cohere2") {
     // Cohere's Command R (cohere) and R7B (cohere2): the parallel block, LayerNorms without bias (layer_norm_eps), RoPE
     // with interleaved pairs, logits × logit_scale, tied embeddings; cohere2's layers slide three of four (here by 4
@@ -405,7 +413,7 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
   /** A sparse MLP: the router, then each expert's gate, up and down projections (and Qwen2-MoE's shared expert). */
   const addExperts = (p: string) => {
     const granite = o.arch === "granitemoe", mixtral = o.arch === "mixtral" || o.arch === "minimax_m2" || granite, E = (cfg.num_experts ?? cfg.num_local_experts ?? cfg.n_routed_experts ?? cfg.moe_num_experts) as number;
-    const Ie = (mixtral ? cfg.intermediate_size : cfg.moe_intermediate_size) as number, m = mixtral ? `${p}block_sparse_moe.` : `${p}mlp.`;
+    const Ie = (mixtral || o.arch === "olmoe" ? cfg.intermediate_size : cfg.moe_intermediate_size) as number, m = mixtral ? `${p}block_sparse_moe.` : `${p}mlp.`;
     add(granite ? `${m}router.layer.weight` : `${m}gate.weight`, [E, H], 1 / Math.sqrt(H));
     for (let e = 0; e < E; e++) {
       const x = `${m}experts.${e}.`;
@@ -515,7 +523,7 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
         add(`${p}self_attn.q_norm.weight`, [D], 0.1, normMean);
         add(`${p}self_attn.k_norm.weight`, [D], 0.1, normMean);
       }
-      if (olmo || o.arch === "minimax_m2") {
+      if (olmo || o.arch === "minimax_m2" || o.arch === "olmoe") {
         add(`${p}self_attn.q_norm.weight`, [nH * D], 0.1, 1);
         add(`${p}self_attn.k_norm.weight`, [nKv * D], 0.1, 1);
       }
@@ -535,7 +543,7 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
       add(`${p}post_feedforward_layernorm.weight`, [H], 0.1, 0);
     }
     if (postNorms) add(`${p}post_feedforward_layernorm.weight`, [H], 0.1, 1);
-    const sparse = o.arch === "mixtral" || o.arch === "granitemoe" || o.arch === "minimax_m2" || ((o.arch === "qwen3_moe" || o.arch === "qwen2_moe") && !(cfg.mlp_only_layers as number[]).includes(i))
+    const sparse = o.arch === "mixtral" || o.arch === "granitemoe" || o.arch === "minimax_m2" || o.arch === "olmoe" || ((o.arch === "qwen3_moe" || o.arch === "qwen2_moe") && !(cfg.mlp_only_layers as number[]).includes(i))
       || ((o.arch === "glm4_moe" || o.arch === "deepseek_v3" || o.arch === "deepseek_v2") && i >= (cfg.first_k_dense_replace as number))
       || (o.arch === "ernie4_5_moe" && i >= (cfg.moe_layer_start_index as number));
     if (o.arch === "gpt_oss") addGptOssExperts(p);
