@@ -1,4 +1,4 @@
-/** The CPU backend's helper thread: computes the upper half of large matrix products (see matmul-pool.ts). */
+/** One of the CPU backend's helper threads: computes a range of a large matrix product's output features (see matmul-pool.ts). */
 import { matmulTransposed } from "./backend/cpu/kernels.ts";
 import { A_B, A_BOFF, A_END, A_IN, A_N, A_O, A_OOFF, A_OUTF, A_START, A_W, A_WOFF, A_X, A_XOFF, ACK, DONE, FAILED, SEQ } from "./backend/cpu/matmul-pool.ts";
 

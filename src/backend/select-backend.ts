@@ -1,6 +1,7 @@
 /** --device auto|cpu|cuda → a backend. `auto` takes the GPU when a driver and a GPU are there, else the CPU and says why. */
 import type { Backend, Tensor } from "./backend.ts";
 import { CpuBackend } from "./cpu/cpu-backend.ts";
+import { defaultCpuThreads } from "./cpu/matmul-pool.ts";
 import type { CudaBackend } from "./cuda/cuda-backend.ts";
 import { DEFAULT_CUDA, type CudaProvider } from "./cuda/provider.ts";
 import { CudaOptionError, cudaOptionsFromEnv } from "./cuda/cuda-options.ts";
@@ -34,5 +35,12 @@ export function selectBackend(device: Device, log: (m: string) => void, provider
       log(`device auto: using the CPU backend (no usable GPU: ${(e as Error).message})`);
     }
   }
-  return { backend: new CpuBackend() as unknown as Backend<Tensor>, kind: "cpu", cuda: null };
+  let threads: number;
+  try {
+    threads = defaultCpuThreads();
+  } catch (e) {
+    throw new EngineConfigError("VBUN_CPU_THREADS", (e as Error).message.replace(/^VBUN_CPU_THREADS /, ""));
+  }
+  log(`device cpu: ${threads} thread${threads === 1 ? "" : "s"} for large matrix products (VBUN_CPU_THREADS)`);
+  return { backend: new CpuBackend({ threads }) as unknown as Backend<Tensor>, kind: "cpu", cuda: null };
 }

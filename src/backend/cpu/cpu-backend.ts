@@ -7,7 +7,7 @@ import type { TensorView } from "../../loader/safetensors.ts";
 import type { SamplingBatch, SamplerOutput } from "../../engine/sampling-batch.ts";
 import * as k from "./kernels.ts";
 import { sampleRows } from "./sampling.ts";
-import { MatmulPool } from "./matmul-pool.ts";
+import { defaultCpuThreads, MatmulPool } from "./matmul-pool.ts";
 
 export class CpuTensor implements Tensor {
   constructor(readonly data: Float32Array, readonly shape: readonly number[]) {}
@@ -41,7 +41,7 @@ const numel = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
 const sharedF32 = (n: number) => new Float32Array(new SharedArrayBuffer(Math.max(n, 1) * 4), 0, n);
 
 export interface CpuBackendOptions {
-  /** 2 = large matrix products use a helper thread (default when the machine has ≥ 2 cores); 1 = one thread. */
+  /** Threads for large matrix products (the caller's and threads − 1 helpers); default defaultCpuThreads(). */
   threads?: number;
 }
 
@@ -54,8 +54,8 @@ export class CpuBackend implements Backend<T> {
   private loraScratch = new Float32Array(0);
 
   constructor(opts: CpuBackendOptions = {}) {
-    const threads = opts.threads ?? (navigator.hardwareConcurrency >= 2 ? 2 : 1);
-    this.pool = threads >= 2 ? new MatmulPool() : null;
+    const threads = opts.threads ?? defaultCpuThreads();
+    this.pool = threads >= 2 ? new MatmulPool(threads - 1) : null;
   }
 
   /** Stops the helper thread. */

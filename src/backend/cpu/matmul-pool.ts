@@ -1,8 +1,8 @@
 /**
- * Uses the second core for large CPU matrix products: a helper Worker computes the upper half of the
- * output features while the caller computes the lower half, both with the same kernel, so results are
- * bit-identical to a single thread. Buffers are SharedArrayBuffers, registered with the helper once.
- * Small products stay on one thread (below ~2M multiply-adds the hand-off costs more than it saves).
+ * Uses more cores for large CPU matrix products: helper Workers each compute a contiguous range of the output
+ * features while the caller computes the first, all with the same kernel, so results are bit-identical to a single
+ * thread. Buffers are SharedArrayBuffers, registered with every helper once. Small products stay on one thread (below
+ * ~2M multiply-adds the hand-off costs more than it saves), and a product takes one thread per ~1M multiply-adds.
  */
 import { CPU_MATMUL_WORKER_URL, workerOptions } from "../../worker-url.ts";
 import { matmulTransposed } from "./kernels.ts";
@@ -16,18 +16,33 @@ export { SEQ, DONE, ACK, FAILED, A_X, A_XOFF, A_N, A_IN, A_W, A_WOFF, A_OUTF, A_
 /** Products smaller than this (multiply-adds) run on one thread. */
 export const PARALLEL_MIN_WORK = 2_000_000;
 
+/** One helper thread and its control words (see cpu-matmul-worker.ts). */
+interface Helper {
+  worker: Worker;
+  ctl: Int32Array;
+  seq: number;
+}
+
 export class MatmulPool {
-  private readonly worker: Worker;
-  private readonly ctl = new Int32Array(new SharedArrayBuffer(MATMUL_CTL_WORDS * 4));
+  private readonly helpers: Helper[] = [];
   private readonly ids = new WeakMap<SharedArrayBuffer, number>();
   private nextId = 1;
-  private seq = 0;
   private closed = false;
 
-  constructor() {
-    this.worker = new Worker(CPU_MATMUL_WORKER_URL, workerOptions());
-    this.worker.postMessage({ type: "init", ctl: this.ctl.buffer });
-    this.worker.unref();
+  /** `helpers` threads beside the caller's. */
+  constructor(helpers = 1) {
+    for (let i = 0; i < Math.max(1, helpers); i++) {
+      const ctl = new Int32Array(new SharedArrayBuffer(MATMUL_CTL_WORDS * 4));
+      const worker = new Worker(CPU_MATMUL_WORKER_URL, workerOptions());
+      worker.postMessage({ type: "init", ctl: ctl.buffer });
+      worker.unref();
+      this.helpers.push({ worker, ctl, seq: 0 });
+    }
+  }
+
+  /** The threads a product may use: the helpers and the caller. */
+  get threads(): number {
+    return this.helpers.length + 1;
   }
 
   private idOf(a: Float32Array): number {
@@ -36,11 +51,13 @@ export class MatmulPool {
     if (id !== undefined) return id;
     id = this.nextId++;
     this.ids.set(buf, id);
-    this.worker.postMessage({ type: "register", id, buf });
-    // The helper's event loop is free between products: wait for its acknowledgement.
-    while (Atomics.load(this.ctl, ACK) < id) {
-      if (Atomics.load(this.ctl, FAILED)) throw new Error("the matmul helper thread failed");
-      Atomics.wait(this.ctl, ACK, Atomics.load(this.ctl, ACK), 1000);
+    for (const h of this.helpers) h.worker.postMessage({ type: "register", id, buf });
+    // The helpers' event loops are free between products: wait for their acknowledgements.
+    for (const h of this.helpers) {
+      while (Atomics.load(h.ctl, ACK) < id) {
+        if (Atomics.load(h.ctl, FAILED)) throw new Error("a matmul helper thread failed");
+        Atomics.wait(h.ctl, ACK, Atomics.load(h.ctl, ACK), 1000);
+      }
     }
     return id;
   }
@@ -50,28 +67,46 @@ export class MatmulPool {
     return !this.closed && n * inF * outF >= PARALLEL_MIN_WORK && outF >= 2 && [x, w, out, ...(bias ? [bias] : [])].every((a) => a.buffer instanceof SharedArrayBuffer);
   }
 
-  /** out = x · wᵀ + bias over two threads. */
+  /** out = x · wᵀ + bias, its output features in contiguous ranges over the caller and the helpers. */
   linear(x: Float32Array, n: number, inF: number, w: Float32Array, outF: number, bias: Float32Array | null, out: Float32Array): void {
-    const c = this.ctl;
-    const split = outF >> 1;
-    const set = (i: number, v: number) => Atomics.store(c, i, v);
-    set(A_X, this.idOf(x)); set(A_XOFF, x.byteOffset / 4); set(A_N, n); set(A_IN, inF);
-    set(A_W, this.idOf(w)); set(A_WOFF, w.byteOffset / 4); set(A_OUTF, outF);
-    if (bias) { set(A_B, this.idOf(bias)); set(A_BOFF, bias.byteOffset / 4); } else set(A_B, 0);
-    set(A_O, this.idOf(out)); set(A_OOFF, out.byteOffset / 4); set(A_START, split); set(A_END, outF);
-    const seq = ++this.seq;
-    Atomics.store(c, SEQ, seq);
-    Atomics.notify(c, SEQ);
-    matmulTransposed(x, n, inF, w, outF, bias, out, 0, split);
-    while (Atomics.load(c, DONE) < seq) {
-      if (Atomics.load(c, FAILED)) throw new Error("the matmul helper thread failed");
-      Atomics.wait(c, DONE, Atomics.load(c, DONE), 1000);
+    const t = Math.min(this.threads, outF, Math.max(2, Math.floor((n * inF * outF) / (PARALLEL_MIN_WORK / 2))));
+    const bound = (k: number) => Math.floor((k * outF) / t);
+    const ids = [this.idOf(x), this.idOf(w), bias ? this.idOf(bias) : 0, this.idOf(out)];
+    for (let k = 1; k < t; k++) {
+      const h = this.helpers[k - 1]!, c = h.ctl;
+      const set = (i: number, v: number) => Atomics.store(c, i, v);
+      set(A_X, ids[0]!); set(A_XOFF, x.byteOffset / 4); set(A_N, n); set(A_IN, inF);
+      set(A_W, ids[1]!); set(A_WOFF, w.byteOffset / 4); set(A_OUTF, outF);
+      set(A_B, ids[2]!); if (bias) set(A_BOFF, bias.byteOffset / 4);
+      set(A_O, ids[3]!); set(A_OOFF, out.byteOffset / 4); set(A_START, bound(k)); set(A_END, bound(k + 1));
+      Atomics.store(c, SEQ, ++h.seq);
+      Atomics.notify(c, SEQ);
+    }
+    matmulTransposed(x, n, inF, w, outF, bias, out, 0, bound(1));
+    for (let k = 1; k < t; k++) {
+      const h = this.helpers[k - 1]!, c = h.ctl;
+      while (Atomics.load(c, DONE) < h.seq) {
+        if (Atomics.load(c, FAILED)) throw new Error("a matmul helper thread failed");
+        Atomics.wait(c, DONE, Atomics.load(c, DONE), 1000);
+      }
     }
   }
 
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.worker.terminate();
+    for (const h of this.helpers) h.worker.terminate();
   }
+}
+
+/**
+ * The CPU backend's threads for large matrix products: $VBUN_CPU_THREADS, or the machine's logical cores up to 8 (the
+ * products are bound by memory bandwidth, which more threads than that rarely add to).
+ */
+export function defaultCpuThreads(env: Record<string, string | undefined> = process.env): number {
+  const v = env.VBUN_CPU_THREADS;
+  if (v === undefined || v === "") return Math.max(1, Math.min(8, navigator.hardwareConcurrency || 1));
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 256) throw new Error(`VBUN_CPU_THREADS must be an integer from 1 to 256, got '${v}'`);
+  return n;
 }
