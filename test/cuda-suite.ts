@@ -19,6 +19,10 @@ import { writeAdapter } from "./lora-adapters.ts";
 import { LORA_TARGETS } from "../src/lora/lora-adapter.ts";
 import { dequantizeMatrix } from "../src/loader/packed-matrix.ts";
 import { quantizeFp8Rows } from "../src/loader/quantization.ts";
+import { gptOssExpertParts } from "../src/model/gpt-oss-experts.ts";
+import { Checkpoint } from "../src/loader/checkpoint.ts";
+import { loadModelConfig } from "../src/model/config.ts";
+import type { TinyModelOptions } from "../src/model/tiny-model.ts";
 import { onlineFp8Reference, quantizedPair, randomPacked, scaledPair, type Scheme } from "./packed-models.ts";
 
 export interface CudaSuiteSizes {
@@ -973,6 +977,39 @@ export function defineCudaSuites(target: CudaTarget): void {
           expect(Math.abs(o.outputs[0]!.logprobs![0]!.logprob - onCpu[i]!.outputs[0]!.logprobs![0]!.logprob)).toBeLessThan(0.1);
         });
         expect(same).toBeGreaterThanOrEqual(prompts.length - 1);
+      }
+    }, timeoutMs);
+
+    test("--quantization fp8 quantizes experts as well (GPT-OSS's bf16 experts, Qwen3-MoE's): quantizeFp8Rows' bytes and scales on the GPU; the FP8 model runs close to the CPU backend's", () => {
+      const prompts = [[1, 2, 3, 4, 5, 6, 7], [9, 8, 7], [100, 200, 300, 400, 250, 12]];
+      const params = { temperature: 0, max_tokens: Z.engineTokens, ignore_eos: true, logprobs: 1 };
+      // GPT-OSS: q/k/v and o, and w13 / w2 of the experts, on each of 4 layers; Qwen3-MoE: those of 3 layers, gate/up and down of its dense one.
+      const cases: [TinyModelOptions, number][] = [[{ arch: "gpt_oss", seed: 30, vocabSize: 4096, numLayers: 4 }, 16], [{ arch: "qwen3_moe", seed: 7, vocabSize: 4096, numLayers: 3, numExperts: 8, topK: 2, mlpOnlyLayers: [1] }, 12]];
+      for (const [opts, packed] of cases) {
+        const model = tinyModel(opts);
+        const gpu = gpuLLM({ model, device: "cuda", quantization: "fp8", maxModelLen: 256, maxNumSeqs: 8, cuda: target.provider, log: () => {} });
+        const g2 = gpu.engine.runner.backend as unknown as CudaBackend;
+        expect(g2.packedWeights.count).toBe(packed);
+        if (opts.arch === "gpt_oss") {
+          // Layer 0's gate/up experts as GPT-OSS's loader cuts them (gate and up rows of each expert), quantized by rows.
+          const cfg = loadModelConfig(model), E = cfg.moe!.numExperts, I = cfg.moe!.intermediateSize, H = cfg.hiddenSize;
+          const want = gptOssExpertParts(new Checkpoint(model), "model.layers.0.mlp.", E, H, I, 0, 1, I).w13.map(quantizeFp8Rows);
+          const w13 = (gpu.engine.runner.model as unknown as { layers: { moe: { experts: { w13: CudaTensor } } }[] }).layers[0]!.moe.experts.w13;
+          const words = new Uint8Array(E * 2 * I * H), scales = new Float32Array(E * 2 * I);
+          g2.driver.copyToHost(words, w13.packed!.words);
+          g2.driver.copyToHost(scales, w13.packed!.scales);
+          expect([...words]).toEqual(want.flatMap((m) => [...new Uint8Array(m.words.buffer)]));
+          expect([...scales]).toEqual(want.flatMap((m) => [...m.scales]));
+        }
+        const onGpu = gpu.generate(prompts, params, { useTqdm: false });
+        gpu.close();
+        // (Greedy tokens of these near-flat random models follow small differences — the GPU rounds each dequantized
+        // weight to bf16 where the CPU multiplies in f32 — so the first token's log-probability is what is compared.)
+        const onCpu = new LLM({ model, device: "cpu", quantization: "fp8", maxModelLen: 256, log: () => {} }).generate(prompts, params, { useTqdm: false });
+        onGpu.forEach((o, i) => {
+          expect(o.outputs[0]!.tokenIds.length).toBe(Z.engineTokens);
+          expect(Math.abs(o.outputs[0]!.logprobs![0]!.logprob - onCpu[i]!.outputs[0]!.logprobs![0]!.logprob)).toBeLessThan(0.1);
+        });
       }
     }, timeoutMs);
 

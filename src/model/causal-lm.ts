@@ -365,7 +365,8 @@ export class CausalLM<T extends Tensor> {
     return {
       router: b.loadWeight([ckpt.tensor(`${m}router.weight`, [E, H])], [E, H]), routerBias: b.loadWeight([ckpt.tensor(`${m}router.bias`, [E])], [E]), scoreBias: null, shared: null,
       experts: {
-        w13: b.loadWeight(parts.w13, [E * 2 * li, H]), w2: b.loadWeight(parts.w2, [E * H, li]),
+        // (bf16 experts become FP8 with --quantization fp8, as the other models' do.)
+        w13: b.loadWeight(parts.w13, [E * 2 * li, H], "experts", ckpt.onlineQuantization), w2: b.loadWeight(parts.w2, [E * H, li], "experts", ckpt.onlineQuantization),
         b13: b.loadWeight(parts.b13, [E * 2 * li]), b2: parts.b2 && b.loadWeight([parts.b2], [E * H]), swiglu: moe.swiglu,
       },
     };
