@@ -55,7 +55,8 @@ server:
                                    previous_response_id and GET /v1/responses/{id} (default 0: none, as vLLM)
 
 engine:
-  --device auto|cpu|cuda           backend (default ${d.device})
+  --device auto|cpu|cuda           backend (default ${d.device}); on the CPU, env VBUN_CPU_THREADS threads share
+                                   large matrix products (default: the logical cores, up to 8)
   --dtype auto|bfloat16|float16|float32  weight dtype (default ${d.dtype}; the CPU backend computes in f32)
   --max-model-len N                context length, e.g. 32768, 32k (×1000) or 32K (×1024) (default: the model's
                                    max_position_embeddings)
