@@ -94,6 +94,8 @@ const MORE_MODELS = [
   // Cohere's Command R and R7B: the parallel block (add_bf16), LayerNorms (the norm kernels centered), interleaved RoPE;
   // R7B's global layer without RoPE.
   { arch: "cohere" as const, seed: 22, vocabSize: 4096 },
+  // Command R+: per-head q/k LayerNorm weights (the fused kernel's strides and centered norms).
+  { arch: "cohere" as const, seed: 25, vocabSize: 4096, qkNorm: true },
   // OLMoE: q/k norms across heads, then experts on every layer.
   { arch: "olmoe" as const, seed: 24, vocabSize: 4096 },
   { arch: "cohere2" as const, seed: 23, vocabSize: 4096, numLayers: 4 },
@@ -666,7 +668,7 @@ export function defineCudaSuites(target: CudaTarget): void {
       }
     }, timeoutMs);
 
-    type AttentionCase = readonly [string, Omit<AttentionShape, "scale"> & { noQkNorm?: boolean; sinks?: boolean }, "simple" | "mma"];
+    type AttentionCase = readonly [string, Omit<AttentionShape, "scale"> & { noQkNorm?: boolean; sinks?: boolean; cohereNorms?: boolean }, "simple" | "mma"];
     const attentionCases: readonly AttentionCase[] = [
       ["Qwen3-0.6B heads (16/8 × 128)", { numHeads: 16, numKvHeads: 8, headDim: 128 }, "simple"],
       ["tiny heads (4/2 × 16)", { numHeads: 4, numKvHeads: 2, headDim: 16 }, "simple"],
@@ -686,10 +688,12 @@ export function defineCudaSuites(target: CudaTarget): void {
       ["GPT-OSS heads (8/1 × 64), attention sinks, sliding window 20", { numHeads: 8, numKvHeads: 1, headDim: 64, window: 20, noQkNorm: true, sinks: true }, "simple"],
       ["GPT-OSS heads (8/1 × 64), attention sinks, tensor-core prefill", { numHeads: 8, numKvHeads: 1, headDim: 64, noQkNorm: true, sinks: true }, "mma"],
       ["GQA 8/2 × 64, attention sinks, tensor-core prefill, sliding window 20", { numHeads: 8, numKvHeads: 2, headDim: 64, window: 20, noQkNorm: true, sinks: true }, "mma"],
+      // Command R+'s q/k norms: LayerNorms (centered) with a weight per head, on values of mean 2 (which they remove).
+      ["GQA 8/2 × 64, q/k LayerNorms with a weight per head (Command R+)", { numHeads: 8, numKvHeads: 2, headDim: 64, cohereNorms: true }, "simple"],
     ];
     /** Attention sinks for H query heads: logits around the scores' own scale, so they take a real share of the weight. */
     const randomSinks = (H: number) => rng.normal(new Float32Array(H), 1.5);
-    for (const [name, { noQkNorm, sinks: withSinks, ...s }, kernel] of attentionCases) {
+    for (const [name, { noQkNorm, sinks: withSinks, cohereNorms, ...s }, kernel] of attentionCases) {
       test(`fused q/k norm + RoPE + KV store, and paged attention: ${name}`, () => {
         g.prefillKernel = kernel;
         const shape: AttentionShape = { ...s, scale: 1 / Math.sqrt(s.headDim) };
@@ -707,18 +711,20 @@ export function defineCudaSuites(target: CudaTarget): void {
         const inputs: StepInputs = { tokenIds: Int32Array.from(ids), positions: Int32Array.from(pos), slotMapping: Int32Array.from(slots), queryStart: Int32Array.from(qs), seqLens: Int32Array.from(lens), blockTables: tables, maxBlocksPerSeq: width, logitsRows: new Int32Array(0) };
         const R = s.rotaryDim ?? D, cosT = new Float32Array(512 * R / 2), sinT = new Float32Array(512 * R / 2);
         for (let p = 0; p < 512; p++) for (let i = 0; i < R / 2; i++) { const a = p / 10000 ** ((2 * i) / R); cosT[p * R / 2 + i] = Math.cos(a); sinT[p * R / 2 + i] = Math.sin(a); }
-        const qkv = randn(n * W), qn = randn(D, 0.1).map((v) => v + 1), kn = randn(D, 0.1).map((v) => v + 1);
+        const qkv = cohereNorms ? bf16Round(randn(n * W).map((v) => v + 2)) : randn(n * W);
+        const qnLen = cohereNorms ? s.numHeads * D : D, knLen = cohereNorms ? s.numKvHeads * D : D;
+        const qn = bf16Round(randn(qnLen, 0.1).map((v) => v + 1)), kn = bf16Round(randn(knLen, 0.1).map((v) => v + 1));
         // The cache already holds the cached prefixes' K/V (random): same contents on both sides.
         const kc = randn(numBlocks * bs * s.numKvHeads * D), vc = randn(numBlocks * bs * s.numKvHeads * D);
         const step = g.uploadStep(inputs);
         const gq = up(qkv, [n, W]), gk = up(kc, [numBlocks, bs, s.numKvHeads, D]), gv = up(vc, [numBlocks, bs, s.numKvHeads, D]);
-        g.qkNormRopeStoreKv(gq, step.positions, step.slotMapping, g.fromHost(cosT, [512, R / 2]), g.fromHost(sinT, [512, R / 2]), noQkNorm ? null : up(qn, [D]), noQkNorm ? null : up(kn, [D]), 1e-6, shape, gk, gv);
+        g.qkNormRopeStoreKv(gq, step.positions, step.slotMapping, g.fromHost(cosT, [512, R / 2]), g.fromHost(sinT, [512, R / 2]), noQkNorm ? null : up(qn, [qnLen]), noQkNorm ? null : up(kn, [knLen]), 1e-6, shape, gk, gv, cohereNorms);
         const gOut = out([n, s.numHeads * D]);
         const sinks = withSinks ? randomSinks(s.numHeads) : null;
         g.pagedAttention(gq, gk, gv, step, bs, shape, gOut, sinks && g.fromHost(sinks, [s.numHeads]));
         const cq = new CpuTensor(qkv.slice(), [n, W]), ck = new CpuTensor(kc.slice(), [numBlocks, bs, s.numKvHeads, D]), cv = new CpuTensor(vc.slice(), [numBlocks, bs, s.numKvHeads, D]);
         const cstep = cpu.uploadStep(inputs);
-        cpu.qkNormRopeStoreKv(cq, cstep.positions, cstep.slotMapping, new CpuTensor(cosT, [512, R / 2]), new CpuTensor(sinT, [512, R / 2]), noQkNorm ? null : new CpuTensor(qn, [D]), noQkNorm ? null : new CpuTensor(kn, [D]), 1e-6, shape, ck, cv);
+        cpu.qkNormRopeStoreKv(cq, cstep.positions, cstep.slotMapping, new CpuTensor(cosT, [512, R / 2]), new CpuTensor(sinT, [512, R / 2]), noQkNorm ? null : new CpuTensor(qn, [qnLen]), noQkNorm ? null : new CpuTensor(kn, [knLen]), 1e-6, shape, ck, cv, cohereNorms);
         check(gq, cq.data);
         // The whole caches: the slots written, and the cached prefixes' slots left as they were.
         check(gk, ck.data);

@@ -172,7 +172,9 @@ export function referenceHidden(cfg: ModelConfig, weights: W, tokens: number[], 
       const v = matvec(w(`${p}self_attn.v_proj.weight`), h, nKv * D, cfg.qkvBias ? w(`${p}self_attn.v_proj.bias`) : undefined);
       const head = (a: Float64Array, i: number, normName?: string) => {
         let x: Float64Array = a.slice(i * D, (i + 1) * D);
-        if (normName) x = norm(x, normName);
+        // Cohere's q/k LayerNorms (use_qk_norm) have a weight row per head.
+        if (normName && cohere) x = layerNorm(x, w(normName).subarray(i * D, (i + 1) * D), (raw.layer_norm_eps ?? 1e-5) as number);
+        else if (normName) x = norm(x, normName);
         return x;
       };
       // SmolLM3 (HF's use_rope = no_rope_layers[layer]): 0 leaves q and k unrotated.

@@ -105,6 +105,7 @@ const CASES: [string, TinyModelOptions][] = [
   ["ernie4_5_moe (softmax routing with a correction bias, shared experts; layer 0 dense)", { arch: "ernie4_5_moe", seed: 31, vocabSize: 2048, numLayers: 3 }],
   // Cohere: the parallel block (attention and MLP on one LayerNorm's output), interleaved RoPE, logits × logit_scale.
   ["cohere (Command R: parallel block, LayerNorms without bias, interleaved RoPE, logit_scale; tied head)", { arch: "cohere", seed: 33, vocabSize: 2048 }],
+  ["cohere with use_qk_norm (Command R+: q and k LayerNorms with a weight per head, before the interleaved RoPE)", { arch: "cohere", seed: 36, vocabSize: 2048, qkNorm: true }],
   ["cohere2 (Command R7B: three sliding layers of four with RoPE, the global one without)", { arch: "cohere2", seed: 34, vocabSize: 2048, numLayers: 4, slidingWindow: 5 }],
   ["olmoe (q/k norms across heads after pre-norms; softmax top 2 of 8 not renormalized, every layer)", { arch: "olmoe", seed: 35, vocabSize: 2048 }],
   ["phi3 with partial RoPE (¾) and LongRoPE, short factors", { arch: "phi3", seed: 16, vocabSize: 2048, partialRotaryFactor: 0.75, originalMaxPositionEmbeddings: 1024, ropeScaling: LONGROPE }],

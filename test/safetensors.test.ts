@@ -237,7 +237,7 @@ describe("checkpoints", () => {
     expect(() => parseModelConfig({ architectures: ["OlmoeForCausalLM"], ...shape, clip_qkv: 8 }, "x/config.json")).toThrow("x/config.json: clip_qkv=8 is not supported (q, k and v clamped before the norms)");
   });
 
-  test("Cohere (Command R, Aya) and Cohere 2 (Command R7B, Command A): LayerNorms, the parallel block, interleaved RoPE, logit_scale; R7B's sliding layers the only rotating ones", () => {
+  test("Cohere (Command R, R+, Aya) and Cohere 2 (Command R7B, Command A): LayerNorms, the parallel block, interleaved RoPE, logit_scale, R+'s per-head q/k norms; R7B's sliding layers the only rotating ones", () => {
     const shape = { hidden_size: 64, num_attention_heads: 4, num_key_value_heads: 2, intermediate_size: 8, num_hidden_layers: 8, vocab_size: 10 };
     const c = parseModelConfig({ architectures: ["CohereForCausalLM"], ...shape, layer_norm_eps: 1e-5, logit_scale: 0.125, use_qk_norm: false });
     expect(c).toMatchObject({ layerNorm: true, parallelBlock: true, ropeInterleaved: true, rotaryDim: 16, rmsNormEps: 1e-5, tieWordEmbeddings: true, qkNorm: false, slidingWindow: null, ropeLayers: null });
@@ -245,7 +245,9 @@ describe("checkpoints", () => {
     // CohereConfig's defaults: logit_scale 0.0625, layer_norm_eps 1e-5, tied embeddings.
     expect(parseModelConfig({ architectures: ["CohereForCausalLM"], ...shape })).toMatchObject({ rmsNormEps: 1e-5, tieWordEmbeddings: true, scales: { logitsScaling: 16 } });
     expect(parseModelConfig({ architectures: ["CohereForCausalLM"], ...shape, tie_word_embeddings: false }).tieWordEmbeddings).toBe(false);
-    expect(() => parseModelConfig({ architectures: ["CohereForCausalLM"], ...shape, use_qk_norm: true }, "x/config.json")).toThrow("x/config.json: use_qk_norm=true (Command R+'s LayerNorms of q and k, a weight per head) is not supported");
+    // Command R+: q and k LayerNorms with a weight per head.
+    expect(parseModelConfig({ architectures: ["CohereForCausalLM"], ...shape, use_qk_norm: true })).toMatchObject({ qkNorm: true, qkNormWeightPerHead: true, qkNormAcrossHeads: false });
+    expect(c).toMatchObject({ qkNorm: false, qkNormWeightPerHead: false });
     // Command R7B's config.json: sliding_window_pattern 4 (every fourth layer global), no layer_types; Cohere2Config's window 4096.
     const c2 = parseModelConfig({ architectures: ["Cohere2ForCausalLM"], ...shape, sliding_window_pattern: 4 });
     expect(c2).toMatchObject({ layerNorm: true, parallelBlock: true, slidingWindow: 4096, layerWindows: [4096, 4096, 4096, 0, 4096, 4096, 4096, 0], ropeLayers: [true, true, true, false, true, true, true, false] });

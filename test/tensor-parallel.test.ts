@@ -46,6 +46,8 @@ const MODELS: [string, TinyModelOptions][] = [
   ["olmoe (q/k norms across heads; every layer 8 experts, top 2 unnormalized)", { arch: "olmoe", seed: 20, vocabSize: 2048 }],
   // Cohere's parallel block: each rank adds its MLP slice's output to its attention slice's, and one all-reduce sums both.
   ["cohere2 (parallel block: one all-reduce for attention + MLP; sliding layers with RoPE, the global one without)", { arch: "cohere2", seed: 19, vocabSize: 2048, numLayers: 4 }],
+  // Command R+'s q/k norm weights per head: each rank takes its heads' rows (KV heads replicated at TP = 4).
+  ["cohere with use_qk_norm (per-head q/k norm weights sliced with the heads)", { arch: "cohere", seed: 21, vocabSize: 2048, qkNorm: true }],
 ];
 
 describe("greedy outputs with TP = 2 and TP = 4 equal TP = 1 over 32 tokens", () => {

@@ -4,14 +4,17 @@
 // then Hkv k heads, then Hkv v heads (copied only). Block: D/2 threads rounded up to a multiple of 32;
 // thread i < D/2 owns the pair (i, i + D/2). cos/sin: f32 [max_pos, R/2] for R = 2·rot_half rotary dimensions:
 // the whole head (rot_half = D/2), or partial RoPE (Phi-4-mini), where only the first R dimensions rotate,
-// i with i + R/2, and the rest pass through. Caches [slots, Hkv, D].
+// i with i + R/2, and the rest pass through. Caches [slots, Hkv, D]. A norm weight is D values for every head
+// (stride 0) or one row of D per head (stride D: Cohere's Command R+); centered != 0: LayerNorms without bias instead
+// of RMSNorms, the weight multiplied in f32 and the result rounded once (CohereLayerNorm).
 #include "common.cuh"
 
 extern "C" __global__ void qk_norm_rope_store_bf16(bf16* __restrict__ qkv, const int* __restrict__ positions, const int* __restrict__ slots,
                                                    const float* __restrict__ cos_table, const float* __restrict__ sin_table,
                                                    const bf16* __restrict__ q_norm, const bf16* __restrict__ k_norm,
                                                    bf16* __restrict__ k_cache, bf16* __restrict__ v_cache,
-                                                   int num_heads, int num_kv_heads, int head_dim, int rot_half, float eps) {
+                                                   int num_heads, int num_kv_heads, int head_dim, int rot_half, float eps,
+                                                   int q_norm_stride, int k_norm_stride, int centered) {
   __shared__ float scratch[32];
   const int t = blockIdx.x, h = blockIdx.y, half = head_dim >> 1, i = threadIdx.x;
   const bool active = i < half;
@@ -28,8 +31,16 @@ extern "C" __global__ void qk_norm_rope_store_bf16(bf16* __restrict__ qkv, const
     return;
   }
   float x1 = active ? to_f(head[i]) : 0.f, x2 = active ? to_f(head[i + half]) : 0.f;
-  const bf16* norm = h < num_heads ? q_norm : k_norm;
-  if (norm != nullptr) {
+  const bf16* norm = h < num_heads ? (q_norm ? q_norm + (size_t)h * q_norm_stride : nullptr) : (k_norm ? k_norm + (size_t)kv_head * k_norm_stride : nullptr);
+  if (norm != nullptr && centered) {
+    const float mean = block_sum(x1 + x2, scratch) / head_dim;
+    const float d1 = active ? x1 - mean : 0.f, d2 = active ? x2 - mean : 0.f;
+    const float inv = rsqrtf(block_sum(d1 * d1 + d2 * d2, scratch) / head_dim + eps);
+    if (active) {
+      x1 = to_f(to_bf(d1 * inv * to_f(norm[i])));
+      x2 = to_f(to_bf(d2 * inv * to_f(norm[i + half])));
+    }
+  } else if (norm != nullptr) {
     const float inv = rsqrtf(block_sum(x1 * x1 + x2 * x2, scratch) / head_dim + eps);
     if (active) {
       x1 = to_f(to_bf(to_f(to_bf(x1 * inv)) * to_f(norm[i])));

@@ -215,8 +215,10 @@ export interface Backend<T extends Tensor = Tensor> {
    * In place on the packed qkv rows [tokens, (H + 2·Hkv)·D]: optional per-head RMSNorm of q and k, then
    * rotate-half RoPE of q and k at each token's position using the [maxPos, D/2] cos/sin tables; then each
    * token's (normed, rotated) k and its v go into the caches at its slot (slot −1 = skip). One kernel on GPUs.
+   * A norm weight of D values serves every head; one of heads · D (Cohere's Command R+) gives each head its own.
+   * `centered`: the norms are LayerNorms without bias (rmsNorm's `centered`).
    */
-  qkNormRopeStoreKv(qkv: T, positions: T, slotMapping: T, cos: T, sin: T, qNorm: T | null, kNorm: T | null, eps: number, shape: AttentionShape, kCache: T, vCache: T): void;
+  qkNormRopeStoreKv(qkv: T, positions: T, slotMapping: T, cos: T, sin: T, qNorm: T | null, kNorm: T | null, eps: number, shape: AttentionShape, kCache: T, vCache: T, centered?: boolean): void;
   /**
    * Causal attention of each query token over its sequence's cached context; out is [tokens, H·D]. `sinks`
    * (f32 [H], GPT-OSS): per query head a logit that joins the softmax with a value of zero (an attention sink).

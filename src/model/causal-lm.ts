@@ -271,8 +271,11 @@ export class CausalLM<T extends Tensor> {
         mla,
         qkvBias: c.qkvBias ? load([qRows(qk(w(`${a}q_proj.bias`, [qOut]))), kvRows(qk(w(`${a}k_proj.bias`, [kvOut]))), kvRows(w(`${a}v_proj.bias`, [kvOut]))], [lq + 2 * lkv]) : null,
         // Per head [D], or (OLMo 2 / 3) over the whole q and k projections: this rank's heads' part of them.
-        qNorm: !c.qkNorm ? null : c.qkNormAcrossHeads ? load([qRows(w(`${a}q_norm.weight`, [qOut]))], [lq]) : load([qk(normView(`${a}q_norm.weight`, [D]))], [D]),
-        kNorm: !c.qkNorm ? null : c.qkNormAcrossHeads ? load([kvRows(w(`${a}k_norm.weight`, [kvOut]))], [lkv]) : load([qk(normView(`${a}k_norm.weight`, [D]))], [D]),
+        // (Command R+: a [D] weight per head, this rank's heads' rows, each head's pairs permuted as its q/k rows.)
+        qNorm: !c.qkNorm ? null : c.qkNormAcrossHeads ? load([qRows(w(`${a}q_norm.weight`, [qOut]))], [lq])
+          : c.qkNormWeightPerHead ? load([qRows(qk({ ...w(`${a}q_norm.weight`, [c.numHeads, D]), shape: [qOut] }))], [lq]) : load([qk(normView(`${a}q_norm.weight`, [D]))], [D]),
+        kNorm: !c.qkNorm ? null : c.qkNormAcrossHeads ? load([kvRows(w(`${a}k_norm.weight`, [kvOut]))], [lkv])
+          : c.qkNormWeightPerHead ? load([kvRows(qk({ ...w(`${a}k_norm.weight`, [c.numKvHeads, D]), shape: [kvOut] }))], [lkv]) : load([qk(normView(`${a}k_norm.weight`, [D]))], [D]),
         o: linear([scaled(oWeight, k.residual)], [H, lq]),
         // A row-parallel bias is added once, by rank 0, before the all-reduce.
         oBias: c.oBias && r === 0 ? load([scaled(w(`${a}o_proj.bias`, [H]), k.residual)], [H]) : null,
@@ -664,7 +667,7 @@ export class CausalLM<T extends Tensor> {
         b.qkNormAcrossHeads(qkv, L.qNorm!, L.kNorm!, eps, at, sums, tp?.size ?? 1);
       }
       const perHead = !c.qkNormAcrossHeads;
-      b.qkNormRopeStoreKv(qkv, step.positions, gs.slotMapping, rope.cos, rope.sin, perHead ? L.qNorm : null, perHead ? L.kNorm : null, eps, at, kv.k, kv.v);
+      b.qkNormRopeStoreKv(qkv, step.positions, gs.slotMapping, rope.cos, rope.sin, perHead ? L.qNorm : null, perHead ? L.kNorm : null, eps, at, kv.k, kv.v, centered);
       b.pagedAttention(qkv, kv.k, kv.v, gs, this.blockSize, at, attn, L.sinks);
       b.linear(attn, L.o, L.oBias, hidden);
       if (La?.o) loraAdd(attn, La.o, loraScratch!.rank, hidden);

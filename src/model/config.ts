@@ -92,6 +92,8 @@ export interface ModelConfig {
   inputNorms: boolean;
   /** OLMo 2 / 3: q_norm and k_norm span the whole q and k projections (all heads at once) instead of each head. */
   qkNormAcrossHeads: boolean;
+  /** Cohere's Command R+ (use_qk_norm): q_norm and k_norm norm each head with a weight of its own ([heads, head_dim]). */
+  qkNormWeightPerHead: boolean;
   /**
    * Cohere's norms are LayerNorms without a bias: the mean is subtracted before the root mean square is taken, and
    * the weight multiplies in f32 (one rounding). rmsNormEps is their layer_norm_eps.
@@ -273,7 +275,7 @@ const ARCHITECTURES: Record<string, Architecture> = {
   Gemma3ForConditionalGeneration: "gemma3",
   // Cohere's Command R (v01, 08-2024) and Aya Expanse / Aya 23: a parallel block (the attention and the MLP on one
   // LayerNorm's output, added to the stream together), LayerNorms without bias, RoPE with interleaved pairs over the
-  // whole head, logits × logit_scale, tied embeddings. Command R+'s per-head q/k LayerNorms (use_qk_norm) are not read.
+  // whole head, logits × logit_scale, tied embeddings; Command R+'s q and k LayerNorms per head (use_qk_norm).
   CohereForCausalLM: "llama",
   // Cohere's Command R7B and Command A: that block, three sliding layers of four (window 4096) whose RoPE is the only
   // one — the global layers use none.
@@ -360,7 +362,6 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
   const olmoe = archs[0] === "OlmoeForCausalLM";
   if (olmoe && raw.clip_qkv != null) throw new ConfigError(file, `clip_qkv=${JSON.stringify(raw.clip_qkv)} is not supported (q, k and v clamped before the norms)`);
   const cohere2 = archs[0] === "Cohere2ForCausalLM", cohere = archs[0] === "CohereForCausalLM" || cohere2;
-  if (cohere && raw.use_qk_norm === true) throw new ConfigError(file, "use_qk_norm=true (Command R+'s LayerNorms of q and k, a weight per head) is not supported");
   // Cohere2Config's sliding_window is 4096 where the file leaves it out.
   if (cohere2 && raw.sliding_window === undefined) raw = { ...raw, sliding_window: 4096 };
   // OLMo 2's layer (EXAONE 4.0's too): norms after the attention and the MLP, none before.
@@ -427,6 +428,7 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
       : postNorms ? { attention: "post_attention_layernorm", mlpInput: null, mlp: "post_feedforward_layernorm" } : null,
     inputNorms: !postNorms,
     qkNormAcrossHeads: olmo || minimax || olmoe,
+    qkNormWeightPerHead: cohere && raw.use_qk_norm === true,
     layerNorm: cohere,
     parallelBlock: cohere,
     ropeInterleaved: glm || ernie || cohere,
@@ -452,7 +454,7 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
     qkvBias: architecture === "qwen2" ? true : attentionBias,
     // GLM's attention_bias covers q/k/v only.
     oBias: architecture === "qwen2" || glm || glm4moe ? false : archs[0] === "SeedOssForCausalLM" ? raw.attention_out_bias === true : attentionBias,
-    qkNorm: architecture === "qwen3" || architecture === "gemma3" || postNorms || minimax || olmoe || (glm4moe && raw.use_qk_norm === true),
+    qkNorm: architecture === "qwen3" || architecture === "gemma3" || postNorms || minimax || olmoe || ((glm4moe || cohere) && raw.use_qk_norm === true),
     torchDtype,
     bosTokenId: typeof raw.bos_token_id === "number" ? raw.bos_token_id : null,
     eosTokenIds: idList(raw.eos_token_id),

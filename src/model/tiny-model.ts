@@ -63,6 +63,8 @@ export interface TinyModelOptions {
   mxfp4?: boolean;
   /** deepseek_v3 / deepseek_v2: q_lora_rank (default v3 32: q through q_a_proj / q_b_proj; v2 null: one q_proj, as V2-Lite's). */
   qLoraRank?: number | null;
+  /** cohere / cohere2: use_qk_norm (Command R+): q_norm [heads, head_dim] and k_norm [kv heads, head_dim] LayerNorms. */
+  qkNorm?: boolean;
   /** DeepSeek-V2: topk_method group_limited_greedy over this many groups, keeping topKGroups (absent: greedy). */
   groupLimited?: { numGroups: number; topKGroups: number };
 }
@@ -233,7 +235,7 @@ function causalConfig(o: TinyModelOptions): Record<string, unknown> {
     const { rms_norm_eps: _eps, ...rest } = base;
     return {
       architectures: [o.arch === "cohere" ? "CohereForCausalLM" : "Cohere2ForCausalLM"], model_type: o.arch, ...rest, layer_norm_eps: 1e-5, logit_scale: 0.25,
-      use_qk_norm: false, attention_bias: false, rope_theta: o.arch === "cohere" ? 8000000 : 50000, rope_scaling: o.ropeScaling ?? null,
+      use_qk_norm: o.qkNorm ?? false, attention_bias: false, rope_theta: o.arch === "cohere" ? 8000000 : 50000, rope_scaling: o.ropeScaling ?? null,
       tie_word_embeddings: o.tieWordEmbeddings ?? true, attention_dropout: 0, pad_token_id: null,
       ...(o.arch === "cohere2" ? { sliding_window: o.slidingWindow ?? 4, sliding_window_pattern: 4 } : {}),
     };
@@ -522,6 +524,10 @@ export function writeTinyModel(dir: string, o: TinyModelOptions): void {
       if (o.arch === "qwen3" || o.arch === "qwen3_moe" || o.arch === "gemma3" || o.arch === "exaone4") {
         add(`${p}self_attn.q_norm.weight`, [D], 0.1, normMean);
         add(`${p}self_attn.k_norm.weight`, [D], 0.1, normMean);
+      }
+      if ((o.arch === "cohere" || o.arch === "cohere2") && o.qkNorm) {
+        add(`${p}self_attn.q_norm.weight`, [nH, D], 0.1, 1);
+        add(`${p}self_attn.k_norm.weight`, [nKv, D], 0.1, 1);
       }
       if (olmo || o.arch === "minimax_m2" || o.arch === "olmoe") {
         add(`${p}self_attn.q_norm.weight`, [nH * D], 0.1, 1);

@@ -200,9 +200,9 @@ export class CpuBackend implements Backend<T> {
     c.data.set(values, firstRow * c.width);
   }
 
-  qkNormRopeStoreKv(qkv: T, positions: T, slotMapping: T, cos: T, sin: T, qNorm: T | null, kNorm: T | null, eps: number, shape: AttentionShape, kCache: T, vCache: T): void {
+  qkNormRopeStoreKv(qkv: T, positions: T, slotMapping: T, cos: T, sin: T, qNorm: T | null, kNorm: T | null, eps: number, shape: AttentionShape, kCache: T, vCache: T, centered = false): void {
     const q = qkv as CpuTensor;
-    k.qkNormRope(q.data, q.numRows, i32(positions), f32(cos), f32(sin), qNorm ? f32(qNorm) : null, kNorm ? f32(kNorm) : null, eps, shape);
+    k.qkNormRope(q.data, q.numRows, i32(positions), f32(cos), f32(sin), qNorm ? f32(qNorm) : null, kNorm ? f32(kNorm) : null, eps, shape, centered);
     k.storeKv(q.data, q.numRows, i32(slotMapping), f32(kCache), f32(vCache), shape);
   }
 

@@ -120,7 +120,8 @@ export function addRmsNorm(x: Float32Array, residual: Float32Array, rows: number
  * In-place per-head RMSNorm (optional) then rotate-half RoPE on the q and k heads of packed qkv rows: over
  * each head's first rotaryDim dimensions (the whole head unless the shape says otherwise).
  */
-export function qkNormRope(qkv: Float32Array, n: number, positions: Int32Array, cos: Float32Array, sin: Float32Array, qNorm: Float32Array | null, kNorm: Float32Array | null, eps: number, s: AttentionShape): void {
+/** In place: per-head norms of q and k (a weight of D for all heads, or heads · D: one per head; `centered`: LayerNorms), then RoPE. */
+export function qkNormRope(qkv: Float32Array, n: number, positions: Int32Array, cos: Float32Array, sin: Float32Array, qNorm: Float32Array | null, kNorm: Float32Array | null, eps: number, s: AttentionShape, centered = false): void {
   const D = s.headDim, half = (s.rotaryDim ?? D) / 2;
   const stride = (s.numHeads + 2 * s.numKvHeads) * D;
   const maxPos = cos.length / half;
@@ -130,8 +131,8 @@ export function qkNormRope(qkv: Float32Array, n: number, positions: Int32Array, 
     const base = t * stride;
     for (let h = 0; h < s.numHeads + s.numKvHeads; h++) {
       const ho = base + h * D;
-      const norm = h < s.numHeads ? qNorm : kNorm;
-      if (norm) rmsNormRow(qkv, ho, qkv, ho, D, norm, eps);
+      const norm = h < s.numHeads ? qNorm : kNorm, local = h < s.numHeads ? h : h - s.numHeads;
+      if (norm) (centered ? layerNormRow : rmsNormRow)(qkv, ho, qkv, ho, D, norm.length > D ? norm.subarray(local * D, (local + 1) * D) : norm, eps);
       for (let i = 0; i < half; i++) {
         const c = cos[pos * half + i]!, sn = sin[pos * half + i]!;
         const x1 = qkv[ho + i]!, x2 = qkv[ho + half + i]!;

@@ -701,10 +701,13 @@ export class CudaBackend implements Backend<CudaTensor> {
   }
 
   qkNormRopeStoreKv(qkv: CudaTensor, positions: CudaTensor, slotMapping: CudaTensor, cos: CudaTensor, sin: CudaTensor, qNorm: CudaTensor | null, kNorm: CudaTensor | null,
-    eps: number, s: AttentionShape, kCache: CudaTensor, vCache: CudaTensor): void {
+    eps: number, s: AttentionShape, kCache: CudaTensor, vCache: CudaTensor, centered = false): void {
     const threads = Math.ceil(s.headDim / 2 / 32) * 32;
+    // A weight per head (heads · D values) steps by D from head to head; a shared one (D) by 0.
+    const stride = (w: CudaTensor | null) => (w && numel(w.shape) > s.headDim ? s.headDim : 0);
     this.k.launch("qk_norm_rope_store_bf16", [qkv.numRows, s.numHeads + 2 * s.numKvHeads], threads,
-      [P(qkv), P(positions), P(slotMapping), P(cos), P(sin), P(qNorm), P(kNorm), P(kCache), P(vCache), I(s.numHeads), I(s.numKvHeads), I(s.headDim), I((s.rotaryDim ?? s.headDim) / 2), F(eps)]);
+      [P(qkv), P(positions), P(slotMapping), P(cos), P(sin), P(qNorm), P(kNorm), P(kCache), P(vCache), I(s.numHeads), I(s.numKvHeads), I(s.headDim), I((s.rotaryDim ?? s.headDim) / 2), F(eps),
+        I(stride(qNorm)), I(stride(kNorm)), I(centered ? 1 : 0)]);
   }
 
   pagedAttention(qkv: CudaTensor, kCache: CudaTensor, vCache: CudaTensor, step: StepTensors<CudaTensor>, blockSize: number, s: AttentionShape, out: CudaTensor, sinks: CudaTensor | null = null): void {
