@@ -26,7 +26,7 @@ const HF_TINY: [string, TinyArch, Record<string, unknown>][] = [["qwen3", "qwen3
   ["qwen3_moe", "qwen3_moe", {}], ["qwen2_moe", "qwen2_moe", {}], ["mixtral", "mixtral", {}], ["gemma3", "gemma3", {}], ["gemma2", "gemma2", {}], ["granitemoe", "granitemoe", {}],
   ["glm", "glm", {}], ["glm4", "glm4", {}], ["olmo2", "olmo2", {}], ["olmo3", "olmo3", { numLayers: 4 }], ["exaone4", "exaone4", { numLayers: 4 }], ["glm4_moe", "glm4_moe", { numLayers: 3 }], ["ernie4_5", "ernie4_5", {}], ["seed_oss", "seed_oss", {}],
   ["gpt_oss", "gpt_oss", { numLayers: 4 }], ["deepseek_v3", "deepseek_v3", { numLayers: 3 }], ["deepseek_v2", "deepseek_v2", { numLayers: 3 }], ["deepseek_v2-grouped", "deepseek_v2", { numLayers: 3, groupLimited: { numGroups: 4, topKGroups: 1 } }], ["minimax_m2", "minimax_m2", {}], ["ernie4_5_moe", "ernie4_5_moe", {}],
-  ["cohere", "cohere", {}], ["cohere2", "cohere2", { numLayers: 4 }], ["olmoe", "olmoe", {}]];
+  ["cohere", "cohere", {}], ["cohere2", "cohere2", { numLayers: 4 }], ["olmoe", "olmoe", {}], ["cohere-qknorm", "cohere", { qkNorm: true }]];
 
 for (const [name, arch, extra] of HF_TINY) {
   const dir = join(import.meta.dir, "fixtures", `hf-tiny-${name}`);
