@@ -374,6 +374,30 @@ test("Mistral Small 3.1 checkpoints (Mistral3ForConditionalGeneration) serve the
   expect(() => parseModelConfig({ architectures: ["Mistral3ForConditionalGeneration"] }, "x/config.json")).toThrow("Mistral3ForConditionalGeneration needs a 'text_config' object");
 }, 60_000);
 
+test("Aya Vision checkpoints (AyaVisionForConditionalGeneration) serve their Cohere language model, as first saved and as transformers saves them now", () => {
+  const cohere2 = tinyModel({ arch: "cohere2", seed: 34, vocabSize: 2048, numLayers: 4, slidingWindow: 5 });
+  const aya = (layout: "first" | "now") => variant(cohere2, `aya-vision-${layout}`, {
+    config: (c) => {
+      const { architectures: _a, model_type: _m, torch_dtype, ...text } = c;
+      for (const k of Object.keys(c)) delete c[k];
+      Object.assign(c, { architectures: ["AyaVisionForConditionalGeneration"], model_type: "aya_vision", torch_dtype, image_token_index: 10, text_config: { ...text, model_type: "cohere2" }, vision_config: { model_type: "siglip_vision_model" } });
+    },
+    // As first saved: language_model.model.*; now: model.language_model.* (the LM head is tied to the embedding).
+    rename: (n) => (layout === "first" ? n.replace(/^model\./, "language_model.model.") : n.replace(/^model\./, "model.language_model.")),
+    add: [extra(layout === "first" ? "vision_tower.vision_model.post_layernorm.weight" : "model.vision_tower.vision_model.post_layernorm.weight")],
+  });
+  const want = run(cohere2);
+  expect(run(aya("first"))).toEqual(want);
+  expect(run(aya("now"))).toEqual(want);
+  // Cohere's defaults fill what text_config leaves out; a Cohere (v1) text model reads as one; others are refused.
+  const parsed = parseModelConfig({ architectures: ["AyaVisionForConditionalGeneration"], text_config: { model_type: "cohere", num_hidden_layers: 2 } });
+  expect([parsed.hiddenSize, parsed.numHeads, parsed.numKvHeads, parsed.layerNorm, parsed.parallelBlock, parsed.slidingWindow, parsed.tieWordEmbeddings, parsed.scales.logitsScaling]).toEqual([8192, 64, 64, true, true, null, true, 16]);
+  expect(parseModelConfig({ architectures: ["AyaVisionForConditionalGeneration"], text_config: { num_hidden_layers: 4 } }).layerWindows).toEqual([4096, 4096, 4096, 0]);
+  expect(() => parseModelConfig({ architectures: ["AyaVisionForConditionalGeneration"], text_config: { model_type: "llama" } }, "x/config.json"))
+    .toThrow("x/config.json: text_config.model_type 'llama' is not supported (AyaVisionForConditionalGeneration is served as its Cohere language model)");
+  expect(() => parseModelConfig({ architectures: ["AyaVisionForConditionalGeneration"] }, "x/config.json")).toThrow("AyaVisionForConditionalGeneration needs a 'text_config' object");
+}, 60_000);
+
 test("a bad CUDA switch is a start-up error naming it, not a silent fall back to the CPU", () => {
   for (const [k, v, allowed] of [["VBUN_GEMM", "fast", "cublas or cublaslt"], ["VBUN_GEMV", "yes", "off or on"], ["VBUN_DECODE_KERNEL", "x", "groups or simple"], ["VBUN_PREFILL_KERNEL", "x", "mma or simple"]] as const) {
     process.env[k] = v;

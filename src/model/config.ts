@@ -282,6 +282,8 @@ const ARCHITECTURES: Record<string, Architecture> = {
   Cohere2ForCausalLM: "llama",
   // Mistral Small 3.1 (and the checkpoints built on it): served as its Mistral language model, no vision tower.
   Mistral3ForConditionalGeneration: "llama",
+  // Cohere's Aya Vision 8B / 32B: served as their Cohere 2 / Cohere language models (read as those), no vision tower.
+  AyaVisionForConditionalGeneration: "llama",
   // Qwen's vision-language models, served as text models (their language model; no vision tower): Qwen2-VL and
   // Qwen2.5-VL (Qwen2's decoder), Qwen3-VL (Qwen3's). For text, M-RoPE's three position sections are equal: plain RoPE.
   Qwen2VLForConditionalGeneration: "qwen2",
@@ -321,6 +323,7 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
   if (Array.isArray(raw.architectures) && raw.architectures[0] === "Gemma3ForConditionalGeneration") raw = gemma3TextConfig(raw, file);
   else if (Array.isArray(raw.architectures) && QWEN_VL.has(String(raw.architectures[0]))) raw = qwenVlTextConfig(raw, file);
   else if (Array.isArray(raw.architectures) && raw.architectures[0] === "Mistral3ForConditionalGeneration") raw = mistral3TextConfig(raw, file);
+  else if (Array.isArray(raw.architectures) && raw.architectures[0] === "AyaVisionForConditionalGeneration") raw = ayaVisionTextConfig(raw, file);
   else if (Array.isArray(raw.architectures) && raw.architectures[0] === "GptOssForCausalLM") raw = gptOssDefaults(raw);
   const archs = raw.architectures;
   if (!Array.isArray(archs) || archs.length === 0) throw new ConfigError(file, "missing 'architectures'");
@@ -529,6 +532,26 @@ function mistral3TextConfig(raw: Record<string, unknown>, file: string): Record<
   const defaults = { ...MISTRAL_TEXT_DEFAULTS };
   if (text.rope_parameters != null) delete defaults.rope_theta;
   return { ...defaults, ...top, ...text, architectures: raw.architectures };
+}
+
+/** Transformers' CohereConfig / Cohere2Config defaults (an Aya Vision text_config leaves out what equals them). */
+const COHERE_TEXT_DEFAULTS: Record<string, unknown> = {
+  vocab_size: 256000, hidden_size: 8192, intermediate_size: 22528, logit_scale: 0.0625, num_hidden_layers: 40, num_attention_heads: 64,
+  hidden_act: "silu", max_position_embeddings: 8192, layer_norm_eps: 1e-5, tie_word_embeddings: true, rope_theta: 10000,
+};
+
+/**
+ * An AyaVisionForConditionalGeneration config.json as its language model's: text_config (Aya Vision 8B's a Cohere 2,
+ * 32B's a Cohere one) over their defaults, read as that causal LM (the vision tower is not loaded).
+ */
+function ayaVisionTextConfig(raw: Record<string, unknown>, file: string): Record<string, unknown> {
+  const text = raw.text_config;
+  if (!isObject(text)) throw new ConfigError(file, "AyaVisionForConditionalGeneration needs a 'text_config' object (its language model's settings)");
+  const type = text.model_type ?? "cohere2";
+  if (type !== "cohere2" && type !== "cohere") throw new ConfigError(file, `text_config.model_type '${type}' is not supported (AyaVisionForConditionalGeneration is served as its Cohere language model)`);
+  const top: Record<string, unknown> = {};
+  for (const key of ["torch_dtype", "dtype", "bos_token_id", "eos_token_id"]) if (raw[key] !== undefined) top[key] = raw[key];
+  return { ...COHERE_TEXT_DEFAULTS, ...top, ...text, architectures: [type === "cohere2" ? "Cohere2ForCausalLM" : "CohereForCausalLM"] };
 }
 
 const QWEN_VL = new Set(["Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration", "Qwen3VLForConditionalGeneration"]);
