@@ -398,6 +398,29 @@ test("Aya Vision checkpoints (AyaVisionForConditionalGeneration) serve their Coh
   expect(() => parseModelConfig({ architectures: ["AyaVisionForConditionalGeneration"] }, "x/config.json")).toThrow("AyaVisionForConditionalGeneration needs a 'text_config' object");
 }, 60_000);
 
+test("InternVL checkpoints (OpenGVLab's InternVLChatModel, transformers' InternVLForConditionalGeneration) serve their language model", () => {
+  const qwen2 = tinyModel({ arch: "qwen2", seed: 3, vocabSize: 2048, tieWordEmbeddings: false });
+  const internvl = (layout: "chat" | "hf") => variant(qwen2, `internvl-${layout}`, {
+    config: (c) => {
+      const { torch_dtype, ...text } = c;
+      for (const k of Object.keys(c)) delete c[k];
+      if (layout === "chat") Object.assign(c, { architectures: ["InternVLChatModel"], model_type: "internvl_chat", torch_dtype, llm_config: text, vision_config: { model_type: "intern_vit_6b" }, template: "internvl2_5" });
+      else Object.assign(c, { architectures: ["InternVLForConditionalGeneration"], model_type: "internvl", torch_dtype, text_config: { ...text, architectures: undefined }, vision_config: { model_type: "internvl_vision" } });
+    },
+    // OpenGVLab's: language_model.model.* and language_model.lm_head; transformers': model.language_model.* and lm_head.
+    rename: (n) => (layout === "chat" ? (n === "lm_head.weight" ? "language_model.lm_head.weight" : n.replace(/^model\./, "language_model.model.")) : n.replace(/^model\./, "model.language_model.")),
+    add: [extra(layout === "chat" ? "vision_model.embeddings.class_embedding" : "model.vision_tower.embeddings.cls_token")],
+  });
+  const want = run(qwen2);
+  expect(run(internvl("chat"))).toEqual(want);
+  expect(run(internvl("hf"))).toEqual(want);
+  expect(() => parseModelConfig({ architectures: ["InternVLChatModel"], llm_config: { architectures: ["InternLM2ForCausalLM"] } }, "x/config.json"))
+    .toThrow("x/config.json: llm_config architecture 'InternLM2ForCausalLM' is not supported (InternVL is served as its Qwen2, Qwen3, Qwen3-MoE or Llama language model)");
+  expect(() => parseModelConfig({ architectures: ["InternVLForConditionalGeneration"], text_config: { model_type: "phi3" } }, "x/config.json"))
+    .toThrow("x/config.json: text_config model_type 'phi3' is not supported");
+  expect(() => parseModelConfig({ architectures: ["InternVLForConditionalGeneration"] }, "x/config.json")).toThrow("InternVLForConditionalGeneration needs a 'text_config' object");
+}, 60_000);
+
 test("a bad CUDA switch is a start-up error naming it, not a silent fall back to the CPU", () => {
   for (const [k, v, allowed] of [["VBUN_GEMM", "fast", "cublas or cublaslt"], ["VBUN_GEMV", "yes", "off or on"], ["VBUN_DECODE_KERNEL", "x", "groups or simple"], ["VBUN_PREFILL_KERNEL", "x", "mma or simple"]] as const) {
     process.env[k] = v;

@@ -284,6 +284,10 @@ const ARCHITECTURES: Record<string, Architecture> = {
   Mistral3ForConditionalGeneration: "llama",
   // Cohere's Aya Vision 8B / 32B: served as their Cohere 2 / Cohere language models (read as those), no vision tower.
   AyaVisionForConditionalGeneration: "llama",
+  // OpenGVLab's InternVL 3 / 3.5 (InternVLChatModel) and transformers' "-hf" copies: served as their Qwen2 / Qwen3 /
+  // Llama language models (read as those), no vision tower.
+  InternVLForConditionalGeneration: "llama",
+  InternVLChatModel: "llama",
   // Qwen's vision-language models, served as text models (their language model; no vision tower): Qwen2-VL and
   // Qwen2.5-VL (Qwen2's decoder), Qwen3-VL (Qwen3's). For text, M-RoPE's three position sections are equal: plain RoPE.
   Qwen2VLForConditionalGeneration: "qwen2",
@@ -324,6 +328,7 @@ export function parseModelConfig(raw: Record<string, unknown>, file = "config.js
   else if (Array.isArray(raw.architectures) && QWEN_VL.has(String(raw.architectures[0]))) raw = qwenVlTextConfig(raw, file);
   else if (Array.isArray(raw.architectures) && raw.architectures[0] === "Mistral3ForConditionalGeneration") raw = mistral3TextConfig(raw, file);
   else if (Array.isArray(raw.architectures) && raw.architectures[0] === "AyaVisionForConditionalGeneration") raw = ayaVisionTextConfig(raw, file);
+  else if (Array.isArray(raw.architectures) && (raw.architectures[0] === "InternVLForConditionalGeneration" || raw.architectures[0] === "InternVLChatModel")) raw = internVlTextConfig(raw, file);
   else if (Array.isArray(raw.architectures) && raw.architectures[0] === "GptOssForCausalLM") raw = gptOssDefaults(raw);
   const archs = raw.architectures;
   if (!Array.isArray(archs) || archs.length === 0) throw new ConfigError(file, "missing 'architectures'");
@@ -552,6 +557,26 @@ function ayaVisionTextConfig(raw: Record<string, unknown>, file: string): Record
   const top: Record<string, unknown> = {};
   for (const key of ["torch_dtype", "dtype", "bos_token_id", "eos_token_id"]) if (raw[key] !== undefined) top[key] = raw[key];
   return { ...COHERE_TEXT_DEFAULTS, ...top, ...text, architectures: [type === "cohere2" ? "Cohere2ForCausalLM" : "CohereForCausalLM"] };
+}
+
+/** The causal LMs an InternVL checkpoint's language model may be, by its model_type. */
+const INTERNVL_TEXT_ARCHITECTURES: Record<string, string> = { qwen2: "Qwen2ForCausalLM", qwen3: "Qwen3ForCausalLM", qwen3_moe: "Qwen3MoeForCausalLM", llama: "LlamaForCausalLM" };
+
+/**
+ * An InternVL config.json as its language model's, the vision tower not loaded: transformers' own
+ * InternVLForConditionalGeneration (the "-hf" checkpoints: text_config, read by its model_type) or OpenGVLab's
+ * InternVLChatModel (llm_config, with its own architectures).
+ */
+function internVlTextConfig(raw: Record<string, unknown>, file: string): Record<string, unknown> {
+  const chat = raw.architectures && (raw.architectures as unknown[])[0] === "InternVLChatModel";
+  const field = chat ? "llm_config" : "text_config", text = raw[field];
+  if (!isObject(text)) throw new ConfigError(file, `${(raw.architectures as unknown[])[0]} needs a '${field}' object (its language model's settings)`);
+  const arch = chat && Array.isArray(text.architectures) ? String(text.architectures[0]) : INTERNVL_TEXT_ARCHITECTURES[String(text.model_type)];
+  if (!arch || !Object.values(INTERNVL_TEXT_ARCHITECTURES).includes(arch))
+    throw new ConfigError(file, `${field} ${chat ? `architecture '${arch}'` : `model_type '${text.model_type}'`} is not supported (InternVL is served as its Qwen2, Qwen3, Qwen3-MoE or Llama language model)`);
+  const top: Record<string, unknown> = {};
+  for (const key of ["torch_dtype", "dtype", "bos_token_id", "eos_token_id"]) if (raw[key] !== undefined && text[key] === undefined) top[key] = raw[key];
+  return { ...top, ...text, architectures: [arch] };
 }
 
 const QWEN_VL = new Set(["Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration", "Qwen3VLForConditionalGeneration"]);
