@@ -35,7 +35,7 @@ test("a large product on two, three or five threads equals the single-threaded o
 test("VBUN_CPU_THREADS sets the threads (default: the cores, up to 8); a bad value is a start-up error naming it", () => {
   expect(defaultCpuThreads({ VBUN_CPU_THREADS: "3" })).toBe(3);
   expect(defaultCpuThreads({})).toBe(Math.max(1, Math.min(8, navigator.hardwareConcurrency)));
-  for (const bad of ["0", "two", "1.5", "1000"]) expect(() => defaultCpuThreads({ VBUN_CPU_THREADS: bad })).toThrow(`VBUN_CPU_THREADS must be an integer from 1 to 256, got '${bad}'`);
+  for (const bad of ["0", "two", "1.5", "1000"]) expect(() => defaultCpuThreads({ VBUN_CPU_THREADS: bad })).toThrow(`VBUN_CPU_THREADS: must be an integer from 1 to 256, got '${bad}'`);
   const logs: string[] = [];
   process.env.VBUN_CPU_THREADS = "3";
   try {

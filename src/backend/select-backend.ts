@@ -35,12 +35,7 @@ export function selectBackend(device: Device, log: (m: string) => void, provider
       log(`device auto: using the CPU backend (no usable GPU: ${(e as Error).message})`);
     }
   }
-  let threads: number;
-  try {
-    threads = defaultCpuThreads();
-  } catch (e) {
-    throw new EngineConfigError("VBUN_CPU_THREADS", (e as Error).message.replace(/^VBUN_CPU_THREADS /, ""));
-  }
+  const threads = defaultCpuThreads();
   log(`device cpu: ${threads} thread${threads === 1 ? "" : "s"} for large matrix products (VBUN_CPU_THREADS)`);
   return { backend: new CpuBackend({ threads }) as unknown as Backend<Tensor>, kind: "cpu", cuda: null };
 }

@@ -509,11 +509,17 @@ const GEMMA3_TEXT_DEFAULTS: Record<string, unknown> = {
 };
 
 /** A Gemma3ForConditionalGeneration config.json as its language model's: text_config over the defaults, the top level's dtype and token ids. */
+/** The fields a multimodal config.json keeps at its top level for its language model too: dtype and token ids (and `more`). */
+function topLevelFields(raw: Record<string, unknown>, more: string[] = []): Record<string, unknown> {
+  const top: Record<string, unknown> = {};
+  for (const key of ["torch_dtype", "dtype", "bos_token_id", "eos_token_id", ...more]) if (raw[key] !== undefined) top[key] = raw[key];
+  return top;
+}
+
 function gemma3TextConfig(raw: Record<string, unknown>, file: string): Record<string, unknown> {
   const text = raw.text_config;
   if (text == null || typeof text !== "object" || Array.isArray(text)) throw new ConfigError(file, "Gemma3ForConditionalGeneration needs a 'text_config' object (its language model's settings)");
-  const top: Record<string, unknown> = {};
-  for (const key of ["torch_dtype", "dtype", "bos_token_id", "eos_token_id", "tie_word_embeddings"]) if (raw[key] !== undefined) top[key] = raw[key];
+  const top = topLevelFields(raw, ["tie_word_embeddings"]);
   // Transformers 5's text_config keeps RoPE in rope_parameters: the old defaults' top-level fields would win over it.
   const defaults = { ...GEMMA3_TEXT_DEFAULTS };
   if ((text as Record<string, unknown>).rope_parameters != null) for (const key of ["rope_theta", "rope_scaling", "rope_local_base_freq"]) delete defaults[key];
@@ -532,8 +538,7 @@ function mistral3TextConfig(raw: Record<string, unknown>, file: string): Record<
   if (!isObject(text)) throw new ConfigError(file, "Mistral3ForConditionalGeneration needs a 'text_config' object (its language model's settings)");
   const type = text.model_type ?? "mistral";
   if (type !== "mistral") throw new ConfigError(file, `text_config.model_type '${type}' is not supported (Mistral3ForConditionalGeneration is served as its Mistral language model)`);
-  const top: Record<string, unknown> = {};
-  for (const key of ["torch_dtype", "dtype", "bos_token_id", "eos_token_id"]) if (raw[key] !== undefined) top[key] = raw[key];
+  const top = topLevelFields(raw);
   const defaults = { ...MISTRAL_TEXT_DEFAULTS };
   if (text.rope_parameters != null) delete defaults.rope_theta;
   return { ...defaults, ...top, ...text, architectures: raw.architectures };
@@ -554,9 +559,7 @@ function ayaVisionTextConfig(raw: Record<string, unknown>, file: string): Record
   if (!isObject(text)) throw new ConfigError(file, "AyaVisionForConditionalGeneration needs a 'text_config' object (its language model's settings)");
   const type = text.model_type ?? "cohere2";
   if (type !== "cohere2" && type !== "cohere") throw new ConfigError(file, `text_config.model_type '${type}' is not supported (AyaVisionForConditionalGeneration is served as its Cohere language model)`);
-  const top: Record<string, unknown> = {};
-  for (const key of ["torch_dtype", "dtype", "bos_token_id", "eos_token_id"]) if (raw[key] !== undefined) top[key] = raw[key];
-  return { ...COHERE_TEXT_DEFAULTS, ...top, ...text, architectures: [type === "cohere2" ? "Cohere2ForCausalLM" : "CohereForCausalLM"] };
+  return { ...COHERE_TEXT_DEFAULTS, ...topLevelFields(raw), ...text, architectures: [type === "cohere2" ? "Cohere2ForCausalLM" : "CohereForCausalLM"] };
 }
 
 /** The causal LMs an InternVL checkpoint's language model may be, by its model_type. */
@@ -574,9 +577,7 @@ function internVlTextConfig(raw: Record<string, unknown>, file: string): Record<
   const arch = chat && Array.isArray(text.architectures) ? String(text.architectures[0]) : INTERNVL_TEXT_ARCHITECTURES[String(text.model_type)];
   if (!arch || !Object.values(INTERNVL_TEXT_ARCHITECTURES).includes(arch))
     throw new ConfigError(file, `${field} ${chat ? `architecture '${arch}'` : `model_type '${text.model_type}'`} is not supported (InternVL is served as its Qwen2, Qwen3, Qwen3-MoE or Llama language model)`);
-  const top: Record<string, unknown> = {};
-  for (const key of ["torch_dtype", "dtype", "bos_token_id", "eos_token_id"]) if (raw[key] !== undefined && text[key] === undefined) top[key] = raw[key];
-  return { ...top, ...text, architectures: [arch] };
+  return { ...topLevelFields(raw), ...text, architectures: [arch] };
 }
 
 const QWEN_VL = new Set(["Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration", "Qwen3VLForConditionalGeneration"]);

@@ -117,10 +117,10 @@ export function addRmsNorm(x: Float32Array, residual: Float32Array, rows: number
 }
 
 /**
- * In-place per-head RMSNorm (optional) then rotate-half RoPE on the q and k heads of packed qkv rows: over
- * each head's first rotaryDim dimensions (the whole head unless the shape says otherwise).
+ * In-place per-head RMSNorm (optional; a weight of D for all heads, or heads · D: one per head; `centered`: LayerNorms)
+ * then rotate-half RoPE on the q and k heads of packed qkv rows: over each head's first rotaryDim dimensions (the
+ * whole head unless the shape says otherwise).
  */
-/** In place: per-head norms of q and k (a weight of D for all heads, or heads · D: one per head; `centered`: LayerNorms), then RoPE. */
 export function qkNormRope(qkv: Float32Array, n: number, positions: Int32Array, cos: Float32Array, sin: Float32Array, qNorm: Float32Array | null, kNorm: Float32Array | null, eps: number, s: AttentionShape, centered = false): void {
   const D = s.headDim, half = (s.rotaryDim ?? D) / 2;
   const stride = (s.numHeads + 2 * s.numKvHeads) * D;

@@ -6,6 +6,7 @@
  */
 import { CPU_MATMUL_WORKER_URL, workerOptions } from "../../worker-url.ts";
 import { matmulTransposed } from "./kernels.ts";
+import { EngineConfigError } from "../../engine/engine-config.ts";
 
 // Control words.
 const SEQ = 0, DONE = 1, ACK = 2, FAILED = 3;
@@ -15,6 +16,14 @@ export { SEQ, DONE, ACK, FAILED, A_X, A_XOFF, A_N, A_IN, A_W, A_WOFF, A_OUTF, A_
 
 /** Products smaller than this (multiply-adds) run on one thread. */
 export const PARALLEL_MIN_WORK = 2_000_000;
+
+/** Blocks until a helper's control word `word` reaches `value`; throws if the helper has failed. */
+function waitFor(ctl: Int32Array, word: number, value: number): void {
+  while (Atomics.load(ctl, word) < value) {
+    if (Atomics.load(ctl, FAILED)) throw new Error("a matmul helper thread failed");
+    Atomics.wait(ctl, word, Atomics.load(ctl, word), 1000);
+  }
+}
 
 /** One helper thread and its control words (see cpu-matmul-worker.ts). */
 interface Helper {
@@ -53,12 +62,7 @@ export class MatmulPool {
     this.ids.set(buf, id);
     for (const h of this.helpers) h.worker.postMessage({ type: "register", id, buf });
     // The helpers' event loops are free between products: wait for their acknowledgements.
-    for (const h of this.helpers) {
-      while (Atomics.load(h.ctl, ACK) < id) {
-        if (Atomics.load(h.ctl, FAILED)) throw new Error("a matmul helper thread failed");
-        Atomics.wait(h.ctl, ACK, Atomics.load(h.ctl, ACK), 1000);
-      }
-    }
+    for (const h of this.helpers) waitFor(h.ctl, ACK, id);
     return id;
   }
 
@@ -83,13 +87,7 @@ export class MatmulPool {
       Atomics.notify(c, SEQ);
     }
     matmulTransposed(x, n, inF, w, outF, bias, out, 0, bound(1));
-    for (let k = 1; k < t; k++) {
-      const h = this.helpers[k - 1]!, c = h.ctl;
-      while (Atomics.load(c, DONE) < h.seq) {
-        if (Atomics.load(c, FAILED)) throw new Error("a matmul helper thread failed");
-        Atomics.wait(c, DONE, Atomics.load(c, DONE), 1000);
-      }
-    }
+    for (let k = 1; k < t; k++) waitFor(this.helpers[k - 1]!.ctl, DONE, this.helpers[k - 1]!.seq);
   }
 
   close(): void {
@@ -107,6 +105,6 @@ export function defaultCpuThreads(env: Record<string, string | undefined> = proc
   const v = env.VBUN_CPU_THREADS;
   if (v === undefined || v === "") return Math.max(1, Math.min(8, navigator.hardwareConcurrency || 1));
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 1 || n > 256) throw new Error(`VBUN_CPU_THREADS must be an integer from 1 to 256, got '${v}'`);
+  if (!Number.isInteger(n) || n < 1 || n > 256) throw new EngineConfigError("VBUN_CPU_THREADS", `must be an integer from 1 to 256, got '${v}'`);
   return n;
 }
